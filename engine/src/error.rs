@@ -1,0 +1,182 @@
+//! The engine's typed errors. Each variant says what happened and where.
+//!
+//! Corruption in the middle of the log, an fsync failure and a fenced
+//! epoch are distinct variants, never folded into a generic I/O error.
+
+use std::path::PathBuf;
+
+use crate::batch::Precondition;
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call failed; the store may still be usable.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// fsync/fdatasync failed. The store is poisoned: data that the kernel
+    /// failed to write back may be gone from the page cache, so it is never
+    /// retried as if it were safe.
+    #[error("fsync of {path} failed, the store is stopped to protect the data: {source}")]
+    Fsync {
+        /// The file or directory whose sync failed.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// An earlier fatal error stopped the store; reopen it to recover.
+    #[error("the store stopped after a fatal error: {0}")]
+    Poisoned(String),
+    /// Another process (or another handle) holds the store's lock.
+    #[error("the store at {path} is in use by another process (lock held)")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A frame's checksum does not match, below the tail of the log.
+    #[error("checksum mismatch in {segment} at offset {offset}: {detail}")]
+    ChecksumMismatch {
+        /// The segment file.
+        segment: PathBuf,
+        /// The byte offset of the bad frame in the segment.
+        offset: u64,
+        /// What the check found.
+        detail: String,
+    },
+    /// The log is damaged in a way other than a checksum mismatch (bad header,
+    /// broken segment chain, LSN gap), at a named place.
+    #[error("log corrupt in {segment} at offset {offset}: {detail}")]
+    CorruptLog {
+        /// The segment file.
+        segment: PathBuf,
+        /// The byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Data the index points to is not what the log holds, or other
+    /// inconsistent state; `verify` and `reindex` diagnose and repair it.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    /// The index does not equal a fresh rebuild from the log.
+    #[error("index does not match the log: {0}")]
+    IndexMismatch(String),
+    /// A format version this build cannot read.
+    #[error("unsupported {what} format version {version}")]
+    UnsupportedFormatVersion {
+        /// Which structure.
+        what: &'static str,
+        /// The version found.
+        version: u16,
+    },
+    /// A precondition of an operation does not hold; the whole batch failed.
+    #[error(
+        "version conflict on {resource_type}/{id}: expected {expected}, current is {}",
+        actual.map_or_else(|| "none".to_owned(), |v| format!("version {v}"))
+    )]
+    VersionConflict {
+        /// The resource type.
+        resource_type: String,
+        /// The resource id.
+        id: String,
+        /// What the caller required.
+        expected: Precondition,
+        /// The current version, live or deleted, if any.
+        actual: Option<u64>,
+    },
+    /// A resource body exceeds the configured limit.
+    #[error("resource {resource_type}/{id} is {bytes} bytes, the limit is {limit}")]
+    ResourceTooLarge {
+        /// The resource type.
+        resource_type: String,
+        /// The resource id.
+        id: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A batch exceeds a limit on operations or bytes.
+    #[error("batch too large: {what} is {actual}, the limit is {limit}")]
+    BatchTooLarge {
+        /// Which limit.
+        what: &'static str,
+        /// The batch's value.
+        actual: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A batch with no operations.
+    #[error("a batch needs at least one operation")]
+    EmptyBatch,
+    /// A type name, id, index key or option value is not acceptable.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// The value (names only; never resource content).
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operation on a lower epoch than the store's.
+    #[error("epoch fenced: the store is at epoch {ours}, the request carries {theirs}")]
+    EpochFenced {
+        /// The store's current epoch.
+        ours: u64,
+        /// The epoch offered.
+        theirs: u64,
+    },
+    /// zstd failed to compress or a dictionary could not be trained.
+    #[error("compression failed: {0}")]
+    Compression(String),
+    /// The redb index failed.
+    #[error("index: {0}")]
+    Index(#[from] redb::Error),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Index(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether the error stops the store for good (until reopened).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Fsync { .. } | Error::Poisoned(_))
+    }
+}

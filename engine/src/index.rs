@@ -1,0 +1,714 @@
+//! The index: redb tables derived from the log, never the source of truth.
+//!
+//! Every table is a function of the log and the key extractor. The live
+//! writer and a rebuild run the same [`apply_frame`], so a rebuilt index
+//! equals the live one table for table (checked by `verify`). The LSN the
+//! index has applied is committed in the same redb transaction as the
+//! entries; on open the log after it is replayed. Commits are non-durable
+//! (no fsync) between periodic durable ones: after a crash redb returns to
+//! its last durable commit and the replay redoes the rest.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, WriteTransaction,
+};
+
+use crate::codec::{Put, Reader};
+use crate::dict::Dictionaries;
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
+use crate::keys::KeyExtractor;
+use crate::limits::{INDEX_KEY_BYTES_MAX, INDEX_KEYS_PER_VERSION_MAX};
+use crate::record::{BodyCodec, OpKind, RecordRef};
+
+/// Bumped whenever a table's layout changes; a different version rebuilds.
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+/// (type, id) -> the newest version, live or deleted.
+const HEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("heads");
+/// (type, id, version) -> that version.
+const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
+/// lsn -> (type, id, version) of every resource record.
+const LSNS: TableDefinition<u64, (&str, &str, u64)> = TableDefinition::new("lsns");
+/// (type, lsn) -> (id, version), for type history.
+const TYPE_LSNS: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("type_lsns");
+/// frame timestamp -> first LSN written at that timestamp (timestamps never
+/// decrease in LSN order, so this maps `_since` to an LSN).
+const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
+/// first LSN of each frame -> (segment first LSN, file offset).
+const FRAMES: TableDefinition<u64, (u64, u64)> = TableDefinition::new("frames");
+/// (key, type, id) for the current live version of each resource.
+const KEYS: TableDefinition<(&[u8], &str, &str), ()> = TableDefinition::new("keys");
+/// (type, id) -> the keys stored for it, to remove them on the next version.
+const KEYS_OF: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("keys_of");
+/// type -> (live resources, versions).
+const TYPE_STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("type_stats");
+/// dictionary id -> bytes.
+const DICTS: TableDefinition<u32, &[u8]> = TableDefinition::new("dicts");
+/// epoch -> LSN of its EpochStart record.
+const EPOCHS: TableDefinition<u64, u64> = TableDefinition::new("epochs");
+
+const META_FORMAT: &str = "format_version";
+const META_APPLIED_LSN: &str = "applied_lsn";
+const META_APPLIED_CRC: &str = "applied_frame_crc";
+const META_EXTRACTOR: &str = "extractor";
+
+/// Where one resource version is and what it is, as the index stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VersionEntry {
+    pub version: u64,
+    pub lsn: u64,
+    pub timestamp_us: u64,
+    pub op: OpKind,
+    pub codec: BodyCodec,
+    pub dict_id: u32,
+    pub raw_len: u32,
+    pub raw_crc: u32,
+    pub segment: u64,
+    pub offset: u64,
+    pub stored_len: u32,
+}
+
+const VERSION_ENTRY_BYTES: usize = 58;
+
+impl VersionEntry {
+    fn encode(&self) -> [u8; VERSION_ENTRY_BYTES] {
+        let mut v = Vec::with_capacity(VERSION_ENTRY_BYTES);
+        v.put_u64(self.version);
+        v.put_u64(self.lsn);
+        v.put_u64(self.timestamp_us);
+        v.put_u8(self.op as u8);
+        v.put_u8(self.codec as u8);
+        v.put_u32(self.dict_id);
+        v.put_u32(self.raw_len);
+        v.put_u32(self.raw_crc);
+        v.put_u64(self.segment);
+        v.put_u64(self.offset);
+        v.put_u32(self.stored_len);
+        let mut out = [0u8; VERSION_ENTRY_BYTES];
+        out.copy_from_slice(&v);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = |e: crate::codec::DecodeError| Error::Corrupt(format!("index entry: {e}"));
+        let mut r = Reader::new(bytes);
+        let version = r.u64("version").map_err(bad)?;
+        let lsn = r.u64("lsn").map_err(bad)?;
+        let timestamp_us = r.u64("timestamp").map_err(bad)?;
+        let op = match r.u8("op").map_err(bad)? {
+            1 => OpKind::Create,
+            2 => OpKind::Update,
+            3 => OpKind::Delete,
+            o => return Err(Error::Corrupt(format!("index entry: op {o}"))),
+        };
+        let codec = BodyCodec::from_u8(r.u8("codec").map_err(bad)?).map_err(bad)?;
+        Ok(Self {
+            version,
+            lsn,
+            timestamp_us,
+            op,
+            codec,
+            dict_id: r.u32("dict").map_err(bad)?,
+            raw_len: r.u32("raw len").map_err(bad)?,
+            raw_crc: r.u32("raw crc").map_err(bad)?,
+            segment: r.u64("segment").map_err(bad)?,
+            offset: r.u64("offset").map_err(bad)?,
+            stored_len: r.u32("stored len").map_err(bad)?,
+        })
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.op != OpKind::Delete
+    }
+}
+
+/// A frame to apply, with where it lives and, for live commits, the
+/// secondary keys already extracted by the committers (indexed by record).
+pub(crate) struct FrameToApply<'a> {
+    pub header: FrameHeader,
+    pub segment: u64,
+    pub offset: u64,
+    /// The frame's bytes, header included.
+    pub bytes: &'a [u8],
+    pub keys: Option<&'a [Option<Vec<Vec<u8>>>]>,
+}
+
+/// The open redb index.
+pub(crate) struct Index {
+    db: Database,
+}
+
+/// What the index says about itself.
+pub(crate) struct IndexState {
+    pub applied_lsn: u64,
+    pub applied_crc: u64,
+    pub format: u64,
+    pub extractor: String,
+}
+
+impl Index {
+    /// Opens (or creates) the index file.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let db = Database::builder()
+            .set_cache_size(256 * 1024 * 1024)
+            .create(path)?;
+        let index = Self { db };
+        // Create every table so read transactions never see a missing one.
+        let tx = index.db.begin_write()?;
+        {
+            let _ = Tables::open(&tx)?;
+            let _ = tx.open_table(META_TEXT)?;
+        }
+        tx.commit()?;
+        Ok(index)
+    }
+
+    pub(crate) fn state(&self) -> Result<IndexState> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let text = tx.open_table(META_TEXT)?;
+        let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
+        Ok(IndexState {
+            applied_lsn: get(META_APPLIED_LSN)?,
+            applied_crc: get(META_APPLIED_CRC)?,
+            format: get(META_FORMAT)?,
+            extractor: text
+                .get(META_EXTRACTOR)?
+                .map(|v| v.value().to_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Stamps a fresh index with its format and extractor.
+    pub(crate) fn initialise(&self, extractor: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(META)?
+                .insert(META_FORMAT, INDEX_FORMAT_VERSION)?;
+            tx.open_table(META_TEXT)?
+                .insert(META_EXTRACTOR, extractor)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn begin_write(&self, durable: bool) -> Result<WriteTransaction> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        Ok(tx)
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn dictionaries(&self) -> Result<Vec<(u32, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DICTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// All tables of a write transaction, opened once per transaction.
+pub(crate) struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    heads: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    versions: Table<'t, (&'static str, &'static str, u64), &'static [u8]>,
+    lsns: Table<'t, u64, (&'static str, &'static str, u64)>,
+    type_lsns: Table<'t, (&'static str, u64), (&'static str, u64)>,
+    times: Table<'t, u64, u64>,
+    frames: Table<'t, u64, (u64, u64)>,
+    keys: Table<'t, (&'static [u8], &'static str, &'static str), ()>,
+    keys_of: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    type_stats: Table<'t, &'static str, (u64, u64)>,
+    dicts: Table<'t, u32, &'static [u8]>,
+    epochs: Table<'t, u64, u64>,
+    /// Per-type (live delta, versions delta), flushed once per transaction.
+    stats: HashMap<String, (i64, u64)>,
+    scratch_keys: Vec<Vec<u8>>,
+}
+
+impl<'t> Tables<'t> {
+    pub(crate) fn open(tx: &'t WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            meta: tx.open_table(META)?,
+            heads: tx.open_table(HEADS)?,
+            versions: tx.open_table(VERSIONS)?,
+            lsns: tx.open_table(LSNS)?,
+            type_lsns: tx.open_table(TYPE_LSNS)?,
+            times: tx.open_table(TIMES)?,
+            frames: tx.open_table(FRAMES)?,
+            keys: tx.open_table(KEYS)?,
+            keys_of: tx.open_table(KEYS_OF)?,
+            type_stats: tx.open_table(TYPE_STATS)?,
+            dicts: tx.open_table(DICTS)?,
+            epochs: tx.open_table(EPOCHS)?,
+            stats: HashMap::new(),
+            scratch_keys: Vec::new(),
+        })
+    }
+
+    /// Writes the per-type counters accumulated by [`apply_frame`].
+    pub(crate) fn finish(mut self) -> Result<()> {
+        for (ty, (live_delta, versions_delta)) in std::mem::take(&mut self.stats) {
+            let (live, versions) = self
+                .type_stats
+                .get(ty.as_str())?
+                .map_or((0, 0), |v| v.value());
+            let live = live
+                .checked_add_signed(live_delta)
+                .ok_or_else(|| Error::Corrupt(format!("live count of {ty} below zero")))?;
+            self.type_stats
+                .insert(ty.as_str(), (live, versions + versions_delta))?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies one frame to the index. The frame's CRC has been checked.
+///
+/// Bodies are decoded only when the extractor needs them and the committer
+/// did not already provide the keys.
+pub(crate) fn apply_frame(
+    t: &mut Tables<'_>,
+    frame: &FrameToApply<'_>,
+    extractor: &dyn KeyExtractor,
+    dicts: &Dictionaries,
+    extract: bool,
+) -> Result<()> {
+    let h = &frame.header;
+    let payload = &frame.bytes[FRAME_HEADER_BYTES..h.frame_len() as usize];
+    let records = decode_records(h, payload)
+        .map_err(|e| Error::Corrupt(format!("frame at lsn {}: {e}", h.first_lsn)))?;
+    t.frames
+        .insert(h.first_lsn, (frame.segment, frame.offset))?;
+    if t.times.get(h.timestamp_us)?.is_none() {
+        t.times.insert(h.timestamp_us, h.first_lsn)?;
+    }
+    let body_base = frame.offset + FRAME_HEADER_BYTES as u64;
+    for (i, (lsn, rec, body_offset)) in records.iter().enumerate() {
+        match rec {
+            RecordRef::Resource(r) => {
+                let entry = VersionEntry {
+                    version: r.version,
+                    lsn: *lsn,
+                    timestamp_us: h.timestamp_us,
+                    op: r.op,
+                    codec: r.codec,
+                    dict_id: r.dict_id,
+                    raw_len: r.raw_len,
+                    raw_crc: r.raw_crc,
+                    segment: frame.segment,
+                    offset: body_base + *body_offset as u64,
+                    stored_len: r.stored.len() as u32,
+                };
+                let name = (r.resource_type, r.id);
+                let bytes = entry.encode();
+                let was_live = match t.heads.insert(name, bytes.as_slice())? {
+                    Some(old) => VersionEntry::decode(old.value())?.is_live(),
+                    None => false,
+                };
+                t.versions
+                    .insert((r.resource_type, r.id, r.version), bytes.as_slice())?;
+                t.lsns.insert(*lsn, (r.resource_type, r.id, r.version))?;
+                t.type_lsns
+                    .insert((r.resource_type, *lsn), (r.id, r.version))?;
+                let stat = t.stats.entry(r.resource_type.to_owned()).or_default();
+                stat.1 += 1;
+                stat.0 += i64::from(entry.is_live()) - i64::from(was_live);
+
+                // Secondary keys: drop the old version's, add the new one's.
+                if let Some(old) = t.keys_of.remove(name)? {
+                    let old = decode_key_list(old.value())?;
+                    for k in &old {
+                        t.keys.remove((k.as_slice(), r.resource_type, r.id))?;
+                    }
+                }
+                if entry.is_live() && extract {
+                    let mut keys = std::mem::take(&mut t.scratch_keys);
+                    keys.clear();
+                    match frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref()) {
+                        Some(given) => keys.extend(given.iter().cloned()),
+                        None => {
+                            let body = dicts
+                                .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                                .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
+                            extractor.keys(r.resource_type, &body, &mut keys);
+                        }
+                    }
+                    normalise_keys(&mut keys, r.resource_type, r.id);
+                    if !keys.is_empty() {
+                        for k in &keys {
+                            t.keys.insert((k.as_slice(), r.resource_type, r.id), ())?;
+                        }
+                        t.keys_of.insert(name, encode_key_list(&keys).as_slice())?;
+                    }
+                    t.scratch_keys = keys;
+                }
+            }
+            RecordRef::EpochStart { epoch } => {
+                t.epochs.insert(*epoch, *lsn)?;
+            }
+            RecordRef::Dictionary { id, bytes } => {
+                t.dicts.insert(*id, *bytes)?;
+                dicts.install(*id, bytes)?;
+            }
+            RecordRef::Checkpoint { .. } => {}
+        }
+    }
+    t.meta.insert(META_APPLIED_LSN, h.end_lsn() - 1)?;
+    t.meta.insert(META_APPLIED_CRC, u64::from(h.crc))?;
+    Ok(())
+}
+
+/// Sorts, dedups and bounds the keys of one version.
+pub(crate) fn normalise_keys(keys: &mut Vec<Vec<u8>>, resource_type: &str, id: &str) {
+    let before = keys.len();
+    keys.retain(|k| k.len() <= INDEX_KEY_BYTES_MAX);
+    keys.sort();
+    keys.dedup();
+    keys.truncate(INDEX_KEYS_PER_VERSION_MAX);
+    if keys.len() < before && before > INDEX_KEYS_PER_VERSION_MAX {
+        tracing::warn!(
+            resource_type,
+            id,
+            before,
+            kept = keys.len(),
+            "index keys dropped over the limit"
+        );
+    }
+}
+
+fn encode_key_list(keys: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.put_u32(keys.len() as u32);
+    for k in keys {
+        out.put_u16(k.len() as u16);
+        out.extend_from_slice(k);
+    }
+    out
+}
+
+fn decode_key_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let bad = |e: crate::codec::DecodeError| Error::Corrupt(format!("index key list: {e}"));
+    let mut r = Reader::new(bytes);
+    let n = r.u32("count").map_err(bad)? as usize;
+    if n > INDEX_KEYS_PER_VERSION_MAX {
+        return Err(Error::Corrupt(format!("index key list of {n}")));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u16("len").map_err(bad)? as usize;
+        out.push(r.take(len, "key").map_err(bad)?.to_vec());
+    }
+    Ok(out)
+}
+
+/// Read-side queries over one read transaction (one consistent snapshot).
+pub(crate) struct Snapshot {
+    tx: ReadTransaction,
+}
+
+/// A resource version reference as listed by history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub resource_type: String,
+    pub id: String,
+    pub entry: VersionEntry,
+}
+
+impl Snapshot {
+    pub(crate) fn new(index: &Index) -> Result<Self> {
+        Ok(Self {
+            tx: index.begin_read()?,
+        })
+    }
+
+    /// Compares every table of this snapshot with another index; the first
+    /// difference is an error.
+    pub(crate) fn compare(&self, other: &Index) -> Result<()> {
+        let a = &self.tx;
+        let b = other.db.begin_read()?;
+        macro_rules! same {
+            ($def:expr, $name:literal) => {{
+                let ta = a.open_table($def)?;
+                let tb = b.open_table($def)?;
+                if ta.len()? != tb.len()? {
+                    return Err(Error::IndexMismatch(format!(
+                        "table {} has {} rows, a rebuild has {}",
+                        $name,
+                        ta.len()?,
+                        tb.len()?
+                    )));
+                }
+                for (ra, rb) in ta.iter()?.zip(tb.iter()?) {
+                    let (ka, va) = ra?;
+                    let (kb, vb) = rb?;
+                    if ka.value() != kb.value() || va.value() != vb.value() {
+                        return Err(Error::IndexMismatch(format!(
+                            "table {} differs from a rebuild at key {:?}",
+                            $name,
+                            ka.value()
+                        )));
+                    }
+                }
+            }};
+        }
+        same!(META, "meta");
+        same!(META_TEXT, "meta_text");
+        same!(HEADS, "heads");
+        same!(VERSIONS, "versions");
+        same!(LSNS, "lsns");
+        same!(TYPE_LSNS, "type_lsns");
+        same!(TIMES, "times");
+        same!(FRAMES, "frames");
+        same!(KEYS, "keys");
+        same!(KEYS_OF, "keys_of");
+        same!(TYPE_STATS, "type_stats");
+        same!(DICTS, "dicts");
+        same!(EPOCHS, "epochs");
+        Ok(())
+    }
+
+    pub(crate) fn applied_lsn(&self) -> Result<u64> {
+        Ok(self
+            .tx
+            .open_table(META)?
+            .get(META_APPLIED_LSN)?
+            .map_or(0, |v| v.value()))
+    }
+
+    pub(crate) fn head(&self, resource_type: &str, id: &str) -> Result<Option<VersionEntry>> {
+        let t = self.tx.open_table(HEADS)?;
+        t.get((resource_type, id))?
+            .map(|v| VersionEntry::decode(v.value()))
+            .transpose()
+    }
+
+    pub(crate) fn version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<VersionEntry>> {
+        let t = self.tx.open_table(VERSIONS)?;
+        t.get((resource_type, id, version))?
+            .map(|v| VersionEntry::decode(v.value()))
+            .transpose()
+    }
+
+    /// The first LSN written at or after `since_us`, or `None` if none was.
+    pub(crate) fn lsn_at_or_after(&self, since_us: u64) -> Result<Option<u64>> {
+        let t = self.tx.open_table(TIMES)?;
+        let first = t.range(since_us..)?.next().transpose()?;
+        Ok(first.map(|(_, v)| v.value()))
+    }
+
+    /// Versions of one resource with `lo <= lsn <= hi`, newest first.
+    pub(crate) fn instance_history(
+        &self,
+        resource_type: &str,
+        id: &str,
+        lo: u64,
+        hi: u64,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let t = self.tx.open_table(VERSIONS)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((resource_type, id, 0)..=(resource_type, id, u64::MAX))?
+            .rev()
+        {
+            let (_, v) = row?;
+            let entry = VersionEntry::decode(v.value())?;
+            if entry.lsn > hi {
+                continue;
+            }
+            if entry.lsn < lo || out.len() >= limit {
+                break;
+            }
+            out.push(Listed {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                entry,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Versions of one type with `lo <= lsn <= hi`, newest first.
+    pub(crate) fn type_history(
+        &self,
+        resource_type: &str,
+        lo: u64,
+        hi: u64,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let t = self.tx.open_table(TYPE_LSNS)?;
+        let mut refs = Vec::new();
+        for row in t.range((resource_type, lo)..=(resource_type, hi))?.rev() {
+            if refs.len() >= limit {
+                break;
+            }
+            let (_, v) = row?;
+            let (id, version) = v.value();
+            refs.push((resource_type.to_owned(), id.to_owned(), version));
+        }
+        self.resolve(refs)
+    }
+
+    /// Versions of all types with `lo <= lsn <= hi`, newest first.
+    pub(crate) fn system_history(&self, lo: u64, hi: u64, limit: usize) -> Result<Vec<Listed>> {
+        let t = self.tx.open_table(LSNS)?;
+        let mut refs = Vec::new();
+        for row in t.range(lo..=hi)?.rev() {
+            if refs.len() >= limit {
+                break;
+            }
+            let (_, v) = row?;
+            let (ty, id, version) = v.value();
+            refs.push((ty.to_owned(), id.to_owned(), version));
+        }
+        self.resolve(refs)
+    }
+
+    fn resolve(&self, refs: Vec<(String, String, u64)>) -> Result<Vec<Listed>> {
+        let mut out = Vec::with_capacity(refs.len());
+        for (ty, id, version) in refs {
+            let entry = self.version(&ty, &id, version)?.ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "index lists {ty}/{id} version {version} but lacks it"
+                ))
+            })?;
+            out.push(Listed {
+                resource_type: ty,
+                id,
+                entry,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `(type, id)` of live resources with `lo <= key < hi`, in key order,
+    /// optionally of one type, at most `limit`.
+    pub(crate) fn lookup_range(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        resource_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String, String)>> {
+        let t = self.tx.open_table(KEYS)?;
+        let mut out = Vec::new();
+        if lo >= hi {
+            return Ok(out);
+        }
+        for row in t.range((lo, "", "")..(hi, "", ""))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = row?;
+            let (key, ty, id) = k.value();
+            if resource_type.is_some_and(|want| want != ty) {
+                continue;
+            }
+            out.push((key.to_vec(), ty.to_owned(), id.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// `type -> (live resources, versions)`.
+    pub(crate) fn type_stats(&self) -> Result<Vec<(String, u64, u64)>> {
+        let t = self.tx.open_table(TYPE_STATS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (live, versions) = v.value();
+            out.push((k.value().to_owned(), live, versions));
+        }
+        Ok(out)
+    }
+
+    /// The frame holding `lsn`: (frame first LSN, segment, offset).
+    pub(crate) fn frame_holding(&self, lsn: u64) -> Result<Option<(u64, u64, u64)>> {
+        let t = self.tx.open_table(FRAMES)?;
+        let row = t.range(..=lsn)?.next_back().transpose()?;
+        Ok(row.map(|(k, v)| {
+            let (seg, off) = v.value();
+            (k.value(), seg, off)
+        }))
+    }
+
+    /// Frames starting after `lsn`, oldest first, at most `limit`.
+    pub(crate) fn frames_after(&self, lsn: u64, limit: usize) -> Result<Vec<(u64, u64, u64)>> {
+        let t = self.tx.open_table(FRAMES)?;
+        let mut out = Vec::new();
+        for row in t.range(lsn.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            let (seg, off) = v.value();
+            out.push((k.value(), seg, off));
+        }
+        Ok(out)
+    }
+
+    /// `epoch -> LSN of its EpochStart`, oldest first.
+    pub(crate) fn epochs(&self) -> Result<Vec<(u64, u64)>> {
+        let t = self.tx.open_table(EPOCHS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_entries_roundtrip() {
+        let e = VersionEntry {
+            version: 3,
+            lsn: 99,
+            timestamp_us: 5,
+            op: OpKind::Update,
+            codec: BodyCodec::ZstdDict,
+            dict_id: 2,
+            raw_len: 10,
+            raw_crc: 11,
+            segment: 1,
+            offset: 76,
+            stored_len: 7,
+        };
+        assert_eq!(VersionEntry::decode(&e.encode()).expect("decodes"), e);
+    }
+
+    #[test]
+    fn key_lists_roundtrip() {
+        let keys = vec![b"a".to_vec(), Vec::new(), b"zz".to_vec()];
+        assert_eq!(
+            decode_key_list(&encode_key_list(&keys)).expect("decodes"),
+            keys
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! # vigil-engine
+//!
+//! An append-only, versioned resource store. Every version of every
+//! resource is kept in a log of checksummed, zstd-compressed frames; a redb
+//! index derived from the log answers reads. The engine knows that a
+//! resource version has a type, an id, a version number, a timestamp, an
+//! operation and an opaque JSON body, and nothing of HTTP, QUIC or FHIR.
+//!
+//! ```no_run
+//! use vigil_engine::{Batch, Current, Op, Store};
+//!
+//! let store = Store::open("./data")?;
+//! let done = store.commit(Batch::one(Op::put("Patient", "p1", br#"{"resourceType":"Patient"}"#.to_vec())))?;
+//! println!("{:?}", done.outcomes);
+//! if let Current::Live(v) = store.get("Patient", "p1")? {
+//!     assert_eq!(v.version, 1);
+//! }
+//! store.close()?;
+//! # Ok::<(), vigil_engine::Error>(())
+//! ```
+//!
+//! Guarantees: a commit returns only after its frame is fsynced; a batch is
+//! all or nothing; versions of a resource are 1, 2, 3…; timestamps never go
+//! backwards in LSN order; the index always equals a rebuild from the log.
+//! `docs/format.md` in the repository draws every byte.
+
+mod batch;
+mod clock;
+mod codec;
+mod dict;
+mod error;
+pub mod frame;
+mod index;
+mod keys;
+pub mod limits;
+mod log;
+mod read;
+mod rebuild;
+pub mod record;
+mod recovery;
+pub mod segment;
+mod store;
+mod writer;
+
+pub use batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
+pub use clock::{Clock, SystemClock};
+pub use codec::DecodeError;
+pub use error::{Error, Result};
+pub use keys::{KeyExtractor, NoKeys};
+pub use read::{
+    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, StoreStats, TypeCount,
+    VerifyReport, Version, VersionRead,
+};
+pub use record::{OpKind, Watermark};
+pub use store::{DictionaryPolicy, OpenReport, Options, Store};

@@ -1,0 +1,48 @@
+//! Every bound the engine enforces, named with its unit.
+//!
+//! Hitting a limit gives a typed error ([`crate::Error`]) at the call that
+//! crossed it; nothing hangs and nothing is silently truncated. Limits that
+//! also bound *decoding* (frame and record sizes) are hard caps: bytes read
+//! from disk or from a peer that claim more are rejected before any
+//! allocation of that size.
+
+/// Default largest resource body accepted by [`crate::Store::commit`] (16 MiB).
+pub const RESOURCE_BYTES_DEFAULT: u32 = 16 * 1024 * 1024;
+/// Hard cap on one resource body, whatever the configuration (64 MiB).
+pub const RESOURCE_BYTES_MAX: u32 = 64 * 1024 * 1024;
+/// Most operations in one batch.
+pub const BATCH_OPS_MAX: usize = 10_000;
+/// Most raw body bytes in one batch (a batch is written in one frame).
+pub const BATCH_BYTES_MAX: u64 = 96 * 1024 * 1024;
+/// Hard cap on a frame's payload, checked before reading or allocating it.
+pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 128 * 1024 * 1024;
+/// Group commit stops adding batches to a frame once its payload reaches this.
+pub const FRAME_PAYLOAD_BYTES_TARGET: usize = 4 * 1024 * 1024;
+/// Most records in one frame.
+pub const FRAME_RECORDS_MAX: u32 = 1_000_000;
+/// A segment is sealed and a new one begun once it is at least this large.
+pub const SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
+/// Longest resource type name in bytes (FHIR type names are far shorter).
+pub const TYPE_BYTES_MAX: usize = 64;
+/// Longest resource id in bytes (FHIR ids are at most 64 characters).
+pub const ID_BYTES_MAX: usize = 64;
+/// Longest secondary index key in bytes.
+pub const INDEX_KEY_BYTES_MAX: usize = 1024;
+/// Most secondary index keys one resource version may produce.
+pub const INDEX_KEYS_PER_VERSION_MAX: usize = 4096;
+/// Largest zstd dictionary the engine trains or accepts.
+pub const DICTIONARY_BYTES_MAX: u32 = 1024 * 1024;
+/// Most dictionaries a store may hold.
+pub const DICTIONARIES_MAX: u32 = 1024;
+/// Most committers queued behind the writer before `commit` blocks.
+pub const COMMIT_QUEUE_MAX: usize = 4096;
+/// Most entries in one history page.
+pub const HISTORY_PAGE_MAX: usize = 10_000;
+/// Most named watermarks in one checkpoint record.
+pub const CHECKPOINT_WATERMARKS_MAX: usize = 64;
+/// Longest watermark name in bytes.
+pub const WATERMARK_NAME_BYTES_MAX: usize = 64;
+/// The index is made durable (redb fsync) at least this often, in bytes of log applied.
+pub const INDEX_SYNC_LOG_BYTES: u64 = 64 * 1024 * 1024;
+/// The index is made durable at least this often, in milliseconds.
+pub const INDEX_SYNC_INTERVAL_MS: u64 = 1_000;

@@ -1,0 +1,195 @@
+//! The log's files: the set of segments, appending frames durably, and
+//! positioned reads for the index's body lookups.
+//!
+//! Durability rules (see `docs/format.md`, "What we assume of the disk"):
+//! a frame is acknowledged only after `fdatasync` of its segment returns;
+//! a new segment is written as a `.tmp` file, synced, renamed into place
+//! and the directory synced, so a `.seg` file always has a whole header.
+//! An fsync failure is returned as [`Error::Fsync`], which poisons the store.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+use crate::frame::FrameHeader;
+use crate::limits::SEGMENT_BYTES_TARGET;
+use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
+
+/// Syncs a directory so that entries created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    d.sync_all().map_err(|source| Error::Fsync {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Read handles on every segment, shared by readers and the writer.
+pub(crate) struct Segments {
+    dir: PathBuf,
+    files: RwLock<BTreeMap<u64, Arc<File>>>,
+}
+
+impl Segments {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            files: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn path_of(&self, first_lsn: u64) -> PathBuf {
+        self.dir.join(segment_file_name(first_lsn))
+    }
+
+    /// Registers a segment for reading.
+    pub(crate) fn add(&self, first_lsn: u64) -> Result<()> {
+        let path = self.path_of(first_lsn);
+        let f = File::open(&path).map_err(|e| Error::io("open segment", &path, e))?;
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(first_lsn, Arc::new(f));
+        Ok(())
+    }
+
+    /// The segments' first LSNs, oldest first.
+    pub(crate) fn list(&self) -> Vec<u64> {
+        self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Reads exactly `len` bytes at `offset` of a segment.
+    pub(crate) fn read_at(&self, segment: u64, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let file = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&segment)
+            .cloned()
+            .ok_or_else(|| Error::Corrupt(format!("no segment starting at lsn {segment}")))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Error::io("read segment", self.path_of(segment), e))?;
+        Ok(buf)
+    }
+
+    /// Total bytes of all segment files.
+    pub(crate) fn bytes_on_disk(&self) -> Result<u64> {
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+        let mut total = 0;
+        for (lsn, f) in files.iter() {
+            total += f
+                .metadata()
+                .map_err(|e| Error::io("stat segment", self.path_of(*lsn), e))?
+                .len();
+        }
+        Ok(total)
+    }
+}
+
+/// The segment being appended to, owned by the writer thread.
+pub(crate) struct Appender {
+    segments: Arc<Segments>,
+    file: File,
+    first_lsn: u64,
+    len: u64,
+    /// CRC of the last frame written, chained into the next segment's header.
+    last_frame_crc: u32,
+}
+
+impl Appender {
+    /// Continues the segment at `first_lsn`, whose valid bytes end at `len`.
+    pub(crate) fn resume(
+        segments: Arc<Segments>,
+        first_lsn: u64,
+        len: u64,
+        last_frame_crc: u32,
+    ) -> Result<Self> {
+        let path = segments.path_of(first_lsn);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open segment for writing", &path, e))?;
+        Ok(Self {
+            segments,
+            file,
+            first_lsn,
+            len,
+            last_frame_crc,
+        })
+    }
+
+    /// Creates a new segment starting at `first_lsn`, durably, and returns
+    /// an appender on it.
+    pub(crate) fn create(
+        segments: Arc<Segments>,
+        first_lsn: u64,
+        prev_tail_crc: u32,
+    ) -> Result<Self> {
+        let path = segments.path_of(first_lsn);
+        let tmp = path.with_extension("tmp");
+        let header = SegmentHeader {
+            first_lsn,
+            prev_tail_crc,
+        }
+        .encode();
+        {
+            let f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| Error::io("create segment", &tmp, e))?;
+            f.write_all_at(&header, 0)
+                .map_err(|e| Error::io("write segment header", &tmp, e))?;
+            f.sync_all().map_err(|source| Error::Fsync {
+                path: tmp.clone(),
+                source,
+            })?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &path, e))?;
+        sync_dir(segments.dir())?;
+        segments.add(first_lsn)?;
+        Self::resume(segments, first_lsn, SEGMENT_HEADER_BYTES as u64, 0)
+    }
+
+    /// Appends one encoded frame and makes it durable. Rotates to a new
+    /// segment first when the current one is full. Returns the segment and
+    /// offset the frame was written at.
+    pub(crate) fn append(&mut self, header: &FrameHeader, frame: &[u8]) -> Result<(u64, u64)> {
+        assert_eq!(frame.len() as u64, header.frame_len());
+        if self.len >= SEGMENT_BYTES_TARGET && self.len > SEGMENT_HEADER_BYTES as u64 {
+            let next = Self::create(self.segments.clone(), header.first_lsn, self.last_frame_crc)?;
+            tracing::debug!(
+                segment = header.first_lsn,
+                "sealed segment {}",
+                self.first_lsn
+            );
+            *self = next;
+        }
+        let offset = self.len;
+        let path = || self.segments.path_of(self.first_lsn);
+        self.file
+            .write_all_at(frame, offset)
+            .map_err(|e| Error::io("write frame", path(), e))?;
+        self.file.sync_data().map_err(|source| Error::Fsync {
+            path: path(),
+            source,
+        })?;
+        self.len += frame.len() as u64;
+        self.last_frame_crc = header.crc;
+        Ok((self.first_lsn, offset))
+    }
+}

@@ -1,0 +1,879 @@
+//! [`Store`]: the engine's public face. Opening, committing, reading.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crate::batch::{Action, Batch, Committed};
+use crate::clock::{Clock, SystemClock};
+use crate::dict::{Dictionaries, Encoded};
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, parse_header};
+use crate::index::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry};
+use crate::keys::{KeyExtractor, NoKeys};
+use crate::limits::{
+    COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX,
+};
+use crate::log::{Appender, Segments};
+use crate::read::{
+    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, StoreStats, TypeCount,
+    VerifyReport, Version, VersionRead,
+};
+use crate::rebuild::{apply_log, rebuild_into};
+use crate::record::{OpKind, RecordRef, Watermark};
+use crate::recovery::{RecoverOptions, recover};
+use crate::writer::{Control, PreparedBody, PreparedOp, Request, WriterState};
+
+const LOCK_FILE: &str = "LOCK";
+const LOG_DIR: &str = "wal";
+const INDEX_FILE: &str = "index.redb";
+const QUARANTINE_DIR: &str = "quarantine";
+
+/// When to train a zstd dictionary from the store's own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictionaryPolicy {
+    /// Never: bodies are compressed without a dictionary.
+    Off,
+    /// Train once `train_after_bytes` of bodies have been committed without one.
+    Auto {
+        /// Body bytes to sample before training.
+        train_after_bytes: u64,
+        /// Size of the trained dictionary.
+        dictionary_bytes: u32,
+    },
+}
+
+impl Default for DictionaryPolicy {
+    fn default() -> Self {
+        DictionaryPolicy::Auto {
+            train_after_bytes: 4 * 1024 * 1024,
+            dictionary_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// How to open a store. Every field has a production default.
+#[derive(Clone)]
+pub struct Options {
+    /// Largest resource body accepted, at most [`RESOURCE_BYTES_MAX`].
+    pub resource_bytes_max: u32,
+    /// zstd level for bodies (explicit, not zstd's default).
+    pub zstd_level: i32,
+    /// Dictionary training.
+    pub dictionary: DictionaryPolicy,
+    /// Check every frame of every segment on open (else the newest two).
+    /// A bit flip in an old segment is then found by `verify` instead.
+    pub verify_on_open: bool,
+    /// Cut the log at mid-log corruption, moving the rest to `quarantine/`,
+    /// instead of refusing to open.
+    pub repair: bool,
+    /// Derives secondary index keys.
+    pub extractor: Arc<dyn KeyExtractor>,
+    /// Wall clock for `lastUpdated`.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            resource_bytes_max: RESOURCE_BYTES_DEFAULT,
+            zstd_level: 3,
+            dictionary: DictionaryPolicy::default(),
+            verify_on_open: true,
+            repair: false,
+            extractor: Arc::new(NoKeys),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("resource_bytes_max", &self.resource_bytes_max)
+            .field("zstd_level", &self.zstd_level)
+            .field("dictionary", &self.dictionary)
+            .field("verify_on_open", &self.verify_on_open)
+            .field("repair", &self.repair)
+            .field("extractor", &self.extractor.name())
+            .finish()
+    }
+}
+
+/// What happened while opening.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Bytes of a torn last frame that were cut off.
+    pub torn_bytes_cut: u64,
+    /// Frames whose CRC was checked.
+    pub frames_checked: u64,
+    /// Whether the index was rebuilt from the log (missing, damaged, stale).
+    pub index_rebuilt: bool,
+    /// Frames replayed into the index after its last durable commit.
+    pub frames_replayed: u64,
+    /// When repair cut the log: the first LSN lost and where it went.
+    pub repaired: Option<(u64, PathBuf)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) segments: Arc<Segments>,
+    pub(crate) index: RwLock<Arc<Index>>,
+    pub(crate) dicts: Arc<Dictionaries>,
+    /// The highest LSN that is durable and visible.
+    pub(crate) durable_lsn: AtomicU64,
+    pub(crate) epoch: AtomicU64,
+    failure: Mutex<Option<String>>,
+    _lock: File,
+}
+
+impl Inner {
+    pub(crate) fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_index(&self, index: Arc<Index>) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn poison(&self, reason: String) {
+        tracing::error!("store stopped: {reason}");
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    /// Reads and decodes the body an index entry points to.
+    pub(crate) fn read_body(&self, e: &VersionEntry) -> Result<Vec<u8>> {
+        if !e.is_live() {
+            return Ok(Vec::new());
+        }
+        let stored = self
+            .segments
+            .read_at(e.segment, e.offset, e.stored_len as usize)?;
+        self.dicts
+            .decode(e.codec, e.dict_id, &stored, e.raw_len, e.raw_crc)
+            .map_err(|detail| Error::ChecksumMismatch {
+                segment: self.segments.path_of(e.segment),
+                offset: e.offset,
+                detail,
+            })
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+}
+
+/// An open store. Share it between threads with `Arc`; every method takes
+/// `&self`. Commits from many threads are grouped into shared fsyncs.
+pub struct Store {
+    inner: Arc<Inner>,
+    tx: Option<SyncSender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    report: OpenReport,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` with default options, creating it if needed.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens the store in `dir`, creating it if needed.
+    ///
+    /// Takes the directory's lock (a second opener gets [`Error::Locked`]),
+    /// recovers the log (cutting a torn tail, refusing mid-log corruption
+    /// unless `repair` is set), brings the index up to the log (replaying
+    /// its tail, or rebuilding it when it is missing, damaged or made by
+    /// another format or extractor), and starts the writer.
+    pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        if opts.resource_bytes_max == 0 || opts.resource_bytes_max > RESOURCE_BYTES_MAX {
+            return Err(Error::Invalid {
+                what: "resource_bytes_max",
+                value: opts.resource_bytes_max.to_string(),
+                reason: format!("must be 1..={RESOURCE_BYTES_MAX}"),
+            });
+        }
+        if !(1..=19).contains(&opts.zstd_level) {
+            return Err(Error::Invalid {
+                what: "zstd_level",
+                value: opts.zstd_level.to_string(),
+                reason: "must be 1..=19".into(),
+            });
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create store directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io("lock store", &lock_path, e));
+            }
+        }
+        let log_dir = dir.join(LOG_DIR);
+        let fresh_dir = !log_dir.exists();
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| Error::io("create log directory", &log_dir, e))?;
+        if fresh_dir {
+            crate::log::sync_dir(&dir)?;
+        }
+        let quarantine = dir.join(QUARANTINE_DIR);
+        let rec = recover(
+            &log_dir,
+            &RecoverOptions {
+                verify_all: opts.verify_on_open,
+                repair: opts.repair,
+                quarantine_dir: &quarantine,
+            },
+        )?;
+        let segments = Arc::new(Segments::new(&log_dir));
+        for s in &rec.segments {
+            segments.add(*s)?;
+        }
+        let dicts = Arc::new(Dictionaries::new(opts.zstd_level));
+        let mut report = OpenReport {
+            torn_bytes_cut: rec.torn_bytes_cut,
+            frames_checked: rec.frames_checked,
+            repaired: rec.repaired.clone(),
+            ..OpenReport::default()
+        };
+        let index_path = dir.join(INDEX_FILE);
+        let end_lsn = rec.next_lsn - 1;
+        let index = open_index(&index_path, &segments, &opts, &dicts, end_lsn, &mut report)?;
+        let epoch = rec.last_frame.map_or(0, |f| f.epoch);
+        let inner = Arc::new(Inner {
+            dir,
+            opts,
+            segments: segments.clone(),
+            index: RwLock::new(Arc::new(index)),
+            dicts,
+            durable_lsn: AtomicU64::new(end_lsn),
+            epoch: AtomicU64::new(epoch),
+            failure: Mutex::new(None),
+            _lock: lock,
+        });
+        let appender = match rec.segments.last() {
+            Some(last) => Appender::resume(segments, *last, rec.tail_len, rec.last_crc)?,
+            None => Appender::create(segments, 1, 0)?,
+        };
+        let (tx, rx) = sync_channel(COMMIT_QUEUE_MAX);
+        let state = WriterState::new(
+            inner.clone(),
+            appender,
+            rec.next_lsn,
+            epoch,
+            rec.last_frame.map_or(0, |f| f.timestamp_us),
+        );
+        let writer = std::thread::Builder::new()
+            .name("vigil-wal-writer".into())
+            .spawn(move || state.run(rx))
+            .map_err(|e| Error::io("start writer thread", &inner.dir, e))?;
+        let store = Store {
+            inner,
+            tx: Some(tx),
+            writer: Some(writer),
+            report,
+        };
+        if epoch == 0 {
+            // A new store begins epoch 1 with an EpochStart record at LSN 1.
+            store.begin_epoch(1)?;
+        }
+        tracing::info!(
+            dir = %store.inner.dir.display(),
+            last_lsn = store.last_lsn(),
+            epoch = store.epoch(),
+            torn_bytes_cut = store.report.torn_bytes_cut,
+            index_rebuilt = store.report.index_rebuilt,
+            frames_replayed = store.report.frames_replayed,
+            "store open"
+        );
+        Ok(store)
+    }
+
+    /// What opening found and did.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The highest durable, visible LSN.
+    pub fn last_lsn(&self) -> u64 {
+        self.inner.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    fn send(&self, req: Request) -> Result<()> {
+        self.inner.check_alive()?;
+        self.tx
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(req)
+            .map_err(|_| self.failure_or_closed())
+    }
+
+    fn failure_or_closed(&self) -> Error {
+        self.inner.check_alive().err().unwrap_or(Error::Closed)
+    }
+
+    fn wait<T>(&self, rx: Receiver<Result<T>>) -> Result<T> {
+        rx.recv().map_err(|_| self.failure_or_closed())?
+    }
+
+    /// Commits a batch atomically and durably.
+    ///
+    /// Returns once the batch's frame is fsynced and visible to readers, or
+    /// fails without having written anything (a failed precondition fails
+    /// the whole batch with [`Error::VersionConflict`]). Bodies are
+    /// compressed and index keys extracted on the calling thread, so many
+    /// committers use many cores; the single writer only sequences and
+    /// writes.
+    pub fn commit(&self, batch: Batch) -> Result<Committed> {
+        self.inner.check_alive()?;
+        batch.validate(u64::from(self.inner.opts.resource_bytes_max))?;
+        let use_dict = self.inner.opts.dictionary != DictionaryPolicy::Off;
+        let mut ops = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            let put = match op.action {
+                Action::Put(raw) => {
+                    let enc: Encoded = self.inner.dicts.encode(&raw, use_dict)?;
+                    let mut keys = Vec::new();
+                    self.inner
+                        .opts
+                        .extractor
+                        .keys(&op.resource_type, &raw, &mut keys);
+                    crate::index::normalise_keys(&mut keys, &op.resource_type, &op.id);
+                    Some(PreparedBody {
+                        raw_crc: crc32fast::hash(&raw),
+                        raw,
+                        enc,
+                        keys,
+                    })
+                }
+                Action::Delete => None,
+            };
+            ops.push(PreparedOp {
+                resource_type: op.resource_type,
+                id: op.id,
+                expect: op.expect,
+                put,
+            });
+        }
+        let (reply, rx) = sync_channel(1);
+        self.send(Request::Commit { ops, reply })?;
+        self.wait(rx)
+    }
+
+    fn control(&self, op: Control) -> Result<()> {
+        let (reply, rx) = sync_channel(1);
+        self.send(Request::Control { op, reply })?;
+        self.wait(rx)
+    }
+
+    /// Starts a new leadership epoch: writes an `EpochStart` record, after
+    /// which every frame carries `epoch`. An epoch not above the current
+    /// one is refused with [`Error::EpochFenced`].
+    pub fn begin_epoch(&self, epoch: u64) -> Result<()> {
+        self.control(Control::BeginEpoch(epoch))
+    }
+
+    /// Writes a checkpoint record with the index's applied LSN and the
+    /// given follower watermarks.
+    pub fn checkpoint(&self, watermarks: Vec<Watermark>) -> Result<()> {
+        if watermarks.len() > crate::limits::CHECKPOINT_WATERMARKS_MAX {
+            return Err(Error::Invalid {
+                what: "watermarks",
+                value: watermarks.len().to_string(),
+                reason: format!("at most {}", crate::limits::CHECKPOINT_WATERMARKS_MAX),
+            });
+        }
+        for w in &watermarks {
+            crate::batch::validate_name(
+                "watermark name",
+                &w.name,
+                crate::limits::WATERMARK_NAME_BYTES_MAX,
+            )?;
+        }
+        self.control(Control::Checkpoint(watermarks))
+    }
+
+    /// Rebuilds the index from the log now, then swaps it in. Commits wait
+    /// while it runs; reads continue on the old index.
+    pub fn reindex(&self) -> Result<()> {
+        self.control(Control::Reindex)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        self.inner.check_alive()?;
+        Snapshot::new(&self.inner.index())
+    }
+
+    fn version_of(&self, l: &Listed) -> Result<Version> {
+        Ok(Version {
+            resource_type: l.resource_type.clone(),
+            id: l.id.clone(),
+            version: l.entry.version,
+            lsn: l.entry.lsn,
+            last_updated_us: l.entry.timestamp_us,
+            op: l.entry.op,
+            body: self.inner.read_body(&l.entry)?,
+        })
+    }
+
+    /// The current version of a resource.
+    pub fn get(&self, resource_type: &str, id: &str) -> Result<Current> {
+        let snap = self.snapshot()?;
+        Ok(match snap.head(resource_type, id)? {
+            None => Current::NeverExisted,
+            Some(e) if !e.is_live() => Current::Deleted {
+                version: e.version,
+                last_updated_us: e.timestamp_us,
+            },
+            Some(entry) => Current::Live(self.version_of(&Listed {
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                entry,
+            })?),
+        })
+    }
+
+    /// One version of a resource, by number.
+    pub fn get_version(&self, resource_type: &str, id: &str, version: u64) -> Result<VersionRead> {
+        let snap = self.snapshot()?;
+        if let Some(entry) = snap.version(resource_type, id, version)? {
+            return Ok(if entry.is_live() {
+                VersionRead::Live(self.version_of(&Listed {
+                    resource_type: resource_type.to_owned(),
+                    id: id.to_owned(),
+                    entry,
+                })?)
+            } else {
+                VersionRead::Deleted {
+                    last_updated_us: entry.timestamp_us,
+                }
+            });
+        }
+        Ok(match snap.head(resource_type, id)? {
+            Some(h) => VersionRead::NoSuchVersion { newest: h.version },
+            None => VersionRead::NeverExisted,
+        })
+    }
+
+    /// A page of history, newest first, pinned to an LSN for stable paging.
+    pub fn history(&self, q: &HistoryQuery) -> Result<HistoryPage> {
+        if q.count == 0 || q.count > HISTORY_PAGE_MAX {
+            return Err(Error::Invalid {
+                what: "history page size",
+                value: q.count.to_string(),
+                reason: format!("must be 1..={HISTORY_PAGE_MAX}"),
+            });
+        }
+        let snap = self.snapshot()?;
+        let snapshot_lsn = match q.cursor {
+            Some(c) => c.snapshot_lsn,
+            None => snap.applied_lsn()?,
+        };
+        let hi = match q.cursor {
+            Some(c) => c.before_lsn.saturating_sub(1).min(snapshot_lsn),
+            None => snapshot_lsn,
+        };
+        let lo = match q.since_us {
+            None => 0,
+            Some(since) => match snap.lsn_at_or_after(since)? {
+                Some(lsn) => lsn,
+                None => u64::MAX,
+            },
+        };
+        let mut listed = if lo > hi {
+            Vec::new()
+        } else {
+            let want = q.count + 1;
+            match &q.scope {
+                HistoryScope::System => snap.system_history(lo, hi, want)?,
+                HistoryScope::Type(t) => snap.type_history(t, lo, hi, want)?,
+                HistoryScope::Instance(t, id) => snap.instance_history(t, id, lo, hi, want)?,
+            }
+        };
+        let more = listed.len() > q.count;
+        listed.truncate(q.count);
+        let entries = listed
+            .iter()
+            .map(|l| self.version_of(l))
+            .collect::<Result<Vec<_>>>()?;
+        let next = match (more, entries.last()) {
+            (true, Some(last)) => Some(HistoryCursor {
+                snapshot_lsn,
+                before_lsn: last.lsn,
+            }),
+            _ => None,
+        };
+        Ok(HistoryPage {
+            entries,
+            snapshot_lsn,
+            next,
+        })
+    }
+
+    /// Records after `after_lsn`, oldest first, at most `limit`: the feed
+    /// that replication, export and backup read. Only durable records are
+    /// returned.
+    pub fn changes(&self, after_lsn: u64, limit: usize) -> Result<Vec<Change>> {
+        let snap = self.snapshot()?;
+        let end = snap.applied_lsn()?;
+        let mut out = Vec::new();
+        if after_lsn >= end || limit == 0 {
+            return Ok(out);
+        }
+        let mut frames = Vec::new();
+        if let Some(f) = snap.frame_holding(after_lsn + 1)? {
+            frames.push(f);
+        }
+        let mut cursor = after_lsn + 1;
+        'outer: loop {
+            if frames.is_empty() {
+                frames = snap.frames_after(cursor.saturating_sub(1), 64)?;
+                if frames.is_empty() {
+                    break;
+                }
+            }
+            for (first, seg, off) in std::mem::take(&mut frames) {
+                let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+                let h =
+                    parse_header(&head).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+                assert_eq!(
+                    h.first_lsn, first,
+                    "index frame table disagrees with the log"
+                );
+                let bytes = self
+                    .inner
+                    .segments
+                    .read_at(seg, off, h.frame_len() as usize)?;
+                check_frame(&bytes).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+                let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
+                    .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+                for (lsn, rec, _) in recs {
+                    if lsn <= after_lsn {
+                        continue;
+                    }
+                    if lsn > end || out.len() >= limit {
+                        break 'outer;
+                    }
+                    out.push(self.change_of(lsn, h.epoch, h.timestamp_us, rec, seg, off)?);
+                }
+                cursor = h.end_lsn();
+            }
+        }
+        Ok(out)
+    }
+
+    fn frame_error(&self, seg: u64, off: u64, detail: String) -> Error {
+        Error::ChecksumMismatch {
+            segment: self.inner.segments.path_of(seg),
+            offset: off,
+            detail,
+        }
+    }
+
+    fn change_of(
+        &self,
+        lsn: u64,
+        epoch: u64,
+        ts: u64,
+        rec: RecordRef<'_>,
+        seg: u64,
+        off: u64,
+    ) -> Result<Change> {
+        Ok(match rec {
+            RecordRef::Resource(r) => {
+                let body = if r.op == OpKind::Delete {
+                    Vec::new()
+                } else {
+                    self.inner
+                        .dicts
+                        .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                        .map_err(|d| self.frame_error(seg, off, d))?
+                };
+                Change::Resource {
+                    epoch,
+                    version: Version {
+                        resource_type: r.resource_type.to_owned(),
+                        id: r.id.to_owned(),
+                        version: r.version,
+                        lsn,
+                        last_updated_us: ts,
+                        op: r.op,
+                        body,
+                    },
+                }
+            }
+            RecordRef::EpochStart { epoch } => Change::EpochStart { lsn, epoch },
+            RecordRef::Checkpoint {
+                index_lsn,
+                watermarks,
+            } => Change::Checkpoint {
+                lsn,
+                index_lsn,
+                watermarks,
+            },
+            RecordRef::Dictionary { id, .. } => Change::Dictionary { lsn, id },
+        })
+    }
+
+    /// Live resources whose secondary keys equal `key`, as `(type, id)`.
+    pub fn lookup(&self, key: &[u8], limit: usize) -> Result<Vec<(String, String)>> {
+        let mut hi = key.to_vec();
+        hi.push(0);
+        Ok(self
+            .snapshot()?
+            .lookup_range(key, &hi, None, limit)?
+            .into_iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, t, id)| (t, id))
+            .collect())
+    }
+
+    /// Live resources with a key in `lo..hi` (bytewise), optionally of one
+    /// type, in key order: `(key, type, id)`, at most `limit`. A resource
+    /// with several keys in the range appears once per key.
+    pub fn lookup_range(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        resource_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String, String)>> {
+        self.snapshot()?.lookup_range(lo, hi, resource_type, limit)
+    }
+
+    /// Counts per type, versions, sizes.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let snap = self.snapshot()?;
+        let mut types: Vec<TypeCount> = snap
+            .type_stats()?
+            .into_iter()
+            .map(|(resource_type, live, versions)| TypeCount {
+                resource_type,
+                live,
+                versions,
+            })
+            .collect();
+        types.sort_by(|a, b| a.resource_type.cmp(&b.resource_type));
+        let index_path = self.inner.index_path();
+        Ok(StoreStats {
+            versions: types.iter().map(|t| t.versions).sum(),
+            types,
+            last_lsn: self.last_lsn(),
+            epoch: self.epoch(),
+            log_bytes: self.inner.segments.bytes_on_disk()?,
+            index_bytes: std::fs::metadata(&index_path)
+                .map_err(|e| Error::io("stat index", &index_path, e))?
+                .len(),
+            dictionaries: self.inner.dicts.all().len(),
+        })
+    }
+
+    /// `epoch -> LSN of its EpochStart`, oldest first.
+    pub fn epochs(&self) -> Result<Vec<(u64, u64)>> {
+        self.snapshot()?.epochs()
+    }
+
+    /// Checks every frame's CRC and records, every body's CRC, the segment
+    /// chain, and that the index equals a fresh rebuild from the log (up to
+    /// the LSN the index had applied when the check began). Runs beside
+    /// commits and reads.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let live = self.snapshot()?;
+        let index_lsn = live.applied_lsn()?;
+        let tmp = tempdir_in(&self.inner.dir)?;
+        let fresh_path = tmp.join(INDEX_FILE);
+        let dicts = Dictionaries::new(self.inner.opts.zstd_level);
+        let stats = rebuild_into(
+            &fresh_path,
+            &self.inner.segments,
+            self.inner.opts.extractor.as_ref(),
+            &dicts,
+            Some(index_lsn),
+            true,
+        );
+        let result = stats.and_then(|(fresh, stats)| {
+            live.compare(&fresh)?;
+            Ok(VerifyReport {
+                segments: stats.segments,
+                frames: stats.frames,
+                records: stats.records,
+                bodies: stats.bodies,
+                bytes: stats.bytes,
+                index_lsn,
+            })
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        result
+    }
+
+    /// Stops the writer after the commits already queued, makes the index
+    /// durable and releases the lock.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let result = match self.tx.take() {
+            Some(tx) => {
+                let (reply, rx) = sync_channel(1);
+                match tx.send(Request::Control {
+                    op: Control::Shutdown,
+                    reply,
+                }) {
+                    Ok(()) => rx.recv().unwrap_or(Ok(())),
+                    Err(_) => Ok(()),
+                }
+            }
+            None => Ok(()),
+        };
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!("closing the store on drop failed: {e}");
+        }
+    }
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf> {
+    for n in 0..1000u32 {
+        let p = dir.join(format!("verify-{}-{n}.tmp", std::process::id()));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create verify directory", &p, e)),
+        }
+    }
+    Err(Error::Invalid {
+        what: "verify directory",
+        value: dir.display().to_string(),
+        reason: "no free temporary name".into(),
+    })
+}
+
+/// Opens the index and brings it up to `end_lsn`, rebuilding when needed.
+fn open_index(
+    path: &Path,
+    segments: &Segments,
+    opts: &Options,
+    dicts: &Dictionaries,
+    end_lsn: u64,
+    report: &mut OpenReport,
+) -> Result<Index> {
+    let extractor = opts.extractor.as_ref();
+    let why_rebuild = match Index::open(path) {
+        Err(e) => Some(format!("cannot open: {e}")),
+        Ok(ix) => {
+            let st = ix.state()?;
+            let fresh = st.format == 0 && st.applied_lsn == 0;
+            if fresh {
+                ix.initialise(extractor.name())?;
+            }
+            let why = if !fresh && st.format != INDEX_FORMAT_VERSION {
+                Some(format!(
+                    "index format {} is not {INDEX_FORMAT_VERSION}",
+                    st.format
+                ))
+            } else if !fresh && st.extractor != extractor.name() {
+                Some(format!(
+                    "made with key extractor {:?}, now {:?}",
+                    st.extractor,
+                    extractor.name()
+                ))
+            } else if st.applied_lsn > end_lsn {
+                Some(format!(
+                    "index at lsn {} is ahead of the log ({end_lsn})",
+                    st.applied_lsn
+                ))
+            } else if st.applied_lsn > 0
+                && !applied_frame_matches(&ix, segments, st.applied_lsn, st.applied_crc)?
+            {
+                Some(format!(
+                    "the frame at index lsn {} is not the one indexed",
+                    st.applied_lsn
+                ))
+            } else {
+                None
+            };
+            match why {
+                Some(w) => Some(w),
+                None => {
+                    for (id, bytes) in ix.dictionaries()? {
+                        dicts.install(id, &bytes)?;
+                    }
+                    let stats =
+                        apply_log(&ix, segments, extractor, dicts, st.applied_lsn, None, true)?;
+                    report.frames_replayed = stats.frames;
+                    return Ok(ix);
+                }
+            }
+        }
+    };
+    let why = why_rebuild.unwrap_or_default();
+    tracing::warn!(index = %path.display(), "rebuilding the index from the log: {why}");
+    report.index_rebuilt = true;
+    let _ = std::fs::remove_file(path);
+    let (ix, _) = rebuild_into(path, segments, extractor, dicts, None, false)?;
+    Ok(ix)
+}
+
+fn applied_frame_matches(ix: &Index, segments: &Segments, applied: u64, crc: u64) -> Result<bool> {
+    let snap = Snapshot::new(ix)?;
+    let Some((_, seg, off)) = snap.frame_holding(applied)? else {
+        return Ok(false);
+    };
+    let Ok(head) = segments.read_at(seg, off, FRAME_HEADER_BYTES) else {
+        return Ok(false);
+    };
+    Ok(match parse_header(&head) {
+        Ok(h) => h.end_lsn() == applied + 1 && u64::from(h.crc) == crc,
+        Err(_) => false,
+    })
+}

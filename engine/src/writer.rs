@@ -1,0 +1,649 @@
+//! The single writer thread: group commit.
+//!
+//! Committers prepare their batches on their own threads (compression, key
+//! extraction) and queue them. The writer takes every batch waiting (up to
+//! a frame's worth), checks preconditions and assigns versions against the
+//! index plus the batches ahead of it in the group, encodes one frame,
+//! appends and fsyncs it, applies it to the index, and only then answers
+//! every committer in the group. So a commit is acknowledged only once it
+//! is durable, and visible only once acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::batch::{Committed, OpOutcome, Precondition};
+use crate::clock::next_timestamp;
+use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
+use crate::error::{Error, Result};
+use crate::frame::{encode_frame, parse_header};
+use crate::index::{FrameToApply, Snapshot, Tables, VersionEntry, apply_frame};
+use crate::limits::{FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
+use crate::log::{Appender, sync_dir};
+use crate::rebuild::rebuild_into;
+use crate::record::{
+    BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
+};
+use crate::store::{DictionaryPolicy, Inner};
+
+/// Most operations the writer puts in one group.
+const GROUP_OPS_MAX: usize = 50_000;
+/// Estimated record overhead beyond the stored body, for sizing groups.
+const RECORD_OVERHEAD_BYTES: usize = 160;
+
+pub(crate) struct PreparedBody {
+    pub raw: Vec<u8>,
+    pub raw_crc: u32,
+    pub enc: Encoded,
+    pub keys: Vec<Vec<u8>>,
+}
+
+pub(crate) struct PreparedOp {
+    pub resource_type: String,
+    pub id: String,
+    pub expect: Precondition,
+    pub put: Option<PreparedBody>,
+}
+
+pub(crate) enum Control {
+    BeginEpoch(u64),
+    Checkpoint(Vec<Watermark>),
+    Reindex,
+    Shutdown,
+}
+
+pub(crate) enum Request {
+    Commit {
+        ops: Vec<PreparedOp>,
+        reply: SyncSender<Result<Committed>>,
+    },
+    Control {
+        op: Control,
+        reply: SyncSender<Result<()>>,
+    },
+}
+
+impl Request {
+    fn weight(&self) -> (usize, usize) {
+        match self {
+            Request::Commit { ops, .. } => (
+                ops.len(),
+                ops.iter()
+                    .map(|o| {
+                        o.put.as_ref().map_or(0, |p| p.enc.stored.len()) + RECORD_OVERHEAD_BYTES
+                    })
+                    .sum(),
+            ),
+            Request::Control { .. } => (0, 0),
+        }
+    }
+}
+
+/// What the writer knows about a resource's newest version during a group.
+#[derive(Clone, Copy)]
+struct Head {
+    version: u64,
+    live: bool,
+    raw_len: u32,
+    raw_crc: u32,
+    last_updated_us: u64,
+    body: BodyAt,
+}
+
+#[derive(Clone, Copy)]
+enum BodyAt {
+    Index(VersionEntry),
+    /// (batch index in the group, op index in the batch)
+    Pending(usize, usize),
+    Nowhere,
+}
+
+pub(crate) struct WriterState {
+    inner: Arc<Inner>,
+    appender: Appender,
+    next_lsn: u64,
+    epoch: u64,
+    last_ts: u64,
+    unsynced_index_bytes: u64,
+    last_index_sync: Instant,
+    samples: Vec<Vec<u8>>,
+    sample_bytes: u64,
+    training: bool,
+    trained_tx: mpsc::Sender<Result<Vec<u8>>>,
+    trained_rx: mpsc::Receiver<Result<Vec<u8>>>,
+}
+
+/// A record planned for the frame being built.
+struct Planned {
+    batch: usize,
+    op: usize,
+    kind: OpKind,
+    version: u64,
+}
+
+impl WriterState {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        appender: Appender,
+        next_lsn: u64,
+        epoch: u64,
+        last_ts: u64,
+    ) -> Self {
+        let (trained_tx, trained_rx) = mpsc::channel();
+        Self {
+            inner,
+            appender,
+            next_lsn,
+            epoch,
+            last_ts,
+            unsynced_index_bytes: 0,
+            last_index_sync: Instant::now(),
+            samples: Vec::new(),
+            sample_bytes: 0,
+            training: false,
+            trained_tx,
+            trained_rx,
+        }
+    }
+
+    /// The writer loop. Ends on `Shutdown` or when every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        let mut carry: Option<Request> = None;
+        loop {
+            self.poll_trained();
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match rx.recv_timeout(Duration::from_millis(INDEX_SYNC_INTERVAL_MS)) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.idle_sync();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if let Request::Control { op, reply } = first {
+                let stop = matches!(op, Control::Shutdown);
+                let res = self.control(op);
+                let _ = reply.send(res);
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            let (mut ops, mut bytes) = first.weight();
+            let mut group = vec![first];
+            while bytes < FRAME_PAYLOAD_BYTES_TARGET && ops < GROUP_OPS_MAX {
+                match rx.try_recv() {
+                    Ok(r @ Request::Control { .. }) => {
+                        carry = Some(r);
+                        break;
+                    }
+                    Ok(r) => {
+                        let (o, b) = r.weight();
+                        ops += o;
+                        bytes += b;
+                        group.push(r);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if let Err(e) = self.commit_group(group) {
+                self.fail(e, &rx);
+                return;
+            }
+        }
+        let _ = self.sync_index();
+    }
+
+    /// Poisons the store and answers everything queued with the failure.
+    fn fail(&mut self, e: Error, rx: &Receiver<Request>) {
+        self.inner.poison(e.to_string());
+        while let Ok(r) = rx.try_recv() {
+            match r {
+                Request::Commit { reply, .. } => {
+                    let _ = reply.send(Err(Error::Poisoned(e.to_string())));
+                }
+                Request::Control { reply, .. } => {
+                    let _ = reply.send(Err(Error::Poisoned(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn idle_sync(&mut self) {
+        if self.unsynced_index_bytes > 0
+            && let Err(e) = self.sync_index()
+        {
+            self.inner.poison(e.to_string());
+        }
+    }
+
+    fn sync_index(&mut self) -> Result<()> {
+        let tx = self.inner.index().begin_write(true)?;
+        tx.commit()?;
+        self.unsynced_index_bytes = 0;
+        self.last_index_sync = Instant::now();
+        Ok(())
+    }
+
+    fn control(&mut self, op: Control) -> Result<()> {
+        self.inner.check_alive()?;
+        match op {
+            Control::BeginEpoch(epoch) => {
+                if epoch <= self.epoch {
+                    return Err(Error::EpochFenced {
+                        ours: self.epoch,
+                        theirs: epoch,
+                    });
+                }
+                let previous = self.epoch;
+                self.epoch = epoch;
+                let res = self.write_records(&[RecordRef::EpochStart { epoch }]);
+                if res.is_err() {
+                    self.epoch = previous;
+                } else {
+                    self.inner.epoch.store(epoch, Ordering::Release);
+                }
+                res
+            }
+            Control::Checkpoint(watermarks) => {
+                let index_lsn = self.next_lsn - 1;
+                self.write_records(&[RecordRef::Checkpoint {
+                    index_lsn,
+                    watermarks,
+                }])
+            }
+            Control::Reindex => self.reindex(),
+            Control::Shutdown => self.sync_index(),
+        }
+    }
+
+    /// Writes control records as a frame of their own.
+    fn write_records(&mut self, records: &[RecordRef<'_>]) -> Result<()> {
+        let mut payload = Vec::new();
+        for r in records {
+            put_record(&mut payload, r);
+        }
+        self.write_frame(&payload, records.len() as u32, None)
+            .inspect_err(|e| self.inner.poison(e.to_string()))
+    }
+
+    fn reindex(&mut self) -> Result<()> {
+        let path = self.inner.index_path();
+        let tmp = path.with_extension("redb.rebuild");
+        let (fresh, stats) = rebuild_into(
+            &tmp,
+            &self.inner.segments,
+            self.inner.opts.extractor.as_ref(),
+            &self.inner.dicts,
+            None,
+            false,
+        )?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("replace index", &path, e))?;
+        sync_dir(&self.inner.dir)?;
+        tracing::info!(
+            frames = stats.frames,
+            bytes = stats.bytes,
+            "index rebuilt on request"
+        );
+        self.inner.set_index(Arc::new(fresh));
+        Ok(())
+    }
+
+    fn poll_trained(&mut self) {
+        let Ok(result) = self.trained_rx.try_recv() else {
+            return;
+        };
+        self.training = false;
+        match result {
+            Ok(bytes) => {
+                let id = self.inner.dicts.next_id();
+                // Durable before any record can use it: install happens when
+                // the index applies this frame.
+                if let Err(e) = self.write_records(&[RecordRef::Dictionary { id, bytes: &bytes }]) {
+                    tracing::error!("writing the trained dictionary failed: {e}");
+                } else {
+                    tracing::info!(
+                        id,
+                        bytes = bytes.len(),
+                        "compression dictionary trained and stored"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("dictionary training failed, continuing without: {e}"),
+        }
+    }
+
+    fn sample(&mut self, raw: &[u8]) {
+        let DictionaryPolicy::Auto {
+            train_after_bytes,
+            dictionary_bytes,
+        } = self.inner.opts.dictionary
+        else {
+            return;
+        };
+        if self.training || self.inner.dicts.has_current() {
+            return;
+        }
+        let take = raw.len().min(SAMPLE_BYTES_MAX);
+        self.samples.push(raw[..take].to_vec());
+        self.sample_bytes += take as u64;
+        if self.sample_bytes >= train_after_bytes {
+            self.training = true;
+            let samples = std::mem::take(&mut self.samples);
+            self.sample_bytes = 0;
+            let tx = self.trained_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vigil-dict-train".into())
+                .spawn(move || {
+                    let _ = tx.send(train(&samples, dictionary_bytes as usize));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start dictionary training: {e}");
+                self.training = false;
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
+        let mut batches = Vec::with_capacity(group.len());
+        for r in group {
+            if let Request::Commit { ops, reply } = r {
+                batches.push((ops, reply));
+            }
+        }
+        let snap = Snapshot::new(&self.inner.index())?;
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        let mut overlay: HashMap<(String, String), Head> = HashMap::new();
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut outcomes: Vec<Option<Vec<OpOutcome>>> = Vec::with_capacity(batches.len());
+        for (b, (ops, reply)) in batches.iter().enumerate() {
+            match self.plan_batch(&snap, &batches, b, ops, &overlay, ts) {
+                Ok((outs, plan, changes)) => {
+                    overlay.extend(changes);
+                    planned.extend(plan);
+                    outcomes.push(Some(outs));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    outcomes.push(None);
+                }
+            }
+        }
+        drop(snap);
+        // Encode the frame.
+        let mut payload = Vec::with_capacity(
+            planned
+                .iter()
+                .map(|p| {
+                    batches[p.batch].0[p.op]
+                        .put
+                        .as_ref()
+                        .map_or(0, |x| x.enc.stored.len())
+                        + RECORD_OVERHEAD_BYTES
+                })
+                .sum(),
+        );
+        let mut keys: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(planned.len());
+        let mut lsn_of = HashMap::with_capacity(planned.len());
+        for (i, p) in planned.iter().enumerate() {
+            let op = &batches[p.batch].0[p.op];
+            let (codec, dict_id, raw_len, raw_crc, stored): (BodyCodec, u32, u32, u32, &[u8]) =
+                match &op.put {
+                    Some(body) if p.kind != OpKind::Delete => (
+                        body.enc.codec,
+                        body.enc.dict_id,
+                        body.raw.len() as u32,
+                        body.raw_crc,
+                        &body.enc.stored,
+                    ),
+                    _ => (BodyCodec::Raw, 0, 0, 0, &[]),
+                };
+            put_resource(
+                &mut payload,
+                &ResourceRef {
+                    op: p.kind,
+                    codec,
+                    resource_type: &op.resource_type,
+                    id: &op.id,
+                    version: p.version,
+                    dict_id,
+                    raw_len,
+                    raw_crc,
+                    stored,
+                },
+            );
+            keys.push(op.put.as_ref().map(|b| b.keys.clone()));
+            lsn_of.insert((p.batch, p.op), self.next_lsn + i as u64);
+        }
+        if !planned.is_empty() {
+            self.last_ts = ts;
+            self.write_frame(&payload, planned.len() as u32, Some(&keys))?;
+            for p in &planned {
+                if let Some(body) = &batches[p.batch].0[p.op].put {
+                    if p.kind != OpKind::Delete {
+                        self.sample(&body.raw.clone());
+                    }
+                }
+            }
+        }
+        for (b, (_, reply)) in batches.into_iter().enumerate() {
+            let Some(mut outs) = outcomes[b].take() else {
+                continue;
+            };
+            let mut last = None;
+            for (j, o) in outs.iter_mut().enumerate() {
+                if let OpOutcome::Written { lsn, .. } = o {
+                    *lsn = lsn_of[&(b, j)];
+                    last = Some(*lsn);
+                }
+            }
+            let _ = reply.send(Ok(Committed {
+                outcomes: outs,
+                last_lsn: last,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Checks one batch's preconditions and plans its records against the
+    /// index and the batches before it in the group. Nothing is changed
+    /// unless the whole batch passes.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a private triple returned to one caller"
+    )]
+    fn plan_batch(
+        &self,
+        snap: &Snapshot,
+        batches: &[(Vec<PreparedOp>, SyncSender<Result<Committed>>)],
+        b: usize,
+        ops: &[PreparedOp],
+        overlay: &HashMap<(String, String), Head>,
+        ts: u64,
+    ) -> Result<(
+        Vec<OpOutcome>,
+        Vec<Planned>,
+        HashMap<(String, String), Head>,
+    )> {
+        let mut local: HashMap<(String, String), Head> = HashMap::new();
+        let mut outs = Vec::with_capacity(ops.len());
+        let mut plan = Vec::new();
+        for (j, op) in ops.iter().enumerate() {
+            let key = (op.resource_type.clone(), op.id.clone());
+            let head = match local.get(&key).or_else(|| overlay.get(&key)) {
+                Some(h) => Some(*h),
+                None => snap.head(&op.resource_type, &op.id)?.map(|e| Head {
+                    version: e.version,
+                    live: e.is_live(),
+                    raw_len: e.raw_len,
+                    raw_crc: e.raw_crc,
+                    last_updated_us: e.timestamp_us,
+                    body: BodyAt::Index(e),
+                }),
+            };
+            let ok = match op.expect {
+                Precondition::None => true,
+                Precondition::Version(v) => head.is_some_and(|h| h.version == v),
+                Precondition::Absent => head.is_none(),
+            };
+            if !ok {
+                return Err(Error::VersionConflict {
+                    resource_type: op.resource_type.clone(),
+                    id: op.id.clone(),
+                    expected: op.expect,
+                    actual: head.map(|h| h.version),
+                });
+            }
+            let next_version = head.map_or(1, |h| h.version + 1);
+            match (&op.put, head) {
+                (Some(body), Some(h))
+                    if h.live
+                        && h.raw_len as usize == body.raw.len()
+                        && h.raw_crc == body.raw_crc
+                        && self.same_body(h.body, batches, &body.raw)? =>
+                {
+                    outs.push(OpOutcome::Unchanged {
+                        version: h.version,
+                        last_updated_us: h.last_updated_us,
+                    });
+                }
+                (Some(body), _) => {
+                    let kind = if head.is_none() {
+                        OpKind::Create
+                    } else {
+                        OpKind::Update
+                    };
+                    outs.push(OpOutcome::Written {
+                        kind,
+                        version: next_version,
+                        lsn: 0,
+                        last_updated_us: ts,
+                    });
+                    plan.push(Planned {
+                        batch: b,
+                        op: j,
+                        kind,
+                        version: next_version,
+                    });
+                    local.insert(
+                        key,
+                        Head {
+                            version: next_version,
+                            live: true,
+                            raw_len: body.raw.len() as u32,
+                            raw_crc: body.raw_crc,
+                            last_updated_us: ts,
+                            body: BodyAt::Pending(b, j),
+                        },
+                    );
+                }
+                (None, None) => outs.push(OpOutcome::NotFound),
+                (None, Some(h)) if !h.live => {
+                    outs.push(OpOutcome::AlreadyDeleted { version: h.version })
+                }
+                (None, Some(_)) => {
+                    outs.push(OpOutcome::Written {
+                        kind: OpKind::Delete,
+                        version: next_version,
+                        lsn: 0,
+                        last_updated_us: ts,
+                    });
+                    plan.push(Planned {
+                        batch: b,
+                        op: j,
+                        kind: OpKind::Delete,
+                        version: next_version,
+                    });
+                    local.insert(
+                        key,
+                        Head {
+                            version: next_version,
+                            live: false,
+                            raw_len: 0,
+                            raw_crc: 0,
+                            last_updated_us: ts,
+                            body: BodyAt::Nowhere,
+                        },
+                    );
+                }
+            }
+        }
+        Ok((outs, plan, local))
+    }
+
+    /// Whether the body at `at` equals `raw`, byte for byte (the CRCs and
+    /// lengths already matched).
+    fn same_body(
+        &self,
+        at: BodyAt,
+        batches: &[(Vec<PreparedOp>, SyncSender<Result<Committed>>)],
+        raw: &[u8],
+    ) -> Result<bool> {
+        Ok(match at {
+            BodyAt::Index(e) => self.inner.read_body(&e)? == raw,
+            BodyAt::Pending(b, j) => batches[b].0[j].put.as_ref().is_some_and(|p| p.raw == raw),
+            BodyAt::Nowhere => false,
+        })
+    }
+
+    /// Frames, appends, fsyncs and indexes one payload, then publishes it.
+    fn write_frame(
+        &mut self,
+        payload: &[u8],
+        count: u32,
+        keys: Option<&[Option<Vec<Vec<u8>>>]>,
+    ) -> Result<()> {
+        let first_lsn = self.next_lsn;
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        let frame = encode_frame(first_lsn, count, self.epoch, ts, payload);
+        let header = parse_header(&frame)
+            .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        let (segment, offset) = self.appender.append(&header, &frame)?;
+        self.last_ts = ts;
+        self.next_lsn = header.end_lsn();
+        // The frame is durable; index it and make it visible.
+        let index = self.inner.index();
+        let due = self.unsynced_index_bytes + frame.len() as u64 >= INDEX_SYNC_LOG_BYTES
+            || self.last_index_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
+        let tx = index.begin_write(due)?;
+        {
+            let mut tables = Tables::open(&tx)?;
+            let extractor = self.inner.opts.extractor.as_ref();
+            let extract = crate::keys::extracts(extractor);
+            apply_frame(
+                &mut tables,
+                &FrameToApply {
+                    header,
+                    segment,
+                    offset,
+                    bytes: &frame,
+                    keys,
+                },
+                extractor,
+                &self.inner.dicts,
+                extract,
+            )?;
+            tables.finish()?;
+        }
+        tx.commit()?;
+        if due {
+            self.unsynced_index_bytes = 0;
+            self.last_index_sync = Instant::now();
+        } else {
+            self.unsynced_index_bytes += frame.len() as u64;
+        }
+        let prev = self
+            .inner
+            .durable_lsn
+            .swap(header.end_lsn() - 1, Ordering::AcqRel);
+        assert!(
+            prev < header.end_lsn() - 1,
+            "durable LSN must strictly increase"
+        );
+        Ok(())
+    }
+}

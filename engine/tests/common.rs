@@ -1,0 +1,29 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use vigil_engine::{Batch, Current, Op, Options, Store};
+
+pub fn patient(id: &str, n: u32) -> Vec<u8> {
+    format!(
+        r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Family{n}","given":["Given{n}"]}}],"gender":"female","birthDate":"19{:02}-01-01","weight":1.50}}"#,
+        n % 100
+    )
+    .into_bytes()
+}
+
+pub fn open(dir: &std::path::Path) -> Store {
+    Store::open_with(dir, Options::default()).expect("store opens")
+}
+
+pub fn put(store: &Store, ty: &str, id: &str, body: Vec<u8>) -> vigil_engine::Committed {
+    store
+        .commit(Batch::one(Op::put(ty, id, body)))
+        .expect("commit")
+}
+
+pub fn body_of(store: &Store, ty: &str, id: &str) -> Option<Vec<u8>> {
+    match store.get(ty, id).expect("read") {
+        Current::Live(v) => Some(v.body),
+        _ => None,
+    }
+}

@@ -1,0 +1,239 @@
+//! Guards the store's contract: version numbering, no-op updates, deletes
+//! versus never-existed, preconditions failing whole batches, history paging.
+
+mod common;
+
+use common::*;
+use vigil_engine::{
+    Batch, Current, Error, HistoryQuery, HistoryScope, Op, OpKind, OpOutcome, Precondition,
+    VersionRead,
+};
+
+#[test]
+fn versions_count_up_and_deletes_are_tombstones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let c = put(&store, "Patient", "a", patient("a", 1));
+    assert!(matches!(
+        c.outcomes[0],
+        OpOutcome::Written {
+            kind: OpKind::Create,
+            version: 1,
+            ..
+        }
+    ));
+    let c = put(&store, "Patient", "a", patient("a", 2));
+    assert!(matches!(
+        c.outcomes[0],
+        OpOutcome::Written {
+            kind: OpKind::Update,
+            version: 2,
+            ..
+        }
+    ));
+    // Byte-identical: no new version.
+    let c = put(&store, "Patient", "a", patient("a", 2));
+    assert!(matches!(
+        c.outcomes[0],
+        OpOutcome::Unchanged { version: 2, .. }
+    ));
+    assert_eq!(c.last_lsn, None);
+    let c = store
+        .commit(Batch::one(Op::delete("Patient", "a")))
+        .expect("delete");
+    assert!(matches!(
+        c.outcomes[0],
+        OpOutcome::Written {
+            kind: OpKind::Delete,
+            version: 3,
+            ..
+        }
+    ));
+    let c = store
+        .commit(Batch::one(Op::delete("Patient", "a")))
+        .expect("delete again");
+    assert_eq!(c.outcomes[0], OpOutcome::AlreadyDeleted { version: 3 });
+    let c = store
+        .commit(Batch::one(Op::delete("Patient", "nope")))
+        .expect("delete unknown");
+    assert_eq!(c.outcomes[0], OpOutcome::NotFound);
+    assert!(matches!(
+        store.get("Patient", "a").expect("get"),
+        Current::Deleted { version: 3, .. }
+    ));
+    assert_eq!(
+        store.get("Patient", "nope").expect("get"),
+        Current::NeverExisted
+    );
+    // Update after delete makes a new live version.
+    let c = put(&store, "Patient", "a", patient("a", 2));
+    assert!(matches!(
+        c.outcomes[0],
+        OpOutcome::Written {
+            kind: OpKind::Update,
+            version: 4,
+            ..
+        }
+    ));
+    match store.get_version("Patient", "a", 1).expect("vread") {
+        VersionRead::Live(v) => assert_eq!(v.body, patient("a", 1)),
+        other => panic!("version 1: {other:?}"),
+    }
+    assert!(matches!(
+        store.get_version("Patient", "a", 3).expect("vread"),
+        VersionRead::Deleted { .. }
+    ));
+    assert_eq!(
+        store.get_version("Patient", "a", 9).expect("vread"),
+        VersionRead::NoSuchVersion { newest: 4 }
+    );
+    assert_eq!(
+        store.get_version("Patient", "zz", 1).expect("vread"),
+        VersionRead::NeverExisted
+    );
+    let stats = store.stats().expect("stats");
+    assert_eq!(stats.types.len(), 1);
+    assert_eq!((stats.types[0].live, stats.types[0].versions), (1, 4));
+    store.close().expect("close");
+}
+
+#[test]
+fn a_failed_precondition_fails_the_whole_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    put(&store, "Patient", "a", patient("a", 1));
+    let mut batch = Batch::new();
+    batch.push(Op::put("Patient", "b", patient("b", 1)));
+    batch.push(Op::put("Patient", "a", patient("a", 2)).expect(Precondition::Version(7)));
+    match store.commit(batch) {
+        Err(Error::VersionConflict {
+            expected: Precondition::Version(7),
+            actual: Some(1),
+            ..
+        }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.get("Patient", "b").expect("get"),
+        Current::NeverExisted
+    );
+    let err = store
+        .commit(Batch::one(
+            Op::put("Patient", "a", patient("a", 3)).expect(Precondition::Absent),
+        ))
+        .expect_err("exists");
+    assert!(err.to_string().contains("expected no resource"), "{err}");
+    store
+        .commit(Batch::one(
+            Op::put("Patient", "a", patient("a", 3)).expect(Precondition::Version(1)),
+        ))
+        .expect("matching precondition");
+}
+
+#[test]
+fn history_pages_stay_stable_while_writes_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for i in 0..25u32 {
+        put(&store, "Patient", &format!("p{}", i % 5), patient("x", i));
+    }
+    let mut q = HistoryQuery {
+        scope: HistoryScope::System,
+        since_us: None,
+        count: 10,
+        cursor: None,
+    };
+    let first = store.history(&q).expect("page 1");
+    assert_eq!(first.entries.len(), 10);
+    // Writes between pages do not shift them.
+    for i in 0..7u32 {
+        put(&store, "Patient", "late", patient("late", 100 + i));
+    }
+    let mut seen: Vec<u64> = first.entries.iter().map(|v| v.lsn).collect();
+    q.cursor = first.next;
+    while q.cursor.is_some() {
+        let page = store.history(&q).expect("page");
+        seen.extend(page.entries.iter().map(|v| v.lsn));
+        q.cursor = page.next;
+    }
+    assert_eq!(
+        seen.len(),
+        25,
+        "exactly the 25 versions of the pinned snapshot"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats"
+    );
+    let inst = store
+        .history(&HistoryQuery {
+            scope: HistoryScope::Instance("Patient".into(), "p0".into()),
+            since_us: None,
+            count: 100,
+            cursor: None,
+        })
+        .expect("instance");
+    assert_eq!(
+        inst.entries.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![5, 4, 3, 2, 1]
+    );
+    let newest_before_late = first.entries[0].last_updated_us;
+    let late_since = newest_before_late + 1;
+    let since = store
+        .history(&HistoryQuery {
+            scope: HistoryScope::Type("Patient".into()),
+            since_us: Some(late_since),
+            count: 100,
+            cursor: None,
+        })
+        .expect("since");
+    assert!(
+        since
+            .entries
+            .iter()
+            .all(|v| v.last_updated_us >= late_since)
+    );
+    assert!(
+        since.entries.iter().all(|v| v.id == "late"),
+        "only writes after the snapshot"
+    );
+    // Each commit waits for an fsync, so the seven late writes have later
+    // microsecond timestamps than everything before them.
+    assert_eq!(since.entries.len(), 7);
+}
+
+#[test]
+fn a_second_opener_gets_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    match vigil_engine::Store::open(dir.path()) {
+        Err(Error::Locked { .. }) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    store.close().expect("close");
+    vigil_engine::Store::open(dir.path()).expect("reopens after close");
+}
+
+#[test]
+fn reopen_keeps_everything_and_verify_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for i in 0..200u32 {
+            put(&store, "Patient", &format!("p{i}"), patient("p", i));
+        }
+        store.close().expect("close");
+    }
+    let store = open(dir.path());
+    for i in 0..200u32 {
+        assert_eq!(
+            body_of(&store, "Patient", &format!("p{i}")),
+            Some(patient("p", i))
+        );
+    }
+    let report = store.verify().expect("verify");
+    assert_eq!(report.bodies, 200);
+    let changes = store.changes(0, 1000).expect("changes");
+    assert_eq!(changes.len(), 201, "epoch start plus 200 versions");
+    assert!(changes.windows(2).all(|w| w[0].lsn() + 1 == w[1].lsn()));
+}
