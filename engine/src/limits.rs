@@ -22,6 +22,8 @@ pub const FRAME_PAYLOAD_BYTES_TARGET: usize = 4 * 1024 * 1024;
 pub const FRAME_RECORDS_MAX: u32 = 1_000_000;
 /// A segment is sealed and a new one begun once it is at least this large.
 pub const SEGMENT_BYTES_TARGET: u64 = 64 * 1024 * 1024;
+/// Smallest configurable segment size (tests use small segments).
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Longest resource type name in bytes (FHIR type names are far shorter).
 pub const TYPE_BYTES_MAX: usize = 64;
 /// Longest resource id in bytes (FHIR ids are at most 64 characters).

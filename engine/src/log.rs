@@ -15,7 +15,6 @@ use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 use crate::frame::FrameHeader;
-use crate::limits::SEGMENT_BYTES_TARGET;
 use crate::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, segment_file_name};
 
 /// Syncs a directory so that entries created or renamed in it are durable.
@@ -102,6 +101,7 @@ impl Segments {
 /// The segment being appended to, owned by the writer thread.
 pub(crate) struct Appender {
     segments: Arc<Segments>,
+    segment_bytes: u64,
     file: File,
     first_lsn: u64,
     len: u64,
@@ -113,6 +113,7 @@ impl Appender {
     /// Continues the segment at `first_lsn`, whose valid bytes end at `len`.
     pub(crate) fn resume(
         segments: Arc<Segments>,
+        segment_bytes: u64,
         first_lsn: u64,
         len: u64,
         last_frame_crc: u32,
@@ -124,6 +125,7 @@ impl Appender {
             .map_err(|e| Error::io("open segment for writing", &path, e))?;
         Ok(Self {
             segments,
+            segment_bytes,
             file,
             first_lsn,
             len,
@@ -135,6 +137,7 @@ impl Appender {
     /// an appender on it.
     pub(crate) fn create(
         segments: Arc<Segments>,
+        segment_bytes: u64,
         first_lsn: u64,
         prev_tail_crc: u32,
     ) -> Result<Self> {
@@ -162,7 +165,13 @@ impl Appender {
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename segment", &path, e))?;
         sync_dir(segments.dir())?;
         segments.add(first_lsn)?;
-        Self::resume(segments, first_lsn, SEGMENT_HEADER_BYTES as u64, 0)
+        Self::resume(
+            segments,
+            segment_bytes,
+            first_lsn,
+            SEGMENT_HEADER_BYTES as u64,
+            0,
+        )
     }
 
     /// Appends one encoded frame and makes it durable. Rotates to a new
@@ -170,8 +179,13 @@ impl Appender {
     /// offset the frame was written at.
     pub(crate) fn append(&mut self, header: &FrameHeader, frame: &[u8]) -> Result<(u64, u64)> {
         assert_eq!(frame.len() as u64, header.frame_len());
-        if self.len >= SEGMENT_BYTES_TARGET && self.len > SEGMENT_HEADER_BYTES as u64 {
-            let next = Self::create(self.segments.clone(), header.first_lsn, self.last_frame_crc)?;
+        if self.len >= self.segment_bytes && self.len > SEGMENT_HEADER_BYTES as u64 {
+            let next = Self::create(
+                self.segments.clone(),
+                self.segment_bytes,
+                header.first_lsn,
+                self.last_frame_crc,
+            )?;
             tracing::debug!(
                 segment = header.first_lsn,
                 "sealed segment {}",

@@ -16,6 +16,7 @@ use crate::index::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry};
 use crate::keys::{KeyExtractor, NoKeys};
 use crate::limits::{
     COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SEGMENT_BYTES_TARGET,
 };
 use crate::log::{Appender, Segments};
 use crate::read::{
@@ -67,6 +68,9 @@ pub struct Options {
     /// Check every frame of every segment on open (else the newest two).
     /// A bit flip in an old segment is then found by `verify` instead.
     pub verify_on_open: bool,
+    /// A segment is sealed once it reaches this many bytes
+    /// ([`SEGMENT_BYTES_MIN`]..=[`SEGMENT_BYTES_TARGET`]).
+    pub segment_bytes: u64,
     /// Cut the log at mid-log corruption, moving the rest to `quarantine/`,
     /// instead of refusing to open.
     pub repair: bool,
@@ -83,6 +87,7 @@ impl Default for Options {
             zstd_level: 3,
             dictionary: DictionaryPolicy::default(),
             verify_on_open: true,
+            segment_bytes: SEGMENT_BYTES_TARGET,
             repair: false,
             extractor: Arc::new(NoKeys),
             clock: Arc::new(SystemClock),
@@ -97,6 +102,7 @@ impl std::fmt::Debug for Options {
             .field("zstd_level", &self.zstd_level)
             .field("dictionary", &self.dictionary)
             .field("verify_on_open", &self.verify_on_open)
+            .field("segment_bytes", &self.segment_bytes)
             .field("repair", &self.repair)
             .field("extractor", &self.extractor.name())
             .finish()
@@ -223,6 +229,13 @@ impl Store {
                 reason: "must be 1..=19".into(),
             });
         }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_TARGET).contains(&opts.segment_bytes) {
+            return Err(Error::Invalid {
+                what: "segment_bytes",
+                value: opts.segment_bytes.to_string(),
+                reason: format!("must be {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_TARGET}"),
+            });
+        }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create store directory", &dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
@@ -283,8 +296,14 @@ impl Store {
             _lock: lock,
         });
         let appender = match rec.segments.last() {
-            Some(last) => Appender::resume(segments, *last, rec.tail_len, rec.last_crc)?,
-            None => Appender::create(segments, 1, 0)?,
+            Some(last) => Appender::resume(
+                segments,
+                inner.opts.segment_bytes,
+                *last,
+                rec.tail_len,
+                rec.last_crc,
+            )?,
+            None => Appender::create(segments, inner.opts.segment_bytes, 1, 0)?,
         };
         let (tx, rx) = sync_channel(COMMIT_QUEUE_MAX);
         let state = WriterState::new(
@@ -851,6 +870,11 @@ fn open_index(
                     let stats =
                         apply_log(&ix, segments, extractor, dicts, st.applied_lsn, None, true)?;
                     report.frames_replayed = stats.frames;
+                    // A missing index was created empty and replayed whole.
+                    report.index_rebuilt = fresh && end_lsn > 0;
+                    if report.index_rebuilt {
+                        tracing::warn!(index = %path.display(), "index was missing; rebuilt from the log");
+                    }
                     return Ok(ix);
                 }
             }

@@ -1,0 +1,156 @@
+//! Guards the index as derived state: deleting it rebuilds it, secondary
+//! keys follow the current version, a new extractor rebuilds, dictionaries
+//! trained from the store's data are stored in the log and survive reopen.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use vigil_engine::{Batch, DictionaryPolicy, KeyExtractor, Op, Options, Store};
+
+/// Keys: `family=<value>` for every "family" string in the body.
+struct Family;
+
+impl KeyExtractor for Family {
+    fn name(&self) -> &str {
+        "family-v1"
+    }
+    fn keys(&self, _ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
+        let s = String::from_utf8_lossy(body);
+        for part in s.split("\"family\":\"").skip(1) {
+            if let Some(end) = part.find('"') {
+                out.push(format!("family={}", &part[..end]).into_bytes());
+            }
+        }
+    }
+}
+
+fn opts() -> Options {
+    Options {
+        extractor: Arc::new(Family),
+        ..Options::default()
+    }
+}
+
+#[test]
+fn secondary_keys_follow_the_current_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    put(&store, "Patient", "a", patient("a", 1));
+    put(&store, "Patient", "b", patient("b", 1));
+    assert_eq!(
+        store.lookup(b"family=Family1", 10).expect("lookup").len(),
+        2
+    );
+    put(&store, "Patient", "a", patient("a", 2));
+    assert_eq!(
+        store.lookup(b"family=Family1", 10).expect("lookup"),
+        vec![("Patient".to_owned(), "b".to_owned())]
+    );
+    store
+        .commit(Batch::one(Op::delete("Patient", "b")))
+        .expect("delete");
+    assert!(
+        store
+            .lookup(b"family=Family1", 10)
+            .expect("lookup")
+            .is_empty()
+    );
+    let range = store
+        .lookup_range(b"family=", b"family>", Some("Patient"), 10)
+        .expect("range");
+    assert_eq!(range.len(), 1);
+    assert_eq!(range[0].0, b"family=Family2".to_vec());
+    store.verify().expect("keys equal a rebuild");
+}
+
+#[test]
+fn a_deleted_index_is_rebuilt_and_equal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open_with(dir.path(), opts()).expect("open");
+        for i in 0..100u32 {
+            put(&store, "Patient", &format!("p{}", i % 30), patient("p", i));
+        }
+        store.close().expect("close");
+    }
+    std::fs::remove_file(dir.path().join("index.redb")).expect("delete index");
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    assert!(store.open_report().index_rebuilt);
+    assert_eq!(store.stats().expect("stats").versions, 100);
+    assert_eq!(
+        store.lookup(b"family=Family99", 10).expect("lookup").len(),
+        1
+    );
+    store.verify().expect("verify");
+    store.reindex().expect("reindex on demand");
+    store.verify().expect("verify after reindex");
+    drop(store);
+    // Opening without the extractor rebuilds (keys made by another extractor).
+    let store = Store::open(dir.path()).expect("open");
+    assert!(store.open_report().index_rebuilt);
+    assert!(
+        store
+            .lookup(b"family=Family99", 10)
+            .expect("lookup")
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_damaged_index_file_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        put(&store, "Patient", "a", patient("a", 1));
+        store.close().expect("close");
+    }
+    std::fs::write(dir.path().join("index.redb"), b"not a database").expect("clobber");
+    let store = open(dir.path());
+    assert!(store.open_report().index_rebuilt);
+    assert_eq!(body_of(&store, "Patient", "a"), Some(patient("a", 1)));
+}
+
+#[test]
+fn a_trained_dictionary_is_logged_used_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = Options {
+        dictionary: DictionaryPolicy::Auto {
+            train_after_bytes: 64 * 1024,
+            dictionary_bytes: 16 * 1024,
+        },
+        ..Options::default()
+    };
+    {
+        let store = Store::open_with(dir.path(), o.clone()).expect("open");
+        let mut i = 0u32;
+        // Training runs in the background; keep writing until it lands.
+        while store.stats().expect("stats").dictionaries == 0 {
+            put(&store, "Patient", &format!("p{i}"), patient("p", i));
+            i += 1;
+            assert!(i < 20_000, "a dictionary was never trained");
+        }
+        for j in 0..50u32 {
+            put(&store, "Patient", &format!("late{j}"), patient("late", j));
+        }
+        store.close().expect("close");
+    }
+    let store = Store::open_with(dir.path(), o).expect("reopen");
+    assert_eq!(store.stats().expect("stats").dictionaries, 1);
+    for j in 0..50u32 {
+        assert_eq!(
+            body_of(&store, "Patient", &format!("late{j}")),
+            Some(patient("late", j))
+        );
+    }
+    std::fs::remove_file(dir.path().join("index.redb")).ok();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        body_of(&store, "Patient", "late7"),
+        Some(patient("late", 7)),
+        "rebuild finds the dictionary in the log"
+    );
+    store.verify().expect("verify");
+}
