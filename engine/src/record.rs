@@ -139,6 +139,16 @@ pub(crate) fn put_resource(out: &mut Vec<u8>, r: &ResourceRef<'_>) {
     out.extend_from_slice(r.stored);
 }
 
+/// Encodes any record, appending to `out` (public for golden tests and tools).
+pub fn encode(out: &mut Vec<u8>, record: &RecordRef<'_>) {
+    put_record(out, record);
+}
+
+/// The CRC32 the engine stores for a body (`raw_crc`).
+pub fn body_crc(body: &[u8]) -> u32 {
+    crc32fast::hash(body)
+}
+
 /// Encodes any record.
 pub(crate) fn put_record(out: &mut Vec<u8>, record: &RecordRef<'_>) {
     match record {

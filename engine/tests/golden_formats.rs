@@ -1,0 +1,165 @@
+//! Guards the on-disk format against silent change (a dependency upgrade, a
+//! refactor): today's bytes of a segment header, a frame with every record
+//! kind and a whole small store's log are pinned in `tests/golden/`, and a
+//! store made of the pinned log still opens and reads back.
+//!
+//! To re-pin after a deliberate format change (with a new format version
+//! and a note in docs/format.md): `VIGIL_BLESS=1 cargo test --test golden_formats`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vigil_engine::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, encode_frame};
+use vigil_engine::record::{RecordRef, ResourceRef};
+use vigil_engine::segment::SegmentHeader;
+use vigil_engine::{
+    Batch, Clock, Current, DictionaryPolicy, Op, OpKind, Options, Store, Watermark,
+};
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+fn pin(name: &str, bytes: &[u8]) {
+    let path = golden(name);
+    if std::env::var_os("VIGIL_BLESS").is_some() {
+        std::fs::write(&path, bytes).expect("write golden");
+    }
+    let want = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        bytes,
+        want.as_slice(),
+        "{name} differs from the pinned bytes"
+    );
+}
+
+#[test]
+fn segment_header_bytes_are_pinned() {
+    let h = SegmentHeader {
+        first_lsn: 1,
+        prev_tail_crc: 0,
+    };
+    pin("segment_header_v1.bin", &h.encode());
+    let h = SegmentHeader {
+        first_lsn: 4242,
+        prev_tail_crc: 0x1234_5678,
+    };
+    pin("segment_header_chained_v1.bin", &h.encode());
+}
+
+#[test]
+fn a_frame_with_every_record_kind_is_pinned() {
+    use vigil_engine::record::{BodyCodec, OpKind};
+    let body = br#"{"resourceType":"Patient","id":"p1"}"#;
+    let records = [
+        RecordRef::EpochStart { epoch: 1 },
+        RecordRef::Resource(ResourceRef {
+            op: OpKind::Create,
+            codec: BodyCodec::Raw,
+            resource_type: "Patient",
+            id: "p1",
+            version: 1,
+            dict_id: 0,
+            raw_len: body.len() as u32,
+            raw_crc: crc32fast_hash(body),
+            stored: body,
+        }),
+        RecordRef::Resource(ResourceRef {
+            op: OpKind::Delete,
+            codec: BodyCodec::Raw,
+            resource_type: "Patient",
+            id: "p1",
+            version: 2,
+            dict_id: 0,
+            raw_len: 0,
+            raw_crc: 0,
+            stored: b"",
+        }),
+        RecordRef::Checkpoint {
+            index_lsn: 3,
+            watermarks: vec![Watermark {
+                name: "east".into(),
+                durable_lsn: 2,
+            }],
+        },
+        RecordRef::Dictionary {
+            id: 1,
+            bytes: b"dictionary bytes",
+        },
+    ];
+    let mut payload = Vec::new();
+    for r in &records {
+        vigil_engine::record::encode(&mut payload, r);
+    }
+    let frame = encode_frame(1, records.len() as u32, 1, 1_700_000_000_000_000, &payload);
+    pin("frame_all_kinds_v1.bin", &frame);
+    let pinned = std::fs::read(golden("frame_all_kinds_v1.bin")).expect("read");
+    let h = check_frame(&pinned).expect("pinned frame checks");
+    let back = decode_records(&h, &pinned[FRAME_HEADER_BYTES..]).expect("decodes");
+    assert_eq!(
+        back.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>(),
+        records.to_vec()
+    );
+}
+
+fn crc32fast_hash(b: &[u8]) -> u32 {
+    vigil_engine::record::body_crc(b)
+}
+
+struct Frozen;
+impl Clock for Frozen {
+    fn now_us(&self) -> u64 {
+        1_700_000_000_000_000
+    }
+}
+
+#[test]
+fn a_whole_store_log_is_pinned_and_still_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        clock: Arc::new(Frozen),
+        dictionary: DictionaryPolicy::Off,
+        ..Options::default()
+    };
+    {
+        let store = Store::open_with(dir.path(), opts.clone()).expect("open");
+        common::put(&store, "Patient", "p1", common::patient("p1", 1));
+        common::put(&store, "Patient", "p1", common::patient("p1", 2));
+        let mut b = Batch::new();
+        b.push(Op::put(
+            "Observation",
+            "o1",
+            common::patient("o1", 3).repeat(4),
+        ));
+        b.push(Op::delete("Patient", "p1"));
+        store.commit(b).expect("batch");
+        store.close().expect("close");
+    }
+    let seg = dir.path().join("wal/00000000000000000001.seg");
+    pin("store_v1.seg", &std::fs::read(&seg).expect("segment"));
+    // A store holding only the pinned log opens and reads back.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(fresh.path().join("wal")).expect("mkdir");
+    std::fs::copy(
+        golden("store_v1.seg"),
+        fresh.path().join("wal/00000000000000000001.seg"),
+    )
+    .expect("copy");
+    let store = Store::open_with(fresh.path(), opts).expect("pinned store opens");
+    assert!(matches!(
+        store.get("Patient", "p1").expect("get"),
+        Current::Deleted { version: 3, .. }
+    ));
+    match store.get("Observation", "o1").expect("get") {
+        Current::Live(v) => {
+            assert_eq!(v.body, common::patient("o1", 3).repeat(4));
+            assert_eq!(v.op, OpKind::Create);
+        }
+        other => panic!("o1: {other:?}"),
+    }
+    store.verify().expect("verify");
+}
