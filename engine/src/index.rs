@@ -333,9 +333,13 @@ pub(crate) fn apply_frame(
                 stat.0 += i64::from(entry.is_live()) - i64::from(was_live);
 
                 // Secondary keys: drop the old version's, add the new one's.
-                if let Some(old) = t.keys_of.remove(name)? {
-                    let old = decode_key_list(old.value())?;
-                    for k in &old {
+                // Without an extractor there are none to drop.
+                let old_keys = match extract {
+                    true => t.keys_of.remove(name)?.map(|v| decode_key_list(v.value())),
+                    false => None,
+                };
+                if let Some(old) = old_keys {
+                    for k in &old? {
                         t.keys.remove((k.as_slice(), r.resource_type, r.id))?;
                     }
                 }

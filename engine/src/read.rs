@@ -170,8 +170,11 @@ pub struct StoreStats {
     pub last_lsn: u64,
     /// The current epoch.
     pub epoch: u64,
-    /// Bytes of all log segments.
+    /// Bytes of log data: segment headers and frames.
     pub log_bytes: u64,
+    /// Bytes of the segment files, with the preallocated, still unused end
+    /// of the newest segment.
+    pub log_bytes_allocated: u64,
     /// Bytes of the index file.
     pub index_bytes: u64,
     /// Number of compression dictionaries.

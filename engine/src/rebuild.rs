@@ -41,7 +41,7 @@ pub(crate) fn apply_log(
     let mut stats = ApplyStats::default();
     // One non-durable transaction per segment (segments are about
     // INDEX_SYNC_LOG_BYTES), then one durable commit at the end.
-    debug_assert!(crate::limits::SEGMENT_BYTES_TARGET <= INDEX_SYNC_LOG_BYTES);
+    const { assert!(crate::limits::SEGMENT_BYTES_TARGET <= INDEX_SYNC_LOG_BYTES) };
     'segments: for (i, first) in list.iter().enumerate() {
         if list.get(i + 1).is_some_and(|next| *next <= after_lsn + 1) {
             continue;
@@ -95,13 +95,13 @@ pub(crate) fn apply_log(
         if done {
             break 'segments;
         }
-        if let Some(stop) = &scan.stop {
+        if let Some(stop) = scan.stop.as_ref().filter(|s| !s.zero_tail) {
             // The writer may be appending to the newest segment right now; a
             // partial frame past the LSN asked for is expected there.
             let needed_more = upto.is_some_and(|u| {
                 scan.frames
                     .last()
-                    .map_or(true, |f| f.header.end_lsn() - 1 < u)
+                    .is_none_or(|f| f.header.end_lsn() - 1 < u)
             });
             if needed_more || i + 1 < list.len() {
                 return Err(Error::CorruptLog {

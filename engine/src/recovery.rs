@@ -123,11 +123,14 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         check_chain(path, *name_lsn, &scan.header, prev)?;
         out.frames_checked += scan.frames.len() as u64;
         out.bytes_checked += scan.valid_len;
-        let mut keep_len = bytes.len() as u64;
+        // A zero tail is preallocated space: the data ends where it starts.
+        let mut keep_len = scan.valid_len;
         let mut stop_here = false;
-        if let Some(stop) = &scan.stop {
+        if let Some(stop) = scan.stop.as_ref().filter(|s| !s.zero_tail) {
             if is_last && !stop.valid_frame_after {
-                let cut = bytes.len() as u64 - scan.valid_len;
+                // The torn frame's bytes; zeros after them are preallocation.
+                let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1) as u64;
+                let cut = end.saturating_sub(scan.valid_len);
                 truncate(path, scan.valid_len)?;
                 tracing::warn!(
                     segment = %path.display(),

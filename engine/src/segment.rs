@@ -4,6 +4,11 @@
 //! the first LSN and the CRC of the previous segment's last frame, so the
 //! segments form a chain: a missing, reordered or swapped segment is found
 //! on open. Only the newest segment is ever written; older ones are sealed.
+//!
+//! Segments are preallocated (`fallocate`) to their full size when created,
+//! so that appending a frame and `fdatasync` need not change the file's
+//! size or allocate blocks; the unused end reads as zeros and marks the end
+//! of the log.
 
 use std::path::{Path, PathBuf};
 
@@ -127,6 +132,9 @@ pub struct ScanStop {
     /// can only be the last frame, so a bad frame followed by a good one is
     /// corruption, never a torn tail.
     pub valid_frame_after: bool,
+    /// Whether every byte from `offset` to the end is zero: the unused,
+    /// preallocated end of a segment, which is its clean end, not damage.
+    pub zero_tail: bool,
 }
 
 /// The result of walking the frames of one segment.
@@ -188,9 +196,11 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, DecodeError> {
                 pos += h.frame_len() as usize;
             }
             Err(error) => {
+                let zero_tail = bytes[pos..].iter().all(|b| *b == 0);
                 stop = Some(ScanStop {
                     offset: pos as u64,
-                    valid_frame_after: valid_frame_after(bytes, pos + 1),
+                    valid_frame_after: !zero_tail && valid_frame_after(bytes, pos + 1),
+                    zero_tail,
                     error,
                 });
                 break;

@@ -312,7 +312,8 @@ impl Store {
             rec.next_lsn,
             epoch,
             rec.last_frame.map_or(0, |f| f.timestamp_us),
-        );
+        )
+        .map_err(|e| Error::io("start log sync thread", &inner.dir, e))?;
         let writer = std::thread::Builder::new()
             .name("vigil-wal-writer".into())
             .spawn(move || state.run(rx))
@@ -535,10 +536,7 @@ impl Store {
         };
         let lo = match q.since_us {
             None => 0,
-            Some(since) => match snap.lsn_at_or_after(since)? {
-                Some(lsn) => lsn,
-                None => u64::MAX,
-            },
+            Some(since) => snap.lsn_at_or_after(since)?.unwrap_or(u64::MAX),
         };
         let mut listed = if lo > hi {
             Vec::new()
@@ -715,12 +713,14 @@ impl Store {
             .collect();
         types.sort_by(|a, b| a.resource_type.cmp(&b.resource_type));
         let index_path = self.inner.index_path();
+        let (log_bytes, log_bytes_allocated) = self.inner.segments.bytes_on_disk()?;
         Ok(StoreStats {
             versions: types.iter().map(|t| t.versions).sum(),
             types,
             last_lsn: self.last_lsn(),
             epoch: self.epoch(),
-            log_bytes: self.inner.segments.bytes_on_disk()?,
+            log_bytes,
+            log_bytes_allocated,
             index_bytes: std::fs::metadata(&index_path)
                 .map_err(|e| Error::io("stat index", &index_path, e))?
                 .len(),

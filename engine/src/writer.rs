@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::frame::{encode_frame, parse_header};
 use crate::index::{FrameToApply, Snapshot, Tables, VersionEntry, apply_frame};
 use crate::limits::{FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
-use crate::log::{Appender, sync_dir};
+use crate::log::{Appender, sync_data, sync_dir};
 use crate::rebuild::rebuild_into;
 use crate::record::{
     BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
@@ -100,8 +100,32 @@ enum BodyAt {
     Nowhere,
 }
 
+/// The thread that runs `fdatasync` while the writer indexes the frame.
+struct Syncer {
+    requests: SyncSender<(Arc<std::fs::File>, std::path::PathBuf)>,
+    results: Receiver<Result<()>>,
+}
+
+impl Syncer {
+    fn start() -> std::io::Result<Self> {
+        let (requests, rx) = mpsc::sync_channel::<(Arc<std::fs::File>, std::path::PathBuf)>(1);
+        let (tx, results) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("vigil-wal-sync".into())
+            .spawn(move || {
+                while let Ok((file, path)) = rx.recv() {
+                    if tx.send(sync_data(&file, &path)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self { requests, results })
+    }
+}
+
 pub(crate) struct WriterState {
     inner: Arc<Inner>,
+    syncer: Syncer,
     appender: Appender,
     next_lsn: u64,
     epoch: u64,
@@ -130,10 +154,11 @@ impl WriterState {
         next_lsn: u64,
         epoch: u64,
         last_ts: u64,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (trained_tx, trained_rx) = mpsc::channel();
-        Self {
+        Ok(Self {
             inner,
+            syncer: Syncer::start()?,
             appender,
             next_lsn,
             epoch,
@@ -145,7 +170,7 @@ impl WriterState {
             training: false,
             trained_tx,
             trained_rx,
-        }
+        })
     }
 
     /// The writer loop. Ends on `Shutdown` or when every sender is gone.
@@ -423,10 +448,10 @@ impl WriterState {
             self.last_ts = ts;
             self.write_frame(&payload, planned.len() as u32, Some(&keys))?;
             for p in &planned {
-                if let Some(body) = &batches[p.batch].0[p.op].put {
-                    if p.kind != OpKind::Delete {
-                        self.sample(&body.raw.clone());
-                    }
+                if let Some(body) = &batches[p.batch].0[p.op].put
+                    && p.kind != OpKind::Delete
+                {
+                    self.sample(&body.raw);
                 }
             }
         }
@@ -602,34 +627,46 @@ impl WriterState {
         let frame = encode_frame(first_lsn, count, self.epoch, ts, payload);
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
-        let (segment, offset) = self.appender.append(&header, &frame)?;
+        let (segment, offset) = self.appender.write(&header, &frame)?;
+        // Start the fdatasync, and build the index transaction meanwhile; it
+        // is committed (made visible) only once the frame is durable.
+        self.syncer
+            .requests
+            .send(self.appender.file())
+            .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         self.last_ts = ts;
         self.next_lsn = header.end_lsn();
-        // The frame is durable; index it and make it visible.
         let index = self.inner.index();
         let due = self.unsynced_index_bytes + frame.len() as u64 >= INDEX_SYNC_LOG_BYTES
             || self.last_index_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
-        let tx = index.begin_write(due)?;
-        {
-            let mut tables = Tables::open(&tx)?;
-            let extractor = self.inner.opts.extractor.as_ref();
-            let extract = crate::keys::extracts(extractor);
-            apply_frame(
-                &mut tables,
-                &FrameToApply {
-                    header,
-                    segment,
-                    offset,
-                    bytes: &frame,
-                    keys,
-                },
-                extractor,
-                &self.inner.dicts,
-                extract,
-            )?;
-            tables.finish()?;
-        }
-        tx.commit()?;
+        let applied = index.begin_write(due).and_then(|tx| {
+            {
+                let mut tables = Tables::open(&tx)?;
+                let extractor = self.inner.opts.extractor.as_ref();
+                apply_frame(
+                    &mut tables,
+                    &FrameToApply {
+                        header,
+                        segment,
+                        offset,
+                        bytes: &frame,
+                        keys,
+                    },
+                    extractor,
+                    &self.inner.dicts,
+                    crate::keys::extracts(extractor),
+                )?;
+                tables.finish()?;
+            }
+            Ok(tx)
+        });
+        let synced = self
+            .syncer
+            .results
+            .recv()
+            .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
+        synced?;
+        applied?.commit()?;
         if due {
             self.unsynced_index_bytes = 0;
             self.last_index_sync = Instant::now();

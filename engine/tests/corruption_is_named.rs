@@ -51,7 +51,7 @@ fn a_flip_in_a_sealed_segment_stops_open_with_segment_and_offset() {
         }) => {
             assert_eq!(segment, sealed);
             assert!(
-                offset <= 200 && offset >= 32,
+                (32..=200).contains(&offset),
                 "offset {offset} is the frame holding byte 200"
             );
         }
@@ -84,10 +84,10 @@ fn repair_cuts_at_the_damage_and_quarantines_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
     build(dir.path());
     let segs = segments(dir.path());
-    let total: u64 = segs
+    let sizes: Vec<u64> = segs
         .iter()
         .map(|s| std::fs::metadata(s).expect("stat").len())
-        .sum();
+        .collect();
     flip(&segs[1], 100);
     let store = Store::open_with(
         dir.path(),
@@ -103,17 +103,30 @@ fn repair_cuts_at_the_damage_and_quarantines_the_rest() {
         "the index had entries past the cut"
     );
     assert!(first_lost > 1);
-    let kept: u64 = segments(dir.path())
-        .iter()
-        .map(|s| std::fs::metadata(s).expect("stat").len())
-        .sum();
-    let moved: u64 = std::fs::read_dir(&qdir)
-        .expect("quarantine")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| !p.ends_with("MANIFEST.txt"))
-        .map(|p| std::fs::metadata(p).expect("stat").len())
-        .sum();
-    assert_eq!(kept + moved, total, "every byte is kept or quarantined");
+    assert_eq!(
+        segments(dir.path()).len(),
+        2,
+        "segments after the damaged one moved out"
+    );
+    let mut moved = 0;
+    let mut cut_at = None;
+    for e in std::fs::read_dir(&qdir).expect("quarantine") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        if let Some((_, off)) = name.split_once(".from-") {
+            cut_at = Some(off.parse::<u64>().expect("offset"));
+        }
+        if name != "MANIFEST.txt" {
+            moved += std::fs::metadata(&p).expect("stat").len();
+        }
+    }
+    let cut_at = cut_at.expect("the cut part of the damaged segment");
+    assert!(cut_at <= 100, "cut at the frame holding the flipped byte");
+    let expected: u64 = sizes[1] - cut_at + sizes[2..].iter().sum::<u64>();
+    assert_eq!(
+        moved, expected,
+        "every byte after the damage is quarantined"
+    );
     assert!(
         std::fs::read_to_string(qdir.join("MANIFEST.txt"))
             .expect("manifest")
