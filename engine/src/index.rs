@@ -328,9 +328,16 @@ pub(crate) fn apply_frame(
                 t.lsns.insert(*lsn, (r.resource_type, r.id, r.version))?;
                 t.type_lsns
                     .insert((r.resource_type, *lsn), (r.id, r.version))?;
-                let stat = t.stats.entry(r.resource_type.to_owned()).or_default();
-                stat.1 += 1;
-                stat.0 += i64::from(entry.is_live()) - i64::from(was_live);
+                let delta = i64::from(entry.is_live()) - i64::from(was_live);
+                match t.stats.get_mut(r.resource_type) {
+                    Some(stat) => {
+                        stat.0 += delta;
+                        stat.1 += 1;
+                    }
+                    None => {
+                        t.stats.insert(r.resource_type.to_owned(), (delta, 1));
+                    }
+                }
 
                 // Secondary keys: drop the old version's, add the new one's.
                 // Without an extractor there are none to drop.

@@ -8,11 +8,13 @@ use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, decode_records};
 use crate::index::{FrameToApply, Index, Tables, apply_frame};
 use crate::keys::KeyExtractor;
-use crate::limits::INDEX_SYNC_LOG_BYTES;
 use crate::log::Segments;
 use crate::record::{OpKind, RecordRef};
 use crate::recovery::read_segment;
 use crate::segment::scan_segment;
+
+/// Log bytes applied per index transaction during replay and rebuild.
+const REBUILD_TXN_LOG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What a replay read and applied.
 #[derive(Debug, Default, Clone, Copy)]
@@ -39,9 +41,7 @@ pub(crate) fn apply_log(
     let extract = crate::keys::extracts(extractor);
     let list = segments.list();
     let mut stats = ApplyStats::default();
-    // One non-durable transaction per segment (segments are about
-    // INDEX_SYNC_LOG_BYTES), then one durable commit at the end.
-    const { assert!(crate::limits::SEGMENT_BYTES_TARGET <= INDEX_SYNC_LOG_BYTES) };
+    // Non-durable transactions, then one durable commit at the end.
     'segments: for (i, first) in list.iter().enumerate() {
         if list.get(i + 1).is_some_and(|next| *next <= after_lsn + 1) {
             continue;
@@ -57,41 +57,48 @@ pub(crate) fn apply_log(
             detail: e.0,
         })?;
         stats.segments += 1;
-        let tx = ix.begin_write(false)?;
-        let mut tables = Tables::open(&tx)?;
         let mut done = false;
-        for f in &scan.frames {
-            let h = f.header;
-            if h.first_lsn <= after_lsn {
-                continue;
+        let mut frames = scan
+            .frames
+            .iter()
+            .filter(|f| f.header.first_lsn > after_lsn)
+            .peekable();
+        // Bounded transactions bound the dirty pages redb holds in memory.
+        while frames.peek().is_some() && !done {
+            let tx = ix.begin_write(false)?;
+            let mut tables = Tables::open(&tx)?;
+            let mut txn_bytes = 0u64;
+            while let Some(f) = frames.next_if(|_| txn_bytes < REBUILD_TXN_LOG_BYTES) {
+                let h = f.header;
+                if upto.is_some_and(|u| h.end_lsn() - 1 > u) {
+                    done = true;
+                    break;
+                }
+                let frame_bytes = &bytes[f.offset as usize..(f.offset + h.frame_len()) as usize];
+                apply_frame(
+                    &mut tables,
+                    &FrameToApply {
+                        header: h,
+                        segment: *first,
+                        offset: f.offset,
+                        bytes: frame_bytes,
+                        keys: None,
+                    },
+                    extractor,
+                    dicts,
+                    extract,
+                )?;
+                stats.frames += 1;
+                stats.records += u64::from(h.record_count);
+                stats.bytes += h.frame_len();
+                txn_bytes += h.frame_len();
+                if deep {
+                    stats.bodies += check_bodies(dicts, frame_bytes, &h, &path, f.offset)?;
+                }
             }
-            if upto.is_some_and(|u| h.end_lsn() - 1 > u) {
-                done = true;
-                break;
-            }
-            let frame_bytes = &bytes[f.offset as usize..(f.offset + h.frame_len()) as usize];
-            apply_frame(
-                &mut tables,
-                &FrameToApply {
-                    header: h,
-                    segment: *first,
-                    offset: f.offset,
-                    bytes: frame_bytes,
-                    keys: None,
-                },
-                extractor,
-                dicts,
-                extract,
-            )?;
-            stats.frames += 1;
-            stats.records += u64::from(h.record_count);
-            stats.bytes += h.frame_len();
-            if deep {
-                stats.bodies += check_bodies(dicts, frame_bytes, &h, &path, f.offset)?;
-            }
+            tables.finish()?;
+            tx.commit()?;
         }
-        tables.finish()?;
-        tx.commit()?;
         if done {
             break 'segments;
         }

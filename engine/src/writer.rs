@@ -382,7 +382,7 @@ impl WriterState {
         }
         let snap = Snapshot::new(&self.inner.index())?;
         let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
-        let mut overlay: HashMap<(String, String), Head> = HashMap::new();
+        let mut overlay: HashMap<(&str, &str), Head> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
         let mut outcomes: Vec<Option<Vec<OpOutcome>>> = Vec::with_capacity(batches.len());
         for (b, (ops, reply)) in batches.iter().enumerate() {
@@ -399,6 +399,18 @@ impl WriterState {
             }
         }
         drop(snap);
+        drop(overlay);
+        // The secondary keys move to the index with their records.
+        let keys: Vec<Option<Vec<Vec<u8>>>> = planned
+            .iter()
+            .map(|p| {
+                batches[p.batch].0[p.op]
+                    .put
+                    .as_mut()
+                    .filter(|_| p.kind != OpKind::Delete)
+                    .map(|b| std::mem::take(&mut b.keys))
+            })
+            .collect();
         // Encode the frame.
         let mut payload = Vec::with_capacity(
             planned
@@ -412,7 +424,6 @@ impl WriterState {
                 })
                 .sum(),
         );
-        let mut keys: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(planned.len());
         let mut lsn_of = HashMap::with_capacity(planned.len());
         for (i, p) in planned.iter().enumerate() {
             let op = &batches[p.batch].0[p.op];
@@ -441,7 +452,7 @@ impl WriterState {
                     stored,
                 },
             );
-            keys.push(op.put.as_ref().map(|b| b.keys.clone()));
+
             lsn_of.insert((p.batch, p.op), self.next_lsn + i as u64);
         }
         if !planned.is_empty() {
@@ -481,24 +492,24 @@ impl WriterState {
         clippy::type_complexity,
         reason = "a private triple returned to one caller"
     )]
-    fn plan_batch(
+    fn plan_batch<'a>(
         &self,
         snap: &Snapshot,
         batches: &[(Vec<PreparedOp>, SyncSender<Result<Committed>>)],
         b: usize,
-        ops: &[PreparedOp],
-        overlay: &HashMap<(String, String), Head>,
+        ops: &'a [PreparedOp],
+        overlay: &HashMap<(&'a str, &'a str), Head>,
         ts: u64,
     ) -> Result<(
         Vec<OpOutcome>,
         Vec<Planned>,
-        HashMap<(String, String), Head>,
+        HashMap<(&'a str, &'a str), Head>,
     )> {
-        let mut local: HashMap<(String, String), Head> = HashMap::new();
+        let mut local: HashMap<(&'a str, &'a str), Head> = HashMap::new();
         let mut outs = Vec::with_capacity(ops.len());
         let mut plan = Vec::new();
         for (j, op) in ops.iter().enumerate() {
-            let key = (op.resource_type.clone(), op.id.clone());
+            let key = (op.resource_type.as_str(), op.id.as_str());
             let head = match local.get(&key).or_else(|| overlay.get(&key)) {
                 Some(h) => Some(*h),
                 None => snap.head(&op.resource_type, &op.id)?.map(|e| Head {

@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     for repair in [false, true] {
-        let opts = Options { repair, ..Options::default() };
+        let opts = Options {
+            repair,
+            segment_bytes: 64 * 1024,
+            ..Options::default()
+        };
         if let Ok(store) = Store::open_with(dir.path(), opts) {
             store.verify().expect("a store that opens verifies");
             let _ = store.close();
