@@ -175,6 +175,25 @@ impl Error {
         }
     }
 
+    /// The same error for another recipient: I/O and fsync errors keep
+    /// their kind, path and message; others become [`Error::Poisoned`]
+    /// with this error's message.
+    pub(crate) fn duplicate(&self) -> Error {
+        let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            Error::Fsync { path, source } => Error::Fsync {
+                path: path.clone(),
+                source: copy(source),
+            },
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: copy(source),
+            },
+            other => Error::Poisoned(other.to_string()),
+        }
+    }
+
     /// Whether the error stops the store for good (until reopened).
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Fsync { .. } | Error::Poisoned(_))

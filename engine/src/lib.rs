@@ -29,6 +29,7 @@ mod clock;
 mod codec;
 mod dict;
 mod error;
+pub mod failpoint;
 pub mod frame;
 mod index;
 mod keys;

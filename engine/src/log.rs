@@ -225,8 +225,8 @@ impl Appender {
         }
         let offset = self.len;
         let path = || self.segments.path_of(self.first_lsn);
-        self.file
-            .write_all_at(frame, offset)
+        crate::failpoint::check("log.write")
+            .and_then(|()| self.file.write_all_at(frame, offset))
             .map_err(|e| Error::io("write frame", path(), e))?;
         self.len += frame.len() as u64;
         self.last_frame_crc = header.crc;
@@ -242,10 +242,12 @@ impl Appender {
 
 /// Makes a frame durable: `fdatasync` of its segment. An error is fatal.
 pub(crate) fn sync_data(file: &File, path: &Path) -> Result<()> {
-    file.sync_data().map_err(|source| Error::Fsync {
-        path: path.to_owned(),
-        source,
-    })
+    crate::failpoint::check("log.fsync")
+        .and_then(|()| file.sync_data())
+        .map_err(|source| Error::Fsync {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Allocates the segment's blocks up to `bytes`, so appends neither grow

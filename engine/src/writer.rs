@@ -457,7 +457,21 @@ impl WriterState {
         }
         if !planned.is_empty() {
             self.last_ts = ts;
-            self.write_frame(&payload, planned.len() as u32, Some(&keys))?;
+            if let Err(e) = self.write_frame(&payload, planned.len() as u32, Some(&keys)) {
+                // A failed fsync stops the store before anyone hears back. A
+                // failed write changed no state (the next frame overwrites
+                // the same offset), so only this group fails.
+                let fatal = e.is_fatal() || !matches!(e, Error::Io { .. });
+                if fatal {
+                    self.inner.poison(e.to_string());
+                }
+                for (b, (_, reply)) in batches.iter().enumerate() {
+                    if outcomes[b].is_some() {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+                return if fatal { Err(e) } else { Ok(()) };
+            }
             for p in &planned {
                 if let Some(body) = &batches[p.batch].0[p.op].put
                     && p.kind != OpKind::Delete

@@ -1,0 +1,46 @@
+//! Named fault-injection points (in the manner of raft-engine's fail
+//! points), for tests of what the store does when the disk fails.
+//!
+//! A point is armed by name and then fails the next calls that pass it
+//! with an I/O error. Unarmed, a point costs one relaxed atomic load. The
+//! registry is process-wide: a test that arms points should run alone in
+//! its own test binary.
+//!
+//! Points: `log.write` (writing a frame), `log.fsync` (fdatasync of a
+//! segment after a frame).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ANY_ARMED: AtomicBool = AtomicBool::new(false);
+static POINTS: Mutex<Option<HashMap<&'static str, u32>>> = Mutex::new(None);
+
+/// Arms `name` to fail its next `times` passes with an I/O error.
+pub fn arm(name: &'static str, times: u32) {
+    let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+    points.get_or_insert_with(HashMap::new).insert(name, times);
+    ANY_ARMED.store(true, Ordering::Release);
+}
+
+/// Disarms every point.
+pub fn disarm_all() {
+    let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+    *points = None;
+    ANY_ARMED.store(false, Ordering::Release);
+}
+
+/// Fails with an injected error if `name` is armed.
+pub(crate) fn check(name: &'static str) -> std::io::Result<()> {
+    if !ANY_ARMED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(left) = points.as_mut().and_then(|p| p.get_mut(name))
+        && *left > 0
+    {
+        *left -= 1;
+        return Err(std::io::Error::other(format!("injected failure at {name}")));
+    }
+    Ok(())
+}
