@@ -22,25 +22,24 @@ use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
 use crate::keys::KeyExtractor;
 use crate::limits::{INDEX_KEY_BYTES_MAX, INDEX_KEYS_PER_VERSION_MAX};
-use crate::record::{BodyCodec, OpKind, RecordRef};
+use crate::record::{BodyCodec, OpKind, RecordRef, ResourceRef};
 
 /// Bumped whenever a table's layout changes; a different version rebuilds.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 1;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
-/// (type, id) -> the newest version, live or deleted.
-const HEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("heads");
-/// (type, id, version) -> that version.
+/// (type, id, version) -> that version. Versions are dense per resource, so
+/// the newest is the last row of the resource and the one before a version
+/// `v` is `v - 1`.
 const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
-/// lsn -> (type, id, version) of every resource record.
-const LSNS: TableDefinition<u64, (&str, &str, u64)> = TableDefinition::new("lsns");
 /// (type, lsn) -> (id, version), for type history.
 const TYPE_LSNS: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("type_lsns");
 /// frame timestamp -> first LSN written at that timestamp (timestamps never
 /// decrease in LSN order, so this maps `_since` to an LSN).
 const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
-/// first LSN of each frame -> (segment first LSN, file offset).
+/// first LSN of each frame -> (segment first LSN, file offset); system
+/// history and the change feed read records from the log through it.
 const FRAMES: TableDefinition<u64, (u64, u64)> = TableDefinition::new("frames");
 /// (key, type, id) for the current live version of each resource.
 const KEYS: TableDefinition<(&[u8], &str, &str), ()> = TableDefinition::new("keys");
@@ -227,9 +226,7 @@ impl Index {
 /// All tables of a write transaction, opened once per transaction.
 pub(crate) struct Tables<'t> {
     meta: Table<'t, &'static str, u64>,
-    heads: Table<'t, (&'static str, &'static str), &'static [u8]>,
     versions: Table<'t, (&'static str, &'static str, u64), &'static [u8]>,
-    lsns: Table<'t, u64, (&'static str, &'static str, u64)>,
     type_lsns: Table<'t, (&'static str, u64), (&'static str, u64)>,
     times: Table<'t, u64, u64>,
     frames: Table<'t, u64, (u64, u64)>,
@@ -247,9 +244,7 @@ impl<'t> Tables<'t> {
     pub(crate) fn open(tx: &'t WriteTransaction) -> Result<Self> {
         Ok(Self {
             meta: tx.open_table(META)?,
-            heads: tx.open_table(HEADS)?,
             versions: tx.open_table(VERSIONS)?,
-            lsns: tx.open_table(LSNS)?,
             type_lsns: tx.open_table(TYPE_LSNS)?,
             times: tx.open_table(TIMES)?,
             frames: tx.open_table(FRAMES)?,
@@ -300,32 +295,24 @@ pub(crate) fn apply_frame(
     if t.times.get(h.timestamp_us)?.is_none() {
         t.times.insert(h.timestamp_us, h.first_lsn)?;
     }
-    let body_base = frame.offset + FRAME_HEADER_BYTES as u64;
     for (i, (lsn, rec, body_offset)) in records.iter().enumerate() {
         match rec {
             RecordRef::Resource(r) => {
-                let entry = VersionEntry {
-                    version: r.version,
-                    lsn: *lsn,
-                    timestamp_us: h.timestamp_us,
-                    op: r.op,
-                    codec: r.codec,
-                    dict_id: r.dict_id,
-                    raw_len: r.raw_len,
-                    raw_crc: r.raw_crc,
-                    segment: frame.segment,
-                    offset: body_base + *body_offset as u64,
-                    stored_len: r.stored.len() as u32,
-                };
+                let entry = entry_of(h, frame.segment, frame.offset, *lsn, r, *body_offset);
                 let name = (r.resource_type, r.id);
-                let bytes = entry.encode();
-                let was_live = match t.heads.insert(name, bytes.as_slice())? {
-                    Some(old) => VersionEntry::decode(old.value())?.is_live(),
-                    None => false,
+                let was_live = match r.version {
+                    1 => false,
+                    v => t
+                        .versions
+                        .get((r.resource_type, r.id, v - 1))?
+                        .map(|old| VersionEntry::decode(old.value()))
+                        .transpose()?
+                        .is_some_and(|e| e.is_live()),
                 };
-                t.versions
-                    .insert((r.resource_type, r.id, r.version), bytes.as_slice())?;
-                t.lsns.insert(*lsn, (r.resource_type, r.id, r.version))?;
+                t.versions.insert(
+                    (r.resource_type, r.id, r.version),
+                    entry.encode().as_slice(),
+                )?;
                 t.type_lsns
                     .insert((r.resource_type, *lsn), (r.id, r.version))?;
                 let delta = i64::from(entry.is_live()) - i64::from(was_live);
@@ -385,6 +372,32 @@ pub(crate) fn apply_frame(
     t.meta.insert(META_APPLIED_LSN, h.end_lsn() - 1)?;
     t.meta.insert(META_APPLIED_CRC, u64::from(h.crc))?;
     Ok(())
+}
+
+/// The index entry of a resource record at `lsn` in the frame at
+/// `frame_offset` of `segment`, whose body starts `body_offset` bytes into
+/// the payload.
+pub(crate) fn entry_of(
+    h: &FrameHeader,
+    segment: u64,
+    frame_offset: u64,
+    lsn: u64,
+    r: &ResourceRef<'_>,
+    body_offset: usize,
+) -> VersionEntry {
+    VersionEntry {
+        version: r.version,
+        lsn,
+        timestamp_us: h.timestamp_us,
+        op: r.op,
+        codec: r.codec,
+        dict_id: r.dict_id,
+        raw_len: r.raw_len,
+        raw_crc: r.raw_crc,
+        segment,
+        offset: frame_offset + FRAME_HEADER_BYTES as u64 + body_offset as u64,
+        stored_len: r.stored.len() as u32,
+    }
 }
 
 /// Sorts, dedups and bounds the keys of one version.
@@ -482,9 +495,7 @@ impl Snapshot {
         }
         same!(META, "meta");
         same!(META_TEXT, "meta_text");
-        same!(HEADS, "heads");
         same!(VERSIONS, "versions");
-        same!(LSNS, "lsns");
         same!(TYPE_LSNS, "type_lsns");
         same!(TIMES, "times");
         same!(FRAMES, "frames");
@@ -504,10 +515,14 @@ impl Snapshot {
             .map_or(0, |v| v.value()))
     }
 
+    /// The newest version of a resource, live or deleted.
     pub(crate) fn head(&self, resource_type: &str, id: &str) -> Result<Option<VersionEntry>> {
-        let t = self.tx.open_table(HEADS)?;
-        t.get((resource_type, id))?
-            .map(|v| VersionEntry::decode(v.value()))
+        let t = self.tx.open_table(VERSIONS)?;
+        let last = t
+            .range((resource_type, id, 0)..=(resource_type, id, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        last.map(|(_, v)| VersionEntry::decode(v.value()))
             .transpose()
     }
 
@@ -583,19 +598,20 @@ impl Snapshot {
         self.resolve(refs)
     }
 
-    /// Versions of all types with `lo <= lsn <= hi`, newest first.
-    pub(crate) fn system_history(&self, lo: u64, hi: u64, limit: usize) -> Result<Vec<Listed>> {
-        let t = self.tx.open_table(LSNS)?;
-        let mut refs = Vec::new();
-        for row in t.range(lo..=hi)?.rev() {
-            if refs.len() >= limit {
+    /// Frames starting at or before `lsn`, newest first, at most `limit`:
+    /// (first LSN, segment, offset).
+    pub(crate) fn frames_back_from(&self, lsn: u64, limit: usize) -> Result<Vec<(u64, u64, u64)>> {
+        let t = self.tx.open_table(FRAMES)?;
+        let mut out = Vec::new();
+        for row in t.range(..=lsn)?.rev() {
+            if out.len() >= limit {
                 break;
             }
-            let (_, v) = row?;
-            let (ty, id, version) = v.value();
-            refs.push((ty.to_owned(), id.to_owned(), version));
+            let (k, v) = row?;
+            let (seg, off) = v.value();
+            out.push((k.value(), seg, off));
         }
-        self.resolve(refs)
+        Ok(out)
     }
 
     fn resolve(&self, refs: Vec<(String, String, u64)>) -> Result<Vec<Listed>> {

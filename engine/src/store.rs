@@ -11,8 +11,8 @@ use crate::batch::{Action, Batch, Committed};
 use crate::clock::{Clock, SystemClock};
 use crate::dict::{Dictionaries, Encoded};
 use crate::error::{Error, Result};
-use crate::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, parse_header};
-use crate::index::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry};
+use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header};
+use crate::index::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry, entry_of};
 use crate::keys::{KeyExtractor, NoKeys};
 use crate::limits::{
     COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX,
@@ -543,7 +543,7 @@ impl Store {
         } else {
             let want = q.count + 1;
             match &q.scope {
-                HistoryScope::System => snap.system_history(lo, hi, want)?,
+                HistoryScope::System => self.system_history(&snap, lo, hi, want)?,
                 HistoryScope::Type(t) => snap.type_history(t, lo, hi, want)?,
                 HistoryScope::Instance(t, id) => snap.instance_history(t, id, lo, hi, want)?,
             }
@@ -591,18 +591,7 @@ impl Store {
                 }
             }
             for (first, seg, off) in std::mem::take(&mut frames) {
-                let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
-                let h =
-                    parse_header(&head).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
-                assert_eq!(
-                    h.first_lsn, first,
-                    "index frame table disagrees with the log"
-                );
-                let bytes = self
-                    .inner
-                    .segments
-                    .read_at(seg, off, h.frame_len() as usize)?;
-                check_frame(&bytes).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+                let (h, bytes) = self.read_frame(first, seg, off)?;
                 let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
                     .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
                 for (lsn, rec, _) in recs {
@@ -615,6 +604,68 @@ impl Store {
                     out.push(self.change_of(lsn, h.epoch, h.timestamp_us, rec, seg, off)?);
                 }
                 cursor = h.end_lsn();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and checks the frame the index says starts at `first` LSN.
+    fn read_frame(&self, first: u64, seg: u64, off: u64) -> Result<(FrameHeader, Vec<u8>)> {
+        let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+        let h = parse_header(&head).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+        if h.first_lsn != first {
+            return Err(Error::Corrupt(format!(
+                "the index places the frame of lsn {first} where the log has lsn {}",
+                h.first_lsn
+            )));
+        }
+        let bytes = self
+            .inner
+            .segments
+            .read_at(seg, off, h.frame_len() as usize)?;
+        check_frame(&bytes).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+        Ok((h, bytes))
+    }
+
+    /// Resource versions of all types with `lo <= lsn <= hi`, newest first,
+    /// at most `limit`, read from the log frame by frame.
+    fn system_history(
+        &self,
+        snap: &Snapshot,
+        lo: u64,
+        hi: u64,
+        limit: usize,
+    ) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut from = hi;
+        'frames: loop {
+            let frames = snap.frames_back_from(from, 64)?;
+            if frames.is_empty() {
+                break;
+            }
+            for (first, seg, off) in frames {
+                let (h, bytes) = self.read_frame(first, seg, off)?;
+                let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
+                    .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
+                for (lsn, rec, body_offset) in recs.into_iter().rev() {
+                    if lsn > hi {
+                        continue;
+                    }
+                    if lsn < lo || out.len() >= limit {
+                        break 'frames;
+                    }
+                    if let RecordRef::Resource(r) = rec {
+                        out.push(Listed {
+                            resource_type: r.resource_type.to_owned(),
+                            id: r.id.to_owned(),
+                            entry: entry_of(&h, seg, off, lsn, &r, body_offset),
+                        });
+                    }
+                }
+                if first <= lo.max(1) {
+                    break 'frames;
+                }
+                from = first - 1;
             }
         }
         Ok(out)
