@@ -443,6 +443,29 @@ fn decode_key_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+type FrameRow<'a> = std::result::Result<
+    (
+        redb::AccessGuard<'a, u64>,
+        redb::AccessGuard<'a, (u64, u64)>,
+    ),
+    redb::StorageError,
+>;
+
+/// The first `limit` rows of the frames table from `rows`, as
+/// (first LSN, segment, offset).
+fn take_frames<'a>(
+    rows: impl Iterator<Item = FrameRow<'a>>,
+    limit: usize,
+) -> Result<Vec<(u64, u64, u64)>> {
+    let mut out = Vec::new();
+    for row in rows.take(limit) {
+        let (k, v) = row?;
+        let (seg, off) = v.value();
+        out.push((k.value(), seg, off));
+    }
+    Ok(out)
+}
+
 /// Read-side queries over one read transaction (one consistent snapshot).
 pub(crate) struct Snapshot {
     tx: ReadTransaction,
@@ -602,16 +625,7 @@ impl Snapshot {
     /// (first LSN, segment, offset).
     pub(crate) fn frames_back_from(&self, lsn: u64, limit: usize) -> Result<Vec<(u64, u64, u64)>> {
         let t = self.tx.open_table(FRAMES)?;
-        let mut out = Vec::new();
-        for row in t.range(..=lsn)?.rev() {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            let (seg, off) = v.value();
-            out.push((k.value(), seg, off));
-        }
-        Ok(out)
+        take_frames(t.range(..=lsn)?.rev(), limit)
     }
 
     fn resolve(&self, refs: Vec<(String, String, u64)>) -> Result<Vec<Listed>> {
@@ -684,16 +698,7 @@ impl Snapshot {
     /// Frames starting after `lsn`, oldest first, at most `limit`.
     pub(crate) fn frames_after(&self, lsn: u64, limit: usize) -> Result<Vec<(u64, u64, u64)>> {
         let t = self.tx.open_table(FRAMES)?;
-        let mut out = Vec::new();
-        for row in t.range(lsn.saturating_add(1)..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            let (seg, off) = v.value();
-            out.push((k.value(), seg, off));
-        }
-        Ok(out)
+        take_frames(t.range(lsn.saturating_add(1)..)?, limit)
     }
 
     /// `epoch -> LSN of its EpochStart`, oldest first.

@@ -549,7 +549,8 @@ impl WriterState {
                 });
             }
             let next_version = head.map_or(1, |h| h.version + 1);
-            match (&op.put, head) {
+            // What this op writes, if anything: its kind and the head after it.
+            let write = match (&op.put, head) {
                 (Some(body), Some(h))
                     if h.live
                         && h.raw_len as usize == body.raw.len()
@@ -560,66 +561,57 @@ impl WriterState {
                         version: h.version,
                         last_updated_us: h.last_updated_us,
                     });
+                    None
                 }
-                (Some(body), _) => {
-                    let kind = if head.is_none() {
+                (Some(body), _) => Some((
+                    if head.is_none() {
                         OpKind::Create
                     } else {
                         OpKind::Update
-                    };
-                    outs.push(OpOutcome::Written {
-                        kind,
+                    },
+                    Head {
                         version: next_version,
-                        lsn: 0,
+                        live: true,
+                        raw_len: body.raw.len() as u32,
+                        raw_crc: body.raw_crc,
                         last_updated_us: ts,
-                    });
-                    plan.push(Planned {
-                        batch: b,
-                        op: j,
-                        kind,
-                        version: next_version,
-                    });
-                    local.insert(
-                        key,
-                        Head {
-                            version: next_version,
-                            live: true,
-                            raw_len: body.raw.len() as u32,
-                            raw_crc: body.raw_crc,
-                            last_updated_us: ts,
-                            body: BodyAt::Pending(b, j),
-                        },
-                    );
+                        body: BodyAt::Pending(b, j),
+                    },
+                )),
+                (None, None) => {
+                    outs.push(OpOutcome::NotFound);
+                    None
                 }
-                (None, None) => outs.push(OpOutcome::NotFound),
                 (None, Some(h)) if !h.live => {
-                    outs.push(OpOutcome::AlreadyDeleted { version: h.version })
+                    outs.push(OpOutcome::AlreadyDeleted { version: h.version });
+                    None
                 }
-                (None, Some(_)) => {
-                    outs.push(OpOutcome::Written {
-                        kind: OpKind::Delete,
+                (None, Some(_)) => Some((
+                    OpKind::Delete,
+                    Head {
                         version: next_version,
-                        lsn: 0,
+                        live: false,
+                        raw_len: 0,
+                        raw_crc: 0,
                         last_updated_us: ts,
-                    });
-                    plan.push(Planned {
-                        batch: b,
-                        op: j,
-                        kind: OpKind::Delete,
-                        version: next_version,
-                    });
-                    local.insert(
-                        key,
-                        Head {
-                            version: next_version,
-                            live: false,
-                            raw_len: 0,
-                            raw_crc: 0,
-                            last_updated_us: ts,
-                            body: BodyAt::Nowhere,
-                        },
-                    );
-                }
+                        body: BodyAt::Nowhere,
+                    },
+                )),
+            };
+            if let Some((kind, new_head)) = write {
+                outs.push(OpOutcome::Written {
+                    kind,
+                    version: next_version,
+                    lsn: 0,
+                    last_updated_us: ts,
+                });
+                plan.push(Planned {
+                    batch: b,
+                    op: j,
+                    kind,
+                    version: next_version,
+                });
+                local.insert(key, new_head);
             }
         }
         Ok((outs, plan, local))

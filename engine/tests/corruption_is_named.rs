@@ -14,16 +14,6 @@ fn small_segments() -> Options {
     }
 }
 
-fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))
-        .expect("wal")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
 fn build(dir: &std::path::Path) {
     let store = Store::open_with(dir, small_segments()).expect("open");
     for i in 0..60u32 {

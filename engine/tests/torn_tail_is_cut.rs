@@ -15,16 +15,6 @@ fn small() -> Options {
     }
 }
 
-fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
-        .expect("wal dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
-    segs
-}
-
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to.join("wal")).expect("mkdir");
     for sub in ["wal", ""] {

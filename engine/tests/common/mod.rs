@@ -31,3 +31,14 @@ pub fn body_of(store: &Store, ty: &str, id: &str) -> Option<Vec<u8>> {
         _ => None,
     }
 }
+
+/// The store's segment files, oldest first.
+pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .expect("wal dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
