@@ -568,7 +568,8 @@ impl Snapshot {
         Ok(first.map(|(_, v)| v.value()))
     }
 
-    /// Versions of one resource with `lo <= lsn <= hi`, newest first.
+    /// Versions of one resource with `lo <= lsn <= hi`, newest first (or
+    /// oldest first when `ascending`).
     pub(crate) fn instance_history(
         &self,
         resource_type: &str,
@@ -576,19 +577,28 @@ impl Snapshot {
         lo: u64,
         hi: u64,
         limit: usize,
+        ascending: bool,
     ) -> Result<Vec<Listed>> {
         let t = self.tx.open_table(VERSIONS)?;
+        let rows = t.range((resource_type, id, 0)..=(resource_type, id, u64::MAX))?;
+        let rows: Box<dyn Iterator<Item = _>> = if ascending {
+            Box::new(rows)
+        } else {
+            Box::new(rows.rev())
+        };
         let mut out = Vec::new();
-        for row in t
-            .range((resource_type, id, 0)..=(resource_type, id, u64::MAX))?
-            .rev()
-        {
+        for row in rows {
             let (_, v) = row?;
             let entry = VersionEntry::decode(v.value())?;
-            if entry.lsn > hi {
+            let (skip, stop) = if ascending {
+                (entry.lsn < lo, entry.lsn > hi)
+            } else {
+                (entry.lsn > hi, entry.lsn < lo)
+            };
+            if skip {
                 continue;
             }
-            if entry.lsn < lo || out.len() >= limit {
+            if stop || out.len() >= limit {
                 break;
             }
             out.push(Listed {
@@ -600,20 +610,25 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Versions of one type with `lo <= lsn <= hi`, newest first.
+    /// Versions of one type with `lo <= lsn <= hi`, newest first (or
+    /// oldest first when `ascending`).
     pub(crate) fn type_history(
         &self,
         resource_type: &str,
         lo: u64,
         hi: u64,
         limit: usize,
+        ascending: bool,
     ) -> Result<Vec<Listed>> {
         let t = self.tx.open_table(TYPE_LSNS)?;
+        let rows = t.range((resource_type, lo)..=(resource_type, hi))?;
+        let rows: Box<dyn Iterator<Item = _>> = if ascending {
+            Box::new(rows)
+        } else {
+            Box::new(rows.rev())
+        };
         let mut refs = Vec::new();
-        for row in t.range((resource_type, lo)..=(resource_type, hi))?.rev() {
-            if refs.len() >= limit {
-                break;
-            }
+        for row in rows.take(limit) {
             let (_, v) = row?;
             let (id, version) = v.value();
             refs.push((resource_type.to_owned(), id.to_owned(), version));

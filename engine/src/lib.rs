@@ -49,8 +49,8 @@ pub use codec::DecodeError;
 pub use error::{Error, Result};
 pub use keys::{KeyExtractor, NoKeys};
 pub use read::{
-    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, StoreStats, TypeCount,
-    VerifyReport, Version, VersionRead,
+    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
+    StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 pub use record::{OpKind, Watermark};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

@@ -67,14 +67,23 @@ pub enum HistoryScope {
     Instance(String, String),
 }
 
-/// Where the next history page starts: a page set pinned to an LSN, so
+/// Where a history page starts, within a page set pinned to an LSN, so
 /// writes that arrive while a client pages do not shift the pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryCursor {
     /// Only versions at or below this LSN are listed.
     pub snapshot_lsn: u64,
-    /// Only versions below this LSN are listed (the last one of the previous page).
-    pub before_lsn: u64,
+    /// Which side of an LSN the page lies on.
+    pub position: PagePosition,
+}
+
+/// Where a page lies relative to the page it was reached from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagePosition {
+    /// The versions just older than this LSN (the "next" page).
+    Before(u64),
+    /// The versions just newer than this LSN (the "previous" page).
+    After(u64),
 }
 
 /// A history request.
@@ -97,8 +106,10 @@ pub struct HistoryPage {
     pub entries: Vec<Version>,
     /// The LSN the page set is pinned to.
     pub snapshot_lsn: u64,
-    /// The next page, if there are more versions.
+    /// The page of older versions, if there are any.
     pub next: Option<HistoryCursor>,
+    /// The page of newer versions (within the snapshot), if there are any.
+    pub previous: Option<HistoryCursor>,
 }
 
 /// One record of the change feed.

@@ -20,8 +20,8 @@ use crate::limits::{
 };
 use crate::log::{Appender, Segments};
 use crate::read::{
-    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, StoreStats, TypeCount,
-    VerifyReport, Version, VersionRead,
+    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
+    StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 use crate::rebuild::{apply_log, rebuild_into};
 use crate::record::{OpKind, RecordRef, Watermark};
@@ -530,41 +530,64 @@ impl Store {
             Some(c) => c.snapshot_lsn,
             None => snap.applied_lsn()?,
         };
-        let hi = match q.cursor {
-            Some(c) => c.before_lsn.saturating_sub(1).min(snapshot_lsn),
-            None => snapshot_lsn,
-        };
-        let lo = match q.since_us {
+        let since_lsn = match q.since_us {
             None => 0,
             Some(since) => snap.lsn_at_or_after(since)?.unwrap_or(u64::MAX),
+        };
+        // The LSN window of this page, and whether it is read upwards.
+        let (lo, hi, ascending) = match q.cursor.map(|c| c.position) {
+            None => (since_lsn, snapshot_lsn, false),
+            Some(PagePosition::Before(b)) => {
+                (since_lsn, b.saturating_sub(1).min(snapshot_lsn), false)
+            }
+            Some(PagePosition::After(a)) => {
+                (since_lsn.max(a.saturating_add(1)), snapshot_lsn, true)
+            }
         };
         let mut listed = if lo > hi {
             Vec::new()
         } else {
             let want = q.count + 1;
             match &q.scope {
-                HistoryScope::System => self.system_history(&snap, lo, hi, want)?,
-                HistoryScope::Type(t) => snap.type_history(t, lo, hi, want)?,
-                HistoryScope::Instance(t, id) => snap.instance_history(t, id, lo, hi, want)?,
+                HistoryScope::System => self.system_history(&snap, lo, hi, want, ascending)?,
+                HistoryScope::Type(t) => snap.type_history(t, lo, hi, want, ascending)?,
+                HistoryScope::Instance(t, id) => {
+                    snap.instance_history(t, id, lo, hi, want, ascending)?
+                }
             }
         };
         let more = listed.len() > q.count;
         listed.truncate(q.count);
+        if ascending {
+            listed.reverse();
+        }
         let entries = listed
             .iter()
             .map(|l| self.version_of(l))
             .collect::<Result<Vec<_>>>()?;
-        let next = match (more, entries.last()) {
-            (true, Some(last)) => Some(HistoryCursor {
-                snapshot_lsn,
-                before_lsn: last.lsn,
-            }),
-            _ => None,
+        // Older versions exist past the last entry when a descending read
+        // found more, or always after an upward page (it was reached from
+        // an older one); newer ones before the first entry likewise.
+        let (older, newer) = match q.cursor.map(|c| c.position) {
+            None => (more, false),
+            Some(PagePosition::Before(_)) => (more, true),
+            Some(PagePosition::After(_)) => (true, more),
+        };
+        let at = |position| HistoryCursor {
+            snapshot_lsn,
+            position,
         };
         Ok(HistoryPage {
+            next: entries
+                .last()
+                .filter(|_| older)
+                .map(|v| at(PagePosition::Before(v.lsn))),
+            previous: entries
+                .first()
+                .filter(|_| newer)
+                .map(|v| at(PagePosition::After(v.lsn))),
             entries,
             snapshot_lsn,
-            next,
         })
     }
 
@@ -627,31 +650,49 @@ impl Store {
         Ok((h, bytes))
     }
 
-    /// Resource versions of all types with `lo <= lsn <= hi`, newest first,
-    /// at most `limit`, read from the log frame by frame.
+    /// Resource versions of all types with `lo <= lsn <= hi`, newest first
+    /// (or oldest first when `ascending`), at most `limit`, read from the
+    /// log frame by frame.
     fn system_history(
         &self,
         snap: &Snapshot,
         lo: u64,
         hi: u64,
         limit: usize,
+        ascending: bool,
     ) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
-        let mut from = hi;
-        'frames: loop {
-            let frames = snap.frames_back_from(from, 64)?;
-            if frames.is_empty() {
-                break;
-            }
-            for (first, seg, off) in frames {
+        // Frames to read next: downwards from `hi`, or upwards from the one holding `lo`.
+        let mut frames = if ascending {
+            let mut f: Vec<_> = snap.frame_holding(lo)?.into_iter().collect();
+            let first = f.first().map_or(lo.saturating_sub(1), |x| x.0);
+            f.extend(snap.frames_after(first, 64)?);
+            f
+        } else {
+            snap.frames_back_from(hi, 64)?
+        };
+        'frames: while !frames.is_empty() {
+            let mut last_first = 0;
+            for (first, seg, off) in std::mem::take(&mut frames) {
+                last_first = first;
                 let (h, bytes) = self.read_frame(first, seg, off)?;
                 let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
                     .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
-                for (lsn, rec, body_offset) in recs.into_iter().rev() {
-                    if lsn > hi {
+                let recs: Box<dyn Iterator<Item = _>> = if ascending {
+                    Box::new(recs.into_iter())
+                } else {
+                    Box::new(recs.into_iter().rev())
+                };
+                for (lsn, rec, body_offset) in recs {
+                    let (skip, stop) = if ascending {
+                        (lsn < lo, lsn > hi)
+                    } else {
+                        (lsn > hi, lsn < lo)
+                    };
+                    if skip {
                         continue;
                     }
-                    if lsn < lo || out.len() >= limit {
+                    if stop || out.len() >= limit {
                         break 'frames;
                     }
                     if let RecordRef::Resource(r) = rec {
@@ -662,11 +703,14 @@ impl Store {
                         });
                     }
                 }
-                if first <= lo.max(1) {
-                    break 'frames;
-                }
-                from = first - 1;
             }
+            frames = if ascending {
+                snap.frames_after(last_first, 64)?
+            } else if last_first <= lo.max(1) {
+                Vec::new()
+            } else {
+                snap.frames_back_from(last_first - 1, 64)?
+            };
         }
         Ok(out)
     }

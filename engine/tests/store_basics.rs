@@ -237,3 +237,46 @@ fn reopen_keeps_everything_and_verify_passes() {
     assert_eq!(changes.len(), 201, "epoch start plus 200 versions");
     assert!(changes.windows(2).all(|w| w[0].lsn() + 1 == w[1].lsn()));
 }
+
+#[test]
+fn previous_pages_retrace_next_pages_exactly() {
+    use vigil_engine::HistoryPage;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for i in 0..37u32 {
+        let ty = if i % 3 == 0 { "Observation" } else { "Patient" };
+        put(&store, ty, &format!("r{}", i % 4), patient("x", i));
+    }
+    for scope in [
+        HistoryScope::System,
+        HistoryScope::Type("Patient".into()),
+        HistoryScope::Instance("Patient".into(), "r1".into()),
+    ] {
+        let q = |cursor| HistoryQuery {
+            scope: scope.clone(),
+            since_us: None,
+            count: 4,
+            cursor,
+        };
+        let mut forward: Vec<HistoryPage> = vec![store.history(&q(None)).expect("first page")];
+        assert_eq!(forward[0].previous, None);
+        while let Some(next) = forward.last().and_then(|p| p.next) {
+            forward.push(store.history(&q(Some(next))).expect("next page"));
+            // Writes while paging do not disturb the pinned pages.
+            put(
+                &store,
+                "Patient",
+                "r1",
+                patient("late", 1000 + forward.len() as u32),
+            );
+        }
+        let mut back = forward.last().and_then(|p| p.previous);
+        for expected in forward.iter().rev().skip(1) {
+            let page = store.history(&q(back)).expect("previous page");
+            let lsns = |p: &HistoryPage| p.entries.iter().map(|v| v.lsn).collect::<Vec<_>>();
+            assert_eq!(lsns(&page), lsns(expected), "{scope:?}");
+            back = page.previous;
+        }
+        assert_eq!(back, None, "{scope:?}: the first page has no previous");
+    }
+}
