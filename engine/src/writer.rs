@@ -292,7 +292,8 @@ impl WriterState {
         for r in records {
             put_record(&mut payload, r);
         }
-        self.write_frame(&payload, records.len() as u32, None)
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        self.write_frame(&payload, records.len() as u32, ts, None)
             .inspect_err(|e| self.inner.poison(e.to_string()))
     }
 
@@ -457,7 +458,7 @@ impl WriterState {
         }
         if !planned.is_empty() {
             self.last_ts = ts;
-            if let Err(e) = self.write_frame(&payload, planned.len() as u32, Some(&keys)) {
+            if let Err(e) = self.write_frame(&payload, planned.len() as u32, ts, Some(&keys)) {
                 // A failed fsync stops the store before anyone hears back. A
                 // failed write changed no state (the next frame overwrites
                 // the same offset), so only this group fails.
@@ -637,10 +638,12 @@ impl WriterState {
         &mut self,
         payload: &[u8],
         count: u32,
+        ts: u64,
         keys: Option<&[Option<Vec<Vec<u8>>>]>,
     ) -> Result<()> {
         let first_lsn = self.next_lsn;
-        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        // `ts` is the time the committers were told: the frame must carry it.
+        assert!(ts >= self.last_ts, "frame timestamps never go backwards");
         let frame = encode_frame(first_lsn, count, self.epoch, ts, payload);
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;

@@ -280,3 +280,27 @@ fn previous_pages_retrace_next_pages_exactly() {
         assert_eq!(back, None, "{scope:?}: the first page has no previous");
     }
 }
+
+#[test]
+fn the_timestamp_a_commit_reports_is_the_one_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    for i in 0..20u32 {
+        let c = put(&store, "Patient", &format!("t{i}"), patient("t", i));
+        let OpOutcome::Written {
+            last_updated_us,
+            version,
+            ..
+        } = c.outcomes[0]
+        else {
+            panic!("written");
+        };
+        match store
+            .get_version("Patient", &format!("t{i}"), version)
+            .expect("vread")
+        {
+            VersionRead::Live(v) => assert_eq!(v.last_updated_us, last_updated_us),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,8 +1,23 @@
 //! # vigil-fhir
 //!
-//! Vigil's FHIR R4 layer. Today it holds [`synth`], the generator of
-//! realistic FHIR resources that tests, benchmarks and demos use instead
-//! of real patient data. The REST server and the `vigil` binary come next
-//! (see ARCHITECTURE.md).
+//! Vigil's FHIR R4 REST server on the engine (`server::router`), the
+//! `vigil` binary's library half, and [`synth`], the generator of realistic
+//! resources that tests, benchmarks and demos use instead of patient data.
 
+pub mod capability;
+pub mod config;
+pub mod history;
+pub mod http;
+pub mod ids;
+pub mod instant;
+pub mod interactions;
+pub mod negotiate;
+pub mod outcome;
+pub mod params;
+pub mod patch;
+pub mod resource;
+pub mod search;
+pub mod server;
 pub mod synth;
+pub mod transaction;
+pub mod types;

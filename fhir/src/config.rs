@@ -1,0 +1,122 @@
+//! Server configuration: one TOML file, every field with a working default;
+//! command-line flags override the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything `vigil serve` can be told.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the store lives.
+    pub data: PathBuf,
+    /// Address the HTTP server listens on.
+    pub http: SocketAddr,
+    /// The base URL clients see (for `Location` and bundle links); defaults
+    /// to `http://<http>`.
+    pub base_url: Option<String>,
+    /// Largest request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest resource in bytes (engine limit).
+    pub max_resource_bytes: u32,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// Log filter, e.g. `info` or `vigil_fhir=debug`.
+    pub log_level: String,
+}
+
+/// Default request body limit: 16 MiB, as the issue asks.
+pub const MAX_BODY_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data: PathBuf::from("./vigil-data"),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_url: None,
+            max_body_bytes: MAX_BODY_BYTES_DEFAULT,
+            max_resource_bytes: vigil_engine::limits::RESOURCE_BYTES_DEFAULT,
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 || self.max_body_bytes > 1 << 30 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be 1..=1 GiB".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log_format must be text or json, not {:?}",
+                self.log_format
+            )));
+        }
+        Ok(())
+    }
+
+    /// The base URL for links, without a trailing slash.
+    pub fn base(&self) -> String {
+        match &self.base_url {
+            Some(b) => b.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.http),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_fields_and_unknown_ones_are_refused() {
+        let c: Config = toml::from_str("data = \"/x\"\nhttp = \"0.0.0.0:9\"\n").expect("parses");
+        assert_eq!(c.data, PathBuf::from("/x"));
+        assert_eq!(c.max_body_bytes, MAX_BODY_BYTES_DEFAULT);
+        assert!(toml::from_str::<Config>("dta = 1").is_err());
+    }
+}

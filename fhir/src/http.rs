@@ -1,0 +1,177 @@
+//! Small HTTP pieces shared by the handlers: ETags, `Prefer`, bodies,
+//! resource responses.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::outcome::{FHIR_JSON, FhirError, outcome_json};
+
+/// The `W/"n"` ETag of version `n`.
+pub fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// Parses `W/"n"` (or `"n"`, or `n`) to a version number.
+pub fn parse_etag(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    v.trim_matches('"').parse().ok()
+}
+
+/// The version an `If-Match` header requires, if any.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, FhirError> {
+    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        None => Ok(None),
+        Some(v) => parse_etag(v).map(Some).ok_or_else(|| {
+            FhirError::invalid(format!("If-Match {v:?} is not a version ETag like W/\"3\""))
+        }),
+    }
+}
+
+/// Microseconds since the epoch as an HTTP date.
+pub fn http_date(us: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))
+}
+
+/// What the client asked for in `Prefer: return=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    /// The resource (the default).
+    Representation,
+    /// No body.
+    Minimal,
+    /// An OperationOutcome.
+    Outcome,
+}
+
+/// Reads `Prefer: return=…`.
+pub fn prefer_return(headers: &HeaderMap) -> Return {
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("return="));
+    match prefer {
+        Some("minimal") => Return::Minimal,
+        Some("OperationOutcome") => Return::Outcome,
+        _ => Return::Representation,
+    }
+}
+
+/// Whether `Prefer: handling=strict` was sent.
+pub fn prefer_strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "handling=strict")
+}
+
+/// The request body, or 413 when it exceeds the configured limit.
+pub fn body(bytes: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, FhirError> {
+    match bytes {
+        Ok(b) => Ok(b),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )),
+        Err(e) => Err(FhirError::invalid(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+/// A JSON response with the FHIR media type.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp
+}
+
+/// What a resource response carries besides its body.
+pub struct VersionMeta<'a> {
+    /// The resource type.
+    pub resource_type: &'a str,
+    /// The id.
+    pub id: &'a str,
+    /// The version.
+    pub version: u64,
+    /// Its time.
+    pub last_updated_us: u64,
+}
+
+/// A response for one resource version: ETag, Last-Modified, optionally
+/// Location, and the body `Prefer` asks for.
+pub fn resource_response(
+    status: StatusCode,
+    base: &str,
+    meta: &VersionMeta<'_>,
+    rendered: Vec<u8>,
+    ret: Return,
+    location: bool,
+) -> Response {
+    let body = match ret {
+        Return::Representation => rendered,
+        Return::Minimal => Vec::new(),
+        Return::Outcome => serde_json::to_vec(&outcome_json(
+            "information",
+            "informational",
+            &format!(
+                "{}/{} is at version {}",
+                meta.resource_type, meta.id, meta.version
+            ),
+        ))
+        .unwrap_or_default(),
+    };
+    let mut resp = if body.is_empty() {
+        status.into_response()
+    } else {
+        json_response(status, body)
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag(meta.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&http_date(meta.last_updated_us)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if location
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{base}/{}/{}/_history/{}",
+            meta.resource_type, meta.id, meta.version
+        ))
+    {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_roundtrip() {
+        assert_eq!(parse_etag(&etag(7)), Some(7));
+        assert_eq!(parse_etag("\"3\""), Some(3));
+        assert_eq!(parse_etag("W/\"x\""), None);
+    }
+
+    #[test]
+    fn prefer_is_read_from_any_header_value() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "prefer",
+            HeaderValue::from_static("handling=strict, return=minimal"),
+        );
+        assert_eq!(prefer_return(&h), Return::Minimal);
+        assert!(prefer_strict(&h));
+    }
+}

@@ -1,0 +1,345 @@
+//! The instance-level REST interactions: create, read, vread, update,
+//! delete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, VersionRead};
+
+use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
+use crate::negotiate::{check_accept, check_content_type};
+use crate::outcome::{FhirError, outcome_json};
+use crate::resource::{check_id, id_of, parse, render, to_stored, type_of};
+use crate::server::{App, commit};
+use crate::types::is_resource_type;
+
+/// Query parameters every interaction understands.
+pub type Params = Query<HashMap<String, String>>;
+
+/// Checks the type in the URL.
+pub fn check_type(ty: &str) -> Result<(), FhirError> {
+    if is_resource_type(ty) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "{ty:?} is not an R4 resource type"
+        )))
+    }
+}
+
+fn conflict_to_412(e: FhirError) -> FhirError {
+    if e.status == StatusCode::CONFLICT {
+        FhirError::precondition(e.diagnostics)
+    } else {
+        e
+    }
+}
+
+/// Reads and checks a resource body for `ty`.
+fn body_for(
+    app: &App,
+    ty: &str,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Map<String, serde_json::Value>, FhirError> {
+    check_content_type(headers)?;
+    let bytes = http::body(bytes, app.config.max_body_bytes)?;
+    let map = parse(&bytes)?;
+    if type_of(&map) != ty {
+        return Err(FhirError::invalid(format!(
+            "the body is a {} but the URL names {ty}",
+            type_of(&map)
+        )));
+    }
+    Ok(map)
+}
+
+/// `POST [type]`: the server assigns the id.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Path(ty): Path<String>,
+    Query(q): Params,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    let map = body_for(&app, &ty, &headers, bytes)?;
+    if let Some(cond) = headers.get("if-none-exist") {
+        let cond = cond
+            .to_str()
+            .map_err(|_| FhirError::invalid("If-None-Exist is not text"))?;
+        let found = crate::search::matching_ids(&app, &ty, cond)?;
+        match found.as_slice() {
+            [] => {}
+            [id] => {
+                return read_response(
+                    &app,
+                    &ty,
+                    id,
+                    &headers,
+                    StatusCode::OK,
+                    prefer_return(&headers),
+                );
+            }
+            many => {
+                return Err(FhirError::precondition(format!(
+                    "If-None-Exist {cond:?} matches {} resources",
+                    many.len()
+                )));
+            }
+        }
+    }
+    // A fresh random id cannot collide in practice; the engine's Absent
+    // precondition makes sure, and a collision just draws again.
+    for _ in 0..3 {
+        let id = crate::ids::new_id();
+        let stored = to_stored(map.clone(), &id);
+        let batch = Batch::one(
+            Op::put(ty.clone(), id.clone(), stored.clone()).expect(Precondition::Absent),
+        );
+        match commit(&app, batch).await {
+            Ok(c) => {
+                let OpOutcome::Written {
+                    version,
+                    last_updated_us,
+                    ..
+                } = c.outcomes[0]
+                else {
+                    return Err(FhirError::internal("a create wrote nothing"));
+                };
+                let meta = VersionMeta {
+                    resource_type: &ty,
+                    id: &id,
+                    version,
+                    last_updated_us,
+                };
+                let rendered = render(&stored, version, last_updated_us)?;
+                return Ok(resource_response(
+                    StatusCode::CREATED,
+                    &app.base,
+                    &meta,
+                    rendered,
+                    prefer_return(&headers),
+                    true,
+                ));
+            }
+            Err(e) if e.status == StatusCode::CONFLICT => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(FhirError::internal("could not draw an unused id"))
+}
+
+fn read_response(
+    app: &App,
+    ty: &str,
+    id: &str,
+    headers: &HeaderMap,
+    status: StatusCode,
+    ret: Return,
+) -> Result<Response, FhirError> {
+    match app.store.get(ty, id)? {
+        Current::Live(v) => {
+            let meta = VersionMeta {
+                resource_type: ty,
+                id,
+                version: v.version,
+                last_updated_us: v.last_updated_us,
+            };
+            let none_match = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|h| h.to_str().ok())
+                .and_then(http::parse_etag);
+            if none_match == Some(v.version) {
+                let mut resp = StatusCode::NOT_MODIFIED.into_response();
+                if let Ok(e) = http::etag(v.version).parse() {
+                    resp.headers_mut().insert(header::ETAG, e);
+                }
+                return Ok(resp);
+            }
+            let rendered = render(&v.body, v.version, v.last_updated_us)?;
+            Ok(resource_response(
+                status, &app.base, &meta, rendered, ret, false,
+            ))
+        }
+        Current::Deleted { version, .. } => Err(FhirError::gone(format!(
+            "{ty}/{id} was deleted (version {version})"
+        ))),
+        Current::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+    }
+}
+
+/// `GET [type]/[id]`.
+pub async fn read(
+    State(app): State<Arc<App>>,
+    Path((ty, id)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    check_id(&id)?;
+    read_response(
+        &app,
+        &ty,
+        &id,
+        &headers,
+        StatusCode::OK,
+        Return::Representation,
+    )
+}
+
+/// `GET [type]/[id]/_history/[vid]`.
+pub async fn vread(
+    State(app): State<Arc<App>>,
+    Path((ty, id, vid)): Path<(String, String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    check_id(&id)?;
+    let version: u64 = vid
+        .parse()
+        .map_err(|_| FhirError::not_found(format!("{ty}/{id} has no version {vid:?}")))?;
+    match app.store.get_version(&ty, &id, version)? {
+        VersionRead::Live(v) => {
+            let meta = VersionMeta {
+                resource_type: &ty,
+                id: &id,
+                version,
+                last_updated_us: v.last_updated_us,
+            };
+            let rendered = render(&v.body, version, v.last_updated_us)?;
+            Ok(resource_response(
+                StatusCode::OK,
+                &app.base,
+                &meta,
+                rendered,
+                Return::Representation,
+                false,
+            ))
+        }
+        VersionRead::Deleted { .. } => Err(FhirError::gone(format!(
+            "version {version} of {ty}/{id} is a deletion"
+        ))),
+        VersionRead::NoSuchVersion { newest } => Err(FhirError::not_found(format!(
+            "{ty}/{id} has no version {version} (newest is {newest})"
+        ))),
+        VersionRead::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+    }
+}
+
+/// `PUT [type]/[id]`: update, or create with the client's id.
+pub async fn update(
+    State(app): State<Arc<App>>,
+    Path((ty, id)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    check_id(&id)?;
+    let map = body_for(&app, &ty, &headers, bytes)?;
+    match id_of(&map) {
+        Some(body_id) if body_id == id => {}
+        Some(body_id) => {
+            return Err(FhirError::invalid(format!(
+                "the body's id {body_id:?} does not match the URL's {id:?}"
+            )));
+        }
+        None => {
+            return Err(FhirError::invalid(
+                "an update needs the resource's id in the body",
+            ));
+        }
+    }
+    let expect = if_match(&headers)?.map_or(Precondition::None, Precondition::Version);
+    let stored = to_stored(map, &id);
+    let c = commit(
+        &app,
+        Batch::one(Op::put(ty.clone(), id.clone(), stored.clone()).expect(expect)),
+    )
+    .await
+    .map_err(conflict_to_412)?;
+    let (status, version, ts) = match c.outcomes[0] {
+        OpOutcome::Written {
+            kind: OpKind::Create,
+            version,
+            last_updated_us,
+            ..
+        } => (StatusCode::CREATED, version, last_updated_us),
+        OpOutcome::Written {
+            version,
+            last_updated_us,
+            ..
+        }
+        | OpOutcome::Unchanged {
+            version,
+            last_updated_us,
+        } => (StatusCode::OK, version, last_updated_us),
+        _ => return Err(FhirError::internal("an update wrote nothing")),
+    };
+    let meta = VersionMeta {
+        resource_type: &ty,
+        id: &id,
+        version,
+        last_updated_us: ts,
+    };
+    let rendered = render(&stored, version, ts)?;
+    Ok(resource_response(
+        status,
+        &app.base,
+        &meta,
+        rendered,
+        prefer_return(&headers),
+        status == StatusCode::CREATED,
+    ))
+}
+
+/// `DELETE [type]/[id]`: 200 with an OperationOutcome, also when there was
+/// nothing to delete.
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    Path((ty, id)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    check_id(&id)?;
+    let expect = if_match(&headers)?.map_or(Precondition::None, Precondition::Version);
+    let c = commit(
+        &app,
+        Batch::one(Op::delete(ty.clone(), id.clone()).expect(expect)),
+    )
+    .await
+    .map_err(conflict_to_412)?;
+    let (msg, version) = match c.outcomes[0] {
+        OpOutcome::Written { version, .. } => (
+            format!("deleted {ty}/{id} (version {version})"),
+            Some(version),
+        ),
+        OpOutcome::AlreadyDeleted { version } => (
+            format!("{ty}/{id} was already deleted (version {version})"),
+            None,
+        ),
+        _ => (format!("{ty}/{id} does not exist; nothing to delete"), None),
+    };
+    let body =
+        serde_json::to_vec(&outcome_json("information", "informational", &msg)).unwrap_or_default();
+    let mut resp = http::json_response(StatusCode::OK, body);
+    if let Some(v) = version
+        && let Ok(e) = http::etag(v).parse()
+    {
+        resp.headers_mut().insert(header::ETAG, e);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,109 @@
+//! Errors as FHIR OperationOutcome responses with the right HTTP status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// The media type of every FHIR JSON response.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// An error a request ends with: an HTTP status and one OperationOutcome
+/// issue (severity `error` unless said otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {diagnostics}")]
+pub struct FhirError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The OperationOutcome issue type (`invalid`, `not-found`, `conflict`…).
+    pub code: &'static str,
+    /// What went wrong, for a person.
+    pub diagnostics: String,
+    /// Seconds for a `Retry-After` header, when the client should retry.
+    pub retry_after: Option<u32>,
+}
+
+impl FhirError {
+    /// An error with this status, issue type and message.
+    pub fn new(status: StatusCode, code: &'static str, diagnostics: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            diagnostics: diagnostics.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `invalid`.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", msg)
+    }
+
+    /// 404 `not-found`.
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", msg)
+    }
+
+    /// 410 `deleted`.
+    pub fn gone(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, "deleted", msg)
+    }
+
+    /// 412 `conflict` (a failed If-Match or conditional create).
+    pub fn precondition(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, "conflict", msg)
+    }
+
+    /// 500 `exception`.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", msg)
+    }
+
+    /// The OperationOutcome body.
+    pub fn outcome(&self) -> serde_json::Value {
+        outcome_json("error", self.code, &self.diagnostics)
+    }
+}
+
+/// An OperationOutcome with one issue.
+pub fn outcome_json(severity: &str, code: &str, diagnostics: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}]
+    })
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.outcome()).unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<vigil_engine::Error> for FhirError {
+    fn from(e: vigil_engine::Error) -> Self {
+        use vigil_engine::Error as E;
+        match &e {
+            E::VersionConflict { .. } => {
+                FhirError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            E::ResourceTooLarge { .. } | E::BatchTooLarge { .. } => {
+                FhirError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", e.to_string())
+            }
+            E::Invalid { .. } | E::EmptyBatch => FhirError::invalid(e.to_string()),
+            E::Poisoned(_) | E::Fsync { .. } | E::Closed => {
+                let mut err =
+                    FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", e.to_string());
+                err.retry_after = Some(5);
+                err
+            }
+            _ => FhirError::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `PATCH [type]/[id]` with a JSON Patch (RFC 6902) document.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+use vigil_engine::{Batch, Current, Op, OpOutcome, Precondition};
+
+use crate::http::{self, VersionMeta, if_match, prefer_return, resource_response};
+use crate::interactions::{Params, check_type};
+use crate::negotiate::check_accept;
+use crate::outcome::FhirError;
+use crate::resource::{check_id, id_of, parse, render, to_stored, type_of};
+use crate::server::{App, commit};
+
+/// Attempts when a concurrent write moves the version under a patch
+/// without `If-Match`.
+const PATCH_ATTEMPTS_MAX: usize = 5;
+
+/// `PATCH [type]/[id]`.
+pub async fn patch(
+    State(app): State<Arc<App>>,
+    Path((ty, id)): Path<(String, String)>,
+    axum::extract::Query(q): Params,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_type(&ty)?;
+    check_id(&id)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json-patch+json") {
+        return Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!("PATCH takes application/json-patch+json, not {ct:?}"),
+        ));
+    }
+    let bytes = http::body(bytes, app.config.max_body_bytes)?;
+    let ops: json_patch::Patch = serde_json::from_slice(&bytes).map_err(|e| {
+        FhirError::invalid(format!(
+            "not a JSON Patch document (line {} column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let required = if_match(&headers)?;
+    for _ in 0..PATCH_ATTEMPTS_MAX {
+        let current = match app.store.get(&ty, &id)? {
+            Current::Live(v) => v,
+            Current::Deleted { .. } => {
+                return Err(FhirError::gone(format!("{ty}/{id} was deleted")));
+            }
+            Current::NeverExisted => {
+                return Err(FhirError::not_found(format!("{ty}/{id} does not exist")));
+            }
+        };
+        if let Some(v) = required
+            && v != current.version
+        {
+            return Err(FhirError::precondition(format!(
+                "{ty}/{id} is at version {}, not {v}",
+                current.version
+            )));
+        }
+        let mut doc: Value = serde_json::from_slice(&current.body)
+            .map_err(|_| FhirError::internal("a stored resource is not JSON"))?;
+        json_patch::patch(&mut doc, &ops).map_err(|e| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                format!("the patch does not apply: {e}"),
+            )
+        })?;
+        let patched = parse(&serde_json::to_vec(&doc).unwrap_or_default()).map_err(|e| {
+            FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                format!("the patched resource is invalid: {}", e.diagnostics),
+            )
+        })?;
+        if type_of(&patched) != ty || id_of(&patched) != Some(id.as_str()) {
+            return Err(FhirError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "processing",
+                "a patch may not change resourceType or id",
+            ));
+        }
+        let stored = to_stored(patched, &id);
+        let op = Op::put(ty.clone(), id.clone(), stored.clone())
+            .expect(Precondition::Version(current.version));
+        match commit(&app, Batch::one(op)).await {
+            Ok(c) => {
+                let (version, ts) = match c.outcomes[0] {
+                    OpOutcome::Written {
+                        version,
+                        last_updated_us,
+                        ..
+                    }
+                    | OpOutcome::Unchanged {
+                        version,
+                        last_updated_us,
+                    } => (version, last_updated_us),
+                    _ => return Err(FhirError::internal("a patch wrote nothing")),
+                };
+                let meta = VersionMeta {
+                    resource_type: &ty,
+                    id: &id,
+                    version,
+                    last_updated_us: ts,
+                };
+                let rendered = render(&stored, version, ts)?;
+                return Ok(resource_response(
+                    StatusCode::OK,
+                    &app.base,
+                    &meta,
+                    rendered,
+                    prefer_return(&headers),
+                    false,
+                ));
+            }
+            Err(e) if e.status == StatusCode::CONFLICT && required.is_none() => continue,
+            Err(e) if e.status == StatusCode::CONFLICT => {
+                return Err(FhirError::precondition(e.diagnostics));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(FhirError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("{ty}/{id} kept changing; the patch was not applied"),
+    ))
+}

@@ -1,0 +1,173 @@
+//! The HTTP server: state, routes, and running it until a signal.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use vigil_engine::{Batch, Committed, Options, Store};
+
+use crate::config::Config;
+use crate::outcome::FhirError;
+use crate::{capability, history, interactions, search, transaction};
+
+/// What every handler shares.
+pub struct App {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The configuration the server runs with.
+    pub config: Config,
+    /// Base URL for links, without a trailing slash.
+    pub base: String,
+}
+
+impl App {
+    /// Opens the store the configuration names.
+    pub fn open(config: Config) -> Result<Self, vigil_engine::Error> {
+        let opts = Options {
+            resource_bytes_max: config.max_resource_bytes,
+            extractor: Arc::new(search::SearchKeys),
+            ..Options::default()
+        };
+        let store = Store::open_with(&config.data, opts)?;
+        Ok(Self {
+            store: Arc::new(store),
+            base: config.base(),
+            config,
+        })
+    }
+}
+
+/// Commits a batch on a blocking thread (a commit waits for an fsync).
+pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.commit(batch))
+        .await
+        .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))?
+        .map_err(FhirError::from)
+}
+
+/// Every route of the FHIR REST API.
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.config.max_body_bytes;
+    Router::new()
+        .route("/metadata", get(capability::metadata))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/", post(transaction::bundle))
+        .route("/_history", get(history::system))
+        .route(
+            "/{type}",
+            get(search::search_get).post(interactions::create),
+        )
+        .route("/{type}/_search", post(search::search_post))
+        .route("/{type}/_history", get(history::of_type))
+        .route(
+            "/{type}/{id}",
+            get(interactions::read)
+                .put(interactions::update)
+                .delete(interactions::delete)
+                .patch(crate::patch::patch),
+        )
+        .route("/{type}/{id}/_history", get(history::instance))
+        .route("/{type}/{id}/_history/{vid}", get(interactions::vread))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn live() -> Response {
+    crate::http::json_response(StatusCode::OK, br#"{"status":"live"}"#.to_vec())
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    match app.store.stats() {
+        Ok(_) => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
+        Err(e) => FhirError::from(e).into_response(),
+    }
+}
+
+async fn unknown_route(OriginalUri(uri): OriginalUri) -> FhirError {
+    FhirError::not_found(format!("no FHIR interaction at {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, OriginalUri(uri): OriginalUri) -> FhirError {
+    FhirError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        format!("{method} is not supported on {}", uri.path()),
+    )
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store would not open.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] vigil_engine::Error),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the server until SIGINT or SIGTERM; in-flight requests finish and
+/// the store closes cleanly. Calls `on_ready` with the bound address.
+pub async fn run(
+    config: Config,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    let addr = config.http;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr()?;
+    let mut config = config;
+    config.http = bound;
+    let app = Arc::new(App::open(config)?);
+    tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
+    on_ready(bound);
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: closing the store");
+    drop(app);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

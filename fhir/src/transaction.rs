@@ -1,0 +1,465 @@
+//! `POST /` with a Bundle: a `transaction` is one engine batch (all or
+//! nothing) processed in the spec's order (DELETE, POST, PUT/PATCH, GET)
+//! with `urn:uuid:` and other entry fullUrls rewritten to the ids assigned;
+//! a `batch` runs its entries independently and reports each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition};
+
+use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
+use crate::instant::format_instant;
+use crate::interactions::check_type;
+use crate::negotiate::{check_accept, check_content_type};
+use crate::outcome::FhirError;
+use crate::resource::{check_id, id_of, render_map, to_stored, type_of};
+use crate::server::{App, commit};
+
+/// Most entries in one Bundle.
+pub const BUNDLE_ENTRIES_MAX: usize = vigil_engine::limits::BATCH_OPS_MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Delete,
+    Post,
+    Put,
+    Get,
+}
+
+/// One entry, checked and resolved to a type and id.
+struct Entry {
+    index: usize,
+    method: Method,
+    ty: String,
+    id: String,
+    resource: Option<Map<String, Value>>,
+    if_match: Option<u64>,
+    /// For a POST with `ifNoneExist` that matched: the existing id.
+    existing: Option<String>,
+}
+
+fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
+    FhirError::invalid(format!("Bundle.entry[{i}]: {msg}"))
+}
+
+fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>), FhirError> {
+    let req = e
+        .get("request")
+        .ok_or_else(|| entry_error(i, "has no request"))?;
+    let method = match req.get("method").and_then(Value::as_str) {
+        Some("DELETE") => Method::Delete,
+        Some("POST") => Method::Post,
+        Some("PUT") => Method::Put,
+        Some("GET") => Method::Get,
+        Some(m) => {
+            return Err(entry_error(
+                i,
+                format!("request.method {m} is not supported here"),
+            ));
+        }
+        None => return Err(entry_error(i, "request.method is missing")),
+    };
+    let url = req
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| entry_error(i, "request.url is missing"))?;
+    if url.contains('?') {
+        return Err(entry_error(
+            i,
+            format!("conditional URL {url:?} is not supported in bundles"),
+        ));
+    }
+    let url = url
+        .trim_start_matches(&format!("{}/", app.base))
+        .trim_start_matches('/');
+    let mut parts = url.split('/');
+    let ty = parts.next().unwrap_or("").to_owned();
+    check_type(&ty).map_err(|e| entry_error(i, e.diagnostics))?;
+    let id = parts.next().map(str::to_owned);
+    if parts.next().is_some() {
+        return Err(entry_error(
+            i,
+            format!("request.url {url:?} is not [type] or [type]/[id]"),
+        ));
+    }
+    let resource = match e.get("resource") {
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(entry_error(i, "resource is not an object")),
+        None => None,
+    };
+    if matches!(method, Method::Post | Method::Put) {
+        let r = resource
+            .as_ref()
+            .ok_or_else(|| entry_error(i, "a POST or PUT needs a resource"))?;
+        if type_of(r) != ty {
+            return Err(entry_error(
+                i,
+                format!("the resource is a {:?} but the URL names {ty}", type_of(r)),
+            ));
+        }
+    }
+    let id = match (method, id) {
+        (Method::Post, None) => crate::ids::new_id(),
+        (Method::Post, Some(_)) => return Err(entry_error(i, "a POST URL is [type] only")),
+        (_, Some(id)) => {
+            check_id(&id).map_err(|e| entry_error(i, e.diagnostics))?;
+            id
+        }
+        (_, None) => return Err(entry_error(i, "the URL needs an id")),
+    };
+    if method == Method::Put {
+        let body_id = resource.as_ref().and_then(id_of);
+        if body_id != Some(id.as_str()) {
+            return Err(entry_error(
+                i,
+                format!("the resource id {body_id:?} does not match the URL id {id:?}"),
+            ));
+        }
+    }
+    let if_match = match req.get("ifMatch").and_then(Value::as_str) {
+        Some(v) => Some(
+            http::parse_etag(v)
+                .ok_or_else(|| entry_error(i, format!("ifMatch {v:?} is not a version ETag")))?,
+        ),
+        None => None,
+    };
+    let existing = match (method, req.get("ifNoneExist").and_then(Value::as_str)) {
+        (Method::Post, Some(cond)) => match crate::search::matching_ids(app, &ty, cond)?.as_slice()
+        {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => {
+                return Err(FhirError::precondition(format!(
+                    "Bundle.entry[{i}]: ifNoneExist {cond:?} matches {} resources",
+                    many.len()
+                )));
+            }
+        },
+        _ => None,
+    };
+    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
+    Ok((
+        Entry {
+            index: i,
+            method,
+            ty,
+            id,
+            resource,
+            if_match,
+            existing,
+        },
+        full_url,
+    ))
+}
+
+/// Replaces every string equal to a key of `map` (references to other
+/// entries' fullUrls) with its value, everywhere in `v`.
+fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::String(s) => {
+            if let Some(to) = map.get(s.as_str()) {
+                *s = to.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| rewrite(x, map)),
+        Value::Object(o) => o.values_mut().for_each(|x| rewrite(x, map)),
+        _ => {}
+    }
+}
+
+fn status_text(code: u16) -> String {
+    let s = StatusCode::from_u16(code).ok();
+    format!(
+        "{code} {}",
+        s.and_then(|s| s.canonical_reason()).unwrap_or("")
+    )
+}
+
+/// The response entry for a written or read version.
+fn response_entry(
+    app: &App,
+    status: u16,
+    m: &VersionMeta<'_>,
+    location: bool,
+    body: Option<Map<String, Value>>,
+) -> Value {
+    let (ty, id) = (m.resource_type, m.id);
+    let mut resp = json!({"status": status_text(status), "etag": etag(m.version), "lastModified": format_instant(m.last_updated_us)});
+    if location {
+        resp["location"] = Value::String(format!("{ty}/{id}/_history/{}", m.version));
+    }
+    let mut entry = json!({"fullUrl": format!("{}/{ty}/{id}", app.base), "response": resp});
+    if let Some(b) = body {
+        entry["resource"] = Value::Object(b);
+    }
+    entry
+}
+
+fn read_entry(app: &App, ty: &str, id: &str) -> Value {
+    match app.store.get(ty, id) {
+        Ok(Current::Live(v)) => match render_map(&v.body, v.version, v.last_updated_us) {
+            Ok(body) => {
+                let m = VersionMeta {
+                    resource_type: ty,
+                    id,
+                    version: v.version,
+                    last_updated_us: v.last_updated_us,
+                };
+                response_entry(app, 200, &m, false, Some(body))
+            }
+            Err(e) => error_entry(&e),
+        },
+        Ok(Current::Deleted { .. }) => {
+            error_entry(&FhirError::gone(format!("{ty}/{id} was deleted")))
+        }
+        Ok(Current::NeverExisted) => {
+            error_entry(&FhirError::not_found(format!("{ty}/{id} does not exist")))
+        }
+        Err(e) => error_entry(&e.into()),
+    }
+}
+
+fn error_entry(e: &FhirError) -> Value {
+    json!({"response": {"status": status_text(e.status.as_u16()), "outcome": e.outcome()}})
+}
+
+fn op_of(e: &Entry, stored: Option<Vec<u8>>) -> Op {
+    let expect = match (e.method, e.if_match) {
+        (_, Some(v)) => Precondition::Version(v),
+        (Method::Post, None) => Precondition::Absent,
+        _ => Precondition::None,
+    };
+    match (e.method, stored) {
+        (Method::Delete, _) | (_, None) => Op::delete(e.ty.clone(), e.id.clone()).expect(expect),
+        (_, Some(body)) => Op::put(e.ty.clone(), e.id.clone(), body).expect(expect),
+    }
+}
+
+/// The response entry for a committed op.
+fn written_entry(
+    app: &App,
+    e: &Entry,
+    outcome: OpOutcome,
+    stored: Option<&[u8]>,
+    ret: Return,
+) -> Value {
+    match outcome {
+        OpOutcome::Written {
+            kind,
+            version,
+            last_updated_us,
+            ..
+        } if kind != OpKind::Delete => {
+            let status = if kind == OpKind::Create { 201 } else { 200 };
+            let body = (ret == Return::Representation)
+                .then(|| stored.and_then(|s| render_map(s, version, last_updated_us).ok()))
+                .flatten();
+            let m = VersionMeta {
+                resource_type: &e.ty,
+                id: &e.id,
+                version,
+                last_updated_us,
+            };
+            response_entry(app, status, &m, true, body)
+        }
+        OpOutcome::Unchanged {
+            version,
+            last_updated_us,
+        } => {
+            let body = (ret == Return::Representation)
+                .then(|| stored.and_then(|s| render_map(s, version, last_updated_us).ok()))
+                .flatten();
+            response_entry(
+                app,
+                200,
+                &VersionMeta {
+                    resource_type: &e.ty,
+                    id: &e.id,
+                    version,
+                    last_updated_us,
+                },
+                true,
+                body,
+            )
+        }
+        OpOutcome::Written { version, .. } => {
+            json!({"response": {"status": status_text(204), "etag": etag(version)}})
+        }
+        OpOutcome::AlreadyDeleted { .. } | OpOutcome::NotFound => {
+            json!({"response": {"status": status_text(204)}})
+        }
+    }
+}
+
+/// `POST /` with a transaction or batch Bundle.
+pub async fn bundle(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    check_accept(&headers, q.get("_format").map(String::as_str))?;
+    check_content_type(&headers)?;
+    let bytes = http::body(bytes, app.config.max_body_bytes)?;
+    let map = crate::resource::parse(&bytes)?;
+    if type_of(&map) != "Bundle" {
+        return Err(FhirError::invalid(format!(
+            "POST / takes a Bundle, not a {}",
+            type_of(&map)
+        )));
+    }
+    let kind = map
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let entries = match map.get("entry") {
+        None => Vec::new(),
+        Some(Value::Array(e)) => e.clone(),
+        Some(_) => return Err(FhirError::invalid("Bundle.entry is not an array")),
+    };
+    if entries.len() > BUNDLE_ENTRIES_MAX {
+        return Err(FhirError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-costly",
+            format!(
+                "the Bundle has {} entries, at most {BUNDLE_ENTRIES_MAX} are allowed",
+                entries.len()
+            ),
+        ));
+    }
+    let ret = prefer_return(&headers);
+    let out = match kind.as_str() {
+        "transaction" => transaction(&app, &entries, ret).await?,
+        "batch" => batch(&app, &entries, ret).await,
+        other => {
+            return Err(FhirError::invalid(format!(
+                "Bundle.type {other:?} cannot be processed; send transaction or batch"
+            )));
+        }
+    };
+    let bundle =
+        json!({"resourceType": "Bundle", "type": format!("{kind}-response"), "entry": out});
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    ))
+}
+
+async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>, FhirError> {
+    let mut entries = Vec::with_capacity(raw.len());
+    let mut refs = HashMap::new();
+    for (i, e) in raw.iter().enumerate() {
+        let (entry, full_url) = parse_entry(app, i, e)?;
+        let target = format!(
+            "{}/{}",
+            entry.ty,
+            entry.existing.as_deref().unwrap_or(&entry.id)
+        );
+        if let Some(u) = full_url
+            && matches!(entry.method, Method::Post | Method::Put)
+            && refs.insert(u.clone(), target).is_some()
+        {
+            return Err(entry_error(i, format!("fullUrl {u:?} appears twice")));
+        }
+        entries.push(entry);
+    }
+    // Rewrite references to other entries, then process in the spec's order.
+    for e in &mut entries {
+        if let Some(r) = e.resource.as_mut() {
+            let mut v = Value::Object(std::mem::take(r));
+            rewrite(&mut v, &refs);
+            if let Value::Object(m) = v {
+                *r = m;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&k| (entries[k].method, k));
+    let mut batch = Batch::new();
+    let mut planned = Vec::new();
+    for &k in &order {
+        let e = &entries[k];
+        if e.method == Method::Get || e.existing.is_some() {
+            continue;
+        }
+        let stored = e.resource.clone().map(|r| to_stored(r, &e.id));
+        batch.push(op_of(e, stored.clone()));
+        planned.push((k, stored));
+    }
+    let mut results: Vec<Option<Value>> = vec![None; entries.len()];
+    if !batch.ops.is_empty() {
+        let c = commit(app, batch).await.map_err(|e| {
+            if e.status == StatusCode::CONFLICT {
+                FhirError::precondition(format!("transaction failed: {}", e.diagnostics))
+            } else {
+                e
+            }
+        })?;
+        for ((k, stored), outcome) in planned.iter().zip(c.outcomes) {
+            results[*k] = Some(written_entry(
+                app,
+                &entries[*k],
+                outcome,
+                stored.as_deref(),
+                ret,
+            ));
+        }
+    }
+    for &k in &order {
+        let e = &entries[k];
+        if let Some(id) = &e.existing {
+            results[k] = Some(read_entry(app, &e.ty, id));
+        } else if e.method == Method::Get {
+            results[k] = Some(read_entry(app, &e.ty, &e.id));
+        }
+    }
+    debug_assert!(entries.iter().all(|e| results[e.index].is_some()));
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Value::Null))
+        .collect())
+}
+
+async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, e) in raw.iter().enumerate() {
+        let entry = match parse_entry(app, i, e) {
+            Ok((entry, _)) => entry,
+            Err(err) => {
+                out.push(error_entry(&err));
+                continue;
+            }
+        };
+        if let Some(id) = &entry.existing {
+            out.push(read_entry(app, &entry.ty, id));
+            continue;
+        }
+        if entry.method == Method::Get {
+            out.push(read_entry(app, &entry.ty, &entry.id));
+            continue;
+        }
+        let stored = entry.resource.clone().map(|r| to_stored(r, &entry.id));
+        match commit(app, Batch::one(op_of(&entry, stored.clone()))).await {
+            Ok(c) => out.push(written_entry(
+                app,
+                &entry,
+                c.outcomes[0],
+                stored.as_deref(),
+                ret,
+            )),
+            Err(err) if err.status == StatusCode::CONFLICT => {
+                out.push(error_entry(&FhirError::precondition(err.diagnostics)))
+            }
+            Err(err) => out.push(error_entry(&err)),
+        }
+    }
+    out
+}

@@ -1,0 +1,130 @@
+//! An in-process server for HTTP-level tests: the real router over a
+//! temporary store, driven request by request without sockets.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use vigil_fhir::config::Config;
+use vigil_fhir::server::{App, router};
+
+/// A server on a temporary store.
+pub struct TestServer {
+    pub app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+/// A response: status, headers, body parsed as JSON (Null when empty).
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Resp {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The OperationOutcome's first diagnostics.
+    pub fn diagnostics(&self) -> &str {
+        self.body["issue"][0]["diagnostics"].as_str().unwrap_or("")
+    }
+}
+
+impl TestServer {
+    /// A fresh server with default settings.
+    pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A fresh server with adjusted settings.
+    pub fn with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data: dir.path().join("data"),
+            base_url: Some("http://vigil.test".into()),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let app = Arc::new(App::open(config).expect("store opens"));
+        Self { app, _dir: dir }
+    }
+
+    /// Sends one request.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Body::from(body.into())).expect("request");
+        let resp = router(self.app.clone())
+            .oneshot(req)
+            .await
+            .expect("infallible");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        let body = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&raw).unwrap_or(Value::Null)
+        };
+        Resp {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, uri: &str) -> Resp {
+        self.call(Method::GET, uri, &[], Vec::new()).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, uri: &str, body: &Value) -> Resp {
+        self.call(
+            Method::POST,
+            uri,
+            &[("content-type", "application/fhir+json")],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
+    /// PUT a JSON body.
+    pub async fn put(&self, uri: &str, body: &Value) -> Resp {
+        self.call(
+            Method::PUT,
+            uri,
+            &[("content-type", "application/fhir+json")],
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, uri: &str) -> Resp {
+        self.call(Method::DELETE, uri, &[], Vec::new()).await
+    }
+}

@@ -1,0 +1,207 @@
+//! Guards the R4 REST contract of create, read, vread, update and delete:
+//! exact status codes, Location/ETag/Last-Modified, server-assigned ids and
+//! meta, If-Match/If-None-Match, Prefer, and content kept exactly.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestServer;
+use serde_json::json;
+
+#[tokio::test]
+async fn create_read_update_delete_follow_the_spec() {
+    let s = TestServer::new();
+    // Raw bytes: a Rust float literal would lose the written precision.
+    let created = s
+        .call(
+            Method::POST,
+            "/Patient",
+            &[("content-type", "application/fhir+json")],
+            br#"{"resourceType":"Patient","id":"ignored","name":[{"family":"Lemke"}],"weight":1.50,"big":12345678901234567890.000}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    assert_ne!(id, "ignored", "the server assigns the id on create");
+    assert_eq!(created.header("etag"), Some("W/\"1\""));
+    assert!(created.header("last-modified").is_some());
+    assert_eq!(
+        created.header("location").expect("location"),
+        format!("http://vigil.test/Patient/{id}/_history/1")
+    );
+    assert_eq!(created.body["meta"]["versionId"], "1");
+    let text = String::from_utf8_lossy(&created.raw).into_owned();
+    assert!(
+        text.contains("\"weight\":1.50"),
+        "decimals keep their precision: {text}"
+    );
+    assert!(
+        text.contains("\"big\":12345678901234567890.000"),
+        "and their size: {text}"
+    );
+
+    let read = s.get(&format!("/Patient/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body, created.body);
+    let not_modified = s
+        .call(
+            Method::GET,
+            &format!("/Patient/{id}"),
+            &[("if-none-match", "W/\"1\"")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+
+    // Update: 200, new version; identical content: no new version.
+    let mut body = read.body.clone();
+    body["active"] = json!(true);
+    let updated = s.put(&format!("/Patient/{id}"), &body).await;
+    assert_eq!(updated.status, StatusCode::OK);
+    assert_eq!(updated.body["meta"]["versionId"], "2");
+    let same = s.put(&format!("/Patient/{id}"), &updated.body).await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(
+        same.body["meta"]["versionId"], "2",
+        "byte-identical content makes no new version"
+    );
+
+    // If-Match: a stale version gives 412 and writes nothing.
+    let stale = s
+        .call(
+            Method::PUT,
+            &format!("/Patient/{id}"),
+            &[
+                ("content-type", "application/fhir+json"),
+                ("if-match", "W/\"1\""),
+            ],
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(stale.body["resourceType"], "OperationOutcome");
+    assert_eq!(
+        s.get(&format!("/Patient/{id}")).await.body["meta"]["versionId"],
+        "2"
+    );
+
+    // vread.
+    assert_eq!(
+        s.get(&format!("/Patient/{id}/_history/1")).await.body["meta"]["versionId"],
+        "1"
+    );
+    assert_eq!(
+        s.get(&format!("/Patient/{id}/_history/9")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Delete: 200 with an OperationOutcome, then 410; vread of the tombstone 410.
+    let deleted = s.delete(&format!("/Patient/{id}")).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(deleted.body["resourceType"], "OperationOutcome");
+    assert_eq!(
+        s.get(&format!("/Patient/{id}")).await.status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        s.get(&format!("/Patient/{id}/_history/3")).await.status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        s.delete(&format!("/Patient/{id}")).await.status,
+        StatusCode::OK,
+        "deleting again is fine"
+    );
+    assert_eq!(
+        s.delete("/Patient/never").await.status,
+        StatusCode::OK,
+        "deleting the unknown is fine"
+    );
+    assert_eq!(s.get("/Patient/never").await.status, StatusCode::NOT_FOUND);
+
+    // Update after delete: a new live version.
+    let revived = s.put(&format!("/Patient/{id}"), &body).await;
+    assert_eq!(revived.status, StatusCode::OK);
+    assert_eq!(revived.body["meta"]["versionId"], "4");
+}
+
+#[tokio::test]
+async fn update_as_create_and_prefer() {
+    let s = TestServer::new();
+    let r = s
+        .put(
+            "/Observation/obs-1",
+            &json!({"resourceType": "Observation", "id": "obs-1", "status": "final"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "a client-chosen id creates");
+    assert!(r.header("location").is_some());
+    let minimal = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &[
+                ("content-type", "application/fhir+json"),
+                ("prefer", "return=minimal"),
+            ],
+            br#"{"resourceType":"Observation","status":"final"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(minimal.status, StatusCode::CREATED);
+    assert!(minimal.raw.is_empty());
+    assert!(minimal.header("location").is_some());
+    let oo = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &[
+                ("content-type", "application/fhir+json"),
+                ("prefer", "return=OperationOutcome"),
+            ],
+            br#"{"resourceType":"Observation","status":"final"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(oo.body["resourceType"], "OperationOutcome");
+    let mismatch = s
+        .put(
+            "/Observation/obs-1",
+            &json!({"resourceType": "Observation", "id": "other"}),
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::BAD_REQUEST);
+    let no_id = s
+        .put(
+            "/Observation/obs-1",
+            &json!({"resourceType": "Observation"}),
+        )
+        .await;
+    assert_eq!(no_id.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn conditional_create_returns_the_match() {
+    let s = TestServer::new();
+    let body =
+        br#"{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"42"}]}"#.to_vec();
+    let h = [
+        ("content-type", "application/fhir+json"),
+        ("if-none-exist", "identifier=urn:mrn|42"),
+    ];
+    let first = s.call(Method::POST, "/Patient", &h, body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = s.call(Method::POST, "/Patient", &h, body.clone()).await;
+    assert_eq!(
+        second.status,
+        StatusCode::OK,
+        "one match: returned, nothing created"
+    );
+    assert_eq!(second.body["id"], first.body["id"]);
+    s.post("/Patient", &serde_json::from_slice(&body).expect("json"))
+        .await;
+    let many = s.call(Method::POST, "/Patient", &h, body).await;
+    assert_eq!(
+        many.status,
+        StatusCode::PRECONDITION_FAILED,
+        "several matches"
+    );
+}
