@@ -286,6 +286,44 @@ pub fn patient_record(rng: &mut Rng, n: usize) -> Vec<(String, String, Vec<u8>)>
     out
 }
 
+/// A transaction Bundle for one patient, shaped like Synthea's: every
+/// entry a `POST` whose `fullUrl` is a `urn:uuid:` and whose resource has
+/// no id, with references between entries written as those `urn:uuid:`s.
+pub fn transaction_bundle(rng: &mut Rng, n: usize) -> Value {
+    let record = patient_record(rng, n);
+    let ids: std::collections::HashSet<String> =
+        record.iter().map(|(_, id, _)| id.clone()).collect();
+    let entries: Vec<Value> = record
+        .into_iter()
+        .map(|(ty, id, body)| {
+            let mut v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.shift_remove("id");
+            }
+            to_urn(&mut v, &ids);
+            json!({"fullUrl": format!("urn:uuid:{id}"), "resource": v, "request": {"method": "POST", "url": ty}})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// Rewrites `Type/id` references to ids in `ids` as `urn:uuid:id`.
+fn to_urn(v: &mut Value, ids: &std::collections::HashSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get_mut("reference")
+                && let Some((_, id)) = r.split_once('/')
+                && ids.contains(id)
+            {
+                *r = format!("urn:uuid:{id}");
+            }
+            m.values_mut().for_each(|x| to_urn(x, ids));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| to_urn(x, ids)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,14 @@ use axum::http::{Method, StatusCode};
 use common::TestServer;
 
 /// method, URI, headers, body, expected status, text the diagnostics must hold.
-type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, StatusCode, &'a str);
+type Case<'a> = (
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    StatusCode,
+    &'a str,
+);
 
 #[tokio::test]
 async fn each_mistake_has_its_status_and_message() {

@@ -1,0 +1,235 @@
+//! Guards transaction and batch processing: a transaction is all or
+//! nothing, processed in the spec's order, with `urn:uuid:` references
+//! rewritten to the assigned ids; a batch reports each entry on its own.
+//! Realistic bundles come from the project's generator; the Synthea sample
+//! is loaded too when `../shared/data/synthea-r4` is present.
+
+mod common;
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use common::TestServer;
+use serde_json::{Value, json};
+use vigil_fhir::synth::{Rng, transaction_bundle};
+
+/// Loads a transaction bundle and checks every resource reads back equal,
+/// with references between entries rewritten. Returns the number loaded.
+async fn load_and_check(s: &TestServer, bundle: &Value) -> usize {
+    let r = s.post("/", bundle).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.raw[..r.raw.len().min(500)])
+    );
+    assert_eq!(r.body["type"], "transaction-response");
+    let sent = bundle["entry"].as_array().expect("entries");
+    let got = r.body["entry"].as_array().expect("response entries");
+    assert_eq!(sent.len(), got.len());
+    // fullUrl -> Type/newid, from the response's locations.
+    let mut map = HashMap::new();
+    for (e, resp) in sent.iter().zip(got) {
+        assert!(
+            resp["response"]["status"]
+                .as_str()
+                .expect("status")
+                .starts_with("201"),
+            "{resp}"
+        );
+        let loc = resp["response"]["location"].as_str().expect("location");
+        let mut parts = loc.split('/');
+        let target = format!(
+            "{}/{}",
+            parts.next().expect("type"),
+            parts.next().expect("id")
+        );
+        map.insert(e["fullUrl"].as_str().expect("fullUrl").to_owned(), target);
+    }
+    for (e, target) in sent
+        .iter()
+        .map(|e| (e, &map[e["fullUrl"].as_str().expect("fullUrl")]))
+    {
+        let read = s.get(&format!("/{target}")).await;
+        assert_eq!(read.status, StatusCode::OK);
+        let mut expected = e["resource"].clone();
+        rewrite(&mut expected, &map);
+        // A POST's client id (Synthea sends one) is replaced by the server's.
+        expected.as_object_mut().expect("object").shift_remove("id");
+        let mut actual = read.body.clone();
+        let obj = actual.as_object_mut().expect("object");
+        assert_eq!(
+            obj.shift_remove("id").expect("id").as_str(),
+            target.split('/').nth(1)
+        );
+        let meta = obj
+            .get_mut("meta")
+            .and_then(Value::as_object_mut)
+            .expect("meta");
+        meta.shift_remove("versionId");
+        meta.shift_remove("lastUpdated");
+        if meta.is_empty() {
+            obj.shift_remove("meta");
+        }
+        assert_eq!(actual, expected, "{target}");
+        // Key order is the client's too.
+        assert_eq!(
+            actual
+                .as_object()
+                .expect("object")
+                .keys()
+                .collect::<Vec<_>>(),
+            expected
+                .as_object()
+                .expect("object")
+                .keys()
+                .collect::<Vec<_>>(),
+            "{target}"
+        );
+    }
+    sent.len()
+}
+
+fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
+    match v {
+        Value::String(s) => {
+            if let Some(t) = map.get(s.as_str()) {
+                *s = t.clone();
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, map)),
+        Value::Object(o) => o.values_mut().for_each(|x| rewrite(x, map)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn generated_patient_bundles_load_with_references_rewritten() {
+    let s = TestServer::new();
+    let mut rng = Rng::new(11);
+    let mut total = 0;
+    for _ in 0..3 {
+        total += load_and_check(&s, &transaction_bundle(&mut rng, 40)).await;
+    }
+    assert_eq!(s.app.store.stats().expect("stats").versions as usize, total);
+}
+
+#[tokio::test]
+async fn synthea_sample_loads_when_present() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/synthea-r4");
+    let Ok(files) = std::fs::read_dir(&dir) else {
+        // Users do not have ../shared; the generator test above covers them.
+        return;
+    };
+    let s = TestServer::new();
+    let mut loaded = 0;
+    for f in files.take(2) {
+        let path = f.expect("entry").path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let bundle: Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+            loaded += load_and_check(&s, &bundle).await;
+        }
+    }
+    assert!(loaded > 0);
+}
+
+#[tokio::test]
+async fn a_failing_entry_fails_the_whole_transaction() {
+    let s = TestServer::new();
+    s.put(
+        "/Patient/p1",
+        &json!({"resourceType": "Patient", "id": "p1"}),
+    )
+    .await;
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Observation", "status": "final", "subject": {"reference": "urn:uuid:b"}}, "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "id": "p1", "active": true}, "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": "W/\"7\""}},
+    ]});
+    let r = s.post("/", &bundle).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+    let stats = s.app.store.stats().expect("stats");
+    assert_eq!(stats.versions, 1, "nothing of the transaction was written");
+}
+
+#[tokio::test]
+async fn transactions_run_in_spec_order_and_batches_report_each_entry() {
+    let s = TestServer::new();
+    s.put(
+        "/Patient/old",
+        &json!({"resourceType": "Patient", "id": "old"}),
+    )
+    .await;
+    // GET listed first still sees the transaction's writes; DELETE runs first.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/new"}},
+        {"resource": {"resourceType": "Patient", "id": "new"}, "request": {"method": "PUT", "url": "Patient/new"}},
+        {"request": {"method": "DELETE", "url": "Patient/old"}},
+    ]});
+    let r = s.post("/", &bundle).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let e = r.body["entry"].as_array().expect("entries");
+    assert!(
+        e[0]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("200")
+    );
+    assert_eq!(e[0]["resource"]["id"], "new");
+    assert!(
+        e[1]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("201")
+    );
+    assert!(
+        e[2]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("204")
+    );
+    assert_eq!(s.get("/Patient/old").await.status, StatusCode::GONE);
+
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "id": "x"}, "request": {"method": "PUT", "url": "Patient/y"}},
+        {"request": {"method": "GET", "url": "Patient/missing"}},
+    ]});
+    let r = s.post("/", &batch).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["type"], "batch-response");
+    let e = r.body["entry"].as_array().expect("entries");
+    assert!(
+        e[0]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("201")
+    );
+    assert!(
+        e[1]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("400")
+    );
+    assert_eq!(
+        e[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert!(
+        e[2]["response"]["status"]
+            .as_str()
+            .expect("s")
+            .starts_with("404")
+    );
+    let not_bundle = s.post("/", &json!({"resourceType": "Patient"})).await;
+    assert_eq!(not_bundle.status, StatusCode::BAD_REQUEST);
+    let wrong_type = s
+        .post(
+            "/",
+            &json!({"resourceType": "Bundle", "type": "collection"}),
+        )
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
+}
