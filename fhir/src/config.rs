@@ -25,6 +25,8 @@ pub struct Config {
     pub log_format: String,
     /// Log filter, e.g. `info` or `vigil_fhir=debug`.
     pub log_level: String,
+    /// Bearer-token authorisation (off unless configured).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Default request body limit: 16 MiB, as the issue asks.
@@ -40,6 +42,7 @@ impl Default for Config {
             max_resource_bytes: vigil_engine::limits::RESOURCE_BYTES_DEFAULT,
             log_format: "text".into(),
             log_level: "info".into(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }

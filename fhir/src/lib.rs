@@ -4,6 +4,7 @@
 //! `vigil` binary's library half, and [`synth`], the generator of realistic
 //! resources that tests, benchmarks and demos use instead of patient data.
 
+pub mod auth;
 pub mod capability;
 pub mod config;
 pub mod history;

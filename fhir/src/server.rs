@@ -21,11 +21,14 @@ pub struct App {
     pub config: Config,
     /// Base URL for links, without a trailing slash.
     pub base: String,
+    /// Bearer-token checks, when configured.
+    pub auth: Option<crate::auth::Authenticator>,
 }
 
 impl App {
     /// Opens the store the configuration names.
-    pub fn open(config: Config) -> Result<Self, vigil_engine::Error> {
+    pub fn open(config: Config) -> Result<Self, ServeError> {
+        let auth = crate::auth::Authenticator::from_config(&config.auth)?;
         let opts = Options {
             resource_bytes_max: config.max_resource_bytes,
             extractor: Arc::new(search::SearchKeys),
@@ -36,6 +39,7 @@ impl App {
             store: Arc::new(store),
             base: config.base(),
             config,
+            auth,
         })
     }
 }
@@ -76,6 +80,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::layer,
+        ))
         .with_state(app)
 }
 
@@ -108,6 +116,9 @@ pub enum ServeError {
     /// The store would not open.
     #[error("cannot open the store: {0}")]
     Store(#[from] vigil_engine::Error),
+    /// Authorisation is misconfigured.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
