@@ -494,6 +494,16 @@ impl Store {
         })
     }
 
+    /// The newest version's number, time and operation, without reading its
+    /// body: `(version, last_updated_us, op)`, or `None` if the resource
+    /// never existed.
+    pub fn head(&self, resource_type: &str, id: &str) -> Result<Option<(u64, u64, OpKind)>> {
+        Ok(self
+            .snapshot()?
+            .head(resource_type, id)?
+            .map(|e| (e.version, e.timestamp_us, e.op)))
+    }
+
     /// One version of a resource, by number.
     pub fn get_version(&self, resource_type: &str, id: &str, version: u64) -> Result<VersionRead> {
         let snap = self.snapshot()?;

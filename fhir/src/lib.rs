@@ -5,6 +5,7 @@
 //! resources that tests, benchmarks and demos use instead of patient data.
 
 pub mod auth;
+pub mod bench;
 pub mod capability;
 pub mod config;
 pub mod history;

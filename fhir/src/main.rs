@@ -35,6 +35,33 @@ enum Command {
         #[arg(long)]
         log_format: Option<String>,
     },
+    /// Load-test a FHIR server (pgbench-like): throughput and latency.
+    Bench {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// What each request does.
+        #[arg(long, value_enum, default_value = "create")]
+        workload: vigil_fhir::bench::Workload,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds to run (unless --count is given).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many requests instead of after --duration.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Resources per transaction Bundle (transaction workload).
+        #[arg(long, default_value_t = 100)]
+        bundle_size: usize,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logs(config: &Config) {
@@ -84,6 +111,45 @@ fn main() -> anyhow::Result<()> {
                 // One line on stdout that scripts and tests wait for.
                 println!("vigil listening on http://{addr}");
             }))?;
+            Ok(())
+        }
+        Command::Bench {
+            url,
+            workload,
+            clients,
+            duration,
+            count,
+            bundle_size,
+            token,
+            json,
+        } => {
+            if !(duration > 0.0 && duration <= 86_400.0) {
+                anyhow::bail!("--duration must be between 0 and 86400 seconds");
+            }
+            let stop = match count {
+                Some(n) => vigil_fhir::bench::Stop::Count(n),
+                None => {
+                    vigil_fhir::bench::Stop::Duration(std::time::Duration::from_secs_f64(duration))
+                }
+            };
+            let settings = vigil_fhir::bench::Settings {
+                url,
+                workload,
+                clients,
+                stop,
+                bundle_size,
+                token,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = rt.block_on(vigil_fhir::bench::run(settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
             Ok(())
         }
     }

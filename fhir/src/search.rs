@@ -404,12 +404,10 @@ fn parse_request(ty: &str, pairs: &[(String, String)], strict: bool) -> Result<R
     Ok(r)
 }
 
-/// One match: id, version, time and stored body.
+/// One match: its id and, when the sort or a filter needs it, its time.
 struct Hit {
     id: String,
-    version: u64,
     ts: u64,
-    body: Vec<u8>,
 }
 
 fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
@@ -424,6 +422,7 @@ fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
             None => any,
         });
     }
+    let keyed = set.is_none() || !r.criteria.is_empty();
     let ids = match set {
         Some(s) => s,
         None => scan(
@@ -434,17 +433,22 @@ fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
             |_| true,
         )?,
     };
+    // Index keys exist only for current live versions; ids from `_id`
+    // alone must still be checked. Times are read (without bodies) only
+    // when a filter or the sort needs them.
+    let need_ts = !r.last_updated.is_empty() || r.sort != Sort::Id;
     let mut hits = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Current::Live(v) = app.store.get(ty, &id)? {
-            let t = (v.last_updated_us as i64, v.last_updated_us as i64 + 1);
+        if !need_ts && keyed {
+            hits.push(Hit { id, ts: 0 });
+            continue;
+        }
+        if let Some((_, ts, op)) = app.store.head(ty, &id)?
+            && op != vigil_engine::OpKind::Delete
+        {
+            let t = (ts as i64, ts as i64 + 1);
             if r.last_updated.iter().all(|(p, s)| date_matches(*p, t, *s)) {
-                hits.push(Hit {
-                    id,
-                    version: v.version,
-                    ts: v.last_updated_us,
-                    body: v.body,
-                });
+                hits.push(Hit { id, ts });
             }
         }
     }
@@ -508,9 +512,7 @@ fn search(
         let id = parts.next().ok_or_else(bad)?;
         let probe = Hit {
             id: id.to_owned(),
-            version: 0,
             ts,
-            body: Vec::new(),
         };
         let cmp = |h: &Hit| match r.sort {
             Sort::Id => h.id.as_str().cmp(probe.id.as_str()),
@@ -568,11 +570,14 @@ fn search(
     }
     let mut entries = Vec::with_capacity(page.len() + 1);
     for h in page {
-        entries.push(json!({
-            "fullUrl": format!("{}/{ty}/{}", app.base, h.id),
-            "resource": Value::Object(render_map(&h.body, h.version, h.ts)?),
-            "search": {"mode": "match"},
-        }));
+        // Bodies only for the page; a match deleted since is skipped.
+        if let Current::Live(v) = app.store.get(ty, &h.id)? {
+            entries.push(json!({
+                "fullUrl": format!("{}/{ty}/{}", app.base, h.id),
+                "resource": Value::Object(render_map(&v.body, v.version, v.last_updated_us)?),
+                "search": {"mode": "match"},
+            }));
+        }
     }
     if !r.warnings.is_empty() {
         let mut outcome = outcome_json("warning", "not-supported", &r.warnings.join("; "));
