@@ -26,7 +26,7 @@ use crate::read::{
 use crate::rebuild::{apply_log, rebuild_into};
 use crate::record::{OpKind, RecordRef, Watermark};
 use crate::recovery::{RecoverOptions, recover};
-use crate::writer::{Control, PreparedBody, PreparedOp, Request, WriterState};
+use crate::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
 
 const LOCK_FILE: &str = "LOCK";
 const LOG_DIR: &str = "wal";
@@ -386,6 +386,27 @@ impl Store {
     /// committers use many cores; the single writer only sequences and
     /// writes.
     pub fn commit(&self, batch: Batch) -> Result<Committed> {
+        let (reply, rx) = sync_channel(1);
+        self.submit(batch, Reply::Channel(reply))?;
+        self.wait(rx)
+    }
+
+    /// Like [`Store::commit`], but returns at once and calls `done` with the
+    /// result (on the writer's thread, so `done` must be quick: hand the
+    /// result to a channel). For async servers, which must not park a
+    /// thread per commit. `done` is called exactly once unless this
+    /// returns an error, in which case it is never called.
+    pub fn commit_with(
+        &self,
+        batch: Batch,
+        done: impl FnOnce(Result<Committed>) + Send + 'static,
+    ) -> Result<()> {
+        self.submit(batch, Reply::Callback(Box::new(done)))
+    }
+
+    /// Validates and prepares a batch on the calling thread (compression,
+    /// key extraction) and queues it for the writer.
+    fn submit(&self, batch: Batch, reply: Reply) -> Result<()> {
         self.inner.check_alive()?;
         batch.validate(u64::from(self.inner.opts.resource_bytes_max))?;
         let use_dict = self.inner.opts.dictionary != DictionaryPolicy::Off;
@@ -416,9 +437,7 @@ impl Store {
                 put,
             });
         }
-        let (reply, rx) = sync_channel(1);
-        self.send(Request::Commit { ops, reply })?;
-        self.wait(rx)
+        self.send(Request::Commit { ops, reply })
     }
 
     fn control(&self, op: Control) -> Result<()> {

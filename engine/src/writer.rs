@@ -47,6 +47,24 @@ pub(crate) struct PreparedOp {
     pub put: Option<PreparedBody>,
 }
 
+/// Where a commit's result goes: a channel a thread waits on, or a
+/// callback (for async callers, which must not park a thread).
+pub(crate) enum Reply {
+    Channel(SyncSender<Result<Committed>>),
+    Callback(Box<dyn FnOnce(Result<Committed>) + Send>),
+}
+
+impl Reply {
+    fn send(self, r: Result<Committed>) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Callback(f) => f(r),
+        }
+    }
+}
+
 pub(crate) enum Control {
     BeginEpoch(u64),
     Checkpoint(Vec<Watermark>),
@@ -57,7 +75,7 @@ pub(crate) enum Control {
 pub(crate) enum Request {
     Commit {
         ops: Vec<PreparedOp>,
-        reply: SyncSender<Result<Committed>>,
+        reply: Reply,
     },
     Control {
         op: Control,
@@ -229,7 +247,7 @@ impl WriterState {
         while let Ok(r) = rx.try_recv() {
             match r {
                 Request::Commit { reply, .. } => {
-                    let _ = reply.send(Err(Error::Poisoned(e.to_string())));
+                    reply.send(Err(Error::Poisoned(e.to_string())));
                 }
                 Request::Control { reply, .. } => {
                     let _ = reply.send(Err(Error::Poisoned(e.to_string())));
@@ -375,10 +393,12 @@ impl WriterState {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
-        let mut batches = Vec::with_capacity(group.len());
+        let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
         for r in group {
             if let Request::Commit { ops, reply } = r {
-                batches.push((ops, reply));
+                batches.push(ops);
+                replies.push(Some(reply));
             }
         }
         let snap = Snapshot::new(&self.inner.index())?;
@@ -386,7 +406,7 @@ impl WriterState {
         let mut overlay: HashMap<(&str, &str), Head> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
         let mut outcomes: Vec<Option<Vec<OpOutcome>>> = Vec::with_capacity(batches.len());
-        for (b, (ops, reply)) in batches.iter().enumerate() {
+        for (b, ops) in batches.iter().enumerate() {
             match self.plan_batch(&snap, &batches, b, ops, &overlay, ts) {
                 Ok((outs, plan, changes)) => {
                     overlay.extend(changes);
@@ -394,7 +414,9 @@ impl WriterState {
                     outcomes.push(Some(outs));
                 }
                 Err(e) => {
-                    let _ = reply.send(Err(e));
+                    if let Some(reply) = replies[b].take() {
+                        reply.send(Err(e));
+                    }
                     outcomes.push(None);
                 }
             }
@@ -405,7 +427,7 @@ impl WriterState {
         let keys: Vec<Option<Vec<Vec<u8>>>> = planned
             .iter()
             .map(|p| {
-                batches[p.batch].0[p.op]
+                batches[p.batch][p.op]
                     .put
                     .as_mut()
                     .filter(|_| p.kind != OpKind::Delete)
@@ -417,7 +439,7 @@ impl WriterState {
             planned
                 .iter()
                 .map(|p| {
-                    batches[p.batch].0[p.op]
+                    batches[p.batch][p.op]
                         .put
                         .as_ref()
                         .map_or(0, |x| x.enc.stored.len())
@@ -427,7 +449,7 @@ impl WriterState {
         );
         let mut lsn_of = HashMap::with_capacity(planned.len());
         for (i, p) in planned.iter().enumerate() {
-            let op = &batches[p.batch].0[p.op];
+            let op = &batches[p.batch][p.op];
             let (codec, dict_id, raw_len, raw_crc, stored): (BodyCodec, u32, u32, u32, &[u8]) =
                 match &op.put {
                     Some(body) if p.kind != OpKind::Delete => (
@@ -466,23 +488,25 @@ impl WriterState {
                 if fatal {
                     self.inner.poison(e.to_string());
                 }
-                for (b, (_, reply)) in batches.iter().enumerate() {
-                    if outcomes[b].is_some() {
-                        let _ = reply.send(Err(e.duplicate()));
+                for (b, reply) in replies.iter_mut().enumerate() {
+                    if outcomes[b].is_some()
+                        && let Some(reply) = reply.take()
+                    {
+                        reply.send(Err(e.duplicate()));
                     }
                 }
                 return if fatal { Err(e) } else { Ok(()) };
             }
             for p in &planned {
-                if let Some(body) = &batches[p.batch].0[p.op].put
+                if let Some(body) = &batches[p.batch][p.op].put
                     && p.kind != OpKind::Delete
                 {
                     self.sample(&body.raw);
                 }
             }
         }
-        for (b, (_, reply)) in batches.into_iter().enumerate() {
-            let Some(mut outs) = outcomes[b].take() else {
+        for (b, reply) in replies.into_iter().enumerate() {
+            let (Some(mut outs), Some(reply)) = (outcomes[b].take(), reply) else {
                 continue;
             };
             let mut last = None;
@@ -492,7 +516,7 @@ impl WriterState {
                     last = Some(*lsn);
                 }
             }
-            let _ = reply.send(Ok(Committed {
+            reply.send(Ok(Committed {
                 outcomes: outs,
                 last_lsn: last,
             }));
@@ -510,7 +534,7 @@ impl WriterState {
     fn plan_batch<'a>(
         &self,
         snap: &Snapshot,
-        batches: &[(Vec<PreparedOp>, SyncSender<Result<Committed>>)],
+        batches: &[Vec<PreparedOp>],
         b: usize,
         ops: &'a [PreparedOp],
         overlay: &HashMap<(&'a str, &'a str), Head>,
@@ -620,15 +644,10 @@ impl WriterState {
 
     /// Whether the body at `at` equals `raw`, byte for byte (the CRCs and
     /// lengths already matched).
-    fn same_body(
-        &self,
-        at: BodyAt,
-        batches: &[(Vec<PreparedOp>, SyncSender<Result<Committed>>)],
-        raw: &[u8],
-    ) -> Result<bool> {
+    fn same_body(&self, at: BodyAt, batches: &[Vec<PreparedOp>], raw: &[u8]) -> Result<bool> {
         Ok(match at {
             BodyAt::Index(e) => self.inner.read_body(&e)? == raw,
-            BodyAt::Pending(b, j) => batches[b].0[j].put.as_ref().is_some_and(|p| p.raw == raw),
+            BodyAt::Pending(b, j) => batches[b][j].put.as_ref().is_some_and(|p| p.raw == raw),
             BodyAt::Nowhere => false,
         })
     }

@@ -304,3 +304,33 @@ fn the_timestamp_a_commit_reports_is_the_one_stored() {
         }
     }
 }
+
+#[test]
+fn commit_with_calls_back_once_with_the_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..50u32 {
+        let tx = tx.clone();
+        store
+            .commit_with(
+                Batch::one(Op::put("Patient", format!("cb{i}"), patient("cb", i))),
+                move |r| {
+                    let _ = tx.send(r);
+                },
+            )
+            .expect("queued");
+    }
+    drop(tx);
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), 50, "exactly one call per commit");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(c) if c.last_lsn.is_some()))
+    );
+    assert_eq!(store.stats().expect("stats").versions, 50);
+    // A batch refused before queueing returns the error and never calls back.
+    let err = store.commit_with(Batch::new(), |_| panic!("must not be called"));
+    assert!(matches!(err, Err(Error::EmptyBatch)));
+}

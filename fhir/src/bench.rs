@@ -148,7 +148,7 @@ impl Ctx {
 
 fn patient_body(rng: &mut Rng, id: &str, n: u64) -> Vec<u8> {
     let mut p = patient(rng, id);
-    p["extension"][0]["valueCode"] = json!(if n % 2 == 0 { "F" } else { "M" });
+    p["extension"][0]["valueCode"] = json!(if n.is_multiple_of(2) { "F" } else { "M" });
     p["telecom"][0]["value"] = json!(format!("555-{:07}", n % 10_000_000));
     serde_json::to_vec(&p).unwrap_or_default()
 }

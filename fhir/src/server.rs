@@ -44,12 +44,28 @@ impl App {
     }
 }
 
-/// Commits a batch on a blocking thread (a commit waits for an fsync).
+/// Operations above which a batch is prepared (compressed, indexed) on a
+/// blocking thread rather than on the async worker.
+const INLINE_PREPARE_OPS_MAX: usize = 16;
+
+/// Commits a batch without parking a thread while the fsync runs: the
+/// engine calls back when the frame is durable. Large batches are prepared
+/// on a blocking thread so that compression does not stall the runtime.
 pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.commit(batch))
-        .await
-        .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))?
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done = move |r: vigil_engine::Result<Committed>| {
+        let _ = tx.send(r);
+    };
+    if batch.ops.len() > INLINE_PREPARE_OPS_MAX {
+        let store = app.store.clone();
+        tokio::task::spawn_blocking(move || store.commit_with(batch, done))
+            .await
+            .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))??;
+    } else {
+        app.store.commit_with(batch, done)?;
+    }
+    rx.await
+        .map_err(|_| FhirError::from(vigil_engine::Error::Closed))?
         .map_err(FhirError::from)
 }
 
