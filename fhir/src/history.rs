@@ -15,10 +15,10 @@ use vigil_engine::{
 
 use crate::http::{etag, json_response};
 use crate::instant::{format_instant, parse_interval};
-use crate::interactions::check_type;
+use crate::interactions::{check_instance, check_type};
 use crate::negotiate::check_accept;
 use crate::outcome::FhirError;
-use crate::resource::{check_id, render_map};
+use crate::resource::render_map;
 use crate::server::App;
 
 /// Page size when `_count` is not given.
@@ -181,9 +181,7 @@ pub async fn instance(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     if app.store.get(&ty, &id)? == Current::NeverExisted {
         return Err(FhirError::not_found(format!("{ty}/{id} does not exist")));
     }

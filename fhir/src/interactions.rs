@@ -32,6 +32,47 @@ pub fn check_type(ty: &str) -> Result<(), FhirError> {
     }
 }
 
+/// The checks every instance-level interaction starts with: the client
+/// accepts JSON, the type is an R4 type, the id is a valid id.
+pub fn check_instance(
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    ty: &str,
+    id: &str,
+) -> Result<(), FhirError> {
+    check_accept(headers, q.get("_format").map(String::as_str))?;
+    check_type(ty)?;
+    check_id(id)
+}
+
+/// The response to a write that left `stored` as version `version` (or
+/// found it already there): ETag, Last-Modified, the body `Prefer` asks
+/// for, and `Location` when it created the resource.
+pub fn written_response(
+    app: &App,
+    status: StatusCode,
+    (ty, id): (&str, &str),
+    stored: &[u8],
+    (version, last_updated_us): (u64, u64),
+    headers: &HeaderMap,
+) -> Result<Response, FhirError> {
+    let meta = VersionMeta {
+        resource_type: ty,
+        id,
+        version,
+        last_updated_us,
+    };
+    let rendered = render(stored, version, last_updated_us)?;
+    Ok(resource_response(
+        status,
+        &app.base,
+        &meta,
+        rendered,
+        prefer_return(headers),
+        status == StatusCode::CREATED,
+    ))
+}
+
 fn conflict_to_412(e: FhirError) -> FhirError {
     if e.status == StatusCode::CONFLICT {
         FhirError::precondition(e.diagnostics)
@@ -113,21 +154,14 @@ pub async fn create(
                 else {
                     return Err(FhirError::internal("a create wrote nothing"));
                 };
-                let meta = VersionMeta {
-                    resource_type: &ty,
-                    id: &id,
-                    version,
-                    last_updated_us,
-                };
-                let rendered = render(&stored, version, last_updated_us)?;
-                return Ok(resource_response(
+                return written_response(
+                    &app,
                     StatusCode::CREATED,
-                    &app.base,
-                    &meta,
-                    rendered,
-                    prefer_return(&headers),
-                    true,
-                ));
+                    (&ty, &id),
+                    &stored,
+                    (version, last_updated_us),
+                    &headers,
+                );
             }
             Err(e) if e.status == StatusCode::CONFLICT => continue,
             Err(e) => return Err(e),
@@ -182,9 +216,7 @@ pub async fn read(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     read_response(
         &app,
         &ty,
@@ -202,9 +234,7 @@ pub async fn vread(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     let version: u64 = vid
         .parse()
         .map_err(|_| FhirError::not_found(format!("{ty}/{id} has no version {vid:?}")))?;
@@ -244,9 +274,7 @@ pub async fn update(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     let map = body_for(&app, &ty, &headers, bytes)?;
     match id_of(&map) {
         Some(body_id) if body_id == id => {}
@@ -287,21 +315,7 @@ pub async fn update(
         } => (StatusCode::OK, version, last_updated_us),
         _ => return Err(FhirError::internal("an update wrote nothing")),
     };
-    let meta = VersionMeta {
-        resource_type: &ty,
-        id: &id,
-        version,
-        last_updated_us: ts,
-    };
-    let rendered = render(&stored, version, ts)?;
-    Ok(resource_response(
-        status,
-        &app.base,
-        &meta,
-        rendered,
-        prefer_return(&headers),
-        status == StatusCode::CREATED,
-    ))
+    written_response(&app, status, (&ty, &id), &stored, (version, ts), &headers)
 }
 
 /// `DELETE [type]/[id]`: 200 with an OperationOutcome, also when there was
@@ -312,9 +326,7 @@ pub async fn delete(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     let expect = if_match(&headers)?.map_or(Precondition::None, Precondition::Version);
     let c = commit(
         &app,

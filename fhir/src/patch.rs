@@ -10,11 +10,10 @@ use axum::response::Response;
 use serde_json::Value;
 use vigil_engine::{Batch, Current, Op, OpOutcome, Precondition};
 
-use crate::http::{self, VersionMeta, if_match, prefer_return, resource_response};
-use crate::interactions::{Params, check_type};
-use crate::negotiate::check_accept;
+use crate::http::{self, if_match};
+use crate::interactions::{Params, check_instance, written_response};
 use crate::outcome::FhirError;
-use crate::resource::{check_id, id_of, parse, render, to_stored, type_of};
+use crate::resource::{id_of, parse, to_stored, type_of};
 use crate::server::{App, commit};
 
 /// Attempts when a concurrent write moves the version under a patch
@@ -29,9 +28,7 @@ pub async fn patch(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    check_accept(&headers, q.get("_format").map(String::as_str))?;
-    check_type(&ty)?;
-    check_id(&id)?;
+    check_instance(&headers, &q, &ty, &id)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -110,21 +107,14 @@ pub async fn patch(
                     } => (version, last_updated_us),
                     _ => return Err(FhirError::internal("a patch wrote nothing")),
                 };
-                let meta = VersionMeta {
-                    resource_type: &ty,
-                    id: &id,
-                    version,
-                    last_updated_us: ts,
-                };
-                let rendered = render(&stored, version, ts)?;
-                return Ok(resource_response(
+                return written_response(
+                    &app,
                     StatusCode::OK,
-                    &app.base,
-                    &meta,
-                    rendered,
-                    prefer_return(&headers),
-                    false,
-                ));
+                    (&ty, &id),
+                    &stored,
+                    (version, ts),
+                    &headers,
+                );
             }
             Err(e) if e.status == StatusCode::CONFLICT && required.is_none() => continue,
             Err(e) if e.status == StatusCode::CONFLICT => {
