@@ -45,17 +45,39 @@ pub fn check_instance(
     check_id(id)
 }
 
-/// The response to a write that left `stored` as version `version` (or
-/// found it already there): ETag, Last-Modified, the body `Prefer` asks
-/// for, and `Location` when it created the resource.
+/// The response to a write of `stored`: 201 with `Location` when it
+/// created the resource, else 200 (also when the content was unchanged);
+/// ETag, Last-Modified and the body `Prefer` asks for.
 pub fn written_response(
     app: &App,
-    status: StatusCode,
     (ty, id): (&str, &str),
     stored: &[u8],
-    (version, last_updated_us): (u64, u64),
+    outcome: OpOutcome,
     headers: &HeaderMap,
 ) -> Result<Response, FhirError> {
+    let (status, version, last_updated_us) = match outcome {
+        OpOutcome::Written {
+            kind: OpKind::Create,
+            version,
+            last_updated_us,
+            ..
+        } => (StatusCode::CREATED, version, last_updated_us),
+        OpOutcome::Written {
+            kind: OpKind::Update,
+            version,
+            last_updated_us,
+            ..
+        }
+        | OpOutcome::Unchanged {
+            version,
+            last_updated_us,
+        } => (StatusCode::OK, version, last_updated_us),
+        other => {
+            return Err(FhirError::internal(format!(
+                "a write of {ty}/{id} ended as {other:?}"
+            )));
+        }
+    };
     let meta = VersionMeta {
         resource_type: ty,
         id,
@@ -145,24 +167,7 @@ pub async fn create(
             Op::put(ty.clone(), id.clone(), stored.clone()).expect(Precondition::Absent),
         );
         match commit(&app, batch).await {
-            Ok(c) => {
-                let OpOutcome::Written {
-                    version,
-                    last_updated_us,
-                    ..
-                } = c.outcomes[0]
-                else {
-                    return Err(FhirError::internal("a create wrote nothing"));
-                };
-                return written_response(
-                    &app,
-                    StatusCode::CREATED,
-                    (&ty, &id),
-                    &stored,
-                    (version, last_updated_us),
-                    &headers,
-                );
-            }
+            Ok(c) => return written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers),
             Err(e) if e.status == StatusCode::CONFLICT => continue,
             Err(e) => return Err(e),
         }
@@ -297,25 +302,7 @@ pub async fn update(
     )
     .await
     .map_err(conflict_to_412)?;
-    let (status, version, ts) = match c.outcomes[0] {
-        OpOutcome::Written {
-            kind: OpKind::Create,
-            version,
-            last_updated_us,
-            ..
-        } => (StatusCode::CREATED, version, last_updated_us),
-        OpOutcome::Written {
-            version,
-            last_updated_us,
-            ..
-        }
-        | OpOutcome::Unchanged {
-            version,
-            last_updated_us,
-        } => (StatusCode::OK, version, last_updated_us),
-        _ => return Err(FhirError::internal("an update wrote nothing")),
-    };
-    written_response(&app, status, (&ty, &id), &stored, (version, ts), &headers)
+    written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)
 }
 
 /// `DELETE [type]/[id]`: 200 with an OperationOutcome, also when there was

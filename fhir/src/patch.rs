@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
-use vigil_engine::{Batch, Current, Op, OpOutcome, Precondition};
+use vigil_engine::{Batch, Current, Op, Precondition};
 
 use crate::http::{self, if_match};
 use crate::interactions::{Params, check_instance, written_response};
@@ -94,28 +94,7 @@ pub async fn patch(
         let op = Op::put(ty.clone(), id.clone(), stored.clone())
             .expect(Precondition::Version(current.version));
         match commit(&app, Batch::one(op)).await {
-            Ok(c) => {
-                let (version, ts) = match c.outcomes[0] {
-                    OpOutcome::Written {
-                        version,
-                        last_updated_us,
-                        ..
-                    }
-                    | OpOutcome::Unchanged {
-                        version,
-                        last_updated_us,
-                    } => (version, last_updated_us),
-                    _ => return Err(FhirError::internal("a patch wrote nothing")),
-                };
-                return written_response(
-                    &app,
-                    StatusCode::OK,
-                    (&ty, &id),
-                    &stored,
-                    (version, ts),
-                    &headers,
-                );
-            }
+            Ok(c) => return written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers),
             Err(e) if e.status == StatusCode::CONFLICT && required.is_none() => continue,
             Err(e) if e.status == StatusCode::CONFLICT => {
                 return Err(FhirError::precondition(e.diagnostics));
