@@ -97,9 +97,13 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         }
     }
     let segs = list_segments(dir).map_err(|e| Error::io("list log", dir, e))?;
+    // Sealed segments checked in full are independent of each other: scan
+    // them on several threads first; the checks that chain segments, and
+    // the newest segment (which may be cut), stay in order below.
+    let n = segs.len();
+    let mut prescanned = prescan(&segs, |i| i + 1 < n && (opts.verify_all || i + 2 >= n));
     let mut out = Recovered::default();
     let mut prev: Option<(u64, Option<u32>)> = None; // (end lsn, last crc if known)
-    let n = segs.len();
     let mut i = 0;
     while i < n {
         let (name_lsn, path) = &segs[i];
@@ -118,8 +122,14 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
             i += 1;
             continue;
         }
-        let bytes = read_segment(path)?;
-        let scan = scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))?;
+        let (bytes, scan) = match prescanned[i].take() {
+            Some(scan) => (None, scan?),
+            None => {
+                let bytes = read_segment(path)?;
+                let scan = scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))?;
+                (Some(bytes), scan)
+            }
+        };
         check_chain(path, *name_lsn, &scan.header, prev)?;
         out.frames_checked += scan.frames.len() as u64;
         out.bytes_checked += scan.valid_len;
@@ -129,7 +139,10 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         if let Some(stop) = scan.stop.as_ref().filter(|s| !s.zero_tail) {
             if is_last && !stop.valid_frame_after {
                 // The torn frame's bytes; zeros after them are preallocation.
-                let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1) as u64;
+                let end = bytes
+                    .as_deref()
+                    .and_then(|b| b.iter().rposition(|x| *x != 0))
+                    .map_or(scan.valid_len, |i| i as u64 + 1);
                 let cut = end.saturating_sub(scan.valid_len);
                 truncate(path, scan.valid_len)?;
                 tracing::warn!(
@@ -194,6 +207,47 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         out.next_lsn = 1;
     }
     Ok(out)
+}
+
+/// Most threads that scan sealed segments at open.
+const SCAN_THREADS_MAX: usize = 4;
+
+/// Scans, in parallel, the segments `wanted` selects; the others are `None`.
+fn prescan(
+    segs: &[(u64, PathBuf)],
+    wanted: impl Fn(usize) -> bool,
+) -> Vec<Option<Result<SegmentScan>>> {
+    let picked: Vec<usize> = (0..segs.len()).filter(|&i| wanted(i)).collect();
+    let mut out: Vec<Option<Result<SegmentScan>>> = (0..segs.len()).map(|_| None).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, SCAN_THREADS_MAX)
+        .min(picked.len().max(1));
+    let scan_one = |i: usize| -> Result<SegmentScan> {
+        let path = &segs[i].1;
+        let bytes = read_segment(path)?;
+        scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))
+    };
+    let results: Vec<(usize, Result<SegmentScan>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mine: Vec<usize> = picked.iter().copied().skip(t).step_by(threads).collect();
+                scope.spawn(move || {
+                    mine.into_iter()
+                        .map(|i| (i, scan_one(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for (i, r) in results {
+        out[i] = Some(r);
+    }
+    out
 }
 
 fn note_segment(out: &mut Recovered, name_lsn: u64, scan: &SegmentScan, keep_len: u64) {
