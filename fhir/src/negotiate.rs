@@ -60,3 +60,21 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), FhirError> {
         ))
     }
 }
+
+/// Requires the request body's `Content-Type` to be `media` (parameters
+/// allowed); otherwise 415 saying what `what` takes.
+pub fn require_content_type(headers: &HeaderMap, media: &str, what: &str) -> Result<(), FhirError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.split(';').next().unwrap_or("").trim() == media {
+        Ok(())
+    } else {
+        Err(FhirError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            format!("{what} takes {media}, not {ct:?}"),
+        ))
+    }
+}

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 use vigil_engine::{Batch, Current, Op, Precondition};
 
 use crate::http::{self, if_match};
 use crate::interactions::{Params, check_instance, written_response};
+use crate::negotiate::require_content_type;
 use crate::outcome::FhirError;
 use crate::resource::{id_of, parse, to_stored, type_of};
 use crate::server::{App, commit};
@@ -29,17 +30,7 @@ pub async fn patch(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/json-patch+json") {
-        return Err(FhirError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
-            format!("PATCH takes application/json-patch+json, not {ct:?}"),
-        ));
-    }
+    require_content_type(&headers, "application/json-patch+json", "PATCH")?;
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
     let ops: json_patch::Patch = serde_json::from_slice(&bytes).map_err(|e| {
         FhirError::invalid(format!(

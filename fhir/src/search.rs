@@ -23,7 +23,7 @@ use vigil_engine::{Current, KeyExtractor};
 use crate::http::{json_response, prefer_strict};
 use crate::instant::parse_interval;
 use crate::interactions::check_type;
-use crate::negotiate::check_accept;
+use crate::negotiate::{check_accept, require_content_type};
 use crate::outcome::{FhirError, outcome_json};
 use crate::params::{Kind, Param, find, params_of};
 use crate::resource::render_map;
@@ -622,17 +622,11 @@ pub async fn search_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(FhirError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "not-supported",
-            format!("POST _search takes application/x-www-form-urlencoded, not {ct:?}"),
-        ));
-    }
+    require_content_type(
+        &headers,
+        "application/x-www-form-urlencoded",
+        "POST _search",
+    )?;
     let body = crate::http::body(bytes, app.config.max_body_bytes)?;
     let text =
         std::str::from_utf8(&body).map_err(|_| FhirError::invalid("the form body is not UTF-8"))?;
