@@ -9,9 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use vigil_engine::{
-    Current, HistoryCursor, HistoryQuery, HistoryScope, OpKind, PagePosition, Version,
-};
+use vigil_engine::{HistoryCursor, HistoryQuery, HistoryScope, OpKind, PagePosition, Version};
 
 use crate::http::{etag, json_response};
 use crate::instant::{format_instant, parse_interval};
@@ -182,7 +180,8 @@ pub async fn instance(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
-    if app.store.get(&ty, &id)? == Current::NeverExisted {
+    // Existence only: the head's metadata, without reading a body.
+    if app.store.head(&ty, &id)?.is_none() {
         return Err(FhirError::not_found(format!("{ty}/{id} does not exist")));
     }
     let query = query_of(&q, HistoryScope::Instance(ty.clone(), id.clone()))?;

@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, VersionRead};
+use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, Version, VersionRead};
 
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
 use crate::negotiate::{check_accept, check_content_type};
@@ -175,6 +175,19 @@ pub async fn create(
     Err(FhirError::internal("could not draw an unused id"))
 }
 
+/// The current live version of a resource, or the error a read of it
+/// gets: 410 when its newest version is a deletion, 404 when it never
+/// existed.
+pub fn live_version(app: &App, ty: &str, id: &str) -> Result<Version, FhirError> {
+    match app.store.get(ty, id)? {
+        Current::Live(v) => Ok(v),
+        Current::Deleted { version, .. } => Err(FhirError::gone(format!(
+            "{ty}/{id} was deleted (version {version})"
+        ))),
+        Current::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+    }
+}
+
 fn read_response(
     app: &App,
     ty: &str,
@@ -183,35 +196,28 @@ fn read_response(
     status: StatusCode,
     ret: Return,
 ) -> Result<Response, FhirError> {
-    match app.store.get(ty, id)? {
-        Current::Live(v) => {
-            let meta = VersionMeta {
-                resource_type: ty,
-                id,
-                version: v.version,
-                last_updated_us: v.last_updated_us,
-            };
-            let none_match = headers
-                .get(header::IF_NONE_MATCH)
-                .and_then(|h| h.to_str().ok())
-                .and_then(http::parse_etag);
-            if none_match == Some(v.version) {
-                let mut resp = StatusCode::NOT_MODIFIED.into_response();
-                if let Ok(e) = http::etag(v.version).parse() {
-                    resp.headers_mut().insert(header::ETAG, e);
-                }
-                return Ok(resp);
-            }
-            let rendered = render(&v.body, v.version, v.last_updated_us)?;
-            Ok(resource_response(
-                status, &app.base, &meta, rendered, ret, false,
-            ))
+    let v = live_version(app, ty, id)?;
+    let meta = VersionMeta {
+        resource_type: ty,
+        id,
+        version: v.version,
+        last_updated_us: v.last_updated_us,
+    };
+    let none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .and_then(http::parse_etag);
+    if none_match == Some(v.version) {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(e) = http::etag(v.version).parse() {
+            resp.headers_mut().insert(header::ETAG, e);
         }
-        Current::Deleted { version, .. } => Err(FhirError::gone(format!(
-            "{ty}/{id} was deleted (version {version})"
-        ))),
-        Current::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+        return Ok(resp);
     }
+    let rendered = render(&v.body, v.version, v.last_updated_us)?;
+    Ok(resource_response(
+        status, &app.base, &meta, rendered, ret, false,
+    ))
 }
 
 /// `GET [type]/[id]`.

@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
-use vigil_engine::{Batch, Current, Op, Precondition};
+use vigil_engine::{Batch, Op, Precondition};
 
 use crate::http::{self, if_match};
-use crate::interactions::{Params, check_instance, written_response};
+use crate::interactions::{Params, check_instance, live_version, written_response};
 use crate::negotiate::require_content_type;
 use crate::outcome::FhirError;
 use crate::resource::{id_of, parse, to_stored, type_of};
@@ -41,15 +41,7 @@ pub async fn patch(
     })?;
     let required = if_match(&headers)?;
     for _ in 0..PATCH_ATTEMPTS_MAX {
-        let current = match app.store.get(&ty, &id)? {
-            Current::Live(v) => v,
-            Current::Deleted { .. } => {
-                return Err(FhirError::gone(format!("{ty}/{id} was deleted")));
-            }
-            Current::NeverExisted => {
-                return Err(FhirError::not_found(format!("{ty}/{id} does not exist")));
-            }
-        };
+        let current = live_version(&app, &ty, &id)?;
         if let Some(v) = required
             && v != current.version
         {

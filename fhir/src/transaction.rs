@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition};
+use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
@@ -203,27 +203,17 @@ fn response_entry(
 }
 
 fn read_entry(app: &App, ty: &str, id: &str) -> Value {
-    match app.store.get(ty, id) {
-        Ok(Current::Live(v)) => match render_map(&v.body, v.version, v.last_updated_us) {
-            Ok(body) => {
-                let m = VersionMeta {
-                    resource_type: ty,
-                    id,
-                    version: v.version,
-                    last_updated_us: v.last_updated_us,
-                };
-                response_entry(app, 200, &m, false, Some(body))
-            }
-            Err(e) => error_entry(&e),
-        },
-        Ok(Current::Deleted { .. }) => {
-            error_entry(&FhirError::gone(format!("{ty}/{id} was deleted")))
-        }
-        Ok(Current::NeverExisted) => {
-            error_entry(&FhirError::not_found(format!("{ty}/{id} does not exist")))
-        }
-        Err(e) => error_entry(&e.into()),
-    }
+    let entry = crate::interactions::live_version(app, ty, id).and_then(|v| {
+        let body = render_map(&v.body, v.version, v.last_updated_us)?;
+        let m = VersionMeta {
+            resource_type: ty,
+            id,
+            version: v.version,
+            last_updated_us: v.last_updated_us,
+        };
+        Ok(response_entry(app, 200, &m, false, Some(body)))
+    });
+    entry.unwrap_or_else(|e| error_entry(&e))
 }
 
 fn error_entry(e: &FhirError) -> Value {
