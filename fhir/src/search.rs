@@ -250,50 +250,52 @@ fn date_value(v: &str) -> Result<(Prefix, (i64, i64)), FhirError> {
 }
 
 /// Ids of `ty` matching one value of one parameter.
+/// The `lo..hi` bounds of exactly the key `k`.
+fn exact(k: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut hi = k.clone();
+    hi.push(0);
+    (k, hi)
+}
+
+/// The `lo..hi` bounds of every key that starts with `p`. What follows a
+/// prefix here is UTF-8 text or a sortable date, neither of which starts
+/// with a 0xff byte.
+fn prefixed(p: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let mut hi = p.clone();
+    hi.push(0xff);
+    (p, hi)
+}
+
 fn ids_for_value(
     app: &App,
     ty: &str,
     param: &Param,
     value: &str,
 ) -> Result<BTreeSet<String>, FhirError> {
-    let (lo, hi): (Vec<u8>, Vec<u8>) = match param.kind {
-        Kind::Token => {
-            let v = match value.split_once('|') {
-                Some((system, "")) => {
-                    let lo = key(b'k', ty, param.name, format!("{system}|").as_bytes());
-                    let mut hi = lo.clone();
-                    hi.push(0xff);
-                    return scan(app, ty, &lo, &hi, |_| true);
-                }
-                Some((system, code)) => format!("{system}|{code}"),
-                None => format!("\x01{value}"),
-            };
-            let k = key(b'k', ty, param.name, v.as_bytes());
-            let mut hi = k.clone();
-            hi.push(0);
-            (k, hi)
-        }
-        Kind::String => {
-            let lo = key(b's', ty, param.name, normalise(value).as_bytes());
-            let mut hi = lo.clone();
-            hi.push(0xff);
-            (lo, hi)
-        }
+    let (lo, hi) = match param.kind {
+        Kind::Token => match value.split_once('|') {
+            Some((system, "")) => {
+                prefixed(key(b'k', ty, param.name, format!("{system}|").as_bytes()))
+            }
+            Some((system, code)) => exact(key(
+                b'k',
+                ty,
+                param.name,
+                format!("{system}|{code}").as_bytes(),
+            )),
+            None => exact(key(b'k', ty, param.name, format!("\x01{value}").as_bytes())),
+        },
+        Kind::String => prefixed(key(b's', ty, param.name, normalise(value).as_bytes())),
         Kind::Reference => {
             let v = match reference_target(value) {
                 Some((rty, rid)) => format!("{rty}/{rid}"),
                 None => format!("\x01{value}"),
             };
-            let k = key(b'r', ty, param.name, v.as_bytes());
-            let mut hi = k.clone();
-            hi.push(0);
-            (k, hi)
+            exact(key(b'r', ty, param.name, v.as_bytes()))
         }
         Kind::Date => {
             let (prefix, s) = date_value(value)?;
-            let base = key(b'd', ty, param.name, b"");
-            let mut hi = base.clone();
-            hi.push(0xff);
+            let (base, hi) = prefixed(key(b'd', ty, param.name, b""));
             let skip = base.len();
             return scan(app, ty, &base, &hi, |k| {
                 let t = (
@@ -425,13 +427,10 @@ fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
     let keyed = set.is_none() || !r.criteria.is_empty();
     let ids = match set {
         Some(s) => s,
-        None => scan(
-            app,
-            ty,
-            &all_key(ty),
-            &[all_key(ty), vec![0]].concat(),
-            |_| true,
-        )?,
+        None => {
+            let (lo, hi) = exact(all_key(ty));
+            scan(app, ty, &lo, &hi, |_| true)?
+        }
     };
     // Index keys exist only for current live versions; ids from `_id`
     // alone must still be checked. Times are read (without bodies) only
