@@ -29,6 +29,8 @@ use crate::recovery::{RecoverOptions, recover};
 use crate::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
 
 const LOCK_FILE: &str = "LOCK";
+/// Frame locations fetched from the index per lookup while walking the log.
+const FRAMES_PER_LOOKUP: usize = 64;
 const LOG_DIR: &str = "wal";
 const INDEX_FILE: &str = "index.redb";
 const QUARANTINE_DIR: &str = "quarantine";
@@ -630,34 +632,18 @@ impl Store {
         if after_lsn >= end || limit == 0 {
             return Ok(out);
         }
-        let mut frames = Vec::new();
-        if let Some(f) = snap.frame_holding(after_lsn + 1)? {
-            frames.push(f);
-        }
-        let mut cursor = after_lsn + 1;
-        'outer: loop {
-            if frames.is_empty() {
-                frames = snap.frames_after(cursor.saturating_sub(1), 64)?;
-                if frames.is_empty() {
-                    break;
+        self.each_frame(&snap, after_lsn + 1, true, |h, seg, off, recs| {
+            for (lsn, rec, _) in recs {
+                if lsn <= after_lsn {
+                    continue;
                 }
-            }
-            for (first, seg, off) in std::mem::take(&mut frames) {
-                let (h, bytes) = self.read_frame(first, seg, off)?;
-                let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
-                    .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
-                for (lsn, rec, _) in recs {
-                    if lsn <= after_lsn {
-                        continue;
-                    }
-                    if lsn > end || out.len() >= limit {
-                        break 'outer;
-                    }
-                    out.push(self.change_of(lsn, h.epoch, h.timestamp_us, rec, seg, off)?);
+                if lsn > end || out.len() >= limit {
+                    return Ok(false);
                 }
-                cursor = h.end_lsn();
+                out.push(self.change_of(lsn, h.epoch, h.timestamp_us, rec, seg, off)?);
             }
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -691,57 +677,72 @@ impl Store {
         ascending: bool,
     ) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
-        // Frames to read next: downwards from `hi`, or upwards from the one holding `lo`.
-        let mut frames = if ascending {
-            let mut f: Vec<_> = snap.frame_holding(lo)?.into_iter().collect();
-            let first = f.first().map_or(lo.saturating_sub(1), |x| x.0);
-            f.extend(snap.frames_after(first, 64)?);
-            f
+        let start = if ascending { lo } else { hi };
+        self.each_frame(snap, start, ascending, |h, seg, off, recs| {
+            let recs: Box<dyn Iterator<Item = _>> = if ascending {
+                Box::new(recs.into_iter())
+            } else {
+                Box::new(recs.into_iter().rev())
+            };
+            for (lsn, rec, body_offset) in recs {
+                let (skip, stop) = if ascending {
+                    (lsn < lo, lsn > hi)
+                } else {
+                    (lsn > hi, lsn < lo)
+                };
+                if skip {
+                    continue;
+                }
+                if stop || out.len() >= limit {
+                    return Ok(false);
+                }
+                if let RecordRef::Resource(r) = rec {
+                    out.push(Listed {
+                        resource_type: r.resource_type.to_owned(),
+                        id: r.id.to_owned(),
+                        entry: entry_of(h, seg, off, lsn, &r, body_offset),
+                    });
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Reads frames one by one from the frame holding `from` (upwards, in
+    /// LSN order) or from the newest frame starting at or before `from`
+    /// (downwards), calling `visit` with each frame's header, segment,
+    /// offset and records until it returns `false` or the frames run out.
+    fn each_frame(
+        &self,
+        snap: &Snapshot,
+        from: u64,
+        upwards: bool,
+        mut visit: impl FnMut(&FrameHeader, u64, u64, Vec<(u64, RecordRef<'_>, usize)>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut batch: Vec<(u64, u64, u64)> = if upwards {
+            snap.frame_holding(from)?.into_iter().collect()
         } else {
-            snap.frames_back_from(hi, 64)?
+            snap.frames_back_from(from, FRAMES_PER_LOOKUP)?
         };
-        'frames: while !frames.is_empty() {
-            let mut last_first = 0;
-            for (first, seg, off) in std::mem::take(&mut frames) {
-                last_first = first;
+        while let Some(&(edge, _, _)) = batch.last() {
+            for (first, seg, off) in std::mem::take(&mut batch) {
                 let (h, bytes) = self.read_frame(first, seg, off)?;
                 let recs = decode_records(&h, &bytes[FRAME_HEADER_BYTES..])
                     .map_err(|e| self.frame_error(seg, off, e.to_string()))?;
-                let recs: Box<dyn Iterator<Item = _>> = if ascending {
-                    Box::new(recs.into_iter())
-                } else {
-                    Box::new(recs.into_iter().rev())
-                };
-                for (lsn, rec, body_offset) in recs {
-                    let (skip, stop) = if ascending {
-                        (lsn < lo, lsn > hi)
-                    } else {
-                        (lsn > hi, lsn < lo)
-                    };
-                    if skip {
-                        continue;
-                    }
-                    if stop || out.len() >= limit {
-                        break 'frames;
-                    }
-                    if let RecordRef::Resource(r) = rec {
-                        out.push(Listed {
-                            resource_type: r.resource_type.to_owned(),
-                            id: r.id.to_owned(),
-                            entry: entry_of(&h, seg, off, lsn, &r, body_offset),
-                        });
-                    }
+                if !visit(&h, seg, off, recs)? {
+                    return Ok(());
                 }
             }
-            frames = if ascending {
-                snap.frames_after(last_first, 64)?
-            } else if last_first <= lo.max(1) {
+            batch = if upwards {
+                snap.frames_after(edge, FRAMES_PER_LOOKUP)?
+            } else if edge <= 1 {
                 Vec::new()
             } else {
-                snap.frames_back_from(last_first - 1, 64)?
+                snap.frames_back_from(edge - 1, FRAMES_PER_LOOKUP)?
             };
         }
-        Ok(out)
+        Ok(())
     }
 
     fn frame_error(&self, seg: u64, off: u64, detail: String) -> Error {
