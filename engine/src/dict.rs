@@ -25,13 +25,12 @@ pub(crate) const SAMPLE_BYTES_MAX: usize = 16 * 1024;
 /// One dictionary, prepared for both directions.
 pub(crate) struct Dictionary {
     pub(crate) id: u32,
-    pub(crate) bytes: Vec<u8>,
     cdict: CDict<'static>,
     ddict: DDict<'static>,
 }
 
 impl Dictionary {
-    pub(crate) fn new(id: u32, bytes: Vec<u8>, level: i32) -> Result<Self> {
+    pub(crate) fn new(id: u32, bytes: &[u8], level: i32) -> Result<Self> {
         assert!(id != 0, "dictionary id 0 means no dictionary");
         if bytes.len() > DICTIONARY_BYTES_MAX as usize {
             return Err(Error::Corrupt(format!(
@@ -39,16 +38,12 @@ impl Dictionary {
                 bytes.len()
             )));
         }
-        let cdict = CDict::try_create(&bytes, level)
+        // zstd copies the dictionary into both prepared forms.
+        let cdict = CDict::try_create(bytes, level)
             .ok_or_else(|| Error::Corrupt(format!("zstd refused dictionary {id}")))?;
-        let ddict = DDict::try_create(&bytes)
+        let ddict = DDict::try_create(bytes)
             .ok_or_else(|| Error::Corrupt(format!("zstd refused dictionary {id}")))?;
-        Ok(Self {
-            id,
-            bytes,
-            cdict,
-            ddict,
-        })
+        Ok(Self { id, cdict, ddict })
     }
 }
 
@@ -101,7 +96,7 @@ impl Dictionaries {
                 "more than {DICTIONARIES_MAX} dictionaries"
             )));
         }
-        let d = Arc::new(Dictionary::new(id, bytes.to_vec(), self.level)?);
+        let d = Arc::new(Dictionary::new(id, bytes, self.level)?);
         set.by_id.insert(id, d.clone());
         if set.current.as_ref().is_none_or(|c| c.id < id) {
             set.current = Some(d);
@@ -119,16 +114,9 @@ impl Dictionaries {
         self.read().current.is_some()
     }
 
-    /// Every dictionary, by id (for tests and the index).
-    pub(crate) fn all(&self) -> Vec<(u32, Vec<u8>)> {
-        let mut v: Vec<_> = self
-            .read()
-            .by_id
-            .values()
-            .map(|d| (d.id, d.bytes.clone()))
-            .collect();
-        v.sort();
-        v
+    /// How many dictionaries are installed.
+    pub(crate) fn count(&self) -> usize {
+        self.read().by_id.len()
     }
 
     /// Compresses a body with the current dictionary, or stores it raw when

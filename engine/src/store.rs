@@ -849,7 +849,7 @@ impl Store {
             index_bytes: std::fs::metadata(&index_path)
                 .map_err(|e| Error::io("stat index", &index_path, e))?
                 .len(),
-            dictionaries: self.inner.dicts.all().len(),
+            dictionaries: self.inner.dicts.count(),
         })
     }
 
