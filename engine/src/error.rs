@@ -145,6 +145,12 @@ pub enum Error {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The store is a replica: it takes frames from its leader, not commits.
+    #[error("this store is a read-only replica; write to the leader")]
+    ReadOnly,
+    /// Replicated frames that do not continue this log.
+    #[error("replicated log rejected: {0}")]
+    Replication(String),
 }
 
 macro_rules! from_redb {

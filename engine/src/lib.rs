@@ -39,6 +39,7 @@ mod read;
 mod rebuild;
 pub mod record;
 mod recovery;
+mod replica;
 pub mod segment;
 mod store;
 mod writer;
@@ -53,4 +54,5 @@ pub use read::{
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 pub use record::{OpKind, Watermark};
+pub use replica::{LogChunk, LogPosition};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

@@ -55,6 +55,9 @@ pub(crate) struct RecoverOptions<'a> {
     pub verify_all: bool,
     /// Cut the log at mid-log corruption instead of failing.
     pub repair: bool,
+    /// The newest segment may hold several unsynced frames (a replica):
+    /// a bad frame there is the torn tail even with valid frames after it.
+    pub unsynced_tail: bool,
     /// Where repair moves what it cuts.
     pub quarantine_dir: &'a Path,
 }
@@ -137,7 +140,7 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         let mut keep_len = scan.valid_len;
         let mut stop_here = false;
         if let Some(stop) = scan.stop.as_ref().filter(|s| !s.zero_tail) {
-            if is_last && !stop.valid_frame_after {
+            if is_last && (!stop.valid_frame_after || opts.unsynced_tail) {
                 // The torn frame's bytes; zeros after them are preallocation.
                 let end = bytes
                     .as_deref()

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -76,6 +76,14 @@ pub struct Options {
     /// Cut the log at mid-log corruption, moving the rest to `quarantine/`,
     /// instead of refusing to open.
     pub repair: bool,
+    /// Open as a replica of another store's log: a new store writes no
+    /// `EpochStart` of its own, local commits are refused with
+    /// [`Error::ReadOnly`] (until [`Store::set_read_only`] clears it), and
+    /// frames arrive through [`Store::append_log`]. A replica writes many
+    /// frames per fsync, so recovery cuts everything from the first bad
+    /// frame of its newest segment: that tail was never reported durable
+    /// and is fetched again from the leader.
+    pub replica: bool,
     /// Derives secondary index keys.
     pub extractor: Arc<dyn KeyExtractor>,
     /// Wall clock for `lastUpdated`.
@@ -91,6 +99,7 @@ impl Default for Options {
             verify_on_open: true,
             segment_bytes: SEGMENT_BYTES_TARGET,
             repair: false,
+            replica: false,
             extractor: Arc::new(NoKeys),
             clock: Arc::new(SystemClock),
         }
@@ -135,6 +144,8 @@ pub(crate) struct Inner {
     /// The highest LSN that is durable and visible.
     pub(crate) durable_lsn: AtomicU64,
     pub(crate) epoch: AtomicU64,
+    /// Local commits are refused (a replica following another log).
+    pub(crate) read_only: AtomicBool,
     failure: Mutex<Option<String>>,
     _lock: File,
 }
@@ -188,7 +199,7 @@ impl Inner {
 /// An open store. Share it between threads with `Arc`; every method takes
 /// `&self`. Commits from many threads are grouped into shared fsyncs.
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     tx: Option<SyncSender<Request>>,
     writer: Option<JoinHandle<()>>,
     report: OpenReport,
@@ -268,6 +279,7 @@ impl Store {
             &RecoverOptions {
                 verify_all: opts.verify_on_open,
                 repair: opts.repair,
+                unsynced_tail: opts.replica,
                 quarantine_dir: &quarantine,
             },
         )?;
@@ -286,6 +298,7 @@ impl Store {
         let end_lsn = rec.next_lsn - 1;
         let index = open_index(&index_path, &segments, &opts, &dicts, end_lsn, &mut report)?;
         let epoch = rec.last_frame.map_or(0, |f| f.epoch);
+        let opts_replica = opts.replica;
         let inner = Arc::new(Inner {
             dir,
             opts,
@@ -295,6 +308,7 @@ impl Store {
             durable_lsn: AtomicU64::new(end_lsn),
             epoch: AtomicU64::new(epoch),
             failure: Mutex::new(None),
+            read_only: AtomicBool::new(opts_replica),
             _lock: lock,
         });
         let appender = match rec.segments.last() {
@@ -326,7 +340,7 @@ impl Store {
             writer: Some(writer),
             report,
         };
-        if epoch == 0 {
+        if epoch == 0 && !opts_replica {
             // A new store begins epoch 1 with an EpochStart record at LSN 1.
             store.begin_epoch(1)?;
         }
@@ -362,7 +376,19 @@ impl Store {
         self.inner.epoch.load(Ordering::Acquire)
     }
 
-    fn send(&self, req: Request) -> Result<()> {
+    /// Whether local commits are refused (see [`Options::replica`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only.load(Ordering::Acquire)
+    }
+
+    /// Refuses (`true`) or accepts (`false`) local commits from now on;
+    /// commits already queued are not affected. A replica that becomes a
+    /// leader clears it before writing its `EpochStart`.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.inner.read_only.store(read_only, Ordering::Release);
+    }
+
+    pub(crate) fn send(&self, req: Request) -> Result<()> {
         self.inner.check_alive()?;
         self.tx
             .as_ref()
@@ -375,7 +401,7 @@ impl Store {
         self.inner.check_alive().err().unwrap_or(Error::Closed)
     }
 
-    fn wait<T>(&self, rx: Receiver<Result<T>>) -> Result<T> {
+    pub(crate) fn wait<T>(&self, rx: Receiver<Result<T>>) -> Result<T> {
         rx.recv().map_err(|_| self.failure_or_closed())?
     }
 
@@ -410,6 +436,9 @@ impl Store {
     /// key extraction) and queues it for the writer.
     fn submit(&self, batch: Batch, reply: Reply) -> Result<()> {
         self.inner.check_alive()?;
+        if self.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
         batch.validate(u64::from(self.inner.opts.resource_bytes_max))?;
         let use_dict = self.inner.opts.dictionary != DictionaryPolicy::Off;
         let mut ops = Vec::with_capacity(batch.ops.len());

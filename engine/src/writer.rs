@@ -69,6 +69,8 @@ pub(crate) enum Control {
     BeginEpoch(u64),
     Checkpoint(Vec<Watermark>),
     Reindex,
+    /// Frames of the leader's log, to append byte for byte (a replica).
+    Append(Vec<u8>),
     Shutdown,
 }
 
@@ -300,6 +302,7 @@ impl WriterState {
                 }])
             }
             Control::Reindex => self.reindex(),
+            Control::Append(bytes) => self.append_replicated(&bytes),
             Control::Shutdown => self.sync_index(),
         }
     }
@@ -650,6 +653,119 @@ impl WriterState {
             BodyAt::Pending(b, j) => batches[b][j].put.as_ref().is_some_and(|p| p.raw == raw),
             BodyAt::Nowhere => false,
         })
+    }
+
+    /// Appends frames received from the leader, unchanged: checks each
+    /// (checksum, dense LSNs, epochs and timestamps never going back),
+    /// writes them all, fsyncs once (and any segment sealed on the way),
+    /// indexes them in one transaction and only then publishes the new
+    /// durable LSN. Nothing is written unless every frame checks. A failed
+    /// write fails only this call; a failed fsync poisons the store.
+    fn append_replicated(&mut self, bytes: &[u8]) -> Result<()> {
+        if !self.inner.read_only.load(Ordering::Acquire) {
+            return Err(Error::Replication(
+                "this store takes local commits; it cannot also follow another log".into(),
+            ));
+        }
+        let mut headers = Vec::new();
+        let (mut pos, mut next, mut epoch, mut ts) =
+            (0usize, self.next_lsn, self.epoch, self.last_ts);
+        while pos < bytes.len() {
+            let h = crate::frame::check_frame(&bytes[pos..])
+                .map_err(|e| Error::Replication(format!("frame at lsn {next}: {e}")))?;
+            let problem = if h.first_lsn != next {
+                Some(format!(
+                    "frame starts at lsn {}, expected {next}",
+                    h.first_lsn
+                ))
+            } else if h.epoch < epoch {
+                Some(format!("frame of epoch {} after epoch {epoch}", h.epoch))
+            } else if h.timestamp_us < ts {
+                Some(format!("frame time {} before {ts}", h.timestamp_us))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(Error::Replication(p));
+            }
+            headers.push((pos, h));
+            (next, epoch, ts) = (h.end_lsn(), h.epoch, h.timestamp_us);
+            pos += h.frame_len() as usize;
+        }
+        if headers.is_empty() {
+            return Ok(());
+        }
+        // Frames written before a failed write (a full disk when a new
+        // segment is needed) are still made durable and indexed, so the
+        // log and `next_lsn` never disagree; the error is returned after.
+        let mut placed = Vec::with_capacity(headers.len());
+        let mut failed = None;
+        for (pos, h) in &headers {
+            let before = self.appender.file();
+            match self
+                .appender
+                .write(h, &bytes[*pos..*pos + h.frame_len() as usize])
+            {
+                Ok(at) => placed.push(at),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if !Arc::ptr_eq(&before.0, &self.appender.file().0) {
+                // The write sealed the previous segment: make it durable too.
+                sync_data(&before.0, &before.1)
+                    .inspect_err(|e| self.inner.poison(e.to_string()))?;
+            }
+        }
+        headers.truncate(placed.len());
+        if let Some((_, last)) = headers.last() {
+            (next, epoch, ts) = (last.end_lsn(), last.epoch, last.timestamp_us);
+        } else {
+            return Err(failed.unwrap_or(Error::Replication("nothing written".into())));
+        }
+        let (file, path) = self.appender.file();
+        sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
+        let total: u64 = headers.iter().map(|(_, h)| h.frame_len()).sum();
+        let due = self.unsynced_index_bytes + total >= INDEX_SYNC_LOG_BYTES
+            || self.last_index_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
+        let tx = self.inner.index().begin_write(due)?;
+        {
+            let mut tables = Tables::open(&tx)?;
+            let extractor = self.inner.opts.extractor.as_ref();
+            for ((pos, h), (segment, offset)) in headers.iter().zip(&placed) {
+                apply_frame(
+                    &mut tables,
+                    &FrameToApply {
+                        header: *h,
+                        segment: *segment,
+                        offset: *offset,
+                        bytes: &bytes[*pos..*pos + h.frame_len() as usize],
+                        keys: None,
+                    },
+                    extractor,
+                    &self.inner.dicts,
+                    crate::keys::extracts(extractor),
+                )?;
+            }
+            tables.finish()?;
+        }
+        tx.commit()?;
+        if due {
+            self.unsynced_index_bytes = 0;
+            self.last_index_sync = Instant::now();
+        } else {
+            self.unsynced_index_bytes += total;
+        }
+        self.next_lsn = next;
+        self.last_ts = ts;
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.inner.epoch.store(epoch, Ordering::Release);
+        }
+        let prev = self.inner.durable_lsn.swap(next - 1, Ordering::AcqRel);
+        assert!(prev < next - 1, "durable LSN must strictly increase");
+        failed.map_or(Ok(()), Err)
     }
 
     /// Frames, appends, fsyncs and indexes one payload, then publishes it.

@@ -1,0 +1,189 @@
+//! The log as replication sees it: whole frames read byte for byte from a
+//! leader's segments, and appended unchanged to a replica's.
+//!
+//! The engine has no networking: `vigil-net` moves these bytes. What this
+//! module guarantees is that a chunk holds only durable, checksummed,
+//! consecutive frames, and that a replica appends only frames that
+//! continue its log (dense LSNs, epochs and timestamps never going back).
+
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, parse_header};
+use crate::index::Snapshot;
+use crate::store::Store;
+use crate::writer::{Control, Request};
+
+/// Most frames read per chunk.
+const CHUNK_FRAMES_MAX: usize = 4096;
+
+/// Consecutive whole frames of one segment, exactly as on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// LSN of the first record of the first frame.
+    pub first_lsn: u64,
+    /// The LSN after the last record of the last frame.
+    pub end_lsn: u64,
+    /// Number of frames.
+    pub frames: u32,
+    /// The frames' bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Where a replica's log stands against a leader's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogPosition {
+    /// The replica's log is a prefix of this one: send from `next_lsn`.
+    Prefix {
+        /// The first LSN the replica lacks.
+        next_lsn: u64,
+    },
+    /// The logs differ: they agree up to `agree_until` (inclusive) at most.
+    Diverged {
+        /// The last LSN both logs may share.
+        agree_until: u64,
+    },
+    /// This log no longer holds the frames the replica needs.
+    Gone,
+}
+
+impl Store {
+    /// Reads whole frames starting with the one whose first LSN is
+    /// `from_lsn`, at most `max_bytes` (but always one whole frame), never
+    /// past a segment's end or the durable end of the log. Every frame's
+    /// checksum is verified before it is returned. `Ok(None)` when
+    /// `from_lsn` is past the durable end.
+    pub fn read_log(&self, from_lsn: u64, max_bytes: usize) -> Result<Option<LogChunk>> {
+        let durable = self.last_lsn();
+        if from_lsn == 0 || from_lsn > durable {
+            return Ok(None);
+        }
+        let snap = Snapshot::new(&self.inner.index())?;
+        let (first, seg, off) = snap
+            .frame_holding(from_lsn)?
+            .ok_or_else(|| Error::Replication(format!("lsn {from_lsn} is not in this log")))?;
+        if first != from_lsn {
+            return Err(Error::Replication(format!(
+                "lsn {from_lsn} is inside the frame starting at lsn {first}, not at a frame boundary"
+            )));
+        }
+        let mut frames: Vec<(u64, u64, u64)> = vec![(first, seg, off)];
+        frames.extend(
+            snap.frames_after(first, CHUNK_FRAMES_MAX - 1)?
+                .into_iter()
+                .take_while(|(_, s, _)| *s == seg),
+        );
+        // Lengths follow from the headers; read them one by one only as
+        // far as the budget reaches.
+        let mut end_off = off;
+        let mut end_lsn = first;
+        let mut count = 0u32;
+        for (lsn, _, at) in frames {
+            if lsn > durable || at != end_off {
+                break;
+            }
+            let head = self.inner.segments.read_at(seg, at, FRAME_HEADER_BYTES)?;
+            let h: FrameHeader = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
+                segment: self.inner.segments.path_of(seg),
+                offset: at,
+                detail: e.to_string(),
+            })?;
+            if count > 0 && (end_off - off + h.frame_len()) as usize > max_bytes {
+                break;
+            }
+            end_off = at + h.frame_len();
+            end_lsn = h.end_lsn();
+            count += 1;
+        }
+        let bytes = self
+            .inner
+            .segments
+            .read_at(seg, off, (end_off - off) as usize)?;
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let h = check_frame(&bytes[pos..]).map_err(|e| Error::ChecksumMismatch {
+                segment: self.inner.segments.path_of(seg),
+                offset: off + pos as u64,
+                detail: e.to_string(),
+            })?;
+            pos += h.frame_len() as usize;
+        }
+        Ok(Some(LogChunk {
+            first_lsn: first,
+            end_lsn,
+            frames: count,
+            bytes,
+        }))
+    }
+
+    /// The header of the frame that ends exactly at `lsn`, if this log has
+    /// one (a replica's last frame, to compare with the leader's).
+    pub fn frame_ending_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
+        if lsn == 0 || lsn > self.last_lsn() {
+            return Ok(None);
+        }
+        let snap = Snapshot::new(&self.inner.index())?;
+        let Some((first, seg, off)) = snap.frame_holding(lsn)? else {
+            return Ok(None);
+        };
+        let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+        let h = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
+            segment: self.inner.segments.path_of(seg),
+            offset: off,
+            detail: e.to_string(),
+        })?;
+        assert_eq!(h.first_lsn, first, "the index places frames where they are");
+        Ok((h.end_lsn() == lsn + 1).then_some(h))
+    }
+
+    /// Where a replica whose log ends at `last_lsn` with a frame whose CRC
+    /// is `last_crc`, written in `last_epoch`, stands against this log.
+    /// Like Kafka's leader epochs: the logs can only agree up to the end
+    /// of the replica's last epoch as this log records it.
+    pub fn position_of(
+        &self,
+        last_epoch: u64,
+        last_lsn: u64,
+        last_crc: u32,
+    ) -> Result<LogPosition> {
+        if last_lsn == 0 {
+            return Ok(LogPosition::Prefix { next_lsn: 1 });
+        }
+        if let Some(h) = self.frame_ending_at(last_lsn)?
+            && h.crc == last_crc
+            && h.epoch == last_epoch
+        {
+            return Ok(LogPosition::Prefix {
+                next_lsn: last_lsn + 1,
+            });
+        }
+        let epochs = self.epochs()?;
+        if epochs.first().is_some_and(|(_, lsn)| *lsn > 1) {
+            return Ok(LogPosition::Gone);
+        }
+        // The end of the replica's epoch here: just before the next epoch began.
+        let end_of_epoch = epochs
+            .iter()
+            .find(|(e, _)| *e > last_epoch)
+            .map_or(self.last_lsn(), |(_, lsn)| lsn - 1);
+        let agree_until = end_of_epoch.min(last_lsn).saturating_sub(
+            // Same LSN, same epoch, different bytes: they differ there too.
+            u64::from(end_of_epoch >= last_lsn),
+        );
+        Ok(LogPosition::Diverged { agree_until })
+    }
+
+    /// Appends frames read from the leader's log ([`Store::read_log`]),
+    /// unchanged, and returns the new durable LSN. They must continue this
+    /// log exactly; every checksum is verified before anything is written;
+    /// the call returns after one fsync, with the frames indexed and
+    /// visible. Only a replica ([`Options::replica`](crate::Options))
+    /// accepts them.
+    pub fn append_log(&self, frames: Vec<u8>) -> Result<u64> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Request::Control {
+            op: Control::Append(frames),
+            reply,
+        })?;
+        self.wait(rx)?;
+        Ok(self.last_lsn())
+    }
+}

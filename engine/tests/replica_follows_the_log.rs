@@ -1,0 +1,211 @@
+//! A replica fed with the leader's frames holds the same log, frame for
+//! frame, the same answers, survives a restart, and refuses anything that
+//! does not continue its log.
+
+mod common;
+
+use common::*;
+use vigil_engine::{
+    Batch, Error, LogPosition, Op, Options, Store, frame::check_frame, limits::SEGMENT_BYTES_MIN,
+};
+
+fn small_segments(replica: bool) -> Options {
+    Options {
+        segment_bytes: SEGMENT_BYTES_MIN,
+        replica,
+        ..Options::default()
+    }
+}
+
+/// Ships everything the leader has after the replica's end, in chunks of
+/// at most `chunk` bytes; returns the number of chunks.
+fn ship(leader: &Store, replica: &Store, chunk: usize) -> usize {
+    let mut n = 0;
+    while let Some(c) = leader
+        .read_log(replica.last_lsn() + 1, chunk)
+        .expect("read log")
+    {
+        assert_eq!(c.first_lsn, replica.last_lsn() + 1);
+        let end = replica.append_log(c.bytes).expect("append");
+        assert_eq!(end, c.end_lsn - 1, "the replica's end is the chunk's end");
+        n += 1;
+    }
+    n
+}
+
+/// Every frame of a store's log, as bytes, in order.
+fn frames(store: &Store) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut next = 1;
+    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
+        let mut pos = 0;
+        while pos < c.bytes.len() {
+            let h = check_frame(&c.bytes[pos..]).expect("valid frame");
+            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
+            pos += h.frame_len() as usize;
+        }
+        next = c.end_lsn;
+    }
+    out
+}
+
+#[test]
+fn a_replica_holds_the_same_frames_and_answers_the_same() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    assert_eq!(
+        replica.last_lsn(),
+        0,
+        "a fresh replica writes nothing of its own"
+    );
+    assert!(matches!(
+        replica.commit(Batch::one(Op::put("Patient", "x", patient("x", 1)))),
+        Err(Error::ReadOnly)
+    ));
+    // Enough data for a trained dictionary and several sealed segments.
+    for round in 0..60u32 {
+        let mut batch = Batch::new();
+        for i in 0..100u32 {
+            let id = format!("p{i}");
+            batch.push(Op::put(
+                "Patient",
+                id.clone(),
+                patient(&id, round * 100 + i),
+            ));
+        }
+        leader.commit(batch).expect("commit");
+        if round % 7 == 0 {
+            ship(&leader, &replica, 64 * 1024);
+        }
+    }
+    leader
+        .commit(Batch::one(Op::delete("Patient", "p3")))
+        .expect("delete");
+    assert!(ship(&leader, &replica, 256 * 1024) >= 1);
+    assert_eq!(replica.last_lsn(), leader.last_lsn());
+    assert_eq!(replica.epoch(), leader.epoch());
+    assert_eq!(
+        frames(&replica),
+        frames(&leader),
+        "logs are frame-for-frame identical"
+    );
+    assert!(
+        segments(rd.path()).len() > 1,
+        "the replica sealed segments too"
+    );
+    for i in [0u32, 3, 57, 99] {
+        let id = format!("p{i}");
+        assert_eq!(
+            body_of(&replica, "Patient", &id),
+            body_of(&leader, "Patient", &id)
+        );
+    }
+    assert_eq!(
+        replica.stats().expect("stats").types,
+        leader.stats().expect("stats").types
+    );
+    replica
+        .verify()
+        .expect("the replica's index equals a rebuild");
+
+    // Restart: the replica is still a replica at the same end.
+    let end = replica.last_lsn();
+    replica.close().expect("close");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    assert_eq!(replica.last_lsn(), end);
+    leader
+        .commit(Batch::one(Op::put("Patient", "late", patient("late", 1))))
+        .expect("commit");
+    ship(&leader, &replica, 1 << 20);
+    assert_eq!(
+        body_of(&replica, "Patient", "late"),
+        Some(patient("late", 1))
+    );
+}
+
+#[test]
+fn frames_that_do_not_continue_the_log_are_refused_and_nothing_is_written() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    for i in 0..5 {
+        put(&leader, "Patient", &format!("p{i}"), patient("p", i));
+    }
+    let all = leader.read_log(1, 1 << 20).expect("read").expect("chunk");
+    assert!(all.frames >= 6);
+    // A flipped byte anywhere: refused, nothing appended.
+    let mut bad = all.bytes.clone();
+    let at = bad.len() - 3;
+    bad[at] ^= 1;
+    assert!(matches!(
+        replica.append_log(bad),
+        Err(Error::Replication(_))
+    ));
+    assert_eq!(replica.last_lsn(), 0);
+    // A gap: starting at the second frame.
+    let second = leader.read_log(2, 1 << 20).expect("read").expect("chunk");
+    assert!(matches!(
+        replica.append_log(second.bytes.clone()),
+        Err(Error::Replication(_))
+    ));
+    assert_eq!(replica.last_lsn(), 0);
+    // The right bytes go in; the same again is a gap backwards.
+    replica.append_log(all.bytes.clone()).expect("append");
+    assert!(matches!(
+        replica.append_log(all.bytes),
+        Err(Error::Replication(_))
+    ));
+    // A leader does not take frames.
+    assert!(matches!(
+        leader.append_log(second.bytes),
+        Err(Error::Replication(_))
+    ));
+}
+
+#[test]
+fn position_of_finds_prefix_and_divergence() {
+    let (ad, bd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = Store::open_with(ad.path(), small_segments(false)).expect("a");
+    let b = Store::open_with(bd.path(), small_segments(true)).expect("b");
+    for i in 0..3 {
+        put(&a, "Patient", &format!("p{i}"), patient("p", i));
+    }
+    assert_eq!(
+        a.position_of(0, 0, 0).expect("pos"),
+        LogPosition::Prefix { next_lsn: 1 }
+    );
+    ship(&a, &b, 1 << 20);
+    let last = b
+        .frame_ending_at(b.last_lsn())
+        .expect("read")
+        .expect("frame");
+    assert_eq!(
+        a.position_of(last.epoch, b.last_lsn(), last.crc)
+            .expect("pos"),
+        LogPosition::Prefix {
+            next_lsn: b.last_lsn() + 1
+        }
+    );
+    // A frame the leader never wrote (another CRC) at the same LSN.
+    assert!(matches!(
+        a.position_of(last.epoch, b.last_lsn(), last.crc ^ 1).expect("pos"),
+        LogPosition::Diverged { agree_until } if agree_until < b.last_lsn()
+    ));
+    // A replica ahead of the leader in the same epoch cannot be a prefix.
+    assert!(matches!(
+        a.position_of(last.epoch, a.last_lsn() + 10, 7).expect("pos"),
+        LogPosition::Diverged { agree_until } if agree_until <= a.last_lsn()
+    ));
+    // A frame boundary that is not the end of the replica's frame.
+    assert_eq!(a.frame_ending_at(a.last_lsn() + 1).expect("read"), None);
+}
