@@ -114,9 +114,9 @@ impl Store {
         }))
     }
 
-    /// The header of the frame that ends exactly at `lsn`, if this log has
-    /// one (a replica's last frame, to compare with the leader's).
-    pub fn frame_ending_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
+    /// The header of the durable frame holding `lsn` (for its commit time
+    /// and epoch), if the log has it.
+    pub fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
         if lsn == 0 || lsn > self.last_lsn() {
             return Ok(None);
         }
@@ -131,7 +131,13 @@ impl Store {
             detail: e.to_string(),
         })?;
         assert_eq!(h.first_lsn, first, "the index places frames where they are");
-        Ok((h.end_lsn() == lsn + 1).then_some(h))
+        Ok(Some(h))
+    }
+
+    /// The header of the frame that ends exactly at `lsn`, if this log has
+    /// one (a replica's last frame, to compare with the leader's).
+    pub fn frame_ending_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
+        Ok(self.frame_at(lsn)?.filter(|h| h.end_lsn() == lsn + 1))
     }
 
     /// Where a replica whose log ends at `last_lsn` with a frame whose CRC

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crate::batch::{Action, Batch, Committed};
@@ -146,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) epoch: AtomicU64,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
+    /// Signalled whenever `durable_lsn` moves.
+    pub(crate) lsn_moved: (Mutex<()>, Condvar),
     failure: Mutex<Option<String>>,
     _lock: File,
 }
@@ -189,6 +191,14 @@ impl Inner {
                 offset: e.offset,
                 detail,
             })
+    }
+
+    /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
+    pub(crate) fn publish_lsn(&self, lsn: u64) {
+        let prev = self.durable_lsn.swap(lsn, Ordering::AcqRel);
+        assert!(prev < lsn, "durable LSN must strictly increase");
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
@@ -309,6 +319,7 @@ impl Store {
             epoch: AtomicU64::new(epoch),
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
+            lsn_moved: (Mutex::new(()), Condvar::new()),
             _lock: lock,
         });
         let appender = match rec.segments.last() {
@@ -374,6 +385,26 @@ impl Store {
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Waits until the durable LSN is above `after` or `timeout` passes,
+    /// and returns the durable LSN then. For replication, which ships what
+    /// is durable as soon as it is.
+    pub fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, cv) = &self.inner.lsn_moved;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = self.last_lsn();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if now > after || left.is_zero() || self.inner.check_alive().is_err() {
+                return now;
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Whether local commits are refused (see [`Options::replica`]).

@@ -763,8 +763,7 @@ impl WriterState {
             self.epoch = epoch;
             self.inner.epoch.store(epoch, Ordering::Release);
         }
-        let prev = self.inner.durable_lsn.swap(next - 1, Ordering::AcqRel);
-        assert!(prev < next - 1, "durable LSN must strictly increase");
+        self.inner.publish_lsn(next - 1);
         failed.map_or(Ok(()), Err)
     }
 
@@ -828,14 +827,7 @@ impl WriterState {
         } else {
             self.unsynced_index_bytes += frame.len() as u64;
         }
-        let prev = self
-            .inner
-            .durable_lsn
-            .swap(header.end_lsn() - 1, Ordering::AcqRel);
-        assert!(
-            prev < header.end_lsn() - 1,
-            "durable LSN must strictly increase"
-        );
+        self.inner.publish_lsn(header.end_lsn() - 1);
         Ok(())
     }
 }

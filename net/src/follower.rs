@@ -1,0 +1,452 @@
+//! The follower's side of replication, as a sans-I/O state machine:
+//! `handle(event, now) -> actions`. It connects (with backoff), says where
+//! its log ends, appends the frames it is sent in order (one append at a
+//! time, coalescing what arrived meanwhile into one fsync), acknowledges
+//! its watermarks, asks again for frames that fail their checks, and
+//! reconnects from its durable end after any failure.
+//!
+//! Guarantees: its durable and applied watermarks never go back; it
+//! never asks to append a frame that does not follow its log; a refusal
+//! that reconnecting cannot cure (another cluster, another protocol
+//! version, a diverged log) stops it with the reason instead of looping.
+
+use crate::wire::{Message, PROTOCOL_VERSION, RefuseCode};
+
+/// Settings of a follower.
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    /// The cluster name both sides must share.
+    pub cluster: String,
+    /// This node's name.
+    pub node: String,
+    /// First reconnect delay, µs; doubles per failure up to `backoff_max_us`.
+    pub backoff_min_us: u64,
+    /// Longest reconnect delay, µs.
+    pub backoff_max_us: u64,
+    /// A leader silent this long (no frames, no heartbeat) is dropped, µs.
+    pub silence_us: u64,
+    /// Acknowledge at least this often while connected, µs.
+    pub ack_interval_us: u64,
+    /// Most received bytes queued for appending before reading pauses.
+    pub queue_bytes_max: usize,
+}
+
+impl FollowerConfig {
+    /// Production defaults.
+    pub fn new(cluster: &str, node: &str) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node: node.into(),
+            backoff_min_us: 100_000,
+            backoff_max_us: 5_000_000,
+            silence_us: 3_000_000,
+            ack_interval_us: 200_000,
+            queue_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the follower's durable log ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogEnd {
+    /// Epoch of the last frame (0: empty).
+    pub epoch: u64,
+    /// Last durable LSN (0: empty).
+    pub lsn: u64,
+    /// CRC of the last frame.
+    pub crc: u32,
+}
+
+/// What happened, fed to [`Follower::handle`].
+#[derive(Debug)]
+pub enum FollowerEvent {
+    /// Time passed.
+    Tick,
+    /// The connection the machine asked for is up.
+    Connected,
+    /// The connection is gone (or could not be made), with why.
+    Disconnected(String),
+    /// A message from the leader.
+    Message(Message),
+    /// The last [`FollowerAction::Append`] is durable and applied.
+    Appended(LogEnd),
+    /// The last append failed. `checksum`: the bytes were bad (refetch
+    /// them); otherwise the local disk failed (retry after backoff).
+    AppendFailed {
+        /// What failed.
+        error: String,
+        /// Whether the frames themselves were at fault.
+        checksum: bool,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FollowerAction {
+    /// Open a connection to the leader; answer `Connected` or `Disconnected`.
+    Connect,
+    /// Send a message on the open connection.
+    Send(Message),
+    /// Append these frames to the store; answer `Appended` or `AppendFailed`.
+    Append(Vec<u8>),
+    /// Close the connection, with why.
+    Disconnect(String),
+    /// Stop replicating for good, with why (an operator must act).
+    Stop(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle { retry_at_us: u64 },
+    Connecting,
+    AwaitWelcome,
+    Streaming,
+    Stopped,
+}
+
+/// What the leader last told this follower.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaderView {
+    /// The leader's node name.
+    pub node: String,
+    /// The leader's FHIR base URL.
+    pub http_url: String,
+    /// The leader's epoch.
+    pub epoch: u64,
+    /// The leader's last durable LSN.
+    pub last_lsn: u64,
+    /// Commit time of that LSN, µs since the Unix epoch (leader clock).
+    pub last_commit_us: u64,
+}
+
+/// Counters of a follower's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerCounters {
+    /// Connections made.
+    pub connects: u64,
+    /// Connections lost or refused.
+    pub disconnects: u64,
+    /// Chunks whose frames failed their checks on receipt.
+    pub checksum_failures: u64,
+    /// Appends that failed on the local disk.
+    pub disk_failures: u64,
+    /// Log bytes received.
+    pub bytes_received: u64,
+}
+
+/// The follower's replication state.
+#[derive(Debug)]
+pub struct Follower {
+    cfg: FollowerConfig,
+    phase: Phase,
+    end: LogEnd,
+    received: u64,
+    expected: u64,
+    appending: bool,
+    queue: Vec<u8>,
+    /// After a refetch: frames before this LSN still in the pipe are dropped.
+    refetch_from: Option<u64>,
+    backoff_us: u64,
+    last_heard_us: u64,
+    last_ack_us: u64,
+    acked: (u64, u64),
+    leader: LeaderView,
+    stopped: Option<String>,
+    counters: FollowerCounters,
+}
+
+impl Follower {
+    /// A follower whose durable log ends at `end`; it connects at once.
+    pub fn new(cfg: FollowerConfig, end: LogEnd) -> Self {
+        assert!(cfg.backoff_min_us > 0 && cfg.backoff_min_us <= cfg.backoff_max_us);
+        Self {
+            backoff_us: cfg.backoff_min_us,
+            cfg,
+            phase: Phase::Idle { retry_at_us: 0 },
+            end,
+            received: end.lsn,
+            expected: end.lsn + 1,
+            appending: false,
+            queue: Vec::new(),
+            refetch_from: None,
+            last_heard_us: 0,
+            last_ack_us: 0,
+            acked: (0, 0),
+            leader: LeaderView::default(),
+            stopped: None,
+            counters: FollowerCounters::default(),
+        }
+    }
+
+    /// Where the durable log ends.
+    pub fn log_end(&self) -> LogEnd {
+        self.end
+    }
+
+    /// The highest LSN received (durable or not).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// What the leader last said.
+    pub fn leader(&self) -> &LeaderView {
+        &self.leader
+    }
+
+    /// Whether frames are flowing.
+    pub fn is_streaming(&self) -> bool {
+        self.phase == Phase::Streaming
+    }
+
+    /// Why replication stopped for good, if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// This follower's counters.
+    pub fn counters(&self) -> FollowerCounters {
+        self.counters
+    }
+
+    /// Whether the driver should stop reading from the connection until
+    /// the queued frames are written (bounded memory).
+    pub fn queue_full(&self) -> bool {
+        self.queue.len() >= self.cfg.queue_bytes_max
+    }
+
+    /// Advances the machine by one event at time `now_us` (monotonic µs).
+    pub fn handle(&mut self, event: FollowerEvent, now_us: u64) -> Vec<FollowerAction> {
+        let mut out = Vec::new();
+        match event {
+            FollowerEvent::Tick => {}
+            FollowerEvent::Connected => {
+                if self.phase == Phase::Connecting {
+                    self.counters.connects += 1;
+                    self.phase = Phase::AwaitWelcome;
+                    self.last_heard_us = now_us;
+                    out.push(FollowerAction::Send(Message::Hello {
+                        protocol: PROTOCOL_VERSION,
+                        cluster: self.cfg.cluster.clone(),
+                        node: self.cfg.node.clone(),
+                        last_epoch: self.end.epoch,
+                        last_lsn: self.end.lsn,
+                        last_crc: self.end.crc,
+                    }));
+                }
+            }
+            FollowerEvent::Disconnected(why) => {
+                if matches!(
+                    self.phase,
+                    Phase::Connecting | Phase::AwaitWelcome | Phase::Streaming
+                ) {
+                    tracing::warn!(
+                        retry_ms = self.backoff_us / 1000,
+                        "replication connection lost: {why}"
+                    );
+                    self.drop_connection(now_us);
+                }
+            }
+            FollowerEvent::Message(m) => {
+                self.last_heard_us = now_us;
+                self.on_message(m, now_us, &mut out);
+            }
+            FollowerEvent::Appended(end) => {
+                assert!(
+                    self.appending,
+                    "an append completes only when one was asked"
+                );
+                self.appending = false;
+                assert!(end.lsn >= self.end.lsn, "the durable log never shrinks");
+                self.end = end;
+                self.received = self.received.max(end.lsn);
+                if self.phase == Phase::Streaming {
+                    self.backoff_us = self.cfg.backoff_min_us;
+                }
+            }
+            FollowerEvent::AppendFailed { error, checksum } => {
+                assert!(self.appending, "an append fails only when one was asked");
+                self.appending = false;
+                self.queue.clear();
+                if checksum {
+                    self.counters.checksum_failures += 1;
+                    if self.phase == Phase::Streaming {
+                        let from = self.end.lsn + 1;
+                        tracing::warn!(
+                            from_lsn = from,
+                            "frames failed their checks on receipt, not written; fetching them again: {error}"
+                        );
+                        self.received = self.end.lsn;
+                        self.expected = from;
+                        self.refetch_from = Some(from);
+                        out.push(FollowerAction::Send(Message::Refetch {
+                            from_lsn: from,
+                            reason: error,
+                        }));
+                    }
+                } else {
+                    self.counters.disk_failures += 1;
+                    tracing::error!(
+                        retry_ms = self.backoff_us / 1000,
+                        "cannot write replicated frames; acknowledgements stop until this is fixed: {error}"
+                    );
+                    if self.phase != Phase::Stopped {
+                        out.push(FollowerAction::Disconnect(format!(
+                            "local write failed: {error}"
+                        )));
+                        self.drop_connection(now_us);
+                    }
+                }
+            }
+        }
+        self.drive(now_us, &mut out);
+        out
+    }
+
+    fn drop_connection(&mut self, now_us: u64) {
+        self.counters.disconnects += 1;
+        self.phase = Phase::Idle {
+            retry_at_us: now_us + self.backoff_us,
+        };
+        self.backoff_us = (self.backoff_us * 2).min(self.cfg.backoff_max_us);
+        self.queue.clear();
+        self.refetch_from = None;
+        self.received = self.end.lsn;
+        self.expected = self.end.lsn + 1;
+    }
+
+    fn stop(&mut self, why: String, out: &mut Vec<FollowerAction>) {
+        tracing::error!("replication stopped: {why}");
+        self.phase = Phase::Stopped;
+        self.queue.clear();
+        self.stopped = Some(why.clone());
+        out.push(FollowerAction::Stop(why));
+    }
+
+    fn protocol_error(&mut self, why: String, now_us: u64, out: &mut Vec<FollowerAction>) {
+        tracing::warn!("replication protocol error: {why}");
+        out.push(FollowerAction::Disconnect(why));
+        self.drop_connection(now_us);
+    }
+
+    fn on_message(&mut self, m: Message, now_us: u64, out: &mut Vec<FollowerAction>) {
+        match (self.phase, m) {
+            (
+                Phase::AwaitWelcome,
+                Message::Welcome {
+                    leader,
+                    epoch,
+                    last_lsn,
+                    start_lsn,
+                    http_url,
+                },
+            ) => {
+                if start_lsn != self.end.lsn + 1 {
+                    let why = format!(
+                        "leader starts at lsn {start_lsn}, this log ends at {}",
+                        self.end.lsn
+                    );
+                    return self.protocol_error(why, now_us, out);
+                }
+                tracing::info!(leader = %leader, epoch, leader_lsn = last_lsn, from_lsn = start_lsn, "following");
+                self.leader = LeaderView {
+                    node: leader,
+                    http_url,
+                    epoch,
+                    last_lsn,
+                    last_commit_us: self.leader.last_commit_us,
+                };
+                self.phase = Phase::Streaming;
+                self.expected = start_lsn;
+                self.acked = (0, 0);
+            }
+            (_, Message::Refused { code, lsn, reason }) => match code {
+                RefuseCode::NotLeader => {
+                    self.protocol_error(format!("refused: {reason}"), now_us, out)
+                }
+                _ => self.stop(
+                    format!("the leader refused this follower ({code:?}, lsn {lsn}): {reason}"),
+                    out,
+                ),
+            },
+            (
+                Phase::Streaming,
+                Message::Frames {
+                    first_lsn,
+                    end_lsn,
+                    leader_lsn,
+                    bytes,
+                },
+            ) => {
+                if let Some(from) = self.refetch_from {
+                    if first_lsn != from {
+                        return; // sent before the leader saw the refetch
+                    }
+                    self.refetch_from = None;
+                }
+                if first_lsn != self.expected {
+                    let why = format!("frames from lsn {first_lsn}, expected {}", self.expected);
+                    return self.protocol_error(why, now_us, out);
+                }
+                self.counters.bytes_received += bytes.len() as u64;
+                self.expected = end_lsn;
+                self.received = end_lsn - 1;
+                self.leader.last_lsn = self.leader.last_lsn.max(leader_lsn);
+                self.queue.extend_from_slice(&bytes);
+            }
+            (
+                Phase::Streaming,
+                Message::Heartbeat {
+                    epoch,
+                    last_lsn,
+                    last_commit_us,
+                },
+            ) => {
+                self.leader.epoch = self.leader.epoch.max(epoch);
+                self.leader.last_lsn = self.leader.last_lsn.max(last_lsn);
+                self.leader.last_commit_us = self.leader.last_commit_us.max(last_commit_us);
+            }
+            (phase, m) => {
+                let why = format!("unexpected {} message while {phase:?}", m.kind());
+                self.protocol_error(why, now_us, out);
+            }
+        }
+    }
+
+    fn drive(&mut self, now_us: u64, out: &mut Vec<FollowerAction>) {
+        match self.phase {
+            Phase::Idle { retry_at_us } if now_us >= retry_at_us && !self.appending => {
+                self.phase = Phase::Connecting;
+                out.push(FollowerAction::Connect);
+            }
+            Phase::AwaitWelcome | Phase::Streaming
+                if now_us.saturating_sub(self.last_heard_us) > self.cfg.silence_us =>
+            {
+                let why = format!(
+                    "leader silent for {} ms",
+                    now_us.saturating_sub(self.last_heard_us) / 1000
+                );
+                out.push(FollowerAction::Disconnect(why));
+                self.drop_connection(now_us);
+            }
+            Phase::Streaming => {
+                if !self.appending && !self.queue.is_empty() {
+                    self.appending = true;
+                    out.push(FollowerAction::Append(std::mem::take(&mut self.queue)));
+                }
+                let marks = (self.received, self.end.lsn);
+                if marks != self.acked
+                    || now_us.saturating_sub(self.last_ack_us) >= self.cfg.ack_interval_us
+                {
+                    self.acked = marks;
+                    self.last_ack_us = now_us;
+                    out.push(FollowerAction::Send(Message::Ack {
+                        received: self.received,
+                        durable: self.end.lsn,
+                        applied: self.end.lsn,
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The leader's side of one replication session, as a sans-I/O state
+//! machine: `handle(event, now) -> actions`. No sockets, clocks or tasks:
+//! the driver (`transport`) or a test's simulator reads the log when asked,
+//! sends what it is told and feeds back what happened.
+//!
+//! Guarantees: frames are offered strictly in LSN order from the point the
+//! follower's log ends; at most `window_bytes` are unacknowledged at a time;
+//! the follower's watermarks, as this session reports them, never go back.
+
+use std::collections::VecDeque;
+
+use vigil_engine::{LogChunk, LogPosition};
+
+use crate::wire::{CHUNK_BYTES_MAX, Message, PROTOCOL_VERSION, RefuseCode};
+
+/// Settings of a leader session.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// The cluster name both sides must share.
+    pub cluster: String,
+    /// This node's name.
+    pub node: String,
+    /// This node's FHIR base URL, given to followers for forwarding writes.
+    pub http_url: String,
+    /// Most bytes sent and not yet acknowledged as received.
+    pub window_bytes: u64,
+    /// Most bytes per frames message (at most [`CHUNK_BYTES_MAX`]).
+    pub chunk_bytes: usize,
+    /// Heartbeat interval when nothing else is sent, µs.
+    pub heartbeat_us: u64,
+    /// A follower silent this long is disconnected, µs.
+    pub silence_us: u64,
+}
+
+impl LeaderConfig {
+    /// Defaults measured on the project's machines (see docs/BENCHMARKS.md).
+    pub fn new(cluster: &str, node: &str, http_url: &str) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node: node.into(),
+            http_url: http_url.into(),
+            window_bytes: 64 * 1024 * 1024,
+            chunk_bytes: 1024 * 1024,
+            heartbeat_us: 100_000,
+            silence_us: 5_000_000,
+        }
+    }
+}
+
+/// A follower's watermarks as the leader last heard them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Highest LSN the follower holds in memory.
+    pub received: u64,
+    /// Highest LSN the follower has fsynced: the only one loss counts from.
+    pub durable: u64,
+    /// Highest LSN the follower has indexed.
+    pub applied: u64,
+}
+
+/// What happened, fed to [`LeaderSession::handle`].
+#[derive(Debug)]
+pub enum LeaderEvent {
+    /// A message from the follower.
+    Message(Message),
+    /// The log's durable end moved (or is first known).
+    LogAdvanced {
+        /// The last durable LSN.
+        last_lsn: u64,
+        /// Its commit time, µs since the Unix epoch.
+        last_commit_us: u64,
+        /// The leader's epoch.
+        epoch: u64,
+    },
+    /// The answer to [`LeaderAction::ComparePosition`].
+    Position(LogPosition),
+    /// The answer to [`LeaderAction::ReadLog`] (`None`: nothing there yet).
+    Chunk(Option<LogChunk>),
+    /// Time passed.
+    Tick,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaderAction {
+    /// Send a message to the follower.
+    Send(Message),
+    /// Compare the follower's log end with the log; answer with `Position`.
+    ComparePosition {
+        /// Epoch of the follower's last frame.
+        epoch: u64,
+        /// The follower's last LSN.
+        lsn: u64,
+        /// CRC of the follower's last frame.
+        crc: u32,
+    },
+    /// Read frames from `from_lsn`, at most `max_bytes`; answer with `Chunk`.
+    ReadLog {
+        /// First LSN wanted (a frame boundary).
+        from_lsn: u64,
+        /// Byte budget.
+        max_bytes: usize,
+    },
+    /// The follower's watermarks advanced.
+    Watermarks(Watermarks),
+    /// End the session (after sending what was queued), with why.
+    Close(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    AwaitPosition,
+    Streaming,
+    Closed,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// Frames messages sent.
+    pub chunks_sent: u64,
+    /// Log bytes sent.
+    pub bytes_sent: u64,
+    /// Refetches the follower asked for (frames that failed on receipt).
+    pub refetches: u64,
+}
+
+/// The leader's side of one session with one follower.
+#[derive(Debug)]
+pub struct LeaderSession {
+    cfg: LeaderConfig,
+    phase: Phase,
+    follower: Option<String>,
+    epoch: u64,
+    leader_lsn: u64,
+    leader_commit_us: u64,
+    next_send: u64,
+    reading: bool,
+    /// (last LSN, bytes) of chunks sent and not yet acknowledged as received.
+    in_flight: VecDeque<(u64, u64)>,
+    in_flight_bytes: u64,
+    marks: Watermarks,
+    last_heard_us: u64,
+    last_sent_us: u64,
+    counters: SessionCounters,
+}
+
+impl LeaderSession {
+    /// A session for a follower that just connected, at time `now_us`.
+    pub fn new(cfg: LeaderConfig, now_us: u64) -> Self {
+        assert!(cfg.chunk_bytes > 0 && cfg.chunk_bytes <= CHUNK_BYTES_MAX);
+        assert!(cfg.window_bytes >= cfg.chunk_bytes as u64);
+        Self {
+            cfg,
+            phase: Phase::AwaitHello,
+            follower: None,
+            epoch: 0,
+            leader_lsn: 0,
+            leader_commit_us: 0,
+            next_send: 0,
+            reading: false,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            marks: Watermarks::default(),
+            last_heard_us: now_us,
+            last_sent_us: now_us,
+            counters: SessionCounters::default(),
+        }
+    }
+
+    /// The follower's node name, once it said hello.
+    pub fn follower(&self) -> Option<&str> {
+        self.follower.as_deref()
+    }
+
+    /// The follower's watermarks as last acknowledged.
+    pub fn watermarks(&self) -> Watermarks {
+        self.marks
+    }
+
+    /// This session's counters.
+    pub fn counters(&self) -> SessionCounters {
+        self.counters
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Advances the machine by one event at time `now_us` (monotonic µs).
+    pub fn handle(&mut self, event: LeaderEvent, now_us: u64) -> Vec<LeaderAction> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Closed {
+            return out;
+        }
+        match event {
+            LeaderEvent::Message(m) => {
+                self.last_heard_us = now_us;
+                self.on_message(m, &mut out);
+            }
+            LeaderEvent::LogAdvanced {
+                last_lsn,
+                last_commit_us,
+                epoch,
+            } => {
+                if last_lsn >= self.leader_lsn {
+                    self.leader_lsn = last_lsn;
+                    self.leader_commit_us = last_commit_us;
+                }
+                self.epoch = self.epoch.max(epoch);
+            }
+            LeaderEvent::Position(p) => self.on_position(p, &mut out),
+            LeaderEvent::Chunk(c) => {
+                self.reading = false;
+                if let Some(c) = c.filter(|c| c.first_lsn == self.next_send) {
+                    assert!(c.end_lsn > c.first_lsn, "a chunk holds a frame");
+                    let bytes = c.bytes.len() as u64;
+                    self.in_flight.push_back((c.end_lsn - 1, bytes));
+                    self.in_flight_bytes += bytes;
+                    self.next_send = c.end_lsn;
+                    self.counters.chunks_sent += 1;
+                    self.counters.bytes_sent += bytes;
+                    out.push(LeaderAction::Send(Message::Frames {
+                        first_lsn: c.first_lsn,
+                        end_lsn: c.end_lsn,
+                        leader_lsn: self.leader_lsn.max(c.end_lsn - 1),
+                        bytes: c.bytes,
+                    }));
+                }
+            }
+            LeaderEvent::Tick => {
+                if now_us.saturating_sub(self.last_heard_us) > self.cfg.silence_us {
+                    self.close(
+                        format!(
+                            "follower silent for {} ms",
+                            now_us.saturating_sub(self.last_heard_us) / 1000
+                        ),
+                        &mut out,
+                    );
+                    return out;
+                }
+            }
+        }
+        if self.phase == Phase::Streaming {
+            self.maybe_read(&mut out);
+            let sent = out.iter().any(|a| matches!(a, LeaderAction::Send(_)));
+            if sent {
+                self.last_sent_us = now_us;
+            } else if now_us.saturating_sub(self.last_sent_us) >= self.cfg.heartbeat_us {
+                self.last_sent_us = now_us;
+                out.push(LeaderAction::Send(Message::Heartbeat {
+                    epoch: self.epoch,
+                    last_lsn: self.leader_lsn,
+                    last_commit_us: self.leader_commit_us,
+                }));
+            }
+        }
+        out
+    }
+
+    fn close(&mut self, reason: String, out: &mut Vec<LeaderAction>) {
+        self.phase = Phase::Closed;
+        out.push(LeaderAction::Close(reason));
+    }
+
+    fn refuse(&mut self, code: RefuseCode, lsn: u64, reason: String, out: &mut Vec<LeaderAction>) {
+        out.push(LeaderAction::Send(Message::Refused {
+            code,
+            lsn,
+            reason: reason.clone(),
+        }));
+        self.close(reason, out);
+    }
+
+    fn on_message(&mut self, m: Message, out: &mut Vec<LeaderAction>) {
+        match (self.phase, m) {
+            (
+                Phase::AwaitHello,
+                Message::Hello {
+                    protocol,
+                    cluster,
+                    node,
+                    last_epoch,
+                    last_lsn,
+                    last_crc,
+                },
+            ) => {
+                if protocol != PROTOCOL_VERSION {
+                    let why = format!(
+                        "protocol version mismatch: follower {node} speaks {protocol}, this leader speaks {PROTOCOL_VERSION}"
+                    );
+                    return self.refuse(RefuseCode::ProtocolVersion, 0, why, out);
+                }
+                if cluster != self.cfg.cluster {
+                    let why = format!(
+                        "node {node} belongs to cluster {cluster:?}, this is cluster {:?}",
+                        self.cfg.cluster
+                    );
+                    return self.refuse(RefuseCode::WrongCluster, 0, why, out);
+                }
+                self.follower = Some(node);
+                self.marks = Watermarks {
+                    received: last_lsn,
+                    durable: last_lsn,
+                    applied: last_lsn,
+                };
+                self.phase = Phase::AwaitPosition;
+                out.push(LeaderAction::ComparePosition {
+                    epoch: last_epoch,
+                    lsn: last_lsn,
+                    crc: last_crc,
+                });
+            }
+            (
+                Phase::Streaming,
+                Message::Ack {
+                    received,
+                    durable,
+                    applied,
+                },
+            ) => {
+                let m = self.marks;
+                if durable < m.durable || applied < m.applied || received < m.durable {
+                    let why = format!(
+                        "watermarks went back: durable {} -> {durable}, applied {} -> {applied}",
+                        m.durable, m.applied
+                    );
+                    return self.refuse(RefuseCode::Protocol, 0, why, out);
+                }
+                if received >= self.next_send {
+                    let why = format!(
+                        "follower acknowledges lsn {received}, only {} was sent",
+                        self.next_send.saturating_sub(1)
+                    );
+                    return self.refuse(RefuseCode::Protocol, 0, why, out);
+                }
+                while let Some(&(last, bytes)) = self.in_flight.front() {
+                    if last > received {
+                        break;
+                    }
+                    self.in_flight.pop_front();
+                    self.in_flight_bytes -= bytes;
+                }
+                let new = Watermarks {
+                    received,
+                    durable,
+                    applied,
+                };
+                if new != self.marks {
+                    self.marks = new;
+                    out.push(LeaderAction::Watermarks(new));
+                }
+            }
+            (Phase::Streaming, Message::Refetch { from_lsn, reason }) => {
+                if from_lsn <= self.marks.durable || from_lsn >= self.next_send {
+                    let why = format!(
+                        "refetch from lsn {from_lsn} outside the unacknowledged range {}..{}",
+                        self.marks.durable + 1,
+                        self.next_send
+                    );
+                    return self.refuse(RefuseCode::Protocol, 0, why, out);
+                }
+                tracing::warn!(
+                    follower = self.follower.as_deref().unwrap_or("?"),
+                    from_lsn,
+                    "follower refetches frames that failed on receipt: {reason}"
+                );
+                self.counters.refetches += 1;
+                self.next_send = from_lsn;
+                self.in_flight.clear();
+                self.in_flight_bytes = 0;
+            }
+            (phase, m) => {
+                let why = format!("unexpected {} message while {phase:?}", m.kind());
+                self.refuse(RefuseCode::Protocol, 0, why, out);
+            }
+        }
+    }
+
+    fn on_position(&mut self, p: LogPosition, out: &mut Vec<LeaderAction>) {
+        if self.phase != Phase::AwaitPosition {
+            return;
+        }
+        let node = self.follower.clone().unwrap_or_default();
+        match p {
+            LogPosition::Prefix { next_lsn } => {
+                self.next_send = next_lsn;
+                self.phase = Phase::Streaming;
+                out.push(LeaderAction::Send(Message::Welcome {
+                    leader: self.cfg.node.clone(),
+                    epoch: self.epoch,
+                    last_lsn: self.leader_lsn,
+                    start_lsn: next_lsn,
+                    http_url: self.cfg.http_url.clone(),
+                }));
+            }
+            LogPosition::Diverged { agree_until } => {
+                let why = format!(
+                    "the log of {node} diverged from this leader's after lsn {agree_until}; it must rejoin (cut its log there) before it can follow"
+                );
+                self.refuse(RefuseCode::Diverged, agree_until, why, out);
+            }
+            LogPosition::Gone => {
+                let why = format!(
+                    "this leader no longer holds the log {node} needs; it must be reseeded"
+                );
+                self.refuse(RefuseCode::ReseedNeeded, 0, why, out);
+            }
+        }
+    }
+
+    fn maybe_read(&mut self, out: &mut Vec<LeaderAction>) {
+        if self.reading || self.next_send > self.leader_lsn {
+            return;
+        }
+        let room = self.cfg.window_bytes.saturating_sub(self.in_flight_bytes);
+        if room == 0 {
+            return;
+        }
+        self.reading = true;
+        out.push(LeaderAction::ReadLog {
+            from_lsn: self.next_send,
+            max_bytes: (room as usize).min(self.cfg.chunk_bytes),
+        });
+    }
+}

@@ -1,0 +1,18 @@
+//! # vigil-net
+//!
+//! Replication of Vigil's log to a follower in another region: frames
+//! shipped byte for byte over QUIC with mutual TLS, acknowledged as
+//! received, durable and applied.
+//!
+//! The protocol is decided by sans-I/O state machines ([`leader`],
+//! [`follower`]): `(state, event, now) -> actions`, with no sockets, clocks
+//! or tasks inside, so a seeded simulator drives them in tests exactly as
+//! [`node`] drives them with quinn and tokio in production. [`wire`] holds
+//! the messages and their bytes, [`tls`] the cluster's certificates.
+
+pub mod follower;
+pub mod leader;
+pub mod node;
+pub mod status;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,875 @@
+//! The driver: runs the replication state machines over quinn and tokio.
+//!
+//! A leader listens for followers and runs one [`LeaderSession`] per
+//! connection; a follower runs one [`Follower`] that connects to its
+//! leader. This module holds every socket, task and clock of replication
+//! and decides nothing: each decision is the state machines'.
+//!
+//! A node's role is fixed when it starts; [`Node::shutdown`] and a new
+//! [`Node::start`] change it (promotion comes with the failover work).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use vigil_engine::{Error as StoreError, Store};
+
+use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
+use crate::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, Watermarks};
+use crate::status::{FollowerLink, ReplicationStatus, SyncProgress, Upstream};
+use crate::tls::{Identity, TlsError, transport_config};
+use crate::wire::{Message, WireError};
+
+/// How often the state machines get a tick.
+const TICK: Duration = Duration::from_millis(50);
+/// Messages read ahead of the state machine per connection (each at most
+/// one chunk): bounds a follower's memory while its disk catches up.
+const READ_AHEAD_MESSAGES: usize = 32;
+/// QUIC idle timeout: a peer silent this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most follower sessions a leader serves at once.
+const SESSIONS_MAX: usize = 16;
+
+/// Why replication could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be opened.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A peer sent bytes that are not a message.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A QUIC connection or stream failed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The configuration cannot work.
+    #[error("replication configuration: {0}")]
+    Config(String),
+}
+
+/// What a node does in replication.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Accepts followers on `listen`.
+    Leader {
+        /// The replication address to listen on (UDP).
+        listen: SocketAddr,
+    },
+    /// Follows the leader at `leader`.
+    Follower {
+        /// The leader's replication address.
+        leader: SocketAddr,
+        /// The name the leader's certificate must carry (its node name, or
+        /// a host or IP it was made for).
+        leader_name: String,
+    },
+}
+
+/// Everything a node needs to replicate.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The cluster's name (hello check).
+    pub cluster: String,
+    /// This node's name (its certificate's).
+    pub node: String,
+    /// Directory holding `ca.pem`, `NODE.pem`, `NODE.key`.
+    pub certs: PathBuf,
+    /// This node's FHIR base URL, told to followers.
+    pub http_url: String,
+    /// Leader or follower.
+    pub role: Role,
+    /// QUIC flow-control window (≥ bandwidth × round trip of the link).
+    pub window_bytes: u64,
+    /// The RPO promise: `Some(0)` is synchronous replication; `None`
+    /// promises nothing.
+    pub max_lag: Option<Duration>,
+}
+
+impl NodeConfig {
+    /// Defaults for everything but the names, certificates and role.
+    pub fn new(cluster: &str, node: &str, certs: PathBuf, http_url: &str, role: Role) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node: node.into(),
+            certs,
+            http_url: http_url.into(),
+            role,
+            window_bytes: 32 * 1024 * 1024,
+            max_lag: None,
+        }
+    }
+}
+
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The durable end of the local log, as the watcher last saw it.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogHead {
+    lsn: u64,
+    commit_us: u64,
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    status: ReplicationStatus,
+    links: BTreeMap<String, FollowerLink>,
+}
+
+/// A running replication node. Dropping it without [`Node::shutdown`]
+/// leaves its tasks to end with the runtime.
+pub struct Node {
+    cfg: NodeConfig,
+    store: Arc<Store>,
+    shared: Arc<Mutex<Shared>>,
+    durable_rx: watch::Receiver<u64>,
+    stop: watch::Sender<bool>,
+    watcher_stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint: quinn::Endpoint,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Node {
+    /// Starts replication for `store` (a replica store for a follower).
+    pub async fn start(store: Arc<Store>, cfg: NodeConfig) -> Result<Node, NetError> {
+        let id = Identity::load(&cfg.certs, &cfg.node)?;
+        let transport = transport_config(cfg.window_bytes, IDLE_TIMEOUT);
+        let (stop, stop_rx) = watch::channel(false);
+        let (durable_tx, durable_rx) = watch::channel(0u64);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let watcher_stop = Arc::new(AtomicBool::new(false));
+        let head_rx = watch_log(store.clone(), watcher_stop.clone())?;
+        let started = Instant::now();
+        let (endpoint, tasks, role) = match &cfg.role {
+            Role::Leader { listen } => {
+                if store.is_read_only() {
+                    return Err(NetError::Config(
+                        "a leader needs a writable store, this one is a replica".into(),
+                    ));
+                }
+                let server = id.server_config(transport.clone())?;
+                let socket = udp_socket(*listen)?;
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(|source| NetError::Io {
+                    op: format!("replication endpoint on {listen}"),
+                    source,
+                })?;
+                let task = tokio::spawn(accept_loop(
+                    endpoint.clone(),
+                    store.clone(),
+                    cfg.clone(),
+                    shared.clone(),
+                    head_rx,
+                    durable_tx,
+                    stop_rx,
+                    started,
+                ));
+                (endpoint, vec![task], "leader")
+            }
+            Role::Follower {
+                leader,
+                leader_name,
+            } => {
+                if !store.is_read_only() {
+                    return Err(NetError::Config(
+                        "a follower needs a replica store (opened with replica = true)".into(),
+                    ));
+                }
+                let any: SocketAddr = if leader.is_ipv6() {
+                    "[::]:0"
+                        .parse()
+                        .map_err(|_| NetError::Config("bad address".into()))?
+                } else {
+                    "0.0.0.0:0"
+                        .parse()
+                        .map_err(|_| NetError::Config("bad address".into()))?
+                };
+                let socket = udp_socket(any)?;
+                let mut endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    None,
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(|source| NetError::Io {
+                    op: "replication client endpoint".into(),
+                    source,
+                })?;
+                endpoint.set_default_client_config(id.client_config(transport)?);
+                let task = tokio::spawn(follow(
+                    endpoint.clone(),
+                    *leader,
+                    leader_name.clone(),
+                    store.clone(),
+                    cfg.clone(),
+                    shared.clone(),
+                    stop_rx,
+                    started,
+                ));
+                (endpoint, vec![task], "follower")
+            }
+        };
+        {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.status.role = role.into();
+            s.status.node = cfg.node.clone();
+            s.status.cluster = cfg.cluster.clone();
+            s.status.max_lag_seconds = cfg.max_lag.map(|d| d.as_secs_f64());
+        }
+        Ok(Node {
+            cfg,
+            store,
+            shared,
+            durable_rx,
+            stop,
+            watcher_stop,
+            tasks,
+            endpoint,
+            started,
+        })
+    }
+
+    /// The UDP address replication listens on (a leader) or sends from.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Whether this node leads (accepts writes).
+    pub fn is_leader(&self) -> bool {
+        matches!(self.cfg.role, Role::Leader { .. })
+    }
+
+    /// The RPO promise configured.
+    pub fn max_lag(&self) -> Option<Duration> {
+        self.cfg.max_lag
+    }
+
+    /// The current replication status.
+    pub fn status(&self) -> ReplicationStatus {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = s.status.clone();
+        st.epoch = self.store.epoch();
+        st.last_lsn = self.store.last_lsn();
+        st.followers = s.links.values().cloned().collect();
+        if let Some(u) = st.upstream.as_mut() {
+            u.lag_lsns = u.leader_lsn.saturating_sub(u.durable);
+        }
+        let _ = self.started;
+        st
+    }
+
+    /// On a follower: the leader's FHIR base URL, once the leader said it.
+    pub fn leader_http(&self) -> Option<String> {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.status
+            .upstream
+            .as_ref()
+            .map(|u| u.leader_http.clone())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// On a leader: waits until some follower holds `lsn` durably, at most
+    /// `timeout`. Returns whether it does. Synchronous replication
+    /// acknowledges a write only after this returns `true`.
+    pub async fn wait_replicated(&self, lsn: u64, timeout: Duration) -> bool {
+        let mut rx = self.durable_rx.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|d| *d >= lsn))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops every task and closes the endpoint.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.watcher_stop.store(true, Ordering::Release);
+        self.endpoint.close(0u32.into(), b"shutting down");
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// A UDP socket with large buffers: a long fat link needs the kernel to
+/// hold a window's worth of datagrams (the kernel caps what it grants).
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
+    let io = |op: &str, source| NetError::Io {
+        op: format!("{op} {addr}"),
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| io("bind UDP", e))?;
+    let sock = socket2::SockRef::from(&socket);
+    for size in [8 << 20, 4 << 20, 1 << 20] {
+        if sock.set_recv_buffer_size(size).is_ok() && sock.set_send_buffer_size(size).is_ok() {
+            break;
+        }
+    }
+    Ok(socket)
+}
+
+/// A thread that turns the store's durable LSN into a watch channel.
+fn watch_log(
+    store: Arc<Store>,
+    stop: Arc<AtomicBool>,
+) -> Result<watch::Receiver<LogHead>, NetError> {
+    let head = |store: &Store| {
+        let lsn = store.last_lsn();
+        let h = store.frame_at(lsn).ok().flatten();
+        LogHead {
+            lsn,
+            commit_us: h.map_or(0, |h| h.timestamp_us),
+            epoch: h.map_or(store.epoch(), |h| h.epoch),
+        }
+    };
+    let (tx, rx) = watch::channel(head(&store));
+    std::thread::Builder::new()
+        .name("vigil-repl-watch".into())
+        .spawn(move || {
+            let mut last = store.last_lsn();
+            while !stop.load(Ordering::Acquire) {
+                let now = store.wait_for_lsn(last, Duration::from_millis(200));
+                if now != last {
+                    last = now;
+                    if tx.send(head(&store)).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+        .map_err(|source| NetError::Io {
+            op: "start log watcher".into(),
+            source,
+        })?;
+    Ok(rx)
+}
+
+async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, NetError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(NetError::Connection(e.to_string())),
+    }
+    let n = Message::body_len(len)?;
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))?;
+    Ok(Some(Message::decode(&body)?))
+}
+
+async fn write_message(send: &mut quinn::SendStream, m: &Message) -> Result<(), NetError> {
+    send.write_all(&m.encode())
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))
+}
+
+/// Reads messages into a bounded channel until the stream ends or fails.
+fn spawn_reader(mut recv: quinn::RecvStream) -> mpsc::Receiver<Result<Message, NetError>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD_MESSAGES);
+    tokio::spawn(async move {
+        loop {
+            let m = read_message(&mut recv).await;
+            let end = !matches!(m, Ok(Some(_)));
+            let item = match m {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(NetError::Connection("stream closed by peer".into())),
+                Err(e) => Err(e),
+            };
+            if tx.send(item).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[expect(clippy::too_many_arguments, reason = "one private task entry point")]
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    store: Arc<Store>,
+    cfg: NodeConfig,
+    shared: Arc<Mutex<Shared>>,
+    head_rx: watch::Receiver<LogHead>,
+    durable_tx: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+    started: Instant,
+) {
+    let durable_tx = Arc::new(durable_tx);
+    let sessions = Arc::new(tokio::sync::Semaphore::new(SESSIONS_MAX));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "too many replication sessions; refused");
+            incoming.refuse();
+            continue;
+        };
+        let (store, cfg, shared, head_rx, durable_tx, stop) = (
+            store.clone(),
+            cfg.clone(),
+            shared.clone(),
+            head_rx.clone(),
+            durable_tx.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, "replication peer refused during the handshake: {e}");
+                    return;
+                }
+            };
+            if let Err(e) =
+                serve_follower(conn, store, cfg, shared, head_rx, durable_tx, stop, started).await
+            {
+                tracing::warn!(%remote, "replication session ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one private task entry point")]
+async fn serve_follower(
+    conn: quinn::Connection,
+    store: Arc<Store>,
+    cfg: NodeConfig,
+    shared: Arc<Mutex<Shared>>,
+    mut head_rx: watch::Receiver<LogHead>,
+    durable_tx: Arc<watch::Sender<u64>>,
+    mut stop: watch::Receiver<bool>,
+    started: Instant,
+) -> Result<(), NetError> {
+    let remote = conn.remote_address();
+    let (mut send, recv) = tokio::time::timeout(IDLE_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| NetError::Connection("no stream opened".into()))?
+        .map_err(|e| NetError::Connection(e.to_string()))?;
+    let mut msgs = spawn_reader(recv);
+    let now = || started.elapsed().as_micros() as u64;
+    let mut session = LeaderSession::new(
+        LeaderConfig::new(&cfg.cluster, &cfg.node, &cfg.http_url),
+        now(),
+    );
+    let head = *head_rx.borrow_and_update();
+    let mut events = VecDeque::from([LeaderEvent::LogAdvanced {
+        last_lsn: head.lsn,
+        last_commit_us: head.commit_us,
+        epoch: head.epoch,
+    }]);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut name: Option<String> = None;
+    let result = loop {
+        while let Some(ev) = events.pop_front() {
+            for action in session.handle(ev, now()) {
+                match action {
+                    LeaderAction::Send(m) => write_message(&mut send, &m).await?,
+                    LeaderAction::ComparePosition { epoch, lsn, crc } => {
+                        let s = store.clone();
+                        let p = tokio::task::spawn_blocking(move || s.position_of(epoch, lsn, crc))
+                            .await
+                            .map_err(|e| NetError::Connection(e.to_string()))??;
+                        events.push_back(LeaderEvent::Position(p));
+                    }
+                    LeaderAction::ReadLog {
+                        from_lsn,
+                        max_bytes,
+                    } => {
+                        let s = store.clone();
+                        let c =
+                            tokio::task::spawn_blocking(move || s.read_log(from_lsn, max_bytes))
+                                .await
+                                .map_err(|e| NetError::Connection(e.to_string()))??;
+                        events.push_back(LeaderEvent::Chunk(c));
+                    }
+                    LeaderAction::Watermarks(w) => {
+                        durable_tx.send_if_modified(|d| {
+                            let more = w.durable > *d;
+                            *d = (*d).max(w.durable);
+                            more
+                        });
+                    }
+                    LeaderAction::Close(reason) => {
+                        tracing::warn!(%remote, "replication session closed: {reason}");
+                        let _ = send.finish();
+                        conn.close(1u32.into(), reason.as_bytes());
+                        mark_link(&shared, name.as_deref(), |l| l.connected = false);
+                        return Ok(());
+                    }
+                }
+            }
+            if name.is_none()
+                && let Some(n) = session.follower()
+            {
+                let n = n.to_owned();
+                tracing::info!(%remote, follower = %n, "follower connected");
+                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let link = s.links.entry(n.clone()).or_default();
+                link.node = n.clone();
+                link.remote = remote.to_string();
+                link.connected = true;
+                link.sessions += 1;
+                name = Some(n);
+            }
+        }
+        update_link(
+            &shared,
+            name.as_deref(),
+            &session,
+            &store,
+            &head_rx,
+            cfg.max_lag,
+        );
+        tokio::select! {
+            m = msgs.recv() => match m {
+                Some(Ok(m)) => events.push_back(LeaderEvent::Message(m)),
+                Some(Err(e)) => break Err(e),
+                None => break Err(NetError::Connection("reader ended".into())),
+            },
+            r = head_rx.changed() => {
+                if r.is_err() { break Ok(()); }
+                let h = *head_rx.borrow_and_update();
+                events.push_back(LeaderEvent::LogAdvanced { last_lsn: h.lsn, last_commit_us: h.commit_us, epoch: h.epoch });
+            }
+            _ = tick.tick() => events.push_back(LeaderEvent::Tick),
+            _ = stop.changed() => break Ok(()),
+        }
+    };
+    mark_link(&shared, name.as_deref(), |l| l.connected = false);
+    conn.close(0u32.into(), b"session ended");
+    result
+}
+
+fn mark_link(shared: &Mutex<Shared>, name: Option<&str>, f: impl FnOnce(&mut FollowerLink)) {
+    if let Some(n) = name {
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = s.links.get_mut(n) {
+            f(l);
+        }
+    }
+}
+
+/// Refreshes a follower's link in the status: watermarks, lag, and
+/// eligibility against `max_lag` (logged when it changes).
+fn update_link(
+    shared: &Mutex<Shared>,
+    name: Option<&str>,
+    session: &LeaderSession,
+    store: &Store,
+    head_rx: &watch::Receiver<LogHead>,
+    max_lag: Option<Duration>,
+) {
+    let Some(n) = name else { return };
+    let w: Watermarks = session.watermarks();
+    let head = *head_rx.borrow();
+    let lag_seconds = if w.durable >= head.lsn {
+        0.0
+    } else {
+        store
+            .frame_at(w.durable + 1)
+            .ok()
+            .flatten()
+            .map_or(0.0, |h| {
+                wall_us().saturating_sub(h.timestamp_us) as f64 / 1e6
+            })
+    };
+    let c = session.counters();
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(l) = s.links.get_mut(n) else { return };
+    let eligible = max_lag.is_none_or(|m| lag_seconds <= m.as_secs_f64().max(0.001));
+    if l.eligible != eligible && l.sessions > 0 {
+        if eligible {
+            tracing::info!(
+                follower = n,
+                lag_seconds,
+                "follower within max_lag again: eligible for promotion"
+            );
+        } else {
+            tracing::warn!(
+                follower = n,
+                lag_seconds,
+                "follower beyond max_lag: ineligible for promotion"
+            );
+        }
+    }
+    l.eligible = eligible;
+    l.received = w.received;
+    l.durable = w.durable;
+    l.applied = w.applied;
+    l.lag_lsns = head.lsn.saturating_sub(w.durable);
+    l.lag_seconds = lag_seconds;
+    l.bytes_sent = c.bytes_sent;
+    l.chunks_sent = c.chunks_sent;
+    l.refetches = c.refetches;
+}
+
+fn log_end(store: &Store) -> Result<LogEnd, StoreError> {
+    let lsn = store.last_lsn();
+    Ok(match store.frame_ending_at(lsn)? {
+        Some(h) => LogEnd {
+            epoch: h.epoch,
+            lsn,
+            crc: h.crc,
+        },
+        None => LogEnd::default(),
+    })
+}
+
+enum Driven {
+    Machine(FollowerEvent),
+    /// A connection attempt of generation `gen` finished.
+    Connected(
+        u64,
+        Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String>,
+    ),
+    /// A message (or the end) on the connection of generation `gen`.
+    Read(u64, Result<Message, NetError>),
+}
+
+#[expect(clippy::too_many_arguments, reason = "one private task entry point")]
+async fn follow(
+    endpoint: quinn::Endpoint,
+    leader: SocketAddr,
+    leader_name: String,
+    store: Arc<Store>,
+    cfg: NodeConfig,
+    shared: Arc<Mutex<Shared>>,
+    mut stop: watch::Receiver<bool>,
+    started: Instant,
+) {
+    let now = || started.elapsed().as_micros() as u64;
+    let end = match log_end(&store) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("replication cannot start: {e}");
+            return;
+        }
+    };
+    let mut machine = Follower::new(FollowerConfig::new(&cfg.cluster, &cfg.node), end);
+    let (tx, mut rx) = mpsc::channel::<Driven>(READ_AHEAD_MESSAGES * 2);
+    let mut generation = 0u64;
+    let mut conn: Option<(quinn::Connection, quinn::SendStream)> = None;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = VecDeque::from([FollowerEvent::Tick]);
+    let mut rate = Rate::default();
+    loop {
+        while let Some(ev) = pending.pop_front() {
+            for action in machine.handle(ev, now()) {
+                match action {
+                    FollowerAction::Connect => {
+                        generation += 1;
+                        let (g, tx, endpoint, name) = (
+                            generation,
+                            tx.clone(),
+                            endpoint.clone(),
+                            leader_name.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let r = connect(&endpoint, leader, &name).await;
+                            let _ = tx.send(Driven::Connected(g, r)).await;
+                        });
+                    }
+                    FollowerAction::Send(m) => {
+                        if let Some((_, send)) = conn.as_mut()
+                            && let Err(e) = write_message(send, &m).await
+                        {
+                            pending.push_back(FollowerEvent::Disconnected(e.to_string()));
+                        }
+                    }
+                    FollowerAction::Append(bytes) => {
+                        let (s, tx) = (store.clone(), tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let ev = match s.append_log(bytes) {
+                                Ok(_) => match log_end(&s) {
+                                    Ok(end) => FollowerEvent::Appended(end),
+                                    Err(e) => FollowerEvent::AppendFailed {
+                                        error: e.to_string(),
+                                        checksum: false,
+                                    },
+                                },
+                                Err(e) => FollowerEvent::AppendFailed {
+                                    checksum: matches!(e, StoreError::Replication(_)),
+                                    error: e.to_string(),
+                                },
+                            };
+                            let _ = tx.blocking_send(Driven::Machine(ev));
+                        });
+                    }
+                    FollowerAction::Disconnect(why) => {
+                        generation += 1;
+                        if let Some((c, _)) = conn.take() {
+                            c.close(1u32.into(), why.as_bytes());
+                        }
+                    }
+                    FollowerAction::Stop(why) => {
+                        generation += 1;
+                        if let Some((c, _)) = conn.take() {
+                            c.close(2u32.into(), why.as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        publish_upstream(&shared, &machine, leader, &mut rate);
+        let ev = tokio::select! {
+            ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            _ = tick.tick() => { pending.push_back(FollowerEvent::Tick); continue; }
+            _ = stop.changed() => break,
+        };
+        match ev {
+            Driven::Machine(e) => pending.push_back(e),
+            Driven::Connected(g, _) if g != generation => {}
+            Driven::Connected(_, Ok((c, send, recv))) => {
+                conn = Some((c, send));
+                let (g, tx) = (generation, tx.clone());
+                let mut msgs = spawn_reader(recv);
+                tokio::spawn(async move {
+                    while let Some(m) = msgs.recv().await {
+                        let end = m.is_err();
+                        if tx.send(Driven::Read(g, m)).await.is_err() || end {
+                            break;
+                        }
+                    }
+                });
+                pending.push_back(FollowerEvent::Connected);
+            }
+            Driven::Connected(_, Err(e)) => pending.push_back(FollowerEvent::Disconnected(e)),
+            Driven::Read(g, _) if g != generation => {}
+            Driven::Read(_, Ok(m)) => pending.push_back(FollowerEvent::Message(m)),
+            Driven::Read(_, Err(e)) => {
+                conn = None;
+                pending.push_back(FollowerEvent::Disconnected(e.to_string()));
+            }
+        }
+    }
+    if let Some((c, _)) = conn {
+        c.close(0u32.into(), b"shutting down");
+    }
+}
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    leader: SocketAddr,
+    name: &str,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String> {
+    let connecting = endpoint
+        .connect(leader, name)
+        .map_err(|e| format!("connect to {leader}: {e}"))?;
+    let c = tokio::time::timeout(IDLE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("connect to {leader}: timed out"))?
+        .map_err(|e| format!("connect to {leader}: {e}"))?;
+    let (send, recv) = c
+        .open_bi()
+        .await
+        .map_err(|e| format!("open stream to {leader}: {e}"))?;
+    Ok((c, send, recv))
+}
+
+/// Receive rate over a sliding few seconds.
+#[derive(Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn observe(&mut self, total: u64) -> f64 {
+        let now = Instant::now();
+        self.samples.push_back((now, total));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(5))
+        {
+            self.samples.pop_front();
+        }
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                (b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, rate: &mut Rate) {
+    let c = m.counters();
+    let l = m.leader();
+    let end = m.log_end();
+    let bytes_per_second = rate.observe(c.bytes_received);
+    let lsns_left = l.last_lsn.saturating_sub(end.lsn);
+    let sync = (lsns_left > 0 && l.last_lsn > 0).then(|| {
+        let percent = end.lsn as f64 * 100.0 / l.last_lsn as f64;
+        // LSNs per byte so far gives the time left at the current rate.
+        let eta_seconds = (bytes_per_second > 0.0 && end.lsn > 0).then(|| {
+            let bytes_per_lsn = c.bytes_received as f64 / end.lsn.max(1) as f64;
+            lsns_left as f64 * bytes_per_lsn / bytes_per_second
+        });
+        SyncProgress {
+            percent,
+            lsns_left,
+            bytes_per_second,
+            eta_seconds,
+        }
+    });
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    s.status.upstream = Some(Upstream {
+        leader_addr: leader.to_string(),
+        leader: l.node.clone(),
+        leader_http: l.http_url.clone(),
+        connected: m.is_streaming(),
+        leader_lsn: l.last_lsn,
+        received: m.received(),
+        durable: end.lsn,
+        applied: end.lsn,
+        lag_lsns: lsns_left,
+        lag_seconds: 0.0,
+        stopped: m.stopped().map(String::from),
+        connects: c.connects,
+        disconnects: c.disconnects,
+        checksum_failures: c.checksum_failures,
+        disk_failures: c.disk_failures,
+        bytes_received: c.bytes_received,
+        sync,
+    });
+}

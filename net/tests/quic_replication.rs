@@ -1,0 +1,196 @@
+//! Replication over real QUIC on loopback: a follower catches up with a
+//! leader that already holds data and then tails it; a node whose
+//! certificate another cluster's CA signed is refused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_engine::{Batch, Op, Options, Store, frame::check_frame};
+use vigil_net::node::{Node, NodeConfig, Role};
+use vigil_net::tls::{NodeSpec, make_cluster};
+
+fn frames(store: &Store) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut next = 1;
+    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
+        let mut pos = 0;
+        while pos < c.bytes.len() {
+            let h = check_frame(&c.bytes[pos..]).expect("valid");
+            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
+            pos += h.frame_len() as usize;
+        }
+        next = c.end_lsn;
+    }
+    out
+}
+
+fn write(store: &Store, from: u32, n: u32) {
+    let mut b = Batch::new();
+    for i in from..from + n {
+        let id = format!("p{i}");
+        let body =
+            format!(r#"{{"resourceType":"Patient","id":"{id}","name":[{{"family":"F{i}"}}]}}"#);
+        b.push(Op::put("Patient", id, body.into_bytes()));
+    }
+    store.commit(b).expect("commit");
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn nodes(certs: &std::path::Path, cluster: &str, names: &[&str]) {
+    let specs: Vec<_> = names
+        .iter()
+        .map(|n| NodeSpec::parse(n).expect("spec"))
+        .collect();
+    make_cluster(certs, cluster, &specs).expect("certs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_then_tails_the_leader() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("certs");
+    nodes(&certs, "c1", &["a", "b"]);
+    let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
+    for r in 0..20 {
+        write(&leader, r * 100, 100);
+    }
+    let ln = Node::start(
+        leader.clone(),
+        NodeConfig::new(
+            "c1",
+            "a",
+            certs.clone(),
+            "http://127.0.0.1:1",
+            Role::Leader {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+            },
+        ),
+    )
+    .await
+    .expect("leader node");
+    let addr = ln.local_addr().expect("addr");
+    let replica = Arc::new(
+        Store::open_with(
+            dir.path().join("b"),
+            Options {
+                replica: true,
+                ..Options::default()
+            },
+        )
+        .expect("replica"),
+    );
+    let fnode = Node::start(
+        replica.clone(),
+        NodeConfig::new(
+            "c1",
+            "b",
+            certs.clone(),
+            "http://127.0.0.1:2",
+            Role::Follower {
+                leader: addr,
+                leader_name: "a".into(),
+            },
+        ),
+    )
+    .await
+    .expect("follower node");
+    until("catch-up", || replica.last_lsn() == leader.last_lsn()).await;
+    write(&leader, 5000, 10);
+    until("live tail", || replica.last_lsn() == leader.last_lsn()).await;
+    assert!(
+        ln.wait_replicated(leader.last_lsn(), Duration::from_secs(10))
+            .await
+    );
+    until("status", || {
+        let s = ln.status();
+        s.followers.len() == 1 && s.followers[0].durable == leader.last_lsn()
+    })
+    .await;
+    let s = ln.status();
+    assert_eq!(s.role, "leader");
+    assert!(s.followers[0].connected && s.followers[0].eligible);
+    assert_eq!(s.followers[0].node, "b");
+    let fs = fnode.status();
+    let up = fs.upstream.expect("upstream");
+    assert_eq!(up.leader, "a");
+    assert_eq!(up.leader_http, "http://127.0.0.1:1");
+    assert_eq!(up.durable, leader.last_lsn());
+    assert_eq!(fnode.leader_http().as_deref(), Some("http://127.0.0.1:1"));
+    fnode.shutdown().await;
+    ln.shutdown().await;
+    assert_eq!(
+        frames(&replica),
+        frames(&leader),
+        "logs frame-for-frame identical"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    nodes(&ours, "c1", &["a"]);
+    nodes(&theirs, "c2", &["b"]);
+    let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
+    write(&leader, 0, 10);
+    let ln = Node::start(
+        leader.clone(),
+        NodeConfig::new(
+            "c1",
+            "a",
+            ours,
+            "http://x",
+            Role::Leader {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+            },
+        ),
+    )
+    .await
+    .expect("leader node");
+    let replica = Arc::new(
+        Store::open_with(
+            dir.path().join("b"),
+            Options {
+                replica: true,
+                ..Options::default()
+            },
+        )
+        .expect("replica"),
+    );
+    let fnode = Node::start(
+        replica.clone(),
+        NodeConfig::new(
+            "c2",
+            "b",
+            theirs,
+            "http://y",
+            Role::Follower {
+                leader: ln.local_addr().expect("addr"),
+                leader_name: "a".into(),
+            },
+        ),
+    )
+    .await
+    .expect("follower node");
+    until("a failed connection", || {
+        fnode.status().upstream.is_some_and(|u| u.disconnects >= 1)
+    })
+    .await;
+    assert_eq!(
+        replica.last_lsn(),
+        0,
+        "nothing replicated to a foreign node"
+    );
+    assert!(
+        ln.status().followers.is_empty(),
+        "the leader never accepted it"
+    );
+    fnode.shutdown().await;
+    ln.shutdown().await;
+}
