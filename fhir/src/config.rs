@@ -27,6 +27,8 @@ pub struct Config {
     pub log_level: String,
     /// Bearer-token authorisation (off unless configured).
     pub auth: crate::auth::AuthConfig,
+    /// Replication to (or from) another region; off unless configured.
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 /// Default request body limit: 16 MiB, as the issue asks.
@@ -43,6 +45,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             auth: crate::auth::AuthConfig::default(),
+            replication: None,
         }
     }
 }
@@ -98,6 +101,9 @@ impl Config {
                 "log_format must be text or json, not {:?}",
                 self.log_format
             )));
+        }
+        if let Some(r) = &self.replication {
+            r.validate()?;
         }
         Ok(())
     }

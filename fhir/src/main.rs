@@ -34,6 +34,34 @@ enum Command {
         /// Log format: text or json.
         #[arg(long)]
         log_format: Option<String>,
+        #[command(flatten)]
+        repl: ReplFlags,
+    },
+    /// Make a cluster CA and a certificate per node for replication (mutual TLS).
+    Certs {
+        /// Directory to write ca.pem, ca.key, NODE.pem and NODE.key into
+        /// (an existing CA there is reused).
+        #[arg(long)]
+        out: PathBuf,
+        /// The cluster's name.
+        #[arg(long)]
+        cluster: String,
+        /// A node: NAME, or NAME=host,ip,… for the names it is reached at
+        /// (default: localhost, 127.0.0.1, ::1). Repeat for each node.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Show a node's role, log position and replication state.
+    Status {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Load-test a FHIR server (pgbench-like): throughput and latency.
     Bench {
@@ -64,6 +92,94 @@ enum Command {
     },
 }
 
+/// Replication flags of `vigil serve`; they override `[replication]`.
+#[derive(clap::Args)]
+struct ReplFlags {
+    /// leader or follower.
+    #[arg(long)]
+    role: Option<String>,
+    /// Follower: the leader's replication address (UDP), e.g. 10.0.0.1:7400.
+    #[arg(long)]
+    leader: Option<SocketAddr>,
+    /// Leader: the replication address to listen on (UDP).
+    #[arg(long)]
+    replication: Option<SocketAddr>,
+    /// This node's name (its certificate is CERTS/NODE.pem).
+    #[arg(long)]
+    node: Option<String>,
+    /// The cluster's name.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Directory made by `vigil certs`.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// The RPO promise in milliseconds; 0 is synchronous replication.
+    #[arg(long)]
+    max_lag_ms: Option<u64>,
+}
+
+impl ReplFlags {
+    fn apply(self, cfg: &mut Config) -> anyhow::Result<()> {
+        let any = self.role.is_some()
+            || self.leader.is_some()
+            || self.replication.is_some()
+            || self.node.is_some()
+            || self.cluster.is_some()
+            || self.certs.is_some()
+            || self.max_lag_ms.is_some();
+        if !any {
+            return Ok(());
+        }
+        let r = match cfg.replication.take() {
+            Some(r) => r,
+            None => {
+                let (Some(node), Some(certs)) = (self.node.clone(), self.certs.clone()) else {
+                    anyhow::bail!(
+                        "replication needs --node and --certs (or a [replication] table in --config)"
+                    );
+                };
+                vigil_fhir::replication::ReplicationConfig {
+                    cluster: "vigil".into(),
+                    node,
+                    certs,
+                    role: "leader".into(),
+                    listen: None,
+                    leader: None,
+                    leader_name: None,
+                    max_lag_ms: None,
+                    sync_timeout_ms: 5_000,
+                    on_lag: "accept".into(),
+                    window_bytes: 32 * 1024 * 1024,
+                }
+            }
+        };
+        let mut r = r;
+        if let Some(v) = self.role {
+            r.role = v;
+        }
+        if let Some(v) = self.leader {
+            r.leader = Some(v);
+        }
+        if let Some(v) = self.replication {
+            r.listen = Some(v);
+        }
+        if let Some(v) = self.node {
+            r.node = v;
+        }
+        if let Some(v) = self.cluster {
+            r.cluster = v;
+        }
+        if let Some(v) = self.certs {
+            r.certs = v;
+        }
+        if let Some(v) = self.max_lag_ms {
+            r.max_lag_ms = Some(v);
+        }
+        cfg.replication = Some(r);
+        Ok(())
+    }
+}
+
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
@@ -87,6 +203,7 @@ fn main() -> anyhow::Result<()> {
             data,
             http,
             log_format,
+            repl,
         } => {
             let mut cfg = match &config {
                 Some(path) => Config::from_file(path)?,
@@ -101,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(f) = log_format {
                 cfg.log_format = f;
             }
+            repl.apply(&mut cfg)?;
             cfg.validate()?;
             init_logs(&cfg);
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -111,6 +229,38 @@ fn main() -> anyhow::Result<()> {
                 // One line on stdout that scripts and tests wait for.
                 println!("vigil listening on http://{addr}");
             }))?;
+            Ok(())
+        }
+        Command::Certs {
+            out,
+            cluster,
+            nodes,
+        } => {
+            let specs = nodes
+                .iter()
+                .map(|n| vigil_net::tls::NodeSpec::parse(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let written = vigil_net::tls::make_cluster(&out, &cluster, &specs)?;
+            for f in written {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "keep {} offline once every node has its certificate",
+                out.join("ca.key").display()
+            );
+            Ok(())
+        }
+        Command::Status { url, json, token } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let text = rt.block_on(vigil_fhir::status_cmd::fetch(&url, token.as_deref()))?;
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", vigil_fhir::status_cmd::render(&text)?);
+            }
             Ok(())
         }
         Command::Bench {

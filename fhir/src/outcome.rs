@@ -97,6 +97,15 @@ impl From<vigil_engine::Error> for FhirError {
                 FhirError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", e.to_string())
             }
             E::Invalid { .. } | E::EmptyBatch => FhirError::invalid(e.to_string()),
+            E::ReadOnly => {
+                let mut err = FhirError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "transient",
+                    "this node is a follower and its leader is not known yet; retry",
+                );
+                err.retry_after = Some(1);
+                err
+            }
             E::Poisoned(_) | E::Fsync { .. } | E::Closed => {
                 let mut err =
                     FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", e.to_string());

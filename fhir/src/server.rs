@@ -23,6 +23,10 @@ pub struct App {
     pub base: String,
     /// Bearer-token checks, when configured.
     pub auth: Option<crate::auth::Authenticator>,
+    /// Replication, when configured (started by [`run`]).
+    pub replication: Option<crate::replication::Replication>,
+    /// Time to acknowledge writes, for `/metrics`.
+    pub commit_latency: crate::replication::CommitLatency,
 }
 
 impl App {
@@ -32,6 +36,7 @@ impl App {
         let opts = Options {
             resource_bytes_max: config.max_resource_bytes,
             extractor: Arc::new(search::SearchKeys),
+            replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
         };
         let store = Store::open_with(&config.data, opts)?;
@@ -40,6 +45,8 @@ impl App {
             base: config.base(),
             config,
             auth,
+            replication: None,
+            commit_latency: Default::default(),
         })
     }
 }
@@ -52,6 +59,15 @@ const INLINE_PREPARE_OPS_MAX: usize = 16;
 /// engine calls back when the frame is durable. Large batches are prepared
 /// on a blocking thread so that compression does not stall the runtime.
 pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
+    let started = std::time::Instant::now();
+    crate::replication::admit_write(app)?;
+    let committed = commit_locally(app, batch).await?;
+    crate::replication::after_commit(app, committed.last_lsn).await?;
+    app.commit_latency.observe(started.elapsed());
+    Ok(committed)
+}
+
+async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let done = move |r: vigil_engine::Result<Committed>| {
         let _ = tx.send(r);
@@ -76,6 +92,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metadata", get(capability::metadata))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/status", get(crate::replication::status))
+        .route("/metrics", get(crate::replication::metrics))
         .route("/", post(transaction::bundle))
         .route("/_history", get(history::system))
         .route(
@@ -96,6 +114,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::replication::follower_layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::auth::layer,
@@ -146,6 +168,9 @@ pub enum ServeError {
     /// The server failed while running.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// Replication could not start.
+    #[error("replication: {0}")]
+    Replication(#[from] vigil_net::node::NetError),
 }
 
 /// Runs the server until SIGINT or SIGTERM; in-flight requests finish and
@@ -161,12 +186,27 @@ pub async fn run(
     let bound = listener.local_addr()?;
     let mut config = config;
     config.http = bound;
-    let app = Arc::new(App::open(config)?);
+    let mut app = App::open(config)?;
+    if let Some(rc) = app.config.replication.clone() {
+        let node =
+            vigil_net::node::Node::start(app.store.clone(), rc.node_config(&app.base)).await?;
+        tracing::info!(
+            role = %rc.role,
+            node = %rc.node,
+            replication = ?node.local_addr(),
+            "replication started"
+        );
+        app.replication = Some(crate::replication::Replication::new(node, rc));
+    }
+    let app = Arc::new(app);
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(r) = &app.replication {
+        r.node.shutdown().await;
+    }
     tracing::info!("shutting down: closing the store");
     drop(app);
     Ok(())

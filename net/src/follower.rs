@@ -38,8 +38,8 @@ impl FollowerConfig {
             cluster: cluster.into(),
             node: node.into(),
             backoff_min_us: 100_000,
-            backoff_max_us: 5_000_000,
-            silence_us: 3_000_000,
+            backoff_max_us: 1_000_000,
+            silence_us: 1_000_000,
             ack_interval_us: 200_000,
             queue_bytes_max: 64 * 1024 * 1024,
         }
@@ -62,6 +62,10 @@ pub struct LogEnd {
 pub enum FollowerEvent {
     /// Time passed.
     Tick,
+    /// Bytes of a message still arriving were received: the leader is
+    /// alive even though no whole message completed (a large chunk on a
+    /// slow or lossy link).
+    Progress,
     /// The connection the machine asked for is up.
     Connected,
     /// The connection is gone (or could not be made), with why.
@@ -219,6 +223,11 @@ impl Follower {
         let mut out = Vec::new();
         match event {
             FollowerEvent::Tick => {}
+            FollowerEvent::Progress => {
+                if matches!(self.phase, Phase::AwaitWelcome | Phase::Streaming) {
+                    self.last_heard_us = now_us;
+                }
+            }
             FollowerEvent::Connected => {
                 if self.phase == Phase::Connecting {
                     self.counters.connects += 1;

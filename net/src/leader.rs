@@ -40,9 +40,9 @@ impl LeaderConfig {
             node: node.into(),
             http_url: http_url.into(),
             window_bytes: 64 * 1024 * 1024,
-            chunk_bytes: 1024 * 1024,
+            chunk_bytes: 256 * 1024,
             heartbeat_us: 100_000,
-            silence_us: 5_000_000,
+            silence_us: 2_000_000,
         }
     }
 }

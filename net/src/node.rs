@@ -145,7 +145,7 @@ pub struct Node {
     durable_rx: watch::Receiver<u64>,
     stop: watch::Sender<bool>,
     watcher_stop: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     endpoint: quinn::Endpoint,
     started: Instant,
 }
@@ -255,7 +255,7 @@ impl Node {
             durable_rx,
             stop,
             watcher_stop,
-            tasks,
+            tasks: Mutex::new(tasks),
             endpoint,
             started,
         })
@@ -310,12 +310,13 @@ impl Node {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Stops every task and closes the endpoint.
-    pub async fn shutdown(self) {
+    /// Stops every task and closes the endpoint. Idempotent.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         self.watcher_stop.store(true, Ordering::Release);
         self.endpoint.close(0u32.into(), b"shutting down");
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
@@ -375,7 +376,10 @@ fn watch_log(
     Ok(rx)
 }
 
-async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, NetError> {
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    progress: &std::sync::atomic::AtomicU64,
+) -> Result<Option<Message>, NetError> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -384,9 +388,21 @@ async fn read_message(recv: &mut quinn::RecvStream) -> Result<Option<Message>, N
     }
     let n = Message::body_len(len)?;
     let mut body = vec![0u8; n];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| NetError::Connection(e.to_string()))?;
+    let mut pos = 0;
+    while pos < n {
+        match recv.read(&mut body[pos..]).await {
+            Ok(Some(k)) => {
+                pos += k;
+                progress.fetch_add(k as u64, Ordering::Relaxed);
+            }
+            Ok(None) => {
+                return Err(NetError::Connection(format!(
+                    "stream ended inside a message ({pos} of {n} bytes)"
+                )));
+            }
+            Err(e) => return Err(NetError::Connection(e.to_string())),
+        }
+    }
     Ok(Some(Message::decode(&body)?))
 }
 
@@ -397,11 +413,15 @@ async fn write_message(send: &mut quinn::SendStream, m: &Message) -> Result<(), 
 }
 
 /// Reads messages into a bounded channel until the stream ends or fails.
-fn spawn_reader(mut recv: quinn::RecvStream) -> mpsc::Receiver<Result<Message, NetError>> {
+/// `progress` counts bytes as they arrive, inside a message too.
+fn spawn_reader(
+    mut recv: quinn::RecvStream,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+) -> mpsc::Receiver<Result<Message, NetError>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD_MESSAGES);
     tokio::spawn(async move {
         loop {
-            let m = read_message(&mut recv).await;
+            let m = read_message(&mut recv, &progress).await;
             let end = !matches!(m, Ok(Some(_)));
             let item = match m {
                 Ok(Some(m)) => Ok(m),
@@ -482,7 +502,7 @@ async fn serve_follower(
         .await
         .map_err(|_| NetError::Connection("no stream opened".into()))?
         .map_err(|e| NetError::Connection(e.to_string()))?;
-    let mut msgs = spawn_reader(recv);
+    let mut msgs = spawn_reader(recv, Arc::default());
     let now = || started.elapsed().as_micros() as u64;
     let mut session = LeaderSession::new(
         LeaderConfig::new(&cfg.cluster, &cfg.node, &cfg.http_url),
@@ -558,7 +578,10 @@ async fn serve_follower(
             &head_rx,
             cfg.max_lag,
         );
+        // Biased: messages that queued up while a large chunk was being
+        // written are handled before a tick can call the follower silent.
         tokio::select! {
+            biased;
             m = msgs.recv() => match m {
                 Some(Ok(m)) => events.push_back(LeaderEvent::Message(m)),
                 Some(Err(e)) => break Err(e),
@@ -614,7 +637,16 @@ fn update_link(
     let c = session.counters();
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     let Some(l) = s.links.get_mut(n) else { return };
-    let eligible = max_lag.is_none_or(|m| lag_seconds <= m.as_secs_f64().max(0.001));
+    // Synchronous replication acknowledges nothing the follower lacks, so
+    // it is always eligible. Otherwise the bound is `max_lag`; a follower
+    // that broke it is eligible again once back within half of it, so a
+    // follower at the edge does not flap.
+    let eligible = match max_lag {
+        None => true,
+        Some(m) if m.is_zero() => true,
+        Some(m) if l.eligible => lag_seconds <= m.as_secs_f64(),
+        Some(m) => lag_seconds <= m.as_secs_f64() / 2.0,
+    };
     if l.eligible != eligible && l.sessions > 0 {
         if eligible {
             tracing::info!(
@@ -691,6 +723,8 @@ async fn follow(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = VecDeque::from([FollowerEvent::Tick]);
     let mut rate = Rate::default();
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut progress_seen = 0u64;
     loop {
         while let Some(ev) = pending.pop_front() {
             for action in machine.handle(ev, now()) {
@@ -752,7 +786,15 @@ async fn follow(
         publish_upstream(&shared, &machine, leader, &mut rate);
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
-            _ = tick.tick() => { pending.push_back(FollowerEvent::Tick); continue; }
+            _ = tick.tick() => {
+                let p = progress.load(Ordering::Relaxed);
+                if p != progress_seen {
+                    progress_seen = p;
+                    pending.push_back(FollowerEvent::Progress);
+                }
+                pending.push_back(FollowerEvent::Tick);
+                continue;
+            }
             _ = stop.changed() => break,
         };
         match ev {
@@ -761,7 +803,7 @@ async fn follow(
             Driven::Connected(_, Ok((c, send, recv))) => {
                 conn = Some((c, send));
                 let (g, tx) = (generation, tx.clone());
-                let mut msgs = spawn_reader(recv);
+                let mut msgs = spawn_reader(recv, progress.clone());
                 tokio::spawn(async move {
                     while let Some(m) = msgs.recv().await {
                         let end = m.is_err();

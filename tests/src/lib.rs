@@ -1,7 +1,12 @@
 //! Support for Vigil's cross-crate tests: child processes that are always
 //! killed, even when the test fails.
 
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+
+pub mod http;
+pub mod relay;
 
 /// A child process killed (SIGKILL) and reaped when dropped, so a failing
 /// test never leaves processes behind.
@@ -45,4 +50,44 @@ pub fn crash_body(n: u64, batch: u64, size: u64) -> Vec<u8> {
         "x".repeat((n % 300) as usize)
     )
     .into_bytes()
+}
+
+/// A `vigil_node` server process started from a config file; killed
+/// (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The process.
+    pub child: ChildGuard,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts `vigil_node CONFIG` and waits for its "listening" line.
+    pub fn start(bin: &str, config: &std::path::Path) -> std::io::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.arg(config);
+        let mut child = ChildGuard::spawn(cmd)?;
+        let out = child
+            .0
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut lines = std::io::BufReader::new(out);
+        let mut line = String::new();
+        lines.read_line(&mut line)?;
+        let http = line
+            .trim()
+            .strip_prefix("vigil listening on http://")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("node did not start: {line:?}")))?;
+        Ok(Self { child, http })
+    }
+}
+
+/// A UDP port free at the moment of asking, on loopback.
+pub fn free_udp_port() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -1,0 +1,534 @@
+//! The server's side of replication: the `[replication]` settings, a
+//! follower that answers reads itself (saying how far behind it is) and
+//! forwards writes to its leader, synchronous acknowledgement on a leader
+//! with `max_lag_ms = 0`, and the `/status` and `/metrics` endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use vigil_net::node::{Node, NodeConfig, Role};
+
+use crate::config::ConfigError;
+use crate::outcome::FhirError;
+use crate::server::App;
+
+/// The response header giving a follower's replication lag, in seconds of
+/// commit time, with the LSNs behind in `Vigil-Replication-Lag-Lsns`.
+pub const LAG_HEADER: &str = "vigil-replication-lag";
+/// LSNs a follower is behind its leader.
+pub const LAG_LSNS_HEADER: &str = "vigil-replication-lag-lsns";
+/// How long a forwarded write may take at the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `[replication]` table of the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The cluster's name (every member's must match).
+    pub cluster: String,
+    /// This node's name; its certificate is `certs/NODE.pem`.
+    pub node: String,
+    /// Directory made by `vigil certs`.
+    pub certs: PathBuf,
+    /// `leader` or `follower`.
+    pub role: String,
+    /// Leader: the UDP address followers connect to.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Follower: the leader's replication address.
+    #[serde(default)]
+    pub leader: Option<SocketAddr>,
+    /// Follower: the name on the leader's certificate (default: `leader`'s IP).
+    #[serde(default)]
+    pub leader_name: Option<String>,
+    /// The RPO promise in milliseconds: 0 is synchronous replication.
+    #[serde(default)]
+    pub max_lag_ms: Option<u64>,
+    /// Synchronous mode: how long a write waits for the follower before
+    /// the client gets 503 (the write is then durable on the leader only).
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// `accept` (default): a follower beyond `max_lag` is marked ineligible
+    /// for promotion and writes go on; `stall`: writes get 503 with
+    /// Retry-After until it is back within the bound.
+    #[serde(default = "default_on_lag")]
+    pub on_lag: String,
+    /// QUIC flow-control window in bytes (≥ bandwidth × round trip).
+    #[serde(default = "default_window")]
+    pub window_bytes: u64,
+}
+
+fn default_sync_timeout_ms() -> u64 {
+    5_000
+}
+fn default_on_lag() -> String {
+    "accept".into()
+}
+fn default_window() -> u64 {
+    32 * 1024 * 1024
+}
+
+impl ReplicationConfig {
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[replication] {m}")));
+        match self.role.as_str() {
+            "leader" if self.listen.is_none() => bad("a leader needs listen = \"IP:PORT\"".into()),
+            "follower" if self.leader.is_none() => {
+                bad("a follower needs leader = \"IP:PORT\"".into())
+            }
+            "leader" | "follower" => Ok(()),
+            other => bad(format!("role must be leader or follower, not {other:?}")),
+        }?;
+        if !matches!(self.on_lag.as_str(), "accept" | "stall") {
+            return bad(format!(
+                "on_lag must be accept or stall, not {:?}",
+                self.on_lag
+            ));
+        }
+        if !(1..=600_000).contains(&self.sync_timeout_ms) {
+            return bad("sync_timeout_ms must be 1..=600000".into());
+        }
+        if !(1 << 16..=1 << 30).contains(&self.window_bytes) {
+            return bad("window_bytes must be 64 KiB..=1 GiB".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this node follows another.
+    pub fn is_follower(&self) -> bool {
+        self.role == "follower"
+    }
+
+    /// The replication node configuration.
+    pub fn node_config(&self, http_url: &str) -> NodeConfig {
+        let role = match (self.is_follower(), self.leader, self.listen) {
+            (true, Some(leader), _) => Role::Follower {
+                leader,
+                leader_name: self
+                    .leader_name
+                    .clone()
+                    .unwrap_or_else(|| leader.ip().to_string()),
+            },
+            (_, _, listen) => Role::Leader {
+                listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            },
+        };
+        let mut c = NodeConfig::new(
+            &self.cluster,
+            &self.node,
+            self.certs.clone(),
+            http_url,
+            role,
+        );
+        c.window_bytes = self.window_bytes;
+        c.max_lag = self.max_lag_ms.map(Duration::from_millis);
+        c
+    }
+}
+
+/// Replication as the HTTP server uses it.
+pub struct Replication {
+    /// The running node.
+    pub node: Node,
+    /// Its settings.
+    pub config: ReplicationConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Replication {
+    /// Wraps a started node.
+    pub fn new(node: Node, config: ReplicationConfig) -> Self {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            node,
+            config,
+            client,
+        }
+    }
+}
+
+/// Latency buckets of acknowledged commits, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+/// A Prometheus histogram of commit latency (acknowledgement time,
+/// including synchronous replication when configured).
+#[derive(Debug, Default)]
+pub struct CommitLatency {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl CommitLatency {
+    /// Records one commit.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Before a write on a leader: refuses it (503, Retry-After) when the
+/// configuration says to stall while a follower is beyond `max_lag`.
+pub fn admit_write(app: &App) -> Result<(), FhirError> {
+    let Some(r) = &app.replication else {
+        return Ok(());
+    };
+    if r.config.on_lag != "stall" || !r.node.is_leader() {
+        return Ok(());
+    }
+    let st = r.node.status();
+    let lagging: Vec<_> = st
+        .followers
+        .iter()
+        .filter(|f| !f.eligible || !f.connected)
+        .map(|f| format!("{} ({:.1} s behind)", f.node, f.lag_seconds))
+        .collect();
+    if st.followers.is_empty() || !lagging.is_empty() {
+        let mut e = FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            format!(
+                "writes are stalled: no follower within max_lag {} ms ({}); retry",
+                r.config.max_lag_ms.unwrap_or(0),
+                if lagging.is_empty() {
+                    "none connected".into()
+                } else {
+                    lagging.join(", ")
+                }
+            ),
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// After a durable local commit ending at `lsn`: in synchronous mode,
+/// waits until a follower holds it durably.
+pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> {
+    let (Some(r), Some(lsn)) = (&app.replication, lsn) else {
+        return Ok(());
+    };
+    if r.config.max_lag_ms != Some(0) || !r.node.is_leader() {
+        return Ok(());
+    }
+    let timeout = Duration::from_millis(r.config.sync_timeout_ms);
+    if r.node.wait_replicated(lsn, timeout).await {
+        return Ok(());
+    }
+    let mut e = FhirError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        format!(
+            "synchronous replication: no follower confirmed lsn {lsn} within {} ms; the write is durable on the leader only",
+            r.config.sync_timeout_ms
+        ),
+    );
+    e.retry_after = Some(1);
+    Err(e)
+}
+
+fn is_read(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || (*method == Method::POST && path.ends_with("/_search"))
+}
+
+/// On a follower: serves reads locally with the lag headers, and forwards
+/// every write to the leader, relaying its answer unchanged.
+pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(r) = app.replication.as_ref().filter(|r| !r.node.is_leader()) else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path().to_owned();
+    if is_read(req.method(), &path) || path.starts_with("/health") || path == "/status" {
+        let st = r.node.status();
+        let mut resp = next.run(req).await;
+        if let Some(u) = st.upstream {
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", u.lag_seconds)) {
+                h.insert(LAG_HEADER, v);
+            }
+            h.insert(LAG_LSNS_HEADER, HeaderValue::from(u.lag_lsns));
+        }
+        return resp;
+    }
+    match forward(r, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(r: &Replication, req: Request) -> Result<Response, FhirError> {
+    let Some(leader) = r.node.leader_http() else {
+        let mut e = FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "this node is a follower and has not reached its leader yet; retry",
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| FhirError::invalid(format!("cannot read the request body: {e}")))?
+        .to_bytes();
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{pq}", leader.trim_end_matches('/'));
+    let mut out = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(&url);
+    for (k, v) in &parts.headers {
+        if k != header::HOST && k != header::CONNECTION && k != header::TRANSFER_ENCODING {
+            out = out.header(k, v);
+        }
+    }
+    let out = out
+        .body(Full::new(body))
+        .map_err(|e| FhirError::internal(format!("cannot build the forwarded request: {e}")))?;
+    let unavailable = |why: String| {
+        let mut e = FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            format!("this follower could not reach its leader at {leader}: {why}"),
+        );
+        e.retry_after = Some(1);
+        e
+    };
+    let resp = tokio::time::timeout(FORWARD_TIMEOUT, r.client.request(out))
+        .await
+        .map_err(|_| unavailable("timed out".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .to_bytes();
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(
+        "vigil-forwarded-to",
+        HeaderValue::from_str(&leader).unwrap_or(HeaderValue::from_static("leader")),
+    );
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// `GET /status`: role, epoch, last LSN and replication, as JSON.
+pub async fn status(State(app): State<Arc<App>>) -> Response {
+    let body = match &app.replication {
+        Some(r) => serde_json::to_value(r.node.status()),
+        None => serde_json::to_value(vigil_net::status::ReplicationStatus {
+            role: "standalone".into(),
+            epoch: app.store.epoch(),
+            last_lsn: app.store.last_lsn(),
+            ..Default::default()
+        }),
+    };
+    match body.and_then(|b| serde_json::to_vec_pretty(&b)) {
+        Ok(b) => crate::http::json_response(StatusCode::OK, b),
+        Err(e) => FhirError::internal(e.to_string()).into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    use std::fmt::Write;
+    let mut m = String::new();
+    let mut gauge = |name: &str, help: &str, labels: &str, v: f64| {
+        if !m.contains(&format!("# TYPE {name} ")) {
+            let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} gauge");
+        }
+        let _ = writeln!(m, "{name}{labels} {v}");
+    };
+    gauge(
+        "vigil_last_lsn",
+        "Last durable LSN of this node.",
+        "",
+        app.store.last_lsn() as f64,
+    );
+    gauge(
+        "vigil_epoch",
+        "Epoch of this node's log.",
+        "",
+        app.store.epoch() as f64,
+    );
+    if let Ok(s) = app.store.stats() {
+        gauge(
+            "vigil_log_bytes",
+            "Bytes of log data on disk.",
+            "",
+            s.log_bytes as f64,
+        );
+        gauge(
+            "vigil_resource_versions",
+            "Resource versions stored.",
+            "",
+            s.versions as f64,
+        );
+    }
+    if let Some(r) = &app.replication {
+        let st = r.node.status();
+        for f in &st.followers {
+            let l = format!("{{follower=\"{}\"}}", f.node);
+            gauge(
+                "vigil_follower_received_lsn",
+                "Highest LSN the follower received.",
+                &l,
+                f.received as f64,
+            );
+            gauge(
+                "vigil_follower_durable_lsn",
+                "Highest LSN the follower fsynced.",
+                &l,
+                f.durable as f64,
+            );
+            gauge(
+                "vigil_follower_applied_lsn",
+                "Highest LSN the follower indexed.",
+                &l,
+                f.applied as f64,
+            );
+            gauge(
+                "vigil_follower_lag_lsns",
+                "LSNs the follower lacks durably.",
+                &l,
+                f.lag_lsns as f64,
+            );
+            gauge(
+                "vigil_follower_lag_seconds",
+                "Age of the oldest write the follower lacks.",
+                &l,
+                f.lag_seconds,
+            );
+            gauge(
+                "vigil_follower_eligible",
+                "1 if the follower is within max_lag.",
+                &l,
+                f64::from(u8::from(f.eligible)),
+            );
+            gauge(
+                "vigil_follower_connected",
+                "1 while a session is open.",
+                &l,
+                f64::from(u8::from(f.connected)),
+            );
+            gauge(
+                "vigil_replication_bytes_sent_total",
+                "Log bytes shipped.",
+                &l,
+                f.bytes_sent as f64,
+            );
+            gauge(
+                "vigil_replication_chunks_sent_total",
+                "Frames messages shipped.",
+                &l,
+                f.chunks_sent as f64,
+            );
+            gauge(
+                "vigil_replication_refetches_total",
+                "Chunks sent again after failing checks.",
+                &l,
+                f.refetches as f64,
+            );
+            gauge(
+                "vigil_replication_sessions_total",
+                "Sessions opened.",
+                &l,
+                f.sessions as f64,
+            );
+        }
+        if let Some(u) = &st.upstream {
+            gauge(
+                "vigil_upstream_leader_lsn",
+                "The leader's last LSN as last heard.",
+                "",
+                u.leader_lsn as f64,
+            );
+            gauge(
+                "vigil_upstream_durable_lsn",
+                "Highest LSN fsynced here.",
+                "",
+                u.durable as f64,
+            );
+            gauge(
+                "vigil_upstream_lag_lsns",
+                "LSNs behind the leader.",
+                "",
+                u.lag_lsns as f64,
+            );
+            gauge(
+                "vigil_upstream_connected",
+                "1 while frames flow.",
+                "",
+                f64::from(u8::from(u.connected)),
+            );
+            gauge(
+                "vigil_upstream_reconnects_total",
+                "Connections lost.",
+                "",
+                u.disconnects as f64,
+            );
+            gauge(
+                "vigil_upstream_checksum_failures_total",
+                "Chunks that failed checks on receipt.",
+                "",
+                u.checksum_failures as f64,
+            );
+            gauge(
+                "vigil_upstream_bytes_received_total",
+                "Log bytes received.",
+                "",
+                u.bytes_received as f64,
+            );
+        }
+    }
+    let h = &app.commit_latency;
+    let _ = writeln!(
+        m,
+        "# HELP vigil_commit_seconds Time to acknowledge a write.\n# TYPE vigil_commit_seconds histogram"
+    );
+    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            m,
+            "vigil_commit_seconds_bucket{{le=\"{b}\"}} {}",
+            h.buckets[i].load(Ordering::Relaxed)
+        );
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(m, "vigil_commit_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        m,
+        "vigil_commit_seconds_sum {}\nvigil_commit_seconds_count {count}",
+        h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let mut resp = m.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}

@@ -1,0 +1,141 @@
+//! `vigil status`: fetches a node's `/status` and prints it for people.
+
+use std::fmt::Write;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Why the status could not be shown.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The node could not be reached or answered with an error.
+    #[error("cannot get {url}: {detail}")]
+    Fetch {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The answer is not a status document.
+    #[error("the node's /status is not understood: {0}")]
+    Parse(#[from] serde_json::Error),
+}
+
+/// GETs `BASE/status` and returns the JSON text.
+pub async fn fetch(base: &str, token: Option<&str>) -> Result<String, StatusError> {
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let fail = |detail: String| StatusError::Fetch {
+        url: url.clone(),
+        detail,
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::get(&url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| fail(e.to_string()))?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        return Err(fail(format!("HTTP {status}: {text}")));
+    }
+    Ok(text)
+}
+
+/// Renders a `/status` document as a few readable lines.
+pub fn render(json: &str) -> Result<String, StatusError> {
+    let v: serde_json::Value = serde_json::from_str(json)?;
+    let s = |v: &serde_json::Value, k: &str| {
+        v.get(k).map_or(String::new(), |x| match x {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node {} ({}) in cluster {}: epoch {}, last lsn {}",
+        s(&v, "node"),
+        s(&v, "role"),
+        s(&v, "cluster"),
+        s(&v, "epoch"),
+        s(&v, "last_lsn")
+    );
+    if let Some(m) = v.get("max_lag_seconds").filter(|m| !m.is_null()) {
+        let _ = writeln!(out, "RPO promise (max_lag): {m} s");
+    }
+    for f in v
+        .get("followers")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "  follower {} at {}: {}, received {} durable {} applied {}, lag {} lsns / {:.3} s, {}",
+            s(f, "node"),
+            s(f, "remote"),
+            if f["connected"] == true {
+                "connected"
+            } else {
+                "DISCONNECTED"
+            },
+            s(f, "received"),
+            s(f, "durable"),
+            s(f, "applied"),
+            s(f, "lag_lsns"),
+            f["lag_seconds"].as_f64().unwrap_or(0.0),
+            if f["eligible"] == true {
+                "eligible"
+            } else {
+                "INELIGIBLE for promotion"
+            },
+        );
+    }
+    if let Some(u) = v.get("upstream").filter(|u| !u.is_null()) {
+        let _ = writeln!(
+            out,
+            "  leader {} ({}) at {}: {}, durable {} of {}, lag {} lsns",
+            s(u, "leader"),
+            s(u, "leader_http"),
+            s(u, "leader_addr"),
+            if u["connected"] == true {
+                "streaming"
+            } else {
+                "NOT CONNECTED"
+            },
+            s(u, "durable"),
+            s(u, "leader_lsn"),
+            s(u, "lag_lsns"),
+        );
+        if let Some(p) = u.get("sync").filter(|p| !p.is_null()) {
+            let _ = writeln!(
+                out,
+                "  catching up: {:.1}%, {:.1} MB/s, about {} s left",
+                p["percent"].as_f64().unwrap_or(0.0),
+                p["bytes_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+                p["eta_seconds"]
+                    .as_f64()
+                    .map_or("?".into(), |e| format!("{e:.0}")),
+            );
+        }
+        if let Some(r) = u.get("stopped").and_then(|r| r.as_str()) {
+            let _ = writeln!(out, "  REPLICATION STOPPED: {r}");
+        }
+    }
+    Ok(out)
+}

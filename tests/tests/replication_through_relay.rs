@@ -1,0 +1,268 @@
+//! Replication between real `vigil_node` processes, through the UDP relay:
+//! catch-up under loss, duplication, reordering and corruption ends with
+//! byte-identical logs and watermarks that never go back; a follower
+//! serves reads with its lag and forwards writes; synchronous replication
+//! loses no acknowledged write when the leader is killed with SIGKILL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vigil_engine::{Options, Store, frame::check_frame};
+use vigil_fhir::synth::{Rng, transaction_bundle};
+use vigil_tests::http::request;
+use vigil_tests::relay::{Faults, Relay};
+use vigil_tests::{NodeProcess, free_udp_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vigil_node");
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    repl_port: u16,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let certs = dir.path().join("certs");
+        let specs = ["a", "b"].map(|n| vigil_net::tls::NodeSpec::parse(n).expect("spec"));
+        vigil_net::tls::make_cluster(&certs, "t", &specs).expect("certs");
+        Self {
+            dir,
+            certs,
+            repl_port: free_udp_port().expect("port"),
+        }
+    }
+
+    fn data(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    fn leader_config(&self, max_lag_ms: Option<u64>) -> PathBuf {
+        let lag = max_lag_ms.map_or(String::new(), |m| format!("max_lag_ms = {m}\n"));
+        self.write_config(
+            "a",
+            &format!(
+                "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\n{lag}",
+                self.repl_port
+            ),
+        )
+    }
+
+    fn follower_config(&self, leader: SocketAddr) -> PathBuf {
+        self.write_config(
+            "b",
+            &format!("role = \"follower\"\nleader = \"{leader}\"\nleader_name = \"a\"\n"),
+        )
+    }
+
+    fn write_config(&self, node: &str, repl: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{node}.toml"));
+        let text = format!(
+            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\n[replication]\ncluster = \"t\"\nnode = \"{node}\"\ncerts = {:?}\n{repl}",
+            self.data(node),
+            self.certs
+        );
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+fn status(addr: SocketAddr) -> serde_json::Value {
+    let r = request(addr, "GET", "/status", None).expect("status");
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).expect("json")
+}
+
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn frames(dir: &Path, replica: bool) -> Vec<Vec<u8>> {
+    let store = Store::open_with(
+        dir,
+        Options {
+            replica,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let mut out = Vec::new();
+    let mut next = 1;
+    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
+        let mut pos = 0;
+        while pos < c.bytes.len() {
+            let h = check_frame(&c.bytes[pos..]).expect("valid");
+            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
+            pos += h.frame_len() as usize;
+        }
+        next = c.end_lsn;
+    }
+    out
+}
+
+#[test]
+fn catch_up_through_a_lossy_link_gives_identical_logs() {
+    let c = Cluster::new();
+    let leader = NodeProcess::start(BIN, &c.leader_config(None)).expect("leader");
+    let mut rng = Rng::new(11);
+    for _ in 0..30 {
+        let bundle = transaction_bundle(&mut rng, 40).to_string();
+        let r = request(leader.http, "POST", "/", Some(&bundle)).expect("bundle");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
+        5,
+    )
+    .expect("relay");
+    relay.set(Faults {
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(6),
+        loss: 0.05,
+        duplicate: 0.02,
+        corrupt: 0.01,
+        ..Faults::default()
+    });
+    let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");
+    // Writes sent to the follower are forwarded to the leader.
+    let until_forwarded = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        let body = r#"{"resourceType":"Patient","name":[{"family":"Forwarded"}]}"#;
+        let r = request(follower.http, "POST", "/Patient", Some(body)).expect("create");
+        if r.status == 201 {
+            assert!(
+                r.header("vigil-forwarded-to").is_some(),
+                "answered by the leader"
+            );
+            break r.header("location").expect("location").to_owned();
+        }
+        assert_eq!(r.status, 503, "before the leader is known: 503, {}", r.body);
+        assert!(r.header("retry-after").is_some());
+        assert!(Instant::now() < until_forwarded, "never forwarded");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let leader_lsn = status(leader.http)["last_lsn"].as_u64().expect("lsn");
+    let mut last_durable = 0;
+    let started = Instant::now();
+    until("catch-up", Duration::from_secs(120), || {
+        let s = status(follower.http);
+        assert!(
+            started.elapsed() < Duration::from_secs(100),
+            "no catch-up; follower: {s}\nleader: {}",
+            status(leader.http)
+        );
+        let d = s["upstream"]["durable"].as_u64().unwrap_or(0);
+        assert!(
+            d >= last_durable,
+            "durable watermark went back: {last_durable} -> {d}"
+        );
+        last_durable = d;
+        d >= leader_lsn
+    });
+    // The follower answers reads itself, with its lag.
+    let path = created
+        .split_once("/Patient/")
+        .map(|(_, rest)| format!("/Patient/{}", rest.split('/').next().unwrap_or("")))
+        .expect("id in location");
+    until(
+        "the forwarded write replicated",
+        Duration::from_secs(30),
+        || {
+            request(follower.http, "GET", &path, None)
+                .expect("read")
+                .status
+                == 200
+        },
+    );
+    let r = request(follower.http, "GET", &path, None).expect("read");
+    assert!(
+        r.header("vigil-replication-lag-lsns").is_some(),
+        "lag header on reads"
+    );
+    let lost = relay
+        .counters()
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lost > 0, "the relay dropped datagrams");
+    let leader_status = status(leader.http);
+    assert_eq!(leader_status["followers"][0]["node"], "b");
+    drop(follower);
+    drop(leader);
+    let (a, b) = (frames(&c.data("a"), false), frames(&c.data("b"), true));
+    assert!(b.len() > 30);
+    assert_eq!(
+        &a[..b.len()],
+        &b[..],
+        "the follower's log is the leader's, byte for byte"
+    );
+}
+
+#[test]
+fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
+    let rounds: u64 = std::env::var("VIGIL_SYNC_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let c = Cluster::new();
+    let leader_cfg = c.leader_config(Some(0));
+    let mut leader = NodeProcess::start(BIN, &leader_cfg).expect("leader");
+    let repl: SocketAddr = format!("127.0.0.1:{}", c.repl_port).parse().expect("addr");
+    let follower = NodeProcess::start(BIN, &c.follower_config(repl)).expect("follower");
+    let mut rng = Rng::new(99);
+    let mut total = 0usize;
+    for round in 0..rounds {
+        until("the follower connected", Duration::from_secs(60), || {
+            status(leader.http)["followers"][0]["connected"] == true
+        });
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (acked, stop, addr) = (acked.clone(), stop.clone(), leader.http);
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        n += 1;
+                        let body = format!(
+                            r#"{{"resourceType":"Patient","name":[{{"family":"R{round}W{w}N{n}"}}]}}"#
+                        );
+                        let Ok(r) = request(addr, "POST", "/Patient", Some(&body)) else {
+                            break; // the leader is gone
+                        };
+                        if r.status == 201
+                            && let Some(loc) = r.header("location")
+                        {
+                            let id = loc.split("/Patient/").nth(1).and_then(|x| x.split('/').next());
+                            acked.lock().expect("lock").push(id.unwrap_or_default().to_owned());
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
+        leader.child.0.kill().expect("kill -9");
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let acked = acked.lock().expect("lock").clone();
+        total += acked.len();
+        for id in &acked {
+            let r = request(follower.http, "GET", &format!("/Patient/{id}"), None).expect("read");
+            assert_eq!(
+                r.status, 200,
+                "round {round}: acknowledged Patient/{id} is missing on the follower"
+            );
+        }
+        drop(leader);
+        leader = NodeProcess::start(BIN, &leader_cfg).expect("leader restarts");
+    }
+    assert!(total as u64 >= rounds, "writes were acknowledged: {total}");
+}
