@@ -647,7 +647,7 @@ fn update_link(
         Some(m) if l.eligible => lag_seconds <= m.as_secs_f64(),
         Some(m) => lag_seconds <= m.as_secs_f64() / 2.0,
     };
-    if l.eligible != eligible && l.sessions > 0 {
+    if l.eligible != eligible && max_lag.is_some_and(|m| !m.is_zero()) {
         if eligible {
             tracing::info!(
                 follower = n,
