@@ -1,0 +1,112 @@
+//! Replication figures for docs/BENCHMARKS.md: catch-up throughput of a
+//! store that already holds data (MB of log and resources per second),
+//! directly on loopback and through the project's UDP relay adding 25 ms
+//! each way (a 50 ms cross-region round trip), and wire bytes per
+//! resource version against its raw JSON.
+//!
+//! `cargo bench -p vigil-tests --bench replication`. `VIGIL_BENCH_MB`
+//! sets the store size (default 256 MB of raw JSON).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_engine::{Batch, Op, Options, Store};
+use vigil_fhir::synth::{Rng, patient_record};
+use vigil_net::node::{Node, NodeConfig, Role};
+use vigil_net::tls::{NodeSpec, make_cluster};
+use vigil_tests::relay::{Faults, Relay};
+
+fn main() {
+    let mb: u64 = std::env::var("VIGIL_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("certs");
+    let specs = ["a", "b"].map(|n| NodeSpec::parse(n).expect("spec"));
+    make_cluster(&certs, "bench", &specs).expect("certs");
+    let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
+    let (mut raw, mut versions) = (0u64, 0u64);
+    let mut rng = Rng::new(7);
+    while raw < mb * 1_000_000 {
+        let mut b = Batch::new();
+        for _ in 0..10 {
+            for (ty, id, body) in patient_record(&mut rng, 60) {
+                raw += body.len() as u64;
+                versions += 1;
+                b.push(Op::put(ty, id, body));
+            }
+        }
+        leader.commit(b).expect("commit");
+    }
+    let log = leader.stats().expect("stats").log_bytes;
+    println!(
+        "leader: {versions} versions, {:.1} MB raw JSON, {:.1} MB of log",
+        raw as f64 / 1e6,
+        log as f64 / 1e6
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ln = Node::start(
+            leader.clone(),
+            NodeConfig::new("bench", "a", certs.clone(), "http://a", Role::Leader {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+            }),
+        )
+        .await
+        .expect("leader node");
+        let addr = ln.local_addr().expect("addr");
+        for (name, delay) in [("loopback", None), ("relay 25 ms each way", Some(25))] {
+            let relay = delay.map(|d| {
+                let r = Relay::start(addr, 1).expect("relay");
+                r.set(Faults {
+                    delay: Duration::from_millis(d),
+                    ..Faults::default()
+                });
+                r
+            });
+            let target = relay.as_ref().map_or(addr, |r| r.addr());
+            let fdir = tempfile::tempdir().expect("dir");
+            let replica = Arc::new(
+                Store::open_with(fdir.path(), Options {
+                    replica: true,
+                    ..Options::default()
+                })
+                .expect("replica"),
+            );
+            let started = Instant::now();
+            let fnode = Node::start(
+                replica.clone(),
+                NodeConfig::new("bench", "b", certs.clone(), "http://b", Role::Follower {
+                    leader: target,
+                    leader_name: "a".into(),
+                }),
+            )
+            .await
+            .expect("follower node");
+            while replica.last_lsn() < leader.last_lsn() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let sent = ln
+                .status()
+                .followers
+                .iter()
+                .map(|f| f.bytes_sent)
+                .max()
+                .unwrap_or(0);
+            println!(
+                "catch-up, {name}: {secs:.2} s, {:.1} MB/s of log, {:.0} resources/s; wire {:.1}% of raw JSON",
+                log as f64 / 1e6 / secs,
+                versions as f64 / secs,
+                sent as f64 * 100.0 / raw as f64
+            );
+            fnode.shutdown().await;
+        }
+        ln.shutdown().await;
+    });
+}
