@@ -232,8 +232,23 @@ pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> 
     let (Some(r), Some(lsn)) = (&app.replication, lsn) else {
         return Ok(());
     };
-    if r.config.max_lag_ms != Some(0) || !r.node.is_leader() {
+    if !r.node.is_leader() {
         return Ok(());
+    }
+    if r.config.max_lag_ms != Some(0) {
+        // Bounded loss: a follower beyond max_lag is recorded as
+        // ineligible before this write is acknowledged.
+        return r.node.check_bound().await.map_err(|e| {
+            let mut err = FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!(
+                    "the write is durable on the leader, but the follower's eligibility could not be recorded: {e}"
+                ),
+            );
+            err.retry_after = Some(1);
+            err
+        });
     }
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
     if r.node.wait_replicated(lsn, timeout).await {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vigil_engine::{Error as StoreError, Store};
 
+use crate::eligibility::{EligibilityFile, decide};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
 use crate::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, Watermarks};
 use crate::status::{FollowerLink, ReplicationStatus, SyncProgress, Upstream};
@@ -32,6 +33,10 @@ const TICK: Duration = Duration::from_millis(50);
 const READ_AHEAD_MESSAGES: usize = 32;
 /// QUIC idle timeout: a peer silent this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often follower watermarks are written to the log (when they moved).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a follower logs its catch-up progress.
+const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Most follower sessions a leader serves at once.
 const SESSIONS_MAX: usize = 16;
 
@@ -134,6 +139,8 @@ struct LogHead {
 struct Shared {
     status: ReplicationStatus,
     links: BTreeMap<String, FollowerLink>,
+    /// A leader's durable eligibility record.
+    eligibility: Option<EligibilityFile>,
 }
 
 /// A running replication node. Dropping it without [`Node::shutdown`]
@@ -186,6 +193,17 @@ impl Node {
                     op: format!("replication endpoint on {listen}"),
                     source,
                 })?;
+                let record = EligibilityFile::load(store.dir()).map_err(|source| NetError::Io {
+                    op: format!("read the eligibility record in {}", store.dir().display()),
+                    source,
+                })?;
+                shared.lock().unwrap_or_else(|p| p.into_inner()).eligibility = Some(record);
+                let guard = tokio::spawn(guard_bound(
+                    store.clone(),
+                    shared.clone(),
+                    cfg.max_lag,
+                    stop_rx.clone(),
+                ));
                 let task = tokio::spawn(accept_loop(
                     endpoint.clone(),
                     store.clone(),
@@ -196,7 +214,7 @@ impl Node {
                     stop_rx,
                     started,
                 ));
-                (endpoint, vec![task], "leader")
+                (endpoint, vec![task, guard], "leader")
             }
             Role::Follower {
                 leader,
@@ -288,6 +306,20 @@ impl Node {
         }
         let _ = self.started;
         st
+    }
+
+    /// On a leader with a `max_lag` bound: marks every follower beyond it
+    /// ineligible, durably, before returning. Call it before acknowledging
+    /// a write; an error means the mark could not be recorded and the
+    /// write must not be acknowledged.
+    pub async fn check_bound(&self) -> Result<(), NetError> {
+        if !self.is_leader() || self.cfg.max_lag.is_none_or(|m| m.is_zero()) {
+            return Ok(());
+        }
+        let (store, shared, max_lag) = (self.store.clone(), self.shared.clone(), self.cfg.max_lag);
+        tokio::task::spawn_blocking(move || enforce_bound(&store, &shared, max_lag))
+            .await
+            .map_err(|e| NetError::Connection(e.to_string()))?
     }
 
     /// On a follower: the leader's FHIR base URL, once the leader said it.
@@ -562,7 +594,20 @@ async fn serve_follower(
                 let n = n.to_owned();
                 tracing::info!(%remote, follower = %n, "follower connected");
                 let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let recorded = s
+                    .eligibility
+                    .as_ref()
+                    .and_then(|r| r.get(&n))
+                    .map(|e| e.eligible);
+                let fresh = !s.links.contains_key(&n);
                 let link = s.links.entry(n.clone()).or_default();
+                if fresh {
+                    // Until its lag is measured, a follower is what the
+                    // record says, and a new one is eligible only when no
+                    // bound is promised.
+                    link.eligible =
+                        recorded.unwrap_or_else(|| cfg.max_lag.is_none_or(|m| m.is_zero()));
+                }
                 link.node = n.clone();
                 link.remote = remote.to_string();
                 link.connected = true;
@@ -570,14 +615,7 @@ async fn serve_follower(
                 name = Some(n);
             }
         }
-        update_link(
-            &shared,
-            name.as_deref(),
-            &session,
-            &store,
-            &head_rx,
-            cfg.max_lag,
-        );
+        update_link(&shared, name.as_deref(), &session, &head_rx);
         // Biased: messages that queued up while a large chunk was being
         // written are handled before a tick can call the follower silent.
         tokio::select! {
@@ -616,61 +654,122 @@ fn update_link(
     shared: &Mutex<Shared>,
     name: Option<&str>,
     session: &LeaderSession,
-    store: &Store,
     head_rx: &watch::Receiver<LogHead>,
-    max_lag: Option<Duration>,
 ) {
     let Some(n) = name else { return };
     let w: Watermarks = session.watermarks();
     let head = *head_rx.borrow();
-    let lag_seconds = if w.durable >= head.lsn {
-        0.0
-    } else {
-        store
-            .frame_at(w.durable + 1)
-            .ok()
-            .flatten()
-            .map_or(0.0, |h| {
-                wall_us().saturating_sub(h.timestamp_us) as f64 / 1e6
-            })
-    };
     let c = session.counters();
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     let Some(l) = s.links.get_mut(n) else { return };
-    // Synchronous replication acknowledges nothing the follower lacks, so
-    // it is always eligible. Otherwise the bound is `max_lag`; a follower
-    // that broke it is eligible again once back within half of it, so a
-    // follower at the edge does not flap.
-    let eligible = match max_lag {
-        None => true,
-        Some(m) if m.is_zero() => true,
-        Some(m) if l.eligible => lag_seconds <= m.as_secs_f64(),
-        Some(m) => lag_seconds <= m.as_secs_f64() / 2.0,
-    };
-    if l.eligible != eligible && max_lag.is_some_and(|m| !m.is_zero()) {
-        if eligible {
-            tracing::info!(
-                follower = n,
-                lag_seconds,
-                "follower within max_lag again: eligible for promotion"
-            );
-        } else {
-            tracing::warn!(
-                follower = n,
-                lag_seconds,
-                "follower beyond max_lag: ineligible for promotion"
-            );
-        }
-    }
-    l.eligible = eligible;
     l.received = w.received;
     l.durable = w.durable;
     l.applied = w.applied;
     l.lag_lsns = head.lsn.saturating_sub(w.durable);
-    l.lag_seconds = lag_seconds;
     l.bytes_sent = c.bytes_sent;
     l.chunks_sent = c.chunks_sent;
     l.refetches = c.refetches;
+}
+
+/// Measures every follower's lag (the age of the oldest write it lacks
+/// durably) and records, durably and before returning, each change of
+/// eligibility against `max_lag`.
+fn enforce_bound(
+    store: &Store,
+    shared: &Mutex<Shared>,
+    max_lag: Option<Duration>,
+) -> Result<(), NetError> {
+    let last = store.last_lsn();
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Shared {
+        links, eligibility, ..
+    } = &mut *s;
+    for (name, l) in links.iter_mut() {
+        let lag = if l.durable >= last {
+            Duration::ZERO
+        } else {
+            let oldest = store.frame_at(l.durable + 1)?.map_or(0, |h| h.timestamp_us);
+            Duration::from_micros(wall_us().saturating_sub(oldest))
+        };
+        l.lag_seconds = lag.as_secs_f64();
+        let eligible = decide(l.eligible, lag, max_lag);
+        if eligible == l.eligible {
+            continue;
+        }
+        if let Some(record) = eligibility.as_mut() {
+            record
+                .set(name, eligible, wall_us())
+                .map_err(|source| NetError::Io {
+                    op: format!("record the eligibility of {name}"),
+                    source,
+                })?;
+        }
+        if eligible {
+            tracing::info!(follower = %name, lag_seconds = l.lag_seconds, "follower within max_lag again: eligible for promotion");
+        } else {
+            tracing::warn!(follower = %name, lag_seconds = l.lag_seconds, "follower beyond max_lag: recorded as ineligible for promotion");
+        }
+        l.eligible = eligible;
+    }
+    Ok(())
+}
+
+/// A leader's timer: enforces the bound every tick even when no write
+/// comes (a write acknowledged before the follower fell behind must not
+/// age past `max_lag` unnoticed), and writes a checkpoint record with the
+/// followers' durable watermarks when they moved.
+async fn guard_bound(
+    store: Arc<Store>,
+    shared: Arc<Mutex<Shared>>,
+    max_lag: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = Instant::now();
+    let mut checkpointed: (u64, Vec<(String, u64)>) = (0, Vec::new());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let (st, sh) = (store.clone(), shared.clone());
+        match tokio::task::spawn_blocking(move || enforce_bound(&st, &sh, max_lag)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot enforce max_lag: {e}"),
+            Err(e) => tracing::error!("max_lag task failed: {e}"),
+        }
+        if last_checkpoint.elapsed() < CHECKPOINT_INTERVAL {
+            continue;
+        }
+        last_checkpoint = Instant::now();
+        let marks: Vec<(String, u64)> = {
+            let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.links
+                .values()
+                .map(|l| (l.node.clone(), l.durable))
+                .collect()
+        };
+        // Only when the watermarks moved and the log has more than the
+        // last checkpoint: a checkpoint is itself replicated, and must not
+        // keep an idle cluster writing.
+        if marks.is_empty() || marks == checkpointed.1 || store.last_lsn() <= checkpointed.0 {
+            continue;
+        }
+        let st = store.clone();
+        let wm: Vec<vigil_engine::Watermark> = marks
+            .iter()
+            .map(|(name, durable_lsn)| vigil_engine::Watermark {
+                name: name.clone(),
+                durable_lsn: *durable_lsn,
+            })
+            .collect();
+        match tokio::task::spawn_blocking(move || st.checkpoint(wm).map(|()| st.last_lsn())).await {
+            Ok(Ok(lsn)) => checkpointed = (lsn, marks),
+            Ok(Err(e)) => tracing::warn!("cannot write a watermark checkpoint: {e}"),
+            Err(e) => tracing::warn!("checkpoint task failed: {e}"),
+        }
+    }
 }
 
 fn log_end(store: &Store) -> Result<LogEnd, StoreError> {
@@ -847,10 +946,11 @@ async fn connect(
     Ok((c, send, recv))
 }
 
-/// Receive rate over a sliding few seconds.
+/// Receive rate over a sliding few seconds, and when progress was last logged.
 #[derive(Default)]
 struct Rate {
     samples: VecDeque<(Instant, u64)>,
+    logged: Option<Instant>,
 }
 
 impl Rate {
@@ -894,6 +994,21 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
             eta_seconds,
         }
     });
+    if let Some(p) = &sync
+        && m.is_streaming()
+        && rate
+            .logged
+            .is_none_or(|t| t.elapsed() >= PROGRESS_LOG_INTERVAL)
+    {
+        rate.logged = Some(Instant::now());
+        tracing::info!(
+            percent = format!("{:.1}", p.percent),
+            lsns_left = p.lsns_left,
+            mb_per_second = format!("{:.1}", p.bytes_per_second / 1e6),
+            eta_seconds = p.eta_seconds.map(|e| format!("{e:.0}")),
+            "catching up with the leader"
+        );
+    }
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     s.status.upstream = Some(Upstream {
         leader_addr: leader.to_string(),

@@ -266,3 +266,103 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
     }
     assert!(total as u64 >= rounds, "writes were acknowledged: {total}");
 }
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[test]
+fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
+    const MAX_LAG_MS: u64 = 500;
+    let c = Cluster::new();
+    let leader = NodeProcess::start(BIN, &c.leader_config(Some(MAX_LAG_MS))).expect("leader");
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
+        9,
+    )
+    .expect("relay");
+    let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");
+    until("an eligible follower", Duration::from_secs(30), || {
+        let s = status(leader.http);
+        s["followers"][0]["connected"] == true && s["followers"][0]["eligible"] == true
+    });
+    // Writers record each acknowledged create with its wall-clock time.
+    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (acked, stop, addr) = (acked.clone(), stop.clone(), leader.http);
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    n += 1;
+                    let body =
+                        format!(r#"{{"resourceType":"Patient","name":[{{"family":"A{w}N{n}"}}]}}"#);
+                    let Ok(r) = request(addr, "POST", "/Patient", Some(&body)) else {
+                        break;
+                    };
+                    if r.status == 201
+                        && let Some(id) = r
+                            .header("location")
+                            .and_then(|l| l.split("/Patient/").nth(1))
+                            .and_then(|x| x.split('/').next())
+                    {
+                        acked.lock().expect("lock").push((id.to_owned(), wall_us()));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Partition the follower while writes go on well past max_lag.
+    relay.set(Faults {
+        cut_to_server: true,
+        cut_to_client: true,
+        ..Faults::default()
+    });
+    std::thread::sleep(Duration::from_millis(3 * MAX_LAG_MS));
+    let mut leader = leader;
+    leader.child.0.kill().expect("kill -9");
+    let killed_us = wall_us();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let missing: Vec<&(String, u64)> = acked
+        .iter()
+        .filter(|(id, _)| {
+            request(follower.http, "GET", &format!("/Patient/{id}"), None)
+                .expect("read")
+                .status
+                != 200
+        })
+        .collect();
+    let beyond: Vec<_> = missing
+        .iter()
+        .filter(|(_, at)| *at + MAX_LAG_MS * 1000 < killed_us)
+        .collect();
+    assert!(
+        !beyond.is_empty(),
+        "the partition left acknowledged writes behind"
+    );
+    // The leader's durable record says the follower may not be promoted,
+    // and it said so before the oldest missing write aged past max_lag.
+    let record = std::fs::read_to_string(c.data("a").join("replication-eligibility"))
+        .expect("the leader recorded eligibility");
+    let line = record
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .expect("a line for b");
+    let f: Vec<&str> = line.split(' ').collect();
+    assert_eq!(f[1], "ineligible", "{record}");
+    let since: u64 = f[2].parse().expect("since");
+    let oldest_missing = missing.iter().map(|(_, at)| *at).min().expect("missing");
+    assert!(
+        since <= oldest_missing + MAX_LAG_MS * 1000,
+        "marked ineligible at {since}, after the oldest missing write (acknowledged at {oldest_missing}) aged past max_lag"
+    );
+    drop(leader);
+}
