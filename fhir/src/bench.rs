@@ -65,6 +65,9 @@ pub struct Settings {
     pub bundle_size: usize,
     /// A bearer token to send, if the server needs one.
     pub token: Option<String>,
+    /// Requests per second across all clients (paced), or as fast as
+    /// possible when `None`.
+    pub rate: Option<f64>,
 }
 
 /// What a run measured.
@@ -165,6 +168,9 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
             "--bundle-size must be 1..=10000".into(),
         ));
     }
+    if s.rate.is_some_and(|r| !(r > 0.0 && r <= 1e7)) {
+        return Err(BenchError::Invalid("--rate must be 0..=10000000".into()));
+    }
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
@@ -208,16 +214,28 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
         Stop::Duration(_) => u64::MAX,
     };
     let start = Instant::now();
+    let s_clients = s.clients;
     let mut tasks = Vec::with_capacity(s.clients);
     for c in 0..s.clients {
         let (ctx, done, errors, stop_flag) =
             (ctx.clone(), done.clone(), errors.clone(), stop_flag.clone());
         let (workload, bundle_size) = (s.workload, s.bundle_size);
+        // Paced clients share the rate evenly, offset from each other.
+        let interval = s
+            .rate
+            .map(|r| Duration::from_secs_f64(s.clients as f64 / r));
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(1000 + c as u64);
             let mut lat: Vec<u32> = Vec::new();
             let mut n = 0u64;
+            let mut next_at = interval.map(|i| {
+                tokio::time::Instant::now() + i.mul_f64(c as f64 / s_clients as f64)
+            });
             while !stop_flag.load(Ordering::Relaxed) {
+                if let (Some(at), Some(i)) = (next_at.as_mut(), interval) {
+                    tokio::time::sleep_until(*at).await;
+                    *at += i;
+                }
                 let ticket = done.fetch_add(1, Ordering::Relaxed);
                 if ticket >= limit {
                     break;

@@ -89,6 +89,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Pace requests to this many per second in total (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
     },
 }
 
@@ -272,6 +275,7 @@ fn main() -> anyhow::Result<()> {
             bundle_size,
             token,
             json,
+            rate,
         } => {
             if !(duration > 0.0 && duration <= 86_400.0) {
                 anyhow::bail!("--duration must be between 0 and 86400 seconds");
@@ -289,6 +293,7 @@ fn main() -> anyhow::Result<()> {
                 stop,
                 bundle_size,
                 token,
+                rate,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

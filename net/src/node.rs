@@ -141,6 +141,19 @@ struct Shared {
     links: BTreeMap<String, FollowerLink>,
     /// A leader's durable eligibility record.
     eligibility: Option<EligibilityFile>,
+    /// Per follower: recent commit-to-durable times, µs.
+    lag_samples: BTreeMap<String, VecDeque<u32>>,
+}
+
+/// Recent commit-to-durable samples kept per follower.
+const LAG_SAMPLES_MAX: usize = 8192;
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
 }
 
 /// A running replication node. Dropping it without [`Node::shutdown`]
@@ -301,6 +314,15 @@ impl Node {
         st.epoch = self.store.epoch();
         st.last_lsn = self.store.last_lsn();
         st.followers = s.links.values().cloned().collect();
+        for f in &mut st.followers {
+            if let Some(samples) = s.lag_samples.get(&f.node) {
+                let mut v: Vec<u32> = samples.iter().copied().collect();
+                v.sort_unstable();
+                f.commit_to_durable_p50_ms = percentile(&v, 0.5);
+                f.commit_to_durable_p99_ms = percentile(&v, 0.99);
+                f.commit_to_durable_samples = v.len();
+            }
+        }
         if let Some(u) = st.upstream.as_mut() {
             u.lag_lsns = u.leader_lsn.saturating_sub(u.durable);
         }
@@ -549,6 +571,9 @@ async fn serve_follower(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut name: Option<String> = None;
+    // Commit times of log heads seen, to time how long each took to
+    // become durable on the follower.
+    let mut commits: VecDeque<(u64, u64)> = VecDeque::new();
     let result = loop {
         while let Some(ev) = events.pop_front() {
             for action in session.handle(ev, now()) {
@@ -573,6 +598,23 @@ async fn serve_follower(
                         events.push_back(LeaderEvent::Chunk(c));
                     }
                     LeaderAction::Watermarks(w) => {
+                        let now_us = wall_us();
+                        let mut taken = Vec::new();
+                        while commits.front().is_some_and(|(lsn, _)| *lsn <= w.durable) {
+                            if let Some((_, at)) = commits.pop_front() {
+                                taken.push(u32::try_from(now_us.saturating_sub(at)).unwrap_or(u32::MAX));
+                            }
+                        }
+                        if let (Some(n), false) = (name.as_deref(), taken.is_empty()) {
+                            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                            let q = s.lag_samples.entry(n.to_owned()).or_default();
+                            for t in taken {
+                                if q.len() == LAG_SAMPLES_MAX {
+                                    q.pop_front();
+                                }
+                                q.push_back(t);
+                            }
+                        }
                         durable_tx.send_if_modified(|d| {
                             let more = w.durable > *d;
                             *d = (*d).max(w.durable);
@@ -628,6 +670,9 @@ async fn serve_follower(
             r = head_rx.changed() => {
                 if r.is_err() { break Ok(()); }
                 let h = *head_rx.borrow_and_update();
+                if commits.len() < LAG_SAMPLES_MAX && commits.back().is_none_or(|(l, _)| *l < h.lsn) {
+                    commits.push_back((h.lsn, h.commit_us));
+                }
                 events.push_back(LeaderEvent::LogAdvanced { last_lsn: h.lsn, last_commit_us: h.commit_us, epoch: h.epoch });
             }
             _ = tick.tick() => events.push_back(LeaderEvent::Tick),

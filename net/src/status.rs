@@ -53,6 +53,14 @@ pub struct FollowerLink {
     pub refetches: u64,
     /// Sessions opened with it since start.
     pub sessions: u64,
+    /// Replication lag of recent commits: from the leader's commit to the
+    /// leader hearing the follower has it durable (so it includes the
+    /// acknowledgement's trip back), median, milliseconds.
+    pub commit_to_durable_p50_ms: f64,
+    /// The same, 99th percentile.
+    pub commit_to_durable_p99_ms: f64,
+    /// Samples behind the two figures (the most recent ones).
+    pub commit_to_durable_samples: usize,
 }
 
 /// A follower's view of its leader and of its own progress.
