@@ -24,6 +24,7 @@
 //! backwards in LSN order; the index always equals a rebuild from the log.
 //! `docs/format.md` in the repository draws every byte.
 
+mod apply;
 mod batch;
 mod clock;
 mod codec;
@@ -54,5 +55,5 @@ pub use read::{
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 pub use record::{OpKind, Watermark};
-pub use replica::{LogChunk, LogPosition};
+pub use replica::{LogChunk, LogEnd, LogPosition};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

@@ -28,6 +28,21 @@ pub struct LogChunk {
     pub bytes: Vec<u8>,
 }
 
+/// The durable end of a log: its last frame. On a replica it runs ahead
+/// of [`Store::last_lsn`] (what is indexed and visible) while frames are
+/// being indexed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogEnd {
+    /// The last durable LSN (0: empty log).
+    pub lsn: u64,
+    /// Epoch of the last frame.
+    pub epoch: u64,
+    /// CRC of the last frame.
+    pub crc: u32,
+    /// Commit time of the last frame, µs since the Unix epoch.
+    pub timestamp_us: u64,
+}
+
 /// Where a replica's log stands against a leader's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogPosition {
@@ -177,12 +192,20 @@ impl Store {
         Ok(LogPosition::Diverged { agree_until })
     }
 
+    /// The durable end of the log. On a replica this is what has been
+    /// appended and fsynced, which the index (and so [`Store::last_lsn`])
+    /// reaches a moment later.
+    pub fn log_end(&self) -> LogEnd {
+        *self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Appends frames read from the leader's log ([`Store::read_log`]),
-    /// unchanged, and returns the new durable LSN. They must continue this
-    /// log exactly; every checksum is verified before anything is written;
-    /// the call returns after one fsync, with the frames indexed and
-    /// visible. Only a replica ([`Options::replica`](crate::Options))
-    /// accepts them.
+    /// unchanged, and returns the new durable end of the log. They must
+    /// continue this log exactly; every checksum is verified before
+    /// anything is written; the call returns after one fsync. The frames
+    /// become visible (indexed, [`Store::last_lsn`]) shortly after, on the
+    /// replica's applier thread. Only a replica
+    /// ([`Options::replica`](crate::Options)) accepts them.
     pub fn append_log(&self, frames: Vec<u8>) -> Result<u64> {
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Request::Control {
@@ -190,6 +213,6 @@ impl Store {
             reply,
         })?;
         self.wait(rx)?;
-        Ok(self.last_lsn())
+        Ok(self.log_end().lsn)
     }
 }

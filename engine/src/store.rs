@@ -146,6 +146,9 @@ pub(crate) struct Inner {
     pub(crate) epoch: AtomicU64,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
+    /// The end of the durable log (on a replica, ahead of `durable_lsn`
+    /// while the applier indexes).
+    pub(crate) log_end: Mutex<crate::replica::LogEnd>,
     /// Signalled whenever `durable_lsn` moves.
     pub(crate) lsn_moved: (Mutex<()>, Condvar),
     failure: Mutex<Option<String>>,
@@ -191,6 +194,16 @@ impl Inner {
                 offset: e.offset,
                 detail,
             })
+    }
+
+    /// Records the durable end of the log: its last frame.
+    pub(crate) fn set_log_end(&self, last: &crate::frame::FrameHeader) {
+        *self.log_end.lock().unwrap_or_else(|p| p.into_inner()) = crate::replica::LogEnd {
+            lsn: last.end_lsn() - 1,
+            epoch: last.epoch,
+            crc: last.crc,
+            timestamp_us: last.timestamp_us,
+        };
     }
 
     /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
@@ -320,6 +333,12 @@ impl Store {
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
             lsn_moved: (Mutex::new(()), Condvar::new()),
+            log_end: Mutex::new(crate::replica::LogEnd {
+                lsn: end_lsn,
+                epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                crc: rec.last_frame.map_or(0, |f| f.crc),
+                timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+            }),
             _lock: lock,
         });
         let appender = match rec.segments.last() {

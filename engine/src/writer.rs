@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::apply::{Applier, ApplyJob};
 use crate::batch::{Committed, OpOutcome, Precondition};
 use crate::clock::next_timestamp;
 use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
@@ -157,6 +158,8 @@ pub(crate) struct WriterState {
     training: bool,
     trained_tx: mpsc::Sender<Result<Vec<u8>>>,
     trained_rx: mpsc::Receiver<Result<Vec<u8>>>,
+    /// A replica's index applier, started by the first append.
+    applier: Option<Applier>,
 }
 
 /// A record planned for the frame being built.
@@ -190,6 +193,7 @@ impl WriterState {
             training: false,
             trained_tx,
             trained_rx,
+            applier: None,
         })
     }
 
@@ -276,6 +280,9 @@ impl WriterState {
 
     fn control(&mut self, op: Control) -> Result<()> {
         self.inner.check_alive()?;
+        if !matches!(op, Control::Append(_)) {
+            self.drain_applier()?;
+        }
         match op {
             Control::BeginEpoch(epoch) => {
                 if epoch <= self.epoch {
@@ -396,6 +403,8 @@ impl WriterState {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
+        // A former replica: its preconditions read the index.
+        self.drain_applier()?;
         let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
         for r in group {
@@ -726,45 +735,53 @@ impl WriterState {
         }
         let (file, path) = self.appender.file();
         sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
-        let total: u64 = headers.iter().map(|(_, h)| h.frame_len()).sum();
-        let due = self.unsynced_index_bytes + total >= INDEX_SYNC_LOG_BYTES
-            || self.last_index_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
-        let tx = self.inner.index().begin_write(due)?;
-        {
-            let mut tables = Tables::open(&tx)?;
-            let extractor = self.inner.opts.extractor.as_ref();
-            for ((pos, h), (segment, offset)) in headers.iter().zip(&placed) {
-                apply_frame(
-                    &mut tables,
-                    &FrameToApply {
-                        header: *h,
-                        segment: *segment,
-                        offset: *offset,
-                        bytes: &bytes[*pos..*pos + h.frame_len() as usize],
-                        keys: None,
-                    },
-                    extractor,
-                    &self.inner.dicts,
-                    crate::keys::extracts(extractor),
-                )?;
-            }
-            tables.finish()?;
-        }
-        tx.commit()?;
-        if due {
-            self.unsynced_index_bytes = 0;
-            self.last_index_sync = Instant::now();
-        } else {
-            self.unsynced_index_bytes += total;
-        }
+        // Durable now: record the log's end, then hand the frames to the
+        // applier, which makes them visible once indexed.
+        let last = headers[headers.len() - 1].1;
+        self.inner.set_log_end(&last);
         self.next_lsn = next;
         self.last_ts = ts;
         if epoch > self.epoch {
             self.epoch = epoch;
             self.inner.epoch.store(epoch, Ordering::Release);
         }
-        self.inner.publish_lsn(next - 1);
+        if self.applier.is_none() {
+            self.applier =
+                Some(Applier::start(self.inner.clone()).map_err(|e| {
+                    Error::io("start the replica index applier", &self.inner.dir, e)
+                })?);
+        }
+        let frames = headers
+            .iter()
+            .zip(&placed)
+            .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
+            .collect();
+        if let Some(a) = &self.applier {
+            a.submit(ApplyJob {
+                bytes: bytes.to_vec(),
+                frames,
+            })?;
+        }
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Waits until the replica applier has indexed everything written, so
+    /// that the writer may read or write the index itself.
+    fn drain_applier(&self) -> Result<()> {
+        if self.applier.is_none() {
+            return Ok(());
+        }
+        let want = self.next_lsn - 1;
+        while self.inner.durable_lsn.load(Ordering::Acquire) < want {
+            self.inner.check_alive()?;
+            let store_wait = std::time::Duration::from_millis(50);
+            let (lock, cv) = &self.inner.lsn_moved;
+            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self.inner.durable_lsn.load(Ordering::Acquire) < want {
+                let _ = cv.wait_timeout(guard, store_wait);
+            }
+        }
+        Ok(())
     }
 
     /// Frames, appends, fsyncs and indexes one payload, then publishes it.
@@ -827,6 +844,7 @@ impl WriterState {
         } else {
             self.unsynced_index_bytes += frame.len() as u64;
         }
+        self.inner.set_log_end(&header);
         self.inner.publish_lsn(header.end_lsn() - 1);
         Ok(())
     }

@@ -22,15 +22,29 @@ fn small_segments(replica: bool) -> Options {
 fn ship(leader: &Store, replica: &Store, chunk: usize) -> usize {
     let mut n = 0;
     while let Some(c) = leader
-        .read_log(replica.last_lsn() + 1, chunk)
+        .read_log(replica.log_end().lsn + 1, chunk)
         .expect("read log")
     {
-        assert_eq!(c.first_lsn, replica.last_lsn() + 1);
+        assert_eq!(c.first_lsn, replica.log_end().lsn + 1);
         let end = replica.append_log(c.bytes).expect("append");
         assert_eq!(end, c.end_lsn - 1, "the replica's end is the chunk's end");
         n += 1;
     }
+    settle(replica);
     n
+}
+
+/// Waits until the replica has indexed (made visible) all it appended.
+fn settle(replica: &Store) {
+    let end = replica.log_end().lsn;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replica.last_lsn() < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never indexed lsn {end}"
+        );
+        replica.wait_for_lsn(replica.last_lsn(), std::time::Duration::from_millis(100));
+    }
 }
 
 /// Every frame of a store's log, as bytes, in order.
@@ -162,6 +176,8 @@ fn frames_that_do_not_continue_the_log_are_refused_and_nothing_is_written() {
         replica.append_log(all.bytes),
         Err(Error::Replication(_))
     ));
+    settle(&replica);
+    assert_eq!(replica.last_lsn(), leader.last_lsn(), "indexed and visible");
     // A leader does not take frames.
     assert!(matches!(
         leader.append_log(second.bytes),

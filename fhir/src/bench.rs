@@ -228,9 +228,8 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
             let mut rng = Rng::new(1000 + c as u64);
             let mut lat: Vec<u32> = Vec::new();
             let mut n = 0u64;
-            let mut next_at = interval.map(|i| {
-                tokio::time::Instant::now() + i.mul_f64(c as f64 / s_clients as f64)
-            });
+            let mut next_at = interval
+                .map(|i| tokio::time::Instant::now() + i.mul_f64(c as f64 / s_clients as f64));
             while !stop_flag.load(Ordering::Relaxed) {
                 if let (Some(at), Some(i)) = (next_at.as_mut(), interval) {
                     tokio::time::sleep_until(*at).await;

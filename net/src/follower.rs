@@ -72,8 +72,10 @@ pub enum FollowerEvent {
     Disconnected(String),
     /// A message from the leader.
     Message(Message),
-    /// The last [`FollowerAction::Append`] is durable and applied.
+    /// The last [`FollowerAction::Append`] is durable (fsynced).
     Appended(LogEnd),
+    /// Everything up to this LSN is indexed and readable.
+    Applied(u64),
     /// The last append failed. `checksum`: the bytes were bad (refetch
     /// them); otherwise the local disk failed (retry after backoff).
     AppendFailed {
@@ -145,6 +147,7 @@ pub struct Follower {
     phase: Phase,
     end: LogEnd,
     received: u64,
+    applied: u64,
     expected: u64,
     appending: bool,
     queue: Vec<u8>,
@@ -153,7 +156,7 @@ pub struct Follower {
     backoff_us: u64,
     last_heard_us: u64,
     last_ack_us: u64,
-    acked: (u64, u64),
+    acked: (u64, u64, u64),
     leader: LeaderView,
     stopped: Option<String>,
     counters: FollowerCounters,
@@ -169,13 +172,14 @@ impl Follower {
             phase: Phase::Idle { retry_at_us: 0 },
             end,
             received: end.lsn,
+            applied: 0,
             expected: end.lsn + 1,
             appending: false,
             queue: Vec::new(),
             refetch_from: None,
             last_heard_us: 0,
             last_ack_us: 0,
-            acked: (0, 0),
+            acked: (0, 0, 0),
             leader: LeaderView::default(),
             stopped: None,
             counters: FollowerCounters::default(),
@@ -185,6 +189,11 @@ impl Follower {
     /// Where the durable log ends.
     pub fn log_end(&self) -> LogEnd {
         self.end
+    }
+
+    /// The highest LSN indexed and readable, as last told.
+    pub fn applied(&self) -> u64 {
+        self.applied.min(self.end.lsn)
     }
 
     /// The highest LSN received (durable or not).
@@ -223,6 +232,7 @@ impl Follower {
         let mut out = Vec::new();
         match event {
             FollowerEvent::Tick => {}
+            FollowerEvent::Applied(lsn) => self.applied = self.applied.max(lsn),
             FollowerEvent::Progress => {
                 if matches!(self.phase, Phase::AwaitWelcome | Phase::Streaming) {
                     self.last_heard_us = now_us;
@@ -366,7 +376,7 @@ impl Follower {
                 };
                 self.phase = Phase::Streaming;
                 self.expected = start_lsn;
-                self.acked = (0, 0);
+                self.acked = (0, 0, 0);
             }
             (_, Message::Refused { code, lsn, reason }) => match code {
                 RefuseCode::NotLeader => {
@@ -442,7 +452,8 @@ impl Follower {
                     self.appending = true;
                     out.push(FollowerAction::Append(std::mem::take(&mut self.queue)));
                 }
-                let marks = (self.received, self.end.lsn);
+                let applied = self.applied.min(self.end.lsn);
+                let marks = (self.received, self.end.lsn, applied);
                 if marks != self.acked
                     || now_us.saturating_sub(self.last_ack_us) >= self.cfg.ack_interval_us
                 {
@@ -451,7 +462,7 @@ impl Follower {
                     out.push(FollowerAction::Send(Message::Ack {
                         received: self.received,
                         durable: self.end.lsn,
-                        applied: self.end.lsn,
+                        applied,
                     }));
                 }
             }

@@ -602,7 +602,9 @@ async fn serve_follower(
                         let mut taken = Vec::new();
                         while commits.front().is_some_and(|(lsn, _)| *lsn <= w.durable) {
                             if let Some((_, at)) = commits.pop_front() {
-                                taken.push(u32::try_from(now_us.saturating_sub(at)).unwrap_or(u32::MAX));
+                                taken.push(
+                                    u32::try_from(now_us.saturating_sub(at)).unwrap_or(u32::MAX),
+                                );
                             }
                         }
                         if let (Some(n), false) = (name.as_deref(), taken.is_empty()) {
@@ -818,14 +820,11 @@ async fn guard_bound(
 }
 
 fn log_end(store: &Store) -> Result<LogEnd, StoreError> {
-    let lsn = store.last_lsn();
-    Ok(match store.frame_ending_at(lsn)? {
-        Some(h) => LogEnd {
-            epoch: h.epoch,
-            lsn,
-            crc: h.crc,
-        },
-        None => LogEnd::default(),
+    let e = store.log_end();
+    Ok(LogEnd {
+        epoch: e.epoch,
+        lsn: e.lsn,
+        crc: e.crc,
     })
 }
 
@@ -931,6 +930,10 @@ async fn follow(
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
             _ = tick.tick() => {
+                let applied = store.last_lsn();
+                if applied != machine.applied() {
+                    pending.push_back(FollowerEvent::Applied(applied));
+                }
                 let p = progress.load(Ordering::Relaxed);
                 if p != progress_seen {
                     progress_seen = p;
@@ -1063,7 +1066,7 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
         leader_lsn: l.last_lsn,
         received: m.received(),
         durable: end.lsn,
-        applied: end.lsn,
+        applied: m.applied(),
         lag_lsns: lsns_left,
         lag_seconds: 0.0,
         stopped: m.stopped().map(String::from),

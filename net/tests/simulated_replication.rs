@@ -60,14 +60,19 @@ fn replica_opts() -> Options {
 }
 
 fn log_end(store: &Store) -> LogEnd {
-    let lsn = store.last_lsn();
-    match store.frame_ending_at(lsn).expect("read") {
-        Some(h) => LogEnd {
-            epoch: h.epoch,
-            lsn,
-            crc: h.crc,
-        },
-        None => LogEnd::default(),
+    let e = store.log_end();
+    LogEnd {
+        epoch: e.epoch,
+        lsn: e.lsn,
+        crc: e.crc,
+    }
+}
+
+/// Waits until the store has indexed everything it appended.
+fn settle(store: &Store) {
+    let end = store.log_end().lsn;
+    while store.last_lsn() < end {
+        store.wait_for_lsn(store.last_lsn(), std::time::Duration::from_millis(100));
     }
 }
 
@@ -239,19 +244,20 @@ impl Sim {
 
     fn check(&mut self) {
         let store = self.follower_store.as_ref().expect("store");
-        let durable = store.last_lsn();
+        let end = store.log_end();
+        let durable = end.lsn;
         assert!(durable >= self.highest_durable, "durable never goes back");
+        assert!(
+            store.last_lsn() <= durable,
+            "nothing is visible before it is durable"
+        );
         self.highest_durable = durable;
         assert_eq!(self.follower.log_end().lsn, durable);
         if durable > 0 {
-            let mine = store
-                .frame_ending_at(durable)
-                .expect("read")
-                .expect("frame");
             let theirs = self.leader.frame_ending_at(durable).expect("read");
             assert_eq!(
                 theirs.map(|h| h.crc),
-                Some(mine.crc),
+                Some(end.crc),
                 "logs agree at {durable}"
             );
         }
@@ -315,6 +321,8 @@ impl Sim {
             self.follower_event(e);
         }
         self.leader_event(LeaderEvent::Tick);
+        let applied = self.follower_store.as_ref().expect("store").last_lsn();
+        self.follower_event(FollowerEvent::Applied(applied));
         self.follower_event(FollowerEvent::Tick);
         self.check();
     }
@@ -335,12 +343,13 @@ fn run(seed: u64) {
     }
     // Writes stop; the follower must catch up completely.
     let mut steps = 0;
-    while sim.follower_store.as_ref().expect("store").last_lsn() < sim.leader.last_lsn() {
+    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader.last_lsn() {
         sim.step(false);
         steps += 1;
         assert!(steps < 200_000, "seed {seed}: the follower never caught up");
     }
     let follower = sim.follower_store.take().expect("store");
+    settle(&follower);
     assert_eq!(
         frames(&follower),
         frames(&sim.leader),
@@ -366,7 +375,7 @@ fn corrupted_frames_are_refetched_and_counted() {
     for _ in 0..3_000 {
         sim.step(true);
     }
-    while sim.follower_store.as_ref().expect("store").last_lsn() < sim.leader.last_lsn() {
+    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader.last_lsn() {
         sim.step(false);
     }
     let detected = sim.failures_before + sim.follower.counters().checksum_failures;
@@ -381,5 +390,6 @@ fn corrupted_frames_are_refetched_and_counted() {
         sim.corruptions
     );
     let follower = sim.follower_store.take().expect("store");
+    settle(&follower);
     assert_eq!(frames(&follower), frames(&sim.leader));
 }

@@ -66,6 +66,11 @@ impl Relay {
         back.connect(server)?;
         for s in [&front, &back] {
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            // Room for a window's worth of datagrams: the relay must not be
+            // the link's bottleneck (the kernel caps it at rmem_max).
+            let sock = socket2::SockRef::from(s.as_ref());
+            sock.set_recv_buffer_size(8 << 20)?;
+            sock.set_send_buffer_size(8 << 20)?;
         }
         let addr = front.local_addr()?;
         let faults = Arc::new(Mutex::new(Faults::default()));

@@ -76,6 +76,18 @@ fn status(addr: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&r.body).expect("json")
 }
 
+/// Waits until a follower has indexed everything it holds durably.
+fn settled(follower: SocketAddr) {
+    until(
+        "the follower indexed what it holds",
+        Duration::from_secs(30),
+        || {
+            let u = &status(follower)["upstream"];
+            u["applied"] == u["durable"]
+        },
+    );
+}
+
 fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -254,6 +266,8 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
         }
         let acked = acked.lock().expect("lock").clone();
         total += acked.len();
+        // Durable on the follower is what counts; reads see it once indexed.
+        settled(follower.http);
         for id in &acked {
             let r = request(follower.http, "GET", &format!("/Patient/{id}"), None).expect("read");
             assert_eq!(
@@ -331,6 +345,7 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
         w.join().expect("writer");
     }
     let acked = acked.lock().expect("lock").clone();
+    settled(follower.http);
     let missing: Vec<&(String, u64)> = acked
         .iter()
         .filter(|(id, _)| {
