@@ -21,7 +21,9 @@ use vigil_engine::{Error as StoreError, Store};
 
 use crate::eligibility::{EligibilityFile, decide};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
-use crate::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, Watermarks};
+use crate::leader::{
+    LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
+};
 use crate::status::{FollowerLink, ReplicationStatus, SyncProgress, Upstream};
 use crate::tls::{Identity, TlsError, transport_config};
 use crate::wire::{Message, WireError};
@@ -571,6 +573,7 @@ async fn serve_follower(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut name: Option<String> = None;
+    let mut base = SessionCounters::default();
     // Commit times of log heads seen, to time how long each took to
     // become durable on the follower.
     let mut commits: VecDeque<(u64, u64)> = VecDeque::new();
@@ -652,6 +655,12 @@ async fn serve_follower(
                     link.eligible =
                         recorded.unwrap_or_else(|| cfg.max_lag.is_none_or(|m| m.is_zero()));
                 }
+                // Counters are since start: this session adds to earlier ones.
+                base = SessionCounters {
+                    bytes_sent: link.bytes_sent,
+                    chunks_sent: link.chunks_sent,
+                    refetches: link.refetches,
+                };
                 link.node = n.clone();
                 link.remote = remote.to_string();
                 link.connected = true;
@@ -659,7 +668,7 @@ async fn serve_follower(
                 name = Some(n);
             }
         }
-        update_link(&shared, name.as_deref(), &session, &head_rx);
+        update_link(&shared, name.as_deref(), &session, &head_rx, base);
         // Biased: messages that queued up while a large chunk was being
         // written are handled before a tick can call the follower silent.
         tokio::select! {
@@ -702,6 +711,7 @@ fn update_link(
     name: Option<&str>,
     session: &LeaderSession,
     head_rx: &watch::Receiver<LogHead>,
+    base: SessionCounters,
 ) {
     let Some(n) = name else { return };
     let w: Watermarks = session.watermarks();
@@ -713,9 +723,9 @@ fn update_link(
     l.durable = w.durable;
     l.applied = w.applied;
     l.lag_lsns = head.lsn.saturating_sub(w.durable);
-    l.bytes_sent = c.bytes_sent;
-    l.chunks_sent = c.chunks_sent;
-    l.refetches = c.refetches;
+    l.bytes_sent = base.bytes_sent + c.bytes_sent;
+    l.chunks_sent = base.chunks_sent + c.chunks_sent;
+    l.refetches = base.refetches + c.refetches;
 }
 
 /// Measures every follower's lag (the age of the oldest write it lacks

@@ -48,6 +48,8 @@ struct Sim {
     corruptions: u64,
     /// Checksum failures counted by follower machines before a restart.
     failures_before: u64,
+    /// Appends failed as if the disk were full.
+    disk_failures: u64,
     written: u32,
 }
 
@@ -117,6 +119,7 @@ impl Sim {
             highest_durable: 0,
             corruptions: 0,
             failures_before: 0,
+            disk_failures: 0,
             written: 0,
         }
     }
@@ -311,12 +314,23 @@ impl Sim {
         if self.append.as_ref().is_some_and(|(t, _)| *t <= self.now) {
             let (_, bytes) = self.append.take().expect("append");
             let store = self.follower_store.as_ref().expect("store");
-            let e = match store.append_log(bytes) {
-                Ok(_) => FollowerEvent::Appended(log_end(store)),
-                Err(e) => FollowerEvent::AppendFailed {
-                    checksum: matches!(e, vigil_engine::Error::Replication(_)),
-                    error: e.to_string(),
-                },
+            let full_disk = self.rng.chance(10);
+            let e = if full_disk {
+                // A full disk: the engine writes nothing; the follower must
+                // stop acknowledging, and recover by itself later.
+                self.disk_failures += 1;
+                FollowerEvent::AppendFailed {
+                    checksum: false,
+                    error: "No space left on device (simulated)".into(),
+                }
+            } else {
+                match store.append_log(bytes) {
+                    Ok(_) => FollowerEvent::Appended(log_end(store)),
+                    Err(e) => FollowerEvent::AppendFailed {
+                        checksum: matches!(e, vigil_engine::Error::Replication(_)),
+                        error: e.to_string(),
+                    },
+                }
             };
             self.follower_event(e);
         }

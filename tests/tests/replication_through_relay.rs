@@ -381,3 +381,79 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
     );
     drop(leader);
 }
+
+#[test]
+fn a_follower_killed_during_catch_up_resumes_where_it_was() {
+    let c = Cluster::new();
+    let leader = NodeProcess::start(BIN, &c.leader_config(None)).expect("leader");
+    let mut rng = Rng::new(21);
+    for _ in 0..120 {
+        let bundle = transaction_bundle(&mut rng, 60).to_string();
+        let r = request(leader.http, "POST", "/", Some(&bundle)).expect("bundle");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let leader_lsn = status(leader.http)["last_lsn"].as_u64().expect("lsn");
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
+        3,
+    )
+    .expect("relay");
+    // A slow link, so that catch-up takes a while.
+    relay.set(Faults {
+        delay: Duration::from_millis(40),
+        loss: 0.02,
+        ..Faults::default()
+    });
+    let cfg = c.follower_config(relay.addr());
+    let follower = NodeProcess::start(BIN, &cfg).expect("follower");
+    let mut seen = 0;
+    until(
+        "part of the log durable on the follower",
+        Duration::from_secs(60),
+        || {
+            seen = status(follower.http)["upstream"]["durable"]
+                .as_u64()
+                .unwrap_or(0);
+            seen > 0
+        },
+    );
+    drop(follower); // SIGKILL in the middle of catch-up
+    assert!(
+        seen < leader_lsn,
+        "killed before catch-up finished ({seen} of {leader_lsn})"
+    );
+    relay.set(Faults::default());
+    let follower = NodeProcess::start(BIN, &cfg).expect("follower restarts");
+    let s = status(follower.http);
+    let resumed_at = s["last_lsn"].as_u64().expect("lsn");
+    assert!(
+        resumed_at >= seen,
+        "what was durable survived the kill: {resumed_at} < {seen}"
+    );
+    until(
+        "catch-up after the restart",
+        Duration::from_secs(60),
+        || {
+            status(follower.http)["upstream"]["durable"]
+                .as_u64()
+                .unwrap_or(0)
+                >= leader_lsn
+        },
+    );
+    let fetched = status(follower.http)["upstream"]["bytes_received"]
+        .as_u64()
+        .expect("bytes");
+    let sessions = status(leader.http)["followers"][0]["sessions"]
+        .as_u64()
+        .expect("sessions");
+    assert!(sessions >= 2, "the follower came back in a new session");
+    drop(follower);
+    drop(leader);
+    let (a, b) = (frames(&c.data("a"), false), frames(&c.data("b"), true));
+    assert_eq!(a, b, "identical logs after the resumed catch-up");
+    let total: u64 = a.iter().map(|f| f.len() as u64).sum();
+    assert!(
+        fetched < total,
+        "the restarted follower fetched only what it lacked: {fetched} of {total} bytes of log"
+    );
+}
