@@ -470,3 +470,96 @@ impl Follower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_reconnecting_cannot_cure_stops_it_with_the_reason() {
+        let mut f = Follower::new(FollowerConfig::new("c", "b"), LogEnd::default());
+        assert_eq!(
+            f.handle(FollowerEvent::Tick, 0),
+            vec![FollowerAction::Connect]
+        );
+        let out = f.handle(FollowerEvent::Connected, 1);
+        assert!(matches!(
+            &out[0],
+            FollowerAction::Send(Message::Hello {
+                protocol: PROTOCOL_VERSION,
+                ..
+            })
+        ));
+        let out = f.handle(
+            FollowerEvent::Message(Message::Refused {
+                code: RefuseCode::ProtocolVersion,
+                lsn: 0,
+                reason: "protocol version mismatch".into(),
+            }),
+            2,
+        );
+        assert!(
+            matches!(&out[0], FollowerAction::Stop(r) if r.contains("protocol version mismatch"))
+        );
+        assert!(f.stopped().is_some());
+        assert!(
+            f.handle(FollowerEvent::Tick, 10_000_000_000).is_empty(),
+            "never reconnects"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_stops_acks_and_it_reconnects_from_its_durable_end() {
+        let end = LogEnd {
+            epoch: 1,
+            lsn: 10,
+            crc: 7,
+        };
+        let mut f = Follower::new(FollowerConfig::new("c", "b"), end);
+        f.handle(FollowerEvent::Tick, 0);
+        f.handle(FollowerEvent::Connected, 1);
+        f.handle(
+            FollowerEvent::Message(Message::Welcome {
+                leader: "a".into(),
+                epoch: 1,
+                last_lsn: 20,
+                start_lsn: 11,
+                http_url: "http://a".into(),
+            }),
+            2,
+        );
+        let out = f.handle(
+            FollowerEvent::Message(Message::Frames {
+                first_lsn: 11,
+                end_lsn: 21,
+                leader_lsn: 20,
+                bytes: vec![1; 10],
+            }),
+            3,
+        );
+        assert!(out.contains(&FollowerAction::Append(vec![1; 10])));
+        let out = f.handle(
+            FollowerEvent::AppendFailed {
+                error: "No space left on device".into(),
+                checksum: false,
+            },
+            4,
+        );
+        assert!(matches!(&out[0], FollowerAction::Disconnect(_)));
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, FollowerAction::Send(Message::Ack { .. }))),
+            "no ack"
+        );
+        assert_eq!(f.received(), 10, "what was not written is fetched again");
+        // After the backoff it connects again and says hello from lsn 10.
+        let out = f.handle(FollowerEvent::Tick, 4 + 200_000);
+        assert_eq!(out, vec![FollowerAction::Connect]);
+        let out = f.handle(FollowerEvent::Connected, 4 + 200_001);
+        assert!(matches!(
+            &out[0],
+            FollowerAction::Send(Message::Hello { last_lsn: 10, .. })
+        ));
+        assert_eq!(f.counters().disk_failures, 1);
+    }
+}

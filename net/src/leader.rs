@@ -426,3 +426,131 @@ impl LeaderSession {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(protocol: u16, cluster: &str) -> LeaderEvent {
+        LeaderEvent::Message(Message::Hello {
+            protocol,
+            cluster: cluster.into(),
+            node: "b".into(),
+            last_epoch: 0,
+            last_lsn: 0,
+            last_crc: 0,
+        })
+    }
+
+    fn refusal(actions: &[LeaderAction]) -> Option<RefuseCode> {
+        actions.iter().find_map(|a| match a {
+            LeaderAction::Send(Message::Refused { code, .. }) => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn another_protocol_version_or_cluster_is_refused_with_the_reason() {
+        let cfg = LeaderConfig::new("c", "a", "http://a");
+        let mut s = LeaderSession::new(cfg.clone(), 0);
+        let out = s.handle(hello(PROTOCOL_VERSION + 1, "c"), 1);
+        assert_eq!(refusal(&out), Some(RefuseCode::ProtocolVersion));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, LeaderAction::Close(r) if r.contains("protocol version")))
+        );
+        assert!(s.is_closed());
+        let mut s = LeaderSession::new(cfg, 0);
+        let out = s.handle(hello(PROTOCOL_VERSION, "other"), 1);
+        assert_eq!(refusal(&out), Some(RefuseCode::WrongCluster));
+    }
+
+    #[test]
+    fn frames_flow_in_order_within_the_window_and_acks_free_it() {
+        let mut cfg = LeaderConfig::new("c", "a", "http://a");
+        cfg.chunk_bytes = 100;
+        cfg.window_bytes = 250;
+        let mut s = LeaderSession::new(cfg, 0);
+        s.handle(
+            LeaderEvent::LogAdvanced {
+                last_lsn: 50,
+                last_commit_us: 1,
+                epoch: 1,
+            },
+            0,
+        );
+        let out = s.handle(hello(PROTOCOL_VERSION, "c"), 1);
+        assert!(matches!(
+            out[..],
+            [LeaderAction::ComparePosition { lsn: 0, .. }]
+        ));
+        let out = s.handle(
+            LeaderEvent::Position(LogPosition::Prefix { next_lsn: 1 }),
+            2,
+        );
+        assert!(matches!(
+            out[0],
+            LeaderAction::Send(Message::Welcome { start_lsn: 1, .. })
+        ));
+        assert!(matches!(
+            out[1],
+            LeaderAction::ReadLog {
+                from_lsn: 1,
+                max_bytes: 100
+            }
+        ));
+        let chunk = |first: u64, end: u64| {
+            LeaderEvent::Chunk(Some(LogChunk {
+                first_lsn: first,
+                end_lsn: end,
+                frames: 1,
+                bytes: vec![0; 100],
+            }))
+        };
+        let out = s.handle(chunk(1, 11), 3);
+        assert!(matches!(
+            out[0],
+            LeaderAction::Send(Message::Frames {
+                first_lsn: 1,
+                end_lsn: 11,
+                ..
+            })
+        ));
+        assert!(matches!(out[1], LeaderAction::ReadLog { from_lsn: 11, .. }));
+        s.handle(chunk(11, 21), 4);
+        // The third chunk fills the window: no read until an ack frees it.
+        let out = s.handle(chunk(21, 31), 5);
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, LeaderAction::ReadLog { .. })),
+            "window full"
+        );
+        let out = s.handle(
+            LeaderEvent::Message(Message::Ack {
+                received: 20,
+                durable: 10,
+                applied: 10,
+            }),
+            6,
+        );
+        assert!(out.contains(&LeaderAction::Watermarks(Watermarks {
+            received: 20,
+            durable: 10,
+            applied: 10
+        })));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, LeaderAction::ReadLog { from_lsn: 31, .. }))
+        );
+        // Watermarks that go back break the protocol.
+        let out = s.handle(
+            LeaderEvent::Message(Message::Ack {
+                received: 20,
+                durable: 5,
+                applied: 5,
+            }),
+            7,
+        );
+        assert_eq!(refusal(&out), Some(RefuseCode::Protocol));
+    }
+}

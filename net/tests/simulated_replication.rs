@@ -1,5 +1,6 @@
 //! The replication state machines driven by a seeded simulator over real
 //! stores: messages delayed, connections cut, frames corrupted in flight,
+//! appends failing as on a full disk,
 //! the follower crashed and restarted, the leader writing throughout. After
 //! every step the invariants are checked; at the end the logs must be
 //! frame-for-frame identical.
