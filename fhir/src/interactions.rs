@@ -95,7 +95,7 @@ pub fn written_response(
     ))
 }
 
-fn conflict_to_412(e: FhirError) -> FhirError {
+pub(crate) fn conflict_to_412(e: FhirError) -> FhirError {
     if e.status == StatusCode::CONFLICT {
         FhirError::precondition(e.diagnostics)
     } else {
@@ -104,7 +104,7 @@ fn conflict_to_412(e: FhirError) -> FhirError {
 }
 
 /// Reads and checks a resource body for `ty`.
-fn body_for(
+pub(crate) fn body_for(
     app: &App,
     ty: &str,
     headers: &HeaderMap,
@@ -327,7 +327,13 @@ pub async fn delete(
     )
     .await
     .map_err(conflict_to_412)?;
-    let (msg, version) = match c.outcomes[0] {
+    Ok(deleted_response(&ty, &id, c.outcomes[0]))
+}
+
+/// The answer to a delete: 200 with an OperationOutcome saying what
+/// happened, and the deletion's ETag when one was written.
+pub fn deleted_response(ty: &str, id: &str, outcome: OpOutcome) -> Response {
+    let (msg, version) = match outcome {
         OpOutcome::Written { version, .. } => (
             format!("deleted {ty}/{id} (version {version})"),
             Some(version),
@@ -346,5 +352,5 @@ pub async fn delete(
     {
         resp.headers_mut().insert(header::ETAG, e);
     }
-    Ok(resp)
+    resp
 }

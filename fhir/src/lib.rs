@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod bench;
 pub mod capability;
+pub mod conditional;
 pub mod config;
 pub mod history;
 pub mod http;

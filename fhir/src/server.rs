@@ -98,7 +98,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_history", get(history::system))
         .route(
             "/{type}",
-            get(search::search_get).post(interactions::create),
+            get(search::search_get)
+                .post(interactions::create)
+                .put(crate::conditional::conditional_update)
+                .delete(crate::conditional::conditional_delete),
         )
         .route("/{type}/_search", post(search::search_post))
         .route("/{type}/_history", get(history::of_type))

@@ -1,0 +1,158 @@
+//! Conditional update and delete: `PUT [type]?criteria` and
+//! `DELETE [type]?criteria` (R4 http page, "conditional update" and
+//! "conditional delete", single-match mode).
+//!
+//! The criteria are a search, answered from the same index as `GET
+//! [type]?…`. The write that follows carries the version the search saw as
+//! its precondition, so a resource changed between the search and the
+//! write gets 412 instead of a lost update.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use vigil_engine::{Batch, Op, OpKind, Precondition};
+
+use crate::interactions::{
+    body_for, check_type, conflict_to_412, deleted_response, written_response,
+};
+use crate::negotiate::check_accept;
+use crate::outcome::FhirError;
+use crate::resource::{id_of, to_stored};
+use crate::server::{App, commit};
+
+/// The search criteria of a conditional URL, without `_format`; refuses an
+/// empty one (it would match every resource of the type).
+fn criteria(uri: &axum::http::Uri, what: &str) -> Result<(String, Option<String>), FhirError> {
+    let query = uri.query().unwrap_or("");
+    let mut format = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| match p.strip_prefix("_format=") {
+            Some(f) => {
+                format = Some(f.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        return Err(FhirError::invalid(format!(
+            "a conditional {what} needs search criteria, e.g. ?identifier=system|value"
+        )));
+    }
+    Ok((kept.join("&"), format))
+}
+
+/// The newest version of a live resource, for the precondition of the
+/// write that follows the search.
+fn live_head(app: &App, ty: &str, id: &str) -> Result<Option<u64>, FhirError> {
+    Ok(app
+        .store
+        .head(ty, id)?
+        .filter(|(_, _, op)| *op != OpKind::Delete)
+        .map(|(v, _, _)| v))
+}
+
+/// `PUT [type]?criteria`: no match creates (with the body's id, or a new
+/// one), one match updates that resource, several give 412.
+pub async fn conditional_update(
+    State(app): State<Arc<App>>,
+    Path(ty): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    let (cond, format) = criteria(&uri, "update")?;
+    check_accept(&headers, format.as_deref())?;
+    check_type(&ty)?;
+    let map = body_for(&app, &ty, &headers, bytes)?;
+    let body_id = id_of(&map).map(str::to_owned);
+    let found = crate::search::matching_ids(&app, &ty, &cond)?;
+    let (id, expect) = match found.as_slice() {
+        [] => match body_id {
+            // Update as create, only if that id is not taken.
+            Some(id) => (id, Precondition::Absent),
+            None => (crate::ids::new_id(), Precondition::Absent),
+        },
+        [id] => {
+            if let Some(b) = body_id.as_deref().filter(|b| *b != id) {
+                return Err(FhirError::invalid(format!(
+                    "the body's id {b:?} is not the id of the resource the criteria matched ({id:?})"
+                )));
+            }
+            let version = live_head(&app, &ty, id)?.ok_or_else(|| {
+                FhirError::precondition(format!("{ty}/{id} was deleted meanwhile; retry"))
+            })?;
+            (id.clone(), Precondition::Version(version))
+        }
+        many => {
+            return Err(FhirError::precondition(format!(
+                "the criteria {cond:?} match {} resources; a conditional update needs at most one",
+                many.len()
+            )));
+        }
+    };
+    crate::resource::check_id(&id)?;
+    let stored = to_stored(map, &id);
+    let c = commit(
+        &app,
+        Batch::one(Op::put(ty.clone(), id.clone(), stored.clone()).expect(expect)),
+    )
+    .await
+    .map_err(|e| match (found.is_empty(), e.status.as_u16()) {
+        (true, 409) => FhirError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!("no resource matched, but {ty}/{id} exists; it is not created again"),
+        ),
+        _ => conflict_to_412(e),
+    })?;
+    written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)
+}
+
+/// `DELETE [type]?criteria`: no match is not an error (200, nothing
+/// deleted), one match is deleted, several give 412.
+pub async fn conditional_delete(
+    State(app): State<Arc<App>>,
+    Path(ty): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let (cond, format) = criteria(&uri, "delete")?;
+    check_accept(&headers, format.as_deref())?;
+    check_type(&ty)?;
+    let found = crate::search::matching_ids(&app, &ty, &cond)?;
+    let id = match found.as_slice() {
+        [] => {
+            return Ok(crate::http::json_response(
+                axum::http::StatusCode::OK,
+                serde_json::to_vec(&crate::outcome::outcome_json(
+                    "information",
+                    "informational",
+                    &format!("no {ty} matched {cond:?}; nothing deleted"),
+                ))
+                .unwrap_or_default(),
+            ));
+        }
+        [id] => id.clone(),
+        many => {
+            return Err(FhirError::precondition(format!(
+                "the criteria {cond:?} match {} resources; a conditional delete deletes at most one",
+                many.len()
+            )));
+        }
+    };
+    let expect = live_head(&app, &ty, &id)?.map_or(Precondition::None, Precondition::Version);
+    let c = commit(
+        &app,
+        Batch::one(Op::delete(ty.clone(), id.clone()).expect(expect)),
+    )
+    .await
+    .map_err(conflict_to_412)?;
+    Ok(deleted_response(&ty, &id, c.outcomes[0]))
+}
