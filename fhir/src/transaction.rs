@@ -1,7 +1,10 @@
 //! `POST /` with a Bundle: a `transaction` is one engine batch (all or
 //! nothing) processed in the spec's order (DELETE, POST, PUT/PATCH, GET)
 //! with `urn:uuid:` and other entry fullUrls rewritten to the ids assigned;
-//! a `batch` runs its entries independently and reports each.
+//! a `batch` runs its entries independently and reports each. `PUT` and
+//! `DELETE` entries may name their target by search criteria
+//! (`[type]?criteria`), resolved against the store as it was before the
+//! Bundle.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ struct Entry {
     if_match: Option<u64>,
     /// For a POST with `ifNoneExist` that matched: the existing id.
     existing: Option<String>,
+    /// For a conditional PUT or DELETE: the precondition its search set.
+    expect: Option<Precondition>,
 }
 
 fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
@@ -70,10 +75,14 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| entry_error(i, "request.url is missing"))?;
-    if url.contains('?') {
+    let (url, cond) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url, None),
+    };
+    if cond.is_some() && !matches!(method, Method::Put | Method::Delete) {
         return Err(entry_error(
             i,
-            format!("conditional URL {url:?} is not supported in bundles"),
+            format!("only PUT and DELETE take a conditional URL here, not {url:?}?…"),
         ));
     }
     let url = url
@@ -105,16 +114,34 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             ));
         }
     }
-    let id = match (method, id) {
-        (Method::Post, None) => crate::ids::new_id(),
-        (Method::Post, Some(_)) => return Err(entry_error(i, "a POST URL is [type] only")),
-        (_, Some(id)) => {
+    let mut expect = None;
+    let id = match (method, id, cond) {
+        (_, Some(_), Some(_)) => {
+            return Err(entry_error(
+                i,
+                "a conditional URL is [type]?criteria, without an id",
+            ));
+        }
+        (_, None, Some(q)) => {
+            if req.get("ifMatch").is_some() {
+                return Err(entry_error(i, "use a conditional URL or ifMatch, not both"));
+            }
+            let body_id = resource.as_ref().and_then(id_of).map(str::to_owned);
+            let (id, p) = resolve_conditional(app, i, method, &ty, q, body_id)?;
+            expect = Some(p);
+            id
+        }
+        (Method::Post, None, None) => crate::ids::new_id(),
+        (Method::Post, Some(_), None) => {
+            return Err(entry_error(i, "a POST URL is [type] only"));
+        }
+        (_, Some(id), None) => {
             check_id(&id).map_err(|e| entry_error(i, e.diagnostics))?;
             id
         }
-        (_, None) => return Err(entry_error(i, "the URL needs an id")),
+        (_, None, None) => return Err(entry_error(i, "the URL needs an id")),
     };
-    if method == Method::Put {
+    if method == Method::Put && cond.is_none() {
         let body_id = resource.as_ref().and_then(id_of);
         if body_id != Some(id.as_str()) {
             return Err(entry_error(
@@ -154,9 +181,58 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             resource,
             if_match,
             existing,
+            expect,
         },
         full_url,
     ))
+}
+
+/// Resolves `PUT`/`DELETE [type]?criteria` against the store as it is
+/// before the Bundle: no match creates (PUT, with the body's id or a new
+/// one, only where that id is free) or deletes nothing (DELETE); one match
+/// is written with the version the search saw as its precondition;
+/// several are refused (412).
+fn resolve_conditional(
+    app: &App,
+    i: usize,
+    method: Method,
+    ty: &str,
+    query: &str,
+    body_id: Option<String>,
+) -> Result<(String, Precondition), FhirError> {
+    let found = crate::search::matching_ids(app, ty, query)?;
+    match (found.as_slice(), method) {
+        ([], Method::Put) => {
+            let id = body_id.unwrap_or_else(crate::ids::new_id);
+            check_id(&id).map_err(|e| entry_error(i, e.diagnostics))?;
+            Ok((id, Precondition::Absent))
+        }
+        // Deleting nothing: an id that cannot exist, so the engine reports
+        // "not found" for the entry and writes nothing.
+        ([], _) => Ok((crate::ids::new_id(), Precondition::None)),
+        ([id], _) => {
+            if let Some(b) = body_id.filter(|b| b != id) {
+                return Err(entry_error(
+                    i,
+                    format!("the resource id {b:?} is not the id the criteria matched ({id:?})"),
+                ));
+            }
+            let head = app.store.head(ty, id)?;
+            let version = head
+                .filter(|(_, _, op)| *op != OpKind::Delete)
+                .map(|(v, _, _)| v)
+                .ok_or_else(|| {
+                    FhirError::precondition(format!(
+                        "Bundle.entry[{i}]: {ty}/{id} was deleted meanwhile"
+                    ))
+                })?;
+            Ok((id.clone(), Precondition::Version(version)))
+        }
+        (many, _) => Err(FhirError::precondition(format!(
+            "Bundle.entry[{i}]: the criteria {query:?} match {} resources; at most one may",
+            many.len()
+        ))),
+    }
 }
 
 /// Replaces every string equal to a key of `map` (references to other
@@ -221,11 +297,11 @@ fn error_entry(e: &FhirError) -> Value {
 }
 
 fn op_of(e: &Entry, stored: Option<Vec<u8>>) -> Op {
-    let expect = match (e.method, e.if_match) {
+    let expect = e.expect.unwrap_or(match (e.method, e.if_match) {
         (_, Some(v)) => Precondition::Version(v),
         (Method::Post, None) => Precondition::Absent,
         _ => Precondition::None,
-    };
+    });
     match (e.method, stored) {
         (Method::Delete, _) | (_, None) => Op::delete(e.ty.clone(), e.id.clone()).expect(expect),
         (_, Some(body)) => Op::put(e.ty.clone(), e.id.clone(), body).expect(expect),

@@ -111,3 +111,72 @@ async fn the_capability_statement_says_so() {
     assert_eq!(patient["conditionalUpdate"], true);
     assert_eq!(patient["conditionalDelete"], "single");
 }
+
+fn transaction(entries: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+#[tokio::test]
+async fn conditional_urls_work_inside_a_transaction_and_refusals_undo_it() {
+    let s = TestServer::new();
+    let existing = s.post("/Patient", &patient("5", "Before")).await;
+    let id = existing.body["id"].as_str().expect("id").to_owned();
+    s.post("/Patient", &patient("6", "Doomed")).await;
+    let r = s
+        .post(
+            "/",
+            &transaction(vec![
+                json!({"request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|5"},
+                       "resource": patient("5", "After")}),
+                json!({"fullUrl": "urn:uuid:0f3c5d2e-8f8a-4f35-9d7c-1c6b7b7c1111",
+                       "request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|11"},
+                       "resource": patient("11", "New")}),
+                json!({"request": {"method": "DELETE", "url": "Patient?identifier=urn:mrn|6"}}),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+    let statuses: Vec<&str> = r.body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert!(statuses[0].starts_with("200"), "{statuses:?}");
+    assert!(statuses[1].starts_with("201"), "{statuses:?}");
+    assert_eq!(
+        s.get(&format!("/Patient/{id}")).await.body["name"][0]["family"],
+        "After"
+    );
+    assert_eq!(
+        s.get("/Patient?identifier=urn:mrn|11").await.body["total"],
+        1
+    );
+    assert_eq!(
+        s.get("/Patient?identifier=urn:mrn|6").await.body["total"],
+        0
+    );
+    // Several matches anywhere: the whole transaction is refused.
+    s.post("/Patient", &patient("5", "Twin")).await;
+    let r = s
+        .post(
+            "/",
+            &transaction(vec![
+                json!({"request": {"method": "PUT", "url": "Patient?identifier=urn:mrn|5"},
+                       "resource": patient("5", "Never")}),
+                json!({"request": {"method": "POST", "url": "Patient"},
+                       "resource": patient("12", "Never")}),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        r.diagnostics()
+    );
+    assert_eq!(
+        s.get("/Patient?identifier=urn:mrn|12").await.body["total"],
+        0
+    );
+}
