@@ -13,6 +13,7 @@
 pub mod eligibility;
 pub mod follower;
 pub mod leader;
+pub mod lease;
 pub mod node;
 pub mod status;
 pub mod tls;
