@@ -51,6 +51,22 @@ enum Command {
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
     },
+    /// Run the witness: the third voter, holding only the epoch, its lease
+    /// promise and the followers' eligibility (no resource data).
+    Witness {
+        /// Where the witness keeps its state (witness.state).
+        #[arg(long, default_value = "./vigil-witness")]
+        data: PathBuf,
+        /// The UDP address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        listen: SocketAddr,
+        /// Directory made by `vigil certs` (ca.pem, NODE.pem, NODE.key).
+        #[arg(long)]
+        certs: PathBuf,
+        /// The witness's node name (its certificate's).
+        #[arg(long, default_value = "witness")]
+        node: String,
+    },
     /// Show a node's role, log position and replication state.
     Status {
         /// The node's base URL.
@@ -251,6 +267,37 @@ fn main() -> anyhow::Result<()> {
                 "keep {} offline once every node has its certificate",
                 out.join("ca.key").display()
             );
+            Ok(())
+        }
+        Command::Witness {
+            data,
+            listen,
+            certs,
+            node,
+        } => {
+            init_logs(&Config::default());
+            let id = vigil_net::tls::Identity::load(&certs, &node)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    vigil_fhir::server::shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                vigil_net::witness::serve(
+                    &data,
+                    id,
+                    vigil_net::lease::LeaseConfig::default(),
+                    listen,
+                    stop,
+                    |addr| println!("vigil witness listening on {addr}"),
+                )
+                .await
+            })?;
             Ok(())
         }
         Command::Status { url, json, token } => {

@@ -18,3 +18,4 @@ pub mod node;
 pub mod status;
 pub mod tls;
 pub mod wire;
+pub mod witness;

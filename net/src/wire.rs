@@ -129,6 +129,56 @@ pub enum Message {
         /// What failed.
         reason: String,
     },
+    /// Candidate -> voter: a lease promise, please (see `lease`).
+    LeaseAsk {
+        /// Who asks.
+        candidate: String,
+        /// The epoch it asks in.
+        epoch: u64,
+        /// The round, echoed in the answer.
+        round: u64,
+    },
+    /// Voter -> candidate: the answer.
+    LeaseAnswer {
+        /// Who answers.
+        voter: String,
+        /// The round answered.
+        round: u64,
+        /// Whether the promise was given.
+        granted: bool,
+        /// The highest epoch the voter knows.
+        epoch: u64,
+        /// Whom the voter has promised ("" for nobody).
+        holder: String,
+    },
+    /// Candidate -> witness: move the epoch from `expected` to the next.
+    EpochCas {
+        /// Who asks (it must hold the witness's promise).
+        candidate: String,
+        /// The epoch it believes current.
+        expected: u64,
+    },
+    /// Witness -> candidate: the new epoch, or the current one if refused.
+    EpochCasAnswer {
+        /// Whether the epoch moved.
+        ok: bool,
+        /// The epoch now.
+        epoch: u64,
+    },
+    /// Leader -> witness: a follower's eligibility and durable watermark.
+    Eligibility {
+        /// The follower's node name.
+        follower: String,
+        /// Whether it may be promoted.
+        eligible: bool,
+        /// Its durable LSN as the leader last heard.
+        durable_lsn: u64,
+    },
+    /// Witness -> leader: the eligibility is recorded durably.
+    EligibilityRecorded {
+        /// The follower's node name.
+        follower: String,
+    },
 }
 
 /// Why bytes are not a valid message.
@@ -143,6 +193,12 @@ const KIND_FRAMES: u8 = 4;
 const KIND_HEARTBEAT: u8 = 5;
 const KIND_ACK: u8 = 6;
 const KIND_REFETCH: u8 = 7;
+const KIND_LEASE_ASK: u8 = 8;
+const KIND_LEASE_ANSWER: u8 = 9;
+const KIND_EPOCH_CAS: u8 = 10;
+const KIND_EPOCH_CAS_ANSWER: u8 = 11;
+const KIND_ELIGIBILITY: u8 = 12;
+const KIND_ELIGIBILITY_RECORDED: u8 = 13;
 
 impl Message {
     /// Encodes the message with its length prefix, ready to write.
@@ -223,6 +279,57 @@ impl Message {
                 b.push(KIND_REFETCH);
                 b.extend_from_slice(&from_lsn.to_le_bytes());
                 put_str(&mut b, reason);
+            }
+            Message::LeaseAsk {
+                candidate,
+                epoch,
+                round,
+            } => {
+                b.push(KIND_LEASE_ASK);
+                put_str(&mut b, candidate);
+                b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&round.to_le_bytes());
+            }
+            Message::LeaseAnswer {
+                voter,
+                round,
+                granted,
+                epoch,
+                holder,
+            } => {
+                b.push(KIND_LEASE_ANSWER);
+                put_str(&mut b, voter);
+                b.extend_from_slice(&round.to_le_bytes());
+                b.push(u8::from(*granted));
+                b.extend_from_slice(&epoch.to_le_bytes());
+                put_str(&mut b, holder);
+            }
+            Message::EpochCas {
+                candidate,
+                expected,
+            } => {
+                b.push(KIND_EPOCH_CAS);
+                put_str(&mut b, candidate);
+                b.extend_from_slice(&expected.to_le_bytes());
+            }
+            Message::EpochCasAnswer { ok, epoch } => {
+                b.push(KIND_EPOCH_CAS_ANSWER);
+                b.push(u8::from(*ok));
+                b.extend_from_slice(&epoch.to_le_bytes());
+            }
+            Message::Eligibility {
+                follower,
+                eligible,
+                durable_lsn,
+            } => {
+                b.push(KIND_ELIGIBILITY);
+                put_str(&mut b, follower);
+                b.push(u8::from(*eligible));
+                b.extend_from_slice(&durable_lsn.to_le_bytes());
+            }
+            Message::EligibilityRecorded { follower } => {
+                b.push(KIND_ELIGIBILITY_RECORDED);
+                put_str(&mut b, follower);
             }
         }
         let body = (b.len() - 4) as u32;
@@ -319,6 +426,34 @@ impl Message {
                 from_lsn: r.u64("from lsn")?,
                 reason: r.string("reason")?,
             },
+            KIND_LEASE_ASK => Message::LeaseAsk {
+                candidate: r.string("candidate")?,
+                epoch: r.u64("epoch")?,
+                round: r.u64("round")?,
+            },
+            KIND_LEASE_ANSWER => Message::LeaseAnswer {
+                voter: r.string("voter")?,
+                round: r.u64("round")?,
+                granted: r.flag("granted")?,
+                epoch: r.u64("epoch")?,
+                holder: r.string("holder")?,
+            },
+            KIND_EPOCH_CAS => Message::EpochCas {
+                candidate: r.string("candidate")?,
+                expected: r.u64("expected")?,
+            },
+            KIND_EPOCH_CAS_ANSWER => Message::EpochCasAnswer {
+                ok: r.flag("ok")?,
+                epoch: r.u64("epoch")?,
+            },
+            KIND_ELIGIBILITY => Message::Eligibility {
+                follower: r.string("follower")?,
+                eligible: r.flag("eligible")?,
+                durable_lsn: r.u64("durable lsn")?,
+            },
+            KIND_ELIGIBILITY_RECORDED => Message::EligibilityRecorded {
+                follower: r.string("follower")?,
+            },
             other => return Err(WireError(format!("unknown message kind {other}"))),
         };
         if r.pos != body.len() {
@@ -340,6 +475,12 @@ impl Message {
             Message::Heartbeat { .. } => "heartbeat",
             Message::Ack { .. } => "ack",
             Message::Refetch { .. } => "refetch",
+            Message::LeaseAsk { .. } => "lease-ask",
+            Message::LeaseAnswer { .. } => "lease-answer",
+            Message::EpochCas { .. } => "epoch-cas",
+            Message::EpochCasAnswer { .. } => "epoch-cas-answer",
+            Message::Eligibility { .. } => "eligibility",
+            Message::EligibilityRecorded { .. } => "eligibility-recorded",
         }
     }
 }
@@ -389,6 +530,13 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self, what: &str) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn flag(&mut self, what: &str) -> Result<bool, WireError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(WireError(format!("{what}: {v} is not 0 or 1"))),
+        }
     }
     fn string(&mut self, what: &str) -> Result<String, WireError> {
         let n = self.u16(what)? as usize;

@@ -52,6 +52,31 @@ fn all_kinds() -> Vec<Message> {
             from_lsn: 1_000_002,
             reason: "checksum".into(),
         },
+        Message::LeaseAsk {
+            candidate: "eu-west".into(),
+            epoch: 3,
+            round: 17,
+        },
+        Message::LeaseAnswer {
+            voter: "witness".into(),
+            round: 17,
+            granted: false,
+            epoch: 3,
+            holder: "eu-north".into(),
+        },
+        Message::EpochCas {
+            candidate: "eu-west".into(),
+            expected: 3,
+        },
+        Message::EpochCasAnswer { ok: true, epoch: 4 },
+        Message::Eligibility {
+            follower: "eu-west".into(),
+            eligible: false,
+            durable_lsn: 999_000,
+        },
+        Message::EligibilityRecorded {
+            follower: "eu-west".into(),
+        },
     ]
 }
 

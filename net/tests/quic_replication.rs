@@ -194,3 +194,70 @@ async fn a_node_of_another_cluster_is_refused() {
     fnode.shutdown().await;
     ln.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
+    use vigil_net::lease::LeaseConfig;
+    use vigil_net::tls::Identity;
+    use vigil_net::wire::Message;
+    use vigil_net::witness::{WitnessClient, serve};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("certs");
+    nodes(&certs, "c1", &["a", "w"]);
+    let foreign = dir.path().join("foreign");
+    nodes(&foreign, "c2", &["a"]);
+    let cfg = LeaseConfig {
+        duration_us: 200_000,
+        renew_every_us: 50_000,
+        drift_margin_us: 20_000,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let wid = Identity::load(&certs, "w").expect("identity");
+    let wdir = dir.path().join("witness");
+    let task = tokio::spawn(async move {
+        serve(
+            &wdir,
+            wid,
+            cfg,
+            "127.0.0.1:0".parse().expect("addr"),
+            stop,
+            |a| {
+                let _ = ready_tx.send(a);
+            },
+        )
+        .await
+    });
+    let addr = ready.await.expect("witness ready");
+    let a = Identity::load(&certs, "a").expect("identity");
+    let mut c = WitnessClient::connect(&a, addr, "w")
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(250)).await; // the witness's quiet start
+    let ask = Message::LeaseAsk {
+        candidate: "a".into(),
+        epoch: 0,
+        round: 1,
+    };
+    assert!(matches!(
+        c.ask(&ask).await.expect("answer"),
+        Message::LeaseAnswer { granted: true, .. }
+    ));
+    let cas = Message::EpochCas {
+        candidate: "a".into(),
+        expected: 0,
+    };
+    assert_eq!(
+        c.ask(&cas).await.expect("answer"),
+        Message::EpochCasAnswer { ok: true, epoch: 1 }
+    );
+    c.close();
+    // A node of another cluster cannot even connect.
+    let stranger = Identity::load(&foreign, "a").expect("identity");
+    assert!(WitnessClient::connect(&stranger, addr, "w").await.is_err());
+    let _ = stop_tx.send(true);
+    task.await.expect("task").expect("witness ran");
+    let state = vigil_net::witness::WitnessState::load(&dir.path().join("witness")).expect("state");
+    assert_eq!(state.epoch, 1, "the epoch is durable");
+}

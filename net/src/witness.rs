@@ -1,0 +1,432 @@
+//! The witness: the third voter of a two-region cluster. It holds no
+//! resource data: only the current epoch, its lease promise, and each
+//! follower's durable watermark and eligibility, as the leader reports
+//! them.
+//!
+//! What must survive a crash (the epoch, the eligibility records) is
+//! written to `DIR/witness.state` (temporary file, fsync, rename, directory
+//! fsync) before the answer that depends on it leaves. The promise itself
+//! is not persisted: a restarted witness grants nothing for one lease
+//! duration instead (see [`crate::lease::Voter::start`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::lease::{LeaseConfig, LeaseRequest, Voter, epoch_cas};
+use crate::node::NetError;
+use crate::tls::{Identity, transport_config};
+use crate::wire::Message;
+
+/// File name of the witness's durable state.
+pub const STATE_FILE: &str = "witness.state";
+/// Most followers recorded.
+const FOLLOWERS_MAX: usize = 64;
+
+/// One follower's record at the witness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerRecord {
+    /// May it be promoted?
+    pub eligible: bool,
+    /// Its durable LSN as last reported.
+    pub durable_lsn: u64,
+}
+
+/// The witness's durable state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WitnessState {
+    /// The current epoch (0 before the first leader).
+    pub epoch: u64,
+    /// Per follower.
+    pub followers: BTreeMap<String, FollowerRecord>,
+}
+
+impl WitnessState {
+    /// Loads the state from `dir` (empty when there is none yet); a line
+    /// that does not parse is an error naming it.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e),
+        };
+        let mut st = Self::default();
+        for (i, line) in text.lines().enumerate() {
+            let bad = || {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} line {}: {line:?}", path.display(), i + 1),
+                )
+            };
+            let f: Vec<&str> = line.split(' ').collect();
+            match f.as_slice() {
+                ["epoch", n] => st.epoch = n.parse().map_err(|_| bad())?,
+                ["follower", name, state, lsn] => {
+                    let eligible = match *state {
+                        "eligible" => true,
+                        "ineligible" => false,
+                        _ => return Err(bad()),
+                    };
+                    let durable_lsn = lsn.parse().map_err(|_| bad())?;
+                    st.followers.insert(
+                        (*name).to_owned(),
+                        FollowerRecord {
+                            eligible,
+                            durable_lsn,
+                        },
+                    );
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(st)
+    }
+
+    /// Writes the state to `dir` durably.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let mut text = format!("epoch {}\n", self.epoch);
+        for (n, r) in &self.followers {
+            let state = if r.eligible { "eligible" } else { "ineligible" };
+            text.push_str(&format!("follower {n} {state} {}\n", r.durable_lsn));
+        }
+        let path = dir.join(STATE_FILE);
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// The witness's logic, without sockets: answers one message.
+#[derive(Debug)]
+pub struct Witness {
+    dir: PathBuf,
+    voter: Voter,
+    state: WitnessState,
+}
+
+impl Witness {
+    /// Opens (or creates) the witness in `dir` at time `now_us`.
+    pub fn open(dir: &Path, name: &str, cfg: LeaseConfig, now_us: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let state = WitnessState::load(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            voter: Voter::start(name, cfg, state.epoch, now_us),
+            state,
+        })
+    }
+
+    /// The durable state.
+    pub fn state(&self) -> &WitnessState {
+        &self.state
+    }
+
+    /// Answers `m` at `now_us`; `None` for a message a witness does not take.
+    pub fn answer(&mut self, m: Message, now_us: u64) -> std::io::Result<Option<Message>> {
+        Ok(Some(match m {
+            Message::LeaseAsk {
+                candidate,
+                epoch,
+                round,
+            } => {
+                let r = self.voter.on_request(
+                    &LeaseRequest {
+                        candidate,
+                        epoch,
+                        round,
+                    },
+                    now_us,
+                );
+                Message::LeaseAnswer {
+                    voter: r.voter,
+                    round: r.round,
+                    granted: r.granted,
+                    epoch: r.epoch,
+                    holder: r.holder.unwrap_or_default(),
+                }
+            }
+            Message::EpochCas {
+                candidate,
+                expected,
+            } => match epoch_cas(&mut self.voter, &candidate, expected, now_us) {
+                Ok(epoch) => {
+                    let mut next = self.state.clone();
+                    next.epoch = epoch;
+                    next.save(&self.dir)?;
+                    self.state = next;
+                    tracing::info!(epoch, leader = %candidate, "epoch allocated");
+                    Message::EpochCasAnswer { ok: true, epoch }
+                }
+                Err(epoch) => Message::EpochCasAnswer { ok: false, epoch },
+            },
+            Message::Eligibility {
+                follower,
+                eligible,
+                durable_lsn,
+            } => {
+                let rec = FollowerRecord {
+                    eligible,
+                    durable_lsn,
+                };
+                if self.state.followers.get(&follower) != Some(&rec) {
+                    if !self.state.followers.contains_key(&follower)
+                        && self.state.followers.len() >= FOLLOWERS_MAX
+                    {
+                        return Ok(None);
+                    }
+                    let mut next = self.state.clone();
+                    next.followers.insert(follower.clone(), rec);
+                    next.save(&self.dir)?;
+                    self.state = next;
+                }
+                Message::EligibilityRecorded { follower }
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// Runs a witness on `listen` until `stop` turns true: each connection
+/// opens one stream and sends requests, each answered in order.
+pub async fn serve(
+    dir: &Path,
+    id: Identity,
+    cfg: LeaseConfig,
+    listen: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), NetError> {
+    let started = Instant::now();
+    let now = move || started.elapsed().as_micros() as u64;
+    let witness = Witness::open(dir, &id.node, cfg, now()).map_err(|source| NetError::Io {
+        op: format!("open the witness state in {}", dir.display()),
+        source,
+    })?;
+    tracing::info!(epoch = witness.state().epoch, "witness open");
+    let witness = Arc::new(Mutex::new(witness));
+    let server = id.server_config(transport_config(
+        1 << 20,
+        std::time::Duration::from_secs(10),
+    ))?;
+    let endpoint = quinn::Endpoint::server(server, listen).map_err(|source| NetError::Io {
+        op: format!("witness endpoint on {listen}"),
+        source,
+    })?;
+    let local = endpoint.local_addr().map_err(|source| NetError::Io {
+        op: "witness address".into(),
+        source,
+    })?;
+    on_ready(local);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = stop.changed() => break,
+        };
+        let witness = witness.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%remote, "witness peer refused during the handshake: {e}");
+                    return;
+                }
+            };
+            let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+                return;
+            };
+            loop {
+                let mut len = [0u8; 4];
+                if recv.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let Ok(n) = Message::body_len(len) else {
+                    return;
+                };
+                let mut body = vec![0u8; n];
+                if recv.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let Ok(m) = Message::decode(&body) else {
+                    tracing::warn!(%remote, "witness: undecodable message; closing");
+                    return;
+                };
+                let answer = {
+                    let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
+                    w.answer(m, now())
+                };
+                match answer {
+                    Ok(Some(a)) => {
+                        if send.write_all(&a.encode()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!(%remote, "witness: a message it does not take; closing");
+                        return;
+                    }
+                    Err(e) => {
+                        // Nothing is answered that is not durable.
+                        tracing::error!("witness cannot record its state: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"witness stopping");
+    Ok(())
+}
+
+/// A connection to a witness: one request at a time, each answered.
+#[derive(Debug)]
+pub struct WitnessClient {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl WitnessClient {
+    /// Connects to the witness at `addr`, whose certificate must carry
+    /// `name`, as the node `id`.
+    pub async fn connect(id: &Identity, addr: SocketAddr, name: &str) -> Result<Self, NetError> {
+        let bind: SocketAddr = if addr.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|source| NetError::Io {
+            op: "witness client endpoint".into(),
+            source,
+        })?;
+        endpoint.set_default_client_config(id.client_config(transport_config(
+            1 << 20,
+            std::time::Duration::from_secs(10),
+        ))?);
+        let conn = endpoint
+            .connect(addr, name)
+            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?
+            .await
+            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?;
+        Ok(Self { conn, send, recv })
+    }
+
+    /// Sends `m` and waits for the answer.
+    pub async fn ask(&mut self, m: &Message) -> Result<Message, NetError> {
+        let io = |e: String| NetError::Connection(format!("witness: {e}"));
+        self.send
+            .write_all(&m.encode())
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        let mut len = [0u8; 4];
+        self.recv
+            .read_exact(&mut len)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        let mut body = vec![0u8; Message::body_len(len)?];
+        self.recv
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| io(e.to_string()))?;
+        Ok(Message::decode(&body)?)
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"done");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LeaseConfig {
+        LeaseConfig {
+            duration_us: 1_000,
+            renew_every_us: 100,
+            drift_margin_us: 100,
+        }
+    }
+
+    #[test]
+    fn epochs_move_only_for_the_promised_candidate_and_survive_a_restart() {
+        let d = tempfile::tempdir().expect("dir");
+        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
+        let ask = |c: &str| Message::LeaseAsk {
+            candidate: c.into(),
+            epoch: 0,
+            round: 1,
+        };
+        // Quiet right after start.
+        assert!(matches!(
+            w.answer(ask("a"), 10).expect("answer"),
+            Some(Message::LeaseAnswer { granted: false, .. })
+        ));
+        assert!(matches!(
+            w.answer(ask("a"), 2_000).expect("answer"),
+            Some(Message::LeaseAnswer { granted: true, .. })
+        ));
+        let cas = |c: &str, e| Message::EpochCas {
+            candidate: c.into(),
+            expected: e,
+        };
+        assert_eq!(
+            w.answer(cas("b", 0), 2_001).expect("answer"),
+            Some(Message::EpochCasAnswer {
+                ok: false,
+                epoch: 0
+            }),
+            "b holds no promise"
+        );
+        assert_eq!(
+            w.answer(cas("a", 0), 2_002).expect("answer"),
+            Some(Message::EpochCasAnswer { ok: true, epoch: 1 })
+        );
+        assert_eq!(
+            w.answer(cas("a", 0), 2_003).expect("answer"),
+            Some(Message::EpochCasAnswer {
+                ok: false,
+                epoch: 1
+            }),
+            "compare-and-swap: not twice"
+        );
+        w.answer(
+            Message::Eligibility {
+                follower: "b".into(),
+                eligible: false,
+                durable_lsn: 9,
+            },
+            2_004,
+        )
+        .expect("answer");
+        drop(w);
+        let w = Witness::open(d.path(), "w", cfg(), 0).expect("reopen");
+        assert_eq!(w.state().epoch, 1);
+        assert_eq!(
+            w.state().followers.get("b"),
+            Some(&FollowerRecord {
+                eligible: false,
+                durable_lsn: 9
+            })
+        );
+        std::fs::write(d.path().join(STATE_FILE), "epoch x\n").expect("write");
+        assert!(
+            Witness::open(d.path(), "w", cfg(), 0).is_err(),
+            "a damaged state is refused"
+        );
+    }
+}
