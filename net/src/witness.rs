@@ -157,6 +157,23 @@ impl Witness {
             Message::EpochCas {
                 candidate,
                 expected,
+            } if self
+                .state
+                .followers
+                .get(&candidate)
+                .is_some_and(|r| !r.eligible) =>
+            {
+                // The loss bound: a follower recorded as beyond max_lag is
+                // never promoted automatically.
+                tracing::warn!(candidate = %candidate, "epoch refused: the candidate is recorded as ineligible");
+                Message::EpochCasAnswer {
+                    ok: false,
+                    epoch: self.state.epoch.max(expected),
+                }
+            }
+            Message::EpochCas {
+                candidate,
+                expected,
             } => match epoch_cas(&mut self.voter, &candidate, expected, now_us) {
                 Ok(epoch) => {
                     let mut next = self.state.clone();
@@ -413,6 +430,24 @@ mod tests {
             2_004,
         )
         .expect("answer");
+        // b is recorded ineligible: even holding the promise, no epoch.
+        let ask_b = Message::LeaseAsk {
+            candidate: "b".into(),
+            epoch: 1,
+            round: 2,
+        };
+        assert!(matches!(
+            w.answer(ask_b, 4_000).expect("answer"),
+            Some(Message::LeaseAnswer { granted: true, .. })
+        ));
+        assert_eq!(
+            w.answer(cas("b", 1), 4_001).expect("answer"),
+            Some(Message::EpochCasAnswer {
+                ok: false,
+                epoch: 1
+            }),
+            "an ineligible follower is never promoted"
+        );
         drop(w);
         let w = Witness::open(d.path(), "w", cfg(), 0).expect("reopen");
         assert_eq!(w.state().epoch, 1);
