@@ -40,6 +40,7 @@ mod read;
 mod rebuild;
 pub mod record;
 mod recovery;
+mod rejoin;
 mod replica;
 pub mod segment;
 mod store;
@@ -55,5 +56,6 @@ pub use read::{
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 pub use record::{OpKind, Watermark};
+pub use rejoin::CutReport;
 pub use replica::{LogChunk, LogEnd, LogPosition};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

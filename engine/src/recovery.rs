@@ -309,7 +309,7 @@ fn check_chain(
     }
 }
 
-fn truncate(path: &Path, len: u64) -> Result<()> {
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -324,14 +324,26 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 
 /// Copies the bytes after `offset` of `path` and moves every later segment
 /// into a new quarantine folder, with a manifest. Returns the folder.
-fn quarantine(
+pub(crate) fn quarantine(
     root: &Path,
     first_lost: u64,
     path: &Path,
     offset: u64,
     later: &[(u64, PathBuf)],
 ) -> Result<PathBuf> {
-    let qdir = root.join(format!("repair-lsn-{first_lost:020}"));
+    quarantine_as(root, "repair", first_lost, path, offset, later)
+}
+
+/// [`quarantine`] into `root/KIND-lsn-FIRST_LOST`.
+pub(crate) fn quarantine_as(
+    root: &Path,
+    kind: &str,
+    first_lost: u64,
+    path: &Path,
+    offset: u64,
+    later: &[(u64, PathBuf)],
+) -> Result<PathBuf> {
+    let qdir = root.join(format!("{kind}-lsn-{first_lost:020}"));
     std::fs::create_dir_all(&qdir).map_err(|e| Error::io("create quarantine", &qdir, e))?;
     let bytes = read_segment(path)?;
     let name = path
@@ -343,7 +355,7 @@ fn quarantine(
     std::fs::write(&cut_path, &bytes[offset as usize..])
         .map_err(|e| Error::io("write quarantine", &cut_path, e))?;
     let mut manifest = format!(
-        "Vigil log repair\nfirst lost lsn: {first_lost}\n{cut_name}: bytes {offset}.. of {name}\n"
+        "Vigil log {kind}\nfirst lost lsn: {first_lost}\n{cut_name}: bytes {offset}.. of {name}\n"
     );
     for (_, p) in later {
         let file = p
