@@ -194,7 +194,9 @@ impl Store {
 
     /// The durable end of the log. On a replica this is what has been
     /// appended and fsynced, which the index (and so [`Store::last_lsn`])
-    /// reaches a moment later.
+    /// reaches a moment later. It is never behind anything a read can see
+    /// (it moves before the index makes a frame visible), so a read
+    /// followed by `log_end` bounds the LSNs of what it returned.
     pub fn log_end(&self) -> LogEnd {
         *self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -837,6 +837,9 @@ impl WriterState {
             .recv()
             .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         synced?;
+        // Durable: the log's end moves before the index makes the frame
+        // visible, so `log_end` is never behind anything a reader can see.
+        self.inner.set_log_end(&header);
         applied?.commit()?;
         if due {
             self.unsynced_index_bytes = 0;
@@ -844,7 +847,6 @@ impl WriterState {
         } else {
             self.unsynced_index_bytes += frame.len() as u64;
         }
-        self.inner.set_log_end(&header);
         self.inner.publish_lsn(header.end_lsn() - 1);
         Ok(())
     }

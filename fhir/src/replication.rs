@@ -266,6 +266,40 @@ pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> 
     Err(e)
 }
 
+/// On a leader in synchronous mode: a read's answer is held until a
+/// follower holds durably everything the read could have seen, so nothing
+/// becomes visible to anyone before it is on the follower (a client never
+/// reads a version a failover could lose).
+pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(r) = app
+        .replication
+        .as_ref()
+        .filter(|r| r.node.is_leader() && r.config.max_lag_ms == Some(0))
+    else {
+        return next.run(req).await;
+    };
+    if !is_read(req.method(), req.uri().path()) || req.uri().path().starts_with("/health") {
+        return next.run(req).await;
+    }
+    let resp = next.run(req).await;
+    // Measured after the read: bounds the LSN of anything it returned.
+    let seen = app.store.log_end().lsn;
+    let timeout = Duration::from_millis(r.config.sync_timeout_ms);
+    if r.node.wait_replicated(seen, timeout).await {
+        return resp;
+    }
+    let mut e = FhirError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        format!(
+            "synchronous replication: no follower confirmed lsn {seen} within {} ms, so this read cannot be answered yet",
+            r.config.sync_timeout_ms
+        ),
+    );
+    e.retry_after = Some(1);
+    e.into_response()
+}
+
 fn is_read(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         || (*method == Method::POST && path.ends_with("/_search"))

@@ -119,6 +119,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
+            crate::replication::sync_reads_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
             crate::replication::follower_layer,
         ))
         .layer(axum::middleware::from_fn_with_state(

@@ -457,3 +457,51 @@ fn a_follower_killed_during_catch_up_resumes_where_it_was() {
         "the restarted follower fetched only what it lacked: {fetched} of {total} bytes of log"
     );
 }
+
+#[test]
+fn synchronous_mode_shows_nothing_the_follower_does_not_hold() {
+    let c = Cluster::new();
+    let leader_cfg = c.write_config(
+        "a",
+        &format!(
+            "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\nmax_lag_ms = 0\nsync_timeout_ms = 400\n",
+            c.repl_port
+        ),
+    );
+    let leader = NodeProcess::start(BIN, &leader_cfg).expect("leader");
+    let relay = Relay::start(
+        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
+        4,
+    )
+    .expect("relay");
+    let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");
+    until("the follower connected", Duration::from_secs(30), || {
+        status(leader.http)["followers"][0]["connected"] == true
+    });
+    let body = |n: &str| format!(r#"{{"resourceType":"Patient","id":"{n}","active":true}}"#);
+    let r = request(leader.http, "PUT", "/Patient/before", Some(&body("before"))).expect("put");
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Partition the follower: a write is durable on the leader but never
+    // acknowledged, and nobody can read it there either.
+    relay.set(Faults {
+        cut_to_server: true,
+        cut_to_client: true,
+        ..Faults::default()
+    });
+    let r = request(leader.http, "PUT", "/Patient/during", Some(&body("during"))).expect("put");
+    assert_eq!(r.status, 503, "not acknowledged without the follower: {}", r.body);
+    assert!(r.header("retry-after").is_some());
+    let r = request(leader.http, "GET", "/Patient/during", None).expect("read");
+    assert_eq!(r.status, 503, "not visible before the follower holds it: {}", r.body);
+    // Healed: the follower catches up and the write becomes readable.
+    relay.set(Faults::default());
+    until("the write readable once replicated", Duration::from_secs(30), || {
+        request(leader.http, "GET", "/Patient/during", None)
+            .expect("read")
+            .status
+            == 200
+    });
+    settled(follower.http);
+    let r = request(follower.http, "GET", "/Patient/during", None).expect("read");
+    assert_eq!(r.status, 200, "the follower holds it");
+}
