@@ -7,8 +7,9 @@
 //! continue its log (dense LSNs, epochs and timestamps never going back).
 
 use crate::error::{Error, Result};
-use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, parse_header};
+use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header};
 use crate::index::Snapshot;
+use crate::record::RecordRef;
 use crate::store::Store;
 use crate::writer::{Control, Request};
 
@@ -26,6 +27,9 @@ pub struct LogChunk {
     pub frames: u32,
     /// The frames' bytes.
     pub bytes: Vec<u8>,
+    /// Bytes of the resource bodies in these frames before compression
+    /// (their JSON as committed): with `bytes`, the compression ratio.
+    pub raw_bytes: u64,
 }
 
 /// The durable end of a log: its last frame. On a replica it runs ahead
@@ -113,12 +117,20 @@ impl Store {
             .segments
             .read_at(seg, off, (end_off - off) as usize)?;
         let mut pos = 0usize;
+        let mut raw_bytes = 0u64;
         while pos < bytes.len() {
-            let h = check_frame(&bytes[pos..]).map_err(|e| Error::ChecksumMismatch {
+            let bad = |detail: String| Error::ChecksumMismatch {
                 segment: self.inner.segments.path_of(seg),
                 offset: off + pos as u64,
-                detail: e.to_string(),
-            })?;
+                detail,
+            };
+            let h = check_frame(&bytes[pos..]).map_err(|e| bad(e.to_string()))?;
+            let payload = &bytes[pos + FRAME_HEADER_BYTES..pos + h.frame_len() as usize];
+            for (_, rec, _) in decode_records(&h, payload).map_err(|e| bad(e.to_string()))? {
+                if let RecordRef::Resource(r) = rec {
+                    raw_bytes += u64::from(r.raw_len);
+                }
+            }
             pos += h.frame_len() as usize;
         }
         Ok(Some(LogChunk {
@@ -126,6 +138,7 @@ impl Store {
             end_lsn,
             frames: count,
             bytes,
+            raw_bytes,
         }))
     }
 

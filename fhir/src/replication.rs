@@ -492,6 +492,20 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
                 f.bytes_sent as f64,
             );
             gauge(
+                "vigil_replication_raw_bytes_sent_total",
+                "Uncompressed resource bytes in what was shipped.",
+                &l,
+                f.raw_bytes_sent as f64,
+            );
+            if f.raw_bytes_sent > 0 {
+                gauge(
+                    "vigil_replication_compression_ratio",
+                    "Log bytes shipped per uncompressed resource byte.",
+                    &l,
+                    f.bytes_sent as f64 / f.raw_bytes_sent as f64,
+                );
+            }
+            gauge(
                 "vigil_replication_chunks_sent_total",
                 "Frames messages shipped.",
                 &l,

@@ -124,6 +124,8 @@ pub struct SessionCounters {
     pub bytes_sent: u64,
     /// Refetches the follower asked for (frames that failed on receipt).
     pub refetches: u64,
+    /// Uncompressed bytes of the resource bodies in the frames sent.
+    pub raw_bytes_sent: u64,
 }
 
 /// The leader's side of one session with one follower.
@@ -222,6 +224,7 @@ impl LeaderSession {
                     self.next_send = c.end_lsn;
                     self.counters.chunks_sent += 1;
                     self.counters.bytes_sent += bytes;
+                    self.counters.raw_bytes_sent += c.raw_bytes;
                     out.push(LeaderAction::Send(Message::Frames {
                         first_lsn: c.first_lsn,
                         end_lsn: c.end_lsn,
@@ -505,6 +508,7 @@ mod tests {
                 end_lsn: end,
                 frames: 1,
                 bytes: vec![0; 100],
+                raw_bytes: 300,
             }))
         };
         let out = s.handle(chunk(1, 11), 3);

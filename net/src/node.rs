@@ -660,6 +660,7 @@ async fn serve_follower(
                     bytes_sent: link.bytes_sent,
                     chunks_sent: link.chunks_sent,
                     refetches: link.refetches,
+                    raw_bytes_sent: link.raw_bytes_sent,
                 };
                 link.node = n.clone();
                 link.remote = remote.to_string();
@@ -726,6 +727,7 @@ fn update_link(
     l.bytes_sent = base.bytes_sent + c.bytes_sent;
     l.chunks_sent = base.chunks_sent + c.chunks_sent;
     l.refetches = base.refetches + c.refetches;
+    l.raw_bytes_sent = base.raw_bytes_sent + c.raw_bytes_sent;
 }
 
 /// Measures every follower's lag (the age of the oldest write it lacks

@@ -47,6 +47,8 @@ pub struct FollowerLink {
     pub eligible: bool,
     /// Log bytes sent to it since start.
     pub bytes_sent: u64,
+    /// Uncompressed bytes of the resource bodies in what was sent.
+    pub raw_bytes_sent: u64,
     /// Frames messages sent to it since start.
     pub chunks_sent: u64,
     /// Refetches it asked for (frames that failed their checks on receipt).

@@ -205,6 +205,18 @@ fn catch_up_through_a_lossy_link_gives_identical_logs() {
     assert!(lost > 0, "the relay dropped datagrams");
     let leader_status = status(leader.http);
     assert_eq!(leader_status["followers"][0]["node"], "b");
+    // The wire carries compressed bodies: the ratio is in the metrics.
+    let metrics = request(leader.http, "GET", "/metrics", None).expect("metrics");
+    let ratio: f64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_replication_compression_ratio{follower=\"b\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("a compression ratio for b");
+    assert!(
+        ratio > 0.0 && ratio < 0.5,
+        "log bytes per raw byte: {ratio}"
+    );
     drop(follower);
     drop(leader);
     let (a, b) = (frames(&c.data("a"), false), frames(&c.data("b"), true));
@@ -489,18 +501,30 @@ fn synchronous_mode_shows_nothing_the_follower_does_not_hold() {
         ..Faults::default()
     });
     let r = request(leader.http, "PUT", "/Patient/during", Some(&body("during"))).expect("put");
-    assert_eq!(r.status, 503, "not acknowledged without the follower: {}", r.body);
+    assert_eq!(
+        r.status, 503,
+        "not acknowledged without the follower: {}",
+        r.body
+    );
     assert!(r.header("retry-after").is_some());
     let r = request(leader.http, "GET", "/Patient/during", None).expect("read");
-    assert_eq!(r.status, 503, "not visible before the follower holds it: {}", r.body);
+    assert_eq!(
+        r.status, 503,
+        "not visible before the follower holds it: {}",
+        r.body
+    );
     // Healed: the follower catches up and the write becomes readable.
     relay.set(Faults::default());
-    until("the write readable once replicated", Duration::from_secs(30), || {
-        request(leader.http, "GET", "/Patient/during", None)
-            .expect("read")
-            .status
-            == 200
-    });
+    until(
+        "the write readable once replicated",
+        Duration::from_secs(30),
+        || {
+            request(leader.http, "GET", "/Patient/during", None)
+                .expect("read")
+                .status
+                == 200
+        },
+    );
     settled(follower.http);
     let r = request(follower.http, "GET", "/Patient/during", None).expect("read");
     assert_eq!(r.status, 200, "the follower holds it");
