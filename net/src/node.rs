@@ -169,7 +169,6 @@ pub struct Node {
     watcher_stop: Arc<AtomicBool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     endpoint: quinn::Endpoint,
-    started: Instant,
 }
 
 impl std::fmt::Debug for Node {
@@ -290,7 +289,6 @@ impl Node {
             watcher_stop,
             tasks: Mutex::new(tasks),
             endpoint,
-            started,
         })
     }
 
@@ -328,7 +326,6 @@ impl Node {
         if let Some(u) = st.upstream.as_mut() {
             u.lag_lsns = u.leader_lsn.saturating_sub(u.durable);
         }
-        let _ = self.started;
         st
     }
 
@@ -847,8 +844,6 @@ enum Driven {
         u64,
         Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), String>,
     ),
-    /// A message (or the end) on the connection of generation `gen`.
-    Read(u64, Result<Message, NetError>),
 }
 
 #[expect(clippy::too_many_arguments, reason = "one private task entry point")]
@@ -874,6 +869,7 @@ async fn follow(
     let (tx, mut rx) = mpsc::channel::<Driven>(READ_AHEAD_MESSAGES * 2);
     let mut generation = 0u64;
     let mut conn: Option<(quinn::Connection, quinn::SendStream)> = None;
+    let mut reader: Option<mpsc::Receiver<Result<Message, NetError>>> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = VecDeque::from([FollowerEvent::Tick]);
@@ -925,12 +921,14 @@ async fn follow(
                     }
                     FollowerAction::Disconnect(why) => {
                         generation += 1;
+                        reader = None;
                         if let Some((c, _)) = conn.take() {
                             c.close(1u32.into(), why.as_bytes());
                         }
                     }
                     FollowerAction::Stop(why) => {
                         generation += 1;
+                        reader = None;
                         if let Some((c, _)) = conn.take() {
                             c.close(2u32.into(), why.as_bytes());
                         }
@@ -939,8 +937,32 @@ async fn follow(
             }
         }
         publish_upstream(&shared, &machine, leader, &mut rate);
+        // Messages are read only while the machine's append queue has room:
+        // a slow disk holds the network back instead of filling memory.
+        let room = !machine.queue_full();
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            m = async {
+                match reader.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if room && reader.is_some() => {
+                match m {
+                    Some(Ok(m)) => pending.push_back(FollowerEvent::Message(m)),
+                    Some(Err(e)) => {
+                        conn = None;
+                        reader = None;
+                        pending.push_back(FollowerEvent::Disconnected(e.to_string()));
+                    }
+                    None => {
+                        conn = None;
+                        reader = None;
+                        pending.push_back(FollowerEvent::Disconnected("reader ended".into()));
+                    }
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 let applied = store.last_lsn();
                 if applied != machine.applied() {
@@ -961,25 +983,10 @@ async fn follow(
             Driven::Connected(g, _) if g != generation => {}
             Driven::Connected(_, Ok((c, send, recv))) => {
                 conn = Some((c, send));
-                let (g, tx) = (generation, tx.clone());
-                let mut msgs = spawn_reader(recv, progress.clone());
-                tokio::spawn(async move {
-                    while let Some(m) = msgs.recv().await {
-                        let end = m.is_err();
-                        if tx.send(Driven::Read(g, m)).await.is_err() || end {
-                            break;
-                        }
-                    }
-                });
+                reader = Some(spawn_reader(recv, progress.clone()));
                 pending.push_back(FollowerEvent::Connected);
             }
             Driven::Connected(_, Err(e)) => pending.push_back(FollowerEvent::Disconnected(e)),
-            Driven::Read(g, _) if g != generation => {}
-            Driven::Read(_, Ok(m)) => pending.push_back(FollowerEvent::Message(m)),
-            Driven::Read(_, Err(e)) => {
-                conn = None;
-                pending.push_back(FollowerEvent::Disconnected(e.to_string()));
-            }
         }
     }
     if let Some((c, _)) = conn {
