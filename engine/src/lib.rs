@@ -57,5 +57,5 @@ pub use read::{
 };
 pub use record::{OpKind, Watermark};
 pub use rejoin::CutReport;
-pub use replica::{LogChunk, LogEnd, LogPosition};
+pub use replica::{LogChunk, LogEnd, LogFrames, LogPosition};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

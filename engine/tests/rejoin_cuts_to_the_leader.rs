@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use vigil_engine::{LogPosition, Options, Store, frame::check_frame, limits::SEGMENT_BYTES_MIN};
+use vigil_engine::{LogPosition, Options, Store, limits::SEGMENT_BYTES_MIN};
 
 fn opts(replica: bool) -> Options {
     Options {
@@ -13,30 +13,6 @@ fn opts(replica: bool) -> Options {
         replica,
         ..Options::default()
     }
-}
-
-fn ship(from: &Store, to: &Store) {
-    while let Some(c) = from.read_log(to.log_end().lsn + 1, 1 << 20).expect("read") {
-        to.append_log(c.bytes).expect("append");
-    }
-    while to.last_lsn() < to.log_end().lsn {
-        to.wait_for_lsn(to.last_lsn(), std::time::Duration::from_millis(100));
-    }
-}
-
-fn frames(store: &Store) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut next = 1;
-    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
-        let mut pos = 0;
-        while pos < c.bytes.len() {
-            let h = check_frame(&c.bytes[pos..]).expect("valid");
-            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
-            pos += h.frame_len() as usize;
-        }
-        next = c.end_lsn;
-    }
-    out
 }
 
 #[test]
@@ -51,7 +27,7 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
     for i in 0..20 {
         put(&a, "Patient", &format!("p{i}"), patient("p", i));
     }
-    ship(&a, &b);
+    ship(&a, &b, 1 << 20);
     let common_end = b.log_end().lsn;
     // a writes on (never shipped): these are lost when b takes over.
     for i in 0..5 {
@@ -109,7 +85,7 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
         body_of(&a, "Patient", "lost0").is_none(),
         "the lost write is gone from the log"
     );
-    ship(&b, &a);
+    ship(&b, &a, 1 << 20);
     assert_eq!(frames(&a), frames(&b), "identical logs after rejoin");
     a.verify().expect("a's index equals a rebuild");
     assert!(body_of(&a, "Observation", "o6").is_some());

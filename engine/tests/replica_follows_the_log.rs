@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use vigil_engine::{
-    Batch, Error, LogPosition, Op, Options, Store, frame::check_frame, limits::SEGMENT_BYTES_MIN,
-};
+use vigil_engine::{Batch, Error, LogPosition, Op, Options, Store, limits::SEGMENT_BYTES_MIN};
 
 fn small_segments(replica: bool) -> Options {
     Options {
@@ -15,52 +13,6 @@ fn small_segments(replica: bool) -> Options {
         replica,
         ..Options::default()
     }
-}
-
-/// Ships everything the leader has after the replica's end, in chunks of
-/// at most `chunk` bytes; returns the number of chunks.
-fn ship(leader: &Store, replica: &Store, chunk: usize) -> usize {
-    let mut n = 0;
-    while let Some(c) = leader
-        .read_log(replica.log_end().lsn + 1, chunk)
-        .expect("read log")
-    {
-        assert_eq!(c.first_lsn, replica.log_end().lsn + 1);
-        let end = replica.append_log(c.bytes).expect("append");
-        assert_eq!(end, c.end_lsn - 1, "the replica's end is the chunk's end");
-        n += 1;
-    }
-    settle(replica);
-    n
-}
-
-/// Waits until the replica has indexed (made visible) all it appended.
-fn settle(replica: &Store) {
-    let end = replica.log_end().lsn;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while replica.last_lsn() < end {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica never indexed lsn {end}"
-        );
-        replica.wait_for_lsn(replica.last_lsn(), std::time::Duration::from_millis(100));
-    }
-}
-
-/// Every frame of a store's log, as bytes, in order.
-fn frames(store: &Store) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut next = 1;
-    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
-        let mut pos = 0;
-        while pos < c.bytes.len() {
-            let h = check_frame(&c.bytes[pos..]).expect("valid frame");
-            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
-            pos += h.frame_len() as usize;
-        }
-        next = c.end_lsn;
-    }
-    out
 }
 
 #[test]

@@ -5,23 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::{Batch, Op, Options, Store, frame::check_frame};
+use vigil_engine::{Batch, Op, Options, Store};
 use vigil_net::node::{Node, NodeConfig, Role};
 use vigil_net::tls::{NodeSpec, make_cluster};
 
 fn frames(store: &Store) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut next = 1;
-    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
-        let mut pos = 0;
-        while pos < c.bytes.len() {
-            let h = check_frame(&c.bytes[pos..]).expect("valid");
-            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
-            pos += h.frame_len() as usize;
-        }
-        next = c.end_lsn;
-    }
-    out
+    store
+        .log_frames()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the log")
 }
 
 fn write(store: &Store, from: u32, n: u32) {
@@ -41,6 +33,43 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A replica store in `dir` and a follower node "b" of `cluster` on it,
+/// following the leader at `leader` (named "a").
+async fn follower(
+    dir: &std::path::Path,
+    cluster: &str,
+    certs: &std::path::Path,
+    http: &str,
+    leader: std::net::SocketAddr,
+) -> (Arc<Store>, Node) {
+    let replica = Arc::new(
+        Store::open_with(
+            dir,
+            Options {
+                replica: true,
+                ..Options::default()
+            },
+        )
+        .expect("replica"),
+    );
+    let node = Node::start(
+        replica.clone(),
+        NodeConfig::new(
+            cluster,
+            "b",
+            certs.to_owned(),
+            http,
+            Role::Follower {
+                leader,
+                leader_name: "a".into(),
+            },
+        ),
+    )
+    .await
+    .expect("follower node");
+    (replica, node)
 }
 
 fn nodes(certs: &std::path::Path, cluster: &str, names: &[&str]) {
@@ -75,31 +104,14 @@ async fn a_follower_catches_up_then_tails_the_leader() {
     .await
     .expect("leader node");
     let addr = ln.local_addr().expect("addr");
-    let replica = Arc::new(
-        Store::open_with(
-            dir.path().join("b"),
-            Options {
-                replica: true,
-                ..Options::default()
-            },
-        )
-        .expect("replica"),
-    );
-    let fnode = Node::start(
-        replica.clone(),
-        NodeConfig::new(
-            "c1",
-            "b",
-            certs.clone(),
-            "http://127.0.0.1:2",
-            Role::Follower {
-                leader: addr,
-                leader_name: "a".into(),
-            },
-        ),
+    let (replica, fnode) = follower(
+        &dir.path().join("b"),
+        "c1",
+        &certs,
+        "http://127.0.0.1:2",
+        addr,
     )
-    .await
-    .expect("follower node");
+    .await;
     until("catch-up", || replica.last_lsn() == leader.last_lsn()).await;
     write(&leader, 5000, 10);
     until("live tail", || replica.last_lsn() == leader.last_lsn()).await;
@@ -153,31 +165,15 @@ async fn a_node_of_another_cluster_is_refused() {
     )
     .await
     .expect("leader node");
-    let replica = Arc::new(
-        Store::open_with(
-            dir.path().join("b"),
-            Options {
-                replica: true,
-                ..Options::default()
-            },
-        )
-        .expect("replica"),
-    );
-    let fnode = Node::start(
-        replica.clone(),
-        NodeConfig::new(
-            "c2",
-            "b",
-            theirs,
-            "http://y",
-            Role::Follower {
-                leader: ln.local_addr().expect("addr"),
-                leader_name: "a".into(),
-            },
-        ),
+    let leader_addr = ln.local_addr().expect("addr");
+    let (replica, fnode) = follower(
+        &dir.path().join("b"),
+        "c2",
+        &theirs,
+        "http://y",
+        leader_addr,
     )
-    .await
-    .expect("follower node");
+    .await;
     until("a failed connection", || {
         fnode.status().upstream.is_some_and(|u| u.disconnects >= 1)
     })

@@ -5,27 +5,14 @@
 //! any moment, and no two nodes ever lead the same epoch. Checked at the
 //! end: once the network heals, some node leads again.
 
+mod common;
+
+use common::Rng;
 use std::collections::{BTreeMap, VecDeque};
 
 use vigil_net::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role, Voter, epoch_cas,
 };
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// A node's clock: runs at `rate_ppm` parts per million of real time.
 #[derive(Clone, Copy)]

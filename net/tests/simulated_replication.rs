@@ -5,29 +5,15 @@
 //! every step the invariants are checked; at the end the logs must be
 //! frame-for-frame identical.
 
+mod common;
+
+use common::Rng;
 use std::collections::VecDeque;
 
-use vigil_engine::{Batch, LogPosition, Op, Options, Store, frame::check_frame};
+use vigil_engine::{Batch, LogPosition, Op, Options, Store};
 use vigil_net::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
 use vigil_net::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
 use vigil_net::wire::Message;
-
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.next() % 1000 < per_mille
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Conn {
     to_leader: VecDeque<(u64, Message)>,
@@ -80,18 +66,10 @@ fn settle(store: &Store) {
 }
 
 fn frames(store: &Store) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut next = 1;
-    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
-        let mut pos = 0;
-        while pos < c.bytes.len() {
-            let h = check_frame(&c.bytes[pos..]).expect("valid");
-            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
-            pos += h.frame_len() as usize;
-        }
-        next = c.end_lsn;
-    }
-    out
+    store
+        .log_frames()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the log")
 }
 
 impl Sim {

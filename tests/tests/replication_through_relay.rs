@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vigil_engine::{Options, Store, frame::check_frame};
+use vigil_engine::{Options, Store};
 use vigil_fhir::synth::{Rng, transaction_bundle};
 use vigil_tests::http::request;
 use vigil_tests::relay::{Faults, Relay};
@@ -70,6 +70,29 @@ impl Cluster {
     }
 }
 
+/// Loads `bundles` transaction Bundles of `size` resources into a node.
+fn load(addr: SocketAddr, seed: u64, bundles: usize, size: usize) {
+    let mut rng = Rng::new(seed);
+    for _ in 0..bundles {
+        let bundle = transaction_bundle(&mut rng, size).to_string();
+        let r = request(addr, "POST", "/", Some(&bundle)).expect("bundle");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+impl Cluster {
+    /// A relay in front of the leader's replication port.
+    fn relay(&self, seed: u64) -> Relay {
+        Relay::start(
+            format!("127.0.0.1:{}", self.repl_port)
+                .parse()
+                .expect("addr"),
+            seed,
+        )
+        .expect("relay")
+    }
+}
+
 fn status(addr: SocketAddr) -> serde_json::Value {
     let r = request(addr, "GET", "/status", None).expect("status");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -105,35 +128,18 @@ fn frames(dir: &Path, replica: bool) -> Vec<Vec<u8>> {
         },
     )
     .expect("open");
-    let mut out = Vec::new();
-    let mut next = 1;
-    while let Some(c) = store.read_log(next, 1 << 20).expect("read") {
-        let mut pos = 0;
-        while pos < c.bytes.len() {
-            let h = check_frame(&c.bytes[pos..]).expect("valid");
-            out.push(c.bytes[pos..pos + h.frame_len() as usize].to_vec());
-            pos += h.frame_len() as usize;
-        }
-        next = c.end_lsn;
-    }
-    out
+    store
+        .log_frames()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the log")
 }
 
 #[test]
 fn catch_up_through_a_lossy_link_gives_identical_logs() {
     let c = Cluster::new();
     let leader = NodeProcess::start(BIN, &c.leader_config(None)).expect("leader");
-    let mut rng = Rng::new(11);
-    for _ in 0..30 {
-        let bundle = transaction_bundle(&mut rng, 40).to_string();
-        let r = request(leader.http, "POST", "/", Some(&bundle)).expect("bundle");
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-    let relay = Relay::start(
-        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
-        5,
-    )
-    .expect("relay");
+    load(leader.http, 11, 30, 40);
+    let relay = c.relay(5);
     relay.set(Faults {
         delay: Duration::from_millis(2),
         jitter: Duration::from_millis(6),
@@ -306,11 +312,7 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
     const MAX_LAG_MS: u64 = 500;
     let c = Cluster::new();
     let leader = NodeProcess::start(BIN, &c.leader_config(Some(MAX_LAG_MS))).expect("leader");
-    let relay = Relay::start(
-        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
-        9,
-    )
-    .expect("relay");
+    let relay = c.relay(9);
     let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");
     until("an eligible follower", Duration::from_secs(30), || {
         let s = status(leader.http);
@@ -400,18 +402,9 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
 fn a_follower_killed_during_catch_up_resumes_where_it_was() {
     let c = Cluster::new();
     let leader = NodeProcess::start(BIN, &c.leader_config(None)).expect("leader");
-    let mut rng = Rng::new(21);
-    for _ in 0..120 {
-        let bundle = transaction_bundle(&mut rng, 60).to_string();
-        let r = request(leader.http, "POST", "/", Some(&bundle)).expect("bundle");
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    load(leader.http, 21, 120, 60);
     let leader_lsn = status(leader.http)["last_lsn"].as_u64().expect("lsn");
-    let relay = Relay::start(
-        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
-        3,
-    )
-    .expect("relay");
+    let relay = c.relay(3);
     // A slow link, so that catch-up takes a while.
     relay.set(Faults {
         delay: Duration::from_millis(40),
@@ -483,11 +476,7 @@ fn synchronous_mode_shows_nothing_the_follower_does_not_hold() {
         ),
     );
     let leader = NodeProcess::start(BIN, &leader_cfg).expect("leader");
-    let relay = Relay::start(
-        format!("127.0.0.1:{}", c.repl_port).parse().expect("addr"),
-        4,
-    )
-    .expect("relay");
+    let relay = c.relay(4);
     let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");
     until("the follower connected", Duration::from_secs(30), || {
         status(leader.http)["followers"][0]["connected"] == true

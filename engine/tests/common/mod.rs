@@ -42,3 +42,42 @@ pub fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// Ships everything `leader` has after `replica`'s end, in chunks of at
+/// most `chunk` bytes, then waits until the replica has indexed it all.
+/// Returns the number of chunks.
+pub fn ship(leader: &Store, replica: &Store, chunk: usize) -> usize {
+    let mut n = 0;
+    while let Some(c) = leader
+        .read_log(replica.log_end().lsn + 1, chunk)
+        .expect("read log")
+    {
+        assert_eq!(c.first_lsn, replica.log_end().lsn + 1);
+        let end = replica.append_log(c.bytes).expect("append");
+        assert_eq!(end, c.end_lsn - 1, "the replica's end is the chunk's end");
+        n += 1;
+    }
+    settle(replica);
+    n
+}
+
+/// Waits until a replica has indexed (made visible) all it appended.
+pub fn settle(replica: &Store) {
+    let end = replica.log_end().lsn;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replica.last_lsn() < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never indexed lsn {end}"
+        );
+        replica.wait_for_lsn(replica.last_lsn(), std::time::Duration::from_millis(100));
+    }
+}
+
+/// Every frame of a store's log, as bytes, in order.
+pub fn frames(store: &Store) -> Vec<Vec<u8>> {
+    store
+        .log_frames()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("read the log")
+}
