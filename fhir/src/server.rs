@@ -92,6 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metadata", get(capability::metadata))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/health/leader", get(leader))
         .route("/status", get(crate::replication::status))
         .route("/metrics", get(crate::replication::metrics))
         .route("/", post(transaction::bundle))
@@ -140,6 +141,29 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     match app.store.stats() {
         Ok(_) => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
         Err(e) => FhirError::from(e).into_response(),
+    }
+}
+
+/// `GET /health/leader`: 200 only on the node that takes writes (a
+/// standalone server or a replication leader), 503 on a follower, so a
+/// load balancer or DNS health check routes clients to the leader.
+async fn leader(State(app): State<Arc<App>>) -> Response {
+    match &app.replication {
+        Some(r) if !r.node.is_leader() => {
+            let body = serde_json::json!({
+                "status": "follower",
+                "leader": r.node.leader_http(),
+            });
+            crate::http::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+        }
+        _ if app.store.is_read_only() => crate::http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"status":"read-only"}"#.to_vec(),
+        ),
+        _ => crate::http::json_response(StatusCode::OK, br#"{"status":"leader"}"#.to_vec()),
     }
 }
 

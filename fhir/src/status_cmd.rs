@@ -105,6 +105,14 @@ pub fn render(json: &str) -> Result<String, StatusError> {
                 "INELIGIBLE for promotion"
             },
         );
+        if f["commit_to_durable_samples"].as_u64().unwrap_or(0) > 0 {
+            let _ = writeln!(
+                out,
+                "    commit to durable on it: p50 {:.1} ms, p99 {:.1} ms (recent commits)",
+                f["commit_to_durable_p50_ms"].as_f64().unwrap_or(0.0),
+                f["commit_to_durable_p99_ms"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
     if let Some(u) = v.get("upstream").filter(|u| !u.is_null()) {
         let _ = writeln!(

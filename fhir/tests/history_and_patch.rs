@@ -206,4 +206,9 @@ async fn metadata_lists_what_is_implemented() {
     assert!(!names.contains(&"code"));
     assert_eq!(s.get("/health/live").await.status, StatusCode::OK);
     assert_eq!(s.get("/health/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        s.get("/health/leader").await.status,
+        StatusCode::OK,
+        "a standalone server takes writes"
+    );
 }

@@ -211,6 +211,16 @@ fn catch_up_through_a_lossy_link_gives_identical_logs() {
     assert!(lost > 0, "the relay dropped datagrams");
     let leader_status = status(leader.http);
     assert_eq!(leader_status["followers"][0]["node"], "b");
+    // Health checks route clients to the leader.
+    let h = request(leader.http, "GET", "/health/leader", None).expect("health");
+    assert_eq!(h.status, 200);
+    let h = request(follower.http, "GET", "/health/leader", None).expect("health");
+    assert_eq!(h.status, 503, "{}", h.body);
+    assert!(
+        h.body.contains(&format!("http://{}", leader.http)),
+        "{}",
+        h.body
+    );
     // The wire carries compressed bodies: the ratio is in the metrics.
     let metrics = request(leader.http, "GET", "/metrics", None).expect("metrics");
     let ratio: f64 = metrics
