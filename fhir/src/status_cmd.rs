@@ -147,3 +147,49 @@ pub fn render(json: &str) -> Result<String, StatusError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_and_a_follower_read_at_a_glance() {
+        let leader = r#"{"role":"leader","node":"a","cluster":"c","epoch":1,"last_lsn":42,
+            "max_lag_seconds":0.5,"upstream":null,
+            "followers":[{"node":"b","remote":"127.0.0.1:9","connected":true,"received":42,
+            "durable":40,"applied":39,"lag_lsns":2,"lag_seconds":0.25,"eligible":false,
+            "commit_to_durable_p50_ms":1.5,"commit_to_durable_p99_ms":30.0,
+            "commit_to_durable_samples":10}]}"#;
+        let text = render(leader).expect("renders");
+        assert!(
+            text.contains("node a (leader) in cluster c: epoch 1, last lsn 42"),
+            "{text}"
+        );
+        assert!(text.contains("RPO promise (max_lag): 0.5 s"), "{text}");
+        assert!(
+            text.contains("durable 40 applied 39, lag 2 lsns / 0.250 s, INELIGIBLE"),
+            "{text}"
+        );
+        assert!(text.contains("p50 1.5 ms, p99 30.0 ms"), "{text}");
+        let follower = r#"{"role":"follower","node":"b","cluster":"c","epoch":1,"last_lsn":10,
+            "max_lag_seconds":null,"followers":[],
+            "upstream":{"leader_addr":"127.0.0.1:7400","leader":"a","leader_http":"http://a",
+            "connected":true,"leader_lsn":40,"durable":10,"lag_lsns":30,
+            "sync":{"percent":25.0,"lsns_left":30,"bytes_per_second":2000000.0,"eta_seconds":3.0},
+            "stopped":"the leader refused this follower"}}"#;
+        let text = render(follower).expect("renders");
+        assert!(
+            text.contains("leader a (http://a) at 127.0.0.1:7400: streaming, durable 10 of 40"),
+            "{text}"
+        );
+        assert!(
+            text.contains("catching up: 25.0%, 2.0 MB/s, about 3 s left"),
+            "{text}"
+        );
+        assert!(
+            text.contains("REPLICATION STOPPED: the leader refused"),
+            "{text}"
+        );
+        assert!(render("not json").is_err());
+    }
+}
