@@ -263,38 +263,10 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
         until("the follower connected", Duration::from_secs(60), || {
             status(leader.http)["followers"][0]["connected"] == true
         });
-        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers: Vec<_> = (0..3)
-            .map(|w| {
-                let (acked, stop, addr) = (acked.clone(), stop.clone(), leader.http);
-                std::thread::spawn(move || {
-                    let mut n = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                        n += 1;
-                        let body = format!(
-                            r#"{{"resourceType":"Patient","name":[{{"family":"R{round}W{w}N{n}"}}]}}"#
-                        );
-                        let Ok(r) = request(addr, "POST", "/Patient", Some(&body)) else {
-                            break; // the leader is gone
-                        };
-                        if r.status == 201
-                            && let Some(loc) = r.header("location")
-                        {
-                            let id = loc.split("/Patient/").nth(1).and_then(|x| x.split('/').next());
-                            acked.lock().expect("lock").push(id.unwrap_or_default().to_owned());
-                        }
-                    }
-                })
-            })
-            .collect();
+        let writers = Writers::start(leader.http, 3, &format!("R{round}"));
         std::thread::sleep(Duration::from_millis(50 + rng.below(250)));
         leader.child.0.kill().expect("kill -9");
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        for w in writers {
-            w.join().expect("writer");
-        }
-        let acked = acked.lock().expect("lock").clone();
+        let acked: Vec<String> = writers.stop().into_iter().map(|(id, _)| id).collect();
         total += acked.len();
         // Durable on the follower is what counts; reads see it once indexed.
         settled(follower.http);
@@ -309,6 +281,61 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
         leader = NodeProcess::start(BIN, &leader_cfg).expect("leader restarts");
     }
     assert!(total as u64 >= rounds, "writes were acknowledged: {total}");
+}
+
+/// Clients creating Patients on a node as fast as it answers, recording
+/// each acknowledged create with its wall-clock time.
+struct Writers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+impl Writers {
+    /// `n` writers; family names start with `tag` so rounds stay apart.
+    fn start(addr: SocketAddr, n: usize, tag: &str) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let threads = (0..n)
+            .map(|w| {
+                let (acked, stop, tag) = (acked.clone(), stop.clone(), tag.to_owned());
+                std::thread::spawn(move || {
+                    let mut k = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                        k += 1;
+                        let body = format!(
+                            r#"{{"resourceType":"Patient","name":[{{"family":"{tag}W{w}N{k}"}}]}}"#
+                        );
+                        let Ok(r) = request(addr, "POST", "/Patient", Some(&body)) else {
+                            break; // the node is gone
+                        };
+                        if r.status == 201
+                            && let Some(id) = r
+                                .header("location")
+                                .and_then(|l| l.split("/Patient/").nth(1))
+                                .and_then(|x| x.split('/').next())
+                        {
+                            acked.lock().expect("lock").push((id.to_owned(), wall_us()));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            threads,
+            acked,
+        }
+    }
+
+    /// Stops the writers and returns every acknowledged create.
+    fn stop(self) -> Vec<(String, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        for t in self.threads {
+            t.join().expect("writer");
+        }
+        self.acked.lock().expect("lock").clone()
+    }
 }
 
 fn wall_us() -> u64 {
@@ -329,32 +356,7 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
         s["followers"][0]["connected"] == true && s["followers"][0]["eligible"] == true
     });
     // Writers record each acknowledged create with its wall-clock time.
-    let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let (acked, stop, addr) = (acked.clone(), stop.clone(), leader.http);
-            std::thread::spawn(move || {
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                    n += 1;
-                    let body =
-                        format!(r#"{{"resourceType":"Patient","name":[{{"family":"A{w}N{n}"}}]}}"#);
-                    let Ok(r) = request(addr, "POST", "/Patient", Some(&body)) else {
-                        break;
-                    };
-                    if r.status == 201
-                        && let Some(id) = r
-                            .header("location")
-                            .and_then(|l| l.split("/Patient/").nth(1))
-                            .and_then(|x| x.split('/').next())
-                    {
-                        acked.lock().expect("lock").push((id.to_owned(), wall_us()));
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(leader.http, 2, "A");
     std::thread::sleep(Duration::from_millis(300));
     // Partition the follower while writes go on well past max_lag.
     relay.set(Faults {
@@ -366,11 +368,7 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
     let mut leader = leader;
     leader.child.0.kill().expect("kill -9");
     let killed_us = wall_us();
-    stop.store(true, std::sync::atomic::Ordering::Release);
-    for w in writers {
-        w.join().expect("writer");
-    }
-    let acked = acked.lock().expect("lock").clone();
+    let acked = writers.stop();
     settled(follower.http);
     let missing: Vec<&(String, u64)> = acked
         .iter()
