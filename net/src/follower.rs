@@ -46,16 +46,8 @@ impl FollowerConfig {
     }
 }
 
-/// Where the follower's durable log ends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogEnd {
-    /// Epoch of the last frame (0: empty).
-    pub epoch: u64,
-    /// Last durable LSN (0: empty).
-    pub lsn: u64,
-    /// CRC of the last frame.
-    pub crc: u32,
-}
+/// Where the follower's durable log ends: the engine's own description.
+pub use vigil_engine::LogEnd;
 
 /// What happened, fed to [`Follower::handle`].
 #[derive(Debug)]
@@ -514,6 +506,7 @@ mod tests {
             epoch: 1,
             lsn: 10,
             crc: 7,
+            timestamp_us: 0,
         };
         let mut f = Follower::new(FollowerConfig::new("c", "b"), end);
         f.handle(FollowerEvent::Tick, 0);

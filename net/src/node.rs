@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use vigil_engine::{Error as StoreError, Store};
 
 use crate::eligibility::{EligibilityFile, decide};
-use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
+use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use crate::leader::{
     LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
 };
@@ -828,15 +828,6 @@ async fn guard_bound(
     }
 }
 
-fn log_end(store: &Store) -> Result<LogEnd, StoreError> {
-    let e = store.log_end();
-    Ok(LogEnd {
-        epoch: e.epoch,
-        lsn: e.lsn,
-        crc: e.crc,
-    })
-}
-
 enum Driven {
     Machine(FollowerEvent),
     /// A connection attempt of generation `gen` finished.
@@ -858,14 +849,10 @@ async fn follow(
     started: Instant,
 ) {
     let now = || started.elapsed().as_micros() as u64;
-    let end = match log_end(&store) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!("replication cannot start: {e}");
-            return;
-        }
-    };
-    let mut machine = Follower::new(FollowerConfig::new(&cfg.cluster, &cfg.node), end);
+    let mut machine = Follower::new(
+        FollowerConfig::new(&cfg.cluster, &cfg.node),
+        store.log_end(),
+    );
     let (tx, mut rx) = mpsc::channel::<Driven>(READ_AHEAD_MESSAGES * 2);
     let mut generation = 0u64;
     let mut conn: Option<(quinn::Connection, quinn::SendStream)> = None;
@@ -904,13 +891,7 @@ async fn follow(
                         let (s, tx) = (store.clone(), tx.clone());
                         tokio::task::spawn_blocking(move || {
                             let ev = match s.append_log(bytes) {
-                                Ok(_) => match log_end(&s) {
-                                    Ok(end) => FollowerEvent::Appended(end),
-                                    Err(e) => FollowerEvent::AppendFailed {
-                                        error: e.to_string(),
-                                        checksum: false,
-                                    },
-                                },
+                                Ok(_) => FollowerEvent::Appended(s.log_end()),
                                 Err(e) => FollowerEvent::AppendFailed {
                                     checksum: matches!(e, StoreError::Replication(_)),
                                     error: e.to_string(),

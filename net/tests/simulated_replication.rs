@@ -11,7 +11,7 @@ use common::Rng;
 use std::collections::VecDeque;
 
 use vigil_engine::{Batch, LogPosition, Op, Options, Store};
-use vigil_net::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent, LogEnd};
+use vigil_net::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use vigil_net::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
 use vigil_net::wire::Message;
 
@@ -48,15 +48,6 @@ fn replica_opts() -> Options {
     }
 }
 
-fn log_end(store: &Store) -> LogEnd {
-    let e = store.log_end();
-    LogEnd {
-        epoch: e.epoch,
-        lsn: e.lsn,
-        crc: e.crc,
-    }
-}
-
 /// Waits until the store has indexed everything it appended.
 fn settle(store: &Store) {
     let end = store.log_end().lsn;
@@ -84,7 +75,7 @@ impl Sim {
         .expect("leader");
         let follower_dir = tempfile::tempdir().expect("dir");
         let store = Store::open_with(follower_dir.path(), replica_opts()).expect("replica");
-        let follower = Follower::new(follower_cfg(), log_end(&store));
+        let follower = Follower::new(follower_cfg(), store.log_end());
         Sim {
             rng: Rng(seed | 1),
             now: 0,
@@ -220,7 +211,7 @@ impl Sim {
             drop(s);
         }
         let store = Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen");
-        self.follower = Follower::new(follower_cfg(), log_end(&store));
+        self.follower = Follower::new(follower_cfg(), store.log_end());
         self.follower_store = Some(store);
     }
 
@@ -304,7 +295,7 @@ impl Sim {
                 }
             } else {
                 match store.append_log(bytes) {
-                    Ok(_) => FollowerEvent::Appended(log_end(store)),
+                    Ok(_) => FollowerEvent::Appended(store.log_end()),
                     Err(e) => FollowerEvent::AppendFailed {
                         checksum: matches!(e, vigil_engine::Error::Replication(_)),
                         error: e.to_string(),
