@@ -196,6 +196,25 @@ impl Inner {
             })
     }
 
+    /// Waits until the visible LSN is above `after`, `timeout` passes or the
+    /// store stops; returns the visible LSN then.
+    pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, cv) = &self.lsn_moved;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = self.durable_lsn.load(Ordering::Acquire);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if now > after || left.is_zero() || self.check_alive().is_err() {
+                return now;
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Records the durable end of the log: its last frame.
     pub(crate) fn set_log_end(&self, last: &crate::frame::FrameHeader) {
         *self.log_end.lock().unwrap_or_else(|p| p.into_inner()) = crate::replica::LogEnd {
@@ -410,20 +429,7 @@ impl Store {
     /// and returns the durable LSN then. For replication, which ships what
     /// is durable as soon as it is.
     pub fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, cv) = &self.inner.lsn_moved;
-        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let now = self.last_lsn();
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if now > after || left.is_zero() || self.inner.check_alive().is_err() {
-                return now;
-            }
-            guard = cv
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.inner.wait_for_lsn(after, timeout)
     }
 
     /// Whether local commits are refused (see [`Options::replica`]).

@@ -772,14 +772,12 @@ impl WriterState {
             return Ok(());
         }
         let want = self.next_lsn - 1;
-        while self.inner.durable_lsn.load(Ordering::Acquire) < want {
+        while self
+            .inner
+            .wait_for_lsn(want.saturating_sub(1), Duration::from_millis(50))
+            < want
+        {
             self.inner.check_alive()?;
-            let store_wait = std::time::Duration::from_millis(50);
-            let (lock, cv) = &self.inner.lsn_moved;
-            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            if self.inner.durable_lsn.load(Ordering::Acquire) < want {
-                let _ = cv.wait_timeout(guard, store_wait);
-            }
         }
         Ok(())
     }
