@@ -122,18 +122,26 @@ impl EligibilityFile {
             let state = if e.eligible { "eligible" } else { "ineligible" };
             text.push_str(&format!("{n} {state} {}\n", e.since_us));
         }
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        replace_durably(&self.path, text.as_bytes())?;
         self.entries = next;
         Ok(true)
+    }
+}
+
+/// Replaces the file at `path` with `bytes` so that a crash leaves either
+/// the old content or the new, never a mix: a temporary file is written
+/// and fsynced, renamed over `path`, and the directory fsynced.
+pub(crate) fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

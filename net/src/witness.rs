@@ -10,7 +10,6 @@
 //! duration instead (see [`crate::lease::Voter::start`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -93,15 +92,7 @@ impl WitnessState {
             let state = if r.eligible { "eligible" } else { "ineligible" };
             text.push_str(&format!("follower {n} {state} {}\n", r.durable_lsn));
         }
-        let path = dir.join(STATE_FILE);
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::eligibility::replace_durably(&dir.join(STATE_FILE), text.as_bytes())
     }
 }
 
