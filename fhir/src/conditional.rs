@@ -48,14 +48,67 @@ fn criteria(uri: &axum::http::Uri, what: &str) -> Result<(String, Option<String>
     Ok((kept.join("&"), format))
 }
 
-/// The newest version of a live resource, for the precondition of the
-/// write that follows the search.
-fn live_head(app: &App, ty: &str, id: &str) -> Result<Option<u64>, FhirError> {
-    Ok(app
-        .store
-        .head(ty, id)?
-        .filter(|(_, _, op)| *op != OpKind::Delete)
-        .map(|(v, _, _)| v))
+/// What the criteria of a conditional URL select.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// Nothing matched.
+    Nothing,
+    /// Exactly one resource: its id, and its newest version if that is
+    /// live (the precondition of the write that follows; `None` when it
+    /// was deleted after the search).
+    One {
+        /// Its id.
+        id: String,
+        /// Its live version.
+        live_version: Option<u64>,
+    },
+}
+
+/// Runs the criteria `cond` against `ty`: several matches are refused
+/// (412), and a body id other than the one match's is refused (400). The
+/// one place conditional update and delete, over REST and in Bundles,
+/// decide what they write to.
+pub(crate) fn resolve(
+    app: &App,
+    ty: &str,
+    cond: &str,
+    body_id: Option<&str>,
+) -> Result<Target, FhirError> {
+    let found = crate::search::matching_ids(app, ty, cond)?;
+    match found.as_slice() {
+        [] => Ok(Target::Nothing),
+        [id] => {
+            if let Some(b) = body_id.filter(|b| b != id) {
+                return Err(FhirError::invalid(format!(
+                    "the body's id {b:?} is not the id of the resource the criteria matched ({id:?})"
+                )));
+            }
+            let live_version = app
+                .store
+                .head(ty, id)?
+                .filter(|(_, _, op)| *op != OpKind::Delete)
+                .map(|(v, _, _)| v);
+            Ok(Target::One {
+                id: id.clone(),
+                live_version,
+            })
+        }
+        many => Err(FhirError::precondition(format!(
+            "the criteria {cond:?} match {} resources; a conditional update or delete needs at most one",
+            many.len()
+        ))),
+    }
+}
+
+/// The precondition for updating the one match: its live version, or 412
+/// when it was deleted after the search.
+pub(crate) fn version_to_update(
+    ty: &str,
+    id: &str,
+    live: Option<u64>,
+) -> Result<Precondition, FhirError> {
+    live.map(Precondition::Version)
+        .ok_or_else(|| FhirError::precondition(format!("{ty}/{id} was deleted meanwhile; retry")))
 }
 
 /// `PUT [type]?criteria`: no match creates (with the body's id, or a new
@@ -72,29 +125,16 @@ pub async fn conditional_update(
     check_type(&ty)?;
     let map = body_for(&app, &ty, &headers, bytes)?;
     let body_id = id_of(&map).map(str::to_owned);
-    let found = crate::search::matching_ids(&app, &ty, &cond)?;
-    let (id, expect) = match found.as_slice() {
-        [] => match body_id {
-            // Update as create, only if that id is not taken.
-            Some(id) => (id, Precondition::Absent),
-            None => (crate::ids::new_id(), Precondition::Absent),
-        },
-        [id] => {
-            if let Some(b) = body_id.as_deref().filter(|b| *b != id) {
-                return Err(FhirError::invalid(format!(
-                    "the body's id {b:?} is not the id of the resource the criteria matched ({id:?})"
-                )));
-            }
-            let version = live_head(&app, &ty, id)?.ok_or_else(|| {
-                FhirError::precondition(format!("{ty}/{id} was deleted meanwhile; retry"))
-            })?;
-            (id.clone(), Precondition::Version(version))
-        }
-        many => {
-            return Err(FhirError::precondition(format!(
-                "the criteria {cond:?} match {} resources; a conditional update needs at most one",
-                many.len()
-            )));
+    let (id, expect, created) = match resolve(&app, &ty, &cond, body_id.as_deref())? {
+        // Update as create, only if that id is not taken.
+        Target::Nothing => (
+            body_id.unwrap_or_else(crate::ids::new_id),
+            Precondition::Absent,
+            true,
+        ),
+        Target::One { id, live_version } => {
+            let expect = version_to_update(&ty, &id, live_version)?;
+            (id, expect, false)
         }
     };
     crate::resource::check_id(&id)?;
@@ -104,7 +144,7 @@ pub async fn conditional_update(
         Batch::one(Op::put(ty.clone(), id.clone(), stored.clone()).expect(expect)),
     )
     .await
-    .map_err(|e| match (found.is_empty(), e.status.as_u16()) {
+    .map_err(|e| match (created, e.status.as_u16()) {
         (true, 409) => FhirError::new(
             axum::http::StatusCode::CONFLICT,
             "conflict",
@@ -126,9 +166,8 @@ pub async fn conditional_delete(
     let (cond, format) = criteria(&uri, "delete")?;
     check_accept(&headers, format.as_deref())?;
     check_type(&ty)?;
-    let found = crate::search::matching_ids(&app, &ty, &cond)?;
-    let id = match found.as_slice() {
-        [] => {
+    let (id, live_version) = match resolve(&app, &ty, &cond, None)? {
+        Target::Nothing => {
             return Ok(crate::http::json_response(
                 axum::http::StatusCode::OK,
                 serde_json::to_vec(&crate::outcome::outcome_json(
@@ -139,15 +178,9 @@ pub async fn conditional_delete(
                 .unwrap_or_default(),
             ));
         }
-        [id] => id.clone(),
-        many => {
-            return Err(FhirError::precondition(format!(
-                "the criteria {cond:?} match {} resources; a conditional delete deletes at most one",
-                many.len()
-            )));
-        }
+        Target::One { id, live_version } => (id, live_version),
     };
-    let expect = live_head(&app, &ty, &id)?.map_or(Precondition::None, Precondition::Version);
+    let expect = live_version.map_or(Precondition::None, Precondition::Version);
     let c = commit(
         &app,
         Batch::one(Op::delete(ty.clone(), id.clone()).expect(expect)),

@@ -200,38 +200,27 @@ fn resolve_conditional(
     query: &str,
     body_id: Option<String>,
 ) -> Result<(String, Precondition), FhirError> {
-    let found = crate::search::matching_ids(app, ty, query)?;
-    match (found.as_slice(), method) {
-        ([], Method::Put) => {
+    use crate::conditional::{Target, resolve, version_to_update};
+    let in_entry = |mut e: FhirError| {
+        e.diagnostics = format!("Bundle.entry[{i}]: {}", e.diagnostics);
+        e
+    };
+    match (
+        resolve(app, ty, query, body_id.as_deref()).map_err(in_entry)?,
+        method,
+    ) {
+        (Target::Nothing, Method::Put) => {
             let id = body_id.unwrap_or_else(crate::ids::new_id);
             check_id(&id).map_err(|e| entry_error(i, e.diagnostics))?;
             Ok((id, Precondition::Absent))
         }
         // Deleting nothing: an id that cannot exist, so the engine reports
         // "not found" for the entry and writes nothing.
-        ([], _) => Ok((crate::ids::new_id(), Precondition::None)),
-        ([id], _) => {
-            if let Some(b) = body_id.filter(|b| b != id) {
-                return Err(entry_error(
-                    i,
-                    format!("the resource id {b:?} is not the id the criteria matched ({id:?})"),
-                ));
-            }
-            let head = app.store.head(ty, id)?;
-            let version = head
-                .filter(|(_, _, op)| *op != OpKind::Delete)
-                .map(|(v, _, _)| v)
-                .ok_or_else(|| {
-                    FhirError::precondition(format!(
-                        "Bundle.entry[{i}]: {ty}/{id} was deleted meanwhile"
-                    ))
-                })?;
-            Ok((id.clone(), Precondition::Version(version)))
+        (Target::Nothing, _) => Ok((crate::ids::new_id(), Precondition::None)),
+        (Target::One { id, live_version }, _) => {
+            let expect = version_to_update(ty, &id, live_version).map_err(in_entry)?;
+            Ok((id, expect))
         }
-        (many, _) => Err(FhirError::precondition(format!(
-            "Bundle.entry[{i}]: the criteria {query:?} match {} resources; at most one may",
-            many.len()
-        ))),
     }
 }
 
