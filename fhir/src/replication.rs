@@ -199,14 +199,13 @@ pub fn admit_write(app: &App) -> Result<(), FhirError> {
     if r.config.on_lag != "stall" || !r.node.is_leader() {
         return Ok(());
     }
-    let st = r.node.status();
-    let lagging: Vec<_> = st
-        .followers
+    let followers = r.node.followers();
+    let lagging: Vec<_> = followers
         .iter()
         .filter(|f| !f.eligible || !f.connected)
         .map(|f| format!("{} ({:.1} s behind)", f.node, f.lag_seconds))
         .collect();
-    if st.followers.is_empty() || !lagging.is_empty() {
+    if followers.is_empty() || !lagging.is_empty() {
         let mut e = FhirError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "transient",

@@ -307,6 +307,14 @@ impl Node {
         self.cfg.max_lag
     }
 
+    /// On a leader: each follower's link (watermarks, lag, eligibility),
+    /// without the lag percentiles [`Node::status`] computes; cheap enough
+    /// to consult on every write.
+    pub fn followers(&self) -> Vec<FollowerLink> {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.links.values().cloned().collect()
+    }
+
     /// The current replication status.
     pub fn status(&self) -> ReplicationStatus {
         let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
