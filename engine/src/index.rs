@@ -29,9 +29,10 @@ pub(crate) const INDEX_FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
-/// (type, id, version) -> that version. Versions are dense per resource, so
-/// the newest is the last row of the resource and the one before a version
-/// `v` is `v - 1`.
+/// (type, id, version) -> that version. Versions increase per resource
+/// (densely within an epoch; a new epoch may jump ahead, see
+/// `limits::EPOCH_VERSIONS`), so the newest is the last row of the
+/// resource and the one before a version is the row before it.
 const VERSIONS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("versions");
 /// (type, lsn) -> (id, version), for type history.
 const TYPE_LSNS: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("type_lsns");
@@ -304,8 +305,10 @@ pub(crate) fn apply_frame(
                     1 => false,
                     v => t
                         .versions
-                        .get((r.resource_type, r.id, v - 1))?
-                        .map(|old| VersionEntry::decode(old.value()))
+                        .range((r.resource_type, r.id, 0)..(r.resource_type, r.id, v))?
+                        .next_back()
+                        .transpose()?
+                        .map(|(_, old)| VersionEntry::decode(old.value()))
                         .transpose()?
                         .is_some_and(|e| e.is_live()),
                 };

@@ -53,3 +53,8 @@ pub const WATERMARK_NAME_BYTES_MAX: usize = 64;
 pub const INDEX_SYNC_LOG_BYTES: u64 = 16 * 1024 * 1024;
 /// The index is made durable at least this often, in milliseconds.
 pub const INDEX_SYNC_INTERVAL_MS: u64 = 250;
+/// Version numbers each epoch owns per resource: a write in epoch `e`
+/// numbers its version at least `(e - 1) * EPOCH_VERSIONS + 1`, so a
+/// version written by a deposed leader (epoch `e - 1`, cut on rejoin) is
+/// never issued again for other content by the next leader.
+pub const EPOCH_VERSIONS: u64 = 1_000_000;

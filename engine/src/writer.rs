@@ -21,7 +21,9 @@ use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::error::{Error, Result};
 use crate::frame::{encode_frame, parse_header};
 use crate::index::{FrameToApply, Snapshot, Tables, VersionEntry, apply_frame};
-use crate::limits::{FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
+use crate::limits::{
+    EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES,
+};
 use crate::log::{Appender, sync_data, sync_dir};
 use crate::rebuild::rebuild_into;
 use crate::record::{
@@ -585,7 +587,16 @@ impl WriterState {
                     actual: head.map(|h| h.version),
                 });
             }
-            let next_version = head.map_or(1, |h| h.version + 1);
+            let next_version = next_version(head.map(|h| h.version), self.epoch).ok_or_else(|| {
+                Error::Invalid {
+                    what: "resource",
+                    value: format!("{}/{}", op.resource_type, op.id),
+                    reason: format!(
+                        "{EPOCH_VERSIONS} versions written in epoch {}: the epoch's version numbers are used up (a switchover starts a new epoch)",
+                        self.epoch
+                    ),
+                }
+            })?;
             // What this op writes, if anything: its kind and the head after it.
             let write = match (&op.put, head) {
                 (Some(body), Some(h))
@@ -847,5 +858,39 @@ impl WriterState {
         }
         self.inner.publish_lsn(header.end_lsn() - 1);
         Ok(())
+    }
+}
+
+/// The version a write in `epoch` gives a resource whose newest version is
+/// `last`: the next number, but never below the epoch's own range, so
+/// versions stay increasing per resource and a failover never reissues a
+/// number a deposed leader may have acknowledged. `None` when the epoch's
+/// range is used up.
+pub(crate) fn next_version(last: Option<u64>, epoch: u64) -> Option<u64> {
+    let base = epoch.saturating_sub(1).checked_mul(EPOCH_VERSIONS)? + 1;
+    let next = last.map_or(1, |v| v + 1).max(base);
+    (next < base.checked_add(EPOCH_VERSIONS)?).then_some(next)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn each_epoch_numbers_versions_in_its_own_range() {
+        assert_eq!(next_version(None, 1), Some(1));
+        assert_eq!(next_version(Some(7), 1), Some(8));
+        assert_eq!(next_version(Some(7), 2), Some(EPOCH_VERSIONS + 1));
+        assert_eq!(next_version(None, 3), Some(2 * EPOCH_VERSIONS + 1));
+        assert_eq!(
+            next_version(Some(EPOCH_VERSIONS + 4), 2),
+            Some(EPOCH_VERSIONS + 5)
+        );
+        assert_eq!(
+            next_version(Some(EPOCH_VERSIONS), 1),
+            None,
+            "epoch 1's range is used up"
+        );
+        assert_eq!(next_version(Some(1), u64::MAX), None, "no overflow");
     }
 }

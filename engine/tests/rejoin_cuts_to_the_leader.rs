@@ -41,6 +41,27 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
     for i in 0..7 {
         put(&b, "Observation", &format!("o{i}"), patient("o", i));
     }
+    // b changes p3 too: its version must not be 2, the number a's lost
+    // update carried (a client may hold that ETag).
+    let p3 = put(&b, "Patient", "p3", patient("p3-on-b", 7));
+    let v = match p3.outcomes[0] {
+        vigil_engine::OpOutcome::Written { version, .. } => version,
+        ref other => panic!("expected a write, got {other:?}"),
+    };
+    assert_eq!(
+        v,
+        vigil_engine::limits::EPOCH_VERSIONS + 1,
+        "epoch 2's first version of p3"
+    );
+    let second = put(&b, "Patient", "p3", patient("p3-on-b", 8));
+    assert!(matches!(
+        second.outcomes[0],
+        vigil_engine::OpOutcome::Written { version, .. } if version == v + 1
+    ));
+    assert!(matches!(
+        b.get_version("Patient", "p3", 2).expect("vread"),
+        vigil_engine::VersionRead::NoSuchVersion { .. }
+    ));
     // a comes back: its log is not a prefix of b's.
     let end = a.log_end();
     let pos = b
@@ -88,7 +109,13 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
     ship(&b, &a, 1 << 20);
     assert_eq!(frames(&a), frames(&b), "identical logs after rejoin");
     a.verify().expect("a's index equals a rebuild");
+    b.verify().expect("b's index equals a rebuild");
     assert!(body_of(&a, "Observation", "o6").is_some());
+    assert_eq!(
+        body_of(&a, "Patient", "p3"),
+        Some(patient("p3-on-b", 8)),
+        "the new leader's versions, not the lost one"
+    );
 }
 
 #[test]

@@ -84,7 +84,7 @@ pub(crate) fn resolve(
                 )));
             }
             let live_version = app
-                .store
+                .store()?
                 .head(ty, id)?
                 .filter(|(_, _, op)| *op != OpKind::Delete)
                 .map(|(v, _, _)| v);

@@ -120,7 +120,7 @@ pub fn history_entry(base: &str, v: &Version) -> Result<Value, FhirError> {
 }
 
 fn history_bundle(app: &App, path: &str, q: &HistoryQuery) -> Result<Response, FhirError> {
-    let page = app.store.history(q)?;
+    let page = app.store()?.history(q)?;
     let mut links =
         vec![json!({"relation": "self", "url": link(&app.base, path, q, q.cursor.as_ref())})];
     if let Some(n) = &page.next {
@@ -181,7 +181,7 @@ pub async fn instance(
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
     // Existence only: the head's metadata, without reading a body.
-    if app.store.head(&ty, &id)?.is_none() {
+    if app.store()?.head(&ty, &id)?.is_none() {
         return Err(FhirError::not_found(format!("{ty}/{id} does not exist")));
     }
     let query = query_of(&q, HistoryScope::Instance(ty.clone(), id.clone()))?;

@@ -179,7 +179,7 @@ pub async fn create(
 /// gets: 410 when its newest version is a deletion, 404 when it never
 /// existed.
 pub fn live_version(app: &App, ty: &str, id: &str) -> Result<Version, FhirError> {
-    match app.store.get(ty, id)? {
+    match app.store()?.get(ty, id)? {
         Current::Live(v) => Ok(v),
         Current::Deleted { version, .. } => Err(FhirError::gone(format!(
             "{ty}/{id} was deleted (version {version})"
@@ -249,7 +249,7 @@ pub async fn vread(
     let version: u64 = vid
         .parse()
         .map_err(|_| FhirError::not_found(format!("{ty}/{id} has no version {vid:?}")))?;
-    match app.store.get_version(&ty, &id, version)? {
+    match app.store()?.get_version(&ty, &id, version)? {
         VersionRead::Live(v) => {
             let meta = VersionMeta {
                 resource_type: &ty,

@@ -4,6 +4,7 @@
 //! `vigil` binary's library half, and [`synth`], the generator of realistic
 //! resources that tests, benchmarks and demos use instead of patient data.
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod capability;
@@ -18,6 +19,7 @@ pub mod negotiate;
 pub mod outcome;
 pub mod params;
 pub mod patch;
+pub mod quarantine;
 pub mod replication;
 pub mod resource;
 pub mod search;

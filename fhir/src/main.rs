@@ -66,6 +66,38 @@ enum Command {
         /// The witness's node name (its certificate's).
         #[arg(long, default_value = "witness")]
         node: String,
+        /// Lease duration in ms; must equal the data nodes' `lease_ms`.
+        #[arg(long, default_value_t = 3_000)]
+        lease_ms: u64,
+    },
+    /// Move leadership to the follower with zero loss (planned failover or
+    /// failback): writes pause, the follower catches up, it takes over.
+    Switchover {
+        /// Any node's base URL (a follower passes the request to its leader).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Make a follower lead without the witness (the witness is gone).
+    /// Prints the writes it may lose before it acts.
+    Promote {
+        /// The follower's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Required: a forced promotion may lose writes the follower lacks.
+        #[arg(long)]
+        force: bool,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// What a failover cut from this node's log: list it, or submit it to
+    /// the current leader again.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
     },
     /// Show a node's role, log position and replication state.
     Status {
@@ -108,6 +140,32 @@ enum Command {
         /// Pace requests to this many per second in total (default: as fast as possible).
         #[arg(long)]
         rate: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// List the quarantine folders of a data directory.
+    List {
+        /// The node's data directory.
+        #[arg(long, default_value = "./vigil-data")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit every lost version (not yet reapplied) to the leader as a new
+    /// version, reporting each conflict.
+    Reapply {
+        /// The node's data directory.
+        #[arg(long, default_value = "./vigil-data")]
+        data: PathBuf,
+        /// The leader's (or any node's) base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -169,6 +227,12 @@ impl ReplFlags {
                     sync_timeout_ms: 5_000,
                     on_lag: "accept".into(),
                     window_bytes: 32 * 1024 * 1024,
+                    peer: None,
+                    peer_addr: None,
+                    witness: None,
+                    witness_addr: None,
+                    preferred: None,
+                    lease_ms: 3_000,
                 }
             }
         };
@@ -197,6 +261,13 @@ impl ReplFlags {
         cfg.replication = Some(r);
         Ok(())
     }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn init_logs(config: &Config) {
@@ -269,13 +340,122 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Switchover { url, token } => {
+            let rt = current_thread()?;
+            println!("switchover requested at {url}: writes pause until the follower has every write");
+            let text = rt.block_on(vigil_fhir::status_cmd::call(
+                "POST",
+                &url,
+                "/admin/switchover",
+                None,
+                token.as_deref(),
+            ))?;
+            let r: serde_json::Value = serde_json::from_str(&text)?;
+            println!(
+                "done: {} leads now; epoch {} ended at lsn {}; writes paused {} ms",
+                r["new_leader"].as_str().unwrap_or("?"),
+                r["from_epoch"],
+                r["last_lsn"],
+                r["pause_ms"]
+            );
+            Ok(())
+        }
+        Command::Promote { url, force, token } => {
+            let rt = current_thread()?;
+            let text = rt.block_on(vigil_fhir::status_cmd::call(
+                "GET",
+                &url,
+                "/admin/promote",
+                None,
+                token.as_deref(),
+            ))?;
+            let est: serde_json::Value = serde_json::from_str(&text)?;
+            println!(
+                "estimated loss window: {} LSNs, {:.1} s of the old leader's writes (this node holds lsn {}; leader connected: {})",
+                est["lsns"],
+                est["seconds"].as_f64().unwrap_or(0.0),
+                est["durable_lsn"],
+                est["leader_connected"]
+            );
+            if !force {
+                anyhow::bail!("not promoted: pass --force to accept that loss window");
+            }
+            let text = rt.block_on(vigil_fhir::status_cmd::call(
+                "POST",
+                &url,
+                "/admin/promote?force=true",
+                None,
+                token.as_deref(),
+            ))?;
+            let _: serde_json::Value = serde_json::from_str(&text)?;
+            println!("promoted: {url} leads now");
+            Ok(())
+        }
+        Command::Quarantine {
+            action: QuarantineAction::List { data, json },
+        } => {
+            let folders = vigil_fhir::quarantine::list(&data)
+                .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&folders)?);
+            } else if folders.is_empty() {
+                println!("no quarantine in {}", data.display());
+            } else {
+                for f in &folders {
+                    println!(
+                        "{}  {}  {} versions{}",
+                        f.path.display(),
+                        f.kind,
+                        f.versions,
+                        if f.reapplied { "  (reapplied)" } else { "" }
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Quarantine {
+            action: QuarantineAction::Reapply { data, url, token },
+        } => {
+            let folders = vigil_fhir::quarantine::list(&data)
+                .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
+            let rt = current_thread()?;
+            let (mut applied, mut conflicts, mut failed) = (0, 0, 0);
+            for f in folders.iter().filter(|f| !f.reapplied && f.versions > 0) {
+                println!("reapplying {} ({} versions) to {url}", f.path.display(), f.versions);
+                let report = rt.block_on(vigil_fhir::quarantine::reapply(&f.path, &url, token.as_deref()))?;
+                for r in report {
+                    match r.outcome.as_str() {
+                        "applied" => applied += 1,
+                        "conflict" => conflicts += 1,
+                        _ => failed += 1,
+                    }
+                    println!(
+                        "  {} lost version {}: {}{}{}",
+                        r.resource,
+                        r.lost_version,
+                        r.outcome,
+                        r.new_version.map(|v| format!(" as version {v}")).unwrap_or_default(),
+                        r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                    );
+                }
+            }
+            println!("{applied} applied, {conflicts} conflicts, {failed} failed");
+            if failed > 0 {
+                anyhow::bail!("{failed} versions could not be submitted; run it again");
+            }
+            Ok(())
+        }
         Command::Witness {
             data,
             listen,
             certs,
             node,
+            lease_ms,
         } => {
             init_logs(&Config::default());
+            if !(600..=600_000).contains(&lease_ms) {
+                anyhow::bail!("--lease-ms must be 600..=600000");
+            }
             let id = vigil_net::tls::Identity::load(&certs, &node)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -291,7 +471,7 @@ fn main() -> anyhow::Result<()> {
                 vigil_net::witness::serve(
                     &data,
                     id,
-                    vigil_net::lease::LeaseConfig::default(),
+                    vigil_net::lease::LeaseConfig::with_duration_ms(lease_ms),
                     listen,
                     stop,
                     |addr| println!("vigil witness listening on {addr}"),

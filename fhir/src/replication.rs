@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+use vigil_net::cluster::{Cluster, WriteGuard, WriteRefused};
 use vigil_net::node::{Node, NodeConfig, Role};
 
 use crate::config::ConfigError;
@@ -43,9 +44,30 @@ pub struct ReplicationConfig {
     pub node: String,
     /// Directory made by `vigil certs`.
     pub certs: PathBuf,
-    /// `leader` or `follower`.
+    /// `leader`, `follower`, or `auto` (automatic failover: whoever holds
+    /// the lease leads; needs `peer`, `peer_addr`, `witness`, `witness_addr`).
     pub role: String,
-    /// Leader: the UDP address followers connect to.
+    /// Auto: the other data node's name.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Auto: the other data node's replication address.
+    #[serde(default)]
+    pub peer_addr: Option<SocketAddr>,
+    /// Auto: the witness's name.
+    #[serde(default)]
+    pub witness: Option<String>,
+    /// Auto: the witness's address.
+    #[serde(default)]
+    pub witness_addr: Option<SocketAddr>,
+    /// Auto: the node that takes the first lease of a new cluster
+    /// (default: this node).
+    #[serde(default)]
+    pub preferred: Option<String>,
+    /// Auto: lease duration in ms (renewed every sixth of it). Shorter
+    /// fails over faster and risks needless failovers on a slow link.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Leader (and auto): the UDP address followers connect to.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
     /// Follower: the leader's replication address.
@@ -71,6 +93,9 @@ pub struct ReplicationConfig {
     pub window_bytes: u64,
 }
 
+fn default_lease_ms() -> u64 {
+    3_000
+}
 fn default_sync_timeout_ms() -> u64 {
     5_000
 }
@@ -90,9 +115,23 @@ impl ReplicationConfig {
             "follower" if self.leader.is_none() => {
                 bad("a follower needs leader = \"IP:PORT\"".into())
             }
-            "leader" | "follower" => Ok(()),
-            other => bad(format!("role must be leader or follower, not {other:?}")),
+            "auto"
+                if self.listen.is_none()
+                    || self.peer.is_none()
+                    || self.peer_addr.is_none()
+                    || self.witness.is_none()
+                    || self.witness_addr.is_none() =>
+            {
+                bad("role = \"auto\" needs listen, peer, peer_addr, witness and witness_addr".into())
+            }
+            "leader" | "follower" | "auto" => Ok(()),
+            other => bad(format!(
+                "role must be leader, follower or auto, not {other:?}"
+            )),
         }?;
+        if !(600..=600_000).contains(&self.lease_ms) {
+            return bad("lease_ms must be 600..=600000".into());
+        }
         if !matches!(self.on_lag.as_str(), "accept" | "stall") {
             return bad(format!(
                 "on_lag must be accept or stall, not {:?}",
@@ -111,6 +150,45 @@ impl ReplicationConfig {
     /// Whether this node follows another.
     pub fn is_follower(&self) -> bool {
         self.role == "follower"
+    }
+
+    /// Whether leadership is automatic (leases at a witness).
+    pub fn is_auto(&self) -> bool {
+        self.role == "auto"
+    }
+
+    /// The failover configuration for `role = "auto"`; `None` otherwise.
+    pub fn cluster_config(
+        &self,
+        http_url: &str,
+        data: &std::path::Path,
+        store: vigil_engine::Options,
+    ) -> Option<vigil_net::cluster::ClusterConfig> {
+        let (Some(listen), Some(peer), Some(peer_addr), Some(witness), Some(witness_addr)) = (
+            self.listen,
+            self.peer.clone(),
+            self.peer_addr,
+            self.witness.clone(),
+            self.witness_addr,
+        ) else {
+            return None;
+        };
+        Some(vigil_net::cluster::ClusterConfig {
+            node: self.node_config(http_url),
+            listen,
+            peer: vigil_net::cluster::Member {
+                name: peer,
+                addr: peer_addr,
+            },
+            witness: vigil_net::cluster::Member {
+                name: witness,
+                addr: witness_addr,
+            },
+            lease: vigil_net::lease::LeaseConfig::with_duration_ms(self.lease_ms),
+            preferred: self.preferred.clone().unwrap_or_else(|| self.node.clone()),
+            data: data.to_owned(),
+            store,
+        })
     }
 
     /// The replication node configuration.
@@ -142,16 +220,31 @@ impl ReplicationConfig {
 
 /// Replication as the HTTP server uses it.
 pub struct Replication {
-    /// The running node.
-    pub node: Node,
+    node: NodeRef,
     /// Its settings.
     pub config: ReplicationConfig,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+enum NodeRef {
+    /// A static role, for the life of the process.
+    Fixed(Arc<Node>),
+    /// Automatic failover: the role (and the node) change at run time.
+    Cluster(Arc<Cluster>),
+}
+
 impl Replication {
-    /// Wraps a started node.
+    /// Wraps a started node with a static role.
     pub fn new(node: Node, config: ReplicationConfig) -> Self {
+        Self::with(NodeRef::Fixed(Arc::new(node)), config)
+    }
+
+    /// Wraps a node under automatic failover.
+    pub fn with_cluster(cluster: Arc<Cluster>, config: ReplicationConfig) -> Self {
+        Self::with(NodeRef::Cluster(cluster), config)
+    }
+
+    fn with(node: NodeRef, config: ReplicationConfig) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Self {
             node,
@@ -159,6 +252,48 @@ impl Replication {
             client,
         }
     }
+
+    /// The replication node now (`None` while failover changes roles).
+    pub fn node(&self) -> Option<Arc<Node>> {
+        match &self.node {
+            NodeRef::Fixed(n) => Some(n.clone()),
+            NodeRef::Cluster(c) => c.node(),
+        }
+    }
+
+    /// The failover loop, under automatic failover.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.node {
+            NodeRef::Fixed(_) => None,
+            NodeRef::Cluster(c) => Some(c),
+        }
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        match &self.node {
+            NodeRef::Fixed(n) => n.is_leader(),
+            NodeRef::Cluster(c) => c.is_leader(),
+        }
+    }
+
+    /// Stops replication (and, under failover, the leadership loop).
+    pub async fn shutdown(&self) {
+        match &self.node {
+            NodeRef::Fixed(n) => n.shutdown().await,
+            NodeRef::Cluster(c) => c.shutdown().await,
+        }
+    }
+}
+
+fn changing_role() -> FhirError {
+    let mut e = FhirError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        "this node is changing role (failover in progress); retry",
+    );
+    e.retry_after = Some(1);
+    e
 }
 
 /// Latency buckets of acknowledged commits, in seconds.
@@ -192,14 +327,18 @@ impl CommitLatency {
 
 /// Before a write on a leader: refuses it (503, Retry-After) when the
 /// configuration says to stall while a follower is beyond `max_lag`.
-pub fn admit_write(app: &App) -> Result<(), FhirError> {
+pub fn admit_write(app: &App) -> Result<Option<WriteGuard>, FhirError> {
     let Some(r) = &app.replication else {
-        return Ok(());
+        return Ok(None);
     };
-    if r.config.on_lag != "stall" || !r.node.is_leader() {
-        return Ok(());
+    let guard = match r.cluster() {
+        Some(c) => Some(c.begin_write().map_err(refused)?),
+        None => None,
+    };
+    if r.config.on_lag != "stall" || !r.is_leader() {
+        return Ok(guard);
     }
-    let followers = r.node.followers();
+    let followers = r.node().map(|n| n.followers()).unwrap_or_default();
     let lagging: Vec<_> = followers
         .iter()
         .filter(|f| !f.eligible || !f.connected)
@@ -222,7 +361,34 @@ pub fn admit_write(app: &App) -> Result<(), FhirError> {
         e.retry_after = Some(1);
         return Err(e);
     }
-    Ok(())
+    Ok(guard)
+}
+
+/// A write this node may not take now: 503 with Retry-After.
+fn refused(why: WriteRefused) -> FhirError {
+    let mut e = FhirError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        format!("{why}; retry"),
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// Just before acknowledging a write under automatic failover: the lease
+/// must still hold, or the write is not acknowledged (it is durable here,
+/// and a rejoin may cut it into quarantine).
+pub fn before_ack(app: &App) -> Result<(), FhirError> {
+    match app.replication.as_ref().and_then(|r| r.cluster()) {
+        Some(c) => c.still_leading().map_err(|why| {
+            let mut e = refused(why);
+            e.diagnostics.push_str(
+                " (the write is durable on this node but was not acknowledged: leadership was lost meanwhile)",
+            );
+            e
+        }),
+        None => Ok(()),
+    }
 }
 
 /// After a durable local commit ending at `lsn`: in synchronous mode,
@@ -231,13 +397,14 @@ pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> 
     let (Some(r), Some(lsn)) = (&app.replication, lsn) else {
         return Ok(());
     };
-    if !r.node.is_leader() {
+    if !r.is_leader() {
         return Ok(());
     }
+    let node = r.node().ok_or_else(changing_role)?;
     if r.config.max_lag_ms != Some(0) {
         // Bounded loss: a follower beyond max_lag is recorded as
         // ineligible before this write is acknowledged.
-        return r.node.check_bound().await.map_err(|e| {
+        return node.check_bound().await.map_err(|e| {
             let mut err = FhirError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "transient",
@@ -250,7 +417,7 @@ pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> 
         });
     }
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
-    if r.node.wait_replicated(lsn, timeout).await {
+    if node.wait_replicated(lsn, timeout).await {
         return Ok(());
     }
     let mut e = FhirError::new(
@@ -273,18 +440,24 @@ pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: N
     let Some(r) = app
         .replication
         .as_ref()
-        .filter(|r| r.node.is_leader() && r.config.max_lag_ms == Some(0))
+        .filter(|r| r.is_leader() && r.config.max_lag_ms == Some(0))
     else {
         return next.run(req).await;
+    };
+    let Some(node) = r.node() else {
+        return changing_role().into_response();
     };
     if !is_read(req.method(), req.uri().path()) || req.uri().path().starts_with("/health") {
         return next.run(req).await;
     }
     let resp = next.run(req).await;
     // Measured after the read: bounds the LSN of anything it returned.
-    let seen = app.store.log_end().lsn;
+    let seen = match app.store() {
+        Ok(s) => s.log_end().lsn,
+        Err(e) => return e.into_response(),
+    };
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
-    if r.node.wait_replicated(seen, timeout).await {
+    if node.wait_replicated(seen, timeout).await {
         return resp;
     }
     let mut e = FhirError::new(
@@ -307,14 +480,18 @@ fn is_read(method: &Method, path: &str) -> bool {
 /// On a follower: serves reads locally with the lag headers, and forwards
 /// every write to the leader, relaying its answer unchanged.
 pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let Some(r) = app.replication.as_ref().filter(|r| !r.node.is_leader()) else {
+    let Some(r) = app.replication.as_ref().filter(|r| !r.is_leader()) else {
         return next.run(req).await;
     };
     let path = req.uri().path().to_owned();
-    if is_read(req.method(), &path) || path.starts_with("/health") || path == "/status" {
-        let st = r.node.status();
+    if is_read(req.method(), &path)
+        || path.starts_with("/health")
+        || path == "/status"
+        || path == "/admin/promote"
+    {
+        let st = r.node().map(|n| n.status());
         let mut resp = next.run(req).await;
-        if let Some(u) = st.upstream {
+        if let Some(u) = st.and_then(|s| s.upstream) {
             let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", u.lag_seconds)) {
                 h.insert(LAG_HEADER, v);
@@ -330,7 +507,7 @@ pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Nex
 }
 
 async fn forward(r: &Replication, req: Request) -> Result<Response, FhirError> {
-    let Some(leader) = r.node.leader_http() else {
+    let Some(leader) = r.node().and_then(|n| n.leader_http()) else {
         let mut e = FhirError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "transient",
@@ -387,12 +564,29 @@ async fn forward(r: &Replication, req: Request) -> Result<Response, FhirError> {
 
 /// `GET /status`: role, epoch, last LSN and replication, as JSON.
 pub async fn status(State(app): State<Arc<App>>) -> Response {
+    let store = app.store().ok();
     let body = match &app.replication {
-        Some(r) => serde_json::to_value(r.node.status()),
+        Some(r) => {
+            let mut st = r.node().map(|n| n.status()).unwrap_or_default();
+            let v = r.cluster().map(|c| c.status());
+            if let Some(l) = &v {
+                st.role = l.role.clone();
+                st.node = r.config.node.clone();
+                st.cluster = r.config.cluster.clone();
+            }
+            serde_json::to_value(st).and_then(|mut j| {
+                if let (Some(obj), Some(l)) = (j.as_object_mut(), v) {
+                    obj.insert("leadership".into(), serde_json::to_value(l)?);
+                    let q = crate::quarantine::list(&app.config.data).unwrap_or_default();
+                    obj.insert("quarantine".into(), serde_json::to_value(q)?);
+                }
+                Ok(j)
+            })
+        }
         None => serde_json::to_value(vigil_net::status::ReplicationStatus {
             role: "standalone".into(),
-            epoch: app.store.epoch(),
-            last_lsn: app.store.last_lsn(),
+            epoch: store.as_ref().map_or(0, |s| s.epoch()),
+            last_lsn: store.as_ref().map_or(0, |s| s.last_lsn()),
             ..Default::default()
         }),
     };
@@ -412,19 +606,20 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
         let _ = writeln!(m, "{name}{labels} {v}");
     };
+    let store = app.store().ok();
     gauge(
         "vigil_last_lsn",
         "Last durable LSN of this node.",
         "",
-        app.store.last_lsn() as f64,
+        store.as_ref().map_or(0, |s| s.last_lsn()) as f64,
     );
     gauge(
         "vigil_epoch",
         "Epoch of this node's log.",
         "",
-        app.store.epoch() as f64,
+        store.as_ref().map_or(0, |s| s.epoch()) as f64,
     );
-    if let Ok(s) = app.store.stats() {
+    if let Some(Ok(s)) = store.as_ref().map(|s| s.stats()) {
         gauge(
             "vigil_log_bytes",
             "Bytes of log data on disk.",
@@ -438,8 +633,39 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             s.versions as f64,
         );
     }
+    if let Some(l) = app
+        .replication
+        .as_ref()
+        .and_then(|r| r.cluster())
+        .map(|c| c.status())
+    {
+        gauge(
+            "vigil_is_leader",
+            "1 on the node that may acknowledge writes now.",
+            "",
+            f64::from(u8::from(l.may_write)),
+        );
+        gauge(
+            "vigil_lease_renewals_total",
+            "Lease rounds that reached a majority.",
+            "",
+            l.lease_renewals as f64,
+        );
+        gauge(
+            "vigil_lease_lapses_total",
+            "Times the lease lapsed and writes were fenced.",
+            "",
+            l.lease_lapses as f64,
+        );
+        gauge(
+            "vigil_elections_won_total",
+            "Epochs this node won.",
+            "",
+            l.elections_won as f64,
+        );
+    }
     if let Some(r) = &app.replication {
-        let st = r.node.status();
+        let st = r.node().map(|n| n.status()).unwrap_or_default();
         for f in &st.followers {
             let l = format!("{{follower=\"{}\"}}", f.node);
             gauge(

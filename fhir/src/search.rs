@@ -317,7 +317,7 @@ fn scan(
     keep: impl Fn(&[u8]) -> bool,
 ) -> Result<BTreeSet<String>, FhirError> {
     let rows = app
-        .store
+        .store()?
         .lookup_range(lo, hi, Some(ty), SCAN_ENTRIES_MAX + 1)?;
     if rows.len() > SCAN_ENTRIES_MAX {
         return Err(FhirError::new(
@@ -442,7 +442,7 @@ fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
             hits.push(Hit { id, ts: 0 });
             continue;
         }
-        if let Some((_, ts, op)) = app.store.head(ty, &id)?
+        if let Some((_, ts, op)) = app.store()?.head(ty, &id)?
             && op != vigil_engine::OpKind::Delete
         {
             let t = (ts as i64, ts as i64 + 1);
@@ -570,7 +570,7 @@ fn search(
     let mut entries = Vec::with_capacity(page.len() + 1);
     for h in page {
         // Bodies only for the page; a match deleted since is skipped.
-        if let Current::Live(v) = app.store.get(ty, &h.id)? {
+        if let Current::Live(v) = app.store()?.get(ty, &h.id)? {
             entries.push(json!({
                 "fullUrl": format!("{}/{ty}/{}", app.base, h.id),
                 "resource": Value::Object(render_map(&v.body, v.version, v.last_updated_us)?),

@@ -15,8 +15,8 @@ use crate::{capability, history, interactions, search, transaction};
 
 /// What every handler shares.
 pub struct App {
-    /// The store.
-    pub store: Arc<Store>,
+    /// The store of a standalone server or a static role (see [`App::store`]).
+    store: Option<Arc<Store>>,
     /// The configuration the server runs with.
     pub config: Config,
     /// Base URL for links, without a trailing slash.
@@ -30,24 +30,55 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store the configuration names.
+    /// Opens the store the configuration names (under automatic failover
+    /// the failover loop opens it: see [`run`]).
     pub fn open(config: Config) -> Result<Self, ServeError> {
         let auth = crate::auth::Authenticator::from_config(&config.auth)?;
-        let opts = Options {
-            resource_bytes_max: config.max_resource_bytes,
-            extractor: Arc::new(search::SearchKeys),
-            replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
-            ..Options::default()
+        let opts = Self::store_options(&config);
+        let store = if config.replication.as_ref().is_some_and(|r| r.is_auto()) {
+            None
+        } else {
+            Some(Arc::new(Store::open_with(&config.data, opts)?))
         };
-        let store = Store::open_with(&config.data, opts)?;
         Ok(Self {
-            store: Arc::new(store),
+            store,
             base: config.base(),
             config,
             auth,
             replication: None,
             commit_latency: Default::default(),
         })
+    }
+
+    /// How the configuration says to open the store.
+    pub fn store_options(config: &Config) -> Options {
+        Options {
+            resource_bytes_max: config.max_resource_bytes,
+            extractor: Arc::new(search::SearchKeys),
+            replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
+            ..Options::default()
+        }
+    }
+
+    /// The store now. Under automatic failover it is briefly absent while a
+    /// rejoin cuts the log: 503 with Retry-After then.
+    pub fn store(&self) -> Result<Arc<Store>, FhirError> {
+        if let Some(s) = &self.store {
+            return Ok(s.clone());
+        }
+        self.replication
+            .as_ref()
+            .and_then(|r| r.cluster())
+            .and_then(|c| c.store())
+            .ok_or_else(|| {
+                let mut e = FhirError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "transient",
+                    "this node is rejoining its cluster; retry",
+                );
+                e.retry_after = Some(1);
+                e
+            })
     }
 }
 
@@ -60,9 +91,10 @@ const INLINE_PREPARE_OPS_MAX: usize = 16;
 /// on a blocking thread so that compression does not stall the runtime.
 pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
     let started = std::time::Instant::now();
-    crate::replication::admit_write(app)?;
+    let _admitted = crate::replication::admit_write(app)?;
     let committed = commit_locally(app, batch).await?;
     crate::replication::after_commit(app, committed.last_lsn).await?;
+    crate::replication::before_ack(app)?;
     app.commit_latency.observe(started.elapsed());
     Ok(committed)
 }
@@ -72,13 +104,13 @@ async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError>
     let done = move |r: vigil_engine::Result<Committed>| {
         let _ = tx.send(r);
     };
+    let store = app.store()?;
     if batch.ops.len() > INLINE_PREPARE_OPS_MAX {
-        let store = app.store.clone();
         tokio::task::spawn_blocking(move || store.commit_with(batch, done))
             .await
             .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))??;
     } else {
-        app.store.commit_with(batch, done)?;
+        store.commit_with(batch, done)?;
     }
     rx.await
         .map_err(|_| FhirError::from(vigil_engine::Error::Closed))?
@@ -95,6 +127,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health/leader", get(leader))
         .route("/status", get(crate::replication::status))
         .route("/metrics", get(crate::replication::metrics))
+        .route("/admin/switchover", post(crate::admin::switchover))
+        .route(
+            "/admin/promote",
+            get(crate::admin::loss_estimate).post(crate::admin::promote),
+        )
         .route("/", post(transaction::bundle))
         .route("/_history", get(history::system))
         .route(
@@ -138,9 +175,9 @@ async fn live() -> Response {
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    match app.store.stats() {
+    match app.store().and_then(|s| s.stats().map_err(FhirError::from)) {
         Ok(_) => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
-        Err(e) => FhirError::from(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -148,18 +185,23 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 /// standalone server or a replication leader), 503 on a follower, so a
 /// load balancer or DNS health check routes clients to the leader.
 async fn leader(State(app): State<Arc<App>>) -> Response {
+    let fenced = app
+        .replication
+        .as_ref()
+        .and_then(|r| r.cluster())
+        .and_then(|c| c.still_leading().err());
     match &app.replication {
-        Some(r) if !r.node.is_leader() => {
+        Some(r) if !r.is_leader() || fenced.is_some() => {
             let body = serde_json::json!({
-                "status": "follower",
-                "leader": r.node.leader_http(),
+                "status": if r.is_leader() { "fenced" } else { "follower" },
+                "leader": r.node().and_then(|n| n.leader_http()),
             });
             crate::http::json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::to_vec(&body).unwrap_or_default(),
             )
         }
-        _ if app.store.is_read_only() => crate::http::json_response(
+        _ if app.store().map_or(true, |s| s.is_read_only()) => crate::http::json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"status":"read-only"}"#.to_vec(),
         ),
@@ -218,9 +260,22 @@ pub async fn run(
     let mut config = config;
     config.http = bound;
     let mut app = App::open(config)?;
-    if let Some(rc) = app.config.replication.clone() {
-        let node =
-            vigil_net::node::Node::start(app.store.clone(), rc.node_config(&app.base)).await?;
+    if let Some(rc) = app.config.replication.clone()
+        && let Some(cc) = rc.cluster_config(
+            &app.base,
+            &app.config.data,
+            App::store_options(&app.config),
+        )
+    {
+        let cluster = vigil_net::cluster::Cluster::start(cc).await?;
+        app.replication = Some(crate::replication::Replication::with_cluster(cluster, rc));
+    } else if let Some(rc) = app.config.replication.clone() {
+        let Some(store) = app.store.clone() else {
+            return Err(ServeError::Replication(vigil_net::node::NetError::Config(
+                "no store".into(),
+            )));
+        };
+        let node = vigil_net::node::Node::start(store, rc.node_config(&app.base)).await?;
         tracing::info!(
             role = %rc.role,
             node = %rc.node,
@@ -236,7 +291,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     if let Some(r) = &app.replication {
-        r.node.shutdown().await;
+        r.shutdown().await;
     }
     tracing::info!("shutting down: closing the store");
     drop(app);

@@ -25,20 +25,63 @@ pub enum StatusError {
 
 /// GETs `BASE/status` and returns the JSON text.
 pub async fn fetch(base: &str, token: Option<&str>) -> Result<String, StatusError> {
-    let url = format!("{}/status", base.trim_end_matches('/'));
+    call("GET", base, "/status", None, token).await
+}
+
+/// Sends `METHOD BASE PATH` (with a FHIR JSON body, if any) and returns the
+/// answer's text; a status other than 2xx is an error carrying the text
+/// (an OperationOutcome). Waits at most 60 seconds.
+pub async fn call(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<&str>,
+) -> Result<String, StatusError> {
+    call_with(method, base, path, body, &[], token)
+        .await
+        .and_then(|(status, text, url)| {
+            if (200..300).contains(&status) {
+                Ok(text)
+            } else {
+                Err(StatusError::Fetch {
+                    url,
+                    detail: format!("HTTP {status}: {text}"),
+                })
+            }
+        })
+}
+
+/// Like [`call`] with extra headers, and any HTTP status is an answer:
+/// `(status, text, url)`.
+pub async fn call_with(
+    method: &str,
+    base: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    headers: &[(&str, String)],
+    token: Option<&str>,
+) -> Result<(u16, String, String), StatusError> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let fail = |detail: String| StatusError::Fetch {
         url: url.clone(),
         detail,
     };
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::get(&url);
+    let mut req = hyper::Request::builder().method(method).uri(&url);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
+    if body.is_some() {
+        req = req.header("content-type", "application/fhir+json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
     let req = req
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| fail(e.to_string()))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(req))
         .await
         .map_err(|_| fail("timed out".into()))?
         .map_err(|e| fail(e.to_string()))?;
@@ -50,10 +93,7 @@ pub async fn fetch(base: &str, token: Option<&str>) -> Result<String, StatusErro
         .map_err(|e| fail(e.to_string()))?
         .to_bytes();
     let text = String::from_utf8_lossy(&body).into_owned();
-    if !status.is_success() {
-        return Err(fail(format!("HTTP {status}: {text}")));
-    }
-    Ok(text)
+    Ok((status.as_u16(), text, url))
 }
 
 /// Renders a `/status` document as a few readable lines.

@@ -111,7 +111,7 @@ async fn generated_patient_bundles_load_with_references_rewritten() {
     for _ in 0..3 {
         total += load_and_check(&s, &transaction_bundle(&mut rng, 40)).await;
     }
-    assert_eq!(s.app.store.stats().expect("stats").versions as usize, total);
+    assert_eq!(s.app.store().expect("store").stats().expect("stats").versions as usize, total);
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn a_failing_entry_fails_the_whole_transaction() {
     let r = s.post("/", &bundle).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     assert_eq!(r.body["resourceType"], "OperationOutcome");
-    let stats = s.app.store.stats().expect("stats");
+    let stats = s.app.store().expect("store").stats().expect("stats");
     assert_eq!(stats.versions, 1, "nothing of the transaction was written");
 }
 

@@ -151,6 +151,7 @@ pub struct Follower {
     acked: (u64, u64, u64),
     leader: LeaderView,
     stopped: Option<String>,
+    refusal: Option<(RefuseCode, u64)>,
     counters: FollowerCounters,
 }
 
@@ -174,6 +175,7 @@ impl Follower {
             acked: (0, 0, 0),
             leader: LeaderView::default(),
             stopped: None,
+            refusal: None,
             counters: FollowerCounters::default(),
         }
     }
@@ -206,6 +208,12 @@ impl Follower {
     /// Why replication stopped for good, if it did.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref()
+    }
+
+    /// The leader's refusal that stopped replication, with its LSN (for
+    /// [`RefuseCode::Diverged`], the last LSN both logs may share).
+    pub fn refusal(&self) -> Option<(RefuseCode, u64)> {
+        self.refusal
     }
 
     /// This follower's counters.
@@ -374,10 +382,13 @@ impl Follower {
                 RefuseCode::NotLeader => {
                     self.protocol_error(format!("refused: {reason}"), now_us, out)
                 }
-                _ => self.stop(
-                    format!("the leader refused this follower ({code:?}, lsn {lsn}): {reason}"),
-                    out,
-                ),
+                _ => {
+                    self.refusal = Some((code, lsn));
+                    self.stop(
+                        format!("the leader refused this follower ({code:?}, lsn {lsn}): {reason}"),
+                        out,
+                    )
+                }
             },
             (
                 Phase::Streaming,

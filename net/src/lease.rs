@@ -45,6 +45,17 @@ impl LeaseConfig {
         }
     }
 
+    /// Leases of `ms` milliseconds renewed every sixth of that, with a 10%
+    /// drift margin (the defaults' proportions).
+    pub fn with_duration_ms(ms: u64) -> Self {
+        let us = ms * 1000;
+        Self {
+            duration_us: us,
+            renew_every_us: us / 6,
+            drift_margin_us: us / 10,
+        }
+    }
+
     fn check(&self) {
         assert!(self.renew_every_us > 0 && self.renew_every_us < self.duration_us / 2);
         assert!(self.drift_margin_us < self.duration_us / 2);
@@ -113,6 +124,11 @@ impl Voter {
             promise: None,
             quiet_until_us: now_us + cfg.duration_us,
         }
+    }
+
+    /// The voter's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The highest epoch this voter knows.
@@ -449,5 +465,62 @@ impl Elector {
     /// After a rejoin completes, a former leader may stand again.
     pub fn allow_promotion_from(&mut self, now_us: u64) {
         self.next_attempt_us = now_us + self.cfg.duration_us;
+    }
+
+    /// A leader hands over in a planned switchover: it stops acknowledging
+    /// writes at once and gives up its own voter's promise to itself; it
+    /// does not stand again until it has rejoined.
+    pub fn hand_over(&mut self) {
+        self.role = Role::Follower;
+        self.lease_until_us = 0;
+        self.next_attempt_us = u64::MAX / 2;
+        let me = self.me.clone();
+        self.voter.release(&me);
+    }
+
+    /// A follower told by its leader to take over (switchover): the
+    /// leader's promise from this node's voter is released and the next
+    /// tick asks for a majority.
+    pub fn take_over(&mut self, leader: &str, now_us: u64) {
+        if self.role == Role::Follower {
+            self.voter.release(leader);
+            self.next_attempt_us = now_us;
+        }
+    }
+
+    /// Delays this node's first attempt to lead until `at_us` at the
+    /// earliest (a node that was not the last leader lets the one that
+    /// was, or the cluster's preferred node, go first).
+    pub fn not_before(&mut self, at_us: u64) {
+        self.next_attempt_us = self.next_attempt_us.max(at_us);
+    }
+
+    /// The epoch this node knows.
+    pub fn epoch(&self) -> u64 {
+        self.voter.epoch()
+    }
+
+    /// An operator's forced promotion (`vigil promote --force`, the
+    /// witness gone): leads in `epoch` without a majority and without a
+    /// lease that can lapse. Safety then rests on the operator's word that
+    /// the old leader is down; a higher epoch seen later still deposes it.
+    pub fn force_lead(&mut self, epoch: u64) {
+        assert!(epoch > self.voter.epoch(), "a forced epoch is a new one");
+        self.voter.observe_epoch(epoch);
+        self.role = Role::Leader { epoch };
+        self.cas_pending = false;
+        self.lease_until_us = u64::MAX / 2;
+        self.lapse_reported = false;
+    }
+
+    /// Until when (caller's clock, µs) this node may acknowledge writes;
+    /// 0 when it holds no lease.
+    pub fn lease_until(&self) -> u64 {
+        self.lease_until_us
+    }
+
+    /// The lease settings.
+    pub fn config(&self) -> LeaseConfig {
+        self.cfg
     }
 }

@@ -10,6 +10,7 @@
 //! [`node`] drives them with quinn and tokio in production. [`wire`] holds
 //! the messages and their bytes, [`tls`] the cluster's certificates.
 
+pub mod cluster;
 pub mod eligibility;
 pub mod follower;
 pub mod leader;

@@ -89,7 +89,7 @@ pub enum Role {
 }
 
 /// Everything a node needs to replicate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The cluster's name (hello check).
     pub cluster: String,
@@ -106,7 +106,25 @@ pub struct NodeConfig {
     /// The RPO promise: `Some(0)` is synchronous replication; `None`
     /// promises nothing.
     pub max_lag: Option<Duration>,
+    /// Under automatic failover, a follower answers its leader's lease and
+    /// switchover messages (sent on the replication connection) with this.
+    pub voter: Option<VoteFn>,
+    /// Under automatic failover, a leader records each follower's
+    /// eligibility with this (at the witness) before it acknowledges a
+    /// write that depends on it; `Err` says why it could not.
+    pub record_eligibility: Option<EligibilityFn>,
 }
+
+/// Answers a message a leader sends on a follower's connection (see
+/// [`NodeConfig::voter`]); `None` for one it does not take.
+pub type VoteFn = Arc<dyn Fn(Message) -> Option<Message> + Send + Sync>;
+
+/// Records `(follower, eligible, durable_lsn)` durably elsewhere (see
+/// [`NodeConfig::record_eligibility`]). Called from a blocking thread.
+pub type EligibilityFn = Arc<dyn Fn(&str, bool, u64) -> Result<(), String> + Send + Sync>;
+
+/// How long a leader waits for a follower's answer on the voting stream.
+const VOTE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl NodeConfig {
     /// Defaults for everything but the names, certificates and role.
@@ -119,7 +137,21 @@ impl NodeConfig {
             role,
             window_bytes: 32 * 1024 * 1024,
             max_lag: None,
+            voter: None,
+            record_eligibility: None,
         }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .field("role", &self.role)
+            .field("max_lag", &self.max_lag)
+            .field("voter", &self.voter.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,6 +177,14 @@ struct Shared {
     eligibility: Option<EligibilityFile>,
     /// Per follower: recent commit-to-durable times, µs.
     lag_samples: BTreeMap<String, VecDeque<u32>>,
+    /// Per follower: its open connection (a leader asks its vote there).
+    conns: BTreeMap<String, quinn::Connection>,
+    /// Per follower: eligibility as last recorded through
+    /// [`NodeConfig::record_eligibility`].
+    reported: BTreeMap<String, bool>,
+    /// The LSN of this leader's `EpochStart`: a follower is eligible at the
+    /// witness only once it holds it (it follows this leader's history).
+    epoch_start_lsn: u64,
 }
 
 /// Recent commit-to-durable samples kept per follower.
@@ -211,11 +251,20 @@ impl Node {
                     op: format!("read the eligibility record in {}", store.dir().display()),
                     source,
                 })?;
-                shared.lock().unwrap_or_else(|p| p.into_inner()).eligibility = Some(record);
+                let epoch_start_lsn = store
+                    .epochs()?
+                    .last()
+                    .map_or(0, |(_, lsn)| *lsn);
+                {
+                    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    s.eligibility = Some(record);
+                    s.epoch_start_lsn = epoch_start_lsn;
+                }
                 let guard = tokio::spawn(guard_bound(
                     store.clone(),
                     shared.clone(),
                     cfg.max_lag,
+                    cfg.record_eligibility.clone(),
                     stop_rx.clone(),
                 ));
                 let task = tokio::spawn(accept_loop(
@@ -346,9 +395,41 @@ impl Node {
             return Ok(());
         }
         let (store, shared, max_lag) = (self.store.clone(), self.shared.clone(), self.cfg.max_lag);
-        tokio::task::spawn_blocking(move || enforce_bound(&store, &shared, max_lag))
+        let record = self.cfg.record_eligibility.clone();
+        tokio::task::spawn_blocking(move || enforce_bound(&store, &shared, max_lag, record.as_ref()))
             .await
             .map_err(|e| NetError::Connection(e.to_string()))?
+    }
+
+    /// On a leader: sends `m` to follower `name` on its replication
+    /// connection and waits (at most a second) for the answer, which the
+    /// follower's [`NodeConfig::voter`] gives.
+    pub async fn ask_follower(&self, name: &str, m: &Message) -> Result<Message, NetError> {
+        let conn = {
+            let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.conns.get(name).cloned()
+        }
+        .ok_or_else(|| NetError::Connection(format!("{name} is not connected")))?;
+        let ask = async {
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| NetError::Connection(e.to_string()))?;
+            write_message(&mut send, m).await?;
+            let _ = send.finish();
+            read_message(&mut recv, &std::sync::atomic::AtomicU64::new(0))
+                .await?
+                .ok_or_else(|| NetError::Connection(format!("{name} closed the vote stream")))
+        };
+        tokio::time::timeout(VOTE_TIMEOUT, ask)
+            .await
+            .map_err(|_| NetError::Connection(format!("{name} did not answer in time")))?
+    }
+
+    /// The names of the followers connected now.
+    pub fn connected_followers(&self) -> Vec<String> {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.conns.keys().cloned().collect()
     }
 
     /// On a follower: the leader's FHIR base URL, once the leader said it.
@@ -671,6 +752,7 @@ async fn serve_follower(
                 link.remote = remote.to_string();
                 link.connected = true;
                 link.sessions += 1;
+                s.conns.insert(n.clone(), conn.clone());
                 name = Some(n);
             }
         }
@@ -697,6 +779,12 @@ async fn serve_follower(
         }
     };
     mark_link(&shared, name.as_deref(), |l| l.connected = false);
+    if let Some(n) = name.as_deref() {
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.conns.get(n).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            s.conns.remove(n);
+        }
+    }
     conn.close(0u32.into(), b"session ended");
     result
 }
@@ -742,13 +830,39 @@ fn enforce_bound(
     store: &Store,
     shared: &Mutex<Shared>,
     max_lag: Option<Duration>,
+    record: Option<&EligibilityFn>,
 ) -> Result<(), NetError> {
     let last = store.last_lsn();
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     let Shared {
-        links, eligibility, ..
+        links,
+        eligibility,
+        reported,
+        epoch_start_lsn,
+        ..
     } = &mut *s;
     for (name, l) in links.iter_mut() {
+        if let Some(record) = record {
+            // At the witness a follower is eligible only once it holds
+            // this leader's EpochStart (it follows this history) and is
+            // within the bound; the record is made before any write that
+            // depends on it is acknowledged.
+            let lag = if l.durable >= last {
+                Duration::ZERO
+            } else {
+                let oldest = store.frame_at(l.durable + 1)?.map_or(0, |h| h.timestamp_us);
+                Duration::from_micros(wall_us().saturating_sub(oldest))
+            };
+            let was = reported.get(name).copied().unwrap_or(false);
+            let now = l.durable >= *epoch_start_lsn && decide(was, lag, max_lag);
+            if reported.get(name) != Some(&now) {
+                record(name, now, l.durable).map_err(|e| {
+                    NetError::Connection(format!("record the eligibility of {name}: {e}"))
+                })?;
+                tracing::info!(follower = %name, eligible = now, durable = l.durable, "eligibility recorded at the witness");
+                reported.insert(name.clone(), now);
+            }
+        }
         let lag = if l.durable >= last {
             Duration::ZERO
         } else {
@@ -786,6 +900,7 @@ async fn guard_bound(
     store: Arc<Store>,
     shared: Arc<Mutex<Shared>>,
     max_lag: Option<Duration>,
+    record: Option<EligibilityFn>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -797,8 +912,10 @@ async fn guard_bound(
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let (st, sh) = (store.clone(), shared.clone());
-        match tokio::task::spawn_blocking(move || enforce_bound(&st, &sh, max_lag)).await {
+        let (st, sh, rec) = (store.clone(), shared.clone(), record.clone());
+        match tokio::task::spawn_blocking(move || enforce_bound(&st, &sh, max_lag, rec.as_ref()))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("cannot enforce max_lag: {e}"),
             Err(e) => tracing::error!("max_lag task failed: {e}"),
@@ -971,6 +1088,9 @@ async fn follow(
             Driven::Machine(e) => pending.push_back(e),
             Driven::Connected(g, _) if g != generation => {}
             Driven::Connected(_, Ok((c, send, recv))) => {
+                if let Some(v) = cfg.voter.clone() {
+                    tokio::spawn(answer_leader(c.clone(), v));
+                }
                 conn = Some((c, send));
                 reader = Some(spawn_reader(recv, progress.clone()));
                 pending.push_back(FollowerEvent::Connected);
@@ -980,6 +1100,27 @@ async fn follow(
     }
     if let Some((c, _)) = conn {
         c.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// On a follower's connection: answers every stream the leader opens
+/// (lease requests, a switchover's hand-over) with `voter`, until the
+/// connection closes.
+async fn answer_leader(conn: quinn::Connection, voter: VoteFn) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let voter = voter.clone();
+        tokio::spawn(async move {
+            let counted = std::sync::atomic::AtomicU64::new(0);
+            while let Ok(Some(m)) = read_message(&mut recv, &counted).await {
+                let Some(answer) = voter(m) else {
+                    return;
+                };
+                if write_message(&mut send, &answer).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
     }
 }
 
@@ -1076,8 +1217,18 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
         durable: end.lsn,
         applied: m.applied(),
         lag_lsns: lsns_left,
-        lag_seconds: 0.0,
+        lag_seconds: if lsns_left == 0 {
+            0.0
+        } else {
+            l.last_commit_us.saturating_sub(end.timestamp_us) as f64 / 1e6
+        },
         stopped: m.stopped().map(String::from),
+        diverged_at: match m.refusal() {
+            Some((crate::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
+            _ => None,
+        },
+        reseed_needed: matches!(m.refusal(), Some((crate::wire::RefuseCode::ReseedNeeded, _))),
+        leader_epoch: l.epoch,
         connects: c.connects,
         disconnects: c.disconnects,
         checksum_failures: c.checksum_failures,

@@ -90,6 +90,13 @@ pub struct Upstream {
     pub lag_seconds: f64,
     /// Why replication stopped for good, if it did.
     pub stopped: Option<String>,
+    /// When the leader refused this follower because the logs diverged:
+    /// the last LSN both may share (a rejoin cuts there).
+    pub diverged_at: Option<u64>,
+    /// When the leader no longer holds what this follower needs.
+    pub reseed_needed: bool,
+    /// The leader's epoch, as last heard.
+    pub leader_epoch: u64,
     /// Connections made.
     pub connects: u64,
     /// Connections lost.

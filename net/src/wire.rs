@@ -179,6 +179,27 @@ pub enum Message {
         /// The follower's node name.
         follower: String,
     },
+    /// Leader -> voter: forget the promise made to `holder` (a planned
+    /// switchover: the leader has stopped acknowledging writes). Answered
+    /// with [`Message::Released`].
+    LeaseRelease {
+        /// The node giving up its lease.
+        holder: String,
+    },
+    /// Voter -> leader: the promise to `holder`, if any, is gone.
+    Released {
+        /// Who answers.
+        voter: String,
+    },
+    /// Leader -> follower in a switchover: the leader has stopped
+    /// acknowledging writes at `last_lsn` and released its lease; take over
+    /// once that LSN is durable here. Answered with [`Message::Released`].
+    HandOver {
+        /// The epoch being handed over.
+        epoch: u64,
+        /// The leader's last LSN; nothing after it was acknowledged.
+        last_lsn: u64,
+    },
 }
 
 /// Why bytes are not a valid message.
@@ -199,6 +220,9 @@ const KIND_EPOCH_CAS: u8 = 10;
 const KIND_EPOCH_CAS_ANSWER: u8 = 11;
 const KIND_ELIGIBILITY: u8 = 12;
 const KIND_ELIGIBILITY_RECORDED: u8 = 13;
+const KIND_LEASE_RELEASE: u8 = 14;
+const KIND_RELEASED: u8 = 15;
+const KIND_HAND_OVER: u8 = 16;
 
 impl Message {
     /// Encodes the message with its length prefix, ready to write.
@@ -331,6 +355,19 @@ impl Message {
                 b.push(KIND_ELIGIBILITY_RECORDED);
                 put_str(&mut b, follower);
             }
+            Message::LeaseRelease { holder } => {
+                b.push(KIND_LEASE_RELEASE);
+                put_str(&mut b, holder);
+            }
+            Message::Released { voter } => {
+                b.push(KIND_RELEASED);
+                put_str(&mut b, voter);
+            }
+            Message::HandOver { epoch, last_lsn } => {
+                b.push(KIND_HAND_OVER);
+                b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&last_lsn.to_le_bytes());
+            }
         }
         let body = (b.len() - 4) as u32;
         b[..4].copy_from_slice(&body.to_le_bytes());
@@ -454,6 +491,16 @@ impl Message {
             KIND_ELIGIBILITY_RECORDED => Message::EligibilityRecorded {
                 follower: r.string("follower")?,
             },
+            KIND_LEASE_RELEASE => Message::LeaseRelease {
+                holder: r.string("holder")?,
+            },
+            KIND_RELEASED => Message::Released {
+                voter: r.string("voter")?,
+            },
+            KIND_HAND_OVER => Message::HandOver {
+                epoch: r.u64("epoch")?,
+                last_lsn: r.u64("last lsn")?,
+            },
             other => return Err(WireError(format!("unknown message kind {other}"))),
         };
         if r.pos != body.len() {
@@ -481,6 +528,9 @@ impl Message {
             Message::EpochCasAnswer { .. } => "epoch-cas-answer",
             Message::Eligibility { .. } => "eligibility",
             Message::EligibilityRecorded { .. } => "eligibility-recorded",
+            Message::LeaseRelease { .. } => "lease-release",
+            Message::Released { .. } => "released",
+            Message::HandOver { .. } => "hand-over",
         }
     }
 }

@@ -121,6 +121,16 @@ impl Witness {
         &self.state
     }
 
+    /// The witness's name as a voter.
+    pub fn voter_name(&self) -> &str {
+        self.voter.name()
+    }
+
+    /// Who holds the witness's promise at `now_us`, if anyone.
+    pub fn holder(&self, now_us: u64) -> Option<&str> {
+        self.voter.holder(now_us)
+    }
+
     /// Answers `m` at `now_us`; `None` for a message a witness does not take.
     pub fn answer(&mut self, m: Message, now_us: u64) -> std::io::Result<Option<Message>> {
         Ok(Some(match m {
@@ -148,15 +158,18 @@ impl Witness {
             Message::EpochCas {
                 candidate,
                 expected,
-            } if self
-                .state
-                .followers
-                .get(&candidate)
-                .is_some_and(|r| !r.eligible) =>
+            } if expected > 0
+                && !self
+                    .state
+                    .followers
+                    .get(&candidate)
+                    .is_some_and(|r| r.eligible) =>
             {
-                // The loss bound: a follower recorded as beyond max_lag is
-                // never promoted automatically.
-                tracing::warn!(candidate = %candidate, "epoch refused: the candidate is recorded as ineligible");
+                // The loss bound: once a cluster has had a leader, only a
+                // node recorded as holding everything within max_lag of
+                // it may lead next; a follower beyond the bound, or one
+                // the current leader has not yet seen catch up, never is.
+                tracing::warn!(candidate = %candidate, "epoch refused: the candidate is not recorded as eligible");
                 Message::EpochCasAnswer {
                     ok: false,
                     epoch: self.state.epoch.max(expected),
@@ -169,6 +182,19 @@ impl Witness {
                 Ok(epoch) => {
                     let mut next = self.state.clone();
                     next.epoch = epoch;
+                    // The new leader holds everything it acknowledges; any
+                    // other node must first be seen catching up with it.
+                    for (name, rec) in next.followers.iter_mut() {
+                        rec.eligible = *name == candidate;
+                    }
+                    let lsn = next.followers.get(&candidate).map_or(0, |r| r.durable_lsn);
+                    next.followers.insert(
+                        candidate.clone(),
+                        FollowerRecord {
+                            eligible: true,
+                            durable_lsn: lsn,
+                        },
+                    );
                     next.save(&self.dir)?;
                     self.state = next;
                     tracing::info!(epoch, leader = %candidate, "epoch allocated");
@@ -197,6 +223,13 @@ impl Witness {
                     self.state = next;
                 }
                 Message::EligibilityRecorded { follower }
+            }
+            Message::LeaseRelease { holder } => {
+                self.voter.release(&holder);
+                tracing::info!(holder = %holder, "lease released (switchover)");
+                Message::Released {
+                    voter: self.voter_name().into(),
+                }
             }
             _ => return Ok(None),
         }))
@@ -438,6 +471,38 @@ mod tests {
                 epoch: 1
             }),
             "an ineligible follower is never promoted"
+        );
+        // A node never seen catching up (no record) is not promoted either,
+        // and the leader's planned release frees the promise at once.
+        assert!(w.state().followers.get("a").is_some_and(|r| r.eligible));
+        assert_eq!(w.holder(4_002), Some("b"));
+        assert_eq!(
+            w.answer(
+                Message::LeaseRelease {
+                    holder: "b".into()
+                },
+                4_002
+            )
+            .expect("answer"),
+            Some(Message::Released { voter: "w".into() })
+        );
+        assert_eq!(w.holder(4_003), None, "released");
+        let ask_c = Message::LeaseAsk {
+            candidate: "c".into(),
+            epoch: 1,
+            round: 3,
+        };
+        assert!(matches!(
+            w.answer(ask_c, 4_004).expect("answer"),
+            Some(Message::LeaseAnswer { granted: true, .. })
+        ));
+        assert_eq!(
+            w.answer(cas("c", 1), 4_005).expect("answer"),
+            Some(Message::EpochCasAnswer {
+                ok: false,
+                epoch: 1
+            }),
+            "a node with no eligibility record is never promoted"
         );
         drop(w);
         let w = Witness::open(d.path(), "w", cfg(), 0).expect("reopen");

@@ -77,6 +77,16 @@ fn all_kinds() -> Vec<Message> {
         Message::EligibilityRecorded {
             follower: "eu-west".into(),
         },
+        Message::LeaseRelease {
+            holder: "eu-north".into(),
+        },
+        Message::Released {
+            voter: "witness".into(),
+        },
+        Message::HandOver {
+            epoch: 3,
+            last_lsn: 1_000_500,
+        },
     ]
 }
 
