@@ -342,7 +342,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Switchover { url, token } => {
             let rt = current_thread()?;
-            println!("switchover requested at {url}: writes pause until the follower has every write");
+            println!(
+                "switchover requested at {url}: writes pause until the follower has every write"
+            );
             let text = rt.block_on(vigil_fhir::status_cmd::call(
                 "POST",
                 &url,
@@ -352,11 +354,13 @@ fn main() -> anyhow::Result<()> {
             ))?;
             let r: serde_json::Value = serde_json::from_str(&text)?;
             println!(
-                "done: {} leads now; epoch {} ended at lsn {}; writes paused {} ms",
+                "done: {} leads now; epoch {} ended at lsn {} with every write on {}; handed over {} ms after the pause; the old leader follows since {} ms",
                 r["new_leader"].as_str().unwrap_or("?"),
                 r["from_epoch"],
                 r["last_lsn"],
-                r["pause_ms"]
+                r["new_leader"].as_str().unwrap_or("?"),
+                r["handover_ms"],
+                r["following_ms"]
             );
             Ok(())
         }
@@ -421,8 +425,16 @@ fn main() -> anyhow::Result<()> {
             let rt = current_thread()?;
             let (mut applied, mut conflicts, mut failed) = (0, 0, 0);
             for f in folders.iter().filter(|f| !f.reapplied && f.versions > 0) {
-                println!("reapplying {} ({} versions) to {url}", f.path.display(), f.versions);
-                let report = rt.block_on(vigil_fhir::quarantine::reapply(&f.path, &url, token.as_deref()))?;
+                println!(
+                    "reapplying {} ({} versions) to {url}",
+                    f.path.display(),
+                    f.versions
+                );
+                let report = rt.block_on(vigil_fhir::quarantine::reapply(
+                    &f.path,
+                    &url,
+                    token.as_deref(),
+                ))?;
                 for r in report {
                     match r.outcome.as_str() {
                         "applied" => applied += 1,
@@ -434,7 +446,9 @@ fn main() -> anyhow::Result<()> {
                         r.resource,
                         r.lost_version,
                         r.outcome,
-                        r.new_version.map(|v| format!(" as version {v}")).unwrap_or_default(),
+                        r.new_version
+                            .map(|v| format!(" as version {v}"))
+                            .unwrap_or_default(),
                         r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
                     );
                 }

@@ -122,7 +122,10 @@ impl ReplicationConfig {
                     || self.witness.is_none()
                     || self.witness_addr.is_none() =>
             {
-                bad("role = \"auto\" needs listen, peer, peer_addr, witness and witness_addr".into())
+                bad(
+                    "role = \"auto\" needs listen, peer, peer_addr, witness and witness_addr"
+                        .into(),
+                )
             }
             "leader" | "follower" | "auto" => Ok(()),
             other => bad(format!(
@@ -417,8 +420,26 @@ pub async fn after_commit(app: &App, lsn: Option<u64>) -> Result<(), FhirError> 
         });
     }
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
-    if node.wait_replicated(lsn, timeout).await {
+    // Wait only for a follower that can confirm: one that is connected and
+    // still eligible (a lost one was recorded ineligible already).
+    if node.has_eligible_follower() && node.wait_replicated(lsn, timeout).await {
         return Ok(());
+    }
+    if r.config.on_lag != "stall" {
+        // DESIGN.md: with no follower keeping up, the leader goes on
+        // accepting writes by default, after recording that the follower
+        // lacks them (so it will not be promoted over them).
+        return node.give_up_on(lsn).await.map_err(|e| {
+            let mut err = FhirError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transient",
+                format!(
+                    "the write is durable on the leader, but the follower's eligibility could not be recorded: {e}"
+                ),
+            );
+            err.retry_after = Some(1);
+            err
+        });
     }
     let mut e = FhirError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -457,7 +478,7 @@ pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: N
         Err(e) => return e.into_response(),
     };
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
-    if node.wait_replicated(seen, timeout).await {
+    if !node.has_eligible_follower() || node.wait_replicated(seen, timeout).await {
         return resp;
     }
     let mut e = FhirError::new(

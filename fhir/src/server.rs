@@ -261,11 +261,8 @@ pub async fn run(
     config.http = bound;
     let mut app = App::open(config)?;
     if let Some(rc) = app.config.replication.clone()
-        && let Some(cc) = rc.cluster_config(
-            &app.base,
-            &app.config.data,
-            App::store_options(&app.config),
-        )
+        && let Some(cc) =
+            rc.cluster_config(&app.base, &app.config.data, App::store_options(&app.config))
     {
         let cluster = vigil_net::cluster::Cluster::start(cc).await?;
         app.replication = Some(crate::replication::Replication::with_cluster(cluster, rc));

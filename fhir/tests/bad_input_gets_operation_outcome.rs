@@ -141,7 +141,12 @@ async fn each_mistake_has_its_status_and_message() {
         );
     }
     assert_eq!(
-        s.app.store().expect("store").stats().expect("stats").versions,
+        s.app
+            .store()
+            .expect("store")
+            .stats()
+            .expect("stats")
+            .versions,
         0,
         "nothing was written"
     );

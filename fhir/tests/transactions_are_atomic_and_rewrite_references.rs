@@ -111,7 +111,15 @@ async fn generated_patient_bundles_load_with_references_rewritten() {
     for _ in 0..3 {
         total += load_and_check(&s, &transaction_bundle(&mut rng, 40)).await;
     }
-    assert_eq!(s.app.store().expect("store").stats().expect("stats").versions as usize, total);
+    assert_eq!(
+        s.app
+            .store()
+            .expect("store")
+            .stats()
+            .expect("stats")
+            .versions as usize,
+        total
+    );
 }
 
 #[tokio::test]

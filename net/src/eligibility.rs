@@ -26,13 +26,15 @@ pub fn margin(max_lag: Duration) -> Duration {
 
 /// Whether a follower with `lag` (age of the oldest write it lacks
 /// durably) is eligible, given whether it `was` and the promise `max_lag`.
-/// Synchronous replication (`max_lag = 0`) acknowledges nothing a
-/// follower lacks, so it is always eligible. A follower that broke the
-/// bound is eligible again only once back within half of it.
+/// Synchronous replication (`max_lag = 0`) acknowledges nothing an
+/// eligible follower lacks: it stays eligible until the leader gives up
+/// waiting for it (see `Node::give_up_on`), and is eligible again once it
+/// holds everything (`lag` zero). A follower that broke a bound above zero
+/// is eligible again only once back within half of it.
 pub fn decide(was: bool, lag: Duration, max_lag: Option<Duration>) -> bool {
     match max_lag {
         None => true,
-        Some(m) if m.is_zero() => true,
+        Some(m) if m.is_zero() => was || lag.is_zero(),
         Some(m) if was => lag < m.saturating_sub(margin(m)),
         Some(m) => lag <= m / 2,
     }
@@ -162,7 +164,12 @@ mod tests {
             "not back until half"
         );
         assert!(decide(false, Duration::from_millis(400), m));
-        assert!(decide(false, Duration::from_secs(99), Some(Duration::ZERO)));
+        assert!(decide(true, Duration::from_secs(99), Some(Duration::ZERO)));
+        assert!(
+            !decide(false, Duration::from_millis(1), Some(Duration::ZERO)),
+            "synchronous: back only once it holds everything"
+        );
+        assert!(decide(false, Duration::ZERO, Some(Duration::ZERO)));
         assert!(decide(false, Duration::from_secs(99), None));
     }
 

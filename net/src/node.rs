@@ -251,10 +251,7 @@ impl Node {
                     op: format!("read the eligibility record in {}", store.dir().display()),
                     source,
                 })?;
-                let epoch_start_lsn = store
-                    .epochs()?
-                    .last()
-                    .map_or(0, |(_, lsn)| *lsn);
+                let epoch_start_lsn = store.epochs()?.last().map_or(0, |(_, lsn)| *lsn);
                 {
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                     s.eligibility = Some(record);
@@ -396,9 +393,69 @@ impl Node {
         }
         let (store, shared, max_lag) = (self.store.clone(), self.shared.clone(), self.cfg.max_lag);
         let record = self.cfg.record_eligibility.clone();
-        tokio::task::spawn_blocking(move || enforce_bound(&store, &shared, max_lag, record.as_ref()))
-            .await
-            .map_err(|e| NetError::Connection(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            enforce_bound(&store, &shared, max_lag, record.as_ref())
+        })
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))?
+    }
+
+    /// On a leader in synchronous mode, when no follower confirmed `lsn` in
+    /// time and writes are to go on (the default): records every follower
+    /// that lacks `lsn` as ineligible (here and through
+    /// [`NodeConfig::record_eligibility`]) before returning, so the write
+    /// may be acknowledged without breaking the loss promise. An error
+    /// means the record could not be made: do not acknowledge.
+    pub async fn give_up_on(&self, lsn: u64) -> Result<(), NetError> {
+        let (shared, record) = (self.shared.clone(), self.cfg.record_eligibility.clone());
+        tokio::task::spawn_blocking(move || {
+            // The witness is asked without the lock held (see enforce_bound).
+            let lacking: Vec<(String, u64, bool)> = {
+                let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.links
+                    .iter()
+                    .filter(|(_, l)| l.durable < lsn)
+                    .map(|(n, l)| (n.clone(), l.durable, s.reported.get(n) != Some(&false)))
+                    .collect()
+            };
+            for (name, durable, to_record) in lacking {
+                if let (Some(record), true) = (&record, to_record) {
+                    record(&name, false, durable).map_err(|e| {
+                        NetError::Connection(format!("record the eligibility of {name}: {e}"))
+                    })?;
+                }
+                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                if record.is_some() {
+                    s.reported.insert(name.clone(), false);
+                }
+                let Shared {
+                    links, eligibility, ..
+                } = &mut *s;
+                if let Some(l) = links.get_mut(&name)
+                    && l.eligible
+                {
+                    if let Some(file) = eligibility.as_mut() {
+                        file.set(&name, false, wall_us())
+                            .map_err(|source| NetError::Io {
+                                op: format!("record the eligibility of {name}"),
+                                source,
+                            })?;
+                    }
+                    l.eligible = false;
+                    tracing::warn!(follower = %name, lsn, durable, "synchronous replication: the follower did not confirm in time; recorded as ineligible, writes go on");
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| NetError::Connection(e.to_string()))?
+    }
+
+    /// Whether some follower is connected and eligible (a synchronous
+    /// write waits for one only then).
+    pub fn has_eligible_follower(&self) -> bool {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.links.values().any(|l| l.connected && l.eligible)
     }
 
     /// On a leader: sends `m` to follower `name` on its replication
@@ -461,7 +518,9 @@ impl Node {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Best effort: a peer that is gone never answers the close, and a role
+        // change must not wait for it.
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.endpoint.wait_idle()).await;
     }
 }
 
@@ -715,6 +774,10 @@ async fn serve_follower(
                     LeaderAction::Close(reason) => {
                         tracing::warn!(%remote, "replication session closed: {reason}");
                         let _ = send.finish();
+                        // The refusal must arrive before the close does (a
+                        // close discards unsent data): wait until the peer
+                        // acknowledged the stream, briefly.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
                         conn.close(1u32.into(), reason.as_bytes());
                         mark_link(&shared, name.as_deref(), |l| l.connected = false);
                         return Ok(());
@@ -781,7 +844,10 @@ async fn serve_follower(
     mark_link(&shared, name.as_deref(), |l| l.connected = false);
     if let Some(n) = name.as_deref() {
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        if s.conns.get(n).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+        if s.conns
+            .get(n)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
             s.conns.remove(n);
         }
     }
@@ -833,50 +899,62 @@ fn enforce_bound(
     record: Option<&EligibilityFn>,
 ) -> Result<(), NetError> {
     let last = store.last_lsn();
-    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let Shared {
-        links,
-        eligibility,
-        reported,
-        epoch_start_lsn,
-        ..
-    } = &mut *s;
-    for (name, l) in links.iter_mut() {
+    // The lock is held only to copy and to update: the lags read the log
+    // and the witness record waits on the network, and neither may block
+    // the async workers that read the links.
+    let (durables, reported, epoch_start) = {
+        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let d: Vec<(String, u64)> = s
+            .links
+            .iter()
+            .map(|(n, l)| (n.clone(), l.durable))
+            .collect();
+        (d, s.reported.clone(), s.epoch_start_lsn)
+    };
+    let mut lags = Vec::with_capacity(durables.len());
+    for (name, durable) in durables {
+        let lag = if durable >= last {
+            Duration::ZERO
+        } else {
+            let oldest = store.frame_at(durable + 1)?.map_or(0, |h| h.timestamp_us);
+            Duration::from_micros(wall_us().saturating_sub(oldest))
+        };
         if let Some(record) = record {
             // At the witness a follower is eligible only once it holds
             // this leader's EpochStart (it follows this history) and is
             // within the bound; the record is made before any write that
             // depends on it is acknowledged.
-            let lag = if l.durable >= last {
-                Duration::ZERO
-            } else {
-                let oldest = store.frame_at(l.durable + 1)?.map_or(0, |h| h.timestamp_us);
-                Duration::from_micros(wall_us().saturating_sub(oldest))
-            };
-            let was = reported.get(name).copied().unwrap_or(false);
-            let now = l.durable >= *epoch_start_lsn && decide(was, lag, max_lag);
-            if reported.get(name) != Some(&now) {
-                record(name, now, l.durable).map_err(|e| {
+            let was = reported.get(&name).copied().unwrap_or(false);
+            let now = durable >= epoch_start && decide(was, lag, max_lag);
+            if reported.get(&name) != Some(&now) {
+                record(&name, now, durable).map_err(|e| {
                     NetError::Connection(format!("record the eligibility of {name}: {e}"))
                 })?;
-                tracing::info!(follower = %name, eligible = now, durable = l.durable, "eligibility recorded at the witness");
-                reported.insert(name.clone(), now);
+                tracing::info!(follower = %name, eligible = now, durable, "eligibility recorded at the witness");
+                shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reported
+                    .insert(name.clone(), now);
             }
         }
-        let lag = if l.durable >= last {
-            Duration::ZERO
-        } else {
-            let oldest = store.frame_at(l.durable + 1)?.map_or(0, |h| h.timestamp_us);
-            Duration::from_micros(wall_us().saturating_sub(oldest))
+        lags.push((name, lag));
+    }
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Shared {
+        links, eligibility, ..
+    } = &mut *s;
+    for (name, lag) in lags {
+        let Some(l) = links.get_mut(&name) else {
+            continue;
         };
         l.lag_seconds = lag.as_secs_f64();
         let eligible = decide(l.eligible, lag, max_lag);
         if eligible == l.eligible {
             continue;
         }
-        if let Some(record) = eligibility.as_mut() {
-            record
-                .set(name, eligible, wall_us())
+        if let Some(file) = eligibility.as_mut() {
+            file.set(&name, eligible, wall_us())
                 .map_err(|source| NetError::Io {
                     op: format!("record the eligibility of {name}"),
                     source,
@@ -1227,7 +1305,10 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
             Some((crate::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
             _ => None,
         },
-        reseed_needed: matches!(m.refusal(), Some((crate::wire::RefuseCode::ReseedNeeded, _))),
+        reseed_needed: matches!(
+            m.refusal(),
+            Some((crate::wire::RefuseCode::ReseedNeeded, _))
+        ),
         leader_epoch: l.epoch,
         connects: c.connects,
         disconnects: c.disconnects,

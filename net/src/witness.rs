@@ -477,13 +477,8 @@ mod tests {
         assert!(w.state().followers.get("a").is_some_and(|r| r.eligible));
         assert_eq!(w.holder(4_002), Some("b"));
         assert_eq!(
-            w.answer(
-                Message::LeaseRelease {
-                    holder: "b".into()
-                },
-                4_002
-            )
-            .expect("answer"),
+            w.answer(Message::LeaseRelease { holder: "b".into() }, 4_002)
+                .expect("answer"),
             Some(Message::Released { voter: "w".into() })
         );
         assert_eq!(w.holder(4_003), None, "released");

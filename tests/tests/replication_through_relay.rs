@@ -474,12 +474,12 @@ fn a_follower_killed_during_catch_up_resumes_where_it_was() {
 }
 
 #[test]
-fn synchronous_mode_shows_nothing_the_follower_does_not_hold() {
+fn synchronous_mode_with_stall_shows_nothing_the_follower_does_not_hold() {
     let c = Cluster::new();
     let leader_cfg = c.write_config(
         "a",
         &format!(
-            "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\nmax_lag_ms = 0\nsync_timeout_ms = 400\n",
+            "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\nmax_lag_ms = 0\nsync_timeout_ms = 400\non_lag = \"stall\"\n",
             c.repl_port
         ),
     );

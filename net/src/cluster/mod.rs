@@ -26,8 +26,18 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use vigil_engine::{Options, Store};
 
-use crate::lease::{ElectorAction, Elector, LeaseConfig, LeaseReply, LeaseRequest, Role as LeaseRole};
-use crate::node::{Node, NodeConfig, NetError, Role};
+mod drive;
+mod links;
+mod roles;
+
+use drive::run;
+use links::{answer_leader, witness_link};
+use roles::{promote, start_follower, step_down, take_node};
+
+use crate::lease::{
+    Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role as LeaseRole,
+};
+use crate::node::{NetError, Node, NodeConfig, Role};
 use crate::tls::Identity;
 use crate::wire::Message;
 use crate::witness::WitnessClient;
@@ -259,9 +269,12 @@ pub struct SwitchoverReport {
     pub last_lsn: u64,
     /// The node that leads now.
     pub new_leader: String,
-    /// Milliseconds writes were refused here, from the pause until this
-    /// node followed the new leader.
-    pub pause_ms: u64,
+    /// Milliseconds from the write pause until the follower, holding every
+    /// write, was told to take over (it leads a few round trips later).
+    pub handover_ms: u64,
+    /// Milliseconds from the pause until this node followed the new leader
+    /// (writes sent here are forwarded again from then on).
+    pub following_ms: u64,
 }
 
 fn wall_us() -> u64 {
@@ -422,6 +435,7 @@ impl Cluster {
             return result.map(|_| unreachable!("an error"));
         }
         let (from_epoch, last_lsn) = result?;
+        let handover_ms = t0.elapsed().as_millis() as u64;
         // Follow the new leader; wait until it is there.
         step_down(inner, "switchover: leadership handed over").await;
         inner.paused.store(false, Ordering::Release);
@@ -437,7 +451,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let pause_ms = t0.elapsed().as_millis() as u64;
+        let following_ms = t0.elapsed().as_millis() as u64;
         inner.record(Transition {
             at_us: wall_us(),
             kind: "switchover".into(),
@@ -447,12 +461,13 @@ impl Cluster {
             lost_seconds: 0.0,
             quarantine: None,
         });
-        tracing::info!(pause_ms, from_epoch, last_lsn, new_leader = %new_leader, "switchover done");
+        tracing::info!(handover_ms, following_ms, from_epoch, last_lsn, new_leader = %new_leader, "switchover done");
         Ok(SwitchoverReport {
             from_epoch,
             last_lsn,
             new_leader,
-            pause_ms,
+            handover_ms,
+            following_ms,
         })
     }
 
@@ -474,8 +489,7 @@ impl Cluster {
                 .iter()
                 .find(|l| l.node == peer && l.connected)
                 .map(|l| l.durable);
-            if inner.in_flight.load(Ordering::Acquire) == 0 && durable.is_some_and(|d| d >= last)
-            {
+            if inner.in_flight.load(Ordering::Acquire) == 0 && durable.is_some_and(|d| d >= last) {
                 break;
             }
             if Instant::now() >= deadline {
@@ -503,7 +517,9 @@ impl Cluster {
             })
             .await
         {
-            tracing::warn!("switchover: the witness did not release the lease ({e}); the follower takes over when it expires");
+            tracing::warn!(
+                "switchover: the witness did not release the lease ({e}); the follower takes over when it expires"
+            );
         }
         node.ask_follower(&peer, &Message::HandOver { epoch, last_lsn })
             .await?;
@@ -516,7 +532,9 @@ impl Cluster {
     pub fn loss_estimate(&self) -> LossEstimate {
         let up = self.inner.node().and_then(|n| n.status().upstream);
         LossEstimate {
-            lsns: up.as_ref().map_or(0, |u| u.leader_lsn.saturating_sub(u.durable)),
+            lsns: up
+                .as_ref()
+                .map_or(0, |u| u.leader_lsn.saturating_sub(u.durable)),
             seconds: up.as_ref().map_or(0.0, |u| u.lag_seconds),
             leader_connected: up.as_ref().is_some_and(|u| u.connected),
             durable_lsn: up.as_ref().map_or(0, |u| u.durable),
@@ -533,8 +551,7 @@ impl Cluster {
         let est = self.loss_estimate();
         if est.leader_connected {
             return Err(NetError::Config(
-                "the leader is still connected to this node; use `vigil switchover` instead"
-                    .into(),
+                "the leader is still connected to this node; use `vigil switchover` instead".into(),
             ));
         }
         let epoch = {
@@ -543,7 +560,12 @@ impl Cluster {
             e.force_lead(epoch);
             epoch
         };
-        tracing::warn!(epoch, lost_lsns = est.lsns, lost_seconds = est.seconds, "FORCED promotion by an operator");
+        tracing::warn!(
+            epoch,
+            lost_lsns = est.lsns,
+            lost_seconds = est.seconds,
+            "FORCED promotion by an operator"
+        );
         promote(
             &self.inner,
             epoch,
@@ -570,504 +592,5 @@ impl Cluster {
         if let Some(n) = node {
             n.shutdown().await;
         }
-    }
-}
-
-/// The leadership loop.
-async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
-    let (tx, mut rx) = mpsc::channel::<Event>(256);
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let actions = tokio::select! {
-            _ = tick.tick() => on_tick(&inner).await,
-            ev = rx.recv() => match ev {
-                Some(Event::Reply(r)) => {
-                    let mut e = inner.elector();
-                    let before = e.lease_until();
-                    let out = e.on_reply(&r);
-                    if e.lease_until() > before && matches!(e.role(), LeaseRole::Leader { .. }) {
-                        drop(e);
-                        inner.status().lease_renewals += 1;
-                    }
-                    out
-                }
-                Some(Event::Cas(r)) => {
-                    let now = inner.now_us();
-                    inner.elector().on_cas(r, now)
-                }
-                Some(Event::WitnessReachable(ok)) => {
-                    inner.status().witness_reachable = ok;
-                    Vec::new()
-                }
-                None => break,
-            },
-            _ = stop.changed() => break,
-        };
-        for a in actions {
-            act(&inner, a, &tx).await;
-        }
-    }
-}
-
-async fn on_tick(inner: &Arc<Inner>) -> Vec<ElectorAction> {
-    let now = inner.now_us();
-    let node = inner.node();
-    let leading = matches!(inner.elector().role(), LeaseRole::Leader { .. });
-    if !leading && let Some(n) = &node {
-        let up = n.status().upstream;
-        if let Some(up) = up {
-            if up.connected {
-                let mut e = inner.elector();
-                e.on_leader_alive(now);
-                e.own_voter().observe_epoch(up.leader_epoch);
-            }
-            if let Some(lsn) = up.diverged_at {
-                rejoin(inner, lsn).await;
-                return Vec::new();
-            }
-            if up.reseed_needed {
-                reseed(inner).await;
-                return Vec::new();
-            }
-            // A rejoined node may stand again once it holds all the
-            // leader has.
-            if !inner.standing.load(Ordering::Acquire) && up.connected && up.lag_lsns == 0 {
-                inner.standing.store(true, Ordering::Release);
-                inner.elector().allow_promotion_from(now);
-                tracing::info!("caught up with the leader: this node may be promoted again");
-            }
-        }
-    }
-    if let Some((epoch, last)) = inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        let durable = inner.store().map_or(0, |s| s.log_end().lsn);
-        if durable >= last {
-            tracing::info!(epoch, last, "switchover: taking over");
-            inner.elector().take_over(&inner.cfg.peer.name, now);
-        } else {
-            tracing::warn!(epoch, last, durable, "switchover hand-over refused: this node lacks writes");
-        }
-    }
-    inner.elector().on_tick(now)
-}
-
-async fn act(inner: &Arc<Inner>, a: ElectorAction, tx: &mpsc::Sender<Event>) {
-    match a {
-        ElectorAction::Request { to, req } => {
-            let msg = Message::LeaseAsk {
-                candidate: req.candidate.clone(),
-                epoch: req.epoch,
-                round: req.round,
-            };
-            let (inner, tx) = (inner.clone(), tx.clone());
-            tokio::spawn(async move {
-                let answer = if to == inner.cfg.witness.name {
-                    let r = inner.ask_witness(msg).await;
-                    let _ = tx.send(Event::WitnessReachable(r.is_ok())).await;
-                    r
-                } else {
-                    match inner.node() {
-                        Some(n) if n.is_leader() => n.ask_follower(&to, &msg).await,
-                        _ => return, // a follower asks its leader nothing
-                    }
-                };
-                if let Ok(Message::LeaseAnswer {
-                    voter,
-                    round,
-                    granted,
-                    epoch,
-                    holder,
-                }) = answer
-                {
-                    let reply = LeaseReply {
-                        voter,
-                        round,
-                        granted,
-                        epoch,
-                        holder: (!holder.is_empty()).then_some(holder),
-                    };
-                    let _ = tx.send(Event::Reply(reply)).await;
-                }
-            });
-        }
-        ElectorAction::Cas { expected } => {
-            let (inner, tx) = (inner.clone(), tx.clone());
-            tokio::spawn(async move {
-                let m = Message::EpochCas {
-                    candidate: inner.cfg.node.node.clone(),
-                    expected,
-                };
-                let r = match inner.ask_witness(m).await {
-                    Ok(Message::EpochCasAnswer { ok: true, epoch }) => Ok(epoch),
-                    Ok(Message::EpochCasAnswer { ok: false, epoch }) => Err(epoch),
-                    _ => Err(expected),
-                };
-                let _ = tx.send(Event::Cas(r)).await;
-            });
-        }
-        ElectorAction::Promote { epoch } => {
-            let why = format!(
-                "the lease of {} expired; promoted with a majority",
-                inner.cfg.peer.name
-            );
-            promote(inner, epoch, why).await;
-        }
-        ElectorAction::LeaseLost(why) => {
-            inner.status().lease_lapses += 1;
-            tracing::warn!("lease lapsed: {why}");
-        }
-        ElectorAction::StepDown(why) => step_down(inner, &why).await,
-    }
-}
-
-/// Carries out a promotion: stop following, make the store writable,
-/// write `EpochStart`, lead.
-async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
-    let (lost_lsns, lost_seconds) = inner
-        .node()
-        .and_then(|n| n.status().upstream)
-        .map_or((0, 0.0), |u| (u.leader_lsn.saturating_sub(u.durable), u.lag_seconds));
-    let node = take_node(inner);
-    if let Some(n) = node {
-        n.shutdown().await;
-    }
-    let Some(store) = inner.store() else {
-        tracing::error!("promotion without a store; stepping down");
-        inner.elector().hand_over();
-        return;
-    };
-    let s = store.clone();
-    let began = tokio::task::spawn_blocking(move || {
-        s.set_read_only(false);
-        s.begin_epoch(epoch)
-    })
-    .await;
-    if !matches!(began, Ok(Ok(()))) {
-        tracing::error!(epoch, "cannot write the EpochStart ({began:?}); stepping down");
-        store.set_read_only(true);
-        inner.elector().hand_over();
-        inner.elector().allow_promotion_from(inner.now_us());
-        let _ = start_follower(inner).await;
-        return;
-    }
-    if let Err(e) = start_leader(inner).await {
-        tracing::error!(epoch, "cannot start leading: {e}; stepping down");
-        store.set_read_only(true);
-        inner.elector().hand_over();
-        inner.elector().allow_promotion_from(inner.now_us());
-        let _ = start_follower(inner).await;
-        return;
-    }
-    inner.status().elections_won += 1;
-    inner.record(Transition {
-        at_us: wall_us(),
-        kind: "promoted".into(),
-        epoch,
-        reason,
-        lost_lsns,
-        lost_seconds,
-        quarantine: None,
-    });
-    tracing::warn!(epoch, lost_lsns, "PROMOTED: this node leads epoch {epoch}");
-}
-
-/// Stops leading (a higher epoch exists, or a switchover) and follows the
-/// peer.
-async fn step_down(inner: &Arc<Inner>, why: &str) {
-    tracing::warn!("stepping down: {why}");
-    if let Some(s) = inner.store() {
-        s.set_read_only(true);
-    }
-    let node = take_node(inner);
-    if let Some(n) = node {
-        n.shutdown().await;
-    }
-    inner.standing.store(false, Ordering::Release);
-    let epoch = inner.elector().epoch();
-    inner.record(Transition {
-        at_us: wall_us(),
-        kind: "stepped-down".into(),
-        epoch,
-        reason: why.into(),
-        lost_lsns: 0,
-        lost_seconds: 0.0,
-        quarantine: None,
-    });
-    if let Err(e) = start_follower(inner).await {
-        tracing::error!("cannot follow after stepping down: {e}");
-    }
-}
-
-/// The new leader said our log diverged after `agree_until`: close the
-/// store, cut it there (the cut versions go to quarantine), reopen, follow.
-async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
-    tracing::warn!(agree_until, "the logs diverged: cutting this node's log back to rejoin");
-    let Some(store) = close_store(inner).await else {
-        return;
-    };
-    let (dir, opts) = (inner.cfg.data.clone(), replica_options(inner));
-    let cut = tokio::task::spawn_blocking(move || {
-        store.close()?;
-        let report = Store::cut_log(&dir, opts.clone(), agree_until)?;
-        Ok::<_, vigil_engine::Error>((report, Store::open_with(&dir, opts)?))
-    })
-    .await;
-    match cut {
-        Ok(Ok((report, store))) => {
-            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
-            let epoch = inner.elector().epoch();
-            let (versions, path) = report.as_ref().map_or((0, None), |r| {
-                (r.versions as u64, Some(r.quarantine.display().to_string()))
-            });
-            inner.record(Transition {
-                at_us: wall_us(),
-                kind: "rejoined".into(),
-                epoch,
-                reason: format!("log cut after LSN {agree_until} to follow the new leader"),
-                lost_lsns: versions,
-                lost_seconds: 0.0,
-                quarantine: path,
-            });
-            tracing::warn!(versions, "rejoined: cut versions are in quarantine");
-        }
-        other => {
-            tracing::error!("rejoin failed: {other:?}; this node stays down until restarted");
-            return;
-        }
-    }
-    if let Err(e) = start_follower(inner).await {
-        tracing::error!("cannot follow after the rejoin: {e}");
-    }
-}
-
-/// The leader no longer holds what this node needs: the data directory is
-/// set aside (never deleted) and a fresh copy is fetched.
-async fn reseed(inner: &Arc<Inner>) {
-    tracing::error!("the leader no longer holds this node's divergence point: reseeding");
-    let Some(store) = close_store(inner).await else {
-        return;
-    };
-    let (dir, opts) = (inner.cfg.data.clone(), replica_options(inner));
-    let aside = dir.with_extension(format!("before-reseed-{}", wall_us() / 1_000_000));
-    let (d2, a2) = (dir.clone(), aside.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        store.close().map_err(|e| e.to_string())?;
-        std::fs::rename(&d2, &a2)
-            .map_err(|e| format!("set {} aside as {}: {e}", d2.display(), a2.display()))?;
-        Store::open_with(&d2, opts).map_err(|e| e.to_string())
-    })
-    .await;
-    match r {
-        Ok(Ok(store)) => {
-            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
-            let epoch = inner.elector().epoch();
-            inner.record(Transition {
-                at_us: wall_us(),
-                kind: "reseeded".into(),
-                epoch,
-                reason: "the leader no longer holds the divergence point".into(),
-                lost_lsns: 0,
-                lost_seconds: 0.0,
-                quarantine: Some(aside.display().to_string()),
-            });
-        }
-        other => {
-            tracing::error!("reseed failed: {other:?}; this node stays down until restarted");
-            return;
-        }
-    }
-    if let Err(e) = start_follower(inner).await {
-        tracing::error!("cannot follow after the reseed: {e}");
-    }
-}
-
-fn take_node(inner: &Inner) -> Option<Arc<Node>> {
-    inner.node.write().unwrap_or_else(|p| p.into_inner()).take()
-}
-
-fn replica_options(inner: &Inner) -> Options {
-    Options {
-        replica: true,
-        ..inner.cfg.store.clone()
-    }
-}
-
-/// Stops replication and takes the store out of service, waiting for the
-/// requests that still use it; `None` if they do not finish in time.
-async fn close_store(inner: &Arc<Inner>) -> Option<Store> {
-    inner.standing.store(false, Ordering::Release);
-    let node = take_node(inner);
-    if let Some(n) = node {
-        n.shutdown().await;
-    }
-    let mut store = inner.store.write().unwrap_or_else(|p| p.into_inner()).take()?;
-    let deadline = Instant::now() + STORE_RELEASE_TIMEOUT;
-    loop {
-        match Arc::try_unwrap(store) {
-            Ok(s) => return Some(s),
-            Err(s) if Instant::now() < deadline => {
-                store = s;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(s) => {
-                tracing::error!("requests still hold the store; rejoin postponed");
-                *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
-                let _ = start_follower(inner).await;
-                return None;
-            }
-        }
-    }
-}
-
-async fn start_follower(inner: &Arc<Inner>) -> Result<(), NetError> {
-    let store = inner
-        .store()
-        .ok_or_else(|| NetError::Config("no store".into()))?;
-    let mut cfg = inner.cfg.node.clone();
-    cfg.role = Role::Follower {
-        leader: inner.cfg.peer.addr,
-        leader_name: inner.cfg.peer.name.clone(),
-    };
-    cfg.record_eligibility = None;
-    let weak = Arc::downgrade(inner);
-    cfg.voter = Some(Arc::new(move |m: Message| {
-        let inner = weak.upgrade()?;
-        answer_leader(&inner, m)
-    }));
-    let node = Node::start(store, cfg).await?;
-    *inner.node.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(node));
-    Ok(())
-}
-
-async fn start_leader(inner: &Arc<Inner>) -> Result<(), NetError> {
-    let store = inner
-        .store()
-        .ok_or_else(|| NetError::Config("no store".into()))?;
-    let mut cfg = inner.cfg.node.clone();
-    cfg.role = Role::Leader {
-        listen: inner.cfg.listen,
-    };
-    cfg.voter = None;
-    let handle = tokio::runtime::Handle::current();
-    let weak = Arc::downgrade(inner);
-    cfg.record_eligibility = Some(Arc::new(move |follower: &str, eligible, durable_lsn| {
-        let inner = weak.upgrade().ok_or("shutting down")?;
-        let m = Message::Eligibility {
-            follower: follower.into(),
-            eligible,
-            durable_lsn,
-        };
-        match handle.block_on(inner.ask_witness(m)) {
-            Ok(Message::EligibilityRecorded { .. }) => Ok(()),
-            Ok(other) => Err(format!("the witness answered {}", other.kind())),
-            Err(e) => Err(e.to_string()),
-        }
-    }));
-    // The port may still be held by the endpoint of a node that just
-    // stopped; try for a moment.
-    let mut last = None;
-    for _ in 0..50 {
-        match Node::start(store.clone(), cfg.clone()).await {
-            Ok(node) => {
-                *inner.node.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(node));
-                return Ok(());
-            }
-            Err(e @ NetError::Io { .. }) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| NetError::Config("cannot start leading".into())))
-}
-
-/// A follower's answers to what its leader sends on the replication
-/// connection.
-fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
-    let now = inner.now_us();
-    match m {
-        Message::LeaseAsk {
-            candidate,
-            epoch,
-            round,
-        } => {
-            let r = inner.elector().own_voter().on_request(
-                &LeaseRequest {
-                    candidate,
-                    epoch,
-                    round,
-                },
-                now,
-            );
-            Some(Message::LeaseAnswer {
-                voter: r.voter,
-                round: r.round,
-                granted: r.granted,
-                epoch: r.epoch,
-                holder: r.holder.unwrap_or_default(),
-            })
-        }
-        Message::HandOver { epoch, last_lsn } => {
-            *inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, last_lsn));
-            Some(Message::Released {
-                voter: inner.cfg.node.node.clone(),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// The connection to the witness: one request at a time, reconnecting
-/// when it fails.
-async fn witness_link(
-    id: Identity,
-    witness: Member,
-    mut rx: mpsc::Receiver<WitnessJob>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut client: Option<WitnessClient> = None;
-    loop {
-        let (m, reply) = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => break },
-            _ = stop.changed() => break,
-        };
-        if reply.is_closed() {
-            continue;
-        }
-        if client.is_none() {
-            match tokio::time::timeout(
-                WITNESS_TIMEOUT,
-                WitnessClient::connect(&id, witness.addr, &witness.name),
-            )
-            .await
-            {
-                Ok(Ok(c)) => client = Some(c),
-                Ok(Err(e)) => {
-                    let _ = reply.send(Err(e));
-                    continue;
-                }
-                Err(_) => {
-                    let _ = reply.send(Err(NetError::Connection(
-                        "witness connect timed out".into(),
-                    )));
-                    continue;
-                }
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
-        let r = match tokio::time::timeout(WITNESS_TIMEOUT, c.ask(&m)).await {
-            Ok(r) => r,
-            Err(_) => Err(NetError::Connection("the witness did not answer in time".into())),
-        };
-        if r.is_err() {
-            if let Some(c) = client.take() {
-                c.close();
-            }
-        }
-        let _ = reply.send(r);
-    }
-    if let Some(c) = client {
-        c.close();
     }
 }

@@ -1,0 +1,284 @@
+//! Role changes carried out: promotion, step-down, rejoin, reseed, and
+//! starting replication in the role decided.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use vigil_engine::{Options, Store};
+
+use super::*;
+
+/// Carries out a promotion: stop following, make the store writable,
+/// write `EpochStart`, lead.
+pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
+    let (lost_lsns, lost_seconds) = inner
+        .node()
+        .and_then(|n| n.status().upstream)
+        .map_or((0, 0.0), |u| {
+            (u.leader_lsn.saturating_sub(u.durable), u.lag_seconds)
+        });
+    let node = take_node(inner);
+    if let Some(n) = node {
+        n.shutdown().await;
+    }
+    let Some(store) = inner.store() else {
+        tracing::error!("promotion without a store; stepping down");
+        inner.elector().hand_over();
+        return;
+    };
+    let s = store.clone();
+    let began = tokio::task::spawn_blocking(move || {
+        s.set_read_only(false);
+        s.begin_epoch(epoch)
+    })
+    .await;
+    if !matches!(began, Ok(Ok(()))) {
+        tracing::error!(
+            epoch,
+            "cannot write the EpochStart ({began:?}); stepping down"
+        );
+        store.set_read_only(true);
+        inner.elector().hand_over();
+        inner.elector().allow_promotion_from(inner.now_us());
+        let _ = start_follower(inner).await;
+        return;
+    }
+    if let Err(e) = start_leader(inner).await {
+        tracing::error!(epoch, "cannot start leading: {e}; stepping down");
+        store.set_read_only(true);
+        inner.elector().hand_over();
+        inner.elector().allow_promotion_from(inner.now_us());
+        let _ = start_follower(inner).await;
+        return;
+    }
+    inner.status().elections_won += 1;
+    inner.record(Transition {
+        at_us: wall_us(),
+        kind: "promoted".into(),
+        epoch,
+        reason,
+        lost_lsns,
+        lost_seconds,
+        quarantine: None,
+    });
+    tracing::warn!(epoch, lost_lsns, "PROMOTED: this node leads epoch {epoch}");
+}
+
+/// Stops leading (a higher epoch exists, or a switchover) and follows the
+/// peer.
+pub(super) async fn step_down(inner: &Arc<Inner>, why: &str) {
+    tracing::warn!("stepping down: {why}");
+    if let Some(s) = inner.store() {
+        s.set_read_only(true);
+    }
+    let node = take_node(inner);
+    if let Some(n) = node {
+        n.shutdown().await;
+    }
+    inner.standing.store(false, Ordering::Release);
+    let epoch = inner.elector().epoch();
+    inner.record(Transition {
+        at_us: wall_us(),
+        kind: "stepped-down".into(),
+        epoch,
+        reason: why.into(),
+        lost_lsns: 0,
+        lost_seconds: 0.0,
+        quarantine: None,
+    });
+    if let Err(e) = start_follower(inner).await {
+        tracing::error!("cannot follow after stepping down: {e}");
+    }
+}
+
+/// The new leader said our log diverged after `agree_until`: close the
+/// store, cut it there (the cut versions go to quarantine), reopen, follow.
+pub(super) async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
+    tracing::warn!(
+        agree_until,
+        "the logs diverged: cutting this node's log back to rejoin"
+    );
+    let Some(store) = close_store(inner).await else {
+        return;
+    };
+    let (dir, opts) = (inner.cfg.data.clone(), replica_options(inner));
+    let cut = tokio::task::spawn_blocking(move || {
+        store.close()?;
+        let report = Store::cut_log(&dir, opts.clone(), agree_until)?;
+        Ok::<_, vigil_engine::Error>((report, Store::open_with(&dir, opts)?))
+    })
+    .await;
+    match cut {
+        Ok(Ok((report, store))) => {
+            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+            let epoch = inner.elector().epoch();
+            let (versions, path) = report.as_ref().map_or((0, None), |r| {
+                (r.versions as u64, Some(r.quarantine.display().to_string()))
+            });
+            inner.record(Transition {
+                at_us: wall_us(),
+                kind: "rejoined".into(),
+                epoch,
+                reason: format!("log cut after LSN {agree_until} to follow the new leader"),
+                lost_lsns: versions,
+                lost_seconds: 0.0,
+                quarantine: path,
+            });
+            tracing::warn!(versions, "rejoined: cut versions are in quarantine");
+        }
+        other => {
+            tracing::error!("rejoin failed: {other:?}; this node stays down until restarted");
+            return;
+        }
+    }
+    if let Err(e) = start_follower(inner).await {
+        tracing::error!("cannot follow after the rejoin: {e}");
+    }
+}
+
+/// The leader no longer holds what this node needs: the data directory is
+/// set aside (never deleted) and a fresh copy is fetched.
+pub(super) async fn reseed(inner: &Arc<Inner>) {
+    tracing::error!("the leader no longer holds this node's divergence point: reseeding");
+    let Some(store) = close_store(inner).await else {
+        return;
+    };
+    let (dir, opts) = (inner.cfg.data.clone(), replica_options(inner));
+    let aside = dir.with_extension(format!("before-reseed-{}", wall_us() / 1_000_000));
+    let (d2, a2) = (dir.clone(), aside.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        store.close().map_err(|e| e.to_string())?;
+        std::fs::rename(&d2, &a2)
+            .map_err(|e| format!("set {} aside as {}: {e}", d2.display(), a2.display()))?;
+        Store::open_with(&d2, opts).map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(store)) => {
+            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+            let epoch = inner.elector().epoch();
+            inner.record(Transition {
+                at_us: wall_us(),
+                kind: "reseeded".into(),
+                epoch,
+                reason: "the leader no longer holds the divergence point".into(),
+                lost_lsns: 0,
+                lost_seconds: 0.0,
+                quarantine: Some(aside.display().to_string()),
+            });
+        }
+        other => {
+            tracing::error!("reseed failed: {other:?}; this node stays down until restarted");
+            return;
+        }
+    }
+    if let Err(e) = start_follower(inner).await {
+        tracing::error!("cannot follow after the reseed: {e}");
+    }
+}
+
+pub(super) fn take_node(inner: &Inner) -> Option<Arc<Node>> {
+    inner.node.write().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+pub(super) fn replica_options(inner: &Inner) -> Options {
+    Options {
+        replica: true,
+        ..inner.cfg.store.clone()
+    }
+}
+
+/// Stops replication and takes the store out of service, waiting for the
+/// requests that still use it; `None` if they do not finish in time.
+pub(super) async fn close_store(inner: &Arc<Inner>) -> Option<Store> {
+    inner.standing.store(false, Ordering::Release);
+    let node = take_node(inner);
+    if let Some(n) = node {
+        n.shutdown().await;
+    }
+    let mut store = inner
+        .store
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()?;
+    let deadline = Instant::now() + STORE_RELEASE_TIMEOUT;
+    loop {
+        match Arc::try_unwrap(store) {
+            Ok(s) => return Some(s),
+            Err(s) if Instant::now() < deadline => {
+                store = s;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(s) => {
+                tracing::error!("requests still hold the store; rejoin postponed");
+                *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(s);
+                let _ = start_follower(inner).await;
+                return None;
+            }
+        }
+    }
+}
+
+pub(super) async fn start_follower(inner: &Arc<Inner>) -> Result<(), NetError> {
+    let store = inner
+        .store()
+        .ok_or_else(|| NetError::Config("no store".into()))?;
+    let mut cfg = inner.cfg.node.clone();
+    cfg.role = Role::Follower {
+        leader: inner.cfg.peer.addr,
+        leader_name: inner.cfg.peer.name.clone(),
+    };
+    cfg.record_eligibility = None;
+    let weak = Arc::downgrade(inner);
+    cfg.voter = Some(Arc::new(move |m: Message| {
+        let inner = weak.upgrade()?;
+        answer_leader(&inner, m)
+    }));
+    let node = Node::start(store, cfg).await?;
+    *inner.node.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(node));
+    Ok(())
+}
+
+pub(super) async fn start_leader(inner: &Arc<Inner>) -> Result<(), NetError> {
+    let store = inner
+        .store()
+        .ok_or_else(|| NetError::Config("no store".into()))?;
+    let mut cfg = inner.cfg.node.clone();
+    cfg.role = Role::Leader {
+        listen: inner.cfg.listen,
+    };
+    cfg.voter = None;
+    let handle = tokio::runtime::Handle::current();
+    let weak = Arc::downgrade(inner);
+    cfg.record_eligibility = Some(Arc::new(move |follower: &str, eligible, durable_lsn| {
+        let inner = weak.upgrade().ok_or("shutting down")?;
+        let m = Message::Eligibility {
+            follower: follower.into(),
+            eligible,
+            durable_lsn,
+        };
+        match handle.block_on(inner.ask_witness(m)) {
+            Ok(Message::EligibilityRecorded { .. }) => Ok(()),
+            Ok(other) => Err(format!("the witness answered {}", other.kind())),
+            Err(e) => Err(e.to_string()),
+        }
+    }));
+    // The port may still be held by the endpoint of a node that just
+    // stopped; try for a moment.
+    let mut last = None;
+    for _ in 0..50 {
+        match Node::start(store.clone(), cfg.clone()).await {
+            Ok(node) => {
+                *inner.node.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(node));
+                return Ok(());
+            }
+            Err(e @ NetError::Io { .. }) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| NetError::Config("cannot start leading".into())))
+}

@@ -1,0 +1,33 @@
+//! A witness process for the cross-crate tests: what `vigil witness` runs.
+//! Usage: `vigil_witness DIR CERTS NAME LISTEN LEASE_MS`; prints
+//! `witness listening on ADDR` once it listens.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, certs, name, listen, lease_ms] = args.as_slice() else {
+        return Err("usage: vigil_witness DIR CERTS NAME LISTEN LEASE_MS".into());
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let id = vigil_net::tls::Identity::load(std::path::Path::new(certs), name)?;
+    let cfg = vigil_net::lease::LeaseConfig::with_duration_ms(lease_ms.parse()?);
+    let listen = listen.parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    rt.block_on(vigil_net::witness::serve(
+        std::path::Path::new(dir),
+        id,
+        cfg,
+        listen,
+        stop,
+        |addr| println!("witness listening on {addr}"),
+    ))?;
+    Ok(())
+}
