@@ -260,6 +260,9 @@ pub struct Elector {
     grants: BTreeSet<String>,
     /// A promotion in progress: grants obtained, waiting for the CAS.
     cas_pending: bool,
+    /// When the CAS was asked (an answer that never comes is given up
+    /// after one lease duration).
+    cas_sent_us: u64,
     next_attempt_us: u64,
 }
 
@@ -288,6 +291,7 @@ impl Elector {
             round_sent_us: 0,
             grants: BTreeSet::new(),
             cas_pending: false,
+            cas_sent_us: 0,
             // Voters grant nothing for one duration after they start; the
             // leader gets the duration after that to renew before a
             // follower may try.
@@ -307,7 +311,10 @@ impl Elector {
 
     /// Whether the node may acknowledge a write at `now_us`.
     pub fn may_write(&self, now_us: u64) -> bool {
-        matches!(self.role, Role::Leader { .. }) && now_us < self.lease_until_us
+        // A leader whose own voter has seen a higher epoch (a peer asked
+        // for its vote in it) is deposed even before its next tick.
+        matches!(self.role, Role::Leader { epoch } if epoch == self.voter.epoch())
+            && now_us < self.lease_until_us
     }
 
     /// Sets whether this node may be promoted (its data within `max_lag`,
@@ -327,15 +334,28 @@ impl Elector {
         self.round += 1;
         self.round_sent_us = now_us;
         self.grants.clear();
+        // A leader asks in the epoch it leads (a voter that knows a later
+        // one refuses, and the answer deposes it); a candidate in the
+        // highest epoch it knows.
+        let epoch = match self.role {
+            Role::Leader { epoch } => epoch,
+            Role::Follower => self.voter.epoch(),
+        };
         let req = LeaseRequest {
             candidate: self.me.clone(),
-            epoch: self.voter.epoch(),
+            epoch,
             round: self.round,
         };
         if self.voter.on_request(&req, now_us).granted {
             self.grants.insert(self.me.clone());
         }
         for p in &self.peers {
+            // A candidate asks only the witness: its promotion needs the
+            // witness anyway, and taking the leader's own vote could only
+            // keep a live leader from renewing.
+            if self.role == Role::Follower && *p != self.witness {
+                continue;
+            }
             out.push(ElectorAction::Request {
                 to: p.clone(),
                 req: req.clone(),
@@ -346,6 +366,13 @@ impl Elector {
     /// Time passed.
     pub fn on_tick(&mut self, now_us: u64) -> Vec<ElectorAction> {
         let mut out = Vec::new();
+        if let Role::Leader { epoch } = self.role
+            && self.voter.epoch() > epoch
+        {
+            let why = format!("epoch {} exists (learned as a voter)", self.voter.epoch());
+            self.step_down(why, &mut out);
+            return out;
+        }
         match self.role {
             Role::Leader { .. } => {
                 if now_us >= self.lease_until_us && self.lease_until_us > 0 && !self.lapse_reported
@@ -360,6 +387,12 @@ impl Elector {
                 }
             }
             Role::Follower => {
+                if self.cas_pending && now_us >= self.cas_sent_us + self.cfg.duration_us {
+                    // The answer was lost: whatever the witness did, a
+                    // later CAS from this epoch fails or succeeds cleanly.
+                    self.cas_pending = false;
+                    self.lease_until_us = 0;
+                }
                 if self.eligible && !self.cas_pending && now_us >= self.next_attempt_us {
                     self.next_attempt_us = now_us + self.cfg.renew_every_us;
                     self.begin_round(now_us, &mut out);
@@ -413,6 +446,7 @@ impl Elector {
                 // only the witness allocates epochs.
                 if self.grants.contains(&self.witness) && self.eligible && !self.cas_pending {
                     self.cas_pending = true;
+                    self.cas_sent_us = self.round_sent_us;
                     self.lease_until_us =
                         self.round_sent_us + self.cfg.duration_us - self.cfg.drift_margin_us;
                     out.push(ElectorAction::Cas {
@@ -458,7 +492,10 @@ impl Elector {
     fn step_down(&mut self, why: String, out: &mut Vec<ElectorAction>) {
         self.role = Role::Follower;
         self.lease_until_us = 0;
-        self.next_attempt_us = u64::MAX / 2; // a deposed leader rejoins; it does not race back
+        // A deposed leader lets the new one settle before it stands again;
+        // the witness promotes it only once the new leader has seen it
+        // catch up (it is recorded ineligible until then).
+        self.next_attempt_us = self.round_sent_us + 2 * self.cfg.duration_us;
         out.push(ElectorAction::StepDown(why));
     }
 
@@ -467,13 +504,14 @@ impl Elector {
         self.next_attempt_us = now_us + self.cfg.duration_us;
     }
 
-    /// A leader hands over in a planned switchover: it stops acknowledging
-    /// writes at once and gives up its own voter's promise to itself; it
-    /// does not stand again until it has rejoined.
-    pub fn hand_over(&mut self) {
+    /// A leader hands over in a planned switchover at `now_us`: it stops
+    /// acknowledging writes at once and gives up its own voter's promise to
+    /// itself; it stands again only after two lease durations (should the
+    /// follower never take over).
+    pub fn hand_over(&mut self, now_us: u64) {
         self.role = Role::Follower;
         self.lease_until_us = 0;
-        self.next_attempt_us = u64::MAX / 2;
+        self.next_attempt_us = now_us + 2 * self.cfg.duration_us;
         let me = self.me.clone();
         self.voter.release(&me);
     }

@@ -173,6 +173,9 @@ pub enum Message {
         eligible: bool,
         /// Its durable LSN as the leader last heard.
         durable_lsn: u64,
+        /// The epoch the sender leads: a record from an older epoch (a
+        /// deposed leader's) is refused.
+        epoch: u64,
     },
     /// Witness -> leader: the eligibility is recorded durably.
     EligibilityRecorded {
@@ -345,11 +348,13 @@ impl Message {
                 follower,
                 eligible,
                 durable_lsn,
+                epoch,
             } => {
                 b.push(KIND_ELIGIBILITY);
                 put_str(&mut b, follower);
                 b.push(u8::from(*eligible));
                 b.extend_from_slice(&durable_lsn.to_le_bytes());
+                b.extend_from_slice(&epoch.to_le_bytes());
             }
             Message::EligibilityRecorded { follower } => {
                 b.push(KIND_ELIGIBILITY_RECORDED);
@@ -487,6 +492,7 @@ impl Message {
                 follower: r.string("follower")?,
                 eligible: r.flag("eligible")?,
                 durable_lsn: r.u64("durable lsn")?,
+                epoch: r.u64("epoch")?,
             },
             KIND_ELIGIBILITY_RECORDED => Message::EligibilityRecorded {
                 follower: r.string("follower")?,

@@ -131,109 +131,145 @@ impl Witness {
         self.voter.holder(now_us)
     }
 
-    /// Answers `m` at `now_us`; `None` for a message a witness does not take.
+    /// Answers `m` at `now_us`; `None` for a message a witness does not
+    /// take. A state change is made durable before the answer is returned.
     pub fn answer(&mut self, m: Message, now_us: u64) -> std::io::Result<Option<Message>> {
-        Ok(Some(match m {
-            Message::LeaseAsk {
-                candidate,
-                epoch,
+        let mut next = self.state.clone();
+        let Some(answer) = decide(&mut next, &mut self.voter, m, now_us) else {
+            return Ok(None);
+        };
+        if next != self.state {
+            next.save(&self.dir)?;
+            self.state = next;
+        }
+        Ok(Some(answer))
+    }
+}
+
+/// The witness's decision for one message, on its durable `state` and its
+/// `voter` (its promise): pure, so the simulator runs exactly this. The
+/// caller makes a changed `state` durable before the answer leaves. `None`
+/// for a message a witness does not take.
+pub fn decide(
+    state: &mut WitnessState,
+    voter: &mut Voter,
+    m: Message,
+    now_us: u64,
+) -> Option<Message> {
+    Some(match m {
+        Message::LeaseAsk {
+            candidate,
+            epoch,
+            round,
+        } if state.epoch > 0 && !state.followers.get(&candidate).is_some_and(|r| r.eligible) => {
+            // A node the witness would not promote gets no promise either:
+            // holding it would only keep an eligible follower from taking
+            // over.
+            Message::LeaseAnswer {
+                voter: voter.name().into(),
                 round,
-            } => {
-                let r = self.voter.on_request(
-                    &LeaseRequest {
-                        candidate,
-                        epoch,
-                        round,
+                granted: false,
+                epoch: voter.epoch().max(epoch),
+                holder: voter.holder(now_us).unwrap_or_default().into(),
+            }
+        }
+        Message::LeaseAsk {
+            candidate,
+            epoch,
+            round,
+        } => {
+            let r = voter.on_request(
+                &LeaseRequest {
+                    candidate,
+                    epoch,
+                    round,
+                },
+                now_us,
+            );
+            Message::LeaseAnswer {
+                voter: r.voter,
+                round: r.round,
+                granted: r.granted,
+                epoch: r.epoch,
+                holder: r.holder.unwrap_or_default(),
+            }
+        }
+        Message::EpochCas {
+            candidate,
+            expected,
+        } if expected > 0 && !state.followers.get(&candidate).is_some_and(|r| r.eligible) => {
+            // The loss bound: once a cluster has had a leader, only a node
+            // recorded as holding everything within max_lag of it may lead
+            // next; a follower beyond the bound, or one the current leader
+            // has not yet seen catch up, never is.
+            tracing::warn!(candidate = %candidate, "epoch refused: the candidate is not recorded as eligible");
+            Message::EpochCasAnswer {
+                ok: false,
+                epoch: state.epoch.max(voter.epoch()),
+            }
+        }
+        Message::EpochCas {
+            candidate,
+            expected,
+        } => match epoch_cas(voter, &candidate, expected, now_us) {
+            Ok(epoch) => {
+                state.epoch = epoch;
+                // The new leader holds everything it acknowledges; any other
+                // node must first be seen catching up with it.
+                for (name, rec) in state.followers.iter_mut() {
+                    rec.eligible = *name == candidate;
+                }
+                let lsn = state.followers.get(&candidate).map_or(0, |r| r.durable_lsn);
+                state.followers.insert(
+                    candidate.clone(),
+                    FollowerRecord {
+                        eligible: true,
+                        durable_lsn: lsn,
                     },
-                    now_us,
                 );
-                Message::LeaseAnswer {
-                    voter: r.voter,
-                    round: r.round,
-                    granted: r.granted,
-                    epoch: r.epoch,
-                    holder: r.holder.unwrap_or_default(),
-                }
+                tracing::info!(epoch, leader = %candidate, "epoch allocated");
+                Message::EpochCasAnswer { ok: true, epoch }
             }
-            Message::EpochCas {
-                candidate,
-                expected,
-            } if expected > 0
-                && !self
-                    .state
-                    .followers
-                    .get(&candidate)
-                    .is_some_and(|r| r.eligible) =>
-            {
-                // The loss bound: once a cluster has had a leader, only a
-                // node recorded as holding everything within max_lag of
-                // it may lead next; a follower beyond the bound, or one
-                // the current leader has not yet seen catch up, never is.
-                tracing::warn!(candidate = %candidate, "epoch refused: the candidate is not recorded as eligible");
-                Message::EpochCasAnswer {
-                    ok: false,
-                    epoch: self.state.epoch.max(expected),
-                }
+            Err(epoch) => Message::EpochCasAnswer { ok: false, epoch },
+        },
+        Message::Eligibility { epoch, .. } if epoch < state.epoch => {
+            // A deposed leader's record: it no longer speaks for anyone.
+            Message::Refused {
+                code: crate::wire::RefuseCode::NotLeader,
+                lsn: 0,
+                reason: format!(
+                    "epoch {epoch} is over; the cluster is in epoch {}",
+                    state.epoch
+                ),
             }
-            Message::EpochCas {
-                candidate,
-                expected,
-            } => match epoch_cas(&mut self.voter, &candidate, expected, now_us) {
-                Ok(epoch) => {
-                    let mut next = self.state.clone();
-                    next.epoch = epoch;
-                    // The new leader holds everything it acknowledges; any
-                    // other node must first be seen catching up with it.
-                    for (name, rec) in next.followers.iter_mut() {
-                        rec.eligible = *name == candidate;
-                    }
-                    let lsn = next.followers.get(&candidate).map_or(0, |r| r.durable_lsn);
-                    next.followers.insert(
-                        candidate.clone(),
-                        FollowerRecord {
-                            eligible: true,
-                            durable_lsn: lsn,
-                        },
-                    );
-                    next.save(&self.dir)?;
-                    self.state = next;
-                    tracing::info!(epoch, leader = %candidate, "epoch allocated");
-                    Message::EpochCasAnswer { ok: true, epoch }
-                }
-                Err(epoch) => Message::EpochCasAnswer { ok: false, epoch },
-            },
-            Message::Eligibility {
-                follower,
-                eligible,
-                durable_lsn,
-            } => {
-                let rec = FollowerRecord {
+        }
+        Message::Eligibility {
+            follower,
+            eligible,
+            durable_lsn,
+            ..
+        } => {
+            if !state.followers.contains_key(&follower) && state.followers.len() >= FOLLOWERS_MAX {
+                return None;
+            }
+            state.followers.insert(
+                follower.clone(),
+                FollowerRecord {
                     eligible,
                     durable_lsn,
-                };
-                if self.state.followers.get(&follower) != Some(&rec) {
-                    if !self.state.followers.contains_key(&follower)
-                        && self.state.followers.len() >= FOLLOWERS_MAX
-                    {
-                        return Ok(None);
-                    }
-                    let mut next = self.state.clone();
-                    next.followers.insert(follower.clone(), rec);
-                    next.save(&self.dir)?;
-                    self.state = next;
-                }
-                Message::EligibilityRecorded { follower }
+                },
+            );
+            Message::EligibilityRecorded { follower }
+        }
+        Message::LeaseRelease { holder } => {
+            voter.release(&holder);
+            tracing::info!(holder = %holder, "lease released (switchover)");
+            Message::Released {
+                voter: voter.name().into(),
             }
-            Message::LeaseRelease { holder } => {
-                self.voter.release(&holder);
-                tracing::info!(holder = %holder, "lease released (switchover)");
-                Message::Released {
-                    voter: self.voter_name().into(),
-                }
-            }
-            _ => return Ok(None),
-        }))
-    }
+        }
+        _ => return None,
+    })
 }
 
 /// Runs a witness on `listen` until `stop` turns true: each connection
@@ -445,16 +481,32 @@ mod tests {
             }),
             "compare-and-swap: not twice"
         );
+        // A deposed leader's record (an older epoch) is refused.
+        assert!(matches!(
+            w.answer(
+                Message::Eligibility {
+                    follower: "b".into(),
+                    eligible: true,
+                    durable_lsn: 5,
+                    epoch: 0,
+                },
+                2_004,
+            )
+            .expect("answer"),
+            Some(Message::Refused { .. })
+        ));
         w.answer(
             Message::Eligibility {
                 follower: "b".into(),
                 eligible: false,
                 durable_lsn: 9,
+                epoch: 1,
             },
             2_004,
         )
         .expect("answer");
-        // b is recorded ineligible: even holding the promise, no epoch.
+        // b is recorded ineligible: no promise (it would only block an
+        // eligible node), and no epoch.
         let ask_b = Message::LeaseAsk {
             candidate: "b".into(),
             epoch: 1,
@@ -462,7 +514,7 @@ mod tests {
         };
         assert!(matches!(
             w.answer(ask_b, 4_000).expect("answer"),
-            Some(Message::LeaseAnswer { granted: true, .. })
+            Some(Message::LeaseAnswer { granted: false, .. })
         ));
         assert_eq!(
             w.answer(cas("b", 1), 4_001).expect("answer"),
@@ -472,24 +524,33 @@ mod tests {
             }),
             "an ineligible follower is never promoted"
         );
-        // A node never seen catching up (no record) is not promoted either,
-        // and the leader's planned release frees the promise at once.
+        // The leader renews; its planned release frees the promise at once.
         assert!(w.state().followers.get("a").is_some_and(|r| r.eligible));
-        assert_eq!(w.holder(4_002), Some("b"));
-        assert_eq!(
-            w.answer(Message::LeaseRelease { holder: "b".into() }, 4_002)
-                .expect("answer"),
-            Some(Message::Released { voter: "w".into() })
-        );
-        assert_eq!(w.holder(4_003), None, "released");
-        let ask_c = Message::LeaseAsk {
-            candidate: "c".into(),
+        let ask_a = Message::LeaseAsk {
+            candidate: "a".into(),
             epoch: 1,
             round: 3,
         };
         assert!(matches!(
-            w.answer(ask_c, 4_004).expect("answer"),
+            w.answer(ask_a, 4_002).expect("answer"),
             Some(Message::LeaseAnswer { granted: true, .. })
+        ));
+        assert_eq!(w.holder(4_002), Some("a"));
+        assert_eq!(
+            w.answer(Message::LeaseRelease { holder: "a".into() }, 4_002)
+                .expect("answer"),
+            Some(Message::Released { voter: "w".into() })
+        );
+        assert_eq!(w.holder(4_003), None, "released");
+        // A node never seen catching up (no record) gets no promise either.
+        let ask_c = Message::LeaseAsk {
+            candidate: "c".into(),
+            epoch: 1,
+            round: 4,
+        };
+        assert!(matches!(
+            w.answer(ask_c, 4_004).expect("answer"),
+            Some(Message::LeaseAnswer { granted: false, .. })
         ));
         assert_eq!(
             w.answer(cas("c", 1), 4_005).expect("answer"),

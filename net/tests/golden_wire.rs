@@ -73,6 +73,7 @@ fn all_kinds() -> Vec<Message> {
             follower: "eu-west".into(),
             eligible: false,
             durable_lsn: 999_000,
+            epoch: 3,
         },
         Message::EligibilityRecorded {
             follower: "eu-west".into(),

@@ -505,7 +505,7 @@ impl Cluster {
         let epoch = {
             let mut e = inner.elector();
             let epoch = e.epoch();
-            e.hand_over();
+            e.hand_over(inner.now_us());
             epoch
         };
         tracing::info!(epoch, last_lsn, to = %peer, "switchover: follower holds every write; handing over");

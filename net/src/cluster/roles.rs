@@ -24,7 +24,7 @@ pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
     }
     let Some(store) = inner.store() else {
         tracing::error!("promotion without a store; stepping down");
-        inner.elector().hand_over();
+        inner.elector().hand_over(inner.now_us());
         return;
     };
     let s = store.clone();
@@ -39,7 +39,7 @@ pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
             "cannot write the EpochStart ({began:?}); stepping down"
         );
         store.set_read_only(true);
-        inner.elector().hand_over();
+        inner.elector().hand_over(inner.now_us());
         inner.elector().allow_promotion_from(inner.now_us());
         let _ = start_follower(inner).await;
         return;
@@ -47,7 +47,7 @@ pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
     if let Err(e) = start_leader(inner).await {
         tracing::error!(epoch, "cannot start leading: {e}; stepping down");
         store.set_read_only(true);
-        inner.elector().hand_over();
+        inner.elector().hand_over(inner.now_us());
         inner.elector().allow_promotion_from(inner.now_us());
         let _ = start_follower(inner).await;
         return;
@@ -257,6 +257,7 @@ pub(super) async fn start_leader(inner: &Arc<Inner>) -> Result<(), NetError> {
             follower: follower.into(),
             eligible,
             durable_lsn,
+            epoch: inner.elector().epoch(),
         };
         match handle.block_on(inner.ask_witness(m)) {
             Ok(Message::EligibilityRecorded { .. }) => Ok(()),
