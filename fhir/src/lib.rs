@@ -28,3 +28,4 @@ pub mod status_cmd;
 pub mod synth;
 pub mod transaction;
 pub mod types;
+pub mod up;

@@ -70,6 +70,22 @@ enum Command {
         #[arg(long, default_value_t = 3_000)]
         lease_ms: u64,
     },
+    /// Start a whole local DR cluster (two data nodes and a witness on
+    /// loopback) with sample patients; Ctrl-C stops it. Reuses DIR.
+    Up {
+        /// The cluster directory.
+        #[arg(long, default_value = "./vigil-cluster")]
+        dir: PathBuf,
+        /// Node a's HTTP port (b: the next one).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Node a's replication port (b and the witness: the next two).
+        #[arg(long, default_value_t = 7400)]
+        repl_port: u16,
+        /// Sample patients (20 resources each) loaded into a new cluster.
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+    },
     /// Move leadership to the follower with zero loss (planned failover or
     /// failback): writes pause, the follower catches up, it takes over.
     Switchover {
@@ -338,6 +354,26 @@ fn main() -> anyhow::Result<()> {
                 "keep {} offline once every node has its certificate",
                 out.join("ca.key").display()
             );
+            Ok(())
+        }
+        Command::Up {
+            dir,
+            http_port,
+            repl_port,
+            patients,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let rt = current_thread()?;
+            rt.block_on(vigil_fhir::up::run(
+                vigil_fhir::up::UpOptions {
+                    dir,
+                    http_port,
+                    repl_port,
+                    patients,
+                    exe,
+                },
+                |_| {},
+            ))?;
             Ok(())
         }
         Command::Switchover { url, token } => {

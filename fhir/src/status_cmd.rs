@@ -185,6 +185,68 @@ pub fn render(json: &str) -> Result<String, StatusError> {
             let _ = writeln!(out, "  REPLICATION STOPPED: {r}");
         }
     }
+    if let Some(l) = v.get("leadership").filter(|l| !l.is_null()) {
+        let _ = writeln!(
+            out,
+            "leadership: {} in epoch {}, {}; witness {} {}; {} lease renewals, {} lapses, {} elections won",
+            s(l, "role"),
+            s(l, "epoch"),
+            if l["may_write"] == true {
+                format!("takes writes (lease {} ms left)", s(l, "lease_left_ms"))
+            } else {
+                "takes no writes".into()
+            },
+            s(l, "witness"),
+            if l["witness_reachable"] == true {
+                "reachable"
+            } else {
+                "NOT REACHABLE"
+            },
+            s(l, "lease_renewals"),
+            s(l, "lease_lapses"),
+            s(l, "elections_won"),
+        );
+        if l["paused"] == true {
+            let _ = writeln!(out, "  writes paused: a switchover is moving leadership");
+        }
+        for t in l["transitions"].as_array().into_iter().flatten().rev().take(5) {
+            let at = t["at_us"].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {} {} (epoch {}): {}{}",
+                crate::instant::format_instant(at),
+                s(t, "kind"),
+                s(t, "epoch"),
+                s(t, "reason"),
+                match t["kind"].as_str() {
+                    Some("promoted") => format!(
+                        "; loss window at most {} lsns / {:.1} s",
+                        s(t, "lost_lsns"),
+                        t["lost_seconds"].as_f64().unwrap_or(0.0)
+                    ),
+                    Some("rejoined") => format!(
+                        "; {} versions cut into {}",
+                        s(t, "lost_lsns"),
+                        s(t, "quarantine")
+                    ),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    for q in v["quarantine"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "quarantine: {} ({} versions{})",
+            s(q, "path"),
+            s(q, "versions"),
+            if q["reapplied"] == true {
+                ", reapplied"
+            } else {
+                "; `vigil quarantine reapply` submits them"
+            }
+        );
+    }
     Ok(out)
 }
 

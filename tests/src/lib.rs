@@ -5,6 +5,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+pub mod dr;
 pub mod http;
 pub mod relay;
 

@@ -6,293 +6,23 @@
 //! deposed leader's quarantine (asynchronous), one leader, no versionId
 //! issued twice for different content.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads, status, until};
 use vigil_tests::http::request;
-use vigil_tests::relay::{Faults, Relay};
-use vigil_tests::{ChildGuard, NodeProcess, free_udp_port};
+use vigil_tests::relay::Faults;
 
-const NODE: &str = env!("CARGO_BIN_EXE_vigil_node");
-const WITNESS: &str = env!("CARGO_BIN_EXE_vigil_witness");
+const BINS: Bins = Bins {
+    node: env!("CARGO_BIN_EXE_vigil_node"),
+    witness: env!("CARGO_BIN_EXE_vigil_witness"),
+};
 /// Lease in the tests: short, so drills take seconds.
 const LEASE_MS: u64 = 1_000;
 
-/// Ports and relays of one cluster. Relays: `to_a`/`to_b` sit in front of
-/// each data node's replication port (the other node connects through
-/// it), `a_to_w`/`b_to_w` in front of the witness, one per data node.
-struct Dr {
-    dir: tempfile::TempDir,
-    certs: PathBuf,
-    port: BTreeMap<&'static str, u16>,
-    to_a: Relay,
-    to_b: Relay,
-    a_to_w: Relay,
-    b_to_w: Relay,
-    max_lag_ms: u64,
-}
-
-const CUT: Faults = Faults {
-    delay: Duration::ZERO,
-    jitter: Duration::ZERO,
-    loss: 0.0,
-    duplicate: 0.0,
-    corrupt: 0.0,
-    cut_to_server: true,
-    cut_to_client: true,
-};
-
-impl Dr {
-    fn new(max_lag_ms: u64) -> Self {
-        let dir = tempfile::tempdir().expect("dir");
-        let certs = dir.path().join("certs");
-        let specs = ["a", "b", "w"].map(|n| vigil_net::tls::NodeSpec::parse(n).expect("spec"));
-        vigil_net::tls::make_cluster(&certs, "t", &specs).expect("certs");
-        let port: BTreeMap<_, _> = ["a", "b", "w"]
-            .into_iter()
-            .map(|n| (n, free_udp_port().expect("port")))
-            .collect();
-        let at =
-            |n: &str| -> SocketAddr { format!("127.0.0.1:{}", port[n]).parse().expect("addr") };
-        Self {
-            to_a: Relay::start(at("a"), 1).expect("relay"),
-            to_b: Relay::start(at("b"), 2).expect("relay"),
-            a_to_w: Relay::start(at("w"), 3).expect("relay"),
-            b_to_w: Relay::start(at("w"), 4).expect("relay"),
-            dir,
-            certs,
-            port,
-            max_lag_ms,
-        }
-    }
-
-    fn config(&self, me: &str) -> PathBuf {
-        let (peer, peer_relay, witness_relay) = match me {
-            "a" => ("b", &self.to_b, &self.a_to_w),
-            _ => ("a", &self.to_a, &self.b_to_w),
-        };
-        let path = self.dir.path().join(format!("{me}.toml"));
-        let text = format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\n[replication]\n\
-             cluster = \"t\"\nnode = \"{me}\"\ncerts = {:?}\nrole = \"auto\"\n\
-             listen = \"127.0.0.1:{}\"\npeer = \"{peer}\"\npeer_addr = \"{}\"\n\
-             witness = \"w\"\nwitness_addr = \"{}\"\npreferred = \"a\"\n\
-             lease_ms = {LEASE_MS}\nmax_lag_ms = {}\nsync_timeout_ms = 1000\n",
-            self.data(me),
-            self.certs,
-            self.port[me],
-            peer_relay.addr(),
-            witness_relay.addr(),
-            self.max_lag_ms,
-        );
-        std::fs::write(&path, text).expect("config");
-        path
-    }
-
-    fn data(&self, node: &str) -> PathBuf {
-        self.dir.path().join(node)
-    }
-
-    fn start(&self, node: &str) -> NodeProcess {
-        NodeProcess::start(NODE, &self.config(node)).expect("node starts")
-    }
-
-    fn witness(&self) -> ChildGuard {
-        use std::io::BufRead;
-        let mut cmd = std::process::Command::new(WITNESS);
-        cmd.arg(self.dir.path().join("w"))
-            .arg(&self.certs)
-            .arg("w")
-            .arg(format!("127.0.0.1:{}", self.port["w"]))
-            .arg(LEASE_MS.to_string());
-        let mut child = ChildGuard::spawn(cmd).expect("witness");
-        let out = child.0.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(out)
-            .read_line(&mut line)
-            .expect("line");
-        assert!(line.starts_with("witness listening"), "{line:?}");
-        child
-    }
-}
-
-fn status(addr: SocketAddr) -> serde_json::Value {
-    match request(addr, "GET", "/status", None) {
-        Ok(r) if r.status == 200 => serde_json::from_str(&r.body).expect("json"),
-        _ => serde_json::Value::Null,
-    }
-}
-
-fn leads(addr: SocketAddr) -> bool {
-    request(addr, "GET", "/health/leader", None).is_ok_and(|r| r.status == 200)
-}
-
-fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
-}
-
-/// Waits for `node` to follow and hold everything its leader has.
-fn caught_up(node: SocketAddr) {
-    until("the follower caught up", Duration::from_secs(30), || {
-        let u = &status(node)["upstream"];
-        u["connected"] == true && u["lag_lsns"] == 0 && u["applied"] == u["durable"]
-    });
-}
-
-/// One acknowledged write: the resource and the version the server gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Acked {
-    id: String,
-    version: String,
-    at: Instant,
-}
-
-/// A client that writes new Patients through `endpoints` (in turn, as a
-/// load balancer would) and logs every acknowledged one.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<Acked>>>,
-    failures: Arc<Mutex<Vec<(Instant, u16)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(endpoints: Vec<SocketAddr>, tag: &'static str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let (s, a, f) = (stop.clone(), acked.clone(), failures.clone());
-        let thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                let id = format!("{tag}{n}");
-                let body = format!(
-                    r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Drill","given":["{n}"]}}]}}"#
-                );
-                let to = endpoints[n as usize % endpoints.len()];
-                match request(to, "PUT", &format!("/Patient/{id}"), Some(&body)) {
-                    Ok(r) if r.status == 201 => {
-                        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-                        let version = v["meta"]["versionId"].as_str().unwrap_or("").to_owned();
-                        a.lock().expect("log").push(Acked {
-                            id,
-                            version,
-                            at: Instant::now(),
-                        });
-                    }
-                    Ok(r) => {
-                        assert!(
-                            r.status == 503 || r.status == 502,
-                            "during a failover a client gets 503, never a wrong answer: {} {}",
-                            r.status,
-                            r.body
-                        );
-                        f.lock().expect("log").push((Instant::now(), r.status));
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => {
-                        f.lock().expect("log").push((Instant::now(), 0));
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-        });
-        Self {
-            stop,
-            acked,
-            failures,
-            thread: Some(thread),
-        }
-    }
-
-    fn acked(&self) -> Vec<Acked> {
-        self.acked.lock().expect("log").clone()
-    }
-
-    /// The longest time without an acknowledged write between `from` and
-    /// the first acknowledgement after `to`.
-    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
-        let mut times: Vec<Instant> = self.acked().iter().map(|w| w.at).collect();
-        times.sort_unstable();
-        let first_after = times.iter().copied().find(|t| *t > to);
-        times
-            .windows(2)
-            .filter(|w| w[1] > from && first_after.is_some_and(|f| w[1] <= f))
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(Duration::MAX)
-    }
-
-    /// Requests that were refused (503) or failed to connect.
-    fn refused(&self) -> usize {
-        self.failures.lock().expect("log").len()
-    }
-
-    fn acked_count(&self) -> usize {
-        self.acked.lock().expect("log").len()
-    }
-
-    fn finish(mut self) -> Vec<Acked> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("the writer did not panic");
-        }
-        self.acked()
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Every acknowledged write is readable at `node` with the version the
-/// client was given.
-fn all_present(node: SocketAddr, acked: &[Acked]) {
-    for w in acked {
-        let r = request(node, "GET", &format!("/Patient/{}", w.id), None).expect("read");
-        assert_eq!(
-            r.status, 200,
-            "acknowledged write {} lost: {}",
-            w.id, r.body
-        );
-        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-        assert_eq!(
-            v["meta"]["versionId"].as_str(),
-            Some(w.version.as_str()),
-            "{} has the acknowledged version",
-            w.id
-        );
-    }
-}
-
-fn start_cluster(dr: &Dr) -> (ChildGuard, NodeProcess, NodeProcess) {
-    let w = dr.witness();
-    let a = dr.start("a");
-    let b = dr.start("b");
-    until("a leads a new cluster", Duration::from_secs(20), || {
-        leads(a.http)
-    });
-    caught_up(b.http);
-    assert!(!leads(b.http), "one leader");
-    (w, a, b)
-}
-
 #[test]
 fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
-    let dr = Dr::new(0);
-    let (_w, a, b) = start_cluster(&dr);
+    let dr = Dr::new(BINS, 0, LEASE_MS);
+    let (_w, a, b) = dr.start_all();
     let writer = Writer::start(vec![b.http, a.http], "k");
     until("writes flow", Duration::from_secs(20), || {
         writer.acked_count() > 50
@@ -363,8 +93,8 @@ fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
 
 #[test]
 fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quarantine() {
-    let dr = Dr::new(60_000);
-    let (_w, a, b) = start_cluster(&dr);
+    let dr = Dr::new(BINS, 60_000, LEASE_MS);
+    let (_w, a, b) = dr.start_all();
     let writer = Writer::start(vec![a.http], "p");
     until("writes flow", Duration::from_secs(20), || {
         writer.acked_count() > 30
@@ -438,8 +168,8 @@ fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quaran
 
 #[test]
 fn switchover_and_back_lose_nothing_and_reuse_no_version() {
-    let dr = Dr::new(0);
-    let (_w, a, b) = start_cluster(&dr);
+    let dr = Dr::new(BINS, 0, LEASE_MS);
+    let (_w, a, b) = dr.start_all();
     let r = request(
         a.http,
         "PUT",
@@ -538,8 +268,8 @@ fn switchover_and_back_lose_nothing_and_reuse_no_version() {
 
 #[test]
 fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
-    let dr = Dr::new(60_000);
-    let (w, a, b) = start_cluster(&dr);
+    let dr = Dr::new(BINS, 60_000, LEASE_MS);
+    let (w, a, b) = dr.start_all();
     // Witness down: the leader renews through the follower and serves.
     drop(w);
     std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
@@ -580,4 +310,34 @@ fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
     caught_up(b.http);
     let r = request(b.http, "GET", "/Patient/w2", None).expect("read");
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn both_data_nodes_restarted_at_once_lose_nothing_and_elect_one_leader() {
+    let dr = Dr::new(BINS, 0, LEASE_MS);
+    let (_w, a, b) = dr.start_all();
+    let writer = Writer::start(vec![a.http, b.http], "r");
+    until("writes flow", Duration::from_secs(20), || {
+        writer.acked_count() > 50
+    });
+    // Both crash together, mid-stream.
+    let _ = a.child.kill9();
+    let _ = b.child.kill9();
+    let acked = writer.finish();
+    let a = dr.start("a");
+    let b = dr.start("b");
+    until("one node leads again", Duration::from_secs(30), || {
+        leads(a.http) || leads(b.http)
+    });
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
+    let leaders = [a.http, b.http].into_iter().filter(|n| leads(*n)).count();
+    assert_eq!(leaders, 1, "exactly one leader");
+    let (leader, follower) = if leads(a.http) {
+        (a.http, b.http)
+    } else {
+        (b.http, a.http)
+    };
+    all_present(leader, &acked);
+    caught_up(follower);
+    all_present(follower, &acked);
 }

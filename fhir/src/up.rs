@@ -1,0 +1,352 @@
+//! `vigil up`: a whole local DR cluster in one command. Two data nodes and
+//! a witness on loopback, each its own process of this same binary, with
+//! its own data directory and certificate; sample patients from the
+//! project's own generator; the endpoints and next commands printed; a
+//! data node that exits is started again (it rejoins as a follower), and
+//! Ctrl-C stops everything cleanly. Running it again reuses the directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::status_cmd::call_with;
+
+/// Prints a line; a closed stdout (a pipe whose reader left) is ignored
+/// rather than a reason to leave the nodes running.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Where a local cluster lives and how it is reached.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The cluster directory (certificates, configs, data, logs).
+    pub dir: PathBuf,
+    /// Node a's HTTP port; node b listens on the next one.
+    pub http_port: u16,
+    /// a's replication port; b and the witness use the next two.
+    pub repl_port: u16,
+    /// Sample patients loaded into a new cluster.
+    pub patients: usize,
+    /// This binary (the nodes are its `serve` and `witness`).
+    pub exe: PathBuf,
+}
+
+/// Why the cluster could not come up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Certificates could not be made.
+    #[error("certificates: {0}")]
+    Certs(#[from] vigil_net::tls::TlsError),
+    /// The cluster did not come up in time.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// Longest wait for the first leader (a new cluster's first lease takes
+/// two lease durations).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A node that exits is started again after this.
+const RESTART_DELAY: Duration = Duration::from_secs(3);
+/// Longest wait for a node to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Resources per sample patient record.
+const RECORD_SIZE: usize = 20;
+/// Most sample patients.
+pub const PATIENTS_MAX: usize = 100_000;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpError {
+    let what = what.into();
+    move |source| UpError::Io { what, source }
+}
+
+struct Proc {
+    name: &'static str,
+    args: Vec<String>,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(exe: &Path, name: &'static str, args: Vec<String>, logs: &Path) -> Result<Self, UpError> {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(format!("open {}", log.display())))?;
+        let err = file.try_clone().map_err(io("log file"))?;
+        let mut cmd = Command::new(exe);
+        // Its own process group: Ctrl-C reaches `vigil up`, which stops the
+        // nodes in order, not every node at once behind its back.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .args(&args)
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(io(format!("start {name}")))?;
+        Ok(Self {
+            name,
+            args,
+            child,
+            log,
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < STOP_TIMEOUT {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn node_config(o: &UpOptions, me: &str) -> String {
+    let (i, peer) = if me == "a" { (0, "b") } else { (1, "a") };
+    let dir = o.dir.display();
+    format!(
+        "# Written by `vigil up`; edit the cluster with its flags instead.\n\
+         data = \"{dir}/{me}\"\nhttp = \"127.0.0.1:{http}\"\nlog_level = \"info\"\n\n\
+         [replication]\ncluster = \"local\"\nnode = \"{me}\"\ncerts = \"{dir}/certs\"\n\
+         role = \"auto\"\nlisten = \"127.0.0.1:{listen}\"\npeer = \"{peer}\"\n\
+         peer_addr = \"127.0.0.1:{peer_port}\"\nwitness = \"w\"\n\
+         witness_addr = \"127.0.0.1:{w}\"\npreferred = \"a\"\nmax_lag_ms = 0\n",
+        http = o.http_port + i,
+        listen = o.repl_port + i,
+        peer_port = o.repl_port + 1 - i,
+        w = o.repl_port + 2,
+    )
+}
+
+fn http_of(o: &UpOptions, node: &str) -> String {
+    let port = if node == "a" { o.http_port } else { o.http_port + 1 };
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Which node leads now, if one does.
+async fn leader(o: &UpOptions) -> Option<&'static str> {
+    for n in ["a", "b"] {
+        if let Ok((200, _, _)) = call_with("GET", &http_of(o, n), "/health/leader", None, &[], None).await {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Starts the cluster, loads samples into a new one, and runs until
+/// SIGINT/SIGTERM. `on_ready` gets the leader's name once it serves.
+pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpError> {
+    if o.patients > PATIENTS_MAX {
+        return Err(UpError::NotReady(format!(
+            "--patients is at most {PATIENTS_MAX}"
+        )));
+    }
+    let dir = &o.dir;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io(format!("create {}", logs.display())))?;
+    let certs = dir.join("certs");
+    if !certs.join("ca.pem").exists() {
+        let specs = ["a", "b", "w"]
+            .iter()
+            .map(|n| vigil_net::tls::NodeSpec::parse(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        vigil_net::tls::make_cluster(&certs, "local", &specs)?;
+        say!("made a cluster CA and certificates for a, b and w in {}", certs.display());
+    } else {
+        say!("reusing {}", dir.display());
+    }
+    for n in ["a", "b"] {
+        let path = dir.join(format!("{n}.toml"));
+        std::fs::write(&path, node_config(&o, n)).map_err(io(format!("write {}", path.display())))?;
+    }
+    let witness_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
+    let exe = o.exe.clone();
+    let mut procs = vec![Proc::spawn(
+        &exe,
+        "w",
+        vec![
+            "witness".into(),
+            "--data".into(),
+            dir.join("w").display().to_string(),
+            "--listen".into(),
+            witness_addr.to_string(),
+            "--certs".into(),
+            certs.display().to_string(),
+            "--node".into(),
+            "w".into(),
+        ],
+        &logs,
+    )?];
+    for n in ["a", "b"] {
+        let config = dir.join(format!("{n}.toml")).display().to_string();
+        procs.push(Proc::spawn(
+            &exe,
+            if n == "a" { "a" } else { "b" },
+            vec!["serve".into(), "--config".into(), config],
+            &logs,
+        )?);
+    }
+    say!("starting: witness w, data nodes a and b (logs in {})", logs.display());
+    let t0 = Instant::now();
+    let mut shown = 0;
+    let lead = loop {
+        if let Some(l) = leader(&o).await {
+            break l;
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(UpError::NotReady(format!(
+                    "{} exited ({status}) while starting; see {}",
+                    p.name,
+                    p.log.display()
+                )));
+            }
+        }
+        if t0.elapsed() > READY_TIMEOUT {
+            return Err(UpError::NotReady(format!(
+                "no leader after {} s; see the logs in {}",
+                READY_TIMEOUT.as_secs(),
+                logs.display()
+            )));
+        }
+        let secs = t0.elapsed().as_secs();
+        if secs >= shown + 2 {
+            shown = secs;
+            say!("  waiting for the first lease ({secs} s; a new cluster's takes about two lease durations)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    say!("{lead} leads after {:.1} s", t0.elapsed().as_secs_f64());
+    let marker = dir.join("samples-loaded");
+    if !marker.exists() && o.patients > 0 {
+        load_samples(&o, lead).await?;
+        std::fs::write(&marker, o.patients.to_string()).map_err(io("write the samples marker"))?;
+    }
+    let pid = |name: &str| procs.iter().find(|p| p.name == name).map_or(0, |p| p.child.id());
+    print_banner(&o, lead, pid(lead));
+    on_ready(lead);
+    supervise(&o, &mut procs).await;
+    say!("stopping the cluster");
+    for p in procs.iter_mut().rev() {
+        p.stop();
+    }
+    say!("stopped; run `vigil up` again to continue where you left off");
+    Ok(())
+}
+
+async fn load_samples(o: &UpOptions, lead: &str) -> Result<(), UpError> {
+    let url = http_of(o, lead);
+    let mut rng = crate::synth::Rng::new(20_261_126);
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    for i in 0..o.patients {
+        let bundle = crate::synth::transaction_bundle(&mut rng, RECORD_SIZE).to_string();
+        match call_with("POST", &url, "/", Some(bundle.into_bytes()), &[], None).await {
+            Ok((200, _, _)) => {}
+            Ok((status, text, _)) => {
+                return Err(UpError::NotReady(format!(
+                    "loading sample patient {}: HTTP {status}: {text}",
+                    i + 1
+                )));
+            }
+            Err(e) => return Err(UpError::NotReady(format!("loading samples: {e}"))),
+        }
+        if last.elapsed() >= Duration::from_secs(1) || i + 1 == o.patients {
+            last = Instant::now();
+            say!(
+                "  loaded {}/{} sample patients ({} resources each, {:.0}/s)",
+                i + 1,
+                o.patients,
+                RECORD_SIZE,
+                (i + 1) as f64 / t0.elapsed().as_secs_f64().max(1e-3)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(o: &UpOptions, lead: &str, leader_pid: u32) {
+    let (a, b) = (http_of(o, "a"), http_of(o, "b"));
+    let follower = if lead == "a" { &b } else { &a };
+    let leader_url = if lead == "a" { &a } else { &b };
+    say!(
+        "\nVigil DR cluster up in {dir}
+  node a   {a}   {ra}
+  node b   {b}   {rb}
+  witness  127.0.0.1:{w} (UDP)
+Both endpoints take reads and writes (a follower forwards writes to the leader).
+
+Try:
+  curl -s '{follower}/Patient?_count=2'        # read from the follower (see the lag headers)
+  vigil status --url {follower}
+  vigil switchover --url {leader_url}           # planned failover, zero loss
+  kill -9 {leader_pid}                            # the leader dies: the follower takes over,
+                                                #   the old leader restarts and rejoins
+  vigil bench --url {leader_url} --workload create --duration 5
+
+Ctrl-C stops everything.",
+        dir = o.dir.display(),
+        ra = if lead == "a" { "leader" } else { "follower" },
+        rb = if lead == "b" { "leader" } else { "follower" },
+        w = o.repl_port + 2,
+    );
+}
+
+/// Runs until a signal; restarts a data node that exits.
+async fn supervise(o: &UpOptions, procs: &mut [Proc]) {
+    let signal = crate::server::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = &mut signal => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                say!(
+                    "{} exited ({status}); starting it again in {} s (a data node rejoins as a follower)",
+                    p.name,
+                    RESTART_DELAY.as_secs()
+                );
+                tokio::time::sleep(RESTART_DELAY).await;
+                let logs = o.dir.join("logs");
+                match Proc::spawn(&o.exe, p.name, p.args.clone(), &logs) {
+                    // The old one has exited: dropping it only reaps it.
+                    Ok(new) => drop(std::mem::replace(p, new)),
+                    Err(e) => say!("cannot restart {}: {e}", p.name),
+                }
+            }
+        }
+    }
+}

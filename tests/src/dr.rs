@@ -1,0 +1,319 @@
+//! A two-region cluster of real processes for the failover tests and
+//! benchmarks: two `vigil_node` data nodes and a `vigil_witness`, every
+//! link through its own UDP relay so any of them can be cut, and a client
+//! that logs every write it got acknowledged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http::request;
+use crate::relay::{Faults, Relay};
+use crate::{ChildGuard, NodeProcess, free_udp_port};
+
+/// Ports and relays of one cluster. Relays: `to_a`/`to_b` sit in front of
+/// each data node's replication port (the other node connects through
+/// it), `a_to_w`/`b_to_w` in front of the witness, one per data node.
+pub struct Dr {
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    port: BTreeMap<&'static str, u16>,
+    /// In front of a's replication port (b reaches a through it).
+    pub to_a: Relay,
+    /// In front of b's replication port (a reaches b through it).
+    pub to_b: Relay,
+    /// a's way to the witness.
+    pub a_to_w: Relay,
+    /// b's way to the witness.
+    pub b_to_w: Relay,
+    max_lag_ms: u64,
+    lease_ms: u64,
+    bins: Bins,
+}
+
+/// The executables a cluster runs (a test passes its `CARGO_BIN_EXE_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bins {
+    /// `vigil_node`.
+    pub node: &'static str,
+    /// `vigil_witness`.
+    pub witness: &'static str,
+}
+
+/// Every datagram dropped, both ways.
+pub const CUT: Faults = Faults {
+    delay: Duration::ZERO,
+    jitter: Duration::ZERO,
+    loss: 0.0,
+    duplicate: 0.0,
+    corrupt: 0.0,
+    cut_to_server: true,
+    cut_to_client: true,
+};
+
+impl Dr {
+    /// A new cluster's certificates, ports and relays (nothing runs yet):
+    /// a and b with `max_lag_ms` and leases of `lease_ms`, a preferred.
+    pub fn new(bins: Bins, max_lag_ms: u64, lease_ms: u64) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let certs = dir.path().join("certs");
+        let specs = ["a", "b", "w"].map(|n| vigil_net::tls::NodeSpec::parse(n).expect("spec"));
+        vigil_net::tls::make_cluster(&certs, "t", &specs).expect("certs");
+        let port: BTreeMap<_, _> = ["a", "b", "w"]
+            .into_iter()
+            .map(|n| (n, free_udp_port().expect("port")))
+            .collect();
+        let at =
+            |n: &str| -> SocketAddr { format!("127.0.0.1:{}", port[n]).parse().expect("addr") };
+        Self {
+            to_a: Relay::start(at("a"), 1).expect("relay"),
+            to_b: Relay::start(at("b"), 2).expect("relay"),
+            a_to_w: Relay::start(at("w"), 3).expect("relay"),
+            b_to_w: Relay::start(at("w"), 4).expect("relay"),
+            dir,
+            certs,
+            port,
+            max_lag_ms,
+            lease_ms,
+            bins,
+        }
+    }
+
+    /// Writes node `me`'s config file and returns its path.
+    pub fn config(&self, me: &str) -> PathBuf {
+        let (peer, peer_relay, witness_relay) = match me {
+            "a" => ("b", &self.to_b, &self.a_to_w),
+            _ => ("a", &self.to_a, &self.b_to_w),
+        };
+        let path = self.dir.path().join(format!("{me}.toml"));
+        let text = format!(
+            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\n[replication]\n\
+             cluster = \"t\"\nnode = \"{me}\"\ncerts = {:?}\nrole = \"auto\"\n\
+             listen = \"127.0.0.1:{}\"\npeer = \"{peer}\"\npeer_addr = \"{}\"\n\
+             witness = \"w\"\nwitness_addr = \"{}\"\npreferred = \"a\"\n\
+             lease_ms = {}\nmax_lag_ms = {}\nsync_timeout_ms = 1000\n",
+            self.data(me),
+            self.certs,
+            self.port[me],
+            peer_relay.addr(),
+            witness_relay.addr(),
+            self.lease_ms,
+            self.max_lag_ms,
+        );
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    /// Node `node`'s data directory.
+    pub fn data(&self, node: &str) -> PathBuf {
+        self.dir.path().join(node)
+    }
+
+    /// Starts data node `node` ("a" or "b").
+    pub fn start(&self, node: &str) -> NodeProcess {
+        NodeProcess::start(self.bins.node, &self.config(node)).expect("node starts")
+    }
+
+    /// Starts the witness, a and b, and waits until a (preferred) leads and
+    /// b follows with everything.
+    pub fn start_all(&self) -> (ChildGuard, NodeProcess, NodeProcess) {
+        let w = self.witness();
+        let a = self.start("a");
+        let b = self.start("b");
+        until("a leads a new cluster", Duration::from_secs(60), || {
+            leads(a.http)
+        });
+        caught_up(b.http);
+        assert!(!leads(b.http), "one leader");
+        (w, a, b)
+    }
+
+    /// Starts the witness (again).
+    pub fn witness(&self) -> ChildGuard {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(self.bins.witness);
+        cmd.arg(self.dir.path().join("w"))
+            .arg(&self.certs)
+            .arg("w")
+            .arg(format!("127.0.0.1:{}", self.port["w"]))
+            .arg(self.lease_ms.to_string());
+        let mut child = ChildGuard::spawn(cmd).expect("witness");
+        let out = child.0.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("line");
+        assert!(line.starts_with("witness listening"), "{line:?}");
+        child
+    }
+}
+
+/// A node's `/status` (Null when it does not answer).
+pub fn status(addr: SocketAddr) -> serde_json::Value {
+    match request(addr, "GET", "/status", None) {
+        Ok(r) if r.status == 200 => serde_json::from_str(&r.body).expect("json"),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Whether the node answers 200 on `/health/leader`.
+pub fn leads(addr: SocketAddr) -> bool {
+    request(addr, "GET", "/health/leader", None).is_ok_and(|r| r.status == 200)
+}
+
+/// Polls `f` until it holds; panics naming `what` after `limit`.
+pub fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+/// Waits for `node` to follow and hold everything its leader has.
+pub fn caught_up(node: SocketAddr) {
+    until("the follower caught up", Duration::from_secs(30), || {
+        let u = &status(node)["upstream"];
+        u["connected"] == true && u["lag_lsns"] == 0 && u["applied"] == u["durable"]
+    });
+}
+
+/// One acknowledged write: the resource and the version the server gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The Patient's id.
+    pub id: String,
+    /// The versionId the server gave.
+    pub version: String,
+    /// When the acknowledgement arrived.
+    pub at: Instant,
+}
+
+/// A client that writes new Patients through `endpoints` (in turn, as a
+/// load balancer would) and logs every acknowledged one.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    failures: Arc<Mutex<Vec<(Instant, u16)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts writing through `endpoints`, ids prefixed with `tag`.
+    pub fn start(endpoints: Vec<SocketAddr>, tag: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (s, a, f) = (stop.clone(), acked.clone(), failures.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let id = format!("{tag}{n}");
+                let body = format!(
+                    r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Drill","given":["{n}"]}}]}}"#
+                );
+                let to = endpoints[n as usize % endpoints.len()];
+                match request(to, "PUT", &format!("/Patient/{id}"), Some(&body)) {
+                    Ok(r) if r.status == 201 => {
+                        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+                        let version = v["meta"]["versionId"].as_str().unwrap_or("").to_owned();
+                        a.lock().expect("log").push(Acked {
+                            id,
+                            version,
+                            at: Instant::now(),
+                        });
+                    }
+                    Ok(r) => {
+                        assert!(
+                            r.status == 503 || r.status == 502,
+                            "during a failover a client gets 503, never a wrong answer: {} {}",
+                            r.status,
+                            r.body
+                        );
+                        f.lock().expect("log").push((Instant::now(), r.status));
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => {
+                        f.lock().expect("log").push((Instant::now(), 0));
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            acked,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    /// The acknowledged writes so far.
+    pub fn acked(&self) -> Vec<Acked> {
+        self.acked.lock().expect("log").clone()
+    }
+
+    /// The longest time without an acknowledged write between `from` and
+    /// the first acknowledgement after `to`.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> = self.acked().iter().map(|w| w.at).collect();
+        times.sort_unstable();
+        let first_after = times.iter().copied().find(|t| *t > to);
+        times
+            .windows(2)
+            .filter(|w| w[1] > from && first_after.is_some_and(|f| w[1] <= f))
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// Requests that were refused (503) or failed to connect.
+    pub fn refused(&self) -> usize {
+        self.failures.lock().expect("log").len()
+    }
+
+    /// How many writes were acknowledged so far.
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().expect("log").len()
+    }
+
+    /// Stops writing and returns every acknowledged write.
+    pub fn finish(mut self) -> Vec<Acked> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the writer did not panic");
+        }
+        self.acked()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every acknowledged write is readable at `node` with the version the
+/// client was given.
+pub fn all_present(node: SocketAddr, acked: &[Acked]) {
+    for w in acked {
+        let r = request(node, "GET", &format!("/Patient/{}", w.id), None).expect("read");
+        assert_eq!(
+            r.status, 200,
+            "acknowledged write {} lost: {}",
+            w.id, r.body
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        assert_eq!(
+            v["meta"]["versionId"].as_str(),
+            Some(w.version.as_str()),
+            "{} has the acknowledged version",
+            w.id
+        );
+    }
+}
