@@ -209,7 +209,13 @@ pub fn render(json: &str) -> Result<String, StatusError> {
         if l["paused"] == true {
             let _ = writeln!(out, "  writes paused: a switchover is moving leadership");
         }
-        for t in l["transitions"].as_array().into_iter().flatten().rev().take(5) {
+        for t in l["transitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rev()
+            .take(5)
+        {
             let at = t["at_us"].as_u64().unwrap_or(0);
             let _ = writeln!(
                 out,

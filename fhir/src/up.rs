@@ -80,7 +80,12 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(exe: &Path, name: &'static str, args: Vec<String>, logs: &Path) -> Result<Self, UpError> {
+    fn spawn(
+        exe: &Path,
+        name: &'static str,
+        args: Vec<String>,
+        logs: &Path,
+    ) -> Result<Self, UpError> {
         let log = logs.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -150,14 +155,20 @@ fn node_config(o: &UpOptions, me: &str) -> String {
 }
 
 fn http_of(o: &UpOptions, node: &str) -> String {
-    let port = if node == "a" { o.http_port } else { o.http_port + 1 };
+    let port = if node == "a" {
+        o.http_port
+    } else {
+        o.http_port + 1
+    };
     format!("http://127.0.0.1:{port}")
 }
 
 /// Which node leads now, if one does.
 async fn leader(o: &UpOptions) -> Option<&'static str> {
     for n in ["a", "b"] {
-        if let Ok((200, _, _)) = call_with("GET", &http_of(o, n), "/health/leader", None, &[], None).await {
+        if let Ok((200, _, _)) =
+            call_with("GET", &http_of(o, n), "/health/leader", None, &[], None).await
+        {
             return Some(n);
         }
     }
@@ -182,13 +193,17 @@ pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpErro
             .map(|n| vigil_net::tls::NodeSpec::parse(n))
             .collect::<Result<Vec<_>, _>>()?;
         vigil_net::tls::make_cluster(&certs, "local", &specs)?;
-        say!("made a cluster CA and certificates for a, b and w in {}", certs.display());
+        say!(
+            "made a cluster CA and certificates for a, b and w in {}",
+            certs.display()
+        );
     } else {
         say!("reusing {}", dir.display());
     }
     for n in ["a", "b"] {
         let path = dir.join(format!("{n}.toml"));
-        std::fs::write(&path, node_config(&o, n)).map_err(io(format!("write {}", path.display())))?;
+        std::fs::write(&path, node_config(&o, n))
+            .map_err(io(format!("write {}", path.display())))?;
     }
     let witness_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
     let exe = o.exe.clone();
@@ -217,7 +232,10 @@ pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpErro
             &logs,
         )?);
     }
-    say!("starting: witness w, data nodes a and b (logs in {})", logs.display());
+    say!(
+        "starting: witness w, data nodes a and b (logs in {})",
+        logs.display()
+    );
     let t0 = Instant::now();
     let mut shown = 0;
     let lead = loop {
@@ -243,7 +261,9 @@ pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpErro
         let secs = t0.elapsed().as_secs();
         if secs >= shown + 2 {
             shown = secs;
-            say!("  waiting for the first lease ({secs} s; a new cluster's takes about two lease durations)");
+            say!(
+                "  waiting for the first lease ({secs} s; a new cluster's takes about two lease durations)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -253,7 +273,12 @@ pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpErro
         load_samples(&o, lead).await?;
         std::fs::write(&marker, o.patients.to_string()).map_err(io("write the samples marker"))?;
     }
-    let pid = |name: &str| procs.iter().find(|p| p.name == name).map_or(0, |p| p.child.id());
+    let pid = |name: &str| {
+        procs
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.child.id())
+    };
     print_banner(&o, lead, pid(lead));
     on_ready(lead);
     supervise(&o, &mut procs).await;

@@ -50,7 +50,12 @@ fn start(dir: &std::path::Path, http: u16, repl: u16) -> (Up, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["up", "--dir"])
         .arg(dir)
-        .args(["--http-port", &http.to_string(), "--repl-port", &repl.to_string()])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--repl-port",
+            &repl.to_string(),
+        ])
         .args(["--patients", "3"])
         .stdout(Stdio::piped())
         .spawn()
@@ -94,7 +99,10 @@ fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
         .find('{')
         .and_then(|a| body.rfind('}').map(|b| &body[a..=b]))
         .unwrap_or("null");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -129,7 +137,10 @@ fn vigil_up_starts_loads_stops_and_resumes() {
         if let Ok(Some(s)) = up.0.try_wait() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "vigil up did not stop");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "vigil up did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");

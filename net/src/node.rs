@@ -185,6 +185,14 @@ struct Shared {
     /// The LSN of this leader's `EpochStart`: a follower is eligible at the
     /// witness only once it holds it (it follows this leader's history).
     epoch_start_lsn: u64,
+    /// Synchronous mode, per follower: the highest LSN acknowledged without
+    /// it (after it was recorded ineligible). It holds every acknowledged
+    /// write, and is eligible again, once its durable LSN reaches this.
+    given_up: BTreeMap<String, u64>,
+    /// Held across each eligibility decision and its record (never with
+    /// this struct's own lock), so a "give up" and an "eligible again"
+    /// never interleave.
+    record_lock: Arc<Mutex<()>>,
 }
 
 /// Recent commit-to-durable samples kept per follower.
@@ -409,14 +417,28 @@ impl Node {
     pub async fn give_up_on(&self, lsn: u64) -> Result<(), NetError> {
         let (shared, record) = (self.shared.clone(), self.cfg.record_eligibility.clone());
         tokio::task::spawn_blocking(move || {
+            let serial = shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_lock
+                .clone();
+            let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
             // The witness is asked without the lock held (see enforce_bound).
+            // What is given up on is noted first: an "eligible again" after
+            // this sees it.
             let lacking: Vec<(String, u64, bool)> = {
-                let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                s.links
+                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let lacking: Vec<(String, u64, bool)> = s
+                    .links
                     .iter()
                     .filter(|(_, l)| l.durable < lsn)
                     .map(|(n, l)| (n.clone(), l.durable, s.reported.get(n) != Some(&false)))
-                    .collect()
+                    .collect();
+                for (n, _, _) in &lacking {
+                    let g = s.given_up.entry(n.clone()).or_default();
+                    *g = (*g).max(lsn);
+                }
+                lacking
             };
             for (name, durable, to_record) in lacking {
                 if let (Some(record), true) = (&record, to_record) {
@@ -898,27 +920,44 @@ fn enforce_bound(
     max_lag: Option<Duration>,
     record: Option<&EligibilityFn>,
 ) -> Result<(), NetError> {
+    let serial = shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record_lock
+        .clone();
+    let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
     let last = store.last_lsn();
     // The lock is held only to copy and to update: the lags read the log
     // and the witness record waits on the network, and neither may block
     // the async workers that read the links.
-    let (durables, reported, epoch_start) = {
+    let (durables, reported, epoch_start, given_up) = {
         let s = shared.lock().unwrap_or_else(|p| p.into_inner());
         let d: Vec<(String, u64)> = s
             .links
             .iter()
             .map(|(n, l)| (n.clone(), l.durable))
             .collect();
-        (d, s.reported.clone(), s.epoch_start_lsn)
+        (d, s.reported.clone(), s.epoch_start_lsn, s.given_up.clone())
     };
+    let synchronous = max_lag.is_some_and(|m| m.is_zero());
     let mut lags = Vec::with_capacity(durables.len());
     for (name, durable) in durables {
-        let lag = if durable >= last {
+        let mut lag = if durable >= last {
             Duration::ZERO
         } else {
             let oldest = store.frame_at(durable + 1)?.map_or(0, |h| h.timestamp_us);
             Duration::from_micros(wall_us().saturating_sub(oldest))
         };
+        if synchronous {
+            // Synchronous: nothing is acknowledged without the follower
+            // unless it was given up on; it lacks no acknowledged write
+            // once it holds the highest LSN acknowledged without it.
+            lag = if durable >= given_up.get(&name).copied().unwrap_or(0) {
+                Duration::ZERO
+            } else {
+                lag.max(Duration::from_micros(1))
+            };
+        }
         if let Some(record) = record {
             // At the witness a follower is eligible only once it holds
             // this leader's EpochStart (it follows this history) and is

@@ -88,6 +88,9 @@ struct Leading {
     /// An eligibility record in flight: (eligible, log length it covers).
     in_flight: Option<(bool, usize)>,
     epoch_start: usize,
+    /// The log length up to which writes were acknowledged without the
+    /// peer (it was recorded ineligible first).
+    given_up_upto: usize,
 }
 
 struct Node {
@@ -436,6 +439,9 @@ impl Sim {
             if held || given_up {
                 l.pending.pop_front();
                 to_ack.push(idx);
+                if !held {
+                    l.given_up_upto = l.given_up_upto.max(idx + 1);
+                }
             } else {
                 if real >= at + SYNC_TIMEOUT_US && l.in_flight.is_none() {
                     l.in_flight = Some((false, log_len));
@@ -452,11 +458,11 @@ impl Sim {
         }
         let node = self.nodes.get_mut(n).expect("node");
         let l = &mut node.lead;
-        // Eligible again once the follower holds everything since this
-        // epoch began.
+        // Eligible again once the follower holds this epoch's start and
+        // every write acknowledged without it (as the real leader decides).
         if l.reported != Some(true)
             && l.in_flight.is_none()
-            && l.peer_len == node.log.len()
+            && l.peer_len >= l.given_up_upto
             && l.peer_len > l.epoch_start
         {
             l.in_flight = Some((true, node.log.len()));

@@ -164,6 +164,79 @@ fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quaran
     }
     let r = request(a.http, "GET", "/Patient/on-b", None).expect("read");
     assert_eq!(r.status, 200, "a follows b's history now");
+    // The operator resubmits what was cut: each lost write becomes a new
+    // version on the leader; nothing is overwritten.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("http://{}", b.http);
+    for f in q.iter().filter(|f| f.versions > 0) {
+        let report = rt
+            .block_on(vigil_fhir::quarantine::reapply(&f.path, &url, None))
+            .expect("reapply");
+        assert_eq!(report.len(), f.versions);
+        for r in &report {
+            assert_eq!(r.outcome, "applied", "{r:?}");
+            let v = r.new_version.as_deref().expect("a new version");
+            assert_ne!(v, r.lost_version, "the lost versionId is not reissued");
+        }
+    }
+    let q = vigil_fhir::quarantine::list(&dr.data("a")).expect("quarantine");
+    assert!(q.iter().all(|f| f.reapplied || f.versions == 0), "{q:?}");
+    for w in &acked {
+        let r = request(b.http, "GET", &format!("/Patient/{}", w.id), None).expect("read");
+        assert_eq!(r.status, 200, "{} is on the leader after the reapply", w.id);
+    }
+}
+
+#[test]
+fn a_forced_promotion_without_the_witness_tells_the_loss_window_and_leads() {
+    let dr = Dr::new(BINS, 0, LEASE_MS);
+    let (w, a, b) = dr.start_all();
+    let r = request(
+        a.http,
+        "PUT",
+        "/Patient/f1",
+        Some(r#"{"resourceType":"Patient","id":"f1"}"#),
+    )
+    .expect("put");
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The leader's ask is refused while it is alive.
+    let r = request(b.http, "POST", "/admin/promote?force=true", None).expect("promote");
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Region and witness lost together: no automatic promotion.
+    drop(w);
+    let _ = a.child.kill9();
+    std::thread::sleep(Duration::from_millis(4 * LEASE_MS));
+    assert!(!leads(b.http), "no promotion without the witness");
+    let r = request(b.http, "GET", "/admin/promote", None).expect("estimate");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let est: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(est["lsns"], 0, "synchronous: nothing to lose: {est}");
+    let r = request(b.http, "POST", "/admin/promote", None).expect("promote");
+    assert_eq!(r.status, 400, "force=true is required: {}", r.body);
+    let r = request(b.http, "POST", "/admin/promote?force=true", None).expect("promote");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(leads(b.http));
+    let r = request(
+        b.http,
+        "PUT",
+        "/Patient/f2",
+        Some(r#"{"resourceType":"Patient","id":"f2"}"#),
+    )
+    .expect("put");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = request(b.http, "GET", "/Patient/f1", None).expect("read");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let st = status(b.http);
+    let t = &st["leadership"]["transitions"];
+    assert!(
+        t.as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["reason"].as_str().is_some_and(|r| r.contains("forced")))),
+        "{t}"
+    );
 }
 
 #[test]
@@ -289,6 +362,15 @@ fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
     // Witness back, follower cut off: the leader serves through the
     // witness, the follower cannot promote (the leader's lease holds).
     let _w = dr.witness();
+    // A restarted witness promises nothing for one lease; let the leader
+    // renew through it first (cut at once, the leader would have no
+    // majority in that window and the follower could rightly take over).
+    until(
+        "the leader renews through the restarted witness",
+        Duration::from_secs(20),
+        || status(a.http)["leadership"]["witness_reachable"] == true,
+    );
+    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
     dr.to_a.set(CUT);
     dr.to_b.set(CUT);
     std::thread::sleep(Duration::from_millis(4 * LEASE_MS));
