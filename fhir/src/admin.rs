@@ -46,6 +46,39 @@ pub async fn switchover(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// `POST /admin/drill/crash`: for `vigil drill` against a running cluster,
+/// the node ends its process at once, as a crash would (no flush, no
+/// goodbye). 403 unless `[drills] enabled = true` and the request carries
+/// the configured token in `X-Vigil-Drill-Token`.
+pub async fn drill_crash(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    let d = &app.config.drills;
+    let given = headers
+        .get("x-vigil-drill-token")
+        .and_then(|v| v.to_str().ok());
+    match (&d.token, given) {
+        _ if !d.enabled => FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "drills are not enabled on this node ([drills] enabled = true)",
+        )
+        .into_response(),
+        (Some(want), Some(got)) if want == got => {
+            tracing::error!("DRILL: crashing on request");
+            tokio::spawn(async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                std::process::abort();
+            });
+            crate::http::json_response(StatusCode::ACCEPTED, br#"{"status":"crashing"}"#.to_vec())
+        }
+        _ => FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a drill needs the token set in [drills] token, in X-Vigil-Drill-Token",
+        )
+        .into_response(),
+    }
+}
+
 /// Query of `POST /admin/promote`.
 #[derive(Debug, Deserialize)]
 pub struct PromoteQuery {

@@ -29,6 +29,19 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Replication to (or from) another region; off unless configured.
     pub replication: Option<crate::replication::ReplicationConfig>,
+    /// DR drills against this node (`vigil drill`); off unless configured.
+    pub drills: DrillsConfig,
+}
+
+/// The `[drills]` table: whether `vigil drill` may tell this node to crash.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrillsConfig {
+    /// Off by default: `POST /admin/drill/crash` answers 403.
+    pub enabled: bool,
+    /// The token a drill must present (`X-Vigil-Drill-Token`); required
+    /// when enabled.
+    pub token: Option<String>,
 }
 
 /// Default request body limit: 16 MiB, as the issue asks.
@@ -46,6 +59,7 @@ impl Default for Config {
             log_level: "info".into(),
             auth: crate::auth::AuthConfig::default(),
             replication: None,
+            drills: DrillsConfig::default(),
         }
     }
 }

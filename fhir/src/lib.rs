@@ -10,6 +10,8 @@ pub mod bench;
 pub mod capability;
 pub mod conditional;
 pub mod config;
+pub mod drill;
+pub mod drill_chart;
 pub mod history;
 pub mod http;
 pub mod ids;

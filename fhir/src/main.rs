@@ -86,6 +86,47 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         patients: usize,
     },
+    /// A DR drill: steady writes, a disaster, and a report of RTO, RPO,
+    /// latency and throughput (Markdown, JSON, SVG); exits non-zero when
+    /// the cluster broke its promises.
+    Drill {
+        /// Start a local cluster for the drill (in --dir).
+        #[arg(long)]
+        local: bool,
+        /// The disaster.
+        #[arg(long, value_enum, default_value = "kill-leader")]
+        scenario: vigil_fhir::drill::Scenario,
+        /// A running cluster's two node URLs (without --local).
+        #[arg(long = "url")]
+        urls: Vec<String>,
+        /// The token a running cluster's `[drills]` settings require.
+        #[arg(long)]
+        token: Option<String>,
+        /// Writes per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seconds of writing before the disaster.
+        #[arg(long, default_value_t = 5)]
+        before: u64,
+        /// Seconds of writing after it (the drill also waits for the rejoin).
+        #[arg(long, default_value_t = 10)]
+        after: u64,
+        /// Where the report goes.
+        #[arg(long, default_value = "./vigil-drill")]
+        out: PathBuf,
+        /// The RTO promise checked, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        rto_max: f64,
+        /// --local: the cluster directory.
+        #[arg(long, default_value = "./vigil-drill/cluster")]
+        dir: PathBuf,
+        /// --local: node a's HTTP port (b: the next one).
+        #[arg(long, default_value_t = 8180)]
+        http_port: u16,
+        /// --local: node a's replication port (b, witness: the next two).
+        #[arg(long, default_value_t = 7480)]
+        repl_port: u16,
+    },
     /// Move leadership to the follower with zero loss (planned failover or
     /// failback): writes pause, the follower catches up, it takes over.
     Switchover {
@@ -374,6 +415,62 @@ fn main() -> anyhow::Result<()> {
                 },
                 |_| {},
             ))?;
+            Ok(())
+        }
+        Command::Drill {
+            local,
+            scenario,
+            urls,
+            token,
+            rate,
+            before,
+            after,
+            out,
+            rto_max,
+            dir,
+            http_port,
+            repl_port,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let opts = vigil_fhir::drill::DrillOptions {
+                scenario,
+                rate,
+                before: std::time::Duration::from_secs(before),
+                after: std::time::Duration::from_secs(after),
+                out,
+                local: local.then_some(vigil_fhir::up::UpOptions {
+                    dir,
+                    http_port,
+                    repl_port,
+                    patients: 0,
+                    exe,
+                }),
+                urls,
+                token,
+                rto_max,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let r = rt.block_on(vigil_fhir::drill::run(opts))?;
+            println!(
+                "RTO {} (promise {:.0} s: {}); lost {} acknowledged writes (promise max_lag {:.3} s: {}); rejoin {}",
+                r.rto_seconds.map_or("none".into(), |s| format!("{s:.2} s")),
+                r.rto_max_seconds,
+                if r.rto_kept { "kept" } else { "BROKEN" },
+                r.lost,
+                r.max_lag_seconds,
+                if r.rpo_kept { "kept" } else { "BROKEN" },
+                r.rejoined_at.map_or("—".into(), |t| format!(
+                    "{:.2} s after the failure",
+                    t - r.failure_at
+                )),
+            );
+            if !(r.rto_kept && r.rpo_kept) {
+                anyhow::bail!("the cluster broke its promises in this drill");
+            }
             Ok(())
         }
         Command::Switchover { url, token } => {

@@ -509,6 +509,7 @@ pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Nex
         || path.starts_with("/health")
         || path == "/status"
         || path == "/admin/promote"
+        || path == "/admin/drill/crash"
     {
         let st = r.node().map(|n| n.status());
         let mut resp = next.run(req).await;

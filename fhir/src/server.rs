@@ -128,6 +128,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/status", get(crate::replication::status))
         .route("/metrics", get(crate::replication::metrics))
         .route("/admin/switchover", post(crate::admin::switchover))
+        .route("/admin/drill/crash", post(crate::admin::drill_crash))
         .route(
             "/admin/promote",
             get(crate::admin::loss_estimate).post(crate::admin::promote),

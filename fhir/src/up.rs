@@ -175,6 +175,183 @@ async fn leader(o: &UpOptions) -> Option<&'static str> {
     None
 }
 
+/// A running local cluster: the witness and two data nodes as child
+/// processes, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct LocalCluster {
+    /// How it was started.
+    pub opts: UpOptions,
+    procs: Vec<Proc>,
+}
+
+impl LocalCluster {
+    /// Makes or reuses the directory, starts the three processes and waits
+    /// for a leader; returns it with the leader's name.
+    pub async fn start(o: UpOptions) -> Result<(LocalCluster, &'static str), UpError> {
+        let dir = &o.dir;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io(format!("create {}", logs.display())))?;
+        let certs = dir.join("certs");
+        if !certs.join("ca.pem").exists() {
+            let specs = ["a", "b", "w"]
+                .iter()
+                .map(|n| vigil_net::tls::NodeSpec::parse(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            vigil_net::tls::make_cluster(&certs, "local", &specs)?;
+            say!(
+                "made a cluster CA and certificates for a, b and w in {}",
+                certs.display()
+            );
+        } else {
+            say!("reusing {}", dir.display());
+        }
+        for n in ["a", "b"] {
+            let path = dir.join(format!("{n}.toml"));
+            std::fs::write(&path, node_config(&o, n))
+                .map_err(io(format!("write {}", path.display())))?;
+        }
+        let witness_addr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
+        let mut procs = vec![Proc::spawn(
+            &o.exe,
+            "w",
+            vec![
+                "witness".into(),
+                "--data".into(),
+                dir.join("w").display().to_string(),
+                "--listen".into(),
+                witness_addr.to_string(),
+                "--certs".into(),
+                certs.display().to_string(),
+                "--node".into(),
+                "w".into(),
+            ],
+            &logs,
+        )?];
+        for n in ["a", "b"] {
+            let config = dir.join(format!("{n}.toml")).display().to_string();
+            procs.push(Proc::spawn(
+                &o.exe,
+                if n == "a" { "a" } else { "b" },
+                vec!["serve".into(), "--config".into(), config],
+                &logs,
+            )?);
+        }
+        say!(
+            "starting: witness w, data nodes a and b (logs in {})",
+            logs.display()
+        );
+        let mut c = LocalCluster { opts: o, procs };
+        let t0 = Instant::now();
+        let mut shown = 0;
+        let lead = loop {
+            if let Some(l) = leader(&c.opts).await {
+                break l;
+            }
+            for p in c.procs.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    return Err(UpError::NotReady(format!(
+                        "{} exited ({status}) while starting; see {}",
+                        p.name,
+                        p.log.display()
+                    )));
+                }
+            }
+            if t0.elapsed() > READY_TIMEOUT {
+                return Err(UpError::NotReady(format!(
+                    "no leader after {} s; see the logs in {}",
+                    READY_TIMEOUT.as_secs(),
+                    logs.display()
+                )));
+            }
+            let secs = t0.elapsed().as_secs();
+            if secs >= shown + 2 {
+                shown = secs;
+                say!(
+                    "  waiting for the first lease ({secs} s; a new cluster's takes about two lease durations)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        say!("{lead} leads after {:.1} s", t0.elapsed().as_secs_f64());
+        // The follower takes writes (forwarding them) once it reached the
+        // leader.
+        let other = if lead == "a" { "b" } else { "a" };
+        while t0.elapsed() < READY_TIMEOUT {
+            let url = c.http(other);
+            if let Ok((200, text, _)) = call_with("GET", &url, "/status", None, &[], None).await
+                && serde_json::from_str::<serde_json::Value>(&text)
+                    .is_ok_and(|v| v["upstream"]["connected"] == true)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((c, lead))
+    }
+
+    /// Node `node`'s FHIR base URL ("a" or "b").
+    pub fn http(&self, node: &str) -> String {
+        http_of(&self.opts, node)
+    }
+
+    /// Which data node leads now, if one does.
+    pub async fn leader(&self) -> Option<&'static str> {
+        leader(&self.opts).await
+    }
+
+    /// The process id of `name` ("a", "b" or "w").
+    pub fn pid(&self, name: &str) -> u32 {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.child.id())
+    }
+
+    /// Kills `name` with SIGKILL, as a crash would.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// Starts every process that has exited again; returns their names.
+    pub fn restart_exited(&mut self) -> Vec<&'static str> {
+        let logs = self.opts.dir.join("logs");
+        let mut started = Vec::new();
+        for p in self.procs.iter_mut() {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                match Proc::spawn(&self.opts.exe, p.name, p.args.clone(), &logs) {
+                    // The old one has exited: dropping it only reaps it.
+                    Ok(new) => {
+                        drop(std::mem::replace(p, new));
+                        started.push(p.name);
+                    }
+                    Err(e) => say!("cannot restart {}: {e}", p.name),
+                }
+            }
+        }
+        started
+    }
+
+    /// Names of the processes that have exited.
+    pub fn exited(&mut self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for p in self.procs.iter_mut() {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                out.push(p.name);
+            }
+        }
+        out
+    }
+
+    /// Stops the data nodes, then the witness (SIGTERM; SIGKILL after 15 s).
+    pub fn stop(mut self) {
+        for p in self.procs.iter_mut().rev() {
+            p.stop();
+        }
+    }
+}
+
 /// Starts the cluster, loads samples into a new one, and runs until
 /// SIGINT/SIGTERM. `on_ready` gets the leader's name once it serves.
 pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpError> {
@@ -183,109 +360,18 @@ pub async fn run(o: UpOptions, on_ready: impl FnOnce(&str)) -> Result<(), UpErro
             "--patients is at most {PATIENTS_MAX}"
         )));
     }
-    let dir = &o.dir;
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(io(format!("create {}", logs.display())))?;
-    let certs = dir.join("certs");
-    if !certs.join("ca.pem").exists() {
-        let specs = ["a", "b", "w"]
-            .iter()
-            .map(|n| vigil_net::tls::NodeSpec::parse(n))
-            .collect::<Result<Vec<_>, _>>()?;
-        vigil_net::tls::make_cluster(&certs, "local", &specs)?;
-        say!(
-            "made a cluster CA and certificates for a, b and w in {}",
-            certs.display()
-        );
-    } else {
-        say!("reusing {}", dir.display());
+    let (mut c, lead) = LocalCluster::start(o).await?;
+    let marker = c.opts.dir.join("samples-loaded");
+    if !marker.exists() && c.opts.patients > 0 {
+        load_samples(&c.opts, lead).await?;
+        std::fs::write(&marker, c.opts.patients.to_string())
+            .map_err(io("write the samples marker"))?;
     }
-    for n in ["a", "b"] {
-        let path = dir.join(format!("{n}.toml"));
-        std::fs::write(&path, node_config(&o, n))
-            .map_err(io(format!("write {}", path.display())))?;
-    }
-    let witness_addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
-    let exe = o.exe.clone();
-    let mut procs = vec![Proc::spawn(
-        &exe,
-        "w",
-        vec![
-            "witness".into(),
-            "--data".into(),
-            dir.join("w").display().to_string(),
-            "--listen".into(),
-            witness_addr.to_string(),
-            "--certs".into(),
-            certs.display().to_string(),
-            "--node".into(),
-            "w".into(),
-        ],
-        &logs,
-    )?];
-    for n in ["a", "b"] {
-        let config = dir.join(format!("{n}.toml")).display().to_string();
-        procs.push(Proc::spawn(
-            &exe,
-            if n == "a" { "a" } else { "b" },
-            vec!["serve".into(), "--config".into(), config],
-            &logs,
-        )?);
-    }
-    say!(
-        "starting: witness w, data nodes a and b (logs in {})",
-        logs.display()
-    );
-    let t0 = Instant::now();
-    let mut shown = 0;
-    let lead = loop {
-        if let Some(l) = leader(&o).await {
-            break l;
-        }
-        for p in procs.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(UpError::NotReady(format!(
-                    "{} exited ({status}) while starting; see {}",
-                    p.name,
-                    p.log.display()
-                )));
-            }
-        }
-        if t0.elapsed() > READY_TIMEOUT {
-            return Err(UpError::NotReady(format!(
-                "no leader after {} s; see the logs in {}",
-                READY_TIMEOUT.as_secs(),
-                logs.display()
-            )));
-        }
-        let secs = t0.elapsed().as_secs();
-        if secs >= shown + 2 {
-            shown = secs;
-            say!(
-                "  waiting for the first lease ({secs} s; a new cluster's takes about two lease durations)"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    say!("{lead} leads after {:.1} s", t0.elapsed().as_secs_f64());
-    let marker = dir.join("samples-loaded");
-    if !marker.exists() && o.patients > 0 {
-        load_samples(&o, lead).await?;
-        std::fs::write(&marker, o.patients.to_string()).map_err(io("write the samples marker"))?;
-    }
-    let pid = |name: &str| {
-        procs
-            .iter()
-            .find(|p| p.name == name)
-            .map_or(0, |p| p.child.id())
-    };
-    print_banner(&o, lead, pid(lead));
+    print_banner(&c.opts, lead, c.pid(lead));
     on_ready(lead);
-    supervise(&o, &mut procs).await;
+    supervise(&mut c).await;
     say!("stopping the cluster");
-    for p in procs.iter_mut().rev() {
-        p.stop();
-    }
+    c.stop();
     say!("stopped; run `vigil up` again to continue where you left off");
     Ok(())
 }
@@ -348,8 +434,8 @@ Ctrl-C stops everything.",
     );
 }
 
-/// Runs until a signal; restarts a data node that exits.
-async fn supervise(o: &UpOptions, procs: &mut [Proc]) {
+/// Runs until a signal; restarts a process that exits.
+async fn supervise(c: &mut LocalCluster) {
     let signal = crate::server::shutdown_signal();
     tokio::pin!(signal);
     loop {
@@ -357,21 +443,16 @@ async fn supervise(o: &UpOptions, procs: &mut [Proc]) {
             () = &mut signal => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        for p in procs.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                say!(
-                    "{} exited ({status}); starting it again in {} s (a data node rejoins as a follower)",
-                    p.name,
-                    RESTART_DELAY.as_secs()
-                );
-                tokio::time::sleep(RESTART_DELAY).await;
-                let logs = o.dir.join("logs");
-                match Proc::spawn(&o.exe, p.name, p.args.clone(), &logs) {
-                    // The old one has exited: dropping it only reaps it.
-                    Ok(new) => drop(std::mem::replace(p, new)),
-                    Err(e) => say!("cannot restart {}: {e}", p.name),
-                }
-            }
+        let gone = c.exited();
+        if gone.is_empty() {
+            continue;
         }
+        say!(
+            "{} exited; starting it again in {} s (a data node rejoins as a follower)",
+            gone.join(", "),
+            RESTART_DELAY.as_secs()
+        );
+        tokio::time::sleep(RESTART_DELAY).await;
+        c.restart_exited();
     }
 }
