@@ -25,6 +25,7 @@
 //! `docs/format.md` in the repository draws every byte.
 
 mod apply;
+mod backup;
 mod batch;
 mod clock;
 mod codec;
@@ -46,6 +47,10 @@ pub mod segment;
 mod store;
 mod writer;
 
+pub use backup::{
+    BackupReport, BackupVerify, Progress, RestoreReport, RestoreTarget, backup, restore,
+    verify_backup,
+};
 pub use batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
 pub use clock::{Clock, SystemClock};
 pub use codec::DecodeError;
