@@ -37,7 +37,10 @@ fn online_incremental_backup_restores_any_point() {
     let first = backup(src.path(), bak.path(), &mut |_| calls += 1).expect("backup");
     writer.join().expect("writer");
     assert!(calls > 0, "progress reported");
-    assert!(first.last_lsn > 200, "the EpochStart and 200 puts at least: {first:?}");
+    assert!(
+        first.last_lsn > 200,
+        "the EpochStart and 200 puts at least: {first:?}"
+    );
     let v = verify_backup(bak.path(), &mut |_| {}).expect("verify");
     assert_eq!(v.last_lsn, first.last_lsn);
     // Incremental: only what is new is copied.

@@ -31,6 +31,15 @@ pub struct Config {
     pub replication: Option<crate::replication::ReplicationConfig>,
     /// DR drills against this node (`vigil drill`); off unless configured.
     pub drills: DrillsConfig,
+    /// Where `$export` writes its files (default `<data>/exports`); with
+    /// failover, a directory both data nodes reach, so the new leader can
+    /// finish a job the old one began.
+    pub export_dir: Option<PathBuf>,
+    /// An export job's lease: how long after its worker was last heard a
+    /// job is taken over (ms; the reference service waits 10 minutes).
+    pub export_lease_ms: u64,
+    /// Resources per export output file.
+    pub export_chunk_resources: usize,
 }
 
 /// The `[drills]` table: whether `vigil drill` may tell this node to crash.
@@ -60,7 +69,19 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             replication: None,
             drills: DrillsConfig::default(),
+            export_dir: None,
+            export_lease_ms: crate::export::LEASE_MS_DEFAULT,
+            export_chunk_resources: crate::export::CHUNK_RESOURCES_DEFAULT,
         }
+    }
+}
+
+impl Config {
+    /// Where `$export` writes its files.
+    pub fn export_dir(&self) -> PathBuf {
+        self.export_dir
+            .clone()
+            .unwrap_or_else(|| self.data.join("exports"))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod config;
 pub mod drill;
 pub mod drill_chart;
+pub mod export;
 pub mod history;
 pub mod http;
 pub mod ids;

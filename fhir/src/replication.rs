@@ -505,7 +505,7 @@ pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Nex
         return next.run(req).await;
     };
     let path = req.uri().path().to_owned();
-    if is_read(req.method(), &path)
+    if (is_read(req.method(), &path) && !path.ends_with("/$export"))
         || path.starts_with("/health")
         || path == "/status"
         || path == "/admin/promote"

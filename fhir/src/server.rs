@@ -27,6 +27,8 @@ pub struct App {
     pub replication: Option<crate::replication::Replication>,
     /// Time to acknowledge writes, for `/metrics`.
     pub commit_latency: crate::replication::CommitLatency,
+    /// When each export job was last polled (429 when too often).
+    pub export_polls: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl App {
@@ -47,7 +49,15 @@ impl App {
             auth,
             replication: None,
             commit_latency: Default::default(),
+            export_polls: Default::default(),
         })
+    }
+
+    /// This node's name in its cluster (`standalone` without replication).
+    pub fn node_name(&self) -> String {
+        self.replication
+            .as_ref()
+            .map_or_else(|| "standalone".into(), |r| r.config.node.clone())
     }
 
     /// How the configuration says to open the store.
@@ -134,6 +144,14 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::admin::loss_estimate).post(crate::admin::promote),
         )
         .route("/", post(transaction::bundle))
+        .route("/$export", get(crate::export::system))
+        .route("/{type}/$export", get(crate::export::by_type))
+        .route("/{type}/{id}/$export", get(crate::export::by_type))
+        .route(
+            "/$export-status/{id}",
+            get(crate::export::status).delete(crate::export::cancel),
+        )
+        .route("/$export-file/{id}/{file}", get(crate::export::file))
         .route("/_history", get(history::system))
         .route(
             "/{type}",
@@ -283,11 +301,14 @@ pub async fn run(
         app.replication = Some(crate::replication::Replication::new(node, rc));
     }
     let app = Arc::new(app);
+    let exports = tokio::spawn(crate::export::worker(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    exports.abort();
+    let _ = exports.await;
     if let Some(r) = &app.replication {
         r.shutdown().await;
     }

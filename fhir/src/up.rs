@@ -142,7 +142,8 @@ fn node_config(o: &UpOptions, me: &str) -> String {
     let dir = o.dir.display();
     format!(
         "# Written by `vigil up`; edit the cluster with its flags instead.\n\
-         data = \"{dir}/{me}\"\nhttp = \"127.0.0.1:{http}\"\nlog_level = \"info\"\n\n\
+         data = \"{dir}/{me}\"\nhttp = \"127.0.0.1:{http}\"\nlog_level = \"info\"\n\
+         export_dir = \"{dir}/exports\"\n\n\
          [replication]\ncluster = \"local\"\nnode = \"{me}\"\ncerts = \"{dir}/certs\"\n\
          role = \"auto\"\nlisten = \"127.0.0.1:{listen}\"\npeer = \"{peer}\"\n\
          peer_addr = \"127.0.0.1:{peer_port}\"\nwitness = \"w\"\n\

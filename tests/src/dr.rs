@@ -90,12 +90,14 @@ impl Dr {
         };
         let path = self.dir.path().join(format!("{me}.toml"));
         let text = format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\n[replication]\n\
+            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\
+             export_dir = {:?}\nexport_lease_ms = 2000\nexport_chunk_resources = 3\n\n[replication]\n\
              cluster = \"t\"\nnode = \"{me}\"\ncerts = {:?}\nrole = \"auto\"\n\
              listen = \"127.0.0.1:{}\"\npeer = \"{peer}\"\npeer_addr = \"{}\"\n\
              witness = \"w\"\nwitness_addr = \"{}\"\npreferred = \"a\"\n\
              lease_ms = {}\nmax_lag_ms = {}\nsync_timeout_ms = 1000\n",
             self.data(me),
+            self.exports(),
             self.certs,
             self.port[me],
             peer_relay.addr(),
@@ -105,6 +107,13 @@ impl Dr {
         );
         std::fs::write(&path, text).expect("config");
         path
+    }
+
+    /// The export directory both data nodes share (as a storage account
+    /// reachable from both regions would be); export leases are 2 s and
+    /// chunks 3 resources, so an export can be caught mid-way.
+    pub fn exports(&self) -> PathBuf {
+        self.dir.path().join("exports")
     }
 
     /// Node `node`'s data directory.

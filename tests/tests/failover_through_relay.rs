@@ -423,3 +423,93 @@ fn both_data_nodes_restarted_at_once_lose_nothing_and_elect_one_leader() {
     caught_up(follower);
     all_present(follower, &acked);
 }
+
+#[test]
+fn an_export_survives_the_leader_being_killed_mid_way() {
+    use vigil_fhir::synth::{Rng, transaction_bundle};
+    let dr = Dr::new(BINS, 0, LEASE_MS);
+    let (_w, a, b) = dr.start_all();
+    let mut rng = Rng::new(7);
+    let mut total = 0;
+    for _ in 0..20 {
+        let bundle = transaction_bundle(&mut rng, 40).to_string();
+        let r = request(a.http, "POST", "/", Some(&bundle)).expect("bundle");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let resp: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+        total += resp["entry"].as_array().map_or(0, Vec::len);
+    }
+    let async_ = [("Prefer", "respond-async")];
+    let r = vigil_tests::http::request_with(a.http, "GET", "/$export", None, &async_)
+        .expect("kick-off");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let loc = r
+        .header("content-location")
+        .expect("Content-Location")
+        .to_owned();
+    let path = loc
+        .split_once("/$export-status/")
+        .map(|(_, id)| format!("/$export-status/{id}"))
+        .expect("status url");
+    // Wait until the export is under way, then kill the leader.
+    let progress = loop {
+        let r = request(a.http, "GET", &path, None).expect("poll");
+        if r.status == 202
+            && let Some(p) = r.header("x-progress")
+            && !p.starts_with("0 of")
+            && p.contains(" of ")
+        {
+            break p.to_owned();
+        }
+        assert!(
+            r.status == 202 || r.status == 429,
+            "finished before the kill: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = a.child.kill9();
+    // The new leader takes the job over once its lease ran out and ends it.
+    let mut manifest = serde_json::Value::Null;
+    until(
+        "the export completes on the new leader",
+        Duration::from_secs(60),
+        || {
+            let r = request(b.http, "GET", &path, None).expect("poll");
+            if r.status == 200 {
+                manifest = serde_json::from_str(&r.body).expect("manifest");
+            }
+            r.status == 200
+        },
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    for o in manifest["output"].as_array().expect("output") {
+        let url = o["url"].as_str().expect("url");
+        let file = url
+            .split_once("/$export-file/")
+            .map(|(_, f)| format!("/$export-file/{f}"))
+            .expect("file url");
+        let r = request(b.http, "GET", &file, None).expect("file");
+        assert_eq!(r.status, 200, "{}", r.body);
+        for line in r.body.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("ndjson");
+            *seen
+                .entry(format!(
+                    "{}/{}",
+                    v["resourceType"].as_str().unwrap_or(""),
+                    v["id"].as_str().unwrap_or("")
+                ))
+                .or_insert(0) += 1;
+        }
+    }
+    eprintln!("killed at progress {progress}; resumed and finished on b");
+    assert_eq!(
+        seen.len(),
+        total,
+        "every resource of the snapshot (killed at {progress})"
+    );
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "no duplicates (killed at {progress})"
+    );
+}
