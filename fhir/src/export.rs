@@ -293,6 +293,7 @@ async fn kick_off(
             error: None,
         };
         write_job(app, &job, None).await?;
+        app.export_wake.notify_one();
         tracing::info!(job = %id, level, snapshot_lsn, "export accepted");
         let mut r = (StatusCode::ACCEPTED, "").into_response();
         if let Ok(v) = HeaderValue::from_str(&format!("{}/$export-status/{id}", app.base)) {
@@ -431,7 +432,10 @@ pub async fn file(
 /// run out (or that is its own) and works on it. Runs until the server stops.
 pub async fn worker(app: Arc<App>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = app.export_wake.notified() => {}
+        }
         if let Err(e) = work_once(&app).await {
             tracing::warn!("export worker: {e}");
         }

@@ -29,6 +29,8 @@ pub struct App {
     pub commit_latency: crate::replication::CommitLatency,
     /// When each export job was last polled (429 when too often).
     pub export_polls: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Wakes the export worker at once when a job is accepted.
+    pub export_wake: tokio::sync::Notify,
 }
 
 impl App {
@@ -50,6 +52,7 @@ impl App {
             replication: None,
             commit_latency: Default::default(),
             export_polls: Default::default(),
+            export_wake: tokio::sync::Notify::new(),
         })
     }
 
