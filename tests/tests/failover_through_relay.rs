@@ -431,7 +431,9 @@ fn an_export_survives_the_leader_being_killed_mid_way() {
     let (_w, a, b) = dr.start_all();
     let mut rng = Rng::new(7);
     let mut total = 0;
-    for _ in 0..20 {
+    // Enough that the export (3-resource chunks, each recorded in the
+    // replicated log) runs a few seconds: it is caught mid-way.
+    for _ in 0..60 {
         let bundle = transaction_bundle(&mut rng, 40).to_string();
         let r = request(a.http, "POST", "/", Some(&bundle)).expect("bundle");
         assert_eq!(r.status, 200, "{}", r.body);
@@ -466,9 +468,10 @@ fn an_export_survives_the_leader_being_killed_mid_way() {
             r.status,
             r.body
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(50));
     };
     let _ = a.child.kill9();
+    let killed = Instant::now();
     // The new leader takes the job over once its lease ran out and ends it.
     let mut manifest = serde_json::Value::Null;
     until(
@@ -502,7 +505,13 @@ fn an_export_survives_the_leader_being_killed_mid_way() {
                 .or_insert(0) += 1;
         }
     }
-    eprintln!("killed at progress {progress}; resumed and finished on b");
+    let took = killed.elapsed();
+    eprintln!("killed at progress {progress}; resumed and finished on b {took:?} after the kill");
+    // Takeover within the export lease (2 s) + 5 s, after the promotion.
+    assert!(
+        took < Duration::from_secs(2 + 5) + Duration::from_millis(5 * LEASE_MS),
+        "took {took:?}"
+    );
     assert_eq!(
         seen.len(),
         total,
