@@ -22,6 +22,10 @@ pub enum Scenario {
     /// The leader's process is killed (SIGKILL); it is started again later
     /// and must rejoin as a follower.
     KillLeader,
+    /// The leader is cut off from the other node and the witness (clients
+    /// still reach it): it must stop acknowledging within its lease, the
+    /// follower takes over, and after the healing the old leader rejoins.
+    PartitionLeader,
     /// The witness is killed: nothing may change, writes go on.
     WitnessLoss,
     /// A planned switchover: zero loss, a short pause.
@@ -49,6 +53,8 @@ pub struct DrillOptions {
     pub token: Option<String>,
     /// The RTO promise checked, seconds.
     pub rto_max: f64,
+    /// After the drill, move leadership back with a switchover.
+    pub failback: bool,
 }
 
 /// Why a drill could not run.
@@ -68,7 +74,10 @@ pub enum DrillError {
 }
 
 /// Most writes in flight at once.
-const IN_FLIGHT_MAX: usize = 64;
+const IN_FLIGHT_MAX: usize = 512;
+/// A write not answered in this long counts as failed (a client's
+/// timeout): a node that hangs must not hold the whole load back.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for promotion or rejoin after the disaster.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writes per second accepted.
@@ -142,6 +151,9 @@ pub struct Report {
     pub rto_kept: bool,
     /// The RTO promise checked.
     pub rto_max_seconds: f64,
+    /// With `--failback`: the switchover back, as the new leader reported
+    /// it (milliseconds from the write pause to the hand-over).
+    pub failback_handover_ms: Option<u64>,
 }
 
 fn unix_now() -> u64 {
@@ -263,6 +275,19 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
                 }
             }
         },
+        Scenario::PartitionLeader => match local.as_ref() {
+            Some(c) => {
+                say(&format!(
+                    "DISASTER: cut the leader (node {old_leader_node}) off from its peer and the witness"
+                ));
+                c.isolate(old_leader_node, true);
+            }
+            None => {
+                return Err(DrillError::Cluster(
+                    "partition-leader needs --local (the drill must own the links)".into(),
+                ));
+            }
+        },
         Scenario::WitnessLoss => match local.as_mut() {
             Some(c) => {
                 say("DISASTER: kill -9 the witness");
@@ -287,6 +312,7 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
     let mut promoted_at = None;
     let mut rejoined_at = None;
     let mut restarted = false;
+    let mut healed = false;
     let deadline = Instant::now() + SETTLE_TIMEOUT.max(o.after);
     let after_until = t0.elapsed() + o.after;
     loop {
@@ -311,6 +337,15 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
             ));
             restarted = true;
         }
+        if o.scenario == Scenario::PartitionLeader
+            && !healed
+            && promoted_at.is_some_and(|p| now.as_secs_f64() > p + 2.0)
+            && let Some(c) = local.as_ref()
+        {
+            c.isolate(old_leader_node, false);
+            healed = true;
+            say("healed: the old leader must learn the new epoch and rejoin");
+        }
         if o.scenario != Scenario::WitnessLoss && rejoined_at.is_none() && promoted_at.is_some() {
             let up = &status_of(&leader_before).await["upstream"];
             if up["connected"] == true && up["lag_lsns"] == 0 {
@@ -333,7 +368,26 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.await;
     let samples = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let leader_after = leader_of(&urls).await.unwrap_or_default();
+    let mut leader_after = leader_of(&urls).await.unwrap_or_default();
+    let mut failback_handover_ms = None;
+    if o.failback && !leader_after.is_empty() && leader_after != leader_before {
+        say("failing back: switchover to the original leader");
+        match call_with("POST", &leader_after, "/admin/switchover", None, &[], None).await {
+            Ok((200, text, _)) => {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                failback_handover_ms = v["handover_ms"].as_u64();
+            }
+            Ok((s, text, _)) => say(&format!("failback refused (HTTP {s}): {text}")),
+            Err(e) => say(&format!("failback failed: {e}")),
+        }
+        for _ in 0..100 {
+            if leader_of(&urls).await.as_deref() == Some(leader_before.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        leader_after = leader_of(&urls).await.unwrap_or_default();
+    }
     // RPO: every acknowledged write, read back from the leader now.
     say(&format!(
         "checking {} acknowledged writes on {leader_after}",
@@ -410,6 +464,7 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
         rpo_kept,
         rto_kept,
         rto_max_seconds: o.rto_max,
+        failback_handover_ms,
     };
     write_report(&o.out, &report)?;
     if let Some(c) = local {
@@ -486,15 +541,16 @@ async fn write_load(
         let samples = samples.clone();
         tasks.spawn(async move {
             let sent = t0.elapsed();
-            let r = call_with(
-                "PUT",
-                &url,
-                &format!("/Patient/{id}"),
-                Some(body.into_bytes()),
-                &[],
-                None,
-            )
-            .await;
+            let path = format!("/Patient/{id}");
+            let put = call_with("PUT", &url, &path, Some(body.into_bytes()), &[], None);
+            let r = tokio::time::timeout(WRITE_TIMEOUT, put)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::status_cmd::StatusError::Fetch {
+                        url: url.clone(),
+                        detail: "timed out".into(),
+                    })
+                });
             let latency_ms = (t0.elapsed() - sent).as_secs_f64() * 1e3;
             let (status, version) = match r {
                 Ok((s, text, _)) => {

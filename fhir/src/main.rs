@@ -117,6 +117,9 @@ enum Command {
         /// The RTO promise checked, seconds.
         #[arg(long, default_value_t = 10.0)]
         rto_max: f64,
+        /// Afterwards, move leadership back to the original leader.
+        #[arg(long)]
+        failback: bool,
         /// --local: the cluster directory.
         #[arg(long, default_value = "./vigil-drill/cluster")]
         dir: PathBuf,
@@ -469,6 +472,7 @@ fn main() -> anyhow::Result<()> {
                     repl_port,
                     patients,
                     exe,
+                    relays: false,
                 },
                 |_| {},
             ))?;
@@ -484,6 +488,7 @@ fn main() -> anyhow::Result<()> {
             after,
             out,
             rto_max,
+            failback,
             dir,
             http_port,
             repl_port,
@@ -501,10 +506,12 @@ fn main() -> anyhow::Result<()> {
                     repl_port,
                     patients: 0,
                     exe,
+                    relays: true,
                 }),
                 urls,
                 token,
                 rto_max,
+                failback,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

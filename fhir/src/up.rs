@@ -34,6 +34,9 @@ pub struct UpOptions {
     pub patients: usize,
     /// This binary (the nodes are its `serve` and `witness`).
     pub exe: PathBuf,
+    /// Route every link between the nodes (and to the witness) through a
+    /// UDP relay in this process, so that a drill can cut one.
+    pub relays: bool,
 }
 
 /// Why the cluster could not come up.
@@ -137,8 +140,9 @@ impl Drop for Proc {
     }
 }
 
-fn node_config(o: &UpOptions, me: &str) -> String {
+fn node_config(o: &UpOptions, me: &str, links: &Links) -> String {
     let (i, peer) = if me == "a" { (0, "b") } else { (1, "a") };
+    let (peer_addr, witness_addr) = links.of(me, o);
     let dir = o.dir.display();
     format!(
         "# Written by `vigil up`; edit the cluster with its flags instead.\n\
@@ -146,13 +150,69 @@ fn node_config(o: &UpOptions, me: &str) -> String {
          export_dir = \"{dir}/exports\"\n\n\
          [replication]\ncluster = \"local\"\nnode = \"{me}\"\ncerts = \"{dir}/certs\"\n\
          role = \"auto\"\nlisten = \"127.0.0.1:{listen}\"\npeer = \"{peer}\"\n\
-         peer_addr = \"127.0.0.1:{peer_port}\"\nwitness = \"w\"\n\
-         witness_addr = \"127.0.0.1:{w}\"\npreferred = \"a\"\nmax_lag_ms = 0\n",
+         peer_addr = \"{peer_addr}\"\nwitness = \"w\"\n\
+         witness_addr = \"{witness_addr}\"\npreferred = \"a\"\nmax_lag_ms = 0\n",
         http = o.http_port + i,
         listen = o.repl_port + i,
-        peer_port = o.repl_port + 1 - i,
-        w = o.repl_port + 2,
     )
+}
+
+/// The relays a drill can cut: in front of a's and b's replication ports
+/// and of the witness (one per data node).
+#[derive(Default)]
+struct Links {
+    relays: Option<[vigil_net::relay::Relay; 4]>,
+}
+
+impl Links {
+    fn start(o: &UpOptions) -> Result<Self, UpError> {
+        if !o.relays {
+            return Ok(Self::default());
+        }
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let r = |port, seed| {
+            vigil_net::relay::Relay::start(at(port), seed).map_err(io("start a relay"))
+        };
+        Ok(Self {
+            relays: Some([
+                r(o.repl_port, 1)?,
+                r(o.repl_port + 1, 2)?,
+                r(o.repl_port + 2, 3)?,
+                r(o.repl_port + 2, 4)?,
+            ]),
+        })
+    }
+
+    /// (peer address, witness address) as node `me` reaches them.
+    fn of(&self, me: &str, o: &UpOptions) -> (SocketAddr, SocketAddr) {
+        let direct = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        match (&self.relays, me) {
+            (Some([_, to_b, a_w, _]), "a") => (to_b.addr(), a_w.addr()),
+            (Some([to_a, _, _, b_w]), _) => (to_a.addr(), b_w.addr()),
+            (None, "a") => (direct(o.repl_port + 1), direct(o.repl_port + 2)),
+            (None, _) => (direct(o.repl_port), direct(o.repl_port + 2)),
+        }
+    }
+
+    /// Cuts (or heals) every link of `node`: to and from the other data
+    /// node and the witness.
+    fn isolate(&self, node: &str, cut: bool) {
+        let Some([to_a, to_b, a_w, b_w]) = &self.relays else {
+            return;
+        };
+        let f = if cut {
+            vigil_net::relay::Faults {
+                cut_to_server: true,
+                cut_to_client: true,
+                ..Default::default()
+            }
+        } else {
+            vigil_net::relay::Faults::default()
+        };
+        to_a.set(f);
+        to_b.set(f);
+        if node == "a" { a_w.set(f) } else { b_w.set(f) }
+    }
 }
 
 fn http_of(o: &UpOptions, node: &str) -> String {
@@ -182,6 +242,7 @@ pub struct LocalCluster {
     /// How it was started.
     pub opts: UpOptions,
     procs: Vec<Proc>,
+    links: Links,
 }
 
 impl LocalCluster {
@@ -205,9 +266,10 @@ impl LocalCluster {
         } else {
             say!("reusing {}", dir.display());
         }
+        let links = Links::start(&o)?;
         for n in ["a", "b"] {
             let path = dir.join(format!("{n}.toml"));
-            std::fs::write(&path, node_config(&o, n))
+            std::fs::write(&path, node_config(&o, n, &links))
                 .map_err(io(format!("write {}", path.display())))?;
         }
         let witness_addr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
@@ -240,7 +302,11 @@ impl LocalCluster {
             "starting: witness w, data nodes a and b (logs in {})",
             logs.display()
         );
-        let mut c = LocalCluster { opts: o, procs };
+        let mut c = LocalCluster {
+            opts: o,
+            procs,
+            links,
+        };
         let t0 = Instant::now();
         let mut shown = 0;
         let lead = loop {
@@ -313,6 +379,12 @@ impl LocalCluster {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+    }
+
+    /// Cuts every network link of data node `node` (`true`) or heals them;
+    /// only for a cluster started with `relays`.
+    pub fn isolate(&self, node: &str, cut: bool) {
+        self.links.isolate(node, cut);
     }
 
     /// Starts every process that has exited again; returns their names.

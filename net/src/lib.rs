@@ -16,6 +16,7 @@ pub mod follower;
 pub mod leader;
 pub mod lease;
 pub mod node;
+pub mod relay;
 pub mod status;
 pub mod tls;
 pub mod wire;

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 
 pub mod dr;
 pub mod http;
-pub mod relay;
+/// The UDP relay for fault injection (it moved to `vigil-net` so that
+/// `vigil drill` can cut links of a local cluster too).
+pub use vigil_net::relay;
 
 /// A child process killed (SIGKILL) and reaped when dropped, so a failing
 /// test never leaves processes behind.

@@ -94,7 +94,7 @@ impl Relay {
                 queue.clone(),
                 seq.clone(),
             );
-            let mut rng = vigil_fhir::synth::Rng::new(seed ^ u64::from(to_server));
+            let mut rng = SplitMix(seed ^ u64::from(to_server));
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65_536];
                 while !stop.load(Ordering::Acquire) {
@@ -113,7 +113,7 @@ impl Relay {
                     } else {
                         f.cut_to_client
                     };
-                    let chance = |rng: &mut vigil_fhir::synth::Rng, p: f64| {
+                    let chance = |rng: &mut SplitMix, p: f64| {
                         p > 0.0 && (rng.below(1_000_000) as f64) < p * 1_000_000.0
                     };
                     if cut || chance(&mut rng, f.loss) {
@@ -215,5 +215,19 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// A small seeded generator (splitmix64) for the relay's dice.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
     }
 }
