@@ -82,6 +82,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writes per second accepted.
 pub const RATE_MAX: f64 = 5_000.0;
+/// An outage caused by the disaster begins within this many seconds of it.
+const OUTAGE_START_WITHIN: f64 = 5.0;
 
 #[derive(Debug, Clone, Serialize)]
 struct Sample {
@@ -129,7 +131,8 @@ pub struct Report {
     pub promoted_at: Option<f64>,
     /// Seconds into the drill: the old leader followed again, caught up.
     pub rejoined_at: Option<f64>,
-    /// From the disaster to the first write acknowledged after it, s.
+    /// From the disaster to the end of the outage (the first write
+    /// acknowledged after the longest stretch without one), s.
     pub rto_seconds: Option<f64>,
     /// Longest time without an acknowledged write around the disaster, s.
     pub longest_gap_seconds: f64,
@@ -422,20 +425,30 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
         .filter(|s| s.status / 100 == 2)
         .map(|s| s.t + s.latency_ms / 1e3)
         .collect();
-    let rto_seconds = acked_after
-        .iter()
-        .copied()
-        .filter(|t| *t > failure_at)
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.min(t))))
-        .map(|t| t - failure_at);
+    // RTO: the outage is the longest stretch without an acknowledgement
+    // that ends after the disaster (writes already in flight may still be
+    // acknowledged just after it); RTO runs from the disaster to its end.
     let mut sorted = acked_after.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let before = sorted.iter().copied().rfind(|t| *t <= failure_at);
-    let longest_gap_seconds = sorted
+    // Only a stretch that begins within a few seconds of the disaster is
+    // its outage; one shorter than a few write intervals is no outage.
+    let outage = sorted
         .windows(2)
-        .filter(|w| before.is_none_or(|b| w[0] >= b))
-        .map(|w| w[1] - w[0])
-        .fold(0.0, f64::max);
+        .filter(|w| w[1] > failure_at && w[0] <= failure_at + OUTAGE_START_WITHIN)
+        .map(|w| (w[1] - w[0], w[1]))
+        .fold(None, |m: Option<(f64, f64)>, g| match m {
+            Some(b) if b.0 >= g.0 => Some(b),
+            _ => Some(g),
+        });
+    let quiet = 4.0 / o.rate;
+    let rto_seconds = outage.map(|(gap, end)| {
+        if gap <= quiet {
+            0.0
+        } else {
+            (end - failure_at).max(0.0)
+        }
+    });
+    let longest_gap_seconds = outage.map_or(0.0, |(gap, _)| gap);
     let seconds = per_second(&samples);
     let rpo_kept = if max_lag_seconds == 0.0 {
         lost == 0
@@ -626,7 +639,7 @@ fn markdown(r: &Report) -> String {
          | rate | {} writes/s |\n\
          | leader before / after | {} / {} |\n\
          | disaster at | {:.2} s |\n\
-         | RTO (disaster to first acknowledged write) | {} (promise {:.0} s: {}) |\n\
+         | RTO (disaster to the first write acknowledged after the outage) | {} (promise {:.0} s: {}) |\n\
          | longest time without an acknowledged write | {:.2} s |\n\
          | promotion | {} after the disaster |\n\
          | rejoin of the old leader | {} after the disaster |\n\
