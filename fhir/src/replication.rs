@@ -79,8 +79,10 @@ pub struct ReplicationConfig {
     /// The RPO promise in milliseconds: 0 is synchronous replication.
     #[serde(default)]
     pub max_lag_ms: Option<u64>,
-    /// Synchronous mode: how long a write waits for the follower before
-    /// the client gets 503 (the write is then durable on the leader only).
+    /// Synchronous mode: how long a write waits for the follower. Then,
+    /// with `on_lag = "accept"`, the follower is recorded ineligible and
+    /// the write acknowledged; with `"stall"`, the client gets 503 (the
+    /// write is durable on the leader only).
     #[serde(default = "default_sync_timeout_ms")]
     pub sync_timeout_ms: u64,
     /// `accept` (default): a follower beyond `max_lag` is marked ineligible

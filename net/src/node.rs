@@ -417,11 +417,7 @@ impl Node {
     pub async fn give_up_on(&self, lsn: u64) -> Result<(), NetError> {
         let (shared, record) = (self.shared.clone(), self.cfg.record_eligibility.clone());
         tokio::task::spawn_blocking(move || {
-            let serial = shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_lock
-                .clone();
+            let serial = record_lock_of(&shared);
             let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
             // The witness is asked without the lock held (see enforce_bound).
             // What is given up on is noted first: an "eligible again" after
@@ -914,17 +910,23 @@ fn update_link(
 /// Measures every follower's lag (the age of the oldest write it lacks
 /// durably) and records, durably and before returning, each change of
 /// eligibility against `max_lag`.
+/// The lock that serializes eligibility decisions with their records
+/// (taken out of `shared`, whose own lock is not held while it is).
+fn record_lock_of(shared: &Mutex<Shared>) -> Arc<Mutex<()>> {
+    shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record_lock
+        .clone()
+}
+
 fn enforce_bound(
     store: &Store,
     shared: &Mutex<Shared>,
     max_lag: Option<Duration>,
     record: Option<&EligibilityFn>,
 ) -> Result<(), NetError> {
-    let serial = shared
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .record_lock
-        .clone();
+    let serial = record_lock_of(shared);
     let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
     let last = store.last_lsn();
     // The lock is held only to copy and to update: the lags read the log

@@ -41,6 +41,16 @@ const SYNC_TIMEOUT_US: u64 = 100_000;
 const STEPS: usize = 2_500;
 const HEAL_STEPS: usize = 1_500;
 
+/// Leader `n`'s record of its peer's eligibility, as sent to the witness.
+fn eligibility(n: &str, eligible: bool, peer_len: usize, epoch: u64) -> Message {
+    Message::Eligibility {
+        follower: peer(n).into(),
+        eligible,
+        durable_lsn: peer_len as u64,
+        epoch,
+    }
+}
+
 fn peer(n: &str) -> &'static str {
     if n == "a" { "b" } else { "a" }
 }
@@ -445,12 +455,7 @@ impl Sim {
             } else {
                 if real >= at + SYNC_TIMEOUT_US && l.in_flight.is_none() {
                     l.in_flight = Some((false, log_len));
-                    let m = Message::Eligibility {
-                        follower: peer(n).into(),
-                        eligible: false,
-                        durable_lsn: l.peer_len as u64,
-                        epoch,
-                    };
+                    let m = eligibility(n, false, l.peer_len, epoch);
                     self.send(n, W, Msg::Witness(m));
                 }
                 break;
@@ -466,12 +471,7 @@ impl Sim {
             && l.peer_len > l.epoch_start
         {
             l.in_flight = Some((true, node.log.len()));
-            let m = Message::Eligibility {
-                follower: peer(n).into(),
-                eligible: true,
-                durable_lsn: l.peer_len as u64,
-                epoch,
-            };
+            let m = eligibility(n, true, l.peer_len, epoch);
             self.send(n, W, Msg::Witness(m));
         }
         let still = self.nodes[n]

@@ -19,6 +19,13 @@ const BINS: Bins = Bins {
 /// Lease in the tests: short, so drills take seconds.
 const LEASE_MS: u64 = 1_000;
 
+/// PUTs a minimal Patient `id` through `node` and expects `status`.
+fn put_patient(node: std::net::SocketAddr, id: &str, status: u16) {
+    let body = format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#);
+    let r = request(node, "PUT", &format!("/Patient/{id}"), Some(&body)).expect("put");
+    assert_eq!(r.status, status, "{}", r.body);
+}
+
 #[test]
 fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
     let dr = Dr::new(BINS, 0, LEASE_MS);
@@ -80,14 +87,7 @@ fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
         }
     }
     // The same endpoint: a write through a is forwarded to b.
-    let r = request(
-        a.http,
-        "PUT",
-        "/Patient/after",
-        Some(r#"{"resourceType":"Patient","id":"after"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(a.http, "after", 201);
     all_present(a.http, &acked[..acked.len().min(200)]);
 }
 
@@ -131,14 +131,7 @@ fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quaran
         r.body
     );
     // b writes in its epoch.
-    let r = request(
-        b.http,
-        "PUT",
-        "/Patient/on-b",
-        Some(r#"{"resourceType":"Patient","id":"on-b"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(b.http, "on-b", 201);
     // Heal: a learns the new epoch, steps down, cuts what b lacks into
     // quarantine, and follows.
     dr.to_a.set(Faults::default());
@@ -194,14 +187,7 @@ fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quaran
 fn a_forced_promotion_without_the_witness_tells_the_loss_window_and_leads() {
     let dr = Dr::new(BINS, 0, LEASE_MS);
     let (w, a, b) = dr.start_all();
-    let r = request(
-        a.http,
-        "PUT",
-        "/Patient/f1",
-        Some(r#"{"resourceType":"Patient","id":"f1"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(a.http, "f1", 201);
     // The leader's ask is refused while it is alive.
     let r = request(b.http, "POST", "/admin/promote?force=true", None).expect("promote");
     assert_eq!(r.status, 409, "{}", r.body);
@@ -219,14 +205,7 @@ fn a_forced_promotion_without_the_witness_tells_the_loss_window_and_leads() {
     let r = request(b.http, "POST", "/admin/promote?force=true", None).expect("promote");
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(leads(b.http));
-    let r = request(
-        b.http,
-        "PUT",
-        "/Patient/f2",
-        Some(r#"{"resourceType":"Patient","id":"f2"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(b.http, "f2", 201);
     let r = request(b.http, "GET", "/Patient/f1", None).expect("read");
     assert_eq!(r.status, 200, "{}", r.body);
     let st = status(b.http);
@@ -351,14 +330,7 @@ fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
         "the leader keeps its lease through the follower"
     );
     assert!(!leads(b.http), "no promotion without the witness");
-    let r = request(
-        a.http,
-        "PUT",
-        "/Patient/w1",
-        Some(r#"{"resourceType":"Patient","id":"w1"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(a.http, "w1", 201);
     // Witness back, follower cut off: the leader serves through the
     // witness, the follower cannot promote (the leader's lease holds).
     let _w = dr.witness();
@@ -379,14 +351,7 @@ fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
         "the leader keeps its lease through the witness"
     );
     assert!(!leads(b.http), "the cut-off follower does not promote");
-    let r = request(
-        a.http,
-        "PUT",
-        "/Patient/w2",
-        Some(r#"{"resourceType":"Patient","id":"w2"}"#),
-    )
-    .expect("put");
-    assert_eq!(r.status, 201, "{}", r.body);
+    put_patient(a.http, "w2", 201);
     dr.to_a.set(Faults::default());
     dr.to_b.set(Faults::default());
     caught_up(b.http);
