@@ -92,47 +92,7 @@ enum Command {
     /// A DR drill: steady writes, a disaster, and a report of RTO, RPO,
     /// latency and throughput (Markdown, JSON, SVG); exits non-zero when
     /// the cluster broke its promises.
-    Drill {
-        /// Start a local cluster for the drill (in --dir).
-        #[arg(long)]
-        local: bool,
-        /// The disaster.
-        #[arg(long, value_enum, default_value = "kill-leader")]
-        scenario: vigil_fhir::drill::Scenario,
-        /// A running cluster's two node URLs (without --local).
-        #[arg(long = "url")]
-        urls: Vec<String>,
-        /// The token a running cluster's `[drills]` settings require.
-        #[arg(long)]
-        token: Option<String>,
-        /// Writes per second.
-        #[arg(long, default_value_t = 50.0)]
-        rate: f64,
-        /// Seconds of writing before the disaster.
-        #[arg(long, default_value_t = 5)]
-        before: u64,
-        /// Seconds of writing after it (the drill also waits for the rejoin).
-        #[arg(long, default_value_t = 10)]
-        after: u64,
-        /// Where the report goes.
-        #[arg(long, default_value = "./vigil-drill")]
-        out: PathBuf,
-        /// The RTO promise checked, seconds.
-        #[arg(long, default_value_t = 10.0)]
-        rto_max: f64,
-        /// Afterwards, move leadership back to the original leader.
-        #[arg(long)]
-        failback: bool,
-        /// --local: the cluster directory.
-        #[arg(long, default_value = "./vigil-drill/cluster")]
-        dir: PathBuf,
-        /// --local: node a's HTTP port (b: the next one).
-        #[arg(long, default_value_t = 8180)]
-        http_port: u16,
-        /// --local: node a's replication port (b, witness: the next two).
-        #[arg(long, default_value_t = 7480)]
-        repl_port: u16,
-    },
+    Drill(ops::DrillArgs),
     /// Back up a store (online: no pause, consistent at an LSN); into an
     /// existing backup only what is new is copied. `backup verify DIR`
     /// checks every frame of a backup.
@@ -462,35 +422,7 @@ fn main() -> anyhow::Result<()> {
             ))?;
             Ok(())
         }
-        Command::Drill {
-            local,
-            scenario,
-            urls,
-            token,
-            rate,
-            before,
-            after,
-            out,
-            rto_max,
-            failback,
-            dir,
-            http_port,
-            repl_port,
-        } => ops::drill(ops::DrillArgs {
-            local,
-            scenario,
-            urls,
-            token,
-            rate,
-            before,
-            after,
-            out,
-            rto_max,
-            failback,
-            dir,
-            http_port,
-            repl_port,
-        }),
+        Command::Drill(args) => ops::drill(args),
         Command::Backup {
             action: Some(BackupAction::Verify { dir }),
             ..

@@ -8,33 +8,47 @@ use vigil_fhir::config::Config;
 
 use crate::current_thread;
 
-/// The flags of `vigil drill` (see its `--help`).
+/// The flags of `vigil drill`.
+#[derive(clap::Args)]
 pub struct DrillArgs {
-    /// Start a local cluster for the drill.
+    /// Start a local cluster for the drill (in --dir).
+    #[arg(long)]
     pub local: bool,
     /// The disaster.
+    #[arg(long, value_enum, default_value = "kill-leader")]
     pub scenario: vigil_fhir::drill::Scenario,
-    /// A running cluster's two node URLs.
+    /// A running cluster's two node URLs (without --local).
+    #[arg(long = "url")]
     pub urls: Vec<String>,
     /// The token a running cluster's `[drills]` settings require.
+    #[arg(long)]
     pub token: Option<String>,
     /// Writes per second.
+    #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
-    /// Seconds before the disaster.
+    /// Seconds of writing before the disaster.
+    #[arg(long, default_value_t = 5)]
     pub before: u64,
-    /// Seconds after it.
+    /// Seconds of writing after it (the drill also waits for the rejoin).
+    #[arg(long, default_value_t = 10)]
     pub after: u64,
     /// Where the report goes.
+    #[arg(long, default_value = "./vigil-drill")]
     pub out: PathBuf,
     /// The RTO promise checked, seconds.
+    #[arg(long, default_value_t = 10.0)]
     pub rto_max: f64,
-    /// Move leadership back afterwards.
+    /// Afterwards, move leadership back to the original leader.
+    #[arg(long)]
     pub failback: bool,
-    /// The local cluster's directory.
+    /// --local: the cluster directory.
+    #[arg(long, default_value = "./vigil-drill/cluster")]
     pub dir: PathBuf,
-    /// The local cluster's first HTTP port.
+    /// --local: node a's HTTP port (b: the next one).
+    #[arg(long, default_value_t = 8180)]
     pub http_port: u16,
-    /// The local cluster's first replication port.
+    /// --local: node a's replication port (b, witness: the next two).
+    #[arg(long, default_value_t = 7480)]
     pub repl_port: u16,
 }
 
