@@ -429,12 +429,14 @@ impl Cluster {
         }
         let t0 = Instant::now();
         inner.paused.store(true, Ordering::Release);
-        let result = self.hand_over().await;
-        if result.is_err() {
-            inner.paused.store(false, Ordering::Release);
-            return result.map(|_| unreachable!("an error"));
-        }
-        let (from_epoch, last_lsn) = result?;
+        let (from_epoch, last_lsn) = match self.hand_over().await {
+            Ok(handed) => handed,
+            Err(e) => {
+                // Abandoned before the lease was given up: writes resume here.
+                inner.paused.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
         let handover_ms = t0.elapsed().as_millis() as u64;
         // Follow the new leader; wait until it is there.
         step_down(inner, "switchover: leadership handed over").await;
