@@ -88,6 +88,18 @@ impl NodeProcess {
     }
 }
 
+/// Logs of a test process to stderr, filtered by `RUST_LOG` (default
+/// `warn`).
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A UDP port free at the moment of asking, on loopback.
 pub fn free_udp_port() -> std::io::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?

@@ -218,6 +218,34 @@ fn a_forced_promotion_without_the_witness_tells_the_loss_window_and_leads() {
     );
 }
 
+/// Asks `via` for a switchover and checks that `to` leads afterwards, that
+/// writes flow again, and that the client saw no write acknowledged for
+/// less than a second.
+fn switch_over(via: std::net::SocketAddr, to: &str, writer: &Writer) {
+    let asked = Instant::now();
+    let r = request(via, "POST", "/admin/switchover", None).expect("switchover");
+    let answered = Instant::now();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rep: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(rep["new_leader"], to, "{rep}");
+    eprintln!(
+        "switchover to {to}: handed over after {} ms",
+        rep["handover_ms"]
+    );
+    let mid = writer.acked_count();
+    until("writes flow again", Duration::from_secs(20), || {
+        writer.acked_count() > mid + 30
+    });
+    let gap = writer.longest_gap(asked, answered);
+    eprintln!(
+        "switchover to {to}: longest time without an acknowledged write {gap:?} (client side)"
+    );
+    assert!(
+        gap < Duration::from_secs(1),
+        "the switchover paused writes {gap:?}"
+    );
+}
+
 #[test]
 fn switchover_and_back_lose_nothing_and_reuse_no_version() {
     let dr = Dr::new(BINS, 0, LEASE_MS);
@@ -235,29 +263,8 @@ fn switchover_and_back_lose_nothing_and_reuse_no_version() {
         writer.acked_count() > 30
     });
     // Over to b.
-    let asked = Instant::now();
-    let r = request(a.http, "POST", "/admin/switchover", None).expect("switchover");
-    let answered = Instant::now();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let rep: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-    assert_eq!(rep["new_leader"], "b", "{rep}");
-    eprintln!(
-        "switchover a -> b: handed over after {} ms",
-        rep["handover_ms"]
-    );
+    switch_over(a.http, "b", &writer);
     assert!(leads(b.http) && !leads(a.http));
-    let mid = writer.acked_count();
-    until("writes flow on b", Duration::from_secs(20), || {
-        writer.acked_count() > mid + 30
-    });
-    let gap = writer.longest_gap(asked, answered);
-    eprintln!(
-        "switchover a -> b: longest time without an acknowledged write {gap:?} (client side)"
-    );
-    assert!(
-        gap < Duration::from_secs(1),
-        "the switchover paused writes {gap:?}"
-    );
     // x changes on b: a new version number, never one a used.
     let r = request(
         b.http,
@@ -270,30 +277,9 @@ fn switchover_and_back_lose_nothing_and_reuse_no_version() {
     let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
     let on_b = v["meta"]["versionId"].as_str().expect("version").to_owned();
     assert_ne!(on_b, "2", "epoch 2's versions have their own numbers");
-    // And back to a, asked through b (a follower passes it to its leader).
+    // And back to a, asked through a (a follower passes it to its leader).
     caught_up(a.http);
-    let asked = Instant::now();
-    let r = request(a.http, "POST", "/admin/switchover", None).expect("switchover");
-    let answered = Instant::now();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let rep: serde_json::Value = serde_json::from_str(&r.body).expect("json");
-    assert_eq!(rep["new_leader"], "a", "{rep}");
-    eprintln!(
-        "switchover b -> a: handed over after {} ms",
-        rep["handover_ms"]
-    );
-    let mid = writer.acked_count();
-    until("writes flow on a again", Duration::from_secs(20), || {
-        writer.acked_count() > mid + 30
-    });
-    let gap = writer.longest_gap(asked, answered);
-    eprintln!(
-        "switchover b -> a: longest time without an acknowledged write {gap:?} (client side)"
-    );
-    assert!(
-        gap < Duration::from_secs(1),
-        "the switchover paused writes {gap:?}"
-    );
+    switch_over(a.http, "a", &writer);
     let acked = writer.finish();
     caught_up(b.http);
     all_present(a.http, &acked);

@@ -38,18 +38,12 @@ pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
             epoch,
             "cannot write the EpochStart ({began:?}); stepping down"
         );
-        store.set_read_only(true);
-        inner.elector().hand_over(inner.now_us());
-        inner.elector().allow_promotion_from(inner.now_us());
-        let _ = start_follower(inner).await;
+        abandon_promotion(inner, &store).await;
         return;
     }
     if let Err(e) = start_leader(inner).await {
         tracing::error!(epoch, "cannot start leading: {e}; stepping down");
-        store.set_read_only(true);
-        inner.elector().hand_over(inner.now_us());
-        inner.elector().allow_promotion_from(inner.now_us());
-        let _ = start_follower(inner).await;
+        abandon_promotion(inner, &store).await;
         return;
     }
     inner.status().elections_won += 1;
@@ -63,6 +57,21 @@ pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
         quarantine: None,
     });
     tracing::warn!(epoch, lost_lsns, "PROMOTED: this node leads epoch {epoch}");
+}
+
+/// A promotion that failed half-way: read-only again, not leading, free to
+/// stand again, following the peer.
+async fn abandon_promotion(inner: &Arc<Inner>, store: &Store) {
+    store.set_read_only(true);
+    {
+        let now = inner.now_us();
+        let mut e = inner.elector();
+        e.hand_over(now);
+        e.allow_promotion_from(now);
+    }
+    if let Err(e) = start_follower(inner).await {
+        tracing::error!("cannot follow after an abandoned promotion: {e}");
+    }
 }
 
 /// Stops leading (a higher epoch exists, or a switchover) and follows the

@@ -7,13 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [dir, certs, name, listen, lease_ms] = args.as_slice() else {
         return Err("usage: vigil_witness DIR CERTS NAME LISTEN LEASE_MS".into());
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vigil_tests::init_logs();
     let id = vigil_net::tls::Identity::load(std::path::Path::new(certs), name)?;
     let cfg = vigil_net::lease::LeaseConfig::with_duration_ms(lease_ms.parse()?);
     let listen = listen.parse()?;
