@@ -1,40 +1,118 @@
-//! A replica's index applier: the thread that indexes replicated frames
-//! after the writer made them durable.
+//! The index applier: the thread that indexes frames after the writer made
+//! them durable.
 //!
-//! On a replica the writer appends and fsyncs frames and answers at once
-//! (so the follower acknowledges *durable* as soon as it is), then hands
-//! the frames here. This thread indexes them, several appends per redb
-//! transaction, and only then publishes them as visible (`durable_lsn`,
-//! the *applied* watermark). Reads therefore never see a frame before it
-//! is indexed, and indexing never delays durability.
+//! The writer appends and fsyncs a frame and answers its committers at once
+//! (on a replica: the follower acknowledges *durable* as soon as it is),
+//! then hands the frame here. This thread indexes what is queued, many
+//! frames per redb transaction, and only then publishes them as visible
+//! (`visible_lsn`, the *applied* watermark). So neither redb's per-commit
+//! work nor its periodic durable commits sit on the acknowledgement path.
+//!
+//! Reads stay linearizable through the read barrier in `Store`: a read
+//! first waits until everything acknowledged before it began is visible.
+//! The queue is bounded in bytes ([`APPLY_QUEUE_BYTES_MAX`]), so that wait
+//! is bounded too: when the index falls that far behind, the writer waits.
 
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::frame::FrameHeader;
 use crate::index::{FrameToApply, Tables, apply_frame};
-use crate::limits::{INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
+use crate::limits::{
+    APPLY_QUEUE_BYTES_MAX, APPLY_TXN_BYTES_MAX, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES,
+};
 use crate::store::Inner;
 
-/// Appends queued for indexing before the writer waits.
-const QUEUE_JOBS_MAX: usize = 64;
-/// Most appends indexed in one transaction.
-const JOBS_PER_TXN_MAX: usize = 8;
+/// The secondary keys a committer extracted, per record of one frame
+/// (`None` for a record whose keys the applier extracts itself).
+pub(crate) type FrameKeys = Vec<Option<Vec<Vec<u8>>>>;
 
-/// Frames of one append: their bytes and where each was written.
+/// Frames of one append or commit: their bytes and where each was written.
 pub(crate) struct ApplyJob {
     pub bytes: Vec<u8>,
     /// (offset in `bytes`, header, segment, file offset)
     pub frames: Vec<(usize, FrameHeader, u64, u64)>,
+    /// Keys already extracted for the records of the job's only frame.
+    pub keys: Option<FrameKeys>,
+}
+
+/// A durable frame not yet in the index, and where it is in the log.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unindexed {
+    pub header: FrameHeader,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Bytes queued for the applier, and the frames they hold.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    state: Mutex<BacklogState>,
+    drained: Condvar,
+}
+
+#[derive(Default)]
+struct BacklogState {
+    bytes: u64,
+    frames: VecDeque<Unindexed>,
+}
+
+impl Backlog {
+    /// The durable frames the index does not hold yet, oldest first, that
+    /// start at or after `from_lsn` (at most `max` of them).
+    pub(crate) fn frames_from(&self, from_lsn: u64, max: usize) -> Vec<Unindexed> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.frames
+            .iter()
+            .filter(|f| f.header.end_lsn() > from_lsn)
+            .take(max)
+            .copied()
+            .collect()
+    }
+
+    fn add(&self, bytes: u64, frames: impl Iterator<Item = Unindexed>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.bytes += bytes;
+        s.frames.extend(frames);
+    }
+
+    fn applied(&self, bytes: u64, through_lsn: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.bytes = s.bytes.saturating_sub(bytes);
+        while s
+            .frames
+            .front()
+            .is_some_and(|f| f.header.end_lsn() - 1 <= through_lsn)
+        {
+            s.frames.pop_front();
+        }
+        self.drained.notify_all();
+    }
+
+    /// Waits while more than `APPLY_QUEUE_BYTES_MAX` bytes are queued.
+    fn wait_for_room(&self, inner: &Inner) -> Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.bytes > APPLY_QUEUE_BYTES_MAX {
+            inner.check_alive()?;
+            s = self
+                .drained
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
 }
 
 /// The handle the writer keeps. Dropping it lets the thread index what is
 /// queued, make the index durable, and end; the drop waits for that, so a
 /// closed store holds no thread (nor its files) any more.
 pub(crate) struct Applier {
-    tx: Option<SyncSender<ApplyJob>>,
+    inner: Arc<Inner>,
+    tx: Option<Sender<ApplyJob>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -49,23 +127,54 @@ impl Drop for Applier {
 
 impl Applier {
     pub(crate) fn start(inner: Arc<Inner>) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUE_JOBS_MAX);
+        let (tx, rx) = channel();
+        let thread_inner = inner.clone();
         let thread = std::thread::Builder::new()
-            .name("vigil-replica-apply".into())
-            .spawn(move || run(&inner, &rx))?;
+            .name("vigil-index-apply".into())
+            .spawn(move || run(&thread_inner, &rx))?;
         Ok(Self {
+            inner,
             tx: Some(tx),
             thread: Some(thread),
         })
     }
 
-    /// Queues frames for indexing (blocks while the queue is full).
+    /// Queues durable frames for indexing. Blocks while the backlog is
+    /// over its byte bound; fails if the store stopped.
     pub(crate) fn submit(&self, job: ApplyJob) -> Result<()> {
+        assert!(
+            job.keys.is_none() || job.frames.len() == 1,
+            "extracted keys belong to a job of one frame"
+        );
+        let backlog = &self.inner.backlog;
+        backlog.wait_for_room(&self.inner)?;
+        backlog.add(
+            job.bytes.len() as u64,
+            job.frames
+                .iter()
+                .map(|(_, header, segment, offset)| Unindexed {
+                    header: *header,
+                    segment: *segment,
+                    offset: *offset,
+                }),
+        );
         self.tx
             .as_ref()
             .ok_or(Error::Closed)?
             .send(job)
-            .map_err(|_| Error::Poisoned("the replica index applier stopped".into()))
+            .map_err(|_| Error::Poisoned("the index applier stopped".into()))
+    }
+
+    /// Waits until everything submitted is indexed and visible.
+    pub(crate) fn drain(&self, through_lsn: u64) -> Result<()> {
+        while self.inner.visible_lsn() < through_lsn {
+            self.inner.check_alive()?;
+            self.inner.wait_for_lsn(
+                self.inner.visible_lsn(),
+                Duration::from_millis(INDEX_SYNC_INTERVAL_MS),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -77,27 +186,26 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
             Ok(j) => j,
             Err(RecvTimeoutError::Timeout) => {
                 if unsynced > 0 {
-                    match inner
-                        .index()
-                        .begin_write(true)
-                        .and_then(|t| Ok(t.commit()?))
-                    {
+                    match sync_index(inner) {
                         Ok(()) => (unsynced, last_sync) = (0, Instant::now()),
-                        Err(e) => return inner.poison(format!("replica index sync: {e}")),
+                        Err(e) => return inner.poison(format!("index sync: {e}")),
                     }
                 }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let mut bytes = first.bytes.len() as u64;
         let mut jobs = vec![first];
-        while jobs.len() < JOBS_PER_TXN_MAX {
+        while bytes < APPLY_TXN_BYTES_MAX {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => {
+                    bytes += j.bytes.len() as u64;
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }
-        let bytes: u64 = jobs.iter().map(|j| j.bytes.len() as u64).sum();
         let due = unsynced + bytes >= INDEX_SYNC_LOG_BYTES
             || last_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
         match apply(inner, &jobs, due) {
@@ -108,22 +216,27 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
                     unsynced += bytes;
                 }
                 inner.publish_lsn(end);
+                inner.backlog.applied(bytes, end);
             }
-            Err(e) => return inner.poison(format!("indexing replicated frames: {e}")),
+            Err(e) => return inner.poison(format!("indexing frames: {e}")),
         }
     }
     if unsynced > 0
-        && let Err(e) = inner
-            .index()
-            .begin_write(true)
-            .and_then(|t| Ok(t.commit()?))
+        && let Err(e) = sync_index(inner)
     {
-        inner.poison(format!("replica index sync: {e}"));
+        inner.poison(format!("index sync: {e}"));
     }
+}
+
+/// A durable redb commit of everything committed so far.
+fn sync_index(inner: &Inner) -> Result<()> {
+    inner.index().begin_write(true)?.commit()?;
+    Ok(())
 }
 
 /// Indexes every frame of `jobs` in one transaction; returns the last LSN.
 fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
+    crate::failpoint::check("index.apply").map_err(|e| Error::io("index frames", &inner.dir, e))?;
     let tx = inner.index().begin_write(durable)?;
     let mut end = 0;
     {
@@ -138,7 +251,7 @@ fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
                         segment: *segment,
                         offset: *offset,
                         bytes: &job.bytes[*pos..*pos + h.frame_len() as usize],
-                        keys: None,
+                        keys: job.keys.as_deref(),
                     },
                     extractor,
                     &inner.dicts,

@@ -7,7 +7,8 @@
 //! its own test binary.
 //!
 //! Points: `log.write` (writing a frame), `log.fsync` (fdatasync of a
-//! segment after a frame).
+//! segment after a frame), `index.apply` (the applier indexing frames that
+//! were already acknowledged).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

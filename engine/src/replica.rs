@@ -112,25 +112,22 @@ impl Store {
     /// checksum is verified before it is returned. `Ok(None)` when
     /// `from_lsn` is past the durable end.
     pub fn read_log(&self, from_lsn: u64, max_bytes: usize) -> Result<Option<LogChunk>> {
-        let durable = self.last_lsn();
+        let durable = self.log_end().lsn;
         if from_lsn == 0 || from_lsn > durable {
             return Ok(None);
         }
-        let snap = Snapshot::new(&self.inner.index())?;
-        let (first, seg, off) = snap
-            .frame_holding(from_lsn)?
-            .ok_or_else(|| Error::Replication(format!("lsn {from_lsn} is not in this log")))?;
+        let frames = self.frames_from(from_lsn, CHUNK_FRAMES_MAX)?;
+        let Some(&(first, seg, off)) = frames.first() else {
+            return Err(Error::Replication(format!(
+                "lsn {from_lsn} is not in this log"
+            )));
+        };
         if first != from_lsn {
             return Err(Error::Replication(format!(
                 "lsn {from_lsn} is inside the frame starting at lsn {first}, not at a frame boundary"
             )));
         }
-        let mut frames: Vec<(u64, u64, u64)> = vec![(first, seg, off)];
-        frames.extend(
-            snap.frames_after(first, CHUNK_FRAMES_MAX - 1)?
-                .into_iter()
-                .take_while(|(_, s, _)| *s == seg),
-        );
+        let frames = frames.into_iter().take_while(|(_, s, _)| *s == seg);
         // Lengths follow from the headers; read them one by one only as
         // far as the budget reaches.
         let mut end_off = off;
@@ -198,11 +195,10 @@ impl Store {
     /// The header of the durable frame holding `lsn` (for its commit time
     /// and epoch), if the log has it.
     pub fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
-        if lsn == 0 || lsn > self.last_lsn() {
+        if lsn == 0 || lsn > self.log_end().lsn {
             return Ok(None);
         }
-        let snap = Snapshot::new(&self.inner.index())?;
-        let Some((first, seg, off)) = snap.frame_holding(lsn)? else {
+        let Some(&(first, seg, off)) = self.frames_from(lsn, 1)?.first() else {
             return Ok(None);
         };
         let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
@@ -213,6 +209,35 @@ impl Store {
         })?;
         assert_eq!(h.first_lsn, first, "the index places frames where they are");
         Ok(Some(h))
+    }
+
+    /// Where the durable frames are, from the one holding `lsn` on, in log
+    /// order: `(first LSN, segment, file offset)`, at most `max`. Frames
+    /// the index has not applied yet come from the applier's backlog, so
+    /// the leader ships a frame as soon as it is durable, not once indexed.
+    fn frames_from(&self, lsn: u64, max: usize) -> Result<Vec<(u64, u64, u64)>> {
+        let at = |f: &crate::apply::Unindexed| (f.header.first_lsn, f.segment, f.offset);
+        // The backlog first, the index after: a frame leaves the backlog
+        // only once indexed, so between the two every frame is seen.
+        let pending = self.inner.backlog.frames_from(lsn, max);
+        if pending.first().is_some_and(|f| f.header.first_lsn <= lsn) {
+            return Ok(pending.iter().map(at).collect());
+        }
+        let snap = Snapshot::new(&self.inner.index())?;
+        let Some(first) = snap.frame_holding(lsn)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
+        out.extend(snap.frames_after(first.0, max.saturating_sub(1))?);
+        let indexed_to = out.last().map_or(0, |f| f.0);
+        out.extend(
+            pending
+                .iter()
+                .filter(|f| f.header.first_lsn > indexed_to)
+                .map(at),
+        );
+        out.truncate(max);
+        Ok(out)
     }
 
     /// The header of the frame that ends exactly at `lsn`, if this log has

@@ -141,8 +141,14 @@ pub(crate) struct Inner {
     pub(crate) segments: Arc<Segments>,
     pub(crate) index: RwLock<Arc<Index>>,
     pub(crate) dicts: Arc<Dictionaries>,
-    /// The highest LSN that is durable and visible.
+    /// The highest LSN that is durable and visible (indexed).
     pub(crate) durable_lsn: AtomicU64,
+    /// The highest LSN acknowledged to a local committer. A read waits
+    /// until `durable_lsn` reaches it (the read barrier), so it sees every
+    /// write acknowledged before it began.
+    pub(crate) acked_lsn: AtomicU64,
+    /// Durable frames queued for the index applier.
+    pub(crate) backlog: crate::apply::Backlog,
     pub(crate) epoch: AtomicU64,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
@@ -196,6 +202,26 @@ impl Inner {
             })
     }
 
+    /// The highest LSN that is durable and indexed.
+    pub(crate) fn visible_lsn(&self) -> u64 {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// The read barrier: waits until every write acknowledged so far is
+    /// visible. The applier's backlog is bounded in bytes, so the wait is
+    /// too; it ends early only when the store stopped.
+    pub(crate) fn await_acked(&self) -> Result<u64> {
+        let want = self.acked_lsn.load(Ordering::Acquire);
+        loop {
+            let now = self.visible_lsn();
+            if now >= want {
+                return Ok(now);
+            }
+            self.check_alive()?;
+            self.wait_for_lsn(now, std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the visible LSN is above `after`, `timeout` passes or the
     /// store stops; returns the visible LSN then.
     pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
@@ -215,7 +241,8 @@ impl Inner {
         }
     }
 
-    /// Records the durable end of the log: its last frame.
+    /// Records the durable end of the log: its last frame. Wakes
+    /// [`Store::wait_for_log_end`].
     pub(crate) fn set_log_end(&self, last: &crate::frame::FrameHeader) {
         *self.log_end.lock().unwrap_or_else(|p| p.into_inner()) = crate::replica::LogEnd {
             lsn: last.end_lsn() - 1,
@@ -223,6 +250,31 @@ impl Inner {
             crc: last.crc,
             timestamp_us: last.timestamp_us,
         };
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
+    }
+
+    /// Waits until the durable end of the log is above `after`, `timeout`
+    /// passes or the store stops; returns the end then.
+    pub(crate) fn wait_for_log_end(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> crate::replica::LogEnd {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, cv) = &self.lsn_moved;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = *self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if now.lsn > after || left.is_zero() || self.check_alive().is_err() {
+                return now;
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
@@ -348,6 +400,8 @@ impl Store {
             index: RwLock::new(Arc::new(index)),
             dicts,
             durable_lsn: AtomicU64::new(end_lsn),
+            acked_lsn: AtomicU64::new(end_lsn),
+            backlog: crate::apply::Backlog::default(),
             epoch: AtomicU64::new(epoch),
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
@@ -415,9 +469,12 @@ impl Store {
         &self.inner.dir
     }
 
-    /// The highest durable, visible LSN.
+    /// The highest durable, visible LSN, at least that of every write
+    /// acknowledged before the call (it waits for the index to show them).
     pub fn last_lsn(&self) -> u64 {
-        self.inner.durable_lsn.load(Ordering::Acquire)
+        self.inner
+            .await_acked()
+            .unwrap_or_else(|_| self.inner.visible_lsn())
     }
 
     /// The current epoch.
@@ -430,6 +487,18 @@ impl Store {
     /// is durable as soon as it is.
     pub fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
         self.inner.wait_for_lsn(after, timeout)
+    }
+
+    /// Waits until the durable end of the log is above `after` or `timeout`
+    /// passes, and returns that end: what a leader can ship, which may be
+    /// ahead of what reads see ([`Store::last_lsn`]) while the index
+    /// applies it.
+    pub fn wait_for_log_end(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> crate::replica::LogEnd {
+        self.inner.wait_for_log_end(after, timeout)
     }
 
     /// Whether local commits are refused (see [`Options::replica`]).
@@ -463,7 +532,9 @@ impl Store {
 
     /// Commits a batch atomically and durably.
     ///
-    /// Returns once the batch's frame is fsynced and visible to readers, or
+    /// Returns once the batch's frame is fsynced (every read that begins
+    /// after that sees it: the index applies it behind the acknowledgement
+    /// and reads wait for what was acknowledged before them), or
     /// fails without having written anything (a failed precondition fails
     /// the whole batch with [`Error::VersionConflict`]). Bodies are
     /// compressed and index keys extracted on the calling thread, so many
@@ -566,8 +637,10 @@ impl Store {
         self.control(Control::Reindex)
     }
 
+    /// A read snapshot holding every write acknowledged before the call.
     fn snapshot(&self) -> Result<Snapshot> {
         self.inner.check_alive()?;
+        self.inner.await_acked()?;
         Snapshot::new(&self.inner.index())
     }
 

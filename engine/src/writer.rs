@@ -3,27 +3,28 @@
 //! Committers prepare their batches on their own threads (compression, key
 //! extraction) and queue them. The writer takes every batch waiting (up to
 //! a frame's worth), checks preconditions and assigns versions against the
-//! index plus the batches ahead of it in the group, encodes one frame,
-//! appends and fsyncs it, applies it to the index, and only then answers
-//! every committer in the group. So a commit is acknowledged only once it
-//! is durable, and visible only once acknowledged.
+//! index, the frames the index has not applied yet and the batches ahead
+//! of it in the group, encodes one frame, appends and fsyncs it, hands it
+//! to the index applier (`apply.rs`) and answers every committer in the
+//! group. So a commit is acknowledged only once it is durable, and the
+//! index's work (and its periodic durable commits) is off that path; the
+//! store's read barrier makes every acknowledged write visible to any read
+//! that begins after the acknowledgement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::apply::{Applier, ApplyJob};
+use crate::apply::{Applier, ApplyJob, FrameKeys};
 use crate::batch::{Committed, OpOutcome, Precondition};
 use crate::clock::next_timestamp;
 use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::error::{Error, Result};
-use crate::frame::{encode_frame, parse_header};
-use crate::index::{FrameToApply, Snapshot, Tables, VersionEntry, apply_frame};
-use crate::limits::{
-    EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES,
-};
+use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records, encode_frame, parse_header};
+use crate::index::{Snapshot, VersionEntry, entry_of};
+use crate::limits::{EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS};
 use crate::log::{Appender, sync_data, sync_dir};
 use crate::rebuild::rebuild_into;
 use crate::record::{
@@ -146,6 +147,47 @@ impl Syncer {
     }
 }
 
+/// The newest version of each resource written in a frame the index has
+/// not applied yet, so that preconditions and version numbers see it.
+/// Entries leave once the applier has made their frame visible.
+#[derive(Default)]
+struct Unapplied {
+    /// type -> id -> newest version entry.
+    heads: HashMap<String, HashMap<String, VersionEntry>>,
+    /// (lsn, type, id) in log order, to forget entries once applied.
+    order: VecDeque<(u64, String, String)>,
+}
+
+impl Unapplied {
+    fn get(&self, resource_type: &str, id: &str) -> Option<VersionEntry> {
+        self.heads.get(resource_type)?.get(id).copied()
+    }
+
+    fn insert(&mut self, resource_type: &str, id: &str, e: VersionEntry) {
+        self.order
+            .push_back((e.lsn, resource_type.to_owned(), id.to_owned()));
+        self.heads
+            .entry(resource_type.to_owned())
+            .or_default()
+            .insert(id.to_owned(), e);
+    }
+
+    /// Forgets what the index holds now: everything through `visible`.
+    fn forget_through(&mut self, visible: u64) {
+        while let Some((lsn, t, id)) = self.order.front() {
+            if *lsn > visible {
+                break;
+            }
+            if let Some(ids) = self.heads.get_mut(t.as_str())
+                && ids.get(id.as_str()).is_some_and(|e| e.lsn == *lsn)
+            {
+                ids.remove(id.as_str());
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
 pub(crate) struct WriterState {
     inner: Arc<Inner>,
     syncer: Syncer,
@@ -153,15 +195,18 @@ pub(crate) struct WriterState {
     next_lsn: u64,
     epoch: u64,
     last_ts: u64,
-    unsynced_index_bytes: u64,
-    last_index_sync: Instant,
     samples: Vec<Vec<u8>>,
     sample_bytes: u64,
     training: bool,
     trained_tx: mpsc::Sender<Result<Vec<u8>>>,
     trained_rx: mpsc::Receiver<Result<Vec<u8>>>,
-    /// A replica's index applier, started by the first append.
+    /// The index applier; `None` only once shut down.
     applier: Option<Applier>,
+    /// Resources written in frames the applier has not indexed yet.
+    unapplied: Unapplied,
+    /// Frames appended from a leader and not yet known to be indexed: a
+    /// local commit waits for them first, as `unapplied` does not see them.
+    appended_unindexed: bool,
 }
 
 /// A record planned for the frame being built.
@@ -181,6 +226,7 @@ impl WriterState {
         last_ts: u64,
     ) -> std::io::Result<Self> {
         let (trained_tx, trained_rx) = mpsc::channel();
+        let applier = Applier::start(inner.clone())?;
         Ok(Self {
             inner,
             syncer: Syncer::start()?,
@@ -188,14 +234,14 @@ impl WriterState {
             next_lsn,
             epoch,
             last_ts,
-            unsynced_index_bytes: 0,
-            last_index_sync: Instant::now(),
             samples: Vec::new(),
             sample_bytes: 0,
             training: false,
             trained_tx,
             trained_rx,
-            applier: None,
+            applier: Some(applier),
+            unapplied: Unapplied::default(),
+            appended_unindexed: false,
         })
     }
 
@@ -208,10 +254,7 @@ impl WriterState {
                 Some(r) => r,
                 None => match rx.recv_timeout(Duration::from_millis(INDEX_SYNC_INTERVAL_MS)) {
                     Ok(r) => r,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.idle_sync();
-                        continue;
-                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
             };
@@ -246,7 +289,18 @@ impl WriterState {
                 return;
             }
         }
-        let _ = self.sync_index();
+        let _ = self.stop_applier();
+    }
+
+    /// Lets the applier index what is queued, make the index durable and
+    /// end; reports whether it got there.
+    fn stop_applier(&mut self) -> Result<()> {
+        drop(self.applier.take());
+        self.inner.check_alive()
+    }
+
+    fn applier(&self) -> Result<&Applier> {
+        self.applier.as_ref().ok_or(Error::Closed)
     }
 
     /// Poisons the store and answers everything queued with the failure.
@@ -264,25 +318,11 @@ impl WriterState {
         }
     }
 
-    fn idle_sync(&mut self) {
-        if self.unsynced_index_bytes > 0
-            && let Err(e) = self.sync_index()
-        {
-            self.inner.poison(e.to_string());
-        }
-    }
-
-    fn sync_index(&mut self) -> Result<()> {
-        let tx = self.inner.index().begin_write(true)?;
-        tx.commit()?;
-        self.unsynced_index_bytes = 0;
-        self.last_index_sync = Instant::now();
-        Ok(())
-    }
-
     fn control(&mut self, op: Control) -> Result<()> {
         self.inner.check_alive()?;
-        if !matches!(op, Control::Append(_)) {
+        if matches!(op, Control::BeginEpoch(_) | Control::Reindex) {
+            // A new epoch's versions are numbered against the whole index;
+            // a rebuild swaps the index the applier writes to.
             self.drain_applier()?;
         }
         match op {
@@ -312,7 +352,7 @@ impl WriterState {
             }
             Control::Reindex => self.reindex(),
             Control::Append(bytes) => self.append_replicated(&bytes),
-            Control::Shutdown => self.sync_index(),
+            Control::Shutdown => self.stop_applier(),
         }
     }
 
@@ -324,6 +364,7 @@ impl WriterState {
         }
         let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
         self.write_frame(&payload, records.len() as u32, ts, None)
+            .map(|_| ())
             .inspect_err(|e| self.inner.poison(e.to_string()))
     }
 
@@ -405,8 +446,13 @@ impl WriterState {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
-        // A former replica: its preconditions read the index.
-        self.drain_applier()?;
+        if self.appended_unindexed {
+            // A former replica: its preconditions read the index, which
+            // must hold every frame appended from the leader first.
+            self.drain_applier()?;
+            self.appended_unindexed = false;
+        }
+        self.unapplied.forget_through(self.inner.visible_lsn());
         let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
         for r in group {
@@ -438,7 +484,7 @@ impl WriterState {
         drop(snap);
         drop(overlay);
         // The secondary keys move to the index with their records.
-        let keys: Vec<Option<Vec<Vec<u8>>>> = planned
+        let keys: FrameKeys = planned
             .iter()
             .map(|p| {
                 batches[p.batch][p.op]
@@ -494,7 +540,7 @@ impl WriterState {
         }
         if !planned.is_empty() {
             self.last_ts = ts;
-            if let Err(e) = self.write_frame(&payload, planned.len() as u32, ts, Some(&keys)) {
+            if let Err(e) = self.write_frame(&payload, planned.len() as u32, ts, Some(keys)) {
                 // A failed fsync stops the store before anyone hears back. A
                 // failed write changed no state (the next frame overwrites
                 // the same offset), so only this group fails.
@@ -565,7 +611,11 @@ impl WriterState {
             let key = (op.resource_type.as_str(), op.id.as_str());
             let head = match local.get(&key).or_else(|| overlay.get(&key)) {
                 Some(h) => Some(*h),
-                None => snap.head(&op.resource_type, &op.id)?.map(|e| Head {
+                None => match self.unapplied.get(&op.resource_type, &op.id) {
+                    Some(e) => Some(e),
+                    None => snap.head(&op.resource_type, &op.id)?,
+                }
+                .map(|e| Head {
                     version: e.version,
                     live: e.is_live(),
                     raw_len: e.raw_len,
@@ -756,51 +806,36 @@ impl WriterState {
             self.epoch = epoch;
             self.inner.epoch.store(epoch, Ordering::Release);
         }
-        if self.applier.is_none() {
-            self.applier =
-                Some(Applier::start(self.inner.clone()).map_err(|e| {
-                    Error::io("start the replica index applier", &self.inner.dir, e)
-                })?);
-        }
         let frames = headers
             .iter()
             .zip(&placed)
             .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
             .collect();
-        if let Some(a) = &self.applier {
-            a.submit(ApplyJob {
-                bytes: bytes.to_vec(),
-                frames,
-            })?;
-        }
+        self.appended_unindexed = true;
+        self.applier()?.submit(ApplyJob {
+            bytes: bytes.to_vec(),
+            frames,
+            keys: None,
+        })?;
         failed.map_or(Ok(()), Err)
     }
 
-    /// Waits until the replica applier has indexed everything written, so
-    /// that the writer may read or write the index itself.
+    /// Waits until the applier has indexed everything written, so that the
+    /// writer may rely on the index alone.
     fn drain_applier(&self) -> Result<()> {
-        if self.applier.is_none() {
-            return Ok(());
-        }
-        let want = self.next_lsn - 1;
-        while self
-            .inner
-            .wait_for_lsn(want.saturating_sub(1), Duration::from_millis(50))
-            < want
-        {
-            self.inner.check_alive()?;
-        }
-        Ok(())
+        self.applier()?.drain(self.next_lsn - 1)
     }
 
-    /// Frames, appends, fsyncs and indexes one payload, then publishes it.
+    /// Frames, appends and fsyncs one payload, hands the frame to the
+    /// applier and records it as acknowledged; returns its header. The
+    /// caller answers its committers after this returns.
     fn write_frame(
         &mut self,
         payload: &[u8],
         count: u32,
         ts: u64,
-        keys: Option<&[Option<Vec<Vec<u8>>>]>,
-    ) -> Result<()> {
+        keys: Option<FrameKeys>,
+    ) -> Result<FrameHeader> {
         let first_lsn = self.next_lsn;
         // `ts` is the time the committers were told: the frame must carry it.
         assert!(ts >= self.last_ts, "frame timestamps never go backwards");
@@ -808,55 +843,54 @@ impl WriterState {
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
         let (segment, offset) = self.appender.write(&header, &frame)?;
-        // Start the fdatasync, and build the index transaction meanwhile; it
-        // is committed (made visible) only once the frame is durable.
+        // The fdatasync runs on its own thread while this one notes what
+        // the frame wrote for the preconditions of the next groups.
         self.syncer
             .requests
             .send(self.appender.file())
             .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         self.last_ts = ts;
         self.next_lsn = header.end_lsn();
-        let index = self.inner.index();
-        let due = self.unsynced_index_bytes + frame.len() as u64 >= INDEX_SYNC_LOG_BYTES
-            || self.last_index_sync.elapsed() >= Duration::from_millis(INDEX_SYNC_INTERVAL_MS);
-        let applied = index.begin_write(due).and_then(|tx| {
-            {
-                let mut tables = Tables::open(&tx)?;
-                let extractor = self.inner.opts.extractor.as_ref();
-                apply_frame(
-                    &mut tables,
-                    &FrameToApply {
-                        header,
-                        segment,
-                        offset,
-                        bytes: &frame,
-                        keys,
-                    },
-                    extractor,
-                    &self.inner.dicts,
-                    crate::keys::extracts(extractor),
-                )?;
-                tables.finish()?;
-            }
-            Ok(tx)
-        });
+        let noted = self.note_unapplied(&header, segment, offset, &frame);
         let synced = self
             .syncer
             .results
             .recv()
             .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         synced?;
-        // Durable: the log's end moves before the index makes the frame
-        // visible, so `log_end` is never behind anything a reader can see.
+        noted?;
+        // Durable: the log's end moves, the applier gets the frame, and
+        // only then is it acknowledged (so the read barrier covers it).
         self.inner.set_log_end(&header);
-        applied?.commit()?;
-        if due {
-            self.unsynced_index_bytes = 0;
-            self.last_index_sync = Instant::now();
-        } else {
-            self.unsynced_index_bytes += frame.len() as u64;
+        self.applier()?.submit(ApplyJob {
+            bytes: frame,
+            frames: vec![(0, header, segment, offset)],
+            keys,
+        })?;
+        self.inner
+            .acked_lsn
+            .store(header.end_lsn() - 1, Ordering::Release);
+        Ok(header)
+    }
+
+    /// Records the newest version of every resource the frame writes, as
+    /// the index will hold it once applied.
+    fn note_unapplied(
+        &mut self,
+        header: &FrameHeader,
+        segment: u64,
+        offset: u64,
+        frame: &[u8],
+    ) -> Result<()> {
+        let payload = &frame[FRAME_HEADER_BYTES..header.frame_len() as usize];
+        let records = decode_records(header, payload)
+            .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        for (lsn, rec, body_offset) in &records {
+            if let RecordRef::Resource(r) = rec {
+                let e = entry_of(header, segment, offset, *lsn, r, *body_offset);
+                self.unapplied.insert(r.resource_type, r.id, e);
+            }
         }
-        self.inner.publish_lsn(header.end_lsn() - 1);
         Ok(())
     }
 }
