@@ -559,30 +559,32 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     Ok(socket)
 }
 
-/// A thread that turns the store's durable LSN into a watch channel.
+/// A thread that turns the store's durable log end into a watch channel:
+/// a frame ships as soon as it is durable, whether or not the leader's
+/// index has applied it yet.
 fn watch_log(
     store: Arc<Store>,
     stop: Arc<AtomicBool>,
 ) -> Result<watch::Receiver<LogHead>, NetError> {
-    let head = |store: &Store| {
-        let lsn = store.last_lsn();
-        let h = store.frame_at(lsn).ok().flatten();
-        LogHead {
-            lsn,
-            commit_us: h.map_or(0, |h| h.timestamp_us),
-            epoch: h.map_or(store.epoch(), |h| h.epoch),
-        }
+    let head = |end: vigil_engine::LogEnd, store: &Store| LogHead {
+        lsn: end.lsn,
+        commit_us: end.timestamp_us,
+        epoch: if end.lsn == 0 {
+            store.epoch()
+        } else {
+            end.epoch
+        },
     };
-    let (tx, rx) = watch::channel(head(&store));
+    let (tx, rx) = watch::channel(head(store.log_end(), &store));
     std::thread::Builder::new()
         .name("vigil-repl-watch".into())
         .spawn(move || {
-            let mut last = store.last_lsn();
+            let mut last = store.log_end().lsn;
             while !stop.load(Ordering::Acquire) {
-                let now = store.wait_for_lsn(last, Duration::from_millis(200));
-                if now != last {
-                    last = now;
-                    if tx.send(head(&store)).is_err() {
+                let end = store.wait_for_log_end(last, Duration::from_millis(200));
+                if end.lsn != last {
+                    last = end.lsn;
+                    if tx.send(head(end, &store)).is_err() {
                         break;
                     }
                 }
