@@ -4,6 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+/// mimalloc: the server allocates per request and per index entry; glibc's
+/// allocator took ~15% of the server's CPU under the create load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use vigil_fhir::config::Config;
 
