@@ -140,8 +140,11 @@ impl Applier {
     }
 
     /// Queues durable frames for indexing. Blocks while the backlog is
-    /// over its byte bound; fails if the store stopped.
-    pub(crate) fn submit(&self, job: ApplyJob) -> Result<()> {
+    /// over its byte bound; fails if the store stopped. `queued` runs once
+    /// the frames are in the backlog (so `read_log` finds them) and before
+    /// the applier can index them: the writer moves the log's end there,
+    /// which is then never behind the index nor ahead of what can be read.
+    pub(crate) fn submit(&self, job: ApplyJob, queued: impl FnOnce()) -> Result<()> {
         assert!(
             job.keys.is_none() || job.frames.len() == 1,
             "extracted keys belong to a job of one frame"
@@ -158,6 +161,7 @@ impl Applier {
                     offset: *offset,
                 }),
         );
+        queued();
         self.tx
             .as_ref()
             .ok_or(Error::Closed)?

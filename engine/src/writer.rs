@@ -796,10 +796,9 @@ impl WriterState {
         }
         let (file, path) = self.appender.file();
         sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
-        // Durable now: record the log's end, then hand the frames to the
-        // applier, which makes them visible once indexed.
+        // Durable now: the frames go to the applier (which makes them
+        // visible once indexed), the log's end moves once they are queued.
         let last = headers[headers.len() - 1].1;
-        self.inner.set_log_end(&last);
         self.next_lsn = next;
         self.last_ts = ts;
         if epoch > self.epoch {
@@ -812,11 +811,15 @@ impl WriterState {
             .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
             .collect();
         self.appended_unindexed = true;
-        self.applier()?.submit(ApplyJob {
-            bytes: bytes.to_vec(),
-            frames,
-            keys: None,
-        })?;
+        let inner = &self.inner;
+        self.applier()?.submit(
+            ApplyJob {
+                bytes: bytes.to_vec(),
+                frames,
+                keys: None,
+            },
+            || inner.set_log_end(&last),
+        )?;
         failed.map_or(Ok(()), Err)
     }
 
@@ -859,14 +862,18 @@ impl WriterState {
             .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         synced?;
         noted?;
-        // Durable: the log's end moves, the applier gets the frame, and
-        // only then is it acknowledged (so the read barrier covers it).
-        self.inner.set_log_end(&header);
-        self.applier()?.submit(ApplyJob {
-            bytes: frame,
-            frames: vec![(0, header, segment, offset)],
-            keys,
-        })?;
+        // Durable: the applier gets the frame, the log's end moves once it
+        // is queued, and only then is it acknowledged (so the read barrier
+        // covers it).
+        let inner = &self.inner;
+        self.applier()?.submit(
+            ApplyJob {
+                bytes: frame,
+                frames: vec![(0, header, segment, offset)],
+                keys,
+            },
+            || inner.set_log_end(&header),
+        )?;
         self.inner
             .acked_lsn
             .store(header.end_lsn() - 1, Ordering::Release);

@@ -111,3 +111,44 @@ fn every_read_after_a_commit_sees_it() {
     let store = Arc::into_inner(store).expect("one owner");
     store.verify().expect("index equals a rebuild");
 }
+
+#[test]
+fn every_durable_frame_can_be_read_for_shipping_while_commits_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(dir.path()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    put(&store, "Patient", &format!("w{t}-{n}"), patient("w", n));
+                }
+            })
+        })
+        .collect();
+    // Ship the way a leader does: from the next LSN, whenever the durable
+    // end moves past it. A frame the log's end covers must be readable,
+    // whether the index holds it yet or not.
+    let mut next = 1;
+    let mut shipped = 0u64;
+    while shipped < 2_000 {
+        let end = store.wait_for_log_end(next - 1, std::time::Duration::from_secs(5));
+        assert!(end.lsn >= next, "commits continue");
+        while next <= end.lsn {
+            let chunk = store
+                .read_log(next, 64 * 1024)
+                .unwrap_or_else(|e| panic!("lsn {next} is durable (end {}): {e}", end.lsn))
+                .expect("within the durable end");
+            assert_eq!(chunk.first_lsn, next);
+            shipped += u64::from(chunk.frames);
+            next = chunk.end_lsn;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+}
