@@ -61,7 +61,10 @@ mod tests {
         assert!(a < b, "{a} then {b}");
         for id in [&a, &b] {
             assert_eq!(&id[14..15], "7", "version nibble of {id}");
-            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant of {id}");
+            assert!(
+                matches!(&id[19..20], "8" | "9" | "a" | "b"),
+                "variant of {id}"
+            );
         }
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +72,9 @@ mod tests {
             .as_millis() as u64;
         let hex: String = b[..13].chars().filter(|c| *c != '-').collect();
         let stamped = u64::from_str_radix(&hex, 16).expect("hex time");
-        assert!(stamped <= ms && ms - stamped < 60_000, "{b} carries the time");
+        assert!(
+            stamped <= ms && ms - stamped < 60_000,
+            "{b} carries the time"
+        );
     }
 }
