@@ -14,7 +14,7 @@ use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, Version,
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::{FhirError, outcome_json};
-use crate::resource::{check_id, id_of, parse, render, to_stored, type_of};
+use crate::resource::{check_id, id_of, parse, render, to_stored, to_stored_in, type_of};
 use crate::server::{App, commit};
 use crate::types::is_resource_type;
 
@@ -132,7 +132,7 @@ pub async fn create(
 ) -> Result<Response, FhirError> {
     check_accept(&headers, q.get("_format").map(String::as_str))?;
     check_type(&ty)?;
-    let map = body_for(&app, &ty, &headers, bytes)?;
+    let mut map = body_for(&app, &ty, &headers, bytes)?;
     if let Some(cond) = headers.get("if-none-exist") {
         let cond = cond
             .to_str()
@@ -162,7 +162,7 @@ pub async fn create(
     // precondition makes sure, and a collision just draws again.
     for _ in 0..3 {
         let id = crate::ids::new_id();
-        let stored = to_stored(map.clone(), &id);
+        let stored = to_stored_in(&mut map, &id);
         let batch = Batch::one(
             Op::put(ty.clone(), id.clone(), stored.clone()).expect(Precondition::Absent),
         );

@@ -7,6 +7,9 @@
 //! echoes, and every other field keeps its exact value: numbers are kept as
 //! written (`1.50` stays `1.50`) and key order is preserved.
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::instant::format_instant;
@@ -60,6 +63,12 @@ pub fn check_id(id: &str) -> Result<(), FhirError> {
 
 /// The bytes the engine stores for `map` under `id`.
 pub fn to_stored(mut map: Map<String, Value>, id: &str) -> Vec<u8> {
+    to_stored_in(&mut map, id)
+}
+
+/// Like [`to_stored`], setting `id` and dropping server meta in `map`
+/// itself (calling it again with another id gives that id's bytes).
+pub fn to_stored_in(map: &mut Map<String, Value>, id: &str) -> Vec<u8> {
     if map.contains_key("id") {
         map.insert("id".into(), Value::String(id.into()));
     } else {
@@ -77,14 +86,113 @@ pub fn to_stored(mut map: Map<String, Value>, id: &str) -> Vec<u8> {
     if empty_meta {
         map.shift_remove("meta");
     }
-    serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+    serde_json::to_vec(&*map).unwrap_or_default()
 }
 
 /// The JSON a client gets for a stored version: `meta.versionId` and
-/// `meta.lastUpdated` first in `meta`, `meta` right after `id`.
+/// `meta.lastUpdated` first in `meta`, `meta` right after `id` — the same
+/// bytes as serializing [`render_map`]. Only the top level and `meta` are
+/// parsed; every other member is copied as the raw text it is stored as
+/// (this runs on every read and write response).
 pub fn render(stored: &[u8], version: u64, last_updated_us: u64) -> Result<Vec<u8>, FhirError> {
-    let mut map = render_map(stored, version, last_updated_us)?;
-    Ok(serde_json::to_vec(&Value::Object(std::mem::take(&mut map))).unwrap_or_default())
+    let not_object = || FhirError::internal("a stored resource is not a JSON object");
+    let members: Members<'_> = serde_json::from_slice(stored).map_err(|_| not_object())?;
+    let mut meta = Map::new();
+    let mut top: Vec<(Cow<'_, str>, &RawValue)> = Vec::with_capacity(members.0.len());
+    for (k, v) in members.0 {
+        if k == "meta" {
+            // As render_map: a meta that is not an object is replaced.
+            if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(v.get()) {
+                meta = m;
+            }
+        } else {
+            top.push((k, v));
+        }
+    }
+    meta.shift_insert(0, "versionId".into(), Value::String(version.to_string()));
+    meta.shift_insert(
+        1,
+        "lastUpdated".into(),
+        Value::String(format_instant(last_updated_us)),
+    );
+    let at = top
+        .iter()
+        .position(|(k, _)| k == "id")
+        .map_or(top.len().min(1), |i| i + 1);
+    let meta = serde_json::to_string(&meta).map_err(|e| FhirError::internal(e.to_string()))?;
+    let mut out = Vec::with_capacity(stored.len() + meta.len() + 16);
+    out.push(b'{');
+    let put = |i: usize, k: &str, v: &str, out: &mut Vec<u8>| {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        out.extend_from_slice(v.as_bytes());
+    };
+    let mut i = 0;
+    for (n, (k, v)) in top.iter().enumerate() {
+        if n == at {
+            put(i, "meta", &meta, &mut out);
+            i += 1;
+        }
+        put(i, k, v.get(), &mut out);
+        i += 1;
+    }
+    if at >= top.len() {
+        put(i, "meta", &meta, &mut out);
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON object's members in order, values left as raw text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    out.push((k.0, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// An object key, borrowed unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 /// Like [`render`], as a JSON object (for bundles).
@@ -133,6 +241,33 @@ mod tests {
             std::str::from_utf8(&shown).expect("utf8"),
             r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"3","lastUpdated":"1970-01-01T00:00:00.000000Z","profile":["p"]},"valueQuantity":{"value":1.50},"status":"final"}"#
         );
+    }
+
+    #[test]
+    fn render_gives_the_bytes_of_render_map() {
+        for body in [
+            r#"{"resourceType":"Patient","id":"p","name":[{"family":"Ünï\"q\u0001"}],"x":1.50,"y":12345678901234567890.10}"#,
+            r#"{"resourceType":"Patient","id":"p","meta":{"profile":["a"],"tag":[{"code":"t"}]},"active":true}"#,
+            r#"{"resourceType":"Patient","active":false,"id":"p","meta":{"source":"s"}}"#,
+            r#"{"resourceType":"Patient","meta":"not an object","id":"p"}"#,
+            r#"{"resourceType":"Patient"}"#,
+            r#"{"id":"p"}"#,
+            r#"{}"#,
+            r#"{"resourceType":"Patient","id":"p","we\u00efrd key":{"a":[1,{"b":null}]}}"#,
+        ] {
+            let fast = render(body.as_bytes(), 7, 1_700_000_000_123_456).expect("renders");
+            let slow = serde_json::to_vec(&Value::Object(
+                render_map(body.as_bytes(), 7, 1_700_000_000_123_456).expect("renders"),
+            ))
+            .expect("serializes");
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow),
+                "{body}"
+            );
+        }
+        assert!(render(b"[1]", 1, 0).is_err());
+        assert!(render(b"{\"a\":", 1, 0).is_err());
     }
 
     #[test]

@@ -441,11 +441,12 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
     let mut batch = Batch::new();
     let mut planned = Vec::new();
     for &k in &order {
-        let e = &entries[k];
+        let e = &mut entries[k];
         if e.method == Method::Get || e.existing.is_some() {
             continue;
         }
-        let stored = e.resource.clone().map(|r| to_stored(r, &e.id));
+        // The parsed resource is not needed past this point.
+        let stored = e.resource.take().map(|r| to_stored(r, &e.id));
         batch.push(op_of(e, stored.clone()));
         planned.push((k, stored));
     }
@@ -486,7 +487,7 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
 async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
     let mut out = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let entry = match parse_entry(app, i, e) {
+        let mut entry = match parse_entry(app, i, e) {
             Ok((entry, _)) => entry,
             Err(err) => {
                 out.push(error_entry(&err));
@@ -501,7 +502,7 @@ async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
             out.push(read_entry(app, &entry.ty, &entry.id));
             continue;
         }
-        let stored = entry.resource.clone().map(|r| to_stored(r, &entry.id));
+        let stored = entry.resource.take().map(|r| to_stored(r, &entry.id));
         match commit(app, Batch::one(op_of(&entry, stored.clone()))).await {
             Ok(c) => out.push(written_entry(
                 app,
