@@ -92,18 +92,17 @@ impl Backlog {
         self.drained.notify_all();
     }
 
-    /// Waits while more than `APPLY_QUEUE_BYTES_MAX` bytes are queued.
-    fn wait_for_room(&self, inner: &Inner) -> Result<()> {
+    /// Waits while more than `APPLY_QUEUE_BYTES_MAX` bytes are queued, or
+    /// until the store stopped (then nothing will drain the queue).
+    fn wait_for_room(&self, inner: &Inner) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.bytes > APPLY_QUEUE_BYTES_MAX {
-            inner.check_alive()?;
+        while s.bytes > APPLY_QUEUE_BYTES_MAX && inner.check_alive().is_ok() {
             s = self
                 .drained
                 .wait_timeout(s, Duration::from_millis(50))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        Ok(())
     }
 }
 
@@ -140,17 +139,20 @@ impl Applier {
     }
 
     /// Queues durable frames for indexing. Blocks while the backlog is
-    /// over its byte bound; fails if the store stopped. `queued` runs once
+    /// over its byte bound. Never fails: the frames are durable already,
+    /// so their writer acknowledges them; if the applier has stopped, the
+    /// store is poisoned (reads and commits fail from then on) and the
+    /// next open indexes them from the log. `queued` runs once
     /// the frames are in the backlog (so `read_log` finds them) and before
     /// the applier can index them: the writer moves the log's end there,
     /// which is then never behind the index nor ahead of what can be read.
-    pub(crate) fn submit(&self, job: ApplyJob, queued: impl FnOnce()) -> Result<()> {
+    pub(crate) fn submit(&self, job: ApplyJob, queued: impl FnOnce()) {
         assert!(
             job.keys.is_none() || job.frames.len() == 1,
             "extracted keys belong to a job of one frame"
         );
         let backlog = &self.inner.backlog;
-        backlog.wait_for_room(&self.inner)?;
+        backlog.wait_for_room(&self.inner);
         backlog.add(
             job.bytes.len() as u64,
             job.frames
@@ -162,11 +164,12 @@ impl Applier {
                 }),
         );
         queued();
-        self.tx
-            .as_ref()
-            .ok_or(Error::Closed)?
-            .send(job)
-            .map_err(|_| Error::Poisoned("the index applier stopped".into()))
+        if let Some(tx) = &self.tx
+            && tx.send(job).is_err()
+        {
+            // The applier poisoned the store when it stopped.
+            tracing::debug!("a durable frame was not queued: the index applier has stopped");
+        }
     }
 
     /// Waits until everything submitted is indexed and visible.

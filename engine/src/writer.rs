@@ -819,7 +819,7 @@ impl WriterState {
                 keys: None,
             },
             || inner.set_log_end(&last),
-        )?;
+        );
         failed.map_or(Ok(()), Err)
     }
 
@@ -873,7 +873,7 @@ impl WriterState {
                 keys,
             },
             || inner.set_log_end(&header),
-        )?;
+        );
         self.inner
             .acked_lsn
             .store(header.end_lsn() - 1, Ordering::Release);

@@ -15,6 +15,8 @@ fn an_acknowledged_write_whose_indexing_fails_is_durable_and_never_hidden() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     put(&store, "Patient", "before", patient("before", 1));
+    // Indexed (a read waits for it), so the fail point hits the next frame.
+    assert!(body_of(&store, "Patient", "before").is_some());
 
     failpoint::arm("index.apply", 1);
     let acked = put(&store, "Patient", "acked", patient("acked", 1));
