@@ -7,24 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use vigil_engine::{Batch, DictionaryPolicy, KeyExtractor, Op, Options, Store};
-
-/// Keys: `family=<value>` for every "family" string in the body.
-struct Family;
-
-impl KeyExtractor for Family {
-    fn name(&self) -> &str {
-        "family-v1"
-    }
-    fn keys(&self, _ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
-        let s = String::from_utf8_lossy(body);
-        for part in s.split("\"family\":\"").skip(1) {
-            if let Some(end) = part.find('"') {
-                out.push(format!("family={}", &part[..end]).into_bytes());
-            }
-        }
-    }
-}
+use vigil_engine::{Batch, DictionaryPolicy, Op, Options, Store};
 
 fn opts() -> Options {
     Options {

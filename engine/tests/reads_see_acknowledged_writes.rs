@@ -10,26 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use vigil_engine::{
-    Batch, Current, HistoryQuery, HistoryScope, KeyExtractor, Op, Options, Precondition, Store,
-};
-
-/// Keys: `family=<value>` for the first "family" string in the body.
-struct Family;
-
-impl KeyExtractor for Family {
-    fn name(&self) -> &str {
-        "family-v1"
-    }
-    fn keys(&self, _ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
-        let s = String::from_utf8_lossy(body);
-        if let Some(part) = s.split("\"family\":\"").nth(1)
-            && let Some(end) = part.find('"')
-        {
-            out.push(format!("family={}", &part[..end]).into_bytes());
-        }
-    }
-}
+use vigil_engine::{Batch, Current, HistoryQuery, HistoryScope, Op, Options, Precondition, Store};
 
 const THREADS: u32 = 8;
 const ROUNDS: u32 = 100;

@@ -1,7 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use vigil_engine::{Batch, Current, Op, Options, Store};
+use vigil_engine::{Batch, Current, KeyExtractor, Op, Options, Store};
 
 /// A small Patient body, distinct for each `n`.
 pub fn patient(id: &str, n: u32) -> Vec<u8> {
@@ -10,6 +10,24 @@ pub fn patient(id: &str, n: u32) -> Vec<u8> {
         n % 100
     )
     .into_bytes()
+}
+
+/// Search keys for tests: `family=<value>` for every "family" string in
+/// a body.
+pub struct Family;
+
+impl KeyExtractor for Family {
+    fn name(&self) -> &str {
+        "family-v1"
+    }
+    fn keys(&self, _ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
+        let s = String::from_utf8_lossy(body);
+        for part in s.split("\"family\":\"").skip(1) {
+            if let Some(end) = part.find('"') {
+                out.push(format!("family={}", &part[..end]).into_bytes());
+            }
+        }
+    }
 }
 
 /// Opens a store with default options.
