@@ -52,6 +52,9 @@ pub struct Op {
     pub action: Action,
     /// What must hold first.
     pub expect: Precondition,
+    /// The search keys of a put's body, if the caller extracted them
+    /// already (see [`Op::with_keys`]); `None`: the store extracts them.
+    pub keys: Option<Vec<Vec<u8>>>,
 }
 
 impl Op {
@@ -62,6 +65,7 @@ impl Op {
             id: id.into(),
             action: Action::Put(body),
             expect: Precondition::None,
+            keys: None,
         }
     }
 
@@ -72,7 +76,19 @@ impl Op {
             id: id.into(),
             action: Action::Delete,
             expect: Precondition::None,
+            keys: None,
         }
+    }
+
+    /// Gives a put's search keys, extracted by the caller from a form of
+    /// the body it has parsed already, so the store does not parse the
+    /// body again. They must be exactly what the store's
+    /// [`KeyExtractor`](crate::KeyExtractor) gives for the body, in any
+    /// order (the index must equal a rebuild from the log); debug builds
+    /// check it on every commit.
+    pub fn with_keys(mut self, keys: Vec<Vec<u8>>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Adds a precondition.

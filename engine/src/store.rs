@@ -573,11 +573,38 @@ impl Store {
             let put = match op.action {
                 Action::Put(raw) => {
                     let enc: Encoded = self.inner.dicts.encode(&raw, use_dict)?;
-                    let mut keys = Vec::new();
-                    self.inner
-                        .opts
-                        .extractor
-                        .keys(&op.resource_type, &raw, &mut keys);
+                    let extractor = self.inner.opts.extractor.as_ref();
+                    let mut keys = match op.keys {
+                        Some(given) => {
+                            debug_assert!(
+                                {
+                                    let mut mine = Vec::new();
+                                    extractor.keys(&op.resource_type, &raw, &mut mine);
+                                    crate::index::normalise_keys(
+                                        &mut mine,
+                                        &op.resource_type,
+                                        &op.id,
+                                    );
+                                    let mut theirs = given.clone();
+                                    crate::index::normalise_keys(
+                                        &mut theirs,
+                                        &op.resource_type,
+                                        &op.id,
+                                    );
+                                    mine == theirs
+                                },
+                                "keys given for {}/{} differ from the extractor's",
+                                op.resource_type,
+                                op.id
+                            );
+                            given
+                        }
+                        None => {
+                            let mut keys = Vec::new();
+                            extractor.keys(&op.resource_type, &raw, &mut keys);
+                            keys
+                        }
+                    };
                     crate::index::normalise_keys(&mut keys, &op.resource_type, &op.id);
                     Some(PreparedBody {
                         raw_crc: crc32fast::hash(&raw),

@@ -137,3 +137,36 @@ fn a_trained_dictionary_is_logged_used_and_survives_reopen() {
     );
     store.verify().expect("verify");
 }
+
+#[test]
+fn keys_given_with_a_put_are_indexed_as_the_extractors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let body = patient("g", 7);
+    store
+        .commit(Batch::one(
+            Op::put("Patient", "g", body).with_keys(vec![b"family=Family7".to_vec()]),
+        ))
+        .expect("commit");
+    assert_eq!(
+        store.lookup(b"family=Family7", 10).expect("lookup"),
+        vec![("Patient".to_owned(), "g".to_owned())]
+    );
+    let store_dir = dir.path().to_owned();
+    drop(store);
+    let store = Store::open_with(&store_dir, opts()).expect("reopen");
+    store.verify().expect("the index equals a rebuild");
+}
+
+/// Keys that are not the extractor's would make the index differ from a
+/// rebuild: debug builds refuse them at the commit.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "differ from the extractor's")]
+fn keys_given_that_differ_from_the_extractors_are_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let _ = store.commit(Batch::one(
+        Op::put("Patient", "g", patient("g", 7)).with_keys(vec![b"family=Other".to_vec()]),
+    ));
+}

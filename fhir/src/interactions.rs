@@ -14,7 +14,7 @@ use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, Version,
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::{FhirError, outcome_json};
-use crate::resource::{check_id, id_of, parse, render, to_stored, to_stored_in, type_of};
+use crate::resource::{check_id, id_of, parse, render, to_stored_in, type_of};
 use crate::server::{App, commit};
 use crate::types::is_resource_type;
 
@@ -103,6 +103,17 @@ pub(crate) fn conflict_to_412(e: FhirError) -> FhirError {
     }
 }
 
+/// The search keys of a stored body, from its parsed form (after
+/// `to_stored_in`), for `Op::with_keys`.
+pub(crate) fn keys_of(
+    ty: &str,
+    stored: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    crate::search::keys_of_map(ty, stored, &mut keys);
+    keys
+}
+
 /// Reads and checks a resource body for `ty`.
 pub(crate) fn body_for(
     app: &App,
@@ -164,7 +175,9 @@ pub async fn create(
         let id = crate::ids::new_id();
         let stored = to_stored_in(&mut map, &id);
         let batch = Batch::one(
-            Op::put(ty.clone(), id.clone(), stored.clone()).expect(Precondition::Absent),
+            Op::put(ty.clone(), id.clone(), stored.clone())
+                .with_keys(keys_of(&ty, &map))
+                .expect(Precondition::Absent),
         );
         match commit(&app, batch).await {
             Ok(c) => return written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers),
@@ -301,10 +314,15 @@ pub async fn update(
         }
     }
     let expect = if_match(&headers)?.map_or(Precondition::None, Precondition::Version);
-    let stored = to_stored(map, &id);
+    let mut map = map;
+    let stored = to_stored_in(&mut map, &id);
     let c = commit(
         &app,
-        Batch::one(Op::put(ty.clone(), id.clone(), stored.clone()).expect(expect)),
+        Batch::one(
+            Op::put(ty.clone(), id.clone(), stored.clone())
+                .with_keys(keys_of(&ty, &map))
+                .expect(expect),
+        ),
     )
     .await
     .map_err(conflict_to_412)?;

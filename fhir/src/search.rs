@@ -143,56 +143,68 @@ impl KeyExtractor for SearchKeys {
     }
 
     fn keys(&self, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return;
-        };
-        out.push(all_key(ty));
-        for param in params_of(ty) {
-            let mut values = Vec::new();
-            for path in param.paths {
-                let segs: Vec<&str> = path.split('.').collect();
-                walk(&v, &segs, &mut values);
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => keys_of_map(ty, &map, out),
+            Ok(_) => out.push(all_key(ty)),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The keys [`SearchKeys`] gives a body, from the body already parsed (as
+/// the stored JSON: after `resource::to_stored_in`). Writes pass them with
+/// the commit (`Op::with_keys`) so the body is not parsed again.
+pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec<Vec<u8>>) {
+    out.push(all_key(ty));
+    for param in params_of(ty) {
+        let mut values = Vec::new();
+        for path in param.paths {
+            let segs: Vec<&str> = path.split('.').collect();
+            if let Some((head, rest)) = segs.split_first()
+                && let Some(next) = map.get(*head)
+            {
+                walk(next, rest, &mut values);
             }
-            for value in values {
-                match param.kind {
-                    Kind::Token => {
-                        for (system, code) in tokens(value) {
-                            if code.is_empty() {
-                                continue;
-                            }
-                            out.push(key(
-                                b'k',
-                                ty,
-                                param.name,
-                                format!("{system}|{code}").as_bytes(),
-                            ));
-                            out.push(key(b'k', ty, param.name, format!("\x01{code}").as_bytes()));
+        }
+        for value in values {
+            match param.kind {
+                Kind::Token => {
+                    for (system, code) in tokens(value) {
+                        if code.is_empty() {
+                            continue;
                         }
+                        out.push(key(
+                            b'k',
+                            ty,
+                            param.name,
+                            format!("{system}|{code}").as_bytes(),
+                        ));
+                        out.push(key(b'k', ty, param.name, format!("\x01{code}").as_bytes()));
                     }
-                    Kind::String => {
-                        if let Some(s) = value.as_str() {
-                            out.push(key(b's', ty, param.name, normalise(s).as_bytes()));
-                        }
+                }
+                Kind::String => {
+                    if let Some(s) = value.as_str() {
+                        out.push(key(b's', ty, param.name, normalise(s).as_bytes()));
                     }
-                    Kind::Reference => {
-                        if let Some((rty, rid)) = value
-                            .get("reference")
-                            .and_then(Value::as_str)
-                            .and_then(reference_target)
-                        {
-                            if param.name == "patient" && rty != "Patient" {
-                                continue;
-                            }
-                            out.push(key(b'r', ty, param.name, format!("{rty}/{rid}").as_bytes()));
-                            out.push(key(b'r', ty, param.name, format!("\x01{rid}").as_bytes()));
+                }
+                Kind::Reference => {
+                    if let Some((rty, rid)) = value
+                        .get("reference")
+                        .and_then(Value::as_str)
+                        .and_then(reference_target)
+                    {
+                        if param.name == "patient" && rty != "Patient" {
+                            continue;
                         }
+                        out.push(key(b'r', ty, param.name, format!("{rty}/{rid}").as_bytes()));
+                        out.push(key(b'r', ty, param.name, format!("\x01{rid}").as_bytes()));
                     }
-                    Kind::Date => {
-                        if let Some((start, end)) = date_interval(value) {
-                            let mut b = sortable(start).to_vec();
-                            b.extend_from_slice(&sortable(end));
-                            out.push(key(b'd', ty, param.name, &b));
-                        }
+                }
+                Kind::Date => {
+                    if let Some((start, end)) = date_interval(value) {
+                        let mut b = sortable(start).to_vec();
+                        b.extend_from_slice(&sortable(end));
+                        out.push(key(b'd', ty, param.name, &b));
                     }
                 }
             }

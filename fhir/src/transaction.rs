@@ -22,7 +22,7 @@ use crate::instant::format_instant;
 use crate::interactions::check_type;
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::FhirError;
-use crate::resource::{check_id, id_of, render_map, to_stored, type_of};
+use crate::resource::{check_id, id_of, render_map, to_stored_in, type_of};
 use crate::server::{App, commit};
 
 /// Most entries in one Bundle.
@@ -285,7 +285,18 @@ fn error_entry(e: &FhirError) -> Value {
     json!({"response": {"status": status_text(e.status.as_u16()), "outcome": e.outcome()}})
 }
 
-fn op_of(e: &Entry, stored: Option<Vec<u8>>) -> Op {
+/// An entry's stored body and its search keys, taking its parsed resource.
+fn stored_and_keys(e: &mut Entry) -> (Option<Vec<u8>>, Option<Vec<Vec<u8>>>) {
+    match e.resource.take() {
+        Some(mut r) => {
+            let stored = to_stored_in(&mut r, &e.id);
+            (Some(stored), Some(crate::interactions::keys_of(&e.ty, &r)))
+        }
+        None => (None, None),
+    }
+}
+
+fn op_of(e: &Entry, stored: Option<Vec<u8>>, keys: Option<Vec<Vec<u8>>>) -> Op {
     let expect = e.expect.unwrap_or(match (e.method, e.if_match) {
         (_, Some(v)) => Precondition::Version(v),
         (Method::Post, None) => Precondition::Absent,
@@ -293,7 +304,13 @@ fn op_of(e: &Entry, stored: Option<Vec<u8>>) -> Op {
     });
     match (e.method, stored) {
         (Method::Delete, _) | (_, None) => Op::delete(e.ty.clone(), e.id.clone()).expect(expect),
-        (_, Some(body)) => Op::put(e.ty.clone(), e.id.clone(), body).expect(expect),
+        (_, Some(body)) => {
+            let op = Op::put(e.ty.clone(), e.id.clone(), body).expect(expect);
+            match keys {
+                Some(k) => op.with_keys(k),
+                None => op,
+            }
+        }
     }
 }
 
@@ -446,8 +463,8 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
             continue;
         }
         // The parsed resource is not needed past this point.
-        let stored = e.resource.take().map(|r| to_stored(r, &e.id));
-        batch.push(op_of(e, stored.clone()));
+        let (stored, keys) = stored_and_keys(e);
+        batch.push(op_of(e, stored.clone(), keys));
         planned.push((k, stored));
     }
     let mut results: Vec<Option<Value>> = vec![None; entries.len()];
@@ -502,8 +519,8 @@ async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
             out.push(read_entry(app, &entry.ty, &entry.id));
             continue;
         }
-        let stored = entry.resource.take().map(|r| to_stored(r, &entry.id));
-        match commit(app, Batch::one(op_of(&entry, stored.clone()))).await {
+        let (stored, keys) = stored_and_keys(&mut entry);
+        match commit(app, Batch::one(op_of(&entry, stored.clone(), keys))).await {
             Ok(c) => out.push(written_entry(
                 app,
                 &entry,
