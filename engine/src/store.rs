@@ -537,7 +537,8 @@ impl Store {
     /// and reads wait for what was acknowledged before them), or
     /// fails without having written anything (a failed precondition fails
     /// the whole batch with [`Error::VersionConflict`]). Bodies are
-    /// compressed and index keys extracted on the calling thread, so many
+    /// compressed and index keys extracted (unless given with the op,
+    /// [`Op::with_keys`](crate::Op::with_keys)) on the calling thread, so many
     /// committers use many cores; the single writer only sequences and
     /// writes.
     pub fn commit(&self, batch: Batch) -> Result<Committed> {
