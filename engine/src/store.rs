@@ -482,9 +482,10 @@ impl Store {
         self.inner.epoch.load(Ordering::Acquire)
     }
 
-    /// Waits until the durable LSN is above `after` or `timeout` passes,
-    /// and returns the durable LSN then. For replication, which ships what
-    /// is durable as soon as it is.
+    /// Waits until the visible (durable and indexed) LSN is above `after`
+    /// or `timeout` passes, and returns it then: for waiting until reads
+    /// show a write. Shipping what is durable uses
+    /// [`Store::wait_for_log_end`] instead.
     pub fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
         self.inner.wait_for_lsn(after, timeout)
     }
