@@ -364,7 +364,6 @@ impl WriterState {
         }
         let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
         self.write_frame(&payload, records.len() as u32, ts, None)
-            .map(|_| ())
             .inspect_err(|e| self.inner.poison(e.to_string()))
     }
 
@@ -830,15 +829,15 @@ impl WriterState {
     }
 
     /// Frames, appends and fsyncs one payload, hands the frame to the
-    /// applier and records it as acknowledged; returns its header. The
-    /// caller answers its committers after this returns.
+    /// applier and records it as acknowledged. The caller answers its
+    /// committers after this returns.
     fn write_frame(
         &mut self,
         payload: &[u8],
         count: u32,
         ts: u64,
         keys: Option<FrameKeys>,
-    ) -> Result<FrameHeader> {
+    ) -> Result<()> {
         let first_lsn = self.next_lsn;
         // `ts` is the time the committers were told: the frame must carry it.
         assert!(ts >= self.last_ts, "frame timestamps never go backwards");
@@ -877,7 +876,7 @@ impl WriterState {
         self.inner
             .acked_lsn
             .store(header.end_lsn() - 1, Ordering::Release);
-        Ok(header)
+        Ok(())
     }
 
     /// Records the newest version of every resource the frame writes, as
