@@ -10,8 +10,9 @@
 //!
 //! Reads stay linearizable through the read barrier in `Store`: a read
 //! first waits until everything acknowledged before it began is visible.
-//! The queue is bounded in bytes ([`APPLY_QUEUE_BYTES_MAX`]), so that wait
-//! is bounded too: when the index falls that far behind, the writer waits.
+//! The queue is bounded in bytes (`limits::APPLY_QUEUE_BYTES_MAX` for local
+//! commits), so that wait is bounded too: when the index falls that far
+//! behind, the writer waits. A replica's appends get a larger bound.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -21,9 +22,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::frame::FrameHeader;
 use crate::index::{FrameToApply, Tables, apply_frame};
-use crate::limits::{
-    APPLY_QUEUE_BYTES_MAX, APPLY_TXN_BYTES_MAX, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES,
-};
+use crate::limits::{APPLY_TXN_BYTES_MAX, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
 use crate::store::Inner;
 
 /// The secondary keys a committer extracted, per record of one frame
@@ -92,11 +91,11 @@ impl Backlog {
         self.drained.notify_all();
     }
 
-    /// Waits while more than `APPLY_QUEUE_BYTES_MAX` bytes are queued, or
-    /// until the store stopped (then nothing will drain the queue).
-    fn wait_for_room(&self, inner: &Inner) {
+    /// Waits while more than `bound` bytes are queued, or until the store
+    /// stopped (then nothing will drain the queue).
+    fn wait_for_room(&self, inner: &Inner, bound: u64) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.bytes > APPLY_QUEUE_BYTES_MAX && inner.check_alive().is_ok() {
+        while s.bytes > bound && inner.check_alive().is_ok() {
             s = self
                 .drained
                 .wait_timeout(s, Duration::from_millis(50))
@@ -139,20 +138,21 @@ impl Applier {
     }
 
     /// Queues durable frames for indexing. Blocks while the backlog is
-    /// over its byte bound. Never fails: the frames are durable already,
+    /// over `bound` bytes (`limits::APPLY_QUEUE_BYTES_MAX` for local
+    /// commits, `APPLY_QUEUE_REPLICA_BYTES_MAX` for appends). Never fails: the frames are durable already,
     /// so their writer acknowledges them; if the applier has stopped, the
     /// store is poisoned (reads and commits fail from then on) and the
     /// next open indexes them from the log. `queued` runs once
     /// the frames are in the backlog (so `read_log` finds them) and before
     /// the applier can index them: the writer moves the log's end there,
     /// which is then never behind the index nor ahead of what can be read.
-    pub(crate) fn submit(&self, job: ApplyJob, queued: impl FnOnce()) {
+    pub(crate) fn submit(&self, job: ApplyJob, bound: u64, queued: impl FnOnce()) {
         assert!(
             job.keys.is_none() || job.frames.len() == 1,
             "extracted keys belong to a job of one frame"
         );
         let backlog = &self.inner.backlog;
-        backlog.wait_for_room(&self.inner);
+        backlog.wait_for_room(&self.inner, bound);
         backlog.add(
             job.bytes.len() as u64,
             job.frames

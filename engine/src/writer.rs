@@ -24,7 +24,10 @@ use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records, encode_frame, parse_header};
 use crate::index::{Snapshot, VersionEntry, entry_of};
-use crate::limits::{EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS};
+use crate::limits::{
+    APPLY_QUEUE_BYTES_MAX, APPLY_QUEUE_REPLICA_BYTES_MAX, EPOCH_VERSIONS,
+    FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
+};
 use crate::log::{Appender, sync_data, sync_dir};
 use crate::rebuild::rebuild_into;
 use crate::record::{
@@ -817,6 +820,7 @@ impl WriterState {
                 frames,
                 keys: None,
             },
+            APPLY_QUEUE_REPLICA_BYTES_MAX,
             || inner.set_log_end(&last),
         );
         failed.map_or(Ok(()), Err)
@@ -871,6 +875,7 @@ impl WriterState {
                 frames: vec![(0, header, segment, offset)],
                 keys,
             },
+            APPLY_QUEUE_BYTES_MAX,
             || inner.set_log_end(&header),
         );
         self.inner
