@@ -225,13 +225,29 @@ impl Inner {
     /// Waits until the visible LSN is above `after`, `timeout` passes or the
     /// store stops; returns the visible LSN then.
     pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
+        self.wait_until(
+            timeout,
+            || self.durable_lsn.load(Ordering::Acquire),
+            |l| *l > after,
+        )
+    }
+
+    /// Reads `read` until `done` holds for its value, `timeout` passes or
+    /// the store stops; returns the last value read. Woken by
+    /// `lsn_moved` (the visible LSN or the log's end moved).
+    fn wait_until<T>(
+        &self,
+        timeout: std::time::Duration,
+        read: impl Fn() -> T,
+        done: impl Fn(&T) -> bool,
+    ) -> T {
         let deadline = std::time::Instant::now() + timeout;
         let (lock, cv) = &self.lsn_moved;
         let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let now = self.durable_lsn.load(Ordering::Acquire);
+            let now = read();
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if now > after || left.is_zero() || self.check_alive().is_err() {
+            if done(&now) || left.is_zero() || self.check_alive().is_err() {
                 return now;
             }
             guard = cv
@@ -261,20 +277,11 @@ impl Inner {
         after: u64,
         timeout: std::time::Duration,
     ) -> crate::replica::LogEnd {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, cv) = &self.lsn_moved;
-        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let now = *self.log_end.lock().unwrap_or_else(|p| p.into_inner());
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if now.lsn > after || left.is_zero() || self.check_alive().is_err() {
-                return now;
-            }
-            guard = cv
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.wait_until(
+            timeout,
+            || *self.log_end.lock().unwrap_or_else(|p| p.into_inner()),
+            |end| end.lsn > after,
+        )
     }
 
     /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
