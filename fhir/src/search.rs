@@ -3,11 +3,17 @@
 //!
 //! Keys are byte strings the engine stores for the current live version of
 //! each resource and looks up by range; it does not interpret them:
-//! `t\0Type` (every live resource), `k\0Type\0param\0system|code` and
-//! `k\0Type\0param\0\x01code` (tokens), `s\0Type\0param\0lowercased`
-//! (strings, matched by prefix), `r\0Type\0param\0Type/id` and
-//! `…\0\x01id` (references), `d\0Type\0param\0<start><end>` (dates as
-//! sortable big-endian microsecond intervals).
+//! `t\0Type` (every live resource), `k\0Type\0param\0code\0system`
+//! (tokens), `s\0Type\0param\0lowercased` (strings, matched by prefix),
+//! `r\0Type\0param\0id\0Type` (references), `d\0Type\0param\0<start><end>`
+//! (dates as sortable big-endian microsecond intervals).
+//!
+//! A token or reference is one key, its code (id) first: `code` alone is a
+//! prefix scan of `code\0`, `system|code` one exact key, and the rare
+//! `system|` a scan of the parameter's keys. (Version 1 wrote two keys per
+//! value, one per way of asking; a quarter of a Patient's index entries.)
+//! FHIR strings hold no NUL, so `\0` separates unambiguously; a value that
+//! holds one anyway is not indexed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use crate::server::App;
 
 /// The name the engine records for this extractor; change it whenever the
 /// keys change, and stores rebuild their index on open.
-pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v1";
+pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v2";
 /// Most index entries one search may scan.
 pub const SCAN_ENTRIES_MAX: usize = 2_000_000;
 
@@ -48,6 +54,15 @@ fn key(tag: u8, ty: &str, param: &str, value: &[u8]) -> Vec<u8> {
     k.extend_from_slice(param.as_bytes());
     k.push(0);
     k.extend_from_slice(value);
+    k
+}
+
+/// `key(tag, ty, param, first\0second)`: a token (code, system) or a
+/// reference (id, type).
+fn pair_key(tag: u8, ty: &str, param: &str, first: &str, second: &str) -> Vec<u8> {
+    let mut k = key(tag, ty, param, first.as_bytes());
+    k.push(0);
+    k.extend_from_slice(second.as_bytes());
     k
 }
 
@@ -170,16 +185,10 @@ pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec
             match param.kind {
                 Kind::Token => {
                     for (system, code) in tokens(value) {
-                        if code.is_empty() {
+                        if code.is_empty() || code.contains('\0') || system.contains('\0') {
                             continue;
                         }
-                        out.push(key(
-                            b'k',
-                            ty,
-                            param.name,
-                            format!("{system}|{code}").as_bytes(),
-                        ));
-                        out.push(key(b'k', ty, param.name, format!("\x01{code}").as_bytes()));
+                        out.push(pair_key(b'k', ty, param.name, &code, &system));
                     }
                 }
                 Kind::String => {
@@ -196,8 +205,7 @@ pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec
                         if param.name == "patient" && rty != "Patient" {
                             continue;
                         }
-                        out.push(key(b'r', ty, param.name, format!("{rty}/{rid}").as_bytes()));
-                        out.push(key(b'r', ty, param.name, format!("\x01{rid}").as_bytes()));
+                        out.push(pair_key(b'r', ty, param.name, &rid, &rty));
                     }
                 }
                 Kind::Date => {
@@ -287,24 +295,25 @@ fn ids_for_value(
     let (lo, hi) = match param.kind {
         Kind::Token => match value.split_once('|') {
             Some((system, "")) => {
-                prefixed(key(b'k', ty, param.name, format!("{system}|").as_bytes()))
+                // Any code of one system: the parameter's keys, filtered.
+                let (lo, hi) = prefixed(key(b'k', ty, param.name, b""));
+                let want = [b"\0", system.as_bytes()].concat();
+                let skip = lo.len();
+                return scan(app, ty, &lo, &hi, |k| {
+                    k[skip..]
+                        .iter()
+                        .position(|b| *b == 0)
+                        .is_some_and(|at| k[skip + at..] == want[..])
+                });
             }
-            Some((system, code)) => exact(key(
-                b'k',
-                ty,
-                param.name,
-                format!("{system}|{code}").as_bytes(),
-            )),
-            None => exact(key(b'k', ty, param.name, format!("\x01{value}").as_bytes())),
+            Some((system, code)) => exact(pair_key(b'k', ty, param.name, code, system)),
+            None => prefixed(pair_key(b'k', ty, param.name, value, "")),
         },
         Kind::String => prefixed(key(b's', ty, param.name, normalise(value).as_bytes())),
-        Kind::Reference => {
-            let v = match reference_target(value) {
-                Some((rty, rid)) => format!("{rty}/{rid}"),
-                None => format!("\x01{value}"),
-            };
-            exact(key(b'r', ty, param.name, v.as_bytes()))
-        }
+        Kind::Reference => match reference_target(value) {
+            Some((rty, rid)) => exact(pair_key(b'r', ty, param.name, &rid, &rty)),
+            None => prefixed(pair_key(b'r', ty, param.name, value, "")),
+        },
         Kind::Date => {
             let (prefix, s) = date_value(value)?;
             let (base, hi) = prefixed(key(b'd', ty, param.name, b""));
@@ -667,15 +676,22 @@ mod tests {
             b'k',
             "Observation",
             "code",
-            b"http://loinc.org|8867-4"
+            b"8867-4\0http://loinc.org"
         )));
-        assert!(k.contains(&key(b'k', "Observation", "code", b"\x018867-4")));
-        assert!(k.contains(&key(b'k', "Observation", "status", b"\x01final")));
-        assert!(k.contains(&key(b'r', "Observation", "patient", b"Patient/p1")));
+        assert!(k.contains(&key(b'k', "Observation", "status", b"final\0")));
+        assert!(k.contains(&key(b'r', "Observation", "patient", b"p1\0Patient")));
+        assert!(k.contains(&key(b'r', "Observation", "subject", b"p1\0Patient")));
+        // One key per token and per reference; a NUL in a value is not indexed.
+        assert_eq!(k.len(), 6, "{k:?}");
         assert!(
             k.iter()
                 .any(|x| x.starts_with(&key(b'd', "Observation", "date", b"")))
         );
+        let k = keys(
+            "Observation",
+            r#"{"resourceType":"Observation","status":"fi\u0000nal"}"#,
+        );
+        assert_eq!(k, vec![all_key("Observation")]);
         let k = keys(
             "Patient",
             r#"{"resourceType":"Patient","name":[{"family":"Lemke","given":["Abram","B"]}]}"#,

@@ -34,6 +34,17 @@ async fn seed(s: &TestServer) {
             StatusCode::CREATED
         );
     }
+    // The same identifier value in another system, and no system at all.
+    for (id, identifier) in [
+        ("p4", json!({"system": "urn:other", "value": "2"})),
+        ("p5", json!({"value": "2"})),
+    ] {
+        let body = json!({"resourceType": "Patient", "id": id, "identifier": [identifier]});
+        assert_eq!(
+            s.put(&format!("/Patient/{id}"), &body).await.status,
+            StatusCode::CREATED
+        );
+    }
     for (id, subject, code, date, status) in [
         (
             "o1",
@@ -74,6 +85,13 @@ async fn every_parameter_kind_matches() {
         ("/Patient?identifier=urn:mrn|2", vec!["p2"]),
         ("/Patient?identifier=3", vec!["p3"]),
         ("/Patient?identifier=urn:mrn|", vec!["p1", "p2", "p3"]),
+        ("/Patient?identifier=urn:other|", vec!["p4"]),
+        ("/Patient?identifier=2", vec!["p2", "p4", "p5"]),
+        ("/Patient?identifier=|2", vec!["p5"]),
+        ("/Patient?identifier=urn:other|2", vec!["p4"]),
+        ("/Patient?identifier=urn:mrn|22", vec![]),
+        ("/Observation?subject=p1", vec!["o1", "o2"]),
+        ("/Observation?subject=p", vec![]),
         ("/Patient?birthdate=1985", vec!["p2"]),
         ("/Patient?birthdate=gt1980-01-01", vec!["p2", "p3"]),
         ("/Patient?birthdate=le1985-11-30", vec!["p1", "p2"]),
