@@ -313,11 +313,25 @@ impl Identity {
     }
 }
 
+/// The congestion window a replication connection starts with (quinn's
+/// default is 12,000 bytes). Cubic grows its window only while the sender
+/// is not application-limited, and a live tail nearly always is: with the
+/// default window, a burst of commits over a 50 ms round trip queued for
+/// several round trips (commit-to-durable p99 190-240 ms at half the
+/// leader's top rate, against a p50 of 53 ms). 1 MiB carries ~20 MB/s at a
+/// 50 ms round trip from the first packet, ~8x the live tail at the
+/// leader's top rate; pacing still spreads each window over the round trip.
+pub const INITIAL_WINDOW_BYTES: u64 = 1 << 20;
+
 /// QUIC transport settings for a long, fat link: flow-control windows of
-/// `window_bytes` (at least bandwidth × round trip), keep-alives well
-/// inside the idle timeout.
+/// `window_bytes` (at least bandwidth × round trip), a congestion window
+/// that starts at [`INITIAL_WINDOW_BYTES`] (at most `window_bytes`),
+/// keep-alives well inside the idle timeout.
 pub fn transport_config(window_bytes: u64, idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW_BYTES.min(window_bytes));
+    t.congestion_controller_factory(Arc::new(cubic));
     let w = quinn::VarInt::from_u64(window_bytes).unwrap_or(quinn::VarInt::MAX);
     t.stream_receive_window(w);
     t.receive_window(w);
