@@ -330,8 +330,9 @@ pub(crate) fn apply_frame(
                 }
 
                 // Secondary keys: drop the old version's, add the new one's.
-                // Without an extractor there are none to drop.
-                let old_keys = match extract {
+                // Only a live previous version has keys (a delete drops them),
+                // so a create does not look; without an extractor there are none.
+                let old_keys = match extract && was_live {
                     true => t.keys_of.remove(name)?.map(|v| decode_key_list(v.value())),
                     false => None,
                 };
