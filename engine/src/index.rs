@@ -280,15 +280,12 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Applies one frame to the index. The frame's CRC has been checked.
-///
-/// Bodies are decoded only when the extractor needs them and the committer
-/// did not already provide the keys.
 /// A `keys` row: the key with each 0x00 written as 0x00 0xff, then 0x00
-/// 0x01, the type, 0x00 and the id (neither holds a 0x00: ids are FHIR ids
-/// and types names). Rows sort as (key, type, id) tuples do, and every row
-/// of a key `k` lies in `escaped_key(k)..escaped_key(k ++ [0])`, so a range
-/// of keys is the byte range between their escaped forms.
+/// 0x01, the type, 0x00 and the id (neither holds a 0x00: a batch admits
+/// only printable ASCII in both, `batch::validate_name`). Rows sort as
+/// (key, type, id) tuples do, and every row of a key `k` lies in
+/// `escaped_key(k)..escaped_key(k ++ [0])`, so a range of keys is the byte
+/// range between their escaped forms.
 fn key_row(key: &[u8], ty: &str, id: &str, out: &mut Vec<u8>) {
     debug_assert!(!ty.as_bytes().contains(&0) && !id.as_bytes().contains(&0));
     out.clear();
@@ -337,6 +334,10 @@ fn split_key_row(row: &[u8]) -> Option<(Vec<u8>, &str, &str)> {
     Some((key, ty, id))
 }
 
+/// Applies one frame to the index. The frame's CRC has been checked.
+///
+/// Bodies are decoded only when the extractor needs them and the committer
+/// did not already provide the keys.
 pub(crate) fn apply_frame(
     t: &mut Tables<'_>,
     frame: &FrameToApply<'_>,
