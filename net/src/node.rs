@@ -110,8 +110,10 @@ pub struct NodeConfig {
     /// switchover messages (sent on the replication connection) with this.
     pub voter: Option<VoteFn>,
     /// Under automatic failover, a leader records each follower's
-    /// eligibility with this (at the witness) before it acknowledges a
-    /// write that depends on it; `Err` says why it could not.
+    /// eligibility with this (at the witness): "ineligible" before it
+    /// acknowledges a write that depends on it, "eligible again" from a
+    /// background tick (a write never waits for that one); `Err` says why
+    /// it could not.
     pub record_eligibility: Option<EligibilityFn>,
 }
 
@@ -404,7 +406,13 @@ impl Node {
         let (store, shared, max_lag) = (self.store.clone(), self.shared.clone(), self.cfg.max_lag);
         let record = self.cfg.record_eligibility.clone();
         tokio::task::spawn_blocking(move || {
-            enforce_bound(&store, &shared, max_lag, record.as_ref())
+            enforce_bound(
+                &store,
+                &shared,
+                max_lag,
+                record.as_ref(),
+                Records::IneligibleOnly,
+            )
         })
         .await
         .map_err(|e| NetError::Connection(e.to_string()))?
@@ -924,11 +932,25 @@ fn record_lock_of(shared: &Mutex<Shared>) -> Arc<Mutex<()>> {
         .clone()
 }
 
+/// Which eligibility changes a call of [`enforce_bound`] records at the
+/// witness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Records {
+    /// Only "ineligible": on a write's path, where the loss promise needs it
+    /// before the write is acknowledged. "Eligible again" only widens what
+    /// the witness may do, so a write never waits (or fails) for it.
+    IneligibleOnly,
+    /// Both: the background tick, which records "eligible again" within a
+    /// tick of the follower catching up.
+    Both,
+}
+
 fn enforce_bound(
     store: &Store,
     shared: &Mutex<Shared>,
     max_lag: Option<Duration>,
     record: Option<&EligibilityFn>,
+    records: Records,
 ) -> Result<(), NetError> {
     let serial = record_lock_of(shared);
     let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
@@ -971,7 +993,7 @@ fn enforce_bound(
             // depends on it is acknowledged.
             let was = reported.get(&name).copied().unwrap_or(false);
             let now = durable >= epoch_start && decide(was, lag, max_lag);
-            if reported.get(&name) != Some(&now) {
+            if reported.get(&name) != Some(&now) && (!now || records == Records::Both) {
                 record(&name, now, durable).map_err(|e| {
                     NetError::Connection(format!("record the eligibility of {name}: {e}"))
                 })?;
@@ -1036,8 +1058,10 @@ async fn guard_bound(
             _ = stop.changed() => break,
         }
         let (st, sh, rec) = (store.clone(), shared.clone(), record.clone());
-        match tokio::task::spawn_blocking(move || enforce_bound(&st, &sh, max_lag, rec.as_ref()))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            enforce_bound(&st, &sh, max_lag, rec.as_ref(), Records::Both)
+        })
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("cannot enforce max_lag: {e}"),

@@ -1,6 +1,7 @@
 //! Replication over real QUIC on loopback: a follower catches up with a
 //! leader that already holds data and then tails it; a node whose
-//! certificate another cluster's CA signed is refused.
+//! certificate another cluster's CA signed is refused; a write never waits
+//! on recording a follower "eligible again".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,4 +257,57 @@ async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
     task.await.expect("task").expect("witness ran");
     let state = vigil_net::witness::WitnessState::load(&dir.path().join("witness")).expect("state");
     assert_eq!(state.epoch, 1, "the epoch is durable");
+}
+
+/// "Eligible again" only widens what the witness may do: a write must not
+/// be refused because it could not be recorded (the witness may be down),
+/// while the background tick keeps trying. "Ineligible" stays strict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_never_waits_on_recording_eligible_again() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("certs");
+    nodes(&certs, "c4", &["a", "b"]);
+    let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
+    write(&leader, 0, 10);
+    let asked: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
+    let seen = asked.clone();
+    let mut cfg = NodeConfig::new(
+        "c4",
+        "a",
+        certs.clone(),
+        "http://127.0.0.1:1",
+        Role::Leader {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        },
+    );
+    cfg.max_lag = Some(Duration::from_secs(60));
+    cfg.record_eligibility = Some(Arc::new(move |_node: &str, eligible: bool, _lsn: u64| {
+        seen.lock().expect("lock").push(eligible);
+        if eligible {
+            Err("the witness did not answer in time".to_owned())
+        } else {
+            Ok(())
+        }
+    }));
+    let ln = Node::start(leader.clone(), cfg).await.expect("leader node");
+    let addr = ln.local_addr().expect("addr");
+    let (replica, fnode) = follower(
+        &dir.path().join("b"),
+        "c4",
+        &certs,
+        "http://127.0.0.1:2",
+        addr,
+    )
+    .await;
+    until("catch-up", || replica.last_lsn() == leader.last_lsn()).await;
+    until("the tick tried to record eligible", || {
+        asked.lock().expect("lock").contains(&true)
+    })
+    .await;
+    // The follower is within the bound, the witness unreachable: the
+    // write's check passes all the same.
+    write(&leader, 100, 1);
+    ln.check_bound().await.expect("a write is not refused");
+    fnode.shutdown().await;
+    ln.shutdown().await;
 }
