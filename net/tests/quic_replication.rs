@@ -73,6 +73,19 @@ async fn follower(
     (replica, node)
 }
 
+/// Node "a" of `cluster`, leading on an ephemeral loopback port.
+fn leader_config(cluster: &str, certs: &std::path::Path, http: &str) -> NodeConfig {
+    NodeConfig::new(
+        cluster,
+        "a",
+        certs.to_owned(),
+        http,
+        Role::Leader {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        },
+    )
+}
+
 fn nodes(certs: &std::path::Path, cluster: &str, names: &[&str]) {
     let specs: Vec<_> = names
         .iter()
@@ -92,15 +105,7 @@ async fn a_follower_catches_up_then_tails_the_leader() {
     }
     let ln = Node::start(
         leader.clone(),
-        NodeConfig::new(
-            "c1",
-            "a",
-            certs.clone(),
-            "http://127.0.0.1:1",
-            Role::Leader {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-            },
-        ),
+        leader_config("c1", &certs, "http://127.0.0.1:1"),
     )
     .await
     .expect("leader node");
@@ -152,20 +157,9 @@ async fn a_node_of_another_cluster_is_refused() {
     nodes(&theirs, "c2", &["b"]);
     let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
     write(&leader, 0, 10);
-    let ln = Node::start(
-        leader.clone(),
-        NodeConfig::new(
-            "c1",
-            "a",
-            ours,
-            "http://x",
-            Role::Leader {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-            },
-        ),
-    )
-    .await
-    .expect("leader node");
+    let ln = Node::start(leader.clone(), leader_config("c1", &ours, "http://x"))
+        .await
+        .expect("leader node");
     let leader_addr = ln.local_addr().expect("addr");
     let (replica, fnode) = follower(
         &dir.path().join("b"),
@@ -271,15 +265,7 @@ async fn a_write_never_waits_on_recording_eligible_again() {
     write(&leader, 0, 10);
     let asked: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
     let seen = asked.clone();
-    let mut cfg = NodeConfig::new(
-        "c4",
-        "a",
-        certs.clone(),
-        "http://127.0.0.1:1",
-        Role::Leader {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-        },
-    );
+    let mut cfg = leader_config("c4", &certs, "http://127.0.0.1:1");
     cfg.max_lag = Some(Duration::from_secs(60));
     cfg.record_eligibility = Some(Arc::new(move |_node: &str, eligible: bool, _lsn: u64| {
         seen.lock().expect("lock").push(eligible);
