@@ -14,7 +14,8 @@
 //! cores as the clients (as PostgreSQL and its standby were).
 //!
 //! `cargo bench -p vigil-tests --bench ingest_with_follower`;
-//! `VIGIL_BENCH_SECS` sets each run's length (default 10).
+//! `VIGIL_BENCH_SECS` sets each run's length (default 10);
+//! `VIGIL_BENCH_MODE=asynchronous|synchronous` runs only that mode.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,11 @@ use vigil_fhir::search::{SearchKeys, keys_of_map};
 use vigil_fhir::synth::{Rng, patient};
 use vigil_net::node::{Node, NodeConfig, Role};
 use vigil_net::tls::{NodeSpec, make_cluster};
+
+/// The allocator `vigil serve` runs with, so the store costs what it costs
+/// in the product.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Concurrent clients, as in the PostgreSQL run.
 const CLIENTS: usize = 16;
@@ -37,10 +43,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let only = std::env::var("VIGIL_BENCH_MODE").ok();
     for (mode, max_lag) in [
         ("asynchronous", None),
         ("synchronous", Some(Duration::ZERO)),
     ] {
+        if only.as_deref().is_some_and(|m| m != mode) {
+            continue;
+        }
         run(mode, max_lag, Duration::from_secs(secs));
     }
 }
