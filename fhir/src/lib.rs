@@ -13,6 +13,7 @@ pub mod config;
 pub mod drill;
 pub mod drill_chart;
 pub mod export;
+pub mod fields;
 pub mod history;
 pub mod http;
 pub mod ids;

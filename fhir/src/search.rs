@@ -26,6 +26,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use vigil_engine::{Current, KeyExtractor};
 
+use crate::fields::{Fields, parse_fields};
 use crate::http::{json_response, prefer_strict};
 use crate::instant::parse_interval;
 use crate::interactions::check_type;
@@ -157,13 +158,33 @@ impl KeyExtractor for SearchKeys {
         EXTRACTOR_NAME
     }
 
+    /// Parses only the top-level fields the type's parameters read
+    /// ([`fields_read`]), so the keys are those [`keys_of_map`] gives the
+    /// whole parsed body.
     fn keys(&self, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => keys_of_map(ty, &map, out),
-            Ok(_) => out.push(all_key(ty)),
+        match parse_fields(body, &fields_read(ty)) {
+            Ok(Fields::Object(map)) => keys_of_map(ty, &map, out),
+            Ok(Fields::NotObject) => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => keys_of_map(ty, &map, out),
+                Ok(_) => out.push(all_key(ty)),
+                Err(_) => {}
+            },
             Err(_) => {}
         }
     }
+}
+
+/// The top-level fields the search parameters of `ty` read: all that
+/// [`keys_of_map`] looks at.
+fn fields_read(ty: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = params_of(ty)
+        .iter()
+        .flat_map(|p| p.paths.iter())
+        .filter_map(|path| path.split('.').next())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The keys [`SearchKeys`] gives a body, from the body already parsed (as
@@ -699,6 +720,42 @@ mod tests {
         assert!(k.contains(&key(b's', "Patient", "family", b"lemke")));
         assert!(k.contains(&key(b's', "Patient", "given", b"b")));
         assert!(k.contains(&key(b's', "Patient", "name", b"abram")));
+    }
+
+    #[test]
+    fn keys_from_the_fields_read_equal_keys_from_the_whole_body() {
+        let mut rng = crate::synth::Rng::new(7);
+        let mut types = BTreeSet::new();
+        for _ in 0..20 {
+            for (ty, _, body) in crate::synth::patient_record(&mut rng, 40) {
+                let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
+                    panic!("generated {ty} is not an object");
+                };
+                let mut whole = Vec::new();
+                keys_of_map(&ty, &map, &mut whole);
+                let mut fast = Vec::new();
+                SearchKeys.keys(&ty, &body, &mut fast);
+                assert_eq!(fast, whole, "{ty}");
+                types.insert(ty);
+            }
+        }
+        // The sample covers every type with search parameters.
+        for ty in [
+            "Patient",
+            "Observation",
+            "Condition",
+            "Encounter",
+            "Immunization",
+        ] {
+            assert!(types.contains(ty), "{ty} not generated: {types:?}");
+        }
+        // Bodies that are not objects, or not JSON, as before.
+        let mut k = Vec::new();
+        SearchKeys.keys("Patient", b"[1]", &mut k);
+        assert_eq!(k, vec![all_key("Patient")]);
+        k.clear();
+        SearchKeys.keys("Patient", b"{\"gender\":", &mut k);
+        assert!(k.is_empty());
     }
 
     #[test]
