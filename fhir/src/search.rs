@@ -163,13 +163,13 @@ impl KeyExtractor for SearchKeys {
     /// whole parsed body.
     fn keys(&self, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
         match parse_fields(body, &fields_read(ty)) {
-            Ok(Fields::Object(map)) => keys_of_map(ty, &map, out),
-            Ok(Fields::NotObject) => match serde_json::from_slice::<Value>(body) {
+            Some(Fields::Object(map)) => keys_of_map(ty, &map, out),
+            Some(Fields::NotObject) => match serde_json::from_slice::<Value>(body) {
                 Ok(Value::Object(map)) => keys_of_map(ty, &map, out),
                 Ok(_) => out.push(all_key(ty)),
                 Err(_) => {}
             },
-            Err(_) => {}
+            None => {}
         }
     }
 }
