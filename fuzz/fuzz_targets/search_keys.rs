@@ -1,0 +1,37 @@
+//! Arbitrary bytes as a resource body read from the log by a replica: the
+//! search keys extracted from the fields the parameters read must equal
+//! those of a full parse, and neither may panic. The first byte picks the
+//! resource type.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vigil_engine::KeyExtractor;
+use vigil_fhir::search::{SearchKeys, keys_of_map};
+
+const TYPES: [&str; 9] = [
+    "Patient",
+    "Observation",
+    "Condition",
+    "Encounter",
+    "Procedure",
+    "DiagnosticReport",
+    "MedicationRequest",
+    "Immunization",
+    "Basic",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let ty = TYPES[usize::from(pick) % TYPES.len()];
+    let mut fast = Vec::new();
+    SearchKeys.keys(ty, body, &mut fast);
+    let mut whole = Vec::new();
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => keys_of_map(ty, &map, &mut whole),
+        Ok(_) => whole.push(b"t\0".iter().chain(ty.as_bytes()).copied().collect()),
+        Err(_) => {}
+    }
+    assert_eq!(fast, whole);
+});
