@@ -745,6 +745,9 @@ mod tests {
             "Observation",
             "Condition",
             "Encounter",
+            "Procedure",
+            "DiagnosticReport",
+            "MedicationRequest",
             "Immunization",
         ] {
             assert!(types.contains(ty), "{ty} not generated: {types:?}");
