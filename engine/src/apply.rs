@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::frame::FrameHeader;
-use crate::index::{FrameToApply, Tables, apply_frame};
+use crate::index::{FrameToApply, Parts, Tables, apply_frame};
 use crate::limits::{APPLY_TXN_BYTES_MAX, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
 use crate::store::Inner;
 
@@ -235,20 +235,28 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
     }
 }
 
-/// A durable redb commit of everything committed so far.
+/// A durable redb commit of everything committed so far; the key runs
+/// it covers may then be written to the key file.
 fn sync_index(inner: &Inner) -> Result<()> {
-    inner.index().begin_write(true)?.commit()?;
+    let ix = inner.index();
+    ix.begin_write(true)?.commit()?;
+    ix.keys.durable(ix.state()?.applied_lsn);
     Ok(())
 }
 
 /// Indexes every frame of `jobs` in one transaction; returns the last LSN.
 fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
     crate::failpoint::check("index.apply").map_err(|e| Error::io("index frames", &inner.dir, e))?;
-    let tx = inner.index().begin_write(durable)?;
+    let ix = inner.index();
+    let tx = ix.begin_write(durable)?;
     let mut end = 0;
     {
-        let mut tables = Tables::open(&tx)?;
+        let mut tables = Tables::open(&ix, &tx)?;
         let extractor = inner.opts.extractor.as_ref();
+        let parts = Parts {
+            tables: true,
+            keys: crate::keys::extracts(extractor),
+        };
         for job in jobs {
             for (pos, h, segment, offset) in &job.frames {
                 apply_frame(
@@ -262,7 +270,7 @@ fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
                     },
                     extractor,
                     &inner.dicts,
-                    crate::keys::extracts(extractor),
+                    parts,
                 )?;
                 end = h.end_lsn() - 1;
             }
@@ -270,5 +278,8 @@ fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
         tables.finish()?;
     }
     tx.commit()?;
+    if durable {
+        ix.keys.durable(end);
+    }
     Ok(end)
 }

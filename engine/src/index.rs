@@ -7,9 +7,16 @@
 //! entries; on open the log after it is replayed. Commits are non-durable
 //! (no fsync) between periodic durable ones: after a crash redb returns to
 //! its last durable commit and the replay redoes the rest.
+//!
+//! Search keys are the exception to "one transaction": they live in the
+//! key store (`keystore`), a file of their own under in-memory runs, with
+//! a watermark of their own (`keys_lsn`, never past this index's durable
+//! LSN). A snapshot pairs the two consistently; a replay redoes keys from
+//! `keys_lsn` and everything else from `applied_lsn`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -20,12 +27,14 @@ use crate::codec::{Put, Reader};
 use crate::dict::Dictionaries;
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
+use crate::keyruns::{Bytes, Merged, RunSet, Source, TAG_KEYS, TAG_KEYS_OF, run_source, tagged};
 use crate::keys::KeyExtractor;
+use crate::keystore::{KEYS, KEYS_OF, KeyStore, keys_path};
 use crate::limits::{INDEX_KEY_BYTES_MAX, INDEX_KEYS_PER_VERSION_MAX};
 use crate::record::{BodyCodec, OpKind, RecordRef, ResourceRef};
 
 /// Bumped whenever a table's layout changes; a different version rebuilds.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 3;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
@@ -42,12 +51,10 @@ const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
 /// first LSN of each frame -> (segment first LSN, file offset); system
 /// history and the change feed read records from the log through it.
 const FRAMES: TableDefinition<u64, (u64, u64)> = TableDefinition::new("frames");
-/// (key, type, id) for the current live version of each resource, as one
-/// byte string ([`key_row`]) so that redb compares rows with one memcmp
-/// (a tuple key decoded two lengths per comparison: 3% of a create's CPU).
-const KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("keys");
-/// (type, id) -> the keys stored for it, to remove them on the next version.
-const KEYS_OF: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("keys_of");
+// The key store holds two more tables: `keys`, (key, type, id) for the
+// current live version of each resource as one byte string ([`key_row`],
+// so that redb compares rows with one memcmp), and `keys_of`, `type 0x00
+// id` -> the keys stored for it, to remove them on the next version.
 /// type -> (live resources, versions).
 const TYPE_STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("type_stats");
 /// dictionary id -> bytes.
@@ -141,9 +148,21 @@ pub(crate) struct FrameToApply<'a> {
     pub keys: Option<&'a [Option<Vec<Vec<u8>>>]>,
 }
 
-/// The open redb index.
+/// The open redb index and its key store. Dropping it stops the key
+/// store's flusher after a last flush of what is durable.
 pub(crate) struct Index {
     db: Database,
+    pub(crate) keys: Arc<KeyStore>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        self.keys.stop();
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What the index says about itself.
@@ -155,20 +174,39 @@ pub(crate) struct IndexState {
 }
 
 impl Index {
-    /// Opens (or creates) the index file.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    /// Opens (or creates) the index file and its key file, holding up to
+    /// `key_entries` key changes in memory before writing them to the
+    /// key file. Readers see nothing until [`Index::start`].
+    pub(crate) fn open(path: &Path, key_entries: usize) -> Result<Self> {
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
             .create(path)?;
-        let index = Self { db };
+        let keys = Arc::new(KeyStore::open(&keys_path(path), key_entries)?);
+        let flusher_keys = keys.clone();
+        let flusher = std::thread::Builder::new()
+            .name("vigil-keys-flush".into())
+            .spawn(move || flusher_keys.run_flusher())
+            .map_err(|e| Error::io("start the key flusher", path, e))?;
+        let index = Self {
+            db,
+            keys,
+            flusher: Some(flusher),
+        };
         // Create every table so read transactions never see a missing one.
         let tx = index.db.begin_write()?;
         {
-            let _ = Tables::open(&tx)?;
+            let _ = Tables::open(&index, &tx)?;
             let _ = tx.open_table(META_TEXT)?;
         }
         tx.commit()?;
         Ok(index)
+    }
+
+    /// Makes the index readable at its applied LSN. The key file must be
+    /// at or below it and end on a frame of this log (else cleared first).
+    pub(crate) fn start(&self) -> Result<()> {
+        self.keys.start_at(self.state()?.applied_lsn);
+        Ok(())
     }
 
     pub(crate) fn state(&self) -> Result<IndexState> {
@@ -233,9 +271,20 @@ pub(crate) struct Tables<'t> {
     type_lsns: Table<'t, (&'static str, u64), (&'static str, u64)>,
     times: Table<'t, u64, u64>,
     frames: Table<'t, u64, (u64, u64)>,
-    keys: Table<'t, &'static [u8], ()>,
     scratch_row: Vec<u8>,
-    keys_of: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    /// The published key runs and a key-file snapshot below them: where
+    /// a resource's previous keys are found.
+    key_runs: Arc<RunSet>,
+    key_file: redb::ReadTransaction,
+    /// This transaction's key changes, newest value per tagged key.
+    key_changes: BTreeMap<Vec<u8>, Option<Bytes>>,
+    /// The value of a `keys` row.
+    present: Bytes,
+    /// The main index's LSN after this transaction.
+    applied_lsn: u64,
+    /// The last frame whose keys this transaction applied: (LSN, CRC).
+    keys_end: Option<(u64, u32)>,
+    keys: Arc<KeyStore>,
     type_stats: Table<'t, &'static str, (u64, u64)>,
     dicts: Table<'t, u32, &'static [u8]>,
     epochs: Table<'t, u64, u64>,
@@ -245,15 +294,23 @@ pub(crate) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(crate) fn open(tx: &'t WriteTransaction) -> Result<Self> {
+    pub(crate) fn open(ix: &Index, tx: &'t WriteTransaction) -> Result<Self> {
+        let meta = tx.open_table(META)?;
+        let applied_lsn = meta.get(META_APPLIED_LSN)?.map_or(0, |v| v.value());
+        let (key_runs, key_file) = ix.keys.for_applier()?;
         Ok(Self {
-            meta: tx.open_table(META)?,
+            meta,
             versions: tx.open_table(VERSIONS)?,
             type_lsns: tx.open_table(TYPE_LSNS)?,
             times: tx.open_table(TIMES)?,
             frames: tx.open_table(FRAMES)?,
-            keys: tx.open_table(KEYS)?,
-            keys_of: tx.open_table(KEYS_OF)?,
+            key_runs,
+            key_file,
+            key_changes: BTreeMap::new(),
+            present: Arc::from(Vec::new()),
+            applied_lsn,
+            keys_end: None,
+            keys: ix.keys.clone(),
             type_stats: tx.open_table(TYPE_STATS)?,
             dicts: tx.open_table(DICTS)?,
             epochs: tx.open_table(EPOCHS)?,
@@ -263,7 +320,26 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Writes the per-type counters accumulated by [`apply_frame`].
+    /// The keys stored for a resource's live version, newest source first.
+    fn keys_of(&self, name: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut tagged_name = vec![TAG_KEYS_OF];
+        tagged_name.extend_from_slice(name);
+        let found = match self.key_changes.get(&tagged_name) {
+            Some(v) => v.clone(),
+            None => match self.key_runs.get(&tagged_name) {
+                Some(v) => v.clone(),
+                None => self
+                    .key_file
+                    .open_table(KEYS_OF)?
+                    .get(name)?
+                    .map(|v| Bytes::from(v.value())),
+            },
+        };
+        found.map(|v| decode_key_list(&v)).transpose()
+    }
+
+    /// Writes the per-type counters accumulated by [`apply_frame`] and
+    /// publishes the key changes; the caller commits next.
     pub(crate) fn finish(mut self) -> Result<()> {
         for (ty, (live_delta, versions_delta)) in std::mem::take(&mut self.stats) {
             let (live, versions) = self
@@ -276,7 +352,16 @@ impl<'t> Tables<'t> {
             self.type_stats
                 .insert(ty.as_str(), (live, versions + versions_delta))?;
         }
-        Ok(())
+        let changes = std::mem::take(&mut self.key_changes)
+            .into_iter()
+            .map(|(k, v)| (Bytes::from(k), v))
+            .collect::<Vec<_>>();
+        assert!(
+            changes.is_empty() || self.keys_end.is_some(),
+            "key changes come from a frame"
+        );
+        let (run_end, crc) = self.keys_end.unwrap_or((self.applied_lsn, 0));
+        self.keys.publish(self.applied_lsn, run_end, crc, changes)
     }
 }
 
@@ -334,6 +419,16 @@ fn split_key_row(row: &[u8]) -> Option<(Vec<u8>, &str, &str)> {
     Some((key, ty, id))
 }
 
+/// Which parts of the index a frame is applied to: a replay after a crash
+/// redoes keys from the key file's LSN and the rest from the index's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parts {
+    /// Versions, history, frames, times, stats, dictionaries, epochs.
+    pub tables: bool,
+    /// Search keys (only with an extractor that makes them).
+    pub keys: bool,
+}
+
 /// Applies one frame to the index. The frame's CRC has been checked.
 ///
 /// Bodies are decoded only when the extractor needs them and the committer
@@ -343,22 +438,23 @@ pub(crate) fn apply_frame(
     frame: &FrameToApply<'_>,
     extractor: &dyn KeyExtractor,
     dicts: &Dictionaries,
-    extract: bool,
+    parts: Parts,
 ) -> Result<()> {
     let h = &frame.header;
     let payload = &frame.bytes[FRAME_HEADER_BYTES..h.frame_len() as usize];
     let records = decode_records(h, payload)
         .map_err(|e| Error::Corrupt(format!("frame at lsn {}: {e}", h.first_lsn)))?;
-    t.frames
-        .insert(h.first_lsn, (frame.segment, frame.offset))?;
-    if t.times.get(h.timestamp_us)?.is_none() {
-        t.times.insert(h.timestamp_us, h.first_lsn)?;
+    if parts.tables {
+        t.frames
+            .insert(h.first_lsn, (frame.segment, frame.offset))?;
+        if t.times.get(h.timestamp_us)?.is_none() {
+            t.times.insert(h.timestamp_us, h.first_lsn)?;
+        }
     }
     for (i, (lsn, rec, body_offset)) in records.iter().enumerate() {
         match rec {
             RecordRef::Resource(r) => {
                 let entry = entry_of(h, frame.segment, frame.offset, *lsn, r, *body_offset);
-                let name = (r.resource_type, r.id);
                 let was_live = match r.version {
                     1 => false,
                     v => t
@@ -370,71 +466,114 @@ pub(crate) fn apply_frame(
                         .transpose()?
                         .is_some_and(|e| e.is_live()),
                 };
-                t.versions.insert(
-                    (r.resource_type, r.id, r.version),
-                    entry.encode().as_slice(),
-                )?;
-                t.type_lsns
-                    .insert((r.resource_type, *lsn), (r.id, r.version))?;
-                let delta = i64::from(entry.is_live()) - i64::from(was_live);
-                match t.stats.get_mut(r.resource_type) {
-                    Some(stat) => {
-                        stat.0 += delta;
-                        stat.1 += 1;
-                    }
-                    None => {
-                        t.stats.insert(r.resource_type.to_owned(), (delta, 1));
-                    }
-                }
-
-                // Secondary keys: drop the old version's, add the new one's.
-                // Only a live previous version has keys (a delete drops them),
-                // so a create does not look; without an extractor there are none.
-                let old_keys = match extract && was_live {
-                    true => t.keys_of.remove(name)?.map(|v| decode_key_list(v.value())),
-                    false => None,
-                };
-                if let Some(old) = old_keys {
-                    for k in &old? {
-                        key_row(k, r.resource_type, r.id, &mut t.scratch_row);
-                        t.keys.remove(t.scratch_row.as_slice())?;
-                    }
-                }
-                if entry.is_live() && extract {
-                    let mut keys = std::mem::take(&mut t.scratch_keys);
-                    keys.clear();
-                    match frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref()) {
-                        Some(given) => keys.extend(given.iter().cloned()),
+                if parts.tables {
+                    t.versions.insert(
+                        (r.resource_type, r.id, r.version),
+                        entry.encode().as_slice(),
+                    )?;
+                    t.type_lsns
+                        .insert((r.resource_type, *lsn), (r.id, r.version))?;
+                    let delta = i64::from(entry.is_live()) - i64::from(was_live);
+                    match t.stats.get_mut(r.resource_type) {
+                        Some(stat) => {
+                            stat.0 += delta;
+                            stat.1 += 1;
+                        }
                         None => {
-                            let body = dicts
-                                .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
-                                .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
-                            extractor.keys(r.resource_type, &body, &mut keys);
+                            t.stats.insert(r.resource_type.to_owned(), (delta, 1));
                         }
                     }
-                    normalise_keys(&mut keys, r.resource_type, r.id);
-                    if !keys.is_empty() {
-                        for k in &keys {
-                            key_row(k, r.resource_type, r.id, &mut t.scratch_row);
-                            t.keys.insert(t.scratch_row.as_slice(), ())?;
-                        }
-                        t.keys_of.insert(name, encode_key_list(&keys).as_slice())?;
-                    }
-                    t.scratch_keys = keys;
+                }
+                if parts.keys {
+                    let given = frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref());
+                    apply_keys(
+                        t,
+                        r,
+                        *lsn,
+                        was_live,
+                        entry.is_live(),
+                        given,
+                        extractor,
+                        dicts,
+                    )?;
                 }
             }
-            RecordRef::EpochStart { epoch } => {
+            RecordRef::EpochStart { epoch } if parts.tables => {
                 t.epochs.insert(*epoch, *lsn)?;
             }
-            RecordRef::Dictionary { id, bytes } => {
+            RecordRef::Dictionary { id, bytes } if parts.tables => {
                 t.dicts.insert(*id, *bytes)?;
                 dicts.install(*id, bytes)?;
             }
-            RecordRef::Checkpoint { .. } => {}
+            RecordRef::EpochStart { .. }
+            | RecordRef::Dictionary { .. }
+            | RecordRef::Checkpoint { .. } => {}
         }
     }
-    t.meta.insert(META_APPLIED_LSN, h.end_lsn() - 1)?;
-    t.meta.insert(META_APPLIED_CRC, u64::from(h.crc))?;
+    let end = h.end_lsn() - 1;
+    if parts.keys {
+        t.keys_end = Some((end, h.crc));
+    }
+    if parts.tables {
+        t.meta.insert(META_APPLIED_LSN, end)?;
+        t.meta.insert(META_APPLIED_CRC, u64::from(h.crc))?;
+        t.applied_lsn = end;
+    }
+    Ok(())
+}
+
+/// Secondary keys of one record: drop the old version's, add the new
+/// one's. Only a live previous version has keys (a delete drops them), so
+/// a create does not look.
+#[allow(clippy::too_many_arguments)]
+fn apply_keys(
+    t: &mut Tables<'_>,
+    r: &ResourceRef<'_>,
+    lsn: u64,
+    was_live: bool,
+    is_live: bool,
+    given: Option<&Vec<Vec<u8>>>,
+    extractor: &dyn KeyExtractor,
+    dicts: &Dictionaries,
+) -> Result<()> {
+    let mut name = Vec::with_capacity(r.resource_type.len() + r.id.len() + 1);
+    name.extend_from_slice(r.resource_type.as_bytes());
+    name.push(0);
+    name.extend_from_slice(r.id.as_bytes());
+    if was_live && let Some(old) = t.keys_of(&name)? {
+        for k in &old {
+            key_row(k, r.resource_type, r.id, &mut t.scratch_row);
+            t.key_changes.insert(tagged(TAG_KEYS, &t.scratch_row), None);
+        }
+        t.key_changes.insert(tagged(TAG_KEYS_OF, &name), None);
+    }
+    if !is_live {
+        return Ok(());
+    }
+    let mut keys = std::mem::take(&mut t.scratch_keys);
+    keys.clear();
+    match given {
+        Some(given) => keys.extend(given.iter().cloned()),
+        None => {
+            let body = dicts
+                .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
+            extractor.keys(r.resource_type, &body, &mut keys);
+        }
+    }
+    normalise_keys(&mut keys, r.resource_type, r.id);
+    if !keys.is_empty() {
+        for k in &keys {
+            key_row(k, r.resource_type, r.id, &mut t.scratch_row);
+            t.key_changes
+                .insert(tagged(TAG_KEYS, &t.scratch_row), Some(t.present.clone()));
+        }
+        t.key_changes.insert(
+            tagged(TAG_KEYS_OF, &name),
+            Some(Bytes::from(encode_key_list(&keys))),
+        );
+    }
+    t.scratch_keys = keys;
     Ok(())
 }
 
@@ -530,9 +669,13 @@ fn take_frames<'a>(
     Ok(out)
 }
 
-/// Read-side queries over one read transaction (one consistent snapshot).
+/// Read-side queries over one consistent snapshot: a read transaction of
+/// the index, and the search keys at the same LSN (the runs published for
+/// it over a snapshot of the key file).
 pub(crate) struct Snapshot {
     tx: ReadTransaction,
+    key_runs: Arc<RunSet>,
+    key_file: ReadTransaction,
 }
 
 /// A resource version reference as listed by history.
@@ -545,9 +688,74 @@ pub(crate) struct Listed {
 
 impl Snapshot {
     pub(crate) fn new(index: &Index) -> Result<Self> {
+        let (tx, key_runs, key_file) = index.keys.snapshot(|| {
+            let tx = index.begin_read()?;
+            let lsn = tx
+                .open_table(META)?
+                .get(META_APPLIED_LSN)?
+                .map_or(0, |v| v.value());
+            Ok((tx, lsn))
+        })?;
+        Ok(Self {
+            tx,
+            key_runs,
+            key_file,
+        })
+    }
+
+    /// A snapshot of the index tables alone (its keys read as empty), for
+    /// checks made while opening, before [`Index::start`].
+    pub(crate) fn tables_only(index: &Index) -> Result<Self> {
         Ok(Self {
             tx: index.begin_read()?,
+            key_runs: Arc::new(RunSet::default()),
+            key_file: index.keys.begin_read()?,
         })
+    }
+
+    /// The rows of one key table (`TAG_KEYS` or `TAG_KEYS_OF`) with
+    /// `lo <= row < hi` (`hi = None`: to the end), runs merged over the
+    /// file, removals dropped.
+    fn key_rows(
+        &self,
+        tag: u8,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_> {
+        let mut sources: Vec<Source<'_, Error>> = Vec::new();
+        if tag == TAG_KEYS {
+            let t = self.key_file.open_table(KEYS)?;
+            let rows = match hi {
+                Some(hi) => t.range(lo..hi)?,
+                None => t.range(lo..)?,
+            };
+            sources.push(Box::new(rows.map(|row| {
+                let (k, _) = row?;
+                Ok((k.value().to_vec(), Some(Vec::new())))
+            })));
+        } else {
+            let t = self.key_file.open_table(KEYS_OF)?;
+            let rows = match hi {
+                Some(hi) => t.range(lo..hi)?,
+                None => t.range(lo..)?,
+            };
+            sources.push(Box::new(rows.map(|row| {
+                let (k, v) = row?;
+                Ok((k.value().to_vec(), Some(v.value().to_vec())))
+            })));
+        }
+        let (lo, hi) = (
+            tagged(tag, lo),
+            hi.map_or_else(|| vec![tag + 1], |hi| tagged(tag, hi)),
+        );
+        for run in &self.key_runs.runs {
+            sources.push(run_source(run.range(&lo, &hi)));
+        }
+        Ok(Merged::new(sources).filter_map(|row| match row {
+            Ok((k, Some(v))) => Some(Ok((k, v))),
+            Ok((_, None)) => None,
+            Err(e) => Some(Err(e)),
+        }))
     }
 
     /// Compares every table of this snapshot with another index; the first
@@ -586,11 +794,27 @@ impl Snapshot {
         same!(TYPE_LSNS, "type_lsns");
         same!(TIMES, "times");
         same!(FRAMES, "frames");
-        same!(KEYS, "keys");
-        same!(KEYS_OF, "keys_of");
         same!(TYPE_STATS, "type_stats");
         same!(DICTS, "dicts");
         same!(EPOCHS, "epochs");
+        let other = Snapshot::new(other)?;
+        for (tag, name) in [(TAG_KEYS, "keys"), (TAG_KEYS_OF, "keys_of")] {
+            let mut ra = self.key_rows(tag, &[], None)?;
+            let mut rb = other.key_rows(tag, &[], None)?;
+            loop {
+                match (ra.next().transpose()?, rb.next().transpose()?) {
+                    (None, None) => break,
+                    (a, b) if a == b => continue,
+                    (a, b) => {
+                        return Err(Error::IndexMismatch(format!(
+                            "table {name} differs from a rebuild: {:?} against {:?}",
+                            a.map(|r| r.0),
+                            b.map(|r| r.0)
+                        )));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -733,19 +957,18 @@ impl Snapshot {
         resource_type: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, String, String)>> {
-        let t = self.tx.open_table(KEYS)?;
         let mut out = Vec::new();
         if lo >= hi {
             return Ok(out);
         }
         let (lo, hi) = (escaped_key(lo), escaped_key(hi));
-        for row in t.range(lo.as_slice()..hi.as_slice())? {
+        for row in self.key_rows(TAG_KEYS, &lo, Some(&hi))? {
             if out.len() >= limit {
                 break;
             }
             let (k, _) = row?;
-            let (key, ty, id) = split_key_row(k.value())
-                .ok_or_else(|| Error::Corrupt(format!("keys row {:?}", k.value())))?;
+            let (key, ty, id) =
+                split_key_row(&k).ok_or_else(|| Error::Corrupt(format!("keys row {k:?}")))?;
             if resource_type.is_some_and(|want| want != ty) {
                 continue;
             }

@@ -65,6 +65,18 @@ pub const APPLY_QUEUE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// commits, catch-up over a 50 ms link fell from ~100 to 39 MB/s); a
 /// replica has no read barrier to keep short.
 pub const APPLY_QUEUE_REPLICA_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Search-key changes the index holds in memory before writing them to
+/// the key file in one sorted pass (`Options::key_buffer_entries`). About
+/// 140 bytes each for FHIR search keys; at most twice this many are held.
+/// Measured with `vigil bench --workload create --clients 64` for 30 s:
+/// 10,900 creates/s writing each key row into redb directly, 14,600/s
+/// holding 500,000 changes, 16,200/s holding 1,000,000 (docs/BENCHMARKS.md).
+pub const KEY_BUFFER_ENTRIES_DEFAULT: usize = 1_000_000;
+/// The key file is written at least every this many records of log even
+/// when few keys changed, which bounds the replay of keys after a crash.
+pub const KEY_REPLAY_RECORDS_MAX: u64 = 1_000_000;
+/// Largest `Options::key_buffer_entries`.
+pub const KEY_BUFFER_ENTRIES_MAX: usize = 16_000_000;
 /// Most bytes of frames the applier indexes in one redb transaction.
 pub const APPLY_TXN_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Version numbers each epoch owns per resource: a write in epoch `e`

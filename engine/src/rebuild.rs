@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::dict::Dictionaries;
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, decode_records};
-use crate::index::{FrameToApply, Index, Tables, apply_frame};
+use crate::index::{FrameToApply, Index, Parts, Tables, apply_frame};
 use crate::keys::KeyExtractor;
 use crate::log::Segments;
 use crate::record::{OpKind, RecordRef};
@@ -26,19 +26,35 @@ pub(crate) struct ApplyStats {
     pub bytes: u64,
 }
 
-/// Applies every frame after `after_lsn` (and, with `upto`, ending at or
+/// Where a replay starts: the index's tables hold the log through
+/// `tables`, its search keys through `keys` (the key file can trail).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplayFrom {
+    pub tables: u64,
+    pub keys: u64,
+}
+
+impl ReplayFrom {
+    /// A replay of the whole log into an empty index.
+    pub(crate) const START: ReplayFrom = ReplayFrom { tables: 0, keys: 0 };
+}
+
+/// Applies every frame after `from` (and, with `upto`, ending at or
 /// before it) to `ix`, in transactions of bounded log size, the last one
-/// durable. With `deep`, also decodes every body and checks its CRC.
+/// durable: to the tables after `from.tables`, to the keys after
+/// `from.keys`. With `deep`, also decodes every body and checks its CRC.
 pub(crate) fn apply_log(
     ix: &Index,
     segments: &Segments,
     extractor: &dyn KeyExtractor,
     dicts: &Dictionaries,
-    after_lsn: u64,
+    from: ReplayFrom,
     upto: Option<u64>,
     deep: bool,
 ) -> Result<ApplyStats> {
     let extract = crate::keys::extracts(extractor);
+    let after_lsn = from.tables.min(from.keys);
+    let mut applied = from.tables;
     let list = segments.list();
     let mut stats = ApplyStats::default();
     // Non-durable transactions, then one durable commit at the end.
@@ -66,7 +82,7 @@ pub(crate) fn apply_log(
         // Bounded transactions bound the dirty pages redb holds in memory.
         while frames.peek().is_some() && !done {
             let tx = ix.begin_write(false)?;
-            let mut tables = Tables::open(&tx)?;
+            let mut tables = Tables::open(ix, &tx)?;
             let mut txn_bytes = 0u64;
             while let Some(f) = frames.next_if(|_| txn_bytes < REBUILD_TXN_LOG_BYTES) {
                 let h = f.header;
@@ -86,8 +102,12 @@ pub(crate) fn apply_log(
                     },
                     extractor,
                     dicts,
-                    extract,
+                    Parts {
+                        tables: h.first_lsn > from.tables,
+                        keys: extract && h.first_lsn > from.keys,
+                    },
                 )?;
+                applied = applied.max(h.end_lsn() - 1);
                 stats.frames += 1;
                 stats.records += u64::from(h.record_count);
                 stats.bytes += h.frame_len();
@@ -98,6 +118,12 @@ pub(crate) fn apply_log(
             }
             tables.finish()?;
             tx.commit()?;
+            if ix.keys.due() {
+                // Make what the runs hold durable so the flusher can take
+                // it: a long replay holds bounded memory.
+                ix.begin_write(true)?.commit()?;
+                ix.keys.durable(applied);
+            }
         }
         if done {
             break 'segments;
@@ -120,6 +146,7 @@ pub(crate) fn apply_log(
         }
     }
     ix.begin_write(true)?.commit()?;
+    ix.keys.durable(applied);
     Ok(stats)
 }
 
@@ -153,7 +180,8 @@ fn check_bodies(
     Ok(n)
 }
 
-/// Builds a fresh index at `path` from the whole log (up to `upto`).
+/// Builds a fresh index (and key file) at `path` from the whole log (up
+/// to `upto`), holding up to `key_entries` key changes in memory.
 pub(crate) fn rebuild_into(
     path: &Path,
     segments: &Segments,
@@ -161,12 +189,30 @@ pub(crate) fn rebuild_into(
     dicts: &Dictionaries,
     upto: Option<u64>,
     deep: bool,
+    key_entries: usize,
 ) -> Result<(Index, ApplyStats)> {
-    if path.exists() {
-        std::fs::remove_file(path).map_err(|e| Error::io("remove old index", path, e))?;
-    }
-    let ix = Index::open(path)?;
+    remove_index_files(path)?;
+    let ix = Index::open(path, key_entries)?;
     ix.initialise(extractor.name())?;
-    let stats = apply_log(&ix, segments, extractor, dicts, 0, upto, deep)?;
+    ix.start()?;
+    let stats = apply_log(
+        &ix,
+        segments,
+        extractor,
+        dicts,
+        ReplayFrom::START,
+        upto,
+        deep,
+    )?;
     Ok((ix, stats))
+}
+
+/// Removes the index file at `path` and its key file, if there.
+pub(crate) fn remove_index_files(path: &Path) -> Result<()> {
+    for p in [path.to_owned(), crate::keystore::keys_path(path)] {
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::io("remove old index", &p, e))?;
+        }
+    }
+    Ok(())
 }

@@ -15,15 +15,15 @@ use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records,
 use crate::index::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry, entry_of};
 use crate::keys::{KeyExtractor, NoKeys};
 use crate::limits::{
-    COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX,
-    SEGMENT_BYTES_MIN, SEGMENT_BYTES_TARGET,
+    COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, KEY_BUFFER_ENTRIES_DEFAULT, KEY_BUFFER_ENTRIES_MAX,
+    RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_BYTES_TARGET,
 };
 use crate::log::{Appender, Segments};
 use crate::read::{
     Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
-use crate::rebuild::{apply_log, rebuild_into};
+use crate::rebuild::{ReplayFrom, apply_log, rebuild_into};
 use crate::record::{OpKind, RecordRef, Watermark};
 use crate::recovery::{RecoverOptions, recover};
 use crate::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
@@ -88,6 +88,10 @@ pub struct Options {
     pub extractor: Arc<dyn KeyExtractor>,
     /// Wall clock for `lastUpdated`.
     pub clock: Arc<dyn Clock>,
+    /// Search-key changes held in memory (at most twice this many) before
+    /// they are written to the key file in one sorted pass; also what a
+    /// replay after a crash redoes at most. See `keystore`.
+    pub key_buffer_entries: usize,
 }
 
 impl Default for Options {
@@ -102,6 +106,7 @@ impl Default for Options {
             replica: false,
             extractor: Arc::new(NoKeys),
             clock: Arc::new(SystemClock),
+            key_buffer_entries: KEY_BUFFER_ENTRIES_DEFAULT,
         }
     }
 }
@@ -115,6 +120,7 @@ impl std::fmt::Debug for Options {
             .field("verify_on_open", &self.verify_on_open)
             .field("segment_bytes", &self.segment_bytes)
             .field("repair", &self.repair)
+            .field("key_buffer_entries", &self.key_buffer_entries)
             .field("extractor", &self.extractor.name())
             .finish()
     }
@@ -334,6 +340,13 @@ impl Store {
                 what: "resource_bytes_max",
                 value: opts.resource_bytes_max.to_string(),
                 reason: format!("must be 1..={RESOURCE_BYTES_MAX}"),
+            });
+        }
+        if !(1..=KEY_BUFFER_ENTRIES_MAX).contains(&opts.key_buffer_entries) {
+            return Err(Error::Invalid {
+                what: "key_buffer_entries",
+                value: opts.key_buffer_entries.to_string(),
+                reason: format!("must be 1..={KEY_BUFFER_ENTRIES_MAX}"),
             });
         }
         if !(1..=19).contains(&opts.zstd_level) {
@@ -1042,7 +1055,8 @@ impl Store {
             log_bytes_allocated,
             index_bytes: std::fs::metadata(&index_path)
                 .map_err(|e| Error::io("stat index", &index_path, e))?
-                .len(),
+                .len()
+                + std::fs::metadata(crate::keystore::keys_path(&index_path)).map_or(0, |m| m.len()),
             dictionaries: self.inner.dicts.count(),
         })
     }
@@ -1069,6 +1083,7 @@ impl Store {
             &dicts,
             Some(index_lsn),
             true,
+            self.inner.opts.key_buffer_entries,
         );
         let result = stats.and_then(|(fresh, stats)| {
             live.compare(&fresh)?;
@@ -1146,7 +1161,7 @@ fn open_index(
     report: &mut OpenReport,
 ) -> Result<Index> {
     let extractor = opts.extractor.as_ref();
-    let why_rebuild = match Index::open(path) {
+    let why_rebuild = match Index::open(path, opts.key_buffer_entries) {
         Err(e) => Some(format!("cannot open: {e}")),
         Ok(ix) => {
             let st = ix.state()?;
@@ -1186,8 +1201,32 @@ fn open_index(
                     for (id, bytes) in ix.dictionaries()? {
                         dicts.install(id, &bytes)?;
                     }
-                    let stats =
-                        apply_log(&ix, segments, extractor, dicts, st.applied_lsn, None, true)?;
+                    // The key file must be of this format and end on a frame
+                    // of this log, at or below the index; else its keys are
+                    // rebuilt.
+                    let keys = ix.keys.at()?;
+                    if keys.lsn > st.applied_lsn
+                        || (keys.lsn > 0
+                            && (keys.format != INDEX_FORMAT_VERSION
+                                || !applied_frame_matches(&ix, segments, keys.lsn, keys.crc)?))
+                    {
+                        tracing::warn!(
+                            keys_lsn = keys.lsn,
+                            index_lsn = st.applied_lsn,
+                            "the search key file does not match the log; rebuilding the keys"
+                        );
+                        ix.keys.clear()?;
+                    }
+                    // Without keys to make, the key file stays empty.
+                    let from = ReplayFrom {
+                        tables: st.applied_lsn,
+                        keys: match crate::keys::extracts(extractor) {
+                            true => ix.keys.at()?.lsn,
+                            false => st.applied_lsn,
+                        },
+                    };
+                    ix.start()?;
+                    let stats = apply_log(&ix, segments, extractor, dicts, from, None, true)?;
                     report.frames_replayed = stats.frames;
                     // A missing index was created empty and replayed whole.
                     report.index_rebuilt = fresh && end_lsn > 0;
@@ -1202,13 +1241,20 @@ fn open_index(
     let why = why_rebuild.unwrap_or_default();
     tracing::warn!(index = %path.display(), "rebuilding the index from the log: {why}");
     report.index_rebuilt = true;
-    let _ = std::fs::remove_file(path);
-    let (ix, _) = rebuild_into(path, segments, extractor, dicts, None, false)?;
+    let (ix, _) = rebuild_into(
+        path,
+        segments,
+        extractor,
+        dicts,
+        None,
+        false,
+        opts.key_buffer_entries,
+    )?;
     Ok(ix)
 }
 
 fn applied_frame_matches(ix: &Index, segments: &Segments, applied: u64, crc: u64) -> Result<bool> {
-    let snap = Snapshot::new(ix)?;
+    let snap = Snapshot::tables_only(ix)?;
     let Some((_, seg, off)) = snap.frame_holding(applied)? else {
         return Ok(false);
     };

@@ -24,6 +24,7 @@ use crate::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records, encode_frame, parse_header};
 use crate::index::{Snapshot, VersionEntry, entry_of};
+use crate::keystore::keys_path;
 use crate::limits::{
     APPLY_QUEUE_BYTES_MAX, APPLY_QUEUE_REPLICA_BYTES_MAX, EPOCH_VERSIONS,
     FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
@@ -380,7 +381,10 @@ impl WriterState {
             &self.inner.dicts,
             None,
             false,
+            self.inner.opts.key_buffer_entries,
         )?;
+        let (tmp_keys, keys) = (keys_path(&tmp), keys_path(&path));
+        std::fs::rename(&tmp_keys, &keys).map_err(|e| Error::io("replace index", &keys, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("replace index", &path, e))?;
         sync_dir(&self.inner.dir)?;
         tracing::info!(

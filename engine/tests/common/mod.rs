@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod keys;
+
 use vigil_engine::{Batch, Current, KeyExtractor, Op, Options, Store};
 
 /// A small Patient body, distinct for each `n`.

@@ -1,0 +1,292 @@
+//! Recent secondary-key changes held in memory as sorted runs.
+//!
+//! A search-key row written straight into a large redb B-tree lands on a
+//! random leaf: every row dirties a 4 KiB page that the next durable
+//! commit rewrites, and that was most of a create's CPU (docs/BENCHMARKS.md).
+//! So the applier writes each transaction's key changes as a small sorted
+//! [`Run`]; runs of similar size are merged in memory, and the key store
+//! (`keystore`) writes the oldest runs into its redb file in one sorted
+//! pass, many rows per leaf. A reader merges the runs over that file,
+//! newest first.
+//!
+//! An entry is `(tagged key, value)`: the first byte names the table
+//! ([`TAG_KEYS`], [`TAG_KEYS_OF`]), and a `None` value is a removal that
+//! hides the row below it.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// Shared immutable bytes: merging runs copies pointers, not rows.
+pub(crate) type Bytes = Arc<[u8]>;
+
+/// One change: a tagged key and its new value (`None`: removed).
+pub(crate) type Entry = (Bytes, Option<Bytes>);
+
+/// Tag of a `keys` row: `(key, type, id)` as `index::key_row` writes it.
+pub(crate) const TAG_KEYS: u8 = 0;
+/// Tag of a `keys_of` row: `type 0x00 id` -> the keys of its live version.
+pub(crate) const TAG_KEYS_OF: u8 = 1;
+
+/// The tagged form of a key.
+pub(crate) fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Changes of a contiguous stretch of the log, sorted by key, one entry
+/// per key (the newest change wins).
+#[derive(Debug)]
+pub(crate) struct Run {
+    /// The LSN of the last frame whose changes it holds.
+    pub end_lsn: u64,
+    pub entries: Vec<Entry>,
+}
+
+impl Run {
+    /// A run from sorted, unique entries.
+    pub(crate) fn new(end_lsn: u64, entries: Vec<Entry>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        Self { end_lsn, entries }
+    }
+
+    /// The entry for `key`, if the run changed it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Option<Bytes>> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// The entries with `lo <= key < hi`.
+    pub(crate) fn range(&self, lo: &[u8], hi: &[u8]) -> &[Entry] {
+        let a = self.entries.partition_point(|(k, _)| k.as_ref() < lo);
+        let b = self.entries.partition_point(|(k, _)| k.as_ref() < hi);
+        &self.entries[a..b.max(a)]
+    }
+}
+
+/// The runs a reader merges over the key store's file: every change after
+/// `base_lsn` up to the LSN it was published at.
+#[derive(Debug, Default)]
+pub(crate) struct RunSet {
+    /// Changes up to here are in the key store's file.
+    pub base_lsn: u64,
+    /// Oldest first; each run's changes come after the previous run's.
+    pub runs: Vec<Arc<Run>>,
+}
+
+impl RunSet {
+    /// The newest change to `key`: `Some(None)` if it was removed, `None`
+    /// if no run changed it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Option<Bytes>> {
+        self.runs.iter().rev().find_map(|r| r.get(key))
+    }
+}
+
+/// Merges two sorted runs; on equal keys the newer entry wins. Removals
+/// are kept: they must still hide rows in the file below.
+pub(crate) fn merge(older: &[Entry], newer: &[Entry]) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        match older[i].0.cmp(&newer[j].0) {
+            Ordering::Less => {
+                out.push(older[i].clone());
+                i += 1;
+            }
+            Ordering::Greater => {
+                out.push(newer[j].clone());
+                j += 1;
+            }
+            Ordering::Equal => {
+                out.push(newer[j].clone());
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend_from_slice(&newer[j..]);
+    out
+}
+
+/// Appends `run` and merges the newest runs while the one before the
+/// newest is at most twice its size, never touching the first `frozen`
+/// runs (being written to the file). Sizes then fall geometrically from
+/// the oldest run, so a reader merges O(log n) runs and each entry is
+/// copied O(log n) times.
+pub(crate) fn push_run(runs: &mut Vec<Arc<Run>>, run: Run, frozen: usize) {
+    runs.push(Arc::new(run));
+    while runs.len() >= frozen + 2 {
+        let n = runs.len();
+        if runs[n - 2].entries.len() > 2 * runs[n - 1].entries.len() {
+            break;
+        }
+        let newer = runs.pop().expect("two runs");
+        let older = runs.pop().expect("two runs");
+        runs.push(Arc::new(Run::new(
+            newer.end_lsn,
+            merge(&older.entries, &newer.entries),
+        )));
+    }
+}
+
+/// A row of a merged scan: key and value (`None`: removed).
+pub(crate) type Row = (Vec<u8>, Option<Vec<u8>>);
+
+/// One source of a merged scan: its rows in key order.
+pub(crate) type Source<'a, E> = Box<dyn Iterator<Item = Result<Row, E>> + 'a>;
+
+/// Merges sources given oldest first into one stream in key order, one
+/// row per key, where the newest source that has a key decides its value.
+/// Removals are passed on (`None`); a scan drops them.
+pub(crate) struct Merged<'a, E> {
+    heads: Vec<Option<Row>>,
+    sources: Vec<Source<'a, E>>,
+}
+
+impl<'a, E> Merged<'a, E> {
+    pub(crate) fn new(sources: Vec<Source<'a, E>>) -> Self {
+        Self {
+            heads: sources.iter().map(|_| None).collect(),
+            sources,
+        }
+    }
+
+    /// Fills the empty heads; the first error ends the scan.
+    fn fill(&mut self) -> Result<(), E> {
+        for (head, source) in self.heads.iter_mut().zip(self.sources.iter_mut()) {
+            if head.is_none() {
+                *head = source.next().transpose()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<E> Iterator for Merged<'_, E> {
+    type Item = Result<Row, E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.fill() {
+            return Some(Err(e));
+        }
+        let least = self.heads.iter().flatten().map(|(k, _)| k).min()?.clone();
+        let mut value = None;
+        // Oldest to newest: the last source holding the key wins.
+        for head in &mut self.heads {
+            if head.as_ref().is_some_and(|(k, _)| *k == least) {
+                value = head.take().map(|(_, v)| v);
+            }
+        }
+        Some(Ok((least, value.flatten())))
+    }
+}
+
+/// A run's entries of one table as a merge source, tags stripped.
+pub(crate) fn run_source<'a, E: 'a>(entries: &'a [Entry]) -> Source<'a, E> {
+    Box::new(
+        entries
+            .iter()
+            .map(|(k, v)| Ok((k[1..].to_vec(), v.as_ref().map(|v| v.to_vec())))),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn entry(k: u8, v: Option<u8>) -> Entry {
+        (Arc::from(vec![TAG_KEYS, k]), v.map(|v| Arc::from(vec![v])))
+    }
+
+    fn run_of(end_lsn: u64, changes: &[(u8, Option<u8>)]) -> Run {
+        let m: BTreeMap<u8, Option<u8>> = changes.iter().copied().collect();
+        Run::new(end_lsn, m.into_iter().map(|(k, v)| entry(k, v)).collect())
+    }
+
+    proptest! {
+        /// Pushing runs (with merging) then scanning them over a base gives
+        /// what applying every change in order to the base gives.
+        #[test]
+        fn runs_over_a_base_equal_the_changes_applied_in_order(
+            base in proptest::collection::btree_map(any::<u8>(), any::<u8>(), 0..40),
+            batches in proptest::collection::vec(
+                proptest::collection::vec((any::<u8>(), proptest::option::of(any::<u8>())), 0..20),
+                0..30,
+            ),
+            frozen_after in 0usize..30,
+        ) {
+            let mut model = base.clone();
+            let mut runs = Vec::new();
+            let mut frozen = 0;
+            for (i, batch) in batches.iter().enumerate() {
+                let mut last = BTreeMap::new();
+                for (k, v) in batch {
+                    last.insert(*k, *v);
+                    match v {
+                        Some(v) => model.insert(*k, *v),
+                        None => model.remove(k),
+                    };
+                }
+                let changes: Vec<_> = last.into_iter().collect();
+                push_run(&mut runs, run_of(i as u64 + 1, &changes), frozen);
+                if i == frozen_after {
+                    frozen = runs.len();
+                }
+                prop_assert!(runs.windows(2).all(|w| w[0].end_lsn < w[1].end_lsn));
+            }
+            let base_source: Source<'_, ()> = Box::new(
+                base.iter().map(|(k, v)| Ok((vec![*k], Some(vec![*v])))),
+            );
+            let mut sources = vec![base_source];
+            sources.extend(runs.iter().map(|r| run_source(&r.entries)));
+            let scanned: BTreeMap<u8, u8> = Merged::new(sources)
+                .filter_map(|r| {
+                    let (k, v) = r.expect("no errors");
+                    v.map(|v| (k[0], v[0]))
+                })
+                .collect();
+            prop_assert_eq!(&scanned, &model);
+            let set = RunSet { base_lsn: 0, runs };
+            for k in 0..=255u8 {
+                let got = match set.get(&[TAG_KEYS, k]) {
+                    Some(v) => v.as_ref().map(|v| v[0]),
+                    None => base.get(&k).copied(),
+                };
+                prop_assert_eq!(got, model.get(&k).copied());
+            }
+        }
+    }
+
+    #[test]
+    fn runs_stay_few_as_they_grow() {
+        let mut runs = Vec::new();
+        for i in 0..1000u64 {
+            let changes: Vec<(u8, Option<u8>)> = vec![((i % 251) as u8, Some(1))];
+            push_run(&mut runs, run_of(i + 1, &changes), 0);
+            assert!(
+                runs.len() <= 12,
+                "{} runs after {} pushes",
+                runs.len(),
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn range_is_half_open() {
+        let r = run_of(1, &[(1, Some(1)), (2, None), (3, Some(3))]);
+        let got: Vec<u8> = r
+            .range(&[TAG_KEYS, 2], &[TAG_KEYS, 3])
+            .iter()
+            .map(|e| e.0[1])
+            .collect();
+        assert_eq!(got, vec![2]);
+        assert!(r.range(&[TAG_KEYS, 3], &[TAG_KEYS, 3]).is_empty());
+    }
+}
