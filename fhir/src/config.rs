@@ -21,6 +21,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest resource in bytes (engine limit).
     pub max_resource_bytes: u32,
+    /// Search-key changes held in memory before they are written to the
+    /// key file in one sorted pass (about 140 bytes each, at most twice
+    /// this many held); also bounds the key replay after a crash.
+    pub search_key_buffer_entries: usize,
     /// Log format: `text` or `json`.
     pub log_format: String,
     /// Log filter, e.g. `info` or `vigil_fhir=debug`.
@@ -64,6 +68,7 @@ impl Default for Config {
             base_url: None,
             max_body_bytes: MAX_BODY_BYTES_DEFAULT,
             max_resource_bytes: vigil_engine::limits::RESOURCE_BYTES_DEFAULT,
+            search_key_buffer_entries: vigil_engine::limits::KEY_BUFFER_ENTRIES_DEFAULT,
             log_format: "text".into(),
             log_level: "info".into(),
             auth: crate::auth::AuthConfig::default(),

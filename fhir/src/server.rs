@@ -67,6 +67,7 @@ impl App {
     pub fn store_options(config: &Config) -> Options {
         Options {
             resource_bytes_max: config.max_resource_bytes,
+            key_buffer_entries: config.search_key_buffer_entries,
             extractor: Arc::new(search::SearchKeys),
             replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
