@@ -269,6 +269,7 @@ fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
                         keys: job.keys.as_deref(),
                     },
                     extractor,
+                    &inner.segments,
                     &inner.dicts,
                     parts,
                 )?;

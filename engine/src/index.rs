@@ -27,10 +27,11 @@ use crate::codec::{Put, Reader};
 use crate::dict::Dictionaries;
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
-use crate::keyruns::{Bytes, Merged, RunSet, Source, TAG_KEYS, TAG_KEYS_OF, run_source, tagged};
+use crate::keyruns::{Bytes, Merged, RunSet, Source, run_source};
 use crate::keys::KeyExtractor;
-use crate::keystore::{KEYS, KEYS_OF, KeyStore, keys_path};
+use crate::keystore::{KEYS, KeyStore, keys_path};
 use crate::limits::{INDEX_KEY_BYTES_MAX, INDEX_KEYS_PER_VERSION_MAX};
+use crate::log::Segments;
 use crate::record::{BodyCodec, OpKind, RecordRef, ResourceRef};
 
 /// Bumped whenever a table's layout changes; a different version rebuilds.
@@ -51,10 +52,11 @@ const TIMES: TableDefinition<u64, u64> = TableDefinition::new("times");
 /// first LSN of each frame -> (segment first LSN, file offset); system
 /// history and the change feed read records from the log through it.
 const FRAMES: TableDefinition<u64, (u64, u64)> = TableDefinition::new("frames");
-// The key store holds two more tables: `keys`, (key, type, id) for the
+// The key store holds one more table, `keys`: (key, type, id) for the
 // current live version of each resource as one byte string ([`key_row`],
-// so that redb compares rows with one memcmp), and `keys_of`, `type 0x00
-// id` -> the keys stored for it, to remove them on the next version.
+// so that redb compares rows with one memcmp). A resource's keys are
+// removed on its next version by extracting them again from the previous
+// body (the extractor is deterministic and named in `meta`).
 /// type -> (live resources, versions).
 const TYPE_STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("type_stats");
 /// dictionary id -> bytes.
@@ -272,14 +274,8 @@ pub(crate) struct Tables<'t> {
     times: Table<'t, u64, u64>,
     frames: Table<'t, u64, (u64, u64)>,
     scratch_row: Vec<u8>,
-    /// The published key runs and a key-file snapshot below them: where
-    /// a resource's previous keys are found.
-    key_runs: Arc<RunSet>,
-    key_file: redb::ReadTransaction,
-    /// This transaction's key changes, newest value per tagged key.
-    key_changes: BTreeMap<Vec<u8>, Option<Bytes>>,
-    /// The value of a `keys` row.
-    present: Bytes,
+    /// This transaction's key changes: row -> present (newest wins).
+    key_changes: BTreeMap<Vec<u8>, bool>,
     /// The main index's LSN after this transaction.
     applied_lsn: u64,
     /// The last frame whose keys this transaction applied: (LSN, CRC).
@@ -297,17 +293,13 @@ impl<'t> Tables<'t> {
     pub(crate) fn open(ix: &Index, tx: &'t WriteTransaction) -> Result<Self> {
         let meta = tx.open_table(META)?;
         let applied_lsn = meta.get(META_APPLIED_LSN)?.map_or(0, |v| v.value());
-        let (key_runs, key_file) = ix.keys.for_applier()?;
         Ok(Self {
             meta,
             versions: tx.open_table(VERSIONS)?,
             type_lsns: tx.open_table(TYPE_LSNS)?,
             times: tx.open_table(TIMES)?,
             frames: tx.open_table(FRAMES)?,
-            key_runs,
-            key_file,
             key_changes: BTreeMap::new(),
-            present: Arc::from(Vec::new()),
             applied_lsn,
             keys_end: None,
             keys: ix.keys.clone(),
@@ -318,24 +310,6 @@ impl<'t> Tables<'t> {
             scratch_row: Vec::new(),
             scratch_keys: Vec::new(),
         })
-    }
-
-    /// The keys stored for a resource's live version, newest source first.
-    fn keys_of(&self, name: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
-        let mut tagged_name = vec![TAG_KEYS_OF];
-        tagged_name.extend_from_slice(name);
-        let found = match self.key_changes.get(&tagged_name) {
-            Some(v) => v.clone(),
-            None => match self.key_runs.get(&tagged_name) {
-                Some(v) => v.clone(),
-                None => self
-                    .key_file
-                    .open_table(KEYS_OF)?
-                    .get(name)?
-                    .map(|v| Bytes::from(v.value())),
-            },
-        };
-        found.map(|v| decode_key_list(&v)).transpose()
     }
 
     /// Writes the per-type counters accumulated by [`apply_frame`] and
@@ -354,7 +328,7 @@ impl<'t> Tables<'t> {
         }
         let changes = std::mem::take(&mut self.key_changes)
             .into_iter()
-            .map(|(k, v)| (Bytes::from(k), v))
+            .map(|(row, present)| (Bytes::from(row), present))
             .collect::<Vec<_>>();
         assert!(
             changes.is_empty() || self.keys_end.is_some(),
@@ -437,6 +411,7 @@ pub(crate) fn apply_frame(
     t: &mut Tables<'_>,
     frame: &FrameToApply<'_>,
     extractor: &dyn KeyExtractor,
+    log: &Segments,
     dicts: &Dictionaries,
     parts: Parts,
 ) -> Result<()> {
@@ -455,17 +430,17 @@ pub(crate) fn apply_frame(
         match rec {
             RecordRef::Resource(r) => {
                 let entry = entry_of(h, frame.segment, frame.offset, *lsn, r, *body_offset);
-                let was_live = match r.version {
-                    1 => false,
+                let previous = match r.version {
+                    1 => None,
                     v => t
                         .versions
                         .range((r.resource_type, r.id, 0)..(r.resource_type, r.id, v))?
                         .next_back()
                         .transpose()?
                         .map(|(_, old)| VersionEntry::decode(old.value()))
-                        .transpose()?
-                        .is_some_and(|e| e.is_live()),
+                        .transpose()?,
                 };
+                let was_live = previous.is_some_and(|e| e.is_live());
                 if parts.tables {
                     t.versions.insert(
                         (r.resource_type, r.id, r.version),
@@ -485,17 +460,14 @@ pub(crate) fn apply_frame(
                     }
                 }
                 if parts.keys {
-                    let given = frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref());
-                    apply_keys(
-                        t,
-                        r,
-                        *lsn,
-                        was_live,
-                        entry.is_live(),
-                        given,
-                        extractor,
-                        dicts,
-                    )?;
+                    let previous = previous.filter(|e| e.is_live());
+                    let old = KeyVersion::Stored(previous.as_ref(), log);
+                    let new = match frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref()) {
+                        Some(keys) => KeyVersion::Given(keys),
+                        None => KeyVersion::Record(r, *lsn),
+                    };
+                    let new = entry.is_live().then_some(new);
+                    apply_keys(t, r, old, new, extractor, dicts)?;
                 }
             }
             RecordRef::EpochStart { epoch } if parts.tables => {
@@ -522,56 +494,85 @@ pub(crate) fn apply_frame(
     Ok(())
 }
 
-/// Secondary keys of one record: drop the old version's, add the new
-/// one's. Only a live previous version has keys (a delete drops them), so
-/// a create does not look.
-#[allow(clippy::too_many_arguments)]
+/// Where a version's keys come from.
+enum KeyVersion<'a> {
+    /// Extracted by the committer that wrote it.
+    Given(&'a Vec<Vec<u8>>),
+    /// Extracted from the body of this record.
+    Record(&'a ResourceRef<'a>, u64),
+    /// Extracted from the body the index entry points to in the log (no
+    /// entry: the version had no keys).
+    Stored(Option<&'a VersionEntry>, &'a Segments),
+}
+
+impl KeyVersion<'_> {
+    /// The version's keys, normalised as they were stored.
+    fn keys(
+        &self,
+        ty: &str,
+        id: &str,
+        extractor: &dyn KeyExtractor,
+        dicts: &Dictionaries,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        out.clear();
+        match self {
+            KeyVersion::Given(keys) => out.extend(keys.iter().cloned()),
+            KeyVersion::Record(r, lsn) => {
+                let body = dicts
+                    .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                    .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
+                extractor.keys(ty, &body, out);
+            }
+            KeyVersion::Stored(None, _) => return Ok(()),
+            KeyVersion::Stored(Some(e), log) => {
+                let body = read_body(log, dicts, e)?;
+                extractor.keys(ty, &body, out);
+            }
+        }
+        normalise_keys(out, ty, id);
+        Ok(())
+    }
+}
+
+/// The body an index entry points to, read from the log and checked.
+pub(crate) fn read_body(log: &Segments, dicts: &Dictionaries, e: &VersionEntry) -> Result<Vec<u8>> {
+    if !e.is_live() {
+        return Ok(Vec::new());
+    }
+    let stored = log.read_at(e.segment, e.offset, e.stored_len as usize)?;
+    dicts
+        .decode(e.codec, e.dict_id, &stored, e.raw_len, e.raw_crc)
+        .map_err(|detail| Error::ChecksumMismatch {
+            segment: log.path_of(e.segment),
+            offset: e.offset,
+            detail,
+        })
+}
+
+/// Secondary keys of one record: the old version's rows are removed and
+/// the new one's added (a row in both stays). `old` is the previous live
+/// version (a create has none); `new` is `None` for a delete.
 fn apply_keys(
     t: &mut Tables<'_>,
     r: &ResourceRef<'_>,
-    lsn: u64,
-    was_live: bool,
-    is_live: bool,
-    given: Option<&Vec<Vec<u8>>>,
+    old: KeyVersion<'_>,
+    new: Option<KeyVersion<'_>>,
     extractor: &dyn KeyExtractor,
     dicts: &Dictionaries,
 ) -> Result<()> {
-    let mut name = Vec::with_capacity(r.resource_type.len() + r.id.len() + 1);
-    name.extend_from_slice(r.resource_type.as_bytes());
-    name.push(0);
-    name.extend_from_slice(r.id.as_bytes());
-    if was_live && let Some(old) = t.keys_of(&name)? {
-        for k in &old {
-            key_row(k, r.resource_type, r.id, &mut t.scratch_row);
-            t.key_changes.insert(tagged(TAG_KEYS, &t.scratch_row), None);
-        }
-        t.key_changes.insert(tagged(TAG_KEYS_OF, &name), None);
-    }
-    if !is_live {
-        return Ok(());
-    }
     let mut keys = std::mem::take(&mut t.scratch_keys);
-    keys.clear();
-    match given {
-        Some(given) => keys.extend(given.iter().cloned()),
-        None => {
-            let body = dicts
-                .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
-                .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
-            extractor.keys(r.resource_type, &body, &mut keys);
-        }
+    old.keys(r.resource_type, r.id, extractor, dicts, &mut keys)?;
+    for k in &keys {
+        key_row(k, r.resource_type, r.id, &mut t.scratch_row);
+        t.key_changes.insert(t.scratch_row.clone(), false);
     }
-    normalise_keys(&mut keys, r.resource_type, r.id);
-    if !keys.is_empty() {
+    if let Some(new) = new {
+        new.keys(r.resource_type, r.id, extractor, dicts, &mut keys)?;
         for k in &keys {
             key_row(k, r.resource_type, r.id, &mut t.scratch_row);
-            t.key_changes
-                .insert(tagged(TAG_KEYS, &t.scratch_row), Some(t.present.clone()));
+            t.key_changes.insert(t.scratch_row.clone(), true);
         }
-        t.key_changes.insert(
-            tagged(TAG_KEYS_OF, &name),
-            Some(Bytes::from(encode_key_list(&keys))),
-        );
     }
     t.scratch_keys = keys;
     Ok(())
@@ -619,31 +620,6 @@ pub(crate) fn normalise_keys(keys: &mut Vec<Vec<u8>>, resource_type: &str, id: &
             "index keys dropped over the limit"
         );
     }
-}
-
-fn encode_key_list(keys: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.put_u32(keys.len() as u32);
-    for k in keys {
-        out.put_u16(k.len() as u16);
-        out.extend_from_slice(k);
-    }
-    out
-}
-
-fn decode_key_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-    let bad = |e: crate::codec::DecodeError| Error::Corrupt(format!("index key list: {e}"));
-    let mut r = Reader::new(bytes);
-    let n = r.u32("count").map_err(bad)? as usize;
-    if n > INDEX_KEYS_PER_VERSION_MAX {
-        return Err(Error::Corrupt(format!("index key list of {n}")));
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = r.u16("len").map_err(bad)? as usize;
-        out.push(r.take(len, "key").map_err(bad)?.to_vec());
-    }
-    Ok(out)
 }
 
 type FrameRow<'a> = std::result::Result<
@@ -713,47 +689,30 @@ impl Snapshot {
         })
     }
 
-    /// The rows of one key table (`TAG_KEYS` or `TAG_KEYS_OF`) with
-    /// `lo <= row < hi` (`hi = None`: to the end), runs merged over the
-    /// file, removals dropped.
+    /// The `keys` rows with `lo <= row < hi` (`hi = None`: to the end),
+    /// the runs merged over the file, removals dropped.
     fn key_rows(
         &self,
-        tag: u8,
         lo: &[u8],
         hi: Option<&[u8]>,
-    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_> {
-        let mut sources: Vec<Source<'_, Error>> = Vec::new();
-        if tag == TAG_KEYS {
-            let t = self.key_file.open_table(KEYS)?;
-            let rows = match hi {
-                Some(hi) => t.range(lo..hi)?,
-                None => t.range(lo..)?,
-            };
-            sources.push(Box::new(rows.map(|row| {
-                let (k, _) = row?;
-                Ok((k.value().to_vec(), Some(Vec::new())))
-            })));
-        } else {
-            let t = self.key_file.open_table(KEYS_OF)?;
-            let rows = match hi {
-                Some(hi) => t.range(lo..hi)?,
-                None => t.range(lo..)?,
-            };
-            sources.push(Box::new(rows.map(|row| {
-                let (k, v) = row?;
-                Ok((k.value().to_vec(), Some(v.value().to_vec())))
-            })));
-        }
-        let (lo, hi) = (
-            tagged(tag, lo),
-            hi.map_or_else(|| vec![tag + 1], |hi| tagged(tag, hi)),
-        );
+    ) -> Result<impl Iterator<Item = Result<Vec<u8>>> + '_> {
+        let t = self.key_file.open_table(KEYS)?;
+        let rows = match hi {
+            Some(hi) => t.range(lo..hi)?,
+            None => t.range(lo..)?,
+        };
+        let file: Source<'_, Error> = Box::new(rows.map(|row| Ok((row?.0.value().to_vec(), true))));
+        let mut sources = vec![file];
         for run in &self.key_runs.runs {
-            sources.push(run_source(run.range(&lo, &hi)));
+            let entries = match hi {
+                Some(hi) => run.range(lo, hi),
+                None => &run.entries[run.entries.partition_point(|(k, _)| k.as_ref() < lo)..],
+            };
+            sources.push(run_source(entries));
         }
         Ok(Merged::new(sources).filter_map(|row| match row {
-            Ok((k, Some(v))) => Some(Ok((k, v))),
-            Ok((_, None)) => None,
+            Ok((k, true)) => Some(Ok(k)),
+            Ok((_, false)) => None,
             Err(e) => Some(Err(e)),
         }))
     }
@@ -798,20 +757,16 @@ impl Snapshot {
         same!(DICTS, "dicts");
         same!(EPOCHS, "epochs");
         let other = Snapshot::new(other)?;
-        for (tag, name) in [(TAG_KEYS, "keys"), (TAG_KEYS_OF, "keys_of")] {
-            let mut ra = self.key_rows(tag, &[], None)?;
-            let mut rb = other.key_rows(tag, &[], None)?;
-            loop {
-                match (ra.next().transpose()?, rb.next().transpose()?) {
-                    (None, None) => break,
-                    (a, b) if a == b => continue,
-                    (a, b) => {
-                        return Err(Error::IndexMismatch(format!(
-                            "table {name} differs from a rebuild: {:?} against {:?}",
-                            a.map(|r| r.0),
-                            b.map(|r| r.0)
-                        )));
-                    }
+        let mut ra = self.key_rows(&[], None)?;
+        let mut rb = other.key_rows(&[], None)?;
+        loop {
+            match (ra.next().transpose()?, rb.next().transpose()?) {
+                (None, None) => break,
+                (a, b) if a == b => continue,
+                (a, b) => {
+                    return Err(Error::IndexMismatch(format!(
+                        "table keys differs from a rebuild: {a:?} against {b:?}"
+                    )));
                 }
             }
         }
@@ -962,11 +917,11 @@ impl Snapshot {
             return Ok(out);
         }
         let (lo, hi) = (escaped_key(lo), escaped_key(hi));
-        for row in self.key_rows(TAG_KEYS, &lo, Some(&hi))? {
+        for row in self.key_rows(&lo, Some(&hi))? {
             if out.len() >= limit {
                 break;
             }
-            let (k, _) = row?;
+            let k = row?;
             let (key, ty, id) =
                 split_key_row(&k).ok_or_else(|| Error::Corrupt(format!("keys row {k:?}")))?;
             if resource_type.is_some_and(|want| want != ty) {
@@ -1080,14 +1035,5 @@ mod tests {
             stored_len: 7,
         };
         assert_eq!(VersionEntry::decode(&e.encode()).expect("decodes"), e);
-    }
-
-    #[test]
-    fn key_lists_roundtrip() {
-        let keys = vec![b"a".to_vec(), Vec::new(), b"zz".to_vec()];
-        assert_eq!(
-            decode_key_list(&encode_key_list(&keys)).expect("decodes"),
-            keys
-        );
     }
 }

@@ -9,9 +9,8 @@
 //! pass, many rows per leaf. A reader merges the runs over that file,
 //! newest first.
 //!
-//! An entry is `(tagged key, value)`: the first byte names the table
-//! ([`TAG_KEYS`], [`TAG_KEYS_OF`]), and a `None` value is a removal that
-//! hides the row below it.
+//! An entry is `(row, present)`: `present = false` is a removal that hides
+//! the row in the file below.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -19,21 +18,9 @@ use std::sync::Arc;
 /// Shared immutable bytes: merging runs copies pointers, not rows.
 pub(crate) type Bytes = Arc<[u8]>;
 
-/// One change: a tagged key and its new value (`None`: removed).
-pub(crate) type Entry = (Bytes, Option<Bytes>);
-
-/// Tag of a `keys` row: `(key, type, id)` as `index::key_row` writes it.
-pub(crate) const TAG_KEYS: u8 = 0;
-/// Tag of a `keys_of` row: `type 0x00 id` -> the keys of its live version.
-pub(crate) const TAG_KEYS_OF: u8 = 1;
-
-/// The tagged form of a key.
-pub(crate) fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1);
-    out.push(tag);
-    out.extend_from_slice(key);
-    out
-}
+/// One change: a key row (as `index::key_row` writes it) and whether it
+/// is now present (`false`: removed).
+pub(crate) type Entry = (Bytes, bool);
 
 /// Changes of a contiguous stretch of the log, sorted by key, one entry
 /// per key (the newest change wins).
@@ -49,14 +36,6 @@ impl Run {
     pub(crate) fn new(end_lsn: u64, entries: Vec<Entry>) -> Self {
         debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
         Self { end_lsn, entries }
-    }
-
-    /// The entry for `key`, if the run changed it.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Option<Bytes>> {
-        self.entries
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
-            .ok()
-            .map(|i| &self.entries[i].1)
     }
 
     /// The entries with `lo <= key < hi`.
@@ -75,14 +54,6 @@ pub(crate) struct RunSet {
     pub base_lsn: u64,
     /// Oldest first; each run's changes come after the previous run's.
     pub runs: Vec<Arc<Run>>,
-}
-
-impl RunSet {
-    /// The newest change to `key`: `Some(None)` if it was removed, `None`
-    /// if no run changed it.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&Option<Bytes>> {
-        self.runs.iter().rev().find_map(|r| r.get(key))
-    }
 }
 
 /// Merges two sorted runs; on equal keys the newer entry wins. Removals
@@ -133,15 +104,15 @@ pub(crate) fn push_run(runs: &mut Vec<Arc<Run>>, run: Run, frozen: usize) {
     }
 }
 
-/// A row of a merged scan: key and value (`None`: removed).
-pub(crate) type Row = (Vec<u8>, Option<Vec<u8>>);
+/// A row of a merged scan and whether it is present (`false`: removed).
+pub(crate) type Row = (Vec<u8>, bool);
 
 /// One source of a merged scan: its rows in key order.
 pub(crate) type Source<'a, E> = Box<dyn Iterator<Item = Result<Row, E>> + 'a>;
 
 /// Merges sources given oldest first into one stream in key order, one
-/// row per key, where the newest source that has a key decides its value.
-/// Removals are passed on (`None`); a scan drops them.
+/// row per key, where the newest source that has a row decides whether it
+/// is present. Removals are passed on (`false`); a scan drops them.
 pub(crate) struct Merged<'a, E> {
     heads: Vec<Option<Row>>,
     sources: Vec<Source<'a, E>>,
@@ -174,39 +145,36 @@ impl<E> Iterator for Merged<'_, E> {
             return Some(Err(e));
         }
         let least = self.heads.iter().flatten().map(|(k, _)| k).min()?.clone();
-        let mut value = None;
-        // Oldest to newest: the last source holding the key wins.
+        let mut present = false;
+        // Oldest to newest: the last source holding the row wins.
         for head in &mut self.heads {
-            if head.as_ref().is_some_and(|(k, _)| *k == least) {
-                value = head.take().map(|(_, v)| v);
+            if let Some((_, p)) = head.take_if(|(k, _)| *k == least) {
+                present = p;
             }
         }
-        Some(Ok((least, value.flatten())))
+        Some(Ok((least, present)))
     }
 }
 
-/// A run's entries of one table as a merge source, tags stripped.
+/// A run's entries as a merge source.
 pub(crate) fn run_source<'a, E: 'a>(entries: &'a [Entry]) -> Source<'a, E> {
-    Box::new(
-        entries
-            .iter()
-            .map(|(k, v)| Ok((k[1..].to_vec(), v.as_ref().map(|v| v.to_vec())))),
-    )
+    Box::new(entries.iter().map(|(k, p)| Ok((k.to_vec(), *p))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    fn entry(k: u8, v: Option<u8>) -> Entry {
-        (Arc::from(vec![TAG_KEYS, k]), v.map(|v| Arc::from(vec![v])))
-    }
-
-    fn run_of(end_lsn: u64, changes: &[(u8, Option<u8>)]) -> Run {
-        let m: BTreeMap<u8, Option<u8>> = changes.iter().copied().collect();
-        Run::new(end_lsn, m.into_iter().map(|(k, v)| entry(k, v)).collect())
+    fn run_of(end_lsn: u64, changes: &[(u8, bool)]) -> Run {
+        let m: BTreeMap<u8, bool> = changes.iter().copied().collect();
+        Run::new(
+            end_lsn,
+            m.into_iter()
+                .map(|(k, p)| (Arc::from(vec![k]), p))
+                .collect(),
+        )
     }
 
     proptest! {
@@ -214,9 +182,9 @@ mod tests {
         /// what applying every change in order to the base gives.
         #[test]
         fn runs_over_a_base_equal_the_changes_applied_in_order(
-            base in proptest::collection::btree_map(any::<u8>(), any::<u8>(), 0..40),
+            base in proptest::collection::btree_set(any::<u8>(), 0..40),
             batches in proptest::collection::vec(
-                proptest::collection::vec((any::<u8>(), proptest::option::of(any::<u8>())), 0..20),
+                proptest::collection::vec((any::<u8>(), any::<bool>()), 0..20),
                 0..30,
             ),
             frozen_after in 0usize..30,
@@ -226,11 +194,11 @@ mod tests {
             let mut frozen = 0;
             for (i, batch) in batches.iter().enumerate() {
                 let mut last = BTreeMap::new();
-                for (k, v) in batch {
-                    last.insert(*k, *v);
-                    match v {
-                        Some(v) => model.insert(*k, *v),
-                        None => model.remove(k),
+                for (k, p) in batch {
+                    last.insert(*k, *p);
+                    match p {
+                        true => model.insert(*k),
+                        false => model.remove(k),
                     };
                 }
                 let changes: Vec<_> = last.into_iter().collect();
@@ -240,26 +208,16 @@ mod tests {
                 }
                 prop_assert!(runs.windows(2).all(|w| w[0].end_lsn < w[1].end_lsn));
             }
-            let base_source: Source<'_, ()> = Box::new(
-                base.iter().map(|(k, v)| Ok((vec![*k], Some(vec![*v])))),
-            );
+            let base_source: Source<'_, ()> = Box::new(base.iter().map(|k| Ok((vec![*k], true))));
             let mut sources = vec![base_source];
             sources.extend(runs.iter().map(|r| run_source(&r.entries)));
-            let scanned: BTreeMap<u8, u8> = Merged::new(sources)
+            let scanned: BTreeSet<u8> = Merged::new(sources)
                 .filter_map(|r| {
-                    let (k, v) = r.expect("no errors");
-                    v.map(|v| (k[0], v[0]))
+                    let (k, p) = r.expect("no errors");
+                    p.then_some(k[0])
                 })
                 .collect();
             prop_assert_eq!(&scanned, &model);
-            let set = RunSet { base_lsn: 0, runs };
-            for k in 0..=255u8 {
-                let got = match set.get(&[TAG_KEYS, k]) {
-                    Some(v) => v.as_ref().map(|v| v[0]),
-                    None => base.get(&k).copied(),
-                };
-                prop_assert_eq!(got, model.get(&k).copied());
-            }
         }
     }
 
@@ -267,8 +225,7 @@ mod tests {
     fn runs_stay_few_as_they_grow() {
         let mut runs = Vec::new();
         for i in 0..1000u64 {
-            let changes: Vec<(u8, Option<u8>)> = vec![((i % 251) as u8, Some(1))];
-            push_run(&mut runs, run_of(i + 1, &changes), 0);
+            push_run(&mut runs, run_of(i + 1, &[((i % 251) as u8, true)]), 0);
             assert!(
                 runs.len() <= 12,
                 "{} runs after {} pushes",
@@ -280,13 +237,9 @@ mod tests {
 
     #[test]
     fn range_is_half_open() {
-        let r = run_of(1, &[(1, Some(1)), (2, None), (3, Some(3))]);
-        let got: Vec<u8> = r
-            .range(&[TAG_KEYS, 2], &[TAG_KEYS, 3])
-            .iter()
-            .map(|e| e.0[1])
-            .collect();
+        let r = run_of(1, &[(1, true), (2, false), (3, true)]);
+        let got: Vec<u8> = r.range(&[2], &[3]).iter().map(|e| e.0[0]).collect();
         assert_eq!(got, vec![2]);
-        assert!(r.range(&[TAG_KEYS, 3], &[TAG_KEYS, 3]).is_empty());
+        assert!(r.range(&[3], &[3]).is_empty());
     }
 }

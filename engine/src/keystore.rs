@@ -23,7 +23,7 @@ use std::time::Duration;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition};
 
 use crate::error::{Error, Result};
-use crate::keyruns::{Entry, Run, RunSet, TAG_KEYS, TAG_KEYS_OF, merge, push_run};
+use crate::keyruns::{Entry, Run, RunSet, merge, push_run};
 use crate::limits::KEY_REPLAY_RECORDS_MAX;
 
 /// Runs published for the most recent transactions, newest last.
@@ -34,8 +34,6 @@ const SNAPSHOT_TRIES: usize = 10_000;
 
 /// `keys` rows as `index::key_row` writes them.
 pub(crate) const KEYS: TableDefinition<&[u8], ()> = TableDefinition::new("keys");
-/// `type 0x00 id` -> the keys of its live version.
-pub(crate) const KEYS_OF: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys_of");
 const KEY_META: TableDefinition<&str, u64> = TableDefinition::new("key_meta");
 const META_KEYS_LSN: &str = "keys_lsn";
 const META_KEYS_CRC: &str = "keys_frame_crc";
@@ -97,7 +95,6 @@ impl KeyStore {
         let tx = db.begin_write()?;
         {
             tx.open_table(KEYS)?;
-            tx.open_table(KEYS_OF)?;
             tx.open_table(KEY_META)?;
         }
         tx.commit()?;
@@ -150,10 +147,8 @@ impl KeyStore {
     pub(crate) fn clear(&self) -> Result<()> {
         let tx = self.db.begin_write()?;
         tx.delete_table(KEYS)?;
-        tx.delete_table(KEYS_OF)?;
         tx.delete_table(KEY_META)?;
         tx.open_table(KEYS)?;
-        tx.open_table(KEYS_OF)?;
         tx.open_table(KEY_META)?;
         tx.commit()?;
         let mut s = self.lock();
@@ -177,20 +172,6 @@ impl KeyStore {
         });
         s.ring.clear();
         s.ring.push_back((applied, set));
-    }
-
-    /// The runs the applier reads old keys from, and a file snapshot that
-    /// holds everything they do not.
-    pub(crate) fn for_applier(&self) -> Result<(Arc<RunSet>, ReadTransaction)> {
-        let set = {
-            let s = self.lock();
-            Arc::new(RunSet {
-                base_lsn: s.base_lsn,
-                runs: s.runs.clone(),
-            })
-        };
-        // The flush that set `base_lsn` committed the file before it did.
-        Ok((set, self.db.begin_read()?))
     }
 
     /// Publishes, for readers at the main index's LSN `lsn`, the key
@@ -368,23 +349,11 @@ impl KeyStore {
         tx.set_durability(Durability::Immediate)?;
         {
             let mut keys = tx.open_table(KEYS)?;
-            let mut keys_of = tx.open_table(KEYS_OF)?;
-            for (k, v) in &merged {
-                match (k[0], v) {
-                    (TAG_KEYS, Some(_)) => {
-                        keys.insert(&k[1..], ())?;
-                    }
-                    (TAG_KEYS, None) => {
-                        keys.remove(&k[1..])?;
-                    }
-                    (TAG_KEYS_OF, Some(v)) => {
-                        keys_of.insert(&k[1..], v.as_ref())?;
-                    }
-                    (TAG_KEYS_OF, None) => {
-                        keys_of.remove(&k[1..])?;
-                    }
-                    (tag, _) => unreachable!("key tag {tag} is written by this crate only"),
-                }
+            for (row, present) in &merged {
+                match present {
+                    true => keys.insert(row.as_ref(), ())?,
+                    false => keys.remove(row.as_ref())?,
+                };
             }
             let mut meta = tx.open_table(KEY_META)?;
             meta.insert(META_KEYS_LSN, end)?;

@@ -101,6 +101,7 @@ pub(crate) fn apply_log(
                         keys: None,
                     },
                     extractor,
+                    segments,
                     dicts,
                     Parts {
                         tables: h.first_lsn > from.tables,

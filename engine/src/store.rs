@@ -193,19 +193,7 @@ impl Inner {
 
     /// Reads and decodes the body an index entry points to.
     pub(crate) fn read_body(&self, e: &VersionEntry) -> Result<Vec<u8>> {
-        if !e.is_live() {
-            return Ok(Vec::new());
-        }
-        let stored = self
-            .segments
-            .read_at(e.segment, e.offset, e.stored_len as usize)?;
-        self.dicts
-            .decode(e.codec, e.dict_id, &stored, e.raw_len, e.raw_crc)
-            .map_err(|detail| Error::ChecksumMismatch {
-                segment: self.segments.path_of(e.segment),
-                offset: e.offset,
-                detail,
-            })
+        crate::index::read_body(&self.segments, &self.dicts, e)
     }
 
     /// The highest LSN that is durable and indexed.
