@@ -164,3 +164,82 @@ pub fn find(resource_type: &str, name: &str) -> Option<Param> {
         .into_iter()
         .find(|p| p.name == name)
 }
+
+/// The parameter of the same type whose keys already hold `param`'s
+/// values at `path`, if any. `param` then writes no keys for that path and
+/// its search reads the holder's keys as well: each would otherwise repeat
+/// the holder's keys row for row (a Patient's `name` repeats `family` and
+/// `given`; `patient` repeats `subject`). The holder has the same kind and
+/// `path` as its only path, and is either a parameter `param` gathers
+/// several paths into, or listed before `param` (so two parameters with the
+/// same one path do not hold each other's).
+pub fn holder(resource_type: &str, param: &Param, path: &str) -> Option<Param> {
+    let params = params_of(resource_type);
+    let at = params.iter().position(|q| q.name == param.name)?;
+    params.iter().enumerate().find_map(|(i, q)| {
+        let holds = q.name != param.name
+            && q.kind == param.kind
+            && q.paths == [path]
+            && (param.paths.len() > 1 || i < at);
+        holds.then_some(*q)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_paths_are_held_by_one_parameter_each() {
+        let name_of = |ty: &str, name: &str| {
+            params_of(ty)
+                .into_iter()
+                .find(|p| p.name == name)
+                .expect("a parameter of the type")
+        };
+        let name = name_of("Patient", "name");
+        assert_eq!(
+            holder("Patient", &name, "name.family").map(|p| p.name),
+            Some("family")
+        );
+        assert_eq!(
+            holder("Patient", &name, "name.given").map(|p| p.name),
+            Some("given")
+        );
+        assert!(holder("Patient", &name, "name.text").is_none());
+        let family = name_of("Patient", "family");
+        assert!(
+            holder("Patient", &family, "name.family").is_none(),
+            "not held back by name"
+        );
+        for ty in [
+            "Observation",
+            "Condition",
+            "Immunization",
+            "MedicationRequest",
+        ] {
+            let patient = name_of(ty, "patient");
+            let subject = name_of(ty, "subject");
+            let path = patient.paths[0];
+            assert_eq!(
+                holder(ty, &patient, path).map(|p| p.name),
+                Some("subject"),
+                "{ty}"
+            );
+            assert!(
+                holder(ty, &subject, path).is_none(),
+                "{ty}: subject holds its own"
+            );
+        }
+        // No holder holds another's values in turn: one scan each.
+        for ty in crate::types::R4_RESOURCE_TYPES {
+            for p in params_of(ty) {
+                for path in p.paths {
+                    if let Some(h) = holder(ty, &p, path) {
+                        assert!(holder(ty, &h, path).is_none(), "{ty} {}", p.name);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -38,7 +38,7 @@ use crate::server::App;
 
 /// The name the engine records for this extractor; change it whenever the
 /// keys change, and stores rebuild their index on open.
-pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v2";
+pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v3";
 /// Most index entries one search may scan.
 pub const SCAN_ENTRIES_MAX: usize = 2_000_000;
 
@@ -195,6 +195,9 @@ pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec
     for param in params_of(ty) {
         let mut values = Vec::new();
         for path in param.paths {
+            if crate::params::holder(ty, &param, path).is_some() {
+                continue;
+            }
             let segs: Vec<&str> = path.split('.').collect();
             if let Some((head, rest)) = segs.split_first()
                 && let Some(next) = map.get(*head)
@@ -307,7 +310,38 @@ fn prefixed(p: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     (p, hi)
 }
 
+/// The ids of `ty` whose `param` matches `value`: from the parameter's
+/// own keys and from those of the parameters that hold some of its paths
+/// (`params::holder`).
 fn ids_for_value(
+    app: &App,
+    ty: &str,
+    param: &Param,
+    value: &str,
+) -> Result<BTreeSet<String>, FhirError> {
+    let mut ids = ids_in_keys_of(app, ty, param, value)?;
+    let mut held_by: Vec<Param> = param
+        .paths
+        .iter()
+        .filter_map(|path| crate::params::holder(ty, param, path))
+        .collect();
+    held_by.dedup_by_key(|h| h.name);
+    for h in held_by {
+        let value = match param.name {
+            // `patient` is `subject` restricted to Patient targets.
+            "patient" => match reference_target(value) {
+                Some((rty, _)) if rty != "Patient" => continue,
+                Some((_, rid)) => format!("Patient/{rid}"),
+                None => format!("Patient/{value}"),
+            },
+            _ => value.to_owned(),
+        };
+        ids.extend(ids_in_keys_of(app, ty, &h, &value)?);
+    }
+    Ok(ids)
+}
+
+fn ids_in_keys_of(
     app: &App,
     ty: &str,
     param: &Param,
@@ -700,10 +734,14 @@ mod tests {
             b"8867-4\0http://loinc.org"
         )));
         assert!(k.contains(&key(b'k', "Observation", "status", b"final\0")));
-        assert!(k.contains(&key(b'r', "Observation", "patient", b"p1\0Patient")));
+        // `patient` reads `subject`'s keys: no second row for the reference.
         assert!(k.contains(&key(b'r', "Observation", "subject", b"p1\0Patient")));
+        assert!(
+            !k.iter()
+                .any(|x| x.starts_with(&key(b'r', "Observation", "patient", b"")))
+        );
         // One key per token and per reference; a NUL in a value is not indexed.
-        assert_eq!(k.len(), 6, "{k:?}");
+        assert_eq!(k.len(), 5, "{k:?}");
         assert!(
             k.iter()
                 .any(|x| x.starts_with(&key(b'd', "Observation", "date", b"")))
@@ -719,7 +757,18 @@ mod tests {
         );
         assert!(k.contains(&key(b's', "Patient", "family", b"lemke")));
         assert!(k.contains(&key(b's', "Patient", "given", b"b")));
-        assert!(k.contains(&key(b's', "Patient", "name", b"abram")));
+        // `name` reads `family`'s and `given`'s keys; only its own paths
+        // (text, prefix, suffix) get `name` keys.
+        assert!(
+            !k.iter()
+                .any(|x| x.starts_with(&key(b's', "Patient", "name", b"")))
+        );
+        let k = keys(
+            "Patient",
+            r#"{"resourceType":"Patient","name":[{"text":"Dr Abram Lemke","prefix":["Dr"]}]}"#,
+        );
+        assert!(k.contains(&key(b's', "Patient", "name", b"dr abram lemke")));
+        assert!(k.contains(&key(b's', "Patient", "name", b"dr")));
     }
 
     #[test]

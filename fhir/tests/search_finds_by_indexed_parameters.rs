@@ -45,6 +45,21 @@ async fn seed(s: &TestServer) {
             StatusCode::CREATED
         );
     }
+    // A name with only text and a prefix: `name` keys of its own.
+    let body = json!({"resourceType": "Patient", "id": "p6",
+        "name": [{"text": "Dr Ilse Vogel", "prefix": ["Dr"]}]});
+    assert_eq!(
+        s.put("/Patient/p6", &body).await.status,
+        StatusCode::CREATED
+    );
+    // A subject that is not a Patient: `subject` finds it, `patient` not.
+    let body = json!({"resourceType": "Observation", "id": "o4", "status": "amended",
+        "code": {"coding": [{"system": "urn:x", "code": "x"}]},
+        "subject": {"reference": "Group/g1"}});
+    assert_eq!(
+        s.put("/Observation/o4", &body).await.status,
+        StatusCode::CREATED
+    );
     for (id, subject, code, date, status) in [
         (
             "o1",
@@ -81,6 +96,13 @@ async fn every_parameter_kind_matches() {
         ("/Patient?family=LEMKE", vec!["p1"]),
         ("/Patient?given=al", vec!["p2", "p3"]),
         ("/Patient?name=walsh", vec!["p3"]),
+        // `name` reads the `family` and `given` keys and its own (text, prefix).
+        ("/Patient?name=aly", vec!["p3"]),
+        ("/Patient?name=a", vec!["p1", "p2", "p3"]),
+        ("/Patient?name=le", vec!["p1", "p2"]),
+        ("/Patient?name=dr", vec!["p6"]),
+        ("/Patient?name=dr%20ilse", vec!["p6"]),
+        ("/Patient?name=ilse", vec![]),
         ("/Patient?gender=female&family=lem", vec!["p2"]),
         ("/Patient?identifier=urn:mrn|2", vec!["p2"]),
         ("/Patient?identifier=3", vec!["p3"]),
@@ -100,6 +122,11 @@ async fn every_parameter_kind_matches() {
         ("/Patient?gender=male,female&_id=p2", vec!["p2"]),
         ("/Observation?subject=Patient/p1", vec!["o1", "o2"]),
         ("/Observation?patient=p2", vec!["o3"]),
+        ("/Observation?patient=Patient/p2", vec!["o3"]),
+        ("/Observation?subject=g1", vec!["o4"]),
+        ("/Observation?subject=Group/g1", vec!["o4"]),
+        ("/Observation?patient=g1", vec![]),
+        ("/Observation?patient=Group/g1", vec![]),
         (
             "/Observation?code=http://loinc.org|8867-4",
             vec!["o1", "o3"],
