@@ -84,9 +84,10 @@ pub(crate) struct KeysAt {
 }
 
 impl KeyStore {
-    /// Opens (or creates) the key file. `applied_lsn` is the main index's
-    /// LSN, whose ring entry is published at once; the caller has checked
-    /// that the file is at or below it (see [`KeyStore::at`]).
+    /// Opens (or creates) the key file, holding up to `entries_max` key
+    /// changes in memory before a flush (twice that while one runs).
+    /// Readers see nothing until [`KeyStore::start_at`]; before that the
+    /// caller checks the file against the index ([`KeyStore::at`]).
     pub(crate) fn open(path: &Path, entries_max: usize) -> Result<Self> {
         assert!(entries_max > 0, "the key buffer holds at least one entry");
         let db = Database::builder()
