@@ -374,7 +374,7 @@ impl KeyStore {
             s.runs.len() >= n && s.runs[..n].iter().zip(runs).all(|(a, b)| Arc::ptr_eq(a, b)),
             "the flushed runs are still the oldest held"
         );
-        // Dropped after the lock is released: freeing a million entries
+        // Dropped after the lock is released: freeing millions of entries
         // takes tens of milliseconds that publishers and readers must not
         // wait for.
         let flushed: Vec<Arc<Run>> = s.runs.drain(..n).collect();

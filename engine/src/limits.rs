@@ -68,10 +68,11 @@ pub const APPLY_QUEUE_REPLICA_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Search-key changes the index holds in memory before writing them to
 /// the key file in one sorted pass (`Options::key_buffer_entries`). About
 /// 140 bytes each for FHIR search keys; at most twice this many are held.
-/// Measured with `vigil bench --workload create --clients 64` for 30 s:
-/// 10,900 creates/s writing each key row into redb directly, 14,600/s
-/// holding 500,000 changes, 16,200/s holding 1,000,000 (docs/BENCHMARKS.md).
-pub const KEY_BUFFER_ENTRIES_DEFAULT: usize = 1_000_000;
+/// Measured with `vigil bench --workload create --clients 64` for 30 s
+/// (docs/BENCHMARKS.md): holding 1,000,000, p99 9.0-10.7 ms and a peak
+/// RSS of 613 MB; holding 2,000,000, p99 9.2-9.4 ms, 824 MB (422 MB with
+/// every key row written straight into redb).
+pub const KEY_BUFFER_ENTRIES_DEFAULT: usize = 2_000_000;
 /// The key file is written at least every this many records of log even
 /// when few keys changed, which bounds the replay of keys after a crash.
 pub const KEY_REPLAY_RECORDS_MAX: u64 = 1_000_000;
