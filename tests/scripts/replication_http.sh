@@ -4,6 +4,7 @@
 # MAX_LAG(none|0) RATE(max|N) CLIENTS. Starts a leader, a follower (through
 # the relay when DELAY_MS > 0), runs vigil bench against the leader and
 # prints its throughput and the leader's commit-to-durable lag figures.
+# VIGIL_BENCH_SECS sets the run's length (default 10).
 set -u
 B=${VIGIL_BIN:-target/release}
 D=$(mktemp -d); B=$(cd "$B" && pwd); cd "$D"
@@ -21,7 +22,7 @@ $B/vigil serve --data b --http 127.0.0.1:19081 --node b --cluster rb --certs cer
 PB=$!
 sleep 1
 RATE=""; [ "$3" != max ] && RATE="--rate $3"
-$B/vigil bench --url http://127.0.0.1:19080 --workload create --clients $4 --duration 10 $RATE --json > bench.json 2>/dev/null
+$B/vigil bench --url http://127.0.0.1:19080 --workload create --clients $4 --duration ${VIGIL_BENCH_SECS:-10} $RATE --json > bench.json 2>/dev/null
 sleep 0.5
 python3 - <<PY
 import json
