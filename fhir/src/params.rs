@@ -165,16 +165,16 @@ pub fn find(resource_type: &str, name: &str) -> Option<Param> {
         .find(|p| p.name == name)
 }
 
-/// The parameter of the same type whose keys already hold `param`'s
-/// values at `path`, if any. `param` then writes no keys for that path and
+/// The parameter among `params` (those of one type, as [`params_of`]
+/// lists them) whose keys already hold `param`'s values at `path`, if
+/// any. `param` then writes no keys for that path and
 /// its search reads the holder's keys as well: each would otherwise repeat
 /// the holder's keys row for row (a Patient's `name` repeats `family` and
 /// `given`; `patient` repeats `subject`). The holder has the same kind and
 /// `path` as its only path, and is either a parameter `param` gathers
 /// several paths into, or listed before `param` (so two parameters with the
 /// same one path do not hold each other's).
-pub fn holder(resource_type: &str, param: &Param, path: &str) -> Option<Param> {
-    let params = params_of(resource_type);
+pub fn holder(params: &[Param], param: &Param, path: &str) -> Option<Param> {
     let at = params.iter().position(|q| q.name == param.name)?;
     params.iter().enumerate().find_map(|(i, q)| {
         let holds = q.name != param.name
@@ -197,19 +197,20 @@ mod tests {
                 .find(|p| p.name == name)
                 .expect("a parameter of the type")
         };
+        let patient = params_of("Patient");
         let name = name_of("Patient", "name");
         assert_eq!(
-            holder("Patient", &name, "name.family").map(|p| p.name),
+            holder(&patient, &name, "name.family").map(|p| p.name),
             Some("family")
         );
         assert_eq!(
-            holder("Patient", &name, "name.given").map(|p| p.name),
+            holder(&patient, &name, "name.given").map(|p| p.name),
             Some("given")
         );
-        assert!(holder("Patient", &name, "name.text").is_none());
+        assert!(holder(&patient, &name, "name.text").is_none());
         let family = name_of("Patient", "family");
         assert!(
-            holder("Patient", &family, "name.family").is_none(),
+            holder(&patient, &family, "name.family").is_none(),
             "not held back by name"
         );
         for ty in [
@@ -222,12 +223,12 @@ mod tests {
             let subject = name_of(ty, "subject");
             let path = patient.paths[0];
             assert_eq!(
-                holder(ty, &patient, path).map(|p| p.name),
+                holder(&params_of(ty), &patient, path).map(|p| p.name),
                 Some("subject"),
                 "{ty}"
             );
             assert!(
-                holder(ty, &subject, path).is_none(),
+                holder(&params_of(ty), &subject, path).is_none(),
                 "{ty}: subject holds its own"
             );
         }
@@ -235,8 +236,12 @@ mod tests {
         for ty in crate::types::R4_RESOURCE_TYPES {
             for p in params_of(ty) {
                 for path in p.paths {
-                    if let Some(h) = holder(ty, &p, path) {
-                        assert!(holder(ty, &h, path).is_none(), "{ty} {}", p.name);
+                    if let Some(h) = holder(&params_of(ty), &p, path) {
+                        assert!(
+                            holder(&params_of(ty), &h, path).is_none(),
+                            "{ty} {}",
+                            p.name
+                        );
                     }
                 }
             }

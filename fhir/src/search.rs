@@ -192,10 +192,11 @@ fn fields_read(ty: &str) -> Vec<&'static str> {
 /// the commit (`Op::with_keys`) so the body is not parsed again.
 pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec<Vec<u8>>) {
     out.push(all_key(ty));
-    for param in params_of(ty) {
+    let params = params_of(ty);
+    for param in &params {
         let mut values = Vec::new();
         for path in param.paths {
-            if crate::params::holder(ty, &param, path).is_some() {
+            if crate::params::holder(&params, param, path).is_some() {
                 continue;
             }
             let segs: Vec<&str> = path.split('.').collect();
@@ -320,10 +321,11 @@ fn ids_for_value(
     value: &str,
 ) -> Result<BTreeSet<String>, FhirError> {
     let mut ids = ids_in_keys_of(app, ty, param, value)?;
+    let params = params_of(ty);
     let mut held_by: Vec<Param> = param
         .paths
         .iter()
-        .filter_map(|path| crate::params::holder(ty, param, path))
+        .filter_map(|path| crate::params::holder(&params, param, path))
         .collect();
     held_by.dedup_by_key(|h| h.name);
     for h in held_by {
