@@ -68,6 +68,7 @@ struct State {
 /// and the flusher thread.
 pub(crate) struct KeyStore {
     db: Database,
+    path: PathBuf,
     entries_max: usize,
     state: Mutex<State>,
     /// Signalled when runs are frozen, flushed, or the store stops.
@@ -101,6 +102,7 @@ impl KeyStore {
         tx.commit()?;
         let store = Self {
             db,
+            path: path.to_owned(),
             entries_max,
             state: Mutex::new(State {
                 runs: Vec::new(),
@@ -199,7 +201,7 @@ impl KeyStore {
                 .0;
         }
         if let Some(f) = &s.failure {
-            return Err(Error::Corrupt(format!("key store: {f}")));
+            return Err(Error::Poisoned(format!("writing search keys failed: {f}")));
         }
         if run_end > s.latest.0 {
             s.latest = (run_end, crc);
@@ -333,7 +335,7 @@ impl KeyStore {
     /// it ends with, then drops them from memory.
     fn flush(&self, runs: &[Arc<Run>], to: (u64, u32)) -> Result<()> {
         crate::failpoint::check("keys.flush")
-            .map_err(|e| Error::Corrupt(format!("key flush: {e}")))?;
+            .map_err(|e| Error::io("write search keys", &self.path, e))?;
         let (end, crc) = to;
         assert!(
             runs.iter().all(|r| r.end_lsn <= end),
