@@ -8,8 +8,8 @@
 //!
 //! Points: `log.write` (writing a frame), `log.fsync` (fdatasync of a
 //! segment after a frame), `index.apply` (the applier indexing frames that
-//! were already acknowledged), `keys.flush` (writing search-key runs to
-//! the key file).
+//! were already acknowledged), `keys.flush` (writing the search-key
+//! manifest after a flush or merge).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -29,13 +29,13 @@ use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
 use crate::keyruns::{Bytes, Merged, RunSet, Source, run_source};
 use crate::keys::KeyExtractor;
-use crate::keystore::{KEYS, KeyStore, keys_path};
+use crate::keystore::{FileSet, KeyStore, keys_path};
 use crate::limits::{INDEX_KEY_BYTES_MAX, INDEX_KEYS_PER_VERSION_MAX};
 use crate::log::Segments;
 use crate::record::{BodyCodec, OpKind, RecordRef, ResourceRef};
 
 /// Bumped whenever a table's layout changes; a different version rebuilds.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 4;
+pub(crate) const INDEX_FORMAT_VERSION: u64 = 5;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
@@ -155,13 +155,13 @@ pub(crate) struct FrameToApply<'a> {
 pub(crate) struct Index {
     db: Database,
     pub(crate) keys: Arc<KeyStore>,
-    flusher: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Index {
     fn drop(&mut self) {
         self.keys.stop();
-        if let Some(t) = self.flusher.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -176,24 +176,25 @@ pub(crate) struct IndexState {
 }
 
 impl Index {
-    /// Opens (or creates) the index file and its key file, holding up to
+    /// Opens (or creates) the index file and its key store, holding up to
     /// `key_entries` key changes in memory before writing them to the
-    /// key file. Readers see nothing until [`Index::start`].
+    /// key files. Readers see nothing until [`Index::start`].
     pub(crate) fn open(path: &Path, key_entries: usize) -> Result<Self> {
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
             .create(path)?;
         let keys = Arc::new(KeyStore::open(&keys_path(path), key_entries)?);
-        let flusher_keys = keys.clone();
-        let flusher = std::thread::Builder::new()
-            .name("vigil-keys-flush".into())
-            .spawn(move || flusher_keys.run_flusher())
-            .map_err(|e| Error::io("start the key flusher", path, e))?;
-        let index = Self {
-            db,
-            keys,
-            flusher: Some(flusher),
+        let mut threads = Vec::new();
+        let spawn = |name: &str, work: fn(&KeyStore)| {
+            let keys = keys.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || work(&keys))
+                .map_err(|e| Error::io("start a key store thread", path, e))
         };
+        threads.push(spawn("vigil-keys-flush", KeyStore::run_flusher)?);
+        threads.push(spawn("vigil-keys-merge", KeyStore::run_merger)?);
+        let index = Self { db, keys, threads };
         // Create every table so read transactions never see a missing one.
         let tx = index.db.begin_write()?;
         {
@@ -204,7 +205,7 @@ impl Index {
         Ok(index)
     }
 
-    /// Makes the index readable at its applied LSN. The key file must be
+    /// Makes the index readable at its applied LSN. The key files must be
     /// at or below it and end on a frame of this log (else cleared first).
     pub(crate) fn start(&self) -> Result<()> {
         self.keys.start_at(self.state()?.applied_lsn);
@@ -394,7 +395,7 @@ fn split_key_row(row: &[u8]) -> Option<(Vec<u8>, &str, &str)> {
 }
 
 /// Which parts of the index a frame is applied to: a replay after a crash
-/// redoes keys from the key file's LSN and the rest from the index's.
+/// redoes keys from the key files' LSN and the rest from the index's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Parts {
     /// Versions, history, frames, times, stats, dictionaries, epochs.
@@ -647,11 +648,11 @@ fn take_frames<'a>(
 
 /// Read-side queries over one consistent snapshot: a read transaction of
 /// the index, and the search keys at the same LSN (the runs published for
-/// it over a snapshot of the key file).
+/// it over the key files).
 pub(crate) struct Snapshot {
     tx: ReadTransaction,
     key_runs: Arc<RunSet>,
-    key_file: ReadTransaction,
+    key_files: Arc<FileSet>,
 }
 
 /// A resource version reference as listed by history.
@@ -664,7 +665,7 @@ pub(crate) struct Listed {
 
 impl Snapshot {
     pub(crate) fn new(index: &Index) -> Result<Self> {
-        let (tx, key_runs, key_file) = index.keys.snapshot(|| {
+        let (tx, key_runs, key_files) = index.keys.snapshot(|| {
             let tx = index.begin_read()?;
             let lsn = tx
                 .open_table(META)?
@@ -675,7 +676,7 @@ impl Snapshot {
         Ok(Self {
             tx,
             key_runs,
-            key_file,
+            key_files,
         })
     }
 
@@ -685,7 +686,7 @@ impl Snapshot {
         Ok(Self {
             tx: index.begin_read()?,
             key_runs: Arc::new(RunSet::default()),
-            key_file: index.keys.begin_read()?,
+            key_files: index.keys.files(),
         })
     }
 
@@ -696,13 +697,10 @@ impl Snapshot {
         lo: &[u8],
         hi: Option<&[u8]>,
     ) -> Result<impl Iterator<Item = Result<Vec<u8>>> + '_> {
-        let t = self.key_file.open_table(KEYS)?;
-        let rows = match hi {
-            Some(hi) => t.range(lo..hi)?,
-            None => t.range(lo..)?,
-        };
-        let file: Source<'_, Error> = Box::new(rows.map(|row| Ok((row?.0.value().to_vec(), true))));
-        let mut sources = vec![file];
+        let mut sources: Vec<Source<'_, Error>> = Vec::new();
+        for file in &self.key_files.files {
+            sources.push(Box::new(file.range(lo, hi)));
+        }
         for run in &self.key_runs.runs {
             let entries = match hi {
                 Some(hi) => run.range(lo, hi),

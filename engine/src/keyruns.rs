@@ -107,22 +107,27 @@ pub(crate) fn push_run(runs: &mut Vec<Arc<Run>>, run: Run, frozen: usize) {
 /// A row of a merged scan and whether it is present (`false`: removed).
 pub(crate) type Row = (Vec<u8>, bool);
 
-/// One source of a merged scan: its rows in key order.
-pub(crate) type Source<'a, E> = Box<dyn Iterator<Item = Result<Row, E>> + 'a>;
+/// One source of a merged scan: its keys in order, each with whether it
+/// is present. `K` is an owned key (`Vec<u8>`) or a shared one ([`Bytes`]).
+pub(crate) type Source<'a, E, K = Vec<u8>> = Box<dyn Iterator<Item = Result<(K, bool), E>> + 'a>;
 
 /// Merges sources given oldest first into one stream in key order, one
 /// row per key, where the newest source that has a row decides whether it
-/// is present. Removals are passed on (`false`); a scan drops them.
-pub(crate) struct Merged<'a, E> {
-    heads: Vec<Option<Row>>,
-    sources: Vec<Source<'a, E>>,
+/// is present. Removals are passed on (`false`); a scan drops them. Each
+/// row costs one key comparison per source.
+pub(crate) struct Merged<'a, E, K = Vec<u8>> {
+    heads: Vec<Option<(K, bool)>>,
+    sources: Vec<Source<'a, E, K>>,
+    /// Sources whose head equals the least key, oldest first (reused).
+    ties: Vec<usize>,
 }
 
-impl<'a, E> Merged<'a, E> {
-    pub(crate) fn new(sources: Vec<Source<'a, E>>) -> Self {
+impl<'a, E, K: Ord> Merged<'a, E, K> {
+    pub(crate) fn new(sources: Vec<Source<'a, E, K>>) -> Self {
         Self {
             heads: sources.iter().map(|_| None).collect(),
             sources,
+            ties: Vec::new(),
         }
     }
 
@@ -137,28 +142,48 @@ impl<'a, E> Merged<'a, E> {
     }
 }
 
-impl<E> Iterator for Merged<'_, E> {
-    type Item = Result<Row, E>;
+impl<E, K: Ord> Iterator for Merged<'_, E, K> {
+    type Item = Result<(K, bool), E>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        let least = self.heads.iter().flatten().map(|(k, _)| k).min()?.clone();
-        let mut present = false;
-        // Oldest to newest: the last source holding the row wins.
-        for head in &mut self.heads {
-            if let Some((_, p)) = head.take_if(|(k, _)| *k == least) {
-                present = p;
+        self.ties.clear();
+        for (i, head) in self.heads.iter().enumerate() {
+            let Some((k, _)) = head else { continue };
+            match self.ties.first() {
+                None => self.ties.push(i),
+                Some(&t) => {
+                    let least = &self.heads[t].as_ref().expect("a tie has a head").0;
+                    match k.cmp(least) {
+                        Ordering::Less => {
+                            self.ties.clear();
+                            self.ties.push(i);
+                        }
+                        Ordering::Equal => self.ties.push(i),
+                        Ordering::Greater => {}
+                    }
+                }
             }
         }
-        Some(Ok((least, present)))
+        // Oldest to newest: the newest source holding the key wins.
+        let &newest = self.ties.last()?;
+        for &t in &self.ties[..self.ties.len() - 1] {
+            self.heads[t] = None;
+        }
+        self.heads[newest].take().map(Ok)
     }
 }
 
-/// A run's entries as a merge source.
+/// A run's entries as a merge source of owned keys (merged with files).
 pub(crate) fn run_source<'a, E: 'a>(entries: &'a [Entry]) -> Source<'a, E> {
     Box::new(entries.iter().map(|(k, p)| Ok((k.to_vec(), *p))))
+}
+
+/// A run's entries as a merge source of shared keys (no copies).
+pub(crate) fn shared_source<'a, E: 'a>(entries: &'a [Entry]) -> Source<'a, E, Bytes> {
+    Box::new(entries.iter().map(|(k, p)| Ok((k.clone(), *p))))
 }
 
 #[cfg(test)]

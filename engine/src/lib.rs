@@ -33,7 +33,10 @@ mod dict;
 mod error;
 pub mod failpoint;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
+mod keyfiles;
 mod keyruns;
 mod keys;
 mod keystore;
@@ -45,6 +48,7 @@ pub mod record;
 mod recovery;
 mod rejoin;
 mod replica;
+mod runfile;
 pub mod segment;
 mod store;
 mod writer;

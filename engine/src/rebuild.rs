@@ -27,7 +27,7 @@ pub(crate) struct ApplyStats {
 }
 
 /// Where a replay starts: the index's tables hold the log through
-/// `tables`, its search keys through `keys` (the key file can trail).
+/// `tables`, its search keys through `keys` (the key files can trail).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReplayFrom {
     pub tables: u64,
@@ -181,7 +181,7 @@ fn check_bodies(
     Ok(n)
 }
 
-/// Builds a fresh index (and key file) at `path` from the whole log (up
+/// Builds a fresh index (and key files) at `path` from the whole log (up
 /// to `upto`), holding up to `key_entries` key changes in memory.
 pub(crate) fn rebuild_into(
     path: &Path,
@@ -208,12 +208,17 @@ pub(crate) fn rebuild_into(
     Ok((ix, stats))
 }
 
-/// Removes the index file at `path` and its key file, if there.
+/// Removes the index file at `path` and its keys (the directory, and the
+/// file index format 4 kept them in), if there.
 pub(crate) fn remove_index_files(path: &Path) -> Result<()> {
-    for p in [path.to_owned(), crate::keystore::keys_path(path)] {
+    for p in [path.to_owned(), crate::keystore::legacy_keys_path(path)] {
         if p.exists() {
             std::fs::remove_file(&p).map_err(|e| Error::io("remove old index", &p, e))?;
         }
+    }
+    let keys = crate::keystore::keys_path(path);
+    if keys.exists() {
+        std::fs::remove_dir_all(&keys).map_err(|e| Error::io("remove old index", &keys, e))?;
     }
     Ok(())
 }

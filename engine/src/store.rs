@@ -89,7 +89,7 @@ pub struct Options {
     /// Wall clock for `lastUpdated`.
     pub clock: Arc<dyn Clock>,
     /// Search-key changes held in memory (at most twice this many) before
-    /// they are written to the key file in one sorted pass; also what a
+    /// they are written to a key run file in one sorted pass; also what a
     /// replay after a crash redoes at most. See `keystore`.
     pub key_buffer_entries: usize,
 }
@@ -1044,7 +1044,7 @@ impl Store {
             index_bytes: std::fs::metadata(&index_path)
                 .map_err(|e| Error::io("stat index", &index_path, e))?
                 .len()
-                + std::fs::metadata(crate::keystore::keys_path(&index_path)).map_or(0, |m| m.len()),
+                + crate::keyfiles::dir_bytes(&crate::keystore::keys_path(&index_path)),
             dictionaries: self.inner.dicts.count(),
         })
     }
@@ -1189,7 +1189,7 @@ fn open_index(
                     for (id, bytes) in ix.dictionaries()? {
                         dicts.install(id, &bytes)?;
                     }
-                    // The key file must be of this format and end on a frame
+                    // The key files must be of this format and end on a frame
                     // of this log, at or below the index; else its keys are
                     // rebuilt.
                     let keys = ix.keys.at()?;
@@ -1201,11 +1201,11 @@ fn open_index(
                         tracing::warn!(
                             keys_lsn = keys.lsn,
                             index_lsn = st.applied_lsn,
-                            "the search key file does not match the log; rebuilding the keys"
+                            "the search key files do not match the log; rebuilding the keys"
                         );
                         ix.keys.clear()?;
                     }
-                    // Without keys to make, the key file stays empty.
+                    // Without keys to make, the key store stays empty.
                     let from = ReplayFrom {
                         tables: st.applied_lsn,
                         keys: match crate::keys::extracts(extractor) {

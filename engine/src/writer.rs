@@ -383,8 +383,16 @@ impl WriterState {
             false,
             self.inner.opts.key_buffer_entries,
         )?;
-        let (tmp_keys, keys) = (keys_path(&tmp), keys_path(&path));
-        std::fs::rename(&tmp_keys, &keys).map_err(|e| Error::io("replace index", &keys, e))?;
+        // The old index writes nothing more to its key directory, which
+        // the new one's takes the place of; the old one's open files serve
+        // its readers until they finish.
+        self.inner.index().keys.retire();
+        fresh.keys.relocate(&keys_path(&path), |from, to| {
+            if to.exists() {
+                std::fs::remove_dir_all(to).map_err(|e| Error::io("replace index", to, e))?;
+            }
+            std::fs::rename(from, to).map_err(|e| Error::io("replace index", to, e))
+        })?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("replace index", &path, e))?;
         sync_dir(&self.inner.dir)?;
         tracing::info!(

@@ -1,8 +1,8 @@
-//! Guards the key store: search keys held as in-memory runs over a key
-//! file of their own must answer exactly what a model of the current
-//! versions answers, across flushes to the file, reopen, a key file that
-//! trails the index (as after a crash), one that belongs to another log,
-//! (a flush that fails: `key_flush_failure_is_fatal.rs`).
+//! Guards the key store: search keys held as in-memory runs over run
+//! files of their own must answer exactly what a model of the current
+//! versions answers, across flushes and merges, reopen, key files that
+//! trail the index (as after a crash), key files of another log, and a
+//! reindex (a flush that fails: `key_flush_failure_is_fatal.rs`).
 
 mod common;
 
@@ -10,7 +10,7 @@ use common::keys::*;
 use vigil_engine::Store;
 
 #[test]
-fn keys_equal_the_model_across_flushes_reopen_and_a_trailing_key_file() {
+fn keys_equal_the_model_across_flushes_reopen_and_trailing_key_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut model = Model::new();
     let store = Store::open_with(dir.path(), opts()).expect("open");
@@ -24,11 +24,16 @@ fn keys_equal_the_model_across_flushes_reopen_and_a_trailing_key_file() {
     }
     store.verify().expect("keys equal a rebuild");
     store.close().expect("close");
-    assert!(
-        key_file(dir.path()).exists(),
-        "keys were written to their file"
-    );
-    let older = std::fs::read(key_file(dir.path())).expect("read key file");
+    let runs = std::fs::read_dir(key_dir(dir.path()))
+        .expect("key directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "run"))
+        })
+        .count();
+    assert!(runs > 0, "keys were written to run files");
+    let saved = tempfile::tempdir().expect("tempdir");
+    copy_dir(&key_dir(dir.path()), saved.path());
 
     let store = Store::open_with(dir.path(), opts()).expect("reopen");
     check(&store, &model);
@@ -36,9 +41,9 @@ fn keys_equal_the_model_across_flushes_reopen_and_a_trailing_key_file() {
     check(&store, &model);
     store.close().expect("close");
 
-    // A key file from before the last writes, as a crash can leave it:
+    // Key files from before the last writes, as a crash can leave them:
     // the keys of those writes are replayed from the log.
-    std::fs::write(key_file(dir.path()), &older).expect("restore older key file");
+    copy_dir(saved.path(), &key_dir(dir.path()));
     let store = Store::open_with(dir.path(), opts()).expect("reopen over an older key file");
     check(&store, &model);
     store.verify().expect("keys equal a rebuild");
@@ -46,7 +51,7 @@ fn keys_equal_the_model_across_flushes_reopen_and_a_trailing_key_file() {
 }
 
 #[test]
-fn a_key_file_of_another_log_is_rebuilt() {
+fn key_files_of_another_log_are_rebuilt() {
     let (a, b) = (
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
@@ -59,8 +64,35 @@ fn a_key_file_of_another_log_is_rebuilt() {
         store.close().expect("close");
     }
     assert_ne!(model_a, model_b, "the two stores differ");
-    std::fs::copy(key_file(b.path()), key_file(a.path())).expect("swap key file");
+    copy_dir(&key_dir(b.path()), &key_dir(a.path()));
     let store = Store::open_with(a.path(), opts()).expect("open");
     check(&store, &model_a);
+    store.verify().expect("keys equal a rebuild");
+}
+
+#[test]
+fn keys_written_after_a_reindex_land_in_the_new_key_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = Model::new();
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    write(&store, &mut model, 200, 5);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    store.reindex().expect("reindex");
+    check(&store, &model);
+    // Flushes and merges after the reindex write to the directory the
+    // rebuilt index took over, and nothing of the old one's is left.
+    for seed in 0..3 {
+        write(&store, &mut model, 150, 40 + seed);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    check(&store, &model);
+    store.close().expect("close");
+    assert!(
+        !dir.path().join("index.redb.rebuild.keys.d").exists(),
+        "the rebuilt index's key directory was moved into place"
+    );
+    let store = Store::open_with(dir.path(), opts()).expect("reopen");
+    assert!(!store.open_report().index_rebuilt);
+    check(&store, &model);
     store.verify().expect("keys equal a rebuild");
 }

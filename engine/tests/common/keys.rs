@@ -18,8 +18,21 @@ pub fn opts() -> Options {
     }
 }
 
-pub fn key_file(dir: &Path) -> PathBuf {
-    dir.join("index.redb.keys")
+/// The store's key directory (run files and their manifest).
+pub fn key_dir(dir: &Path) -> PathBuf {
+    dir.join("index.redb.keys.d")
+}
+
+/// Replaces the directory `to` with a copy of `from` (flat: files only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).expect("remove directory");
+    }
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("list directory") {
+        let entry = entry.expect("list directory");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
+    }
 }
 
 /// id -> family number of its live version.
