@@ -320,13 +320,19 @@ fn ids_for_value(
     param: &Param,
     value: &str,
 ) -> Result<BTreeSet<String>, FhirError> {
-    let mut ids = ids_in_keys_of(app, ty, param, value)?;
     let params = params_of(ty);
-    let mut held_by: Vec<Param> = param
+    let holders: Vec<Option<Param>> = param
         .paths
         .iter()
-        .filter_map(|path| crate::params::holder(&params, param, path))
+        .map(|path| crate::params::holder(&params, param, path))
         .collect();
+    // A parameter whose every path another one holds has no keys of its
+    // own (`patient`: `subject`'s); otherwise scan its own first.
+    let mut ids = match holders.iter().all(Option::is_some) {
+        true => BTreeSet::new(),
+        false => ids_in_keys_of(app, ty, param, value)?,
+    };
+    let mut held_by: Vec<Param> = holders.into_iter().flatten().collect();
     held_by.dedup_by_key(|h| h.name);
     for h in held_by {
         let value = match param.name {
