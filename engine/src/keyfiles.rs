@@ -263,9 +263,105 @@ pub(crate) fn write_merged<K: Ord + AsRef<[u8]>>(
     Ok(Some(w.finish(number)?))
 }
 
+/// Merges run files `older` and `newer` (neighbours, `newer` the more
+/// recent) into run file `number` in `dir`, as [`write_merged`] does but
+/// reading both through cursors, without allocating per entry.
+pub(crate) fn merge_files(
+    dir: &Path,
+    number: u64,
+    older: &RunFile,
+    newer: &RunFile,
+    drop_removed: bool,
+    stopping: &dyn Fn() -> bool,
+) -> Result<Option<RunFile>> {
+    let path = run_path(dir, number);
+    let mut w = RunWriter::create(&path)?;
+    let (mut a, mut b) = (older.seek(&[])?, newer.seek(&[])?);
+    let mut seen = 0u64;
+    loop {
+        // Which cursors the next key comes from; on equal keys the newer
+        // entry is written and both move on.
+        let (take_a, take_b) = match (a.current(), b.current()) {
+            (None, None) => break,
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, true),
+            (Some((x, _)), Some((y, _))) => match x.cmp(y) {
+                std::cmp::Ordering::Less => (true, false),
+                std::cmp::Ordering::Greater => (false, true),
+                std::cmp::Ordering::Equal => (true, true),
+            },
+        };
+        let (key, present) = match take_b {
+            true => b.current(),
+            false => a.current(),
+        }
+        .expect("the cursor taken from has an entry");
+        if present || !drop_removed {
+            w.push(key, present)?;
+        }
+        if take_a {
+            a.advance()?;
+        }
+        if take_b {
+            b.advance()?;
+        }
+        seen += 1;
+        if seen.is_multiple_of(MERGE_STOP_CHECK) && stopping() {
+            drop(w);
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io("remove partial key run", &path, e))?;
+            return Ok(None);
+        }
+    }
+    Ok(Some(w.finish(number)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn file_of(dir: &Path, n: u64, rows: &BTreeMap<Vec<u8>, bool>) -> RunFile {
+        let mut w = RunWriter::create(&run_path(dir, n)).expect("create");
+        for (k, p) in rows {
+            w.push(k, *p).expect("push");
+        }
+        w.finish(n).expect("finish")
+    }
+
+    proptest! {
+        /// Merging two files gives the newer entry of each key, without
+        /// removals when asked; the same as merging them as sources.
+        #[test]
+        fn merged_files_hold_the_newer_entry_of_each_key(
+            older in proptest::collection::btree_map(
+                proptest::collection::vec(0u8..3, 1..1500), any::<bool>(), 0..60),
+            newer in proptest::collection::btree_map(
+                proptest::collection::vec(0u8..3, 1..1500), any::<bool>(), 0..60),
+            drop_removed in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (a, b) = (file_of(dir.path(), 1, &older), file_of(dir.path(), 2, &newer));
+            let m = merge_files(dir.path(), 3, &a, &b, drop_removed, &|| false)
+                .expect("merge")
+                .expect("not stopped");
+            let mut want = older.clone();
+            want.extend(newer.iter().map(|(k, p)| (k.clone(), *p)));
+            want.retain(|_, p| *p || !drop_removed);
+            let got: BTreeMap<Vec<u8>, bool> =
+                m.range(&[], None).map(|r| r.expect("read")).collect();
+            prop_assert_eq!(&got, &want);
+            let sources: Vec<Source<'_, Error>> =
+                vec![Box::new(a.range(&[], None)), Box::new(b.range(&[], None))];
+            let s = write_merged(dir.path(), 4, sources, drop_removed, &|| false)
+                .expect("merge")
+                .expect("not stopped");
+            let same: BTreeMap<Vec<u8>, bool> =
+                s.range(&[], None).map(|r| r.expect("read")).collect();
+            prop_assert_eq!(&same, &want);
+        }
+    }
 
     #[test]
     fn a_manifest_round_trips_and_refuses_damage() {

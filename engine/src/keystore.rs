@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::keyfiles::{
-    Manifest, load, pick_merge, remove_strays, run_path, write_manifest, write_merged,
+    Manifest, load, merge_files, pick_merge, remove_strays, run_path, write_manifest, write_merged,
 };
 use crate::keyruns::{Entry, Run, RunSet, push_run, shared_source};
 use crate::limits::KEY_REPLAY_RECORDS_MAX;
@@ -583,12 +583,8 @@ impl KeyStore {
             disk.next_file += 1;
             (disk.dir.clone(), disk.next_file - 1)
         };
-        let sources = vec![
-            Box::new(older.range(&[], None)) as crate::keyruns::Source<'_, Error>,
-            Box::new(newer.range(&[], None)),
-        ];
         let stopping = || self.stopping.load(Ordering::Acquire);
-        let Some(merged) = write_merged(&dir, number, sources, i == 0, &stopping)? else {
+        let Some(merged) = merge_files(&dir, number, &older, &newer, i == 0, &stopping)? else {
             return Ok(());
         };
         let entries = merged.entries();

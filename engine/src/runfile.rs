@@ -316,14 +316,14 @@ impl RunFile {
         self.entries
     }
 
-    /// Reads and checks block `i`, decoding its entries.
-    fn block(&self, i: usize) -> Result<Vec<Row>> {
+    /// Reads and checks block `i`, decoding its entries into `into`.
+    fn block(&self, i: usize, raw: &mut Vec<u8>, into: &mut Block) -> Result<()> {
         let b = &self.blocks[i];
-        let mut buf = vec![0u8; b.len as usize + 4];
+        raw.resize(b.len as usize + 4, 0);
         self.file
-            .read_exact_at(&mut buf, b.offset)
+            .read_exact_at(raw, b.offset)
             .map_err(|e| Error::io("read key run file", &self.path, e))?;
-        let (payload, crc) = buf.split_at(b.len as usize);
+        let (payload, crc) = raw.split_at(b.len as usize);
         let bad = |detail: &str| {
             Error::Corrupt(format!(
                 "key run {} block at {}: {detail}",
@@ -334,22 +334,25 @@ impl RunFile {
         if u32::from_le_bytes(le(crc)) != crc32fast::hash(payload) {
             return Err(bad("checksum mismatch"));
         }
-        let mut rows: Vec<Row> = Vec::new();
+        into.keys.clear();
+        into.ends.clear();
         let mut at = 0usize;
+        let mut prev = 0..0;
         while at < payload.len() {
             let shared = get_varint(payload, &mut at).ok_or_else(|| bad("entry"))? as usize;
             let suffix = get_varint(payload, &mut at).ok_or_else(|| bad("entry"))? as usize;
-            let prev = rows.last().map_or(&[][..], |r| r.0.as_slice());
+            let first = into.ends.is_empty();
             if shared > prev.len()
-                || (rows.is_empty() && shared > 0)
+                || (first && shared > 0)
                 || suffix > KEY_BYTES_MAX
                 || payload.len() - at < suffix + 1
             {
                 return Err(bad("entry overruns"));
             }
-            let mut key = Vec::with_capacity(shared + suffix);
-            key.extend_from_slice(&prev[..shared]);
-            key.extend_from_slice(&payload[at..at + suffix]);
+            let start = into.keys.len();
+            into.keys
+                .extend_from_within(prev.start..prev.start + shared);
+            into.keys.extend_from_slice(&payload[at..at + suffix]);
             at += suffix;
             let present = match payload[at] {
                 0 => false,
@@ -357,80 +360,141 @@ impl RunFile {
                 _ => return Err(bad("entry flag is neither 0 nor 1")),
             };
             at += 1;
-            if rows.last().is_some_and(|r| r.0 >= key) || (rows.is_empty() && *key != *b.first) {
+            let key = start..into.keys.len();
+            let in_order = match first {
+                true => into.keys[key.clone()] == *b.first,
+                false => into.keys[prev.clone()] < into.keys[key.clone()],
+            };
+            if !in_order {
                 return Err(bad("keys out of order"));
             }
-            rows.push((key, present));
+            into.ends.push((key.end, present));
+            prev = key;
         }
-        Ok(rows)
+        Ok(())
     }
 
-    /// The entries with `lo <= key < hi` (`hi = None`: to the end), in
-    /// key order.
-    pub(crate) fn range<'a>(&'a self, lo: &[u8], hi: Option<&[u8]>) -> RangeIter<'a> {
+    /// A cursor at the first entry with key `>= lo`.
+    pub(crate) fn seek(&self, lo: &[u8]) -> Result<Cursor<'_>> {
         // The last block starting at or before `lo` may hold it.
         let start = self
             .blocks
             .partition_point(|b| b.first.as_ref() <= lo)
             .saturating_sub(1);
-        RangeIter {
+        let mut c = Cursor {
             file: self,
             next_block: start,
-            rows: Vec::new().into_iter(),
-            lo: lo.to_vec(),
-            hi: hi.map(<[u8]>::to_vec),
-            done: false,
+            raw: Vec::new(),
+            block: Block::default(),
+            pos: 0,
+        };
+        c.load()?;
+        while c.current().is_some_and(|(k, _)| k < lo) {
+            c.advance()?;
         }
+        Ok(c)
+    }
+
+    /// The entries with `lo <= key < hi` (`hi = None`: to the end), in
+    /// key order.
+    pub(crate) fn range<'a>(&'a self, lo: &[u8], hi: Option<&[u8]>) -> RangeIter<'a> {
+        RangeIter {
+            cursor: Some(self.seek(lo)),
+            hi: hi.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// One decoded block: its keys back to back, and where each ends.
+#[derive(Default)]
+struct Block {
+    keys: Vec<u8>,
+    ends: Vec<(usize, bool)>,
+}
+
+/// A position in a run file, reading a block at a time into buffers it
+/// reuses: moving on allocates nothing per entry.
+pub(crate) struct Cursor<'a> {
+    file: &'a RunFile,
+    next_block: usize,
+    raw: Vec<u8>,
+    block: Block,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    /// The entry here; `None` past the end.
+    pub(crate) fn current(&self) -> Option<(&[u8], bool)> {
+        let &(end, present) = self.block.ends.get(self.pos)?;
+        let start = match self.pos {
+            0 => 0,
+            p => self.block.ends[p - 1].0,
+        };
+        Some((&self.block.keys[start..end], present))
+    }
+
+    /// Moves to the next entry.
+    pub(crate) fn advance(&mut self) -> Result<()> {
+        self.pos += 1;
+        if self.pos >= self.block.ends.len() {
+            self.load()?;
+        }
+        Ok(())
+    }
+
+    /// Loads the next block (none left: the cursor is at the end).
+    fn load(&mut self) -> Result<()> {
+        self.pos = 0;
+        self.block.ends.clear();
+        if self.next_block < self.file.blocks.len() {
+            let i = self.next_block;
+            self.next_block += 1;
+            self.file.block(i, &mut self.raw, &mut self.block)?;
+        }
+        Ok(())
+    }
+
+    /// The first key of the block after the one loaded, if any.
+    fn next_block_first(&self) -> Option<&[u8]> {
+        self.file
+            .blocks
+            .get(self.next_block)
+            .map(|b| b.first.as_ref())
     }
 }
 
 /// Entries of a run file in key order within a range.
 pub(crate) struct RangeIter<'a> {
-    file: &'a RunFile,
-    next_block: usize,
-    rows: std::vec::IntoIter<Row>,
-    lo: Vec<u8>,
+    /// `None` once finished; an error is yielded once, then `None`.
+    cursor: Option<Result<Cursor<'a>>>,
     hi: Option<Vec<u8>>,
-    done: bool,
 }
 
 impl Iterator for RangeIter<'_> {
     type Item = Result<Row>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(row) = self.rows.next() {
-                if row.0 < self.lo {
-                    continue;
-                }
-                if self.hi.as_ref().is_some_and(|hi| row.0 >= *hi) {
-                    self.done = true;
-                    return None;
-                }
-                return Some(Ok(row));
-            }
-            if self.next_block >= self.file.blocks.len() {
-                self.done = true;
-                return None;
-            }
-            if let Some(hi) = &self.hi
-                && self.file.blocks[self.next_block].first.as_ref() >= hi.as_slice()
-            {
-                self.done = true;
-                return None;
-            }
-            match self.file.block(self.next_block) {
-                Ok(rows) => self.rows = rows.into_iter(),
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-            self.next_block += 1;
+        let c = match self.cursor.take()? {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let (key, present) = c.current()?;
+        if self.hi.as_ref().is_some_and(|hi| key >= hi.as_slice()) {
+            return None;
         }
+        let row = (key.to_vec(), present);
+        let mut c = c;
+        // The next block starts at or past `hi`: stop without reading it.
+        let last_in_block = c.pos + 1 >= c.block.ends.len();
+        let stop = last_in_block
+            && c.next_block_first()
+                .is_none_or(|f| self.hi.as_ref().is_some_and(|hi| f >= hi.as_slice()));
+        if !stop {
+            self.cursor = Some(c.advance().map(|()| c));
+        } else {
+            self.cursor = None;
+        }
+        Some(Ok(row))
     }
 }
 
