@@ -65,15 +65,15 @@ pub const APPLY_QUEUE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// commits, catch-up over a 50 ms link fell from ~100 to 39 MB/s); a
 /// replica has no read barrier to keep short.
 pub const APPLY_QUEUE_REPLICA_BYTES_MAX: u64 = 256 * 1024 * 1024;
-/// Search-key changes the index holds in memory before writing them to
-/// the key file in one sorted pass (`Options::key_buffer_entries`). About
-/// 140 bytes each for FHIR search keys; at most twice this many are held.
-/// Measured with `vigil bench --workload create --clients 64` for 30 s
-/// (docs/BENCHMARKS.md): holding 1,000,000, p99 9.0-10.7 ms and a peak
-/// RSS of 613 MB; holding 2,000,000, p99 9.2-9.4 ms, 824 MB (422 MB with
-/// every key row written straight into redb).
+/// Search-key changes the index holds in memory before writing them as
+/// one sorted run file (`Options::key_buffer_entries`). About 140 bytes
+/// each for FHIR search keys; at most twice this many are held. Smaller
+/// buffers mean more files to merge. Measured with `vigil bench
+/// --workload create --clients 64` for 30 s (docs/BENCHMARKS.md, sixth
+/// session): 500,000 p99 10.6-11.1 ms, peak RSS 330-341 MB; 1,000,000
+/// 9.5-9.7 ms, 428 MB; 2,000,000 8.3-9.7 ms, 538-560 MB.
 pub const KEY_BUFFER_ENTRIES_DEFAULT: usize = 2_000_000;
-/// The key file is written at least every this many records of log even
+/// The key runs are written at least every this many records of log even
 /// when few keys changed, which bounds the replay of keys after a crash.
 pub const KEY_REPLAY_RECORDS_MAX: u64 = 1_000_000;
 /// Largest `Options::key_buffer_entries`.
