@@ -162,7 +162,8 @@ pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
 
 /// Opens the directory (creating it if missing): its manifest and the
 /// files it names, oldest first, after removing files it does not name.
-/// A manifest or file that does not check is an error naming it.
+/// A manifest or file that does not check, or a named file that is
+/// missing, is `Error::Corrupt` naming it.
 pub(crate) fn load(dir: &Path, index_format: u64) -> Result<(Manifest, Vec<Arc<RunFile>>)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create search key directory", dir, e))?;
     let path = dir.join(MANIFEST);
@@ -180,7 +181,18 @@ pub(crate) fn load(dir: &Path, index_format: u64) -> Result<(Manifest, Vec<Arc<R
     let files = manifest
         .files
         .iter()
-        .map(|&n| RunFile::open(&run_path(dir, n), n).map(Arc::new))
+        .map(|&n| {
+            let path = run_path(dir, n);
+            RunFile::open(&path, n).map(Arc::new).map_err(|e| match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::Corrupt(format!(
+                        "{}: named by the manifest, missing",
+                        path.display()
+                    ))
+                }
+                e => e,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((manifest, files))
 }

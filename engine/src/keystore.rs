@@ -130,7 +130,8 @@ pub(crate) struct KeyStore {
     state: Mutex<State>,
     disk: Mutex<Disk>,
     /// Held (shared) by a flush or merge while it writes in the directory,
-    /// and (exclusive) by [`KeyStore::relocate`] while it moves it.
+    /// and (exclusive) by [`KeyStore::relocate`] while it moves it and by
+    /// [`KeyStore::clear`] while it empties it.
     /// Taken before `disk`.
     moving: RwLock<()>,
     /// Signalled when runs are frozen, files change, or the store stops.
@@ -223,7 +224,9 @@ impl KeyStore {
     }
 
     /// Empties the key store (its keys do not belong to the index's log).
+    /// Waits for a merge under way (the merger runs from open) to finish.
     pub(crate) fn clear(&self) -> Result<()> {
+        let _moving = self.moving.write().unwrap_or_else(|p| p.into_inner());
         let mut disk = self.lock_disk();
         let m = Manifest {
             next_file: disk.next_file,

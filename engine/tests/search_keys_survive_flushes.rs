@@ -96,3 +96,49 @@ fn keys_written_after_a_reindex_land_in_the_new_key_files() {
     check(&store, &model);
     store.verify().expect("keys equal a rebuild");
 }
+
+#[test]
+fn a_missing_or_damaged_key_file_is_rebuilt_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut model = Model::new();
+    let store = Store::open_with(dir.path(), opts()).expect("open");
+    for seed in 0..3 {
+        write(&store, &mut model, 150, 60 + seed);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    store.close().expect("close");
+    let runs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(key_dir(dir.path()))
+            .expect("key directory")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "run"))
+            .collect()
+    };
+    // A named file whose footer is damaged, then one that is gone: each
+    // time the keys are replayed from the log, and equal a rebuild.
+    let damaged = runs()[0].clone();
+    let mut bytes = std::fs::read(&damaged).expect("read run file");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&damaged, &bytes).expect("damage run file");
+    let store = Store::open_with(dir.path(), opts()).expect("open over a damaged key file");
+    assert!(
+        !store.open_report().index_rebuilt,
+        "only the keys were rebuilt, not the index"
+    );
+    check(&store, &model);
+    store.verify().expect("keys equal a rebuild");
+    write(&store, &mut model, 150, 70);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    store.close().expect("close");
+    let gone = runs();
+    assert!(!gone.is_empty(), "keys were flushed again");
+    std::fs::remove_file(&gone[0]).expect("remove run file");
+    let store = Store::open_with(dir.path(), opts()).expect("open over a missing key file");
+    assert!(
+        !store.open_report().index_rebuilt,
+        "only the keys were rebuilt, not the index"
+    );
+    check(&store, &model);
+    store.verify().expect("keys equal a rebuild");
+}
