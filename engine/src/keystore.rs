@@ -462,23 +462,33 @@ impl KeyStore {
             disk.next_file += 1;
             (disk.dir.clone(), disk.next_file - 1)
         };
-        // Only this thread adds files, so "no files" stays true until this
-        // one is named: nothing lies below, and removals can go.
-        let no_files = self.files().files.is_empty();
-        let sources = runs.iter().map(|r| shared_source(&r.entries)).collect();
-        let written = write_merged(&dir, number, sources, no_files, &|| false)?
-            .expect("a flush is never abandoned");
-        let entries = written.entries();
-        let file = Arc::new(written);
+        // No runs (the files trail by many records without key changes):
+        // only the manifest moves on.
+        let file = match runs.is_empty() {
+            true => None,
+            false => {
+                // Only this thread adds files, so "no files" stays true
+                // until this one is named: nothing lies below, and
+                // removals can go.
+                let no_files = self.files().files.is_empty();
+                let sources = runs.iter().map(|r| shared_source(&r.entries)).collect();
+                let written = write_merged(&dir, number, sources, no_files, &|| false)?
+                    .expect("a flush is never abandoned");
+                Some(Arc::new(written))
+            }
+        };
+        let entries = file.as_ref().map_or(0, |f| f.entries());
         let disk = self.lock_disk();
         if disk.retired {
-            drop(file);
-            let p = run_path(&dir, number);
-            std::fs::remove_file(&p).map_err(|e| Error::io("remove key run", &p, e))?;
+            if let Some(f) = file {
+                drop(f);
+                let p = run_path(&dir, number);
+                std::fs::remove_file(&p).map_err(|e| Error::io("remove key run", &p, e))?;
+            }
             return Ok(false);
         }
         let mut names: Vec<u64> = self.files().files.iter().map(|f| f.number()).collect();
-        names.push(number);
+        names.extend(file.as_ref().map(|f| f.number()));
         write_manifest(
             &disk.dir,
             &Manifest {
@@ -503,7 +513,7 @@ impl KeyStore {
         s.flush_to = None;
         s.base_lsn = end;
         let mut files = s.files.files.clone();
-        files.push(file);
+        files.extend(file);
         s.files = Arc::new(FileSet {
             lsn: end,
             crc,
@@ -752,5 +762,34 @@ mod tests {
             files.files.len() + 1,
             "only named files and the manifest"
         );
+    }
+
+    /// Files that trail by many records without key changes are brought
+    /// up to date by a manifest alone, with no empty file.
+    #[test]
+    fn a_flush_without_key_changes_writes_only_the_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = Arc::new(KeyStore::open(dir.path(), 3).expect("open"));
+        let k = keys.clone();
+        let flusher = std::thread::spawn(move || k.run_flusher());
+        keys.start_at(0);
+        let lsn = KEY_REPLAY_RECORDS_MAX;
+        keys.publish(lsn, lsn, 7, Vec::new()).expect("publish");
+        keys.durable(lsn);
+        for _ in 0..500 {
+            if keys.at().expect("at").lsn == lsn {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(keys.at().expect("at").lsn, lsn, "the manifest moved on");
+        assert!(keys.files().files.is_empty());
+        keys.stop();
+        flusher.join().expect("flusher");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["MANIFEST"], "no run file was written");
     }
 }

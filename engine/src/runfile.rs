@@ -442,14 +442,27 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// Loads the next block (none left: the cursor is at the end).
+    /// Loads the next block (none left: the cursor is at the end). Its
+    /// first key must follow the last key of the block before.
     fn load(&mut self) -> Result<()> {
+        let last = self.block.ends.len().checked_sub(1).map(|p| {
+            let start = p.checked_sub(1).map_or(0, |q| self.block.ends[q].0);
+            self.block.keys[start..self.block.ends[p].0].to_vec()
+        });
         self.pos = 0;
         self.block.ends.clear();
         if self.next_block < self.file.blocks.len() {
             let i = self.next_block;
             self.next_block += 1;
             self.file.block(i, &mut self.raw, &mut self.block)?;
+            if let (Some(last), Some((first, _))) = (last, self.current())
+                && first <= last.as_slice()
+            {
+                return Err(Error::Corrupt(format!(
+                    "key run {}: block {i} does not follow the block before",
+                    self.file.path.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -614,6 +627,55 @@ mod tests {
         );
         let got: BTreeMap<Vec<u8>, bool> = f.range(&[], None).map(|r| r.expect("read")).collect();
         assert_eq!(got, rows);
+    }
+
+    /// Blocks whose keys overlap (each checks, the index is in order) are
+    /// reported when read, not passed on out of order.
+    #[test]
+    fn overlapping_blocks_are_caught() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let block = |keys: &[&[u8]]| {
+            let mut payload = Vec::new();
+            for k in keys {
+                put_varint(&mut payload, 0);
+                put_varint(&mut payload, k.len() as u64);
+                payload.extend_from_slice(k);
+                payload.push(1);
+            }
+            payload
+        };
+        let blocks = [block(&[b"a", b"z"]), block(&[b"b", b"c"])];
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&RUN_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let mut index = Vec::new();
+        for (b, first) in blocks.iter().zip([b"a", b"b"]) {
+            put_varint(&mut index, 1);
+            index.extend_from_slice(first);
+            index.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            index.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(b);
+            bytes.extend_from_slice(&crc32fast::hash(b).to_le_bytes());
+        }
+        let mut footer = Vec::new();
+        footer.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&(index.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&4u64.to_le_bytes());
+        footer.extend_from_slice(&2u32.to_le_bytes());
+        footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+        footer.extend_from_slice(FOOTER_MAGIC);
+        bytes.extend_from_slice(&index);
+        bytes.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+        bytes.extend_from_slice(&footer);
+        let path = dir.path().join("1.run");
+        std::fs::write(&path, &bytes).expect("write");
+        let f = RunFile::open(&path, 1).expect("header, index and footer check");
+        let rows: Vec<Result<Row>> = f.range(&[], None).collect();
+        assert!(
+            matches!(rows.last(), Some(Err(Error::Corrupt(m))) if m.contains("does not follow")),
+            "{rows:?}"
+        );
     }
 
     #[test]
