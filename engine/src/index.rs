@@ -184,17 +184,24 @@ impl Index {
             .set_cache_size(256 * 1024 * 1024)
             .create(path)?;
         let keys = Arc::new(KeyStore::open(&keys_path(path), key_entries)?);
-        let mut threads = Vec::new();
-        let spawn = |name: &str, work: fn(&KeyStore)| {
-            let keys = keys.clone();
-            std::thread::Builder::new()
+        // Built first, so that if a thread fails to start, dropping it
+        // stops the one that did.
+        let mut index = Self {
+            db,
+            keys,
+            threads: Vec::new(),
+        };
+        for (name, work) in [
+            ("vigil-keys-flush", KeyStore::run_flusher as fn(&KeyStore)),
+            ("vigil-keys-merge", KeyStore::run_merger),
+        ] {
+            let keys = index.keys.clone();
+            let thread = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || work(&keys))
-                .map_err(|e| Error::io("start a key store thread", path, e))
-        };
-        threads.push(spawn("vigil-keys-flush", KeyStore::run_flusher)?);
-        threads.push(spawn("vigil-keys-merge", KeyStore::run_merger)?);
-        let index = Self { db, keys, threads };
+                .map_err(|e| Error::io("start a key store thread", path, e))?;
+            index.threads.push(thread);
+        }
         // Create every table so read transactions never see a missing one.
         let tx = index.db.begin_write()?;
         {
