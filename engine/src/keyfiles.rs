@@ -256,23 +256,14 @@ pub(crate) fn write_merged<K: Ord + AsRef<[u8]>>(
     drop_removed: bool,
     stopping: &dyn Fn() -> bool,
 ) -> Result<Option<RunFile>> {
-    let path = run_path(dir, number);
-    let mut w = RunWriter::create(&path)?;
-    let mut seen = 0u64;
+    let mut out = MergeOut::create(dir, number, drop_removed, stopping)?;
     for row in Merged::new(sources) {
         let (key, present) = row?;
-        seen += 1;
-        if seen.is_multiple_of(MERGE_STOP_CHECK) && stopping() {
-            drop(w);
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io("remove partial key run", &path, e))?;
+        if !out.push(key.as_ref(), present)? {
             return Ok(None);
         }
-        if present || !drop_removed {
-            w.push(key.as_ref(), present)?;
-        }
     }
-    Ok(Some(w.finish(number)?))
+    out.finish().map(Some)
 }
 
 /// Merges run files `older` and `newer` (neighbours, `newer` the more
@@ -286,10 +277,8 @@ pub(crate) fn merge_files(
     drop_removed: bool,
     stopping: &dyn Fn() -> bool,
 ) -> Result<Option<RunFile>> {
-    let path = run_path(dir, number);
-    let mut w = RunWriter::create(&path)?;
+    let mut out = MergeOut::create(dir, number, drop_removed, stopping)?;
     let (mut a, mut b) = (older.seek(&[])?, newer.seek(&[])?);
-    let mut seen = 0u64;
     loop {
         // Which cursors the next key comes from; on equal keys the newer
         // entry is written and both move on.
@@ -308,8 +297,8 @@ pub(crate) fn merge_files(
             false => a.current(),
         }
         .expect("the cursor taken from has an entry");
-        if present || !drop_removed {
-            w.push(key, present)?;
+        if !out.push(key, present)? {
+            return Ok(None);
         }
         if take_a {
             a.advance()?;
@@ -317,15 +306,56 @@ pub(crate) fn merge_files(
         if take_b {
             b.advance()?;
         }
-        seen += 1;
-        if seen.is_multiple_of(MERGE_STOP_CHECK) && stopping() {
-            drop(w);
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io("remove partial key run", &path, e))?;
-            return Ok(None);
-        }
     }
-    Ok(Some(w.finish(number)?))
+    out.finish().map(Some)
+}
+
+/// The file a merge writes: drops removals when asked, and gives up,
+/// removing the partial file, once `stopping` turns true.
+struct MergeOut<'a> {
+    w: RunWriter,
+    path: PathBuf,
+    number: u64,
+    drop_removed: bool,
+    stopping: &'a dyn Fn() -> bool,
+    seen: u64,
+}
+
+impl<'a> MergeOut<'a> {
+    fn create(
+        dir: &Path,
+        number: u64,
+        drop_removed: bool,
+        stopping: &'a dyn Fn() -> bool,
+    ) -> Result<Self> {
+        let path = run_path(dir, number);
+        Ok(Self {
+            w: RunWriter::create(&path)?,
+            path,
+            number,
+            drop_removed,
+            stopping,
+            seen: 0,
+        })
+    }
+
+    /// Writes one merged entry; `false`: the merge was given up.
+    fn push(&mut self, key: &[u8], present: bool) -> Result<bool> {
+        self.seen += 1;
+        if self.seen.is_multiple_of(MERGE_STOP_CHECK) && (self.stopping)() {
+            std::fs::remove_file(&self.path)
+                .map_err(|e| Error::io("remove partial key run", &self.path, e))?;
+            return Ok(false);
+        }
+        if present || !self.drop_removed {
+            self.w.push(key, present)?;
+        }
+        Ok(true)
+    }
+
+    fn finish(self) -> Result<RunFile> {
+        self.w.finish(self.number)
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +403,23 @@ mod tests {
                 s.range(&[], None).map(|r| r.expect("read")).collect();
             prop_assert_eq!(&same, &want);
         }
+    }
+
+    #[test]
+    fn a_merge_asked_to_stop_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows: BTreeMap<Vec<u8>, bool> = (0..2 * MERGE_STOP_CHECK)
+            .map(|i| (i.to_be_bytes().to_vec(), true))
+            .collect();
+        let (a, b) = (file_of(dir.path(), 1, &rows), file_of(dir.path(), 2, &rows));
+        let merged = merge_files(dir.path(), 3, &a, &b, false, &|| true).expect("merge");
+        assert!(merged.is_none(), "the merge was given up");
+        assert!(
+            !run_path(dir.path(), 3).exists(),
+            "its partial file is gone"
+        );
+        let whole = merge_files(dir.path(), 4, &a, &b, false, &|| false).expect("merge");
+        assert_eq!(whole.map(|f| f.entries()), Some(rows.len() as u64));
     }
 
     #[test]
