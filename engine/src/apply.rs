@@ -236,7 +236,7 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
 }
 
 /// A durable redb commit of everything committed so far; the key runs
-/// it covers may then be written to the key file.
+/// it covers may then be written to a key run file.
 fn sync_index(inner: &Inner) -> Result<()> {
     let ix = inner.index();
     ix.begin_write(true)?.commit()?;

@@ -5,9 +5,8 @@
 //! commit rewrites, and that was most of a create's CPU (docs/BENCHMARKS.md).
 //! So the applier writes each transaction's key changes as a small sorted
 //! [`Run`]; runs of similar size are merged in memory, and the key store
-//! (`keystore`) writes the oldest runs into its redb file in one sorted
-//! pass, many rows per leaf. A reader merges the runs over that file,
-//! newest first.
+//! (`keystore`) writes the oldest runs as one sorted run file
+//! (`runfile`). A reader merges the runs over those files, newest first.
 //!
 //! An entry is `(row, present)`: `present = false` is a removal that hides
 //! the row in the file below.

@@ -1,20 +1,3 @@
-//! The secondary-key store: a redb file of its own under in-memory runs.
-//!
-//! The index applier publishes each transaction's key changes as a run
-//! (`keyruns`) and never writes a key row itself. When the runs hold
-//! `key_buffer_entries` entries and the main index is durable past them,
-//! this module's flusher thread writes them into its redb file in one
-//! sorted transaction and records the LSN they reach (`keys_lsn`). The
-//! file therefore always equals the keys at exactly `keys_lsn`, a frame
-//! end, and `keys_lsn` never passes the main index's durable LSN: after a
-//! crash, replaying the log from `keys_lsn` with the same apply code
-//! restores the runs that were lost.
-//!
-//! Readers pair three things that must agree: a main-index snapshot at
-//! LSN `L`, the runs published for exactly `L` (kept in a short ring), and
-//! a key-file snapshot at `F`. A pairing is consistent when
-//! `runs.base_lsn <= F <= L`; otherwise the reader takes them again.
-
 //! The secondary-key store: sorted run files under in-memory runs.
 //!
 //! The index applier publishes each transaction's key changes as a run
