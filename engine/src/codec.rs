@@ -16,6 +16,9 @@ pub(crate) trait Put {
     fn put_u16(&mut self, v: u16);
     fn put_u32(&mut self, v: u32);
     fn put_u64(&mut self, v: u64);
+    /// LEB128: seven bits a byte, low first, the high bit set on all but
+    /// the last (at most 10 bytes).
+    fn put_varint(&mut self, v: u64);
 }
 
 impl Put for Vec<u8> {
@@ -30,6 +33,13 @@ impl Put for Vec<u8> {
     }
     fn put_u64(&mut self, v: u64) {
         self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.push(v as u8);
     }
 }
 
@@ -84,6 +94,20 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
+    /// A LEB128 varint as [`Put::put_varint`] writes it; more than 10
+    /// bytes, or running past the end, is an error.
+    pub(crate) fn varint(&mut self, what: &str) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8(what)?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError(format!("{what}: varint longer than 10 bytes")))
+    }
+
     /// Reads `n` bytes that must be UTF-8.
     pub(crate) fn str(&mut self, n: usize, what: &str) -> Result<&'a str, DecodeError> {
         let raw = self.take(n, what)?;
@@ -94,6 +118,19 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn varints_round_trip_and_refuse_overruns() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut b = Vec::new();
+            b.put_varint(v);
+            let mut r = Reader::new(&b);
+            assert_eq!(r.varint("v"), Ok(v));
+            assert_eq!(r.remaining(), 0);
+            assert!(Reader::new(&b[..b.len() - 1]).varint("v").is_err());
+        }
+        assert!(Reader::new(&[0x80; 11]).varint("v").is_err());
+    }
 
     #[test]
     fn reader_refuses_to_read_past_the_end() {

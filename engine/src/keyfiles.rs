@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::codec::{Put, Reader};
 use crate::error::{Error, Result};
 use crate::keyruns::{Merged, Source};
 use crate::log::sync_dir;
@@ -74,18 +75,18 @@ impl Manifest {
         );
         let mut out = Vec::with_capacity(48 + 8 * self.files.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&MANIFEST_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&self.lsn.to_le_bytes());
-        out.extend_from_slice(&self.crc.to_le_bytes());
-        out.extend_from_slice(&self.index_format.to_le_bytes());
-        out.extend_from_slice(&self.next_file.to_le_bytes());
-        out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
-        for f in &self.files {
-            out.extend_from_slice(&f.to_le_bytes());
+        out.put_u32(MANIFEST_FORMAT_VERSION);
+        out.put_u32(0);
+        out.put_u64(self.lsn);
+        out.put_u32(self.crc);
+        out.put_u64(self.index_format);
+        out.put_u64(self.next_file);
+        out.put_u32(self.files.len() as u32);
+        for &f in &self.files {
+            out.put_u64(f);
         }
         let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        out.put_u32(crc);
         out
     }
 
@@ -96,10 +97,10 @@ impl Manifest {
             return Err(format!("{} bytes is too short", bytes.len()));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if u32::from_le_bytes(crc.try_into().expect("4 bytes")) != crc32fast::hash(body) {
+        if Reader::new(crc).u32("crc").map_err(|e| e.0)? != crc32fast::hash(body) {
             return Err("checksum mismatch".into());
         }
-        let mut r = crate::codec::Reader::new(body);
+        let mut r = Reader::new(body);
         let e = |e: crate::codec::DecodeError| e.0;
         if r.take(8, "magic").map_err(e)? != MAGIC {
             return Err("not a key store manifest".into());

@@ -25,6 +25,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec::{Put, Reader};
 use crate::error::{Error, Result};
 use crate::keyruns::Row;
 
@@ -85,8 +86,8 @@ impl RunWriter {
         };
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&RUN_FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
+        header.put_u32(RUN_FORMAT_VERSION);
+        header.put_u32(0);
         w.write(&header)?;
         Ok(w)
     }
@@ -116,8 +117,8 @@ impl RunWriter {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        put_varint(&mut self.block, shared as u64);
-        put_varint(&mut self.block, (key.len() - shared) as u64);
+        self.block.put_varint(shared as u64);
+        self.block.put_varint((key.len() - shared) as u64);
         self.block.extend_from_slice(&key[shared..]);
         self.block.push(u8::from(present));
         self.last.clear();
@@ -133,11 +134,10 @@ impl RunWriter {
         if self.block.is_empty() {
             return Ok(());
         }
-        put_varint(&mut self.index, self.block_first.len() as u64);
+        self.index.put_varint(self.block_first.len() as u64);
         self.index.extend_from_slice(&self.block_first);
-        self.index.extend_from_slice(&self.offset.to_le_bytes());
-        self.index
-            .extend_from_slice(&(self.block.len() as u32).to_le_bytes());
+        self.index.put_u64(self.offset);
+        self.index.put_u32(self.block.len() as u32);
         let crc = crc32fast::hash(&self.block);
         let block = std::mem::take(&mut self.block);
         self.write(&block)?;
@@ -175,11 +175,11 @@ impl RunWriter {
         self.write(&index)?;
         self.write(&crc32fast::hash(&index).to_le_bytes())?;
         let mut footer = Vec::with_capacity(FOOTER_BYTES as usize);
-        footer.extend_from_slice(&index_offset.to_le_bytes());
-        footer.extend_from_slice(&(index.len() as u64).to_le_bytes());
-        footer.extend_from_slice(&self.entries.to_le_bytes());
-        footer.extend_from_slice(&self.blocks.to_le_bytes());
-        footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+        footer.put_u64(index_offset);
+        footer.put_u64(index.len() as u64);
+        footer.put_u64(self.entries);
+        footer.put_u32(self.blocks);
+        footer.put_u32(crc32fast::hash(&footer));
         footer.extend_from_slice(FOOTER_MAGIC);
         self.write(&footer)?;
         let file = self
@@ -231,11 +231,14 @@ impl RunFile {
                 .map_err(|e| Error::io("read key run file", path, e))?;
             Ok(buf)
         };
+        let decode = |e: crate::codec::DecodeError| bad(e.0);
         let header = read(0, HEADER_BYTES)?;
-        if &header[..8] != MAGIC || header[12..16] != [0; 4] {
+        let mut r = Reader::new(&header);
+        let magic = r.take(8, "magic").map_err(decode)?;
+        let version = r.u32("format").map_err(decode)?;
+        if magic != MAGIC || r.u32("reserved").map_err(decode)? != 0 {
             return Err(bad("not a key run file".into()));
         }
-        let version = u32::from_le_bytes(le(&header[8..12]));
         if version != RUN_FORMAT_VERSION {
             return Err(Error::UnsupportedFormatVersion {
                 what: "key run file",
@@ -243,15 +246,18 @@ impl RunFile {
             });
         }
         let footer = read(bytes - FOOTER_BYTES, FOOTER_BYTES)?;
-        if &footer[32..36] != FOOTER_MAGIC
-            || u32::from_le_bytes(le(&footer[28..32])) != crc32fast::hash(&footer[..28])
+        let mut r = Reader::new(&footer);
+        let index_offset = r.u64("index offset").map_err(decode)?;
+        let index_len = r.u64("index length").map_err(decode)?;
+        let entries = r.u64("entries").map_err(decode)?;
+        let block_count = r.u32("blocks").map_err(decode)?;
+        let checked = r.position();
+        let crc = r.u32("footer crc").map_err(decode)?;
+        if r.take(4, "footer magic").map_err(decode)? != FOOTER_MAGIC
+            || crc != crc32fast::hash(&footer[..checked])
         {
             return Err(bad("footer does not check (file not finished?)".into()));
         }
-        let index_offset = u64::from_le_bytes(le(&footer[0..8]));
-        let index_len = u64::from_le_bytes(le(&footer[8..16]));
-        let entries = u64::from_le_bytes(le(&footer[16..24]));
-        let block_count = u32::from_le_bytes(le(&footer[24..28]));
         let index_end = index_offset
             .checked_add(index_len)
             .and_then(|e| e.checked_add(4));
@@ -265,22 +271,23 @@ impl RunFile {
         }
         let index = read(index_offset, index_len + 4)?;
         let (index, crc) = index.split_at(index_len as usize);
-        if u32::from_le_bytes(le(crc)) != crc32fast::hash(index) {
+        if Reader::new(crc).u32("index crc").map_err(decode)? != crc32fast::hash(index) {
             return Err(bad("block index checksum mismatch".into()));
         }
         let mut blocks = Vec::with_capacity(block_count.min(1 << 20) as usize);
-        let mut at = 0usize;
+        let mut r = Reader::new(index);
         let mut end_of_last = HEADER_BYTES;
-        while at < index.len() {
-            let key_len = get_varint(index, &mut at).ok_or_else(|| bad("block index".into()))?;
-            if key_len as usize > KEY_BYTES_MAX || index.len() - at < key_len as usize + 12 {
+        while r.remaining() > 0 {
+            let key_len = r.varint("first key length").map_err(decode)?;
+            if key_len > KEY_BYTES_MAX as u64 {
                 return Err(bad("block index entry overruns".into()));
             }
-            let first: Box<[u8]> = index[at..at + key_len as usize].into();
-            at += key_len as usize;
-            let offset = u64::from_le_bytes(le(&index[at..at + 8]));
-            let len = u32::from_le_bytes(le(&index[at + 8..at + 12]));
-            at += 12;
+            let first: Box<[u8]> = r
+                .take(key_len as usize, "first key")
+                .map_err(decode)?
+                .into();
+            let offset = r.u64("block offset").map_err(decode)?;
+            let len = r.u32("block length").map_err(decode)?;
             let fits = offset == end_of_last
                 && u64::from(len) <= BLOCK_READ_MAX
                 && len > 0
@@ -331,35 +338,32 @@ impl RunFile {
                 b.offset
             ))
         };
-        if u32::from_le_bytes(le(crc)) != crc32fast::hash(payload) {
+        let decode = |e: crate::codec::DecodeError| bad(&e.0);
+        if Reader::new(crc).u32("block crc").map_err(decode)? != crc32fast::hash(payload) {
             return Err(bad("checksum mismatch"));
         }
         into.keys.clear();
         into.ends.clear();
-        let mut at = 0usize;
+        let mut r = Reader::new(payload);
         let mut prev = 0..0;
-        while at < payload.len() {
-            let shared = get_varint(payload, &mut at).ok_or_else(|| bad("entry"))? as usize;
-            let suffix = get_varint(payload, &mut at).ok_or_else(|| bad("entry"))? as usize;
+        while r.remaining() > 0 {
+            let shared = r.varint("shared length").map_err(decode)?;
+            let suffix = r.varint("suffix length").map_err(decode)?;
             let first = into.ends.is_empty();
-            if shared > prev.len()
-                || (first && shared > 0)
-                || suffix > KEY_BYTES_MAX
-                || payload.len() - at < suffix + 1
+            if shared > prev.len() as u64 || (first && shared > 0) || suffix > KEY_BYTES_MAX as u64
             {
                 return Err(bad("entry overruns"));
             }
             let start = into.keys.len();
             into.keys
-                .extend_from_within(prev.start..prev.start + shared);
-            into.keys.extend_from_slice(&payload[at..at + suffix]);
-            at += suffix;
-            let present = match payload[at] {
+                .extend_from_within(prev.start..prev.start + shared as usize);
+            into.keys
+                .extend_from_slice(r.take(suffix as usize, "suffix").map_err(decode)?);
+            let present = match r.u8("flag").map_err(decode)? {
                 0 => false,
                 1 => true,
                 _ => return Err(bad("entry flag is neither 0 nor 1")),
             };
-            at += 1;
             let key = start..into.keys.len();
             let in_order = match first {
                 true => into.keys[key.clone()] == *b.first,
@@ -511,32 +515,6 @@ impl Iterator for RangeIter<'_> {
     }
 }
 
-fn le<const N: usize>(b: &[u8]) -> [u8; N] {
-    b.try_into().expect("slice of the right length")
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A LEB128 varint of at most 10 bytes; `None` if it runs past the end.
-fn get_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,8 +615,8 @@ mod tests {
         let block = |keys: &[&[u8]]| {
             let mut payload = Vec::new();
             for k in keys {
-                put_varint(&mut payload, 0);
-                put_varint(&mut payload, k.len() as u64);
+                payload.put_varint(0);
+                payload.put_varint(k.len() as u64);
                 payload.extend_from_slice(k);
                 payload.push(1);
             }
@@ -647,26 +625,26 @@ mod tests {
         let blocks = [block(&[b"a", b"z"]), block(&[b"b", b"c"])];
         let mut bytes = Vec::new();
         bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&RUN_FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.put_u32(RUN_FORMAT_VERSION);
+        bytes.put_u32(0);
         let mut index = Vec::new();
         for (b, first) in blocks.iter().zip([b"a", b"b"]) {
-            put_varint(&mut index, 1);
+            index.put_varint(1);
             index.extend_from_slice(first);
-            index.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            index.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            index.put_u64(bytes.len() as u64);
+            index.put_u32(b.len() as u32);
             bytes.extend_from_slice(b);
-            bytes.extend_from_slice(&crc32fast::hash(b).to_le_bytes());
+            bytes.put_u32(crc32fast::hash(b));
         }
         let mut footer = Vec::new();
-        footer.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        footer.extend_from_slice(&(index.len() as u64).to_le_bytes());
-        footer.extend_from_slice(&4u64.to_le_bytes());
-        footer.extend_from_slice(&2u32.to_le_bytes());
-        footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+        footer.put_u64(bytes.len() as u64);
+        footer.put_u64(index.len() as u64);
+        footer.put_u64(4);
+        footer.put_u32(2);
+        footer.put_u32(crc32fast::hash(&footer));
         footer.extend_from_slice(FOOTER_MAGIC);
         bytes.extend_from_slice(&index);
-        bytes.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+        bytes.put_u32(crc32fast::hash(&index));
         bytes.extend_from_slice(&footer);
         let path = dir.path().join("1.run");
         std::fs::write(&path, &bytes).expect("write");
