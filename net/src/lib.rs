@@ -11,6 +11,7 @@
 //! the messages and their bytes, [`tls`] the cluster's certificates.
 
 pub mod cluster;
+pub mod durable_wait;
 pub mod eligibility;
 pub mod follower;
 pub mod leader;
