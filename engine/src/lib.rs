@@ -51,6 +51,7 @@ mod replica;
 mod runfile;
 pub mod segment;
 mod store;
+mod tail;
 mod writer;
 
 pub use backup::{
@@ -68,5 +69,7 @@ pub use read::{
 };
 pub use record::{OpKind, Watermark};
 pub use rejoin::CutReport;
-pub use replica::{LogChunk, LogEnd, LogFrames, LogPosition};
+pub use replica::{
+    LOG_END_LISTENERS_MAX, LogChunk, LogEnd, LogEndListener, LogFrames, LogPosition,
+};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

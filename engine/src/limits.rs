@@ -54,6 +54,10 @@ pub const WATERMARK_NAME_BYTES_MAX: usize = 64;
 pub const INDEX_SYNC_LOG_BYTES: u64 = 16 * 1024 * 1024;
 /// The index is made durable at least this often, in milliseconds.
 pub const INDEX_SYNC_INTERVAL_MS: u64 = 250;
+/// Most bytes of the newest durable frames kept in memory for replication
+/// (a follower that keeps up is sent them without a disk read). At the
+/// FHIR create load's ~10 KB commit groups, the last ~400 groups.
+pub const TAIL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most bytes of durable frames waiting for the index applier; past it the
 /// writer waits. Bounds how far the index (and so a read's barrier wait)
 /// trails the acknowledged log.

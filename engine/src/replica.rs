@@ -10,8 +10,10 @@ use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header};
 use crate::index::Snapshot;
 use crate::record::RecordRef;
-use crate::store::Store;
-use crate::writer::{Control, Request};
+use std::sync::{Arc, Weak};
+
+use crate::store::{Inner, Store};
+use crate::writer::{Control, ControlReply, Request};
 
 /// Most frames read per chunk.
 const CHUNK_FRAMES_MAX: usize = 4096;
@@ -45,6 +47,67 @@ pub struct LogEnd {
     pub crc: u32,
     /// Commit time of the last frame, µs since the Unix epoch.
     pub timestamp_us: u64,
+}
+
+/// Most functions registered with [`Store::on_log_end`] at once.
+pub const LOG_END_LISTENERS_MAX: usize = 64;
+
+/// A function told each new durable end of the log.
+type EndFn = Arc<dyn Fn(LogEnd) + Send + Sync>;
+
+/// The functions registered with [`Store::on_log_end`].
+#[derive(Default)]
+pub(crate) struct EndListeners {
+    next_id: u64,
+    fns: Vec<(u64, EndFn)>,
+}
+
+impl std::fmt::Debug for EndListeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndListeners")
+            .field("count", &self.fns.len())
+            .finish()
+    }
+}
+
+impl EndListeners {
+    /// Tells every registered function the new end. Called by whoever
+    /// moved it, in order: an end is never told after a later one.
+    pub(crate) fn tell(&self, end: LogEnd) {
+        for (_, f) in &self.fns {
+            f(end);
+        }
+    }
+}
+
+/// Keeps a function registered with [`Store::on_log_end`]; dropping it
+/// unregisters the function (after a call under way, if any, returns).
+#[must_use = "dropping the listener unregisters it"]
+pub struct LogEndListener {
+    inner: Weak<Inner>,
+    id: u64,
+}
+
+impl std::fmt::Debug for LogEndListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEndListener")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for LogEndListener {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner
+                .log_end
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .fns
+                .retain(|(id, _)| *id != self.id);
+        }
+    }
 }
 
 /// The frames of a log in order; see [`Store::log_frames`].
@@ -180,6 +243,20 @@ impl Store {
         }))
     }
 
+    /// [`Store::read_log`] for the newest frames only: the chunk when the
+    /// frames from `from_lsn` are among those this store wrote last and
+    /// still holds in memory, `None` otherwise (read them with `read_log`).
+    /// Never touches the disk and never waits, so an async task may call
+    /// it. A chunk from memory is what was written and fsynced; unlike one
+    /// read back from disk, its checksums are not verified again.
+    pub fn read_log_recent(&self, from_lsn: u64, max_bytes: usize) -> Option<LogChunk> {
+        let durable = self.log_end().lsn;
+        if from_lsn == 0 || from_lsn > durable {
+            return None;
+        }
+        self.inner.tail.read(from_lsn, max_bytes, durable)
+    }
+
     /// Every durable frame of the log from the first, in order, each as
     /// its bytes on disk (checked), read a chunk at a time: for comparing
     /// two logs, verifying a copy, or copying one.
@@ -289,7 +366,38 @@ impl Store {
     /// (it moves before the index makes a frame visible), so a read
     /// followed by `log_end` bounds the LSNs of what it returned.
     pub fn log_end(&self) -> LogEnd {
-        *self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .log_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    /// Registers `f` to be called with the new durable end of the log
+    /// each time it moves, until the returned listener is dropped. `f`
+    /// runs on the thread that moved the end (the writer's), right after
+    /// the end moved and before a commit in that frame is acknowledged,
+    /// under the lock that guards the end: it must be quick (hand the value
+    /// to a channel) and must not call into the store. Ends come in order.
+    /// For replication, which ships a frame as soon as it is durable.
+    /// At most [`LOG_END_LISTENERS_MAX`] at once.
+    pub fn on_log_end(&self, f: impl Fn(LogEnd) + Send + Sync + 'static) -> Result<LogEndListener> {
+        let mut g = self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner());
+        let listeners = &mut g.1;
+        if listeners.fns.len() >= LOG_END_LISTENERS_MAX {
+            return Err(Error::Invalid {
+                what: "log end listener",
+                value: listeners.fns.len().to_string(),
+                reason: format!("at most {LOG_END_LISTENERS_MAX} may be registered at once"),
+            });
+        }
+        let id = listeners.next_id;
+        listeners.next_id += 1;
+        listeners.fns.push((id, Arc::new(f)));
+        Ok(LogEndListener {
+            inner: Arc::downgrade(&self.inner),
+            id,
+        })
     }
 
     /// Appends frames read from the leader's log ([`Store::read_log`]),
@@ -303,9 +411,29 @@ impl Store {
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Request::Control {
             op: Control::Append(frames),
-            reply,
+            reply: ControlReply::Channel(reply),
         })?;
         self.wait(rx)?;
         Ok(self.log_end().lsn)
+    }
+
+    /// Like [`Store::append_log`], but returns at once and calls `done`
+    /// with the new durable end of the log, or the error, once the frames
+    /// are fsynced (on the writer's thread, so `done` must be quick: hand
+    /// the result to a channel). For async followers, which must not park
+    /// a thread per append. `done` is called exactly once unless this
+    /// returns an error, in which case it is never called.
+    pub fn append_log_with(
+        &self,
+        frames: Vec<u8>,
+        done: impl FnOnce(Result<LogEnd>) + Send + 'static,
+    ) -> Result<()> {
+        let inner = self.inner.clone();
+        self.send(Request::Control {
+            op: Control::Append(frames),
+            reply: ControlReply::Callback(Box::new(move |r: Result<()>| {
+                done(r.map(|()| inner.log_end.lock().unwrap_or_else(|p| p.into_inner()).0));
+            })),
+        })
     }
 }

@@ -26,7 +26,7 @@ use crate::read::{
 use crate::rebuild::{ReplayFrom, apply_log, rebuild_into};
 use crate::record::{OpKind, RecordRef, Watermark};
 use crate::recovery::{RecoverOptions, recover};
-use crate::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
+use crate::writer::{Control, ControlReply, PreparedBody, PreparedOp, Reply, Request, WriterState};
 
 const LOCK_FILE: &str = "LOCK";
 /// Frame locations fetched from the index per lookup while walking the log.
@@ -155,12 +155,16 @@ pub(crate) struct Inner {
     pub(crate) acked_lsn: AtomicU64,
     /// Durable frames queued for the index applier.
     pub(crate) backlog: crate::apply::Backlog,
+    /// The newest durable frames, for replication's live tail.
+    pub(crate) tail: crate::tail::Tail,
     pub(crate) epoch: AtomicU64,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
     /// The end of the durable log (on a replica, ahead of `durable_lsn`
     /// while the applier indexes).
-    pub(crate) log_end: Mutex<crate::replica::LogEnd>,
+    /// The durable end of the log, and the functions told when it moves
+    /// (one lock, so a function registers between two ends, never inside one).
+    pub(crate) log_end: Mutex<(crate::replica::LogEnd, crate::replica::EndListeners)>,
     /// Signalled whenever `durable_lsn` moves.
     pub(crate) lsn_moved: (Mutex<()>, Condvar),
     failure: Mutex<Option<String>>,
@@ -254,12 +258,17 @@ impl Inner {
     /// Records the durable end of the log: its last frame. Wakes
     /// [`Store::wait_for_log_end`].
     pub(crate) fn set_log_end(&self, last: &crate::frame::FrameHeader) {
-        *self.log_end.lock().unwrap_or_else(|p| p.into_inner()) = crate::replica::LogEnd {
+        let end = crate::replica::LogEnd {
             lsn: last.end_lsn() - 1,
             epoch: last.epoch,
             crc: last.crc,
             timestamp_us: last.timestamp_us,
         };
+        {
+            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            g.0 = end;
+            g.1.tell(end);
+        }
         let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
         self.lsn_moved.1.notify_all();
     }
@@ -273,7 +282,7 @@ impl Inner {
     ) -> crate::replica::LogEnd {
         self.wait_until(
             timeout,
-            || *self.log_end.lock().unwrap_or_else(|p| p.into_inner()),
+            || self.log_end.lock().unwrap_or_else(|p| p.into_inner()).0,
             |end| end.lsn > after,
         )
     }
@@ -410,16 +419,20 @@ impl Store {
             durable_lsn: AtomicU64::new(end_lsn),
             acked_lsn: AtomicU64::new(end_lsn),
             backlog: crate::apply::Backlog::default(),
+            tail: crate::tail::Tail::default(),
             epoch: AtomicU64::new(epoch),
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
             lsn_moved: (Mutex::new(()), Condvar::new()),
-            log_end: Mutex::new(crate::replica::LogEnd {
-                lsn: end_lsn,
-                epoch: rec.last_frame.map_or(0, |f| f.epoch),
-                crc: rec.last_frame.map_or(0, |f| f.crc),
-                timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
-            }),
+            log_end: Mutex::new((
+                crate::replica::LogEnd {
+                    lsn: end_lsn,
+                    epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                    crc: rec.last_frame.map_or(0, |f| f.crc),
+                    timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+                },
+                crate::replica::EndListeners::default(),
+            )),
             _lock: lock,
         });
         let appender = match rec.segments.last() {
@@ -637,7 +650,10 @@ impl Store {
 
     fn control(&self, op: Control) -> Result<()> {
         let (reply, rx) = sync_channel(1);
-        self.send(Request::Control { op, reply })?;
+        self.send(Request::Control {
+            op,
+            reply: ControlReply::Channel(reply),
+        })?;
         self.wait(rx)
     }
 
@@ -1100,7 +1116,7 @@ impl Store {
                 let (reply, rx) = sync_channel(1);
                 match tx.send(Request::Control {
                     op: Control::Shutdown,
-                    reply,
+                    reply: ControlReply::Channel(reply),
                 }) {
                     Ok(()) => rx.recv().unwrap_or(Ok(())),
                     Err(_) => Ok(()),

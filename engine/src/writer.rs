@@ -83,14 +83,26 @@ pub(crate) enum Control {
 }
 
 pub(crate) enum Request {
-    Commit {
-        ops: Vec<PreparedOp>,
-        reply: Reply,
-    },
-    Control {
-        op: Control,
-        reply: SyncSender<Result<()>>,
-    },
+    Commit { ops: Vec<PreparedOp>, reply: Reply },
+    Control { op: Control, reply: ControlReply },
+}
+
+/// Where the writer sends a control operation's result.
+pub(crate) enum ControlReply {
+    Channel(SyncSender<Result<()>>),
+    /// Called on the writer's thread: must be quick.
+    Callback(Box<dyn FnOnce(Result<()>) + Send>),
+}
+
+impl ControlReply {
+    fn send(self, r: Result<()>) {
+        match self {
+            ControlReply::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            ControlReply::Callback(f) => f(r),
+        }
+    }
 }
 
 impl Request {
@@ -265,7 +277,7 @@ impl WriterState {
             if let Request::Control { op, reply } = first {
                 let stop = matches!(op, Control::Shutdown);
                 let res = self.control(op);
-                let _ = reply.send(res);
+                reply.send(res);
                 if stop {
                     return;
                 }
@@ -316,7 +328,7 @@ impl WriterState {
                     reply.send(Err(Error::Poisoned(e.to_string())));
                 }
                 Request::Control { reply, .. } => {
-                    let _ = reply.send(Err(Error::Poisoned(e.to_string())));
+                    reply.send(Err(Error::Poisoned(e.to_string())));
                 }
             }
         }
@@ -876,10 +888,11 @@ impl WriterState {
             .recv()
             .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         synced?;
-        noted?;
-        // Durable: the applier gets the frame, the log's end moves once it
-        // is queued, and only then is it acknowledged (so the read barrier
-        // covers it).
+        let raw_bytes = noted?;
+        // Durable: replication's in-memory tail and the applier get the
+        // frame, the log's end moves once it is queued, and only then is it
+        // acknowledged (so the read barrier covers it).
+        self.inner.tail.push(header, segment, &frame, raw_bytes);
         let inner = &self.inner;
         self.applier()?.submit(
             ApplyJob {
@@ -897,24 +910,27 @@ impl WriterState {
     }
 
     /// Records the newest version of every resource the frame writes, as
-    /// the index will hold it once applied.
+    /// the index will hold it once applied. Returns the bytes of those
+    /// bodies before compression.
     fn note_unapplied(
         &mut self,
         header: &FrameHeader,
         segment: u64,
         offset: u64,
         frame: &[u8],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let payload = &frame[FRAME_HEADER_BYTES..header.frame_len() as usize];
         let records = decode_records(header, payload)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        let mut raw_bytes = 0;
         for (lsn, rec, body_offset) in &records {
             if let RecordRef::Resource(r) = rec {
+                raw_bytes += u64::from(r.raw_len);
                 let e = entry_of(header, segment, offset, *lsn, r, *body_offset);
                 self.unapplied.insert(r.resource_type, r.id, e);
             }
         }
-        Ok(())
+        Ok(raw_bytes)
     }
 }
 

@@ -177,3 +177,91 @@ fn position_of_finds_prefix_and_divergence() {
     // A frame boundary that is not the end of the replica's frame.
     assert_eq!(a.frame_ending_at(a.last_lsn() + 1).expect("read"), None);
 }
+
+#[test]
+fn the_newest_frames_read_from_memory_equal_those_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let leader = Store::open_with(dir.path(), small_segments(false)).expect("leader");
+    let mut served = 0;
+    let mut next = 1;
+    for round in 0..300u32 {
+        let mut batch = Batch::new();
+        for i in 0..1 + round % 5 {
+            let id = format!("p{}", round * 10 + i);
+            batch.push(Op::put("Patient", id.clone(), patient(&id, round)));
+        }
+        leader.commit(batch).expect("commit");
+        // As replication reads the live tail: from where it stopped, with
+        // budgets small enough to split chunks at frames and at segments.
+        for max in [1, 700, 64 * 1024] {
+            if let Some(mem) = leader.read_log_recent(next, max) {
+                let disk = leader.read_log(next, max).expect("read").expect("durable");
+                assert_eq!(mem, disk, "lsn {next}, budget {max}");
+                served += 1;
+            }
+        }
+        if round % 3 == 0 {
+            next = leader
+                .read_log(next, 64 * 1024)
+                .expect("read")
+                .map_or(next, |c| c.end_lsn);
+        }
+    }
+    assert!(served > 500, "the tail served the live reads ({served})");
+    assert!(
+        leader.read_log_recent(leader.last_lsn() + 1, 1).is_none(),
+        "nothing past the end"
+    );
+    // After a restart the tail is empty: every read goes to disk.
+    drop(leader);
+    let leader = Store::open_with(dir.path(), small_segments(false)).expect("reopen");
+    assert!(leader.read_log_recent(next, 64 * 1024).is_none());
+}
+
+#[test]
+fn log_end_listeners_hear_every_move_in_order_until_dropped() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).expect("open");
+    let base = store.log_end().lsn;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = heard.clone();
+    let listener = store
+        .on_log_end(move |end| h.lock().expect("lock").push(end))
+        .expect("register");
+    for i in 0..20u32 {
+        let id = format!("p{i}");
+        store
+            .commit(Batch::one(Op::put("Patient", id.clone(), patient(&id, i))))
+            .expect("commit");
+        // Told before the commit was acknowledged.
+        assert_eq!(
+            heard.lock().expect("lock").last().copied(),
+            Some(store.log_end())
+        );
+    }
+    let ends: Vec<u64> = heard.lock().expect("lock").iter().map(|e| e.lsn).collect();
+    assert_eq!(
+        ends,
+        (base + 1..=base + 20).collect::<Vec<_>>(),
+        "one move per frame, in order"
+    );
+    drop(listener);
+    store
+        .commit(Batch::one(Op::put("Patient", "late", patient("late", 0))))
+        .expect("commit");
+    assert_eq!(
+        heard.lock().expect("lock").len(),
+        20,
+        "not told once dropped"
+    );
+    let many: Vec<_> = (0..vigil_engine::LOG_END_LISTENERS_MAX)
+        .map(|_| store.on_log_end(|_| {}).expect("within the cap"))
+        .collect();
+    assert!(matches!(
+        store.on_log_end(|_| {}),
+        Err(Error::Invalid { .. })
+    ));
+    drop(many);
+    assert!(store.on_log_end(|_| {}).is_ok());
+}
