@@ -11,14 +11,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use vigil_engine::{Error as StoreError, Store};
 
+use crate::durable_wait::DurableWaiters;
 use crate::eligibility::{EligibilityFile, decide};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use crate::leader::{
@@ -216,9 +217,10 @@ pub struct Node {
     cfg: NodeConfig,
     store: Arc<Store>,
     shared: Arc<Mutex<Shared>>,
-    durable_rx: watch::Receiver<u64>,
+    durable: Arc<DurableWaiters>,
     stop: watch::Sender<bool>,
-    watcher_stop: Arc<AtomicBool>,
+    /// Feeds the sessions' log head while it lives.
+    log_listener: Mutex<Option<vigil_engine::LogEndListener>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     endpoint: quinn::Endpoint,
 }
@@ -235,10 +237,9 @@ impl Node {
         let id = Identity::load(&cfg.certs, &cfg.node)?;
         let transport = transport_config(cfg.window_bytes, IDLE_TIMEOUT);
         let (stop, stop_rx) = watch::channel(false);
-        let (durable_tx, durable_rx) = watch::channel(0u64);
+        let durable = Arc::new(DurableWaiters::default());
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let watcher_stop = Arc::new(AtomicBool::new(false));
-        let head_rx = watch_log(store.clone(), watcher_stop.clone())?;
+        let (head_rx, log_listener) = watch_log(&store)?;
         let started = Instant::now();
         let (endpoint, tasks, role) = match &cfg.role {
             Role::Leader { listen } => {
@@ -282,7 +283,7 @@ impl Node {
                     cfg.clone(),
                     shared.clone(),
                     head_rx,
-                    durable_tx,
+                    durable.clone(),
                     stop_rx,
                     started,
                 ));
@@ -342,9 +343,9 @@ impl Node {
             cfg,
             store,
             shared,
-            durable_rx,
+            durable,
             stop,
-            watcher_stop,
+            log_listener: Mutex::new(Some(log_listener)),
             tasks: Mutex::new(tasks),
             endpoint,
         })
@@ -531,16 +532,18 @@ impl Node {
     /// `timeout`. Returns whether it does. Synchronous replication
     /// acknowledges a write only after this returns `true`.
     pub async fn wait_replicated(&self, lsn: u64, timeout: Duration) -> bool {
-        let mut rx = self.durable_rx.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|d| *d >= lsn))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.durable.wait(lsn, timeout).await
     }
 
     /// Stops every task and closes the endpoint. Idempotent.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        self.watcher_stop.store(true, Ordering::Release);
+        drop(
+            self.log_listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         self.endpoint.close(0u32.into(), b"shutting down");
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
@@ -569,42 +572,38 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     Ok(socket)
 }
 
-/// A thread that turns the store's durable log end into a watch channel:
-/// a frame ships as soon as it is durable, whether or not the leader's
-/// index has applied it yet.
+/// Turns the store's durable log end into a watch channel, told by the
+/// writer itself as the end moves: a frame ships as soon as it is durable,
+/// whether or not the leader's index has applied it yet, without a thread
+/// of its own between the writer and the sessions. The channel stays fed
+/// while the returned listener lives.
 fn watch_log(
-    store: Arc<Store>,
-    stop: Arc<AtomicBool>,
-) -> Result<watch::Receiver<LogHead>, NetError> {
-    let head = |end: vigil_engine::LogEnd, store: &Store| LogHead {
+    store: &Store,
+) -> Result<(watch::Receiver<LogHead>, vigil_engine::LogEndListener), NetError> {
+    let head = |end: vigil_engine::LogEnd, epoch_now: u64| LogHead {
         lsn: end.lsn,
         commit_us: end.timestamp_us,
-        epoch: if end.lsn == 0 {
-            store.epoch()
-        } else {
-            end.epoch
-        },
+        epoch: if end.lsn == 0 { epoch_now } else { end.epoch },
     };
-    let (tx, rx) = watch::channel(head(store.log_end(), &store));
-    std::thread::Builder::new()
-        .name("vigil-repl-watch".into())
-        .spawn(move || {
-            let mut last = store.log_end().lsn;
-            while !stop.load(Ordering::Acquire) {
-                let end = store.wait_for_log_end(last, Duration::from_millis(200));
-                if end.lsn != last {
-                    last = end.lsn;
-                    if tx.send(head(end, &store)).is_err() {
-                        break;
-                    }
-                }
+    let (tx, rx) = watch::channel(head(store.log_end(), store.epoch()));
+    let tx = Arc::new(tx);
+    // Only ever forward: the end read below may race with the writer.
+    let advance = |tx: &watch::Sender<LogHead>, h: LogHead| {
+        tx.send_if_modified(|cur| {
+            let newer = h.lsn > cur.lsn;
+            if newer {
+                *cur = h;
             }
-        })
-        .map_err(|source| NetError::Io {
-            op: "start log watcher".into(),
-            source,
-        })?;
-    Ok(rx)
+            newer
+        });
+    };
+    let told = tx.clone();
+    let listener = store
+        .on_log_end(move |end| advance(&told, head(end, end.epoch)))
+        .map_err(|e| NetError::Config(format!("watch the log: {e}")))?;
+    // A frame made durable before the listener was registered.
+    advance(&tx, head(store.log_end(), store.epoch()));
+    Ok((rx, listener))
 }
 
 async fn read_message(
@@ -674,11 +673,10 @@ async fn accept_loop(
     cfg: NodeConfig,
     shared: Arc<Mutex<Shared>>,
     head_rx: watch::Receiver<LogHead>,
-    durable_tx: watch::Sender<u64>,
+    durable: Arc<DurableWaiters>,
     mut stop: watch::Receiver<bool>,
     started: Instant,
 ) {
-    let durable_tx = Arc::new(durable_tx);
     let sessions = Arc::new(tokio::sync::Semaphore::new(SESSIONS_MAX));
     loop {
         let incoming = tokio::select! {
@@ -690,12 +688,12 @@ async fn accept_loop(
             incoming.refuse();
             continue;
         };
-        let (store, cfg, shared, head_rx, durable_tx, stop) = (
+        let (store, cfg, shared, head_rx, durable, stop) = (
             store.clone(),
             cfg.clone(),
             shared.clone(),
             head_rx.clone(),
-            durable_tx.clone(),
+            durable.clone(),
             stop.clone(),
         );
         tokio::spawn(async move {
@@ -708,7 +706,7 @@ async fn accept_loop(
                 }
             };
             if let Err(e) =
-                serve_follower(conn, store, cfg, shared, head_rx, durable_tx, stop, started).await
+                serve_follower(conn, store, cfg, shared, head_rx, durable, stop, started).await
             {
                 tracing::warn!(%remote, "replication session ended: {e}");
             }
@@ -724,7 +722,7 @@ async fn serve_follower(
     cfg: NodeConfig,
     shared: Arc<Mutex<Shared>>,
     mut head_rx: watch::Receiver<LogHead>,
-    durable_tx: Arc<watch::Sender<u64>>,
+    durable: Arc<DurableWaiters>,
     mut stop: watch::Receiver<bool>,
     started: Instant,
 ) -> Result<(), NetError> {
@@ -768,11 +766,17 @@ async fn serve_follower(
                         from_lsn,
                         max_bytes,
                     } => {
-                        let s = store.clone();
-                        let c =
-                            tokio::task::spawn_blocking(move || s.read_log(from_lsn, max_bytes))
-                                .await
-                                .map_err(|e| NetError::Connection(e.to_string()))??;
+                        // The live tail comes from memory, without a
+                        // blocking thread's round trip; older frames from disk.
+                        let c = match store.read_log_recent(from_lsn, max_bytes) {
+                            Some(c) => Some(c),
+                            None => {
+                                let s = store.clone();
+                                tokio::task::spawn_blocking(move || s.read_log(from_lsn, max_bytes))
+                                    .await
+                                    .map_err(|e| NetError::Connection(e.to_string()))??
+                            }
+                        };
                         events.push_back(LeaderEvent::Chunk(c));
                     }
                     LeaderAction::Watermarks(w) => {
@@ -795,11 +799,7 @@ async fn serve_follower(
                                 q.push_back(t);
                             }
                         }
-                        durable_tx.send_if_modified(|d| {
-                            let more = w.durable > *d;
-                            *d = (*d).max(w.durable);
-                            more
-                        });
+                        durable.advance(w.durable);
                     }
                     LeaderAction::Close(reason) => {
                         tracing::warn!(%remote, "replication session closed: {reason}");
@@ -1101,7 +1101,6 @@ async fn guard_bound(
 }
 
 enum Driven {
-    Machine(FollowerEvent),
     /// A connection attempt of generation `gen` finished.
     Connected(
         u64,
@@ -1135,6 +1134,7 @@ async fn follow(
     let mut rate = Rate::default();
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut progress_seen = 0u64;
+    let mut appended: Option<oneshot::Receiver<FollowerEvent>> = None;
     loop {
         while let Some(ev) = pending.pop_front() {
             for action in machine.handle(ev, now()) {
@@ -1160,17 +1160,17 @@ async fn follow(
                         }
                     }
                     FollowerAction::Append(bytes) => {
-                        let (s, tx) = (store.clone(), tx.clone());
-                        tokio::task::spawn_blocking(move || {
-                            let ev = match s.append_log(bytes) {
-                                Ok(_) => FollowerEvent::Appended(s.log_end()),
-                                Err(e) => FollowerEvent::AppendFailed {
-                                    checksum: matches!(e, StoreError::Replication(_)),
-                                    error: e.to_string(),
-                                },
-                            };
-                            let _ = tx.blocking_send(Driven::Machine(ev));
+                        // The writer answers on its own thread; the machine
+                        // asks for one append at a time.
+                        assert!(appended.is_none(), "one append at a time");
+                        let (done, rx) = oneshot::channel();
+                        let sent = store.append_log_with(bytes, move |r| {
+                            let _ = done.send(appended_event(r));
                         });
+                        match sent {
+                            Ok(()) => appended = Some(rx),
+                            Err(e) => pending.push_back(appended_event(Err(e))),
+                        }
                     }
                     FollowerAction::Disconnect(why) => {
                         generation += 1;
@@ -1195,6 +1195,18 @@ async fn follow(
         let room = !machine.queue_full();
         let ev = tokio::select! {
             ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+            r = async {
+                match appended.as_mut() {
+                    Some(a) => a.await,
+                    None => std::future::pending().await,
+                }
+            }, if appended.is_some() => {
+                appended = None;
+                pending.push_back(r.unwrap_or_else(|_| {
+                    appended_event(Err(StoreError::Closed))
+                }));
+                continue;
+            }
             m = async {
                 match reader.as_mut() {
                     Some(r) => r.recv().await,
@@ -1232,7 +1244,6 @@ async fn follow(
             _ = stop.changed() => break,
         };
         match ev {
-            Driven::Machine(e) => pending.push_back(e),
             Driven::Connected(g, _) if g != generation => {}
             Driven::Connected(_, Ok((c, send, recv))) => {
                 if let Some(v) = cfg.voter.clone() {
@@ -1247,6 +1258,17 @@ async fn follow(
     }
     if let Some((c, _)) = conn {
         c.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// The follower machine's event for an append's outcome.
+fn appended_event(r: Result<vigil_engine::LogEnd, StoreError>) -> FollowerEvent {
+    match r {
+        Ok(end) => FollowerEvent::Appended(end),
+        Err(e) => FollowerEvent::AppendFailed {
+            checksum: matches!(e, StoreError::Replication(_)),
+            error: e.to_string(),
+        },
     }
 }
 
