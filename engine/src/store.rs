@@ -453,7 +453,7 @@ impl Store {
             epoch,
             rec.last_frame.map_or(0, |f| f.timestamp_us),
         )
-        .map_err(|e| Error::io("start log sync thread", &inner.dir, e))?;
+        .map_err(|e| Error::io("start index applier thread", &inner.dir, e))?;
         let writer = std::thread::Builder::new()
             .name("vigil-wal-writer".into())
             .spawn(move || state.run(rx))

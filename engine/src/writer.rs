@@ -140,29 +140,6 @@ enum BodyAt {
     Nowhere,
 }
 
-/// The thread that runs `fdatasync` while the writer indexes the frame.
-struct Syncer {
-    requests: SyncSender<(Arc<std::fs::File>, std::path::PathBuf)>,
-    results: Receiver<Result<()>>,
-}
-
-impl Syncer {
-    fn start() -> std::io::Result<Self> {
-        let (requests, rx) = mpsc::sync_channel::<(Arc<std::fs::File>, std::path::PathBuf)>(1);
-        let (tx, results) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("vigil-wal-sync".into())
-            .spawn(move || {
-                while let Ok((file, path)) = rx.recv() {
-                    if tx.send(sync_data(&file, &path)).is_err() {
-                        break;
-                    }
-                }
-            })?;
-        Ok(Self { requests, results })
-    }
-}
-
 /// The newest version of each resource written in a frame the index has
 /// not applied yet, so that preconditions and version numbers see it.
 /// Entries leave once the applier has made their frame visible.
@@ -206,7 +183,6 @@ impl Unapplied {
 
 pub(crate) struct WriterState {
     inner: Arc<Inner>,
-    syncer: Syncer,
     appender: Appender,
     next_lsn: u64,
     epoch: u64,
@@ -245,7 +221,6 @@ impl WriterState {
         let applier = Applier::start(inner.clone())?;
         Ok(Self {
             inner,
-            syncer: Syncer::start()?,
             appender,
             next_lsn,
             epoch,
@@ -873,20 +848,11 @@ impl WriterState {
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
         let (segment, offset) = self.appender.write(&header, &frame)?;
-        // The fdatasync runs on its own thread while this one notes what
-        // the frame wrote for the preconditions of the next groups.
-        self.syncer
-            .requests
-            .send(self.appender.file())
-            .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
+        let (file, path) = self.appender.file();
+        let synced = sync_data(&file, &path);
         self.last_ts = ts;
         self.next_lsn = header.end_lsn();
         let noted = self.note_unapplied(&header, segment, offset, &frame);
-        let synced = self
-            .syncer
-            .results
-            .recv()
-            .map_err(|_| Error::Poisoned("the log sync thread stopped".into()))?;
         synced?;
         let raw_bytes = noted?;
         // Durable: replication's in-memory tail and the applier get the
