@@ -13,7 +13,7 @@ use crate::record::RecordRef;
 use std::sync::{Arc, Weak};
 
 use crate::store::{Inner, Store};
-use crate::writer::{Control, ControlReply, Request};
+use crate::writer::{Control, Reply, Request};
 
 /// Most frames read per chunk.
 const CHUNK_FRAMES_MAX: usize = 4096;
@@ -411,7 +411,7 @@ impl Store {
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Request::Control {
             op: Control::Append(frames),
-            reply: ControlReply::Channel(reply),
+            reply: Reply::Channel(reply),
         })?;
         self.wait(rx)?;
         Ok(self.log_end().lsn)
@@ -431,7 +431,7 @@ impl Store {
         let inner = self.inner.clone();
         self.send(Request::Control {
             op: Control::Append(frames),
-            reply: ControlReply::Callback(Box::new(move |r: Result<()>| {
+            reply: Reply::Callback(Box::new(move |r: Result<()>| {
                 done(r.map(|()| inner.log_end.lock().unwrap_or_else(|p| p.into_inner()).0));
             })),
         })

@@ -26,7 +26,7 @@ use crate::read::{
 use crate::rebuild::{ReplayFrom, apply_log, rebuild_into};
 use crate::record::{OpKind, RecordRef, Watermark};
 use crate::recovery::{RecoverOptions, recover};
-use crate::writer::{Control, ControlReply, PreparedBody, PreparedOp, Reply, Request, WriterState};
+use crate::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
 
 const LOCK_FILE: &str = "LOCK";
 /// Frame locations fetched from the index per lookup while walking the log.
@@ -161,8 +161,7 @@ pub(crate) struct Inner {
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
     /// The end of the durable log (on a replica, ahead of `durable_lsn`
-    /// while the applier indexes).
-    /// The durable end of the log, and the functions told when it moves
+    /// while the applier indexes), and the functions told when it moves
     /// (one lock, so a function registers between two ends, never inside one).
     pub(crate) log_end: Mutex<(crate::replica::LogEnd, crate::replica::EndListeners)>,
     /// Signalled whenever `durable_lsn` moves.
@@ -584,7 +583,7 @@ impl Store {
 
     /// Validates and prepares a batch on the calling thread (compression,
     /// key extraction) and queues it for the writer.
-    fn submit(&self, batch: Batch, reply: Reply) -> Result<()> {
+    fn submit(&self, batch: Batch, reply: Reply<Committed>) -> Result<()> {
         self.inner.check_alive()?;
         if self.is_read_only() {
             return Err(Error::ReadOnly);
@@ -652,7 +651,7 @@ impl Store {
         let (reply, rx) = sync_channel(1);
         self.send(Request::Control {
             op,
-            reply: ControlReply::Channel(reply),
+            reply: Reply::Channel(reply),
         })?;
         self.wait(rx)
     }
@@ -1116,7 +1115,7 @@ impl Store {
                 let (reply, rx) = sync_channel(1);
                 match tx.send(Request::Control {
                     op: Control::Shutdown,
-                    reply: ControlReply::Channel(reply),
+                    reply: Reply::Channel(reply),
                 }) {
                     Ok(()) => rx.recv().unwrap_or(Ok(())),
                     Err(_) => Ok(()),

@@ -55,15 +55,16 @@ pub(crate) struct PreparedOp {
     pub put: Option<PreparedBody>,
 }
 
-/// Where a commit's result goes: a channel a thread waits on, or a
-/// callback (for async callers, which must not park a thread).
-pub(crate) enum Reply {
-    Channel(SyncSender<Result<Committed>>),
-    Callback(Box<dyn FnOnce(Result<Committed>) + Send>),
+/// Where a request's result goes: a channel a thread waits on, or a
+/// callback run on the writer's thread (for async callers, which must not
+/// park a thread; it must be quick).
+pub(crate) enum Reply<T> {
+    Channel(SyncSender<Result<T>>),
+    Callback(Box<dyn FnOnce(Result<T>) + Send>),
 }
 
-impl Reply {
-    fn send(self, r: Result<Committed>) {
+impl<T> Reply<T> {
+    fn send(self, r: Result<T>) {
         match self {
             Reply::Channel(tx) => {
                 let _ = tx.send(r);
@@ -83,26 +84,14 @@ pub(crate) enum Control {
 }
 
 pub(crate) enum Request {
-    Commit { ops: Vec<PreparedOp>, reply: Reply },
-    Control { op: Control, reply: ControlReply },
-}
-
-/// Where the writer sends a control operation's result.
-pub(crate) enum ControlReply {
-    Channel(SyncSender<Result<()>>),
-    /// Called on the writer's thread: must be quick.
-    Callback(Box<dyn FnOnce(Result<()>) + Send>),
-}
-
-impl ControlReply {
-    fn send(self, r: Result<()>) {
-        match self {
-            ControlReply::Channel(tx) => {
-                let _ = tx.send(r);
-            }
-            ControlReply::Callback(f) => f(r),
-        }
-    }
+    Commit {
+        ops: Vec<PreparedOp>,
+        reply: Reply<Committed>,
+    },
+    Control {
+        op: Control,
+        reply: Reply<()>,
+    },
 }
 
 impl Request {
@@ -455,7 +444,7 @@ impl WriterState {
         }
         self.unapplied.forget_through(self.inner.visible_lsn());
         let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
-        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
+        let mut replies: Vec<Option<Reply<Committed>>> = Vec::with_capacity(group.len());
         for r in group {
             if let Request::Commit { ops, reply } = r {
                 batches.push(ops);
