@@ -6,12 +6,12 @@
 //! consecutive frames, and that a replica appends only frames that
 //! continue its log (dense LSNs, epochs and timestamps never going back).
 
+use std::sync::{Arc, Weak};
+
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header};
 use crate::index::Snapshot;
 use crate::record::RecordRef;
-use std::sync::{Arc, Weak};
-
 use crate::store::{Inner, Store};
 use crate::writer::{Control, Reply, Request};
 
@@ -366,11 +366,7 @@ impl Store {
     /// (it moves before the index makes a frame visible), so a read
     /// followed by `log_end` bounds the LSNs of what it returned.
     pub fn log_end(&self) -> LogEnd {
-        self.inner
-            .log_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
+        self.inner.log_end()
     }
 
     /// Registers `f` to be called with the new durable end of the log
@@ -432,7 +428,7 @@ impl Store {
         self.send(Request::Control {
             op: Control::Append(frames),
             reply: Reply::Callback(Box::new(move |r: Result<()>| {
-                done(r.map(|()| inner.log_end.lock().unwrap_or_else(|p| p.into_inner()).0));
+                done(r.map(|()| inner.log_end()));
             })),
         })
     }

@@ -272,6 +272,11 @@ impl Inner {
         self.lsn_moved.1.notify_all();
     }
 
+    /// The durable end of the log: its last frame.
+    pub(crate) fn log_end(&self) -> crate::replica::LogEnd {
+        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     /// Waits until the durable end of the log is above `after`, `timeout`
     /// passes or the store stops; returns the end then.
     pub(crate) fn wait_for_log_end(
@@ -279,11 +284,7 @@ impl Inner {
         after: u64,
         timeout: std::time::Duration,
     ) -> crate::replica::LogEnd {
-        self.wait_until(
-            timeout,
-            || self.log_end.lock().unwrap_or_else(|p| p.into_inner()).0,
-            |end| end.lsn > after,
-        )
+        self.wait_until(timeout, || self.log_end(), |end| end.lsn > after)
     }
 
     /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
