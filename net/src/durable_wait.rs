@@ -87,7 +87,8 @@ impl DurableWaiters {
             owner: self,
             key: (lsn, ticket),
         };
-        let woken = tokio::time::timeout(timeout, rx).await.is_ok();
+        // Woken only by a send: a dropped sender is not a durable LSN.
+        let woken = matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())));
         drop(entry);
         woken || self.durable() >= lsn
     }
