@@ -59,10 +59,12 @@ fn json_str(out: &mut String, s: &str) {
 }
 
 impl Store {
-    /// Cuts the log of the (closed) store in `dir` so that it ends at
-    /// `after_lsn`, which must be the end of a frame (or 0), and moves what
-    /// was after it to quarantine. Returns `None` when nothing follows
-    /// `after_lsn`. The store must not be open: this takes its lock.
+    /// Cuts the log of the (closed) store in `dir` so that it ends at the
+    /// last frame end at or before `after_lsn` (a leader's divergence point
+    /// is the last LSN both logs *may* share, which need not end a frame
+    /// here), and moves what was after it to quarantine. Returns `None`
+    /// when nothing follows `after_lsn`. The store must not be open: this
+    /// takes its lock.
     pub fn cut_log(dir: &Path, opts: Options, after_lsn: u64) -> Result<Option<CutReport>> {
         let opts = Options {
             replica: true,
@@ -73,11 +75,15 @@ impl Store {
         if after_lsn >= last {
             return Ok(None);
         }
-        if after_lsn > 0 && store.frame_ending_at(after_lsn)?.is_none() {
-            return Err(Error::Replication(format!(
-                "lsn {after_lsn} is not the end of a frame; a cut must fall between frames"
-            )));
-        }
+        let after_lsn = if after_lsn > 0 && store.frame_ending_at(after_lsn)?.is_none() {
+            // Inside a frame: that frame goes too.
+            let (first, _, _) = Snapshot::new(&store.inner.index())?
+                .frame_holding(after_lsn)?
+                .ok_or_else(|| Error::Corrupt(format!("no frame holds lsn {after_lsn}")))?;
+            first - 1
+        } else {
+            after_lsn
+        };
         let first_lost = after_lsn + 1;
         let (frame, segment, offset) = Snapshot::new(&store.inner.index())?
             .frame_holding(first_lost)?

@@ -119,9 +119,10 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
 }
 
 #[test]
-fn a_cut_inside_a_frame_is_refused() {
+fn a_cut_inside_a_frame_takes_the_whole_frame() {
     let d = tempfile::tempdir().expect("dir");
     let s = Store::open_with(d.path(), opts(false)).expect("open");
+    let before = s.last_lsn();
     let mut b = vigil_engine::Batch::new();
     for i in 0..3 {
         b.push(vigil_engine::Op::put(
@@ -133,8 +134,13 @@ fn a_cut_inside_a_frame_is_refused() {
     s.commit(b).expect("commit");
     let mid = s.last_lsn() - 1;
     s.close().expect("close");
-    assert!(matches!(
-        Store::cut_log(d.path(), opts(false), mid),
-        Err(vigil_engine::Error::Replication(_))
-    ));
+    // A divergence point is where the logs may agree at most; the frame
+    // that holds it is cut whole, never split.
+    let cut = Store::cut_log(d.path(), opts(false), mid)
+        .expect("cut")
+        .expect("something was cut");
+    assert_eq!((cut.first_lsn, cut.last_lsn), (before + 1, before + 3));
+    assert_eq!(cut.versions, 3);
+    let s = Store::open_with(d.path(), opts(true)).expect("reopen");
+    assert_eq!(s.log_end().lsn, before);
 }

@@ -122,14 +122,18 @@ pub(super) async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
         Ok(Ok((report, store))) => {
             *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
             let epoch = inner.elector().epoch();
-            let (versions, path) = report.as_ref().map_or((0, None), |r| {
-                (r.versions as u64, Some(r.quarantine.display().to_string()))
+            let (versions, path, cut_after) = report.as_ref().map_or((0, None, agree_until), |r| {
+                (
+                    r.versions as u64,
+                    Some(r.quarantine.display().to_string()),
+                    r.first_lsn - 1,
+                )
             });
             inner.record(Transition {
                 at_us: wall_us(),
                 kind: "rejoined".into(),
                 epoch,
-                reason: format!("log cut after LSN {agree_until} to follow the new leader"),
+                reason: format!("log cut after LSN {cut_after} to follow the new leader"),
                 lost_lsns: versions,
                 lost_seconds: 0.0,
                 quarantine: path,
