@@ -38,6 +38,52 @@ pub(crate) struct ApplyJob {
     pub keys: Option<FrameKeys>,
 }
 
+impl ApplyJob {
+    /// The last LSN of the job's last frame.
+    pub(crate) fn last_lsn(&self) -> u64 {
+        self.frames.last().map_or(0, |(_, h, _, _)| h.end_lsn() - 1)
+    }
+
+    /// Splits off, as a job of their own, the leading frames that end at
+    /// or before `lsn`; `None` when the first frame ends after it. The
+    /// frames left keep their order.
+    pub(crate) fn split_through(&mut self, lsn: u64) -> Option<ApplyJob> {
+        assert!(self.keys.is_none(), "only a replica's jobs are split");
+        let k = self
+            .frames
+            .partition_point(|(_, h, _, _)| h.end_lsn() - 1 <= lsn);
+        if k == 0 {
+            return None;
+        }
+        if k == self.frames.len() {
+            return Some(std::mem::replace(
+                self,
+                ApplyJob {
+                    bytes: Vec::new(),
+                    frames: Vec::new(),
+                    keys: None,
+                },
+            ));
+        }
+        let cut = self.frames[k].0;
+        let rest = self.bytes.split_off(cut);
+        let head = std::mem::replace(&mut self.bytes, rest);
+        let later = self.frames.split_off(k);
+        let front = std::mem::replace(
+            &mut self.frames,
+            later
+                .into_iter()
+                .map(|(pos, h, seg, off)| (pos - cut, h, seg, off))
+                .collect(),
+        );
+        Some(ApplyJob {
+            bytes: head,
+            frames: front,
+            keys: None,
+        })
+    }
+}
+
 /// A durable frame not yet in the index, and where it is in the log.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Unindexed {
@@ -76,6 +122,10 @@ impl Backlog {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.bytes += bytes;
         s.frames.extend(frames);
+    }
+
+    fn add_bytes(&self, bytes: u64) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes += bytes;
     }
 
     fn applied(&self, bytes: u64, through_lsn: u64) {
@@ -168,6 +218,37 @@ impl Applier {
             && tx.send(job).is_err()
         {
             // The applier poisoned the store when it stopped.
+            tracing::debug!("a durable frame was not queued: the index applier has stopped");
+        }
+    }
+
+    /// Registers a replica's durable frames that must not be indexed yet
+    /// (the leader has not confirmed them): `read_log` finds them, but
+    /// they do not count against the backlog's bound until released.
+    /// `queued` runs once they are registered, as with `submit`.
+    pub(crate) fn hold(&self, job: &ApplyJob, queued: impl FnOnce()) {
+        self.inner.backlog.add(
+            0,
+            job.frames
+                .iter()
+                .map(|(_, header, segment, offset)| Unindexed {
+                    header: *header,
+                    segment: *segment,
+                    offset: *offset,
+                }),
+        );
+        queued();
+    }
+
+    /// Queues a job registered with `hold` for indexing; blocks while the
+    /// backlog is over `bound` bytes. Jobs are released in log order.
+    pub(crate) fn release(&self, job: ApplyJob, bound: u64) {
+        let backlog = &self.inner.backlog;
+        backlog.wait_for_room(&self.inner, bound);
+        backlog.add_bytes(job.bytes.len() as u64);
+        if let Some(tx) = &self.tx
+            && tx.send(job).is_err()
+        {
             tracing::debug!("a durable frame was not queued: the index applier has stopped");
         }
     }

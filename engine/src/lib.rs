@@ -70,6 +70,6 @@ pub use read::{
 pub use record::{OpKind, Watermark};
 pub use rejoin::CutReport;
 pub use replica::{
-    LOG_END_LISTENERS_MAX, LogChunk, LogEnd, LogEndListener, LogFrames, LogPosition,
+    LOG_END_LISTENERS_MAX, LogChunk, LogEnd, LogEndListener, LogFrames, LogPosition, LogTip,
 };
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};

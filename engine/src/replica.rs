@@ -49,11 +49,43 @@ pub struct LogEnd {
     pub timestamp_us: u64,
 }
 
+/// Where the log ends, as [`Store::on_log_end`] listeners are told it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogTip {
+    /// The last LSN written to the log file, fsynced or not: frames up to
+    /// it are served by [`Store::read_log_recent`]. Never behind
+    /// `durable.lsn`, and ahead of it only while the writer's fsync of
+    /// the newest frame is under way.
+    pub written_lsn: u64,
+    /// The durable end.
+    pub durable: LogEnd,
+}
+
 /// Most functions registered with [`Store::on_log_end`] at once.
 pub const LOG_END_LISTENERS_MAX: usize = 64;
 
-/// A function told each new durable end of the log.
-type EndFn = Arc<dyn Fn(LogEnd) + Send + Sync>;
+/// A function told each move of the log's end.
+type EndFn = Arc<dyn Fn(LogTip) + Send + Sync>;
+
+/// The log's ends and the functions told when they move (one lock, so a
+/// function registers between two moves, never inside one).
+#[derive(Debug)]
+pub(crate) struct EndState {
+    pub(crate) tip: LogTip,
+    pub(crate) listeners: EndListeners,
+}
+
+impl EndState {
+    pub(crate) fn new(durable: LogEnd) -> Self {
+        Self {
+            tip: LogTip {
+                written_lsn: durable.lsn,
+                durable,
+            },
+            listeners: EndListeners::default(),
+        }
+    }
+}
 
 /// The functions registered with [`Store::on_log_end`].
 #[derive(Default)]
@@ -71,11 +103,11 @@ impl std::fmt::Debug for EndListeners {
 }
 
 impl EndListeners {
-    /// Tells every registered function the new end. Called by whoever
-    /// moved it, in order: an end is never told after a later one.
-    pub(crate) fn tell(&self, end: LogEnd) {
+    /// Tells every registered function the new ends. Called by whoever
+    /// moved them, in order: ends are never told after later ones.
+    pub(crate) fn tell(&self, tip: LogTip) {
         for (_, f) in &self.fns {
-            f(end);
+            f(tip);
         }
     }
 }
@@ -103,7 +135,7 @@ impl Drop for LogEndListener {
                 .log_end
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .1
+                .listeners
                 .fns
                 .retain(|(id, _)| *id != self.id);
         }
@@ -247,14 +279,21 @@ impl Store {
     /// frames from `from_lsn` are among those this store wrote last and
     /// still holds in memory, `None` otherwise (read them with `read_log`).
     /// Never touches the disk and never waits, so an async task may call
-    /// it. A chunk from memory is what was written and fsynced; unlike one
-    /// read back from disk, its checksums are not verified again.
+    /// it. A chunk from memory is what was written; unlike one read back
+    /// from disk, its checksums are not verified again.
+    ///
+    /// Unlike `read_log`, it may return frames not yet durable here: up to
+    /// the written end ([`LogTip::written_lsn`]), so a leader ships a frame
+    /// while its own fsync runs. A replica must not make such frames
+    /// visible before the leader's durable end covers them (see
+    /// [`Store::append_log_with`]): a leader whose machine crashes before
+    /// the fsync may come back without them.
     pub fn read_log_recent(&self, from_lsn: u64, max_bytes: usize) -> Option<LogChunk> {
-        let durable = self.log_end().lsn;
-        if from_lsn == 0 || from_lsn > durable {
+        let written = self.inner.log_tip().written_lsn;
+        if from_lsn == 0 || from_lsn > written {
             return None;
         }
-        self.inner.tail.read(from_lsn, max_bytes, durable)
+        self.inner.tail.read(from_lsn, max_bytes, written)
     }
 
     /// Every durable frame of the log from the first, in order, each as
@@ -369,17 +408,18 @@ impl Store {
         self.inner.log_end()
     }
 
-    /// Registers `f` to be called with the new durable end of the log
-    /// each time it moves, until the returned listener is dropped. `f`
-    /// runs on the thread that moved the end (the writer's), right after
-    /// the end moved and before a commit in that frame is acknowledged,
-    /// under the lock that guards the end: it must be quick (hand the value
-    /// to a channel) and must not call into the store. Ends come in order.
-    /// For replication, which ships a frame as soon as it is durable.
+    /// Registers `f` to be called with the log's ends ([`LogTip`]) each
+    /// time one moves, until the returned listener is dropped: when the
+    /// writer has written a frame (before its fsync) and when a frame is
+    /// durable. `f` runs on the thread that moved the end (the writer's),
+    /// before a commit in that frame is acknowledged, under the lock that
+    /// guards the ends: it must be quick (hand the value to a channel) and
+    /// must not call into the store. Ends come in order. For replication,
+    /// which ships a frame as soon as it is written.
     /// At most [`LOG_END_LISTENERS_MAX`] at once.
-    pub fn on_log_end(&self, f: impl Fn(LogEnd) + Send + Sync + 'static) -> Result<LogEndListener> {
+    pub fn on_log_end(&self, f: impl Fn(LogTip) + Send + Sync + 'static) -> Result<LogEndListener> {
         let mut g = self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner());
-        let listeners = &mut g.1;
+        let listeners = &mut g.listeners;
         if listeners.fns.len() >= LOG_END_LISTENERS_MAX {
             return Err(Error::Invalid {
                 what: "log end listener",
@@ -402,11 +442,16 @@ impl Store {
     /// anything is written; the call returns after one fsync. The frames
     /// become visible (indexed, [`Store::last_lsn`]) shortly after, on the
     /// replica's applier thread. Only a replica
-    /// ([`Options::replica`](crate::Options)) accepts them.
+    /// ([`Options::replica`](crate::Options)) accepts them. They are
+    /// visible once indexed, without waiting for a confirmation (see
+    /// [`Store::append_log_with`]).
     pub fn append_log(&self, frames: Vec<u8>) -> Result<u64> {
         let (reply, rx) = std::sync::mpsc::sync_channel(1);
         self.send(Request::Control {
-            op: Control::Append(frames),
+            op: Control::Append {
+                frames,
+                confirmed: u64::MAX,
+            },
             reply: Reply::Channel(reply),
         })?;
         self.wait(rx)?;
@@ -419,17 +464,37 @@ impl Store {
     /// the result to a channel). For async followers, which must not park
     /// a thread per append. `done` is called exactly once unless this
     /// returns an error, in which case it is never called.
+    ///
+    /// `confirmed` is the leader's durable end as last heard: frames past
+    /// it are written and fsynced (and count in the durable end) but are
+    /// neither indexed nor visible until [`Store::confirm_log`] (or a later
+    /// append) confirms them, because a leader that shipped them before its
+    /// own fsync may lose them in a crash of its machine. A store that
+    /// takes local commits again (a promotion) first makes them all
+    /// visible: they are its log now. A reopened store indexes its whole
+    /// log.
     pub fn append_log_with(
         &self,
         frames: Vec<u8>,
+        confirmed: u64,
         done: impl FnOnce(Result<LogEnd>) + Send + 'static,
     ) -> Result<()> {
         let inner = self.inner.clone();
         self.send(Request::Control {
-            op: Control::Append(frames),
+            op: Control::Append { frames, confirmed },
             reply: Reply::Callback(Box::new(move |r: Result<()>| {
                 done(r.map(|()| inner.log_end()));
             })),
+        })
+    }
+
+    /// Makes frames appended through `lsn` visible: the leader's durable
+    /// end moved there (see [`Store::append_log_with`]). Returns at once;
+    /// the writer confirms in order with the appends.
+    pub fn confirm_log(&self, lsn: u64) -> Result<()> {
+        self.send(Request::Control {
+            op: Control::Confirm(lsn),
+            reply: Reply::Callback(Box::new(|_: Result<()>| {})),
         })
     }
 }

@@ -160,10 +160,10 @@ pub(crate) struct Inner {
     pub(crate) epoch: AtomicU64,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
-    /// The end of the durable log (on a replica, ahead of `durable_lsn`
-    /// while the applier indexes), and the functions told when it moves
-    /// (one lock, so a function registers between two ends, never inside one).
-    pub(crate) log_end: Mutex<(crate::replica::LogEnd, crate::replica::EndListeners)>,
+    /// The end of the written and of the durable log (on a replica, the
+    /// durable end runs ahead of `durable_lsn` while the applier indexes),
+    /// and the functions told when they move.
+    pub(crate) log_end: Mutex<crate::replica::EndState>,
     /// Signalled whenever `durable_lsn` moves.
     pub(crate) lsn_moved: (Mutex<()>, Condvar),
     failure: Mutex<Option<String>>,
@@ -265,16 +265,41 @@ impl Inner {
         };
         {
             let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
-            g.0 = end;
-            g.1.tell(end);
+            assert!(
+                end.lsn >= g.tip.durable.lsn,
+                "the durable end never goes back"
+            );
+            g.tip.durable = end;
+            g.tip.written_lsn = g.tip.written_lsn.max(end.lsn);
+            g.listeners.tell(g.tip);
         }
         let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
         self.lsn_moved.1.notify_all();
     }
 
+    /// Records that the log holds frames through `lsn`, written but not
+    /// yet fsynced (the writer calls it between its write and its fsync),
+    /// and tells the listeners, so replication ships them while the fsync
+    /// runs.
+    pub(crate) fn set_log_written(&self, lsn: u64) {
+        let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(lsn >= g.tip.written_lsn, "the written end never goes back");
+        g.tip.written_lsn = lsn;
+        g.listeners.tell(g.tip);
+    }
+
     /// The durable end of the log: its last frame.
     pub(crate) fn log_end(&self) -> crate::replica::LogEnd {
-        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.log_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tip
+            .durable
+    }
+
+    /// The written and the durable end of the log.
+    pub(crate) fn log_tip(&self) -> crate::replica::LogTip {
+        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).tip
     }
 
     /// Waits until the durable end of the log is above `after`, `timeout`
@@ -424,15 +449,12 @@ impl Store {
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
             lsn_moved: (Mutex::new(()), Condvar::new()),
-            log_end: Mutex::new((
-                crate::replica::LogEnd {
-                    lsn: end_lsn,
-                    epoch: rec.last_frame.map_or(0, |f| f.epoch),
-                    crc: rec.last_frame.map_or(0, |f| f.crc),
-                    timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
-                },
-                crate::replica::EndListeners::default(),
-            )),
+            log_end: Mutex::new(crate::replica::EndState::new(crate::replica::LogEnd {
+                lsn: end_lsn,
+                epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                crc: rec.last_frame.map_or(0, |f| f.crc),
+                timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+            })),
             _lock: lock,
         });
         let appender = match rec.segments.last() {

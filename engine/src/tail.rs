@@ -5,14 +5,15 @@
 //! back from the segment (through the index or the applier's backlog, a
 //! header read per frame, a checksum pass) costs a blocking thread's
 //! round trip for every commit group, on the synchronous commit's critical
-//! path. The writer puts each frame here once it is durable, before the
-//! log's end moves past it; a read that finds its frames here copies them.
+//! path. The writer puts each frame here once it is written, before its
+//! fsync and before the log's written end moves past it, so a leader ships
+//! the frame while it fsyncs; a read that finds its frames here copies them.
 //!
 //! Guarantees: the frames held are consecutive (a frame that does not
 //! continue the last one, after a truncation or frames appended from
 //! another log, empties the tail first), hold at most
 //! [`TAIL_BYTES_MAX`](crate::limits::TAIL_BYTES_MAX) bytes, and a read
-//! never returns a frame past the durable end it is given. A read that
+//! never returns a frame past the end it is given. A read that
 //! cannot be served whole from here returns `None`, and the caller reads
 //! the segments instead.
 
@@ -23,7 +24,7 @@ use crate::frame::FrameHeader;
 use crate::limits::TAIL_BYTES_MAX;
 use crate::replica::LogChunk;
 
-/// One durable frame, as written.
+/// One frame, as written.
 #[derive(Debug)]
 struct Held {
     header: FrameHeader,
@@ -46,8 +47,8 @@ struct State {
 }
 
 impl Tail {
-    /// Adds a frame the writer just made durable in `segment`. Call it
-    /// before the log's end moves past the frame.
+    /// Adds a frame the writer just wrote in `segment`. Call it before the
+    /// log's written end moves past the frame.
     pub(crate) fn push(&self, header: FrameHeader, segment: u64, frame: &[u8], raw_bytes: u64) {
         debug_assert_eq!(frame.len() as u64, header.frame_len());
         let mut s = self.lock();
@@ -82,13 +83,8 @@ impl Tail {
     /// The frames from the one starting at `from_lsn`, as
     /// [`Store::read_log`](crate::Store::read_log) would read them: whole
     /// frames of one segment, at most `max_bytes` (but always one frame),
-    /// none past `durable_lsn`. `None` when the first of them is not here.
-    pub(crate) fn read(
-        &self,
-        from_lsn: u64,
-        max_bytes: usize,
-        durable_lsn: u64,
-    ) -> Option<LogChunk> {
+    /// none past `end_lsn`. `None` when the first of them is not here.
+    pub(crate) fn read(&self, from_lsn: u64, max_bytes: usize, end_lsn: u64) -> Option<LogChunk> {
         let s = self.lock();
         let first = s.frames.front()?.header.first_lsn;
         if from_lsn < first {
@@ -98,7 +94,7 @@ impl Tail {
         // bisecting on first LSNs.
         let i = s.frames.partition_point(|f| f.header.first_lsn < from_lsn);
         let start = s.frames.get(i)?;
-        if start.header.first_lsn != from_lsn || start.header.end_lsn() - 1 > durable_lsn {
+        if start.header.first_lsn != from_lsn || start.header.end_lsn() - 1 > end_lsn {
             return None;
         }
         let mut chunk = LogChunk {
@@ -110,7 +106,7 @@ impl Tail {
         };
         for f in s.frames.range(i..) {
             let fits = chunk.frames == 0 || chunk.bytes.len() + f.bytes.len() <= max_bytes;
-            if f.segment != start.segment || f.header.end_lsn() - 1 > durable_lsn || !fits {
+            if f.segment != start.segment || f.header.end_lsn() - 1 > end_lsn || !fits {
                 break;
             }
             debug_assert_eq!(
@@ -141,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_consecutive_frames_of_one_segment_up_to_the_durable_end() {
+    fn reads_consecutive_frames_of_one_segment_up_to_the_end_given() {
         let t = Tail::default();
         let mut lsn = 1;
         for (seg, n) in [(1, 2u32), (1, 3), (1, 1), (2, 2), (2, 1)] {
@@ -159,9 +155,12 @@ mod tests {
         assert_eq!(
             (c.first_lsn, c.end_lsn, c.frames),
             (7, 9, 1),
-            "not past durable 8"
+            "not past the end given, 8"
         );
-        assert!(t.read(9, usize::MAX, 8).is_none(), "frame 9 is not durable");
+        assert!(
+            t.read(9, usize::MAX, 8).is_none(),
+            "frame 9 is past the end given"
+        );
         let one = t.read(1, 1, 100).expect("held");
         assert_eq!(one.frames, 1, "always one whole frame");
         assert!(t.read(2, usize::MAX, 100).is_none(), "not a frame boundary");

@@ -78,8 +78,16 @@ pub(crate) enum Control {
     BeginEpoch(u64),
     Checkpoint(Vec<Watermark>),
     Reindex,
-    /// Frames of the leader's log, to append byte for byte (a replica).
-    Append(Vec<u8>),
+    /// Frames of the leader's log, to append byte for byte (a replica),
+    /// and the leader's durable end: frames past it are held back from
+    /// the index until confirmed.
+    Append {
+        frames: Vec<u8>,
+        confirmed: u64,
+    },
+    /// The leader's durable end moved: frames appended through it may be
+    /// indexed and made visible.
+    Confirm(u64),
     Shutdown,
 }
 
@@ -188,6 +196,11 @@ pub(crate) struct WriterState {
     /// Frames appended from a leader and not yet known to be indexed: a
     /// local commit waits for them first, as `unapplied` does not see them.
     appended_unindexed: bool,
+    /// A replica's appended frames past the leader's durable end as last
+    /// heard (`confirmed`), durable here but not indexed yet, in log order.
+    held: VecDeque<ApplyJob>,
+    /// The leader's durable end as last heard.
+    confirmed: u64,
 }
 
 /// A record planned for the frame being built.
@@ -222,6 +235,8 @@ impl WriterState {
             applier: Some(applier),
             unapplied: Unapplied::default(),
             appended_unindexed: false,
+            held: VecDeque::new(),
+            confirmed: 0,
         })
     }
 
@@ -331,7 +346,15 @@ impl WriterState {
                 }])
             }
             Control::Reindex => self.reindex(),
-            Control::Append(bytes) => self.append_replicated(&bytes),
+            Control::Append { frames, confirmed } => {
+                let res = self.append_replicated(&frames);
+                self.confirm(confirmed);
+                res
+            }
+            Control::Confirm(lsn) => {
+                self.confirm(lsn);
+                Ok(())
+            }
             Control::Shutdown => self.stop_applier(),
         }
     }
@@ -801,22 +824,50 @@ impl WriterState {
             .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
             .collect();
         self.appended_unindexed = true;
+        let job = ApplyJob {
+            bytes: bytes.to_vec(),
+            frames,
+            keys: None,
+        };
         let inner = &self.inner;
-        self.applier()?.submit(
-            ApplyJob {
-                bytes: bytes.to_vec(),
-                frames,
-                keys: None,
-            },
-            APPLY_QUEUE_REPLICA_BYTES_MAX,
-            || inner.set_log_end(&last),
-        );
+        // Held until confirmed (the caller confirms what it heard with the
+        // frames right after): the log's end moves now either way.
+        self.applier()?.hold(&job, || inner.set_log_end(&last));
+        self.held.push_back(job);
         failed.map_or(Ok(()), Err)
     }
 
+    /// The leader's durable end moved to `lsn`: held frames through it go
+    /// to the applier, in log order (a job that straddles it is split).
+    fn confirm(&mut self, lsn: u64) {
+        self.confirmed = self.confirmed.max(lsn);
+        self.release_through(self.confirmed);
+    }
+
+    /// Hands held frames through `lsn` to the applier.
+    fn release_through(&mut self, lsn: u64) {
+        let Some(applier) = self.applier.as_ref() else {
+            return;
+        };
+        while let Some(job) = self.held.front_mut() {
+            let whole = job.last_lsn() <= lsn;
+            let Some(part) = job.split_through(lsn) else {
+                break;
+            };
+            applier.release(part, APPLY_QUEUE_REPLICA_BYTES_MAX);
+            if !whole {
+                break;
+            }
+            self.held.pop_front();
+        }
+    }
+
     /// Waits until the applier has indexed everything written, so that the
-    /// writer may rely on the index alone.
-    fn drain_applier(&self) -> Result<()> {
+    /// writer may rely on the index alone. Frames held for the leader's
+    /// confirmation go first: whoever drains (a promotion's new epoch, a
+    /// local commit, a reindex) makes this log its own.
+    fn drain_applier(&mut self) -> Result<()> {
+        self.release_through(u64::MAX);
         self.applier()?.drain(self.next_lsn - 1)
     }
 
@@ -837,17 +888,20 @@ impl WriterState {
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
         let (segment, offset) = self.appender.write(&header, &frame)?;
-        let (file, path) = self.appender.file();
-        let synced = sync_data(&file, &path);
         self.last_ts = ts;
         self.next_lsn = header.end_lsn();
-        let noted = self.note_unapplied(&header, segment, offset, &frame);
-        synced?;
-        let raw_bytes = noted?;
-        // Durable: replication's in-memory tail and the applier get the
-        // frame, the log's end moves once it is queued, and only then is it
-        // acknowledged (so the read barrier covers it).
+        let raw_bytes = self.note_unapplied(&header, segment, offset, &frame)?;
+        // Written: replication's in-memory tail gets the frame and the
+        // written end moves, so a follower receives and fsyncs it while
+        // this fsync runs (it shows the frame only once this leader says
+        // it is durable). A failed fsync below stops the store.
         self.inner.tail.push(header, segment, &frame, raw_bytes);
+        self.inner.set_log_written(header.end_lsn() - 1);
+        let (file, path) = self.appender.file();
+        sync_data(&file, &path)?;
+        // Durable: the applier gets the frame, the durable end moves once
+        // it is queued, and only then is it acknowledged (so the read
+        // barrier covers it).
         let inner = &self.inner;
         self.applier()?.submit(
             ApplyJob {

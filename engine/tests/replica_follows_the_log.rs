@@ -221,13 +221,14 @@ fn the_newest_frames_read_from_memory_equal_those_on_disk() {
 #[test]
 fn log_end_listeners_hear_every_move_in_order_until_dropped() {
     use std::sync::{Arc, Mutex};
+    use vigil_engine::LogTip;
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path()).expect("open");
-    let base = store.log_end().lsn;
-    let heard = Arc::new(Mutex::new(Vec::new()));
+    let base = store.log_end();
+    let heard = Arc::new(Mutex::new(Vec::<LogTip>::new()));
     let h = heard.clone();
     let listener = store
-        .on_log_end(move |end| h.lock().expect("lock").push(end))
+        .on_log_end(move |tip| h.lock().expect("lock").push(tip))
         .expect("register");
     for i in 0..20u32 {
         let id = format!("p{i}");
@@ -237,22 +238,30 @@ fn log_end_listeners_hear_every_move_in_order_until_dropped() {
         // Told before the commit was acknowledged.
         assert_eq!(
             heard.lock().expect("lock").last().copied(),
-            Some(store.log_end())
+            Some(LogTip {
+                written_lsn: store.log_end().lsn,
+                durable: store.log_end()
+            })
         );
     }
-    let ends: Vec<u64> = heard.lock().expect("lock").iter().map(|e| e.lsn).collect();
-    assert_eq!(
-        ends,
-        (base + 1..=base + 20).collect::<Vec<_>>(),
-        "one move per frame, in order"
-    );
+    // Two moves per frame: written (before its fsync), then durable.
+    let moves: Vec<(u64, u64)> = heard
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|t| (t.written_lsn, t.durable.lsn))
+        .collect();
+    let expected: Vec<(u64, u64)> = (base.lsn + 1..=base.lsn + 20)
+        .flat_map(|l| [(l, l - 1), (l, l)])
+        .collect();
+    assert_eq!(moves, expected, "written then durable, frame by frame");
     drop(listener);
     store
         .commit(Batch::one(Op::put("Patient", "late", patient("late", 0))))
         .expect("commit");
     assert_eq!(
         heard.lock().expect("lock").len(),
-        20,
+        40,
         "not told once dropped"
     );
     let many: Vec<_> = (0..vigil_engine::LOG_END_LISTENERS_MAX)
@@ -264,4 +273,105 @@ fn log_end_listeners_hear_every_move_in_order_until_dropped() {
     ));
     drop(many);
     assert!(store.on_log_end(|_| {}).is_ok());
+}
+
+/// Appends `bytes` with the leader's durable end `confirmed`; returns the
+/// replica's new durable end.
+fn append_confirmed(replica: &Store, bytes: Vec<u8>, confirmed: u64) -> u64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    replica
+        .append_log_with(bytes, confirmed, move |r| {
+            let _ = tx.send(r);
+        })
+        .expect("queued");
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("answered")
+        .expect("appended")
+        .lsn
+}
+
+/// Whether the store shows a live Patient `id`.
+fn live(store: &Store, id: &str) -> bool {
+    matches!(
+        store.get("Patient", id).expect("read"),
+        vigil_engine::Current::Live(_)
+    )
+}
+
+/// Waits briefly for the visible LSN to pass `lsn`; returns it then.
+fn visible_after(store: &Store, lsn: u64) -> u64 {
+    store.wait_for_lsn(lsn, std::time::Duration::from_millis(300))
+}
+
+#[test]
+fn frames_past_the_leaders_durable_end_stay_invisible_until_confirmed() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let b = leader.log_end().lsn; // the new log's own first frames
+    for i in 1..=3u32 {
+        put(&leader, "Patient", &format!("p{i}"), patient("p", i));
+    }
+    assert_eq!(leader.last_lsn(), b + 3, "one frame per commit");
+    let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
+    assert_eq!((all.first_lsn, all.end_lsn), (1, b + 4));
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    // The leader said only p1's frame is durable there: p2's and p3's are
+    // written and fsynced here, but not shown (one append, split at the
+    // confirmation).
+    assert_eq!(append_confirmed(&replica, all.bytes, b + 1), b + 3);
+    assert_eq!(replica.log_end().lsn, b + 3, "durable here");
+    assert_eq!(visible_after(&replica, 0), b + 1);
+    assert_eq!(visible_after(&replica, b + 1), b + 1, "p2 and p3 wait");
+    assert!(live(&replica, "p1"));
+    assert!(!live(&replica, "p2"));
+    // Held frames are still part of the log as replication reads it.
+    let held = replica
+        .read_log(b + 2, 1 << 20)
+        .expect("read")
+        .expect("held");
+    assert_eq!((held.first_lsn, held.end_lsn), (b + 2, b + 4));
+    let last = replica
+        .frame_ending_at(b + 3)
+        .expect("read")
+        .expect("frame");
+    assert_eq!(
+        leader
+            .position_of(last.epoch, b + 3, last.crc)
+            .expect("pos"),
+        LogPosition::Prefix { next_lsn: b + 4 }
+    );
+    // A confirmation shows exactly what it covers.
+    replica.confirm_log(b + 2).expect("confirm");
+    assert_eq!(visible_after(&replica, b + 1), b + 2);
+    assert_eq!(visible_after(&replica, b + 2), b + 2, "p3 still waits");
+    assert!(live(&replica, "p2"));
+    assert!(!live(&replica, "p3"));
+    // A promoted replica takes its whole log as its own before it writes.
+    replica.set_read_only(false);
+    put(&replica, "Patient", "p4", patient("p", 4));
+    assert!(live(&replica, "p3"));
+    assert_eq!(replica.last_lsn(), b + 4);
+}
+
+#[test]
+fn a_reopened_replica_indexes_its_whole_log() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    put(&leader, "Patient", "p1", patient("p", 1));
+    let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let end = all.end_lsn - 1;
+    assert_eq!(append_confirmed(&replica, all.bytes, 0), end);
+    assert_eq!(visible_after(&replica, 0), 0, "not confirmed");
+    drop(replica);
+    // Confirmations live in memory only: what the log holds is indexed.
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    assert_eq!(replica.last_lsn(), end);
+    assert!(live(&replica, "p1"));
 }

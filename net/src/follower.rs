@@ -86,7 +86,16 @@ pub enum FollowerAction {
     /// Send a message on the open connection.
     Send(Message),
     /// Append these frames to the store; answer `Appended` or `AppendFailed`.
-    Append(Vec<u8>),
+    /// Frames past `confirmed` (the leader's durable end) stay invisible
+    /// until a later `Append` or `Confirm` covers them.
+    Append {
+        /// The frames, as the leader sent them.
+        frames: Vec<u8>,
+        /// The leader's durable end as last heard.
+        confirmed: u64,
+    },
+    /// The leader's durable end moved: show appended frames through it.
+    Confirm(u64),
     /// Close the connection, with why.
     Disconnect(String),
     /// Stop replicating for good, with why (an operator must act).
@@ -149,6 +158,8 @@ pub struct Follower {
     last_heard_us: u64,
     last_ack_us: u64,
     acked: (u64, u64, u64),
+    /// The leader's durable end as last passed to the store.
+    confirmed: u64,
     leader: LeaderView,
     stopped: Option<String>,
     refusal: Option<(RefuseCode, u64)>,
@@ -173,6 +184,7 @@ impl Follower {
             last_heard_us: 0,
             last_ack_us: 0,
             acked: (0, 0, 0),
+            confirmed: 0,
             leader: LeaderView::default(),
             stopped: None,
             refusal: None,
@@ -188,6 +200,12 @@ impl Follower {
     /// The highest LSN indexed and readable, as last told.
     pub fn applied(&self) -> u64 {
         self.applied.min(self.end.lsn)
+    }
+
+    /// The leader's durable end as last passed to the store: appended
+    /// frames through it are shown, later ones wait.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
     }
 
     /// The highest LSN received (durable or not).
@@ -453,7 +471,14 @@ impl Follower {
             Phase::Streaming => {
                 if !self.appending && !self.queue.is_empty() {
                     self.appending = true;
-                    out.push(FollowerAction::Append(std::mem::take(&mut self.queue)));
+                    self.confirmed = self.leader.last_lsn;
+                    out.push(FollowerAction::Append {
+                        frames: std::mem::take(&mut self.queue),
+                        confirmed: self.confirmed,
+                    });
+                } else if self.leader.last_lsn > self.confirmed {
+                    self.confirmed = self.leader.last_lsn;
+                    out.push(FollowerAction::Confirm(self.confirmed));
                 }
                 let applied = self.applied.min(self.end.lsn);
                 let marks = (self.received, self.end.lsn, applied);
@@ -541,7 +566,10 @@ mod tests {
             }),
             3,
         );
-        assert!(out.contains(&FollowerAction::Append(vec![1; 10])));
+        assert!(out.contains(&FollowerAction::Append {
+            frames: vec![1; 10],
+            confirmed: 20
+        }));
         let out = f.handle(
             FollowerEvent::AppendFailed {
                 error: "No space left on device".into(),

@@ -30,6 +30,15 @@ pub struct LeaderConfig {
     pub heartbeat_us: u64,
     /// A follower silent this long is disconnected, µs.
     pub silence_us: u64,
+    /// Ship frames once written, while the leader's own fsync runs, rather
+    /// than once durable: synchronous replication then overlaps the two
+    /// fsyncs instead of running them one after the other. The follower
+    /// shows a frame only once this leader says it is durable (the
+    /// `leader_lsn` of [`Message::Frames`], or a heartbeat). The cost: a
+    /// leader whose machine crashes before its fsync may come back without
+    /// frames its follower holds, so that follower must cut them (it
+    /// finds itself diverged by at most the last frame).
+    pub ship_unsynced: bool,
 }
 
 impl LeaderConfig {
@@ -43,6 +52,7 @@ impl LeaderConfig {
             chunk_bytes: 256 * 1024,
             heartbeat_us: 100_000,
             silence_us: 2_000_000,
+            ship_unsynced: false,
         }
     }
 }
@@ -63,8 +73,10 @@ pub struct Watermarks {
 pub enum LeaderEvent {
     /// A message from the follower.
     Message(Message),
-    /// The log's durable end moved (or is first known).
+    /// The log's written or durable end moved (or is first known).
     LogAdvanced {
+        /// The last LSN written, fsynced or not (at least `last_lsn`).
+        written_lsn: u64,
         /// The last durable LSN.
         last_lsn: u64,
         /// Its commit time, µs since the Unix epoch.
@@ -137,8 +149,14 @@ pub struct LeaderSession {
     epoch: u64,
     leader_lsn: u64,
     leader_commit_us: u64,
+    /// The last LSN written (shipped only with `ship_unsynced`).
+    written_lsn: u64,
+    /// The leader's durable end as last told to the follower.
+    told_lsn: u64,
     next_send: u64,
     reading: bool,
+    /// The last read found nothing to send: wait for the log to move.
+    starved: bool,
     /// (last LSN, bytes) of chunks sent and not yet acknowledged as received.
     in_flight: VecDeque<(u64, u64)>,
     in_flight_bytes: u64,
@@ -160,8 +178,11 @@ impl LeaderSession {
             epoch: 0,
             leader_lsn: 0,
             leader_commit_us: 0,
+            written_lsn: 0,
+            told_lsn: 0,
             next_send: 0,
             reading: false,
+            starved: false,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             marks: Watermarks::default(),
@@ -203,6 +224,7 @@ impl LeaderSession {
                 self.on_message(m, &mut out);
             }
             LeaderEvent::LogAdvanced {
+                written_lsn,
                 last_lsn,
                 last_commit_us,
                 epoch,
@@ -211,11 +233,14 @@ impl LeaderSession {
                     self.leader_lsn = last_lsn;
                     self.leader_commit_us = last_commit_us;
                 }
+                self.written_lsn = self.written_lsn.max(written_lsn).max(last_lsn);
                 self.epoch = self.epoch.max(epoch);
+                self.starved = false;
             }
             LeaderEvent::Position(p) => self.on_position(p, &mut out),
             LeaderEvent::Chunk(c) => {
                 self.reading = false;
+                self.starved = c.is_none();
                 if let Some(c) = c.filter(|c| c.first_lsn == self.next_send) {
                     assert!(c.end_lsn > c.first_lsn, "a chunk holds a frame");
                     let bytes = c.bytes.len() as u64;
@@ -225,10 +250,11 @@ impl LeaderSession {
                     self.counters.chunks_sent += 1;
                     self.counters.bytes_sent += bytes;
                     self.counters.raw_bytes_sent += c.raw_bytes;
+                    self.told_lsn = self.leader_lsn;
                     out.push(LeaderAction::Send(Message::Frames {
                         first_lsn: c.first_lsn,
                         end_lsn: c.end_lsn,
-                        leader_lsn: self.leader_lsn.max(c.end_lsn - 1),
+                        leader_lsn: self.leader_lsn,
                         bytes: c.bytes,
                     }));
                 }
@@ -249,10 +275,17 @@ impl LeaderSession {
         if self.phase == Phase::Streaming {
             self.maybe_read(&mut out);
             let sent = out.iter().any(|a| matches!(a, LeaderAction::Send(_)));
+            // The follower holds frames it may not show until told they
+            // are durable here: tell it as soon as they are.
+            let unconfirmed =
+                self.told_lsn < self.leader_lsn && self.told_lsn < self.next_send.saturating_sub(1);
             if sent {
                 self.last_sent_us = now_us;
-            } else if now_us.saturating_sub(self.last_sent_us) >= self.cfg.heartbeat_us {
+            } else if unconfirmed
+                || now_us.saturating_sub(self.last_sent_us) >= self.cfg.heartbeat_us
+            {
                 self.last_sent_us = now_us;
+                self.told_lsn = self.leader_lsn;
                 out.push(LeaderAction::Send(Message::Heartbeat {
                     epoch: self.epoch,
                     last_lsn: self.leader_lsn,
@@ -304,10 +337,12 @@ impl LeaderSession {
                     return self.refuse(RefuseCode::WrongCluster, 0, why, out);
                 }
                 self.follower = Some(node);
+                // Its applied LSN is not in the hello: it may trail the
+                // durable end (frames awaiting this leader's confirmation).
                 self.marks = Watermarks {
                     received: last_lsn,
                     durable: last_lsn,
-                    applied: last_lsn,
+                    applied: 0,
                 };
                 self.phase = Phase::AwaitPosition;
                 out.push(LeaderAction::ComparePosition {
@@ -372,6 +407,7 @@ impl LeaderSession {
                 );
                 self.counters.refetches += 1;
                 self.next_send = from_lsn;
+                self.starved = false;
                 self.in_flight.clear();
                 self.in_flight_bytes = 0;
             }
@@ -390,6 +426,7 @@ impl LeaderSession {
         match p {
             LogPosition::Prefix { next_lsn } => {
                 self.next_send = next_lsn;
+                self.told_lsn = self.leader_lsn;
                 self.phase = Phase::Streaming;
                 out.push(LeaderAction::Send(Message::Welcome {
                     leader: self.cfg.node.clone(),
@@ -415,7 +452,12 @@ impl LeaderSession {
     }
 
     fn maybe_read(&mut self, out: &mut Vec<LeaderAction>) {
-        if self.reading || self.next_send > self.leader_lsn {
+        let end = if self.cfg.ship_unsynced {
+            self.written_lsn
+        } else {
+            self.leader_lsn
+        };
+        if self.reading || self.starved || self.next_send > end {
             return;
         }
         let room = self.cfg.window_bytes.saturating_sub(self.in_flight_bytes);
@@ -476,6 +518,7 @@ mod tests {
         let mut s = LeaderSession::new(cfg, 0);
         s.handle(
             LeaderEvent::LogAdvanced {
+                written_lsn: 50,
                 last_lsn: 50,
                 last_commit_us: 1,
                 epoch: 1,

@@ -164,9 +164,12 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The durable end of the local log, as the watcher last saw it.
+/// The ends of the local log, as the watcher last saw them.
 #[derive(Debug, Clone, Copy, Default)]
 struct LogHead {
+    /// The last LSN written, fsynced or not.
+    written: u64,
+    /// The last durable LSN.
     lsn: u64,
     commit_us: u64,
     epoch: u64,
@@ -572,25 +575,29 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
     Ok(socket)
 }
 
-/// Turns the store's durable log end into a watch channel, told by the
-/// writer itself as the end moves: a frame ships as soon as it is durable,
-/// whether or not the leader's index has applied it yet, without a thread
-/// of its own between the writer and the sessions. The channel stays fed
-/// while the returned listener lives.
+/// Turns the store's log ends into a watch channel, told by the writer
+/// itself as they move: a frame ships as soon as it is written (with
+/// `ship_unsynced`) or durable, whether or not the leader's index has
+/// applied it yet, without a thread of its own between the writer and the
+/// sessions. The channel stays fed while the returned listener lives.
 fn watch_log(
     store: &Store,
 ) -> Result<(watch::Receiver<LogHead>, vigil_engine::LogEndListener), NetError> {
-    let head = |end: vigil_engine::LogEnd, epoch_now: u64| LogHead {
+    let head = |written: u64, end: vigil_engine::LogEnd, epoch_now: u64| LogHead {
+        written: written.max(end.lsn),
         lsn: end.lsn,
         commit_us: end.timestamp_us,
         epoch: if end.lsn == 0 { epoch_now } else { end.epoch },
     };
-    let (tx, rx) = watch::channel(head(store.log_end(), store.epoch()));
+    let end = store.log_end();
+    let (tx, rx) = watch::channel(head(end.lsn, end, store.epoch()));
     let tx = Arc::new(tx);
     // Only ever forward: the end read below may race with the writer.
     let advance = |tx: &watch::Sender<LogHead>, h: LogHead| {
         tx.send_if_modified(|cur| {
-            let newer = h.lsn > cur.lsn;
+            let newer = h.lsn >= cur.lsn
+                && h.written >= cur.written
+                && (h.lsn, h.written) != (cur.lsn, cur.written);
             if newer {
                 *cur = h;
             }
@@ -599,10 +606,13 @@ fn watch_log(
     };
     let told = tx.clone();
     let listener = store
-        .on_log_end(move |end| advance(&told, head(end, end.epoch)))
+        .on_log_end(move |tip| {
+            advance(&told, head(tip.written_lsn, tip.durable, tip.durable.epoch))
+        })
         .map_err(|e| NetError::Config(format!("watch the log: {e}")))?;
     // A frame made durable before the listener was registered.
-    advance(&tx, head(store.log_end(), store.epoch()));
+    let end = store.log_end();
+    advance(&tx, head(end.lsn, end, store.epoch()));
     Ok((rx, listener))
 }
 
@@ -733,12 +743,14 @@ async fn serve_follower(
         .map_err(|e| NetError::Connection(e.to_string()))?;
     let mut msgs = spawn_reader(recv, Arc::default());
     let now = || started.elapsed().as_micros() as u64;
-    let mut session = LeaderSession::new(
-        LeaderConfig::new(&cfg.cluster, &cfg.node, &cfg.http_url),
-        now(),
-    );
+    let mut leader_cfg = LeaderConfig::new(&cfg.cluster, &cfg.node, &cfg.http_url);
+    // Synchronous commits wait for the follower's fsync: ship frames while
+    // this leader's own fsync runs, so the two overlap.
+    leader_cfg.ship_unsynced = cfg.max_lag.is_some_and(|m| m.is_zero());
+    let mut session = LeaderSession::new(leader_cfg, now());
     let head = *head_rx.borrow_and_update();
     let mut events = VecDeque::from([LeaderEvent::LogAdvanced {
+        written_lsn: head.written,
         last_lsn: head.lsn,
         last_commit_us: head.commit_us,
         epoch: head.epoch,
@@ -865,7 +877,7 @@ async fn serve_follower(
                 if commits.len() < LAG_SAMPLES_MAX && commits.back().is_none_or(|(l, _)| *l < h.lsn) {
                     commits.push_back((h.lsn, h.commit_us));
                 }
-                events.push_back(LeaderEvent::LogAdvanced { last_lsn: h.lsn, last_commit_us: h.commit_us, epoch: h.epoch });
+                events.push_back(LeaderEvent::LogAdvanced { written_lsn: h.written, last_lsn: h.lsn, last_commit_us: h.commit_us, epoch: h.epoch });
             }
             _ = tick.tick() => events.push_back(LeaderEvent::Tick),
             _ = stop.changed() => break Ok(()),
@@ -911,7 +923,9 @@ fn update_link(
     let Some(l) = s.links.get_mut(n) else { return };
     l.received = w.received;
     l.durable = w.durable;
-    l.applied = w.applied;
+    // A new session knows the applied LSN only from the first ack: keep
+    // the last one heard meanwhile (within what is durable).
+    l.applied = w.applied.max(l.applied.min(w.durable));
     l.lag_lsns = head.lsn.saturating_sub(w.durable);
     l.bytes_sent = base.bytes_sent + c.bytes_sent;
     l.chunks_sent = base.chunks_sent + c.chunks_sent;
@@ -1159,17 +1173,24 @@ async fn follow(
                             pending.push_back(FollowerEvent::Disconnected(e.to_string()));
                         }
                     }
-                    FollowerAction::Append(bytes) => {
+                    FollowerAction::Append { frames, confirmed } => {
                         // The writer answers on its own thread; the machine
                         // asks for one append at a time.
                         assert!(appended.is_none(), "one append at a time");
                         let (done, rx) = oneshot::channel();
-                        let sent = store.append_log_with(bytes, move |r| {
+                        let sent = store.append_log_with(frames, confirmed, move |r| {
                             let _ = done.send(appended_event(r));
                         });
                         match sent {
                             Ok(()) => appended = Some(rx),
                             Err(e) => pending.push_back(appended_event(Err(e))),
+                        }
+                    }
+                    FollowerAction::Confirm(lsn) => {
+                        // In order with the appends (the writer's queue);
+                        // a closed store has nothing left to show.
+                        if let Err(e) = store.confirm_log(lsn) {
+                            tracing::debug!("confirming lsn {lsn}: {e}");
                         }
                     }
                     FollowerAction::Disconnect(why) => {

@@ -13,7 +13,9 @@
 /// during the TLS handshake.
 pub const ALPN: &[u8] = b"vigil-repl";
 /// The protocol version this build speaks, carried in [`Message::Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: frames may be shipped before the leader's fsync, and shown by
+/// the follower only once the leader's durable end covers them.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message body accepted (a frames chunk plus its fields).
 pub const MESSAGE_BYTES_MAX: usize = CHUNK_BYTES_MAX + 1024;
 /// Largest chunk of log frames in one [`Message::Frames`].
@@ -98,12 +100,17 @@ pub enum Message {
         first_lsn: u64,
         /// The LSN after the chunk's last record.
         end_lsn: u64,
-        /// The leader's last durable LSN when sent (for progress).
+        /// The leader's last durable LSN when sent. Frames past it were
+        /// shipped before the leader's fsync: the follower makes them
+        /// durable but shows them only once a later `leader_lsn` (or a
+        /// heartbeat's `last_lsn`) covers them.
         leader_lsn: u64,
         /// The frames.
         bytes: Vec<u8>,
     },
-    /// Leader -> follower, when idle: the leader is alive and where it is.
+    /// Leader -> follower, when idle (and at once when its durable end
+    /// passes frames the follower holds unconfirmed): the leader is alive
+    /// and where it is.
     Heartbeat {
         /// The leader's epoch.
         epoch: u64,

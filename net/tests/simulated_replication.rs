@@ -3,7 +3,9 @@
 //! appends failing as on a full disk,
 //! the follower crashed and restarted, the leader writing throughout. After
 //! every step the invariants are checked; at the end the logs must be
-//! frame-for-frame identical.
+//! frame-for-frame identical. With `ship_unsynced`, the leader ships each
+//! frame before its (modelled) fsync, and crashes as a machine does,
+//! losing a frame it shipped but had not made durable.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::collections::VecDeque;
 use vigil_engine::{Batch, LogPosition, Op, Options, Store};
 use vigil_net::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use vigil_net::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
-use vigil_net::wire::Message;
+use vigil_net::wire::{Message, RefuseCode};
 
 struct Conn {
     to_leader: VecDeque<(u64, Message)>,
@@ -23,14 +25,31 @@ struct Conn {
 struct Sim {
     rng: Rng,
     now: u64,
-    leader: Store,
+    /// `None` only while it restarts.
+    leader: Option<Store>,
+    leader_dir: std::path::PathBuf,
+    /// Frames are shipped before the leader's fsync.
+    unsynced: bool,
+    /// The leader's durable end as modelled: with `unsynced`, the newest
+    /// frame is durable only once `fsync_due` passes.
+    leader_durable: u64,
+    /// When the newest frame becomes durable on the leader, and its end.
+    fsync_due: Option<(u64, u64)>,
+    /// The leader crashed and came back without frames after this LSN; the
+    /// follower may hold them until it rejoins.
+    lost_after: Option<u64>,
+    /// The follower's log end when it last restarted: a reopened store
+    /// indexes its whole log, confirmed or not.
+    replayed_through: u64,
+    leader_crashes: u64,
+    rejoins: u64,
     follower_dir: tempfile::TempDir,
     follower_store: Option<Store>,
     follower: Follower,
     session: Option<LeaderSession>,
     conn: Option<Conn>,
-    /// An append in progress and when it completes.
-    append: Option<(u64, Vec<u8>)>,
+    /// An append in progress (when it completes, frames, confirmed).
+    append: Option<(u64, Vec<u8>, u64)>,
     highest_durable: u64,
     corruptions: u64,
     /// Checksum failures counted by follower machines before a restart.
@@ -56,6 +75,13 @@ fn settle(store: &Store) {
     }
 }
 
+fn leader_opts() -> Options {
+    Options {
+        segment_bytes: 64 * 1024,
+        ..Options::default()
+    }
+}
+
 fn frames(store: &Store) -> Vec<Vec<u8>> {
     store
         .log_frames()
@@ -64,22 +90,24 @@ fn frames(store: &Store) -> Vec<Vec<u8>> {
 }
 
 impl Sim {
-    fn new(seed: u64, leader_dir: &std::path::Path) -> Self {
-        let leader = Store::open_with(
-            leader_dir,
-            Options {
-                segment_bytes: 64 * 1024,
-                ..Options::default()
-            },
-        )
-        .expect("leader");
+    fn new(seed: u64, leader_dir: &std::path::Path, unsynced: bool) -> Self {
+        let leader = Store::open_with(leader_dir, leader_opts()).expect("leader");
+        let leader_durable = leader.log_end().lsn;
         let follower_dir = tempfile::tempdir().expect("dir");
         let store = Store::open_with(follower_dir.path(), replica_opts()).expect("replica");
         let follower = Follower::new(follower_cfg(), store.log_end());
         Sim {
             rng: Rng(seed | 1),
             now: 0,
-            leader,
+            leader: Some(leader),
+            leader_dir: leader_dir.to_path_buf(),
+            unsynced,
+            leader_durable,
+            fsync_due: None,
+            lost_after: None,
+            replayed_through: 0,
+            leader_crashes: 0,
+            rejoins: 0,
             follower_dir,
             follower_store: Some(store),
             follower,
@@ -92,6 +120,10 @@ impl Sim {
             disk_failures: 0,
             written: 0,
         }
+    }
+
+    fn leader(&self) -> &Store {
+        self.leader.as_ref().expect("the leader is up")
     }
 
     fn delay(&mut self) -> u64 {
@@ -121,25 +153,43 @@ impl Sim {
                         }
                     }
                     LeaderAction::ComparePosition { epoch, lsn, crc } => {
-                        let p = self.leader.position_of(epoch, lsn, crc).expect("position");
+                        let p = self
+                            .leader()
+                            .position_of(epoch, lsn, crc)
+                            .expect("position");
                         assert!(
-                            matches!(p, LogPosition::Prefix { .. }),
-                            "the follower's log is always a prefix here: {p:?}"
+                            matches!(p, LogPosition::Prefix { .. })
+                                || self.lost_after.is_some_and(|cut| matches!(
+                                    p,
+                                    LogPosition::Diverged { agree_until } if agree_until >= cut
+                                )),
+                            "the follower's log is a prefix, or holds exactly what the leader lost: {p:?}"
                         );
+                        if matches!(p, LogPosition::Prefix { .. }) {
+                            // It never received what the leader lost.
+                            self.lost_after = None;
+                        }
                         queue.push_back(LeaderEvent::Position(p));
                     }
                     LeaderAction::ReadLog {
                         from_lsn,
                         max_bytes,
                     } => {
-                        let c = self.leader.read_log(from_lsn, max_bytes).expect("read");
+                        let c = self.leader().read_log(from_lsn, max_bytes).expect("read");
                         queue.push_back(LeaderEvent::Chunk(c));
                     }
                     LeaderAction::Watermarks(w) => {
-                        assert!(w.durable <= self.leader.last_lsn());
+                        assert!(w.durable <= self.leader().last_lsn());
                         assert!(w.applied <= w.durable && w.durable <= w.received);
                     }
                     LeaderAction::Close(_) => {
+                        // As the driver does: what was sent (a refusal)
+                        // arrives before the connection closes.
+                        let sent = self.conn.take().map(|c| c.to_follower).unwrap_or_default();
+                        self.session = None;
+                        for (_, m) in sent {
+                            self.follower_event(FollowerEvent::Message(m));
+                        }
                         self.cut();
                         return;
                     }
@@ -161,13 +211,15 @@ impl Sim {
                         to_leader: VecDeque::new(),
                         to_follower: VecDeque::new(),
                     });
-                    let mut s =
-                        LeaderSession::new(LeaderConfig::new("c", "a", "http://a"), self.now);
+                    let mut cfg = LeaderConfig::new("c", "a", "http://a");
+                    cfg.ship_unsynced = self.unsynced;
+                    let mut s = LeaderSession::new(cfg, self.now);
                     s.handle(
                         LeaderEvent::LogAdvanced {
-                            last_lsn: self.leader.last_lsn(),
+                            written_lsn: self.leader().last_lsn(),
+                            last_lsn: self.leader_durable,
                             last_commit_us: 0,
-                            epoch: self.leader.epoch(),
+                            epoch: self.leader().epoch(),
                         },
                         self.now,
                     );
@@ -181,13 +233,24 @@ impl Sim {
                         c.to_leader.push_back((at, m));
                     }
                 }
-                FollowerAction::Append(bytes) => {
+                FollowerAction::Append { frames, confirmed } => {
                     assert!(self.append.is_none(), "one append at a time");
                     let at = self.now + 500 + self.rng.below(5_000);
-                    self.append = Some((at, bytes));
+                    self.append = Some((at, frames, confirmed));
+                }
+                FollowerAction::Confirm(lsn) => {
+                    assert!(
+                        lsn <= self.leader_durable,
+                        "only durable frames are confirmed"
+                    );
+                    let store = self.follower_store.as_ref().expect("store");
+                    store.confirm_log(lsn).expect("confirm");
                 }
                 FollowerAction::Disconnect(_) => self.cut_quietly(),
-                FollowerAction::Stop(why) => panic!("follower stopped: {why}"),
+                FollowerAction::Stop(why) => match self.follower.refusal() {
+                    Some((RefuseCode::Diverged, agree_until)) => self.rejoin(agree_until),
+                    _ => panic!("follower stopped: {why}"),
+                },
             }
         }
     }
@@ -203,6 +266,65 @@ impl Sim {
         self.session = None;
     }
 
+    /// The follower was refused as diverged: cut its log where the leader's
+    /// ends (only frames the leader lost in a crash are cut) and follow again.
+    fn rejoin(&mut self, agree_until: u64) {
+        let lost_after = self.lost_after.expect("only a lost tail diverges");
+        assert!(agree_until >= lost_after);
+        self.cut_quietly();
+        self.append = None;
+        self.failures_before += self.follower.counters().checksum_failures;
+        let store = self.follower_store.take().expect("store");
+        let visible = store.last_lsn();
+        drop(store);
+        Store::cut_log(self.follower_dir.path(), replica_opts(), agree_until).expect("cut");
+        let store = Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen");
+        let end = store.log_end().lsn;
+        // What it held past the leader's crash-time durable end went, and
+        // nothing before it (the leader lost one frame at most).
+        assert_eq!(end, lost_after, "cut exactly what the leader lost");
+        assert!(
+            visible <= end || self.replayed_through > end,
+            "the cut frames were never shown (visible {visible}, cut after {end})"
+        );
+        self.follower = Follower::new(follower_cfg(), store.log_end());
+        self.follower_store = Some(store);
+        self.highest_durable = end;
+        self.replayed_through = end;
+        self.lost_after = None;
+        self.rejoins += 1;
+    }
+
+    /// The leader's newest frame becomes durable there.
+    fn leader_fsync(&mut self) {
+        if let Some((_, lsn)) = self.fsync_due.take() {
+            self.leader_durable = lsn;
+            let (written, epoch) = (self.leader().last_lsn(), self.leader().epoch());
+            self.leader_event(LeaderEvent::LogAdvanced {
+                written_lsn: written,
+                last_lsn: lsn,
+                last_commit_us: 0,
+                epoch,
+            });
+        }
+    }
+
+    /// The leader's machine crashes before its fsync: it comes back
+    /// without the frame it had shipped.
+    fn crash_leader(&mut self) {
+        let cut = self.leader_durable;
+        self.fsync_due = None;
+        self.cut();
+        let dir = self.leader_dir.clone();
+        drop(self.leader.take());
+        Store::cut_log(&dir, leader_opts(), cut).expect("lose the unsynced frame");
+        self.leader = Some(Store::open_with(&dir, leader_opts()).expect("reopen leader"));
+        assert_eq!(self.leader().log_end().lsn, cut);
+        // A follower still holding an earlier lost frame diverges there.
+        self.lost_after = Some(self.lost_after.map_or(cut, |c| c.min(cut)));
+        self.leader_crashes += 1;
+    }
+
     fn crash_follower(&mut self) {
         self.cut_quietly();
         self.append = None;
@@ -211,6 +333,7 @@ impl Sim {
             drop(s);
         }
         let store = Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen");
+        self.replayed_through = store.log_end().lsn;
         self.follower = Follower::new(follower_cfg(), store.log_end());
         self.follower_store = Some(store);
     }
@@ -226,8 +349,20 @@ impl Sim {
         );
         self.highest_durable = durable;
         assert_eq!(self.follower.log_end().lsn, durable);
-        if durable > 0 {
-            let theirs = self.leader.frame_ending_at(durable).expect("read");
+        let visible = store.last_lsn();
+        assert!(
+            visible <= self.leader_durable.max(self.replayed_through),
+            "shown only once durable on the leader: visible {visible}, leader durable {}",
+            self.leader_durable
+        );
+        assert!(
+            durable <= self.leader().last_lsn() || self.lost_after.is_some(),
+            "ahead of the leader only after it lost its unsynced tail"
+        );
+        if self.lost_after.is_some_and(|cut| durable > cut) {
+            // It holds what the leader lost, until it rejoins.
+        } else if durable > 0 {
+            let theirs = self.leader().frame_ending_at(durable).expect("read");
             assert_eq!(
                 theirs.map(|h| h.crc),
                 Some(end.crc),
@@ -241,7 +376,8 @@ impl Sim {
 
     fn step(&mut self, writing: bool) {
         self.now += 1_000;
-        if writing && self.rng.chance(300) {
+        // The leader's writer starts a frame once the last one is durable.
+        if writing && self.fsync_due.is_none() && self.rng.chance(300) {
             let mut b = Batch::new();
             for _ in 0..1 + self.rng.below(20) {
                 self.written += 1;
@@ -252,13 +388,27 @@ impl Sim {
                 );
                 b.push(Op::put("Patient", id, body.into_bytes()));
             }
-            self.leader.commit(b).expect("commit");
-            let (lsn, epoch) = (self.leader.last_lsn(), self.leader.epoch());
+            self.leader().commit(b).expect("commit");
+            let (lsn, epoch) = (self.leader().last_lsn(), self.leader().epoch());
+            if self.unsynced {
+                // Written; durable a moment later (at times after the
+                // follower has it).
+                self.fsync_due = Some((self.now + self.rng.below(40_000), lsn));
+            } else {
+                self.leader_durable = lsn;
+            }
             self.leader_event(LeaderEvent::LogAdvanced {
-                last_lsn: lsn,
+                written_lsn: lsn,
+                last_lsn: self.leader_durable,
                 last_commit_us: 0,
                 epoch,
             });
+        }
+        if self.fsync_due.is_some() && self.rng.chance(5) {
+            self.crash_leader();
+        }
+        if self.fsync_due.is_some_and(|(at, _)| at <= self.now) {
+            self.leader_fsync();
         }
         if self.rng.chance(3) {
             self.cut();
@@ -281,8 +431,8 @@ impl Sim {
         }) {
             self.follower_event(FollowerEvent::Message(m.1));
         }
-        if self.append.as_ref().is_some_and(|(t, _)| *t <= self.now) {
-            let (_, bytes) = self.append.take().expect("append");
+        if self.append.as_ref().is_some_and(|(t, _, _)| *t <= self.now) {
+            let (_, bytes, confirmed) = self.append.take().expect("append");
             let store = self.follower_store.as_ref().expect("store");
             let full_disk = self.rng.chance(10);
             let e = if full_disk {
@@ -294,8 +444,14 @@ impl Sim {
                     error: "No space left on device (simulated)".into(),
                 }
             } else {
-                match store.append_log(bytes) {
-                    Ok(_) => FollowerEvent::Appended(store.log_end()),
+                let (tx, rx) = std::sync::mpsc::channel();
+                store
+                    .append_log_with(bytes, confirmed, move |r| {
+                        let _ = tx.send(r);
+                    })
+                    .expect("queued");
+                match rx.recv().expect("answered") {
+                    Ok(end) => FollowerEvent::Appended(end),
                     Err(e) => FollowerEvent::AppendFailed {
                         checksum: matches!(e, vigil_engine::Error::Replication(_)),
                         error: e.to_string(),
@@ -319,47 +475,75 @@ fn follower_cfg() -> FollowerConfig {
     c
 }
 
-fn run(seed: u64) {
+/// Runs one seed; returns (leader crashes, follower rejoins).
+fn run(seed: u64, unsynced: bool) -> (u64, u64) {
     let ld = tempfile::tempdir().expect("dir");
-    let mut sim = Sim::new(seed, ld.path());
+    let mut sim = Sim::new(seed, ld.path(), unsynced);
     for _ in 0..3_000 {
         sim.step(true);
     }
     // Writes stop; the follower must catch up completely.
     let mut steps = 0;
-    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader.last_lsn() {
+    // Caught up: durable, and confirmed (frames the leader shipped before
+    // its fsync are shown once it says they are durable).
+    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader().last_lsn()
+        || sim.follower.confirmed() < sim.leader().last_lsn()
+    {
         sim.step(false);
         steps += 1;
-        assert!(steps < 200_000, "seed {seed}: the follower never caught up");
+        assert!(
+            steps < 200_000,
+            "seed {seed}: the follower never caught up: durable {}, confirmed {}, leader {} (durable {}), {:?}, stopped {:?}",
+            sim.follower_store.as_ref().expect("store").log_end().lsn,
+            sim.follower.confirmed(),
+            sim.leader().last_lsn(),
+            sim.leader_durable,
+            sim.follower.leader(),
+            sim.follower.stopped(),
+        );
     }
     let follower = sim.follower_store.take().expect("store");
     settle(&follower);
     assert_eq!(
         frames(&follower),
-        frames(&sim.leader),
+        frames(sim.leader()),
         "seed {seed}: logs identical"
     );
     follower
         .verify()
         .expect("the follower's index equals a rebuild");
     assert!(sim.written > 100, "the leader wrote throughout");
+    (sim.leader_crashes, sim.rejoins)
 }
 
 #[test]
 fn replication_survives_cuts_corruption_and_restarts() {
     for seed in [1, 7, 42, 1234, 99_991] {
-        run(seed);
+        run(seed, false);
     }
+}
+
+#[test]
+fn frames_shipped_before_the_leaders_fsync_are_shown_only_once_durable_there() {
+    let (mut crashes, mut rejoins) = (0, 0);
+    for seed in [2, 11, 4242, 777] {
+        let (c, r) = run(seed, true);
+        eprintln!("seed {seed}: {c} crashes, {r} rejoins");
+        crashes += c;
+        rejoins += r;
+    }
+    assert!(crashes > 0, "the leader lost unsynced frames");
+    assert!(rejoins > 0, "a follower holding a lost frame cut it");
 }
 
 #[test]
 fn corrupted_frames_are_refetched_and_counted() {
     let ld = tempfile::tempdir().expect("dir");
-    let mut sim = Sim::new(3, ld.path());
+    let mut sim = Sim::new(3, ld.path(), false);
     for _ in 0..3_000 {
         sim.step(true);
     }
-    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader.last_lsn() {
+    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader().last_lsn() {
         sim.step(false);
     }
     let detected = sim.failures_before + sim.follower.counters().checksum_failures;
@@ -375,5 +559,5 @@ fn corrupted_frames_are_refetched_and_counted() {
     );
     let follower = sim.follower_store.take().expect("store");
     settle(&follower);
-    assert_eq!(frames(&follower), frames(&sim.leader));
+    assert_eq!(frames(&follower), frames(sim.leader()));
 }
