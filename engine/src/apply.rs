@@ -124,6 +124,18 @@ impl Backlog {
         s.frames.extend(frames);
     }
 
+    /// Forgets frames past `lsn` (a replica cut frames it held).
+    pub(crate) fn forget_after(&self, lsn: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s
+            .frames
+            .back()
+            .is_some_and(|f| f.header.end_lsn() - 1 > lsn)
+        {
+            s.frames.pop_back();
+        }
+    }
+
     fn add_bytes(&self, bytes: u64) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes += bytes;
     }

@@ -66,6 +66,14 @@ impl Segments {
         Ok(())
     }
 
+    /// Forgets a segment whose file is being removed.
+    pub(crate) fn remove(&self, first_lsn: u64) {
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&first_lsn);
+    }
+
     /// The segments' first LSNs, oldest first.
     pub(crate) fn list(&self) -> Vec<u64> {
         self.files
@@ -232,6 +240,55 @@ impl Appender {
         self.last_frame_crc = header.crc;
         self.segments.note_active(self.first_lsn, self.len);
         Ok((self.first_lsn, offset))
+    }
+
+    /// Cuts the active segment back to `offset` (a frame boundary in it),
+    /// whose last frame before has CRC `last_frame_crc`: the bytes after
+    /// are zeroed and fsynced first, so recovery never finds the cut frames
+    /// again. An error is fatal to the store (the file may be half zeroed).
+    pub(crate) fn rewind(&mut self, offset: u64, last_frame_crc: u32) -> Result<()> {
+        assert!(
+            offset >= SEGMENT_HEADER_BYTES as u64 && offset <= self.len,
+            "a rewind stays within the active segment's frames"
+        );
+        let path = self.segments.path_of(self.first_lsn);
+        let zeros = vec![0u8; (self.len - offset) as usize];
+        self.file
+            .write_all_at(&zeros, offset)
+            .map_err(|e| Error::io("cut frames", &path, e))?;
+        sync_data(&self.file, &path)?;
+        self.len = offset;
+        self.last_frame_crc = last_frame_crc;
+        self.segments.note_active(self.first_lsn, self.len);
+        Ok(())
+    }
+
+    /// Removes the active segment, all of whose frames are being cut, and
+    /// appends to the one before it again, whose valid bytes end at `len`
+    /// with a frame of CRC `last_frame_crc`. The file goes first (with a
+    /// directory fsync), so a crash leaves the log ending in that segment.
+    pub(crate) fn retreat(&mut self, previous: u64, len: u64, last_frame_crc: u32) -> Result<()> {
+        assert!(
+            previous < self.first_lsn,
+            "the segment before the active one"
+        );
+        let path = self.segments.path_of(self.first_lsn);
+        self.segments.remove(self.first_lsn);
+        std::fs::remove_file(&path).map_err(|e| Error::io("remove segment", &path, e))?;
+        sync_dir(self.segments.dir())?;
+        *self = Self::resume(
+            self.segments.clone(),
+            self.segment_bytes,
+            previous,
+            len,
+            last_frame_crc,
+        )?;
+        Ok(())
+    }
+
+    /// The first LSN of the active segment.
+    pub(crate) fn segment(&self) -> u64 {
+        self.first_lsn
     }
 
     /// The file the last frame was written to, and its path, for syncing.

@@ -311,49 +311,11 @@ impl Store {
     /// The header of the durable frame holding `lsn` (for its commit time
     /// and epoch), if the log has it.
     pub fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
-        if lsn == 0 || lsn > self.log_end().lsn {
-            return Ok(None);
-        }
-        let Some(&(first, seg, off)) = self.frames_from(lsn, 1)?.first() else {
-            return Ok(None);
-        };
-        let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
-        let h = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
-            segment: self.inner.segments.path_of(seg),
-            offset: off,
-            detail: e.to_string(),
-        })?;
-        assert_eq!(h.first_lsn, first, "the index places frames where they are");
-        Ok(Some(h))
+        self.inner.frame_at(lsn)
     }
 
-    /// Where the durable frames are, from the one holding `lsn` on, in log
-    /// order: `(first LSN, segment, file offset)`, at most `max`. Frames
-    /// the index has not applied yet come from the applier's backlog, so
-    /// the leader ships a frame as soon as it is durable, not once indexed.
     fn frames_from(&self, lsn: u64, max: usize) -> Result<Vec<(u64, u64, u64)>> {
-        let at = |f: &crate::apply::Unindexed| (f.header.first_lsn, f.segment, f.offset);
-        // The backlog first, the index after: a frame leaves the backlog
-        // only once indexed, so between the two every frame is seen.
-        let pending = self.inner.backlog.frames_from(lsn, max);
-        if pending.first().is_some_and(|f| f.header.first_lsn <= lsn) {
-            return Ok(pending.iter().map(at).collect());
-        }
-        let snap = Snapshot::new(&self.inner.index())?;
-        let Some(first) = snap.frame_holding(lsn)? else {
-            return Ok(Vec::new());
-        };
-        let mut out = vec![first];
-        out.extend(snap.frames_after(first.0, max.saturating_sub(1))?);
-        let indexed_to = out.last().map_or(0, |f| f.0);
-        out.extend(
-            pending
-                .iter()
-                .filter(|f| f.header.first_lsn > indexed_to)
-                .map(at),
-        );
-        out.truncate(max);
-        Ok(out)
+        self.inner.frames_from(lsn, max)
     }
 
     /// The header of the frame that ends exactly at `lsn`, if this log has
@@ -488,6 +450,26 @@ impl Store {
         })
     }
 
+    /// Cuts the frames after `after_lsn` that this replica holds
+    /// unconfirmed (see [`Store::append_log_with`]): its leader came back
+    /// from a crash of its machine without frames it had shipped before
+    /// its fsync, and said so by answering that the logs diverged after
+    /// `after_lsn`. A frame holding `after_lsn` goes whole. The bytes are
+    /// zeroed and fsynced, so a restart does not find them again. Refused
+    /// (changing nothing) when any frame to cut was shown or indexed (after
+    /// a restart, say) or they begin in a sealed segment: then the store
+    /// must be closed and cut with [`Store::cut_log`], which keeps what it
+    /// cuts in quarantine. Returns the new durable end.
+    pub fn drop_unconfirmed(&self, after_lsn: u64) -> Result<LogEnd> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Request::Control {
+            op: Control::DropUnconfirmed(after_lsn),
+            reply: Reply::Channel(reply),
+        })?;
+        self.wait(rx)?;
+        Ok(self.log_end())
+    }
+
     /// Makes frames appended through `lsn` visible: the leader's durable
     /// end moved there (see [`Store::append_log_with`]). Returns at once;
     /// the writer confirms in order with the appends.
@@ -496,5 +478,55 @@ impl Store {
             op: Control::Confirm(lsn),
             reply: Reply::Callback(Box::new(|_: Result<()>| {})),
         })
+    }
+}
+
+impl Inner {
+    /// The header of the durable frame holding `lsn` (for its commit time
+    /// and epoch), if the log has it.
+    pub(crate) fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
+        if lsn == 0 || lsn > self.log_end().lsn {
+            return Ok(None);
+        }
+        let Some(&(first, seg, off)) = self.frames_from(lsn, 1)?.first() else {
+            return Ok(None);
+        };
+        let head = self.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+        let h = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
+            segment: self.segments.path_of(seg),
+            offset: off,
+            detail: e.to_string(),
+        })?;
+        assert_eq!(h.first_lsn, first, "the index places frames where they are");
+        Ok(Some(h))
+    }
+
+    /// Where the durable frames are, from the one holding `lsn` on, in log
+    /// order: `(first LSN, segment, file offset)`, at most `max`. Frames
+    /// the index has not applied yet come from the applier's backlog, so
+    /// the leader ships a frame as soon as it is durable, not once indexed.
+    pub(crate) fn frames_from(&self, lsn: u64, max: usize) -> Result<Vec<(u64, u64, u64)>> {
+        let at = |f: &crate::apply::Unindexed| (f.header.first_lsn, f.segment, f.offset);
+        // The backlog first, the index after: a frame leaves the backlog
+        // only once indexed, so between the two every frame is seen.
+        let pending = self.backlog.frames_from(lsn, max);
+        if pending.first().is_some_and(|f| f.header.first_lsn <= lsn) {
+            return Ok(pending.iter().map(at).collect());
+        }
+        let snap = Snapshot::new(&self.index())?;
+        let Some(first) = snap.frame_holding(lsn)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
+        out.extend(snap.frames_after(first.0, max.saturating_sub(1))?);
+        let indexed_to = out.last().map_or(0, |f| f.0);
+        out.extend(
+            pending
+                .iter()
+                .filter(|f| f.header.first_lsn > indexed_to)
+                .map(at),
+        );
+        out.truncate(max);
+        Ok(out)
     }
 }

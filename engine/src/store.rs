@@ -277,6 +277,20 @@ impl Inner {
         self.lsn_moved.1.notify_all();
     }
 
+    /// Moves the log's ends back to `end` (a replica cut frames its leader
+    /// lost). Listeners are not told: they hear ends only going forward.
+    pub(crate) fn reset_log_end(&self, end: crate::replica::LogEnd) {
+        {
+            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            g.tip = crate::replica::LogTip {
+                written_lsn: end.lsn,
+                durable: end,
+            };
+        }
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
+    }
+
     /// Records that the log holds frames through `lsn`, written but not
     /// yet fsynced (the writer calls it between its write and its fsync),
     /// and tells the listeners, so replication ships them while the fsync

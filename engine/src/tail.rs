@@ -80,6 +80,13 @@ impl Tail {
         });
     }
 
+    /// Forgets every frame (the log was cut).
+    pub(crate) fn clear(&self) {
+        let mut s = self.lock();
+        s.frames.clear();
+        s.bytes = 0;
+    }
+
     /// The frames from the one starting at `from_lsn`, as
     /// [`Store::read_log`](crate::Store::read_log) would read them: whole
     /// frames of one segment, at most `max_bytes` (but always one frame),

@@ -34,6 +34,7 @@ use crate::rebuild::rebuild_into;
 use crate::record::{
     BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
 };
+use crate::segment::SEGMENT_HEADER_BYTES;
 use crate::store::{DictionaryPolicy, Inner};
 
 /// Most operations the writer puts in one group.
@@ -88,6 +89,9 @@ pub(crate) enum Control {
     /// The leader's durable end moved: frames appended through it may be
     /// indexed and made visible.
     Confirm(u64),
+    /// The leader came back without frames after this LSN: cut them, if
+    /// they were never shown.
+    DropUnconfirmed(u64),
     Shutdown,
 }
 
@@ -355,6 +359,7 @@ impl WriterState {
                 self.confirm(lsn);
                 Ok(())
             }
+            Control::DropUnconfirmed(after) => self.drop_unconfirmed(after),
             Control::Shutdown => self.stop_applier(),
         }
     }
@@ -860,6 +865,87 @@ impl WriterState {
             }
             self.held.pop_front();
         }
+    }
+
+    /// Cuts the frames that end after `after`, all of which must be held
+    /// (never shown) and in the active segment; the log then ends at the
+    /// last frame before them. Refused otherwise, changing nothing.
+    fn drop_unconfirmed(&mut self, after: u64) -> Result<()> {
+        let refuse = |why: &str| {
+            Err(Error::Replication(format!(
+                "cannot cut this log after lsn {after}: {why}"
+            )))
+        };
+        if !self.inner.read_only.load(Ordering::Acquire) {
+            return refuse("it takes local commits");
+        }
+        if after >= self.next_lsn - 1 {
+            return Ok(());
+        }
+        // The first frame ending after `after`, among the held ones.
+        let Some((j, f)) = self.held.iter().enumerate().find_map(|(j, job)| {
+            job.frames
+                .iter()
+                .position(|(_, h, _, _)| h.end_lsn() - 1 > after)
+                .map(|f| (j, f))
+        }) else {
+            return refuse("the frames after it were shown");
+        };
+        let (_, first, segment, offset) = self.held[j].frames[f];
+        if first.first_lsn > after + 1 {
+            return refuse("frames after it were shown");
+        }
+        if segment != self.appender.segment() {
+            return refuse("the frames to cut begin in a sealed segment");
+        }
+        let kept_end = first.first_lsn - 1;
+        let Some(&(_, kept_segment, kept_offset)) = self.inner.frames_from(kept_end, 1)?.first()
+        else {
+            return refuse("nothing would be left of the log");
+        };
+        let Some(h) = self.inner.frame_at(kept_end)? else {
+            return refuse("nothing would be left of the log");
+        };
+        let kept = crate::replica::LogEnd {
+            lsn: kept_end,
+            epoch: h.epoch,
+            crc: h.crc,
+            timestamp_us: h.timestamp_us,
+        };
+        let cut = if offset == SEGMENT_HEADER_BYTES as u64 {
+            // The cut frames fill the active segment: the one before it,
+            // which ends with the kept frame, is active again.
+            assert!(
+                kept_segment < segment,
+                "the kept frame is in an earlier segment"
+            );
+            self.appender
+                .retreat(kept_segment, kept_offset + h.frame_len(), kept.crc)
+        } else {
+            self.appender.rewind(offset, kept.crc)
+        };
+        cut.inspect_err(|e| self.inner.poison(e.to_string()))?;
+        self.held.truncate(j + 1);
+        if let Some(job) = self.held.back_mut() {
+            match job.split_through(kept_end) {
+                Some(front) => *job = front,
+                None => {
+                    self.held.pop_back();
+                }
+            }
+        }
+        self.inner.backlog.forget_after(kept_end);
+        self.inner.tail.clear();
+        self.next_lsn = kept_end + 1;
+        self.epoch = kept.epoch;
+        self.last_ts = kept.timestamp_us;
+        self.inner.epoch.store(kept.epoch, Ordering::Release);
+        self.inner.reset_log_end(kept);
+        tracing::warn!(
+            from_lsn = kept_end + 1,
+            "cut frames the leader lost before it made them durable (never shown here)"
+        );
+        Ok(())
     }
 
     /// Waits until the applier has indexed everything written, so that the

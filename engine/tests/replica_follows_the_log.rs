@@ -375,3 +375,106 @@ fn a_reopened_replica_indexes_its_whole_log() {
     assert_eq!(replica.last_lsn(), end);
     assert!(live(&replica, "p1"));
 }
+
+#[test]
+fn frames_never_shown_are_cut_in_place_when_the_leader_lost_them() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let b = leader.log_end().lsn;
+    for i in 1..=3u32 {
+        put(&leader, "Patient", &format!("p{i}"), patient("p", i));
+    }
+    let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    assert_eq!(append_confirmed(&replica, all.bytes, b + 1), b + 3);
+    assert_eq!(visible_after(&replica, 0), b + 1);
+    // A frame that was shown is never cut in place.
+    assert!(matches!(
+        replica.drop_unconfirmed(b),
+        Err(Error::Replication(_))
+    ));
+    assert_eq!(replica.log_end().lsn, b + 3, "a refusal changes nothing");
+    // The leader came back ending at b + 2: p3's frame goes.
+    let end = replica.drop_unconfirmed(b + 2).expect("cut");
+    assert_eq!(end.lsn, b + 2);
+    let kept = leader.frame_ending_at(b + 2).expect("read").expect("frame");
+    assert_eq!((end.crc, end.epoch), (kept.crc, kept.epoch));
+    assert_eq!(replica.log_end(), end);
+    replica.confirm_log(b + 2).expect("confirm");
+    assert_eq!(visible_after(&replica, b + 1), b + 2);
+    assert!(!live(&replica, "p3"));
+    // The log continues from there, with what the leader sends now.
+    let next = leader
+        .read_log(b + 3, 1 << 20)
+        .expect("read")
+        .expect("frame");
+    assert_eq!(append_confirmed(&replica, next.bytes, b + 3), b + 3);
+    assert_eq!(visible_after(&replica, b + 2), b + 3);
+    assert_eq!(frames(&replica), frames(&leader));
+    // Cut bytes are zeroed: a reopened store does not find them again.
+    let end = replica.drop_unconfirmed(b + 2);
+    assert!(end.is_err(), "p3's frame was shown this time");
+    drop(replica);
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    assert_eq!(replica.log_end().lsn, b + 3);
+    assert_eq!(frames(&replica), frames(&leader));
+}
+
+#[test]
+fn a_lost_frame_that_began_a_segment_takes_the_segment_with_it() {
+    let (ld, rd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    // Commit until the log spans two segments.
+    let mut i = 0u32;
+    while segments(ld.path()).len() < 2 {
+        put(&leader, "Patient", &format!("p{i}"), patient("p", i));
+        i += 1;
+    }
+    // A chunk never crosses a segment: the first ends where the second begins.
+    let first = leader
+        .read_log(1, usize::MAX)
+        .expect("read")
+        .expect("frames");
+    let lost = leader
+        .read_log(first.end_lsn, 1)
+        .expect("read")
+        .expect("frame");
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let kept_end = first.end_lsn - 1;
+    assert_eq!(append_confirmed(&replica, first.bytes, kept_end), kept_end);
+    assert_eq!(
+        append_confirmed(&replica, lost.bytes, kept_end),
+        lost.end_lsn - 1
+    );
+    assert_eq!(
+        segments(rd.path()).len(),
+        2,
+        "the lost frame began a segment"
+    );
+    let end = replica.drop_unconfirmed(kept_end).expect("cut");
+    assert_eq!(end.lsn, kept_end);
+    assert_eq!(segments(rd.path()).len(), 1, "its segment is gone");
+    // Appending resumes in the segment before, and rotates as the leader did.
+    let again = leader
+        .read_log(first.end_lsn, 1 << 20)
+        .expect("read")
+        .expect("frames");
+    assert_eq!(
+        append_confirmed(&replica, again.bytes, again.end_lsn - 1),
+        again.end_lsn - 1
+    );
+    drop(replica);
+    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    assert_eq!(replica.log_end().lsn, again.end_lsn - 1);
+    let theirs: Vec<_> = frames(&leader)
+        .into_iter()
+        .take(frames(&replica).len())
+        .collect();
+    assert_eq!(frames(&replica), theirs, "frame for frame the leader's");
+}

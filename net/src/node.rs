@@ -1206,6 +1206,12 @@ async fn follow(
                         if let Some((c, _)) = conn.take() {
                             c.close(2u32.into(), why.as_bytes());
                         }
+                        if let Some(end) = drop_lost_tail(&store, machine.refusal()).await {
+                            // Only frames never shown were cut: follow on.
+                            machine =
+                                Follower::new(FollowerConfig::new(&cfg.cluster, &cfg.node), end);
+                            pending.push_back(FollowerEvent::Tick);
+                        }
                     }
                 }
             }
@@ -1279,6 +1285,40 @@ async fn follow(
     }
     if let Some((c, _)) = conn {
         c.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// A leader that refused this follower as diverged may have come back
+/// from a crash of its machine without the frame it shipped before its
+/// fsync (`ship_unsynced`): this follower holds that frame unconfirmed,
+/// never shown, and cuts it itself. Returns the new log end then; `None`
+/// when the refusal is another, or the divergence is more than that (a
+/// rejoin's cut with quarantine, or an operator, must act).
+async fn drop_lost_tail(
+    store: &Arc<Store>,
+    refusal: Option<(crate::wire::RefuseCode, u64)>,
+) -> Option<vigil_engine::LogEnd> {
+    let Some((crate::wire::RefuseCode::Diverged, after)) = refusal else {
+        return None;
+    };
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.drop_unconfirmed(after)).await {
+        Ok(Ok(end)) => {
+            tracing::warn!(
+                agree_until = after,
+                log_end = end.lsn,
+                "the leader lost frames it had shipped before its fsync; cut them here (never shown) and following again"
+            );
+            Some(end)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("the logs diverged by more than a lost unsynced frame: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::error!("cutting a lost tail: {e}");
+            None
+        }
     }
 }
 

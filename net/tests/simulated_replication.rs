@@ -43,6 +43,8 @@ struct Sim {
     replayed_through: u64,
     leader_crashes: u64,
     rejoins: u64,
+    /// Rejoins that cut the lost frames in place (never shown).
+    dropped: u64,
     follower_dir: tempfile::TempDir,
     follower_store: Option<Store>,
     follower: Follower,
@@ -108,6 +110,7 @@ impl Sim {
             replayed_through: 0,
             leader_crashes: 0,
             rejoins: 0,
+            dropped: 0,
             follower_dir,
             follower_store: Some(store),
             follower,
@@ -276,9 +279,25 @@ impl Sim {
         self.failures_before += self.follower.counters().checksum_failures;
         let store = self.follower_store.take().expect("store");
         let visible = store.last_lsn();
-        drop(store);
-        Store::cut_log(self.follower_dir.path(), replica_opts(), agree_until).expect("cut");
-        let store = Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen");
+        // Frames never shown are cut in place; after a restart showed
+        // them, the store is closed and cut with quarantine.
+        let store = match store.drop_unconfirmed(agree_until) {
+            Ok(_) => {
+                self.dropped += 1;
+                store
+            }
+            Err(e) => {
+                // Good reasons: a restart showed the frame, or it begins
+                // a segment (cutting it in place would unseal the last).
+                assert!(
+                    self.replayed_through > lost_after || e.to_string().contains("sealed segment"),
+                    "refused only for a good reason: {e}"
+                );
+                drop(store);
+                Store::cut_log(self.follower_dir.path(), replica_opts(), agree_until).expect("cut");
+                Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen")
+            }
+        };
         let end = store.log_end().lsn;
         // What it held past the leader's crash-time durable end went, and
         // nothing before it (the leader lost one frame at most).
@@ -475,8 +494,9 @@ fn follower_cfg() -> FollowerConfig {
     c
 }
 
-/// Runs one seed; returns (leader crashes, follower rejoins).
-fn run(seed: u64, unsynced: bool) -> (u64, u64) {
+/// Runs one seed; returns (leader crashes, follower rejoins, rejoins by
+/// cutting in place).
+fn run(seed: u64, unsynced: bool) -> (u64, u64, u64) {
     let ld = tempfile::tempdir().expect("dir");
     let mut sim = Sim::new(seed, ld.path(), unsynced);
     for _ in 0..3_000 {
@@ -513,7 +533,7 @@ fn run(seed: u64, unsynced: bool) -> (u64, u64) {
         .verify()
         .expect("the follower's index equals a rebuild");
     assert!(sim.written > 100, "the leader wrote throughout");
-    (sim.leader_crashes, sim.rejoins)
+    (sim.leader_crashes, sim.rejoins, sim.dropped)
 }
 
 #[test]
@@ -525,15 +545,17 @@ fn replication_survives_cuts_corruption_and_restarts() {
 
 #[test]
 fn frames_shipped_before_the_leaders_fsync_are_shown_only_once_durable_there() {
-    let (mut crashes, mut rejoins) = (0, 0);
+    let (mut crashes, mut rejoins, mut dropped) = (0, 0, 0);
     for seed in [2, 11, 4242, 777] {
-        let (c, r) = run(seed, true);
-        eprintln!("seed {seed}: {c} crashes, {r} rejoins");
+        let (c, r, d) = run(seed, true);
+        eprintln!("seed {seed}: {c} leader crashes, {r} rejoins, {d} by cutting in place");
         crashes += c;
         rejoins += r;
+        dropped += d;
     }
     assert!(crashes > 0, "the leader lost unsynced frames");
     assert!(rejoins > 0, "a follower holding a lost frame cut it");
+    assert!(dropped > 0, "a follower cut a lost frame in place");
 }
 
 #[test]
