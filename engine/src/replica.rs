@@ -282,18 +282,25 @@ impl Store {
     /// it. A chunk from memory is what was written; unlike one read back
     /// from disk, its checksums are not verified again.
     ///
-    /// Unlike `read_log`, it may return frames not yet durable here: up to
-    /// the written end ([`LogTip::written_lsn`]), so a leader ships a frame
-    /// while its own fsync runs. A replica must not make such frames
-    /// visible before the leader's durable end covers them (see
-    /// [`Store::append_log_with`]): a leader whose machine crashes before
-    /// the fsync may come back without them.
-    pub fn read_log_recent(&self, from_lsn: u64, max_bytes: usize) -> Option<LogChunk> {
-        let written = self.inner.log_tip().written_lsn;
-        if from_lsn == 0 || from_lsn > written {
+    /// No frame past `through_lsn` is returned. Unlike `read_log`, it may
+    /// return frames not yet durable here: up to the written end
+    /// ([`LogTip::written_lsn`]), so a leader ships a frame while its own
+    /// fsync runs. A replica must not make such frames visible before the
+    /// leader's durable end covers them (see [`Store::append_log_with`]):
+    /// a leader whose machine crashes before the fsync may come back
+    /// without them. Pass the durable end as `through_lsn` for durable
+    /// frames only.
+    pub fn read_log_recent(
+        &self,
+        from_lsn: u64,
+        max_bytes: usize,
+        through_lsn: u64,
+    ) -> Option<LogChunk> {
+        let end = self.inner.log_tip().written_lsn.min(through_lsn);
+        if from_lsn == 0 || from_lsn > end {
             return None;
         }
-        self.inner.tail.read(from_lsn, max_bytes, written)
+        self.inner.tail.read(from_lsn, max_bytes, end)
     }
 
     /// Every durable frame of the log from the first, in order, each as

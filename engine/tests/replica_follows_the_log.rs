@@ -194,7 +194,7 @@ fn the_newest_frames_read_from_memory_equal_those_on_disk() {
         // As replication reads the live tail: from where it stopped, with
         // budgets small enough to split chunks at frames and at segments.
         for max in [1, 700, 64 * 1024] {
-            if let Some(mem) = leader.read_log_recent(next, max) {
+            if let Some(mem) = leader.read_log_recent(next, max, u64::MAX) {
                 let disk = leader.read_log(next, max).expect("read").expect("durable");
                 assert_eq!(mem, disk, "lsn {next}, budget {max}");
                 served += 1;
@@ -209,13 +209,15 @@ fn the_newest_frames_read_from_memory_equal_those_on_disk() {
     }
     assert!(served > 500, "the tail served the live reads ({served})");
     assert!(
-        leader.read_log_recent(leader.last_lsn() + 1, 1).is_none(),
+        leader
+            .read_log_recent(leader.last_lsn() + 1, 1, u64::MAX)
+            .is_none(),
         "nothing past the end"
     );
     // After a restart the tail is empty: every read goes to disk.
     drop(leader);
     let leader = Store::open_with(dir.path(), small_segments(false)).expect("reopen");
-    assert!(leader.read_log_recent(next, 64 * 1024).is_none());
+    assert!(leader.read_log_recent(next, 64 * 1024, u64::MAX).is_none());
 }
 
 #[test]

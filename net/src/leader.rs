@@ -106,12 +106,16 @@ pub enum LeaderAction {
         /// CRC of the follower's last frame.
         crc: u32,
     },
-    /// Read frames from `from_lsn`, at most `max_bytes`; answer with `Chunk`.
+    /// Read frames from `from_lsn`, at most `max_bytes`, none past
+    /// `through_lsn` (written, or durable, as configured); answer with
+    /// `Chunk`.
     ReadLog {
         /// First LSN wanted (a frame boundary).
         from_lsn: u64,
         /// Byte budget.
         max_bytes: usize,
+        /// The last LSN that may be read.
+        through_lsn: u64,
     },
     /// The follower's watermarks advanced.
     Watermarks(Watermarks),
@@ -250,6 +254,11 @@ impl LeaderSession {
                     self.counters.chunks_sent += 1;
                     self.counters.bytes_sent += bytes;
                     self.counters.raw_bytes_sent += c.raw_bytes;
+                    // Without `ship_unsynced` every frame read is durable
+                    // (this session may not have heard so yet).
+                    if !self.cfg.ship_unsynced {
+                        self.leader_lsn = self.leader_lsn.max(c.end_lsn - 1);
+                    }
                     self.told_lsn = self.leader_lsn;
                     out.push(LeaderAction::Send(Message::Frames {
                         first_lsn: c.first_lsn,
@@ -468,6 +477,7 @@ impl LeaderSession {
         out.push(LeaderAction::ReadLog {
             from_lsn: self.next_send,
             max_bytes: (room as usize).min(self.cfg.chunk_bytes),
+            through_lsn: end,
         });
     }
 }
@@ -542,7 +552,8 @@ mod tests {
             out[1],
             LeaderAction::ReadLog {
                 from_lsn: 1,
-                max_bytes: 100
+                max_bytes: 100,
+                through_lsn: 50
             }
         ));
         let chunk = |first: u64, end: u64| {
@@ -599,5 +610,77 @@ mod tests {
             7,
         );
         assert_eq!(refusal(&out), Some(RefuseCode::Protocol));
+    }
+
+    #[test]
+    fn unsynced_frames_ship_with_the_durable_end_and_a_heartbeat_confirms_them() {
+        let mut cfg = LeaderConfig::new("c", "a", "http://a");
+        cfg.ship_unsynced = true;
+        let mut s = LeaderSession::new(cfg, 0);
+        let advanced = |written_lsn, last_lsn| LeaderEvent::LogAdvanced {
+            written_lsn,
+            last_lsn,
+            last_commit_us: 1,
+            epoch: 1,
+        };
+        s.handle(advanced(10, 10), 0);
+        s.handle(hello(PROTOCOL_VERSION, "c"), 1);
+        let out = s.handle(
+            LeaderEvent::Position(LogPosition::Prefix { next_lsn: 11 }),
+            2,
+        );
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, LeaderAction::ReadLog { .. })),
+            "nothing written past the follower yet"
+        );
+        // Written, fsync under way: it ships, marked not durable yet.
+        let out = s.handle(advanced(15, 10), 3);
+        assert!(out.contains(&LeaderAction::ReadLog {
+            from_lsn: 11,
+            max_bytes: 256 * 1024,
+            through_lsn: 15
+        }));
+        let out = s.handle(
+            LeaderEvent::Chunk(Some(LogChunk {
+                first_lsn: 11,
+                end_lsn: 16,
+                frames: 1,
+                bytes: vec![0; 10],
+                raw_bytes: 30,
+            })),
+            4,
+        );
+        assert!(matches!(
+            out[0],
+            LeaderAction::Send(Message::Frames {
+                first_lsn: 11,
+                end_lsn: 16,
+                leader_lsn: 10,
+                ..
+            })
+        ));
+        // Durable: the follower hears so at once, not at the next heartbeat.
+        let out = s.handle(advanced(15, 15), 5);
+        assert!(out.contains(&LeaderAction::Send(Message::Heartbeat {
+            epoch: 1,
+            last_lsn: 15,
+            last_commit_us: 1
+        })));
+        // Told once: nothing more until something moves or the interval.
+        assert!(s.handle(LeaderEvent::Tick, 6).is_empty());
+        // Without ship_unsynced only durable frames are read.
+        let mut s = LeaderSession::new(LeaderConfig::new("c", "a", "http://a"), 0);
+        s.handle(advanced(10, 10), 0);
+        s.handle(hello(PROTOCOL_VERSION, "c"), 1);
+        s.handle(
+            LeaderEvent::Position(LogPosition::Prefix { next_lsn: 11 }),
+            2,
+        );
+        let out = s.handle(advanced(15, 10), 3);
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, LeaderAction::ReadLog { .. }))
+        );
     }
 }

@@ -777,10 +777,12 @@ async fn serve_follower(
                     LeaderAction::ReadLog {
                         from_lsn,
                         max_bytes,
+                        through_lsn,
                     } => {
                         // The live tail comes from memory, without a
-                        // blocking thread's round trip; older frames from disk.
-                        let c = match store.read_log_recent(from_lsn, max_bytes) {
+                        // blocking thread's round trip; older (durable)
+                        // frames from disk.
+                        let c = match store.read_log_recent(from_lsn, max_bytes, through_lsn) {
                             Some(c) => Some(c),
                             None => {
                                 let s = store.clone();

@@ -177,8 +177,15 @@ impl Sim {
                     LeaderAction::ReadLog {
                         from_lsn,
                         max_bytes,
+                        through_lsn,
                     } => {
+                        // The leader's store writes a frame and "fsyncs" it
+                        // (as modelled) later: it reads up to what is written.
                         let c = self.leader().read_log(from_lsn, max_bytes).expect("read");
+                        assert!(
+                            c.as_ref().is_none_or(|c| c.end_lsn - 1 <= through_lsn),
+                            "the session asks for everything written (or durable)"
+                        );
                         queue.push_back(LeaderEvent::Chunk(c));
                     }
                     LeaderAction::Watermarks(w) => {

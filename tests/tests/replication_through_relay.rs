@@ -268,7 +268,30 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
         leader.child.0.kill().expect("kill -9");
         let acked: Vec<String> = writers.stop().into_iter().map(|(id, _)| id).collect();
         total += acked.len();
-        // Durable on the follower is what counts; reads see it once indexed.
+        // Durable on the follower is what counts: read its log from disk
+        // (a backup taken while it runs), not what it shows. Frames the
+        // leader shipped before its own fsync are shown only once the
+        // leader says they are durable there, which the kill may cut off.
+        let on_disk = durable_copy(&c.data("b"));
+        for id in &acked {
+            assert!(
+                matches!(
+                    on_disk.get("Patient", id).expect("read"),
+                    vigil_engine::Current::Live(_)
+                ),
+                "round {round}: acknowledged Patient/{id} is not durable on the follower"
+            );
+        }
+        drop(on_disk);
+        drop(leader);
+        leader = NodeProcess::start(BIN, &leader_cfg).expect("leader restarts");
+        // The restarted leader confirms what the follower holds: it shows
+        // every acknowledged write.
+        until(
+            "the follower followed again",
+            Duration::from_secs(60),
+            || status(leader.http)["followers"][0]["connected"] == true,
+        );
         settled(follower.http);
         for id in &acked {
             let r = request(follower.http, "GET", &format!("/Patient/{id}"), None).expect("read");
@@ -277,10 +300,37 @@ fn synchronous_replication_keeps_every_acknowledged_write_through_sigkill() {
                 "round {round}: acknowledged Patient/{id} is missing on the follower"
             );
         }
-        drop(leader);
-        leader = NodeProcess::start(BIN, &leader_cfg).expect("leader restarts");
     }
     assert!(total as u64 >= rounds, "writes were acknowledged: {total}");
+}
+
+/// A store opened from a backup of the running store in `dir`: what its
+/// log holds durably now. It lives in a directory removed when dropped.
+fn durable_copy(dir: &Path) -> DurableCopy {
+    let tmp = tempfile::tempdir().expect("dir");
+    let (backup, restored) = (tmp.path().join("backup"), tmp.path().join("store"));
+    vigil_engine::backup(dir, &backup, &mut |_| {}).expect("backup");
+    vigil_engine::restore(
+        &backup,
+        &restored,
+        vigil_engine::RestoreTarget::Latest,
+        &mut |_| {},
+    )
+    .expect("restore");
+    let store = Store::open_with(&restored, Options::default()).expect("open the copy");
+    DurableCopy { store, _dir: tmp }
+}
+
+struct DurableCopy {
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for DurableCopy {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// Clients creating Patients on a node as fast as it answers, recording
