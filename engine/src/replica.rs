@@ -360,7 +360,7 @@ impl Store {
         let end_of_epoch = epochs
             .iter()
             .find(|(e, _)| *e > last_epoch)
-            .map_or(self.last_lsn(), |(_, lsn)| lsn - 1);
+            .map_or(self.log_end().lsn, |(_, lsn)| lsn - 1);
         let agree_until = end_of_epoch.min(last_lsn).saturating_sub(
             // Same LSN, same epoch, different bytes: they differ there too.
             u64::from(end_of_epoch >= last_lsn),

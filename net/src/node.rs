@@ -34,6 +34,10 @@ const TICK: Duration = Duration::from_millis(50);
 /// Messages read ahead of the state machine per connection (each at most
 /// one chunk): bounds a follower's memory while its disk catches up.
 const READ_AHEAD_MESSAGES: usize = 32;
+/// Longest a new session waits for this leader's fsync of a frame the
+/// follower already holds before comparing logs (a hung fsync stops the
+/// store; then the comparison answers from what is durable).
+const POSITION_WAIT: Duration = Duration::from_secs(5);
 /// QUIC idle timeout: a peer silent this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often follower watermarks are written to the log (when they moved).
@@ -769,9 +773,16 @@ async fn serve_follower(
                     LeaderAction::Send(m) => write_message(&mut send, &m).await?,
                     LeaderAction::ComparePosition { epoch, lsn, crc } => {
                         let s = store.clone();
-                        let p = tokio::task::spawn_blocking(move || s.position_of(epoch, lsn, crc))
-                            .await
-                            .map_err(|e| NetError::Connection(e.to_string()))??;
+                        let p = tokio::task::spawn_blocking(move || {
+                            // A follower may hold a frame shipped before this
+                            // leader's fsync returned: compare once it is durable.
+                            if lsn > s.log_end().lsn {
+                                s.wait_for_log_end(lsn - 1, POSITION_WAIT);
+                            }
+                            s.position_of(epoch, lsn, crc)
+                        })
+                        .await
+                        .map_err(|e| NetError::Connection(e.to_string()))??;
                         events.push_back(LeaderEvent::Position(p));
                     }
                     LeaderAction::ReadLog {

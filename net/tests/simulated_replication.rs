@@ -72,7 +72,13 @@ fn replica_opts() -> Options {
 /// Waits until the store has indexed everything it appended.
 fn settle(store: &Store) {
     let end = store.log_end().lsn;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while store.last_lsn() < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never showed lsn {end} (shows {})",
+            store.last_lsn()
+        );
         store.wait_for_lsn(store.last_lsn(), std::time::Duration::from_millis(100));
     }
 }
@@ -156,6 +162,11 @@ impl Sim {
                         }
                     }
                     LeaderAction::ComparePosition { epoch, lsn, crc } => {
+                        // As the driver does: a follower holding a frame this
+                        // leader has not fsynced yet is compared once it has.
+                        if lsn > self.leader_durable {
+                            self.leader_fsync();
+                        }
                         let p = self
                             .leader()
                             .position_of(epoch, lsn, crc)
@@ -513,9 +524,15 @@ fn run(seed: u64, unsynced: bool) -> (u64, u64, u64) {
     let mut steps = 0;
     // Caught up: durable, and confirmed (frames the leader shipped before
     // its fsync are shown once it says they are durable).
-    while sim.follower_store.as_ref().expect("store").log_end().lsn < sim.leader().last_lsn()
-        || sim.follower.confirmed() < sim.leader().last_lsn()
-    {
+    loop {
+        let end = sim.follower_store.as_ref().expect("store").log_end().lsn;
+        let behind =
+            end < sim.leader().last_lsn() || sim.follower.confirmed() < sim.leader().last_lsn();
+        // Holding a frame the leader lost, it must find out and cut it.
+        let diverged = sim.lost_after.is_some_and(|cut| end > cut);
+        if !behind && !diverged {
+            break;
+        }
         sim.step(false);
         steps += 1;
         assert!(
