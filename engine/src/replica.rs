@@ -377,6 +377,11 @@ impl Store {
         self.inner.log_end()
     }
 
+    /// The written and the durable end of the log (see [`LogTip`]).
+    pub fn log_tip(&self) -> LogTip {
+        self.inner.log_tip()
+    }
+
     /// Registers `f` to be called with the log's ends ([`LogTip`]) each
     /// time one moves, until the returned listener is dropped: when the
     /// writer has written a frame (before its fsync) and when a frame is

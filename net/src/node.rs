@@ -775,8 +775,10 @@ async fn serve_follower(
                         let s = store.clone();
                         let p = tokio::task::spawn_blocking(move || {
                             // A follower may hold a frame shipped before this
-                            // leader's fsync returned: compare once it is durable.
-                            if lsn > s.log_end().lsn {
+                            // leader's fsync returned: compare once it is
+                            // durable. (A follower further ahead diverged.)
+                            let tip = s.log_tip();
+                            if lsn > tip.durable.lsn && lsn <= tip.written_lsn {
                                 s.wait_for_log_end(lsn - 1, POSITION_WAIT);
                             }
                             s.position_of(epoch, lsn, crc)
