@@ -39,6 +39,17 @@ pub(crate) struct ApplyJob {
 }
 
 impl ApplyJob {
+    /// Where each of the job's frames is, for the backlog.
+    fn unindexed(&self) -> impl Iterator<Item = Unindexed> + '_ {
+        self.frames
+            .iter()
+            .map(|(_, header, segment, offset)| Unindexed {
+                header: *header,
+                segment: *segment,
+                offset: *offset,
+            })
+    }
+
     /// The last LSN of the job's last frame.
     pub(crate) fn last_lsn(&self) -> u64 {
         self.frames.last().map_or(0, |(_, h, _, _)| h.end_lsn() - 1)
@@ -215,17 +226,12 @@ impl Applier {
         );
         let backlog = &self.inner.backlog;
         backlog.wait_for_room(&self.inner, bound);
-        backlog.add(
-            job.bytes.len() as u64,
-            job.frames
-                .iter()
-                .map(|(_, header, segment, offset)| Unindexed {
-                    header: *header,
-                    segment: *segment,
-                    offset: *offset,
-                }),
-        );
+        backlog.add(job.bytes.len() as u64, job.unindexed());
         queued();
+        self.send(job);
+    }
+
+    fn send(&self, job: ApplyJob) {
         if let Some(tx) = &self.tx
             && tx.send(job).is_err()
         {
@@ -239,16 +245,7 @@ impl Applier {
     /// they do not count against the backlog's bound until released.
     /// `queued` runs once they are registered, as with `submit`.
     pub(crate) fn hold(&self, job: &ApplyJob, queued: impl FnOnce()) {
-        self.inner.backlog.add(
-            0,
-            job.frames
-                .iter()
-                .map(|(_, header, segment, offset)| Unindexed {
-                    header: *header,
-                    segment: *segment,
-                    offset: *offset,
-                }),
-        );
+        self.inner.backlog.add(0, job.unindexed());
         queued();
     }
 
@@ -258,11 +255,7 @@ impl Applier {
         let backlog = &self.inner.backlog;
         backlog.wait_for_room(&self.inner, bound);
         backlog.add_bytes(job.bytes.len() as u64);
-        if let Some(tx) = &self.tx
-            && tx.send(job).is_err()
-        {
-            tracing::debug!("a durable frame was not queued: the index applier has stopped");
-        }
+        self.send(job);
     }
 
     /// Waits until everything submitted is indexed and visible.
