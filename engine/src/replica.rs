@@ -211,7 +211,7 @@ impl Store {
         if from_lsn == 0 || from_lsn > durable {
             return Ok(None);
         }
-        let frames = self.frames_from(from_lsn, CHUNK_FRAMES_MAX)?;
+        let frames = self.inner.frames_from(from_lsn, CHUNK_FRAMES_MAX)?;
         let Some(&(first, seg, off)) = frames.first() else {
             return Err(Error::Replication(format!(
                 "lsn {from_lsn} is not in this log"
@@ -319,10 +319,6 @@ impl Store {
     /// and epoch), if the log has it.
     pub fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
         self.inner.frame_at(lsn)
-    }
-
-    fn frames_from(&self, lsn: u64, max: usize) -> Result<Vec<(u64, u64, u64)>> {
-        self.inner.frames_from(lsn, max)
     }
 
     /// The header of the frame that ends exactly at `lsn`, if this log has
@@ -497,6 +493,12 @@ impl Inner {
     /// The header of the durable frame holding `lsn` (for its commit time
     /// and epoch), if the log has it.
     pub(crate) fn frame_at(&self, lsn: u64) -> Result<Option<FrameHeader>> {
+        Ok(self.frame_placed(lsn)?.map(|(h, _, _)| h))
+    }
+
+    /// [`Inner::frame_at`] with where the frame is: (header, segment, file
+    /// offset).
+    pub(crate) fn frame_placed(&self, lsn: u64) -> Result<Option<(FrameHeader, u64, u64)>> {
         if lsn == 0 || lsn > self.log_end().lsn {
             return Ok(None);
         }
@@ -510,7 +512,7 @@ impl Inner {
             detail: e.to_string(),
         })?;
         assert_eq!(h.first_lsn, first, "the index places frames where they are");
-        Ok(Some(h))
+        Ok(Some((h, seg, off)))
     }
 
     /// Where the durable frames are, from the one holding `lsn` on, in log

@@ -899,11 +899,7 @@ impl WriterState {
             return refuse("the frames to cut begin in a sealed segment");
         }
         let kept_end = first.first_lsn - 1;
-        let Some(&(_, kept_segment, kept_offset)) = self.inner.frames_from(kept_end, 1)?.first()
-        else {
-            return refuse("nothing would be left of the log");
-        };
-        let Some(h) = self.inner.frame_at(kept_end)? else {
+        let Some((h, kept_segment, kept_offset)) = self.inner.frame_placed(kept_end)? else {
             return refuse("nothing would be left of the log");
         };
         let kept = crate::replica::LogEnd {
