@@ -13,6 +13,7 @@
 pub mod cluster;
 pub mod durable_wait;
 pub mod eligibility;
+pub mod enforce;
 pub mod follower;
 pub mod leader;
 pub mod lease;

@@ -21,6 +21,7 @@ use vigil_engine::{Error as StoreError, Store};
 
 use crate::durable_wait::DurableWaiters;
 use crate::eligibility::{EligibilityFile, decide};
+use crate::enforce::{Enforcer, Record, RecordError, Records};
 use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use crate::leader::{
     LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
@@ -73,6 +74,11 @@ pub enum NetError {
     /// The configuration cannot work.
     #[error("replication configuration: {0}")]
     Config(String),
+    /// This node no longer leads the epoch it won (it stepped down, or the
+    /// witness refused its record): nothing leader-only is done, and a
+    /// write is not acknowledged.
+    #[error("not leading: {0}")]
+    NotLeading(String),
 }
 
 /// What a node does in replication.
@@ -117,8 +123,9 @@ pub struct NodeConfig {
     /// Under automatic failover, a leader records each follower's
     /// eligibility with this (at the witness): "ineligible" before it
     /// acknowledges a write that depends on it, "eligible again" from a
-    /// background tick (a write never waits for that one); `Err` says why
-    /// it could not.
+    /// background tick (a write never waits for that one). Each record
+    /// carries the epoch this node won (its last `EpochStart`);
+    /// [`RecordError::Refused`] stops enforcement for good.
     pub record_eligibility: Option<EligibilityFn>,
 }
 
@@ -126,9 +133,9 @@ pub struct NodeConfig {
 /// [`NodeConfig::voter`]); `None` for one it does not take.
 pub type VoteFn = Arc<dyn Fn(Message) -> Option<Message> + Send + Sync>;
 
-/// Records `(follower, eligible, durable_lsn)` durably elsewhere (see
+/// Makes an eligibility [`Record`] durable elsewhere (see
 /// [`NodeConfig::record_eligibility`]). Called from a blocking thread.
-pub type EligibilityFn = Arc<dyn Fn(&str, bool, u64) -> Result<(), String> + Send + Sync>;
+pub type EligibilityFn = Arc<dyn Fn(&Record) -> Result<(), RecordError> + Send + Sync>;
 
 /// How long a leader waits for a follower's answer on the voting stream.
 const VOTE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -189,16 +196,9 @@ struct Shared {
     lag_samples: BTreeMap<String, VecDeque<u32>>,
     /// Per follower: its open connection (a leader asks its vote there).
     conns: BTreeMap<String, quinn::Connection>,
-    /// Per follower: eligibility as last recorded through
-    /// [`NodeConfig::record_eligibility`].
-    reported: BTreeMap<String, bool>,
-    /// The LSN of this leader's `EpochStart`: a follower is eligible at the
-    /// witness only once it holds it (it follows this leader's history).
-    epoch_start_lsn: u64,
-    /// Synchronous mode, per follower: the highest LSN acknowledged without
-    /// it (after it was recorded ineligible). It holds every acknowledged
-    /// write, and is eligible again, once its durable LSN reaches this.
-    given_up: BTreeMap<String, u64>,
+    /// A leader's enforcement of `max_lag`, for the epoch of its last
+    /// `EpochStart` (what to record at the witness, and what was).
+    enforcer: Option<Enforcer>,
     /// Held across each eligibility decision and its record (never with
     /// this struct's own lock), so a "give up" and an "eligible again"
     /// never interleave.
@@ -271,11 +271,17 @@ impl Node {
                     op: format!("read the eligibility record in {}", store.dir().display()),
                     source,
                 })?;
-                let epoch_start_lsn = store.epochs()?.last().map_or(0, |(_, lsn)| *lsn);
+                // The epoch this node won is the one its log says it began.
+                let (epoch, epoch_start_lsn) = store.epochs()?.last().copied().unwrap_or((0, 0));
                 {
                     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
                     s.eligibility = Some(record);
-                    s.epoch_start_lsn = epoch_start_lsn;
+                    s.enforcer = Some(Enforcer::new(
+                        epoch,
+                        epoch_start_lsn,
+                        cfg.max_lag,
+                        wall_us(),
+                    ));
                 }
                 let guard = tokio::spawn(guard_bound(
                     store.clone(),
@@ -440,30 +446,30 @@ impl Node {
             // The witness is asked without the lock held (see enforce_bound).
             // What is given up on is noted first: an "eligible again" after
             // this sees it.
-            let lacking: Vec<(String, u64, bool)> = {
+            let (lacking, records) = {
                 let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                let lacking: Vec<(String, u64, bool)> = s
+                let lacking: Vec<(String, u64)> = s
                     .links
                     .iter()
                     .filter(|(_, l)| l.durable < lsn)
-                    .map(|(n, l)| (n.clone(), l.durable, s.reported.get(n) != Some(&false)))
+                    .map(|(n, l)| (n.clone(), l.durable))
                     .collect();
-                for (n, _, _) in &lacking {
-                    let g = s.given_up.entry(n.clone()).or_default();
-                    *g = (*g).max(lsn);
+                let enforcer = s.enforcer.as_mut().ok_or_else(|| {
+                    NetError::NotLeading("this node does not lead".into())
+                })?;
+                if let Some(why) = enforcer.stopped() {
+                    return Err(NetError::NotLeading(why.to_owned()));
                 }
-                lacking
+                let records = enforcer.give_up(lsn, &lacking);
+                (lacking, records)
             };
-            for (name, durable, to_record) in lacking {
-                if let (Some(record), true) = (&record, to_record) {
-                    record(&name, false, durable).map_err(|e| {
-                        NetError::Connection(format!("record the eligibility of {name}: {e}"))
-                    })?;
+            if let Some(record) = &record {
+                for r in &records {
+                    make_record(&shared, record, r)?;
                 }
+            }
+            for (name, durable) in lacking {
                 let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-                if record.is_some() {
-                    s.reported.insert(name.clone(), false);
-                }
                 let Shared {
                     links, eligibility, ..
                 } = &mut *s;
@@ -485,6 +491,17 @@ impl Node {
         })
         .await
         .map_err(|e| NetError::Connection(e.to_string()))?
+    }
+
+    /// Stops every leader-only task of this node at once (it no longer
+    /// leads the epoch it won): no eligibility record is made after this
+    /// returns, and writes waiting on one are not acknowledged. Call it
+    /// first when stepping down, before the slower [`Node::shutdown`].
+    pub fn stop_leading(&self, why: &str) {
+        let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = s.enforcer.as_mut() {
+            e.stop(why);
+        }
     }
 
     /// Whether some follower is connected and eligible (a synchronous
@@ -961,25 +978,48 @@ fn record_lock_of(shared: &Mutex<Shared>) -> Arc<Mutex<()>> {
         .clone()
 }
 
-/// Which eligibility changes a call of [`enforce_bound`] records at the
-/// witness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Records {
-    /// Only "ineligible": on a write's path, where the loss promise needs it
-    /// before the write is acknowledged. "Eligible again" only widens what
-    /// the witness may do, so a write never waits (or fails) for it.
-    IneligibleOnly,
-    /// Both: the background tick, which records "eligible again" within a
-    /// tick of the follower catching up.
-    Both,
+/// Makes record `r` through `record` and tells the enforcer the outcome.
+/// A refusal stops enforcement for good (logged once, never retried).
+fn make_record(shared: &Mutex<Shared>, record: &EligibilityFn, r: &Record) -> Result<(), NetError> {
+    let outcome = record(r);
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(enforcer) = s.enforcer.as_mut() else {
+        return Err(NetError::NotLeading("this node does not lead".into()));
+    };
+    match outcome {
+        Ok(()) => {
+            enforcer.recorded(r);
+            tracing::info!(follower = %r.follower, eligible = r.eligible, durable = r.durable_lsn, epoch = r.epoch, "eligibility recorded at the witness");
+            Ok(())
+        }
+        Err(RecordError::Refused(why)) => {
+            if enforcer.stopped().is_none() {
+                tracing::warn!(follower = %r.follower, epoch = r.epoch, "max_lag enforcement stops, not retried: {why}");
+            }
+            enforcer.refused(&why);
+            Err(NetError::NotLeading(why))
+        }
+        Err(RecordError::Failed(e)) => {
+            // It may have been taken all the same: unknown until a later
+            // record is answered.
+            enforcer.failed(r);
+            Err(NetError::Connection(format!(
+                "record the eligibility of {}: {e}",
+                r.follower
+            )))
+        }
+    }
 }
 
+/// Measures every follower's lag (the age of the oldest write it lacks
+/// durably) and makes, before returning, each record of eligibility the
+/// enforcer asks for (`which` of them), then updates the local record.
 fn enforce_bound(
     store: &Store,
     shared: &Mutex<Shared>,
     max_lag: Option<Duration>,
     record: Option<&EligibilityFn>,
-    records: Records,
+    which: Records,
 ) -> Result<(), NetError> {
     let serial = record_lock_of(shared);
     let _serial = serial.lock().unwrap_or_else(|p| p.into_inner());
@@ -987,52 +1027,41 @@ fn enforce_bound(
     // The lock is held only to copy and to update: the lags read the log
     // and the witness record waits on the network, and neither may block
     // the async workers that read the links.
-    let (durables, reported, epoch_start, given_up) = {
+    let durables: Vec<(String, u64)> = {
         let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        let d: Vec<(String, u64)> = s
-            .links
+        match (&s.enforcer, record) {
+            (None, _) => return Err(NetError::NotLeading("this node does not lead".into())),
+            (Some(e), Some(_)) if e.stopped().is_some() => {
+                return Err(NetError::NotLeading(
+                    e.stopped().unwrap_or_default().to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        s.links
             .iter()
             .map(|(n, l)| (n.clone(), l.durable))
-            .collect();
-        (d, s.reported.clone(), s.epoch_start_lsn, s.given_up.clone())
+            .collect()
     };
-    let synchronous = max_lag.is_some_and(|m| m.is_zero());
     let mut lags = Vec::with_capacity(durables.len());
     for (name, durable) in durables {
-        let mut lag = if durable >= last {
+        let raw = if durable >= last {
             Duration::ZERO
         } else {
             let oldest = store.frame_at(durable + 1)?.map_or(0, |h| h.timestamp_us);
             Duration::from_micros(wall_us().saturating_sub(oldest))
         };
-        if synchronous {
-            // Synchronous: nothing is acknowledged without the follower
-            // unless it was given up on; it lacks no acknowledged write
-            // once it holds the highest LSN acknowledged without it.
-            lag = if durable >= given_up.get(&name).copied().unwrap_or(0) {
-                Duration::ZERO
-            } else {
-                lag.max(Duration::from_micros(1))
+        let (lag, due) = {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(enforcer) = s.enforcer.as_mut() else {
+                return Err(NetError::NotLeading("this node does not lead".into()));
             };
-        }
-        if let Some(record) = record {
-            // At the witness a follower is eligible only once it holds
-            // this leader's EpochStart (it follows this history) and is
-            // within the bound; the record is made before any write that
-            // depends on it is acknowledged.
-            let was = reported.get(&name).copied().unwrap_or(false);
-            let now = durable >= epoch_start && decide(was, lag, max_lag);
-            if reported.get(&name) != Some(&now) && (!now || records == Records::Both) {
-                record(&name, now, durable).map_err(|e| {
-                    NetError::Connection(format!("record the eligibility of {name}: {e}"))
-                })?;
-                tracing::info!(follower = %name, eligible = now, durable, "eligibility recorded at the witness");
-                shared
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .reported
-                    .insert(name.clone(), now);
-            }
+            let lag = enforcer.counted_lag(&name, durable, raw);
+            let due = record.and_then(|_| enforcer.due(&name, durable, lag, which));
+            (lag, due)
+        };
+        if let (Some(record), Some(r)) = (record, due) {
+            make_record(shared, record, &r)?;
         }
         lags.push((name, lag));
     }
@@ -1093,6 +1122,8 @@ async fn guard_bound(
         .await
         {
             Ok(Ok(())) => {}
+            // Logged once where it stopped; this node is stepping down.
+            Ok(Err(NetError::NotLeading(_))) => break,
             Ok(Err(e)) => tracing::error!("cannot enforce max_lag: {e}"),
             Err(e) => tracing::error!("max_lag task failed: {e}"),
         }

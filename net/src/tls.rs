@@ -313,6 +313,35 @@ impl Identity {
     }
 }
 
+/// Whether the certificate chain a peer presented (end-entity certificate
+/// first, as [`peer_chain`] gives it) was made for node `name`: its name
+/// (or one of its hosts) as a subject alternative name. The chain was
+/// already checked against the cluster CA during the handshake; this binds
+/// a name a message claims to the node that sent it, so no member can speak
+/// for another. False for an empty chain or a name that is not a DNS name
+/// or IP address.
+pub fn peer_is(chain: &[CertificateDer<'_>], name: &str) -> bool {
+    let Some(end_entity) = chain.first() else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(end_entity) else {
+        return false;
+    };
+    let Ok(subject) = rustls::pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&subject).is_ok()
+}
+
+/// The certificate chain the peer of `conn` presented in the handshake
+/// (empty if it presented none, which mutual TLS never lets through).
+pub fn peer_chain(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
+    conn.peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|chain| *chain)
+        .unwrap_or_default()
+}
+
 /// The congestion window a replication connection starts with (quinn's
 /// default is 12,000 bytes). Cubic grows its window only while the sender
 /// is not application-limited, and a live tail nearly always is: with the

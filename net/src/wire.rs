@@ -14,8 +14,12 @@
 pub const ALPN: &[u8] = b"vigil-repl";
 /// The protocol version this build speaks, carried in [`Message::Hello`].
 /// Version 2: frames may be shipped before the leader's fsync, and shown by
-/// the follower only once the leader's durable end covers them.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// the follower only once the leader's durable end covers them. Version 3:
+/// [`Message::Eligibility`] names its sender, which the witness checks
+/// against the sender's certificate and the leader it allocated the epoch
+/// to, and carries a number so that a record given up on cannot land after
+/// a later one ([`RefuseCode::Stale`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest message body accepted (a frames chunk plus its fields).
 pub const MESSAGE_BYTES_MAX: usize = CHUNK_BYTES_MAX + 1024;
 /// Largest chunk of log frames in one [`Message::Frames`].
@@ -38,6 +42,9 @@ pub enum RefuseCode {
     NotLeader = 5,
     /// A message that breaks the protocol.
     Protocol = 6,
+    /// An eligibility record numbered below one the witness already took
+    /// from that leader (one its sender gave up on; never retried).
+    Stale = 7,
 }
 
 impl RefuseCode {
@@ -49,6 +56,7 @@ impl RefuseCode {
             4 => Self::ReseedNeeded,
             5 => Self::NotLeader,
             6 => Self::Protocol,
+            7 => Self::Stale,
             _ => return None,
         })
     }
@@ -173,16 +181,23 @@ pub enum Message {
         epoch: u64,
     },
     /// Leader -> witness: a follower's eligibility and durable watermark.
+    /// Taken only from the node the witness allocated `epoch` to.
     Eligibility {
+        /// The sending leader's node name (checked against its certificate).
+        leader: String,
         /// The follower's node name.
         follower: String,
         /// Whether it may be promoted.
         eligible: bool,
         /// Its durable LSN as the leader last heard.
         durable_lsn: u64,
-        /// The epoch the sender leads: a record from an older epoch (a
-        /// deposed leader's) is refused.
+        /// The epoch the sender won: a record from an older epoch (a
+        /// deposed leader's), or from a node that did not win this one, is
+        /// refused.
         epoch: u64,
+        /// The record's number, increasing within the sender's epoch: one
+        /// not above the last taken is refused as stale.
+        seq: u64,
     },
     /// Witness -> leader: the eligibility is recorded durably.
     EligibilityRecorded {
@@ -352,16 +367,20 @@ impl Message {
                 b.extend_from_slice(&epoch.to_le_bytes());
             }
             Message::Eligibility {
+                leader,
                 follower,
                 eligible,
                 durable_lsn,
                 epoch,
+                seq,
             } => {
                 b.push(KIND_ELIGIBILITY);
+                put_str(&mut b, leader);
                 put_str(&mut b, follower);
                 b.push(u8::from(*eligible));
                 b.extend_from_slice(&durable_lsn.to_le_bytes());
                 b.extend_from_slice(&epoch.to_le_bytes());
+                b.extend_from_slice(&seq.to_le_bytes());
             }
             Message::EligibilityRecorded { follower } => {
                 b.push(KIND_ELIGIBILITY_RECORDED);
@@ -496,10 +515,12 @@ impl Message {
                 epoch: r.u64("epoch")?,
             },
             KIND_ELIGIBILITY => Message::Eligibility {
+                leader: r.string("leader")?,
                 follower: r.string("follower")?,
                 eligible: r.flag("eligible")?,
                 durable_lsn: r.u64("durable lsn")?,
                 epoch: r.u64("epoch")?,
+                seq: r.u64("seq")?,
             },
             KIND_ELIGIBILITY_RECORDED => Message::EligibilityRecorded {
                 follower: r.string("follower")?,
@@ -523,6 +544,22 @@ impl Message {
             )));
         }
         Ok(msg)
+    }
+
+    /// The node a message sent to a voter says it comes from: the
+    /// candidate of a lease ask or an epoch CAS, the leader of an
+    /// eligibility record, the holder giving up its lease. A receiver acts
+    /// on such a message only once the sender's certificate proves this
+    /// name (see [`crate::tls::peer_is`]). `None` for every other kind.
+    pub fn claimed_sender(&self) -> Option<&str> {
+        match self {
+            Message::LeaseAsk { candidate, .. } | Message::EpochCas { candidate, .. } => {
+                Some(candidate)
+            }
+            Message::Eligibility { leader, .. } => Some(leader),
+            Message::LeaseRelease { holder } => Some(holder),
+            _ => None,
+        }
     }
 
     /// A short name for logs and metrics.

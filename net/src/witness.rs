@@ -3,11 +3,19 @@
 //! follower's durable watermark and eligibility, as the leader reports
 //! them.
 //!
-//! What must survive a crash (the epoch, the eligibility records) is
-//! written to `DIR/witness.state` (temporary file, fsync, rename, directory
-//! fsync) before the answer that depends on it leaves. The promise itself
-//! is not persisted: a restarted witness grants nothing for one lease
-//! duration instead (see [`crate::lease::Voter::start`]).
+//! What must survive a crash (the epoch, the node it was allocated to, the
+//! eligibility records) is written to `DIR/witness.state` (temporary file,
+//! fsync, rename, directory fsync) before the answer that depends on it
+//! leaves. The promise itself is not persisted: a restarted witness grants
+//! nothing for one lease duration instead (see
+//! [`crate::lease::Voter::start`]).
+//!
+//! Every message is bound to its sender: the name it claims
+//! ([`Message::claimed_sender`]) must be one the sender's certificate was
+//! made for ([`check_sender`]), and an eligibility record is taken only
+//! from the node the witness allocated that epoch to. A deposed leader, or
+//! any other member, cannot record the current leader ineligible (which
+//! would cost that leader the witness's vote and so its lease).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +47,14 @@ pub struct FollowerRecord {
 pub struct WitnessState {
     /// The current epoch (0 before the first leader).
     pub epoch: u64,
+    /// The node `epoch` was allocated to (or, for an epoch forced without
+    /// the witness, the node that first spoke for it holding the witness's
+    /// promise); empty when unknown (before the first leader, or a state
+    /// written before leaders were recorded).
+    pub leader: String,
+    /// The number of the last eligibility record taken from `leader` in
+    /// `epoch` (0: none): an older or equal one is stale.
+    pub seq: u64,
     /// Per follower.
     pub followers: BTreeMap<String, FollowerRecord>,
 }
@@ -64,6 +80,8 @@ impl WitnessState {
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
                 ["epoch", n] => st.epoch = n.parse().map_err(|_| bad())?,
+                ["leader", name] if !name.is_empty() => st.leader = (*name).to_owned(),
+                ["seq", n] => st.seq = n.parse().map_err(|_| bad())?,
                 ["follower", name, state, lsn] => {
                     let eligible = match *state {
                         "eligible" => true,
@@ -88,6 +106,12 @@ impl WitnessState {
     /// Writes the state to `dir` durably.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let mut text = format!("epoch {}\n", self.epoch);
+        if !self.leader.is_empty() {
+            text.push_str(&format!("leader {}\n", self.leader));
+        }
+        if self.seq > 0 {
+            text.push_str(&format!("seq {}\n", self.seq));
+        }
         for (n, r) in &self.followers {
             let state = if r.eligible { "eligible" } else { "ineligible" };
             text.push_str(&format!("follower {n} {state} {}\n", r.durable_lsn));
@@ -213,20 +237,7 @@ pub fn decide(
             expected,
         } => match epoch_cas(voter, &candidate, expected, now_us) {
             Ok(epoch) => {
-                state.epoch = epoch;
-                // The new leader holds everything it acknowledges; any other
-                // node must first be seen catching up with it.
-                for (name, rec) in state.followers.iter_mut() {
-                    rec.eligible = *name == candidate;
-                }
-                let lsn = state.followers.get(&candidate).map_or(0, |r| r.durable_lsn);
-                state.followers.insert(
-                    candidate.clone(),
-                    FollowerRecord {
-                        eligible: true,
-                        durable_lsn: lsn,
-                    },
-                );
+                begin_epoch(state, epoch, &candidate);
                 tracing::info!(epoch, leader = %candidate, "epoch allocated");
                 Message::EpochCasAnswer { ok: true, epoch }
             }
@@ -234,24 +245,60 @@ pub fn decide(
         },
         Message::Eligibility { epoch, .. } if epoch < state.epoch => {
             // A deposed leader's record: it no longer speaks for anyone.
+            not_leader(format!(
+                "epoch {epoch} is over; the cluster is in epoch {}",
+                state.epoch
+            ))
+        }
+        Message::Eligibility { leader, epoch, .. }
+            if !speaks_for(state, voter, &leader, epoch, now_us) =>
+        {
+            // Only the node that won the epoch records eligibility in it: a
+            // deposed leader that learned the new epoch must not mark the
+            // new leader ineligible.
+            let allocated = if state.leader.is_empty() {
+                "no node known to this witness".to_owned()
+            } else {
+                state.leader.clone()
+            };
+            tracing::warn!(sender = %leader, epoch, leader = %allocated, "eligibility record refused: the sender does not lead that epoch");
+            not_leader(format!(
+                "{leader} does not lead epoch {epoch}: the witness allocated it to {allocated}"
+            ))
+        }
+        Message::Eligibility { seq, epoch, .. } if epoch == state.epoch && seq <= state.seq => {
+            // A record its sender gave up on (no answer in time) and has
+            // since replaced: taking it now would undo a later one.
             Message::Refused {
-                code: crate::wire::RefuseCode::NotLeader,
+                code: crate::wire::RefuseCode::Stale,
                 lsn: 0,
                 reason: format!(
-                    "epoch {epoch} is over; the cluster is in epoch {}",
-                    state.epoch
+                    "record {seq} is not newer than record {} already taken",
+                    state.seq
                 ),
             }
         }
         Message::Eligibility {
+            leader,
             follower,
             eligible,
             durable_lsn,
-            ..
+            epoch,
+            seq,
         } => {
+            if epoch > state.epoch {
+                // An epoch forced without the witness (`vigil promote
+                // --force`), spoken for by the node holding the promise in
+                // it: the witness follows it from now on.
+                tracing::warn!(epoch, leader = %leader, "adopting an epoch allocated without the witness");
+                begin_epoch(state, epoch, &leader);
+            } else if state.leader.is_empty() {
+                state.leader = leader.clone();
+            }
             if !state.followers.contains_key(&follower) && state.followers.len() >= FOLLOWERS_MAX {
                 return None;
             }
+            state.seq = seq;
             state.followers.insert(
                 follower.clone(),
                 FollowerRecord {
@@ -270,6 +317,64 @@ pub fn decide(
         }
         _ => return None,
     })
+}
+
+/// Moves `state` into `epoch`, led by `leader`: the leader holds everything
+/// it acknowledges; any other node must first be seen catching up with it.
+fn begin_epoch(state: &mut WitnessState, epoch: u64, leader: &str) {
+    state.epoch = epoch;
+    state.leader = leader.to_owned();
+    state.seq = 0;
+    for (name, rec) in state.followers.iter_mut() {
+        rec.eligible = name == leader;
+    }
+    let lsn = state.followers.get(leader).map_or(0, |r| r.durable_lsn);
+    state.followers.insert(
+        leader.to_owned(),
+        FollowerRecord {
+            eligible: true,
+            durable_lsn: lsn,
+        },
+    );
+}
+
+/// Whether `sender` may record eligibility in `epoch`: it is the node the
+/// witness allocated that epoch to, or — for an epoch the witness did not
+/// allocate (forced by an operator) or a leader it does not know (a state
+/// from before leaders were recorded) — it holds the witness's promise in
+/// that very epoch.
+fn speaks_for(state: &WitnessState, voter: &Voter, sender: &str, epoch: u64, now_us: u64) -> bool {
+    let allocated = epoch == state.epoch && !state.leader.is_empty();
+    if allocated {
+        return state.leader == sender;
+    }
+    epoch >= state.epoch && voter.epoch() == epoch && voter.holder(now_us) == Some(sender)
+}
+
+fn not_leader(reason: String) -> Message {
+    Message::Refused {
+        code: crate::wire::RefuseCode::NotLeader,
+        lsn: 0,
+        reason,
+    }
+}
+
+/// Checks that the name `m` claims as its sender is one `proves` accepts
+/// (in production: one the sender's certificate was made for, see
+/// [`crate::tls::peer_is`]). `Err` holds the refusal to answer with; a
+/// message that claims no sender passes (the witness takes none of those).
+pub fn check_sender(m: &Message, proves: impl Fn(&str) -> bool) -> Result<(), Message> {
+    match m.claimed_sender() {
+        Some(name) if !proves(name) => Err(Message::Refused {
+            code: crate::wire::RefuseCode::Protocol,
+            lsn: 0,
+            reason: format!(
+                "{} claims to come from {name}, but the sender's certificate is not {name}'s",
+                m.kind()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Runs a witness on `listen` until `stop` turns true: each connection
@@ -318,6 +423,7 @@ pub async fn serve(
                     return;
                 }
             };
+            let chain = crate::tls::peer_chain(&conn);
             let Ok((mut send, mut recv)) = conn.accept_bi().await else {
                 return;
             };
@@ -337,9 +443,15 @@ pub async fn serve(
                     tracing::warn!(%remote, "witness: undecodable message; closing");
                     return;
                 };
-                let answer = {
-                    let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
-                    w.answer(m, now())
+                let answer = match check_sender(&m, |name| crate::tls::peer_is(&chain, name)) {
+                    Ok(()) => {
+                        let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
+                        w.answer(m, now())
+                    }
+                    Err(refusal) => {
+                        tracing::warn!(%remote, kind = m.kind(), claimed = ?m.claimed_sender(), "witness: refused a message whose claimed sender the certificate does not prove");
+                        Ok(Some(refusal))
+                    }
                 };
                 match answer {
                     Ok(Some(a)) => {
@@ -485,10 +597,12 @@ mod tests {
         assert!(matches!(
             w.answer(
                 Message::Eligibility {
+                    leader: "a".into(),
                     follower: "b".into(),
                     eligible: true,
                     durable_lsn: 5,
                     epoch: 0,
+                    seq: 1,
                 },
                 2_004,
             )
@@ -497,10 +611,12 @@ mod tests {
         ));
         w.answer(
             Message::Eligibility {
+                leader: "a".into(),
                 follower: "b".into(),
                 eligible: false,
                 durable_lsn: 9,
                 epoch: 1,
+                seq: 1,
             },
             2_004,
         )
@@ -564,6 +680,11 @@ mod tests {
         let w = Witness::open(d.path(), "w", cfg(), 0).expect("reopen");
         assert_eq!(w.state().epoch, 1);
         assert_eq!(
+            w.state().leader,
+            "a",
+            "the epoch's leader survives a restart"
+        );
+        assert_eq!(
             w.state().followers.get("b"),
             Some(&FollowerRecord {
                 eligible: false,
@@ -574,6 +695,272 @@ mod tests {
         assert!(
             Witness::open(d.path(), "w", cfg(), 0).is_err(),
             "a damaged state is refused"
+        );
+    }
+
+    fn record(leader: &str, follower: &str, eligible: bool, epoch: u64) -> Message {
+        Message::Eligibility {
+            leader: leader.into(),
+            follower: follower.into(),
+            eligible,
+            durable_lsn: 7,
+            epoch,
+            seq: next_seq(),
+        }
+    }
+
+    /// Record numbers for the tests, increasing as a leader's do.
+    fn next_seq() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(1);
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The drill of issue 25: a, deposed, learns epoch 2 and sends its
+    /// record of b under it. Only b, which won epoch 2, records in it.
+    #[test]
+    fn only_the_node_that_won_an_epoch_records_eligibility_in_it() {
+        let d = tempfile::tempdir().expect("dir");
+        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
+        let ask = |c: &str, epoch, round| Message::LeaseAsk {
+            candidate: c.into(),
+            epoch,
+            round,
+        };
+        let cas = |c: &str, e| Message::EpochCas {
+            candidate: c.into(),
+            expected: e,
+        };
+        w.answer(ask("a", 0, 1), 2_000).expect("answer");
+        w.answer(cas("a", 0), 2_001).expect("answer");
+        // a leads epoch 1 and records b eligible; then a is cut off, its
+        // promise runs out, b takes epoch 2.
+        assert!(matches!(
+            w.answer(record("a", "b", true, 1), 2_002).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        w.answer(ask("b", 1, 1), 4_000).expect("answer");
+        assert_eq!(
+            w.answer(cas("b", 1), 4_001).expect("answer"),
+            Some(Message::EpochCasAnswer { ok: true, epoch: 2 })
+        );
+        assert_eq!(w.state().leader, "b");
+        // a heals, learns epoch 2, and its max_lag enforcement fires.
+        for epoch in [1, 2, 3] {
+            let before = w.state().clone();
+            let answer = w
+                .answer(record("a", "b", false, epoch), 4_002)
+                .expect("answer");
+            assert!(
+                matches!(
+                    answer,
+                    Some(Message::Refused {
+                        code: crate::wire::RefuseCode::NotLeader,
+                        ..
+                    })
+                ),
+                "epoch {epoch}: {answer:?}"
+            );
+            assert_eq!(w.state(), &before, "a refused record changes nothing");
+        }
+        assert!(w.state().followers["b"].eligible, "b keeps its vote");
+        let renew = w.answer(ask("b", 2, 2), 4_003).expect("answer");
+        assert!(
+            matches!(renew, Some(Message::LeaseAnswer { granted: true, .. })),
+            "the new leader renews at the witness: {renew:?}"
+        );
+        // b itself records a.
+        assert!(matches!(
+            w.answer(record("b", "a", true, 2), 4_004).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        assert!(w.state().followers["a"].eligible);
+    }
+
+    #[test]
+    fn an_epoch_forced_without_the_witness_is_adopted_from_its_promise_holder() {
+        let d = tempfile::tempdir().expect("dir");
+        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
+        let ask = |c: &str, epoch, round| Message::LeaseAsk {
+            candidate: c.into(),
+            epoch,
+            round,
+        };
+        w.answer(ask("a", 0, 1), 2_000).expect("answer");
+        w.answer(
+            Message::EpochCas {
+                candidate: "a".into(),
+                expected: 0,
+            },
+            2_001,
+        )
+        .expect("answer");
+        assert!(matches!(
+            w.answer(record("a", "b", true, 1), 2_002).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        // b was forced into epoch 5 while the witness was away; a's
+        // promise has run out and b now asks in epoch 5.
+        assert!(
+            matches!(
+                w.answer(record("b", "a", false, 5), 4_000).expect("answer"),
+                Some(Message::Refused { .. })
+            ),
+            "not before b holds the witness's promise in that epoch"
+        );
+        w.answer(ask("b", 5, 1), 4_001).expect("answer");
+        assert_eq!(w.holder(4_001), Some("b"));
+        assert!(matches!(
+            w.answer(record("b", "a", false, 5), 4_002).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        assert_eq!((w.state().epoch, w.state().leader.as_str()), (5, "b"));
+        assert!(w.state().followers["b"].eligible);
+        assert!(!w.state().followers["a"].eligible);
+        // a, holding nothing, cannot speak for epoch 5.
+        assert!(matches!(
+            w.answer(record("a", "b", false, 5), 4_003).expect("answer"),
+            Some(Message::Refused { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_from_before_leaders_were_recorded_learns_the_leader_from_its_promise() {
+        let d = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            d.path().join(STATE_FILE),
+            "epoch 3\nfollower a eligible 10\nfollower b eligible 9\n",
+        )
+        .expect("write");
+        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
+        assert_eq!(w.state().leader, "");
+        assert!(
+            matches!(
+                w.answer(record("b", "a", false, 3), 2_000).expect("answer"),
+                Some(Message::Refused { .. })
+            ),
+            "b holds no promise"
+        );
+        w.answer(
+            Message::LeaseAsk {
+                candidate: "a".into(),
+                epoch: 3,
+                round: 1,
+            },
+            2_001,
+        )
+        .expect("answer");
+        assert!(matches!(
+            w.answer(record("a", "b", false, 3), 2_002).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        assert_eq!(w.state().leader, "a");
+        assert!(
+            matches!(
+                w.answer(record("b", "a", false, 3), 2_003).expect("answer"),
+                Some(Message::Refused { .. })
+            ),
+            "from now on only a"
+        );
+    }
+
+    #[test]
+    fn a_claimed_sender_the_certificate_does_not_prove_is_refused() {
+        let is_a = |n: &str| n == "a";
+        let m = |holder: &str| Message::LeaseRelease {
+            holder: holder.into(),
+        };
+        assert!(check_sender(&m("a"), is_a).is_ok());
+        assert!(
+            matches!(
+                check_sender(&m("b"), is_a),
+                Err(Message::Refused {
+                    code: crate::wire::RefuseCode::Protocol,
+                    ..
+                })
+            ),
+            "a cannot release b's promise"
+        );
+        assert!(check_sender(&record("b", "a", false, 1), is_a).is_err());
+        assert!(
+            check_sender(
+                &Message::EpochCas {
+                    candidate: "b".into(),
+                    expected: 1
+                },
+                is_a
+            )
+            .is_err()
+        );
+        assert!(
+            check_sender(
+                &Message::LeaseAsk {
+                    candidate: "b".into(),
+                    epoch: 1,
+                    round: 1
+                },
+                is_a
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_record_given_up_on_cannot_land_after_a_later_one() {
+        let d = tempfile::tempdir().expect("dir");
+        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
+        w.answer(
+            Message::LeaseAsk {
+                candidate: "a".into(),
+                epoch: 0,
+                round: 1,
+            },
+            2_000,
+        )
+        .expect("answer");
+        w.answer(
+            Message::EpochCas {
+                candidate: "a".into(),
+                expected: 0,
+            },
+            2_001,
+        )
+        .expect("answer");
+        let rec = |eligible, seq| Message::Eligibility {
+            leader: "a".into(),
+            follower: "b".into(),
+            eligible,
+            durable_lsn: 3,
+            epoch: 1,
+            seq,
+        };
+        // "Eligible" (10) got no answer in time; a sent "ineligible" (11),
+        // which was taken; then 10 arrives late.
+        assert!(matches!(
+            w.answer(rec(false, 11), 2_002).expect("answer"),
+            Some(Message::EligibilityRecorded { .. })
+        ));
+        let late = w.answer(rec(true, 10), 2_003).expect("answer");
+        assert!(
+            matches!(
+                late,
+                Some(Message::Refused {
+                    code: crate::wire::RefuseCode::Stale,
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
+        assert!(
+            !w.state().followers["b"].eligible,
+            "the later record stands"
+        );
+        drop(w);
+        let w = Witness::open(d.path(), "w", cfg(), 0).expect("reopen");
+        assert_eq!(
+            w.state().seq,
+            11,
+            "the last number taken survives a restart"
         );
     }
 }

@@ -70,10 +70,12 @@ fn all_kinds() -> Vec<Message> {
         },
         Message::EpochCasAnswer { ok: true, epoch: 4 },
         Message::Eligibility {
+            leader: "eu-north".into(),
             follower: "eu-west".into(),
             eligible: false,
             durable_lsn: 999_000,
             epoch: 3,
+            seq: 1_780_000_000_000_123,
         },
         Message::EligibilityRecorded {
             follower: "eu-west".into(),

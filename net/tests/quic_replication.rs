@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vigil_engine::{Batch, Op, Options, Store};
+use vigil_net::enforce::{Record, RecordError};
 use vigil_net::node::{Node, NodeConfig, Role};
 use vigil_net::tls::{NodeSpec, make_cluster};
 
@@ -190,12 +191,12 @@ async fn a_node_of_another_cluster_is_refused() {
 async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
     use vigil_net::lease::LeaseConfig;
     use vigil_net::tls::Identity;
-    use vigil_net::wire::Message;
+    use vigil_net::wire::{Message, RefuseCode};
     use vigil_net::witness::{WitnessClient, serve};
 
     let dir = tempfile::tempdir().expect("dir");
     let certs = dir.path().join("certs");
-    nodes(&certs, "c1", &["a", "w"]);
+    nodes(&certs, "c1", &["a", "b", "w"]);
     let foreign = dir.path().join("foreign");
     nodes(&foreign, "c2", &["a"]);
     let cfg = LeaseConfig {
@@ -243,6 +244,53 @@ async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
         c.ask(&cas).await.expect("answer"),
         Message::EpochCasAnswer { ok: true, epoch: 1 }
     );
+    // a leads epoch 1: its records are taken.
+    let record = |leader: &str, follower: &str| Message::Eligibility {
+        leader: leader.into(),
+        follower: follower.into(),
+        eligible: false,
+        durable_lsn: 3,
+        epoch: 1,
+        seq: 1,
+    };
+    assert!(matches!(
+        c.ask(&record("a", "b")).await.expect("answer"),
+        Message::EligibilityRecorded { .. }
+    ));
+    // b, a member of the same cluster, can neither speak as a nor record
+    // in a's epoch under its own name.
+    let b = Identity::load(&certs, "b").expect("identity");
+    let mut cb = WitnessClient::connect(&b, addr, "w")
+        .await
+        .expect("connect");
+    for (m, code) in [
+        (record("a", "a"), RefuseCode::Protocol),
+        (
+            Message::LeaseRelease { holder: "a".into() },
+            RefuseCode::Protocol,
+        ),
+        (record("b", "a"), RefuseCode::NotLeader),
+    ] {
+        let answer = cb.ask(&m).await.expect("answer");
+        assert!(
+            matches!(&answer, Message::Refused { code: c, .. } if *c == code),
+            "{m:?} -> {answer:?}"
+        );
+    }
+    cb.close();
+    assert!(
+        matches!(
+            c.ask(&Message::LeaseAsk {
+                candidate: "a".into(),
+                epoch: 1,
+                round: 2
+            })
+            .await
+            .expect("answer"),
+            Message::LeaseAnswer { granted: true, .. }
+        ),
+        "a's promise was not released by b"
+    );
     c.close();
     // A node of another cluster cannot even connect.
     let stranger = Identity::load(&foreign, "a").expect("identity");
@@ -251,6 +299,11 @@ async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
     task.await.expect("task").expect("witness ran");
     let state = vigil_net::witness::WitnessState::load(&dir.path().join("witness")).expect("state");
     assert_eq!(state.epoch, 1, "the epoch is durable");
+    assert_eq!(state.leader, "a", "and whom it was allocated to");
+    assert!(
+        state.followers.get("a").is_some_and(|r| r.eligible),
+        "b's claims changed nothing: {state:?}"
+    );
 }
 
 /// "Eligible again" only widens what the witness may do: a write must not
@@ -267,10 +320,12 @@ async fn a_write_never_waits_on_recording_eligible_again() {
     let seen = asked.clone();
     let mut cfg = leader_config("c4", &certs, "http://127.0.0.1:1");
     cfg.max_lag = Some(Duration::from_secs(60));
-    cfg.record_eligibility = Some(Arc::new(move |_node: &str, eligible: bool, _lsn: u64| {
-        seen.lock().expect("lock").push(eligible);
-        if eligible {
-            Err("the witness did not answer in time".to_owned())
+    cfg.record_eligibility = Some(Arc::new(move |r: &Record| {
+        seen.lock().expect("lock").push(r.eligible);
+        if r.eligible {
+            Err(RecordError::Failed(
+                "the witness did not answer in time".to_owned(),
+            ))
         } else {
             Ok(())
         }

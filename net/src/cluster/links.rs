@@ -4,12 +4,28 @@
 use tokio::sync::{mpsc, watch};
 
 use super::*;
+use crate::wire::RefuseCode;
 
 /// A follower's answers to what its leader sends on the replication
-/// connection.
+/// connection (authenticated as the peer by its certificate during the
+/// handshake). Each is bound to the sender's role: a lease ask must name
+/// the peer as candidate, and a hand-over must be of the epoch this node
+/// knows as current (a deposed leader's hand-over of an older epoch is
+/// refused).
 pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
     let now = inner.now_us();
+    let peer = &inner.cfg.peer.name;
     match m {
+        Message::LeaseAsk { candidate, .. } if candidate != *peer => {
+            tracing::warn!(candidate = %candidate, peer = %peer, "refused a lease ask naming another candidate than the peer");
+            Some(Message::Refused {
+                code: RefuseCode::Protocol,
+                lsn: 0,
+                reason: format!(
+                    "a lease ask from {peer} must name {peer} as candidate, not {candidate}"
+                ),
+            })
+        }
         Message::LeaseAsk {
             candidate,
             epoch,
@@ -32,6 +48,19 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
             })
         }
         Message::HandOver { epoch, last_lsn } => {
+            let known = inner.elector().epoch();
+            if epoch != known {
+                tracing::warn!(
+                    epoch,
+                    known,
+                    "refused a hand-over of an epoch that is not the current one"
+                );
+                return Some(Message::Refused {
+                    code: RefuseCode::NotLeader,
+                    lsn: 0,
+                    reason: format!("hand-over of epoch {epoch}, but the current epoch is {known}"),
+                });
+            }
             *inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, last_lsn));
             Some(Message::Released {
                 voter: inner.cfg.node.node.clone(),

@@ -506,10 +506,20 @@ impl Cluster {
         let last_lsn = store.last_lsn();
         let epoch = {
             let mut e = inner.elector();
-            let epoch = e.epoch();
+            // Hand over only the epoch this node leads, and only while it
+            // may still write in it.
+            let epoch = match e.role() {
+                LeaseRole::Leader { epoch } if e.may_write(inner.now_us()) => epoch,
+                _ => {
+                    return Err(NetError::NotLeading(
+                        "the lease lapsed or a later epoch exists; switchover abandoned".into(),
+                    ));
+                }
+            };
             e.hand_over(inner.now_us());
             epoch
         };
+        node.stop_leading("switchover: leadership handed over");
         tracing::info!(epoch, last_lsn, to = %peer, "switchover: follower holds every write; handing over");
         // The witness forgets our promise, then the follower releases its
         // own and asks for a majority at once.

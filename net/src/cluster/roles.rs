@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::{Options, Store};
 
+use crate::enforce::{Record, RecordError};
+use crate::wire::RefuseCode;
+
 use super::*;
 
 /// Carries out a promotion: stop following, make the store writable,
@@ -75,8 +78,12 @@ async fn abandon_promotion(inner: &Arc<Inner>, store: &Store) {
 }
 
 /// Stops leading (a higher epoch exists, or a switchover) and follows the
-/// peer.
+/// peer. Leader-only work (max_lag enforcement and its records at the
+/// witness) stops first, before anything that can wait.
 pub(super) async fn step_down(inner: &Arc<Inner>, why: &str) {
+    if let Some(n) = inner.node() {
+        n.stop_leading(why);
+    }
     tracing::warn!("stepping down: {why}");
     if let Some(s) = inner.store() {
         s.set_read_only(true);
@@ -264,19 +271,11 @@ pub(super) async fn start_leader(inner: &Arc<Inner>) -> Result<(), NetError> {
     cfg.voter = None;
     let handle = tokio::runtime::Handle::current();
     let weak = Arc::downgrade(inner);
-    cfg.record_eligibility = Some(Arc::new(move |follower: &str, eligible, durable_lsn| {
-        let inner = weak.upgrade().ok_or("shutting down")?;
-        let m = Message::Eligibility {
-            follower: follower.into(),
-            eligible,
-            durable_lsn,
-            epoch: inner.elector().epoch(),
-        };
-        match handle.block_on(inner.ask_witness(m)) {
-            Ok(Message::EligibilityRecorded { .. }) => Ok(()),
-            Ok(other) => Err(format!("the witness answered {}", other.kind())),
-            Err(e) => Err(e.to_string()),
-        }
+    cfg.record_eligibility = Some(Arc::new(move |r: &Record| {
+        let inner = weak
+            .upgrade()
+            .ok_or_else(|| RecordError::Refused("shutting down".into()))?;
+        record_at_witness(&inner, &handle, r)
     }));
     // The port may still be held by the endpoint of a node that just
     // stopped; try for a moment.
@@ -295,4 +294,67 @@ pub(super) async fn start_leader(inner: &Arc<Inner>) -> Result<(), NetError> {
         }
     }
     Err(last.unwrap_or_else(|| NetError::Config("cannot start leading".into())))
+}
+
+/// Sends eligibility record `r` to the witness, in the epoch this node won
+/// (`r.epoch`), and only while its elector still leads that very epoch: a
+/// node that stepped down, or learned of a later epoch, sends nothing
+/// leader-only. "Eligible again" waits while the lease has lapsed (it only
+/// widens what the witness may do); "ineligible" does not, because it is
+/// what keeps a lagging follower from being promoted with more than
+/// `max_lag` lost while this node is still the epoch's leader.
+fn record_at_witness(
+    inner: &Inner,
+    handle: &tokio::runtime::Handle,
+    r: &Record,
+) -> Result<(), RecordError> {
+    {
+        let e = inner.elector();
+        let leads = matches!(e.role(), LeaseRole::Leader { epoch } if epoch == r.epoch);
+        if !leads || e.epoch() > r.epoch {
+            return Err(RecordError::Refused(format!(
+                "this node no longer leads epoch {} (it knows epoch {})",
+                r.epoch,
+                e.epoch()
+            )));
+        }
+        if r.eligible && !e.may_write(inner.now_us()) {
+            return Err(RecordError::Failed(
+                "the lease has lapsed: eligible-again records wait for its renewal".into(),
+            ));
+        }
+    }
+    let m = Message::Eligibility {
+        leader: inner.cfg.node.node.clone(),
+        follower: r.follower.clone(),
+        eligible: r.eligible,
+        durable_lsn: r.durable_lsn,
+        epoch: r.epoch,
+        seq: r.seq,
+    };
+    match handle.block_on(inner.ask_witness(m)) {
+        Ok(Message::EligibilityRecorded { .. }) => Ok(()),
+        Ok(Message::Refused {
+            code: RefuseCode::NotLeader,
+            reason,
+            ..
+        }) => Err(RecordError::Refused(reason)),
+        // Only a record this node already gave up on is stale; this one
+        // is not, unless the witness's state went back: try again.
+        Ok(Message::Refused {
+            code: RefuseCode::Stale,
+            reason,
+            ..
+        }) => Err(RecordError::Failed(format!(
+            "the witness says stale: {reason}"
+        ))),
+        Ok(Message::Refused { reason, .. }) => Err(RecordError::Refused(format!(
+            "the witness refused: {reason}"
+        ))),
+        Ok(other) => Err(RecordError::Failed(format!(
+            "the witness answered {}",
+            other.kind()
+        ))),
+        Err(e) => Err(RecordError::Failed(e.to_string())),
+    }
 }
