@@ -373,3 +373,32 @@ pub fn transport_config(window_bytes: u64, idle_timeout: Duration) -> Arc<quinn:
     }
     Arc::new(t)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_proves_its_own_node_name_and_hosts_only() {
+        let d = tempfile::tempdir().expect("dir");
+        let specs = [
+            NodeSpec::parse("a=a.example,10.0.0.1").expect("spec"),
+            NodeSpec::parse("b").expect("spec"),
+        ];
+        make_cluster(d.path(), "t", &specs).expect("certs");
+        let a = Identity::load(d.path(), "a").expect("a");
+        let b = Identity::load(d.path(), "b").expect("b");
+        assert!(peer_is(&a.chain, "a"));
+        assert!(peer_is(&a.chain, "a.example"), "a host it was made for");
+        assert!(peer_is(&a.chain, "10.0.0.1"), "an address it was made for");
+        assert!(!peer_is(&a.chain, "b"), "a cannot speak as b");
+        assert!(!peer_is(&a.chain, "w"));
+        assert!(peer_is(&b.chain, "b") && !peer_is(&b.chain, "a"));
+        assert!(!peer_is(&[], "a"), "no certificate proves nothing");
+        assert!(!peer_is(&a.chain, ""), "not a name");
+        assert!(
+            !peer_is(&[CertificateDer::from(vec![0u8; 16])], "a"),
+            "garbage is no certificate"
+        );
+    }
+}

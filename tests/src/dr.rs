@@ -140,6 +140,11 @@ impl Dr {
         (w, a, b)
     }
 
+    /// The witness's durable state as it is on disk now.
+    pub fn witness_state(&self) -> vigil_net::witness::WitnessState {
+        vigil_net::witness::WitnessState::load(&self.dir.path().join("w")).expect("witness state")
+    }
+
     /// Starts the witness (again).
     pub fn witness(&self) -> ChildGuard {
         use std::io::BufRead;

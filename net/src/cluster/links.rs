@@ -48,17 +48,24 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
             })
         }
         Message::HandOver { epoch, last_lsn } => {
+            // The epoch handed over must be the one this node follows: the
+            // epoch of its log's last frame (it holds the leader's
+            // EpochStart), and none later known here.
             let known = inner.elector().epoch();
-            if epoch != known {
+            let logged = inner.store().map_or(0, |s| s.epoch());
+            if epoch < known || epoch != logged {
                 tracing::warn!(
                     epoch,
                     known,
+                    logged,
                     "refused a hand-over of an epoch that is not the current one"
                 );
                 return Some(Message::Refused {
                     code: RefuseCode::NotLeader,
                     lsn: 0,
-                    reason: format!("hand-over of epoch {epoch}, but the current epoch is {known}"),
+                    reason: format!(
+                        "hand-over of epoch {epoch}, but this node follows epoch {logged} and knows epoch {known}"
+                    ),
                 });
             }
             *inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, last_lsn));
