@@ -45,6 +45,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a follower logs its catch-up progress.
 const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the same max_lag enforcement error is logged again.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Most follower sessions a leader serves at once.
 const SESSIONS_MAX: usize = 16;
 
@@ -1110,6 +1112,10 @@ async fn guard_bound(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let mut checkpointed: (u64, Vec<(String, u64)>) = (0, Vec::new());
+    // The last enforcement error logged and when: the same one is logged
+    // again only after ERROR_LOG_INTERVAL (a lapsed lease or an unreachable
+    // witness fails every tick).
+    let mut logged: Option<(String, Instant)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -1121,10 +1127,19 @@ async fn guard_bound(
         })
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => logged = None,
             // Logged once where it stopped; this node is stepping down.
             Ok(Err(NetError::NotLeading(_))) => break,
-            Ok(Err(e)) => tracing::error!("cannot enforce max_lag: {e}"),
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                let again = logged
+                    .as_ref()
+                    .is_some_and(|(l, at)| *l == e && at.elapsed() < ERROR_LOG_INTERVAL);
+                if !again {
+                    tracing::error!("cannot enforce max_lag: {e}");
+                    logged = Some((e, Instant::now()));
+                }
+            }
             Err(e) => tracing::error!("max_lag task failed: {e}"),
         }
         if last_checkpoint.elapsed() < CHECKPOINT_INTERVAL {

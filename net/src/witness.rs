@@ -709,6 +709,33 @@ mod tests {
         }
     }
 
+    fn ask(candidate: &str, epoch: u64, round: u64) -> Message {
+        Message::LeaseAsk {
+            candidate: candidate.into(),
+            epoch,
+            round,
+        }
+    }
+
+    fn cas(candidate: &str, expected: u64) -> Message {
+        Message::EpochCas {
+            candidate: candidate.into(),
+            expected,
+        }
+    }
+
+    /// A witness in `dir` where `a` won epoch 1 (its promise runs until
+    /// 3,000 µs).
+    fn a_leads_epoch_1(dir: &Path) -> Witness {
+        let mut w = Witness::open(dir, "w", cfg(), 0).expect("open");
+        w.answer(ask("a", 0, 1), 2_000).expect("answer");
+        assert_eq!(
+            w.answer(cas("a", 0), 2_001).expect("answer"),
+            Some(Message::EpochCasAnswer { ok: true, epoch: 1 })
+        );
+        w
+    }
+
     /// Record numbers for the tests, increasing as a leader's do.
     fn next_seq() -> u64 {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -721,18 +748,7 @@ mod tests {
     #[test]
     fn only_the_node_that_won_an_epoch_records_eligibility_in_it() {
         let d = tempfile::tempdir().expect("dir");
-        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
-        let ask = |c: &str, epoch, round| Message::LeaseAsk {
-            candidate: c.into(),
-            epoch,
-            round,
-        };
-        let cas = |c: &str, e| Message::EpochCas {
-            candidate: c.into(),
-            expected: e,
-        };
-        w.answer(ask("a", 0, 1), 2_000).expect("answer");
-        w.answer(cas("a", 0), 2_001).expect("answer");
+        let mut w = a_leads_epoch_1(d.path());
         // a leads epoch 1 and records b eligible; then a is cut off, its
         // promise runs out, b takes epoch 2.
         assert!(matches!(
@@ -780,21 +796,7 @@ mod tests {
     #[test]
     fn an_epoch_forced_without_the_witness_is_adopted_from_its_promise_holder() {
         let d = tempfile::tempdir().expect("dir");
-        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
-        let ask = |c: &str, epoch, round| Message::LeaseAsk {
-            candidate: c.into(),
-            epoch,
-            round,
-        };
-        w.answer(ask("a", 0, 1), 2_000).expect("answer");
-        w.answer(
-            Message::EpochCas {
-                candidate: "a".into(),
-                expected: 0,
-            },
-            2_001,
-        )
-        .expect("answer");
+        let mut w = a_leads_epoch_1(d.path());
         assert!(matches!(
             w.answer(record("a", "b", true, 1), 2_002).expect("answer"),
             Some(Message::EligibilityRecorded { .. })
@@ -841,15 +843,7 @@ mod tests {
             ),
             "b holds no promise"
         );
-        w.answer(
-            Message::LeaseAsk {
-                candidate: "a".into(),
-                epoch: 3,
-                round: 1,
-            },
-            2_001,
-        )
-        .expect("answer");
+        w.answer(ask("a", 3, 1), 2_001).expect("answer");
         assert!(matches!(
             w.answer(record("a", "b", false, 3), 2_002).expect("answer"),
             Some(Message::EligibilityRecorded { .. })
@@ -882,50 +876,14 @@ mod tests {
             "a cannot release b's promise"
         );
         assert!(check_sender(&record("b", "a", false, 1), is_a).is_err());
-        assert!(
-            check_sender(
-                &Message::EpochCas {
-                    candidate: "b".into(),
-                    expected: 1
-                },
-                is_a
-            )
-            .is_err()
-        );
-        assert!(
-            check_sender(
-                &Message::LeaseAsk {
-                    candidate: "b".into(),
-                    epoch: 1,
-                    round: 1
-                },
-                is_a
-            )
-            .is_err()
-        );
+        assert!(check_sender(&cas("b", 1), is_a).is_err());
+        assert!(check_sender(&ask("b", 1, 1), is_a).is_err());
     }
 
     #[test]
     fn a_record_given_up_on_cannot_land_after_a_later_one() {
         let d = tempfile::tempdir().expect("dir");
-        let mut w = Witness::open(d.path(), "w", cfg(), 0).expect("open");
-        w.answer(
-            Message::LeaseAsk {
-                candidate: "a".into(),
-                epoch: 0,
-                round: 1,
-            },
-            2_000,
-        )
-        .expect("answer");
-        w.answer(
-            Message::EpochCas {
-                candidate: "a".into(),
-                expected: 0,
-            },
-            2_001,
-        )
-        .expect("answer");
+        let mut w = a_leads_epoch_1(d.path());
         let rec = |eligible, seq| Message::Eligibility {
             leader: "a".into(),
             follower: "b".into(),
