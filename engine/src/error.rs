@@ -23,6 +23,21 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The disk holding the store has no room for a write: the operating
+    /// system refused it (no space, or a quota), or free space is below the
+    /// store's reserve ([`crate::Options::disk_reserve_bytes`]), where
+    /// client writes stop so that internal work still fits. Nothing was
+    /// written and the store stays usable: writes succeed again once space
+    /// is freed.
+    #[error("the disk is full: {op} {path}: {detail}")]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What the operating system said, or the free space and reserve.
+        detail: String,
+    },
     /// fsync/fdatasync failed. The store is poisoned: data that the kernel
     /// failed to write back may be gone from the page cache, so it is never
     /// retried as if it were safe.
@@ -172,13 +187,39 @@ from_redb!(
 );
 
 impl Error {
-    /// Builds an [`Error::Io`].
+    /// Builds an [`Error::Io`], or an [`Error::DiskFull`] when the
+    /// operating system said the disk (or a quota) is full.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        if is_no_space(&source) {
+            return Error::DiskFull {
+                op,
+                path: path.into(),
+                detail: source.to_string(),
+            };
+        }
         Error::Io {
             op,
             path: path.into(),
             source,
         }
+    }
+
+    /// Whether the error means the disk is full: a write refused for lack
+    /// of space or below the reserve, or an fsync that failed for it (which
+    /// still stops the store).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::DiskFull { .. } => true,
+            Error::Fsync { source, .. } => is_no_space(source),
+            _ => false,
+        }
+    }
+
+    /// Whether a failed commit left the store as it was, so only that
+    /// commit failed: an I/O error or a full disk while writing a frame
+    /// (the next frame overwrites the same place).
+    pub(crate) fn fails_only_this_write(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::DiskFull { .. })
     }
 
     /// The same error for another recipient: I/O and fsync errors keep
@@ -196,6 +237,11 @@ impl Error {
                 path: path.clone(),
                 source: copy(source),
             },
+            Error::DiskFull { op, path, detail } => Error::DiskFull {
+                op,
+                path: path.clone(),
+                detail: detail.clone(),
+            },
             other => Error::Poisoned(other.to_string()),
         }
     }
@@ -204,4 +250,13 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::Fsync { .. } | Error::Poisoned(_))
     }
+}
+
+/// Whether an operating-system error says there is no space: the disk is
+/// full (ENOSPC) or a quota is used up (EDQUOT).
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

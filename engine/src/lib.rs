@@ -30,6 +30,7 @@ mod batch;
 mod clock;
 mod codec;
 mod dict;
+mod disk;
 mod error;
 pub mod failpoint;
 pub mod frame;
@@ -61,6 +62,7 @@ pub use backup::{
 pub use batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
 pub use clock::{Clock, SystemClock};
 pub use codec::DecodeError;
+pub use disk::DiskSpace;
 pub use error::{Error, Result};
 pub use keys::{KeyExtractor, NoKeys};
 pub use read::{

@@ -89,3 +89,10 @@ pub const APPLY_TXN_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// version written by a deposed leader (epoch `e - 1`, cut on rejoin) is
 /// never issued again for other content by the next leader.
 pub const EPOCH_VERSIONS: u64 = 1_000_000;
+
+/// Default free space kept for internal work (index commits, search-key
+/// flushes and merges, a rejoin's cut, backups' temporary files, a clean
+/// shutdown): client writes stop this far before the disk is full. A store
+/// whose largest search-key file is bigger should raise it to that size
+/// (a merge writes its two files anew before removing them).
+pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;

@@ -311,20 +311,49 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> Result<()> {
 /// the file nor allocate (fdatasync then writes data only: about a third
 /// faster on ext4 here). Returns whether the file grew. A file system
 /// without `fallocate` just goes without.
+///
+/// On a nearly full disk the space there is gets used: when the full size
+/// does not fit, half of it is tried, and so on down to
+/// [`PREALLOCATE_BYTES_MIN`]; below that the segment grows as it is
+/// written, and a write the disk cannot take fails with
+/// [`Error::DiskFull`] (only that commit fails).
 fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<bool> {
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?
         .len();
-    if len >= bytes {
-        return Ok(false);
-    }
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
-        Ok(()) => Ok(true),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            tracing::debug!(segment = %path.display(), "fallocate unsupported; segments grow as written");
-            Ok(false)
+    let mut want = bytes;
+    while want > len {
+        let tried = crate::failpoint::check("log.preallocate")
+            .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+            .and_then(|()| {
+                rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, want)
+            });
+        match tried {
+            Ok(()) => {
+                if want < bytes {
+                    tracing::warn!(segment = %path.display(), preallocated = want, wanted = bytes, "the disk is nearly full: segment preallocated in part");
+                }
+                return Ok(true);
+            }
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                tracing::debug!(segment = %path.display(), "fallocate unsupported; segments grow as written");
+                return Ok(false);
+            }
+            Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                want /= 2;
+                if want < PREALLOCATE_BYTES_MIN {
+                    break;
+                }
+            }
+            Err(e) => return Err(Error::io("preallocate segment", path, e.into())),
         }
-        Err(e) => Err(Error::io("preallocate segment", path, e.into())),
     }
+    if len < bytes {
+        tracing::warn!(segment = %path.display(), "the disk is nearly full: segment not preallocated, it grows as written");
+    }
+    Ok(false)
 }
+
+/// The smallest preallocation tried on a nearly full disk.
+const PREALLOCATE_BYTES_MIN: u64 = 1024 * 1024;

@@ -92,6 +92,11 @@ pub struct Options {
     /// they are written to a key run file in one sorted pass; also what a
     /// replay after a crash redoes at most. See `keystore`.
     pub key_buffer_entries: usize,
+    /// Client commits (and a replica's appends) are refused with
+    /// [`Error::DiskFull`] when they would leave less than this many bytes
+    /// free on the store's file system; 0 turns the check off. See
+    /// [`crate::limits::DISK_RESERVE_BYTES_DEFAULT`].
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for Options {
@@ -107,6 +112,7 @@ impl Default for Options {
             extractor: Arc::new(NoKeys),
             clock: Arc::new(SystemClock),
             key_buffer_entries: KEY_BUFFER_ENTRIES_DEFAULT,
+            disk_reserve_bytes: crate::limits::DISK_RESERVE_BYTES_DEFAULT,
         }
     }
 }
@@ -121,6 +127,7 @@ impl std::fmt::Debug for Options {
             .field("segment_bytes", &self.segment_bytes)
             .field("repair", &self.repair)
             .field("key_buffer_entries", &self.key_buffer_entries)
+            .field("disk_reserve_bytes", &self.disk_reserve_bytes)
             .field("extractor", &self.extractor.name())
             .finish()
     }
@@ -532,6 +539,12 @@ impl Store {
         self.inner
             .await_acked()
             .unwrap_or_else(|_| self.inner.visible_lsn())
+    }
+
+    /// Free space on the store's file system now, with the reserve below
+    /// which client writes are refused.
+    pub fn disk_space(&self) -> Result<crate::DiskSpace> {
+        crate::disk::space(&self.inner.dir, self.inner.opts.disk_reserve_bytes)
     }
 
     /// The current epoch.

@@ -558,11 +558,20 @@ impl WriterState {
         }
         if !planned.is_empty() {
             self.last_ts = ts;
-            if let Err(e) = self.write_frame(&payload, planned.len() as u32, ts, Some(keys)) {
+            // Below the disk reserve a client commit is refused before
+            // anything is written; like a failed write, it fails only this
+            // group.
+            let reserve = self.inner.opts.disk_reserve_bytes;
+            let written =
+                crate::disk::check_reserve(&self.inner.dir, reserve, payload.len() as u64)
+                    .and_then(|()| {
+                        self.write_frame(&payload, planned.len() as u32, ts, Some(keys))
+                    });
+            if let Err(e) = written {
                 // A failed fsync stops the store before anyone hears back. A
                 // failed write changed no state (the next frame overwrites
                 // the same offset), so only this group fails.
-                let fatal = e.is_fatal() || !matches!(e, Error::Io { .. });
+                let fatal = e.is_fatal() || !e.fails_only_this_write();
                 if fatal {
                     self.inner.poison(e.to_string());
                 }
@@ -783,6 +792,14 @@ impl WriterState {
         if headers.is_empty() {
             return Ok(());
         }
+        // A replica stops at the disk reserve as a leader's clients do:
+        // it acknowledges nothing more (and falls behind, which its leader
+        // records) until space is freed.
+        crate::disk::check_reserve(
+            &self.inner.dir,
+            self.inner.opts.disk_reserve_bytes,
+            bytes.len() as u64,
+        )?;
         // Frames written before a failed write (a full disk when a new
         // segment is needed) are still made durable and indexed, so the
         // log and `next_lsn` never disagree; the error is returned after.

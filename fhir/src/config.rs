@@ -44,6 +44,13 @@ pub struct Config {
     pub export_lease_ms: u64,
     /// Resources per export output file.
     pub export_chunk_resources: usize,
+    /// Free bytes kept on the data directory's file system for internal
+    /// work (index commits, search-key merges, a rejoin's cut, a clean
+    /// shutdown): client writes get 507 below it. 0 turns it off.
+    pub disk_reserve_bytes: u64,
+    /// Below this many free bytes (above the reserve) the server logs a
+    /// warning, once per crossing; 0: four times the reserve.
+    pub disk_warn_bytes: u64,
 }
 
 /// The `[drills]` table: whether `vigil drill` may tell this node to crash.
@@ -77,11 +84,22 @@ impl Default for Config {
             export_dir: None,
             export_lease_ms: crate::export::LEASE_MS_DEFAULT,
             export_chunk_resources: crate::export::CHUNK_RESOURCES_DEFAULT,
+            disk_reserve_bytes: vigil_engine::limits::DISK_RESERVE_BYTES_DEFAULT,
+            disk_warn_bytes: 0,
         }
     }
 }
 
 impl Config {
+    /// The free space below which a warning is logged.
+    pub fn disk_warn_bytes(&self) -> u64 {
+        if self.disk_warn_bytes > 0 {
+            self.disk_warn_bytes
+        } else {
+            self.disk_reserve_bytes.saturating_mul(4)
+        }
+    }
+
     /// Where `$export` writes its files.
     pub fn export_dir(&self) -> PathBuf {
         self.export_dir

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod capability;
 pub mod conditional;
 pub mod config;
+pub mod disk;
 pub mod drill;
 pub mod drill_chart;
 pub mod export;

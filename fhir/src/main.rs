@@ -300,6 +300,7 @@ impl ReplFlags {
                     witness_addr: None,
                     preferred: None,
                     lease_ms: 3_000,
+                    on_disk_full: Default::default(),
                 }
             }
         };

@@ -86,6 +86,10 @@ impl IntoResponse for FhirError {
     }
 }
 
+/// Retry-After on a write refused for a full disk: freeing space is an
+/// operator's (or a retention job's) work, not a moment's.
+const DISK_FULL_RETRY_AFTER_S: u32 = 30;
+
 impl From<vigil_engine::Error> for FhirError {
     fn from(e: vigil_engine::Error) -> Self {
         use vigil_engine::Error as E;
@@ -104,6 +108,19 @@ impl From<vigil_engine::Error> for FhirError {
                     "this node is a follower and its leader is not known yet; retry",
                 );
                 err.retry_after = Some(1);
+                err
+            }
+            E::DiskFull { .. } => {
+                // 507: the server cannot store the representation (RFC
+                // 4918); nothing was written and the store stays usable.
+                let mut err = FhirError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "no-store",
+                    format!(
+                        "the disk is full on this node; nothing was written, retry once space is freed: {e}"
+                    ),
+                );
+                err.retry_after = Some(DISK_FULL_RETRY_AFTER_S);
                 err
             }
             E::Poisoned(_) | E::Fsync { .. } | E::Closed => {

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_net::cluster::{Cluster, WriteGuard, WriteRefused};
 use vigil_net::node::{Node, NodeConfig, Role};
 
@@ -90,10 +90,32 @@ pub struct ReplicationConfig {
     /// Retry-After until it is back within the bound.
     #[serde(default = "default_on_lag")]
     pub on_lag: String,
+    /// What a leader does when its disk fills (free space below
+    /// `disk_reserve_bytes`): keep leading and refuse writes (507), or,
+    /// under automatic failover, hand leadership to the follower with a
+    /// zero-loss switchover.
+    #[serde(default)]
+    pub on_disk_full: OnDiskFull,
     /// QUIC flow-control window in bytes (≥ bandwidth × round trip).
     #[serde(default = "default_window")]
     pub window_bytes: u64,
 }
+
+/// `[replication] on_disk_full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDiskFull {
+    /// Keep leading; client writes get 507 until space is freed.
+    #[default]
+    Refuse,
+    /// Automatic failover only: a switchover to the follower (it must be
+    /// connected and hold every write; tried again every
+    /// [`DISK_FULL_SWITCHOVER_RETRY`] while the disk stays full).
+    Switchover,
+}
+
+/// How often a leader whose disk is full tries the switchover again.
+pub const DISK_FULL_SWITCHOVER_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn default_lease_ms() -> u64 {
     3_000
@@ -142,6 +164,12 @@ impl ReplicationConfig {
                 "on_lag must be accept or stall, not {:?}",
                 self.on_lag
             ));
+        }
+        if self.on_disk_full == OnDiskFull::Switchover && !self.is_auto() {
+            return bad(
+                "on_disk_full = \"switchover\" needs role = \"auto\" (a static leader has no one to hand over to)"
+                    .into(),
+            );
         }
         if !(1..=600_000).contains(&self.sync_timeout_ms) {
             return bad("sync_timeout_ms must be 1..=600000".into());
@@ -614,6 +642,12 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
             ..Default::default()
         }),
     };
+    let body = body.and_then(|mut b| {
+        if let (Some(obj), Some(d)) = (b.as_object_mut(), app.disk_report()) {
+            obj.insert("disk".into(), serde_json::to_value(d)?);
+        }
+        Ok(b)
+    });
     match body.and_then(|b| serde_json::to_vec_pretty(&b)) {
         Ok(b) => crate::http::json_response(StatusCode::OK, b),
         Err(e) => FhirError::internal(e.to_string()).into_response(),
@@ -643,6 +677,40 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         "",
         store.as_ref().map_or(0, |s| s.epoch()) as f64,
     );
+    if let Some(d) = app.disk_report() {
+        gauge(
+            "vigil_disk_free_bytes",
+            "Free bytes on the data directory's file system.",
+            "",
+            d.free_bytes as f64,
+        );
+        gauge(
+            "vigil_disk_reserve_bytes",
+            "Free bytes below which client writes are refused (507).",
+            "",
+            d.reserve_bytes as f64,
+        );
+        gauge(
+            "vigil_disk_writable",
+            "1 while client writes fit above the disk reserve.",
+            "",
+            f64::from(u8::from(d.writable)),
+        );
+        gauge(
+            "vigil_disk_growth_bytes_per_second",
+            "How fast free disk space shrinks, over the last minutes.",
+            "",
+            d.growth_bytes_per_second,
+        );
+        if let Some(s) = d.seconds_to_reserve {
+            gauge(
+                "vigil_disk_seconds_to_reserve",
+                "At the current growth, seconds until writes stop at the reserve.",
+                "",
+                s,
+            );
+        }
+    }
     if let Some(Ok(s)) = store.as_ref().map(|s| s.stats()) {
         gauge(
             "vigil_log_bytes",

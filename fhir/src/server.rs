@@ -31,6 +31,8 @@ pub struct App {
     pub export_polls: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Wakes the export worker at once when a job is accepted.
     pub export_wake: tokio::sync::Notify,
+    /// Free-space samples of the data directory (growth rate, warnings).
+    pub disk: crate::disk::DiskWatch,
 }
 
 impl App {
@@ -53,7 +55,15 @@ impl App {
             commit_latency: Default::default(),
             export_polls: Default::default(),
             export_wake: tokio::sync::Notify::new(),
+            disk: Default::default(),
         })
+    }
+
+    /// The data directory's free space now, with the growth rate from the
+    /// samples; `None` while no store is open or it cannot be measured.
+    pub fn disk_report(&self) -> Option<crate::disk::DiskReport> {
+        let space = self.store().ok()?.disk_space().ok()?;
+        Some(self.disk.report(std::time::Instant::now(), space))
     }
 
     /// This node's name in its cluster (`standalone` without replication).
@@ -68,6 +78,7 @@ impl App {
         Options {
             resource_bytes_max: config.max_resource_bytes,
             key_buffer_entries: config.search_key_buffer_entries,
+            disk_reserve_bytes: config.disk_reserve_bytes,
             extractor: Arc::new(search::SearchKeys),
             replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
@@ -197,10 +208,31 @@ async fn live() -> Response {
     crate::http::json_response(StatusCode::OK, br#"{"status":"live"}"#.to_vec())
 }
 
+/// `GET /health/ready`: 200 when this node serves reads and takes writes
+/// (a follower: forwards them); 503 when the store is not open, or when
+/// its disk is below the reserve, so a load balancer stops sending writes
+/// there (reads still work: `"reads": true`).
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    match app.store().and_then(|s| s.stats().map_err(FhirError::from)) {
-        Ok(_) => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
-        Err(e) => e.into_response(),
+    if let Err(e) = app.store().and_then(|s| s.stats().map_err(FhirError::from)) {
+        return e.into_response();
+    }
+    match app.disk_report() {
+        Some(d) if !d.writable => {
+            let body = serde_json::json!({
+                "status": "writes-unavailable",
+                "reads": true,
+                "reason": format!(
+                    "the disk is full: {} bytes free, client writes stop at the reserve of {} bytes",
+                    d.free_bytes, d.reserve_bytes
+                ),
+                "disk": d,
+            });
+            crate::http::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+        }
+        _ => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
     }
 }
 
@@ -227,6 +259,11 @@ async fn leader(State(app): State<Arc<App>>) -> Response {
         _ if app.store().map_or(true, |s| s.is_read_only()) => crate::http::json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"status":"read-only"}"#.to_vec(),
+        ),
+        // A leader that cannot write is no place to send writes.
+        _ if app.disk_report().is_some_and(|d| !d.writable) => crate::http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"status":"disk-full"}"#.to_vec(),
         ),
         _ => crate::http::json_response(StatusCode::OK, br#"{"status":"leader"}"#.to_vec()),
     }
@@ -306,6 +343,7 @@ pub async fn run(
     }
     let app = Arc::new(app);
     let exports = tokio::spawn(crate::export::worker(app.clone()));
+    let disk = tokio::spawn(watch_disk(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
@@ -313,12 +351,62 @@ pub async fn run(
         .await?;
     exports.abort();
     let _ = exports.await;
+    disk.abort();
+    let _ = disk.await;
     if let Some(r) = &app.replication {
         r.shutdown().await;
     }
     tracing::info!("shutting down: closing the store");
     drop(app);
     Ok(())
+}
+
+/// Samples the data directory's free space every few seconds (for the
+/// growth rate in `/status`) and logs when it runs low.
+async fn watch_disk(app: Arc<App>) {
+    let mut tick = tokio::time::interval(crate::disk::SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_switchover: Option<std::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        let Some(space) = app.store().ok().and_then(|s| s.disk_space().ok()) else {
+            continue;
+        };
+        app.disk.sample(
+            std::time::Instant::now(),
+            space,
+            app.config.disk_warn_bytes(),
+        );
+        if space.writable() {
+            continue;
+        }
+        // A full leader hands over when configured to (zero loss: the
+        // follower must hold every write first).
+        let Some(r) = &app.replication else { continue };
+        let Some(cluster) = r.cluster() else { continue };
+        let due = last_switchover
+            .is_none_or(|t| t.elapsed() >= crate::replication::DISK_FULL_SWITCHOVER_RETRY);
+        if r.config.on_disk_full == crate::replication::OnDiskFull::Switchover
+            && cluster.is_leader()
+            && due
+        {
+            last_switchover = Some(std::time::Instant::now());
+            tracing::warn!(
+                free_bytes = space.free_bytes,
+                reserve_bytes = space.reserve_bytes,
+                "the disk is full: handing leadership to the follower (on_disk_full = switchover)"
+            );
+            match cluster.switchover().await {
+                Ok(rep) => {
+                    tracing::warn!(new_leader = %rep.new_leader, handover_ms = rep.handover_ms, "leadership handed over: this node's disk is full")
+                }
+                Err(e) => tracing::error!(
+                    "the disk is full and the switchover failed (tried again in {} s): {e}",
+                    crate::replication::DISK_FULL_SWITCHOVER_RETRY.as_secs()
+                ),
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -240,6 +240,27 @@ pub fn render(json: &str) -> Result<String, StatusError> {
             );
         }
     }
+    if let Some(d) = v.get("disk").filter(|d| d.is_object()) {
+        let mb = |k: &str| d[k].as_f64().unwrap_or(0.0) / 1e6;
+        let rate = d["growth_bytes_per_second"].as_f64().unwrap_or(0.0);
+        let full = match d["seconds_to_reserve"].as_f64() {
+            Some(secs) => format!(", writes stop in about {:.0} min", secs / 60.0),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "disk: {:.0} MB free of {:.0} MB (reserve {:.0} MB), shrinking {:.2} MB/s{full}{}",
+            mb("free_bytes"),
+            mb("total_bytes"),
+            mb("reserve_bytes"),
+            rate / 1e6,
+            if d["writable"] == false {
+                "; FULL: client writes are refused (507)"
+            } else {
+                ""
+            }
+        );
+    }
     for q in v["quarantine"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -271,6 +292,16 @@ mod tests {
         let text = render(leader).expect("renders");
         assert!(
             text.contains("node a (leader) in cluster c: epoch 1, last lsn 42"),
+            "{text}"
+        );
+        let full = r#"{"role":"standalone","disk":{"free_bytes":100000000,"total_bytes":1000000000,
+            "reserve_bytes":268435456,"writable":false,"growth_bytes_per_second":2000000.0,
+            "seconds_to_reserve":null}}"#;
+        let text = render(full).expect("renders");
+        assert!(
+            text.contains(
+                "disk: 100 MB free of 1000 MB (reserve 268 MB), shrinking 2.00 MB/s; FULL"
+            ),
             "{text}"
         );
         assert!(text.contains("RPO promise (max_lag): 0.5 s"), "{text}");

@@ -106,3 +106,67 @@ pub fn free_udp_port() -> std::io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A tmpfs of a given size mounted for a test (a real file system that
+/// fills up), unmounted when dropped, also when the test fails. Mounting
+/// needs root, which CI has; without it the test fails, naming why.
+#[derive(Debug)]
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB.
+    pub fn mount(mib: u64) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("fs");
+        std::fs::create_dir(&path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "vigil-test"])
+            .arg(&path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs a file system of limited size; mounting a tmpfs needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { path, _dir: dir }
+    }
+
+    /// Takes `mib` MiB with a file, returned so that deleting it frees
+    /// the space again.
+    pub fn fill(&self, mib: u64) -> std::path::PathBuf {
+        let f = self.path.join("filler");
+        std::fs::write(&f, vec![7u8; (mib << 20) as usize]).expect("filler");
+        f
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A Patient `id` carrying about `bytes` bytes of text that does not
+/// compress much (hex digits of a pseudo-random sequence), so that a test
+/// fills a small disk in seconds.
+pub fn bulky_patient(id: &str, bytes: usize) -> String {
+    use std::fmt::Write;
+    let mut x = id.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    });
+    let mut text = String::with_capacity(bytes + 16);
+    while text.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let _ = write!(text, "{x:016x}");
+    }
+    format!(
+        r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Bulky","given":["{id}"]}}],"text":{{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">{text}</div>"}}}}"#
+    )
+}

@@ -1,0 +1,193 @@
+//! A full disk in a two-region cluster of real processes, each data
+//! directory that fills on a tmpfs of its own (root: CI runs as root):
+//! - a leader with `on_disk_full = "switchover"` hands leadership to its
+//!   follower with zero loss, and writes go on through the same endpoints;
+//! - a leader with the default (`refuse`) keeps leading, answers 507, and
+//!   takes writes again once space is freed, without a restart;
+//! - a follower whose disk fills stops acknowledging (its leader records it
+//!   ineligible and writes go on), and catches up once space is freed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use vigil_tests::dr::{Bins, Dr, Writer, all_present, caught_up, leads, status, until};
+use vigil_tests::http::request;
+use vigil_tests::{Tmpfs, bulky_patient};
+
+const BINS: Bins = Bins {
+    node: env!("CARGO_BIN_EXE_vigil_node"),
+    witness: env!("CARGO_BIN_EXE_vigil_witness"),
+};
+const LEASE_MS: u64 = 1_000;
+const TMPFS_MIB: u64 = 24;
+const FILLER_MIB: u64 = 4;
+const RESERVE: &str = "disk_reserve_bytes = 2097152";
+/// Bounds the filling loop.
+const FILL_LIMIT: Duration = Duration::from_secs(120);
+
+/// Writes bulky Patients through `node` until one gets 507; returns the
+/// acknowledged ids.
+fn fill(node: SocketAddr, tag: &str) -> Vec<String> {
+    let started = Instant::now();
+    let mut acked = Vec::new();
+    loop {
+        assert!(started.elapsed() < FILL_LIMIT, "the disk never filled");
+        let id = format!("{tag}{}", acked.len());
+        let r = request(
+            node,
+            "PUT",
+            &format!("/Patient/{id}"),
+            Some(&bulky_patient(&id, 8 * 1024)),
+        )
+        .expect("put");
+        match r.status {
+            201 => acked.push(id),
+            507 => {
+                assert!(r.body.contains("the disk is full"), "{}", r.body);
+                return acked;
+            }
+            other => panic!("a full disk answers 507, not {other}: {}", r.body),
+        }
+    }
+}
+
+/// Follows whatever the cluster does for `wait`, writing bulky Patients
+/// through `node` until its follower holds `count` more (used to fill a
+/// follower's disk).
+fn write_n(node: SocketAddr, tag: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let id = format!("{tag}{i}");
+            let r = request(
+                node,
+                "PUT",
+                &format!("/Patient/{id}"),
+                Some(&bulky_patient(&id, 8 * 1024)),
+            )
+            .expect("put");
+            assert_eq!(r.status, 201, "{}", r.body);
+            id
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_leader_hands_over_when_configured_and_loses_nothing() {
+    let fs = Tmpfs::mount(TMPFS_MIB);
+    let filler = fs.fill(FILLER_MIB);
+    let mut dr = Dr::new(BINS, 0, LEASE_MS);
+    dr.place_data("a", fs.path.join("a"));
+    dr.configure("a", RESERVE, "on_disk_full = \"switchover\"");
+    let (_w, a, b) = dr.start_all();
+    let writer = Writer::start(vec![a.http, b.http], "s");
+    let mut acked = fill(a.http, "f");
+    until(
+        "b leads after a's disk filled",
+        Duration::from_secs(30),
+        || leads(b.http),
+    );
+    let handed = Instant::now();
+    until("writes flow through b", Duration::from_secs(20), || {
+        writer.acked().iter().any(|w| w.at > handed)
+    });
+    let st = status(a.http);
+    assert!(
+        st["leadership"]["transitions"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["kind"] == "switchover")),
+        "a recorded the switchover: {st}"
+    );
+    let written = writer.finish();
+    // Synchronous and a switchover: nothing acknowledged is lost.
+    all_present(b.http, &written);
+    for id in acked.drain(..) {
+        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
+        assert_eq!(r.status, 200, "{id} lost in the switchover: {}", r.body);
+    }
+    drop(filler);
+}
+
+#[test]
+fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns() {
+    let fs = Tmpfs::mount(TMPFS_MIB);
+    let filler = fs.fill(FILLER_MIB);
+    let mut dr = Dr::new(BINS, 0, LEASE_MS);
+    dr.place_data("a", fs.path.join("a"));
+    dr.configure("a", RESERVE, "");
+    let (_w, a, b) = dr.start_all();
+    let acked = fill(a.http, "r");
+    // Longer than a disk sample and a lease: a keeps leading, refusing.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(status(a.http)["leadership"]["role"], "leader");
+    assert!(!leads(b.http), "no switchover with on_disk_full = refuse");
+    let r = request(a.http, "GET", "/health/leader", None).expect("health");
+    assert_eq!(
+        r.status, 503,
+        "a full leader is no place for writes: {}",
+        r.body
+    );
+    let r = request(
+        a.http,
+        "PUT",
+        "/Patient/refused",
+        Some(&bulky_patient("refused", 1024)),
+    )
+    .expect("put");
+    assert_eq!(r.status, 507, "{}", r.body);
+    std::fs::remove_file(&filler).expect("free space");
+    let r = request(
+        a.http,
+        "PUT",
+        "/Patient/after",
+        Some(&bulky_patient("after", 1024)),
+    )
+    .expect("put");
+    assert_eq!(r.status, 201, "writes resume without a restart: {}", r.body);
+    caught_up(b.http);
+    for id in acked.iter().chain(std::iter::once(&"after".to_owned())) {
+        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
+        assert_eq!(r.status, 200, "{id} on the follower: {}", r.body);
+    }
+}
+
+#[test]
+fn a_full_follower_stops_acknowledging_and_catches_up_when_space_returns() {
+    let fs = Tmpfs::mount(TMPFS_MIB);
+    let filler = fs.fill(FILLER_MIB);
+    let mut dr = Dr::new(BINS, 1_000, LEASE_MS);
+    dr.place_data("b", fs.path.join("b"));
+    dr.configure("b", RESERVE, "");
+    let (_w, a, b) = dr.start_all();
+    // Write through the leader until the follower's disk is full and it
+    // falls behind: the leader records it ineligible and goes on.
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < FILL_LIMIT,
+            "the follower never fell behind"
+        );
+        acked.extend(write_n(a.http, &format!("w{}-", acked.len()), 200));
+        let st = status(a.http);
+        let f = &st["followers"][0];
+        if f["eligible"] == false && f["lag_lsns"].as_u64().is_some_and(|l| l > 0) {
+            break;
+        }
+    }
+    let st = status(b.http);
+    assert_eq!(st["disk"]["writable"], false, "b's disk is full: {st}");
+    assert!(
+        st["upstream"]["durable"].as_u64() < status(a.http)["last_lsn"].as_u64(),
+        "b acknowledged nothing it could not write: {st}"
+    );
+    // Space returns: b catches up, and is eligible again.
+    std::fs::remove_file(&filler).expect("free space");
+    caught_up(b.http);
+    until("b recorded eligible again", Duration::from_secs(20), || {
+        status(a.http)["followers"][0]["eligible"] == true
+    });
+    for id in acked.iter().rev().take(50) {
+        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
+        assert_eq!(r.status, 200, "{id} on the follower: {}", r.body);
+    }
+}
