@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ANY_ARMED: AtomicBool = AtomicBool::new(false);
+static FIRED: AtomicBool = AtomicBool::new(false);
 static POINTS: Mutex<Option<HashMap<&'static str, (u32, Fault)>>> = Mutex::new(None);
 
 /// What an armed point fails with.
@@ -41,11 +42,17 @@ pub fn arm_no_space(name: &'static str, times: u32) {
 }
 
 fn arm_with(name: &'static str, times: u32, fault: Fault) {
+    FIRED.store(false, Ordering::Release);
     let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
     points
         .get_or_insert_with(HashMap::new)
         .insert(name, (times, fault));
     ANY_ARMED.store(true, Ordering::Release);
+}
+
+/// Whether an armed point has failed a call since it was armed.
+pub fn fired() -> bool {
+    FIRED.load(Ordering::Acquire)
 }
 
 /// Disarms every point.
@@ -65,6 +72,7 @@ pub(crate) fn check(name: &'static str) -> std::io::Result<()> {
         && *left > 0
     {
         *left -= 1;
+        FIRED.store(true, Ordering::Release);
         return Err(match fault {
             Fault::Io => std::io::Error::other(format!("injected failure at {name}")),
             Fault::NoSpace => rustix::io::Errno::NOSPC.into(),

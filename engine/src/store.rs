@@ -541,6 +541,18 @@ impl Store {
             .unwrap_or_else(|_| self.inner.visible_lsn())
     }
 
+    /// Why the store stopped, if it did: a failed fsync (the fsyncgate
+    /// rule), a failed index commit or search-key write. Every commit and
+    /// read fails from then on; closing and reopening recovers from what
+    /// the log holds.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Free space on the store's file system now, with the reserve below
     /// which client writes are refused.
     pub fn disk_space(&self) -> Result<crate::DiskSpace> {

@@ -110,6 +110,18 @@ impl From<vigil_engine::Error> for FhirError {
                 err.retry_after = Some(1);
                 err
             }
+            E::Fsync { .. } if e.is_disk_full() => {
+                let mut err = FhirError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "no-store",
+                    format!(
+                        "the disk is full on this node: the write was not acknowledged and the store stopped; \
+                         it reopens once space is freed: {e}"
+                    ),
+                );
+                err.retry_after = Some(DISK_FULL_RETRY_AFTER_S);
+                err
+            }
             E::DiskFull { .. } => {
                 // 507: the server cannot store the representation (RFC
                 // 4918); nothing was written and the store stays usable.

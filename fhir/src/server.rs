@@ -15,8 +15,10 @@ use crate::{capability, history, interactions, search, transaction};
 
 /// What every handler shares.
 pub struct App {
-    /// The store of a standalone server or a static role (see [`App::store`]).
-    store: Option<Arc<Store>>,
+    /// The store of a standalone server or a static role (see
+    /// [`App::store`]); a standalone server's is briefly absent while
+    /// [`App::recover_store`] reopens it.
+    store: std::sync::RwLock<Option<Arc<Store>>>,
     /// The configuration the server runs with.
     pub config: Config,
     /// Base URL for links, without a trailing slash.
@@ -47,7 +49,7 @@ impl App {
             Some(Arc::new(Store::open_with(&config.data, opts)?))
         };
         Ok(Self {
-            store,
+            store: std::sync::RwLock::new(store),
             base: config.base(),
             config,
             auth,
@@ -88,24 +90,89 @@ impl App {
     /// The store now. Under automatic failover it is briefly absent while a
     /// rejoin cuts the log: 503 with Retry-After then.
     pub fn store(&self) -> Result<Arc<Store>, FhirError> {
-        if let Some(s) = &self.store {
-            return Ok(s.clone());
+        if let Some(s) = self.own_store() {
+            return Ok(s);
         }
+        let why = if self.replication.is_none() {
+            "the store stopped after a disk failure and is being reopened; retry"
+        } else {
+            "this node is rejoining its cluster; retry"
+        };
         self.replication
             .as_ref()
             .and_then(|r| r.cluster())
             .and_then(|c| c.store())
             .ok_or_else(|| {
-                let mut e = FhirError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "this node is rejoining its cluster; retry",
-                );
+                let mut e = FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", why);
                 e.retry_after = Some(1);
                 e
             })
     }
+
+    fn own_store(&self) -> Option<Arc<Store>> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A standalone server's store that stopped (an fsync, index commit or
+    /// search-key write failed, the disk full) is closed and reopened once
+    /// its file system has room again, so writes resume with no restart and
+    /// no operator: the reopen recovers from what the log holds, and every
+    /// acknowledged write is in it. Requests meanwhile get 503 with
+    /// Retry-After. Returns whether the store was reopened now. A node
+    /// under replication is left as it is (its peer takes over, or the
+    /// operator restarts it).
+    pub async fn recover_store(&self) -> bool {
+        if self.replication.is_some() {
+            return false;
+        }
+        if let Some(store) = self.own_store() {
+            let Some(why) = store.stopped() else {
+                return false;
+            };
+            if store.disk_space().is_ok_and(|d| !d.writable()) {
+                return false; // no room yet: reopening would stop again
+            }
+            tracing::warn!("the store stopped ({why}); reopening it");
+            *self.store.write().unwrap_or_else(|p| p.into_inner()) = None;
+            let deadline = std::time::Instant::now() + STORE_RELEASE_TIMEOUT;
+            let mut store = store;
+            loop {
+                match Arc::try_unwrap(store) {
+                    Ok(s) => {
+                        let _ = tokio::task::spawn_blocking(move || s.close()).await;
+                        break;
+                    }
+                    Err(s) if std::time::Instant::now() < deadline => {
+                        store = s;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    // Requests still hold it: it closes when they end,
+                    // and the open below (or the next try) follows.
+                    Err(_) => break,
+                }
+            }
+        }
+        let (data, opts) = (self.config.data.clone(), Self::store_options(&self.config));
+        match tokio::task::spawn_blocking(move || Store::open_with(&data, opts)).await {
+            Ok(Ok(store)) => {
+                *self.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+                tracing::warn!("the store is open again: writes resume");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!("cannot reopen the store (tried again in a second): {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("reopening the store failed: {e}");
+                false
+            }
+        }
+    }
 }
+
+/// How long a reopen waits for requests still using the stopped store.
+const STORE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Operations above which a batch is prepared (compressed, indexed) on a
 /// blocking thread rather than on the async worker.
@@ -213,8 +280,23 @@ async fn live() -> Response {
 /// its disk is below the reserve, so a load balancer stops sending writes
 /// there (reads still work: `"reads": true`).
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if let Err(e) = app.store().and_then(|s| s.stats().map_err(FhirError::from)) {
-        return e.into_response();
+    let store = match app.store() {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(why) = store.stopped() {
+        let body = serde_json::json!({
+            "status": "stopped",
+            "reads": false,
+            "reason": format!("the store stopped and reopens once its disk has room: {why}"),
+        });
+        return crate::http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        );
+    }
+    if let Err(e) = store.stats() {
+        return FhirError::from(e).into_response();
     }
     match app.disk_report() {
         Some(d) if !d.writable => {
@@ -259,6 +341,10 @@ async fn leader(State(app): State<Arc<App>>) -> Response {
         _ if app.store().map_or(true, |s| s.is_read_only()) => crate::http::json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"status":"read-only"}"#.to_vec(),
+        ),
+        _ if app.store().is_ok_and(|s| s.stopped().is_some()) => crate::http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"status":"stopped"}"#.to_vec(),
         ),
         // A leader that cannot write is no place to send writes.
         _ if app.disk_report().is_some_and(|d| !d.writable) => crate::http::json_response(
@@ -327,7 +413,7 @@ pub async fn run(
         let cluster = vigil_net::cluster::Cluster::start(cc).await?;
         app.replication = Some(crate::replication::Replication::with_cluster(cluster, rc));
     } else if let Some(rc) = app.config.replication.clone() {
-        let Some(store) = app.store.clone() else {
+        let Some(store) = app.own_store() else {
             return Err(ServeError::Replication(vigil_net::node::NetError::Config(
                 "no store".into(),
             )));
@@ -361,14 +447,25 @@ pub async fn run(
     Ok(())
 }
 
+/// How often a stopped store is looked for (and reopened, see
+/// [`App::recover_store`]).
+const STORE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Samples the data directory's free space every few seconds (for the
-/// growth rate in `/status`) and logs when it runs low.
+/// growth rate in `/status`), logs when it runs low, hands leadership over
+/// when configured to, and reopens a stopped standalone store.
 async fn watch_disk(app: Arc<App>) {
-    let mut tick = tokio::time::interval(crate::disk::SAMPLE_INTERVAL);
+    let mut tick = tokio::time::interval(STORE_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_switchover: Option<std::time::Instant> = None;
+    let mut last_sample: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
+        app.recover_store().await;
+        if last_sample.is_some_and(|t| t.elapsed() < crate::disk::SAMPLE_INTERVAL) {
+            continue;
+        }
+        last_sample = Some(std::time::Instant::now());
         let Some(space) = app.store().ok().and_then(|s| s.disk_space().ok()) else {
             continue;
         };
