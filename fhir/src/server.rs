@@ -118,12 +118,16 @@ impl App {
     /// its file system has room again, so writes resume with no restart and
     /// no operator: the reopen recovers from what the log holds, and every
     /// acknowledged write is in it. Requests meanwhile get 503 with
-    /// Retry-After. Returns whether the store was reopened now. A node
-    /// under replication is left as it is (its peer takes over, or the
-    /// operator restarts it).
+    /// Retry-After. Returns whether the store was reopened now. Under
+    /// automatic failover the cluster does it (a leader steps down first,
+    /// see `Cluster::recover_store`); a static replication role is left
+    /// stopped, for its operator or service manager to restart.
     pub async fn recover_store(&self) -> bool {
-        if self.replication.is_some() {
-            return false;
+        if let Some(r) = &self.replication {
+            return match r.cluster() {
+                Some(c) => c.recover_store().await,
+                None => false,
+            };
         }
         if let Some(store) = self.own_store() {
             let Some(why) = store.stopped() else {

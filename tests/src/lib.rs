@@ -145,6 +145,20 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Takes every free byte with a file (as another program filling the
+    /// disk would), returned so that deleting it frees the space again.
+    pub fn fill_all(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let f = self.path.join("filler-all");
+        let mut file = std::fs::File::create(&f).expect("filler");
+        let chunk = vec![7u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.flush();
+        f
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();

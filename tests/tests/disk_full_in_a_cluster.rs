@@ -5,7 +5,11 @@
 //! - a leader with the default (`refuse`) keeps leading, answers 507, and
 //!   takes writes again once space is freed, without a restart;
 //! - a follower whose disk fills stops acknowledging (its leader records it
-//!   ineligible and writes go on), and catches up once space is freed.
+//!   ineligible and writes go on), and catches up once space is freed;
+//! - a leader whose disk another program fills to the last byte (no
+//!   reserve left to protect it) stops its store, steps down at once so the
+//!   follower takes over with zero loss, and reopens and follows once
+//!   space is freed, with no restart.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,7 +51,8 @@ fn fill(node: SocketAddr, tag: &str, handing_over: bool) -> Vec<String> {
                 assert!(r.body.contains("the disk is full"), "{}", r.body);
                 return acked;
             }
-            503 if handing_over && r.body.contains("switchover") => return acked,
+            // Leadership moving (or moved) away from the full node.
+            503 if handing_over => return acked,
             other => panic!("a full disk answers 507, not {other}: {}", r.body),
         }
     }
@@ -113,11 +118,15 @@ fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns
     dr.place_data("a", fs.path.join("a"));
     dr.configure("a", RESERVE, "");
     let (_w, a, b) = dr.start_all();
-    let acked = fill(a.http, "r", false);
+    let mut acked = fill(a.http, "r", false);
     // Longer than a disk sample and a lease: a keeps leading, refusing.
     std::thread::sleep(Duration::from_secs(7));
     assert_eq!(status(a.http)["leadership"]["role"], "leader");
     assert!(!leads(b.http), "no switchover with on_disk_full = refuse");
+    // Free space moves a little on a full disk (search-key merges remove
+    // files): full again, then checked at once, with a write larger than
+    // the headroom.
+    acked.extend(fill(a.http, "s", false));
     let r = request(a.http, "GET", "/health/leader", None).expect("health");
     assert_eq!(
         r.status, 503,
@@ -128,7 +137,7 @@ fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns
         a.http,
         "PUT",
         "/Patient/refused",
-        Some(&bulky_patient("refused", 1024)),
+        Some(&bulky_patient("refused", 4 << 20)),
     )
     .expect("put");
     assert_eq!(r.status, 507, "{}", r.body);
@@ -188,4 +197,54 @@ fn a_full_follower_stops_acknowledging_and_catches_up_when_space_returns() {
         let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
         assert_eq!(r.status, 200, "{id} on the follower: {}", r.body);
     }
+}
+
+#[test]
+fn a_leader_whose_store_stops_steps_down_and_reopens_when_space_returns() {
+    let fs = Tmpfs::mount(TMPFS_MIB);
+    let mut dr = Dr::new(BINS, 0, LEASE_MS);
+    dr.place_data("a", fs.path.join("a"));
+    // No reserve, and search keys written to their files every few writes:
+    // with the disk full to the last byte, one of those writes fails.
+    dr.configure(
+        "a",
+        "disk_reserve_bytes = 0\nsearch_key_buffer_entries = 64",
+        "",
+    );
+    let (_w, a, b) = dr.start_all();
+    let writer = Writer::start(vec![a.http, b.http], "x");
+    until("writes flow", Duration::from_secs(20), || {
+        writer.acked_count() > 20
+    });
+    let filler = fs.fill_all();
+    until(
+        "b leads once a's store stopped",
+        Duration::from_secs(60),
+        || leads(b.http),
+    );
+    let st = status(a.http);
+    assert!(
+        st["leadership"]["transitions"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the store stopped")))),
+        "a stepped down because its store stopped: {st}"
+    );
+    let moved = Instant::now();
+    until("writes flow through b", Duration::from_secs(20), || {
+        writer.acked().iter().any(|w| w.at > moved)
+    });
+    // Space again: a reopens its store by itself and follows.
+    std::fs::remove_file(&filler).expect("free space");
+    until("a reopened its store", Duration::from_secs(20), || {
+        status(a.http)["leadership"]["transitions"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["kind"] == "reopened"))
+    });
+    caught_up(a.http);
+    let written = writer.finish();
+    // Synchronous: nothing acknowledged is lost, on either node.
+    all_present(b.http, &written);
+    all_present(a.http, &written[..written.len().min(200)]);
 }

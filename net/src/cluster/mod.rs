@@ -538,6 +538,36 @@ impl Cluster {
         Ok((epoch, last_lsn))
     }
 
+    /// A store that stopped (an fsync, index commit or search-key write
+    /// failed, the disk full): a leader stops leading at once, so that its
+    /// follower takes over at the witness instead of the cluster keeping a
+    /// leader that cannot write; once the disk has room again the store is
+    /// closed, reopened and follows. Call it every second or so; returns
+    /// whether the store was reopened now.
+    pub async fn recover_store(&self) -> bool {
+        let inner = &self.inner;
+        let Some(store) = inner.store() else {
+            return false;
+        };
+        let Some(why) = store.stopped() else {
+            return false;
+        };
+        let room = store.disk_space().is_ok_and(|d| d.writable());
+        drop(store);
+        if self.is_leader() {
+            tracing::error!(
+                "the store stopped ({why}): stepping down so that the follower takes over"
+            );
+            inner.elector().hand_over(inner.now_us());
+            step_down(inner, &format!("the store stopped: {why}")).await;
+        }
+        if !room {
+            return false;
+        }
+        roles::reopen(inner, &why).await;
+        inner.store().is_some_and(|s| s.stopped().is_none())
+    }
+
     /// What a forced promotion would lose at most now: the LSNs and seconds
     /// of commit time this follower lacks of what its leader last said it
     /// had, and whether it still hears the leader.

@@ -157,6 +157,50 @@ pub(super) async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
     }
 }
 
+/// The store stopped (an fsync, index commit or search-key write failed)
+/// and its disk has room again: close it, reopen it (recovery rebuilds
+/// what the log holds), and follow.
+pub(super) async fn reopen(inner: &Arc<Inner>, why: &str) {
+    let Some(store) = close_store(inner).await else {
+        return;
+    };
+    let (dir, opts) = (inner.cfg.data.clone(), replica_options(inner));
+    let reopened = tokio::task::spawn_blocking(move || {
+        // A stopped store's close reports why it stopped; the reopen is
+        // what matters.
+        if let Err(e) = store.close() {
+            tracing::debug!("closing the stopped store: {e}");
+        }
+        Store::open_with(&dir, opts)
+    })
+    .await;
+    match reopened {
+        Ok(Ok(store)) => {
+            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+            let epoch = inner.elector().epoch();
+            inner.record(Transition {
+                at_us: wall_us(),
+                kind: "reopened".into(),
+                epoch,
+                reason: format!(
+                    "the store stopped ({why}) and was reopened once its disk had room"
+                ),
+                lost_lsns: 0,
+                lost_seconds: 0.0,
+                quarantine: None,
+            });
+            tracing::warn!("the store is open again; following");
+        }
+        other => {
+            tracing::error!("reopening the stopped store failed: {other:?}; tried again shortly");
+            return;
+        }
+    }
+    if let Err(e) = start_follower(inner).await {
+        tracing::error!("cannot follow after reopening the store: {e}");
+    }
+}
+
 /// The leader no longer holds what this node needs: the data directory is
 /// set aside (never deleted) and a fresh copy is fetched.
 pub(super) async fn reseed(inner: &Arc<Inner>) {
