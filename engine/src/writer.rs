@@ -205,6 +205,8 @@ pub(crate) struct WriterState {
     held: VecDeque<ApplyJob>,
     /// The leader's durable end as last heard.
     confirmed: u64,
+    /// Refuses client commits and replica appends below the disk reserve.
+    reserve: crate::disk::ReserveGate,
 }
 
 /// A record planned for the frame being built.
@@ -225,6 +227,7 @@ impl WriterState {
     ) -> std::io::Result<Self> {
         let (trained_tx, trained_rx) = mpsc::channel();
         let applier = Applier::start(inner.clone())?;
+        let (inner_dir, reserve_bytes) = (inner.dir.clone(), inner.opts.disk_reserve_bytes);
         Ok(Self {
             inner,
             appender,
@@ -241,6 +244,7 @@ impl WriterState {
             appended_unindexed: false,
             held: VecDeque::new(),
             confirmed: 0,
+            reserve: crate::disk::ReserveGate::new(&inner_dir, reserve_bytes),
         })
     }
 
@@ -561,12 +565,10 @@ impl WriterState {
             // Below the disk reserve a client commit is refused before
             // anything is written; like a failed write, it fails only this
             // group.
-            let reserve = self.inner.opts.disk_reserve_bytes;
-            let written =
-                crate::disk::check_reserve(&self.inner.dir, reserve, payload.len() as u64)
-                    .and_then(|()| {
-                        self.write_frame(&payload, planned.len() as u32, ts, Some(keys))
-                    });
+            let written = self
+                .reserve
+                .admit(payload.len() as u64)
+                .and_then(|()| self.write_frame(&payload, planned.len() as u32, ts, Some(keys)));
             if let Err(e) = written {
                 // A failed fsync stops the store before anyone hears back. A
                 // failed write changed no state (the next frame overwrites
@@ -795,11 +797,7 @@ impl WriterState {
         // A replica stops at the disk reserve as a leader's clients do:
         // it acknowledges nothing more (and falls behind, which its leader
         // records) until space is freed.
-        crate::disk::check_reserve(
-            &self.inner.dir,
-            self.inner.opts.disk_reserve_bytes,
-            bytes.len() as u64,
-        )?;
+        self.reserve.admit(bytes.len() as u64)?;
         // Frames written before a failed write (a full disk when a new
         // segment is needed) are still made durable and indexed, so the
         // log and `next_lsn` never disagree; the error is returned after.

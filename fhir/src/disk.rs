@@ -145,6 +145,14 @@ mod tests {
         assert!(!r.writable, "less than the headroom above the reserve");
         let r = w.report(t0 + Duration::from_secs(10), space(95 * MIB));
         assert_eq!(r.seconds_to_reserve, None, "free space grows");
+        let warned = |w: &DiskWatch| w.inner.lock().expect("lock").warned;
+        assert!(!warned(&w), "90 MiB free: above the 40 MiB threshold");
+        w.sample(t0, space(30 * MIB), 40 * MIB);
+        assert!(warned(&w), "below the threshold: warned once");
+        w.sample(t0, space(29 * MIB), 40 * MIB);
+        assert!(warned(&w));
+        w.sample(t0, space(50 * MIB), 40 * MIB);
+        assert!(!warned(&w), "above again: the next crossing warns again");
         for i in 0..(SAMPLES_MAX as u64 + 5) {
             w.sample(t0 + Duration::from_secs(i), space(90 * MIB - i), 40 * MIB);
         }

@@ -6,6 +6,8 @@
 //! every workload for a quick look. Data: the project's own generator;
 //! the Synthea sample in ../shared/data/synthea-r4 is measured too when
 //! present. Set `VIGIL_BENCH_DIR` to put stores on another disk.
+//! `VIGIL_BENCH_ONLY=disk` runs only what a nearly full disk costs a
+//! commit (the reserve check, segments without preallocation).
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
@@ -89,8 +91,17 @@ fn commits(
     seconds: f64,
     resources: &Arc<Vec<(String, String, Vec<u8>)>>,
 ) -> (f64, f64, f64) {
+    commits_with(clients, seconds, resources, Options::default())
+}
+
+fn commits_with(
+    clients: usize,
+    seconds: f64,
+    resources: &Arc<Vec<(String, String, Vec<u8>)>>,
+    opts: Options,
+) -> (f64, f64, f64) {
     let dir = bench_dir();
-    let store = Arc::new(Store::open(dir.path()).expect("open"));
+    let store = Arc::new(Store::open_with(dir.path(), opts).expect("open"));
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..clients)
@@ -276,9 +287,57 @@ fn footprint(resources: &[(String, String, Vec<u8>)], dict: DictionaryPolicy) ->
     )
 }
 
+/// What a nearly full disk costs a commit, in interleaved rounds: the
+/// reserve check (a statvfs per commit group) against none, and segments
+/// written without preallocation (when the disk has no room for them: the
+/// file grows with each frame, so each fdatasync also writes metadata)
+/// against preallocated ones. Small segments (4 MiB) so that rotations,
+/// and with them the preallocation, are part of what is measured.
+fn disk_costs(resources: &Arc<Vec<(String, String, Vec<u8>)>>) {
+    let secs = (5.0 * scale().min(1.0)).max(0.5);
+    let base = Options {
+        segment_bytes: 4 * 1024 * 1024,
+        ..Options::default()
+    };
+    let configs: [(&str, Options, bool); 3] = [
+        (
+            "preallocated, reserve checked (default)",
+            base.clone(),
+            false,
+        ),
+        (
+            "preallocated, no reserve check",
+            Options {
+                disk_reserve_bytes: 0,
+                ..base.clone()
+            },
+            false,
+        ),
+        ("not preallocated (disk nearly full)", base, true),
+    ];
+    for clients in [1usize, 16] {
+        for round in 1..=3 {
+            for (name, opts, full) in &configs {
+                if *full {
+                    vigil_engine::failpoint::arm_no_space("log.preallocate", u32::MAX);
+                }
+                let (rate, p50, p99) = commits_with(clients, secs, resources, opts.clone());
+                vigil_engine::failpoint::disarm_all();
+                println!(
+                    "disk costs, round {round}, {clients:>2} committers, {name:<42}: {rate:>8.0}/s  p50 {p50:>6.0} us  p99 {p99:>6.0} us"
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var("VIGIL_BENCH_ONLY").is_ok_and(|v| v == "disk") {
+        disk_costs(&Arc::new(pool(50_000, 1)));
         return;
     }
     let probe = bench_dir();
@@ -315,6 +374,8 @@ fn main() {
             "durable single-resource commits, {clients:>2} committers: {rate:>8.0}/s  p50 {p50:>6.0} us  p99 {p99:>6.0} us{vs}"
         );
     }
+
+    disk_costs(&resources);
 
     // Bulk ingest into the store that the read benchmark then uses.
     let n = scaled(1_000_000);
