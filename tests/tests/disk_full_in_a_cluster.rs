@@ -76,16 +76,41 @@ fn write_n(node: SocketAddr, tag: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// Every Patient of `ids` reads 200 at `node` (`where_` names it in
+/// a failure).
+fn all_readable<'a>(node: SocketAddr, ids: impl IntoIterator<Item = &'a String>, where_: &str) {
+    for id in ids {
+        let r = request(node, "GET", &format!("/Patient/{id}"), None).expect("read");
+        assert_eq!(r.status, 200, "{id} is not on {where_}: {}", r.body);
+    }
+}
+
+/// A cluster (`max_lag_ms`) whose node `small` keeps its data on a small
+/// tmpfs, with `top` and `replication` added to its configuration; the
+/// tmpfs is part filled when `filler`. Returns the tmpfs, the filler file
+/// and the cluster.
+fn cluster_on_a_small_disk(
+    small: &'static str,
+    max_lag_ms: u64,
+    top: &str,
+    replication: &str,
+    filler: bool,
+) -> (Tmpfs, Option<std::path::PathBuf>, Dr) {
+    let fs = Tmpfs::mount(TMPFS_MIB);
+    let filler = filler.then(|| fs.fill(FILLER_MIB));
+    let mut dr = Dr::new(BINS, max_lag_ms, LEASE_MS);
+    dr.place_data(small, fs.path.join(small));
+    dr.configure(small, top, replication);
+    (fs, filler, dr)
+}
+
 #[test]
 fn a_full_leader_hands_over_when_configured_and_loses_nothing() {
-    let fs = Tmpfs::mount(TMPFS_MIB);
-    let filler = fs.fill(FILLER_MIB);
-    let mut dr = Dr::new(BINS, 0, LEASE_MS);
-    dr.place_data("a", fs.path.join("a"));
-    dr.configure("a", RESERVE, "on_disk_full = \"switchover\"");
+    let (_fs, _filler, dr) =
+        cluster_on_a_small_disk("a", 0, RESERVE, "on_disk_full = \"switchover\"", true);
     let (_w, a, b) = dr.start_all();
     let writer = Writer::start(vec![a.http, b.http], "s");
-    let mut acked = fill(a.http, "f", true);
+    let acked = fill(a.http, "f", true);
     until(
         "b leads after a's disk filled",
         Duration::from_secs(30),
@@ -103,20 +128,13 @@ fn a_full_leader_hands_over_when_configured_and_loses_nothing() {
     let written = writer.finish();
     // Synchronous and a switchover: nothing acknowledged is lost.
     all_present(b.http, &written);
-    for id in acked.drain(..) {
-        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
-        assert_eq!(r.status, 200, "{id} lost in the switchover: {}", r.body);
-    }
-    drop(filler);
+    all_readable(b.http, &acked, "the new leader after the switchover");
 }
 
 #[test]
 fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns() {
-    let fs = Tmpfs::mount(TMPFS_MIB);
-    let filler = fs.fill(FILLER_MIB);
-    let mut dr = Dr::new(BINS, 0, LEASE_MS);
-    dr.place_data("a", fs.path.join("a"));
-    dr.configure("a", RESERVE, "");
+    let (_fs, filler, dr) = cluster_on_a_small_disk("a", 0, RESERVE, "", true);
+    let filler = filler.expect("filler");
     let (_w, a, b) = dr.start_all();
     let mut acked = fill(a.http, "r", false);
     // Longer than a disk sample and a lease: a keeps leading, refusing.
@@ -151,19 +169,14 @@ fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns
     .expect("put");
     assert_eq!(r.status, 201, "writes resume without a restart: {}", r.body);
     caught_up(b.http);
-    for id in acked.iter().chain(std::iter::once(&"after".to_owned())) {
-        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
-        assert_eq!(r.status, 200, "{id} on the follower: {}", r.body);
-    }
+    acked.push("after".into());
+    all_readable(b.http, &acked, "the follower");
 }
 
 #[test]
 fn a_full_follower_stops_acknowledging_and_catches_up_when_space_returns() {
-    let fs = Tmpfs::mount(TMPFS_MIB);
-    let filler = fs.fill(FILLER_MIB);
-    let mut dr = Dr::new(BINS, 1_000, LEASE_MS);
-    dr.place_data("b", fs.path.join("b"));
-    dr.configure("b", RESERVE, "");
+    let (_fs, filler, dr) = cluster_on_a_small_disk("b", 1_000, RESERVE, "", true);
+    let filler = filler.expect("filler");
     let (_w, a, b) = dr.start_all();
     // Write through the leader until the follower's disk is full and it
     // falls behind: the leader records it ineligible and goes on.
@@ -193,23 +206,19 @@ fn a_full_follower_stops_acknowledging_and_catches_up_when_space_returns() {
     until("b recorded eligible again", Duration::from_secs(20), || {
         status(a.http)["followers"][0]["eligible"] == true
     });
-    for id in acked.iter().rev().take(50) {
-        let r = request(b.http, "GET", &format!("/Patient/{id}"), None).expect("read");
-        assert_eq!(r.status, 200, "{id} on the follower: {}", r.body);
-    }
+    all_readable(b.http, acked.iter().rev().take(50), "the follower");
 }
 
 #[test]
 fn a_leader_whose_store_stops_steps_down_and_reopens_when_space_returns() {
-    let fs = Tmpfs::mount(TMPFS_MIB);
-    let mut dr = Dr::new(BINS, 0, LEASE_MS);
-    dr.place_data("a", fs.path.join("a"));
     // No reserve, and search keys written to their files every few writes:
     // with the disk full to the last byte, one of those writes fails.
-    dr.configure(
+    let (fs, _, dr) = cluster_on_a_small_disk(
         "a",
+        0,
         "disk_reserve_bytes = 0\nsearch_key_buffer_entries = 64",
         "",
+        false,
     );
     let (_w, a, b) = dr.start_all();
     let writer = Writer::start(vec![a.http, b.http], "x");

@@ -127,8 +127,6 @@ pub(super) async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
     .await;
     match cut {
         Ok(Ok((report, store))) => {
-            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
-            let epoch = inner.elector().epoch();
             let (versions, path, cut_after) = report.as_ref().map_or((0, None, agree_until), |r| {
                 (
                     r.versions as u64,
@@ -136,15 +134,14 @@ pub(super) async fn rejoin(inner: &Arc<Inner>, agree_until: u64) {
                     r.first_lsn - 1,
                 )
             });
-            inner.record(Transition {
-                at_us: wall_us(),
-                kind: "rejoined".into(),
-                epoch,
-                reason: format!("log cut after LSN {cut_after} to follow the new leader"),
-                lost_lsns: versions,
-                lost_seconds: 0.0,
-                quarantine: path,
-            });
+            install(
+                inner,
+                store,
+                "rejoined",
+                format!("log cut after LSN {cut_after} to follow the new leader"),
+                versions,
+                path,
+            );
             tracing::warn!(versions, "rejoined: cut versions are in quarantine");
         }
         other => {
@@ -176,19 +173,14 @@ pub(super) async fn reopen(inner: &Arc<Inner>, why: &str) {
     .await;
     match reopened {
         Ok(Ok(store)) => {
-            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
-            let epoch = inner.elector().epoch();
-            inner.record(Transition {
-                at_us: wall_us(),
-                kind: "reopened".into(),
-                epoch,
-                reason: format!(
-                    "the store stopped ({why}) and was reopened once its disk had room"
-                ),
-                lost_lsns: 0,
-                lost_seconds: 0.0,
-                quarantine: None,
-            });
+            install(
+                inner,
+                store,
+                "reopened",
+                format!("the store stopped ({why}) and was reopened once its disk had room"),
+                0,
+                None,
+            );
             tracing::warn!("the store is open again; following");
         }
         other => {
@@ -220,17 +212,14 @@ pub(super) async fn reseed(inner: &Arc<Inner>) {
     .await;
     match r {
         Ok(Ok(store)) => {
-            *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
-            let epoch = inner.elector().epoch();
-            inner.record(Transition {
-                at_us: wall_us(),
-                kind: "reseeded".into(),
-                epoch,
-                reason: "the leader no longer holds the divergence point".into(),
-                lost_lsns: 0,
-                lost_seconds: 0.0,
-                quarantine: Some(aside.display().to_string()),
-            });
+            install(
+                inner,
+                store,
+                "reseeded",
+                "the leader no longer holds the divergence point".into(),
+                0,
+                Some(aside.display().to_string()),
+            );
         }
         other => {
             tracing::error!("reseed failed: {other:?}; this node stays down until restarted");
@@ -240,6 +229,29 @@ pub(super) async fn reseed(inner: &Arc<Inner>) {
     if let Err(e) = start_follower(inner).await {
         tracing::error!("cannot follow after the reseed: {e}");
     }
+}
+
+/// Puts a freshly opened store in service and records the role change
+/// that made it (in the epoch this node knows).
+fn install(
+    inner: &Inner,
+    store: Store,
+    kind: &str,
+    reason: String,
+    lost_lsns: u64,
+    quarantine: Option<String>,
+) {
+    *inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+    let epoch = inner.elector().epoch();
+    inner.record(Transition {
+        at_us: wall_us(),
+        kind: kind.into(),
+        epoch,
+        reason,
+        lost_lsns,
+        lost_seconds: 0.0,
+        quarantine,
+    });
 }
 
 pub(super) fn take_node(inner: &Inner) -> Option<Arc<Node>> {
