@@ -297,12 +297,12 @@ mod tests {
         let full = r#"{"role":"standalone","disk":{"free_bytes":100000000,"total_bytes":1000000000,
             "reserve_bytes":268435456,"writable":false,"growth_bytes_per_second":2000000.0,
             "seconds_to_reserve":null}}"#;
-        let text = render(full).expect("renders");
+        let disk = render(full).expect("renders");
         assert!(
-            text.contains(
+            disk.contains(
                 "disk: 100 MB free of 1000 MB (reserve 268 MB), shrinking 2.00 MB/s; FULL"
             ),
-            "{text}"
+            "{disk}"
         );
         assert!(text.contains("RPO promise (max_lag): 0.5 s"), "{text}");
         assert!(
