@@ -33,6 +33,12 @@ impl FhirError {
         }
     }
 
+    /// The same error with a `Retry-After` of `secs` seconds.
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// 400 `invalid`.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", msg)
@@ -110,30 +116,21 @@ impl From<vigil_engine::Error> for FhirError {
                 err.retry_after = Some(1);
                 err
             }
-            E::Fsync { .. } if e.is_disk_full() => {
-                let mut err = FhirError::new(
+            // 507: the server cannot store the representation (RFC 4918).
+            // A refused write left the store usable; an fsync that failed
+            // for space stopped it until it is reopened.
+            _ if e.is_disk_full() => {
+                let what = if e.is_fatal() {
+                    "the write was not acknowledged and the store stopped; it reopens once space is freed"
+                } else {
+                    "nothing was written; retry once space is freed"
+                };
+                FhirError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "no-store",
-                    format!(
-                        "the disk is full on this node: the write was not acknowledged and the store stopped; \
-                         it reopens once space is freed: {e}"
-                    ),
-                );
-                err.retry_after = Some(DISK_FULL_RETRY_AFTER_S);
-                err
-            }
-            E::DiskFull { .. } => {
-                // 507: the server cannot store the representation (RFC
-                // 4918); nothing was written and the store stays usable.
-                let mut err = FhirError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "no-store",
-                    format!(
-                        "the disk is full on this node; nothing was written, retry once space is freed: {e}"
-                    ),
-                );
-                err.retry_after = Some(DISK_FULL_RETRY_AFTER_S);
-                err
+                    format!("the disk is full on this node; {what}: {e}"),
+                )
+                .with_retry_after(DISK_FULL_RETRY_AFTER_S)
             }
             E::Poisoned(_) | E::Fsync { .. } | E::Closed => {
                 let mut err =

@@ -103,9 +103,8 @@ impl App {
             .and_then(|r| r.cluster())
             .and_then(|c| c.store())
             .ok_or_else(|| {
-                let mut e = FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", why);
-                e.retry_after = Some(1);
-                e
+                FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", why)
+                    .with_retry_after(1)
             })
     }
 
@@ -331,6 +330,7 @@ async fn leader(State(app): State<Arc<App>>) -> Response {
         .as_ref()
         .and_then(|r| r.cluster())
         .and_then(|c| c.still_leading().err());
+    let store = app.store().ok();
     match &app.replication {
         Some(r) if !r.is_leader() || fenced.is_some() => {
             let body = serde_json::json!({
@@ -342,19 +342,25 @@ async fn leader(State(app): State<Arc<App>>) -> Response {
                 serde_json::to_vec(&body).unwrap_or_default(),
             )
         }
-        _ if app.store().map_or(true, |s| s.is_read_only()) => crate::http::json_response(
+        _ if store.as_ref().is_none_or(|s| s.is_read_only()) => crate::http::json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"status":"read-only"}"#.to_vec(),
         ),
-        _ if app.store().is_ok_and(|s| s.stopped().is_some()) => crate::http::json_response(
+        _ if store.as_ref().is_some_and(|s| s.stopped().is_some()) => crate::http::json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             br#"{"status":"stopped"}"#.to_vec(),
         ),
         // A leader that cannot write is no place to send writes.
-        _ if app.disk_report().is_some_and(|d| !d.writable) => crate::http::json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            br#"{"status":"disk-full"}"#.to_vec(),
-        ),
+        _ if store
+            .as_ref()
+            .and_then(|s| s.disk_space().ok())
+            .is_some_and(|d| !d.writable()) =>
+        {
+            crate::http::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                br#"{"status":"disk-full"}"#.to_vec(),
+            )
+        }
         _ => crate::http::json_response(StatusCode::OK, br#"{"status":"leader"}"#.to_vec()),
     }
 }

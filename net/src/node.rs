@@ -207,6 +207,22 @@ struct Shared {
     record_lock: Arc<Mutex<()>>,
 }
 
+impl Shared {
+    /// The enforcer of a leader still leading the epoch it won; otherwise
+    /// why not (a follower has none; a stopped one says why it stopped).
+    fn leading(&mut self) -> Result<&mut Enforcer, NetError> {
+        let e = self.enforcer.as_mut().ok_or_else(not_leader)?;
+        if let Some(why) = e.stopped() {
+            return Err(NetError::NotLeading(why.to_owned()));
+        }
+        Ok(e)
+    }
+}
+
+fn not_leader() -> NetError {
+    NetError::NotLeading("this node does not lead".into())
+}
+
 /// Recent commit-to-durable samples kept per follower (one per commit
 /// group): at a full leader's ~3,000 groups a second, the last ~20 s, so a
 /// benchmark run's percentiles cover the whole run (256 KiB per follower).
@@ -456,13 +472,7 @@ impl Node {
                     .filter(|(_, l)| l.durable < lsn)
                     .map(|(n, l)| (n.clone(), l.durable))
                     .collect();
-                let enforcer = s.enforcer.as_mut().ok_or_else(|| {
-                    NetError::NotLeading("this node does not lead".into())
-                })?;
-                if let Some(why) = enforcer.stopped() {
-                    return Err(NetError::NotLeading(why.to_owned()));
-                }
-                let records = enforcer.give_up(lsn, &lacking);
+                let records = s.leading()?.give_up(lsn, &lacking);
                 (lacking, records)
             };
             if let Some(record) = &record {
@@ -985,9 +995,8 @@ fn record_lock_of(shared: &Mutex<Shared>) -> Arc<Mutex<()>> {
 fn make_record(shared: &Mutex<Shared>, record: &EligibilityFn, r: &Record) -> Result<(), NetError> {
     let outcome = record(r);
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(enforcer) = s.enforcer.as_mut() else {
-        return Err(NetError::NotLeading("this node does not lead".into()));
-    };
+    // A stopped enforcer still hears the outcome (a refusal is logged once).
+    let enforcer = s.enforcer.as_mut().ok_or_else(not_leader)?;
     match outcome {
         Ok(()) => {
             enforcer.recorded(r);
@@ -1029,17 +1038,11 @@ fn enforce_bound(
     // The lock is held only to copy and to update: the lags read the log
     // and the witness record waits on the network, and neither may block
     // the async workers that read the links.
+    // Only the cluster's step-down or a refusal stops an enforcer, so a
+    // static leader never finds it stopped.
     let durables: Vec<(String, u64)> = {
-        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        match (&s.enforcer, record) {
-            (None, _) => return Err(NetError::NotLeading("this node does not lead".into())),
-            (Some(e), Some(_)) if e.stopped().is_some() => {
-                return Err(NetError::NotLeading(
-                    e.stopped().unwrap_or_default().to_owned(),
-                ));
-            }
-            _ => {}
-        }
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.leading()?;
         s.links
             .iter()
             .map(|(n, l)| (n.clone(), l.durable))
@@ -1055,9 +1058,7 @@ fn enforce_bound(
         };
         let (lag, due) = {
             let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(enforcer) = s.enforcer.as_mut() else {
-                return Err(NetError::NotLeading("this node does not lead".into()));
-            };
+            let enforcer = s.leading()?;
             let lag = enforcer.counted_lag(&name, durable, raw);
             let due = record.and_then(|_| enforcer.due(&name, durable, lag, which));
             (lag, due)

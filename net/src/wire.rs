@@ -546,6 +546,15 @@ impl Message {
         Ok(msg)
     }
 
+    /// A refusal that names no LSN (every code but `Diverged`), with why.
+    pub fn refusal(code: RefuseCode, reason: impl Into<String>) -> Message {
+        Message::Refused {
+            code,
+            lsn: 0,
+            reason: reason.into(),
+        }
+    }
+
     /// The node a message sent to a voter says it comes from: the
     /// candidate of a lease ask or an epoch CAS, the leader of an
     /// eligibility record, the holder giving up its lease. A receiver acts

@@ -26,7 +26,7 @@ use std::time::Instant;
 use crate::lease::{LeaseConfig, LeaseRequest, Voter, epoch_cas};
 use crate::node::NetError;
 use crate::tls::{Identity, transport_config};
-use crate::wire::Message;
+use crate::wire::{Message, RefuseCode};
 
 /// File name of the witness's durable state.
 pub const STATE_FILE: &str = "witness.state";
@@ -245,10 +245,13 @@ pub fn decide(
         },
         Message::Eligibility { epoch, .. } if epoch < state.epoch => {
             // A deposed leader's record: it no longer speaks for anyone.
-            not_leader(format!(
-                "epoch {epoch} is over; the cluster is in epoch {}",
-                state.epoch
-            ))
+            Message::refusal(
+                RefuseCode::NotLeader,
+                format!(
+                    "epoch {epoch} is over; the cluster is in epoch {}",
+                    state.epoch
+                ),
+            )
         }
         Message::Eligibility { leader, epoch, .. }
             if !speaks_for(state, voter, &leader, epoch, now_us) =>
@@ -262,21 +265,23 @@ pub fn decide(
                 state.leader.clone()
             };
             tracing::warn!(sender = %leader, epoch, leader = %allocated, "eligibility record refused: the sender does not lead that epoch");
-            not_leader(format!(
-                "{leader} does not lead epoch {epoch}: the witness allocated it to {allocated}"
-            ))
+            Message::refusal(
+                RefuseCode::NotLeader,
+                format!(
+                    "{leader} does not lead epoch {epoch}: the witness allocated it to {allocated}"
+                ),
+            )
         }
         Message::Eligibility { seq, epoch, .. } if epoch == state.epoch && seq <= state.seq => {
             // A record its sender gave up on (no answer in time) and has
             // since replaced: taking it now would undo a later one.
-            Message::Refused {
-                code: crate::wire::RefuseCode::Stale,
-                lsn: 0,
-                reason: format!(
+            Message::refusal(
+                RefuseCode::Stale,
+                format!(
                     "record {seq} is not newer than record {} already taken",
                     state.seq
                 ),
-            }
+            )
         }
         Message::Eligibility {
             leader,
@@ -351,28 +356,19 @@ fn speaks_for(state: &WitnessState, voter: &Voter, sender: &str, epoch: u64, now
     epoch >= state.epoch && voter.epoch() == epoch && voter.holder(now_us) == Some(sender)
 }
 
-fn not_leader(reason: String) -> Message {
-    Message::Refused {
-        code: crate::wire::RefuseCode::NotLeader,
-        lsn: 0,
-        reason,
-    }
-}
-
 /// Checks that the name `m` claims as its sender is one `proves` accepts
 /// (in production: one the sender's certificate was made for, see
 /// [`crate::tls::peer_is`]). `Err` holds the refusal to answer with; a
 /// message that claims no sender passes (the witness takes none of those).
 pub fn check_sender(m: &Message, proves: impl Fn(&str) -> bool) -> Result<(), Message> {
     match m.claimed_sender() {
-        Some(name) if !proves(name) => Err(Message::Refused {
-            code: crate::wire::RefuseCode::Protocol,
-            lsn: 0,
-            reason: format!(
+        Some(name) if !proves(name) => Err(Message::refusal(
+            RefuseCode::Protocol,
+            format!(
                 "{} claims to come from {name}, but the sender's certificate is not {name}'s",
                 m.kind()
             ),
-        }),
+        )),
         _ => Ok(()),
     }
 }

@@ -18,13 +18,10 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
     match m {
         Message::LeaseAsk { candidate, .. } if candidate != *peer => {
             tracing::warn!(candidate = %candidate, peer = %peer, "refused a lease ask naming another candidate than the peer");
-            Some(Message::Refused {
-                code: RefuseCode::Protocol,
-                lsn: 0,
-                reason: format!(
-                    "a lease ask from {peer} must name {peer} as candidate, not {candidate}"
-                ),
-            })
+            Some(Message::refusal(
+                RefuseCode::Protocol,
+                format!("a lease ask from {peer} must name {peer} as candidate, not {candidate}"),
+            ))
         }
         Message::LeaseAsk {
             candidate,
@@ -60,13 +57,12 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
                     logged,
                     "refused a hand-over of an epoch that is not the current one"
                 );
-                return Some(Message::Refused {
-                    code: RefuseCode::NotLeader,
-                    lsn: 0,
-                    reason: format!(
+                return Some(Message::refusal(
+                    RefuseCode::NotLeader,
+                    format!(
                         "hand-over of epoch {epoch}, but this node follows epoch {logged} and knows epoch {known}"
                     ),
-                });
+                ));
             }
             *inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, last_lsn));
             Some(Message::Released {
