@@ -18,8 +18,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::recovery::read_segment;
-use crate::segment::{list_segments, scan_segment, segment_file_name};
+use crate::log::recovery::read_segment;
+use crate::log::segment::{list_segments, scan_segment, segment_file_name};
 
 /// The manifest file of a backup directory.
 pub const MANIFEST: &str = "BACKUP";
@@ -108,7 +108,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))?;
     if let Some(dir) = path.parent() {
-        crate::log::sync_dir(dir)?;
+        crate::log::files::sync_dir(dir)?;
     }
     Ok(())
 }
@@ -237,7 +237,7 @@ pub fn backup(
         )));
     }
     let (lsn, crc, ts) = last.ok_or_else(|| Error::Corrupt("the store holds no frame".into()))?;
-    crate::log::sync_dir(&dst_wal)?;
+    crate::log::files::sync_dir(&dst_wal)?;
     write_durably(
         &to.join(MANIFEST),
         format!("vigil backup 1\nlast_lsn {lsn}\nlast_crc {crc}\nlast_timestamp_us {ts}\n")
@@ -387,6 +387,6 @@ pub fn restore(
             "nothing in the backup is at or before the point asked".into(),
         ));
     }
-    crate::log::sync_dir(&dst_wal)?;
+    crate::log::files::sync_dir(&dst_wal)?;
     Ok(report)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 /// Decodes `bytes` as a key store manifest; one that decodes must encode
 /// back to the same bytes.
 pub fn key_manifest(bytes: &[u8]) {
-    if let Ok(m) = crate::keyfiles::Manifest::decode(bytes) {
+    if let Ok(m) = crate::index::keys::files::Manifest::decode(bytes) {
         assert_eq!(m.encode(), bytes, "a manifest re-encodes to its bytes");
     }
 }
@@ -20,7 +20,7 @@ pub fn key_run(dir: &Path, bytes: &[u8]) {
     if std::fs::write(&path, bytes).is_err() {
         return;
     }
-    let Ok(file) = crate::runfile::RunFile::open(&path, 1) else {
+    let Ok(file) = crate::index::keys::runfile::RunFile::open(&path, 1) else {
         return;
     };
     let mut last: Option<Vec<u8>> = None;

@@ -24,54 +24,36 @@
 //! backwards in LSN order; the index always equals a rebuild from the log.
 //! `docs/format.md` in the repository draws every byte.
 
-mod apply;
 mod backup;
-mod batch;
-mod clock;
-mod codec;
-mod dict;
 mod disk;
 mod error;
 pub mod failpoint;
-pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
-mod keyfiles;
-mod keyruns;
-mod keys;
-mod keystore;
 pub mod limits;
-mod log;
-mod read;
-mod rebuild;
-pub mod record;
-mod recovery;
-mod rejoin;
+pub mod log;
 mod replica;
-mod runfile;
-pub mod segment;
 mod store;
-mod tail;
-mod writer;
+mod write;
 
 pub use backup::{
     BackupReport, BackupVerify, Progress, RestoreReport, RestoreTarget, backup, restore,
     verify_backup,
 };
-pub use batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
-pub use clock::{Clock, SystemClock};
-pub use codec::DecodeError;
 pub use disk::DiskSpace;
 pub use error::{Error, Result};
-pub use keys::{KeyExtractor, NoKeys};
-pub use read::{
-    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
-    StoreStats, TypeCount, VerifyReport, Version, VersionRead,
-};
-pub use record::{OpKind, Watermark};
-pub use rejoin::CutReport;
+pub use index::keys::{KeyExtractor, NoKeys};
+pub use log::codec::DecodeError;
+pub use log::record::{OpKind, Watermark};
+pub use replica::rejoin::CutReport;
 pub use replica::{
     LOG_END_LISTENERS_MAX, LogChunk, LogEnd, LogEndListener, LogFrames, LogPosition, LogTip,
 };
+pub use store::read::{
+    Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
+    StoreStats, TypeCount, VerifyReport, Version, VersionRead,
+};
 pub use store::{DictionaryPolicy, OpenReport, Options, Store};
+pub use write::batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
+pub use write::clock::{Clock, SystemClock};

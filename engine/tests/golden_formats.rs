@@ -11,9 +11,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vigil_engine::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, encode_frame};
-use vigil_engine::record::{RecordRef, ResourceRef};
-use vigil_engine::segment::SegmentHeader;
+use vigil_engine::log::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, encode_frame};
+use vigil_engine::log::record::{RecordRef, ResourceRef};
+use vigil_engine::log::segment::SegmentHeader;
 use vigil_engine::{
     Batch, Clock, Current, DictionaryPolicy, Op, OpKind, Options, Store, Watermark,
 };
@@ -53,7 +53,7 @@ fn segment_header_bytes_are_pinned() {
 
 #[test]
 fn a_frame_with_every_record_kind_is_pinned() {
-    use vigil_engine::record::{BodyCodec, OpKind};
+    use vigil_engine::log::record::{BodyCodec, OpKind};
     let body = br#"{"resourceType":"Patient","id":"p1"}"#;
     let records = [
         RecordRef::EpochStart { epoch: 1 },
@@ -93,7 +93,7 @@ fn a_frame_with_every_record_kind_is_pinned() {
     ];
     let mut payload = Vec::new();
     for r in &records {
-        vigil_engine::record::encode(&mut payload, r);
+        vigil_engine::log::record::encode(&mut payload, r);
     }
     let frame = encode_frame(1, records.len() as u32, 1, 1_700_000_000_000_000, &payload);
     pin("frame_all_kinds_v1.bin", &frame);
@@ -107,7 +107,7 @@ fn a_frame_with_every_record_kind_is_pinned() {
 }
 
 fn crc32fast_hash(b: &[u8]) -> u32 {
-    vigil_engine::record::body_crc(b)
+    vigil_engine::log::record::body_crc(b)
 }
 
 struct Frozen;

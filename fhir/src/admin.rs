@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::app::App;
 use crate::outcome::FhirError;
-use crate::server::App;
 
 fn cluster(app: &App) -> Result<&Arc<vigil_net::cluster::Cluster>, FhirError> {
     app.replication

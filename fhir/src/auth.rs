@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::app::App;
 use crate::outcome::FhirError;
-use crate::server::App;
 
 /// The `[auth]` table of the config file. Empty: no authorisation.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::app::App;
 use crate::http::json_response;
-use crate::params::{Kind, params_of};
-use crate::server::App;
+use crate::search::params::{Kind, params_of};
 use crate::types::R4_RESOURCE_TYPES;
 
 /// The type-level interactions every resource type supports.

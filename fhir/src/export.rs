@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use vigil_engine::{Batch, Change, Current, Op, OpKind, Precondition, Store};
 
+use crate::app::App;
 use crate::outcome::FhirError;
-use crate::server::App;
 
 /// The internal resource type holding export jobs (never exported).
 pub const JOB_TYPE: &str = "VigilExportJob";
@@ -133,7 +133,7 @@ async fn write_job(app: &App, job: &Job, version: Option<u64>) -> Result<Option<
         Some(v) => op.expect(Precondition::Version(v)),
         None => op.expect(Precondition::Absent),
     };
-    match crate::server::commit(app, Batch::one(op)).await {
+    match crate::app::commit(app, Batch::one(op)).await {
         Ok(c) => Ok(match c.outcomes.first() {
             Some(vigil_engine::OpOutcome::Written { version, .. })
             | Some(vigil_engine::OpOutcome::Unchanged { version, .. }) => Some(*version),
@@ -394,7 +394,7 @@ pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
             ));
         }
         let _ = std::fs::remove_dir_all(job_dir(&app.config.export_dir(), &id));
-        crate::server::commit(&app, Batch::one(Op::delete(JOB_TYPE, id.clone()))).await?;
+        crate::app::commit(&app, Batch::one(Op::delete(JOB_TYPE, id.clone()))).await?;
         Ok((StatusCode::ACCEPTED, "").into_response())
     }
     .await;

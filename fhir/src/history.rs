@@ -11,13 +11,13 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use vigil_engine::{HistoryCursor, HistoryQuery, HistoryScope, OpKind, PagePosition, Version};
 
+use crate::app::App;
 use crate::http::{etag, json_response};
 use crate::instant::{format_instant, parse_interval};
 use crate::interactions::{check_instance, check_type};
 use crate::negotiate::check_accept;
 use crate::outcome::FhirError;
 use crate::resource::render_map;
-use crate::server::App;
 
 /// Page size when `_count` is not given.
 pub const PAGE_DEFAULT: usize = 50;

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, Version, VersionRead};
 
+use crate::app::{App, commit};
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::{FhirError, outcome_json};
 use crate::resource::{check_id, id_of, parse, render, to_stored_in, type_of};
-use crate::server::{App, commit};
 use crate::types::is_resource_type;
 
 /// Query parameters every interaction understands.

@@ -10,12 +10,12 @@ use axum::response::Response;
 use serde_json::Value;
 use vigil_engine::{Batch, Op, Precondition};
 
+use crate::app::{App, commit};
 use crate::http::{self, if_match};
 use crate::interactions::{Params, check_instance, live_version, written_response};
 use crate::negotiate::require_content_type;
 use crate::outcome::FhirError;
 use crate::resource::{id_of, parse, to_stored, type_of};
-use crate::server::{App, commit};
 
 /// Attempts when a concurrent write moves the version under a patch
 /// without `If-Match`.

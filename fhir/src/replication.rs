@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use vigil_net::cluster::{Cluster, WriteGuard, WriteRefused};
 use vigil_net::node::{Node, NodeConfig, Role};
 
+use crate::app::App;
 use crate::config::ConfigError;
 use crate::outcome::FhirError;
-use crate::server::App;
 
 /// The response header giving a follower's replication lag, in seconds of
 /// commit time, with the LSNs behind in `Vigil-Replication-Lag-Lsns`.

@@ -11,7 +11,8 @@ use axum::http::Request;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 use vigil_fhir::config::Config;
-use vigil_fhir::server::{App, router};
+use vigil_fhir::app::App;
+use vigil_fhir::server::router;
 
 struct World {
     rt: tokio::runtime::Runtime,

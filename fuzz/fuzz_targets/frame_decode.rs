@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil_engine::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, parse_header};
+use vigil_engine::log::frame::{FRAME_HEADER_BYTES, check_frame, decode_records, parse_header};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_header(data);

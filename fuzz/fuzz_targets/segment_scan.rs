@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil_engine::frame::check_frame;
-use vigil_engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, scan_segment};
+use vigil_engine::log::frame::check_frame;
+use vigil_engine::log::segment::{SEGMENT_HEADER_BYTES, SegmentHeader, scan_segment};
 
 fuzz_target!(|data: &[u8]| {
     // Half the inputs get a valid header so the fuzzer reaches the frames.

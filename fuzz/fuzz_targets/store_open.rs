@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil_engine::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
+use vigil_engine::log::segment::{SEGMENT_HEADER_BYTES, SegmentHeader};
 use vigil_engine::{Options, Store};
 
 fuzz_target!(|data: &[u8]| {

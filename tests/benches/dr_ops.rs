@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use vigil_engine::{Batch, Op, RestoreTarget, Store};
+use vigil_fhir::app::App;
 use vigil_fhir::config::Config;
-use vigil_fhir::server::App;
 use vigil_fhir::synth::{Rng, patient_record};
 use vigil_tests::NodeProcess;
 use vigil_tests::http::{request, request_with};

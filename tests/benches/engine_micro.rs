@@ -2,7 +2,7 @@
 //! frame encoding and checking.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil_engine::frame::{check_frame, encode_frame};
+use vigil_engine::log::frame::{check_frame, encode_frame};
 use vigil_engine::{Batch, Op, Store};
 use vigil_fhir::synth::{Rng, patient_record};
 

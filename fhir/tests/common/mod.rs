@@ -9,8 +9,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
+use vigil_fhir::app::App;
 use vigil_fhir::config::Config;
-use vigil_fhir::server::{App, router};
+use vigil_fhir::server::router;
 
 /// A server on a temporary store.
 pub struct TestServer {

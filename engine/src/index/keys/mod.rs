@@ -1,0 +1,51 @@
+//! Secondary index keys: derived from resource bodies by a pluggable
+//! extractor, stored and rebuilt by the engine, interpreted only by the
+//! caller.
+//!
+//! The engine keeps them in a store of their own (`store`): sorted runs in
+//! memory (`runs`) over immutable sorted files (`runfile`), listed by a
+//! manifest and merged in the background (`files`).
+//!
+//! **Invariant:** the files named by the manifest equal the keys at exactly
+//! `keys_lsn`, never past the index's durable LSN.
+
+pub(crate) mod files;
+pub(crate) mod runfile;
+pub(crate) mod runs;
+pub(crate) mod store;
+
+/// Derives secondary index keys from a resource body.
+///
+/// The FHIR layer passes one that turns search parameters into sortable
+/// byte keys; the engine stores `(key, type, id)` for the *current live*
+/// version of each resource, removes the entries of superseded versions,
+/// and rebuilds them from the log with the same extractor. Keys are opaque
+/// bytes, compared lexicographically by [`crate::Store::lookup_range`].
+pub trait KeyExtractor: Send + Sync + 'static {
+    /// A name that changes whenever the keys it derives change. The index
+    /// records it; opening with a different name rebuilds the index.
+    fn name(&self) -> &str;
+
+    /// Appends the keys of one live version to `out` (duplicates are
+    /// removed by the engine). Must be deterministic. Keys longer than
+    /// [`crate::limits::INDEX_KEY_BYTES_MAX`] or beyond
+    /// [`crate::limits::INDEX_KEYS_PER_VERSION_MAX`] per version are dropped
+    /// and logged.
+    fn keys(&self, resource_type: &str, body: &[u8], out: &mut Vec<Vec<u8>>);
+}
+
+/// The extractor used when none is configured: no secondary keys.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKeys;
+
+impl KeyExtractor for NoKeys {
+    fn name(&self) -> &str {
+        "none"
+    }
+    fn keys(&self, _resource_type: &str, _body: &[u8], _out: &mut Vec<Vec<u8>>) {}
+}
+
+/// Whether an extractor derives any keys (so bodies must be decoded for it).
+pub(crate) fn extracts(extractor: &dyn KeyExtractor) -> bool {
+    extractor.name() != NoKeys.name()
+}

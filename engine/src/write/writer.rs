@@ -1,0 +1,1077 @@
+//! The single writer thread: group commit.
+//!
+//! Committers prepare their batches on their own threads (compression, key
+//! extraction) and queue them. The writer takes every batch waiting (up to
+//! a frame's worth), checks preconditions and assigns versions against the
+//! index, the frames the index has not applied yet and the batches ahead
+//! of it in the group, encodes one frame, appends and fsyncs it, hands it
+//! to the index applier (`apply.rs`) and answers every committer in the
+//! group. So a commit is acknowledged only once it is durable, and the
+//! index's work (and its periodic durable commits) is off that path; the
+//! store's read barrier makes every acknowledged write visible to any read
+//! that begins after the acknowledgement.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::index::apply::{Applier, ApplyJob, FrameKeys};
+use crate::index::keys::store::keys_path;
+use crate::index::rebuild::rebuild_into;
+use crate::index::tables::{Snapshot, VersionEntry, entry_of};
+use crate::limits::{
+    APPLY_QUEUE_BYTES_MAX, APPLY_QUEUE_REPLICA_BYTES_MAX, EPOCH_VERSIONS,
+    FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
+};
+use crate::log::dict::{Encoded, SAMPLE_BYTES_MAX, train};
+use crate::log::files::{Appender, sync_data, sync_dir};
+use crate::log::frame::{
+    FRAME_HEADER_BYTES, FrameHeader, decode_records, encode_frame, parse_header,
+};
+use crate::log::record::{
+    BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
+};
+use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::store::{DictionaryPolicy, Inner};
+use crate::write::batch::{Committed, OpOutcome, Precondition};
+use crate::write::clock::next_timestamp;
+
+/// Most operations the writer puts in one group.
+const GROUP_OPS_MAX: usize = 50_000;
+/// Estimated record overhead beyond the stored body, for sizing groups.
+const RECORD_OVERHEAD_BYTES: usize = 160;
+
+pub(crate) struct PreparedBody {
+    pub raw: Vec<u8>,
+    pub raw_crc: u32,
+    pub enc: Encoded,
+    pub keys: Vec<Vec<u8>>,
+}
+
+pub(crate) struct PreparedOp {
+    pub resource_type: String,
+    pub id: String,
+    pub expect: Precondition,
+    pub put: Option<PreparedBody>,
+}
+
+/// Where a request's result goes: a channel a thread waits on, or a
+/// callback run on the writer's thread (for async callers, which must not
+/// park a thread; it must be quick).
+pub(crate) enum Reply<T> {
+    Channel(SyncSender<Result<T>>),
+    Callback(Box<dyn FnOnce(Result<T>) + Send>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, r: Result<T>) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Callback(f) => f(r),
+        }
+    }
+}
+
+pub(crate) enum Control {
+    BeginEpoch(u64),
+    Checkpoint(Vec<Watermark>),
+    Reindex,
+    /// Frames of the leader's log, to append byte for byte (a replica),
+    /// and the leader's durable end: frames past it are held back from
+    /// the index until confirmed.
+    Append {
+        frames: Vec<u8>,
+        confirmed: u64,
+    },
+    /// The leader's durable end moved: frames appended through it may be
+    /// indexed and made visible.
+    Confirm(u64),
+    /// The leader came back without frames after this LSN: cut them, if
+    /// they were never shown.
+    DropUnconfirmed(u64),
+    Shutdown,
+}
+
+pub(crate) enum Request {
+    Commit {
+        ops: Vec<PreparedOp>,
+        reply: Reply<Committed>,
+    },
+    Control {
+        op: Control,
+        reply: Reply<()>,
+    },
+}
+
+impl Request {
+    fn weight(&self) -> (usize, usize) {
+        match self {
+            Request::Commit { ops, .. } => (
+                ops.len(),
+                ops.iter()
+                    .map(|o| {
+                        o.put.as_ref().map_or(0, |p| p.enc.stored.len()) + RECORD_OVERHEAD_BYTES
+                    })
+                    .sum(),
+            ),
+            Request::Control { .. } => (0, 0),
+        }
+    }
+}
+
+/// What the writer knows about a resource's newest version during a group.
+#[derive(Clone, Copy)]
+struct Head {
+    version: u64,
+    live: bool,
+    raw_len: u32,
+    raw_crc: u32,
+    last_updated_us: u64,
+    body: BodyAt,
+}
+
+#[derive(Clone, Copy)]
+enum BodyAt {
+    Index(VersionEntry),
+    /// (batch index in the group, op index in the batch)
+    Pending(usize, usize),
+    Nowhere,
+}
+
+/// The newest version of each resource written in a frame the index has
+/// not applied yet, so that preconditions and version numbers see it.
+/// Entries leave once the applier has made their frame visible.
+#[derive(Default)]
+struct Unapplied {
+    /// type -> id -> newest version entry.
+    heads: HashMap<String, HashMap<String, VersionEntry>>,
+    /// (lsn, type, id) in log order, to forget entries once applied.
+    order: VecDeque<(u64, String, String)>,
+}
+
+impl Unapplied {
+    fn get(&self, resource_type: &str, id: &str) -> Option<VersionEntry> {
+        self.heads.get(resource_type)?.get(id).copied()
+    }
+
+    fn insert(&mut self, resource_type: &str, id: &str, e: VersionEntry) {
+        self.order
+            .push_back((e.lsn, resource_type.to_owned(), id.to_owned()));
+        self.heads
+            .entry(resource_type.to_owned())
+            .or_default()
+            .insert(id.to_owned(), e);
+    }
+
+    /// Forgets what the index holds now: everything through `visible`.
+    fn forget_through(&mut self, visible: u64) {
+        while let Some((lsn, t, id)) = self.order.front() {
+            if *lsn > visible {
+                break;
+            }
+            if let Some(ids) = self.heads.get_mut(t.as_str())
+                && ids.get(id.as_str()).is_some_and(|e| e.lsn == *lsn)
+            {
+                ids.remove(id.as_str());
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+pub(crate) struct WriterState {
+    inner: Arc<Inner>,
+    appender: Appender,
+    next_lsn: u64,
+    epoch: u64,
+    last_ts: u64,
+    samples: Vec<Vec<u8>>,
+    sample_bytes: u64,
+    training: bool,
+    trained_tx: mpsc::Sender<Result<Vec<u8>>>,
+    trained_rx: mpsc::Receiver<Result<Vec<u8>>>,
+    /// The index applier; `None` only once shut down.
+    applier: Option<Applier>,
+    /// Resources written in frames the applier has not indexed yet.
+    unapplied: Unapplied,
+    /// Frames appended from a leader and not yet known to be indexed: a
+    /// local commit waits for them first, as `unapplied` does not see them.
+    appended_unindexed: bool,
+    /// A replica's appended frames past the leader's durable end as last
+    /// heard (`confirmed`), durable here but not indexed yet, in log order.
+    held: VecDeque<ApplyJob>,
+    /// The leader's durable end as last heard.
+    confirmed: u64,
+    /// Refuses client commits and replica appends below the disk reserve.
+    reserve: crate::disk::ReserveGate,
+}
+
+/// A record planned for the frame being built.
+struct Planned {
+    batch: usize,
+    op: usize,
+    kind: OpKind,
+    version: u64,
+}
+
+impl WriterState {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        appender: Appender,
+        next_lsn: u64,
+        epoch: u64,
+        last_ts: u64,
+    ) -> std::io::Result<Self> {
+        let (trained_tx, trained_rx) = mpsc::channel();
+        let applier = Applier::start(inner.clone())?;
+        let (inner_dir, reserve_bytes) = (inner.dir.clone(), inner.opts.disk_reserve_bytes);
+        Ok(Self {
+            inner,
+            appender,
+            next_lsn,
+            epoch,
+            last_ts,
+            samples: Vec::new(),
+            sample_bytes: 0,
+            training: false,
+            trained_tx,
+            trained_rx,
+            applier: Some(applier),
+            unapplied: Unapplied::default(),
+            appended_unindexed: false,
+            held: VecDeque::new(),
+            confirmed: 0,
+            reserve: crate::disk::ReserveGate::new(&inner_dir, reserve_bytes),
+        })
+    }
+
+    /// The writer loop. Ends on `Shutdown` or when every sender is gone.
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+        let mut carry: Option<Request> = None;
+        loop {
+            self.poll_trained();
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match rx.recv_timeout(Duration::from_millis(INDEX_SYNC_INTERVAL_MS)) {
+                    Ok(r) => r,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if let Request::Control { op, reply } = first {
+                let stop = matches!(op, Control::Shutdown);
+                let res = self.control(op);
+                reply.send(res);
+                if stop {
+                    return;
+                }
+                continue;
+            }
+            let (mut ops, mut bytes) = first.weight();
+            let mut group = vec![first];
+            while bytes < FRAME_PAYLOAD_BYTES_TARGET && ops < GROUP_OPS_MAX {
+                match rx.try_recv() {
+                    Ok(r @ Request::Control { .. }) => {
+                        carry = Some(r);
+                        break;
+                    }
+                    Ok(r) => {
+                        let (o, b) = r.weight();
+                        ops += o;
+                        bytes += b;
+                        group.push(r);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if let Err(e) = self.commit_group(group) {
+                self.fail(e, &rx);
+                return;
+            }
+        }
+        let _ = self.stop_applier();
+    }
+
+    /// Lets the applier index what is queued, make the index durable and
+    /// end; reports whether it got there.
+    fn stop_applier(&mut self) -> Result<()> {
+        drop(self.applier.take());
+        self.inner.check_alive()
+    }
+
+    fn applier(&self) -> Result<&Applier> {
+        self.applier.as_ref().ok_or(Error::Closed)
+    }
+
+    /// Poisons the store and answers everything queued with the failure.
+    fn fail(&mut self, e: Error, rx: &Receiver<Request>) {
+        self.inner.poison(e.to_string());
+        while let Ok(r) = rx.try_recv() {
+            match r {
+                Request::Commit { reply, .. } => {
+                    reply.send(Err(Error::Poisoned(e.to_string())));
+                }
+                Request::Control { reply, .. } => {
+                    reply.send(Err(Error::Poisoned(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, op: Control) -> Result<()> {
+        self.inner.check_alive()?;
+        if matches!(op, Control::BeginEpoch(_) | Control::Reindex) {
+            // A new epoch's versions are numbered against the whole index;
+            // a rebuild swaps the index the applier writes to.
+            self.drain_applier()?;
+        }
+        match op {
+            Control::BeginEpoch(epoch) => {
+                if epoch <= self.epoch {
+                    return Err(Error::EpochFenced {
+                        ours: self.epoch,
+                        theirs: epoch,
+                    });
+                }
+                let previous = self.epoch;
+                self.epoch = epoch;
+                let res = self.write_records(&[RecordRef::EpochStart { epoch }]);
+                if res.is_err() {
+                    self.epoch = previous;
+                } else {
+                    self.inner.epoch.store(epoch, Ordering::Release);
+                }
+                res
+            }
+            Control::Checkpoint(watermarks) => {
+                let index_lsn = self.next_lsn - 1;
+                self.write_records(&[RecordRef::Checkpoint {
+                    index_lsn,
+                    watermarks,
+                }])
+            }
+            Control::Reindex => self.reindex(),
+            Control::Append { frames, confirmed } => {
+                let res = self.append_replicated(&frames);
+                self.confirm(confirmed);
+                res
+            }
+            Control::Confirm(lsn) => {
+                self.confirm(lsn);
+                Ok(())
+            }
+            Control::DropUnconfirmed(after) => self.drop_unconfirmed(after),
+            Control::Shutdown => self.stop_applier(),
+        }
+    }
+
+    /// Writes control records as a frame of their own.
+    fn write_records(&mut self, records: &[RecordRef<'_>]) -> Result<()> {
+        let mut payload = Vec::new();
+        for r in records {
+            put_record(&mut payload, r);
+        }
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        self.write_frame(&payload, records.len() as u32, ts, None)
+            .inspect_err(|e| self.inner.poison(e.to_string()))
+    }
+
+    fn reindex(&mut self) -> Result<()> {
+        let path = self.inner.index_path();
+        let tmp = path.with_extension("redb.rebuild");
+        let (fresh, stats) = rebuild_into(
+            &tmp,
+            &self.inner.segments,
+            self.inner.opts.extractor.as_ref(),
+            &self.inner.dicts,
+            None,
+            false,
+            self.inner.opts.key_buffer_entries,
+        )?;
+        // The old index writes nothing more to its key directory, which
+        // the new one's takes the place of; the old one's open files serve
+        // its readers until they finish.
+        self.inner.index().keys.retire();
+        fresh.keys.relocate(&keys_path(&path), |from, to| {
+            if to.exists() {
+                std::fs::remove_dir_all(to).map_err(|e| Error::io("replace index", to, e))?;
+            }
+            std::fs::rename(from, to).map_err(|e| Error::io("replace index", to, e))
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("replace index", &path, e))?;
+        sync_dir(&self.inner.dir)?;
+        tracing::info!(
+            frames = stats.frames,
+            bytes = stats.bytes,
+            "index rebuilt on request"
+        );
+        self.inner.set_index(Arc::new(fresh));
+        Ok(())
+    }
+
+    fn poll_trained(&mut self) {
+        let Ok(result) = self.trained_rx.try_recv() else {
+            return;
+        };
+        self.training = false;
+        match result {
+            Ok(bytes) => {
+                let id = self.inner.dicts.next_id();
+                // Durable before any record can use it: install happens when
+                // the index applies this frame.
+                if let Err(e) = self.write_records(&[RecordRef::Dictionary { id, bytes: &bytes }]) {
+                    tracing::error!("writing the trained dictionary failed: {e}");
+                } else {
+                    tracing::info!(
+                        id,
+                        bytes = bytes.len(),
+                        "compression dictionary trained and stored"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("dictionary training failed, continuing without: {e}"),
+        }
+    }
+
+    fn sample(&mut self, raw: &[u8]) {
+        let DictionaryPolicy::Auto {
+            train_after_bytes,
+            dictionary_bytes,
+        } = self.inner.opts.dictionary
+        else {
+            return;
+        };
+        if self.training || self.inner.dicts.has_current() {
+            return;
+        }
+        let take = raw.len().min(SAMPLE_BYTES_MAX);
+        self.samples.push(raw[..take].to_vec());
+        self.sample_bytes += take as u64;
+        if self.sample_bytes >= train_after_bytes {
+            self.training = true;
+            let samples = std::mem::take(&mut self.samples);
+            self.sample_bytes = 0;
+            let tx = self.trained_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vigil-dict-train".into())
+                .spawn(move || {
+                    let _ = tx.send(train(&samples, dictionary_bytes as usize));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start dictionary training: {e}");
+                self.training = false;
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
+        if self.appended_unindexed {
+            // A former replica: its preconditions read the index, which
+            // must hold every frame appended from the leader first.
+            self.drain_applier()?;
+            self.appended_unindexed = false;
+        }
+        self.unapplied.forget_through(self.inner.visible_lsn());
+        let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
+        let mut replies: Vec<Option<Reply<Committed>>> = Vec::with_capacity(group.len());
+        for r in group {
+            if let Request::Commit { ops, reply } = r {
+                batches.push(ops);
+                replies.push(Some(reply));
+            }
+        }
+        let snap = Snapshot::new(&self.inner.index())?;
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        let mut overlay: HashMap<(&str, &str), Head> = HashMap::new();
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut outcomes: Vec<Option<Vec<OpOutcome>>> = Vec::with_capacity(batches.len());
+        for (b, ops) in batches.iter().enumerate() {
+            match self.plan_batch(&snap, &batches, b, ops, &overlay, ts) {
+                Ok((outs, plan, changes)) => {
+                    overlay.extend(changes);
+                    planned.extend(plan);
+                    outcomes.push(Some(outs));
+                }
+                Err(e) => {
+                    if let Some(reply) = replies[b].take() {
+                        reply.send(Err(e));
+                    }
+                    outcomes.push(None);
+                }
+            }
+        }
+        drop(snap);
+        drop(overlay);
+        // The secondary keys move to the index with their records.
+        let keys: FrameKeys = planned
+            .iter()
+            .map(|p| {
+                batches[p.batch][p.op]
+                    .put
+                    .as_mut()
+                    .filter(|_| p.kind != OpKind::Delete)
+                    .map(|b| std::mem::take(&mut b.keys))
+            })
+            .collect();
+        // Encode the frame.
+        let mut payload = Vec::with_capacity(
+            planned
+                .iter()
+                .map(|p| {
+                    batches[p.batch][p.op]
+                        .put
+                        .as_ref()
+                        .map_or(0, |x| x.enc.stored.len())
+                        + RECORD_OVERHEAD_BYTES
+                })
+                .sum(),
+        );
+        let mut lsn_of = HashMap::with_capacity(planned.len());
+        for (i, p) in planned.iter().enumerate() {
+            let op = &batches[p.batch][p.op];
+            let (codec, dict_id, raw_len, raw_crc, stored): (BodyCodec, u32, u32, u32, &[u8]) =
+                match &op.put {
+                    Some(body) if p.kind != OpKind::Delete => (
+                        body.enc.codec,
+                        body.enc.dict_id,
+                        body.raw.len() as u32,
+                        body.raw_crc,
+                        &body.enc.stored,
+                    ),
+                    _ => (BodyCodec::Raw, 0, 0, 0, &[]),
+                };
+            put_resource(
+                &mut payload,
+                &ResourceRef {
+                    op: p.kind,
+                    codec,
+                    resource_type: &op.resource_type,
+                    id: &op.id,
+                    version: p.version,
+                    dict_id,
+                    raw_len,
+                    raw_crc,
+                    stored,
+                },
+            );
+
+            lsn_of.insert((p.batch, p.op), self.next_lsn + i as u64);
+        }
+        if !planned.is_empty() {
+            self.last_ts = ts;
+            // Below the disk reserve a client commit is refused before
+            // anything is written; like a failed write, it fails only this
+            // group.
+            let written = self
+                .reserve
+                .admit(payload.len() as u64)
+                .and_then(|()| self.write_frame(&payload, planned.len() as u32, ts, Some(keys)));
+            if let Err(e) = written {
+                // A failed fsync stops the store before anyone hears back. A
+                // failed write changed no state (the next frame overwrites
+                // the same offset), so only this group fails.
+                let fatal = e.is_fatal() || !e.fails_only_this_write();
+                if fatal {
+                    self.inner.poison(e.to_string());
+                }
+                for (b, reply) in replies.iter_mut().enumerate() {
+                    if outcomes[b].is_some()
+                        && let Some(reply) = reply.take()
+                    {
+                        reply.send(Err(e.duplicate()));
+                    }
+                }
+                return if fatal { Err(e) } else { Ok(()) };
+            }
+            for p in &planned {
+                if let Some(body) = &batches[p.batch][p.op].put
+                    && p.kind != OpKind::Delete
+                {
+                    self.sample(&body.raw);
+                }
+            }
+        }
+        for (b, reply) in replies.into_iter().enumerate() {
+            let (Some(mut outs), Some(reply)) = (outcomes[b].take(), reply) else {
+                continue;
+            };
+            let mut last = None;
+            for (j, o) in outs.iter_mut().enumerate() {
+                if let OpOutcome::Written { lsn, .. } = o {
+                    *lsn = lsn_of[&(b, j)];
+                    last = Some(*lsn);
+                }
+            }
+            reply.send(Ok(Committed {
+                outcomes: outs,
+                last_lsn: last,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Checks one batch's preconditions and plans its records against the
+    /// index and the batches before it in the group. Nothing is changed
+    /// unless the whole batch passes.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a private triple returned to one caller"
+    )]
+    fn plan_batch<'a>(
+        &self,
+        snap: &Snapshot,
+        batches: &[Vec<PreparedOp>],
+        b: usize,
+        ops: &'a [PreparedOp],
+        overlay: &HashMap<(&'a str, &'a str), Head>,
+        ts: u64,
+    ) -> Result<(
+        Vec<OpOutcome>,
+        Vec<Planned>,
+        HashMap<(&'a str, &'a str), Head>,
+    )> {
+        let mut local: HashMap<(&'a str, &'a str), Head> = HashMap::new();
+        let mut outs = Vec::with_capacity(ops.len());
+        let mut plan = Vec::new();
+        for (j, op) in ops.iter().enumerate() {
+            let key = (op.resource_type.as_str(), op.id.as_str());
+            let head = match local.get(&key).or_else(|| overlay.get(&key)) {
+                Some(h) => Some(*h),
+                None => match self.unapplied.get(&op.resource_type, &op.id) {
+                    Some(e) => Some(e),
+                    None => snap.head(&op.resource_type, &op.id)?,
+                }
+                .map(|e| Head {
+                    version: e.version,
+                    live: e.is_live(),
+                    raw_len: e.raw_len,
+                    raw_crc: e.raw_crc,
+                    last_updated_us: e.timestamp_us,
+                    body: BodyAt::Index(e),
+                }),
+            };
+            let ok = match op.expect {
+                Precondition::None => true,
+                Precondition::Version(v) => head.is_some_and(|h| h.version == v),
+                Precondition::Absent => head.is_none(),
+            };
+            if !ok {
+                return Err(Error::VersionConflict {
+                    resource_type: op.resource_type.clone(),
+                    id: op.id.clone(),
+                    expected: op.expect,
+                    actual: head.map(|h| h.version),
+                });
+            }
+            let next_version = next_version(head.map(|h| h.version), self.epoch).ok_or_else(|| {
+                Error::Invalid {
+                    what: "resource",
+                    value: format!("{}/{}", op.resource_type, op.id),
+                    reason: format!(
+                        "{EPOCH_VERSIONS} versions written in epoch {}: the epoch's version numbers are used up (a switchover starts a new epoch)",
+                        self.epoch
+                    ),
+                }
+            })?;
+            // What this op writes, if anything: its kind and the head after it.
+            let write = match (&op.put, head) {
+                (Some(body), Some(h))
+                    if h.live
+                        && h.raw_len as usize == body.raw.len()
+                        && h.raw_crc == body.raw_crc
+                        && self.same_body(h.body, batches, &body.raw)? =>
+                {
+                    outs.push(OpOutcome::Unchanged {
+                        version: h.version,
+                        last_updated_us: h.last_updated_us,
+                    });
+                    None
+                }
+                (Some(body), _) => Some((
+                    if head.is_none() {
+                        OpKind::Create
+                    } else {
+                        OpKind::Update
+                    },
+                    Head {
+                        version: next_version,
+                        live: true,
+                        raw_len: body.raw.len() as u32,
+                        raw_crc: body.raw_crc,
+                        last_updated_us: ts,
+                        body: BodyAt::Pending(b, j),
+                    },
+                )),
+                (None, None) => {
+                    outs.push(OpOutcome::NotFound);
+                    None
+                }
+                (None, Some(h)) if !h.live => {
+                    outs.push(OpOutcome::AlreadyDeleted { version: h.version });
+                    None
+                }
+                (None, Some(_)) => Some((
+                    OpKind::Delete,
+                    Head {
+                        version: next_version,
+                        live: false,
+                        raw_len: 0,
+                        raw_crc: 0,
+                        last_updated_us: ts,
+                        body: BodyAt::Nowhere,
+                    },
+                )),
+            };
+            if let Some((kind, new_head)) = write {
+                outs.push(OpOutcome::Written {
+                    kind,
+                    version: next_version,
+                    lsn: 0,
+                    last_updated_us: ts,
+                });
+                plan.push(Planned {
+                    batch: b,
+                    op: j,
+                    kind,
+                    version: next_version,
+                });
+                local.insert(key, new_head);
+            }
+        }
+        Ok((outs, plan, local))
+    }
+
+    /// Whether the body at `at` equals `raw`, byte for byte (the CRCs and
+    /// lengths already matched).
+    fn same_body(&self, at: BodyAt, batches: &[Vec<PreparedOp>], raw: &[u8]) -> Result<bool> {
+        Ok(match at {
+            BodyAt::Index(e) => self.inner.read_body(&e)? == raw,
+            BodyAt::Pending(b, j) => batches[b][j].put.as_ref().is_some_and(|p| p.raw == raw),
+            BodyAt::Nowhere => false,
+        })
+    }
+
+    /// Appends frames received from the leader, unchanged: checks each
+    /// (checksum, dense LSNs, epochs and timestamps never going back),
+    /// writes them all, fsyncs once (and any segment sealed on the way),
+    /// indexes them in one transaction and only then publishes the new
+    /// durable LSN. Nothing is written unless every frame checks. A failed
+    /// write fails only this call; a failed fsync poisons the store.
+    fn append_replicated(&mut self, bytes: &[u8]) -> Result<()> {
+        if !self.inner.read_only.load(Ordering::Acquire) {
+            return Err(Error::Replication(
+                "this store takes local commits; it cannot also follow another log".into(),
+            ));
+        }
+        let mut headers = Vec::new();
+        let (mut pos, mut next, mut epoch, mut ts) =
+            (0usize, self.next_lsn, self.epoch, self.last_ts);
+        while pos < bytes.len() {
+            let h = crate::log::frame::check_frame(&bytes[pos..])
+                .map_err(|e| Error::Replication(format!("frame at lsn {next}: {e}")))?;
+            let problem = if h.first_lsn != next {
+                Some(format!(
+                    "frame starts at lsn {}, expected {next}",
+                    h.first_lsn
+                ))
+            } else if h.epoch < epoch {
+                Some(format!("frame of epoch {} after epoch {epoch}", h.epoch))
+            } else if h.timestamp_us < ts {
+                Some(format!("frame time {} before {ts}", h.timestamp_us))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(Error::Replication(p));
+            }
+            headers.push((pos, h));
+            (next, epoch, ts) = (h.end_lsn(), h.epoch, h.timestamp_us);
+            pos += h.frame_len() as usize;
+        }
+        if headers.is_empty() {
+            return Ok(());
+        }
+        // A replica stops at the disk reserve as a leader's clients do:
+        // it acknowledges nothing more (and falls behind, which its leader
+        // records) until space is freed.
+        self.reserve.admit(bytes.len() as u64)?;
+        // Frames written before a failed write (a full disk when a new
+        // segment is needed) are still made durable and indexed, so the
+        // log and `next_lsn` never disagree; the error is returned after.
+        let mut placed = Vec::with_capacity(headers.len());
+        let mut failed = None;
+        for (pos, h) in &headers {
+            let before = self.appender.file();
+            match self
+                .appender
+                .write(h, &bytes[*pos..*pos + h.frame_len() as usize])
+            {
+                Ok(at) => placed.push(at),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if !Arc::ptr_eq(&before.0, &self.appender.file().0) {
+                // The write sealed the previous segment: make it durable too.
+                sync_data(&before.0, &before.1)
+                    .inspect_err(|e| self.inner.poison(e.to_string()))?;
+            }
+        }
+        headers.truncate(placed.len());
+        if let Some((_, last)) = headers.last() {
+            (next, epoch, ts) = (last.end_lsn(), last.epoch, last.timestamp_us);
+        } else {
+            return Err(failed.unwrap_or(Error::Replication("nothing written".into())));
+        }
+        let (file, path) = self.appender.file();
+        sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
+        // Durable now: the frames go to the applier (which makes them
+        // visible once indexed), the log's end moves once they are queued.
+        let last = headers[headers.len() - 1].1;
+        self.next_lsn = next;
+        self.last_ts = ts;
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.inner.epoch.store(epoch, Ordering::Release);
+        }
+        let frames = headers
+            .iter()
+            .zip(&placed)
+            .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
+            .collect();
+        self.appended_unindexed = true;
+        let job = ApplyJob {
+            bytes: bytes.to_vec(),
+            frames,
+            keys: None,
+        };
+        let inner = &self.inner;
+        // Held until confirmed (the caller confirms what it heard with the
+        // frames right after): the log's end moves now either way.
+        self.applier()?.hold(&job, || inner.set_log_end(&last));
+        self.held.push_back(job);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The leader's durable end moved to `lsn`: held frames through it go
+    /// to the applier, in log order (a job that straddles it is split).
+    fn confirm(&mut self, lsn: u64) {
+        self.confirmed = self.confirmed.max(lsn);
+        self.release_through(self.confirmed);
+    }
+
+    /// Hands held frames through `lsn` to the applier.
+    fn release_through(&mut self, lsn: u64) {
+        let Some(applier) = self.applier.as_ref() else {
+            return;
+        };
+        while let Some(job) = self.held.front_mut() {
+            let whole = job.last_lsn() <= lsn;
+            let Some(part) = job.split_through(lsn) else {
+                break;
+            };
+            applier.release(part, APPLY_QUEUE_REPLICA_BYTES_MAX);
+            if !whole {
+                break;
+            }
+            self.held.pop_front();
+        }
+    }
+
+    /// Cuts the frames that end after `after`, all of which must be held
+    /// (never shown) and in the active segment; the log then ends at the
+    /// last frame before them. Refused otherwise, changing nothing.
+    fn drop_unconfirmed(&mut self, after: u64) -> Result<()> {
+        let refuse = |why: &str| {
+            Err(Error::Replication(format!(
+                "cannot cut this log after lsn {after}: {why}"
+            )))
+        };
+        if !self.inner.read_only.load(Ordering::Acquire) {
+            return refuse("it takes local commits");
+        }
+        if after >= self.next_lsn - 1 {
+            return Ok(());
+        }
+        // The first frame ending after `after`, among the held ones.
+        let Some((j, f)) = self.held.iter().enumerate().find_map(|(j, job)| {
+            job.frames
+                .iter()
+                .position(|(_, h, _, _)| h.end_lsn() - 1 > after)
+                .map(|f| (j, f))
+        }) else {
+            return refuse("the frames after it were shown");
+        };
+        let (_, first, segment, offset) = self.held[j].frames[f];
+        if first.first_lsn > after + 1 {
+            return refuse("frames after it were shown");
+        }
+        if segment != self.appender.segment() {
+            return refuse("the frames to cut begin in a sealed segment");
+        }
+        let kept_end = first.first_lsn - 1;
+        let Some((h, kept_segment, kept_offset)) = self.inner.frame_placed(kept_end)? else {
+            return refuse("nothing would be left of the log");
+        };
+        let kept = crate::replica::LogEnd {
+            lsn: kept_end,
+            epoch: h.epoch,
+            crc: h.crc,
+            timestamp_us: h.timestamp_us,
+        };
+        let cut = if offset == SEGMENT_HEADER_BYTES as u64 {
+            // The cut frames fill the active segment: the one before it,
+            // which ends with the kept frame, is active again.
+            assert!(
+                kept_segment < segment,
+                "the kept frame is in an earlier segment"
+            );
+            self.appender
+                .retreat(kept_segment, kept_offset + h.frame_len(), kept.crc)
+        } else {
+            self.appender.rewind(offset, kept.crc)
+        };
+        cut.inspect_err(|e| self.inner.poison(e.to_string()))?;
+        self.held.truncate(j + 1);
+        if let Some(job) = self.held.back_mut() {
+            match job.split_through(kept_end) {
+                Some(front) => *job = front,
+                None => {
+                    self.held.pop_back();
+                }
+            }
+        }
+        self.inner.backlog.forget_after(kept_end);
+        self.inner.tail.clear();
+        self.next_lsn = kept_end + 1;
+        self.epoch = kept.epoch;
+        self.last_ts = kept.timestamp_us;
+        self.inner.epoch.store(kept.epoch, Ordering::Release);
+        self.inner.reset_log_end(kept);
+        tracing::warn!(
+            from_lsn = kept_end + 1,
+            "cut frames the leader lost before it made them durable (never shown here)"
+        );
+        Ok(())
+    }
+
+    /// Waits until the applier has indexed everything written, so that the
+    /// writer may rely on the index alone. Frames held for the leader's
+    /// confirmation go first: whoever drains (a promotion's new epoch, a
+    /// local commit, a reindex) makes this log its own.
+    fn drain_applier(&mut self) -> Result<()> {
+        self.release_through(u64::MAX);
+        self.applier()?.drain(self.next_lsn - 1)
+    }
+
+    /// Frames, appends and fsyncs one payload, hands the frame to the
+    /// applier and records it as acknowledged. The caller answers its
+    /// committers after this returns.
+    fn write_frame(
+        &mut self,
+        payload: &[u8],
+        count: u32,
+        ts: u64,
+        keys: Option<FrameKeys>,
+    ) -> Result<()> {
+        let first_lsn = self.next_lsn;
+        // `ts` is the time the committers were told: the frame must carry it.
+        assert!(ts >= self.last_ts, "frame timestamps never go backwards");
+        let frame = encode_frame(first_lsn, count, self.epoch, ts, payload);
+        let header = parse_header(&frame)
+            .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        let (segment, offset) = self.appender.write(&header, &frame)?;
+        self.last_ts = ts;
+        self.next_lsn = header.end_lsn();
+        let raw_bytes = self.note_unapplied(&header, segment, offset, &frame)?;
+        // Written: replication's in-memory tail gets the frame and the
+        // written end moves, so a follower receives and fsyncs it while
+        // this fsync runs (it shows the frame only once this leader says
+        // it is durable). A failed fsync below stops the store.
+        self.inner.tail.push(header, segment, &frame, raw_bytes);
+        self.inner.set_log_written(header.end_lsn() - 1);
+        let (file, path) = self.appender.file();
+        sync_data(&file, &path)?;
+        // Durable: the applier gets the frame, the durable end moves once
+        // it is queued, and only then is it acknowledged (so the read
+        // barrier covers it).
+        let inner = &self.inner;
+        self.applier()?.submit(
+            ApplyJob {
+                bytes: frame,
+                frames: vec![(0, header, segment, offset)],
+                keys,
+            },
+            APPLY_QUEUE_BYTES_MAX,
+            || inner.set_log_end(&header),
+        );
+        self.inner
+            .acked_lsn
+            .store(header.end_lsn() - 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records the newest version of every resource the frame writes, as
+    /// the index will hold it once applied. Returns the bytes of those
+    /// bodies before compression.
+    fn note_unapplied(
+        &mut self,
+        header: &FrameHeader,
+        segment: u64,
+        offset: u64,
+        frame: &[u8],
+    ) -> Result<u64> {
+        let payload = &frame[FRAME_HEADER_BYTES..header.frame_len() as usize];
+        let records = decode_records(header, payload)
+            .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        let mut raw_bytes = 0;
+        for (lsn, rec, body_offset) in &records {
+            if let RecordRef::Resource(r) = rec {
+                raw_bytes += u64::from(r.raw_len);
+                let e = entry_of(header, segment, offset, *lsn, r, *body_offset);
+                self.unapplied.insert(r.resource_type, r.id, e);
+            }
+        }
+        Ok(raw_bytes)
+    }
+}
+
+/// The version a write in `epoch` gives a resource whose newest version is
+/// `last`: the next number, but never below the epoch's own range, so
+/// versions stay increasing per resource and a failover never reissues a
+/// number a deposed leader may have acknowledged. `None` when the epoch's
+/// range is used up.
+pub(crate) fn next_version(last: Option<u64>, epoch: u64) -> Option<u64> {
+    let base = epoch.saturating_sub(1).checked_mul(EPOCH_VERSIONS)? + 1;
+    let next = last.map_or(1, |v| v + 1).max(base);
+    (next < base.checked_add(EPOCH_VERSIONS)?).then_some(next)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn each_epoch_numbers_versions_in_its_own_range() {
+        assert_eq!(next_version(None, 1), Some(1));
+        assert_eq!(next_version(Some(7), 1), Some(8));
+        assert_eq!(next_version(Some(7), 2), Some(EPOCH_VERSIONS + 1));
+        assert_eq!(next_version(None, 3), Some(2 * EPOCH_VERSIONS + 1));
+        assert_eq!(
+            next_version(Some(EPOCH_VERSIONS + 4), 2),
+            Some(EPOCH_VERSIONS + 5)
+        );
+        assert_eq!(
+            next_version(Some(EPOCH_VERSIONS), 1),
+            None,
+            "epoch 1's range is used up"
+        );
+        assert_eq!(next_version(Some(1), u64::MAX), None, "no overflow");
+    }
+}

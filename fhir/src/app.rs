@@ -1,0 +1,213 @@
+//! `App`, what every handler shares (the store of the moment, the
+//! configuration, replication), and [`commit`], the one path by which a
+//! client's write reaches the store: admission and fencing, the local
+//! commit (answered by callback, so no thread waits for the fsync), the
+//! synchronous wait for a follower, the lease check before the answer.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use vigil_engine::{Batch, Committed, Options, Store};
+
+use crate::config::Config;
+use crate::outcome::FhirError;
+use crate::server::ServeError;
+
+/// What every handler shares.
+pub struct App {
+    /// The store of a standalone server or a static role (see
+    /// [`App::store`]); a standalone server's is briefly absent while
+    /// [`App::recover_store`] reopens it.
+    store: std::sync::RwLock<Option<Arc<Store>>>,
+    /// The configuration the server runs with.
+    pub config: Config,
+    /// Base URL for links, without a trailing slash.
+    pub base: String,
+    /// Bearer-token checks, when configured.
+    pub auth: Option<crate::auth::Authenticator>,
+    /// Replication, when configured (started by [`crate::server::run`]).
+    pub replication: Option<crate::replication::Replication>,
+    /// Time to acknowledge writes, for `/metrics`.
+    pub commit_latency: crate::replication::CommitLatency,
+    /// When each export job was last polled (429 when too often).
+    pub export_polls: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Wakes the export worker at once when a job is accepted.
+    pub export_wake: tokio::sync::Notify,
+    /// Free-space samples of the data directory (growth rate, warnings).
+    pub disk: crate::disk::DiskWatch,
+}
+
+impl App {
+    /// Opens the store the configuration names (under automatic failover
+    /// the failover loop opens it: see [`crate::server::run`]).
+    pub fn open(config: Config) -> Result<Self, ServeError> {
+        let auth = crate::auth::Authenticator::from_config(&config.auth)?;
+        let opts = Self::store_options(&config);
+        let store = if config.replication.as_ref().is_some_and(|r| r.is_auto()) {
+            None
+        } else {
+            Some(Arc::new(Store::open_with(&config.data, opts)?))
+        };
+        Ok(Self {
+            store: std::sync::RwLock::new(store),
+            base: config.base(),
+            config,
+            auth,
+            replication: None,
+            commit_latency: Default::default(),
+            export_polls: Default::default(),
+            export_wake: tokio::sync::Notify::new(),
+            disk: Default::default(),
+        })
+    }
+
+    /// The data directory's free space now, with the growth rate from the
+    /// samples; `None` while no store is open or it cannot be measured.
+    pub fn disk_report(&self) -> Option<crate::disk::DiskReport> {
+        let space = self.store().ok()?.disk_space().ok()?;
+        Some(self.disk.report(std::time::Instant::now(), space))
+    }
+
+    /// This node's name in its cluster (`standalone` without replication).
+    pub fn node_name(&self) -> String {
+        self.replication
+            .as_ref()
+            .map_or_else(|| "standalone".into(), |r| r.config.node.clone())
+    }
+
+    /// How the configuration says to open the store.
+    pub fn store_options(config: &Config) -> Options {
+        Options {
+            resource_bytes_max: config.max_resource_bytes,
+            key_buffer_entries: config.search_key_buffer_entries,
+            disk_reserve_bytes: config.disk_reserve_bytes,
+            extractor: Arc::new(crate::search::SearchKeys),
+            replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
+            ..Options::default()
+        }
+    }
+
+    /// The store now. Under automatic failover it is briefly absent while a
+    /// rejoin cuts the log: 503 with Retry-After then.
+    pub fn store(&self) -> Result<Arc<Store>, FhirError> {
+        if let Some(s) = self.own_store() {
+            return Ok(s);
+        }
+        let why = if self.replication.is_none() {
+            "the store stopped after a disk failure and is being reopened; retry"
+        } else {
+            "this node is rejoining its cluster; retry"
+        };
+        self.replication
+            .as_ref()
+            .and_then(|r| r.cluster())
+            .and_then(|c| c.store())
+            .ok_or_else(|| {
+                FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", why)
+                    .with_retry_after(1)
+            })
+    }
+
+    pub(crate) fn own_store(&self) -> Option<Arc<Store>> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A standalone server's store that stopped (an fsync, index commit or
+    /// search-key write failed, the disk full) is closed and reopened once
+    /// its file system has room again, so writes resume with no restart and
+    /// no operator: the reopen recovers from what the log holds, and every
+    /// acknowledged write is in it. Requests meanwhile get 503 with
+    /// Retry-After. Returns whether the store was reopened now. Under
+    /// automatic failover the cluster does it (a leader steps down first,
+    /// see `Cluster::recover_store`); a static replication role is left
+    /// stopped, for its operator or service manager to restart.
+    pub async fn recover_store(&self) -> bool {
+        if let Some(r) = &self.replication {
+            return match r.cluster() {
+                Some(c) => c.recover_store().await,
+                None => false,
+            };
+        }
+        if let Some(store) = self.own_store() {
+            let Some(why) = store.stopped() else {
+                return false;
+            };
+            if store.disk_space().is_ok_and(|d| !d.writable()) {
+                return false; // no room yet: reopening would stop again
+            }
+            tracing::warn!("the store stopped ({why}); reopening it");
+            *self.store.write().unwrap_or_else(|p| p.into_inner()) = None;
+            let deadline = std::time::Instant::now() + STORE_RELEASE_TIMEOUT;
+            let mut store = store;
+            loop {
+                match Arc::try_unwrap(store) {
+                    Ok(s) => {
+                        let _ = tokio::task::spawn_blocking(move || s.close()).await;
+                        break;
+                    }
+                    Err(s) if std::time::Instant::now() < deadline => {
+                        store = s;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    // Requests still hold it: it closes when they end,
+                    // and the open below (or the next try) follows.
+                    Err(_) => break,
+                }
+            }
+        }
+        let (data, opts) = (self.config.data.clone(), Self::store_options(&self.config));
+        match tokio::task::spawn_blocking(move || Store::open_with(&data, opts)).await {
+            Ok(Ok(store)) => {
+                *self.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+                tracing::warn!("the store is open again: writes resume");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!("cannot reopen the store (tried again in a second): {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("reopening the store failed: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// How long a reopen waits for requests still using the stopped store.
+const STORE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Operations above which a batch is prepared (compressed, indexed) on a
+/// blocking thread rather than on the async worker.
+const INLINE_PREPARE_OPS_MAX: usize = 16;
+
+/// Commits a batch without parking a thread while the fsync runs: the
+/// engine calls back when the frame is durable. Large batches are prepared
+/// on a blocking thread so that compression does not stall the runtime.
+pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
+    let started = std::time::Instant::now();
+    let _admitted = crate::replication::admit_write(app)?;
+    let committed = commit_locally(app, batch).await?;
+    crate::replication::after_commit(app, committed.last_lsn).await?;
+    crate::replication::before_ack(app)?;
+    app.commit_latency.observe(started.elapsed());
+    Ok(committed)
+}
+
+async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done = move |r: vigil_engine::Result<Committed>| {
+        let _ = tx.send(r);
+    };
+    let store = app.store()?;
+    if batch.ops.len() > INLINE_PREPARE_OPS_MAX {
+        tokio::task::spawn_blocking(move || store.commit_with(batch, done))
+            .await
+            .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))??;
+    } else {
+        store.commit_with(batch, done)?;
+    }
+    rx.await
+        .map_err(|_| FhirError::from(vigil_engine::Error::Closed))?
+        .map_err(FhirError::from)
+}

@@ -1,0 +1,367 @@
+//! `vigil bench`: a load generator in the manner of pgbench, against any
+//! FHIR server's URL. Workloads: single-resource create, update, read,
+//! search, and transaction-bundle ingest. Prints throughput and latency
+//! percentiles, a progress line every second, and JSON with `--json`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde_json::json;
+
+use vigil_fhir::synth::{Rng, patient, transaction_bundle};
+
+/// Most concurrent clients.
+pub const CLIENTS_MAX: usize = 4096;
+/// Resources preloaded for the read, update and search workloads.
+pub const PRELOAD: usize = 2000;
+/// Longest a single request may take before it counts as failed.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// POST one Patient per request.
+    Create,
+    /// PUT a changed Patient (a new version) per request.
+    Update,
+    /// GET one Patient per request.
+    Read,
+    /// GET Patient?family=… per request.
+    Search,
+    /// POST a Synthea-like transaction Bundle per request.
+    Transaction,
+}
+
+/// How long to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// For this long.
+    Duration(Duration),
+    /// Until this many requests completed.
+    Count(u64),
+}
+
+/// A benchmark's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// The workload.
+    pub workload: Workload,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// Resources per transaction Bundle.
+    pub bundle_size: usize,
+    /// A bearer token to send, if the server needs one.
+    pub token: Option<String>,
+    /// Requests per second across all clients (paced), or as fast as
+    /// possible when `None`.
+    pub rate: Option<f64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The workload.
+    pub workload: Workload,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests that succeeded (2xx).
+    pub requests: u64,
+    /// Requests that failed (non-2xx or transport error).
+    pub errors: u64,
+    /// Resources written or read by the successful requests.
+    pub resources: u64,
+    /// Wall time of the measured phase, seconds.
+    pub seconds: f64,
+    /// Successful requests per second.
+    pub requests_per_second: f64,
+    /// Resources per second.
+    pub resources_per_second: f64,
+    /// Latency percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// The slowest request.
+    pub max_ms: f64,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A setting is out of range.
+    #[error("bench: {0}")]
+    Invalid(String),
+    /// The server refused or failed the setup requests.
+    #[error("bench setup failed: {0}")]
+    Setup(String),
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+struct Ctx {
+    client: HttpClient,
+    url: String,
+    token: Option<String>,
+}
+
+impl Ctx {
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<u16, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("accept", "application/fhir+json");
+        if body.is_some() {
+            req = req.header("content-type", "application/fhir+json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            // Drain the body so the connection is reused.
+            resp.into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(status)
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), fut)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+}
+
+fn patient_body(rng: &mut Rng, id: &str, n: u64) -> Vec<u8> {
+    let mut p = patient(rng, id);
+    p["extension"][0]["valueCode"] = json!(if n.is_multiple_of(2) { "F" } else { "M" });
+    p["telecom"][0]["value"] = json!(format!("555-{:07}", n % 10_000_000));
+    serde_json::to_vec(&p).unwrap_or_default()
+}
+
+/// Runs one benchmark.
+pub async fn run(s: Settings) -> Result<Report, BenchError> {
+    if s.clients == 0 || s.clients > CLIENTS_MAX {
+        return Err(BenchError::Invalid(format!(
+            "--clients must be 1..={CLIENTS_MAX}"
+        )));
+    }
+    if s.bundle_size == 0 || s.bundle_size > vigil_engine::limits::BATCH_OPS_MAX {
+        return Err(BenchError::Invalid(
+            "--bundle-size must be 1..=10000".into(),
+        ));
+    }
+    if s.rate.is_some_and(|r| !(r > 0.0 && r <= 1e7)) {
+        return Err(BenchError::Invalid("--rate must be 0..=10000000".into()));
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(s.clients)
+        .build(connector);
+    let ctx = Arc::new(Ctx {
+        client,
+        url: s.url.trim_end_matches('/').to_owned(),
+        token: s.token.clone(),
+    });
+
+    if matches!(
+        s.workload,
+        Workload::Read | Workload::Update | Workload::Search
+    ) {
+        eprintln!("preloading {PRELOAD} patients…");
+        let mut rng = Rng::new(7);
+        for i in 0..PRELOAD {
+            let id = format!("bench-{i}");
+            let status = ctx
+                .send(
+                    Method::PUT,
+                    &format!("/Patient/{id}"),
+                    Some(patient_body(&mut rng, &id, 0)),
+                )
+                .await
+                .map_err(BenchError::Setup)?;
+            if !(200..300).contains(&status) {
+                return Err(BenchError::Setup(format!(
+                    "PUT /Patient/{id} answered {status}"
+                )));
+            }
+        }
+    }
+
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let limit = match s.stop {
+        Stop::Count(n) => n,
+        Stop::Duration(_) => u64::MAX,
+    };
+    let start = Instant::now();
+    let s_clients = s.clients;
+    let mut tasks = Vec::with_capacity(s.clients);
+    for c in 0..s.clients {
+        let (ctx, done, errors, stop_flag) =
+            (ctx.clone(), done.clone(), errors.clone(), stop_flag.clone());
+        let (workload, bundle_size) = (s.workload, s.bundle_size);
+        // Paced clients share the rate evenly, offset from each other.
+        let interval = s
+            .rate
+            .map(|r| Duration::from_secs_f64(s.clients as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(1000 + c as u64);
+            let mut lat: Vec<u32> = Vec::new();
+            let mut n = 0u64;
+            let mut next_at = interval
+                .map(|i| tokio::time::Instant::now() + i.mul_f64(c as f64 / s_clients as f64));
+            while !stop_flag.load(Ordering::Relaxed) {
+                if let (Some(at), Some(i)) = (next_at.as_mut(), interval) {
+                    tokio::time::sleep_until(*at).await;
+                    *at += i;
+                }
+                let ticket = done.fetch_add(1, Ordering::Relaxed);
+                if ticket >= limit {
+                    break;
+                }
+                n += 1;
+                let k = rng.below(PRELOAD as u64);
+                let (method, path, body) = match workload {
+                    Workload::Create => (
+                        Method::POST,
+                        "/Patient".to_owned(),
+                        Some(patient_body(&mut rng, "x", n)),
+                    ),
+                    Workload::Update => {
+                        let id = format!("bench-{k}");
+                        let body = patient_body(&mut rng, &id, n + c as u64 * 1_000_000);
+                        (Method::PUT, format!("/Patient/{id}"), Some(body))
+                    }
+                    Workload::Read => (Method::GET, format!("/Patient/bench-{k}"), None),
+                    Workload::Search => {
+                        let family = ["Lem", "Wal", "Kup", "Mon", "Blo", "Lit"][(k % 6) as usize];
+                        (
+                            Method::GET,
+                            format!("/Patient?family={family}&_count=10"),
+                            None,
+                        )
+                    }
+                    Workload::Transaction => {
+                        let b = transaction_bundle(&mut rng, bundle_size.saturating_sub(1));
+                        (
+                            Method::POST,
+                            "/".to_owned(),
+                            Some(serde_json::to_vec(&b).unwrap_or_default()),
+                        )
+                    }
+                };
+                let t = Instant::now();
+                match ctx.send(method, &path, body).await {
+                    Ok(status) if (200..300).contains(&status) => {
+                        lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    // Progress once a second; stop at the deadline.
+    let deadline = match s.stop {
+        Stop::Duration(d) => Some(start + d),
+        Stop::Count(_) => None,
+    };
+    let mut last = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = done.load(Ordering::Relaxed).min(limit);
+        eprintln!(
+            "  {:>5.1}s  {now:>9} requests  {:>8.0}/s  {} errors",
+            start.elapsed().as_secs_f64(),
+            now.saturating_sub(last) as f64,
+            errors.load(Ordering::Relaxed)
+        );
+        last = now;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            stop_flag.store(true, Ordering::Relaxed);
+            break;
+        }
+        if now >= limit || tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        lat[((lat.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
+    };
+    let requests = lat.len() as u64;
+    let per = if s.workload == Workload::Transaction {
+        s.bundle_size as u64
+    } else {
+        1
+    };
+    Ok(Report {
+        workload: s.workload,
+        clients: s.clients,
+        requests,
+        errors: errors.load(Ordering::Relaxed),
+        resources: requests * per,
+        seconds,
+        requests_per_second: requests as f64 / seconds,
+        resources_per_second: (requests * per) as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+    })
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "workload {:?}, {} clients, {:.1} s",
+            self.workload, self.clients, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  requests   {:>10} ok, {} failed",
+            self.requests, self.errors
+        )?;
+        writeln!(
+            f,
+            "  throughput {:>10.0} requests/s, {:.0} resources/s",
+            self.requests_per_second, self.resources_per_second
+        )?;
+        write!(
+            f,
+            "  latency    p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+            self.p50_ms, self.p99_ms, self.p999_ms, self.max_ms
+        )
+    }
+}

@@ -1,0 +1,543 @@
+//! `vigil`: the Vigil command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+/// mimalloc: the server allocates per request and per index entry; glibc's
+/// allocator took ~15% of the server's CPU under the create load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use clap::{Parser, Subcommand};
+use vigil_fhir::config::Config;
+
+mod ops;
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil: a FHIR R4 store with disaster recovery built in"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR REST API (data in ./vigil-data, HTTP on 127.0.0.1:8080 by default).
+    Serve {
+        /// A TOML file with every setting; flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The HTTP listen address.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// Log format: text or json.
+        #[arg(long)]
+        log_format: Option<String>,
+        #[command(flatten)]
+        repl: ReplFlags,
+    },
+    /// Make a cluster CA and a certificate per node for replication (mutual TLS).
+    Certs {
+        /// Directory to write ca.pem, ca.key, NODE.pem and NODE.key into
+        /// (an existing CA there is reused).
+        #[arg(long)]
+        out: PathBuf,
+        /// The cluster's name.
+        #[arg(long)]
+        cluster: String,
+        /// A node: NAME, or NAME=host,ip,… for the names it is reached at
+        /// (default: localhost, 127.0.0.1, ::1). Repeat for each node.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Run the witness: the third voter, holding only the epoch, its lease
+    /// promise and the followers' eligibility (no resource data).
+    Witness {
+        /// Where the witness keeps its state (witness.state).
+        #[arg(long, default_value = "./vigil-witness")]
+        data: PathBuf,
+        /// The UDP address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7500")]
+        listen: SocketAddr,
+        /// Directory made by `vigil certs` (ca.pem, NODE.pem, NODE.key).
+        #[arg(long)]
+        certs: PathBuf,
+        /// The witness's node name (its certificate's).
+        #[arg(long, default_value = "witness")]
+        node: String,
+        /// Lease duration in ms; must equal the data nodes' `lease_ms`.
+        #[arg(long, default_value_t = 3_000)]
+        lease_ms: u64,
+    },
+    /// Start a whole local DR cluster (two data nodes and a witness on
+    /// loopback) with sample patients; Ctrl-C stops it. Reuses DIR.
+    Up {
+        /// The cluster directory.
+        #[arg(long, default_value = "./vigil-cluster")]
+        dir: PathBuf,
+        /// Node a's HTTP port (b: the next one).
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Node a's replication port (b and the witness: the next two).
+        #[arg(long, default_value_t = 7400)]
+        repl_port: u16,
+        /// Sample patients (20 resources each) loaded into a new cluster.
+        #[arg(long, default_value_t = 50)]
+        patients: usize,
+    },
+    /// A DR drill: steady writes, a disaster, and a report of RTO, RPO,
+    /// latency and throughput (Markdown, JSON, SVG); exits non-zero when
+    /// the cluster broke its promises.
+    Drill(ops::DrillArgs),
+    /// Back up a store (online: no pause, consistent at an LSN); into an
+    /// existing backup only what is new is copied. `backup verify DIR`
+    /// checks every frame of a backup.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        #[command(subcommand)]
+        action: Option<BackupAction>,
+        /// The store's data directory.
+        #[arg(long, default_value = "./vigil-data")]
+        data: PathBuf,
+        /// The backup directory.
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Restore a store from a backup, as it was at an LSN or a time.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The new store's data directory (must not hold a store).
+        #[arg(long)]
+        to: PathBuf,
+        /// The state after this LSN.
+        #[arg(long, conflicts_with = "time")]
+        lsn: Option<u64>,
+        /// The state at this time (FHIR instant, e.g. 2026-11-26T18:00:00Z).
+        #[arg(long)]
+        time: Option<String>,
+    },
+    /// Move leadership to the follower with zero loss (planned failover or
+    /// failback): writes pause, the follower catches up, it takes over.
+    Switchover {
+        /// Any node's base URL (a follower passes the request to its leader).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Make a follower lead without the witness (the witness is gone).
+    /// Prints the writes it may lose before it acts.
+    Promote {
+        /// The follower's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Required: a forced promotion may lose writes the follower lacks.
+        #[arg(long)]
+        force: bool,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// What a failover cut from this node's log: list it, or submit it to
+    /// the current leader again.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
+    /// Show a node's role, log position and replication state.
+    Status {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Load-test a FHIR server (pgbench-like): throughput and latency.
+    Bench {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// What each request does.
+        #[arg(long, value_enum, default_value = "create")]
+        workload: vigil::bench::Workload,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds to run (unless --count is given).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many requests instead of after --duration.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Resources per transaction Bundle (transaction workload).
+        #[arg(long, default_value_t = 100)]
+        bundle_size: usize,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Pace requests to this many per second in total (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineAction {
+    /// List the quarantine folders of a data directory.
+    List {
+        /// The node's data directory.
+        #[arg(long, default_value = "./vigil-data")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit every lost version (not yet reapplied) to the leader as a new
+    /// version, reporting each conflict.
+    Reapply {
+        /// The node's data directory.
+        #[arg(long, default_value = "./vigil-data")]
+        data: PathBuf,
+        /// The leader's (or any node's) base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupAction {
+    /// Check every frame of a backup (CRCs, dense LSNs, the segment chain).
+    Verify {
+        /// The backup directory.
+        dir: PathBuf,
+    },
+}
+
+/// Replication flags of `vigil serve`; they override `[replication]`.
+#[derive(clap::Args)]
+struct ReplFlags {
+    /// leader or follower.
+    #[arg(long)]
+    role: Option<String>,
+    /// Follower: the leader's replication address (UDP), e.g. 10.0.0.1:7400.
+    #[arg(long)]
+    leader: Option<SocketAddr>,
+    /// Leader: the replication address to listen on (UDP).
+    #[arg(long)]
+    replication: Option<SocketAddr>,
+    /// This node's name (its certificate is CERTS/NODE.pem).
+    #[arg(long)]
+    node: Option<String>,
+    /// The cluster's name.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Directory made by `vigil certs`.
+    #[arg(long)]
+    certs: Option<PathBuf>,
+    /// The RPO promise in milliseconds; 0 is synchronous replication.
+    #[arg(long)]
+    max_lag_ms: Option<u64>,
+}
+
+impl ReplFlags {
+    fn apply(self, cfg: &mut Config) -> anyhow::Result<()> {
+        let any = self.role.is_some()
+            || self.leader.is_some()
+            || self.replication.is_some()
+            || self.node.is_some()
+            || self.cluster.is_some()
+            || self.certs.is_some()
+            || self.max_lag_ms.is_some();
+        if !any {
+            return Ok(());
+        }
+        let r = match cfg.replication.take() {
+            Some(r) => r,
+            None => {
+                let (Some(node), Some(certs)) = (self.node.clone(), self.certs.clone()) else {
+                    anyhow::bail!(
+                        "replication needs --node and --certs (or a [replication] table in --config)"
+                    );
+                };
+                vigil_fhir::replication::ReplicationConfig {
+                    cluster: "vigil".into(),
+                    node,
+                    certs,
+                    role: "leader".into(),
+                    listen: None,
+                    leader: None,
+                    leader_name: None,
+                    max_lag_ms: None,
+                    sync_timeout_ms: 5_000,
+                    on_lag: "accept".into(),
+                    window_bytes: 32 * 1024 * 1024,
+                    peer: None,
+                    peer_addr: None,
+                    witness: None,
+                    witness_addr: None,
+                    preferred: None,
+                    lease_ms: 3_000,
+                    on_disk_full: Default::default(),
+                }
+            }
+        };
+        let mut r = r;
+        if let Some(v) = self.role {
+            r.role = v;
+        }
+        if let Some(v) = self.leader {
+            r.leader = Some(v);
+        }
+        if let Some(v) = self.replication {
+            r.listen = Some(v);
+        }
+        if let Some(v) = self.node {
+            r.node = v;
+        }
+        if let Some(v) = self.cluster {
+            r.cluster = v;
+        }
+        if let Some(v) = self.certs {
+            r.certs = v;
+        }
+        if let Some(v) = self.max_lag_ms {
+            r.max_lag_ms = Some(v);
+        }
+        cfg.replication = Some(r);
+        Ok(())
+    }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            data,
+            http,
+            log_format,
+            repl,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            if let Some(d) = data {
+                cfg.data = d;
+            }
+            if let Some(h) = http {
+                cfg.http = h;
+            }
+            if let Some(f) = log_format {
+                cfg.log_format = f;
+            }
+            repl.apply(&mut cfg)?;
+            cfg.validate()?;
+            init_logs(&cfg);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(vigil_fhir::server::run(cfg, |addr| {
+                // One line on stdout that scripts and tests wait for.
+                println!("vigil listening on http://{addr}");
+            }))?;
+            Ok(())
+        }
+        Command::Certs {
+            out,
+            cluster,
+            nodes,
+        } => {
+            let specs = nodes
+                .iter()
+                .map(|n| vigil_net::tls::NodeSpec::parse(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let written = vigil_net::tls::make_cluster(&out, &cluster, &specs)?;
+            for f in written {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "keep {} offline once every node has its certificate",
+                out.join("ca.key").display()
+            );
+            Ok(())
+        }
+        Command::Up {
+            dir,
+            http_port,
+            repl_port,
+            patients,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let rt = current_thread()?;
+            rt.block_on(vigil::up::run(
+                vigil::up::UpOptions {
+                    dir,
+                    http_port,
+                    repl_port,
+                    patients,
+                    exe,
+                    relays: false,
+                },
+                |_| {},
+            ))?;
+            Ok(())
+        }
+        Command::Drill(args) => ops::drill(args),
+        Command::Backup {
+            action: Some(BackupAction::Verify { dir }),
+            ..
+        } => ops::backup_verify(dir),
+        Command::Backup {
+            action: None,
+            data,
+            to,
+        } => ops::backup(data, to),
+        Command::Restore {
+            from,
+            to,
+            lsn,
+            time,
+        } => ops::restore(from, to, lsn, time),
+        Command::Switchover { url, token } => ops::switchover(url, token),
+        Command::Promote { url, force, token } => ops::promote(url, force, token),
+        Command::Quarantine {
+            action: QuarantineAction::List { data, json },
+        } => ops::quarantine_list(data, json),
+        Command::Quarantine {
+            action: QuarantineAction::Reapply { data, url, token },
+        } => ops::quarantine_reapply(data, url, token),
+        Command::Witness {
+            data,
+            listen,
+            certs,
+            node,
+            lease_ms,
+        } => {
+            init_logs(&Config::default());
+            if !(600..=600_000).contains(&lease_ms) {
+                anyhow::bail!("--lease-ms must be 600..=600000");
+            }
+            let id = vigil_net::tls::Identity::load(&certs, &node)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    vigil_fhir::server::shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                vigil_net::witness::serve(
+                    &data,
+                    id,
+                    vigil_net::lease::LeaseConfig::with_duration_ms(lease_ms),
+                    listen,
+                    stop,
+                    |addr| println!("vigil witness listening on {addr}"),
+                )
+                .await
+            })?;
+            Ok(())
+        }
+        Command::Status { url, json, token } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let text = rt.block_on(vigil::status::fetch(&url, token.as_deref()))?;
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", vigil::status::render(&text)?);
+            }
+            Ok(())
+        }
+        Command::Bench {
+            url,
+            workload,
+            clients,
+            duration,
+            count,
+            bundle_size,
+            token,
+            json,
+            rate,
+        } => {
+            if !(duration > 0.0 && duration <= 86_400.0) {
+                anyhow::bail!("--duration must be between 0 and 86400 seconds");
+            }
+            let stop = match count {
+                Some(n) => vigil::bench::Stop::Count(n),
+                None => vigil::bench::Stop::Duration(std::time::Duration::from_secs_f64(duration)),
+            };
+            let settings = vigil::bench::Settings {
+                url,
+                workload,
+                clients,
+                stop,
+                bundle_size,
+                token,
+                rate,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = rt.block_on(vigil::bench::run(settings))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    }
+}

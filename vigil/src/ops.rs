@@ -1,0 +1,327 @@
+//! The `vigil` binary's DR and operator commands (not part of the library):
+//! drills, backup and restore, switchover, forced promotion, quarantine.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use vigil_fhir::config::Config;
+
+use crate::current_thread;
+
+/// The flags of `vigil drill`.
+#[derive(clap::Args)]
+pub struct DrillArgs {
+    /// Start a local cluster for the drill (in --dir).
+    #[arg(long)]
+    pub local: bool,
+    /// The disaster.
+    #[arg(long, value_enum, default_value = "kill-leader")]
+    pub scenario: vigil::drill::Scenario,
+    /// A running cluster's two node URLs (without --local).
+    #[arg(long = "url")]
+    pub urls: Vec<String>,
+    /// The token a running cluster's `[drills]` settings require.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Writes per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seconds of writing before the disaster.
+    #[arg(long, default_value_t = 5)]
+    pub before: u64,
+    /// Seconds of writing after it (the drill also waits for the rejoin).
+    #[arg(long, default_value_t = 10)]
+    pub after: u64,
+    /// Where the report goes.
+    #[arg(long, default_value = "./vigil-drill")]
+    pub out: PathBuf,
+    /// The RTO promise checked, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub rto_max: f64,
+    /// Afterwards, move leadership back to the original leader.
+    #[arg(long)]
+    pub failback: bool,
+    /// --local: the cluster directory.
+    #[arg(long, default_value = "./vigil-drill/cluster")]
+    pub dir: PathBuf,
+    /// --local: node a's HTTP port (b: the next one).
+    #[arg(long, default_value_t = 8180)]
+    pub http_port: u16,
+    /// --local: node a's replication port (b, witness: the next two).
+    #[arg(long, default_value_t = 7480)]
+    pub repl_port: u16,
+}
+
+/// A progress printer: one line a second at most, and the last one.
+fn progress(what: &'static str) -> impl FnMut(vigil_engine::Progress) {
+    let t0 = std::time::Instant::now();
+    let mut shown = std::time::Instant::now();
+    move |p| {
+        let done = p.bytes_done >= p.bytes_total;
+        if done || shown.elapsed() >= std::time::Duration::from_secs(1) {
+            shown = std::time::Instant::now();
+            let mb = p.bytes_done as f64 / 1e6;
+            println!(
+                "  {what}: {:.1}% ({mb:.1} of {:.1} MB, {:.1} MB/s)",
+                p.bytes_done as f64 * 100.0 / p.bytes_total.max(1) as f64,
+                p.bytes_total as f64 / 1e6,
+                mb / t0.elapsed().as_secs_f64().max(1e-3)
+            );
+        }
+    }
+}
+
+/// `vigil drill`: runs the drill and fails when a promise broke.
+pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
+    let DrillArgs {
+        local,
+        scenario,
+        urls,
+        token,
+        rate,
+        before,
+        after,
+        out,
+        rto_max,
+        failback,
+        dir,
+        http_port,
+        repl_port,
+    } = args;
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let opts = vigil::drill::DrillOptions {
+        scenario,
+        rate,
+        before: std::time::Duration::from_secs(before),
+        after: std::time::Duration::from_secs(after),
+        out,
+        local: local.then_some(vigil::up::UpOptions {
+            dir,
+            http_port,
+            repl_port,
+            patients: 0,
+            exe,
+            relays: true,
+        }),
+        urls,
+        token,
+        rto_max,
+        failback,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let r = rt.block_on(vigil::drill::run(opts))?;
+    println!(
+        "RTO {} (promise {:.0} s: {}); lost {} acknowledged writes (promise max_lag {:.3} s: {}); rejoin {}",
+        r.rto_seconds.map_or("none".into(), |s| format!("{s:.2} s")),
+        r.rto_max_seconds,
+        if r.rto_kept { "kept" } else { "BROKEN" },
+        r.lost,
+        r.max_lag_seconds,
+        if r.rpo_kept { "kept" } else { "BROKEN" },
+        r.rejoined_at.map_or("—".into(), |t| format!(
+            "{:.2} s after the failure",
+            t - r.failure_at
+        )),
+    );
+    if !(r.rto_kept && r.rpo_kept) {
+        anyhow::bail!("the cluster broke its promises in this drill");
+    }
+    Ok(())
+}
+
+/// `vigil backup verify DIR`.
+pub fn backup_verify(dir: PathBuf) -> anyhow::Result<()> {
+    let v = vigil_engine::verify_backup(&dir, &mut progress("verified"))?;
+    println!(
+        "backup {} is whole: {} segments, {} frames, lsn {}..={}, {} .. {}",
+        dir.display(),
+        v.segments,
+        v.frames,
+        v.first_lsn,
+        v.last_lsn,
+        vigil_fhir::instant::format_instant(v.first_timestamp_us),
+        vigil_fhir::instant::format_instant(v.last_timestamp_us)
+    );
+    Ok(())
+}
+
+/// `vigil backup --data DIR --to DIR`.
+pub fn backup(data: PathBuf, to: Option<PathBuf>) -> anyhow::Result<()> {
+    let Some(to) = to else {
+        anyhow::bail!("give --to DIR (or `vigil backup verify DIR`)");
+    };
+    let r = vigil_engine::backup(&data, &to, &mut progress("backed up"))?;
+    println!(
+        "backup {} consistent at lsn {} ({}); {} bytes copied into {} segments{}",
+        to.display(),
+        r.last_lsn,
+        vigil_fhir::instant::format_instant(r.last_timestamp_us),
+        r.bytes_copied,
+        r.segments_written,
+        if r.previous_lsn > 0 {
+            format!(" (incremental: it held lsn {} before)", r.previous_lsn)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// `vigil restore`: the log to a point, then the index built.
+pub fn restore(
+    from: PathBuf,
+    to: PathBuf,
+    lsn: Option<u64>,
+    time: Option<String>,
+) -> anyhow::Result<()> {
+    let target = match (lsn, time) {
+        (Some(n), _) => vigil_engine::RestoreTarget::Lsn(n),
+        (None, Some(t)) => {
+            let (start, _) = vigil_fhir::instant::parse_interval(&t)
+                .with_context(|| format!("--time {t:?} is not a FHIR instant"))?;
+            vigil_engine::RestoreTarget::Time(u64::try_from(start).unwrap_or(0))
+        }
+        (None, None) => vigil_engine::RestoreTarget::Latest,
+    };
+    let r = vigil_engine::restore(&from, &to, target, &mut progress("restored"))?;
+    println!(
+        "restored {} up to lsn {} ({}); building its index",
+        to.display(),
+        r.last_lsn,
+        vigil_fhir::instant::format_instant(r.last_timestamp_us)
+    );
+    let cfg = Config {
+        data: to.clone(),
+        ..Config::default()
+    };
+    let store = vigil_engine::Store::open_with(&to, vigil_fhir::app::App::store_options(&cfg))?;
+    let stats = store.stats()?;
+    store.close()?;
+    println!(
+        "ready: {} resource versions; start it with `vigil serve --data {}` (a new leader) or use it to seed a follower",
+        stats.versions,
+        to.display()
+    );
+    Ok(())
+}
+
+/// `vigil switchover`.
+pub fn switchover(url: String, token: Option<String>) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    println!("switchover requested at {url}: writes pause until the follower has every write");
+    let text = rt.block_on(vigil::status::call(
+        "POST",
+        &url,
+        "/admin/switchover",
+        None,
+        token.as_deref(),
+    ))?;
+    let r: serde_json::Value = serde_json::from_str(&text)?;
+    println!(
+        "done: {} leads now; epoch {} ended at lsn {} with every write on {}; handed over {} ms after the pause; the old leader follows since {} ms",
+        r["new_leader"].as_str().unwrap_or("?"),
+        r["from_epoch"],
+        r["last_lsn"],
+        r["new_leader"].as_str().unwrap_or("?"),
+        r["handover_ms"],
+        r["following_ms"]
+    );
+    Ok(())
+}
+
+/// `vigil promote [--force]`: the loss window, then (with --force) the promotion.
+pub fn promote(url: String, force: bool, token: Option<String>) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    let text = rt.block_on(vigil::status::call(
+        "GET",
+        &url,
+        "/admin/promote",
+        None,
+        token.as_deref(),
+    ))?;
+    let est: serde_json::Value = serde_json::from_str(&text)?;
+    println!(
+        "estimated loss window: {} LSNs, {:.1} s of the old leader's writes (this node holds lsn {}; leader connected: {})",
+        est["lsns"],
+        est["seconds"].as_f64().unwrap_or(0.0),
+        est["durable_lsn"],
+        est["leader_connected"]
+    );
+    if !force {
+        anyhow::bail!("not promoted: pass --force to accept that loss window");
+    }
+    let text = rt.block_on(vigil::status::call(
+        "POST",
+        &url,
+        "/admin/promote?force=true",
+        None,
+        token.as_deref(),
+    ))?;
+    let _: serde_json::Value = serde_json::from_str(&text)?;
+    println!("promoted: {url} leads now");
+    Ok(())
+}
+
+/// `vigil quarantine list`.
+pub fn quarantine_list(data: PathBuf, json: bool) -> anyhow::Result<()> {
+    let folders = vigil_fhir::quarantine::list(&data)
+        .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&folders)?);
+    } else if folders.is_empty() {
+        println!("no quarantine in {}", data.display());
+    } else {
+        for f in &folders {
+            println!(
+                "{}  {}  {} versions{}",
+                f.path.display(),
+                f.kind,
+                f.versions,
+                if f.reapplied { "  (reapplied)" } else { "" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `vigil quarantine reapply`.
+pub fn quarantine_reapply(data: PathBuf, url: String, token: Option<String>) -> anyhow::Result<()> {
+    let folders = vigil_fhir::quarantine::list(&data)
+        .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
+    let rt = current_thread()?;
+    let (mut applied, mut conflicts, mut failed) = (0, 0, 0);
+    for f in folders.iter().filter(|f| !f.reapplied && f.versions > 0) {
+        println!(
+            "reapplying {} ({} versions) to {url}",
+            f.path.display(),
+            f.versions
+        );
+        let report = rt.block_on(vigil::quarantine::reapply(&f.path, &url, token.as_deref()))?;
+        for r in report {
+            match r.outcome.as_str() {
+                "applied" => applied += 1,
+                "conflict" => conflicts += 1,
+                _ => failed += 1,
+            }
+            println!(
+                "  {} lost version {}: {}{}{}",
+                r.resource,
+                r.lost_version,
+                r.outcome,
+                r.new_version
+                    .map(|v| format!(" as version {v}"))
+                    .unwrap_or_default(),
+                r.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            );
+        }
+    }
+    println!("{applied} applied, {conflicts} conflicts, {failed} failed");
+    if failed > 0 {
+        anyhow::bail!("{failed} versions could not be submitted; run it again");
+    }
+    Ok(())
+}
