@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use vigil_engine::{Batch, Error, Op, Options, Store, Watermark, failpoint};
+use vigil_testkit::frames;
 
 fn small_segments() -> Options {
     Options {

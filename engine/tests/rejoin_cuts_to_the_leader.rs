@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use vigil_engine::{LogPosition, Options, Store, limits::SEGMENT_BYTES_MIN};
+use vigil_testkit::frames;
 
 fn opts(replica: bool) -> Options {
     Options {

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use vigil_engine::{Batch, Error, LogPosition, Op, Options, Store, limits::SEGMENT_BYTES_MIN};
+use vigil_testkit::frames;
 
 fn small_segments(replica: bool) -> Options {
     Options {

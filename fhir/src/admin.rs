@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::app::App;
 use crate::outcome::FhirError;
 
-fn cluster(app: &App) -> Result<&Arc<vigil_net::cluster::Cluster>, FhirError> {
+fn cluster(app: &App) -> Result<&Arc<vigil_net::runtime::cluster::Cluster>, FhirError> {
     app.replication
         .as_ref()
         .and_then(|r| r.cluster())

@@ -19,8 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
-use vigil_net::cluster::{Cluster, WriteGuard, WriteRefused};
-use vigil_net::node::{Node, NodeConfig, Role};
+use vigil_net::runtime::cluster::{Cluster, WriteGuard, WriteRefused};
+use vigil_net::runtime::node::{Node, NodeConfig, Role};
 
 use crate::app::App;
 use crate::config::ConfigError;
@@ -196,7 +196,7 @@ impl ReplicationConfig {
         http_url: &str,
         data: &std::path::Path,
         store: vigil_engine::Options,
-    ) -> Option<vigil_net::cluster::ClusterConfig> {
+    ) -> Option<vigil_net::runtime::cluster::ClusterConfig> {
         let (Some(listen), Some(peer), Some(peer_addr), Some(witness), Some(witness_addr)) = (
             self.listen,
             self.peer.clone(),
@@ -206,18 +206,18 @@ impl ReplicationConfig {
         ) else {
             return None;
         };
-        Some(vigil_net::cluster::ClusterConfig {
+        Some(vigil_net::runtime::cluster::ClusterConfig {
             node: self.node_config(http_url),
             listen,
-            peer: vigil_net::cluster::Member {
+            peer: vigil_net::runtime::cluster::Member {
                 name: peer,
                 addr: peer_addr,
             },
-            witness: vigil_net::cluster::Member {
+            witness: vigil_net::runtime::cluster::Member {
                 name: witness,
                 addr: witness_addr,
             },
-            lease: vigil_net::lease::LeaseConfig::with_duration_ms(self.lease_ms),
+            lease: vigil_net::proto::lease::LeaseConfig::with_duration_ms(self.lease_ms),
             preferred: self.preferred.clone().unwrap_or_else(|| self.node.clone()),
             data: data.to_owned(),
             store,

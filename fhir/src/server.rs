@@ -201,7 +201,7 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     /// Replication could not start.
     #[error("replication: {0}")]
-    Replication(#[from] vigil_net::node::NetError),
+    Replication(#[from] vigil_net::runtime::node::NetError),
 }
 
 /// Runs the server until SIGINT or SIGTERM; in-flight requests finish and
@@ -222,15 +222,15 @@ pub async fn run(
         && let Some(cc) =
             rc.cluster_config(&app.base, &app.config.data, App::store_options(&app.config))
     {
-        let cluster = vigil_net::cluster::Cluster::start(cc).await?;
+        let cluster = vigil_net::runtime::cluster::Cluster::start(cc).await?;
         app.replication = Some(crate::replication::Replication::with_cluster(cluster, rc));
     } else if let Some(rc) = app.config.replication.clone() {
         let Some(store) = app.own_store() else {
-            return Err(ServeError::Replication(vigil_net::node::NetError::Config(
-                "no store".into(),
-            )));
+            return Err(ServeError::Replication(
+                vigil_net::runtime::node::NetError::Config("no store".into()),
+            ));
         };
-        let node = vigil_net::node::Node::start(store, rc.node_config(&app.base)).await?;
+        let node = vigil_net::runtime::node::Node::start(store, rc.node_config(&app.base)).await?;
         tracing::info!(
             role = %rc.role,
             node = %rc.node,

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vigil_net::wire::Message;
+use vigil_net::proto::wire::Message;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= 4 {

@@ -2,24 +2,20 @@
 //!
 //! Replication of Vigil's log to a follower in another region: frames
 //! shipped byte for byte over QUIC with mutual TLS, acknowledged as
-//! received, durable and applied.
+//! received, durable and applied; leadership by leases at a witness.
 //!
-//! The protocol is decided by sans-I/O state machines ([`leader`],
-//! [`follower`]): `(state, event, now) -> actions`, with no sockets, clocks
-//! or tasks inside, so a seeded simulator drives them in tests exactly as
-//! [`node`] drives them with quinn and tokio in production. [`wire`] holds
-//! the messages and their bytes, [`tls`] the cluster's certificates.
+//! - [`proto`] decides everything: sans-I/O state machines
+//!   (`(state, event, now) -> actions`, no sockets, clocks or tasks; no
+//!   tokio and no quinn, which `tests/proto_is_pure.rs` checks), so a seeded
+//!   simulator drives them in tests exactly as [`runtime`] drives them
+//!   with quinn and tokio in production.
+//! - [`runtime`] carries the decisions out: the framed QUIC transport, the
+//!   replication node, the witness server, automatic failover on a data
+//!   node, the cluster's certificates.
+//! - [`status`] is what `/status` shows; [`relay`] the UDP relay for fault
+//!   injection.
 
-pub mod cluster;
-pub mod durable_wait;
-pub mod eligibility;
-pub mod enforce;
-pub mod follower;
-pub mod leader;
-pub mod lease;
-pub mod node;
+pub mod proto;
 pub mod relay;
+pub mod runtime;
 pub mod status;
-pub mod tls;
-pub mod wire;
-pub mod witness;

@@ -123,3 +123,15 @@ pub struct SyncProgress {
     /// Estimated seconds until caught up, at the current rate.
     pub eta_seconds: Option<f64>,
 }
+
+/// The `p` quantile (0 to 1) of `sorted` samples by nearest rank, and 0
+/// for none: the one percentile every report of Vigil's uses (`/status`,
+/// `vigil drill`, the benchmarks).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    debug_assert!((0.0..=1.0).contains(&p), "quantile {p}");
+    debug_assert!(sorted.is_sorted_by(|a, b| a <= b), "samples not sorted");
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use vigil_net::wire::{Message, PROTOCOL_VERSION, RefuseCode};
+use vigil_net::proto::wire::{Message, PROTOCOL_VERSION, RefuseCode};
 
 fn all_kinds() -> Vec<Message> {
     vec![

@@ -4,19 +4,16 @@
 //! on recording a follower "eligible again".
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vigil_engine::{Batch, Op, Options, Store};
-use vigil_net::enforce::{Record, RecordError};
-use vigil_net::node::{Node, NodeConfig, Role};
-use vigil_net::tls::{NodeSpec, make_cluster};
+use vigil_net::proto::enforce::{Record, RecordError};
+use vigil_net::runtime::node::{Node, NodeConfig, Role};
+use vigil_net::runtime::tls::{NodeSpec, make_cluster};
+use vigil_testkit::{frames, until_async};
 
-fn frames(store: &Store) -> Vec<Vec<u8>> {
-    store
-        .log_frames()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("read the log")
-}
+/// How long a test waits for what it expects before failing.
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn write(store: &Store, from: u32, n: u32) {
     let mut b = Batch::new();
@@ -27,14 +24,6 @@ fn write(store: &Store, from: u32, n: u32) {
         b.push(Op::put("Patient", id, body.into_bytes()));
     }
     store.commit(b).expect("commit");
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A replica store in `dir` and a follower node "b" of `cluster` on it,
@@ -119,14 +108,20 @@ async fn a_follower_catches_up_then_tails_the_leader() {
         addr,
     )
     .await;
-    until("catch-up", || replica.last_lsn() == leader.last_lsn()).await;
+    until_async("catch-up", LIMIT, || {
+        replica.last_lsn() == leader.last_lsn()
+    })
+    .await;
     write(&leader, 5000, 10);
-    until("live tail", || replica.last_lsn() == leader.last_lsn()).await;
+    until_async("live tail", LIMIT, || {
+        replica.last_lsn() == leader.last_lsn()
+    })
+    .await;
     assert!(
         ln.wait_replicated(leader.last_lsn(), Duration::from_secs(10))
             .await
     );
-    until("status", || {
+    until_async("status", LIMIT, || {
         let s = ln.status();
         s.followers.len() == 1 && s.followers[0].durable == leader.last_lsn()
     })
@@ -170,7 +165,7 @@ async fn a_node_of_another_cluster_is_refused() {
         leader_addr,
     )
     .await;
-    until("a failed connection", || {
+    until_async("a failed connection", LIMIT, || {
         fnode.status().upstream.is_some_and(|u| u.disconnects >= 1)
     })
     .await;
@@ -189,10 +184,10 @@ async fn a_node_of_another_cluster_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
-    use vigil_net::lease::LeaseConfig;
-    use vigil_net::tls::Identity;
-    use vigil_net::wire::{Message, RefuseCode};
-    use vigil_net::witness::{WitnessClient, serve};
+    use vigil_net::proto::lease::LeaseConfig;
+    use vigil_net::proto::wire::{Message, RefuseCode};
+    use vigil_net::runtime::tls::Identity;
+    use vigil_net::runtime::witness::{WitnessClient, serve};
 
     let dir = tempfile::tempdir().expect("dir");
     let certs = dir.path().join("certs");
@@ -297,7 +292,8 @@ async fn the_witness_grants_leases_and_epochs_over_mutual_tls() {
     assert!(WitnessClient::connect(&stranger, addr, "w").await.is_err());
     let _ = stop_tx.send(true);
     task.await.expect("task").expect("witness ran");
-    let state = vigil_net::witness::WitnessState::load(&dir.path().join("witness")).expect("state");
+    let state =
+        vigil_net::proto::witness::WitnessState::load(&dir.path().join("witness")).expect("state");
     assert_eq!(state.epoch, 1, "the epoch is durable");
     assert_eq!(state.leader, "a", "and whom it was allocated to");
     assert!(
@@ -340,8 +336,11 @@ async fn a_write_never_waits_on_recording_eligible_again() {
         addr,
     )
     .await;
-    until("catch-up", || replica.last_lsn() == leader.last_lsn()).await;
-    until("the tick tried to record eligible", || {
+    until_async("catch-up", LIMIT, || {
+        replica.last_lsn() == leader.last_lsn()
+    })
+    .await;
+    until_async("the tick tried to record eligible", LIMIT, || {
         asked.lock().expect("lock").contains(&true)
     })
     .await;

@@ -37,20 +37,35 @@
 //! invariants above: the new leader, healthy and with the witness
 //! reachable, never loses its lease after the heal.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use common::Rng;
-use vigil_net::enforce::{Enforcer, Record, Records};
-use vigil_net::lease::{
+use vigil_net::proto::enforce::{Enforcer, Record, Records};
+use vigil_net::proto::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role, Voter,
 };
-use vigil_net::wire::{Message, RefuseCode};
-use vigil_net::witness::{WitnessState, check_sender, decide};
+use vigil_net::proto::wire::{Message, RefuseCode};
+use vigil_net::proto::witness::{WitnessState, check_sender, decide};
+use vigil_testkit::Rng;
+use vigil_testkit::sim::{Faults, Name, Net};
 
-const NODES: [&str; 2] = ["a", "b"];
-const W: &str = "w";
+const NODES: [Name; 2] = ["a", "b"];
+const W: Name = "w";
+/// Messages between the data nodes: datagram-like, lost 1 in 10,
+/// duplicated 3 in 100 (reordered by their spread of delays).
+const PEER: Faults = Faults::datagram(100, 30, 500, 30_499);
+/// Messages to and from the witness: on an ordered stream, as on QUIC (a
+/// lost connection loses what was in flight, 1 in 50).
+const TO_WITNESS: Faults = Faults::stream(20, 500, 20_499);
+
+/// The harness's name for node `n`.
+fn name(n: &str) -> Name {
+    match n {
+        "a" => "a",
+        "b" => "b",
+        W => W,
+        _ => panic!("no node {n}"),
+    }
+}
 /// Simulated time per step, µs.
 const STEP_US: u64 = 2_000;
 /// A pending write waits this long for the follower before the leader
@@ -147,7 +162,6 @@ struct Node {
     e: Option<Elector>,
     log: Vec<Entry>,
     durable: usize,
-    paused_until: u64,
     lead: Option<Leading>,
     quarantine: Vec<Entry>,
     handing_over: bool,
@@ -155,17 +169,12 @@ struct Node {
 
 struct Sim {
     seed: u64,
-    rng: Rng,
-    real: u64,
+    /// Time, clocks and the network (the shared harness).
+    net: Net<Msg>,
     cfg: LeaseConfig,
-    rates: BTreeMap<&'static str, (u64, u64)>,
     nodes: BTreeMap<&'static str, Node>,
     witness: Option<Voter>,
     wstate: WitnessState,
-    wire: Vec<(u64, &'static str, &'static str, Msg)>,
-    /// Per ordered link, the last delivery time scheduled.
-    fifo: BTreeMap<(&'static str, &'static str), u64>,
-    cut: BTreeSet<(&'static str, &'static str)>,
     leaders_of_epoch: BTreeMap<u64, &'static str>,
     acked: BTreeSet<u64>,
     /// When each acknowledged write was written.
@@ -185,29 +194,24 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, max_lag_us: u64) -> Self {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let cfg = LeaseConfig {
             duration_us: 300_000,
             renew_every_us: 50_000,
             drift_margin_us: 30_000,
         };
-        let mut rates = BTreeMap::new();
+        let mut net = Net::new(rng);
         for n in ["a", "b", W] {
             // ±3% clock rate, within the 10% drift margin; any offset.
-            rates.insert(n, (rng.below(1 << 40), 970_000 + rng.below(60_000)));
+            net.add_node(n);
         }
         let mut s = Sim {
             seed,
-            rng,
-            real: 0,
+            net,
             cfg,
-            rates,
             nodes: BTreeMap::new(),
             witness: None,
             wstate: WitnessState::default(),
-            wire: Vec::new(),
-            fifo: BTreeMap::new(),
-            cut: BTreeSet::new(),
             leaders_of_epoch: BTreeMap::new(),
             acked: BTreeSet::new(),
             acked_at: BTreeMap::new(),
@@ -227,7 +231,6 @@ impl Sim {
                     e: Some(e),
                     log: Vec::new(),
                     durable: 0,
-                    paused_until: 0,
                     lead: None,
                     quarantine: Vec::new(),
                     handing_over: false,
@@ -238,8 +241,7 @@ impl Sim {
     }
 
     fn now(&self, who: &str) -> u64 {
-        let (offset, ppm) = self.rates[who];
-        offset + self.real * ppm / 1_000_000
+        self.net.now(name(who))
     }
 
     fn elector(&self, n: &'static str, epoch: u64) -> Elector {
@@ -252,39 +254,15 @@ impl Sim {
     }
 
     fn send(&mut self, from: &'static str, to: &'static str, m: Msg) {
-        if self.cut.contains(&(from, to)) {
-            return;
-        }
         let ordered = matches!(m, Msg::Witness(_) | Msg::RecordAnswer { .. });
-        if ordered {
-            // A stream: delayed, never duplicated or reordered (a lost
-            // connection loses what was in flight).
-            if !self.lossless && self.rng.chance(20) {
-                return;
-            }
-            let at = (self.real + 500 + self.rng.below(20_000))
-                .max(self.fifo.get(&(from, to)).copied().unwrap_or(0) + 1);
-            self.fifo.insert((from, to), at);
-            self.wire.push((at, from, to, m));
-            return;
-        }
-        if !self.lossless && self.rng.chance(100) {
-            return;
-        }
-        let copies = if !self.lossless && self.rng.chance(30) {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let at = self.real + 500 + self.rng.below(30_000);
-            self.wire.push((at, from, to, m.clone()));
-        }
+        let f = if ordered { TO_WITNESS } else { PEER };
+        let f = if self.lossless { f.lossless() } else { f };
+        self.net.send(from, to, m, f);
     }
 
     fn act(&mut self, n: &'static str, actions: Vec<ElectorAction>) {
         if std::env::var("VIGIL_SIM_TRACE").is_ok() && !actions.is_empty() {
-            eprintln!("{} {n}: {actions:?}", self.real);
+            eprintln!("{} {n}: {actions:?}", self.net.real());
         }
         for a in actions {
             match a {
@@ -313,7 +291,7 @@ impl Sim {
                     if let Some(prev) = self.leaders_of_epoch.insert(epoch, n) {
                         panic!("epoch {epoch} led by {prev} and {n}");
                     }
-                    let real = self.real;
+                    let real = self.net.real();
                     let max_lag = std::time::Duration::from_micros(self.max_lag_us);
                     let node = self.nodes.get_mut(n).expect("node");
                     // A promotion writes EpochStart after everything it holds
@@ -339,13 +317,13 @@ impl Sim {
                     // The node's step-down stops leader-only work first;
                     // the rest (shutting the leader's tasks down) takes a
                     // while.
-                    let ends = self.real + SHUTDOWN_US;
+                    let ends = self.net.real() + SHUTDOWN_US;
                     if let Some(l) = self.nodes.get_mut(n).and_then(|x| x.lead.as_mut()) {
                         l.enf.stop(&why);
                         l.ends_at = Some(l.ends_at.map_or(ends, |e| e.min(ends)));
                     }
                 }
-                ElectorAction::LeaseLost(_) => self.lapses.push((self.real, n)),
+                ElectorAction::LeaseLost(_) => self.lapses.push((self.net.real(), n)),
             }
         }
     }
@@ -354,7 +332,7 @@ impl Sim {
         if to == W {
             let Msg::Witness(m) = m else { return };
             if std::env::var("VIGIL_SIM_TRACE").is_ok() && !matches!(m, Message::LeaseAsk { .. }) {
-                eprintln!("{} {from}->w: {m:?}", self.real);
+                eprintln!("{} {from}->w: {m:?}", self.net.real());
             }
             let now = self.now(W);
             let Some(voter) = self.witness.as_mut() else {
@@ -384,10 +362,10 @@ impl Sim {
         if std::env::var("VIGIL_SIM_TRACE").is_ok()
             && !matches!(m, Msg::Append { .. } | Msg::Ack { .. })
         {
-            eprintln!("{} {from}->{to}: {m:?}", self.real);
+            eprintln!("{} {from}->{to}: {m:?}", self.net.real());
         }
         let now = self.now(to);
-        let real = self.real;
+        let real = self.net.real();
         let node = self.nodes.get_mut(to).expect("node");
         let Some(e) = node.e.as_mut() else { return };
         match m {
@@ -519,7 +497,7 @@ impl Sim {
     /// until its step-down is carried out.
     fn lead(&mut self, n: &'static str) {
         let now = self.now(n);
-        let real = self.real;
+        let real = self.net.real();
         let Some(node) = self.nodes.get_mut(n) else {
             return;
         };
@@ -540,7 +518,7 @@ impl Sim {
             Role::Follower => None,
         };
         if let Some(epoch) = role_epoch {
-            if may_write && !node.handing_over && self.rng.chance(300) {
+            if may_write && !node.handing_over && self.net.rng.chance(300) {
                 let wid = self.next_wid;
                 self.next_wid += 1;
                 let node = self.nodes.get_mut(n).expect("node");
@@ -563,7 +541,7 @@ impl Sim {
                 let prev = start.checked_sub(1).map(|i| node.log[i]);
                 (start, prev, node.log[start..end.max(start)].to_vec())
             };
-            if self.rng.chance(400) {
+            if self.net.rng.chance(400) {
                 self.send(
                     n,
                     peer(n),
@@ -666,66 +644,53 @@ impl Sim {
     }
 
     fn step(&mut self, faults: bool) {
-        self.real += STEP_US;
+        self.net.advance(STEP_US);
         if faults {
-            if self.rng.chance(8) {
+            if self.net.rng.chance(8) {
                 let all = ["a", "b", W];
                 let (x, y) = (
-                    all[self.rng.below(3) as usize],
-                    all[self.rng.below(3) as usize],
+                    all[self.net.rng.below(3) as usize],
+                    all[self.net.rng.below(3) as usize],
                 );
-                if x != y && !self.cut.remove(&(x, y)) {
-                    self.cut.insert((x, y));
+                if x != y {
+                    self.net.toggle_cut(x, y);
                 }
             }
-            if self.rng.chance(1) {
+            if self.net.rng.chance(1) {
                 // A data node crashes: what it had not fsynced is gone.
-                let n = NODES[self.rng.below(2) as usize];
+                let n = NODES[self.net.rng.below(2) as usize];
                 let node = self.nodes.get_mut(n).expect("node");
                 node.e = None;
                 node.log.truncate(node.durable);
                 node.lead = None;
             }
-            if self.rng.chance(1) {
+            if self.net.rng.chance(1) {
                 // The witness restarts from its durable state.
                 let now = self.now(W);
                 self.witness = Some(Voter::start(W, self.cfg, self.wstate.epoch, now));
             }
-            if self.rng.chance(1) {
-                let n = NODES[self.rng.below(2) as usize];
-                let until = self.real + self.rng.below(3 * self.cfg.duration_us);
-                self.nodes.get_mut(n).expect("node").paused_until = until;
+            if self.net.rng.chance(1) {
+                let n = NODES[self.net.rng.below(2) as usize];
+                let until = self.net.real() + self.net.rng.below(3 * self.cfg.duration_us);
+                self.net.pause(n, until);
             }
-            if self.rng.chance(2) {
+            if self.net.rng.chance(2) {
                 self.switchover();
             }
         }
         for n in NODES {
-            if self.nodes[n].e.is_none() && self.rng.chance(20) {
+            if self.nodes[n].e.is_none() && self.net.rng.chance(20) {
                 // Restarts knowing the epoch of its log (it learns more).
                 let epoch = self.nodes[n].log.iter().map(|e| e.epoch).max().unwrap_or(0);
                 let e = self.elector(n, epoch);
                 self.nodes.get_mut(n).expect("node").e = Some(e);
             }
         }
-        let real = self.real;
-        let mut due = Vec::new();
-        let mut i = 0;
-        while i < self.wire.len() {
-            let (at, _, to, _) = &self.wire[i];
-            let paused = *to != W && self.nodes[to].paused_until > real;
-            if *at <= real && !paused {
-                due.push(self.wire.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        due.sort_by_key(|(at, ..)| *at);
-        for (_, from, to, m) in due {
+        while let Some((from, to, m)) = self.net.next_due() {
             self.deliver(from, to, m);
         }
         for n in NODES {
-            if self.nodes[n].paused_until > real {
+            if self.net.is_paused(n) {
                 continue;
             }
             let now = self.now(n);
@@ -737,7 +702,9 @@ impl Sim {
             self.lead(n);
             // A follower fsyncs what it received now and then, and acks.
             let node = self.nodes.get_mut(n).expect("node");
-            if node.e.as_ref().is_some_and(|e| e.role() == Role::Follower) && self.rng.chance(500) {
+            if node.e.as_ref().is_some_and(|e| e.role() == Role::Follower)
+                && self.net.rng.chance(500)
+            {
                 node.durable = node.log.len();
                 let epoch = node.e.as_ref().map_or(0, Elector::epoch);
                 let len = node.durable;
@@ -770,7 +737,7 @@ impl Sim {
                 node.handing_over = true;
                 e.hand_over(now);
                 l.enf.stop("switchover");
-                l.ends_at = Some(self.real + SHUTDOWN_US);
+                l.ends_at = Some(self.net.real() + SHUTDOWN_US);
                 let release = Message::LeaseRelease { holder: n.into() };
                 self.send(n, W, Msg::Witness(release));
                 self.send(n, peer(n), Msg::HandOver { epoch });
@@ -793,7 +760,7 @@ impl Sim {
         assert!(
             writers.len() <= 1,
             "seed {seed}: two writers at {}: {writers:?}",
-            self.real
+            self.net.real()
         );
         if std::env::var("VIGIL_SIM_TRACE").is_ok() {
             let w = writers.first().copied().unwrap_or("-");
@@ -805,11 +772,11 @@ impl Sim {
             let r = |n: &str| self.nodes[n].e.as_ref().map(|e| (e.role(), e.epoch()));
             eprintln!(
                 "{} writer {w} crashed {crashed:?} a={:?} b={:?} paused a={} b={}",
-                self.real,
+                self.net.real(),
                 r("a"),
                 r("b"),
-                self.nodes["a"].paused_until > self.real,
-                self.nodes["b"].paused_until > self.real
+                self.net.is_paused("a"),
+                self.net.is_paused("b")
             );
         }
         let (a, b) = (&self.nodes["a"].log, &self.nodes["b"].log);
@@ -838,7 +805,7 @@ impl Sim {
                 self.wstate.followers.get(leader).is_none_or(|r| r.eligible),
                 "seed {seed}: the witness records {leader}, the leader of epoch {}, as ineligible at {}: {:?}",
                 self.wstate.epoch,
-                self.real,
+                self.net.real(),
                 self.wstate
             );
         }
@@ -853,7 +820,7 @@ impl Sim {
                 if let Some(lost) = lost.next() {
                     panic!(
                         "seed {seed}: {w} leads without acknowledged write {lost} at {}",
-                        self.real
+                        self.net.real()
                     );
                 }
             } else {
@@ -878,13 +845,13 @@ fn run(seed: u64) -> (usize, usize) {
     for _ in 0..STEPS {
         sim.step(true);
     }
-    sim.cut.clear();
+    sim.net.heal_all();
     if sim.witness.is_none() {
         let now = sim.now(W);
         sim.witness = Some(Voter::start(W, sim.cfg, sim.wstate.epoch, now));
     }
     for n in NODES {
-        sim.nodes.get_mut(n).expect("node").paused_until = 0;
+        sim.net.resume(n);
     }
     let before = sim.writable_steps;
     for _ in 0..HEAL_STEPS {
@@ -900,7 +867,7 @@ fn run(seed: u64) -> (usize, usize) {
                 node.e.as_ref().map(Elector::epoch),
                 node.log.len(),
                 node.durable,
-                node.paused_until
+                sim.net.is_paused(n)
             );
         }
         eprintln!(
@@ -985,15 +952,15 @@ fn drill(seed: u64) -> Drill {
         assert!(waited < 5_000, "seed {seed}: a never led with b eligible");
     }
     for (x, y) in [("a", "b"), ("b", "a"), ("a", W), (W, "a")] {
-        sim.cut.insert((x, y));
+        sim.net.cut(x, y);
     }
-    let isolated_us = (4 + sim.rng.below(7)) * lease;
+    let isolated_us = (4 + sim.net.rng.below(7)) * lease;
     for _ in 0..isolated_us / STEP_US {
         sim.step(false);
     }
     let promoted = sim.wstate.leader == "b";
-    sim.cut.clear();
-    let healed = sim.real;
+    sim.net.heal_all();
+    let healed = sim.net.real();
     for _ in 0..HEAL_STEPS {
         sim.step(false);
         if promoted {

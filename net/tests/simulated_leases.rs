@@ -5,27 +5,16 @@
 //! any moment, and no two nodes ever lead the same epoch. Checked at the
 //! end: once the network heals, some node leads again.
 
-mod common;
+use std::collections::BTreeMap;
 
-use common::Rng;
-use std::collections::{BTreeMap, VecDeque};
+use vigil_testkit::Rng;
+use vigil_testkit::sim::{Clock, Faults, Name, Net};
 
-use vigil_net::lease::{
+use vigil_net::proto::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role, Voter, epoch_cas,
 };
 
-/// A node's clock: runs at `rate_ppm` parts per million of real time.
-#[derive(Clone, Copy)]
-struct Clock {
-    offset: u64,
-    rate_ppm: u64,
-}
-impl Clock {
-    fn at(&self, real: u64) -> u64 {
-        self.offset + real * self.rate_ppm / 1_000_000
-    }
-}
-
+#[derive(Clone)]
 enum Msg {
     Req(LeaseRequest),
     Reply(LeaseReply),
@@ -38,18 +27,17 @@ enum Msg {
     Alive,
 }
 
+/// How every message travels: lost one time in twenty, delayed up to 61 ms.
+const FAULTS: Faults = Faults::datagram(50, 0, 1_000, 60_999);
+
 struct Sim {
-    rng: Rng,
-    real: u64,
+    /// Time, clocks and the network (the shared harness).
+    net: Net<Msg>,
     cfg: LeaseConfig,
-    clocks: BTreeMap<String, Clock>,
     nodes: BTreeMap<String, Option<Elector>>,
     witness: Option<Voter>,
     /// The witness's durable epoch.
     witness_epoch: u64,
-    /// (deliver at real time, from, to, message)
-    wire: VecDeque<(u64, String, String, Msg)>,
-    cut: BTreeMap<(String, String), bool>,
     leaders_of_epoch: BTreeMap<u64, String>,
     /// Real times at which some node could write.
     writable_steps: u64,
@@ -57,34 +45,35 @@ struct Sim {
     rejoins: Vec<(u64, String)>,
 }
 
-const NODES: [&str; 2] = ["a", "b"];
-const W: &str = "w";
+const NODES: [Name; 2] = ["a", "b"];
+const W: Name = "w";
+
+/// The harness's name for node `n`.
+fn name(n: &str) -> Name {
+    match n {
+        "a" => "a",
+        "b" => "b",
+        W => W,
+        _ => panic!("no node {n}"),
+    }
+}
 
 impl Sim {
     fn new(seed: u64) -> Self {
-        let mut rng = Rng(seed | 1);
+        let mut net = Net::new(Rng::new(seed | 1));
         let cfg = LeaseConfig::new();
-        let mut clocks = BTreeMap::new();
         for n in ["a", "b", W] {
             // ±3% rate, within the 10% drift margin.
-            clocks.insert(
-                n.to_owned(),
-                Clock {
-                    offset: rng.below(1_000_000_000),
-                    rate_ppm: 970_000 + rng.below(60_000),
-                },
-            );
+            let offset = net.rng.below(1_000_000_000);
+            let rate_ppm = 970_000 + net.rng.below(60_000);
+            net.add_node_with_clock(n, Clock { offset, rate_ppm });
         }
         let mut s = Sim {
-            rng,
-            real: 0,
+            net,
             cfg,
-            clocks,
             nodes: BTreeMap::new(),
             witness: None,
             witness_epoch: 1,
-            wire: VecDeque::new(),
-            cut: BTreeMap::new(),
             leaders_of_epoch: BTreeMap::new(),
             writable_steps: 0,
             rejoins: Vec::new(),
@@ -103,21 +92,11 @@ impl Sim {
     }
 
     fn now(&self, who: &str) -> u64 {
-        self.clocks[who].at(self.real)
+        self.net.now(name(who))
     }
 
     fn send(&mut self, from: &str, to: &str, m: Msg) {
-        if self
-            .cut
-            .get(&(from.to_owned(), to.to_owned()))
-            .copied()
-            .unwrap_or(false)
-            || self.rng.chance(50)
-        {
-            return;
-        }
-        let at = self.real + 1_000 + self.rng.below(60_000);
-        self.wire.push_back((at, from.into(), to.into(), m));
+        self.net.send(name(from), name(to), m, FAULTS);
     }
 
     fn act(&mut self, node: &str, actions: Vec<ElectorAction>) {
@@ -140,36 +119,37 @@ impl Sim {
                 ElectorAction::StepDown(_) => {
                     // Rejoin (cut the divergent tail, follow) takes a moment;
                     // then the node may stand again.
-                    self.rejoins.push((self.real + 1_000_000, node.to_owned()));
+                    self.rejoins
+                        .push((self.net.real() + 1_000_000, node.to_owned()));
                 }
                 ElectorAction::LeaseLost(_) => {}
             }
         }
     }
 
-    fn deliver(&mut self, from: String, to: String, m: Msg) {
+    fn deliver(&mut self, from: Name, to: Name, m: Msg) {
         match m {
             Msg::Req(req) => {
                 let reply = if to == W {
                     let now = self.now(W);
                     self.witness.as_mut().map(|w| w.on_request(&req, now))
                 } else {
-                    let now = self.now(&to);
+                    let now = self.now(to);
                     self.nodes
-                        .get_mut(&to)
+                        .get_mut(to)
                         .and_then(|n| n.as_mut())
                         .map(|e| e.own_voter().on_request(&req, now))
                 };
                 if let Some(r) = reply {
-                    self.send(&to, &from, Msg::Reply(r));
+                    self.send(to, from, Msg::Reply(r));
                 }
             }
             Msg::Reply(r) => {
-                let acts = match self.nodes.get_mut(&to).and_then(|n| n.as_mut()) {
+                let acts = match self.nodes.get_mut(to).and_then(|n| n.as_mut()) {
                     Some(e) => e.on_reply(&r),
                     None => return,
                 };
-                self.act(&to, acts);
+                self.act(to, acts);
             }
             Msg::Cas {
                 from: who,
@@ -185,48 +165,46 @@ impl Sim {
                 }
             }
             Msg::Alive => {
-                let now = self.now(&to);
-                if let Some(e) = self.nodes.get_mut(&to).and_then(|n| n.as_mut()) {
+                let now = self.now(to);
+                if let Some(e) = self.nodes.get_mut(to).and_then(|n| n.as_mut()) {
                     e.on_leader_alive(now);
                 }
             }
             Msg::CasReply(r) => {
-                let now = self.now(&to);
-                let acts = match self.nodes.get_mut(&to).and_then(|n| n.as_mut()) {
+                let now = self.now(to);
+                let acts = match self.nodes.get_mut(to).and_then(|n| n.as_mut()) {
                     Some(e) => e.on_cas(r, now),
                     None => return,
                 };
-                self.act(&to, acts);
+                self.act(to, acts);
             }
         }
     }
 
     fn step(&mut self, faults: bool) {
-        self.real += 5_000;
+        self.net.advance(5_000);
         if faults {
-            if self.rng.chance(4) {
+            if self.net.rng.chance(4) {
                 let (x, y) = (
-                    ["a", "b", W][self.rng.below(3) as usize],
-                    ["a", "b", W][self.rng.below(3) as usize],
+                    ["a", "b", W][self.net.rng.below(3) as usize],
+                    ["a", "b", W][self.net.rng.below(3) as usize],
                 );
                 if x != y {
-                    let k = (x.to_owned(), y.to_owned());
-                    let v = !self.cut.get(&k).copied().unwrap_or(false);
-                    self.cut.insert(k, v);
+                    self.net.toggle_cut(x, y);
                 }
             }
-            if self.rng.chance(1) {
+            if self.net.rng.chance(1) {
                 // A data node crashes; it restarts later knowing its epoch.
-                let n = NODES[self.rng.below(2) as usize];
+                let n = NODES[self.net.rng.below(2) as usize];
                 self.nodes.insert(n.into(), None);
             }
-            if self.rng.chance(1) {
+            if self.net.rng.chance(1) {
                 let epoch = self.witness_epoch;
                 self.witness = Some(Voter::start(W, self.cfg, epoch, self.now(W)));
             }
         }
         for n in NODES {
-            if self.nodes[n].is_none() && self.rng.chance(20) {
+            if self.nodes[n].is_none() && self.net.rng.chance(20) {
                 let peer = if n == "a" { "b" } else { "a" };
                 let known = self.leaders_of_epoch.keys().max().copied().unwrap_or(1);
                 let mut e = Elector::start(n, peer, W, self.cfg, known, self.now(n));
@@ -237,20 +215,18 @@ impl Sim {
         let due: Vec<String> = self
             .rejoins
             .iter()
-            .filter(|(at, _)| *at <= self.real)
+            .filter(|(at, _)| *at <= self.net.real())
             .map(|(_, n)| n.clone())
             .collect();
-        self.rejoins.retain(|(at, _)| *at > self.real);
+        let real = self.net.real();
+        self.rejoins.retain(|(at, _)| *at > real);
         for n in due {
             let now = self.now(&n);
             if let Some(e) = self.nodes.get_mut(&n).and_then(|e| e.as_mut()) {
                 e.allow_promotion_from(now);
             }
         }
-        while let Some(pos) = self.wire.iter().position(|(at, ..)| *at <= self.real) {
-            let Some((_, from, to, m)) = self.wire.remove(pos) else {
-                break;
-            };
+        while let Some((from, to, m)) = self.net.next_due() {
             self.deliver(from, to, m);
         }
         for n in NODES {
@@ -274,12 +250,12 @@ impl Sim {
         assert!(
             writers.len() <= 1,
             "two writers at real time {}: {writers:?}",
-            self.real
+            self.net.real()
         );
         if let [w] = writers[..] {
             self.writable_steps += 1;
             let peer = if w == "a" { "b" } else { "a" };
-            if self.real.is_multiple_of(50_000) {
+            if self.net.real().is_multiple_of(50_000) {
                 self.send(w, peer, Msg::Alive);
             }
         }
@@ -292,7 +268,7 @@ fn run(seed: u64) {
         sim.step(true);
     }
     // Heal everything; a leader must emerge and hold.
-    sim.cut.clear();
+    sim.net.heal_all();
     if sim.witness.is_none() {
         let e = sim.witness_epoch;
         sim.witness = Some(Voter::start(W, sim.cfg, e, sim.now(W)));
@@ -335,8 +311,8 @@ fn the_follower_takes_over_only_after_the_leader_lease_is_gone() {
     );
     // Cut a off from everyone: it must stop writing before b starts.
     for x in ["b", W] {
-        sim.cut.insert(("a".into(), x.into()), true);
-        sim.cut.insert((x.into(), "a".into()), true);
+        sim.net.cut("a", x);
+        sim.net.cut(x, "a");
     }
     let mut a_stopped = None;
     let mut b_started = None;
@@ -373,7 +349,7 @@ fn an_ineligible_follower_never_takes_over() {
     }
     sim.nodes.insert("a".into(), None); // the leader is gone for good
     for _ in 0..4_000 {
-        sim.real += 5_000;
+        sim.net.advance(5_000);
         let b_now = sim.now("b");
         let acts = sim
             .nodes

@@ -7,24 +7,24 @@
 //! frame before its (modelled) fsync, and crashes as a machine does,
 //! losing a frame it shipped but had not made durable.
 
-mod common;
-
-use common::Rng;
 use std::collections::VecDeque;
+use vigil_testkit::sim::{Faults, Name, Net};
+use vigil_testkit::{Rng, frames};
 
 use vigil_engine::{Batch, LogPosition, Op, Options, Store};
-use vigil_net::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
-use vigil_net::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
-use vigil_net::wire::{Message, RefuseCode};
+use vigil_net::proto::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
+use vigil_net::proto::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
+use vigil_net::proto::wire::{Message, RefuseCode};
 
-struct Conn {
-    to_leader: VecDeque<(u64, Message)>,
-    to_follower: VecDeque<(u64, Message)>,
-}
+const LEADER: Name = "a";
+const FOLLOWER: Name = "b";
+/// The replication connection: a QUIC stream each way, in order, each
+/// message delayed 1 to 31 ms; a cut loses what is in flight.
+const LINK: Faults = Faults::stream(0, 1_000, 30_999);
 
 struct Sim {
-    rng: Rng,
-    now: u64,
+    /// Time and the network (the shared harness).
+    net: Net<Message>,
     /// `None` only while it restarts.
     leader: Option<Store>,
     leader_dir: std::path::PathBuf,
@@ -49,7 +49,8 @@ struct Sim {
     follower_store: Option<Store>,
     follower: Follower,
     session: Option<LeaderSession>,
-    conn: Option<Conn>,
+    /// A connection is up (messages on `net` travel only then).
+    connected: bool,
     /// An append in progress (when it completes, frames, confirmed).
     append: Option<(u64, Vec<u8>, u64)>,
     highest_durable: u64,
@@ -90,13 +91,6 @@ fn leader_opts() -> Options {
     }
 }
 
-fn frames(store: &Store) -> Vec<Vec<u8>> {
-    store
-        .log_frames()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("read the log")
-}
-
 impl Sim {
     fn new(seed: u64, leader_dir: &std::path::Path, unsynced: bool) -> Self {
         let leader = Store::open_with(leader_dir, leader_opts()).expect("leader");
@@ -105,8 +99,7 @@ impl Sim {
         let store = Store::open_with(follower_dir.path(), replica_opts()).expect("replica");
         let follower = Follower::new(follower_cfg(), store.log_end());
         Sim {
-            rng: Rng(seed | 1),
-            now: 0,
+            net: Net::new(Rng::new(seed | 1)),
             leader: Some(leader),
             leader_dir: leader_dir.to_path_buf(),
             unsynced,
@@ -121,7 +114,7 @@ impl Sim {
             follower_store: Some(store),
             follower,
             session: None,
-            conn: None,
+            connected: false,
             append: None,
             highest_durable: 0,
             corruptions: 0,
@@ -135,30 +128,24 @@ impl Sim {
         self.leader.as_ref().expect("the leader is up")
     }
 
-    fn delay(&mut self) -> u64 {
-        1_000 + self.rng.below(30_000)
-    }
-
     fn leader_event(&mut self, e: LeaderEvent) {
         let mut queue = VecDeque::from([e]);
         while let Some(e) = queue.pop_front() {
             let Some(s) = self.session.as_mut() else {
                 return;
             };
-            for a in s.handle(e, self.now) {
+            for a in s.handle(e, self.net.real()) {
                 match a {
                     LeaderAction::Send(mut m) => {
                         if let Message::Frames { bytes, .. } = &mut m
-                            && self.rng.chance(20)
+                            && self.net.rng.chance(20)
                         {
-                            let i = self.rng.below(bytes.len() as u64) as usize;
+                            let i = self.net.rng.below(bytes.len() as u64) as usize;
                             bytes[i] ^= 0x40;
                             self.corruptions += 1;
                         }
-                        let at = self.now + self.delay();
-                        if let Some(c) = self.conn.as_mut() {
-                            let at = c.to_follower.back().map_or(at, |(t, _)| at.max(*t));
-                            c.to_follower.push_back((at, m));
+                        if self.connected {
+                            self.net.send(LEADER, FOLLOWER, m, LINK);
                         }
                     }
                     LeaderAction::ComparePosition { epoch, lsn, crc } => {
@@ -206,9 +193,11 @@ impl Sim {
                     LeaderAction::Close(_) => {
                         // As the driver does: what was sent (a refusal)
                         // arrives before the connection closes.
-                        let sent = self.conn.take().map(|c| c.to_follower).unwrap_or_default();
+                        let sent = self.net.take_between(LEADER, FOLLOWER);
+                        self.connected = false;
+                        self.net.reset(LEADER, FOLLOWER);
                         self.session = None;
-                        for (_, m) in sent {
+                        for m in sent {
                             self.follower_event(FollowerEvent::Message(m));
                         }
                         self.cut();
@@ -220,21 +209,21 @@ impl Sim {
     }
 
     fn follower_event(&mut self, e: FollowerEvent) {
-        for a in self.follower.handle(e, self.now) {
+        for a in self.follower.handle(e, self.net.real()) {
             match a {
                 FollowerAction::Connect => {
-                    if self.rng.chance(100) {
-                        self.follower
-                            .handle(FollowerEvent::Disconnected("refused".into()), self.now);
+                    if self.net.rng.chance(100) {
+                        self.follower.handle(
+                            FollowerEvent::Disconnected("refused".into()),
+                            self.net.real(),
+                        );
                         continue;
                     }
-                    self.conn = Some(Conn {
-                        to_leader: VecDeque::new(),
-                        to_follower: VecDeque::new(),
-                    });
+                    self.net.reset(LEADER, FOLLOWER);
+                    self.connected = true;
                     let mut cfg = LeaderConfig::new("c", "a", "http://a");
                     cfg.ship_unsynced = self.unsynced;
-                    let mut s = LeaderSession::new(cfg, self.now);
+                    let mut s = LeaderSession::new(cfg, self.net.real());
                     s.handle(
                         LeaderEvent::LogAdvanced {
                             written_lsn: self.leader().last_lsn(),
@@ -242,21 +231,19 @@ impl Sim {
                             last_commit_us: 0,
                             epoch: self.leader().epoch(),
                         },
-                        self.now,
+                        self.net.real(),
                     );
                     self.session = Some(s);
                     self.follower_event(FollowerEvent::Connected);
                 }
                 FollowerAction::Send(m) => {
-                    let at = self.now + self.delay();
-                    if let Some(c) = self.conn.as_mut() {
-                        let at = c.to_leader.back().map_or(at, |(t, _)| at.max(*t));
-                        c.to_leader.push_back((at, m));
+                    if self.connected {
+                        self.net.send(FOLLOWER, LEADER, m, LINK);
                     }
                 }
                 FollowerAction::Append { frames, confirmed } => {
                     assert!(self.append.is_none(), "one append at a time");
-                    let at = self.now + 500 + self.rng.below(5_000);
+                    let at = self.net.real() + 500 + self.net.rng.below(5_000);
                     self.append = Some((at, frames, confirmed));
                 }
                 FollowerAction::Confirm(lsn) => {
@@ -283,7 +270,8 @@ impl Sim {
     }
 
     fn cut_quietly(&mut self) {
-        self.conn = None;
+        self.connected = false;
+        self.net.reset(LEADER, FOLLOWER);
         self.session = None;
     }
 
@@ -412,13 +400,13 @@ impl Sim {
     }
 
     fn step(&mut self, writing: bool) {
-        self.now += 1_000;
+        self.net.advance(1_000);
         // The leader's writer starts a frame once the last one is durable.
-        if writing && self.fsync_due.is_none() && self.rng.chance(300) {
+        if writing && self.fsync_due.is_none() && self.net.rng.chance(300) {
             let mut b = Batch::new();
-            for _ in 0..1 + self.rng.below(20) {
+            for _ in 0..1 + self.net.rng.below(20) {
                 self.written += 1;
-                let id = format!("p{}", self.rng.below(500));
+                let id = format!("p{}", self.net.rng.below(500));
                 let body = format!(
                     r#"{{"resourceType":"Patient","id":"{id}","name":[{{"family":"F{}"}}]}}"#,
                     self.written
@@ -430,7 +418,7 @@ impl Sim {
             if self.unsynced {
                 // Written; durable a moment later (at times after the
                 // follower has it).
-                self.fsync_due = Some((self.now + self.rng.below(40_000), lsn));
+                self.fsync_due = Some((self.net.real() + self.net.rng.below(40_000), lsn));
             } else {
                 self.leader_durable = lsn;
             }
@@ -441,37 +429,34 @@ impl Sim {
                 epoch,
             });
         }
-        if self.fsync_due.is_some() && self.rng.chance(5) {
+        if self.fsync_due.is_some() && self.net.rng.chance(5) {
             self.crash_leader();
         }
-        if self.fsync_due.is_some_and(|(at, _)| at <= self.now) {
+        if self.fsync_due.is_some_and(|(at, _)| at <= self.net.real()) {
             self.leader_fsync();
         }
-        if self.rng.chance(3) {
+        if self.net.rng.chance(3) {
             self.cut();
         }
-        if self.rng.chance(1) {
+        if self.net.rng.chance(1) {
             self.crash_follower();
         }
         // Deliver what is due, in order per direction.
-        while let Some(m) = self.conn.as_mut().and_then(|c| {
-            (c.to_leader.front().is_some_and(|(t, _)| *t <= self.now))
-                .then(|| c.to_leader.pop_front())
-                .flatten()
-        }) {
-            self.leader_event(LeaderEvent::Message(m.1));
+        while let Some((_, to, m)) = self.net.next_due() {
+            if to == LEADER {
+                self.leader_event(LeaderEvent::Message(m));
+            } else {
+                self.follower_event(FollowerEvent::Message(m));
+            }
         }
-        while let Some(m) = self.conn.as_mut().and_then(|c| {
-            (c.to_follower.front().is_some_and(|(t, _)| *t <= self.now))
-                .then(|| c.to_follower.pop_front())
-                .flatten()
-        }) {
-            self.follower_event(FollowerEvent::Message(m.1));
-        }
-        if self.append.as_ref().is_some_and(|(t, _, _)| *t <= self.now) {
+        if self
+            .append
+            .as_ref()
+            .is_some_and(|(t, _, _)| *t <= self.net.real())
+        {
             let (_, bytes, confirmed) = self.append.take().expect("append");
             let store = self.follower_store.as_ref().expect("store");
-            let full_disk = self.rng.chance(10);
+            let full_disk = self.net.rng.chance(10);
             let e = if full_disk {
                 // A full disk: the engine writes nothing; the follower must
                 // stop acknowledging, and recover by itself later.

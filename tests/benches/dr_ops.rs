@@ -12,8 +12,8 @@ use vigil_engine::{Batch, Op, RestoreTarget, Store};
 use vigil_fhir::app::App;
 use vigil_fhir::config::Config;
 use vigil_fhir::synth::{Rng, patient_record};
+use vigil_testkit::http::{request, request_with};
 use vigil_tests::NodeProcess;
-use vigil_tests::http::{request, request_with};
 
 fn dir_bytes(d: &std::path::Path) -> u64 {
     std::fs::read_dir(d.join("wal"))

@@ -8,8 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_tests::dr::{Bins, Dr, Writer, caught_up, leads, until};
-use vigil_tests::http::request;
+use vigil_net::status::percentile;
+use vigil_testkit::http::request;
+use vigil_testkit::until;
+use vigil_tests::dr::{Bins, Dr, Writer, caught_up, leads};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),
@@ -17,11 +19,6 @@ const BINS: Bins = Bins {
 };
 /// The production default.
 const LEASE_MS: u64 = 3_000;
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Kills the leader under load (in asynchronous mode over a 200 ms round
 /// trip); returns (RTO, acknowledged writes the new leader lacks, age of
@@ -31,7 +28,7 @@ fn kill_drill(max_lag_ms: u64) -> (Duration, usize, f64) {
     let (_w, a, b) = dr.start_all();
     if max_lag_ms > 0 {
         // A cross-region link: 100 ms each way, so the follower trails.
-        dr.to_a.set(vigil_tests::relay::Faults {
+        dr.to_a.set(vigil_net::relay::Faults {
             delay: Duration::from_millis(100),
             ..Default::default()
         });
@@ -102,10 +99,11 @@ fn main() {
         eprintln!("sync drill {}: RTO {:.2} s, lost 0", i + 1, d.as_secs_f64());
         rto.push(d.as_secs_f64());
     }
-    let max = rto.iter().copied().fold(0.0, f64::max);
+    rto.sort_by(f64::total_cmp);
+    let max = rto.last().copied().unwrap_or(0.0);
     println!(
         "kill -9 leader, synchronous (max_lag 0), lease {LEASE_MS} ms, {drills} drills: RTO p50 {:.2} s, max {max:.2} s; acknowledged writes lost: 0",
-        percentile(&mut rto, 0.5)
+        percentile(&rto, 0.5)
     );
     let bound_ms = 1_000;
     let (mut worst_lost, mut worst_age) = (0, 0.0f64);
@@ -131,10 +129,11 @@ fn main() {
     for _ in 0..drills.min(5) {
         pauses.push(switchover_drill().as_secs_f64() * 1e3);
     }
-    let max = pauses.iter().copied().fold(0.0, f64::max);
+    pauses.sort_by(f64::total_cmp);
+    let max = pauses.last().copied().unwrap_or(0.0);
     println!(
         "switchover under load, {} drills: longest time without an acknowledged write p50 {:.0} ms, max {max:.0} ms",
         pauses.len(),
-        percentile(&mut pauses, 0.5)
+        percentile(&pauses, 0.5)
     );
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use vigil_engine::{Batch, Op, Options, Store};
 use vigil_fhir::search::{SearchKeys, keys_of_map};
 use vigil_fhir::synth::{Rng, patient};
-use vigil_net::node::{Node, NodeConfig, Role};
-use vigil_net::tls::{NodeSpec, make_cluster};
+use vigil_net::runtime::node::{Node, NodeConfig, Role};
+use vigil_net::runtime::tls::{NodeSpec, make_cluster};
 
 /// The allocator `vigil serve` runs with, so the store costs what it costs
 /// in the product.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::{Batch, Op, Options, Store};
 use vigil_fhir::synth::{Rng, patient_record};
-use vigil_net::node::{Node, NodeConfig, Role};
-use vigil_net::tls::{NodeSpec, make_cluster};
-use vigil_tests::relay::{Faults, Relay};
+use vigil_net::relay::{Faults, Relay};
+use vigil_net::runtime::node::{Node, NodeConfig, Role};
+use vigil_net::runtime::tls::{NodeSpec, make_cluster};
 
 fn main() {
     let mb: u64 = std::env::var("VIGIL_BENCH_MB")

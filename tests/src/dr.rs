@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::http::request;
-use crate::relay::{Faults, Relay};
-use crate::{ChildGuard, NodeProcess, free_udp_port};
+use crate::NodeProcess;
+use vigil_net::relay::{Faults, Relay};
+use vigil_testkit::http::{request, status};
+use vigil_testkit::{ChildGuard, free_udp_port, until};
 
 /// Ports and relays of one cluster. Relays: `to_a`/`to_b` sit in front of
 /// each data node's replication port (the other node connects through
@@ -64,8 +65,9 @@ impl Dr {
     pub fn new(bins: Bins, max_lag_ms: u64, lease_ms: u64) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let certs = dir.path().join("certs");
-        let specs = ["a", "b", "w"].map(|n| vigil_net::tls::NodeSpec::parse(n).expect("spec"));
-        vigil_net::tls::make_cluster(&certs, "t", &specs).expect("certs");
+        let specs =
+            ["a", "b", "w"].map(|n| vigil_net::runtime::tls::NodeSpec::parse(n).expect("spec"));
+        vigil_net::runtime::tls::make_cluster(&certs, "t", &specs).expect("certs");
         let port: BTreeMap<_, _> = ["a", "b", "w"]
             .into_iter()
             .map(|n| (n, free_udp_port().expect("port")))
@@ -167,8 +169,9 @@ impl Dr {
     }
 
     /// The witness's durable state as it is on disk now.
-    pub fn witness_state(&self) -> vigil_net::witness::WitnessState {
-        vigil_net::witness::WitnessState::load(&self.dir.path().join("w")).expect("witness state")
+    pub fn witness_state(&self) -> vigil_net::proto::witness::WitnessState {
+        vigil_net::proto::witness::WitnessState::load(&self.dir.path().join("w"))
+            .expect("witness state")
     }
 
     /// Starts the witness (again).
@@ -191,27 +194,9 @@ impl Dr {
     }
 }
 
-/// A node's `/status` (Null when it does not answer).
-pub fn status(addr: SocketAddr) -> serde_json::Value {
-    match request(addr, "GET", "/status", None) {
-        Ok(r) if r.status == 200 => serde_json::from_str(&r.body).expect("json"),
-        _ => serde_json::Value::Null,
-    }
-}
-
 /// Whether the node answers 200 on `/health/leader`.
 pub fn leads(addr: SocketAddr) -> bool {
     request(addr, "GET", "/health/leader", None).is_ok_and(|r| r.status == 200)
-}
-
-/// Polls `f` until it holds; panics naming `what` after `limit`.
-pub fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
 }
 
 /// Waits for `node` to follow and hold everything its leader has.

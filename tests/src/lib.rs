@@ -1,47 +1,15 @@
-//! Support for Vigil's cross-crate tests: child processes that are always
-//! killed, even when the test fails.
+//! Support for Vigil's cross-crate tests of real processes: a server
+//! process from a config file (`NodeProcess`), a two-region cluster with a
+//! witness and relays ([`dr`]), a tmpfs that fills up, and the bodies the
+//! crash tests write. What every test shares is `vigil-testkit`'s.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use vigil_testkit::ChildGuard;
 
 pub mod dr;
-pub mod http;
-/// The UDP relay for fault injection (it moved to `vigil-net` so that
-/// `vigil drill` can cut links of a local cluster too).
-pub use vigil_net::relay;
-
-/// A child process killed (SIGKILL) and reaped when dropped, so a failing
-/// test never leaves processes behind.
-#[derive(Debug)]
-pub struct ChildGuard(pub Child);
-
-impl ChildGuard {
-    /// Spawns `cmd` with piped stdout.
-    pub fn spawn(mut cmd: Command) -> std::io::Result<Self> {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        Ok(Self(cmd.spawn()?))
-    }
-
-    /// Kills with SIGKILL and waits; returns everything it printed.
-    pub fn kill9(mut self) -> std::io::Result<String> {
-        use std::io::Read;
-        self.0.kill()?;
-        self.0.wait()?;
-        let mut out = String::new();
-        if let Some(mut s) = self.0.stdout.take() {
-            s.read_to_string(&mut out)?;
-        }
-        Ok(out)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The body the crash child writes for op `n` of batch `batch` of `size` ops.
 pub fn crash_body(n: u64, batch: u64, size: u64) -> Vec<u8> {
@@ -98,13 +66,6 @@ pub fn init_logs() {
         )
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// A UDP port free at the moment of asking, on loopback.
-pub fn free_udp_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A tmpfs of a given size mounted for a test (a real file system that

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use vigil_engine::{Change, Store, VersionRead};
 use vigil_fhir::synth::Rng;
-use vigil_tests::{ChildGuard, crash_body};
+use vigil_testkit::ChildGuard;
+use vigil_tests::crash_body;
 
 fn field(body: &str, name: &str) -> u64 {
     let key = format!("\"{name}\":");

@@ -14,8 +14,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vigil_tests::dr::{Bins, Dr, Writer, all_present, caught_up, leads, status, until};
-use vigil_tests::http::request;
+use vigil_testkit::http::request;
+use vigil_testkit::{http::status, until};
+use vigil_tests::dr::{Bins, Dr, Writer, all_present, caught_up, leads};
 use vigil_tests::{Tmpfs, bulky_patient};
 
 const BINS: Bins = Bins {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vigil_tests::http::request;
+use vigil_testkit::http::request;
 use vigil_tests::{NodeProcess, Tmpfs, bulky_patient};
 
 const NODE: &str = env!("CARGO_BIN_EXE_vigil_node");
@@ -34,11 +34,11 @@ fn config(fs: &Path) -> PathBuf {
     path
 }
 
-fn put(node: std::net::SocketAddr, id: &str) -> vigil_tests::http::Reply {
+fn put(node: std::net::SocketAddr, id: &str) -> vigil_testkit::http::Reply {
     put_sized(node, id, 8 * 1024)
 }
 
-fn put_sized(node: std::net::SocketAddr, id: &str, bytes: usize) -> vigil_tests::http::Reply {
+fn put_sized(node: std::net::SocketAddr, id: &str, bytes: usize) -> vigil_testkit::http::Reply {
     let body = bulky_patient(id, bytes);
     request(node, "PUT", &format!("/Patient/{id}"), Some(&body)).expect("put")
 }

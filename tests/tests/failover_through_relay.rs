@@ -8,9 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads, status, until};
-use vigil_tests::http::request;
-use vigil_tests::relay::Faults;
+use vigil_net::relay::Faults;
+use vigil_testkit::http::request;
+use vigil_testkit::{http::status, until};
+use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),
@@ -392,7 +393,7 @@ fn an_export_survives_the_leader_being_killed_mid_way() {
         total += resp["entry"].as_array().map_or(0, Vec::len);
     }
     let async_ = [("Prefer", "respond-async")];
-    let r = vigil_tests::http::request_with(a.http, "GET", "/$export", None, &async_)
+    let r = vigil_testkit::http::request_with(a.http, "GET", "/$export", None, &async_)
         .expect("kick-off");
     assert_eq!(r.status, 202, "{}", r.body);
     let loc = r

@@ -15,9 +15,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vigil_tests::dr::{Bins, CUT, Dr, Writer, caught_up, leads, status, until};
-use vigil_tests::http::request;
-use vigil_tests::relay::Faults;
+use vigil_net::relay::Faults;
+use vigil_testkit::http::request;
+use vigil_testkit::{http::status, until};
+use vigil_tests::dr::{Bins, CUT, Dr, Writer, caught_up, leads};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),

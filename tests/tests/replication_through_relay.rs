@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::{Options, Store};
 use vigil_fhir::synth::{Rng, transaction_bundle};
-use vigil_tests::http::request;
-use vigil_tests::relay::{Faults, Relay};
-use vigil_tests::{NodeProcess, free_udp_port};
+use vigil_net::relay::{Faults, Relay};
+use vigil_testkit::free_udp_port;
+use vigil_testkit::http::{request, status};
+use vigil_testkit::{frames_in, until};
+use vigil_tests::NodeProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigil_node");
 
@@ -27,8 +29,8 @@ impl Cluster {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let certs = dir.path().join("certs");
-        let specs = ["a", "b"].map(|n| vigil_net::tls::NodeSpec::parse(n).expect("spec"));
-        vigil_net::tls::make_cluster(&certs, "t", &specs).expect("certs");
+        let specs = ["a", "b"].map(|n| vigil_net::runtime::tls::NodeSpec::parse(n).expect("spec"));
+        vigil_net::runtime::tls::make_cluster(&certs, "t", &specs).expect("certs");
         Self {
             dir,
             certs,
@@ -93,12 +95,6 @@ impl Cluster {
     }
 }
 
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let r = request(addr, "GET", "/status", None).expect("status");
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).expect("json")
-}
-
 /// Waits until a follower has indexed everything it holds durably.
 fn settled(follower: SocketAddr) {
     until(
@@ -109,29 +105,6 @@ fn settled(follower: SocketAddr) {
             u["applied"] == u["durable"]
         },
     );
-}
-
-fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn frames(dir: &Path, replica: bool) -> Vec<Vec<u8>> {
-    let store = Store::open_with(
-        dir,
-        Options {
-            replica,
-            ..Options::default()
-        },
-    )
-    .expect("open");
-    store
-        .log_frames()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("read the log")
 }
 
 #[test]
@@ -237,7 +210,10 @@ fn catch_up_through_a_lossy_link_gives_identical_logs() {
     );
     drop(follower);
     drop(leader);
-    let (a, b) = (frames(&c.data("a"), false), frames(&c.data("b"), true));
+    let (a, b) = (
+        frames_in(&c.data("a"), false),
+        frames_in(&c.data("b"), true),
+    );
     assert!(b.len() > 30);
     assert_eq!(
         &a[..b.len()],
@@ -514,7 +490,10 @@ fn a_follower_killed_during_catch_up_resumes_where_it_was() {
     assert!(sessions >= 2, "the follower came back in a new session");
     drop(follower);
     drop(leader);
-    let (a, b) = (frames(&c.data("a"), false), frames(&c.data("b"), true));
+    let (a, b) = (
+        frames_in(&c.data("a"), false),
+        frames_in(&c.data("b"), true),
+    );
     assert_eq!(a, b, "identical logs after the resumed catch-up");
     let total: u64 = a.iter().map(|f| f.len() as u64).sum();
     assert!(

@@ -395,9 +395,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let specs = nodes
                 .iter()
-                .map(|n| vigil_net::tls::NodeSpec::parse(n))
+                .map(|n| vigil_net::runtime::tls::NodeSpec::parse(n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let written = vigil_net::tls::make_cluster(&out, &cluster, &specs)?;
+            let written = vigil_net::runtime::tls::make_cluster(&out, &cluster, &specs)?;
             for f in written {
                 println!("wrote {}", f.display());
             }
@@ -463,7 +463,7 @@ fn main() -> anyhow::Result<()> {
             if !(600..=600_000).contains(&lease_ms) {
                 anyhow::bail!("--lease-ms must be 600..=600000");
             }
-            let id = vigil_net::tls::Identity::load(&certs, &node)?;
+            let id = vigil_net::runtime::tls::Identity::load(&certs, &node)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -475,10 +475,10 @@ fn main() -> anyhow::Result<()> {
                     vigil_fhir::server::shutdown_signal().await;
                     let _ = stop_tx.send(true);
                 });
-                vigil_net::witness::serve(
+                vigil_net::runtime::witness::serve(
                     &data,
                     id,
-                    vigil_net::lease::LeaseConfig::with_duration_ms(lease_ms),
+                    vigil_net::proto::lease::LeaseConfig::with_duration_ms(lease_ms),
                     listen,
                     stop,
                     |addr| println!("vigil witness listening on {addr}"),

@@ -52,7 +52,7 @@ pub enum UpError {
     },
     /// Certificates could not be made.
     #[error("certificates: {0}")]
-    Certs(#[from] vigil_net::tls::TlsError),
+    Certs(#[from] vigil_net::runtime::tls::TlsError),
     /// The cluster did not come up in time.
     #[error("{0}")]
     NotReady(String),
@@ -256,9 +256,9 @@ impl LocalCluster {
         if !certs.join("ca.pem").exists() {
             let specs = ["a", "b", "w"]
                 .iter()
-                .map(|n| vigil_net::tls::NodeSpec::parse(n))
+                .map(|n| vigil_net::runtime::tls::NodeSpec::parse(n))
                 .collect::<Result<Vec<_>, _>>()?;
-            vigil_net::tls::make_cluster(&certs, "local", &specs)?;
+            vigil_net::runtime::tls::make_cluster(&certs, "local", &specs)?;
             say!(
                 "made a cluster CA and certificates for a, b and w in {}",
                 certs.display()

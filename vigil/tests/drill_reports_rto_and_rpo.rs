@@ -2,27 +2,12 @@
 //! killed; the report shows the promotion, the rejoin, an RTO within the
 //! promise and no acknowledged write lost (synchronous replication).
 
-use std::net::{TcpListener, UdpSocket};
 use std::process::Command;
-
-fn free_ports() -> (u16, u16) {
-    // Tests run in parallel in this process: each call starts elsewhere.
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    for i in 0..200u32 {
-        let base = 21_000 + ((std::process::id() * 13 + call * 7_919 + i * 337) % 29_000) as u16;
-        let tcp = (0..2).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok());
-        let udp = (0..3).all(|k| UdpSocket::bind(("127.0.0.1", base + 100 + k)).is_ok());
-        if tcp && udp {
-            return (base, base + 100);
-        }
-    }
-    panic!("no free ports");
-}
+use vigil_testkit::free_ports;
 
 fn drill(scenario: &str) -> (tempfile::TempDir, serde_json::Value, String) {
     let dir = tempfile::tempdir().expect("dir");
-    let (http, repl) = free_ports();
+    let (http, repl) = free_ports(2, 3);
     let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["drill", "--local", "--scenario", scenario])
         .args(["--rate", "30", "--before", "2", "--after", "3"])

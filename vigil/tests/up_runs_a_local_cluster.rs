@@ -3,9 +3,9 @@
 //! process cleanly; run again, it reuses the directory and its data.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use vigil_testkit::free_ports;
 
 /// `vigil up`, killed with its whole process group if the test fails.
 struct Up(Child);
@@ -31,19 +31,6 @@ fn interrupt(c: &Child) {
     if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
     }
-}
-
-/// A base where HTTP ports base, base+1 and UDP ports base+100..+102 are free.
-fn free_ports() -> (u16, u16) {
-    for i in 0..200u32 {
-        let base = 20_000 + ((std::process::id() * 7 + i * 331) % 30_000) as u16;
-        let tcp = (0..2).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok());
-        let udp = (0..3).all(|k| UdpSocket::bind(("127.0.0.1", base + 100 + k)).is_ok());
-        if tcp && udp {
-            return (base, base + 100);
-        }
-    }
-    panic!("no free ports");
 }
 
 fn start(dir: &std::path::Path, http: u16, repl: u16) -> (Up, Vec<String>) {
@@ -109,7 +96,7 @@ fn get(port: u16, path: &str) -> (u16, serde_json::Value) {
 fn vigil_up_starts_loads_stops_and_resumes() {
     let dir = tempfile::tempdir().expect("dir");
     let cluster = dir.path().join("cluster");
-    let (http, repl) = free_ports();
+    let (http, repl) = free_ports(2, 3);
     let (up, lines) = start(&cluster, http, repl);
     let text = lines.join("\n");
     assert!(text.contains("made a cluster CA"), "{text}");

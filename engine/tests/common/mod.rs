@@ -93,11 +93,3 @@ pub fn settle(replica: &Store) {
         replica.wait_for_lsn(replica.last_lsn(), std::time::Duration::from_millis(100));
     }
 }
-
-/// Every frame of a store's log, as bytes, in order.
-pub fn frames(store: &Store) -> Vec<Vec<u8>> {
-    store
-        .log_frames()
-        .collect::<Result<Vec<_>, _>>()
-        .expect("read the log")
-}

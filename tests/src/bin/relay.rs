@@ -10,8 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let delay_ms: u64 = args.next().map_or(Ok(0), |a| a.parse())?;
     let loss: f64 = args.next().map_or(Ok(0.0), |a| a.parse())?;
-    let relay = vigil_tests::relay::Relay::start(server, 1)?;
-    relay.set(vigil_tests::relay::Faults {
+    let relay = vigil_net::relay::Relay::start(server, 1)?;
+    relay.set(vigil_net::relay::Faults {
         delay: std::time::Duration::from_millis(delay_ms),
         loss,
         ..Default::default()

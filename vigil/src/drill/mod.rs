@@ -183,12 +183,10 @@ async fn status_of(url: &str) -> serde_json::Value {
     }
 }
 
+/// The `p` quantile of `v` (sorted here first).
 fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    v.sort_by(f64::total_cmp);
+    vigil_net::status::percentile(v, p)
 }
 
 /// Runs a drill and writes its report; returns it.

@@ -8,7 +8,7 @@
 //! fsync, rename, directory fsync) before the answer that depends on it
 //! leaves. The promise itself is not persisted: a restarted witness grants
 //! nothing for one lease duration instead (see
-//! [`crate::lease::Voter::start`]).
+//! [`crate::proto::lease::Voter::start`]).
 //!
 //! Every message is bound to its sender: the name it claims
 //! ([`Message::claimed_sender`]) must be one the sender's certificate was
@@ -18,15 +18,10 @@
 //! would cost that leader the witness's vote and so its lease).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use crate::lease::{LeaseConfig, LeaseRequest, Voter, epoch_cas};
-use crate::node::NetError;
-use crate::tls::{Identity, transport_config};
-use crate::wire::{Message, RefuseCode};
+use crate::proto::lease::{LeaseConfig, LeaseRequest, Voter, epoch_cas};
+use crate::proto::wire::{Message, RefuseCode};
 
 /// File name of the witness's durable state.
 pub const STATE_FILE: &str = "witness.state";
@@ -116,7 +111,7 @@ impl WitnessState {
             let state = if r.eligible { "eligible" } else { "ineligible" };
             text.push_str(&format!("follower {n} {state} {}\n", r.durable_lsn));
         }
-        crate::eligibility::replace_durably(&dir.join(STATE_FILE), text.as_bytes())
+        crate::proto::eligibility::replace_durably(&dir.join(STATE_FILE), text.as_bytes())
     }
 }
 
@@ -358,7 +353,7 @@ fn speaks_for(state: &WitnessState, voter: &Voter, sender: &str, epoch: u64, now
 
 /// Checks that the name `m` claims as its sender is one `proves` accepts
 /// (in production: one the sender's certificate was made for, see
-/// [`crate::tls::peer_is`]). `Err` holds the refusal to answer with; a
+/// [`crate::runtime::tls::peer_is`]). `Err` holds the refusal to answer with; a
 /// message that claims no sender passes (the witness takes none of those).
 pub fn check_sender(m: &Message, proves: impl Fn(&str) -> bool) -> Result<(), Message> {
     match m.claimed_sender() {
@@ -370,168 +365,6 @@ pub fn check_sender(m: &Message, proves: impl Fn(&str) -> bool) -> Result<(), Me
             ),
         )),
         _ => Ok(()),
-    }
-}
-
-/// Runs a witness on `listen` until `stop` turns true: each connection
-/// opens one stream and sends requests, each answered in order.
-pub async fn serve(
-    dir: &Path,
-    id: Identity,
-    cfg: LeaseConfig,
-    listen: SocketAddr,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    on_ready: impl FnOnce(SocketAddr),
-) -> Result<(), NetError> {
-    let started = Instant::now();
-    let now = move || started.elapsed().as_micros() as u64;
-    let witness = Witness::open(dir, &id.node, cfg, now()).map_err(|source| NetError::Io {
-        op: format!("open the witness state in {}", dir.display()),
-        source,
-    })?;
-    tracing::info!(epoch = witness.state().epoch, "witness open");
-    let witness = Arc::new(Mutex::new(witness));
-    let server = id.server_config(transport_config(
-        1 << 20,
-        std::time::Duration::from_secs(10),
-    ))?;
-    let endpoint = quinn::Endpoint::server(server, listen).map_err(|source| NetError::Io {
-        op: format!("witness endpoint on {listen}"),
-        source,
-    })?;
-    let local = endpoint.local_addr().map_err(|source| NetError::Io {
-        op: "witness address".into(),
-        source,
-    })?;
-    on_ready(local);
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => match i { Some(i) => i, None => break },
-            _ = stop.changed() => break,
-        };
-        let witness = witness.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%remote, "witness peer refused during the handshake: {e}");
-                    return;
-                }
-            };
-            let chain = crate::tls::peer_chain(&conn);
-            let Ok((mut send, mut recv)) = conn.accept_bi().await else {
-                return;
-            };
-            loop {
-                let mut len = [0u8; 4];
-                if recv.read_exact(&mut len).await.is_err() {
-                    return;
-                }
-                let Ok(n) = Message::body_len(len) else {
-                    return;
-                };
-                let mut body = vec![0u8; n];
-                if recv.read_exact(&mut body).await.is_err() {
-                    return;
-                }
-                let Ok(m) = Message::decode(&body) else {
-                    tracing::warn!(%remote, "witness: undecodable message; closing");
-                    return;
-                };
-                let answer = match check_sender(&m, |name| crate::tls::peer_is(&chain, name)) {
-                    Ok(()) => {
-                        let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
-                        w.answer(m, now())
-                    }
-                    Err(refusal) => {
-                        tracing::warn!(%remote, kind = m.kind(), claimed = ?m.claimed_sender(), "witness: refused a message whose claimed sender the certificate does not prove");
-                        Ok(Some(refusal))
-                    }
-                };
-                match answer {
-                    Ok(Some(a)) => {
-                        if send.write_all(&a.encode()).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::warn!(%remote, "witness: a message it does not take; closing");
-                        return;
-                    }
-                    Err(e) => {
-                        // Nothing is answered that is not durable.
-                        tracing::error!("witness cannot record its state: {e}");
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    endpoint.close(0u32.into(), b"witness stopping");
-    Ok(())
-}
-
-/// A connection to a witness: one request at a time, each answered.
-#[derive(Debug)]
-pub struct WitnessClient {
-    conn: quinn::Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-}
-
-impl WitnessClient {
-    /// Connects to the witness at `addr`, whose certificate must carry
-    /// `name`, as the node `id`.
-    pub async fn connect(id: &Identity, addr: SocketAddr, name: &str) -> Result<Self, NetError> {
-        let bind: SocketAddr = if addr.is_ipv6() {
-            SocketAddr::from(([0u16; 8], 0))
-        } else {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|source| NetError::Io {
-            op: "witness client endpoint".into(),
-            source,
-        })?;
-        endpoint.set_default_client_config(id.client_config(transport_config(
-            1 << 20,
-            std::time::Duration::from_secs(10),
-        ))?);
-        let conn = endpoint
-            .connect(addr, name)
-            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?
-            .await
-            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| NetError::Connection(format!("witness {addr}: {e}")))?;
-        Ok(Self { conn, send, recv })
-    }
-
-    /// Sends `m` and waits for the answer.
-    pub async fn ask(&mut self, m: &Message) -> Result<Message, NetError> {
-        let io = |e: String| NetError::Connection(format!("witness: {e}"));
-        self.send
-            .write_all(&m.encode())
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        let mut len = [0u8; 4];
-        self.recv
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        let mut body = vec![0u8; Message::body_len(len)?];
-        self.recv
-            .read_exact(&mut body)
-            .await
-            .map_err(|e| io(e.to_string()))?;
-        Ok(Message::decode(&body)?)
-    }
-
-    /// Closes the connection.
-    pub fn close(&self) {
-        self.conn.close(0u32.into(), b"done");
     }
 }
 
@@ -767,7 +600,7 @@ mod tests {
                 matches!(
                     answer,
                     Some(Message::Refused {
-                        code: crate::wire::RefuseCode::NotLeader,
+                        code: crate::proto::wire::RefuseCode::NotLeader,
                         ..
                     })
                 ),
@@ -865,7 +698,7 @@ mod tests {
             matches!(
                 check_sender(&m("b"), is_a),
                 Err(Message::Refused {
-                    code: crate::wire::RefuseCode::Protocol,
+                    code: crate::proto::wire::RefuseCode::Protocol,
                     ..
                 })
             ),
@@ -899,7 +732,7 @@ mod tests {
             matches!(
                 late,
                 Some(Message::Refused {
-                    code: crate::wire::RefuseCode::Stale,
+                    code: crate::proto::wire::RefuseCode::Stale,
                     ..
                 })
             ),

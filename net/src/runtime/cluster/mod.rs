@@ -34,13 +34,13 @@ use drive::run;
 use links::{answer_leader, witness_link};
 use roles::{promote, start_follower, step_down, take_node};
 
-use crate::lease::{
+use crate::proto::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role as LeaseRole,
 };
-use crate::node::{NetError, Node, NodeConfig, Role};
-use crate::tls::Identity;
-use crate::wire::Message;
-use crate::witness::WitnessClient;
+use crate::proto::wire::Message;
+use crate::runtime::node::{NetError, Node, NodeConfig, Role};
+use crate::runtime::tls::Identity;
+use crate::runtime::witness::WitnessClient;
 
 /// How often the loop looks at time and at replication.
 const TICK: Duration = Duration::from_millis(50);

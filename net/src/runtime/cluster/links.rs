@@ -4,7 +4,7 @@
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::wire::RefuseCode;
+use crate::proto::wire::RefuseCode;
 
 /// A follower's answers to what its leader sends on the replication
 /// connection (authenticated as the peer by its certificate during the

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use vigil_engine::{LogChunk, LogPosition};
 
-use crate::wire::{CHUNK_BYTES_MAX, Message, PROTOCOL_VERSION, RefuseCode};
+use crate::proto::wire::{CHUNK_BYTES_MAX, Message, PROTOCOL_VERSION, RefuseCode};
 
 /// Settings of a leader session.
 #[derive(Debug, Clone)]

@@ -19,16 +19,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use vigil_engine::{Error as StoreError, Store};
 
-use crate::durable_wait::DurableWaiters;
-use crate::eligibility::{EligibilityFile, decide};
-use crate::enforce::{Enforcer, Record, RecordError, Records};
-use crate::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
-use crate::leader::{
+use crate::proto::eligibility::{EligibilityFile, decide};
+use crate::proto::enforce::{Enforcer, Record, RecordError, Records};
+use crate::proto::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
+use crate::proto::leader::{
     LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
 };
+use crate::proto::wire::{Message, WireError};
+use crate::runtime::durable_wait::DurableWaiters;
+use crate::runtime::tls::{Identity, TlsError, transport_config};
+use crate::runtime::transport::{read_message, write_message};
 use crate::status::{FollowerLink, ReplicationStatus, SyncProgress, Upstream};
-use crate::tls::{Identity, TlsError, transport_config};
-use crate::wire::{Message, WireError};
 
 /// How often the state machines get a tick.
 const TICK: Duration = Duration::from_millis(50);
@@ -228,14 +229,6 @@ fn not_leader() -> NetError {
 /// benchmark run's percentiles cover the whole run (256 KiB per follower).
 const LAG_SAMPLES_MAX: usize = 65_536;
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 /// A running replication node. Dropping it without [`Node::shutdown`]
 /// leaves its tasks to end with the runtime.
 pub struct Node {
@@ -414,10 +407,10 @@ impl Node {
         st.followers = s.links.values().cloned().collect();
         for f in &mut st.followers {
             if let Some(samples) = s.lag_samples.get(&f.node) {
-                let mut v: Vec<u32> = samples.iter().copied().collect();
-                v.sort_unstable();
-                f.commit_to_durable_p50_ms = percentile(&v, 0.5);
-                f.commit_to_durable_p99_ms = percentile(&v, 0.99);
+                let mut v: Vec<f64> = samples.iter().map(|&us| f64::from(us) / 1000.0).collect();
+                v.sort_by(f64::total_cmp);
+                f.commit_to_durable_p50_ms = crate::status::percentile(&v, 0.5);
+                f.commit_to_durable_p99_ms = crate::status::percentile(&v, 0.99);
                 f.commit_to_durable_samples = v.len();
             }
         }
@@ -539,7 +532,7 @@ impl Node {
                 .map_err(|e| NetError::Connection(e.to_string()))?;
             write_message(&mut send, m).await?;
             let _ = send.finish();
-            read_message(&mut recv, &std::sync::atomic::AtomicU64::new(0))
+            read_message(&mut recv, None)
                 .await?
                 .ok_or_else(|| NetError::Connection(format!("{name} closed the vote stream")))
         };
@@ -649,42 +642,6 @@ fn watch_log(
     Ok((rx, listener))
 }
 
-async fn read_message(
-    recv: &mut quinn::RecvStream,
-    progress: &std::sync::atomic::AtomicU64,
-) -> Result<Option<Message>, NetError> {
-    let mut len = [0u8; 4];
-    match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(NetError::Connection(e.to_string())),
-    }
-    let n = Message::body_len(len)?;
-    let mut body = vec![0u8; n];
-    let mut pos = 0;
-    while pos < n {
-        match recv.read(&mut body[pos..]).await {
-            Ok(Some(k)) => {
-                pos += k;
-                progress.fetch_add(k as u64, Ordering::Relaxed);
-            }
-            Ok(None) => {
-                return Err(NetError::Connection(format!(
-                    "stream ended inside a message ({pos} of {n} bytes)"
-                )));
-            }
-            Err(e) => return Err(NetError::Connection(e.to_string())),
-        }
-    }
-    Ok(Some(Message::decode(&body)?))
-}
-
-async fn write_message(send: &mut quinn::SendStream, m: &Message) -> Result<(), NetError> {
-    send.write_all(&m.encode())
-        .await
-        .map_err(|e| NetError::Connection(e.to_string()))
-}
-
 /// Reads messages into a bounded channel until the stream ends or fails.
 /// `progress` counts bytes as they arrive, inside a message too.
 fn spawn_reader(
@@ -694,7 +651,7 @@ fn spawn_reader(
     let (tx, rx) = mpsc::channel(READ_AHEAD_MESSAGES);
     tokio::spawn(async move {
         loop {
-            let m = read_message(&mut recv, &progress).await;
+            let m = read_message(&mut recv, Some(&progress)).await;
             let end = !matches!(m, Ok(Some(_)));
             let item = match m {
                 Ok(Some(m)) => Ok(m),
@@ -1358,9 +1315,9 @@ async fn follow(
 /// rejoin's cut with quarantine, or an operator, must act).
 async fn drop_lost_tail(
     store: &Arc<Store>,
-    refusal: Option<(crate::wire::RefuseCode, u64)>,
+    refusal: Option<(crate::proto::wire::RefuseCode, u64)>,
 ) -> Option<vigil_engine::LogEnd> {
-    let Some((crate::wire::RefuseCode::Diverged, after)) = refusal else {
+    let Some((crate::proto::wire::RefuseCode::Diverged, after)) = refusal else {
         return None;
     };
     let s = store.clone();
@@ -1402,8 +1359,7 @@ async fn answer_leader(conn: quinn::Connection, voter: VoteFn) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let voter = voter.clone();
         tokio::spawn(async move {
-            let counted = std::sync::atomic::AtomicU64::new(0);
-            while let Ok(Some(m)) = read_message(&mut recv, &counted).await {
+            while let Ok(Some(m)) = read_message(&mut recv, None).await {
                 let Some(answer) = voter(m) else {
                     return;
                 };
@@ -1516,12 +1472,12 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
         },
         stopped: m.stopped().map(String::from),
         diverged_at: match m.refusal() {
-            Some((crate::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
+            Some((crate::proto::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
             _ => None,
         },
         reseed_needed: matches!(
             m.refusal(),
-            Some((crate::wire::RefuseCode::ReseedNeeded, _))
+            Some((crate::proto::wire::RefuseCode::ReseedNeeded, _))
         ),
         leader_epoch: l.epoch,
         connects: c.connects,

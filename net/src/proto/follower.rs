@@ -10,7 +10,7 @@
 //! that reconnecting cannot cure (another cluster, another protocol
 //! version, a diverged log) stops it with the reason instead of looping.
 
-use crate::wire::{Message, PROTOCOL_VERSION, RefuseCode};
+use crate::proto::wire::{Message, PROTOCOL_VERSION, RefuseCode};
 
 /// Settings of a follower.
 #[derive(Debug, Clone)]

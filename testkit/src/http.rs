@@ -1,6 +1,7 @@
 //! A minimal blocking HTTP/1.1 client for tests (one request per
 //! connection, Content-Length bodies): enough to drive a Vigil node
-//! without pulling an HTTP stack into every test.
+//! without pulling an HTTP stack into every test. The one HTTP client of
+//! the tests that talk to a server over a socket.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -84,4 +85,12 @@ pub fn request_with(
         headers,
         body,
     })
+}
+
+/// A node's `/status` (Null when it does not answer 200).
+pub fn status(addr: SocketAddr) -> serde_json::Value {
+    match request(addr, "GET", "/status", None) {
+        Ok(r) if r.status == 200 => serde_json::from_str(&r.body).expect("json"),
+        _ => serde_json::Value::Null,
+    }
 }

@@ -20,7 +20,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::wire::ALPN;
+use crate::proto::wire::ALPN;
 
 /// Why certificates could not be made or loaded.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::eligibility::decide;
+use crate::proto::eligibility::decide;
 
 /// Most followers tracked (as many as the witness records).
 const FOLLOWERS_MAX: usize = 64;

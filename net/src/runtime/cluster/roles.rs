@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::{Options, Store};
 
-use crate::enforce::{Record, RecordError};
-use crate::wire::RefuseCode;
+use crate::proto::enforce::{Record, RecordError};
+use crate::proto::wire::RefuseCode;
 
 use super::*;
 

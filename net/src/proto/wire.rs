@@ -559,7 +559,7 @@ impl Message {
     /// candidate of a lease ask or an epoch CAS, the leader of an
     /// eligibility record, the holder giving up its lease. A receiver acts
     /// on such a message only once the sender's certificate proves this
-    /// name (see [`crate::tls::peer_is`]). `None` for every other kind.
+    /// name (see [`crate::runtime::tls::peer_is`]). `None` for every other kind.
     pub fn claimed_sender(&self) -> Option<&str> {
         match self {
             Message::LeaseAsk { candidate, .. } | Message::EpochCas { candidate, .. } => {

@@ -1,0 +1,16 @@
+//! The decisions of [`crate::proto`], carried out with quinn and tokio.
+//!
+//! - [`transport`] — framed messages on QUIC streams, shared by all below.
+//! - [`node`] — the replication node: a leader's sessions, a follower's
+//!   connection, the log head fed by the writer, synchronous waits.
+//! - [`durable_wait`] — callers parked until a follower holds their LSN.
+//! - [`cluster`] — automatic failover on a data node.
+//! - [`witness`] — the witness's server and a data node's client of it.
+//! - [`tls`] — the cluster's certificates and the QUIC configurations.
+
+pub mod cluster;
+pub mod durable_wait;
+pub mod node;
+pub mod tls;
+pub mod transport;
+pub mod witness;

@@ -1,0 +1,29 @@
+//! # vigil-testkit
+//!
+//! What Vigil's tests would otherwise each copy. Dev-only: no library or
+//! binary of the project depends on it.
+//!
+//! - [`Rng`] — xorshift64*, seeded and reproducible.
+//! - [`until`] / [`until_async`] — poll a condition with a deadline.
+//! - [`free_ports`], [`free_udp_port`] — loopback ports free right now.
+//! - [`frames`], [`frames_in`] — a store's whole log as bytes.
+//! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
+//! - [`ChildGuard`] — a child process killed and reaped on drop.
+//! - [`sim`] — the one simulation harness: simulated time, a clock per
+//!   node, a network that delays, drops, duplicates, reorders and cuts,
+//!   crashed and paused nodes. The replication, lease and failover
+//!   simulators all run on it.
+
+pub mod http;
+mod ports;
+mod process;
+mod rng;
+pub mod sim;
+mod store;
+mod wait;
+
+pub use ports::{free_ports, free_udp_port};
+pub use process::ChildGuard;
+pub use rng::Rng;
+pub use store::{frames, frames_in};
+pub use wait::{until, until_async};
