@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::write::batch::Precondition;
+use crate::write::precondition::Precondition;
 
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -44,16 +44,18 @@ pub use backup::{
 pub use disk::DiskSpace;
 pub use error::{Error, Result};
 pub use index::keys::{KeyExtractor, NoKeys};
+pub use log::chunk::LogChunk;
 pub use log::codec::DecodeError;
+pub use log::ends::{LOG_END_LISTENERS_MAX, LogEnd, LogEndListener, LogTip};
 pub use log::record::{OpKind, Watermark};
 pub use replica::rejoin::CutReport;
-pub use replica::{
-    LOG_END_LISTENERS_MAX, LogChunk, LogEnd, LogEndListener, LogFrames, LogPosition, LogTip,
-};
+pub use replica::{LogFrames, LogPosition};
+pub use store::options::{DictionaryPolicy, Options};
 pub use store::read::{
     Change, Current, HistoryCursor, HistoryPage, HistoryQuery, HistoryScope, PagePosition,
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
-pub use store::{DictionaryPolicy, OpenReport, Options, Store};
-pub use write::batch::{Action, Batch, Committed, Op, OpOutcome, Precondition};
+pub use store::{OpenReport, Store};
+pub use write::batch::{Action, Batch, Committed, Op, OpOutcome};
 pub use write::clock::{Clock, SystemClock};
+pub use write::precondition::Precondition;

@@ -11,7 +11,6 @@ use vigil_engine::{Batch, Committed, Options, Store};
 
 use crate::config::Config;
 use crate::outcome::FhirError;
-use crate::server::ServeError;
 
 /// What every handler shares.
 pub struct App {
@@ -24,7 +23,7 @@ pub struct App {
     /// Base URL for links, without a trailing slash.
     pub base: String,
     /// Bearer-token checks, when configured.
-    pub auth: Option<crate::auth::Authenticator>,
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// Replication, when configured (started by [`crate::server::run`]).
     pub replication: Option<crate::replication::Replication>,
     /// Time to acknowledge writes, for `/metrics`.
@@ -52,7 +51,7 @@ impl App {
             store: std::sync::RwLock::new(store),
             base: config.base(),
             config,
-            auth,
+            auth: auth.map(Arc::new),
             replication: None,
             commit_latency: Default::default(),
             export_polls: Default::default(),
@@ -81,7 +80,7 @@ impl App {
             resource_bytes_max: config.max_resource_bytes,
             key_buffer_entries: config.search_key_buffer_entries,
             disk_reserve_bytes: config.disk_reserve_bytes,
-            extractor: Arc::new(crate::search::SearchKeys),
+            extractor: Arc::new(crate::search::keys::SearchKeys),
             replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
         }
@@ -186,10 +185,10 @@ const INLINE_PREPARE_OPS_MAX: usize = 16;
 /// on a blocking thread so that compression does not stall the runtime.
 pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
     let started = std::time::Instant::now();
-    let _admitted = crate::replication::admit_write(app)?;
+    let _admitted = crate::replication::admit_write(app.replication.as_ref())?;
     let committed = commit_locally(app, batch).await?;
-    crate::replication::after_commit(app, committed.last_lsn).await?;
-    crate::replication::before_ack(app)?;
+    crate::replication::after_commit(app.replication.as_ref(), committed.last_lsn).await?;
+    crate::replication::before_ack(app.replication.as_ref())?;
     app.commit_latency.observe(started.elapsed());
     Ok(committed)
 }
@@ -210,4 +209,29 @@ async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError>
     rx.await
         .map_err(|_| FhirError::from(vigil_engine::Error::Closed))?
         .map_err(FhirError::from)
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store would not open.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] vigil_engine::Error),
+    /// Authorisation is misconfigured.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+    /// Replication could not start.
+    #[error("replication: {0}")]
+    Replication(#[from] vigil_net::runtime::error::NetError),
 }

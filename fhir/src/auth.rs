@@ -18,33 +18,8 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::app::App;
+use crate::config::AuthConfig;
 use crate::outcome::FhirError;
-
-/// The `[auth]` table of the config file. Empty: no authorisation.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Static bearer tokens that may do anything.
-    pub tokens: Vec<String>,
-    /// The shared secret of HS256-signed JWTs.
-    pub jwt_hs256_secret: Option<String>,
-    /// A PEM file with the RSA public key of RS256-signed JWTs.
-    pub jwt_rs256_public_key: Option<PathBuf>,
-    /// The `iss` a JWT must carry, if set.
-    pub jwt_issuer: Option<String>,
-    /// The `aud` a JWT must carry, if set.
-    pub jwt_audience: Option<String>,
-}
-
-impl AuthConfig {
-    /// Whether any way to authenticate is configured.
-    pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
-            || self.jwt_hs256_secret.is_some()
-            || self.jwt_rs256_public_key.is_some()
-    }
-}
 
 /// Why authorisation could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -181,10 +156,8 @@ fn open_path(path: &str) -> bool {
 }
 
 /// The middleware: passes requests the authenticator accepts.
-pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(auth) = &app.auth
-        && !open_path(req.uri().path())
-    {
+pub async fn layer(State(auth): State<Arc<Authenticator>>, req: Request, next: Next) -> Response {
+    if !open_path(req.uri().path()) {
         let header = req
             .headers()
             .get(header::AUTHORIZATION)

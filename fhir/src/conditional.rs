@@ -17,12 +17,11 @@ use axum::response::Response;
 use vigil_engine::{Batch, Op, OpKind, Precondition};
 
 use crate::app::{App, commit};
-use crate::interactions::{
-    body_for, check_type, conflict_to_412, deleted_response, written_response,
-};
+use crate::interactions::{body_for, conflict_to_412, deleted_response, written_response};
 use crate::negotiate::check_accept;
 use crate::outcome::FhirError;
 use crate::resource::{id_of, to_stored};
+use crate::types::check_type;
 
 /// The search criteria of a conditional URL, without `_format`; refuses an
 /// empty one (it would match every resource of the type).

@@ -31,10 +31,7 @@ use crate::outcome::FhirError;
 
 /// The internal resource type holding export jobs (never exported).
 pub const JOB_TYPE: &str = "VigilExportJob";
-/// Resources per output chunk, by default.
-pub const CHUNK_RESOURCES_DEFAULT: usize = 1_000;
-/// How long a worker's claim on a job lasts without renewal, by default.
-pub const LEASE_MS_DEFAULT: u64 = 60_000;
+
 /// Most export jobs kept (finished ones count until deleted).
 const JOBS_MAX: usize = 100;
 /// Changes read per call while collecting the snapshot.

@@ -14,10 +14,11 @@ use vigil_engine::{HistoryCursor, HistoryQuery, HistoryScope, OpKind, PagePositi
 use crate::app::App;
 use crate::http::{etag, json_response};
 use crate::instant::{format_instant, parse_interval};
-use crate::interactions::{check_instance, check_type};
+use crate::interactions::check_instance;
 use crate::negotiate::check_accept;
 use crate::outcome::FhirError;
 use crate::resource::render_map;
+use crate::types::check_type;
 
 /// Page size when `_count` is not given.
 pub const PAGE_DEFAULT: usize = 50;

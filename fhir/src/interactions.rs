@@ -16,21 +16,10 @@ use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_r
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::{FhirError, outcome_json};
 use crate::resource::{check_id, id_of, parse, render, to_stored_in, type_of};
-use crate::types::is_resource_type;
+use crate::types::check_type;
 
 /// Query parameters every interaction understands.
 pub type Params = Query<HashMap<String, String>>;
-
-/// Checks the type in the URL.
-pub fn check_type(ty: &str) -> Result<(), FhirError> {
-    if is_resource_type(ty) {
-        Ok(())
-    } else {
-        Err(FhirError::not_found(format!(
-            "{ty:?} is not an R4 resource type"
-        )))
-    }
-}
 
 /// The checks every instance-level interaction starts with: the client
 /// accepts JSON, the type is an R4 type, the id is a valid id.

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::app::App;
+use crate::app::{App, ServeError};
 use crate::config::Config;
 use crate::outcome::FhirError;
 use crate::{capability, history, interactions, search, transaction};
@@ -17,13 +17,13 @@ use crate::{capability, history, interactions, search, transaction};
 /// Every route of the FHIR REST API.
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health/leader", get(leader))
-        .route("/status", get(crate::replication::status))
-        .route("/metrics", get(crate::replication::metrics))
+        .route("/status", get(crate::replication::http::status))
+        .route("/metrics", get(crate::replication::http::metrics))
         .route("/admin/switchover", post(crate::admin::switchover))
         .route("/admin/drill/crash", post(crate::admin::drill_crash))
         .route(
@@ -63,17 +63,20 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::replication::sync_reads_layer,
+            crate::replication::http::sync_reads_layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::replication::follower_layer,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            crate::replication::http::follower_layer,
+        ));
+    let router = match app.auth.clone() {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(
+            auth,
             crate::auth::layer,
-        ))
-        .with_state(app)
+        )),
+        None => router,
+    };
+    router.with_state(app)
 }
 
 async fn live() -> Response {
@@ -179,31 +182,6 @@ async fn wrong_method(method: Method, OriginalUri(uri): OriginalUri) -> FhirErro
     )
 }
 
-/// Why the server could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The store would not open.
-    #[error("cannot open the store: {0}")]
-    Store(#[from] vigil_engine::Error),
-    /// Authorisation is misconfigured.
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthSetupError),
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The server failed while running.
-    #[error("server: {0}")]
-    Io(#[from] std::io::Error),
-    /// Replication could not start.
-    #[error("replication: {0}")]
-    Replication(#[from] vigil_net::runtime::node::NetError),
-}
-
 /// Runs the server until SIGINT or SIGTERM; in-flight requests finish and
 /// the store closes cleanly. Calls `on_ready` with the bound address.
 pub async fn run(
@@ -227,7 +205,7 @@ pub async fn run(
     } else if let Some(rc) = app.config.replication.clone() {
         let Some(store) = app.own_store() else {
             return Err(ServeError::Replication(
-                vigil_net::runtime::node::NetError::Config("no store".into()),
+                vigil_net::runtime::error::NetError::Config("no store".into()),
             ));
         };
         let node = vigil_net::runtime::node::Node::start(store, rc.node_config(&app.base)).await?;
@@ -294,8 +272,8 @@ async fn watch_disk(app: Arc<App>) {
         let Some(r) = &app.replication else { continue };
         let Some(cluster) = r.cluster() else { continue };
         let due = last_switchover
-            .is_none_or(|t| t.elapsed() >= crate::replication::DISK_FULL_SWITCHOVER_RETRY);
-        if r.config.on_disk_full == crate::replication::OnDiskFull::Switchover
+            .is_none_or(|t| t.elapsed() >= crate::config::replication::DISK_FULL_SWITCHOVER_RETRY);
+        if r.config.on_disk_full == crate::config::replication::OnDiskFull::Switchover
             && cluster.is_leader()
             && due
         {
@@ -311,7 +289,7 @@ async fn watch_disk(app: Arc<App>) {
                 }
                 Err(e) => tracing::error!(
                     "the disk is full and the switchover failed (tried again in {} s): {e}",
-                    crate::replication::DISK_FULL_SWITCHOVER_RETRY.as_secs()
+                    crate::config::replication::DISK_FULL_SWITCHOVER_RETRY.as_secs()
                 ),
             }
         }

@@ -20,10 +20,10 @@ use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 use crate::app::{App, commit};
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
-use crate::interactions::check_type;
 use crate::negotiate::{check_accept, check_content_type};
 use crate::outcome::FhirError;
 use crate::resource::{check_id, id_of, render_map, to_stored_in, type_of};
+use crate::types::check_type;
 
 /// Most entries in one Bundle.
 pub const BUNDLE_ENTRIES_MAX: usize = vigil_engine::limits::BATCH_OPS_MAX;

@@ -1,5 +1,7 @@
 //! The resource types of FHIR R4 (4.0.1).
 
+use crate::outcome::FhirError;
+
 /// Every R4 resource type name, sorted.
 pub const R4_RESOURCE_TYPES: &[&str] = &[
     "Account",
@@ -161,6 +163,18 @@ pub fn is_valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Refuses a type that is not an R4 resource type (404, as a route to
+/// nothing).
+pub fn check_type(ty: &str) -> Result<(), FhirError> {
+    if is_resource_type(ty) {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "{ty:?} is not an R4 resource type"
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use common::TestServer;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
-use vigil_fhir::auth::AuthConfig;
+use vigil_fhir::config::AuthConfig;
 
 fn now() -> u64 {
     std::time::SystemTime::now()

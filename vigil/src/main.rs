@@ -281,7 +281,7 @@ impl ReplFlags {
                         "replication needs --node and --certs (or a [replication] table in --config)"
                     );
                 };
-                vigil_fhir::replication::ReplicationConfig {
+                vigil_fhir::config::replication::ReplicationConfig {
                     cluster: "vigil".into(),
                     node,
                     certs,

@@ -14,16 +14,16 @@
 //! commits), so that wait is bounded too: when the index falls that far
 //! behind, the writer waits. A replica's appends get a larger bound.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::index::backlog::Unindexed;
 use crate::index::tables::{FrameToApply, Parts, Tables, apply_frame};
 use crate::limits::{APPLY_TXN_BYTES_MAX, INDEX_SYNC_INTERVAL_MS, INDEX_SYNC_LOG_BYTES};
 use crate::log::frame::FrameHeader;
-use crate::store::Inner;
+use crate::store::state::Inner;
 
 /// The secondary keys a committer extracted, per record of one frame
 /// (`None` for a record whose keys the applier extracts itself).
@@ -95,89 +95,6 @@ impl ApplyJob {
     }
 }
 
-/// A durable frame not yet in the index, and where it is in the log.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Unindexed {
-    pub header: FrameHeader,
-    pub segment: u64,
-    pub offset: u64,
-}
-
-/// Bytes queued for the applier, and the frames they hold.
-#[derive(Default)]
-pub(crate) struct Backlog {
-    state: Mutex<BacklogState>,
-    drained: Condvar,
-}
-
-#[derive(Default)]
-struct BacklogState {
-    bytes: u64,
-    frames: VecDeque<Unindexed>,
-}
-
-impl Backlog {
-    /// The durable frames the index does not hold yet, oldest first, that
-    /// start at or after `from_lsn` (at most `max` of them).
-    pub(crate) fn frames_from(&self, from_lsn: u64, max: usize) -> Vec<Unindexed> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.frames
-            .iter()
-            .filter(|f| f.header.end_lsn() > from_lsn)
-            .take(max)
-            .copied()
-            .collect()
-    }
-
-    fn add(&self, bytes: u64, frames: impl Iterator<Item = Unindexed>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.bytes += bytes;
-        s.frames.extend(frames);
-    }
-
-    /// Forgets frames past `lsn` (a replica cut frames it held).
-    pub(crate) fn forget_after(&self, lsn: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s
-            .frames
-            .back()
-            .is_some_and(|f| f.header.end_lsn() - 1 > lsn)
-        {
-            s.frames.pop_back();
-        }
-    }
-
-    fn add_bytes(&self, bytes: u64) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).bytes += bytes;
-    }
-
-    fn applied(&self, bytes: u64, through_lsn: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.bytes = s.bytes.saturating_sub(bytes);
-        while s
-            .frames
-            .front()
-            .is_some_and(|f| f.header.end_lsn() - 1 <= through_lsn)
-        {
-            s.frames.pop_front();
-        }
-        self.drained.notify_all();
-    }
-
-    /// Waits while more than `bound` bytes are queued, or until the store
-    /// stopped (then nothing will drain the queue).
-    fn wait_for_room(&self, inner: &Inner, bound: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.bytes > bound && inner.check_alive().is_ok() {
-            s = self
-                .drained
-                .wait_timeout(s, Duration::from_millis(50))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
 /// The handle the writer keeps. Dropping it lets the thread index what is
 /// queued, make the index durable, and end; the drop waits for that, so a
 /// closed store holds no thread (nor its files) any more.
@@ -225,7 +142,7 @@ impl Applier {
             "extracted keys belong to a job of one frame"
         );
         let backlog = &self.inner.backlog;
-        backlog.wait_for_room(&self.inner, bound);
+        backlog.wait_for_room(|| self.inner.check_alive().is_ok(), bound);
         backlog.add(job.bytes.len() as u64, job.unindexed());
         queued();
         self.send(job);
@@ -253,7 +170,7 @@ impl Applier {
     /// backlog is over `bound` bytes. Jobs are released in log order.
     pub(crate) fn release(&self, job: ApplyJob, bound: u64) {
         let backlog = &self.inner.backlog;
-        backlog.wait_for_room(&self.inner, bound);
+        backlog.wait_for_room(|| self.inner.check_alive().is_ok(), bound);
         backlog.add_bytes(job.bytes.len() as u64);
         self.send(job);
     }

@@ -24,6 +24,7 @@ use redb::{
 };
 
 use crate::error::{Error, Result};
+use crate::index::INDEX_FORMAT_VERSION;
 use crate::index::keys::KeyExtractor;
 use crate::index::keys::runs::{Bytes, Merged, RunSet, Source, run_source};
 use crate::index::keys::store::{FileSet, KeyStore, keys_path};
@@ -33,9 +34,6 @@ use crate::log::dict::Dictionaries;
 use crate::log::files::Segments;
 use crate::log::frame::{FRAME_HEADER_BYTES, FrameHeader, decode_records};
 use crate::log::record::{BodyCodec, OpKind, RecordRef, ResourceRef};
-
-/// Bumped whenever a table's layout changes; a different version rebuilds.
-pub(crate) const INDEX_FORMAT_VERSION: u64 = 5;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");

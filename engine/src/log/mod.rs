@@ -8,15 +8,20 @@
 //! - `files` — the segment files: preallocation, append, rotation,
 //!   positioned reads.
 //! - `recovery` — the open-time scan: torn tail cut, corruption named.
-//! - `tail` — the newest frames, in memory, for replication's live tail.
+//! - `tail` — the newest frames, in memory, for replication's live tail;
+//!   `chunk` — the unit replication reads the log in.
+//! - `ends` — where the log ends (written, durable), and who is told when
+//!   that moves.
 //!
 //! **Invariant:** a `.seg` file always has a whole header, and a frame is
 //! read back only after its CRC is checked. **Boundary:** bytes and files
 //! only; what a record means to the index is `crate::index`'s.
 //! `docs/format.md` draws every byte; `engine/tests/golden/` pins them.
 
+pub(crate) mod chunk;
 pub(crate) mod codec;
 pub(crate) mod dict;
+pub(crate) mod ends;
 pub(crate) mod files;
 pub mod frame;
 pub mod record;

@@ -21,8 +21,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::limits::TAIL_BYTES_MAX;
+use crate::log::chunk::LogChunk;
 use crate::log::frame::FrameHeader;
-use crate::replica::LogChunk;
 
 /// One frame, as written.
 #[derive(Debug)]

@@ -8,143 +8,22 @@
 
 pub(crate) mod rejoin;
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::index::tables::Snapshot;
+use crate::log::chunk::LogChunk;
+use crate::log::ends::{EndState, LogEnd, LogEndListener, LogTip};
 use crate::log::frame::{
     FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header,
 };
 use crate::log::record::RecordRef;
-use crate::store::{Inner, Store};
+use crate::store::Store;
+use crate::store::state::Inner;
 use crate::write::writer::{Control, Reply, Request};
 
 /// Most frames read per chunk.
 const CHUNK_FRAMES_MAX: usize = 4096;
-
-/// Consecutive whole frames of one segment, exactly as on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogChunk {
-    /// LSN of the first record of the first frame.
-    pub first_lsn: u64,
-    /// The LSN after the last record of the last frame.
-    pub end_lsn: u64,
-    /// Number of frames.
-    pub frames: u32,
-    /// The frames' bytes.
-    pub bytes: Vec<u8>,
-    /// Bytes of the resource bodies in these frames before compression
-    /// (their JSON as committed): with `bytes`, the compression ratio.
-    pub raw_bytes: u64,
-}
-
-/// The durable end of a log: its last frame. On a replica it runs ahead
-/// of [`Store::last_lsn`] (what is indexed and visible) while frames are
-/// being indexed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogEnd {
-    /// The last durable LSN (0: empty log).
-    pub lsn: u64,
-    /// Epoch of the last frame.
-    pub epoch: u64,
-    /// CRC of the last frame.
-    pub crc: u32,
-    /// Commit time of the last frame, µs since the Unix epoch.
-    pub timestamp_us: u64,
-}
-
-/// Where the log ends, as [`Store::on_log_end`] listeners are told it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogTip {
-    /// The last LSN written to the log file, fsynced or not: frames up to
-    /// it are served by [`Store::read_log_recent`]. Never behind
-    /// `durable.lsn`, and ahead of it only while the writer's fsync of
-    /// the newest frame is under way.
-    pub written_lsn: u64,
-    /// The durable end.
-    pub durable: LogEnd,
-}
-
-/// Most functions registered with [`Store::on_log_end`] at once.
-pub const LOG_END_LISTENERS_MAX: usize = 64;
-
-/// A function told each move of the log's end.
-type EndFn = Arc<dyn Fn(LogTip) + Send + Sync>;
-
-/// The log's ends and the functions told when they move (one lock, so a
-/// function registers between two moves, never inside one).
-#[derive(Debug)]
-pub(crate) struct EndState {
-    pub(crate) tip: LogTip,
-    pub(crate) listeners: EndListeners,
-}
-
-impl EndState {
-    pub(crate) fn new(durable: LogEnd) -> Self {
-        Self {
-            tip: LogTip {
-                written_lsn: durable.lsn,
-                durable,
-            },
-            listeners: EndListeners::default(),
-        }
-    }
-}
-
-/// The functions registered with [`Store::on_log_end`].
-#[derive(Default)]
-pub(crate) struct EndListeners {
-    next_id: u64,
-    fns: Vec<(u64, EndFn)>,
-}
-
-impl std::fmt::Debug for EndListeners {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EndListeners")
-            .field("count", &self.fns.len())
-            .finish()
-    }
-}
-
-impl EndListeners {
-    /// Tells every registered function the new ends. Called by whoever
-    /// moved them, in order: ends are never told after later ones.
-    pub(crate) fn tell(&self, tip: LogTip) {
-        for (_, f) in &self.fns {
-            f(tip);
-        }
-    }
-}
-
-/// Keeps a function registered with [`Store::on_log_end`]; dropping it
-/// unregisters the function (after a call under way, if any, returns).
-#[must_use = "dropping the listener unregisters it"]
-pub struct LogEndListener {
-    inner: Weak<Inner>,
-    id: u64,
-}
-
-impl std::fmt::Debug for LogEndListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogEndListener")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl Drop for LogEndListener {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner
-                .log_end
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .listeners
-                .fns
-                .retain(|(id, _)| *id != self.id);
-        }
-    }
-}
 
 /// The frames of a log in order; see [`Store::log_frames`].
 #[derive(Debug)]
@@ -392,22 +271,7 @@ impl Store {
     /// which ships a frame as soon as it is written.
     /// At most [`LOG_END_LISTENERS_MAX`] at once.
     pub fn on_log_end(&self, f: impl Fn(LogTip) + Send + Sync + 'static) -> Result<LogEndListener> {
-        let mut g = self.inner.log_end.lock().unwrap_or_else(|p| p.into_inner());
-        let listeners = &mut g.listeners;
-        if listeners.fns.len() >= LOG_END_LISTENERS_MAX {
-            return Err(Error::Invalid {
-                what: "log end listener",
-                value: listeners.fns.len().to_string(),
-                reason: format!("at most {LOG_END_LISTENERS_MAX} may be registered at once"),
-            });
-        }
-        let id = listeners.next_id;
-        listeners.next_id += 1;
-        listeners.fns.push((id, Arc::new(f)));
-        Ok(LogEndListener {
-            inner: Arc::downgrade(&self.inner),
-            id,
-        })
+        EndState::listen(&self.inner.log_end, Arc::new(f))
     }
 
     /// Appends frames read from the leader's log ([`Store::read_log`]),
@@ -524,7 +388,7 @@ impl Inner {
     /// the index has not applied yet come from the applier's backlog, so
     /// the leader ships a frame as soon as it is durable, not once indexed.
     pub(crate) fn frames_from(&self, lsn: u64, max: usize) -> Result<Vec<(u64, u64, u64)>> {
-        let at = |f: &crate::index::apply::Unindexed| (f.header.first_lsn, f.segment, f.offset);
+        let at = |f: &crate::index::backlog::Unindexed| (f.header.first_lsn, f.segment, f.offset);
         // The backlog first, the index after: a frame leaves the backlog
         // only once indexed, so between the two every frame is seen.
         let pending = self.backlog.frames_from(lsn, max);

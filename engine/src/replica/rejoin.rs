@@ -23,8 +23,9 @@ use crate::index::tables::Snapshot;
 use crate::log::record::OpKind;
 use crate::log::recovery::{quarantine_as, truncate};
 use crate::log::segment::list_segments;
+use crate::store::Store;
+use crate::store::options::Options;
 use crate::store::read::Change;
-use crate::store::{Options, Store};
 
 /// Changes fetched per call while collecting what a cut removes.
 const CHANGES_PER_CALL: usize = 1_000;

@@ -1,6 +1,11 @@
 //! [`Store`]: the engine's public face. Opening, committing, reading.
 
+pub(crate) mod options;
 pub(crate) mod read;
+pub(crate) mod state;
+
+use options::{DictionaryPolicy, Options};
+use state::{INDEX_FILE, Inner};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,12 +15,12 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::index::keys::{KeyExtractor, NoKeys};
+use crate::index::INDEX_FORMAT_VERSION;
 use crate::index::rebuild::{ReplayFrom, apply_log, rebuild_into};
-use crate::index::tables::{INDEX_FORMAT_VERSION, Index, Listed, Snapshot, VersionEntry, entry_of};
+use crate::index::tables::{Index, Listed, Snapshot, entry_of};
 use crate::limits::{
-    COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, KEY_BUFFER_ENTRIES_DEFAULT, KEY_BUFFER_ENTRIES_MAX,
-    RESOURCE_BYTES_DEFAULT, RESOURCE_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_BYTES_TARGET,
+    COMMIT_QUEUE_MAX, HISTORY_PAGE_MAX, KEY_BUFFER_ENTRIES_MAX, RESOURCE_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SEGMENT_BYTES_TARGET,
 };
 use crate::log::dict::{Dictionaries, Encoded};
 use crate::log::files::{Appender, Segments};
@@ -29,113 +34,13 @@ use crate::store::read::{
     StoreStats, TypeCount, VerifyReport, Version, VersionRead,
 };
 use crate::write::batch::{Action, Batch, Committed};
-use crate::write::clock::{Clock, SystemClock};
 use crate::write::writer::{Control, PreparedBody, PreparedOp, Reply, Request, WriterState};
 
 const LOCK_FILE: &str = "LOCK";
 /// Frame locations fetched from the index per lookup while walking the log.
 const FRAMES_PER_LOOKUP: usize = 64;
 const LOG_DIR: &str = "wal";
-const INDEX_FILE: &str = "index.redb";
 const QUARANTINE_DIR: &str = "quarantine";
-
-/// When to train a zstd dictionary from the store's own data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DictionaryPolicy {
-    /// Never: bodies are compressed without a dictionary.
-    Off,
-    /// Train once `train_after_bytes` of bodies have been committed without one.
-    Auto {
-        /// Body bytes to sample before training.
-        train_after_bytes: u64,
-        /// Size of the trained dictionary.
-        dictionary_bytes: u32,
-    },
-}
-
-impl Default for DictionaryPolicy {
-    fn default() -> Self {
-        DictionaryPolicy::Auto {
-            train_after_bytes: 4 * 1024 * 1024,
-            dictionary_bytes: 64 * 1024,
-        }
-    }
-}
-
-/// How to open a store. Every field has a production default.
-#[derive(Clone)]
-pub struct Options {
-    /// Largest resource body accepted, at most [`RESOURCE_BYTES_MAX`].
-    pub resource_bytes_max: u32,
-    /// zstd level for bodies (explicit, not zstd's default).
-    pub zstd_level: i32,
-    /// Dictionary training.
-    pub dictionary: DictionaryPolicy,
-    /// Check every frame of every segment on open (else the newest two).
-    /// A bit flip in an old segment is then found by `verify` instead.
-    pub verify_on_open: bool,
-    /// A segment is sealed once it reaches this many bytes
-    /// ([`SEGMENT_BYTES_MIN`]..=[`SEGMENT_BYTES_TARGET`]).
-    pub segment_bytes: u64,
-    /// Cut the log at mid-log corruption, moving the rest to `quarantine/`,
-    /// instead of refusing to open.
-    pub repair: bool,
-    /// Open as a replica of another store's log: a new store writes no
-    /// `EpochStart` of its own, local commits are refused with
-    /// [`Error::ReadOnly`] (until [`Store::set_read_only`] clears it), and
-    /// frames arrive through [`Store::append_log`]. A replica writes many
-    /// frames per fsync, so recovery cuts everything from the first bad
-    /// frame of its newest segment: that tail was never reported durable
-    /// and is fetched again from the leader.
-    pub replica: bool,
-    /// Derives secondary index keys.
-    pub extractor: Arc<dyn KeyExtractor>,
-    /// Wall clock for `lastUpdated`.
-    pub clock: Arc<dyn Clock>,
-    /// Search-key changes held in memory (at most twice this many) before
-    /// they are written to a key run file in one sorted pass; also what a
-    /// replay after a crash redoes at most. See `keystore`.
-    pub key_buffer_entries: usize,
-    /// Client commits (and a replica's appends) are refused with
-    /// [`Error::DiskFull`] when they would leave less than this many bytes
-    /// free on the store's file system; 0 turns the check off. See
-    /// [`crate::limits::DISK_RESERVE_BYTES_DEFAULT`].
-    pub disk_reserve_bytes: u64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            resource_bytes_max: RESOURCE_BYTES_DEFAULT,
-            zstd_level: 3,
-            dictionary: DictionaryPolicy::default(),
-            verify_on_open: true,
-            segment_bytes: SEGMENT_BYTES_TARGET,
-            repair: false,
-            replica: false,
-            extractor: Arc::new(NoKeys),
-            clock: Arc::new(SystemClock),
-            key_buffer_entries: KEY_BUFFER_ENTRIES_DEFAULT,
-            disk_reserve_bytes: crate::limits::DISK_RESERVE_BYTES_DEFAULT,
-        }
-    }
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("resource_bytes_max", &self.resource_bytes_max)
-            .field("zstd_level", &self.zstd_level)
-            .field("dictionary", &self.dictionary)
-            .field("verify_on_open", &self.verify_on_open)
-            .field("segment_bytes", &self.segment_bytes)
-            .field("repair", &self.repair)
-            .field("key_buffer_entries", &self.key_buffer_entries)
-            .field("disk_reserve_bytes", &self.disk_reserve_bytes)
-            .field("extractor", &self.extractor.name())
-            .finish()
-    }
-}
 
 /// What happened while opening.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,204 +55,6 @@ pub struct OpenReport {
     pub frames_replayed: u64,
     /// When repair cut the log: the first LSN lost and where it went.
     pub repaired: Option<(u64, PathBuf)>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) opts: Options,
-    pub(crate) segments: Arc<Segments>,
-    pub(crate) index: RwLock<Arc<Index>>,
-    pub(crate) dicts: Arc<Dictionaries>,
-    /// The highest LSN that is durable and visible (indexed).
-    pub(crate) durable_lsn: AtomicU64,
-    /// The highest LSN acknowledged to a local committer. A read waits
-    /// until `durable_lsn` reaches it (the read barrier), so it sees every
-    /// write acknowledged before it began.
-    pub(crate) acked_lsn: AtomicU64,
-    /// Durable frames queued for the index applier.
-    pub(crate) backlog: crate::index::apply::Backlog,
-    /// The newest durable frames, for replication's live tail.
-    pub(crate) tail: crate::log::tail::Tail,
-    pub(crate) epoch: AtomicU64,
-    /// Local commits are refused (a replica following another log).
-    pub(crate) read_only: AtomicBool,
-    /// The end of the written and of the durable log (on a replica, the
-    /// durable end runs ahead of `durable_lsn` while the applier indexes),
-    /// and the functions told when they move.
-    pub(crate) log_end: Mutex<crate::replica::EndState>,
-    /// Signalled whenever `durable_lsn` moves.
-    pub(crate) lsn_moved: (Mutex<()>, Condvar),
-    failure: Mutex<Option<String>>,
-    _lock: File,
-}
-
-impl Inner {
-    pub(crate) fn index(&self) -> Arc<Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn set_index(&self, index: Arc<Index>) {
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
-    }
-
-    pub(crate) fn check_alive(&self) -> Result<()> {
-        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
-            None => Ok(()),
-        }
-    }
-
-    pub(crate) fn poison(&self, reason: String) {
-        tracing::error!("store stopped: {reason}");
-        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            *f = Some(reason);
-        }
-    }
-
-    /// Reads and decodes the body an index entry points to.
-    pub(crate) fn read_body(&self, e: &VersionEntry) -> Result<Vec<u8>> {
-        crate::index::tables::read_body(&self.segments, &self.dicts, e)
-    }
-
-    /// The highest LSN that is durable and indexed.
-    pub(crate) fn visible_lsn(&self) -> u64 {
-        self.durable_lsn.load(Ordering::Acquire)
-    }
-
-    /// The read barrier: waits until every write acknowledged so far is
-    /// visible. The applier's backlog is bounded in bytes, so the wait is
-    /// too; it ends early only when the store stopped.
-    pub(crate) fn await_acked(&self) -> Result<u64> {
-        let want = self.acked_lsn.load(Ordering::Acquire);
-        loop {
-            let now = self.visible_lsn();
-            if now >= want {
-                return Ok(now);
-            }
-            self.check_alive()?;
-            self.wait_for_lsn(now, std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until the visible LSN is above `after`, `timeout` passes or the
-    /// store stops; returns the visible LSN then.
-    pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
-        self.wait_until(
-            timeout,
-            || self.durable_lsn.load(Ordering::Acquire),
-            |l| *l > after,
-        )
-    }
-
-    /// Reads `read` until `done` holds for its value, `timeout` passes or
-    /// the store stops; returns the last value read. Woken by
-    /// `lsn_moved` (the visible LSN or the log's end moved).
-    fn wait_until<T>(
-        &self,
-        timeout: std::time::Duration,
-        read: impl Fn() -> T,
-        done: impl Fn(&T) -> bool,
-    ) -> T {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, cv) = &self.lsn_moved;
-        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let now = read();
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if done(&now) || left.is_zero() || self.check_alive().is_err() {
-                return now;
-            }
-            guard = cv
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Records the durable end of the log: its last frame. Wakes
-    /// [`Store::wait_for_log_end`].
-    pub(crate) fn set_log_end(&self, last: &crate::log::frame::FrameHeader) {
-        let end = crate::replica::LogEnd {
-            lsn: last.end_lsn() - 1,
-            epoch: last.epoch,
-            crc: last.crc,
-            timestamp_us: last.timestamp_us,
-        };
-        {
-            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
-            assert!(
-                end.lsn >= g.tip.durable.lsn,
-                "the durable end never goes back"
-            );
-            g.tip.durable = end;
-            g.tip.written_lsn = g.tip.written_lsn.max(end.lsn);
-            g.listeners.tell(g.tip);
-        }
-        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.lsn_moved.1.notify_all();
-    }
-
-    /// Moves the log's ends back to `end` (a replica cut frames its leader
-    /// lost). Listeners are not told: they hear ends only going forward.
-    pub(crate) fn reset_log_end(&self, end: crate::replica::LogEnd) {
-        {
-            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
-            g.tip = crate::replica::LogTip {
-                written_lsn: end.lsn,
-                durable: end,
-            };
-        }
-        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.lsn_moved.1.notify_all();
-    }
-
-    /// Records that the log holds frames through `lsn`, written but not
-    /// yet fsynced (the writer calls it between its write and its fsync),
-    /// and tells the listeners, so replication ships them while the fsync
-    /// runs.
-    pub(crate) fn set_log_written(&self, lsn: u64) {
-        let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(lsn >= g.tip.written_lsn, "the written end never goes back");
-        g.tip.written_lsn = lsn;
-        g.listeners.tell(g.tip);
-    }
-
-    /// The durable end of the log: its last frame.
-    pub(crate) fn log_end(&self) -> crate::replica::LogEnd {
-        self.log_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tip
-            .durable
-    }
-
-    /// The written and the durable end of the log.
-    pub(crate) fn log_tip(&self) -> crate::replica::LogTip {
-        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).tip
-    }
-
-    /// Waits until the durable end of the log is above `after`, `timeout`
-    /// passes or the store stops; returns the end then.
-    pub(crate) fn wait_for_log_end(
-        &self,
-        after: u64,
-        timeout: std::time::Duration,
-    ) -> crate::replica::LogEnd {
-        self.wait_until(timeout, || self.log_end(), |end| end.lsn > after)
-    }
-
-    /// Publishes a new durable LSN and wakes [`Store::wait_for_lsn`].
-    pub(crate) fn publish_lsn(&self, lsn: u64) {
-        let prev = self.durable_lsn.swap(lsn, Ordering::AcqRel);
-        assert!(prev < lsn, "durable LSN must strictly increase");
-        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.lsn_moved.1.notify_all();
-    }
-
-    pub(crate) fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX_FILE)
-    }
 }
 
 /// An open store. Share it between threads with `Arc`; every method takes
@@ -466,20 +173,22 @@ impl Store {
             segments: segments.clone(),
             index: RwLock::new(Arc::new(index)),
             dicts,
-            durable_lsn: AtomicU64::new(end_lsn),
+            visible_lsn: AtomicU64::new(end_lsn),
             acked_lsn: AtomicU64::new(end_lsn),
-            backlog: crate::index::apply::Backlog::default(),
+            backlog: crate::index::backlog::Backlog::default(),
             tail: crate::log::tail::Tail::default(),
             epoch: AtomicU64::new(epoch),
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
             lsn_moved: (Mutex::new(()), Condvar::new()),
-            log_end: Mutex::new(crate::replica::EndState::new(crate::replica::LogEnd {
-                lsn: end_lsn,
-                epoch: rec.last_frame.map_or(0, |f| f.epoch),
-                crc: rec.last_frame.map_or(0, |f| f.crc),
-                timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
-            })),
+            log_end: Arc::new(Mutex::new(crate::log::ends::EndState::new(
+                crate::log::ends::LogEnd {
+                    lsn: end_lsn,
+                    epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                    crc: rec.last_frame.map_or(0, |f| f.crc),
+                    timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+                },
+            ))),
             _lock: lock,
         });
         let appender = match rec.segments.last() {
@@ -584,7 +293,7 @@ impl Store {
         &self,
         after: u64,
         timeout: std::time::Duration,
-    ) -> crate::replica::LogEnd {
+    ) -> crate::log::ends::LogEnd {
         self.inner.wait_for_log_end(after, timeout)
     }
 

@@ -1,33 +1,9 @@
 //! What callers commit: batches of operations, and what each one did.
 
-use std::fmt;
-
 use crate::error::{Error, Result};
 use crate::limits::{BATCH_BYTES_MAX, BATCH_OPS_MAX, ID_BYTES_MAX, TYPE_BYTES_MAX};
 use crate::log::record::OpKind;
-
-/// A condition on a resource's current version that must hold for its
-/// operation (and so its whole batch) to be applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precondition {
-    /// No condition.
-    #[default]
-    None,
-    /// The newest version, live or deleted, must be exactly this one.
-    Version(u64),
-    /// The resource must never have existed (no version at all).
-    Absent,
-}
-
-impl fmt::Display for Precondition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Precondition::None => f.write_str("anything"),
-            Precondition::Version(v) => write!(f, "version {v}"),
-            Precondition::Absent => f.write_str("no resource"),
-        }
-    }
-}
+use crate::write::precondition::Precondition;
 
 /// What an operation does to its resource.
 #[derive(Debug, Clone, PartialEq, Eq)]

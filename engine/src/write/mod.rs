@@ -8,4 +8,5 @@
 
 pub(crate) mod batch;
 pub(crate) mod clock;
+pub(crate) mod precondition;
 pub(crate) mod writer;

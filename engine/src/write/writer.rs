@@ -35,9 +35,11 @@ use crate::log::record::{
     BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
 };
 use crate::log::segment::SEGMENT_HEADER_BYTES;
-use crate::store::{DictionaryPolicy, Inner};
-use crate::write::batch::{Committed, OpOutcome, Precondition};
+use crate::store::options::DictionaryPolicy;
+use crate::store::state::Inner;
+use crate::write::batch::{Committed, OpOutcome};
 use crate::write::clock::next_timestamp;
+use crate::write::precondition::Precondition;
 
 /// Most operations the writer puts in one group.
 const GROUP_OPS_MAX: usize = 50_000;
@@ -919,7 +921,7 @@ impl WriterState {
         let Some((h, kept_segment, kept_offset)) = self.inner.frame_placed(kept_end)? else {
             return refuse("nothing would be left of the log");
         };
-        let kept = crate::replica::LogEnd {
+        let kept = crate::log::ends::LogEnd {
             lsn: kept_end,
             epoch: h.epoch,
             crc: h.crc,

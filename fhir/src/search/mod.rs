@@ -29,10 +29,10 @@ use query::{Hit, Sort, matching, pairs_of, parse_request};
 
 use crate::app::App;
 use crate::http::{json_response, prefer_strict};
-use crate::interactions::check_type;
 use crate::negotiate::{check_accept, require_content_type};
 use crate::outcome::{FhirError, outcome_json};
 use crate::resource::render_map;
+use crate::types::check_type;
 
 /// The position of a hit in the sort order, as a `_page` token.
 fn token(dir: char, h: &Hit) -> String {

@@ -7,9 +7,11 @@
 //! - [`cluster`] — automatic failover on a data node.
 //! - [`witness`] — the witness's server and a data node's client of it.
 //! - [`tls`] — the cluster's certificates and the QUIC configurations.
+//! - [`error`] — `NetError`, why the runtime could not start or run.
 
 pub mod cluster;
 pub mod durable_wait;
+pub mod error;
 pub mod node;
 pub mod tls;
 pub mod transport;

@@ -25,9 +25,10 @@ use crate::proto::follower::{Follower, FollowerAction, FollowerConfig, FollowerE
 use crate::proto::leader::{
     LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
 };
-use crate::proto::wire::{Message, WireError};
+use crate::proto::wire::Message;
 use crate::runtime::durable_wait::DurableWaiters;
-use crate::runtime::tls::{Identity, TlsError, transport_config};
+use crate::runtime::error::NetError;
+use crate::runtime::tls::{Identity, transport_config};
 use crate::runtime::transport::{read_message, write_message};
 use crate::status::{FollowerLink, ReplicationStatus, SyncProgress, Upstream};
 
@@ -50,39 +51,6 @@ const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Most follower sessions a leader serves at once.
 const SESSIONS_MAX: usize = 16;
-
-/// Why replication could not start or run.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// Certificates could not be loaded.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// A socket could not be opened.
-    #[error("{op}: {source}")]
-    Io {
-        /// What was being done.
-        op: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A peer sent bytes that are not a message.
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    /// A QUIC connection or stream failed.
-    #[error("connection: {0}")]
-    Connection(String),
-    /// The configuration cannot work.
-    #[error("replication configuration: {0}")]
-    Config(String),
-    /// This node no longer leads the epoch it won (it stepped down, or the
-    /// witness refused its record): nothing leader-only is done, and a
-    /// write is not acknowledged.
-    #[error("not leading: {0}")]
-    NotLeading(String),
-}
 
 /// What a node does in replication.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::proto::wire::Message;
-use crate::runtime::node::NetError;
+use crate::runtime::error::NetError;
 
 /// Reads the next message from `recv`; `None` when the stream ended
 /// cleanly between messages. `progress`, when given, counts body bytes as

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::proto::lease::LeaseConfig;
 use crate::proto::wire::Message;
 use crate::proto::witness::{Witness, check_sender};
-use crate::runtime::node::NetError;
+use crate::runtime::error::NetError;
 use crate::runtime::tls::{Identity, transport_config};
 use crate::runtime::transport::{any_address_for, ask, read_message, write_message};
 

@@ -70,7 +70,7 @@ impl FileSet {
         Self {
             lsn: 0,
             crc: 0,
-            format: crate::index::tables::INDEX_FORMAT_VERSION,
+            format: crate::index::INDEX_FORMAT_VERSION,
             files: Vec::new(),
         }
     }
@@ -140,7 +140,7 @@ impl KeyStore {
     /// checks the files against the index ([`KeyStore::at`]).
     pub(crate) fn open(dir: &Path, entries_max: usize) -> Result<Self> {
         assert!(entries_max > 0, "the key buffer holds at least one entry");
-        let format = crate::index::tables::INDEX_FORMAT_VERSION;
+        let format = crate::index::INDEX_FORMAT_VERSION;
         let (manifest, files) = match load(dir, format) {
             Ok(loaded) => loaded,
             Err(e @ (Error::Corrupt(_) | Error::UnsupportedFormatVersion { .. })) => {
@@ -213,7 +213,7 @@ impl KeyStore {
         let mut disk = self.lock_disk();
         let m = Manifest {
             next_file: disk.next_file,
-            ..Manifest::empty(crate::index::tables::INDEX_FORMAT_VERSION)
+            ..Manifest::empty(crate::index::INDEX_FORMAT_VERSION)
         };
         write_manifest(&disk.dir, &m)?;
         remove_strays(&disk.dir, &[])?;
@@ -477,7 +477,7 @@ impl KeyStore {
             &Manifest {
                 lsn: end,
                 crc,
-                index_format: crate::index::tables::INDEX_FORMAT_VERSION,
+                index_format: crate::index::INDEX_FORMAT_VERSION,
                 next_file: disk.next_file,
                 files: names,
             },
@@ -500,7 +500,7 @@ impl KeyStore {
         s.files = Arc::new(FileSet {
             lsn: end,
             crc,
-            format: crate::index::tables::INDEX_FORMAT_VERSION,
+            format: crate::index::INDEX_FORMAT_VERSION,
             files,
         });
         // Entries at or after `end` can drop the flushed runs; older ones

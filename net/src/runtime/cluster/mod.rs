@@ -38,7 +38,8 @@ use crate::proto::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role as LeaseRole,
 };
 use crate::proto::wire::Message;
-use crate::runtime::node::{NetError, Node, NodeConfig, Role};
+use crate::runtime::error::NetError;
+use crate::runtime::node::{Node, NodeConfig, Role};
 use crate::runtime::tls::Identity;
 use crate::runtime::witness::WitnessClient;
 

@@ -1,6 +1,8 @@
 //! Server configuration: one TOML file, every field with a working default;
 //! command-line flags override the file.
 
+pub mod replication;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,9 +32,9 @@ pub struct Config {
     /// Log filter, e.g. `info` or `vigil_fhir=debug`.
     pub log_level: String,
     /// Bearer-token authorisation (off unless configured).
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     /// Replication to (or from) another region; off unless configured.
-    pub replication: Option<crate::replication::ReplicationConfig>,
+    pub replication: Option<replication::ReplicationConfig>,
     /// DR drills against this node (`vigil drill`); off unless configured.
     pub drills: DrillsConfig,
     /// Where `$export` writes its files (default `<data>/exports`); with
@@ -78,12 +80,12 @@ impl Default for Config {
             search_key_buffer_entries: vigil_engine::limits::KEY_BUFFER_ENTRIES_DEFAULT,
             log_format: "text".into(),
             log_level: "info".into(),
-            auth: crate::auth::AuthConfig::default(),
+            auth: AuthConfig::default(),
             replication: None,
             drills: DrillsConfig::default(),
             export_dir: None,
-            export_lease_ms: crate::export::LEASE_MS_DEFAULT,
-            export_chunk_resources: crate::export::CHUNK_RESOURCES_DEFAULT,
+            export_lease_ms: LEASE_MS_DEFAULT,
+            export_chunk_resources: CHUNK_RESOURCES_DEFAULT,
             disk_reserve_bytes: vigil_engine::limits::DISK_RESERVE_BYTES_DEFAULT,
             disk_warn_bytes: 0,
         }
@@ -172,6 +174,37 @@ impl Config {
             Some(b) => b.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.http),
         }
+    }
+}
+
+/// Resources per `$export` output chunk, by default.
+pub const CHUNK_RESOURCES_DEFAULT: usize = 1_000;
+/// How long an `$export` worker's claim on a job lasts without renewal,
+/// by default.
+pub const LEASE_MS_DEFAULT: u64 = 60_000;
+
+/// The `[auth]` table of the config file. Empty: no authorisation.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Static bearer tokens that may do anything.
+    pub tokens: Vec<String>,
+    /// The shared secret of HS256-signed JWTs.
+    pub jwt_hs256_secret: Option<String>,
+    /// A PEM file with the RSA public key of RS256-signed JWTs.
+    pub jwt_rs256_public_key: Option<PathBuf>,
+    /// The `iss` a JWT must carry, if set.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry, if set.
+    pub jwt_audience: Option<String>,
+}
+
+impl AuthConfig {
+    /// Whether any way to authenticate is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+            || self.jwt_hs256_secret.is_some()
+            || self.jwt_rs256_public_key.is_some()
     }
 }
 

@@ -1,0 +1,220 @@
+//! `Inner`: the state every engine thread shares (the writer, the applier,
+//! readers, replication): the log's files and ends, the index, the
+//! visible and acknowledged LSNs and the read barrier, the failure that
+//! stops the store. It depends on the log and the index, never on the
+//! threads that use it.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::index::tables::{Index, VersionEntry};
+use crate::log::dict::Dictionaries;
+use crate::log::files::Segments;
+use crate::store::options::Options;
+
+/// The index's file in the store directory.
+pub(crate) const INDEX_FILE: &str = "index.redb";
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: Options,
+    pub(crate) segments: Arc<Segments>,
+    pub(crate) index: RwLock<Arc<Index>>,
+    pub(crate) dicts: Arc<Dictionaries>,
+    /// The highest *visible* LSN: durable, indexed, and (on a replica)
+    /// confirmed durable by the leader. Reads see exactly up to it.
+    pub(crate) visible_lsn: AtomicU64,
+    /// The highest LSN acknowledged to a local committer. A read waits
+    /// until `visible_lsn` reaches it (the read barrier), so it sees every
+    /// write acknowledged before it began.
+    pub(crate) acked_lsn: AtomicU64,
+    /// Durable frames queued for the index applier.
+    pub(crate) backlog: crate::index::backlog::Backlog,
+    /// The newest durable frames, for replication's live tail.
+    pub(crate) tail: crate::log::tail::Tail,
+    pub(crate) epoch: AtomicU64,
+    /// Local commits are refused (a replica following another log).
+    pub(crate) read_only: AtomicBool,
+    /// The end of the written and of the durable log (on a replica, the
+    /// durable end runs ahead of `visible_lsn` while the applier indexes),
+    /// and the functions told when they move.
+    pub(crate) log_end: Arc<Mutex<crate::log::ends::EndState>>,
+    /// Signalled whenever `visible_lsn` moves.
+    pub(crate) lsn_moved: (Mutex<()>, Condvar),
+    /// Why the store stopped, once it has (every later call fails).
+    pub(crate) failure: Mutex<Option<String>>,
+    /// The held `LOCK` file: one process per store directory.
+    pub(crate) _lock: File,
+}
+
+impl Inner {
+    pub(crate) fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_index(&self, index: Arc<Index>) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn poison(&self, reason: String) {
+        tracing::error!("store stopped: {reason}");
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(reason);
+        }
+    }
+
+    /// Reads and decodes the body an index entry points to.
+    pub(crate) fn read_body(&self, e: &VersionEntry) -> Result<Vec<u8>> {
+        crate::index::tables::read_body(&self.segments, &self.dicts, e)
+    }
+
+    /// The highest LSN that is durable and indexed.
+    pub(crate) fn visible_lsn(&self) -> u64 {
+        self.visible_lsn.load(Ordering::Acquire)
+    }
+
+    /// The read barrier: waits until every write acknowledged so far is
+    /// visible. The applier's backlog is bounded in bytes, so the wait is
+    /// too; it ends early only when the store stopped.
+    pub(crate) fn await_acked(&self) -> Result<u64> {
+        let want = self.acked_lsn.load(Ordering::Acquire);
+        loop {
+            let now = self.visible_lsn();
+            if now >= want {
+                return Ok(now);
+            }
+            self.check_alive()?;
+            self.wait_for_lsn(now, std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the visible LSN is above `after`, `timeout` passes or the
+    /// store stops; returns the visible LSN then.
+    pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
+        self.wait_until(
+            timeout,
+            || self.visible_lsn.load(Ordering::Acquire),
+            |l| *l > after,
+        )
+    }
+
+    /// Reads `read` until `done` holds for its value, `timeout` passes or
+    /// the store stops; returns the last value read. Woken by
+    /// `lsn_moved` (the visible LSN or the log's end moved).
+    fn wait_until<T>(
+        &self,
+        timeout: std::time::Duration,
+        read: impl Fn() -> T,
+        done: impl Fn(&T) -> bool,
+    ) -> T {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, cv) = &self.lsn_moved;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = read();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if done(&now) || left.is_zero() || self.check_alive().is_err() {
+                return now;
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Records the durable end of the log: its last frame. Wakes
+    /// [`Store::wait_for_log_end`].
+    pub(crate) fn set_log_end(&self, last: &crate::log::frame::FrameHeader) {
+        let end = crate::log::ends::LogEnd {
+            lsn: last.end_lsn() - 1,
+            epoch: last.epoch,
+            crc: last.crc,
+            timestamp_us: last.timestamp_us,
+        };
+        {
+            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            assert!(
+                end.lsn >= g.tip.durable.lsn,
+                "the durable end never goes back"
+            );
+            g.tip.durable = end;
+            g.tip.written_lsn = g.tip.written_lsn.max(end.lsn);
+            g.listeners.tell(g.tip);
+        }
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
+    }
+
+    /// Moves the log's ends back to `end` (a replica cut frames its leader
+    /// lost). Listeners are not told: they hear ends only going forward.
+    pub(crate) fn reset_log_end(&self, end: crate::log::ends::LogEnd) {
+        {
+            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            g.tip = crate::log::ends::LogTip {
+                written_lsn: end.lsn,
+                durable: end,
+            };
+        }
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
+    }
+
+    /// Records that the log holds frames through `lsn`, written but not
+    /// yet fsynced (the writer calls it between its write and its fsync),
+    /// and tells the listeners, so replication ships them while the fsync
+    /// runs.
+    pub(crate) fn set_log_written(&self, lsn: u64) {
+        let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(lsn >= g.tip.written_lsn, "the written end never goes back");
+        g.tip.written_lsn = lsn;
+        g.listeners.tell(g.tip);
+    }
+
+    /// The durable end of the log: its last frame.
+    pub(crate) fn log_end(&self) -> crate::log::ends::LogEnd {
+        self.log_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tip
+            .durable
+    }
+
+    /// The written and the durable end of the log.
+    pub(crate) fn log_tip(&self) -> crate::log::ends::LogTip {
+        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).tip
+    }
+
+    /// Waits until the durable end of the log is above `after`, `timeout`
+    /// passes or the store stops; returns the end then.
+    pub(crate) fn wait_for_log_end(
+        &self,
+        after: u64,
+        timeout: std::time::Duration,
+    ) -> crate::log::ends::LogEnd {
+        self.wait_until(timeout, || self.log_end(), |end| end.lsn > after)
+    }
+
+    /// Publishes a new visible LSN and wakes [`Store::wait_for_lsn`].
+    pub(crate) fn publish_lsn(&self, lsn: u64) {
+        let prev = self.visible_lsn.swap(lsn, Ordering::AcqRel);
+        assert!(prev < lsn, "the visible LSN must strictly increase");
+        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.lsn_moved.1.notify_all();
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX_FILE)
+    }
+}

@@ -1,0 +1,228 @@
+//! The `[replication]` table: role, peers, `max_lag`, what to do when a
+//! follower lags or the disk fills, each default defined once here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vigil_net::runtime::node::{NodeConfig, Role};
+
+use crate::config::ConfigError;
+
+/// The `[replication]` table of the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// The cluster's name (every member's must match).
+    pub cluster: String,
+    /// This node's name; its certificate is `certs/NODE.pem`.
+    pub node: String,
+    /// Directory made by `vigil certs`.
+    pub certs: PathBuf,
+    /// `leader`, `follower`, or `auto` (automatic failover: whoever holds
+    /// the lease leads; needs `peer`, `peer_addr`, `witness`, `witness_addr`).
+    pub role: String,
+    /// Auto: the other data node's name.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Auto: the other data node's replication address.
+    #[serde(default)]
+    pub peer_addr: Option<SocketAddr>,
+    /// Auto: the witness's name.
+    #[serde(default)]
+    pub witness: Option<String>,
+    /// Auto: the witness's address.
+    #[serde(default)]
+    pub witness_addr: Option<SocketAddr>,
+    /// Auto: the node that takes the first lease of a new cluster
+    /// (default: this node).
+    #[serde(default)]
+    pub preferred: Option<String>,
+    /// Auto: lease duration in ms (renewed every sixth of it). Shorter
+    /// fails over faster and risks needless failovers on a slow link.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Leader (and auto): the UDP address followers connect to.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Follower: the leader's replication address.
+    #[serde(default)]
+    pub leader: Option<SocketAddr>,
+    /// Follower: the name on the leader's certificate (default: `leader`'s IP).
+    #[serde(default)]
+    pub leader_name: Option<String>,
+    /// The RPO promise in milliseconds: 0 is synchronous replication.
+    #[serde(default)]
+    pub max_lag_ms: Option<u64>,
+    /// Synchronous mode: how long a write waits for the follower. Then,
+    /// with `on_lag = "accept"`, the follower is recorded ineligible and
+    /// the write acknowledged; with `"stall"`, the client gets 503 (the
+    /// write is durable on the leader only).
+    #[serde(default = "default_sync_timeout_ms")]
+    pub sync_timeout_ms: u64,
+    /// `accept` (default): a follower beyond `max_lag` is marked ineligible
+    /// for promotion and writes go on; `stall`: writes get 503 with
+    /// Retry-After until it is back within the bound.
+    #[serde(default = "default_on_lag")]
+    pub on_lag: String,
+    /// What a leader does when its disk fills (free space below
+    /// `disk_reserve_bytes`): keep leading and refuse writes (507), or,
+    /// under automatic failover, hand leadership to the follower with a
+    /// zero-loss switchover.
+    #[serde(default)]
+    pub on_disk_full: OnDiskFull,
+    /// QUIC flow-control window in bytes (≥ bandwidth × round trip).
+    #[serde(default = "default_window")]
+    pub window_bytes: u64,
+}
+
+/// `[replication] on_disk_full`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDiskFull {
+    /// Keep leading; client writes get 507 until space is freed.
+    #[default]
+    Refuse,
+    /// Automatic failover only: a switchover to the follower (it must be
+    /// connected and hold every write; tried again every
+    /// [`DISK_FULL_SWITCHOVER_RETRY`] while the disk stays full).
+    Switchover,
+}
+
+/// How often a leader whose disk is full tries the switchover again.
+pub const DISK_FULL_SWITCHOVER_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn default_lease_ms() -> u64 {
+    3_000
+}
+fn default_sync_timeout_ms() -> u64 {
+    5_000
+}
+fn default_on_lag() -> String {
+    "accept".into()
+}
+fn default_window() -> u64 {
+    32 * 1024 * 1024
+}
+
+impl ReplicationConfig {
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("[replication] {m}")));
+        match self.role.as_str() {
+            "leader" if self.listen.is_none() => bad("a leader needs listen = \"IP:PORT\"".into()),
+            "follower" if self.leader.is_none() => {
+                bad("a follower needs leader = \"IP:PORT\"".into())
+            }
+            "auto"
+                if self.listen.is_none()
+                    || self.peer.is_none()
+                    || self.peer_addr.is_none()
+                    || self.witness.is_none()
+                    || self.witness_addr.is_none() =>
+            {
+                bad(
+                    "role = \"auto\" needs listen, peer, peer_addr, witness and witness_addr"
+                        .into(),
+                )
+            }
+            "leader" | "follower" | "auto" => Ok(()),
+            other => bad(format!(
+                "role must be leader, follower or auto, not {other:?}"
+            )),
+        }?;
+        if !(600..=600_000).contains(&self.lease_ms) {
+            return bad("lease_ms must be 600..=600000".into());
+        }
+        if !matches!(self.on_lag.as_str(), "accept" | "stall") {
+            return bad(format!(
+                "on_lag must be accept or stall, not {:?}",
+                self.on_lag
+            ));
+        }
+        if self.on_disk_full == OnDiskFull::Switchover && !self.is_auto() {
+            return bad(
+                "on_disk_full = \"switchover\" needs role = \"auto\" (a static leader has no one to hand over to)"
+                    .into(),
+            );
+        }
+        if !(1..=600_000).contains(&self.sync_timeout_ms) {
+            return bad("sync_timeout_ms must be 1..=600000".into());
+        }
+        if !(1 << 16..=1 << 30).contains(&self.window_bytes) {
+            return bad("window_bytes must be 64 KiB..=1 GiB".into());
+        }
+        Ok(())
+    }
+
+    /// Whether this node follows another.
+    pub fn is_follower(&self) -> bool {
+        self.role == "follower"
+    }
+
+    /// Whether leadership is automatic (leases at a witness).
+    pub fn is_auto(&self) -> bool {
+        self.role == "auto"
+    }
+
+    /// The failover configuration for `role = "auto"`; `None` otherwise.
+    pub fn cluster_config(
+        &self,
+        http_url: &str,
+        data: &std::path::Path,
+        store: vigil_engine::Options,
+    ) -> Option<vigil_net::runtime::cluster::ClusterConfig> {
+        let (Some(listen), Some(peer), Some(peer_addr), Some(witness), Some(witness_addr)) = (
+            self.listen,
+            self.peer.clone(),
+            self.peer_addr,
+            self.witness.clone(),
+            self.witness_addr,
+        ) else {
+            return None;
+        };
+        Some(vigil_net::runtime::cluster::ClusterConfig {
+            node: self.node_config(http_url),
+            listen,
+            peer: vigil_net::runtime::cluster::Member {
+                name: peer,
+                addr: peer_addr,
+            },
+            witness: vigil_net::runtime::cluster::Member {
+                name: witness,
+                addr: witness_addr,
+            },
+            lease: vigil_net::proto::lease::LeaseConfig::with_duration_ms(self.lease_ms),
+            preferred: self.preferred.clone().unwrap_or_else(|| self.node.clone()),
+            data: data.to_owned(),
+            store,
+        })
+    }
+
+    /// The replication node configuration.
+    pub fn node_config(&self, http_url: &str) -> NodeConfig {
+        let role = match (self.is_follower(), self.leader, self.listen) {
+            (true, Some(leader), _) => Role::Follower {
+                leader,
+                leader_name: self
+                    .leader_name
+                    .clone()
+                    .unwrap_or_else(|| leader.ip().to_string()),
+            },
+            (_, _, listen) => Role::Leader {
+                listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            },
+        };
+        let mut c = NodeConfig::new(
+            &self.cluster,
+            &self.node,
+            self.certs.clone(),
+            http_url,
+            role,
+        );
+        c.window_bytes = self.window_bytes;
+        c.max_lag = self.max_lag_ms.map(Duration::from_millis);
+        c
+    }
+}
