@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use vigil_engine::{Batch, Committed, Options, Store};
 
 use crate::config::Config;
@@ -101,10 +100,7 @@ impl App {
             .as_ref()
             .and_then(|r| r.cluster())
             .and_then(|c| c.store())
-            .ok_or_else(|| {
-                FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", why)
-                    .with_retry_after(1)
-            })
+            .ok_or_else(|| FhirError::unavailable(why, 1))
     }
 
     pub(crate) fn own_store(&self) -> Option<Arc<Store>> {

@@ -256,13 +256,12 @@ async fn kick_off(
             .find(|t| t.resource_type == JOB_TYPE)
             .map_or(0, |t| t.live);
         if live_jobs as usize >= JOBS_MAX {
-            let mut e = FhirError::new(
+            return Err(FhirError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "throttled",
                 format!("{JOBS_MAX} export jobs exist; delete finished ones first"),
-            );
-            e.retry_after = Some(60);
-            return Err(e);
+            )
+            .with_retry_after(60));
         }
         let snapshot_lsn = store.last_lsn();
         let transaction_time_us = store
@@ -316,13 +315,12 @@ pub async fn status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
                 .get(&id)
                 .is_some_and(|t| now.duration_since(*t) < POLL_INTERVAL_MIN)
             {
-                let mut e = FhirError::new(
+                return Err(FhirError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "throttled",
                     "polled too often; wait for Retry-After",
-                );
-                e.retry_after = Some(1);
-                return Err(e);
+                )
+                .with_retry_after(1));
             }
             if polls.len() > 10 * JOBS_MAX {
                 polls.clear();

@@ -39,6 +39,13 @@ impl FhirError {
         self
     }
 
+    /// 503 `transient` with `Retry-After: secs`: the one way to say "not
+    /// now, try again" (failover in progress, writes stalled, the store
+    /// reopening), so every such answer tells the client when.
+    pub fn unavailable(msg: impl Into<String>, secs: u32) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "transient", msg).with_retry_after(secs)
+    }
+
     /// 400 `invalid`.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", msg)
@@ -107,15 +114,10 @@ impl From<vigil_engine::Error> for FhirError {
                 FhirError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", e.to_string())
             }
             E::Invalid { .. } | E::EmptyBatch => FhirError::invalid(e.to_string()),
-            E::ReadOnly => {
-                let mut err = FhirError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "this node is a follower and its leader is not known yet; retry",
-                );
-                err.retry_after = Some(1);
-                err
-            }
+            E::ReadOnly => FhirError::unavailable(
+                "this node is a follower and its leader is not known yet; retry",
+                1,
+            ),
             // 507: the server cannot store the representation (RFC 4918).
             // A refused write left the store usable; an fsync that failed
             // for space stopped it until it is reopened.
@@ -133,10 +135,7 @@ impl From<vigil_engine::Error> for FhirError {
                 .with_retry_after(DISK_FULL_RETRY_AFTER_S)
             }
             E::Poisoned(_) | E::Fsync { .. } | E::Closed => {
-                let mut err =
-                    FhirError::new(StatusCode::SERVICE_UNAVAILABLE, "transient", e.to_string());
-                err.retry_after = Some(5);
-                err
+                FhirError::unavailable(e.to_string(), 5)
             }
             _ => FhirError::internal(e.to_string()),
         }

@@ -53,15 +53,13 @@ pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: N
     if !node.has_eligible_follower() || node.wait_replicated(seen, timeout).await {
         return resp;
     }
-    let mut e = FhirError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
+    let e = FhirError::unavailable(
         format!(
             "synchronous replication: no follower confirmed lsn {seen} within {} ms, so this read cannot be answered yet",
             r.config.sync_timeout_ms
         ),
+        1,
     );
-    e.retry_after = Some(1);
     e.into_response()
 }
 
@@ -102,12 +100,10 @@ pub async fn follower_layer(State(app): State<Arc<App>>, req: Request, next: Nex
 
 async fn forward(r: &Replication, req: Request) -> Result<Response, FhirError> {
     let Some(leader) = r.node().and_then(|n| n.leader_http()) else {
-        let mut e = FhirError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
+        let e = FhirError::unavailable(
             "this node is a follower and has not reached its leader yet; retry",
+            1,
         );
-        e.retry_after = Some(1);
         return Err(e);
     };
     let (parts, body) = req.into_parts();
@@ -130,13 +126,10 @@ async fn forward(r: &Replication, req: Request) -> Result<Response, FhirError> {
         .body(Full::new(body))
         .map_err(|e| FhirError::internal(format!("cannot build the forwarded request: {e}")))?;
     let unavailable = |why: String| {
-        let mut e = FhirError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
+        FhirError::unavailable(
             format!("this follower could not reach its leader at {leader}: {why}"),
-        );
-        e.retry_after = Some(1);
-        e
+            1,
+        )
     };
     let resp = tokio::time::timeout(FORWARD_TIMEOUT, r.client.request(out))
         .await

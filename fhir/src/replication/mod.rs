@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -92,13 +91,10 @@ impl Replication {
 }
 
 fn changing_role() -> FhirError {
-    let mut e = FhirError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
+    FhirError::unavailable(
         "this node is changing role (failover in progress); retry",
-    );
-    e.retry_after = Some(1);
-    e
+        1,
+    )
 }
 
 /// Latency buckets of acknowledged commits, in seconds.
@@ -173,9 +169,7 @@ pub fn admit_write(r: Option<&Replication>) -> Result<Option<WriteGuard>, FhirEr
         .map(|f| format!("{} ({:.1} s behind)", f.node, f.lag_seconds))
         .collect();
     if followers.is_empty() || !lagging.is_empty() {
-        let mut e = FhirError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
+        let e = FhirError::unavailable(
             format!(
                 "writes are stalled: no follower within max_lag {} ms ({}); retry",
                 r.config.max_lag_ms.unwrap_or(0),
@@ -185,8 +179,8 @@ pub fn admit_write(r: Option<&Replication>) -> Result<Option<WriteGuard>, FhirEr
                     lagging.join(", ")
                 }
             ),
+            1,
         );
-        e.retry_after = Some(1);
         return Err(e);
     }
     Ok(guard)
@@ -194,13 +188,7 @@ pub fn admit_write(r: Option<&Replication>) -> Result<Option<WriteGuard>, FhirEr
 
 /// A write this node may not take now: 503 with Retry-After.
 fn refused(why: WriteRefused) -> FhirError {
-    let mut e = FhirError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
-        format!("{why}; retry"),
-    );
-    e.retry_after = Some(1);
-    e
+    FhirError::unavailable(format!("{why}; retry"), 1)
 }
 
 /// Just before acknowledging a write under automatic failover: the lease
@@ -233,15 +221,9 @@ pub async fn after_commit(r: Option<&Replication>, lsn: Option<u64>) -> Result<(
         // Bounded loss: a follower beyond max_lag is recorded as
         // ineligible before this write is acknowledged.
         return node.check_bound().await.map_err(|e| {
-            let mut err = FhirError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                format!(
+            FhirError::unavailable(format!(
                     "the write is durable on the leader, but the follower's eligibility could not be recorded: {e}"
-                ),
-            );
-            err.retry_after = Some(1);
-            err
+                ), 1)
         });
     }
     let timeout = Duration::from_millis(r.config.sync_timeout_ms);
@@ -255,25 +237,17 @@ pub async fn after_commit(r: Option<&Replication>, lsn: Option<u64>) -> Result<(
         // accepting writes by default, after recording that the follower
         // lacks them (so it will not be promoted over them).
         return node.give_up_on(lsn).await.map_err(|e| {
-            let mut err = FhirError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                format!(
+            FhirError::unavailable(format!(
                     "the write is durable on the leader, but the follower's eligibility could not be recorded: {e}"
-                ),
-            );
-            err.retry_after = Some(1);
-            err
+                ), 1)
         });
     }
-    let mut e = FhirError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
+    let e = FhirError::unavailable(
         format!(
             "synchronous replication: no follower confirmed lsn {lsn} within {} ms; the write is durable on the leader only",
             r.config.sync_timeout_ms
         ),
+        1,
     );
-    e.retry_after = Some(1);
     Err(e)
 }
