@@ -16,25 +16,44 @@ fn a_failed_key_flush_stops_the_store_and_reopen_replays_the_keys() {
     let store = Store::open_with(dir.path(), opts()).expect("open");
     write(&store, &mut model, 50, 3);
     failpoint::arm("keys.flush", 1);
-    // Writes go on until the applier publishes after the failed flush;
-    // then every commit and read is refused with the reason.
-    let mut refused = None;
-    for i in 0..10_000u32 {
+    // One write at a time, each indexed before the next, until the
+    // flusher (which runs behind the index) meets the fail point: so no
+    // write's indexing comes after the failure to report it.
+    'writing: for i in 0..10_000u32 {
         // Each write changes its patient's family (the same id comes back
         // every 40 writes, 40 % 9 != 0): identical content makes no frame.
         let (id, family) = (format!("q{}", i % 40), i % 9);
-        match store.commit(Batch::one(Op::put("Patient", &id, patient(&id, family)))) {
-            Ok(_) => {
-                model.insert(id, family);
+        store
+            .commit(Batch::one(Op::put("Patient", &id, patient(&id, family))))
+            .expect("commits go on until the flush fails");
+        model.insert(id, family);
+        store.last_lsn();
+        for _ in 0..50 {
+            if failpoint::fired() {
+                break 'writing;
             }
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let err = refused.expect("the store stopped after the failed flush");
+    assert!(failpoint::fired(), "the flusher never wrote a key file");
+    // With no further write the store says it stopped (health checks and
+    // the server's reopen watch read this), and why.
+    let t0 = std::time::Instant::now();
+    let why = loop {
+        if let Some(why) = store.stopped() {
+            break why;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "a failed key flush did not stop the store"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert!(why.contains("keys.flush"), "{why}");
+    // Every commit and read is refused with the reason from then on.
+    let err = store
+        .commit(Batch::one(Op::put("Patient", "after", patient("after", 1))))
+        .expect_err("a stopped store takes no commit");
     assert!(matches!(err, Error::Poisoned(_)), "{err}");
     assert!(err.to_string().contains("keys.flush"), "{err}");
     assert!(

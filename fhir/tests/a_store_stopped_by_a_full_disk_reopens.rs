@@ -48,6 +48,16 @@ async fn a_store_stopped_by_a_full_disk_reopens_and_writes_resume() {
                 n += 1;
             }
         }
+        // The index applier works behind the acknowledgement: the point may
+        // fail its call after the answer. Disarm only once it has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !failpoint::fired() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{point}: the armed point never failed a call"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         failpoint::disarm_all();
         match r.status {
             // The fsync failed: not acknowledged.
@@ -78,9 +88,15 @@ async fn a_store_stopped_by_a_full_disk_reopens_and_writes_resume() {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
         };
-        tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+        if tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
             .await
-            .expect("health reports the stopped store");
+            .is_err()
+        {
+            panic!(
+                "{point}: health never reported the stopped store (answer {})",
+                r.status
+            );
+        }
         let r = server.put("/Patient/refused", &patient("refused")).await;
         assert!(
             r.status == StatusCode::SERVICE_UNAVAILABLE

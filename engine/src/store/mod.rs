@@ -259,11 +259,21 @@ impl Store {
     /// read fails from then on; closing and reopening recovers from what
     /// the log holds.
     pub fn stopped(&self) -> Option<String> {
-        self.inner
+        let failure = self
+            .inner
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        if failure.is_some() {
+            return failure;
+        }
+        // A failed search-key write stops the store when it happens, not
+        // only when the next write's indexing meets it.
+        let keys = self.inner.index().keys.failure()?;
+        let why = format!("writing search keys failed: {keys}");
+        self.inner.poison(why.clone());
+        Some(why)
     }
 
     /// Free space on the store's file system now, with the reserve below

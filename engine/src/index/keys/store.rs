@@ -192,6 +192,12 @@ impl KeyStore {
     }
 
     /// The file set alone.
+    /// Why writing or merging key files failed, once it has: the store
+    /// must stop then (the keys in memory can no longer be made durable).
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
     pub(crate) fn files(&self) -> Arc<FileSet> {
         self.lock().files.clone()
     }
