@@ -194,7 +194,7 @@ pub fn backup(
             && let Some(f) = scan.frames.iter().find(|f| f.header.end_lsn() - 1 == lsn)
         {
             if f.header.crc != crc {
-                return Err(Error::Replication(format!(
+                return Err(Error::Backup(format!(
                     "the store no longer continues this backup: its frame ending at lsn {lsn} differs (a failover or a restore cut it); back up into a new directory"
                 )));
             }
@@ -222,7 +222,7 @@ pub fn backup(
             report.bytes_copied += want - have;
             report.segments_written += 1;
         } else if have > want {
-            return Err(Error::Replication(format!(
+            return Err(Error::Backup(format!(
                 "{} holds more than the store's segment: back up into a new directory",
                 target.display()
             )));
@@ -231,7 +231,7 @@ pub fn backup(
         progress(prog);
     }
     if !continues {
-        return Err(Error::Replication(format!(
+        return Err(Error::Backup(format!(
             "the store does not hold this backup's last lsn {}: back up into a new directory",
             report.previous_lsn
         )));
@@ -329,13 +329,13 @@ pub fn restore(
     };
     match target {
         RestoreTarget::Lsn(n) if n > verified.last_lsn => {
-            return Err(Error::Replication(format!(
+            return Err(Error::Restore(format!(
                 "the backup holds lsn {}..={}, not {n}",
                 verified.first_lsn, verified.last_lsn
             )));
         }
         RestoreTarget::Time(t) if t > verified.last_timestamp_us => {
-            return Err(Error::Replication(format!(
+            return Err(Error::Restore(format!(
                 "the backup ends at commit time {} µs, before the time asked",
                 verified.last_timestamp_us
             )));
@@ -344,7 +344,7 @@ pub fn restore(
     }
     let dst_wal = to.join(WAL);
     if dst_wal.exists() {
-        return Err(Error::Replication(format!(
+        return Err(Error::Restore(format!(
             "{} already holds a store; restore into a new directory",
             to.display()
         )));
@@ -383,7 +383,7 @@ pub fn restore(
         }
     }
     if report.segments == 0 {
-        return Err(Error::Replication(
+        return Err(Error::Restore(
             "nothing in the backup is at or before the point asked".into(),
         ));
     }

@@ -10,8 +10,10 @@ use crate::write::precondition::Precondition;
 /// Result with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in the engine.
+/// Everything that can go wrong in the engine. New cases may be added:
+/// match the ones a caller acts on and treat the rest by their message.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O call failed; the store may still be usable.
     #[error("{op} {path}: {source}")]
@@ -163,9 +165,49 @@ pub enum Error {
     /// The store is a replica: it takes frames from its leader, not commits.
     #[error("this store is a read-only replica; write to the leader")]
     ReadOnly,
-    /// Replicated frames that do not continue this log.
-    #[error("replicated log rejected: {0}")]
-    Replication(String),
+    /// A frame received from the leader failed its checks (checksum,
+    /// header): nothing was written. Fetching it again may cure it.
+    #[error("replicated frame at lsn {lsn} rejected: {reason}")]
+    FrameRejected {
+        /// The LSN the frame was expected to start at.
+        lsn: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Replicated frames that do not continue this log (an LSN gap, an
+    /// epoch or a commit time going back): nothing was written.
+    #[error("replicated frames do not continue this log: {0}")]
+    Discontinuous(String),
+    /// A replica's operation (appending or cutting the leader's frames) on
+    /// a store that takes local commits.
+    #[error("this store takes local commits; it does not follow another log")]
+    NotReplica,
+    /// A cut of never-shown frames that this log cannot make; nothing
+    /// changed.
+    #[error("cannot cut this log after lsn {after}: {why}")]
+    CannotCut {
+        /// Where the log was to end.
+        after: u64,
+        /// Why not.
+        why: String,
+    },
+    /// Replication asked for an LSN that does not start a frame of this
+    /// log.
+    #[error("lsn {lsn} cannot be read: {why}")]
+    NotAFrameStart {
+        /// The LSN asked for.
+        lsn: u64,
+        /// Why.
+        why: String,
+    },
+    /// An incremental backup this store does not continue, or a backup
+    /// directory that is not this store's.
+    #[error("backup: {0}")]
+    Backup(String),
+    /// A restore the backup cannot satisfy, or into a directory that
+    /// holds a store.
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 macro_rules! from_redb {

@@ -113,28 +113,28 @@ fn frames_that_do_not_continue_the_log_are_refused_and_nothing_is_written() {
     bad[at] ^= 1;
     assert!(matches!(
         replica.append_log(bad),
-        Err(Error::Replication(_))
+        Err(Error::FrameRejected { lsn: 1, .. })
     ));
     assert_eq!(replica.last_lsn(), 0);
     // A gap: starting at the second frame.
     let second = leader.read_log(2, 1 << 20).expect("read").expect("chunk");
     assert!(matches!(
         replica.append_log(second.bytes.clone()),
-        Err(Error::Replication(_))
+        Err(Error::Discontinuous(_))
     ));
     assert_eq!(replica.last_lsn(), 0);
     // The right bytes go in; the same again is a gap backwards.
     replica.append_log(all.bytes.clone()).expect("append");
     assert!(matches!(
         replica.append_log(all.bytes),
-        Err(Error::Replication(_))
+        Err(Error::Discontinuous(_))
     ));
     settle(&replica);
     assert_eq!(replica.last_lsn(), leader.last_lsn(), "indexed and visible");
     // A leader does not take frames.
     assert!(matches!(
         leader.append_log(second.bytes),
-        Err(Error::Replication(_))
+        Err(Error::NotReplica)
     ));
 }
 
@@ -397,7 +397,7 @@ fn frames_never_shown_are_cut_in_place_when_the_leader_lost_them() {
     // A frame that was shown is never cut in place.
     assert!(matches!(
         replica.drop_unconfirmed(b),
-        Err(Error::Replication(_))
+        Err(Error::CannotCut { .. })
     ));
     assert_eq!(replica.log_end().lsn, b + 3, "a refusal changes nothing");
     // The leader came back ending at b + 2: p3's frame goes.

@@ -209,6 +209,7 @@ async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError>
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The store would not open.
     #[error("cannot open the store: {0}")]

@@ -23,6 +23,7 @@ use crate::outcome::FhirError;
 
 /// Why authorisation could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthSetupError {
     /// Both kinds of JWT key were given.
     #[error("auth: set jwt_hs256_secret or jwt_rs256_public_key, not both")]

@@ -475,7 +475,11 @@ impl Sim {
                 match rx.recv().expect("answered") {
                     Ok(end) => FollowerEvent::Appended(end),
                     Err(e) => FollowerEvent::AppendFailed {
-                        checksum: matches!(e, vigil_engine::Error::Replication(_)),
+                        checksum: matches!(
+                            e,
+                            vigil_engine::Error::FrameRejected { .. }
+                                | vigil_engine::Error::Discontinuous(_)
+                        ),
                         error: e.to_string(),
                     },
                 }

@@ -104,15 +104,14 @@ fn main() {
     );
     // Export through a real server process.
     let config = tmp.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\nexport_dir = {:?}\n",
-            data,
-            tmp.path().join("exports")
-        ),
-    )
-    .expect("config");
+    let c = Config {
+        data: data.clone(),
+        http: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        log_level: "warn".into(),
+        export_dir: Some(tmp.path().join("exports")),
+        ..Config::default()
+    };
+    std::fs::write(&config, c.to_toml().expect("toml")).expect("config");
     let node = NodeProcess::start(env!("CARGO_BIN_EXE_vigil_node"), &config).expect("node");
     let t = Instant::now();
     let r = request_with(

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::NodeProcess;
+use vigil_fhir::config::Config;
+use vigil_fhir::config::replication::{ReplicationConfig, ReplicationRole};
 use vigil_net::relay::{Faults, Relay};
 use vigil_testkit::http::{request, status};
 use vigil_testkit::{ChildGuard, free_udp_port, until};
@@ -33,10 +35,10 @@ pub struct Dr {
     max_lag_ms: u64,
     lease_ms: u64,
     bins: Bins,
-    /// Data directories placed elsewhere (a small file system), and TOML
-    /// lines added to a node's configuration.
+    /// Data directories placed elsewhere (a small file system), and
+    /// changes to a node's configuration.
     data_at: BTreeMap<&'static str, PathBuf>,
-    extra: BTreeMap<&'static str, (String, String)>,
+    extra: BTreeMap<&'static str, fn(&mut Config)>,
 }
 
 /// The executables a cluster runs (a test passes its `CARGO_BIN_EXE_*`).
@@ -95,12 +97,10 @@ impl Dr {
         self.data_at.insert(node, dir);
     }
 
-    /// Adds `toml` to node `node`'s configuration: top-level keys (before
-    /// `[replication]`) and `[replication]` keys, given as
-    /// `(top, replication)`.
-    pub fn configure(&mut self, node: &'static str, top: &str, replication: &str) {
-        self.extra
-            .insert(node, (top.to_owned(), replication.to_owned()));
+    /// Changes node `node`'s configuration with `adjust` (after every
+    /// setting below is made).
+    pub fn configure(&mut self, node: &'static str, adjust: fn(&mut Config)) {
+        self.extra.insert(node, adjust);
     }
 
     /// Writes node `me`'s config file and returns its path.
@@ -109,28 +109,32 @@ impl Dr {
             "a" => ("b", &self.to_b, &self.a_to_w),
             _ => ("a", &self.to_a, &self.b_to_w),
         };
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut r = ReplicationConfig::new("t", me, self.certs.clone(), ReplicationRole::Auto);
+        r.listen = Some(loopback(self.port[me]));
+        r.peer = Some(peer.into());
+        r.peer_addr = Some(peer_relay.addr());
+        r.witness = Some("w".into());
+        r.witness_addr = Some(witness_relay.addr());
+        r.preferred = Some("a".into());
+        r.lease_ms = self.lease_ms;
+        r.max_lag_ms = Some(self.max_lag_ms);
+        r.sync_timeout_ms = 1_000;
+        let mut c = Config {
+            data: self.data(me),
+            http: loopback(0),
+            log_level: "warn".into(),
+            export_dir: Some(self.exports()),
+            export_lease_ms: 2_000,
+            export_chunk_resources: 3,
+            replication: Some(r),
+            ..Config::default()
+        };
+        if let Some(adjust) = self.extra.get(me) {
+            adjust(&mut c);
+        }
         let path = self.dir.path().join(format!("{me}.toml"));
-        let (top, repl) = self
-            .extra
-            .get(me)
-            .map_or(("", ""), |(t, r)| (t.as_str(), r.as_str()));
-        let text = format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{top}\n\
-             export_dir = {:?}\nexport_lease_ms = 2000\nexport_chunk_resources = 3\n\n[replication]\n{repl}\n\
-             cluster = \"t\"\nnode = \"{me}\"\ncerts = {:?}\nrole = \"auto\"\n\
-             listen = \"127.0.0.1:{}\"\npeer = \"{peer}\"\npeer_addr = \"{}\"\n\
-             witness = \"w\"\nwitness_addr = \"{}\"\npreferred = \"a\"\n\
-             lease_ms = {}\nmax_lag_ms = {}\nsync_timeout_ms = 1000\n",
-            self.data(me),
-            self.exports(),
-            self.certs,
-            self.port[me],
-            peer_relay.addr(),
-            witness_relay.addr(),
-            self.lease_ms,
-            self.max_lag_ms,
-        );
-        std::fs::write(&path, text).expect("config");
+        std::fs::write(&path, c.to_toml().expect("toml")).expect("config");
         path
     }
 

@@ -14,6 +14,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use vigil_fhir::config::Config;
+use vigil_fhir::config::replication::OnDiskFull;
 use vigil_testkit::http::request;
 use vigil_testkit::{http::status, until};
 use vigil_tests::dr::{Bins, Dr, Writer, all_present, caught_up, leads};
@@ -26,7 +28,8 @@ const BINS: Bins = Bins {
 const LEASE_MS: u64 = 1_000;
 const TMPFS_MIB: u64 = 24;
 const FILLER_MIB: u64 = 4;
-const RESERVE: &str = "disk_reserve_bytes = 2097152";
+/// The reserve on the small disk.
+const RESERVE_BYTES: u64 = 2 << 20;
 /// Bounds the filling loop.
 const FILL_LIMIT: Duration = Duration::from_secs(120);
 
@@ -86,29 +89,40 @@ fn all_readable<'a>(node: SocketAddr, ids: impl IntoIterator<Item = &'a String>,
     }
 }
 
+/// The small disk's reserve, the only change to the node's configuration.
+fn reserve(c: &mut Config) {
+    c.disk_reserve_bytes = RESERVE_BYTES;
+}
+
 /// A cluster (`max_lag_ms`) whose node `small` keeps its data on a small
-/// tmpfs, with `top` and `replication` added to its configuration; the
+/// tmpfs, its configuration changed by `adjust`; the
 /// tmpfs is part filled when `filler`. Returns the tmpfs, the filler file
 /// and the cluster.
 fn cluster_on_a_small_disk(
     small: &'static str,
     max_lag_ms: u64,
-    top: &str,
-    replication: &str,
+    adjust: fn(&mut Config),
     filler: bool,
 ) -> (Tmpfs, Option<std::path::PathBuf>, Dr) {
     let fs = Tmpfs::mount(TMPFS_MIB);
     let filler = filler.then(|| fs.fill(FILLER_MIB));
     let mut dr = Dr::new(BINS, max_lag_ms, LEASE_MS);
     dr.place_data(small, fs.path.join(small));
-    dr.configure(small, top, replication);
+    dr.configure(small, adjust);
     (fs, filler, dr)
 }
 
 #[test]
 fn a_full_leader_hands_over_when_configured_and_loses_nothing() {
-    let (_fs, _filler, dr) =
-        cluster_on_a_small_disk("a", 0, RESERVE, "on_disk_full = \"switchover\"", true);
+    let (_fs, _filler, dr) = cluster_on_a_small_disk(
+        "a",
+        0,
+        |c| {
+            c.disk_reserve_bytes = RESERVE_BYTES;
+            c.replication.as_mut().expect("replication").on_disk_full = OnDiskFull::Switchover;
+        },
+        true,
+    );
     let (_w, a, b) = dr.start_all();
     let writer = Writer::start(vec![a.http, b.http], "s");
     let acked = fill(a.http, "f", true);
@@ -134,7 +148,7 @@ fn a_full_leader_hands_over_when_configured_and_loses_nothing() {
 
 #[test]
 fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns() {
-    let (_fs, filler, dr) = cluster_on_a_small_disk("a", 0, RESERVE, "", true);
+    let (_fs, filler, dr) = cluster_on_a_small_disk("a", 0, reserve, true);
     let filler = filler.expect("filler");
     let (_w, a, b) = dr.start_all();
     let mut acked = fill(a.http, "r", false);
@@ -176,7 +190,7 @@ fn a_full_leader_refuses_by_default_keeps_leading_and_resumes_when_space_returns
 
 #[test]
 fn a_full_follower_stops_acknowledging_and_catches_up_when_space_returns() {
-    let (_fs, filler, dr) = cluster_on_a_small_disk("b", 1_000, RESERVE, "", true);
+    let (_fs, filler, dr) = cluster_on_a_small_disk("b", 1_000, reserve, true);
     let filler = filler.expect("filler");
     let (_w, a, b) = dr.start_all();
     // Write through the leader until the follower's disk is full and it
@@ -217,8 +231,10 @@ fn a_leader_whose_store_stops_steps_down_and_reopens_when_space_returns() {
     let (fs, _, dr) = cluster_on_a_small_disk(
         "a",
         0,
-        "disk_reserve_bytes = 0\nsearch_key_buffer_entries = 64",
-        "",
+        |c| {
+            c.disk_reserve_bytes = 0;
+            c.search_key_buffer_entries = 64;
+        },
         false,
     );
     let (_w, a, b) = dr.start_all();

@@ -22,15 +22,14 @@ const FILL_LIMIT: Duration = Duration::from_secs(120);
 
 fn config(fs: &Path) -> PathBuf {
     let path = fs.with_extension("toml");
-    std::fs::write(
-        &path,
-        format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\
-             disk_reserve_bytes = {RESERVE_BYTES}\n",
-            fs.join("data")
-        ),
-    )
-    .expect("config");
+    let c = vigil_fhir::config::Config {
+        data: fs.join("data"),
+        http: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        log_level: "warn".into(),
+        disk_reserve_bytes: RESERVE_BYTES,
+        ..Default::default()
+    };
+    std::fs::write(&path, c.to_toml().expect("toml")).expect("config");
     path
 }
 

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vigil_engine::{Options, Store};
+use vigil_fhir::config::Config;
+use vigil_fhir::config::replication::{OnLag, ReplicationConfig, ReplicationRole};
 use vigil_fhir::synth::{Rng, transaction_bundle};
 use vigil_net::relay::{Faults, Relay};
 use vigil_testkit::free_udp_port;
@@ -43,31 +45,34 @@ impl Cluster {
     }
 
     fn leader_config(&self, max_lag_ms: Option<u64>) -> PathBuf {
-        let lag = max_lag_ms.map_or(String::new(), |m| format!("max_lag_ms = {m}\n"));
-        self.write_config(
-            "a",
-            &format!(
-                "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\n{lag}",
-                self.repl_port
-            ),
-        )
+        self.write_config("a", |r| {
+            r.listen = Some(SocketAddr::from(([127, 0, 0, 1], self.repl_port)));
+            r.max_lag_ms = max_lag_ms;
+        })
     }
 
     fn follower_config(&self, leader: SocketAddr) -> PathBuf {
-        self.write_config(
-            "b",
-            &format!("role = \"follower\"\nleader = \"{leader}\"\nleader_name = \"a\"\n"),
-        )
+        self.write_config("b", |r| {
+            r.role = ReplicationRole::Follower;
+            r.leader = Some(leader);
+            r.leader_name = Some("a".into());
+        })
     }
 
-    fn write_config(&self, node: &str, repl: &str) -> PathBuf {
+    /// Writes node `node`'s config (a leader unless `adjust` says
+    /// otherwise) and returns its path.
+    fn write_config(&self, node: &str, adjust: impl FnOnce(&mut ReplicationConfig)) -> PathBuf {
+        let mut r = ReplicationConfig::new("t", node, self.certs.clone(), ReplicationRole::Leader);
+        adjust(&mut r);
+        let c = Config {
+            data: self.data(node),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_level: "warn".into(),
+            replication: Some(r),
+            ..Config::default()
+        };
         let path = self.dir.path().join(format!("{node}.toml"));
-        let text = format!(
-            "data = {:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\n[replication]\ncluster = \"t\"\nnode = \"{node}\"\ncerts = {:?}\n{repl}",
-            self.data(node),
-            self.certs
-        );
-        std::fs::write(&path, text).expect("write config");
+        std::fs::write(&path, c.to_toml().expect("toml")).expect("write config");
         path
     }
 }
@@ -505,13 +510,12 @@ fn a_follower_killed_during_catch_up_resumes_where_it_was() {
 #[test]
 fn synchronous_mode_with_stall_shows_nothing_the_follower_does_not_hold() {
     let c = Cluster::new();
-    let leader_cfg = c.write_config(
-        "a",
-        &format!(
-            "role = \"leader\"\nlisten = \"127.0.0.1:{}\"\nmax_lag_ms = 0\nsync_timeout_ms = 400\non_lag = \"stall\"\n",
-            c.repl_port
-        ),
-    );
+    let leader_cfg = c.write_config("a", |r| {
+        r.listen = Some(SocketAddr::from(([127, 0, 0, 1], c.repl_port)));
+        r.max_lag_ms = Some(0);
+        r.sync_timeout_ms = 400;
+        r.on_lag = OnLag::Stall;
+    });
     let leader = NodeProcess::start(BIN, &leader_cfg).expect("leader");
     let relay = c.relay(4);
     let follower = NodeProcess::start(BIN, &c.follower_config(relay.addr())).expect("follower");

@@ -75,7 +75,7 @@ enum Command {
         #[arg(long, default_value = "witness")]
         node: String,
         /// Lease duration in ms; must equal the data nodes' `lease_ms`.
-        #[arg(long, default_value_t = 3_000)]
+        #[arg(long, default_value_t = vigil_net::proto::lease::LEASE_MS_DEFAULT)]
         lease_ms: u64,
     },
     /// Start a whole local DR cluster (two data nodes and a witness on
@@ -240,7 +240,7 @@ enum BackupAction {
 struct ReplFlags {
     /// leader or follower.
     #[arg(long)]
-    role: Option<String>,
+    role: Option<vigil_fhir::config::replication::ReplicationRole>,
     /// Follower: the leader's replication address (UDP), e.g. 10.0.0.1:7400.
     #[arg(long)]
     leader: Option<SocketAddr>,
@@ -281,26 +281,12 @@ impl ReplFlags {
                         "replication needs --node and --certs (or a [replication] table in --config)"
                     );
                 };
-                vigil_fhir::config::replication::ReplicationConfig {
-                    cluster: "vigil".into(),
-                    node,
+                vigil_fhir::config::replication::ReplicationConfig::new(
+                    "vigil",
+                    &node,
                     certs,
-                    role: "leader".into(),
-                    listen: None,
-                    leader: None,
-                    leader_name: None,
-                    max_lag_ms: None,
-                    sync_timeout_ms: 5_000,
-                    on_lag: "accept".into(),
-                    window_bytes: 32 * 1024 * 1024,
-                    peer: None,
-                    peer_addr: None,
-                    witness: None,
-                    witness_addr: None,
-                    preferred: None,
-                    lease_ms: 3_000,
-                    on_disk_full: Default::default(),
-                }
+                    vigil_fhir::config::replication::ReplicationRole::Leader,
+                )
             }
         };
         let mut r = r;

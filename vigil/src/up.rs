@@ -56,6 +56,9 @@ pub enum UpError {
     /// The cluster did not come up in time.
     #[error("{0}")]
     NotReady(String),
+    /// A node's configuration could not be written.
+    #[error(transparent)]
+    Config(#[from] vigil_fhir::config::ConfigError),
 }
 
 /// Longest wait for the first leader (a new cluster's first lease takes
@@ -140,21 +143,32 @@ impl Drop for Proc {
     }
 }
 
-fn node_config(o: &UpOptions, me: &str, links: &Links) -> String {
+/// Data node `me`'s configuration file.
+fn node_config(o: &UpOptions, me: &str, links: &Links) -> Result<String, UpError> {
+    use vigil_fhir::config::Config;
+    use vigil_fhir::config::replication::{ReplicationConfig, ReplicationRole};
     let (i, peer) = if me == "a" { (0, "b") } else { (1, "a") };
     let (peer_addr, witness_addr) = links.of(me, o);
-    let dir = o.dir.display();
-    format!(
-        "# Written by `vigil up`; edit the cluster with its flags instead.\n\
-         data = \"{dir}/{me}\"\nhttp = \"127.0.0.1:{http}\"\nlog_level = \"info\"\n\
-         export_dir = \"{dir}/exports\"\n\n\
-         [replication]\ncluster = \"local\"\nnode = \"{me}\"\ncerts = \"{dir}/certs\"\n\
-         role = \"auto\"\nlisten = \"127.0.0.1:{listen}\"\npeer = \"{peer}\"\n\
-         peer_addr = \"{peer_addr}\"\nwitness = \"w\"\n\
-         witness_addr = \"{witness_addr}\"\npreferred = \"a\"\nmax_lag_ms = 0\n",
-        http = o.http_port + i,
-        listen = o.repl_port + i,
-    )
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut r = ReplicationConfig::new("local", me, o.dir.join("certs"), ReplicationRole::Auto);
+    r.listen = Some(at(o.repl_port + i));
+    r.peer = Some(peer.into());
+    r.peer_addr = Some(peer_addr);
+    r.witness = Some("w".into());
+    r.witness_addr = Some(witness_addr);
+    r.preferred = Some("a".into());
+    r.max_lag_ms = Some(0);
+    let config = Config {
+        data: o.dir.join(me),
+        http: at(o.http_port + i),
+        export_dir: Some(o.dir.join("exports")),
+        replication: Some(r),
+        ..Config::default()
+    };
+    let text = config.to_toml()?;
+    Ok(format!(
+        "# Written by `vigil up`; edit the cluster with its flags instead.\n{text}"
+    ))
 }
 
 /// The relays a drill can cut: in front of a's and b's replication ports
@@ -269,7 +283,7 @@ impl LocalCluster {
         let links = Links::start(&o)?;
         for n in ["a", "b"] {
             let path = dir.join(format!("{n}.toml"));
-            std::fs::write(&path, node_config(&o, n, &links))
+            std::fs::write(&path, node_config(&o, n, &links)?)
                 .map_err(io(format!("write {}", path.display())))?;
         }
         let witness_addr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));

@@ -54,6 +54,7 @@ impl FrameHeader {
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// Fewer bytes than the header or the payload it announces.
     #[error("frame truncated: needs {needed} bytes, {available} available")]

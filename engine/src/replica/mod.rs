@@ -96,14 +96,16 @@ impl Store {
         }
         let frames = self.inner.frames_from(from_lsn, CHUNK_FRAMES_MAX)?;
         let Some(&(first, seg, off)) = frames.first() else {
-            return Err(Error::Replication(format!(
-                "lsn {from_lsn} is not in this log"
-            )));
+            return Err(Error::NotAFrameStart {
+                lsn: from_lsn,
+                why: "it is not in this log".into(),
+            });
         };
         if first != from_lsn {
-            return Err(Error::Replication(format!(
-                "lsn {from_lsn} is inside the frame starting at lsn {first}, not at a frame boundary"
-            )));
+            return Err(Error::NotAFrameStart {
+                lsn: from_lsn,
+                why: format!("it is inside the frame starting at lsn {first}"),
+            });
         }
         let frames = frames.into_iter().take_while(|(_, s, _)| *s == seg);
         // Lengths follow from the headers; read them one by one only as

@@ -766,16 +766,18 @@ impl WriterState {
     /// write fails only this call; a failed fsync poisons the store.
     fn append_replicated(&mut self, bytes: &[u8]) -> Result<()> {
         if !self.inner.read_only.load(Ordering::Acquire) {
-            return Err(Error::Replication(
-                "this store takes local commits; it cannot also follow another log".into(),
-            ));
+            return Err(Error::NotReplica);
         }
         let mut headers = Vec::new();
         let (mut pos, mut next, mut epoch, mut ts) =
             (0usize, self.next_lsn, self.epoch, self.last_ts);
         while pos < bytes.len() {
-            let h = crate::log::frame::check_frame(&bytes[pos..])
-                .map_err(|e| Error::Replication(format!("frame at lsn {next}: {e}")))?;
+            let h = crate::log::frame::check_frame(&bytes[pos..]).map_err(|e| {
+                Error::FrameRejected {
+                    lsn: next,
+                    reason: e.to_string(),
+                }
+            })?;
             let problem = if h.first_lsn != next {
                 Some(format!(
                     "frame starts at lsn {}, expected {next}",
@@ -789,7 +791,7 @@ impl WriterState {
                 None
             };
             if let Some(p) = problem {
-                return Err(Error::Replication(p));
+                return Err(Error::Discontinuous(p));
             }
             headers.push((pos, h));
             (next, epoch, ts) = (h.end_lsn(), h.epoch, h.timestamp_us);
@@ -829,7 +831,8 @@ impl WriterState {
         if let Some((_, last)) = headers.last() {
             (next, epoch, ts) = (last.end_lsn(), last.epoch, last.timestamp_us);
         } else {
-            return Err(failed.unwrap_or(Error::Replication("nothing written".into())));
+            // Nothing placed: the loop ended at the first write, which failed.
+            return Err(failed.expect("a frame is left unplaced only by a failed write"));
         }
         let (file, path) = self.appender.file();
         sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
@@ -891,12 +894,13 @@ impl WriterState {
     /// last frame before them. Refused otherwise, changing nothing.
     fn drop_unconfirmed(&mut self, after: u64) -> Result<()> {
         let refuse = |why: &str| {
-            Err(Error::Replication(format!(
-                "cannot cut this log after lsn {after}: {why}"
-            )))
+            Err(Error::CannotCut {
+                after,
+                why: why.to_owned(),
+            })
         };
         if !self.inner.read_only.load(Ordering::Acquire) {
-            return refuse("it takes local commits");
+            return Err(Error::NotReplica);
         }
         if after >= self.next_lsn - 1 {
             return Ok(());

@@ -6,10 +6,10 @@ pub mod replication;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `vigil serve` can be told.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the store lives.
@@ -56,7 +56,7 @@ pub struct Config {
 }
 
 /// The `[drills]` table: whether `vigil drill` may tell this node to crash.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DrillsConfig {
     /// Off by default: `POST /admin/drill/crash` answers 403.
@@ -93,6 +93,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The configuration as a TOML file (what [`Config::from_file`] reads back
+    /// to an equal value): how `vigil up` and the tests write one.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))
+    }
+
     /// The free space below which a warning is logged.
     pub fn disk_warn_bytes(&self) -> u64 {
         if self.disk_warn_bytes > 0 {
@@ -112,6 +118,7 @@ impl Config {
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
@@ -132,6 +139,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("config: {0}")]
     Invalid(String),
+    /// The configuration could not be written as TOML.
+    #[error("config: cannot write it as TOML: {0}")]
+    Write(String),
 }
 
 impl Config {
@@ -184,7 +194,7 @@ pub const CHUNK_RESOURCES_DEFAULT: usize = 1_000;
 pub const LEASE_MS_DEFAULT: u64 = 60_000;
 
 /// The `[auth]` table of the config file. Empty: no authorisation.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Static bearer tokens that may do anything.
@@ -218,5 +228,49 @@ mod tests {
         assert_eq!(c.data, PathBuf::from("/x"));
         assert_eq!(c.max_body_bytes, MAX_BODY_BYTES_DEFAULT);
         assert!(toml::from_str::<Config>("dta = 1").is_err());
+    }
+
+    #[test]
+    fn a_configuration_written_as_toml_reads_back_equal() {
+        use replication::{OnLag, ReplicationConfig, ReplicationRole};
+        let mut c = Config {
+            data: PathBuf::from("/data/a"),
+            export_dir: Some(PathBuf::from("/exports")),
+            disk_reserve_bytes: 2 << 20,
+            ..Config::default()
+        };
+        let mut r =
+            ReplicationConfig::new("c", "a", PathBuf::from("/certs"), ReplicationRole::Auto);
+        r.listen = Some(SocketAddr::from(([127, 0, 0, 1], 7000)));
+        r.peer = Some("b".into());
+        r.max_lag_ms = Some(0);
+        r.on_lag = OnLag::Stall;
+        c.replication = Some(r);
+        c.auth.tokens = vec!["t".into()];
+        let text = c.to_toml().expect("toml");
+        assert!(text.contains("role = \"auto\""), "{text}");
+        assert!(text.contains("on_lag = \"stall\""), "{text}");
+        let back: Config = toml::from_str(&text).expect("reads back");
+        assert_eq!(back, c);
+        // What a file leaves out takes the same defaults `new` gives.
+        let min: Config = toml::from_str(
+            "[replication]\ncluster = \"c\"\nnode = \"a\"\ncerts = \"/certs\"\nrole = \"leader\"\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            min.replication,
+            Some(ReplicationConfig::new(
+                "c",
+                "a",
+                PathBuf::from("/certs"),
+                ReplicationRole::Leader
+            ))
+        );
+        assert!(
+            toml::from_str::<Config>(
+                "[replication]\ncluster = \"c\"\nnode = \"a\"\ncerts = \"/c\"\nrole = \"boss\"\n"
+            )
+            .is_err()
+        );
     }
 }

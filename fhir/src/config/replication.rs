@@ -10,8 +10,67 @@ use vigil_net::runtime::node::{NodeConfig, Role};
 
 use crate::config::ConfigError;
 
+/// `role`: how this node takes part in replication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationRole {
+    /// Leads, always (a static role): followers connect to `listen`.
+    #[default]
+    Leader,
+    /// Follows `leader`, always (a static role).
+    Follower,
+    /// Automatic failover: whoever holds the lease at the witness leads.
+    Auto,
+}
+
+impl ReplicationRole {
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for ReplicationRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReplicationRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "leader" => Ok(Self::Leader),
+            "follower" => Ok(Self::Follower),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "role must be leader, follower or auto, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// `on_lag`: what a leader does when no follower is within `max_lag`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLag {
+    /// The follower is recorded ineligible for promotion; writes go on.
+    #[default]
+    Accept,
+    /// Writes get 503 with Retry-After until a follower is back within
+    /// the bound.
+    Stall,
+}
+
+/// How long a synchronous write waits for the follower unless configured.
+pub const SYNC_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+
 /// The `[replication]` table of the config file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// The cluster's name (every member's must match).
@@ -22,7 +81,7 @@ pub struct ReplicationConfig {
     pub certs: PathBuf,
     /// `leader`, `follower`, or `auto` (automatic failover: whoever holds
     /// the lease leads; needs `peer`, `peer_addr`, `witness`, `witness_addr`).
-    pub role: String,
+    pub role: ReplicationRole,
     /// Auto: the other data node's name.
     #[serde(default)]
     pub peer: Option<String>,
@@ -64,8 +123,8 @@ pub struct ReplicationConfig {
     /// `accept` (default): a follower beyond `max_lag` is marked ineligible
     /// for promotion and writes go on; `stall`: writes get 503 with
     /// Retry-After until it is back within the bound.
-    #[serde(default = "default_on_lag")]
-    pub on_lag: String,
+    #[serde(default)]
+    pub on_lag: OnLag,
     /// What a leader does when its disk fills (free space below
     /// `disk_reserve_bytes`): keep leading and refuse writes (507), or,
     /// under automatic failover, hand leadership to the follower with a
@@ -94,28 +153,53 @@ pub enum OnDiskFull {
 pub const DISK_FULL_SWITCHOVER_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn default_lease_ms() -> u64 {
-    3_000
+    vigil_net::proto::lease::LEASE_MS_DEFAULT
 }
 fn default_sync_timeout_ms() -> u64 {
-    5_000
-}
-fn default_on_lag() -> String {
-    "accept".into()
+    SYNC_TIMEOUT_MS_DEFAULT
 }
 fn default_window() -> u64 {
-    32 * 1024 * 1024
+    vigil_net::runtime::node::WINDOW_BYTES_DEFAULT
 }
 
 impl ReplicationConfig {
+    /// Node `node` of cluster `cluster` in `role`, with certificates in
+    /// `certs` and every other setting at its default (the defaults a
+    /// config file gets for what it leaves out).
+    pub fn new(cluster: &str, node: &str, certs: PathBuf, role: ReplicationRole) -> Self {
+        Self {
+            cluster: cluster.into(),
+            node: node.into(),
+            certs,
+            role,
+            peer: None,
+            peer_addr: None,
+            witness: None,
+            witness_addr: None,
+            preferred: None,
+            lease_ms: default_lease_ms(),
+            listen: None,
+            leader: None,
+            leader_name: None,
+            max_lag_ms: None,
+            sync_timeout_ms: default_sync_timeout_ms(),
+            on_lag: OnLag::default(),
+            on_disk_full: OnDiskFull::default(),
+            window_bytes: default_window(),
+        }
+    }
+
     /// Checks that the settings can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("[replication] {m}")));
-        match self.role.as_str() {
-            "leader" if self.listen.is_none() => bad("a leader needs listen = \"IP:PORT\"".into()),
-            "follower" if self.leader.is_none() => {
+        match self.role {
+            ReplicationRole::Leader if self.listen.is_none() => {
+                bad("a leader needs listen = \"IP:PORT\"".into())
+            }
+            ReplicationRole::Follower if self.leader.is_none() => {
                 bad("a follower needs leader = \"IP:PORT\"".into())
             }
-            "auto"
+            ReplicationRole::Auto
                 if self.listen.is_none()
                     || self.peer.is_none()
                     || self.peer_addr.is_none()
@@ -127,19 +211,10 @@ impl ReplicationConfig {
                         .into(),
                 )
             }
-            "leader" | "follower" | "auto" => Ok(()),
-            other => bad(format!(
-                "role must be leader, follower or auto, not {other:?}"
-            )),
+            _ => Ok(()),
         }?;
         if !(600..=600_000).contains(&self.lease_ms) {
             return bad("lease_ms must be 600..=600000".into());
-        }
-        if !matches!(self.on_lag.as_str(), "accept" | "stall") {
-            return bad(format!(
-                "on_lag must be accept or stall, not {:?}",
-                self.on_lag
-            ));
         }
         if self.on_disk_full == OnDiskFull::Switchover && !self.is_auto() {
             return bad(
@@ -158,12 +233,12 @@ impl ReplicationConfig {
 
     /// Whether this node follows another.
     pub fn is_follower(&self) -> bool {
-        self.role == "follower"
+        self.role == ReplicationRole::Follower
     }
 
     /// Whether leadership is automatic (leases at a witness).
     pub fn is_auto(&self) -> bool {
-        self.role == "auto"
+        self.role == ReplicationRole::Auto
     }
 
     /// The failover configuration for `role = "auto"`; `None` otherwise.

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use vigil_net::runtime::cluster::{Cluster, WriteGuard, WriteRefused};
 use vigil_net::runtime::node::Node;
 
-use crate::config::replication::ReplicationConfig;
+use crate::config::replication::{OnLag, ReplicationConfig};
 use crate::outcome::FhirError;
 
 /// Replication as the HTTP server uses it.
@@ -159,7 +159,7 @@ pub fn admit_write(r: Option<&Replication>) -> Result<Option<WriteGuard>, FhirEr
         Some(c) => Some(c.begin_write().map_err(refused)?),
         None => None,
     };
-    if r.config.on_lag != "stall" || !r.is_leader() {
+    if r.config.on_lag != OnLag::Stall || !r.is_leader() {
         return Ok(guard);
     }
     let followers = r.node().map(|n| n.followers()).unwrap_or_default();
@@ -232,7 +232,7 @@ pub async fn after_commit(r: Option<&Replication>, lsn: Option<u64>) -> Result<(
     if node.has_eligible_follower() && node.wait_replicated(lsn, timeout).await {
         return Ok(());
     }
-    if r.config.on_lag != "stall" {
+    if r.config.on_lag != OnLag::Stall {
         // DESIGN.md: with no follower keeping up, the leader goes on
         // accepting writes by default, after recording that the follower
         // lacks them (so it will not be promoted over them).

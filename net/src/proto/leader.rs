@@ -4,7 +4,7 @@
 //! sends what it is told and feeds back what happened.
 //!
 //! Guarantees: frames are offered strictly in LSN order from the point the
-//! follower's log ends; at most `window_bytes` are unacknowledged at a time;
+//! follower's log ends; at most `unacked_bytes_max` are unacknowledged at a time;
 //! the follower's watermarks, as this session reports them, never go back.
 
 use std::collections::VecDeque;
@@ -22,8 +22,10 @@ pub struct LeaderConfig {
     pub node: String,
     /// This node's FHIR base URL, given to followers for forwarding writes.
     pub http_url: String,
-    /// Most bytes sent and not yet acknowledged as received.
-    pub window_bytes: u64,
+    /// Most bytes sent and not yet acknowledged as received (the
+    /// session's window; the QUIC flow-control window is the node's
+    /// `window_bytes`).
+    pub unacked_bytes_max: u64,
     /// Most bytes per frames message (at most [`CHUNK_BYTES_MAX`]).
     pub chunk_bytes: usize,
     /// Heartbeat interval when nothing else is sent, µs.
@@ -48,7 +50,7 @@ impl LeaderConfig {
             cluster: cluster.into(),
             node: node.into(),
             http_url: http_url.into(),
-            window_bytes: 64 * 1024 * 1024,
+            unacked_bytes_max: 64 * 1024 * 1024,
             chunk_bytes: 256 * 1024,
             heartbeat_us: 100_000,
             silence_us: 2_000_000,
@@ -174,7 +176,7 @@ impl LeaderSession {
     /// A session for a follower that just connected, at time `now_us`.
     pub fn new(cfg: LeaderConfig, now_us: u64) -> Self {
         assert!(cfg.chunk_bytes > 0 && cfg.chunk_bytes <= CHUNK_BYTES_MAX);
-        assert!(cfg.window_bytes >= cfg.chunk_bytes as u64);
+        assert!(cfg.unacked_bytes_max >= cfg.chunk_bytes as u64);
         Self {
             cfg,
             phase: Phase::AwaitHello,
@@ -469,7 +471,10 @@ impl LeaderSession {
         if self.reading || self.starved || self.next_send > end {
             return;
         }
-        let room = self.cfg.window_bytes.saturating_sub(self.in_flight_bytes);
+        let room = self
+            .cfg
+            .unacked_bytes_max
+            .saturating_sub(self.in_flight_bytes);
         if room == 0 {
             return;
         }
@@ -524,7 +529,7 @@ mod tests {
     fn frames_flow_in_order_within_the_window_and_acks_free_it() {
         let mut cfg = LeaderConfig::new("c", "a", "http://a");
         cfg.chunk_bytes = 100;
-        cfg.window_bytes = 250;
+        cfg.unacked_bytes_max = 250;
         let mut s = LeaderSession::new(cfg, 0);
         s.handle(
             LeaderEvent::LogAdvanced {

@@ -35,14 +35,14 @@ pub struct LeaseConfig {
     pub drift_margin_us: u64,
 }
 
+/// The lease duration every member uses unless configured: 3 s.
+pub const LEASE_MS_DEFAULT: u64 = 3_000;
+
 impl LeaseConfig {
-    /// Production defaults: 3 s leases renewed every 500 ms, 10% drift margin.
+    /// Production defaults: [`LEASE_MS_DEFAULT`] leases renewed every sixth
+    /// of it (500 ms), 10% drift margin.
     pub fn new() -> Self {
-        Self {
-            duration_us: 3_000_000,
-            renew_every_us: 500_000,
-            drift_margin_us: 300_000,
-        }
+        Self::with_duration_ms(LEASE_MS_DEFAULT)
     }
 
     /// Leases of `ms` milliseconds renewed every sixth of that, with a 10%

@@ -7,6 +7,7 @@ use crate::runtime::tls::TlsError;
 
 /// Why replication could not start or run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetError {
     /// Certificates could not be loaded.
     #[error(transparent)]

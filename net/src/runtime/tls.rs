@@ -24,6 +24,7 @@ use crate::proto::wire::ALPN;
 
 /// Why certificates could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read or written.
     #[error("{op} {path}: {source}")]

@@ -139,7 +139,7 @@ pub(super) async fn act(inner: &Arc<Inner>, a: ElectorAction, tx: &mpsc::Sender<
             let (inner, tx) = (inner.clone(), tx.clone());
             tokio::spawn(async move {
                 let m = Message::EpochCas {
-                    candidate: inner.cfg.node.node.clone(),
+                    candidate: inner.cfg.node.name.clone(),
                     expected,
                 };
                 let r = match inner.ask_witness(m).await {

@@ -66,7 +66,7 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
             }
             *inner.hand_over.lock().unwrap_or_else(|p| p.into_inner()) = Some((epoch, last_lsn));
             Some(Message::Released {
-                voter: inner.cfg.node.node.clone(),
+                voter: inner.cfg.node.name.clone(),
             })
         }
         _ => None,

@@ -211,7 +211,7 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("node", &self.inner.cfg.node.node)
+            .field("node", &self.inner.cfg.node.name)
             .finish_non_exhaustive()
     }
 }
@@ -288,12 +288,12 @@ impl Cluster {
     /// Opens the store (read-only until promoted), starts following the
     /// peer, and starts the leadership loop.
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Cluster>, NetError> {
-        if cfg.peer.name == cfg.node.node || cfg.witness.name == cfg.node.node {
+        if cfg.peer.name == cfg.node.name || cfg.witness.name == cfg.node.name {
             return Err(NetError::Config(
                 "the peer and the witness must be other nodes than this one".into(),
             ));
         }
-        let id = Identity::load(&cfg.node.certs, &cfg.node.node)?;
+        let id = Identity::load(&cfg.node.certs, &cfg.node.name)?;
         let opts = Options {
             replica: true,
             ..cfg.store.clone()
@@ -304,7 +304,7 @@ impl Cluster {
             .map_err(|e| NetError::Connection(e.to_string()))??;
         let started = Instant::now();
         let mut elector = Elector::start(
-            &cfg.node.node,
+            &cfg.node.name,
             &cfg.peer.name,
             &cfg.witness.name,
             cfg.lease,
@@ -312,7 +312,7 @@ impl Cluster {
             0,
         );
         elector.set_eligible(true);
-        if cfg.preferred != cfg.node.node {
+        if cfg.preferred != cfg.node.name {
             elector.not_before(4 * cfg.lease.duration_us);
         }
         let (witness_tx, witness_rx) = mpsc::channel(WITNESS_QUEUE_MAX);
@@ -344,7 +344,7 @@ impl Cluster {
         ));
         let l = tokio::spawn(run(inner.clone(), stop_rx));
         tracing::info!(
-            node = %inner.cfg.node.node,
+            node = %inner.cfg.node.name,
             peer = %inner.cfg.peer.name,
             witness = %inner.cfg.witness.name,
             "automatic failover on: following until this node holds a lease"
@@ -526,7 +526,7 @@ impl Cluster {
         // own and asks for a majority at once.
         if let Err(e) = inner
             .ask_witness(Message::LeaseRelease {
-                holder: inner.cfg.node.node.clone(),
+                holder: inner.cfg.node.name.clone(),
             })
             .await
         {

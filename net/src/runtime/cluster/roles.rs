@@ -381,7 +381,7 @@ fn record_at_witness(
         }
     }
     let m = Message::Eligibility {
-        leader: inner.cfg.node.node.clone(),
+        leader: inner.cfg.node.name.clone(),
         follower: r.follower.clone(),
         eligible: r.eligible,
         durable_lsn: r.durable_lsn,
