@@ -5,14 +5,8 @@
 mod common;
 
 use common::*;
-use vigil_engine::{Options, RestoreTarget, Store, backup, restore, verify_backup};
-
-fn opts() -> Options {
-    Options {
-        segment_bytes: vigil_engine::limits::SEGMENT_BYTES_MIN * 16,
-        ..Options::default()
-    }
-}
+use vigil_engine::{RestoreTarget, Store, backup, restore, verify_backup};
+use vigil_testkit::small_store;
 
 #[test]
 fn online_incremental_backup_restores_any_point() {
@@ -20,7 +14,13 @@ fn online_incremental_backup_restores_any_point() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let store = std::sync::Arc::new(Store::open_with(src.path(), opts()).expect("open"));
+    let store = std::sync::Arc::new(
+        Store::open_with(
+            src.path(),
+            small_store(vigil_engine::limits::SEGMENT_BYTES_MIN * 16, false),
+        )
+        .expect("open"),
+    );
     for i in 0..200 {
         put(&store, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -72,7 +72,11 @@ fn online_incremental_backup_restores_any_point() {
     let r1 = tempfile::tempdir().expect("dir");
     let rep = restore(bak.path(), r1.path(), RestoreTarget::Latest, &mut |_| {}).expect("restore");
     assert_eq!(rep.last_lsn, store.last_lsn());
-    let restored = Store::open_with(r1.path(), opts()).expect("open restored");
+    let restored = Store::open_with(
+        r1.path(),
+        small_store(vigil_engine::limits::SEGMENT_BYTES_MIN * 16, false),
+    )
+    .expect("open restored");
     assert_eq!(
         body_of(&restored, "Patient", "p3"),
         Some(patient("changed", 3))
@@ -87,7 +91,11 @@ fn online_incremental_backup_restores_any_point() {
         let d = tempfile::tempdir().expect("dir");
         let rep = restore(bak.path(), d.path(), target, &mut |_| {}).expect("restore");
         assert_eq!(rep.last_lsn, mid_lsn, "{target:?}");
-        let s = Store::open_with(d.path(), opts()).expect("open");
+        let s = Store::open_with(
+            d.path(),
+            small_store(vigil_engine::limits::SEGMENT_BYTES_MIN * 16, false),
+        )
+        .expect("open");
         assert_eq!(
             body_of(&s, "Patient", "p3"),
             Some(patient("p", 3)),
@@ -117,7 +125,11 @@ fn damage_in_a_backup_is_named_and_a_diverged_store_is_refused() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let store = Store::open_with(src.path(), opts()).expect("open");
+    let store = Store::open_with(
+        src.path(),
+        small_store(vigil_engine::limits::SEGMENT_BYTES_MIN * 16, false),
+    )
+    .expect("open");
     for i in 0..50 {
         put(&store, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -149,7 +161,11 @@ fn damage_in_a_backup_is_named_and_a_diverged_store_is_refused() {
     );
     drop(store);
     backup(src.path(), bak2.path(), &mut |_| {}).expect("backup");
-    let s2 = Store::open_with(other.path(), opts()).expect("open");
+    let s2 = Store::open_with(
+        other.path(),
+        small_store(vigil_engine::limits::SEGMENT_BYTES_MIN * 16, false),
+    )
+    .expect("open");
     for i in 0..60 {
         put(&s2, "Patient", &format!("x{i}"), patient("x", i));
     }

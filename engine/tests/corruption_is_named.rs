@@ -6,16 +6,10 @@ mod common;
 
 use common::*;
 use vigil_engine::{Error, Options, Store};
-
-fn small_segments() -> Options {
-    Options {
-        segment_bytes: 4096,
-        ..Options::default()
-    }
-}
+use vigil_testkit::small_store;
 
 fn build(dir: &std::path::Path) {
-    let store = Store::open_with(dir, small_segments()).expect("open");
+    let store = Store::open_with(dir, small_store(4096, false)).expect("open");
     for i in 0..60u32 {
         put(&store, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -35,7 +29,7 @@ fn a_flip_in_a_sealed_segment_stops_open_with_segment_and_offset() {
     build(dir.path());
     let sealed = segments(dir.path())[1].clone();
     flip(&sealed, 200);
-    match Store::open_with(dir.path(), small_segments()) {
+    match Store::open_with(dir.path(), small_store(4096, false)) {
         Err(Error::ChecksumMismatch {
             segment, offset, ..
         }) => {
@@ -59,7 +53,7 @@ fn verify_finds_a_flip_that_a_quick_open_skipped() {
         dir.path(),
         Options {
             verify_on_open: false,
-            ..small_segments()
+            ..small_store(4096, false)
         },
     )
     .expect("a quick open checks only the newest segments");
@@ -83,7 +77,7 @@ fn repair_cuts_at_the_damage_and_quarantines_the_rest() {
         dir.path(),
         Options {
             repair: true,
-            ..small_segments()
+            ..small_store(4096, false)
         },
     )
     .expect("repair opens");

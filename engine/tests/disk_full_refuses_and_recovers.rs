@@ -10,13 +10,12 @@ mod common;
 
 use common::*;
 use vigil_engine::{Batch, Error, Op, Options, Store, Watermark, failpoint};
-use vigil_testkit::frames;
+use vigil_testkit::{frames, small_store};
 
 fn small_segments() -> Options {
     Options {
-        segment_bytes: 64 * 1024,
         disk_reserve_bytes: 0,
-        ..Options::default()
+        ..small_store(64 * 1024, false)
     }
 }
 

@@ -4,22 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use vigil_engine::{Batch, DictionaryPolicy, Op, Options, Store};
-
-fn opts() -> Options {
-    Options {
-        extractor: Arc::new(Family),
-        ..Options::default()
-    }
-}
 
 #[test]
 fn secondary_keys_follow_the_current_version() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let store = Store::open_with(dir.path(), with_family_keys()).expect("open");
     put(&store, "Patient", "a", patient("a", 1));
     put(&store, "Patient", "b", patient("b", 1));
     assert_eq!(
@@ -52,14 +43,14 @@ fn secondary_keys_follow_the_current_version() {
 fn a_deleted_index_is_rebuilt_and_equal() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open_with(dir.path(), opts()).expect("open");
+        let store = Store::open_with(dir.path(), with_family_keys()).expect("open");
         for i in 0..100u32 {
             put(&store, "Patient", &format!("p{}", i % 30), patient("p", i));
         }
         store.close().expect("close");
     }
     std::fs::remove_file(dir.path().join("index.redb")).expect("delete index");
-    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let store = Store::open_with(dir.path(), with_family_keys()).expect("open");
     assert!(store.open_report().index_rebuilt);
     assert_eq!(store.stats().expect("stats").versions, 100);
     assert_eq!(
@@ -141,7 +132,7 @@ fn a_trained_dictionary_is_logged_used_and_survives_reopen() {
 #[test]
 fn keys_given_with_a_put_are_indexed_as_the_extractors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let store = Store::open_with(dir.path(), with_family_keys()).expect("open");
     let body = patient("g", 7);
     store
         .commit(Batch::one(
@@ -154,7 +145,7 @@ fn keys_given_with_a_put_are_indexed_as_the_extractors() {
     );
     let store_dir = dir.path().to_owned();
     drop(store);
-    let store = Store::open_with(&store_dir, opts()).expect("reopen");
+    let store = Store::open_with(&store_dir, with_family_keys()).expect("reopen");
     store.verify().expect("the index equals a rebuild");
 }
 
@@ -165,7 +156,7 @@ fn keys_given_with_a_put_are_indexed_as_the_extractors() {
 #[should_panic(expected = "differ from the extractor's")]
 fn keys_given_that_differ_from_the_extractors_are_caught() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), opts()).expect("open");
+    let store = Store::open_with(dir.path(), with_family_keys()).expect("open");
     let _ = store.commit(Batch::one(
         Op::put("Patient", "g", patient("g", 7)).with_keys(vec![b"family=Other".to_vec()]),
     ));

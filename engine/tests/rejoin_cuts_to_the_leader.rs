@@ -5,16 +5,8 @@
 mod common;
 
 use common::*;
-use vigil_engine::{LogPosition, Options, Store, limits::SEGMENT_BYTES_MIN};
-use vigil_testkit::frames;
-
-fn opts(replica: bool) -> Options {
-    Options {
-        segment_bytes: SEGMENT_BYTES_MIN,
-        replica,
-        ..Options::default()
-    }
-}
+use vigil_engine::{LogPosition, Store, limits::SEGMENT_BYTES_MIN};
+use vigil_testkit::{frames, small_store};
 
 #[test]
 fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
@@ -23,8 +15,8 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
         tempfile::tempdir().expect("dir"),
     );
     // a leads epoch 1; b follows and has everything up to here.
-    let a = Store::open_with(ad.path(), opts(false)).expect("a");
-    let b = Store::open_with(bd.path(), opts(true)).expect("b");
+    let a = Store::open_with(ad.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("a");
+    let b = Store::open_with(bd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("b");
     for i in 0..20 {
         put(&a, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -76,9 +68,13 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
         "they agree exactly up to what b had"
     );
     a.close().expect("close a");
-    let cut = Store::cut_log(ad.path(), opts(false), agree_until)
-        .expect("cut")
-        .expect("something was cut");
+    let cut = Store::cut_log(
+        ad.path(),
+        small_store(SEGMENT_BYTES_MIN, false),
+        agree_until,
+    )
+    .expect("cut")
+    .expect("something was cut");
     assert_eq!(cut.first_lsn, common_end + 1);
     assert_eq!(cut.versions, 6, "five creates and one update were lost");
     let lines = std::fs::read_to_string(cut.quarantine.join("versions.ndjson")).expect("ndjson");
@@ -97,11 +93,16 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
     assert!(cut.quarantine.join("MANIFEST.txt").exists());
     // Cutting again finds nothing more to cut.
     assert_eq!(
-        Store::cut_log(ad.path(), opts(false), agree_until).expect("cut"),
+        Store::cut_log(
+            ad.path(),
+            small_store(SEGMENT_BYTES_MIN, false),
+            agree_until
+        )
+        .expect("cut"),
         None
     );
     // a follows b now and ends up identical.
-    let a = Store::open_with(ad.path(), opts(true)).expect("reopen a");
+    let a = Store::open_with(ad.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen a");
     assert_eq!(a.log_end().lsn, common_end);
     assert!(
         body_of(&a, "Patient", "lost0").is_none(),
@@ -122,7 +123,7 @@ fn a_deposed_leader_cuts_its_divergent_tail_into_quarantine_and_follows() {
 #[test]
 fn a_cut_inside_a_frame_takes_the_whole_frame() {
     let d = tempfile::tempdir().expect("dir");
-    let s = Store::open_with(d.path(), opts(false)).expect("open");
+    let s = Store::open_with(d.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("open");
     let before = s.last_lsn();
     let mut b = vigil_engine::Batch::new();
     for i in 0..3 {
@@ -137,11 +138,11 @@ fn a_cut_inside_a_frame_takes_the_whole_frame() {
     s.close().expect("close");
     // A divergence point is where the logs may agree at most; the frame
     // that holds it is cut whole, never split.
-    let cut = Store::cut_log(d.path(), opts(false), mid)
+    let cut = Store::cut_log(d.path(), small_store(SEGMENT_BYTES_MIN, false), mid)
         .expect("cut")
         .expect("something was cut");
     assert_eq!((cut.first_lsn, cut.last_lsn), (before + 1, before + 3));
     assert_eq!(cut.versions, 3);
-    let s = Store::open_with(d.path(), opts(true)).expect("reopen");
+    let s = Store::open_with(d.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen");
     assert_eq!(s.log_end().lsn, before);
 }

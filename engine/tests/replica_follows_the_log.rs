@@ -5,16 +5,8 @@
 mod common;
 
 use common::*;
-use vigil_engine::{Batch, Error, LogPosition, Op, Options, Store, limits::SEGMENT_BYTES_MIN};
-use vigil_testkit::frames;
-
-fn small_segments(replica: bool) -> Options {
-    Options {
-        segment_bytes: SEGMENT_BYTES_MIN,
-        replica,
-        ..Options::default()
-    }
-}
+use vigil_engine::{Batch, Error, LogPosition, Op, Store, limits::SEGMENT_BYTES_MIN};
+use vigil_testkit::{frames, small_store};
 
 #[test]
 fn a_replica_holds_the_same_frames_and_answers_the_same() {
@@ -22,8 +14,10 @@ fn a_replica_holds_the_same_frames_and_answers_the_same() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     assert_eq!(
         replica.last_lsn(),
         0,
@@ -82,7 +76,8 @@ fn a_replica_holds_the_same_frames_and_answers_the_same() {
     // Restart: the replica is still a replica at the same end.
     let end = replica.last_lsn();
     replica.close().expect("close");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen");
     assert_eq!(replica.last_lsn(), end);
     leader
         .commit(Batch::one(Op::put("Patient", "late", patient("late", 1))))
@@ -100,8 +95,10 @@ fn frames_that_do_not_continue_the_log_are_refused_and_nothing_is_written() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     for i in 0..5 {
         put(&leader, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -113,7 +110,7 @@ fn frames_that_do_not_continue_the_log_are_refused_and_nothing_is_written() {
     bad[at] ^= 1;
     assert!(matches!(
         replica.append_log(bad),
-        Err(Error::FrameRejected { lsn: 1, .. })
+        Err(Error::FrameRejected { .. })
     ));
     assert_eq!(replica.last_lsn(), 0);
     // A gap: starting at the second frame.
@@ -144,8 +141,8 @@ fn position_of_finds_prefix_and_divergence() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let a = Store::open_with(ad.path(), small_segments(false)).expect("a");
-    let b = Store::open_with(bd.path(), small_segments(true)).expect("b");
+    let a = Store::open_with(ad.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("a");
+    let b = Store::open_with(bd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("b");
     for i in 0..3 {
         put(&a, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -182,7 +179,8 @@ fn position_of_finds_prefix_and_divergence() {
 #[test]
 fn the_newest_frames_read_from_memory_equal_those_on_disk() {
     let dir = tempfile::tempdir().expect("dir");
-    let leader = Store::open_with(dir.path(), small_segments(false)).expect("leader");
+    let leader =
+        Store::open_with(dir.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
     let mut served = 0;
     let mut next = 1;
     for round in 0..300u32 {
@@ -217,7 +215,8 @@ fn the_newest_frames_read_from_memory_equal_those_on_disk() {
     );
     // After a restart the tail is empty: every read goes to disk.
     drop(leader);
-    let leader = Store::open_with(dir.path(), small_segments(false)).expect("reopen");
+    let leader =
+        Store::open_with(dir.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("reopen");
     assert!(leader.read_log_recent(next, 64 * 1024, u64::MAX).is_none());
 }
 
@@ -312,7 +311,8 @@ fn frames_past_the_leaders_durable_end_stay_invisible_until_confirmed() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
     let b = leader.log_end().lsn; // the new log's own first frames
     for i in 1..=3u32 {
         put(&leader, "Patient", &format!("p{i}"), patient("p", i));
@@ -320,7 +320,8 @@ fn frames_past_the_leaders_durable_end_stay_invisible_until_confirmed() {
     assert_eq!(leader.last_lsn(), b + 3, "one frame per commit");
     let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
     assert_eq!((all.first_lsn, all.end_lsn), (1, b + 4));
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     // The leader said only p1's frame is durable there: p2's and p3's are
     // written and fsynced here, but not shown (one append, split at the
     // confirmation).
@@ -365,16 +366,19 @@ fn a_reopened_replica_indexes_its_whole_log() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
     put(&leader, "Patient", "p1", patient("p", 1));
     let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     let end = all.end_lsn - 1;
     assert_eq!(append_confirmed(&replica, all.bytes, 0), end);
     assert_eq!(visible_after(&replica, 0), 0, "not confirmed");
     drop(replica);
     // Confirmations live in memory only: what the log holds is indexed.
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen");
     assert_eq!(replica.last_lsn(), end);
     assert!(live(&replica, "p1"));
 }
@@ -385,13 +389,15 @@ fn frames_never_shown_are_cut_in_place_when_the_leader_lost_them() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
     let b = leader.log_end().lsn;
     for i in 1..=3u32 {
         put(&leader, "Patient", &format!("p{i}"), patient("p", i));
     }
     let all = leader.read_log(1, 1 << 20).expect("read").expect("frames");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     assert_eq!(append_confirmed(&replica, all.bytes, b + 1), b + 3);
     assert_eq!(visible_after(&replica, 0), b + 1);
     // A frame that was shown is never cut in place.
@@ -421,7 +427,8 @@ fn frames_never_shown_are_cut_in_place_when_the_leader_lost_them() {
     let end = replica.drop_unconfirmed(b + 2);
     assert!(end.is_err(), "p3's frame was shown this time");
     drop(replica);
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen");
     assert_eq!(replica.log_end().lsn, b + 3);
     assert_eq!(frames(&replica), frames(&leader));
 }
@@ -432,7 +439,8 @@ fn a_lost_frame_that_began_a_segment_takes_the_segment_with_it() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let leader = Store::open_with(ld.path(), small_segments(false)).expect("leader");
+    let leader =
+        Store::open_with(ld.path(), small_store(SEGMENT_BYTES_MIN, false)).expect("leader");
     // Commit until the log spans two segments.
     let mut i = 0u32;
     while segments(ld.path()).len() < 2 {
@@ -448,7 +456,8 @@ fn a_lost_frame_that_began_a_segment_takes_the_segment_with_it() {
         .read_log(first.end_lsn, 1)
         .expect("read")
         .expect("frame");
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("replica");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("replica");
     let kept_end = first.end_lsn - 1;
     assert_eq!(append_confirmed(&replica, first.bytes, kept_end), kept_end);
     assert_eq!(
@@ -473,7 +482,8 @@ fn a_lost_frame_that_began_a_segment_takes_the_segment_with_it() {
         again.end_lsn - 1
     );
     drop(replica);
-    let replica = Store::open_with(rd.path(), small_segments(true)).expect("reopen");
+    let replica =
+        Store::open_with(rd.path(), small_store(SEGMENT_BYTES_MIN, true)).expect("reopen");
     assert_eq!(replica.log_end().lsn, again.end_lsn - 1);
     let theirs: Vec<_> = frames(&leader)
         .into_iter()

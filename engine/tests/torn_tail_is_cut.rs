@@ -5,15 +5,8 @@
 mod common;
 
 use common::*;
-use vigil_engine::{Current, Options, Store};
-
-/// Small preallocated segments keep the hundreds of copies below cheap.
-fn small() -> Options {
-    Options {
-        segment_bytes: 64 * 1024,
-        ..Options::default()
-    }
-}
+use vigil_engine::{Current, Store};
+use vigil_testkit::small_store;
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to.join("wal")).expect("mkdir");
@@ -30,7 +23,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn the_last_frame_cut_at_every_offset_is_removed_exactly() {
     let base = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(base.path(), small()).expect("open");
+    let store = Store::open_with(base.path(), small_store(64 * 1024, false)).expect("open");
     for i in 0..20u32 {
         put(&store, "Patient", &format!("p{i}"), patient("p", i));
     }
@@ -50,7 +43,7 @@ fn the_last_frame_cut_at_every_offset_is_removed_exactly() {
             .open(&seg)
             .and_then(|f| f.set_len(cut))
             .expect("truncate");
-        let store = Store::open_with(work.path(), small())
+        let store = Store::open_with(work.path(), small_store(64 * 1024, false))
             .unwrap_or_else(|e| panic!("open after cut at {cut}: {e}"));
         // The torn frame's non-zero bytes were cut (a cut just after zero
         // bytes of its header leaves fewer non-zero bytes than were kept).
@@ -80,7 +73,7 @@ fn the_last_frame_cut_at_every_offset_is_removed_exactly() {
         // The store keeps working after the cut, and what it writes stays.
         put(&store, "Patient", "after", patient("after", 1));
         store.close().expect("close");
-        let store = Store::open_with(work.path(), small()).expect("reopen");
+        let store = Store::open_with(work.path(), small_store(64 * 1024, false)).expect("reopen");
         assert_eq!(
             body_of(&store, "Patient", "after"),
             Some(patient("after", 1)),
@@ -92,7 +85,7 @@ fn the_last_frame_cut_at_every_offset_is_removed_exactly() {
 #[test]
 fn garbage_appended_after_the_last_frame_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open_with(dir.path(), small()).expect("open");
+    let store = Store::open_with(dir.path(), small_store(64 * 1024, false)).expect("open");
     put(&store, "Patient", "a", patient("a", 1));
     let end = store.stats().expect("stats").log_bytes as usize;
     store.close().expect("close");
@@ -100,7 +93,7 @@ fn garbage_appended_after_the_last_frame_is_cut() {
     let mut bytes = std::fs::read(&seg).expect("read");
     bytes[end..end + 100].fill(0xAB);
     std::fs::write(&seg, &bytes).expect("write");
-    let store = Store::open_with(dir.path(), small()).expect("open");
+    let store = Store::open_with(dir.path(), small_store(64 * 1024, false)).expect("open");
     assert_eq!(store.open_report().torn_bytes_cut, 100);
     let after = std::fs::read(&seg).expect("read");
     assert!(after[end..].iter().all(|b| *b == 0));

@@ -9,9 +9,9 @@
 
 use std::collections::VecDeque;
 use vigil_testkit::sim::{Faults, Name, Net};
-use vigil_testkit::{Rng, frames};
+use vigil_testkit::{Rng, frames, small_store};
 
-use vigil_engine::{Batch, LogPosition, Op, Options, Store};
+use vigil_engine::{Batch, LogPosition, Op, Store};
 use vigil_net::proto::follower::{Follower, FollowerAction, FollowerConfig, FollowerEvent};
 use vigil_net::proto::leader::{LeaderAction, LeaderConfig, LeaderEvent, LeaderSession};
 use vigil_net::proto::wire::{Message, RefuseCode};
@@ -62,14 +62,6 @@ struct Sim {
     written: u32,
 }
 
-fn replica_opts() -> Options {
-    Options {
-        segment_bytes: 64 * 1024,
-        replica: true,
-        ..Options::default()
-    }
-}
-
 /// Waits until the store has indexed everything it appended.
 fn settle(store: &Store) {
     let end = store.log_end().lsn;
@@ -84,19 +76,13 @@ fn settle(store: &Store) {
     }
 }
 
-fn leader_opts() -> Options {
-    Options {
-        segment_bytes: 64 * 1024,
-        ..Options::default()
-    }
-}
-
 impl Sim {
     fn new(seed: u64, leader_dir: &std::path::Path, unsynced: bool) -> Self {
-        let leader = Store::open_with(leader_dir, leader_opts()).expect("leader");
+        let leader = Store::open_with(leader_dir, small_store(64 * 1024, false)).expect("leader");
         let leader_durable = leader.log_end().lsn;
         let follower_dir = tempfile::tempdir().expect("dir");
-        let store = Store::open_with(follower_dir.path(), replica_opts()).expect("replica");
+        let store =
+            Store::open_with(follower_dir.path(), small_store(64 * 1024, true)).expect("replica");
         let follower = Follower::new(follower_cfg(), store.log_end());
         Sim {
             net: Net::new(Rng::new(seed | 1)),
@@ -300,8 +286,14 @@ impl Sim {
                     "refused only for a good reason: {e}"
                 );
                 drop(store);
-                Store::cut_log(self.follower_dir.path(), replica_opts(), agree_until).expect("cut");
-                Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen")
+                Store::cut_log(
+                    self.follower_dir.path(),
+                    small_store(64 * 1024, true),
+                    agree_until,
+                )
+                .expect("cut");
+                Store::open_with(self.follower_dir.path(), small_store(64 * 1024, true))
+                    .expect("reopen")
             }
         };
         let end = store.log_end().lsn;
@@ -342,8 +334,9 @@ impl Sim {
         self.cut();
         let dir = self.leader_dir.clone();
         drop(self.leader.take());
-        Store::cut_log(&dir, leader_opts(), cut).expect("lose the unsynced frame");
-        self.leader = Some(Store::open_with(&dir, leader_opts()).expect("reopen leader"));
+        Store::cut_log(&dir, small_store(64 * 1024, false), cut).expect("lose the unsynced frame");
+        self.leader =
+            Some(Store::open_with(&dir, small_store(64 * 1024, false)).expect("reopen leader"));
         assert_eq!(self.leader().log_end().lsn, cut);
         // A follower still holding an earlier lost frame diverges there.
         self.lost_after = Some(self.lost_after.map_or(cut, |c| c.min(cut)));
@@ -357,7 +350,8 @@ impl Sim {
         if let Some(s) = self.follower_store.take() {
             drop(s);
         }
-        let store = Store::open_with(self.follower_dir.path(), replica_opts()).expect("reopen");
+        let store = Store::open_with(self.follower_dir.path(), small_store(64 * 1024, true))
+            .expect("reopen");
         self.replayed_through = store.log_end().lsn;
         self.follower = Follower::new(follower_cfg(), store.log_end());
         self.follower_store = Some(store);

@@ -6,7 +6,8 @@
 //! - [`Rng`] — xorshift64*, seeded and reproducible.
 //! - [`until`] / [`until_async`] — poll a condition with a deadline.
 //! - [`free_ports`], [`free_udp_port`] — loopback ports free right now.
-//! - [`frames`], [`frames_in`] — a store's whole log as bytes.
+//! - [`frames`], [`frames_in`] — a store's whole log as bytes;
+//!   [`small_store`] — options for a test store with small segments.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
 //! - [`ChildGuard`] — a child process killed and reaped on drop.
 //! - [`sim`] — the one simulation harness: simulated time, a clock per
@@ -25,5 +26,5 @@ mod wait;
 pub use ports::{free_ports, free_udp_port};
 pub use process::ChildGuard;
 pub use rng::Rng;
-pub use store::{frames, frames_in};
+pub use store::{frames, frames_in, small_store};
 pub use wait::{until, until_async};

@@ -4,6 +4,17 @@ use std::path::Path;
 
 use vigil_engine::{Options, Store};
 
+/// Options for a test store: segments of `segment_bytes` (small, so that
+/// tests cross segment boundaries), a replica or not, everything else at
+/// its default.
+pub fn small_store(segment_bytes: u64, replica: bool) -> Options {
+    Options {
+        segment_bytes,
+        replica,
+        ..Options::default()
+    }
+}
+
 /// Every frame of `store`'s log, as bytes, in order.
 pub fn frames(store: &Store) -> Vec<Vec<u8>> {
     store

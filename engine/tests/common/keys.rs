@@ -3,18 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::{Family, patient, put};
+use super::{patient, put};
 use vigil_engine::{Batch, Op, Options, Store};
 
 /// Flushes after every few changes, so that most reads merge runs over a
 /// file that changed under them.
 pub fn opts() -> Options {
     Options {
-        extractor: Arc::new(Family),
         key_buffer_entries: 5,
-        ..Options::default()
+        ..super::with_family_keys()
     }
 }
 

@@ -93,3 +93,11 @@ pub fn settle(replica: &Store) {
         replica.wait_for_lsn(replica.last_lsn(), std::time::Duration::from_millis(100));
     }
 }
+
+/// Options with the [`Family`] key extractor, everything else default.
+pub fn with_family_keys() -> Options {
+    Options {
+        extractor: std::sync::Arc::new(Family),
+        ..Options::default()
+    }
+}
