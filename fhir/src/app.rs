@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use vigil_engine::{Batch, Committed, Options, Store};
+use vigil_net::runtime::replicated::Replicated;
 
 use crate::config::Config;
 use crate::outcome::FhirError;
@@ -172,39 +173,18 @@ impl App {
 /// How long a reopen waits for requests still using the stopped store.
 const STORE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Operations above which a batch is prepared (compressed, indexed) on a
-/// blocking thread rather than on the async worker.
-const INLINE_PREPARE_OPS_MAX: usize = 16;
-
-/// Commits a batch without parking a thread while the fsync runs: the
-/// engine calls back when the frame is durable. Large batches are prepared
-/// on a blocking thread so that compression does not stall the runtime.
+/// Commits a client's write: through replication's one face
+/// ([`Replicated::commit`]: admission, the local commit, the synchronous
+/// wait or `max_lag` record, the lease check), on the store of the moment.
 pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
     let started = std::time::Instant::now();
-    let _admitted = crate::replication::admit_write(app.replication.as_ref())?;
-    let committed = commit_locally(app, batch).await?;
-    crate::replication::after_commit(app.replication.as_ref(), committed.last_lsn).await?;
-    crate::replication::before_ack(app.replication.as_ref())?;
+    let store = app.store()?;
+    let committed = match &app.replication {
+        Some(r) => r.replicated.commit(store, batch).await,
+        None => Replicated::standalone().commit(store, batch).await,
+    }?;
     app.commit_latency.observe(started.elapsed());
     Ok(committed)
-}
-
-async fn commit_locally(app: &App, batch: Batch) -> Result<Committed, FhirError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let done = move |r: vigil_engine::Result<Committed>| {
-        let _ = tx.send(r);
-    };
-    let store = app.store()?;
-    if batch.ops.len() > INLINE_PREPARE_OPS_MAX {
-        tokio::task::spawn_blocking(move || store.commit_with(batch, done))
-            .await
-            .map_err(|e| FhirError::internal(format!("commit task failed: {e}")))??;
-    } else {
-        store.commit_with(batch, done)?;
-    }
-    rx.await
-        .map_err(|_| FhirError::from(vigil_engine::Error::Closed))?
-        .map_err(FhirError::from)
 }
 
 /// Why the server could not run.

@@ -103,6 +103,18 @@ impl IntoResponse for FhirError {
 /// operator's (or a retention job's) work, not a moment's.
 const DISK_FULL_RETRY_AFTER_S: u32 = 30;
 
+impl From<vigil_net::runtime::replicated::CommitError> for FhirError {
+    fn from(e: vigil_net::runtime::replicated::CommitError) -> Self {
+        use vigil_net::runtime::replicated::CommitError;
+        match e {
+            CommitError::Store(e) => e.into(),
+            CommitError::Task(why) => FhirError::internal(format!("commit task failed: {why}")),
+            // Every other refusal is replication saying "not now".
+            other => FhirError::unavailable(other.to_string(), 1),
+        }
+    }
+}
+
 impl From<vigil_engine::Error> for FhirError {
     fn from(e: vigil_engine::Error) -> Self {
         use vigil_engine::Error as E;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vigil_net::runtime::node::{NodeConfig, Role};
+pub use vigil_net::runtime::replicated::OnLag;
+use vigil_net::runtime::replicated::WriteRules;
 
 use crate::config::ConfigError;
 
@@ -52,18 +54,6 @@ impl std::str::FromStr for ReplicationRole {
             )),
         }
     }
-}
-
-/// `on_lag`: what a leader does when no follower is within `max_lag`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnLag {
-    /// The follower is recorded ineligible for promotion; writes go on.
-    #[default]
-    Accept,
-    /// Writes get 503 with Retry-After until a follower is back within
-    /// the bound.
-    Stall,
 }
 
 /// How long a synchronous write waits for the follower unless configured.
@@ -273,6 +263,15 @@ impl ReplicationConfig {
             data: data.to_owned(),
             store,
         })
+    }
+
+    /// The rules this node's writes follow.
+    pub fn write_rules(&self) -> WriteRules {
+        WriteRules {
+            max_lag: self.max_lag_ms.map(Duration::from_millis),
+            sync_timeout: Duration::from_millis(self.sync_timeout_ms),
+            on_lag: self.on_lag,
+        }
     }
 
     /// The replication node configuration.

@@ -1,0 +1,73 @@
+//! A client's write reaches the store only through replication's one face,
+//! `vigil_net::runtime::replicated::Replicated::commit` (admission, the
+//! commit, the synchronous wait or `max_lag` record, the lease check):
+//! nothing in the FHIR server or the commands calls the engine's commit or
+//! append directly. This reads their sources and fails on any other call.
+
+use std::path::{Path, PathBuf};
+
+/// Engine write calls the server must not make itself.
+const ENGINE_WRITES: &[&str] = &[".commit(", "commit_with(", "append_log"];
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read a source folder") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The calls in `text` that write to the engine without going through
+/// `Replicated` (comments left out).
+fn direct_writes(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let code = line.split("//").next().unwrap_or("");
+            let writes = ENGINE_WRITES.iter().any(|w| code.contains(w));
+            let through_the_face = code.contains("replicated.commit(")
+                || code.contains("Replicated::standalone().commit(");
+            (writes && !through_the_face).then(|| (i + 1, line.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_server_writes_only_through_replicated() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["fhir/src", "vigil/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 30, "only {} files read", files.len());
+    let mut found = Vec::new();
+    let mut through = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        through += text.matches("replicated.commit(").count()
+            + text.matches("Replicated::standalone().commit(").count();
+        for (line, code) in direct_writes(&text) {
+            found.push(format!("{}:{line}: {code}", f.display()));
+        }
+    }
+    assert!(
+        through > 0,
+        "no write goes through Replicated: the check is stale"
+    );
+    assert!(
+        found.is_empty(),
+        "writes that bypass Replicated:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_check_sees_a_direct_commit() {
+    assert_eq!(direct_writes("store.commit(batch)?;").len(), 1);
+    assert_eq!(direct_writes("s.commit_with(b, done)").len(), 1);
+    assert!(direct_writes("r.replicated.commit(store, batch).await").is_empty());
+    assert!(direct_writes("// store.commit(batch)").is_empty());
+}
