@@ -6,6 +6,8 @@
 //! - [`eligibility`] — `max_lag` as a promise: when a follower may be
 //!   promoted.
 //! - [`enforce`] — a leader's enforcement of `max_lag` at the witness.
+//! - [`standing`] — what a follower under failover does with what it knows
+//!   of its leader (rejoin, reseed, stand for promotion again).
 //! - [`witness`] — the witness's whole logic (`decide`) and its durable
 //!   state.
 //!
@@ -18,5 +20,6 @@ pub mod enforce;
 pub mod follower;
 pub mod leader;
 pub mod lease;
+pub mod standing;
 pub mod wire;
 pub mod witness;

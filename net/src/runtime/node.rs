@@ -25,6 +25,7 @@ use crate::proto::follower::{Follower, FollowerAction, FollowerConfig, FollowerE
 use crate::proto::leader::{
     LeaderAction, LeaderConfig, LeaderEvent, LeaderSession, SessionCounters, Watermarks,
 };
+use crate::proto::standing::LeaderView;
 use crate::proto::wire::Message;
 use crate::runtime::durable_wait::DurableWaiters;
 use crate::runtime::error::NetError;
@@ -164,6 +165,9 @@ struct LogHead {
 #[derive(Default)]
 struct Shared {
     status: ReplicationStatus,
+    /// A follower's view of its leader, for the failover loop's decisions
+    /// (the status above is for people).
+    leader_view: Option<LeaderView>,
     links: BTreeMap<String, FollowerLink>,
     /// A leader's durable eligibility record.
     eligibility: Option<EligibilityFile>,
@@ -368,6 +372,16 @@ impl Node {
     pub fn followers(&self) -> Vec<FollowerLink> {
         let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         s.links.values().cloned().collect()
+    }
+
+    /// On a follower: what it knows of its leader (`None` on a leader, or
+    /// before the first connection). What the failover loop decides from.
+    pub fn leader_view(&self) -> Option<LeaderView> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .leader_view
+            .clone()
     }
 
     /// The current replication status.
@@ -1429,7 +1443,30 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
             "catching up with the leader"
         );
     }
+    let lag_seconds = if lsns_left == 0 {
+        0.0
+    } else {
+        l.last_commit_us.saturating_sub(end.timestamp_us) as f64 / 1e6
+    };
+    let diverged_at = match m.refusal() {
+        Some((crate::proto::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
+        _ => None,
+    };
+    let reseed_needed = matches!(
+        m.refusal(),
+        Some((crate::proto::wire::RefuseCode::ReseedNeeded, _))
+    );
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    s.leader_view = Some(LeaderView {
+        leader: l.node.clone(),
+        connected: m.is_streaming(),
+        leader_epoch: l.epoch,
+        leader_lsn: l.last_lsn,
+        durable: end.lsn,
+        lag_seconds,
+        diverged_at,
+        reseed_needed,
+    });
     s.status.upstream = Some(Upstream {
         leader_addr: leader.to_string(),
         leader: l.node.clone(),
@@ -1440,20 +1477,10 @@ fn publish_upstream(shared: &Mutex<Shared>, m: &Follower, leader: SocketAddr, ra
         durable: end.lsn,
         applied: m.applied(),
         lag_lsns: lsns_left,
-        lag_seconds: if lsns_left == 0 {
-            0.0
-        } else {
-            l.last_commit_us.saturating_sub(end.timestamp_us) as f64 / 1e6
-        },
+        lag_seconds,
         stopped: m.stopped().map(String::from),
-        diverged_at: match m.refusal() {
-            Some((crate::proto::wire::RefuseCode::Diverged, lsn)) => Some(lsn),
-            _ => None,
-        },
-        reseed_needed: matches!(
-            m.refusal(),
-            Some((crate::proto::wire::RefuseCode::ReseedNeeded, _))
-        ),
+        diverged_at,
+        reseed_needed,
         leader_epoch: l.epoch,
         connects: c.connects,
         disconnects: c.disconnects,

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::roles::{rejoin, reseed};
 use super::*;
+use crate::proto::standing::{self, Step};
 
 /// The leadership loop.
 pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
@@ -48,29 +49,31 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 pub(super) async fn on_tick(inner: &Arc<Inner>) -> Vec<ElectorAction> {
     let now = inner.now_us();
     let leading = matches!(inner.elector().role(), LeaseRole::Leader { .. });
-    // Only the status is kept: a rejoin needs every handle on the store
-    // (the node holds one) dropped.
-    let upstream = inner.node().and_then(|n| n.status().upstream);
-    if !leading && let Some(up) = upstream {
-        if up.connected {
-            let mut e = inner.elector();
-            e.on_leader_alive(now);
-            e.own_voter().observe_epoch(up.leader_epoch);
-        }
-        if let Some(lsn) = up.diverged_at {
-            rejoin(inner, lsn).await;
-            return Vec::new();
-        }
-        if up.reseed_needed {
-            reseed(inner).await;
-            return Vec::new();
-        }
-        // A rejoined node may stand again once it holds all the
-        // leader has.
-        if !inner.standing.load(Ordering::Acquire) && up.connected && up.lag_lsns == 0 {
-            inner.standing.store(true, Ordering::Release);
-            inner.elector().allow_promotion_from(now);
-            tracing::info!("caught up with the leader: this node may be promoted again");
+    // Only the view is kept: a rejoin needs every handle on the store (the
+    // node holds one) dropped.
+    let view = inner.node().and_then(|n| n.leader_view());
+    if !leading && let Some(view) = view {
+        for step in standing::steps(&view, inner.standing.load(Ordering::Acquire)) {
+            match step {
+                Step::LeaderAlive { epoch } => {
+                    let mut e = inner.elector();
+                    e.on_leader_alive(now);
+                    e.own_voter().observe_epoch(epoch);
+                }
+                Step::Rejoin { agree_until } => {
+                    rejoin(inner, agree_until).await;
+                    return Vec::new();
+                }
+                Step::Reseed => {
+                    reseed(inner).await;
+                    return Vec::new();
+                }
+                Step::StandAgain => {
+                    inner.standing.store(true, Ordering::Release);
+                    inner.elector().allow_promotion_from(now);
+                    tracing::info!("caught up with the leader: this node may be promoted again");
+                }
+            }
         }
     }
     if let Some((epoch, last)) = inner

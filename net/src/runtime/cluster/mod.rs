@@ -445,11 +445,11 @@ impl Cluster {
         let deadline = Instant::now() + SWITCHOVER_CATCH_UP;
         let mut new_leader = String::new();
         while Instant::now() < deadline {
-            if let Some(up) = inner.node().and_then(|n| n.status().upstream)
-                && up.connected
-                && up.leader_epoch > from_epoch
+            if let Some(view) = inner.node().and_then(|n| n.leader_view())
+                && view.connected
+                && view.leader_epoch > from_epoch
             {
-                new_leader = up.leader;
+                new_leader = view.leader;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -573,14 +573,12 @@ impl Cluster {
     /// of commit time this follower lacks of what its leader last said it
     /// had, and whether it still hears the leader.
     pub fn loss_estimate(&self) -> LossEstimate {
-        let up = self.inner.node().and_then(|n| n.status().upstream);
+        let view = self.inner.node().and_then(|n| n.leader_view());
         LossEstimate {
-            lsns: up
-                .as_ref()
-                .map_or(0, |u| u.leader_lsn.saturating_sub(u.durable)),
-            seconds: up.as_ref().map_or(0.0, |u| u.lag_seconds),
-            leader_connected: up.as_ref().is_some_and(|u| u.connected),
-            durable_lsn: up.as_ref().map_or(0, |u| u.durable),
+            lsns: view.as_ref().map_or(0, |v| v.lsns_behind()),
+            seconds: view.as_ref().map_or(0.0, |v| v.lag_seconds),
+            leader_connected: view.as_ref().is_some_and(|v| v.connected),
+            durable_lsn: view.as_ref().map_or(0, |v| v.durable),
         }
     }
 

@@ -17,10 +17,8 @@ use super::*;
 pub(super) async fn promote(inner: &Arc<Inner>, epoch: u64, reason: String) {
     let (lost_lsns, lost_seconds) = inner
         .node()
-        .and_then(|n| n.status().upstream)
-        .map_or((0, 0.0), |u| {
-            (u.leader_lsn.saturating_sub(u.durable), u.lag_seconds)
-        });
+        .and_then(|n| n.leader_view())
+        .map_or((0, 0.0), |v| (v.lsns_behind(), v.lag_seconds));
     let node = take_node(inner);
     if let Some(n) = node {
         n.shutdown().await;
