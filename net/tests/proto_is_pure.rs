@@ -3,7 +3,7 @@
 //! depend on a socket, a task or the wall clock, which the simulators could
 //! then not reproduce.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Words a decision module must not contain (outside comments).
 const FORBIDDEN: &[&str] = &[
@@ -15,17 +15,6 @@ const FORBIDDEN: &[&str] = &[
     "Instant::now",
     "SystemTime::now",
 ];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("read proto/") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The lines of `text` that use a forbidden word, comments left out.
 fn offences(text: &str) -> Vec<(usize, &'static str)> {
@@ -44,8 +33,7 @@ fn offences(text: &str) -> Vec<(usize, &'static str)> {
 #[test]
 fn the_protocol_modules_use_no_runtime() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proto");
-    let mut files = Vec::new();
-    sources(&dir, &mut files);
+    let files = vigil_testkit::source::rust_files(&dir);
     assert!(files.len() >= 7, "proto/ holds {files:?}");
     let mut bad = Vec::new();
     for f in &files {

@@ -57,15 +57,6 @@ const PEER: Faults = Faults::datagram(100, 30, 500, 30_499);
 /// lost connection loses what was in flight, 1 in 50).
 const TO_WITNESS: Faults = Faults::stream(20, 500, 20_499);
 
-/// The harness's name for node `n`.
-fn name(n: &str) -> Name {
-    match n {
-        "a" => "a",
-        "b" => "b",
-        W => W,
-        _ => panic!("no node {n}"),
-    }
-}
 /// Simulated time per step, µs.
 const STEP_US: u64 = 2_000;
 /// A pending write waits this long for the follower before the leader
@@ -241,7 +232,7 @@ impl Sim {
     }
 
     fn now(&self, who: &str) -> u64 {
-        self.net.now(name(who))
+        self.net.now(self.net.name_of(who))
     }
 
     fn elector(&self, n: &'static str, epoch: u64) -> Elector {

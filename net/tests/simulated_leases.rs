@@ -48,16 +48,6 @@ struct Sim {
 const NODES: [Name; 2] = ["a", "b"];
 const W: Name = "w";
 
-/// The harness's name for node `n`.
-fn name(n: &str) -> Name {
-    match n {
-        "a" => "a",
-        "b" => "b",
-        W => W,
-        _ => panic!("no node {n}"),
-    }
-}
-
 impl Sim {
     fn new(seed: u64) -> Self {
         let mut net = Net::new(Rng::new(seed | 1));
@@ -92,11 +82,12 @@ impl Sim {
     }
 
     fn now(&self, who: &str) -> u64 {
-        self.net.now(name(who))
+        self.net.now(self.net.name_of(who))
     }
 
     fn send(&mut self, from: &str, to: &str, m: Msg) {
-        self.net.send(name(from), name(to), m, FAULTS);
+        let (from, to) = (self.net.name_of(from), self.net.name_of(to));
+        self.net.send(from, to, m, FAULTS);
     }
 
     fn act(&mut self, node: &str, actions: Vec<ElectorAction>) {

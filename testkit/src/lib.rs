@@ -10,6 +10,8 @@
 //!   [`small_store`] — options for a test store with small segments.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
 //! - [`ChildGuard`] — a child process killed and reaped on drop.
+//! - [`source::rust_files`] — the project's source files, for checks that
+//!   read code as text.
 //! - [`sim`] — the one simulation harness: simulated time, a clock per
 //!   node, a network that delays, drops, duplicates, reorders and cuts,
 //!   crashed and paused nodes. The replication, lease and failover
@@ -20,6 +22,7 @@ mod ports;
 mod process;
 mod rng;
 pub mod sim;
+pub mod source;
 mod store;
 mod wait;
 

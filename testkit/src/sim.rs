@@ -142,6 +142,16 @@ impl<M: Clone> Net<M> {
         self.clocks.insert(n, clock);
     }
 
+    /// The registered name equal to `n`, for a simulator whose messages
+    /// carry names as strings; panics for a node never added.
+    pub fn name_of(&self, n: &str) -> Name {
+        self.clocks
+            .keys()
+            .copied()
+            .find(|k| *k == n)
+            .unwrap_or_else(|| panic!("no node {n}"))
+    }
+
     /// Real time, µs since the run began.
     pub fn real(&self) -> u64 {
         self.real

@@ -9,7 +9,7 @@
 //! (`crate::a::{b, c::d}`) to each member.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The library crates checked: (source folder, files that are not part of
 /// the library).
@@ -32,17 +32,6 @@ fn module_of(rel: &Path) -> String {
         parts.pop();
     }
     parts.join("::")
-}
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("read a source folder") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// The code of a file without its unit tests and comments.
@@ -191,8 +180,7 @@ fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 
 /// The use graph of the crate whose sources are in `src`.
 fn graph(src: &Path, skip: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    sources(src, &mut files);
+    let mut files = vigil_testkit::source::rust_files(src);
     files.retain(|f| {
         let rel = f.strip_prefix(src).expect("under src");
         !skip.iter().any(|s| rel == Path::new(s))

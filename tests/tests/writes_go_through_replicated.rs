@@ -4,21 +4,10 @@
 //! nothing in the FHIR server or the commands calls the engine's commit or
 //! append directly. This reads their sources and fails on any other call.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Engine write calls the server must not make itself.
 const ENGINE_WRITES: &[&str] = &[".commit(", "commit_with(", "append_log"];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("read a source folder") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The calls in `text` that write to the engine without going through
 /// `Replicated` (comments left out).
@@ -38,10 +27,10 @@ fn direct_writes(text: &str) -> Vec<(usize, String)> {
 #[test]
 fn the_server_writes_only_through_replicated() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    for dir in ["fhir/src", "vigil/src"] {
-        sources(&root.join(dir), &mut files);
-    }
+    let files: Vec<_> = ["fhir/src", "vigil/src"]
+        .iter()
+        .flat_map(|dir| vigil_testkit::source::rust_files(&root.join(dir)))
+        .collect();
     assert!(files.len() > 30, "only {} files read", files.len());
     let mut found = Vec::new();
     let mut through = 0;
