@@ -13,7 +13,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Full};
 
-use super::{Replication, changing_role};
+use vigil_net::runtime::replicated::CommitError;
+
+use super::Replication;
 use crate::app::App;
 use crate::outcome::FhirError;
 
@@ -38,7 +40,7 @@ pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: N
         return next.run(req).await;
     };
     let Some(node) = r.node() else {
-        return changing_role().into_response();
+        return FhirError::from(CommitError::ChangingRole).into_response();
     };
     if !is_read(req.method(), req.uri().path()) || req.uri().path().starts_with("/health") {
         return next.run(req).await;

@@ -20,7 +20,6 @@ use vigil_net::runtime::node::Node;
 use vigil_net::runtime::replicated::Replicated;
 
 use crate::config::replication::ReplicationConfig;
-use crate::outcome::FhirError;
 
 /// Replication as the HTTP server uses it.
 pub struct Replication {
@@ -70,13 +69,6 @@ impl Replication {
     pub async fn shutdown(&self) {
         self.replicated.shutdown().await
     }
-}
-
-fn changing_role() -> FhirError {
-    FhirError::unavailable(
-        "this node is changing role (failover in progress); retry",
-        1,
-    )
 }
 
 /// Latency buckets of acknowledged commits, in seconds.
