@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One replication measurement over HTTP (release binaries: cargo build --release
-# -p vigil-fhir -p vigil-tests --bins). Usage: replication_http.sh DELAY_MS
+# -p vigil -p vigil-tests --bins). Usage: replication_http.sh DELAY_MS
 # MAX_LAG(none|0) RATE(max|N) CLIENTS. Starts a leader, a follower (through
 # the relay when DELAY_MS > 0), runs vigil bench against the leader and
 # prints its throughput and the leader's commit-to-durable lag figures.
