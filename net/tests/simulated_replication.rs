@@ -241,6 +241,7 @@ impl Sim {
                     store.confirm_log(lsn).expect("confirm");
                 }
                 FollowerAction::Disconnect(_) => self.cut_quietly(),
+                FollowerAction::CutUnconfirmed { after } => self.cut_unconfirmed(after),
                 FollowerAction::Stop(why) => match self.follower.refusal() {
                     Some((RefuseCode::Diverged, agree_until)) => self.rejoin(agree_until),
                     _ => panic!("follower stopped: {why}"),
@@ -261,22 +262,21 @@ impl Sim {
         self.session = None;
     }
 
-    /// The follower was refused as diverged: cut its log where the leader's
-    /// ends (only frames the leader lost in a crash are cut) and follow again.
-    fn rejoin(&mut self, agree_until: u64) {
+    /// The follower was refused as diverged and asks to cut the frames
+    /// after `agree_until` in place (only frames the leader lost in a
+    /// crash, never shown): the store does it, or refuses for a good
+    /// reason and the follower stops (then `rejoin` cuts the closed store).
+    fn cut_unconfirmed(&mut self, agree_until: u64) {
         let lost_after = self.lost_after.expect("only a lost tail diverges");
         assert!(agree_until >= lost_after);
-        self.cut_quietly();
-        self.append = None;
-        self.failures_before += self.follower.counters().checksum_failures;
-        let store = self.follower_store.take().expect("store");
+        assert!(self.append.is_none(), "no append is under way at a refusal");
+        let store = self.follower_store.as_ref().expect("store");
         let visible = store.last_lsn();
-        // Frames never shown are cut in place; after a restart showed
-        // them, the store is closed and cut with quarantine.
-        let store = match store.drop_unconfirmed(agree_until) {
-            Ok(_) => {
+        match store.drop_unconfirmed(agree_until) {
+            Ok(end) => {
                 self.dropped += 1;
-                store
+                self.check_cut(end.lsn, visible);
+                self.follower_event(FollowerEvent::Cut(end));
             }
             Err(e) => {
                 // Good reasons: a restart showed the frame, or it begins
@@ -285,27 +285,44 @@ impl Sim {
                     self.replayed_through > lost_after || e.to_string().contains("sealed segment"),
                     "refused only for a good reason: {e}"
                 );
-                drop(store);
-                Store::cut_log(
-                    self.follower_dir.path(),
-                    small_store(64 * 1024, true),
-                    agree_until,
-                )
-                .expect("cut");
-                Store::open_with(self.follower_dir.path(), small_store(64 * 1024, true))
-                    .expect("reopen")
+                self.follower_event(FollowerEvent::CutRefused(e.to_string()));
             }
-        };
-        let end = store.log_end().lsn;
-        // What it held past the leader's crash-time durable end went, and
-        // nothing before it (the leader lost one frame at most).
+        }
+    }
+
+    /// The follower stopped, diverged beyond what it may cut in place: as
+    /// the cluster does, its store is closed, cut with quarantine and
+    /// reopened, and a new follower starts on it.
+    fn rejoin(&mut self, agree_until: u64) {
+        self.cut_quietly();
+        self.append = None;
+        self.failures_before += self.follower.counters().checksum_failures;
+        let store = self.follower_store.take().expect("store");
+        let visible = store.last_lsn();
+        drop(store);
+        Store::cut_log(
+            self.follower_dir.path(),
+            small_store(64 * 1024, true),
+            agree_until,
+        )
+        .expect("cut");
+        let store = Store::open_with(self.follower_dir.path(), small_store(64 * 1024, true))
+            .expect("reopen");
+        self.check_cut(store.log_end().lsn, visible);
+        self.follower = Follower::new(follower_cfg(), store.log_end());
+        self.follower_store = Some(store);
+    }
+
+    /// The follower's log was cut to end at `end`: what it held past the
+    /// leader's crash-time durable end went, nothing before it, and the
+    /// cut frames were never shown (unless a restart showed them).
+    fn check_cut(&mut self, end: u64, visible: u64) {
+        let lost_after = self.lost_after.expect("only a lost tail diverges");
         assert_eq!(end, lost_after, "cut exactly what the leader lost");
         assert!(
             visible <= end || self.replayed_through > end,
             "the cut frames were never shown (visible {visible}, cut after {end})"
         );
-        self.follower = Follower::new(follower_cfg(), store.log_end());
-        self.follower_store = Some(store);
         self.highest_durable = end;
         self.replayed_through = end;
         self.lost_after = None;

@@ -68,6 +68,12 @@ pub enum FollowerEvent {
     Appended(LogEnd),
     /// Everything up to this LSN is indexed and readable.
     Applied(u64),
+    /// The [`FollowerAction::CutUnconfirmed`] asked for is done: the
+    /// durable log now ends here.
+    Cut(LogEnd),
+    /// The [`FollowerAction::CutUnconfirmed`] asked for was refused (a
+    /// frame to cut was shown, or lies in a sealed segment), with why.
+    CutRefused(String),
     /// The last append failed. `checksum`: the bytes were bad (refetch
     /// them); otherwise the local disk failed (retry after backoff).
     AppendFailed {
@@ -98,16 +104,28 @@ pub enum FollowerAction {
     Confirm(u64),
     /// Close the connection, with why.
     Disconnect(String),
+    /// The leader refused this log as diverged after `after`: cut the
+    /// frames after it, which is allowed only while none of them was shown
+    /// (they were shipped before the leader's fsync, and its crash lost
+    /// them); answer `Cut` or `CutRefused`. The connection is closed first.
+    CutUnconfirmed {
+        /// The last LSN both logs share.
+        after: u64,
+    },
     /// Stop replicating for good, with why (an operator must act).
     Stop(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Idle { retry_at_us: u64 },
+    Idle {
+        retry_at_us: u64,
+    },
     Connecting,
     AwaitWelcome,
     Streaming,
+    /// Waiting for the outcome of a `CutUnconfirmed`.
+    Cutting,
     Stopped,
 }
 
@@ -251,6 +269,37 @@ impl Follower {
         match event {
             FollowerEvent::Tick => {}
             FollowerEvent::Applied(lsn) => self.applied = self.applied.max(lsn),
+            FollowerEvent::Cut(end) => {
+                assert_eq!(
+                    self.phase,
+                    Phase::Cutting,
+                    "a cut completes only when asked"
+                );
+                tracing::warn!(
+                    log_end = end.lsn,
+                    "the leader lost frames it had shipped before its fsync; cut them here (never shown) and following again"
+                );
+                assert!(end.lsn <= self.end.lsn, "a cut never lengthens the log");
+                self.end = end;
+                self.received = end.lsn;
+                self.expected = end.lsn + 1;
+                self.confirmed = self.confirmed.min(end.lsn);
+                self.refusal = None;
+                self.backoff_us = self.cfg.backoff_min_us;
+                self.phase = Phase::Idle {
+                    retry_at_us: now_us,
+                };
+            }
+            FollowerEvent::CutRefused(why) => {
+                assert_eq!(self.phase, Phase::Cutting, "a cut fails only when asked");
+                let lsn = self.refusal.map_or(0, |(_, lsn)| lsn);
+                self.stop(
+                    format!(
+                        "the leader refused this follower as diverged after lsn {lsn}, by more than frames lost before its fsync ({why}): rejoin with quarantine or reseed"
+                    ),
+                    &mut out,
+                );
+            }
             FollowerEvent::Progress => {
                 if matches!(self.phase, Phase::AwaitWelcome | Phase::Streaming) {
                     self.last_heard_us = now_us;
@@ -400,6 +449,21 @@ impl Follower {
                 RefuseCode::NotLeader => {
                     self.protocol_error(format!("refused: {reason}"), now_us, out)
                 }
+                RefuseCode::Diverged if self.end.lsn > lsn => {
+                    // Perhaps only frames the leader lost in a crash of its
+                    // machine: try to cut them before stopping.
+                    tracing::warn!(
+                        agree_until = lsn,
+                        "the leader refused this log as diverged: {reason}"
+                    );
+                    self.refusal = Some((code, lsn));
+                    self.queue.clear();
+                    self.phase = Phase::Cutting;
+                    out.push(FollowerAction::Disconnect(format!(
+                        "diverged after lsn {lsn}"
+                    )));
+                    out.push(FollowerAction::CutUnconfirmed { after: lsn });
+                }
                 _ => {
                     self.refusal = Some((code, lsn));
                     self.stop(
@@ -530,6 +594,78 @@ mod tests {
             matches!(&out[0], FollowerAction::Stop(r) if r.contains("protocol version mismatch"))
         );
         assert!(f.stopped().is_some());
+        assert!(
+            f.handle(FollowerEvent::Tick, 10_000_000_000).is_empty(),
+            "never reconnects"
+        );
+    }
+
+    /// A follower at lsn 12, refused at its hello as diverged after lsn 10.
+    fn refused_as_diverged() -> (Follower, Vec<FollowerAction>) {
+        let end = LogEnd {
+            epoch: 1,
+            lsn: 12,
+            crc: 7,
+            timestamp_us: 0,
+        };
+        let mut f = Follower::new(FollowerConfig::new("c", "b"), end);
+        f.handle(FollowerEvent::Tick, 0);
+        f.handle(FollowerEvent::Connected, 1);
+        let out = f.handle(
+            FollowerEvent::Message(Message::Refused {
+                code: RefuseCode::Diverged,
+                lsn: 10,
+                reason: "logs differ at lsn 11".into(),
+            }),
+            2,
+        );
+        (f, out)
+    }
+
+    #[test]
+    fn a_divergence_is_first_cut_in_place_and_it_follows_from_the_cut() {
+        let (mut f, out) = refused_as_diverged();
+        assert!(matches!(&out[0], FollowerAction::Disconnect(_)));
+        assert_eq!(out[1], FollowerAction::CutUnconfirmed { after: 10 });
+        assert_eq!(out.len(), 2);
+        assert!(f.stopped().is_none(), "not stopped while the cut runs");
+        assert!(
+            f.handle(FollowerEvent::Tick, 10_000_000_000).is_empty(),
+            "no reconnect before the cut's outcome"
+        );
+        let cut = LogEnd {
+            epoch: 1,
+            lsn: 10,
+            crc: 9,
+            timestamp_us: 0,
+        };
+        let out = f.handle(FollowerEvent::Cut(cut), 10_000_000_001);
+        assert_eq!(out, vec![FollowerAction::Connect]);
+        assert_eq!(f.log_end(), cut);
+        assert_eq!(f.refusal(), None);
+        let out = f.handle(FollowerEvent::Connected, 10_000_000_002);
+        assert!(matches!(
+            &out[0],
+            FollowerAction::Send(Message::Hello {
+                last_lsn: 10,
+                last_crc: 9,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_divergence_the_store_cannot_cut_stops_it_with_both_reasons() {
+        let (mut f, _) = refused_as_diverged();
+        let out = f.handle(
+            FollowerEvent::CutRefused("frames after lsn 10 were shown".into()),
+            3,
+        );
+        assert!(matches!(
+            &out[0],
+            FollowerAction::Stop(r) if r.contains("after lsn 10") && r.contains("were shown")
+        ));
+        assert_eq!(f.refusal(), Some((RefuseCode::Diverged, 10)));
         assert!(
             f.handle(FollowerEvent::Tick, 10_000_000_000).is_empty(),
             "never reconnects"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use vigil_engine::{Error as StoreError, Store};
+use vigil_engine::{Error as StoreError, LogTip, Store};
 
 use crate::proto::eligibility::{EligibilityFile, decide};
 use crate::proto::enforce::{Enforcer, Record, RecordError, Records};
@@ -151,15 +151,14 @@ fn wall_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The ends of the local log, as the watcher last saw them.
-#[derive(Debug, Clone, Copy, Default)]
-struct LogHead {
-    /// The last LSN written, fsynced or not.
-    written: u64,
-    /// The last durable LSN.
-    lsn: u64,
-    commit_us: u64,
-    epoch: u64,
+/// The leader session's event for the log's ends.
+fn log_advanced(tip: &LogTip) -> LeaderEvent {
+    LeaderEvent::LogAdvanced {
+        written_lsn: tip.written_lsn,
+        last_lsn: tip.durable.lsn,
+        last_commit_us: tip.durable.timestamp_us,
+        epoch: tip.durable.epoch,
+    }
 }
 
 #[derive(Default)]
@@ -594,22 +593,22 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, NetError> {
 /// sessions. The channel stays fed while the returned listener lives.
 fn watch_log(
     store: &Store,
-) -> Result<(watch::Receiver<LogHead>, vigil_engine::LogEndListener), NetError> {
-    let head = |written: u64, end: vigil_engine::LogEnd, epoch_now: u64| LogHead {
-        written: written.max(end.lsn),
-        lsn: end.lsn,
-        commit_us: end.timestamp_us,
-        epoch: if end.lsn == 0 { epoch_now } else { end.epoch },
+) -> Result<(watch::Receiver<LogTip>, vigil_engine::LogEndListener), NetError> {
+    // An empty log has no last frame to take the epoch from.
+    let tip = |mut tip: LogTip, epoch_now: u64| {
+        if tip.durable.lsn == 0 {
+            tip.durable.epoch = epoch_now;
+        }
+        tip.written_lsn = tip.written_lsn.max(tip.durable.lsn);
+        tip
     };
-    let end = store.log_end();
-    let (tx, rx) = watch::channel(head(end.lsn, end, store.epoch()));
+    let (tx, rx) = watch::channel(tip(store.log_tip(), store.epoch()));
     let tx = Arc::new(tx);
     // Only ever forward: the end read below may race with the writer.
-    let advance = |tx: &watch::Sender<LogHead>, h: LogHead| {
+    let advance = |tx: &watch::Sender<LogTip>, h: LogTip| {
         tx.send_if_modified(|cur| {
-            let newer = h.lsn >= cur.lsn
-                && h.written >= cur.written
-                && (h.lsn, h.written) != (cur.lsn, cur.written);
+            let newer =
+                h.durable.lsn >= cur.durable.lsn && h.written_lsn >= cur.written_lsn && h != *cur;
             if newer {
                 *cur = h;
             }
@@ -618,13 +617,10 @@ fn watch_log(
     };
     let told = tx.clone();
     let listener = store
-        .on_log_end(move |tip| {
-            advance(&told, head(tip.written_lsn, tip.durable, tip.durable.epoch))
-        })
+        .on_log_end(move |t| advance(&told, tip(t, t.durable.epoch)))
         .map_err(|e| NetError::Config(format!("watch the log: {e}")))?;
     // A frame made durable before the listener was registered.
-    let end = store.log_end();
-    advance(&tx, head(end.lsn, end, store.epoch()));
+    advance(&tx, tip(store.log_tip(), store.epoch()));
     Ok((rx, listener))
 }
 
@@ -658,7 +654,7 @@ async fn accept_loop(
     store: Arc<Store>,
     cfg: NodeConfig,
     shared: Arc<Mutex<Shared>>,
-    head_rx: watch::Receiver<LogHead>,
+    head_rx: watch::Receiver<LogTip>,
     durable: Arc<DurableWaiters>,
     mut stop: watch::Receiver<bool>,
     started: Instant,
@@ -707,7 +703,7 @@ async fn serve_follower(
     store: Arc<Store>,
     cfg: NodeConfig,
     shared: Arc<Mutex<Shared>>,
-    mut head_rx: watch::Receiver<LogHead>,
+    mut head_rx: watch::Receiver<LogTip>,
     durable: Arc<DurableWaiters>,
     mut stop: watch::Receiver<bool>,
     started: Instant,
@@ -725,12 +721,7 @@ async fn serve_follower(
     leader_cfg.ship_unsynced = cfg.max_lag.is_some_and(|m| m.is_zero());
     let mut session = LeaderSession::new(leader_cfg, now());
     let head = *head_rx.borrow_and_update();
-    let mut events = VecDeque::from([LeaderEvent::LogAdvanced {
-        written_lsn: head.written,
-        last_lsn: head.lsn,
-        last_commit_us: head.commit_us,
-        epoch: head.epoch,
-    }]);
+    let mut events = VecDeque::from([log_advanced(&head)]);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut name: Option<String> = None;
@@ -861,10 +852,10 @@ async fn serve_follower(
             r = head_rx.changed() => {
                 if r.is_err() { break Ok(()); }
                 let h = *head_rx.borrow_and_update();
-                if commits.len() < LAG_SAMPLES_MAX && commits.back().is_none_or(|(l, _)| *l < h.lsn) {
-                    commits.push_back((h.lsn, h.commit_us));
+                if commits.len() < LAG_SAMPLES_MAX && commits.back().is_none_or(|(l, _)| *l < h.durable.lsn) {
+                    commits.push_back((h.durable.lsn, h.durable.timestamp_us));
                 }
-                events.push_back(LeaderEvent::LogAdvanced { written_lsn: h.written, last_lsn: h.lsn, last_commit_us: h.commit_us, epoch: h.epoch });
+                events.push_back(log_advanced(&h));
             }
             _ = tick.tick() => events.push_back(LeaderEvent::Tick),
             _ = stop.changed() => break Ok(()),
@@ -899,7 +890,7 @@ fn update_link(
     shared: &Mutex<Shared>,
     name: Option<&str>,
     session: &LeaderSession,
-    head_rx: &watch::Receiver<LogHead>,
+    head_rx: &watch::Receiver<LogTip>,
     base: SessionCounters,
 ) {
     let Some(n) = name else { return };
@@ -913,7 +904,7 @@ fn update_link(
     // A new session knows the applied LSN only from the first ack: keep
     // the last one heard meanwhile (within what is durable).
     l.applied = w.applied.max(l.applied.min(w.durable));
-    l.lag_lsns = head.lsn.saturating_sub(w.durable);
+    l.lag_lsns = head.durable.lsn.saturating_sub(w.durable);
     l.bytes_sent = base.bytes_sent + c.bytes_sent;
     l.chunks_sent = base.chunks_sent + c.chunks_sent;
     l.refetches = base.refetches + c.refetches;
@@ -1211,12 +1202,11 @@ async fn follow(
                         if let Some((c, _)) = conn.take() {
                             c.close(2u32.into(), why.as_bytes());
                         }
-                        if let Some(end) = drop_lost_tail(&store, machine.refusal()).await {
-                            // Only frames never shown were cut: follow on.
-                            machine =
-                                Follower::new(FollowerConfig::new(&cfg.cluster, &cfg.name), end);
-                            pending.push_back(FollowerEvent::Tick);
-                        }
+                    }
+                    FollowerAction::CutUnconfirmed { after } => {
+                        // Awaited here, so /status never shows a divergence
+                        // the cut is about to cure.
+                        pending.push_back(cut_unconfirmed(&store, after).await);
                     }
                 }
             }
@@ -1293,37 +1283,15 @@ async fn follow(
     }
 }
 
-/// A leader that refused this follower as diverged may have come back
-/// from a crash of its machine without the frame it shipped before its
-/// fsync (`ship_unsynced`): this follower holds that frame unconfirmed,
-/// never shown, and cuts it itself. Returns the new log end then; `None`
-/// when the refusal is another, or the divergence is more than that (a
-/// rejoin's cut with quarantine, or an operator, must act).
-async fn drop_lost_tail(
-    store: &Arc<Store>,
-    refusal: Option<(crate::proto::wire::RefuseCode, u64)>,
-) -> Option<vigil_engine::LogEnd> {
-    let Some((crate::proto::wire::RefuseCode::Diverged, after)) = refusal else {
-        return None;
-    };
+/// Cuts the frames after `after` if none was shown (see
+/// [`FollowerAction::CutUnconfirmed`]), on a blocking thread; the
+/// machine's event for the outcome.
+async fn cut_unconfirmed(store: &Arc<Store>, after: u64) -> FollowerEvent {
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.drop_unconfirmed(after)).await {
-        Ok(Ok(end)) => {
-            tracing::warn!(
-                agree_until = after,
-                log_end = end.lsn,
-                "the leader lost frames it had shipped before its fsync; cut them here (never shown) and following again"
-            );
-            Some(end)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("the logs diverged by more than a lost unsynced frame: {e}");
-            None
-        }
-        Err(e) => {
-            tracing::error!("cutting a lost tail: {e}");
-            None
-        }
+        Ok(Ok(end)) => FollowerEvent::Cut(end),
+        Ok(Err(e)) => FollowerEvent::CutRefused(e.to_string()),
+        Err(e) => FollowerEvent::CutRefused(format!("the cut's task failed: {e}")),
     }
 }
 
