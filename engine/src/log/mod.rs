@@ -10,6 +10,8 @@
 //! - `recovery` — the open-time scan: torn tail cut, corruption named.
 //! - `tail` — the newest frames, in memory, for replication's live tail;
 //!   `chunk` — the unit replication reads the log in.
+//! - `active` — the writer thread's end of the log (its appender, the
+//!   next frame's LSN, epoch and time).
 //! - `ends` — where the log ends (written, durable), and who is told when
 //!   that moves.
 //!
@@ -18,6 +20,7 @@
 //! only; what a record means to the index is `crate::index`'s.
 //! `docs/format.md` draws every byte; `engine/tests/golden/` pins them.
 
+pub(crate) mod active;
 pub(crate) mod chunk;
 pub(crate) mod codec;
 pub(crate) mod dict;

@@ -6,6 +6,7 @@
 //! consecutive frames, and that a replica appends only frames that
 //! continue its log (dense LSNs, epochs and timestamps never going back).
 
+pub(crate) mod append;
 pub(crate) mod rejoin;
 
 use std::sync::Arc;

@@ -10,6 +10,10 @@
 //! index's work (and its periodic durable commits) is off that path; the
 //! store's read barrier makes every acknowledged write visible to any read
 //! that begins after the acknowledgement.
+//!
+//! A replica's appends run on this thread too, as it owns the active
+//! segment (`crate::log::active`), but what they check, hold and cut is
+//! `crate::replica::append`'s: this module is the leader's group commit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -23,9 +27,9 @@ use crate::index::keys::store::keys_path;
 use crate::index::rebuild::rebuild_into;
 use crate::index::tables::{Snapshot, VersionEntry, entry_of};
 use crate::limits::{
-    APPLY_QUEUE_BYTES_MAX, APPLY_QUEUE_REPLICA_BYTES_MAX, EPOCH_VERSIONS,
-    FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
+    APPLY_QUEUE_BYTES_MAX, EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
 };
+use crate::log::active::ActiveLog;
 use crate::log::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::log::files::{Appender, sync_data, sync_dir};
 use crate::log::frame::{
@@ -34,7 +38,7 @@ use crate::log::frame::{
 use crate::log::record::{
     BodyCodec, OpKind, RecordRef, ResourceRef, Watermark, put_record, put_resource,
 };
-use crate::log::segment::SEGMENT_HEADER_BYTES;
+use crate::replica::append::ReplicaAppender;
 use crate::store::options::DictionaryPolicy;
 use crate::store::state::Inner;
 use crate::write::batch::{Committed, OpOutcome};
@@ -188,10 +192,7 @@ impl Unapplied {
 
 pub(crate) struct WriterState {
     inner: Arc<Inner>,
-    appender: Appender,
-    next_lsn: u64,
-    epoch: u64,
-    last_ts: u64,
+    log: ActiveLog,
     samples: Vec<Vec<u8>>,
     sample_bytes: u64,
     training: bool,
@@ -201,14 +202,8 @@ pub(crate) struct WriterState {
     applier: Option<Applier>,
     /// Resources written in frames the applier has not indexed yet.
     unapplied: Unapplied,
-    /// Frames appended from a leader and not yet known to be indexed: a
-    /// local commit waits for them first, as `unapplied` does not see them.
-    appended_unindexed: bool,
-    /// A replica's appended frames past the leader's durable end as last
-    /// heard (`confirmed`), durable here but not indexed yet, in log order.
-    held: VecDeque<ApplyJob>,
-    /// The leader's durable end as last heard.
-    confirmed: u64,
+    /// A replica's appends: frames held until the leader confirms them.
+    replica: ReplicaAppender,
     /// Refuses client commits and replica appends below the disk reserve.
     reserve: crate::disk::ReserveGate,
 }
@@ -234,10 +229,12 @@ impl WriterState {
         let (inner_dir, reserve_bytes) = (inner.dir.clone(), inner.opts.disk_reserve_bytes);
         Ok(Self {
             inner,
-            appender,
-            next_lsn,
-            epoch,
-            last_ts,
+            log: ActiveLog {
+                appender,
+                next_lsn,
+                epoch,
+                last_ts,
+            },
             samples: Vec::new(),
             sample_bytes: 0,
             training: false,
@@ -245,9 +242,7 @@ impl WriterState {
             trained_rx,
             applier: Some(applier),
             unapplied: Unapplied::default(),
-            appended_unindexed: false,
-            held: VecDeque::new(),
-            confirmed: 0,
+            replica: ReplicaAppender::default(),
             reserve: crate::disk::ReserveGate::new(&inner_dir, reserve_bytes),
         })
     }
@@ -334,24 +329,24 @@ impl WriterState {
         }
         match op {
             Control::BeginEpoch(epoch) => {
-                if epoch <= self.epoch {
+                if epoch <= self.log.epoch {
                     return Err(Error::EpochFenced {
-                        ours: self.epoch,
+                        ours: self.log.epoch,
                         theirs: epoch,
                     });
                 }
-                let previous = self.epoch;
-                self.epoch = epoch;
+                let previous = self.log.epoch;
+                self.log.epoch = epoch;
                 let res = self.write_records(&[RecordRef::EpochStart { epoch }]);
                 if res.is_err() {
-                    self.epoch = previous;
+                    self.log.epoch = previous;
                 } else {
                     self.inner.epoch.store(epoch, Ordering::Release);
                 }
                 res
             }
             Control::Checkpoint(watermarks) => {
-                let index_lsn = self.next_lsn - 1;
+                let index_lsn = self.log.next_lsn - 1;
                 self.write_records(&[RecordRef::Checkpoint {
                     index_lsn,
                     watermarks,
@@ -359,15 +354,27 @@ impl WriterState {
             }
             Control::Reindex => self.reindex(),
             Control::Append { frames, confirmed } => {
-                let res = self.append_replicated(&frames);
-                self.confirm(confirmed);
+                let applier = self.applier.as_ref().ok_or(Error::Closed)?;
+                let res = self.replica.append(
+                    &mut self.log,
+                    &self.inner,
+                    applier,
+                    &mut self.reserve,
+                    &frames,
+                );
+                self.replica.confirm(applier, confirmed);
                 res
             }
             Control::Confirm(lsn) => {
-                self.confirm(lsn);
+                if let Some(applier) = self.applier.as_ref() {
+                    self.replica.confirm(applier, lsn);
+                }
                 Ok(())
             }
-            Control::DropUnconfirmed(after) => self.drop_unconfirmed(after),
+            Control::DropUnconfirmed(after) => {
+                self.replica
+                    .drop_unconfirmed(&mut self.log, &self.inner, after)
+            }
             Control::Shutdown => self.stop_applier(),
         }
     }
@@ -378,7 +385,7 @@ impl WriterState {
         for r in records {
             put_record(&mut payload, r);
         }
-        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.log.last_ts);
         self.write_frame(&payload, records.len() as u32, ts, None)
             .inspect_err(|e| self.inner.poison(e.to_string()))
     }
@@ -472,11 +479,10 @@ impl WriterState {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) -> Result<()> {
-        if self.appended_unindexed {
+        if self.replica.take_unindexed() {
             // A former replica: its preconditions read the index, which
             // must hold every frame appended from the leader first.
             self.drain_applier()?;
-            self.appended_unindexed = false;
         }
         self.unapplied.forget_through(self.inner.visible_lsn());
         let mut batches: Vec<Vec<PreparedOp>> = Vec::with_capacity(group.len());
@@ -488,7 +494,7 @@ impl WriterState {
             }
         }
         let snap = Snapshot::new(&self.inner.index())?;
-        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.last_ts);
+        let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.log.last_ts);
         let mut overlay: HashMap<(&str, &str), Head> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
         let mut outcomes: Vec<Option<Vec<OpOutcome>>> = Vec::with_capacity(batches.len());
@@ -562,10 +568,10 @@ impl WriterState {
                 },
             );
 
-            lsn_of.insert((p.batch, p.op), self.next_lsn + i as u64);
+            lsn_of.insert((p.batch, p.op), self.log.next_lsn + i as u64);
         }
         if !planned.is_empty() {
-            self.last_ts = ts;
+            self.log.last_ts = ts;
             // Below the disk reserve a client commit is refused before
             // anything is written; like a failed write, it fails only this
             // group.
@@ -670,13 +676,13 @@ impl WriterState {
                     actual: head.map(|h| h.version),
                 });
             }
-            let next_version = next_version(head.map(|h| h.version), self.epoch).ok_or_else(|| {
+            let next_version = next_version(head.map(|h| h.version), self.log.epoch).ok_or_else(|| {
                 Error::Invalid {
                     what: "resource",
                     value: format!("{}/{}", op.resource_type, op.id),
                     reason: format!(
                         "{EPOCH_VERSIONS} versions written in epoch {}: the epoch's version numbers are used up (a switchover starts a new epoch)",
-                        self.epoch
+                        self.log.epoch
                     ),
                 }
             })?;
@@ -758,222 +764,14 @@ impl WriterState {
         })
     }
 
-    /// Appends frames received from the leader, unchanged: checks each
-    /// (checksum, dense LSNs, epochs and timestamps never going back),
-    /// writes them all, fsyncs once (and any segment sealed on the way),
-    /// indexes them in one transaction and only then publishes the new
-    /// durable LSN. Nothing is written unless every frame checks. A failed
-    /// write fails only this call; a failed fsync poisons the store.
-    fn append_replicated(&mut self, bytes: &[u8]) -> Result<()> {
-        if !self.inner.read_only.load(Ordering::Acquire) {
-            return Err(Error::NotReplica);
-        }
-        let mut headers = Vec::new();
-        let (mut pos, mut next, mut epoch, mut ts) =
-            (0usize, self.next_lsn, self.epoch, self.last_ts);
-        while pos < bytes.len() {
-            let h = crate::log::frame::check_frame(&bytes[pos..]).map_err(|e| {
-                Error::FrameRejected {
-                    lsn: next,
-                    reason: e.to_string(),
-                }
-            })?;
-            let problem = if h.first_lsn != next {
-                Some(format!(
-                    "frame starts at lsn {}, expected {next}",
-                    h.first_lsn
-                ))
-            } else if h.epoch < epoch {
-                Some(format!("frame of epoch {} after epoch {epoch}", h.epoch))
-            } else if h.timestamp_us < ts {
-                Some(format!("frame time {} before {ts}", h.timestamp_us))
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                return Err(Error::Discontinuous(p));
-            }
-            headers.push((pos, h));
-            (next, epoch, ts) = (h.end_lsn(), h.epoch, h.timestamp_us);
-            pos += h.frame_len() as usize;
-        }
-        if headers.is_empty() {
-            return Ok(());
-        }
-        // A replica stops at the disk reserve as a leader's clients do:
-        // it acknowledges nothing more (and falls behind, which its leader
-        // records) until space is freed.
-        self.reserve.admit(bytes.len() as u64)?;
-        // Frames written before a failed write (a full disk when a new
-        // segment is needed) are still made durable and indexed, so the
-        // log and `next_lsn` never disagree; the error is returned after.
-        let mut placed = Vec::with_capacity(headers.len());
-        let mut failed = None;
-        for (pos, h) in &headers {
-            let before = self.appender.file();
-            match self
-                .appender
-                .write(h, &bytes[*pos..*pos + h.frame_len() as usize])
-            {
-                Ok(at) => placed.push(at),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-            if !Arc::ptr_eq(&before.0, &self.appender.file().0) {
-                // The write sealed the previous segment: make it durable too.
-                sync_data(&before.0, &before.1)
-                    .inspect_err(|e| self.inner.poison(e.to_string()))?;
-            }
-        }
-        headers.truncate(placed.len());
-        if let Some((_, last)) = headers.last() {
-            (next, epoch, ts) = (last.end_lsn(), last.epoch, last.timestamp_us);
-        } else {
-            // Nothing placed: the loop ended at the first write, which failed.
-            return Err(failed.expect("a frame is left unplaced only by a failed write"));
-        }
-        let (file, path) = self.appender.file();
-        sync_data(&file, &path).inspect_err(|e| self.inner.poison(e.to_string()))?;
-        // Durable now: the frames go to the applier (which makes them
-        // visible once indexed), the log's end moves once they are queued.
-        let last = headers[headers.len() - 1].1;
-        self.next_lsn = next;
-        self.last_ts = ts;
-        if epoch > self.epoch {
-            self.epoch = epoch;
-            self.inner.epoch.store(epoch, Ordering::Release);
-        }
-        let frames = headers
-            .iter()
-            .zip(&placed)
-            .map(|((pos, h), (seg, off))| (*pos, *h, *seg, *off))
-            .collect();
-        self.appended_unindexed = true;
-        let job = ApplyJob {
-            bytes: bytes.to_vec(),
-            frames,
-            keys: None,
-        };
-        let inner = &self.inner;
-        // Held until confirmed (the caller confirms what it heard with the
-        // frames right after): the log's end moves now either way.
-        self.applier()?.hold(&job, || inner.set_log_end(&last));
-        self.held.push_back(job);
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// The leader's durable end moved to `lsn`: held frames through it go
-    /// to the applier, in log order (a job that straddles it is split).
-    fn confirm(&mut self, lsn: u64) {
-        self.confirmed = self.confirmed.max(lsn);
-        self.release_through(self.confirmed);
-    }
-
-    /// Hands held frames through `lsn` to the applier.
-    fn release_through(&mut self, lsn: u64) {
-        let Some(applier) = self.applier.as_ref() else {
-            return;
-        };
-        while let Some(job) = self.held.front_mut() {
-            let whole = job.last_lsn() <= lsn;
-            let Some(part) = job.split_through(lsn) else {
-                break;
-            };
-            applier.release(part, APPLY_QUEUE_REPLICA_BYTES_MAX);
-            if !whole {
-                break;
-            }
-            self.held.pop_front();
-        }
-    }
-
-    /// Cuts the frames that end after `after`, all of which must be held
-    /// (never shown) and in the active segment; the log then ends at the
-    /// last frame before them. Refused otherwise, changing nothing.
-    fn drop_unconfirmed(&mut self, after: u64) -> Result<()> {
-        let refuse = |why: &str| {
-            Err(Error::CannotCut {
-                after,
-                why: why.to_owned(),
-            })
-        };
-        if !self.inner.read_only.load(Ordering::Acquire) {
-            return Err(Error::NotReplica);
-        }
-        if after >= self.next_lsn - 1 {
-            return Ok(());
-        }
-        // The first frame ending after `after`, among the held ones.
-        let Some((j, f)) = self.held.iter().enumerate().find_map(|(j, job)| {
-            job.frames
-                .iter()
-                .position(|(_, h, _, _)| h.end_lsn() - 1 > after)
-                .map(|f| (j, f))
-        }) else {
-            return refuse("the frames after it were shown");
-        };
-        let (_, first, segment, offset) = self.held[j].frames[f];
-        if first.first_lsn > after + 1 {
-            return refuse("frames after it were shown");
-        }
-        if segment != self.appender.segment() {
-            return refuse("the frames to cut begin in a sealed segment");
-        }
-        let kept_end = first.first_lsn - 1;
-        let Some((h, kept_segment, kept_offset)) = self.inner.frame_placed(kept_end)? else {
-            return refuse("nothing would be left of the log");
-        };
-        let kept = crate::log::ends::LogEnd {
-            lsn: kept_end,
-            epoch: h.epoch,
-            crc: h.crc,
-            timestamp_us: h.timestamp_us,
-        };
-        let cut = if offset == SEGMENT_HEADER_BYTES as u64 {
-            // The cut frames fill the active segment: the one before it,
-            // which ends with the kept frame, is active again.
-            assert!(
-                kept_segment < segment,
-                "the kept frame is in an earlier segment"
-            );
-            self.appender
-                .retreat(kept_segment, kept_offset + h.frame_len(), kept.crc)
-        } else {
-            self.appender.rewind(offset, kept.crc)
-        };
-        cut.inspect_err(|e| self.inner.poison(e.to_string()))?;
-        self.held.truncate(j + 1);
-        if let Some(job) = self.held.back_mut() {
-            match job.split_through(kept_end) {
-                Some(front) => *job = front,
-                None => {
-                    self.held.pop_back();
-                }
-            }
-        }
-        self.inner.backlog.forget_after(kept_end);
-        self.inner.tail.clear();
-        self.next_lsn = kept_end + 1;
-        self.epoch = kept.epoch;
-        self.last_ts = kept.timestamp_us;
-        self.inner.epoch.store(kept.epoch, Ordering::Release);
-        self.inner.reset_log_end(kept);
-        tracing::warn!(
-            from_lsn = kept_end + 1,
-            "cut frames the leader lost before it made them durable (never shown here)"
-        );
-        Ok(())
-    }
-
     /// Waits until the applier has indexed everything written, so that the
     /// writer may rely on the index alone. Frames held for the leader's
     /// confirmation go first: whoever drains (a promotion's new epoch, a
     /// local commit, a reindex) makes this log its own.
     fn drain_applier(&mut self) -> Result<()> {
-        self.release_through(u64::MAX);
-        self.applier()?.drain(self.next_lsn - 1)
+        let applier = self.applier.as_ref().ok_or(Error::Closed)?;
+        self.replica.release_through(applier, u64::MAX);
+        applier.drain(self.log.next_lsn - 1)
     }
 
     /// Frames, appends and fsyncs one payload, hands the frame to the
@@ -986,15 +784,18 @@ impl WriterState {
         ts: u64,
         keys: Option<FrameKeys>,
     ) -> Result<()> {
-        let first_lsn = self.next_lsn;
+        let first_lsn = self.log.next_lsn;
         // `ts` is the time the committers were told: the frame must carry it.
-        assert!(ts >= self.last_ts, "frame timestamps never go backwards");
-        let frame = encode_frame(first_lsn, count, self.epoch, ts, payload);
+        assert!(
+            ts >= self.log.last_ts,
+            "frame timestamps never go backwards"
+        );
+        let frame = encode_frame(first_lsn, count, self.log.epoch, ts, payload);
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
-        let (segment, offset) = self.appender.write(&header, &frame)?;
-        self.last_ts = ts;
-        self.next_lsn = header.end_lsn();
+        let (segment, offset) = self.log.appender.write(&header, &frame)?;
+        self.log.last_ts = ts;
+        self.log.next_lsn = header.end_lsn();
         let raw_bytes = self.note_unapplied(&header, segment, offset, &frame)?;
         // Written: replication's in-memory tail gets the frame and the
         // written end moves, so a follower receives and fsyncs it while
@@ -1002,7 +803,7 @@ impl WriterState {
         // it is durable). A failed fsync below stops the store.
         self.inner.tail.push(header, segment, &frame, raw_bytes);
         self.inner.set_log_written(header.end_lsn() - 1);
-        let (file, path) = self.appender.file();
+        let (file, path) = self.log.appender.file();
         sync_data(&file, &path)?;
         // Durable: the applier gets the frame, the durable end moves once
         // it is queued, and only then is it acknowledged (so the read
