@@ -141,7 +141,7 @@ impl Applier {
             job.keys.is_none() || job.frames.len() == 1,
             "extracted keys belong to a job of one frame"
         );
-        let backlog = &self.inner.backlog;
+        let backlog = &self.inner.index.backlog;
         backlog.wait_for_room(|| self.inner.check_alive().is_ok(), bound);
         backlog.add(job.bytes.len() as u64, job.unindexed());
         queued();
@@ -162,14 +162,14 @@ impl Applier {
     /// they do not count against the backlog's bound until released.
     /// `queued` runs once they are registered, as with `submit`.
     pub(crate) fn hold(&self, job: &ApplyJob, queued: impl FnOnce()) {
-        self.inner.backlog.add(0, job.unindexed());
+        self.inner.index.backlog.add(0, job.unindexed());
         queued();
     }
 
     /// Queues a job registered with `hold` for indexing; blocks while the
     /// backlog is over `bound` bytes. Jobs are released in log order.
     pub(crate) fn release(&self, job: ApplyJob, bound: u64) {
-        let backlog = &self.inner.backlog;
+        let backlog = &self.inner.index.backlog;
         backlog.wait_for_room(|| self.inner.check_alive().is_ok(), bound);
         backlog.add_bytes(job.bytes.len() as u64);
         self.send(job);
@@ -226,7 +226,7 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
                     unsynced += bytes;
                 }
                 inner.publish_lsn(end);
-                inner.backlog.applied(bytes, end);
+                inner.index.backlog.applied(bytes, end);
             }
             Err(e) => return inner.poison(format!("indexing frames: {e}")),
         }
@@ -241,7 +241,7 @@ fn run(inner: &Inner, rx: &Receiver<ApplyJob>) {
 /// A durable redb commit of everything committed so far; the key runs
 /// it covers may then be written to a key run file.
 fn sync_index(inner: &Inner) -> Result<()> {
-    let ix = inner.index();
+    let ix = inner.index.current();
     ix.begin_write(true)?.commit()?;
     ix.keys.durable(ix.state()?.applied_lsn);
     Ok(())
@@ -250,7 +250,7 @@ fn sync_index(inner: &Inner) -> Result<()> {
 /// Indexes every frame of `jobs` in one transaction; returns the last LSN.
 fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
     crate::failpoint::check("index.apply").map_err(|e| Error::io("index frames", &inner.dir, e))?;
-    let ix = inner.index();
+    let ix = inner.index.current();
     let tx = ix.begin_write(durable)?;
     let mut end = 0;
     {
@@ -272,8 +272,8 @@ fn apply(inner: &Inner, jobs: &[ApplyJob], durable: bool) -> Result<u64> {
                         keys: job.keys.as_deref(),
                     },
                     extractor,
-                    &inner.segments,
-                    &inner.dicts,
+                    &inner.log.segments,
+                    &inner.log.dicts,
                     parts,
                 )?;
                 end = h.end_lsn() - 1;

@@ -139,7 +139,7 @@ impl ReplicaAppender {
         log.last_ts = ts;
         if epoch > log.epoch {
             log.epoch = epoch;
-            inner.epoch.store(epoch, Ordering::Release);
+            inner.log.epoch.store(epoch, Ordering::Release);
         }
         let frames = headers
             .iter()
@@ -250,12 +250,12 @@ impl ReplicaAppender {
                 }
             }
         }
-        inner.backlog.forget_after(kept_end);
-        inner.tail.clear();
+        inner.index.backlog.forget_after(kept_end);
+        inner.log.tail.clear();
         log.next_lsn = kept_end + 1;
         log.epoch = kept.epoch;
         log.last_ts = kept.timestamp_us;
-        inner.epoch.store(kept.epoch, Ordering::Release);
+        inner.log.epoch.store(kept.epoch, Ordering::Release);
         inner.reset_log_end(kept);
         tracing::warn!(
             from_lsn = kept_end + 1,

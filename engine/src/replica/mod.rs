@@ -118,9 +118,13 @@ impl Store {
             if lsn > durable || at != end_off {
                 break;
             }
-            let head = self.inner.segments.read_at(seg, at, FRAME_HEADER_BYTES)?;
+            let head = self
+                .inner
+                .log
+                .segments
+                .read_at(seg, at, FRAME_HEADER_BYTES)?;
             let h: FrameHeader = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
-                segment: self.inner.segments.path_of(seg),
+                segment: self.inner.log.segments.path_of(seg),
                 offset: at,
                 detail: e.to_string(),
             })?;
@@ -133,13 +137,14 @@ impl Store {
         }
         let bytes = self
             .inner
+            .log
             .segments
             .read_at(seg, off, (end_off - off) as usize)?;
         let mut pos = 0usize;
         let mut raw_bytes = 0u64;
         while pos < bytes.len() {
             let bad = |detail: String| Error::ChecksumMismatch {
-                segment: self.inner.segments.path_of(seg),
+                segment: self.inner.log.segments.path_of(seg),
                 offset: off + pos as u64,
                 detail,
             };
@@ -186,7 +191,7 @@ impl Store {
         if from_lsn == 0 || from_lsn > end {
             return None;
         }
-        self.inner.tail.read(from_lsn, max_bytes, end)
+        self.inner.log.tail.read(from_lsn, max_bytes, end)
     }
 
     /// Every durable frame of the log from the first, in order, each as
@@ -274,7 +279,7 @@ impl Store {
     /// which ships a frame as soon as it is written.
     /// At most [`LOG_END_LISTENERS_MAX`] at once.
     pub fn on_log_end(&self, f: impl Fn(LogTip) + Send + Sync + 'static) -> Result<LogEndListener> {
-        EndState::listen(&self.inner.log_end, Arc::new(f))
+        EndState::listen(&self.inner.log.ends, Arc::new(f))
     }
 
     /// Appends frames read from the leader's log ([`Store::read_log`]),
@@ -376,9 +381,9 @@ impl Inner {
         let Some(&(first, seg, off)) = self.frames_from(lsn, 1)?.first() else {
             return Ok(None);
         };
-        let head = self.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+        let head = self.log.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
         let h = parse_header(&head).map_err(|e| Error::ChecksumMismatch {
-            segment: self.segments.path_of(seg),
+            segment: self.log.segments.path_of(seg),
             offset: off,
             detail: e.to_string(),
         })?;
@@ -394,11 +399,11 @@ impl Inner {
         let at = |f: &crate::index::backlog::Unindexed| (f.header.first_lsn, f.segment, f.offset);
         // The backlog first, the index after: a frame leaves the backlog
         // only once indexed, so between the two every frame is seen.
-        let pending = self.backlog.frames_from(lsn, max);
+        let pending = self.index.backlog.frames_from(lsn, max);
         if pending.first().is_some_and(|f| f.header.first_lsn <= lsn) {
             return Ok(pending.iter().map(at).collect());
         }
-        let snap = Snapshot::new(&self.index())?;
+        let snap = Snapshot::new(&self.index.current())?;
         let Some(first) = snap.frame_holding(lsn)? else {
             return Ok(Vec::new());
         };

@@ -78,7 +78,7 @@ impl Store {
         }
         let after_lsn = if after_lsn > 0 && store.frame_ending_at(after_lsn)?.is_none() {
             // Inside a frame: that frame goes too.
-            let (first, _, _) = Snapshot::new(&store.inner.index())?
+            let (first, _, _) = Snapshot::new(&store.inner.index.current())?
                 .frame_holding(after_lsn)?
                 .ok_or_else(|| Error::Corrupt(format!("no frame holds lsn {after_lsn}")))?;
             first - 1
@@ -86,7 +86,7 @@ impl Store {
             after_lsn
         };
         let first_lost = after_lsn + 1;
-        let (frame, segment, offset) = Snapshot::new(&store.inner.index())?
+        let (frame, segment, offset) = Snapshot::new(&store.inner.index.current())?
             .frame_holding(first_lost)?
             .ok_or_else(|| Error::Corrupt(format!("no frame holds lsn {first_lost}")))?;
         assert_eq!(frame, first_lost, "a frame begins right after a frame end");
@@ -138,8 +138,8 @@ impl Store {
                 break;
             }
         }
-        let seg_path = store.inner.segments.path_of(segment);
-        let log_dir = store.inner.segments.dir().to_owned();
+        let seg_path = store.inner.log.segments.path_of(segment);
+        let log_dir = store.inner.log.segments.dir().to_owned();
         store.close()?;
         let later: Vec<(u64, PathBuf)> = list_segments(&log_dir)
             .map_err(|e| Error::io("list log", &log_dir, e))?

@@ -5,13 +5,13 @@ pub(crate) mod read;
 pub(crate) mod state;
 
 use options::{DictionaryPolicy, Options};
-use state::{INDEX_FILE, Inner};
+use state::{INDEX_FILE, IndexState, Inner, LogState};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -170,25 +170,24 @@ impl Store {
         let inner = Arc::new(Inner {
             dir,
             opts,
-            segments: segments.clone(),
-            index: RwLock::new(Arc::new(index)),
-            dicts,
-            visible_lsn: AtomicU64::new(end_lsn),
-            acked_lsn: AtomicU64::new(end_lsn),
-            backlog: crate::index::backlog::Backlog::default(),
-            tail: crate::log::tail::Tail::default(),
-            epoch: AtomicU64::new(epoch),
+            log: LogState {
+                segments: segments.clone(),
+                dicts,
+                tail: crate::log::tail::Tail::default(),
+                epoch: AtomicU64::new(epoch),
+                ends: Arc::new(Mutex::new(crate::log::ends::EndState::new(
+                    crate::log::ends::LogEnd {
+                        lsn: end_lsn,
+                        epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                        crc: rec.last_frame.map_or(0, |f| f.crc),
+                        timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+                    },
+                ))),
+            },
+            index: IndexState::new(index, end_lsn),
             failure: Mutex::new(None),
             read_only: AtomicBool::new(opts_replica),
             lsn_moved: (Mutex::new(()), Condvar::new()),
-            log_end: Arc::new(Mutex::new(crate::log::ends::EndState::new(
-                crate::log::ends::LogEnd {
-                    lsn: end_lsn,
-                    epoch: rec.last_frame.map_or(0, |f| f.epoch),
-                    crc: rec.last_frame.map_or(0, |f| f.crc),
-                    timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
-                },
-            ))),
             _lock: lock,
         });
         let appender = match rec.segments.last() {
@@ -270,7 +269,7 @@ impl Store {
         }
         // A failed search-key write stops the store when it happens, not
         // only when the next write's indexing meets it.
-        let keys = self.inner.index().keys.failure()?;
+        let keys = self.inner.index.current().keys.failure()?;
         let why = format!("writing search keys failed: {keys}");
         self.inner.poison(why.clone());
         Some(why)
@@ -284,7 +283,7 @@ impl Store {
 
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
+        self.inner.log.epoch.load(Ordering::Acquire)
     }
 
     /// Waits until the visible (durable and indexed) LSN is above `after`
@@ -379,7 +378,7 @@ impl Store {
         for op in batch.ops {
             let put = match op.action {
                 Action::Put(raw) => {
-                    let enc: Encoded = self.inner.dicts.encode(&raw, use_dict)?;
+                    let enc: Encoded = self.inner.log.dicts.encode(&raw, use_dict)?;
                     let extractor = self.inner.opts.extractor.as_ref();
                     let mut keys = match op.keys {
                         Some(given) => {
@@ -478,7 +477,7 @@ impl Store {
     fn snapshot(&self) -> Result<Snapshot> {
         self.inner.check_alive()?;
         self.inner.await_acked()?;
-        Snapshot::new(&self.inner.index())
+        Snapshot::new(&self.inner.index.current())
     }
 
     fn version_of(&self, l: &Listed) -> Result<Version> {
@@ -644,7 +643,11 @@ impl Store {
 
     /// Reads and checks the frame the index says starts at `first` LSN.
     fn read_frame(&self, first: u64, seg: u64, off: u64) -> Result<(FrameHeader, Vec<u8>)> {
-        let head = self.inner.segments.read_at(seg, off, FRAME_HEADER_BYTES)?;
+        let head = self
+            .inner
+            .log
+            .segments
+            .read_at(seg, off, FRAME_HEADER_BYTES)?;
         let h = parse_header(&head).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
         if h.first_lsn != first {
             return Err(Error::Corrupt(format!(
@@ -654,6 +657,7 @@ impl Store {
         }
         let bytes = self
             .inner
+            .log
             .segments
             .read_at(seg, off, h.frame_len() as usize)?;
         check_frame(&bytes).map_err(|e| self.frame_error(seg, off, e.to_string()))?;
@@ -742,7 +746,7 @@ impl Store {
 
     fn frame_error(&self, seg: u64, off: u64, detail: String) -> Error {
         Error::ChecksumMismatch {
-            segment: self.inner.segments.path_of(seg),
+            segment: self.inner.log.segments.path_of(seg),
             offset: off,
             detail,
         }
@@ -763,6 +767,7 @@ impl Store {
                     Vec::new()
                 } else {
                     self.inner
+                        .log
                         .dicts
                         .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
                         .map_err(|d| self.frame_error(seg, off, d))?
@@ -833,7 +838,7 @@ impl Store {
             .collect();
         types.sort_by(|a, b| a.resource_type.cmp(&b.resource_type));
         let index_path = self.inner.index_path();
-        let (log_bytes, log_bytes_allocated) = self.inner.segments.bytes_on_disk()?;
+        let (log_bytes, log_bytes_allocated) = self.inner.log.segments.bytes_on_disk()?;
         Ok(StoreStats {
             versions: types.iter().map(|t| t.versions).sum(),
             types,
@@ -847,7 +852,7 @@ impl Store {
                 + crate::index::keys::files::dir_bytes(&crate::index::keys::store::keys_path(
                     &index_path,
                 )),
-            dictionaries: self.inner.dicts.count(),
+            dictionaries: self.inner.log.dicts.count(),
         })
     }
 
@@ -868,7 +873,7 @@ impl Store {
         let dicts = Dictionaries::new(self.inner.opts.zstd_level);
         let stats = rebuild_into(
             &fresh_path,
-            &self.inner.segments,
+            &self.inner.log.segments,
             self.inner.opts.extractor.as_ref(),
             &dicts,
             Some(index_lsn),

@@ -1,8 +1,10 @@
 //! `Inner`: the state every engine thread shares (the writer, the applier,
-//! readers, replication): the log's files and ends, the index, the
-//! visible and acknowledged LSNs and the read barrier, the failure that
-//! stops the store. It depends on the log and the index, never on the
-//! threads that use it.
+//! readers, replication), in two parts: `LogState` (the segment files,
+//! dictionaries, the newest frames, the epoch and the log's ends) and
+//! `IndexState` (the redb index, the visible and acknowledged LSNs, the
+//! applier's backlog); beside them the read barrier and its wakeups, the
+//! replica flag and the failure that stops the store. It depends on the
+//! log and the index, never on the threads that use it.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -21,9 +23,39 @@ pub(crate) const INDEX_FILE: &str = "index.redb";
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,
     pub(crate) opts: Options,
+    /// The log: its files, dictionaries, newest frames and ends.
+    pub(crate) log: LogState,
+    /// The index derived from it, and how far it is visible.
+    pub(crate) index: IndexState,
+    /// Local commits are refused (a replica following another log).
+    pub(crate) read_only: AtomicBool,
+    /// Signalled whenever the visible LSN or the log's end moves.
+    pub(crate) lsn_moved: (Mutex<()>, Condvar),
+    /// Why the store stopped, once it has (every later call fails).
+    pub(crate) failure: Mutex<Option<String>>,
+    /// The held `LOCK` file: one process per store directory.
+    pub(crate) _lock: File,
+}
+
+/// The shared state of the log: what the writer writes and replication
+/// and readers read. Only the writer thread moves it forward.
+pub(crate) struct LogState {
     pub(crate) segments: Arc<Segments>,
-    pub(crate) index: RwLock<Arc<Index>>,
     pub(crate) dicts: Arc<Dictionaries>,
+    /// The newest durable frames, for replication's live tail.
+    pub(crate) tail: crate::log::tail::Tail,
+    /// The epoch of the newest frame (or `EpochStart`).
+    pub(crate) epoch: AtomicU64,
+    /// The end of the written and of the durable log (on a replica, the
+    /// durable end runs ahead of the visible LSN while the applier
+    /// indexes), and the functions told when they move.
+    pub(crate) ends: Arc<Mutex<crate::log::ends::EndState>>,
+}
+
+/// The shared state of the index: the redb index readers open snapshots
+/// of, and the LSNs that say how much of the log it shows.
+pub(crate) struct IndexState {
+    current: RwLock<Arc<Index>>,
     /// The highest *visible* LSN: durable, indexed, and (on a replica)
     /// confirmed durable by the leader. Reads see exactly up to it.
     pub(crate) visible_lsn: AtomicU64,
@@ -33,32 +65,34 @@ pub(crate) struct Inner {
     pub(crate) acked_lsn: AtomicU64,
     /// Durable frames queued for the index applier.
     pub(crate) backlog: crate::index::backlog::Backlog,
-    /// The newest durable frames, for replication's live tail.
-    pub(crate) tail: crate::log::tail::Tail,
-    pub(crate) epoch: AtomicU64,
-    /// Local commits are refused (a replica following another log).
-    pub(crate) read_only: AtomicBool,
-    /// The end of the written and of the durable log (on a replica, the
-    /// durable end runs ahead of `visible_lsn` while the applier indexes),
-    /// and the functions told when they move.
-    pub(crate) log_end: Arc<Mutex<crate::log::ends::EndState>>,
-    /// Signalled whenever `visible_lsn` moves.
-    pub(crate) lsn_moved: (Mutex<()>, Condvar),
-    /// Why the store stopped, once it has (every later call fails).
-    pub(crate) failure: Mutex<Option<String>>,
-    /// The held `LOCK` file: one process per store directory.
-    pub(crate) _lock: File,
+}
+
+impl IndexState {
+    /// The index at `lsn`, visible through `lsn`.
+    pub(crate) fn new(index: Index, lsn: u64) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(index)),
+            visible_lsn: AtomicU64::new(lsn),
+            acked_lsn: AtomicU64::new(lsn),
+            backlog: crate::index::backlog::Backlog::default(),
+        }
+    }
+
+    /// The index readers and the applier use now.
+    pub(crate) fn current(&self) -> Arc<Index> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a rebuilt index.
+    pub(crate) fn replace(&self, index: Arc<Index>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
 }
 
 impl Inner {
-    pub(crate) fn index(&self) -> Arc<Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn set_index(&self, index: Arc<Index>) {
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
-    }
-
     pub(crate) fn check_alive(&self) -> Result<()> {
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(reason) => Err(Error::Poisoned(reason.clone())),
@@ -76,19 +110,19 @@ impl Inner {
 
     /// Reads and decodes the body an index entry points to.
     pub(crate) fn read_body(&self, e: &VersionEntry) -> Result<Vec<u8>> {
-        crate::index::tables::read_body(&self.segments, &self.dicts, e)
+        crate::index::tables::read_body(&self.log.segments, &self.log.dicts, e)
     }
 
     /// The highest LSN that is durable and indexed.
     pub(crate) fn visible_lsn(&self) -> u64 {
-        self.visible_lsn.load(Ordering::Acquire)
+        self.index.visible_lsn.load(Ordering::Acquire)
     }
 
     /// The read barrier: waits until every write acknowledged so far is
     /// visible. The applier's backlog is bounded in bytes, so the wait is
     /// too; it ends early only when the store stopped.
     pub(crate) fn await_acked(&self) -> Result<u64> {
-        let want = self.acked_lsn.load(Ordering::Acquire);
+        let want = self.index.acked_lsn.load(Ordering::Acquire);
         loop {
             let now = self.visible_lsn();
             if now >= want {
@@ -104,7 +138,7 @@ impl Inner {
     pub(crate) fn wait_for_lsn(&self, after: u64, timeout: std::time::Duration) -> u64 {
         self.wait_until(
             timeout,
-            || self.visible_lsn.load(Ordering::Acquire),
+            || self.index.visible_lsn.load(Ordering::Acquire),
             |l| *l > after,
         )
     }
@@ -144,7 +178,7 @@ impl Inner {
             timestamp_us: last.timestamp_us,
         };
         {
-            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
             assert!(
                 end.lsn >= g.tip.durable.lsn,
                 "the durable end never goes back"
@@ -161,7 +195,7 @@ impl Inner {
     /// lost). Listeners are not told: they hear ends only going forward.
     pub(crate) fn reset_log_end(&self, end: crate::log::ends::LogEnd) {
         {
-            let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
             g.tip = crate::log::ends::LogTip {
                 written_lsn: end.lsn,
                 durable: end,
@@ -176,7 +210,7 @@ impl Inner {
     /// and tells the listeners, so replication ships them while the fsync
     /// runs.
     pub(crate) fn set_log_written(&self, lsn: u64) {
-        let mut g = self.log_end.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
         assert!(lsn >= g.tip.written_lsn, "the written end never goes back");
         g.tip.written_lsn = lsn;
         g.listeners.tell(g.tip);
@@ -184,7 +218,8 @@ impl Inner {
 
     /// The durable end of the log: its last frame.
     pub(crate) fn log_end(&self) -> crate::log::ends::LogEnd {
-        self.log_end
+        self.log
+            .ends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tip
@@ -193,7 +228,7 @@ impl Inner {
 
     /// The written and the durable end of the log.
     pub(crate) fn log_tip(&self) -> crate::log::ends::LogTip {
-        self.log_end.lock().unwrap_or_else(|p| p.into_inner()).tip
+        self.log.ends.lock().unwrap_or_else(|p| p.into_inner()).tip
     }
 
     /// Waits until the durable end of the log is above `after`, `timeout`
@@ -208,7 +243,7 @@ impl Inner {
 
     /// Publishes a new visible LSN and wakes [`Store::wait_for_lsn`].
     pub(crate) fn publish_lsn(&self, lsn: u64) {
-        let prev = self.visible_lsn.swap(lsn, Ordering::AcqRel);
+        let prev = self.index.visible_lsn.swap(lsn, Ordering::AcqRel);
         assert!(prev < lsn, "the visible LSN must strictly increase");
         let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
         self.lsn_moved.1.notify_all();

@@ -341,7 +341,7 @@ impl WriterState {
                 if res.is_err() {
                     self.log.epoch = previous;
                 } else {
-                    self.inner.epoch.store(epoch, Ordering::Release);
+                    self.inner.log.epoch.store(epoch, Ordering::Release);
                 }
                 res
             }
@@ -395,9 +395,9 @@ impl WriterState {
         let tmp = path.with_extension("redb.rebuild");
         let (fresh, stats) = rebuild_into(
             &tmp,
-            &self.inner.segments,
+            &self.inner.log.segments,
             self.inner.opts.extractor.as_ref(),
-            &self.inner.dicts,
+            &self.inner.log.dicts,
             None,
             false,
             self.inner.opts.key_buffer_entries,
@@ -405,7 +405,7 @@ impl WriterState {
         // The old index writes nothing more to its key directory, which
         // the new one's takes the place of; the old one's open files serve
         // its readers until they finish.
-        self.inner.index().keys.retire();
+        self.inner.index.current().keys.retire();
         fresh.keys.relocate(&keys_path(&path), |from, to| {
             if to.exists() {
                 std::fs::remove_dir_all(to).map_err(|e| Error::io("replace index", to, e))?;
@@ -419,7 +419,7 @@ impl WriterState {
             bytes = stats.bytes,
             "index rebuilt on request"
         );
-        self.inner.set_index(Arc::new(fresh));
+        self.inner.index.replace(Arc::new(fresh));
         Ok(())
     }
 
@@ -430,7 +430,7 @@ impl WriterState {
         self.training = false;
         match result {
             Ok(bytes) => {
-                let id = self.inner.dicts.next_id();
+                let id = self.inner.log.dicts.next_id();
                 // Durable before any record can use it: install happens when
                 // the index applies this frame.
                 if let Err(e) = self.write_records(&[RecordRef::Dictionary { id, bytes: &bytes }]) {
@@ -455,7 +455,7 @@ impl WriterState {
         else {
             return;
         };
-        if self.training || self.inner.dicts.has_current() {
+        if self.training || self.inner.log.dicts.has_current() {
             return;
         }
         let take = raw.len().min(SAMPLE_BYTES_MAX);
@@ -493,7 +493,7 @@ impl WriterState {
                 replies.push(Some(reply));
             }
         }
-        let snap = Snapshot::new(&self.inner.index())?;
+        let snap = Snapshot::new(&self.inner.index.current())?;
         let ts = next_timestamp(self.inner.opts.clock.as_ref(), self.log.last_ts);
         let mut overlay: HashMap<(&str, &str), Head> = HashMap::new();
         let mut planned: Vec<Planned> = Vec::new();
@@ -801,7 +801,7 @@ impl WriterState {
         // written end moves, so a follower receives and fsyncs it while
         // this fsync runs (it shows the frame only once this leader says
         // it is durable). A failed fsync below stops the store.
-        self.inner.tail.push(header, segment, &frame, raw_bytes);
+        self.inner.log.tail.push(header, segment, &frame, raw_bytes);
         self.inner.set_log_written(header.end_lsn() - 1);
         let (file, path) = self.log.appender.file();
         sync_data(&file, &path)?;
@@ -819,6 +819,7 @@ impl WriterState {
             || inner.set_log_end(&header),
         );
         self.inner
+            .index
             .acked_lsn
             .store(header.end_lsn() - 1, Ordering::Release);
         Ok(())
