@@ -1,6 +1,10 @@
 //! Named fault-injection points (in the manner of raft-engine's fail
 //! points), for tests of what the store does when the disk fails.
 //!
+//! Compiled only with the `failpoints` feature, which the tests turn on
+//! through their dev-dependencies; a build users run has neither the
+//! registry nor a check on the I/O path.
+//!
 //! A point is armed by name and then fails the next calls that pass it
 //! with an I/O error. Unarmed, a point costs one relaxed atomic load. The
 //! registry is process-wide: a test that arms points should run alone in

@@ -27,12 +27,25 @@
 mod backup;
 mod disk;
 mod error;
+#[cfg(feature = "failpoints")]
 pub mod failpoint;
+/// Without the `failpoints` feature every point passes, at no cost.
+#[cfg(not(feature = "failpoints"))]
+mod failpoint {
+    #[inline(always)]
+    pub(crate) fn check(_name: &'static str) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
 pub mod limits;
+#[cfg(feature = "internals")]
 pub mod log;
+#[cfg(not(feature = "internals"))]
+mod log;
 mod replica;
 mod store;
 mod write;

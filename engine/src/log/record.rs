@@ -140,11 +140,13 @@ pub(crate) fn put_resource(out: &mut Vec<u8>, r: &ResourceRef<'_>) {
 }
 
 /// Encodes any record, appending to `out` (public for golden tests and tools).
+#[cfg(feature = "internals")]
 pub fn encode(out: &mut Vec<u8>, record: &RecordRef<'_>) {
     put_record(out, record);
 }
 
 /// The CRC32 the engine stores for a body (`raw_crc`).
+#[cfg(feature = "internals")]
 pub fn body_crc(body: &[u8]) -> u32 {
     crc32fast::hash(body)
 }
