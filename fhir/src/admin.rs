@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 fn cluster(app: &App) -> Result<&Arc<vigil_net::runtime::cluster::Cluster>, FhirError> {
     app.replication

@@ -10,7 +10,7 @@ use vigil_engine::{Batch, Committed, Options, Store};
 use vigil_net::runtime::replicated::Replicated;
 
 use crate::config::Config;
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 /// What every handler shares.
 pub struct App {
@@ -23,7 +23,7 @@ pub struct App {
     /// Base URL for links, without a trailing slash.
     pub base: String,
     /// Bearer-token checks, when configured.
-    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    pub auth: Option<Arc<crate::http::auth::Authenticator>>,
     /// Replication, when configured (started by [`crate::server::run`]).
     pub replication: Option<crate::replication::Replication>,
     /// Time to acknowledge writes, for `/metrics`.
@@ -40,7 +40,7 @@ impl App {
     /// Opens the store the configuration names (under automatic failover
     /// the failover loop opens it: see [`crate::server::run`]).
     pub fn open(config: Config) -> Result<Self, ServeError> {
-        let auth = crate::auth::Authenticator::from_config(&config.auth)?;
+        let auth = crate::http::auth::Authenticator::from_config(&config.auth)?;
         let opts = Self::store_options(&config);
         let store = if config.replication.as_ref().is_some_and(|r| r.is_auto()) {
             None
@@ -196,7 +196,7 @@ pub enum ServeError {
     Store(#[from] vigil_engine::Error),
     /// Authorisation is misconfigured.
     #[error(transparent)]
-    Auth(#[from] crate::auth::AuthSetupError),
+    Auth(#[from] crate::http::auth::AuthSetupError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -17,9 +17,9 @@ use axum::response::Response;
 use vigil_engine::{Batch, Op, OpKind, Precondition};
 
 use crate::app::{App, commit};
+use crate::http::negotiate::check_accept;
+use crate::http::outcome::FhirError;
 use crate::interactions::{body_for, conflict_to_412, deleted_response, written_response};
-use crate::negotiate::check_accept;
-use crate::outcome::FhirError;
 use crate::resource::{id_of, to_stored};
 use crate::types::check_type;
 
@@ -169,7 +169,7 @@ pub async fn conditional_delete(
         Target::Nothing => {
             return Ok(crate::http::json_response(
                 axum::http::StatusCode::OK,
-                serde_json::to_vec(&crate::outcome::outcome_json(
+                serde_json::to_vec(&crate::http::outcome::outcome_json(
                     "information",
                     "informational",
                     &format!("no {ty} matched {cond:?}; nothing deleted"),

@@ -12,11 +12,11 @@ use serde_json::{Map, Value, json};
 use vigil_engine::{HistoryCursor, HistoryQuery, HistoryScope, OpKind, PagePosition, Version};
 
 use crate::app::App;
+use crate::http::negotiate::check_accept;
+use crate::http::outcome::FhirError;
 use crate::http::{etag, json_response};
 use crate::instant::{format_instant, parse_interval};
 use crate::interactions::check_instance;
-use crate::negotiate::check_accept;
-use crate::outcome::FhirError;
 use crate::resource::render_map;
 use crate::types::check_type;
 

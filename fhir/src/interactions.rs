@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use vigil_engine::{Batch, Current, Op, OpKind, OpOutcome, Precondition, Version, VersionRead};
 
 use crate::app::{App, commit};
+use crate::http::negotiate::{check_accept, check_content_type};
+use crate::http::outcome::{FhirError, outcome_json};
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
-use crate::negotiate::{check_accept, check_content_type};
-use crate::outcome::{FhirError, outcome_json};
 use crate::resource::{check_id, id_of, parse, render, to_stored_in, type_of};
 use crate::types::check_type;
 

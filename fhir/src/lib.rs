@@ -7,7 +7,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod auth;
 pub mod capability;
 pub mod conditional;
 pub mod config;
@@ -18,8 +17,6 @@ pub mod http;
 pub mod ids;
 pub mod instant;
 pub mod interactions;
-pub mod negotiate;
-pub mod outcome;
 pub mod patch;
 pub mod quarantine;
 pub mod replication;

@@ -11,10 +11,10 @@ use serde_json::Value;
 use vigil_engine::{Batch, Op, Precondition};
 
 use crate::app::{App, commit};
+use crate::http::negotiate::require_content_type;
+use crate::http::outcome::FhirError;
 use crate::http::{self, if_match};
 use crate::interactions::{Params, check_instance, live_version, written_response};
-use crate::negotiate::require_content_type;
-use crate::outcome::FhirError;
 use crate::resource::{id_of, parse, to_stored, type_of};
 
 /// Attempts when a concurrent write moves the version under a patch

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::http::outcome::FhirError;
 use crate::instant::format_instant;
-use crate::outcome::FhirError;
 use crate::types::{is_resource_type, is_valid_id};
 
 /// Parses a request body that must be one FHIR resource.

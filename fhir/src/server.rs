@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 
 use crate::app::{App, ServeError};
 use crate::config::Config;
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 use crate::{capability, history, interactions, search, transaction};
 
 /// Every route of the FHIR REST API.
@@ -72,7 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
     let router = match app.auth.clone() {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(
             auth,
-            crate::auth::layer,
+            crate::http::auth::layer,
         )),
         None => router,
     };

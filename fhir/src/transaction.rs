@@ -18,10 +18,10 @@ use serde_json::{Map, Value, json};
 use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 
 use crate::app::{App, commit};
+use crate::http::negotiate::{check_accept, check_content_type};
+use crate::http::outcome::FhirError;
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
-use crate::negotiate::{check_accept, check_content_type};
-use crate::outcome::FhirError;
 use crate::resource::{check_id, id_of, render_map, to_stored_in, type_of};
 use crate::types::check_type;
 

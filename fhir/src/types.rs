@@ -1,6 +1,6 @@
 //! The resource types of FHIR R4 (4.0.1).
 
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 /// Every R4 resource type name, sorted.
 pub const R4_RESOURCE_TYPES: &[&str] = &[

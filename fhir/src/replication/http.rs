@@ -17,7 +17,7 @@ use vigil_net::runtime::replicated::CommitError;
 
 use super::Replication;
 use crate::app::App;
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 /// The response header giving a follower's replication lag, in seconds of
 /// commit time, with the LSNs behind in `Vigil-Replication-Lag-Lsns`.

@@ -28,9 +28,9 @@ pub use query::matching_ids;
 use query::{Hit, Sort, matching, pairs_of, parse_request};
 
 use crate::app::App;
+use crate::http::negotiate::{check_accept, require_content_type};
+use crate::http::outcome::{FhirError, outcome_json};
 use crate::http::{json_response, prefer_strict};
-use crate::negotiate::{check_accept, require_content_type};
-use crate::outcome::{FhirError, outcome_json};
 use crate::resource::render_map;
 use crate::types::check_type;
 

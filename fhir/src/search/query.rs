@@ -9,8 +9,8 @@ use axum::http::{StatusCode, Uri};
 use super::keys::{all_key, key, normalise, pair_key, reference_target, unsortable};
 use super::params::{Kind, Param, find, params_of};
 use crate::app::App;
+use crate::http::outcome::FhirError;
 use crate::instant::parse_interval;
-use crate::outcome::FhirError;
 
 /// Most index entries one search may scan.
 pub const SCAN_ENTRIES_MAX: usize = 2_000_000;

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 /// Checks `_format` and `Accept`: JSON (or anything) is fine; a request
 /// that accepts only XML (or another type) gets 406.

@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::AuthConfig;
-use crate::outcome::FhirError;
+use crate::http::outcome::FhirError;
 
 /// Why authorisation could not be set up.
 #[derive(Debug, thiserror::Error)]

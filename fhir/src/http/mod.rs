@@ -1,12 +1,18 @@
-//! Small HTTP pieces shared by the handlers: ETags, `Prefer`, bodies,
-//! resource responses.
+//! HTTP as every handler speaks it: errors as OperationOutcomes
+//! ([`outcome`]), content negotiation ([`negotiate`]), bearer-token
+//! authorisation ([`auth`]), and here the small shared pieces: ETags,
+//! `Prefer`, bodies, resource responses.
+
+pub mod auth;
+pub mod negotiate;
+pub mod outcome;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::outcome::{FHIR_JSON, FhirError, outcome_json};
+use crate::http::outcome::{FHIR_JSON, FhirError, outcome_json};
 
 /// The `W/"n"` ETag of version `n`.
 pub fn etag(version: u64) -> String {

@@ -1,0 +1,161 @@
+//! Bulk `$export` (FHIR Bulk Data Access, STU2) that survives a failover.
+//!
+//! Kick-off records a job as a resource of the internal type
+//! [`JOB_TYPE`] in the log, so it replicates like everything else. The job
+//! pins the export to the LSN of its `transactionTime`: the output is the
+//! store's content at that LSN, each matching resource exactly once,
+//! whatever is written meanwhile. The leader's worker claims a job with a
+//! lease (owner, epoch, expiry) written to the job record; it writes the
+//! output in chunks of a fixed number of resources, each to a file named by
+//! its chunk number (temporary file, then rename), and records the position
+//! after each chunk. After a failover the new leader finds the job, waits
+//! until the lease has run out, and goes on from the recorded position:
+//! the order is deterministic at the pinned LSN and a chunk rewritten after
+//! a crash has the same name and content, so the finished output has no
+//! duplicate and no gap. The output directory must be reachable from both
+//! data nodes (as the reference service's storage account is).
+
+//!
+//! - `handlers` — kick-off, status polling, cancel and file download;
+//! - `worker` — the leader's worker: claims, snapshots, writes chunks.
+
+mod handlers;
+mod worker;
+
+pub use handlers::{KickOff, by_type, cancel, file, status, system};
+pub use worker::worker;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use vigil_engine::{Batch, Current, Op, Precondition, Store};
+
+use crate::app::App;
+use crate::http::outcome::FhirError;
+
+/// The internal resource type holding export jobs (never exported).
+pub const JOB_TYPE: &str = "VigilExportJob";
+
+/// Most export jobs kept (finished ones count until deleted).
+pub(super) const JOBS_MAX: usize = 100;
+/// Changes read per call while collecting the snapshot.
+pub(super) const CHANGES_PER_CALL: usize = 1_000;
+/// A client polling the same job more often than this gets 429.
+pub(super) const POLL_INTERVAL_MIN: Duration = Duration::from_millis(500);
+/// Types in the Patient compartment that this server indexes.
+pub(super) const PATIENT_TYPES: [&str; 8] = [
+    "Patient",
+    "Observation",
+    "Condition",
+    "Encounter",
+    "Procedure",
+    "DiagnosticReport",
+    "MedicationRequest",
+    "Immunization",
+];
+
+/// One output file of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OutputFile {
+    /// Resource type of every line.
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    /// File name under the job's directory.
+    pub file: String,
+    /// Lines.
+    pub count: usize,
+}
+
+/// An export job, as recorded in the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Job {
+    /// Always [`JOB_TYPE`].
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    /// The job id.
+    pub id: String,
+    /// `in-progress`, `completed`, `error` or `cancelled`.
+    pub status: String,
+    /// The kick-off URL.
+    pub request: String,
+    /// `system`, `patient` or `group`.
+    pub level: String,
+    /// For a group export, the Group's id.
+    pub group: Option<String>,
+    /// Types asked for (`_type`), empty for every type.
+    pub types: Vec<String>,
+    /// `_since`, µs.
+    pub since_us: Option<u64>,
+    /// The LSN the export is pinned to.
+    pub snapshot_lsn: u64,
+    /// Its commit time, µs (the manifest's `transactionTime`).
+    pub transaction_time_us: u64,
+    /// Resources written so far (the position resumed from).
+    pub position: usize,
+    /// Resources the export will hold, once known.
+    pub total: Option<usize>,
+    /// Files written so far.
+    pub output: Vec<OutputFile>,
+    /// Deleted-resource files (with `_since`).
+    pub deleted: Vec<OutputFile>,
+    /// The node working on it, its epoch, and until when (µs, wall clock).
+    pub owner: Option<String>,
+    /// The owner's epoch: a deposed leader's claim is void.
+    pub owner_epoch: u64,
+    /// Until when the claim holds, µs since the Unix epoch.
+    pub lease_until_us: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+pub(super) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+pub(super) fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
+    match store.get(JOB_TYPE, id)? {
+        Current::Live(v) => {
+            let job: Job = serde_json::from_slice(&v.body)
+                .map_err(|e| FhirError::internal(format!("export job {id} unreadable: {e}")))?;
+            Ok(Some((job, v.version)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes `job` if it is still at `version`; returns its new version, or
+/// `None` if another wrote first.
+pub(super) async fn write_job(
+    app: &App,
+    job: &Job,
+    version: Option<u64>,
+) -> Result<Option<u64>, FhirError> {
+    let body = serde_json::to_vec(job).map_err(|e| FhirError::internal(e.to_string()))?;
+    let op = Op::put(JOB_TYPE, job.id.clone(), body);
+    let op = match version {
+        Some(v) => op.expect(Precondition::Version(v)),
+        None => op.expect(Precondition::Absent),
+    };
+    match crate::app::commit(app, Batch::one(op)).await {
+        Ok(c) => Ok(match c.outcomes.first() {
+            Some(vigil_engine::OpOutcome::Written { version, .. })
+            | Some(vigil_engine::OpOutcome::Unchanged { version, .. }) => Some(*version),
+            _ => None,
+        }),
+        Err(e)
+            if e.status == StatusCode::PRECONDITION_FAILED || e.status == StatusCode::CONFLICT =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Where a job's output files are.
+pub(super) fn job_dir(export_dir: &Path, id: &str) -> PathBuf {
+    export_dir.join(id)
+}
