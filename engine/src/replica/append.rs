@@ -154,7 +154,7 @@ impl ReplicaAppender {
         };
         // Held until confirmed (the caller confirms what it heard with the
         // frames right after): the log's end moves now either way.
-        applier.hold(&job, || inner.set_log_end(&last));
+        applier.hold(&job, || inner.log.ends.set_durable(&last));
         self.held.push_back(job);
         failed.map_or(Ok(()), Err)
     }
@@ -256,7 +256,7 @@ impl ReplicaAppender {
         log.epoch = kept.epoch;
         log.last_ts = kept.timestamp_us;
         inner.log.epoch.store(kept.epoch, Ordering::Release);
-        inner.reset_log_end(kept);
+        inner.log.ends.reset(kept);
         tracing::warn!(
             from_lsn = kept_end + 1,
             "cut frames the leader lost before it made them durable (never shown here)"

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::index::tables::Snapshot;
 use crate::log::chunk::LogChunk;
-use crate::log::ends::{EndState, LogEnd, LogEndListener, LogTip};
+use crate::log::ends::{LogEnd, LogEndListener, LogTip};
 use crate::log::frame::{
     FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header,
 };
@@ -187,7 +187,7 @@ impl Store {
         max_bytes: usize,
         through_lsn: u64,
     ) -> Option<LogChunk> {
-        let end = self.inner.log_tip().written_lsn.min(through_lsn);
+        let end = self.inner.log.ends.tip().written_lsn.min(through_lsn);
         if from_lsn == 0 || from_lsn > end {
             return None;
         }
@@ -261,12 +261,12 @@ impl Store {
     /// (it moves before the index makes a frame visible), so a read
     /// followed by `log_end` bounds the LSNs of what it returned.
     pub fn log_end(&self) -> LogEnd {
-        self.inner.log_end()
+        self.inner.log.ends.durable()
     }
 
     /// The written and the durable end of the log (see [`LogTip`]).
     pub fn log_tip(&self) -> LogTip {
-        self.inner.log_tip()
+        self.inner.log.ends.tip()
     }
 
     /// Registers `f` to be called with the log's ends ([`LogTip`]) each
@@ -279,7 +279,7 @@ impl Store {
     /// which ships a frame as soon as it is written.
     /// At most [`LOG_END_LISTENERS_MAX`] at once.
     pub fn on_log_end(&self, f: impl Fn(LogTip) + Send + Sync + 'static) -> Result<LogEndListener> {
-        EndState::listen(&self.inner.log.ends, Arc::new(f))
+        self.inner.log.ends.listen(Arc::new(f))
     }
 
     /// Appends frames read from the leader's log ([`Store::read_log`]),
@@ -329,7 +329,7 @@ impl Store {
         self.send(Request::Control {
             op: Control::Append { frames, confirmed },
             reply: Reply::Callback(Box::new(move |r: Result<()>| {
-                done(r.map(|()| inner.log_end()));
+                done(r.map(|()| inner.log.ends.durable()));
             })),
         })
     }
@@ -375,7 +375,7 @@ impl Inner {
     /// [`Inner::frame_at`] with where the frame is: (header, segment, file
     /// offset).
     pub(crate) fn frame_placed(&self, lsn: u64) -> Result<Option<(FrameHeader, u64, u64)>> {
-        if lsn == 0 || lsn > self.log_end().lsn {
+        if lsn == 0 || lsn > self.log.ends.durable().lsn {
             return Ok(None);
         }
         let Some(&(first, seg, off)) = self.frames_from(lsn, 1)?.first() else {

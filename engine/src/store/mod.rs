@@ -175,14 +175,12 @@ impl Store {
                 dicts,
                 tail: crate::log::tail::Tail::default(),
                 epoch: AtomicU64::new(epoch),
-                ends: Arc::new(Mutex::new(crate::log::ends::EndState::new(
-                    crate::log::ends::LogEnd {
-                        lsn: end_lsn,
-                        epoch: rec.last_frame.map_or(0, |f| f.epoch),
-                        crc: rec.last_frame.map_or(0, |f| f.crc),
-                        timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
-                    },
-                ))),
+                ends: crate::log::ends::LogEnds::new(crate::log::ends::LogEnd {
+                    lsn: end_lsn,
+                    epoch: rec.last_frame.map_or(0, |f| f.epoch),
+                    crc: rec.last_frame.map_or(0, |f| f.crc),
+                    timestamp_us: rec.last_frame.map_or(0, |f| f.timestamp_us),
+                }),
             },
             index: IndexState::new(index, end_lsn),
             failure: Mutex::new(None),
@@ -303,7 +301,11 @@ impl Store {
         after: u64,
         timeout: std::time::Duration,
     ) -> crate::log::ends::LogEnd {
-        self.inner.wait_for_log_end(after, timeout)
+        let inner = &self.inner;
+        inner
+            .log
+            .ends
+            .wait_durable_above(after, timeout, || inner.check_alive().is_err())
     }
 
     /// Whether local commits are refused (see [`Options::replica`]).

@@ -29,7 +29,7 @@ pub(crate) struct Inner {
     pub(crate) index: IndexState,
     /// Local commits are refused (a replica following another log).
     pub(crate) read_only: AtomicBool,
-    /// Signalled whenever the visible LSN or the log's end moves.
+    /// Signalled whenever the visible LSN moves.
     pub(crate) lsn_moved: (Mutex<()>, Condvar),
     /// Why the store stopped, once it has (every later call fails).
     pub(crate) failure: Mutex<Option<String>>,
@@ -49,7 +49,7 @@ pub(crate) struct LogState {
     /// The end of the written and of the durable log (on a replica, the
     /// durable end runs ahead of the visible LSN while the applier
     /// indexes), and the functions told when they move.
-    pub(crate) ends: Arc<Mutex<crate::log::ends::EndState>>,
+    pub(crate) ends: crate::log::ends::LogEnds,
 }
 
 /// The shared state of the index: the redb index readers open snapshots
@@ -106,6 +106,8 @@ impl Inner {
         if f.is_none() {
             *f = Some(reason);
         }
+        drop(f);
+        self.log.ends.wake();
     }
 
     /// Reads and decodes the body an index entry points to.
@@ -145,7 +147,7 @@ impl Inner {
 
     /// Reads `read` until `done` holds for its value, `timeout` passes or
     /// the store stops; returns the last value read. Woken by
-    /// `lsn_moved` (the visible LSN or the log's end moved).
+    /// `lsn_moved` (the visible LSN moved).
     fn wait_until<T>(
         &self,
         timeout: std::time::Duration,
@@ -166,79 +168,6 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-    }
-
-    /// Records the durable end of the log: its last frame. Wakes
-    /// [`Store::wait_for_log_end`].
-    pub(crate) fn set_log_end(&self, last: &crate::log::frame::FrameHeader) {
-        let end = crate::log::ends::LogEnd {
-            lsn: last.end_lsn() - 1,
-            epoch: last.epoch,
-            crc: last.crc,
-            timestamp_us: last.timestamp_us,
-        };
-        {
-            let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
-            assert!(
-                end.lsn >= g.tip.durable.lsn,
-                "the durable end never goes back"
-            );
-            g.tip.durable = end;
-            g.tip.written_lsn = g.tip.written_lsn.max(end.lsn);
-            g.listeners.tell(g.tip);
-        }
-        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.lsn_moved.1.notify_all();
-    }
-
-    /// Moves the log's ends back to `end` (a replica cut frames its leader
-    /// lost). Listeners are not told: they hear ends only going forward.
-    pub(crate) fn reset_log_end(&self, end: crate::log::ends::LogEnd) {
-        {
-            let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
-            g.tip = crate::log::ends::LogTip {
-                written_lsn: end.lsn,
-                durable: end,
-            };
-        }
-        let _guard = self.lsn_moved.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.lsn_moved.1.notify_all();
-    }
-
-    /// Records that the log holds frames through `lsn`, written but not
-    /// yet fsynced (the writer calls it between its write and its fsync),
-    /// and tells the listeners, so replication ships them while the fsync
-    /// runs.
-    pub(crate) fn set_log_written(&self, lsn: u64) {
-        let mut g = self.log.ends.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(lsn >= g.tip.written_lsn, "the written end never goes back");
-        g.tip.written_lsn = lsn;
-        g.listeners.tell(g.tip);
-    }
-
-    /// The durable end of the log: its last frame.
-    pub(crate) fn log_end(&self) -> crate::log::ends::LogEnd {
-        self.log
-            .ends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tip
-            .durable
-    }
-
-    /// The written and the durable end of the log.
-    pub(crate) fn log_tip(&self) -> crate::log::ends::LogTip {
-        self.log.ends.lock().unwrap_or_else(|p| p.into_inner()).tip
-    }
-
-    /// Waits until the durable end of the log is above `after`, `timeout`
-    /// passes or the store stops; returns the end then.
-    pub(crate) fn wait_for_log_end(
-        &self,
-        after: u64,
-        timeout: std::time::Duration,
-    ) -> crate::log::ends::LogEnd {
-        self.wait_until(timeout, || self.log_end(), |end| end.lsn > after)
     }
 
     /// Publishes a new visible LSN and wakes [`Store::wait_for_lsn`].

@@ -802,7 +802,7 @@ impl WriterState {
         // this fsync runs (it shows the frame only once this leader says
         // it is durable). A failed fsync below stops the store.
         self.inner.log.tail.push(header, segment, &frame, raw_bytes);
-        self.inner.set_log_written(header.end_lsn() - 1);
+        self.inner.log.ends.set_written(header.end_lsn() - 1);
         let (file, path) = self.log.appender.file();
         sync_data(&file, &path)?;
         // Durable: the applier gets the frame, the durable end moves once
@@ -816,7 +816,7 @@ impl WriterState {
                 keys,
             },
             APPLY_QUEUE_BYTES_MAX,
-            || inner.set_log_end(&header),
+            || inner.log.ends.set_durable(&header),
         );
         self.inner
             .index
