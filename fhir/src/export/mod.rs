@@ -14,7 +14,6 @@
 //! a crash has the same name and content, so the finished output has no
 //! duplicate and no gap. The output directory must be reachable from both
 //! data nodes (as the reference service's storage account is).
-
 //!
 //! - `handlers` — kick-off, status polling, cancel and file download;
 //! - `worker` — the leader's worker: claims, snapshots, writes chunks.
@@ -39,13 +38,13 @@ use crate::http::outcome::FhirError;
 pub const JOB_TYPE: &str = "VigilExportJob";
 
 /// Most export jobs kept (finished ones count until deleted).
-pub(super) const JOBS_MAX: usize = 100;
+const JOBS_MAX: usize = 100;
 /// Changes read per call while collecting the snapshot.
-pub(super) const CHANGES_PER_CALL: usize = 1_000;
+const CHANGES_PER_CALL: usize = 1_000;
 /// A client polling the same job more often than this gets 429.
-pub(super) const POLL_INTERVAL_MIN: Duration = Duration::from_millis(500);
+const POLL_INTERVAL_MIN: Duration = Duration::from_millis(500);
 /// Types in the Patient compartment that this server indexes.
-pub(super) const PATIENT_TYPES: [&str; 8] = [
+const PATIENT_TYPES: [&str; 8] = [
     "Patient",
     "Observation",
     "Condition",
@@ -110,13 +109,13 @@ pub struct Job {
     pub error: Option<String>,
 }
 
-pub(super) fn now_us() -> u64 {
+fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-pub(super) fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
+fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
     match store.get(JOB_TYPE, id)? {
         Current::Live(v) => {
             let job: Job = serde_json::from_slice(&v.body)
@@ -129,11 +128,7 @@ pub(super) fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, Fh
 
 /// Writes `job` if it is still at `version`; returns its new version, or
 /// `None` if another wrote first.
-pub(super) async fn write_job(
-    app: &App,
-    job: &Job,
-    version: Option<u64>,
-) -> Result<Option<u64>, FhirError> {
+async fn write_job(app: &App, job: &Job, version: Option<u64>) -> Result<Option<u64>, FhirError> {
     let body = serde_json::to_vec(job).map_err(|e| FhirError::internal(e.to_string()))?;
     let op = Op::put(JOB_TYPE, job.id.clone(), body);
     let op = match version {
@@ -156,6 +151,6 @@ pub(super) async fn write_job(
 }
 
 /// Where a job's output files are.
-pub(super) fn job_dir(export_dir: &Path, id: &str) -> PathBuf {
+fn job_dir(export_dir: &Path, id: &str) -> PathBuf {
     export_dir.join(id)
 }
