@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod config;
 pub mod disk;
 pub mod export;
+pub mod fhirpath;
 pub mod history;
 pub mod http;
 pub mod ids;
