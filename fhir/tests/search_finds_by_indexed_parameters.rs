@@ -274,3 +274,38 @@ async fn last_updated_sort_paging_and_unknown_parameters() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// R4 lets a client ask for the total alone: `_count=0` (what fhirpy's
+/// `.count()` sends) and `_summary=count` answer the total, no entries and
+/// no next link; a `_count` that is not a whole number is a 400.
+#[tokio::test]
+async fn count_zero_and_summary_count_give_the_total_alone() {
+    let s = TestServer::new();
+    seed(&s).await;
+    for q in [
+        "/Patient?_count=0",
+        "/Patient?_summary=count",
+        "/Patient?gender=female&_count=0",
+    ] {
+        let r = s.get(q).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}");
+        // The same search without the count gives the total to expect.
+        let plain = if q.contains("female") {
+            "/Patient?gender=female"
+        } else {
+            "/Patient"
+        };
+        let want = s.get(plain).await.body["total"].clone();
+        assert!(want.as_u64().is_some_and(|n| n > 0), "{plain} finds some");
+        assert_eq!(r.body["total"], want, "{q}");
+        assert!(ids(&r.body).is_empty(), "{q}: no entries");
+        let links = r.body["link"].as_array().expect("links");
+        assert!(
+            links.iter().all(|l| l["relation"] != "next"),
+            "{q}: no next page"
+        );
+    }
+    let bad = s.get("/Patient?_count=lots").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["resourceType"], "OperationOutcome");
+}

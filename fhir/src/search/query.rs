@@ -2,7 +2,7 @@
 //! search keys: which ids match (by range scans of the keys), in which
 //! order, from which `_page` position.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use axum::http::{StatusCode, Uri};
 
@@ -219,12 +219,18 @@ pub(super) fn parse_request(
     for (name, value) in pairs {
         match name.as_str() {
             "_format" => {}
+            // R4 allows 0: the total alone (fhirpy's `.count()` asks so).
             "_count" => {
-                r.count = crate::history::page_size(&HashMap::from([(
-                    "_count".to_owned(),
-                    value.clone(),
-                )]))?
+                r.count = match value.parse::<usize>() {
+                    Ok(n) => n.min(crate::history::PAGE_MAX),
+                    Err(_) => {
+                        return Err(FhirError::invalid(format!(
+                            "_count={value} is not a whole number"
+                        )));
+                    }
+                }
             }
+            "_summary" if value == "count" => r.count = 0,
             "_page" => r.page = Some(value.clone()),
             "_sort" => {
                 r.sort = match value.as_str() {
