@@ -151,10 +151,10 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         }
     }
     let if_match = match req.get("ifMatch").and_then(Value::as_str) {
-        Some(v) => Some(
-            http::parse_etag(v)
-                .ok_or_else(|| entry_error(i, format!("ifMatch {v:?} is not a version ETag")))?,
-        ),
+        Some(v) => Some(http::if_match_value(v).map_err(|mut e| {
+            e.diagnostics = format!("Bundle.entry[{i}]: {}", e.diagnostics);
+            e
+        })?),
         None => None,
     };
     let existing = match (method, req.get("ifNoneExist").and_then(Value::as_str)) {

@@ -85,6 +85,53 @@ async fn create_read_update_delete_follow_the_spec() {
         "2"
     );
 
+    // A well-formed ETag that names no version never matches: 412 (on
+    // PUT, PATCH and DELETE alike); a value that is no ETag at all: 400.
+    for (method, etag, want) in [
+        (
+            Method::PUT,
+            "W/\"outdated-version\"",
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (Method::PUT, "\"abc\"", StatusCode::PRECONDITION_FAILED),
+        (
+            Method::PATCH,
+            "W/\"outdated-version\"",
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (
+            Method::DELETE,
+            "W/\"outdated-version\"",
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (Method::PUT, "outdated-version", StatusCode::BAD_REQUEST),
+        (Method::PUT, "W/\"unclosed", StatusCode::BAD_REQUEST),
+    ] {
+        let (ct, body) = if method == Method::PATCH {
+            ("application/json-patch+json", b"[]".to_vec())
+        } else {
+            (
+                "application/fhir+json",
+                serde_json::to_vec(&body).expect("json"),
+            )
+        };
+        let r = s
+            .call(
+                method.clone(),
+                &format!("/Patient/{id}"),
+                &[("content-type", ct), ("if-match", etag)],
+                body,
+            )
+            .await;
+        assert_eq!(r.status, want, "{method} If-Match {etag}");
+        assert_eq!(r.body["resourceType"], "OperationOutcome");
+        assert_eq!(
+            s.get(&format!("/Patient/{id}")).await.body["meta"]["versionId"],
+            "2",
+            "{method} If-Match {etag} wrote nothing"
+        );
+    }
+
     // vread.
     assert_eq!(
         s.get(&format!("/Patient/{id}/_history/1")).await.body["meta"]["versionId"],

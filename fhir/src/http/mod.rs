@@ -26,13 +26,43 @@ pub fn parse_etag(value: &str) -> Option<u64> {
     v.trim_matches('"').parse().ok()
 }
 
-/// The version an `If-Match` header requires, if any.
+/// The version an `If-Match` header requires, if any (see
+/// [`if_match_value`]).
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, FhirError> {
-    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+    match headers.get(header::IF_MATCH).map(|v| v.to_str()) {
         None => Ok(None),
-        Some(v) => parse_etag(v).map(Some).ok_or_else(|| {
-            FhirError::invalid(format!("If-Match {v:?} is not a version ETag like W/\"3\""))
-        }),
+        Some(Ok(v)) => if_match_value(v).map(Some),
+        Some(Err(_)) => Err(FhirError::invalid("If-Match is not readable text")),
+    }
+}
+
+/// The version an `If-Match` value requires. A well-formed entity tag
+/// that names no version of a resource (`W/"outdated-version"`) can never
+/// match: 412, as HTTP says for any If-Match that does not match. A value
+/// that is not an entity tag, `*`, or a list of several tags: 400.
+pub fn if_match_value(v: &str) -> Result<u64, FhirError> {
+    if let Some(n) = parse_etag(v) {
+        return Ok(n);
+    }
+    let t = v.trim();
+    if t == "*" {
+        return Err(FhirError::invalid(
+            "If-Match: * is not supported: send the ETag of the version to update, like W/\"3\"",
+        ));
+    }
+    let opaque = t.strip_prefix("W/").unwrap_or(t);
+    let well_formed = opaque.len() >= 2
+        && opaque.starts_with('"')
+        && opaque.ends_with('"')
+        && !opaque[1..opaque.len() - 1].contains('"');
+    if well_formed {
+        Err(FhirError::precondition(format!(
+            "If-Match {t} names no version of this resource (versions are W/\"1\", W/\"2\", ...)"
+        )))
+    } else {
+        Err(FhirError::invalid(format!(
+            "If-Match {t:?} is not an entity tag like W/\"3\""
+        )))
     }
 }
 
