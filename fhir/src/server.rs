@@ -47,6 +47,21 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(crate::conditional::conditional_update)
                 .delete(crate::conditional::conditional_delete),
         )
+        // A trailing slash names the same collection or resource.
+        .route(
+            "/{type}/",
+            get(search::search_get)
+                .post(interactions::create)
+                .put(crate::conditional::conditional_update)
+                .delete(crate::conditional::conditional_delete),
+        )
+        .route(
+            "/{type}/{id}/",
+            get(interactions::read)
+                .put(interactions::update)
+                .delete(interactions::delete)
+                .patch(crate::patch::patch),
+        )
         .route("/{type}/_search", post(search::search_post))
         .route("/{type}/_history", get(history::of_type))
         .route(
@@ -76,7 +91,11 @@ pub fn router(app: Arc<App>) -> Router {
         )),
         None => router,
     };
-    router.with_state(app)
+    // Outermost: every response, errors and refusals included, carries
+    // the request id.
+    router
+        .layer(axum::middleware::from_fn(crate::http::context::layer))
+        .with_state(app)
 }
 
 async fn live() -> Response {

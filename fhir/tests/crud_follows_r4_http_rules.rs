@@ -252,3 +252,76 @@ async fn conditional_create_returns_the_match() {
         "several matches"
     );
 }
+
+/// HTTP semantics clients rely on: a trailing slash names the same
+/// collection or resource; every response carries an `X-Request-Id` (the
+/// client's when usable, else a new one, also on errors); a write that
+/// honoured `Prefer: return=…` says so in `Preference-Applied`.
+#[tokio::test]
+async fn trailing_slashes_request_ids_and_preference_applied() {
+    let s = TestServer::new();
+    let p = json!({"resourceType": "Patient", "id": "slash", "gender": "other"});
+    assert_eq!(
+        s.put("/Patient/slash", &p).await.status,
+        StatusCode::CREATED
+    );
+    let listed = s.get("/Patient/").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["resourceType"], "Bundle");
+    assert_eq!(listed.body["total"], 1);
+    let read = s.get("/Patient/slash/").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["id"], "slash");
+
+    let mine = s
+        .call(
+            Method::GET,
+            "/Patient/slash",
+            &[("x-request-id", "trace-42.a_b:c")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(mine.header("x-request-id"), Some("trace-42.a_b:c"));
+    let made = s.get("/Patient/slash").await;
+    let id = made.header("x-request-id").expect("an id is generated");
+    assert!(id.len() >= 32, "a UUID: {id}");
+    let other = s.get("/Patient/slash").await;
+    assert_ne!(other.header("x-request-id"), Some(id), "one per request");
+    let missing = s
+        .call(
+            Method::GET,
+            "/Patient/nobody",
+            &[("x-request-id", "bad id with spaces")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let replaced = missing
+        .header("x-request-id")
+        .expect("errors carry one too");
+    assert_ne!(replaced, "bad id with spaces", "an unusable id is replaced");
+
+    let minimal = s
+        .call(
+            Method::PUT,
+            "/Patient/slash",
+            &[
+                ("content-type", "application/fhir+json"),
+                ("prefer", "return=minimal"),
+            ],
+            serde_json::to_vec(
+                &json!({"resourceType": "Patient", "id": "slash", "gender": "male"}),
+            )
+            .expect("json"),
+        )
+        .await;
+    assert_eq!(minimal.status, StatusCode::OK);
+    assert_eq!(minimal.header("preference-applied"), Some("return=minimal"));
+    let plain = s.put("/Patient/slash", &p).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(
+        plain.header("preference-applied"),
+        None,
+        "nothing asked, nothing said"
+    );
+}

@@ -1,9 +1,11 @@
 //! HTTP as every handler speaks it: errors as OperationOutcomes
 //! ([`outcome`]), content negotiation ([`negotiate`]), bearer-token
-//! authorisation ([`auth`]), and here the small shared pieces: ETags,
+//! authorisation ([`auth`]), the request id and `Preference-Applied`
+//! ([`context`]), and here the small shared pieces: ETags,
 //! `Prefer`, bodies, resource responses.
 
 pub mod auth;
+pub mod context;
 pub mod negotiate;
 pub mod outcome;
 
