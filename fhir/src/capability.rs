@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::http::json_response;
+use crate::http::outcome::FhirError;
 use crate::search::params::{Kind, params_of};
 use crate::types::R4_RESOURCE_TYPES;
 
@@ -85,9 +89,57 @@ pub fn statement(base: &str) -> Value {
 }
 
 /// `GET /metadata`.
-pub async fn metadata(State(app): State<Arc<App>>) -> Response {
-    json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&statement(&app.base)).unwrap_or_default(),
-    )
+///
+/// The statement carries a weak ETag of its content (it changes only with
+/// the build and the base URL) and `Last-Modified` from its `date`, so a
+/// client may revalidate with `If-None-Match` (304). `mode=terminology`
+/// asks for a TerminologyCapabilities, which this server does not claim:
+/// 400 with an OperationOutcome saying so; `mode=full` and `mode=normative`
+/// are the statement itself.
+pub async fn metadata(
+    State(app): State<Arc<App>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match q.get("mode").map(String::as_str) {
+        None | Some("full" | "normative") => {}
+        Some("terminology") => {
+            return FhirError::invalid(
+                "mode=terminology: this server has no terminology service, so no TerminologyCapabilities",
+            )
+            .into_response();
+        }
+        Some(other) => {
+            return FhirError::invalid(format!(
+                "mode={other} is not a capability mode (full, normative, terminology)"
+            ))
+            .into_response();
+        }
+    }
+    let st = statement(&app.base);
+    let body = serde_json::to_vec(&st).unwrap_or_default();
+    let mut h = std::hash::DefaultHasher::new();
+    body.hash(&mut h);
+    let tag = format!("W/\"{:016x}\"", h.finish());
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut resp = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_response(StatusCode::OK, body)
+    };
+    let hs = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        hs.insert(header::ETAG, v);
+    }
+    if let Some(date) = st.get("date").and_then(Value::as_str)
+        && let Some(us) =
+            crate::instant::parse_interval(date).and_then(|(start, _)| u64::try_from(start).ok())
+        && let Ok(v) = HeaderValue::from_str(&crate::http::http_date(us))
+    {
+        hs.insert(header::LAST_MODIFIED, v);
+    }
+    resp
 }

@@ -325,3 +325,59 @@ async fn trailing_slashes_request_ids_and_preference_applied() {
         "nothing asked, nothing said"
     );
 }
+
+/// The CapabilityStatement revalidates (ETag, Last-Modified, 304 on
+/// If-None-Match); `mode=terminology`, which this server does not claim,
+/// is a 400 OperationOutcome; HEAD answers wherever GET does, without a
+/// body.
+#[tokio::test]
+async fn metadata_revalidates_and_head_answers_like_get() {
+    let s = TestServer::new();
+    let m = s.get("/metadata").await;
+    assert_eq!(m.status, StatusCode::OK);
+    let etag = m.header("etag").expect("an ETag").to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    assert!(m.header("last-modified").is_some());
+    assert_eq!(
+        s.get("/metadata").await.header("etag"),
+        Some(etag.as_str()),
+        "stable"
+    );
+    let again = s
+        .call(
+            Method::GET,
+            "/metadata",
+            &[("if-none-match", etag.as_str())],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(s.get("/metadata?mode=full").await.status, StatusCode::OK);
+    let term = s.get("/metadata?mode=terminology").await;
+    assert_eq!(term.status, StatusCode::BAD_REQUEST);
+    assert_eq!(term.body["resourceType"], "OperationOutcome");
+    assert!(
+        term.diagnostics().contains("terminology"),
+        "{}",
+        term.diagnostics()
+    );
+
+    let p = json!({"resourceType": "Patient", "id": "h1"});
+    assert_eq!(s.put("/Patient/h1", &p).await.status, StatusCode::CREATED);
+    for uri in [
+        "/Patient/h1",
+        "/Patient?_id=h1",
+        "/Patient/h1/_history/1",
+        "/metadata",
+    ] {
+        let get = s.get(uri).await;
+        let head = s.call(Method::HEAD, uri, &[], Vec::new()).await;
+        assert_eq!(head.status, get.status, "HEAD {uri}");
+        assert_eq!(head.body, serde_json::Value::Null, "HEAD {uri} has no body");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "HEAD {uri}"
+        );
+    }
+}
