@@ -381,3 +381,63 @@ async fn metadata_revalidates_and_head_answers_like_get() {
         );
     }
 }
+
+/// `_pretty=true` indents the same JSON; a client that accepts only
+/// `application/json` gets its responses labelled so (R4 allows both).
+#[tokio::test]
+async fn pretty_and_plain_json_are_honoured() {
+    let s = TestServer::new();
+    let p = json!({"resourceType": "Patient", "id": "pj", "name": [{"family": "Lemke"}]});
+    assert_eq!(s.put("/Patient/pj", &p).await.status, StatusCode::CREATED);
+    for uri in ["/Patient/pj", "/Patient?_id=pj", "/Patient/nobody"] {
+        let compact = s.get(uri).await;
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        let pretty = s.get(&format!("{uri}{sep}_pretty=true")).await;
+        assert_eq!(pretty.status, compact.status, "{uri}");
+        assert!(!compact.raw.contains(&b'\n'), "{uri}: compact by default");
+        assert!(
+            pretty.raw.windows(3).any(|w| w == b"\n  "),
+            "{uri}: indented"
+        );
+        let strip_ids = |mut v: serde_json::Value| {
+            // A search Bundle's id and self link differ per request.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("id");
+                o.remove("link");
+                o.remove("meta");
+            }
+            v
+        };
+        assert_eq!(
+            strip_ids(pretty.body),
+            strip_ids(compact.body),
+            "{uri}: same JSON"
+        );
+    }
+    let plain = s
+        .call(
+            Method::GET,
+            "/Patient/pj",
+            &[("accept", "application/json")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert_eq!(
+        plain.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    let fhir = s
+        .call(
+            Method::GET,
+            "/Patient/pj",
+            &[("accept", "application/fhir+json, application/json;q=0.9")],
+            Vec::new(),
+        )
+        .await;
+    assert!(
+        fhir.header("content-type")
+            .is_some_and(|c| c.starts_with("application/fhir+json")),
+        "the FHIR type when accepted"
+    );
+}

@@ -2,10 +2,13 @@
 //! client's, when it sent a usable one, else a new UUIDv7), echoed in the
 //! response and carried by every log line written for the request; and
 //! `Preference-Applied` on a successful write that honoured
-//! `Prefer: return=…`.
+//! `Prefer: return=…`; JSON indented under `_pretty=true`; and JSON
+//! labelled `application/json` for a client that accepts only that (R4
+//! allows both media types).
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -42,7 +45,28 @@ fn prefer_return(req: &Request) -> Option<&'static str> {
         })
 }
 
-/// The middleware: request id in, out and on the logs; `Preference-Applied`.
+/// Whether the query asks for `_pretty=true`.
+fn wants_pretty(req: &Request) -> bool {
+    req.uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "_pretty=true"))
+}
+
+/// Whether the client accepts `application/json` and not the FHIR type.
+fn wants_plain_json(req: &Request) -> bool {
+    let accept: Vec<&str> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+        .collect();
+    accept.contains(&"application/json") && !accept.contains(&"application/fhir+json")
+}
+
+/// The middleware: request id in, out and on the logs; `Preference-Applied`;
+/// `_pretty`; the `application/json` label.
 pub async fn layer(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -55,9 +79,25 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         Method::POST | Method::PUT | Method::PATCH => prefer_return(&req),
         _ => None,
     };
+    let pretty = wants_pretty(&req);
+    let plain = wants_plain_json(&req);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span).await;
     resp.headers_mut().insert(REQUEST_ID, value);
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with(crate::http::outcome::FHIR_JSON_TYPE));
+    if is_json && plain {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    if is_json && pretty {
+        resp = indent(resp).await;
+    }
     if let Some(p) = applied
         && resp.status().is_success()
         && !resp.headers().contains_key("preference-applied")
@@ -66,4 +106,20 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
             .insert("preference-applied", HeaderValue::from_static(p));
     }
     resp
+}
+
+/// The response's JSON body, indented; unchanged if it is not JSON. The
+/// body is already whole in memory (handlers build it), so reading it
+/// back costs a copy, and only for requests that ask.
+async fn indent(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let pretty = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::to_vec_pretty(&v).ok());
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(pretty.unwrap_or_else(|| bytes.to_vec())))
 }

@@ -4,6 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The FHIR JSON media type, without parameters.
+pub const FHIR_JSON_TYPE: &str = "application/fhir+json";
 /// The media type of every FHIR JSON response.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 

@@ -218,7 +218,8 @@ pub(super) fn parse_request(
     };
     for (name, value) in pairs {
         match name.as_str() {
-            "_format" => {}
+            // Response formatting, applied by the HTTP layer.
+            "_format" | "_pretty" => {}
             // R4 allows 0: the total alone (fhirpy's `.count()` asks so).
             "_count" => {
                 r.count = match value.parse::<usize>() {
