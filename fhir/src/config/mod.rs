@@ -37,6 +37,8 @@ pub struct Config {
     pub replication: Option<replication::ReplicationConfig>,
     /// DR drills against this node (`vigil drill`); off unless configured.
     pub drills: DrillsConfig,
+    /// Cross-origin requests from browsers (`[cors]`).
+    pub cors: CorsConfig,
     /// Where `$export` writes its files (default `<data>/exports`); with
     /// failover, a directory both data nodes reach, so the new leader can
     /// finish a job the old one began.
@@ -66,6 +68,66 @@ pub struct DrillsConfig {
     pub token: Option<String>,
 }
 
+/// The `[cors]` table: which browser origins may call the server (a
+/// SMART app on another origin). None by default: no CORS headers, and a
+/// preflight is refused.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed, as `scheme://host[:port]`, or `"*"` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight's answer, seconds.
+    pub max_age_s: u32,
+}
+
+/// Most origins `[cors] allowed_origins` may list.
+pub const CORS_ORIGINS_MAX: usize = 256;
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_s: 600,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Whether `origin` may call the server.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.allowed_origins.len() > CORS_ORIGINS_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "[cors] allowed_origins lists more than {CORS_ORIGINS_MAX}"
+            )));
+        }
+        for o in &self.allowed_origins {
+            let ok = o == "*"
+                || o.split_once("://").is_some_and(|(scheme, rest)| {
+                    matches!(scheme, "http" | "https")
+                        && !rest.is_empty()
+                        && !rest.contains(['/', '?', '#', ' '])
+                });
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "[cors] allowed_origins: {o:?} is not an origin like https://app.example.org (or \"*\")"
+                )));
+            }
+        }
+        if self.max_age_s > 86_400 {
+            return Err(ConfigError::Invalid(
+                "[cors] max_age_s must be at most 86400".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Default request body limit: 16 MiB, as the issue asks.
 pub const MAX_BODY_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
 
@@ -83,6 +145,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             replication: None,
             drills: DrillsConfig::default(),
+            cors: CorsConfig::default(),
             export_dir: None,
             export_lease_ms: LEASE_MS_DEFAULT,
             export_chunk_resources: CHUNK_RESOURCES_DEFAULT,
@@ -161,6 +224,7 @@ impl Config {
 
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cors.validate()?;
         if self.max_body_bytes == 0 || self.max_body_bytes > 1 << 30 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes must be 1..=1 GiB".into(),

@@ -1,11 +1,12 @@
 //! HTTP as every handler speaks it: errors as OperationOutcomes
 //! ([`outcome`]), content negotiation ([`negotiate`]), bearer-token
 //! authorisation ([`auth`]), the request id and `Preference-Applied`
-//! ([`context`]), and here the small shared pieces: ETags,
+//! ([`context`]), CORS ([`cors`]), and here the small shared pieces: ETags,
 //! `Prefer`, bodies, resource responses.
 
 pub mod auth;
 pub mod context;
+pub mod cors;
 pub mod negotiate;
 pub mod outcome;
 
