@@ -14,7 +14,7 @@ use vigil_fhir::config::{AuthConfig, Config, CorsConfig};
 
 const APP: &str = "https://smart-app.example";
 
-fn preflight<'a>(origin: &'a str) -> [(&'a str, &'a str); 3] {
+fn preflight(origin: &str) -> [(&str, &str); 3] {
     [
         ("origin", origin),
         ("access-control-request-method", "PUT"),
