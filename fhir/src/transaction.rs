@@ -225,7 +225,9 @@ fn resolve_conditional(
 }
 
 /// Replaces every string equal to a key of `map` (references to other
-/// entries' fullUrls) with its value, everywhere in `v`.
+/// entries' fullUrls) with its value, everywhere in `v`; and in narrative
+/// (`div`), every `href` or `src` attribute whose value is such a key, as
+/// R4's transaction rules require.
 fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::String(s) => {
@@ -234,8 +236,32 @@ fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(|x| rewrite(x, map)),
-        Value::Object(o) => o.values_mut().for_each(|x| rewrite(x, map)),
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x {
+                    Value::String(div) if k == "div" => rewrite_narrative(div, map),
+                    _ => rewrite(x, map),
+                }
+            }
+        }
         _ => {}
+    }
+}
+
+/// Rewrites `href="KEY"` and `src="KEY"` (either quote) in XHTML.
+fn rewrite_narrative(div: &mut String, map: &HashMap<String, String>) {
+    for (from, to) in map {
+        if !div.contains(from.as_str()) {
+            continue;
+        }
+        for attr in ["href", "src"] {
+            for q in ['"', '\''] {
+                let old = format!("{attr}={q}{from}{q}");
+                if div.contains(&old) {
+                    *div = div.replace(&old, &format!("{attr}={q}{to}{q}"));
+                }
+            }
+        }
     }
 }
 

@@ -236,3 +236,72 @@ async fn transactions_run_in_spec_order_and_batches_report_each_entry() {
         .await;
     assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
 }
+
+/// A transaction replaces `urn:uuid` references in narrative too (`href`
+/// and `src` attributes of `text.div`), as R4 requires; text that merely
+/// mentions the uuid is left alone. An `ifMatch` naming no version fails
+/// the transaction with 412 and writes nothing.
+#[tokio::test]
+async fn narrative_references_are_rewritten_and_bad_if_match_is_412() {
+    let s = TestServer::new();
+    let pat = "urn:uuid:3f0a3c6e-0b7a-4c34-9d52-5b1f2e8a9c10";
+    let div = format!(
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"{pat}\">the patient</a> <img src='{pat}'/> id {pat}</div>"
+    );
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:obs-1", "resource": {"resourceType": "Observation", "status": "final",
+            "text": {"status": "generated", "div": div}, "subject": {"reference": pat}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": pat, "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+    ]});
+    let r = s.post("/", &bundle).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let obs_loc = r.body["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location");
+    let pat_loc = r.body["entry"][1]["response"]["location"]
+        .as_str()
+        .expect("location");
+    let pat_ref = pat_loc.split("/_history").next().expect("path");
+    let pat_ref = pat_ref.trim_start_matches("http://vigil.test/");
+    let obs_path = obs_loc.split("/_history").next().expect("path");
+    let obs_path = obs_path.trim_start_matches("http://vigil.test/");
+    let obs = s.get(&format!("/{obs_path}")).await;
+    let stored = obs.body["text"]["div"].as_str().expect("div");
+    assert!(stored.contains(&format!("href=\"{pat_ref}\"")), "{stored}");
+    assert!(stored.contains(&format!("src='{pat_ref}'")), "{stored}");
+    assert!(
+        stored.contains(&format!("id {pat}")),
+        "plain text stays: {stored}"
+    );
+    assert_eq!(obs.body["subject"]["reference"], pat_ref);
+
+    let versions = s
+        .app
+        .store()
+        .expect("store")
+        .stats()
+        .expect("stats")
+        .versions;
+    let bad = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "x1"}, "request": {"method": "PUT", "url": "Patient/x1", "ifMatch": "W/\"outdated-version\""}},
+    ]});
+    let r = s.post("/", &bad).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+    assert!(
+        r.diagnostics().contains("Bundle.entry[0]"),
+        "{}",
+        r.diagnostics()
+    );
+    assert_eq!(
+        s.app
+            .store()
+            .expect("store")
+            .stats()
+            .expect("stats")
+            .versions,
+        versions,
+        "nothing written"
+    );
+}
