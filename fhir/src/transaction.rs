@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
+use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition, VersionRead};
 
 use crate::app::{App, commit};
 use crate::http::negotiate::{check_accept, check_content_type};
@@ -34,6 +34,18 @@ enum Method {
     Post,
     Put,
     Get,
+    Head,
+}
+
+/// What a GET or HEAD entry reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Read {
+    /// `[type]/[id]`: the current version.
+    Current,
+    /// `[type]/[id]/_history/[vid]`.
+    Version(u64),
+    /// `[type]` or `[type]?criteria`: a search.
+    Search(String),
 }
 
 /// One entry, checked and resolved to a type and id.
@@ -48,6 +60,8 @@ struct Entry {
     existing: Option<String>,
     /// For a conditional PUT or DELETE: the precondition its search set.
     expect: Option<Precondition>,
+    /// For a GET or HEAD: what it reads.
+    read: Option<Read>,
 }
 
 fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
@@ -63,6 +77,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         Some("POST") => Method::Post,
         Some("PUT") => Method::Put,
         Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
         Some(m) => {
             return Err(entry_error(
                 i,
@@ -79,6 +94,9 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         Some((path, query)) => (path, Some(query)),
         None => (url, None),
     };
+    if matches!(method, Method::Get | Method::Head) {
+        return read_of(app, i, method, url, cond).map(|e| (e, None));
+    }
     if cond.is_some() && !matches!(method, Method::Put | Method::Delete) {
         return Err(entry_error(
             i,
@@ -182,6 +200,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             if_match,
             existing,
             expect,
+            read: None,
         },
         full_url,
     ))
@@ -291,6 +310,105 @@ fn response_entry(
         entry["resource"] = Value::Object(b);
     }
     entry
+}
+
+/// A GET or HEAD entry: `[type]/[id]`, `[type]/[id]/_history/[vid]`,
+/// `[type]` or `[type]?criteria`.
+fn read_of(
+    app: &App,
+    i: usize,
+    method: Method,
+    url: &str,
+    query: Option<&str>,
+) -> Result<Entry, FhirError> {
+    let path = url
+        .trim_start_matches(&format!("{}/", app.base))
+        .trim_start_matches('/');
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let ty = parts.first().copied().unwrap_or("").to_owned();
+    check_type(&ty).map_err(|e| entry_error(i, e.diagnostics))?;
+    let (id, read) = match (parts.as_slice(), query) {
+        ([_], q) => (String::new(), Read::Search(q.unwrap_or("").to_owned())),
+        ([_, id], None) => (id.to_string(), Read::Current),
+        ([_, id, "_history", vid], None) => {
+            let v = vid
+                .parse()
+                .map_err(|_| entry_error(i, format!("{vid:?} is not a version number")))?;
+            (id.to_string(), Read::Version(v))
+        }
+        _ => {
+            return Err(entry_error(
+                i,
+                format!(
+                    "a {} entry reads [type]/[id], [type]/[id]/_history/[vid] or searches [type]?criteria, not {url:?}",
+                    if method == Method::Get { "GET" } else { "HEAD" }
+                ),
+            ));
+        }
+    };
+    if !id.is_empty() {
+        check_id(&id).map_err(|e| entry_error(i, e.diagnostics))?;
+    }
+    Ok(Entry {
+        index: i,
+        method,
+        ty,
+        id,
+        resource: None,
+        if_match: None,
+        existing: None,
+        expect: None,
+        read: Some(read),
+    })
+}
+
+/// The response entry of a GET or HEAD entry (HEAD: without the resource).
+fn read_any(app: &App, e: &Entry) -> Value {
+    let mut out = match &e.read {
+        Some(Read::Search(q)) => {
+            let run = crate::search::pairs_of(q)
+                .and_then(|pairs| crate::search::search_bundle(app, &e.ty, &pairs, false));
+            match run {
+                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Err(err) => error_entry(&err),
+            }
+        }
+        Some(Read::Version(v)) => version_entry(app, &e.ty, &e.id, *v),
+        _ => read_entry(app, &e.ty, &e.id),
+    };
+    if e.method == Method::Head
+        && let Some(o) = out.as_object_mut()
+    {
+        o.remove("resource");
+    }
+    out
+}
+
+/// A vread as a response entry.
+fn version_entry(app: &App, ty: &str, id: &str, version: u64) -> Value {
+    let read = app
+        .store()
+        .and_then(|s| s.get_version(ty, id, version).map_err(FhirError::from));
+    let entry = read.and_then(|r| match r {
+        VersionRead::Live(v) => {
+            let body = render_map(&v.body, version, v.last_updated_us)?;
+            let m = VersionMeta {
+                resource_type: ty,
+                id,
+                version,
+                last_updated_us: v.last_updated_us,
+            };
+            Ok(response_entry(app, 200, &m, false, Some(body)))
+        }
+        VersionRead::Deleted { .. } => Err(FhirError::gone(format!(
+            "version {version} of {ty}/{id} is a deletion"
+        ))),
+        VersionRead::NoSuchVersion { newest } => Err(FhirError::not_found(format!(
+            "{ty}/{id} has no version {version} (newest is {newest})"
+        ))),
+        VersionRead::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+    });
+    entry.unwrap_or_else(|e| error_entry(&e))
 }
 
 fn read_entry(app: &App, ty: &str, id: &str) -> Value {
@@ -485,7 +603,7 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
     let mut planned = Vec::new();
     for &k in &order {
         let e = &mut entries[k];
-        if e.method == Method::Get || e.existing.is_some() {
+        if e.read.is_some() || e.existing.is_some() {
             continue;
         }
         // The parsed resource is not needed past this point.
@@ -516,8 +634,8 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
         let e = &entries[k];
         if let Some(id) = &e.existing {
             results[k] = Some(read_entry(app, &e.ty, id));
-        } else if e.method == Method::Get {
-            results[k] = Some(read_entry(app, &e.ty, &e.id));
+        } else if e.read.is_some() {
+            results[k] = Some(read_any(app, e));
         }
     }
     debug_assert!(entries.iter().all(|e| results[e.index].is_some()));
@@ -541,8 +659,8 @@ async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
             out.push(read_entry(app, &entry.ty, id));
             continue;
         }
-        if entry.method == Method::Get {
-            out.push(read_entry(app, &entry.ty, &entry.id));
+        if entry.read.is_some() {
+            out.push(read_any(app, &entry));
             continue;
         }
         let (stored, keys) = stored_and_keys(&mut entry);

@@ -305,3 +305,73 @@ async fn narrative_references_are_rewritten_and_bad_if_match_is_412() {
         "nothing written"
     );
 }
+
+/// Batch and transaction entries may read and search (GET and HEAD): a
+/// search's Bundle goes in the entry's `resource` (none for HEAD), a vread
+/// reads one version, a transaction's reads see its own writes, and a bad
+/// read fails only its entry in a batch.
+#[tokio::test]
+async fn bundle_entries_read_and_search() {
+    let s = TestServer::new();
+    let p = json!({"resourceType": "Patient", "id": "r1", "gender": "female", "identifier": [{"system": "urn:mrn", "value": "r1"}]});
+    assert_eq!(s.put("/Patient/r1", &p).await.status, StatusCode::CREATED);
+    let mut p2 = p.clone();
+    p2["gender"] = json!("male");
+    assert_eq!(s.put("/Patient/r1", &p2).await.status, StatusCode::OK);
+
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient?name=NonExistent"}},
+        {"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|r1"}},
+        {"request": {"method": "GET", "url": "Patient/r1/_history/1"}},
+        {"request": {"method": "HEAD", "url": "Patient/r1"}},
+        {"request": {"method": "GET", "url": "Patient/r1/_history/9"}},
+        {"request": {"method": "GET", "url": "Patient/r1/extra/parts/here"}},
+        {"request": {"method": "GET", "url": "Patient"}},
+    ]});
+    let r = s.post("/", &batch).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let e = &r.body["entry"];
+    assert_eq!(e[0]["response"]["status"], "200 OK");
+    assert_eq!(e[0]["resource"]["resourceType"], "Bundle");
+    assert_eq!(e[0]["resource"]["type"], "searchset");
+    assert_eq!(e[1]["resource"]["total"], 1);
+    assert_eq!(e[1]["resource"]["entry"][0]["resource"]["id"], "r1");
+    assert_eq!(e[2]["resource"]["gender"], "female", "version 1");
+    assert_eq!(e[2]["response"]["etag"], "W/\"1\"");
+    assert_eq!(e[3]["response"]["status"], "200 OK");
+    assert_eq!(e[3]["response"]["etag"], "W/\"2\"");
+    assert!(e[3].get("resource").is_none(), "HEAD has no resource");
+    assert!(
+        e[4]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("404"))
+    );
+    assert!(
+        e[5]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("400"))
+    );
+    assert_eq!(
+        e[5]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(e[6]["resource"]["total"], 1, "a type-level search");
+
+    // A transaction's reads run after its writes and see them.
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|t9"}},
+        {"fullUrl": "urn:uuid:t9", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "t9"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+    ]});
+    let r = s.post("/", &tx).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["entry"][0]["resource"]["total"], 1,
+        "the search saw the POST"
+    );
+    assert!(
+        r.body["entry"][1]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("201"))
+    );
+}

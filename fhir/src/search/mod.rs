@@ -25,7 +25,8 @@ use vigil_engine::Current;
 
 pub use keys::{EXTRACTOR_NAME, SearchKeys, keys_of_map};
 pub use query::matching_ids;
-use query::{Hit, Sort, matching, pairs_of, parse_request};
+pub(crate) use query::pairs_of;
+use query::{Hit, Sort, matching, parse_request};
 
 use crate::app::App;
 use crate::http::negotiate::{check_accept, require_content_type};
@@ -52,8 +53,23 @@ fn search(
             .find(|(k, _)| k == "_format")
             .map(|(_, v)| v.as_str()),
     )?;
+    let bundle = search_bundle(app, ty, &pairs, prefer_strict(headers))?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    ))
+}
+
+/// Runs a type-level search given as query pairs: the searchset Bundle
+/// (what `GET [type]?…` answers, and what a batch entry's search holds).
+pub(crate) fn search_bundle(
+    app: &App,
+    ty: &str,
+    pairs: &[(String, String)],
+    strict: bool,
+) -> Result<Value, FhirError> {
     check_type(ty)?;
-    let r = parse_request(ty, &pairs, prefer_strict(headers))?;
+    let r = parse_request(ty, pairs, strict)?;
     let hits = matching(app, ty, &r)?;
     let total = hits.len();
     // Keyset paging: a page starts after (or ends before) a hit's position,
@@ -147,17 +163,13 @@ fn search(
         }
         entries.push(json!({"resource": outcome, "search": {"mode": "outcome"}}));
     }
-    let bundle = json!({
+    Ok(json!({
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
         "link": links,
         "entry": entries,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    ))
+    }))
 }
 
 /// `GET [type]?…`.

@@ -332,7 +332,7 @@ pub fn matching_ids(app: &App, ty: &str, query: &str) -> Result<Vec<String>, Fhi
     Ok(matching(app, ty, &r)?.into_iter().map(|h| h.id).collect())
 }
 
-pub(super) fn pairs_of(query: &str) -> Result<Vec<(String, String)>, FhirError> {
+pub(crate) fn pairs_of(query: &str) -> Result<Vec<(String, String)>, FhirError> {
     let uri: Uri = format!("/?{query}")
         .parse()
         .map_err(|_| FhirError::invalid("the search parameters are not a valid query string"))?;
