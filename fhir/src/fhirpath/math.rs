@@ -4,7 +4,7 @@
 use super::FhirPathError;
 use super::compare::{number, unit_key};
 use super::ctx::{Out, single};
-use super::value::{Item, Temporal, TemporalKind};
+use super::value::{Item, Temporal, TemporalKind, civil_from_days, days_from_civil};
 
 pub(super) fn arithmetic<'a>(op: &str, l: &[Item<'a>], r: &[Item<'a>]) -> Out<'a> {
     let (Some(x), Some(y)) = (single(l)?, single(r)?) else {
@@ -89,6 +89,14 @@ pub(super) fn shift(
             "'{unit}' has no fixed length: add calendar years or months instead"
         )));
     }
+    // Beyond this no date in years 1..=9999 is reached in any unit: refuse
+    // rather than compute with numbers that could overflow.
+    const SHIFT_MAX: f64 = 1e15;
+    if !amount.is_finite() || amount.abs() > SHIFT_MAX {
+        return Err(FhirPathError::execution(format!(
+            "{amount} {unit} is out of range for a date or time"
+        )));
+    }
     let n = amount.trunc() as i64;
     let mut p: Vec<i64> = t.parts.iter().map(|v| i64::from(*v)).collect();
     let idx = match (t.kind, unit_key(unit)) {
@@ -145,27 +153,15 @@ pub(super) fn shift(
                 p[2] += p[3].div_euclid(24);
                 p[3] = p[3].rem_euclid(24);
             }
-            let mut y = p[0];
-            let mut m = p[1];
-            let mut d = p[2];
-            while d > days_in_month(y, m) {
-                d -= days_in_month(y, m);
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-            while d < 1 {
-                m -= 1;
-                if m < 1 {
-                    m = 12;
-                    y -= 1;
-                }
-                d += days_in_month(y, m);
-            }
-            (p[0], p[1], p[2]) = (y, m, d);
+            // Days through the civil calendar, in one step.
+            let days = days_from_civil(p[0], p[1], 1) + (p[2] - 1);
+            (p[0], p[1], p[2]) = civil_from_days(days);
         }
+    }
+    if t.kind != TemporalKind::Time && !(1..=9999).contains(&p[0]) {
+        return Err(FhirPathError::execution(format!(
+            "adding {amount} {unit} leaves the years 1 to 9999"
+        )));
     }
     let parts: Vec<u32> = p
         .iter()

@@ -248,6 +248,39 @@ mod tests {
         assert!(matches!(e.evaluate(&p), Err(FhirPathError::Execution(_))));
     }
 
+    /// Found by the fuzzer: a time zone of 520020951 hours overflowed; a
+    /// shift by 1e18 days would have looped for ages.
+    #[test]
+    fn out_of_range_zones_and_shifts_are_refused_not_overflowed() {
+        assert!(matches!(
+            Expr::parse("@2014-01-25T14:30:14.5+520020951:0 + 1 month"),
+            Err(FhirPathError::Semantic(_))
+        ));
+        for e in [
+            "@2014-01-25 + 1000000000000000000 days",
+            "@2014-01-25 + 9000 years",
+        ] {
+            let parsed = Expr::parse(e).expect("parses");
+            assert!(
+                matches!(
+                    parsed.evaluate(&json!({})),
+                    Err(FhirPathError::Execution(_))
+                ),
+                "{e}"
+            );
+        }
+        // Checked against Python: date(2014, 1, 25) + timedelta(400000).
+        assert_eq!(
+            strings("@2014-01-25 + 400000 days", &json!({})),
+            ["3109-03-26"]
+        );
+        assert_eq!(strings("@2014-01-31 + 1 month", &json!({})), ["2014-02-28"]);
+        assert_eq!(
+            strings("@2014-12-31T23:59:59.999 + 1 millisecond", &json!({})),
+            ["2015-01-01T00:00:00.000"]
+        );
+    }
+
     #[test]
     fn repeat_stops_at_a_fixed_point_and_cannot_run_away() {
         let q = json!({"resourceType": "Questionnaire", "item": [

@@ -105,10 +105,13 @@ impl Temporal {
                 let (c, z) = time.split_at(i);
                 let sign = if z.starts_with('-') { -1 } else { 1 };
                 let (h, m) = z[1..].split_once(':')?;
-                (
-                    c,
-                    Some(sign * (h.parse::<i32>().ok()? * 60 + m.parse::<i32>().ok()?)),
-                )
+                let two = |s: &str, max: i32| {
+                    (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| s.parse::<i32>().ok())
+                        .flatten()
+                        .filter(|v| *v <= max)
+                };
+                (c, Some(sign * (two(h, 23)? * 60 + two(m, 59)?)))
             } else {
                 (time, None)
             };
@@ -226,7 +229,7 @@ impl Temporal {
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
