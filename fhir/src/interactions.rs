@@ -148,6 +148,7 @@ pub async fn create(
                     &headers,
                     StatusCode::OK,
                     prefer_return(&headers),
+                    &crate::subset::Subset::Full,
                 );
             }
             many => {
@@ -197,6 +198,7 @@ fn read_response(
     headers: &HeaderMap,
     status: StatusCode,
     ret: Return,
+    subset: &crate::subset::Subset,
 ) -> Result<Response, FhirError> {
     let v = live_version(app, ty, id)?;
     let meta = VersionMeta {
@@ -217,9 +219,18 @@ fn read_response(
         return Ok(resp);
     }
     let rendered = render(&v.body, v.version, v.last_updated_us)?;
+    let rendered = crate::subset::apply_to_bytes(rendered, subset)?;
     Ok(resource_response(
         status, &app.base, &meta, rendered, ret, false,
     ))
+}
+
+/// The `_summary` / `_elements` of a read.
+fn subset_of(q: &HashMap<String, String>) -> Result<crate::subset::Subset, FhirError> {
+    crate::subset::parse(
+        q.get("_summary").map(String::as_str),
+        q.get("_elements").map(String::as_str),
+    )
 }
 
 /// `GET [type]/[id]`.
@@ -230,6 +241,7 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
+    let subset = subset_of(&q)?;
     read_response(
         &app,
         &ty,
@@ -237,6 +249,7 @@ pub async fn read(
         &headers,
         StatusCode::OK,
         Return::Representation,
+        &subset,
     )
 }
 
@@ -248,6 +261,7 @@ pub async fn vread(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
+    let subset = subset_of(&q)?;
     let version: u64 = vid
         .parse()
         .map_err(|_| FhirError::not_found(format!("{ty}/{id} has no version {vid:?}")))?;
@@ -260,6 +274,7 @@ pub async fn vread(
                 last_updated_us: v.last_updated_us,
             };
             let rendered = render(&v.body, version, v.last_updated_us)?;
+            let rendered = crate::subset::apply_to_bytes(rendered, &subset)?;
             Ok(resource_response(
                 StatusCode::OK,
                 &app.base,

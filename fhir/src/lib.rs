@@ -24,6 +24,7 @@ pub mod replication;
 pub mod resource;
 pub mod search;
 pub mod server;
+pub mod subset;
 pub mod synth;
 pub mod transaction;
 pub mod types;

@@ -441,3 +441,77 @@ async fn pretty_and_plain_json_are_honoured() {
         "the FHIR type when accepted"
     );
 }
+
+/// `_elements` and `_summary` on read and vread cut the resource and tag
+/// it SUBSETTED; values that are not one (and `_summary=true`, which needs
+/// the R4 model's summary flags) are a 400 OperationOutcome.
+#[tokio::test]
+async fn summary_and_elements_subset_reads() {
+    let s = TestServer::new();
+    let p = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">72 kg</div>"},
+        "code": {"text": "weight"}, "valueQuantity": {"value": 72, "unit": "kg"},
+        "subject": {"reference": "Patient/p1"}});
+    assert_eq!(
+        s.put("/Observation/o1", &p).await.status,
+        StatusCode::CREATED
+    );
+    let subsetted = |b: &serde_json::Value| {
+        b["meta"]["tag"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|x| x["code"] == "SUBSETTED"))
+    };
+    for uri in ["/Observation/o1", "/Observation/o1/_history/1"] {
+        let el = s.get(&format!("{uri}?_elements=status,value")).await;
+        assert_eq!(el.status, StatusCode::OK, "{uri}");
+        let keys: Vec<&str> = el
+            .body
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["resourceType", "id", "meta", "status", "valueQuantity"],
+            "{uri}"
+        );
+        assert!(subsetted(&el.body), "{uri}");
+        assert_eq!(el.body["meta"]["versionId"], "1");
+
+        let text = s.get(&format!("{uri}?_summary=text")).await;
+        let keys: Vec<&str> = text
+            .body
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["resourceType", "id", "meta", "text"], "{uri}");
+        let data = s.get(&format!("{uri}?_summary=data")).await;
+        assert!(
+            data.body.get("text").is_none() && data.body.get("code").is_some(),
+            "{uri}"
+        );
+        assert!(subsetted(&data.body));
+        let full = s.get(&format!("{uri}?_summary=false")).await;
+        assert!(
+            !subsetted(&full.body) && full.body.get("text").is_some(),
+            "{uri}"
+        );
+
+        for bad in [
+            "_summary=true",
+            "_summary=bogus",
+            "_elements=a.b",
+            "_summary=text&_elements=status",
+        ] {
+            let r = s.get(&format!("{uri}?{bad}")).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}?{bad}");
+            assert_eq!(r.body["resourceType"], "OperationOutcome");
+        }
+    }
+    // What is stored is untouched.
+    let whole = s.get("/Observation/o1").await;
+    assert!(whole.body.get("text").is_some() && !subsetted(&whole.body));
+}
