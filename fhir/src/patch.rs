@@ -21,6 +21,52 @@ use crate::resource::{id_of, parse, to_stored, type_of};
 /// without `If-Match`.
 const PATCH_ATTEMPTS_MAX: usize = 5;
 
+/// Reads a JSON Patch document; 400 when it is not one.
+pub(crate) fn read_ops(bytes: &[u8]) -> Result<json_patch::Patch, FhirError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        FhirError::invalid(format!(
+            "not a JSON Patch document (line {} column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// `ops` applied to the stored body of `ty/id`: the patched resource, or
+/// 422 when the patch does not apply, leaves an invalid resource, or
+/// changes `resourceType` or `id`.
+pub(crate) fn apply(
+    ty: &str,
+    id: &str,
+    stored: &[u8],
+    ops: &json_patch::Patch,
+) -> Result<serde_json::Map<String, Value>, FhirError> {
+    let mut doc: Value = serde_json::from_slice(stored)
+        .map_err(|_| FhirError::internal("a stored resource is not JSON"))?;
+    json_patch::patch(&mut doc, ops).map_err(|e| {
+        FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            format!("the patch does not apply: {e}"),
+        )
+    })?;
+    let patched = parse(&serde_json::to_vec(&doc).unwrap_or_default()).map_err(|e| {
+        FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            format!("the patched resource is invalid: {}", e.diagnostics),
+        )
+    })?;
+    if type_of(&patched) != ty || id_of(&patched) != Some(id) {
+        return Err(FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "processing",
+            "a patch may not change resourceType or id",
+        ));
+    }
+    Ok(patched)
+}
+
 /// `PATCH [type]/[id]`.
 pub async fn patch(
     State(app): State<Arc<App>>,
@@ -32,13 +78,7 @@ pub async fn patch(
     check_instance(&headers, &q, &ty, &id)?;
     require_content_type(&headers, "application/json-patch+json", "PATCH")?;
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
-    let ops: json_patch::Patch = serde_json::from_slice(&bytes).map_err(|e| {
-        FhirError::invalid(format!(
-            "not a JSON Patch document (line {} column {}): {e}",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let ops = read_ops(&bytes)?;
     let required = if_match(&headers)?;
     for _ in 0..PATCH_ATTEMPTS_MAX {
         let current = live_version(&app, &ty, &id)?;
@@ -50,29 +90,7 @@ pub async fn patch(
                 current.version
             )));
         }
-        let mut doc: Value = serde_json::from_slice(&current.body)
-            .map_err(|_| FhirError::internal("a stored resource is not JSON"))?;
-        json_patch::patch(&mut doc, &ops).map_err(|e| {
-            FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "processing",
-                format!("the patch does not apply: {e}"),
-            )
-        })?;
-        let patched = parse(&serde_json::to_vec(&doc).unwrap_or_default()).map_err(|e| {
-            FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "processing",
-                format!("the patched resource is invalid: {}", e.diagnostics),
-            )
-        })?;
-        if type_of(&patched) != ty || id_of(&patched) != Some(id.as_str()) {
-            return Err(FhirError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "processing",
-                "a patch may not change resourceType or id",
-            ));
-        }
+        let patched = apply(&ty, &id, &current.body, &ops)?;
         let stored = to_stored(patched, &id);
         let op = Op::put(ty.clone(), id.clone(), stored.clone())
             .expect(Precondition::Version(current.version));

@@ -33,6 +33,7 @@ enum Method {
     Delete,
     Post,
     Put,
+    Patch,
     Get,
     Head,
 }
@@ -76,6 +77,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         Some("DELETE") => Method::Delete,
         Some("POST") => Method::Post,
         Some("PUT") => Method::Put,
+        Some("PATCH") => Method::Patch,
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some(m) => {
@@ -96,6 +98,9 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
     };
     if matches!(method, Method::Get | Method::Head) {
         return read_of(app, i, method, url, cond).map(|e| (e, None));
+    }
+    if method == Method::Patch {
+        return patch_of(app, i, url, cond, req, e).map(|e| (e, None));
     }
     if cond.is_some() && !matches!(method, Method::Put | Method::Delete) {
         return Err(entry_error(
@@ -359,6 +364,88 @@ fn read_of(
         existing: None,
         expect: None,
         read: Some(read),
+    })
+}
+
+/// A PATCH entry: `[type]/[id]` with a JSON Patch as a `Binary` whose
+/// `contentType` is `application/json-patch+json` and whose `data` is the
+/// patch, base64. The patch is applied to the current version here, and
+/// the entry then writes like a PUT that expects that version (so a write
+/// in between fails it, and in a transaction fails the transaction).
+fn patch_of(
+    app: &App,
+    i: usize,
+    url: &str,
+    query: Option<&str>,
+    req: &Value,
+    e: &Value,
+) -> Result<Entry, FhirError> {
+    let in_entry = |mut err: FhirError| {
+        err.diagnostics = format!("Bundle.entry[{i}]: {}", err.diagnostics);
+        err
+    };
+    if query.is_some() {
+        return Err(entry_error(
+            i,
+            "a conditional PATCH is not supported here; patch [type]/[id]",
+        ));
+    }
+    let path = url
+        .trim_start_matches(&format!("{}/", app.base))
+        .trim_start_matches('/');
+    let (ty, id) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        [ty, id] => ((*ty).to_owned(), (*id).to_owned()),
+        _ => {
+            return Err(entry_error(
+                i,
+                format!("a PATCH URL is [type]/[id], not {url:?}"),
+            ));
+        }
+    };
+    check_type(&ty).map_err(in_entry)?;
+    check_id(&id).map_err(in_entry)?;
+    let binary = e
+        .get("resource")
+        .and_then(Value::as_object)
+        .ok_or_else(|| entry_error(i, "a PATCH needs a Binary resource holding the patch"))?;
+    let content_type = binary
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if type_of(binary) != "Binary" || content_type != "application/json-patch+json" {
+        return Err(entry_error(
+            i,
+            format!(
+                "a PATCH entry's resource is a Binary with contentType application/json-patch+json (FHIRPath Patch is not supported yet), not a {} of {content_type:?}",
+                type_of(binary)
+            ),
+        ));
+    }
+    let data = binary.get("data").and_then(Value::as_str).unwrap_or("");
+    let text = crate::fhirpath::decode_base64(data)
+        .ok_or_else(|| entry_error(i, "the Binary's data is not base64 of UTF-8 text"))?;
+    let ops = crate::patch::read_ops(text.as_bytes()).map_err(in_entry)?;
+    let current = crate::interactions::live_version(app, &ty, &id).map_err(in_entry)?;
+    if let Some(v) = req.get("ifMatch").and_then(Value::as_str) {
+        let want = http::if_match_value(v).map_err(in_entry)?;
+        if want != current.version {
+            return Err(in_entry(FhirError::precondition(format!(
+                "{ty}/{id} is at version {}, not {want}",
+                current.version
+            ))));
+        }
+    }
+    let patched = crate::patch::apply(&ty, &id, &current.body, &ops).map_err(in_entry)?;
+    Ok(Entry {
+        index: i,
+        method: Method::Patch,
+        ty,
+        id,
+        resource: Some(patched),
+        if_match: Some(current.version),
+        existing: None,
+        expect: None,
+        read: None,
     })
 }
 

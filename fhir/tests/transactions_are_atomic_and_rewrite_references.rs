@@ -375,3 +375,84 @@ async fn bundle_entries_read_and_search() {
             .is_some_and(|st| st.starts_with("201"))
     );
 }
+
+/// A JSON Patch rides in a bundle as a Binary (contentType
+/// application/json-patch+json, the patch base64 in `data`): applied to
+/// the current version in a batch or a transaction; a patch that does not
+/// apply, a missing resource or a wrong Binary fails its entry (and a
+/// transaction with it, writing nothing).
+#[tokio::test]
+async fn json_patch_entries_apply_in_batches_and_transactions() {
+    let s = TestServer::new();
+    let p = json!({"resourceType": "Patient", "id": "pp", "gender": "female", "active": true});
+    assert_eq!(s.put("/Patient/pp", &p).await.status, StatusCode::CREATED);
+    // base64 of [{"op":"replace","path":"/gender","value":"male"}]
+    let replace = "W3sib3AiOiJyZXBsYWNlIiwicGF0aCI6Ii9nZW5kZXIiLCJ2YWx1ZSI6Im1hbGUifV0=";
+    // base64 of [{"op":"remove","path":"/nothing"}]
+    let broken = "W3sib3AiOiJyZW1vdmUiLCJwYXRoIjoiL25vdGhpbmcifV0=";
+    let patch = |data: &str, url: &str| {
+        json!({"resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": data},
+               "request": {"method": "PATCH", "url": url}})
+    };
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        patch(replace, "Patient/pp"),
+        patch(broken, "Patient/pp"),
+        patch(replace, "Patient/nobody"),
+        {"resource": {"resourceType": "Binary", "contentType": "text/plain", "data": replace},
+         "request": {"method": "PATCH", "url": "Patient/pp"}},
+    ]});
+    let r = s.post("/", &batch).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let e = &r.body["entry"];
+    assert_eq!(e[0]["response"]["status"], "200 OK", "{}", e[0]);
+    assert_eq!(e[0]["response"]["etag"], "W/\"2\"");
+    assert!(
+        e[1]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("422")),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("404")),
+        "{}",
+        e[2]
+    );
+    assert!(
+        e[3]["response"]["status"]
+            .as_str()
+            .is_some_and(|st| st.starts_with("400")),
+        "{}",
+        e[3]
+    );
+    let now = s.get("/Patient/pp").await;
+    assert_eq!(now.body["gender"], "male");
+    assert_eq!(now.body["active"], true, "the rest kept");
+
+    let versions = s
+        .app
+        .store()
+        .expect("store")
+        .stats()
+        .expect("stats")
+        .versions;
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "other"}, "request": {"method": "PUT", "url": "Patient/other"}},
+        patch(broken, "Patient/pp"),
+    ]});
+    let r = s.post("/", &tx).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["resourceType"], "OperationOutcome");
+    assert_eq!(
+        s.app
+            .store()
+            .expect("store")
+            .stats()
+            .expect("stats")
+            .versions,
+        versions,
+        "nothing of the transaction written"
+    );
+}

@@ -93,6 +93,12 @@ impl FhirPathError {
     }
 }
 
+/// Base64 (standard alphabet, padding optional) of UTF-8 text, decoded;
+/// `None` when it is not.
+pub(crate) fn decode_base64(s: &str) -> Option<String> {
+    text::transform("decode", "base64", s.trim())
+}
+
 /// A parsed FHIRPath expression, ready to evaluate on any resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expr {
