@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use super::FhirPathError;
-use super::compare::{compare, item_equals, number};
+use super::compare::{canonical, item_equals, number};
 use super::ctx::{
     Env, Out, boolean, bools, distinct, is_type, members, per_item, push_node, run, single,
     single_integer, single_string, type_arg, union,
@@ -788,13 +788,16 @@ pub(super) fn cond_item_check<'a>(
 }
 
 /// `sort(keys…)`: by each key in turn (a key written `-k` sorts
-/// descending); with no key, by the items themselves.
+/// descending); with no key, by the items themselves. Keys are mapped to
+/// a total order first (the sort must never see an inconsistent
+/// comparison); keys of one position must be of one kind, else an error.
 pub(super) fn sort<'a>(input: Vec<Item<'a>>, args: &[Node], env: &Env<'a, '_>) -> Out<'a> {
+    let positions = args.len().max(1);
     let mut keyed = Vec::with_capacity(input.len());
     for (k, it) in input.into_iter().enumerate() {
-        let mut keys = Vec::new();
+        let mut keys = Vec::with_capacity(positions);
         if args.is_empty() {
-            keys.push((Some(it.clone()), false));
+            keys.push((sort_key(Some(&it))?, false));
         }
         for a in args {
             let (expr, desc) = match a {
@@ -803,25 +806,26 @@ pub(super) fn sort<'a>(input: Vec<Item<'a>>, args: &[Node], env: &Env<'a, '_>) -
             };
             let sub = env.with_this(&it, k as i64);
             let v = run(expr, std::slice::from_ref(&it), &sub)?;
-            keys.push((single(&v)?, desc));
+            keys.push((sort_key(single(&v)?.as_ref())?, desc));
         }
         keyed.push((keys, it));
     }
-    let mut failed = None;
+    for pos in 0..positions {
+        let mut kinds = keyed
+            .iter()
+            .filter_map(|(keys, _)| keys.get(pos).map(|(key, _)| key.kind()))
+            .filter(|k| *k != 0);
+        if let Some(first) = kinds.next()
+            && kinds.any(|k| k != first)
+        {
+            return Err(FhirPathError::execution(
+                "sort() keys of different types cannot be ordered",
+            ));
+        }
+    }
     keyed.sort_by(|(a, _), (b, _)| {
         for ((x, desc), (y, _)) in a.iter().zip(b) {
-            let o = match (x, y) {
-                (None, None) => Ordering::Equal,
-                (None, Some(_)) => Ordering::Less,
-                (Some(_), None) => Ordering::Greater,
-                (Some(x), Some(y)) => match compare(x, y) {
-                    Ok(o) => o.unwrap_or(Ordering::Equal),
-                    Err(e) => {
-                        failed = Some(e);
-                        Ordering::Equal
-                    }
-                },
-            };
+            let o = x.total_cmp(y);
             let o = if *desc { o.reverse() } else { o };
             if o != Ordering::Equal {
                 return o;
@@ -829,10 +833,70 @@ pub(super) fn sort<'a>(input: Vec<Item<'a>>, args: &[Node], env: &Env<'a, '_>) -
         }
         Ordering::Equal
     });
-    if let Some(e) = failed {
-        return Err(e);
-    }
     Ok(keyed.into_iter().map(|(_, it)| it).collect())
+}
+
+/// A sort key with a total order.
+#[derive(Debug)]
+pub(super) enum SortKey {
+    /// No value: first.
+    Empty,
+    Boolean(bool),
+    Number(f64),
+    Text(String),
+    /// A temporal's parts, normalised (zone applied), coarser first on ties.
+    Temporal(Vec<i64>),
+    /// A quantity in its dimension's base unit (or its own unit).
+    Quantity(String, f64),
+}
+
+impl SortKey {
+    /// Which kind, for the one-kind check (0: empty).
+    fn kind(&self) -> u8 {
+        match self {
+            SortKey::Empty => 0,
+            SortKey::Boolean(_) => 1,
+            SortKey::Number(_) => 2,
+            SortKey::Text(_) => 3,
+            SortKey::Temporal(_) => 4,
+            SortKey::Quantity(..) => 5,
+        }
+    }
+
+    fn total_cmp(&self, other: &SortKey) -> Ordering {
+        match (self, other) {
+            (SortKey::Boolean(a), SortKey::Boolean(b)) => a.cmp(b),
+            (SortKey::Number(a), SortKey::Number(b)) => a.total_cmp(b),
+            (SortKey::Text(a), SortKey::Text(b)) => a.cmp(b),
+            (SortKey::Temporal(a), SortKey::Temporal(b)) => a.cmp(b),
+            (SortKey::Quantity(u, a), SortKey::Quantity(v, b)) => u.cmp(v).then(a.total_cmp(b)),
+            _ => self.kind().cmp(&other.kind()),
+        }
+    }
+}
+
+/// The sort key of an item (empty for none).
+fn sort_key(item: Option<&Item>) -> Result<SortKey, FhirPathError> {
+    let Some(item) = item else {
+        return Ok(SortKey::Empty);
+    };
+    Ok(match item.system() {
+        None => {
+            return Err(FhirPathError::execution(
+                "sort() needs values (strings, numbers, dates, quantities) as keys",
+            ));
+        }
+        Some(Item::Boolean(b)) => SortKey::Boolean(b),
+        Some(Item::Integer(i)) => SortKey::Number(i as f64),
+        Some(Item::Decimal(d)) => SortKey::Number(d),
+        Some(Item::String(s)) => SortKey::Text(s),
+        Some(Item::Temporal(t)) => SortKey::Temporal(t.sort_parts()),
+        Some(Item::Quantity(v, u)) => match canonical(v, &u) {
+            Some((c, dim)) => SortKey::Quantity(dim.to_owned(), c),
+            None => SortKey::Quantity(u, v),
+        },
+        Some(Item::Node(..) | Item::Resolved(_)) => SortKey::Empty,
+    })
 }
 
 /// Items equal as the same node or the same value (for `repeat`).

@@ -287,6 +287,30 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer: sorting keys of mixed types made the sort's
+    /// comparison inconsistent, which the standard sort refuses by
+    /// panicking. Mixed kinds are an error now; one kind sorts.
+    #[test]
+    fn sort_orders_one_kind_of_key_and_refuses_mixed_ones() {
+        let mixed = Expr::parse("(1 | 'a' | 2 | 'b' | @2014).sort()").expect("parses");
+        assert!(matches!(
+            mixed.evaluate(&json!({})),
+            Err(FhirPathError::Execution(_))
+        ));
+        assert_eq!(
+            strings("(3 | 1.5 | 2).sort()", &json!({})),
+            ["1.5", "2", "3"]
+        );
+        assert_eq!(
+            strings("(@2014-02 | @2014 | @2013-12-31).sort()", &json!({})),
+            ["2013-12-31", "2014", "2014-02"]
+        );
+        assert_eq!(
+            strings("('b' | 'a' | 'c').sort(-$this)", &json!({})),
+            ["c", "b", "a"]
+        );
+    }
+
     #[test]
     fn repeat_stops_at_a_fixed_point_and_cannot_run_away() {
         let q = json!({"resourceType": "Questionnaire", "item": [

@@ -184,6 +184,12 @@ impl Temporal {
         p
     }
 
+    /// The normalised parts, for a total order in `sort()`: a date-time
+    /// and a date compare by their parts (coarser first when equal so far).
+    pub fn sort_parts(&self) -> Vec<i64> {
+        self.normalized()
+    }
+
     /// Compares two temporals of one kind: `None` when the answer depends
     /// on parts one of them does not have.
     pub fn compare(&self, other: &Temporal) -> Option<Ordering> {
