@@ -288,11 +288,35 @@ pub(super) fn union<'a>(mut l: Vec<Item<'a>>, r: &[Item<'a>]) -> Vec<Item<'a>> {
 }
 
 pub(super) fn distinct<'a>(c: Vec<Item<'a>>) -> Vec<Item<'a>> {
+    // Items equal only when their keys are equal, so a hash set of keys
+    // does the work in linear time; equal keys are confirmed with `=`.
+    let mut seen: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
     let mut out: Vec<Item<'a>> = Vec::with_capacity(c.len());
     for i in c {
-        if !out.iter().any(|o| item_equals(o, &i) == Some(true)) {
+        let key = distinct_key(&i);
+        let same = seen.entry(key).or_default();
+        if !same.iter().any(|&k| item_equals(&out[k], &i) == Some(true)) {
+            same.push(out.len());
             out.push(i);
         }
     }
     out
+}
+
+/// A key equal for items `=` can call equal (numbers by value, strings
+/// as they are, temporals by their parts, nodes by their JSON).
+fn distinct_key(i: &Item) -> String {
+    match i.system() {
+        Some(Item::Boolean(b)) => format!("b{b}"),
+        Some(Item::Integer(n)) => format!("n{}", n as f64),
+        Some(Item::Decimal(d)) => format!("n{d}"),
+        Some(Item::String(s)) => format!("s{s}"),
+        Some(Item::Temporal(t)) => format!("t{:?}", t.sort_parts()),
+        Some(Item::Quantity(..)) => "q".to_owned(),
+        _ => match i {
+            Item::Node(v, _) => format!("j{v}"),
+            Item::Resolved(t) => format!("r{t}"),
+            _ => String::new(),
+        },
+    }
 }

@@ -77,7 +77,7 @@ pub(super) fn eval<'a>(n: &Node, focus: &[Item<'a>], env: &Env<'a, '_>) -> Out<'
                 return Ok(vec![one]);
             }
             match one.system() {
-                Some(Item::Integer(i)) => vec![Item::Integer(-i)],
+                Some(Item::Integer(i)) => i.checked_neg().map(Item::Integer).into_iter().collect(),
                 Some(Item::Decimal(d)) => vec![Item::Decimal(-d)],
                 Some(Item::Quantity(v, u)) => vec![Item::Quantity(-v, u)],
                 _ => {
@@ -127,13 +127,19 @@ pub(super) fn eval<'a>(n: &Node, focus: &[Item<'a>], env: &Env<'a, '_>) -> Out<'
                 }
             }
         }
-        Node::Binary(op, a, b) => binary(op, a, b, focus, env)?,
+        Node::Binary(op, a, b) => {
+            let out = binary(op, a, b, focus, env)?;
+            env.step(out.len())?;
+            out
+        }
         Node::Call(target, name, args) => {
             let input = match target {
                 Some(t) => eval(t, focus, env)?,
                 None => focus.to_vec(),
             };
-            call(name, input, args, focus, env)?
+            let out = call(name, input, args, focus, env)?;
+            env.step(out.len())?;
+            out
         }
     })
 }

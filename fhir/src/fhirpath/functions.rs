@@ -493,7 +493,7 @@ pub(super) fn call<'a>(
                     Some(st) if st >= 0 && (st as usize) < chars.len() => {
                         let st = st as usize;
                         let end = match len {
-                            Some(l) => (st + l.max(0) as usize).min(chars.len()),
+                            Some(l) => st.saturating_add(l.max(0) as usize).min(chars.len()),
                             None => chars.len(),
                         };
                         vec![Item::String(chars[st..end].iter().collect())]
@@ -612,7 +612,10 @@ pub(super) fn call<'a>(
         }
         "abs" => math(&input, |i| {
             Ok(vec![match i {
-                Item::Integer(n) => Item::Integer(n.abs()),
+                Item::Integer(n) => match n.checked_abs() {
+                    Some(a) => Item::Integer(a),
+                    None => return Ok(Vec::new()),
+                },
                 Item::Decimal(d) => Item::Decimal(d.abs()),
                 Item::Quantity(v, u) => Item::Quantity(v.abs(), u.clone()),
                 _ => return Ok(Vec::new()),

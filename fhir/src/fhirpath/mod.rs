@@ -52,7 +52,7 @@ pub mod limits {
     /// Deepest nesting of the parsed expression.
     pub const DEPTH_MAX: usize = 128;
     /// Most items any intermediate collection may hold.
-    pub const ITEMS_MAX: usize = 1_000_000;
+    pub const ITEMS_MAX: usize = 100_000;
     /// Most steps of one evaluation (node visits and items produced).
     pub const STEPS_MAX: u64 = 50_000_000;
     /// Most rounds of `repeat()` and `descendants()`.
@@ -309,6 +309,25 @@ mod tests {
             strings("('b' | 'a' | 'c').sort(-$this)", &json!({})),
             ["c", "b", "a"]
         );
+    }
+
+    /// A collection that doubles each step is stopped at
+    /// [`limits::ITEMS_MAX`], not left to fill memory; `-i64::MIN` and
+    /// `abs` of it are empty, not an overflow.
+    #[test]
+    fn growing_collections_and_integer_edges_are_bounded() {
+        let ones: Vec<String> = (1..=30).map(|i| i.to_string()).collect();
+        let doubling = format!(
+            "({}).aggregate($total.combine($total), 1)",
+            ones.join(" | ")
+        );
+        let e = Expr::parse(&doubling).expect("parses");
+        assert!(matches!(
+            e.evaluate(&json!({})),
+            Err(FhirPathError::Execution(_))
+        ));
+        assert!(strings("(-9223372036854775807 - 1).abs()", &json!({})).is_empty());
+        assert!(strings("-(-9223372036854775807 - 1)", &json!({})).is_empty());
     }
 
     #[test]
