@@ -17,6 +17,14 @@ use crate::{capability, history, interactions, search, transaction};
 /// Every route of the FHIR REST API.
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.config.max_body_bytes;
+    let collection = get(search::search_get)
+        .post(interactions::create)
+        .put(crate::conditional::conditional_update)
+        .delete(crate::conditional::conditional_delete);
+    let instance = get(interactions::read)
+        .put(interactions::update)
+        .delete(interactions::delete)
+        .patch(crate::patch::patch);
     let router = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/health/live", get(live))
@@ -40,37 +48,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/$export-file/{id}/{file}", get(crate::export::file))
         .route("/_history", get(history::system))
-        .route(
-            "/{type}",
-            get(search::search_get)
-                .post(interactions::create)
-                .put(crate::conditional::conditional_update)
-                .delete(crate::conditional::conditional_delete),
-        )
+        .route("/{type}", collection.clone())
         // A trailing slash names the same collection or resource.
-        .route(
-            "/{type}/",
-            get(search::search_get)
-                .post(interactions::create)
-                .put(crate::conditional::conditional_update)
-                .delete(crate::conditional::conditional_delete),
-        )
-        .route(
-            "/{type}/{id}/",
-            get(interactions::read)
-                .put(interactions::update)
-                .delete(interactions::delete)
-                .patch(crate::patch::patch),
-        )
+        .route("/{type}/", collection)
+        .route("/{type}/{id}/", instance.clone())
         .route("/{type}/_search", post(search::search_post))
         .route("/{type}/_history", get(history::of_type))
-        .route(
-            "/{type}/{id}",
-            get(interactions::read)
-                .put(interactions::update)
-                .delete(interactions::delete)
-                .patch(crate::patch::patch),
-        )
+        .route("/{type}/{id}", instance)
         .route("/{type}/{id}/_history", get(history::instance))
         .route("/{type}/{id}/_history/{vid}", get(interactions::vread))
         .fallback(unknown_route)

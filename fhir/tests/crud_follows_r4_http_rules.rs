@@ -44,12 +44,7 @@ async fn create_read_update_delete_follow_the_spec() {
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body, created.body);
     let not_modified = s
-        .call(
-            Method::GET,
-            &format!("/Patient/{id}"),
-            &[("if-none-match", "W/\"1\"")],
-            Vec::new(),
-        )
+        .get_with(&format!("/Patient/{id}"), &[("if-none-match", "W/\"1\"")])
         .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
 
@@ -274,12 +269,7 @@ async fn trailing_slashes_request_ids_and_preference_applied() {
     assert_eq!(read.body["id"], "slash");
 
     let mine = s
-        .call(
-            Method::GET,
-            "/Patient/slash",
-            &[("x-request-id", "trace-42.a_b:c")],
-            Vec::new(),
-        )
+        .get_with("/Patient/slash", &[("x-request-id", "trace-42.a_b:c")])
         .await;
     assert_eq!(mine.header("x-request-id"), Some("trace-42.a_b:c"));
     let made = s.get("/Patient/slash").await;
@@ -288,12 +278,7 @@ async fn trailing_slashes_request_ids_and_preference_applied() {
     let other = s.get("/Patient/slash").await;
     assert_ne!(other.header("x-request-id"), Some(id), "one per request");
     let missing = s
-        .call(
-            Method::GET,
-            "/Patient/nobody",
-            &[("x-request-id", "bad id with spaces")],
-            Vec::new(),
-        )
+        .get_with("/Patient/nobody", &[("x-request-id", "bad id with spaces")])
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let replaced = missing
@@ -344,12 +329,7 @@ async fn metadata_revalidates_and_head_answers_like_get() {
         "stable"
     );
     let again = s
-        .call(
-            Method::GET,
-            "/metadata",
-            &[("if-none-match", etag.as_str())],
-            Vec::new(),
-        )
+        .get_with("/metadata", &[("if-none-match", etag.as_str())])
         .await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert_eq!(s.get("/metadata?mode=full").await.status, StatusCode::OK);
@@ -415,12 +395,7 @@ async fn pretty_and_plain_json_are_honoured() {
         );
     }
     let plain = s
-        .call(
-            Method::GET,
-            "/Patient/pj",
-            &[("accept", "application/json")],
-            Vec::new(),
-        )
+        .get_with("/Patient/pj", &[("accept", "application/json")])
         .await;
     assert_eq!(plain.status, StatusCode::OK);
     assert_eq!(
@@ -428,11 +403,9 @@ async fn pretty_and_plain_json_are_honoured() {
         Some("application/json; charset=utf-8")
     );
     let fhir = s
-        .call(
-            Method::GET,
+        .get_with(
             "/Patient/pj",
             &[("accept", "application/fhir+json, application/json;q=0.9")],
-            Vec::new(),
         )
         .await;
     assert!(
@@ -464,13 +437,7 @@ async fn summary_and_elements_subset_reads() {
     for uri in ["/Observation/o1", "/Observation/o1/_history/1"] {
         let el = s.get(&format!("{uri}?_elements=status,value")).await;
         assert_eq!(el.status, StatusCode::OK, "{uri}");
-        let keys: Vec<&str> = el
-            .body
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(&el.body);
         assert_eq!(
             keys,
             ["resourceType", "id", "meta", "status", "valueQuantity"],
@@ -480,13 +447,7 @@ async fn summary_and_elements_subset_reads() {
         assert_eq!(el.body["meta"]["versionId"], "1");
 
         let text = s.get(&format!("{uri}?_summary=text")).await;
-        let keys: Vec<&str> = text
-            .body
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(&text.body);
         assert_eq!(keys, ["resourceType", "id", "meta", "text"], "{uri}");
         let data = s.get(&format!("{uri}?_summary=data")).await;
         assert!(
@@ -514,4 +475,11 @@ async fn summary_and_elements_subset_reads() {
     // What is stored is untouched.
     let whole = s.get("/Observation/o1").await;
     assert!(whole.body.get("text").is_some() && !subsetted(&whole.body));
+}
+
+/// The top-level member names of a JSON object, in order.
+fn keys_of(v: &serde_json::Value) -> Vec<&str> {
+    v.as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default()
 }

@@ -97,6 +97,21 @@ impl TestServer {
         }
     }
 
+    /// GET with request headers.
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Resp {
+        self.call(Method::GET, uri, headers, Vec::new()).await
+    }
+
+    /// How many versions the store holds (to check that nothing was written).
+    pub fn versions(&self) -> u64 {
+        self.app
+            .store()
+            .expect("store")
+            .stats()
+            .expect("stats")
+            .versions
+    }
+
     /// GET.
     pub async fn get(&self, uri: &str) -> Resp {
         self.call(Method::GET, uri, &[], Vec::new()).await
