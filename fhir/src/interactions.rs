@@ -191,6 +191,21 @@ pub fn live_version(app: &App, ty: &str, id: &str) -> Result<Version, FhirError>
     }
 }
 
+/// Version `version` of `ty/id` if it is live; 410 if it is a deletion,
+/// 404 if there is no such version.
+pub fn live_version_at(app: &App, ty: &str, id: &str, version: u64) -> Result<Version, FhirError> {
+    match app.store()?.get_version(ty, id, version)? {
+        VersionRead::Live(v) => Ok(v),
+        VersionRead::Deleted { .. } => Err(FhirError::gone(format!(
+            "version {version} of {ty}/{id} is a deletion"
+        ))),
+        VersionRead::NoSuchVersion { newest } => Err(FhirError::not_found(format!(
+            "{ty}/{id} has no version {version} (newest is {newest})"
+        ))),
+        VersionRead::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
+    }
+}
+
 fn read_response(
     app: &App,
     ty: &str,
@@ -265,33 +280,23 @@ pub async fn vread(
     let version: u64 = vid
         .parse()
         .map_err(|_| FhirError::not_found(format!("{ty}/{id} has no version {vid:?}")))?;
-    match app.store()?.get_version(&ty, &id, version)? {
-        VersionRead::Live(v) => {
-            let meta = VersionMeta {
-                resource_type: &ty,
-                id: &id,
-                version,
-                last_updated_us: v.last_updated_us,
-            };
-            let rendered = render(&v.body, version, v.last_updated_us)?;
-            let rendered = crate::subset::apply_to_bytes(rendered, &subset)?;
-            Ok(resource_response(
-                StatusCode::OK,
-                &app.base,
-                &meta,
-                rendered,
-                Return::Representation,
-                false,
-            ))
-        }
-        VersionRead::Deleted { .. } => Err(FhirError::gone(format!(
-            "version {version} of {ty}/{id} is a deletion"
-        ))),
-        VersionRead::NoSuchVersion { newest } => Err(FhirError::not_found(format!(
-            "{ty}/{id} has no version {version} (newest is {newest})"
-        ))),
-        VersionRead::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
-    }
+    let v = live_version_at(&app, &ty, &id, version)?;
+    let meta = VersionMeta {
+        resource_type: &ty,
+        id: &id,
+        version,
+        last_updated_us: v.last_updated_us,
+    };
+    let rendered = render(&v.body, version, v.last_updated_us)?;
+    let rendered = crate::subset::apply_to_bytes(rendered, &subset)?;
+    Ok(resource_response(
+        StatusCode::OK,
+        &app.base,
+        &meta,
+        rendered,
+        Return::Representation,
+        false,
+    ))
 }
 
 /// `PUT [type]/[id]`: update, or create with the client's id.

@@ -15,7 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
-use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition, VersionRead};
+use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 
 use crate::app::{App, commit};
 use crate::http::negotiate::{check_accept, check_content_type};
@@ -65,6 +65,21 @@ struct Entry {
     read: Option<Read>,
 }
 
+/// Names entry `i` in an error, keeping its status.
+fn in_entry(i: usize) -> impl Fn(FhirError) -> FhirError + Copy {
+    move |mut e| {
+        e.diagnostics = format!("Bundle.entry[{i}]: {}", e.diagnostics);
+        e
+    }
+}
+
+/// A request URL relative to this server's base: `Patient/1` of
+/// `[base]/Patient/1`, `/Patient/1` or `Patient/1`.
+fn local_path<'u>(app: &App, url: &'u str) -> &'u str {
+    url.trim_start_matches(format!("{}/", app.base).as_str())
+        .trim_start_matches('/')
+}
+
 fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
     FhirError::invalid(format!("Bundle.entry[{i}]: {msg}"))
 }
@@ -108,9 +123,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             format!("only PUT and DELETE take a conditional URL here, not {url:?}?…"),
         ));
     }
-    let url = url
-        .trim_start_matches(&format!("{}/", app.base))
-        .trim_start_matches('/');
+    let url = local_path(app, url);
     let mut parts = url.split('/');
     let ty = parts.next().unwrap_or("").to_owned();
     check_type(&ty).map_err(|e| entry_error(i, e.diagnostics))?;
@@ -174,10 +187,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         }
     }
     let if_match = match req.get("ifMatch").and_then(Value::as_str) {
-        Some(v) => Some(http::if_match_value(v).map_err(|mut e| {
-            e.diagnostics = format!("Bundle.entry[{i}]: {}", e.diagnostics);
-            e
-        })?),
+        Some(v) => Some(http::if_match_value(v).map_err(in_entry(i))?),
         None => None,
     };
     let existing = match (method, req.get("ifNoneExist").and_then(Value::as_str)) {
@@ -225,10 +235,7 @@ fn resolve_conditional(
     body_id: Option<String>,
 ) -> Result<(String, Precondition), FhirError> {
     use crate::conditional::{Target, resolve, version_to_update};
-    let in_entry = |mut e: FhirError| {
-        e.diagnostics = format!("Bundle.entry[{i}]: {}", e.diagnostics);
-        e
-    };
+    let in_entry = in_entry(i);
     match (
         resolve(app, ty, query, body_id.as_deref()).map_err(in_entry)?,
         method,
@@ -326,9 +333,7 @@ fn read_of(
     url: &str,
     query: Option<&str>,
 ) -> Result<Entry, FhirError> {
-    let path = url
-        .trim_start_matches(&format!("{}/", app.base))
-        .trim_start_matches('/');
+    let path = local_path(app, url);
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let ty = parts.first().copied().unwrap_or("").to_owned();
     check_type(&ty).map_err(|e| entry_error(i, e.diagnostics))?;
@@ -380,19 +385,14 @@ fn patch_of(
     req: &Value,
     e: &Value,
 ) -> Result<Entry, FhirError> {
-    let in_entry = |mut err: FhirError| {
-        err.diagnostics = format!("Bundle.entry[{i}]: {}", err.diagnostics);
-        err
-    };
+    let in_entry = in_entry(i);
     if query.is_some() {
         return Err(entry_error(
             i,
             "a conditional PATCH is not supported here; patch [type]/[id]",
         ));
     }
-    let path = url
-        .trim_start_matches(&format!("{}/", app.base))
-        .trim_start_matches('/');
+    let path = local_path(app, url);
     let (ty, id) = match path.split('/').collect::<Vec<_>>().as_slice() {
         [ty, id] => ((*ty).to_owned(), (*id).to_owned()),
         _ => {
@@ -473,33 +473,26 @@ fn read_any(app: &App, e: &Entry) -> Value {
 
 /// A vread as a response entry.
 fn version_entry(app: &App, ty: &str, id: &str, version: u64) -> Value {
-    let read = app
-        .store()
-        .and_then(|s| s.get_version(ty, id, version).map_err(FhirError::from));
-    let entry = read.and_then(|r| match r {
-        VersionRead::Live(v) => {
-            let body = render_map(&v.body, version, v.last_updated_us)?;
-            let m = VersionMeta {
-                resource_type: ty,
-                id,
-                version,
-                last_updated_us: v.last_updated_us,
-            };
-            Ok(response_entry(app, 200, &m, false, Some(body)))
-        }
-        VersionRead::Deleted { .. } => Err(FhirError::gone(format!(
-            "version {version} of {ty}/{id} is a deletion"
-        ))),
-        VersionRead::NoSuchVersion { newest } => Err(FhirError::not_found(format!(
-            "{ty}/{id} has no version {version} (newest is {newest})"
-        ))),
-        VersionRead::NeverExisted => Err(FhirError::not_found(format!("{ty}/{id} does not exist"))),
-    });
-    entry.unwrap_or_else(|e| error_entry(&e))
+    version_response(
+        app,
+        ty,
+        id,
+        crate::interactions::live_version_at(app, ty, id, version),
+    )
 }
 
 fn read_entry(app: &App, ty: &str, id: &str) -> Value {
-    let entry = crate::interactions::live_version(app, ty, id).and_then(|v| {
+    version_response(app, ty, id, crate::interactions::live_version(app, ty, id))
+}
+
+/// The response entry of a read version, or of why there is none.
+fn version_response(
+    app: &App,
+    ty: &str,
+    id: &str,
+    read: Result<vigil_engine::Version, FhirError>,
+) -> Value {
+    let entry = read.and_then(|v| {
         let body = render_map(&v.body, v.version, v.last_updated_us)?;
         let m = VersionMeta {
             resource_type: ty,

@@ -302,6 +302,25 @@ async fn trailing_slashes_request_ids_and_preference_applied() {
         .await;
     assert_eq!(minimal.status, StatusCode::OK);
     assert_eq!(minimal.header("preference-applied"), Some("return=minimal"));
+    // The first return= counts, for the body and for what is said back:
+    // an unknown one gives the representation and claims nothing.
+    let unknown_first = s
+        .call(
+            Method::PUT,
+            "/Patient/slash",
+            &[
+                ("content-type", "application/fhir+json"),
+                ("prefer", "return=bogus, return=minimal"),
+            ],
+            serde_json::to_vec(&p).expect("json"),
+        )
+        .await;
+    assert_eq!(unknown_first.status, StatusCode::OK);
+    assert_eq!(
+        unknown_first.body["resourceType"], "Patient",
+        "the representation"
+    );
+    assert_eq!(unknown_first.header("preference-applied"), None);
     let plain = s.put("/Patient/slash", &p).await;
     assert_eq!(plain.status, StatusCode::OK);
     assert_eq!(

@@ -13,7 +13,8 @@ use super::ctx::{
 };
 use super::limits::REPEAT_ROUNDS_MAX;
 use super::parse::{Literal, Node};
-use super::value::{Item, Temporal, TemporalKind, civil_from_days, is_calendar_unit};
+use super::value::{Item, Temporal, TemporalKind, is_calendar_unit};
+use crate::instant::civil_from_days;
 
 /// Functions known, with how many arguments each takes (min, max).
 pub(super) const FUNCTIONS: &[(&str, usize, usize)] = &[

@@ -4,7 +4,8 @@
 use super::FhirPathError;
 use super::compare::{number, unit_key};
 use super::ctx::{Out, single};
-use super::value::{Item, Temporal, TemporalKind, civil_from_days, days_from_civil};
+use super::value::{Item, Temporal, TemporalKind};
+use crate::instant::{civil_from_days, days_from_civil, days_in_month};
 
 pub(super) fn arithmetic<'a>(op: &str, l: &[Item<'a>], r: &[Item<'a>]) -> Out<'a> {
     let (Some(x), Some(y)) = (single(l)?, single(r)?) else {
@@ -169,15 +170,6 @@ pub(super) fn shift(
         .collect();
     let text = render_temporal(t.kind, &parts, t.tz_minutes, &t.text);
     Ok(Temporal::parse(&text, t.kind == TemporalKind::Time))
-}
-
-pub(super) fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
 }
 
 pub(super) fn render_temporal(

@@ -29,22 +29,6 @@ fn usable(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
-/// The `return=` preference of a request, as sent.
-fn prefer_return(req: &Request) -> Option<&'static str> {
-    req.headers()
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|p| match p.strip_prefix("return=")? {
-            "minimal" => Some("return=minimal"),
-            "representation" => Some("return=representation"),
-            "OperationOutcome" => Some("return=OperationOutcome"),
-            _ => None,
-        })
-}
-
 /// Whether the query asks for `_pretty=true`.
 fn wants_pretty(req: &Request) -> bool {
     req.uri()
@@ -76,7 +60,9 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID, value.clone());
     let applied = match *req.method() {
-        Method::POST | Method::PUT | Method::PATCH => prefer_return(&req),
+        Method::POST | Method::PUT | Method::PATCH => {
+            crate::http::prefer_return_asked(req.headers()).map(crate::http::Return::preference)
+        }
         _ => None,
     };
     let pretty = wants_pretty(&req);

@@ -85,8 +85,14 @@ pub enum Return {
     Outcome,
 }
 
-/// Reads `Prefer: return=…`.
+/// Reads `Prefer: return=…`: what the handlers return.
 pub fn prefer_return(headers: &HeaderMap) -> Return {
+    prefer_return_asked(headers).unwrap_or(Return::Representation)
+}
+
+/// The `return=` preference sent, when it is one this server knows (the
+/// first `return=` counts).
+pub fn prefer_return_asked(headers: &HeaderMap) -> Option<Return> {
     let prefer = headers
         .get_all("prefer")
         .iter()
@@ -94,10 +100,22 @@ pub fn prefer_return(headers: &HeaderMap) -> Return {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .find_map(|p| p.strip_prefix("return="));
-    match prefer {
-        Some("minimal") => Return::Minimal,
-        Some("OperationOutcome") => Return::Outcome,
-        _ => Return::Representation,
+    match prefer? {
+        "minimal" => Some(Return::Minimal),
+        "OperationOutcome" => Some(Return::Outcome),
+        "representation" => Some(Return::Representation),
+        _ => None,
+    }
+}
+
+impl Return {
+    /// The preference as `Preference-Applied` states it.
+    pub fn preference(self) -> &'static str {
+        match self {
+            Return::Representation => "return=representation",
+            Return::Minimal => "return=minimal",
+            Return::Outcome => "return=OperationOutcome",
+        }
     }
 }
 
