@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::http::json_response;
 use crate::http::outcome::FhirError;
-use crate::search::params::{Kind, params_of};
+use crate::search::registry::registry;
 use crate::types::R4_RESOURCE_TYPES;
 
 /// The type-level interactions every resource type supports.
@@ -35,19 +35,13 @@ pub fn statement(base: &str) -> Value {
     let resources: Vec<Value> = R4_RESOURCE_TYPES
         .iter()
         .map(|ty| {
-            let mut params = vec![
-                json!({"name": "_id", "type": "token"}),
-                json!({"name": "_lastUpdated", "type": "date"}),
-            ];
-            params.extend(params_of(ty).into_iter().map(|p| {
-                let kind = match p.kind {
-                    Kind::Token => "token",
-                    Kind::String => "string",
-                    Kind::Reference => "reference",
-                    Kind::Date => "date",
-                };
-                json!({"name": p.name, "type": kind})
-            }));
+            let params: Vec<Value> = registry()
+                .of(ty)
+                .params
+                .iter()
+                .filter(|p| p.is_searchable())
+                .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind.name()}))
+                .collect();
             let interactions: Vec<Value> =
                 INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
             json!({

@@ -17,6 +17,13 @@ pub fn format_instant(us: u64) -> String {
     )
 }
 
+/// Microseconds since the Unix epoch, now (0 if the clock is before it).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// The interval `[start, end)` in microseconds that a FHIR date, dateTime
 /// or instant denotes: `2024` is the whole year, `2024-03-05T10:00Z` one
 /// minute, and so on. A time without a zone is taken as UTC. `None` if the

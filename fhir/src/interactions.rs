@@ -96,7 +96,7 @@ pub(crate) fn conflict_to_412(e: FhirError) -> FhirError {
 /// `to_stored_in`), for `Op::with_keys`.
 pub(crate) fn keys_of(
     ty: &str,
-    stored: &serde_json::Map<String, serde_json::Value>,
+    stored: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Vec<Vec<u8>> {
     let mut keys = Vec::new();
     crate::search::keys_of_map(ty, stored, &mut keys);
@@ -166,7 +166,7 @@ pub async fn create(
         let stored = to_stored_in(&mut map, &id);
         let batch = Batch::one(
             Op::put(ty.clone(), id.clone(), stored.clone())
-                .with_keys(keys_of(&ty, &map))
+                .with_keys(keys_of(&ty, &mut map))
                 .expect(Precondition::Absent),
         );
         match commit(&app, batch).await {
@@ -329,7 +329,7 @@ pub async fn update(
         &app,
         Batch::one(
             Op::put(ty.clone(), id.clone(), stored.clone())
-                .with_keys(keys_of(&ty, &map))
+                .with_keys(keys_of(&ty, &mut map))
                 .expect(expect),
         ),
     )

@@ -38,7 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/promote",
             get(crate::admin::loss_estimate).post(crate::admin::promote),
         )
-        .route("/", post(transaction::bundle))
+        .route("/", get(search::system_get).post(transaction::bundle))
+        .route("/_search", post(search::system_post))
         .route("/$export", get(crate::export::system))
         .route("/{type}/$export", get(crate::export::by_type))
         .route("/{type}/{id}/$export", get(crate::export::by_type))
@@ -56,6 +57,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/{type}/_history", get(history::of_type))
         .route("/{type}/{id}", instance)
         .route("/{type}/{id}/_history", get(history::instance))
+        .route("/{type}/{id}/_search", post(search::compartment_post))
+        .route("/{type}/{id}/{compartment}", get(search::compartment_get))
+        .route(
+            "/{type}/{id}/{compartment}/_search",
+            post(search::compartment_type_post),
+        )
         .route("/{type}/{id}/_history/{vid}", get(interactions::vread))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)

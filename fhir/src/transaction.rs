@@ -514,7 +514,10 @@ fn stored_and_keys(e: &mut Entry) -> (Option<Vec<u8>>, Option<Vec<Vec<u8>>>) {
     match e.resource.take() {
         Some(mut r) => {
             let stored = to_stored_in(&mut r, &e.id);
-            (Some(stored), Some(crate::interactions::keys_of(&e.ty, &r)))
+            (
+                Some(stored),
+                Some(crate::interactions::keys_of(&e.ty, &mut r)),
+            )
         }
         None => (None, None),
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vigil_engine::{Batch, Op, Options, Store};
-use vigil_fhir::search::{SearchKeys, keys_of_map};
+use vigil_fhir::search::{SearchKeys, keys_of_value};
 use vigil_fhir::synth::{Rng, patient};
 use vigil_net::runtime::node::{Node, NodeConfig, Role};
 use vigil_net::runtime::tls::{NodeSpec, make_cluster};
@@ -136,9 +136,7 @@ fn run(mode: &str, max_lag: Option<Duration>, length: Duration) {
                     // value) gives both the stored bytes and the search keys.
                     let value = patient(&mut rng, &id);
                     let mut keys = Vec::new();
-                    if let Some(map) = value.as_object() {
-                        keys_of_map("Patient", map, &mut keys);
-                    }
+                    keys_of_value("Patient", &value, &mut keys);
                     let body = serde_json::to_vec(&value).expect("json");
                     let mut batch = Batch::new();
                     batch.push(Op::put("Patient", &id, body).with_keys(keys));

@@ -126,6 +126,12 @@ impl Expr {
         Ok(Expr { root })
     }
 
+    /// An expression from a tree taken from parsed expressions (a part of
+    /// one, or parts joined): it is bounded and checked as they were.
+    pub(crate) fn from_node(root: Node) -> Expr {
+        Expr { root }
+    }
+
     /// The parsed tree.
     pub fn node(&self) -> &Node {
         &self.root

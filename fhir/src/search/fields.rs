@@ -45,6 +45,17 @@ pub fn parse_fields(body: &[u8], wanted: &[&str]) -> Option<Fields> {
 
 struct Wanted<'w>(&'w [&'w str]);
 
+/// Whether a field is wanted: named, or a choice element of a named one
+/// (`valueQuantity` for `value`: the name, then an upper-case letter).
+pub fn wanted(names: &[&str], field: &str) -> bool {
+    names.iter().any(|w| {
+        field == *w
+            || field
+                .strip_prefix(w)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+    })
+}
+
 impl<'de> DeserializeSeed<'de> for Wanted<'_> {
     type Value = Fields;
 
@@ -76,7 +87,7 @@ impl<'de> Visitor<'de> for Wanted<'_> {
             if name == NUMBER_TOKEN {
                 number = true;
                 map.next_value::<IgnoredAny>()?;
-            } else if self.0.contains(&name.as_ref()) {
+            } else if wanted(self.0, &name) {
                 let v: Value = map.next_value()?;
                 out.insert(name.into_owned(), v);
             } else {
@@ -137,7 +148,7 @@ mod tests {
         match serde_json::from_str::<Value>(body).ok()? {
             Value::Object(m) => Some(Fields::Object(
                 m.into_iter()
-                    .filter(|(k, _)| wanted.contains(&k.as_str()))
+                    .filter(|(k, _)| super::wanted(wanted, k))
                     .collect(),
             )),
             _ => Some(Fields::NotObject),
@@ -146,11 +157,12 @@ mod tests {
 
     #[test]
     fn keeps_exactly_the_wanted_fields_as_a_full_parse_does() {
-        let wanted = ["name", "gender", "birthDate", "a\"b"];
+        let wanted = ["name", "gender", "birthDate", "a\"b", "value"];
         for body in [
             r#"{"resourceType":"Patient","name":[{"family":"Łukasz","given":["A\u0042"]}],"text":{"div":"<div>x</div>"},"gender":"female","birthDate":"1970-01-01","n":1.50}"#,
             // Escaped names, a repeated name (the last wins), nesting.
             r#"{"gen\u0064er":"male","a\"b":{"x":[1,2,{"y":null}]},"gender":"other","deep":{"name":"no"}}"#,
+            r#"{"valueQuantity":{"value":1},"valued":2,"value":3}"#,
             r#"{}"#,
             r#"  {"name" : true }  "#,
         ] {

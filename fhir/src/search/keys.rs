@@ -1,31 +1,52 @@
 //! The search keys: the byte strings this crate hands the engine for
-//! every live resource, and the extractor that makes them. This is a
+//! every live resource, and the extractor that makes them by evaluating
+//! each parameter's FHIRPath expression ([`super::registry`]). This is a
 //! persisted schema: change it only with [`EXTRACTOR_NAME`].
 //!
 //! Keys are byte strings the engine stores for the current live version of
-//! each resource and looks up by range; it does not interpret them:
-//! `t\0Type` (every live resource), `k\0Type\0param\0code\0system`
-//! (tokens), `s\0Type\0param\0lowercased` (strings, matched by prefix),
-//! `r\0Type\0param\0id\0Type` (references), `d\0Type\0param\0<start><end>`
-//! (dates as sortable big-endian microsecond intervals).
+//! each resource and looks up by range; it does not interpret them. Each
+//! is `tag \0 Type \0 param \0 value`:
 //!
-//! A token or reference is one key, its code (id) first: `code` alone is a
-//! prefix scan of `code\0`, `system|code` one exact key, and the rare
-//! `system|` a scan of the parameter's keys. (Version 1 wrote two keys per
-//! value, one per way of asking; a quarter of a Patient's index entries.)
-//! FHIR strings hold no NUL, so `\0` separates unambiguously; a value that
-//! holds one anyway is not indexed.
+//! | tag | kind      | value                                              |
+//! |-----|-----------|----------------------------------------------------|
+//! | `t` | (any)     | none: `t\0Type` marks every live resource          |
+//! | `k` | token     | `code \0 system`                                   |
+//! | `s` | string    | lowercased, accents removed, at most 256 bytes     |
+//! | `r` | reference | `id \0 Type`, or the literal reference `\0`          |
+//! | `d` | date      | `start end`: sortable big-endian microseconds      |
+//! | `n` | number    | the value as a sortable 8-byte float               |
+//! | `q` | quantity  | sortable 8-byte value, `code \0 system`           |
+//! | `u` | uri       | the URI as written                                 |
+//!
+//! A reference's identifier (`Reference.identifier`) is a token key of
+//! the parameter `param:identifier`. A token or reference is one key, its
+//! code (id) first: `code` alone is a prefix scan of `code\0`,
+//! `system|code` one exact key. FHIR strings hold no NUL, so `\0`
+//! separates unambiguously; a text value that holds one anyway is not
+//! indexed, nor one longer than [`VALUE_BYTES_MAX`].
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 use vigil_engine::KeyExtractor;
 
 use super::fields::{Fields, parse_fields};
-use super::params::{Kind, params_of};
+use super::registry::{Kind, Source, registry};
+use crate::fhirpath::Item;
 use crate::instant::parse_interval;
 
 /// The name the engine records for this extractor; change it whenever the
 /// keys change, and stores rebuild their index on open.
-pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v3";
+pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v4";
+
+/// Longest string key value in bytes: longer strings are indexed by their
+/// first 256 bytes, and a search for a longer value is checked on the
+/// resources themselves.
+pub const STRING_KEY_BYTES_MAX: usize = 256;
+
+/// Longest code, system, URI or literal reference indexed, in bytes (the
+/// engine keeps keys up to 1,024 bytes); longer values are not indexed.
+pub const VALUE_BYTES_MAX: usize = 900;
+
 /// The FHIR search-key extractor.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SearchKeys;
@@ -57,51 +78,38 @@ pub(super) fn all_key(ty: &str) -> Vec<u8> {
     k
 }
 
-/// Every value at a dotted path, arrays flattened.
-fn walk<'a>(v: &'a Value, path: &[&str], out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| walk(i, path, out)),
-        _ => match path.split_first() {
-            None => out.push(v),
-            Some((head, rest)) => {
-                if let Some(next) = v.get(head) {
-                    walk(next, rest, out);
-                }
-            }
-        },
-    }
+/// The parameter a reference's identifiers are token keys of.
+pub(super) fn identifier_param(param: &str) -> String {
+    format!("{param}:identifier")
 }
 
-/// `(system, code)` pairs of a token value.
-fn tokens(v: &Value) -> Vec<(String, String)> {
-    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-    match v {
-        Value::String(code) => vec![(String::new(), code.clone())],
-        Value::Object(o) if o.contains_key("coding") => {
-            let mut out = Vec::new();
-            let mut codings = Vec::new();
-            walk(v, &["coding"], &mut codings);
-            for c in codings {
-                out.extend(tokens(c));
-            }
-            out
-        }
-        Value::Object(o) if o.contains_key("code") => vec![(s(o.get("system")), s(o.get("code")))],
-        Value::Object(o) if o.contains_key("value") => {
-            vec![(s(o.get("system")), s(o.get("value")))]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Lowercase, for case-insensitive prefix matching.
+/// Lowercase with accents removed (canonical decomposition, combining
+/// marks dropped), for case- and accent-insensitive matching.
 pub(super) fn normalise(s: &str) -> String {
-    s.to_lowercase()
+    s.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
-/// `Type/id` of a reference (also from an absolute URL), if it has one.
+/// `s` cut to at most `max` bytes at a character boundary.
+pub(super) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `Type/id` of a reference (also from an absolute URL, and without a
+/// `_history/N` suffix or a canonical's `|version`), if it has one.
 pub(super) fn reference_target(r: &str) -> Option<(String, String)> {
-    let mut parts = r.trim_end_matches('/').rsplit('/');
+    let r = r.split('|').next().unwrap_or(r).trim_end_matches('/');
+    let r = match r.rsplit_once("/_history/") {
+        Some((head, _)) => head,
+        None => r,
+    };
+    let mut parts = r.rsplit('/');
     let id = parts.next()?;
     let ty = parts.next()?;
     (crate::types::is_resource_type(ty) && crate::types::is_valid_id(id))
@@ -116,10 +124,143 @@ pub(super) fn unsortable(b: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(b.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
-/// The `[start, end)` interval of a date, dateTime, instant or Period.
-fn date_interval(v: &Value) -> Option<(i64, i64)> {
+/// A float as 8 bytes whose byte order is the numbers' order (`None` for
+/// NaN; -0 is 0).
+pub(super) fn sortable_f64(v: f64) -> Option<[u8; 8]> {
+    if v.is_nan() {
+        return None;
+    }
+    let bits = (if v == 0.0 { 0.0f64 } else { v }).to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    };
+    Some(ordered.to_be_bytes())
+}
+
+/// The inverse of [`sortable_f64`].
+pub(super) fn unsortable_f64(b: &[u8]) -> Option<f64> {
+    let ordered = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let bits = if ordered >> 63 == 1 {
+        ordered & !(1 << 63)
+    } else {
+        !ordered
+    };
+    Some(f64::from_bits(bits))
+}
+
+fn text_of(v: Option<&Value>) -> &str {
+    v.and_then(Value::as_str).unwrap_or("")
+}
+
+fn usable(s: &str) -> bool {
+    !s.is_empty() && s.len() <= VALUE_BYTES_MAX && !s.contains('\0')
+}
+
+/// `(code, system)` pairs of a token value.
+pub(super) fn tokens(item: &Item<'_>, out: &mut Vec<(String, String)>) {
+    match item {
+        Item::Node(v, _) => node_tokens(v, out),
+        Item::Boolean(b) => out.push((b.to_string(), String::new())),
+        Item::String(s) => out.push((s.clone(), String::new())),
+        Item::Integer(i) => out.push((i.to_string(), String::new())),
+        _ => {}
+    }
+}
+
+fn node_tokens(v: &Value, out: &mut Vec<(String, String)>) {
     match v {
-        Value::String(s) => parse_interval(s),
+        Value::String(code) => out.push((code.clone(), String::new())),
+        Value::Bool(b) => out.push((b.to_string(), String::new())),
+        Value::Number(n) => out.push((n.to_string(), String::new())),
+        Value::Array(items) => items.iter().for_each(|i| node_tokens(i, out)),
+        Value::Object(o) => {
+            if let Some(codings) = o.get("coding") {
+                node_tokens(codings, out);
+            } else if let Some(code) = o.get("code").and_then(Value::as_str) {
+                out.push((code.to_owned(), text_of(o.get("system")).to_owned()));
+            } else if let Some(value) = o.get("value").and_then(Value::as_str) {
+                // Identifier and ContactPoint.
+                out.push((value.to_owned(), text_of(o.get("system")).to_owned()));
+            }
+        }
+        Value::Null => {}
+    }
+}
+
+/// The text values of a string parameter's item: a string, or the parts
+/// of a HumanName or Address (or any other element's text).
+pub(super) fn strings(item: &Item<'_>, out: &mut Vec<String>) {
+    match item {
+        Item::Node(v, _) => node_strings(v, out, 0),
+        Item::String(s) => out.push(s.clone()),
+        _ => {}
+    }
+}
+
+fn node_strings(v: &Value, out: &mut Vec<String>, depth: usize) {
+    const SKIPPED: [&str; 6] = ["extension", "id", "use", "period", "system", "url"];
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) if depth < 4 => {
+            items.iter().for_each(|i| node_strings(i, out, depth + 1));
+        }
+        Value::Object(o) if depth < 4 => {
+            for (k, x) in o {
+                if !SKIPPED.contains(&k.as_str()) {
+                    node_strings(x, out, depth + 1);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a reference item points to: `Reference.reference`, or a
+/// canonical or URI as written; and the identifiers of a logical
+/// reference.
+fn references<'a>(item: &Item<'a>, refs: &mut Vec<String>, ids: &mut Vec<(String, String)>) {
+    match item {
+        Item::Node(Value::String(s), _) => refs.push(s.clone()),
+        Item::Node(Value::Object(o), _) => {
+            if let Some(r) = o.get("reference").and_then(Value::as_str) {
+                refs.push(r.to_owned());
+            }
+            if let Some(Value::Object(id)) = o.get("identifier")
+                && let Some(value) = id.get("value").and_then(Value::as_str)
+            {
+                ids.push((value.to_owned(), text_of(id.get("system")).to_owned()));
+            }
+        }
+        Item::String(s) => refs.push(s.clone()),
+        _ => {}
+    }
+}
+
+/// The `[start, end)` intervals of a date, dateTime, instant, Period or
+/// Timing.
+pub(super) fn date_intervals(item: &Item<'_>, out: &mut Vec<(i64, i64)>) {
+    match item {
+        Item::Node(v, _) => node_dates(v, out),
+        Item::String(s) => out.extend(parse_interval(s)),
+        Item::Temporal(t) => out.extend(parse_interval(t.text.trim_start_matches('T'))),
+        _ => {}
+    }
+}
+
+fn node_dates(v: &Value, out: &mut Vec<(i64, i64)>) {
+    match v {
+        Value::String(s) => out.extend(parse_interval(s)),
+        Value::Object(o) if o.contains_key("event") || o.contains_key("repeat") => {
+            // Timing: each event, and the bounds of its repeat.
+            if let Some(events) = o.get("event").and_then(Value::as_array) {
+                events.iter().for_each(|e| node_dates(e, out));
+            }
+            if let Some(bounds) = o.get("repeat").and_then(|r| r.get("boundsPeriod")) {
+                node_dates(bounds, out);
+            }
+        }
         Value::Object(o) => {
             let start = o
                 .get("start")
@@ -131,8 +272,41 @@ fn date_interval(v: &Value) -> Option<(i64, i64)> {
                 .and_then(Value::as_str)
                 .and_then(parse_interval)
                 .map_or(i64::MAX, |i| i.1);
-            (start != i64::MIN || end != i64::MAX).then_some((start, end))
+            if start != i64::MIN || end != i64::MAX {
+                out.push((start, end));
+            }
         }
+        _ => {}
+    }
+}
+
+/// A JSON or System number as a float.
+fn number_of(item: &Item<'_>) -> Option<f64> {
+    match item {
+        Item::Node(Value::Number(n), _) => n.as_f64(),
+        Item::Integer(i) => Some(*i as f64),
+        Item::Decimal(d) => Some(*d),
+        _ => None,
+    }
+}
+
+/// `(value, code, system)` of a Quantity, Age, Duration, Distance, Count,
+/// SimpleQuantity or Money (whose currency is its code).
+fn quantity_of(item: &Item<'_>) -> Option<(f64, String, String)> {
+    match item {
+        Item::Node(Value::Object(o), _) => {
+            let value = o.get("value").and_then(Value::as_number)?.as_f64()?;
+            if let Some(currency) = o.get("currency").and_then(Value::as_str) {
+                return Some((value, currency.to_owned(), "urn:iso:std:iso:4217".into()));
+            }
+            let code = o
+                .get("code")
+                .or_else(|| o.get("unit"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Some((value, code.to_owned(), text_of(o.get("system")).to_owned()))
+        }
+        Item::Quantity(v, unit) => Some((*v, unit.clone(), String::new())),
         _ => None,
     }
 }
@@ -143,13 +317,25 @@ impl KeyExtractor for SearchKeys {
     }
 
     /// Parses only the top-level fields the type's parameters read
-    /// ([`fields_read`]), so the keys are those [`keys_of_map`] gives the
-    /// whole parsed body.
+    /// (`TypeParams::fields`), so the keys are those [`keys_of_value`]
+    /// gives the whole parsed body.
     fn keys(&self, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
-        match parse_fields(body, &fields_read(ty)) {
-            Some(Fields::Object(map)) => keys_of_map(ty, &map, out),
+        let parsed = match &registry().of(ty).fields {
+            Some(fields) => {
+                let mut wanted: Vec<&str> = fields.iter().map(String::as_str).collect();
+                wanted.push("resourceType");
+                parse_fields(body, &wanted)
+            }
+            None => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(map)) => Some(Fields::Object(map)),
+                Ok(_) => Some(Fields::NotObject),
+                Err(_) => None,
+            },
+        };
+        match parsed {
+            Some(Fields::Object(map)) => keys_of_value(ty, &Value::Object(map), out),
             Some(Fields::NotObject) => match serde_json::from_slice::<Value>(body) {
-                Ok(Value::Object(map)) => keys_of_map(ty, &map, out),
+                Ok(v @ Value::Object(_)) => keys_of_value(ty, &v, out),
                 Ok(_) => out.push(all_key(ty)),
                 Err(_) => {}
             },
@@ -158,81 +344,134 @@ impl KeyExtractor for SearchKeys {
     }
 }
 
-/// The top-level fields the search parameters of `ty` read: all that
-/// [`keys_of_map`] looks at.
-fn fields_read(ty: &str) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = params_of(ty)
-        .iter()
-        .flat_map(|p| p.paths.iter())
-        .filter_map(|path| path.split('.').next())
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 /// The keys [`SearchKeys`] gives a body, from the body already parsed (as
 /// the stored JSON: after `resource::to_stored_in`). Writes pass them with
 /// the commit (`Op::with_keys`) so the body is not parsed again.
-pub fn keys_of_map(ty: &str, map: &serde_json::Map<String, Value>, out: &mut Vec<Vec<u8>>) {
+pub fn keys_of_map(ty: &str, map: &mut Map<String, Value>, out: &mut Vec<Vec<u8>>) {
+    let v = Value::Object(std::mem::take(map));
+    keys_of_value(ty, &v, out);
+    if let Value::Object(m) = v {
+        *map = m;
+    }
+}
+
+/// The keys of a resource given as a JSON value: `t\0Type`, then every
+/// own-key parameter's values.
+pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     out.push(all_key(ty));
-    let params = params_of(ty);
-    for param in &params {
-        let mut values = Vec::new();
-        for path in param.paths {
-            if super::params::holder(&params, param, path).is_some() {
-                continue;
+    for p in &registry().of(ty).params {
+        if p.source != Source::Own {
+            continue;
+        }
+        let Some(expr) = &p.expr else { continue };
+        // An expression that fails on this resource (more than one item
+        // where one is required) indexes nothing for the parameter.
+        let Ok(items) = expr.evaluate(resource) else {
+            continue;
+        };
+        let before = out.len();
+        for item in &items {
+            item_keys(ty, &p.code, p.kind, item, out);
+        }
+        // One key per distinct value.
+        if out.len() - before > 1 {
+            out[before..].sort_unstable();
+            let mut tail = out.split_off(before);
+            tail.dedup();
+            out.extend(tail);
+        }
+    }
+}
+
+fn item_keys(ty: &str, param: &str, kind: Kind, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+    match kind {
+        Kind::Token => {
+            let mut pairs = Vec::new();
+            tokens(item, &mut pairs);
+            for (code, system) in pairs {
+                if usable(&code) && (system.is_empty() || usable(&system)) {
+                    out.push(pair_key(b'k', ty, param, &code, &system));
+                }
             }
-            let segs: Vec<&str> = path.split('.').collect();
-            if let Some((head, rest)) = segs.split_first()
-                && let Some(next) = map.get(*head)
+        }
+        Kind::String => {
+            let mut texts = Vec::new();
+            strings(item, &mut texts);
+            for s in texts {
+                let n = normalise(&s);
+                let n = cut(&n, STRING_KEY_BYTES_MAX);
+                if !n.is_empty() && !n.contains('\0') {
+                    out.push(key(b's', ty, param, n.as_bytes()));
+                }
+            }
+        }
+        Kind::Reference => {
+            let (mut refs, mut ids) = (Vec::new(), Vec::new());
+            references(item, &mut refs, &mut ids);
+            for r in refs {
+                match reference_target(&r) {
+                    Some((rty, rid)) => out.push(pair_key(b'r', ty, param, &rid, &rty)),
+                    None if usable(&r) => out.push(pair_key(b'r', ty, param, &r, "")),
+                    None => {}
+                }
+            }
+            for (value, system) in ids {
+                if usable(&value) && (system.is_empty() || usable(&system)) {
+                    out.push(pair_key(
+                        b'k',
+                        ty,
+                        &identifier_param(param),
+                        &value,
+                        &system,
+                    ));
+                }
+            }
+        }
+        Kind::Date => {
+            let mut spans = Vec::new();
+            date_intervals(item, &mut spans);
+            for (start, end) in spans {
+                let mut b = sortable(start).to_vec();
+                b.extend_from_slice(&sortable(end));
+                out.push(key(b'd', ty, param, &b));
+            }
+        }
+        Kind::Number => {
+            if let Some(b) = number_of(item).and_then(sortable_f64) {
+                out.push(key(b'n', ty, param, &b));
+            }
+        }
+        Kind::Quantity => {
+            if let Some((v, code, system)) = quantity_of(item)
+                && let Some(b) = sortable_f64(v)
+                && !code.contains('\0')
+                && code.len() <= VALUE_BYTES_MAX
+                && (system.is_empty() || usable(&system))
             {
-                walk(next, rest, &mut values);
+                let mut value = b.to_vec();
+                value.extend_from_slice(code.as_bytes());
+                value.push(0);
+                value.extend_from_slice(system.as_bytes());
+                out.push(key(b'q', ty, param, &value));
             }
         }
-        for value in values {
-            match param.kind {
-                Kind::Token => {
-                    for (system, code) in tokens(value) {
-                        if code.is_empty() || code.contains('\0') || system.contains('\0') {
-                            continue;
-                        }
-                        out.push(pair_key(b'k', ty, param.name, &code, &system));
-                    }
-                }
-                Kind::String => {
-                    if let Some(s) = value.as_str() {
-                        out.push(key(b's', ty, param.name, normalise(s).as_bytes()));
-                    }
-                }
-                Kind::Reference => {
-                    if let Some((rty, rid)) = value
-                        .get("reference")
-                        .and_then(Value::as_str)
-                        .and_then(reference_target)
-                    {
-                        if param.name == "patient" && rty != "Patient" {
-                            continue;
-                        }
-                        out.push(pair_key(b'r', ty, param.name, &rid, &rty));
-                    }
-                }
-                Kind::Date => {
-                    if let Some((start, end)) = date_interval(value) {
-                        let mut b = sortable(start).to_vec();
-                        b.extend_from_slice(&sortable(end));
-                        out.push(key(b'd', ty, param.name, &b));
-                    }
-                }
+        Kind::Uri => {
+            if let Some(s) = item
+                .node()
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| item.as_str())
+                && usable(&s)
+            {
+                out.push(key(b'u', ty, param, s.as_bytes()));
             }
         }
+        Kind::Composite | Kind::Special => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     fn keys(ty: &str, body: &str) -> Vec<Vec<u8>> {
@@ -241,79 +480,119 @@ mod tests {
         out
     }
 
+    fn has(k: &[Vec<u8>], want: &[u8]) -> bool {
+        k.iter().any(|x| x == want)
+    }
+
     #[test]
-    fn tokens_strings_references_and_dates_become_keys() {
+    fn every_kind_of_value_becomes_keys_from_the_official_expressions() {
         let k = keys(
             "Observation",
-            r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-03-05"}"#,
+            r#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-03-05","valueQuantity":{"value":72.5,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"},"meta":{"tag":[{"system":"urn:t","code":"x"}],"profile":["http://example.org/p"]}}"#,
         );
-        assert!(k.contains(&all_key("Observation")));
-        assert!(k.contains(&key(
-            b'k',
-            "Observation",
-            "code",
-            b"8867-4\0http://loinc.org"
-        )));
-        assert!(k.contains(&key(b'k', "Observation", "status", b"final\0")));
-        // `patient` reads `subject`'s keys: no second row for the reference.
-        assert!(k.contains(&key(b'r', "Observation", "subject", b"p1\0Patient")));
+        assert!(has(&k, &all_key("Observation")));
+        assert!(has(
+            &k,
+            &key(b'k', "Observation", "code", b"8867-4\0http://loinc.org")
+        ));
+        assert!(has(&k, &key(b'k', "Observation", "status", b"final\0")));
+        assert!(has(&k, &key(b'k', "Observation", "_tag", b"x\0urn:t")));
+        assert!(has(
+            &k,
+            &key(b'u', "Observation", "_profile", b"http://example.org/p")
+        ));
+        // `patient` reads `subject`'s keys: no row of its own.
+        assert!(has(
+            &k,
+            &key(b'r', "Observation", "subject", b"p1\0Patient")
+        ));
         assert!(
             !k.iter()
                 .any(|x| x.starts_with(&key(b'r', "Observation", "patient", b"")))
         );
-        // One key per token and per reference; a NUL in a value is not indexed.
-        assert_eq!(k.len(), 5, "{k:?}");
+        let mut q = sortable_f64(72.5).expect("a number").to_vec();
+        q.extend_from_slice(b"kg\0http://unitsofmeasure.org");
+        assert!(has(&k, &key(b'q', "Observation", "value-quantity", &q)));
         assert!(
             k.iter()
                 .any(|x| x.starts_with(&key(b'd', "Observation", "date", b"")))
         );
+
+        // A NUL in a code is not indexed.
         let k = keys(
             "Observation",
             r#"{"resourceType":"Observation","status":"fi\u0000nal"}"#,
         );
         assert_eq!(k, vec![all_key("Observation")]);
+
+        // Strings: every part of a name, lowercased and without accents.
         let k = keys(
             "Patient",
-            r#"{"resourceType":"Patient","name":[{"family":"Lemke","given":["Abram","B"]}]}"#,
+            r#"{"resourceType":"Patient","name":[{"family":"Łopez-Müller","given":["Zoë","B"]}],"birthDate":"1970","deceasedBoolean":false}"#,
         );
-        assert!(k.contains(&key(b's', "Patient", "family", b"lemke")));
-        assert!(k.contains(&key(b's', "Patient", "given", b"b")));
-        // `name` reads `family`'s and `given`'s keys; only its own paths
-        // (text, prefix, suffix) get `name` keys.
-        assert!(
-            !k.iter()
-                .any(|x| x.starts_with(&key(b's', "Patient", "name", b"")))
+        assert!(has(
+            &k,
+            &key(b's', "Patient", "family", "łopez-muller".as_bytes())
+        ));
+        assert!(has(&k, &key(b's', "Patient", "given", b"zoe")));
+        assert!(has(&k, &key(b's', "Patient", "name", b"b")));
+        assert!(has(&k, &key(b'k', "Patient", "deceased", b"false\0")));
+    }
+
+    #[test]
+    fn floats_sort_as_their_bytes() {
+        let xs = [-1e300, -2.5, -0.0, 0.0, 1e-22, 0.5, 3.0, 1e300];
+        for w in xs.windows(2) {
+            let (a, b) = (
+                sortable_f64(w[0]).expect("a"),
+                sortable_f64(w[1]).expect("b"),
+            );
+            assert!(a <= b, "{} {}", w[0], w[1]);
+            assert_eq!(
+                unsortable_f64(&a),
+                Some(if w[0] == 0.0 { 0.0 } else { w[0] })
+            );
+        }
+        assert!(sortable_f64(f64::NAN).is_none());
+    }
+
+    #[test]
+    fn references_are_read_from_urls_versions_and_canonicals() {
+        assert_eq!(
+            reference_target("http://x/fhir/Patient/1/_history/3"),
+            Some(("Patient".into(), "1".into()))
         );
+        assert_eq!(
+            reference_target("http://x/StructureDefinition/sd|4.0.1"),
+            Some(("StructureDefinition".into(), "sd".into()))
+        );
+        assert_eq!(reference_target("#contained"), None);
         let k = keys(
-            "Patient",
-            r#"{"resourceType":"Patient","name":[{"text":"Dr Abram Lemke","prefix":["Dr"]}]}"#,
+            "Encounter",
+            r##"{"resourceType":"Encounter","subject":{"identifier":{"system":"urn:mrn","value":"42"}},"serviceProvider":{"reference":"#org"}}"##,
         );
-        assert!(k.contains(&key(b's', "Patient", "name", b"dr abram lemke")));
-        assert!(k.contains(&key(b's', "Patient", "name", b"dr")));
+        assert!(has(
+            &k,
+            &key(b'k', "Encounter", "subject:identifier", b"42\0urn:mrn")
+        ));
+        assert!(has(
+            &k,
+            &key(b'r', "Encounter", "service-provider", b"#org\0")
+        ));
     }
 
     #[test]
     fn keys_from_the_fields_read_equal_keys_from_the_whole_body() {
         let mut rng = crate::synth::Rng::new(7);
-        let mut types = BTreeSet::new();
         for _ in 0..20 {
             for (ty, _, body) in crate::synth::patient_record(&mut rng, 40) {
-                let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
-                    panic!("generated {ty} is not an object");
-                };
+                let v: Value = serde_json::from_slice(&body).expect("generated JSON");
                 let mut whole = Vec::new();
-                keys_of_map(&ty, &map, &mut whole);
+                keys_of_value(&ty, &v, &mut whole);
                 let mut fast = Vec::new();
                 SearchKeys.keys(&ty, &body, &mut fast);
                 assert_eq!(fast, whole, "{ty}");
-                types.insert(ty);
-            }
-        }
-        // The sample covers every type with search parameters of its own
-        // (beyond `identifier`, which nearly every type has).
-        for ty in crate::types::R4_RESOURCE_TYPES {
-            if params_of(ty).iter().any(|p| p.name != "identifier") {
-                assert!(types.contains(*ty), "{ty} not generated: {types:?}");
+                assert!(whole.len() > 1, "{ty} has keys beyond its type");
             }
         }
         // Bodies that are not objects, or not JSON, as before.

@@ -1,17 +1,21 @@
-//! Search: `GET [type]?…` and `POST [type]/_search`, answered from the
-//! search keys the engine indexes.
+//! Search at every level — type (`GET [type]?…`, `POST [type]/_search`),
+//! system (`GET [base]?…`, `POST [base]/_search`, `_type`) and
+//! compartment (`GET Patient/[id]/[type|*]?…`, and by POST) — answered
+//! from the search keys the engine indexes.
 //!
 //! - [`keys`] — the key schema (persisted: versioned by
 //!   [`keys::EXTRACTOR_NAME`]) and [`keys::SearchKeys`], the extractor.
-//! - [`params`] — the one list of indexed search parameters.
+//! - [`registry`] — the official R4 parameters, as data, per type.
+//! - [`compartment`] — the Patient compartment, as data.
 //! - [`fields`] — the top-level fields a parameter reads, parsed alone.
 //! - `query` — a request read from its parameters and run on the keys.
 //! - this module — the HTTP handlers and the Bundle they answer with.
 
+pub mod compartment;
 pub mod fields;
 pub mod keys;
-pub mod params;
 mod query;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -23,10 +27,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use vigil_engine::Current;
 
-pub use keys::{EXTRACTOR_NAME, SearchKeys, keys_of_map};
+pub use keys::{EXTRACTOR_NAME, SearchKeys, keys_of_map, keys_of_value};
 pub use query::matching_ids;
 pub(crate) use query::pairs_of;
-use query::{Hit, Sort, matching, parse_request};
+use query::{Hit, Request, matching, order, parse_request, sort_hits};
 
 use crate::app::App;
 use crate::http::negotiate::{check_accept, require_content_type};
@@ -35,14 +39,36 @@ use crate::http::{json_response, prefer_strict};
 use crate::resource::render_map;
 use crate::types::check_type;
 
+/// What a search runs over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// One type: `GET [type]?…`.
+    Type(String),
+    /// Every type, or those `_type` names: `GET [base]?…`.
+    System,
+    /// A compartment: `GET [owner]/[id]/[type]?…`, every type in it
+    /// when `ty` is `None` (`*`).
+    Compartment {
+        /// The compartment's type (`Patient`).
+        owner: String,
+        /// The owner's id.
+        id: String,
+        /// One type, or all of the compartment's.
+        ty: Option<String>,
+    },
+}
+
+/// Most resource types one search may name in `_type` (R4 has 145).
+const TYPES_MAX: usize = 200;
+
 /// The position of a hit in the sort order, as a `_page` token.
 fn token(dir: char, h: &Hit) -> String {
-    format!("{dir}~{}~{}", h.ts, h.id)
+    format!("{dir}~{}~{}~{}", h.ts, h.ty, h.id)
 }
 
 fn search(
     app: &App,
-    ty: &str,
+    scope: &Scope,
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Result<Response, FhirError> {
@@ -53,7 +79,7 @@ fn search(
             .find(|(k, _)| k == "_format")
             .map(|(_, v)| v.as_str()),
     )?;
-    let bundle = search_bundle(app, ty, &pairs, prefer_strict(headers))?;
+    let bundle = scoped_bundle(app, scope, &pairs, prefer_strict(headers))?;
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&bundle).unwrap_or_default(),
@@ -68,31 +94,177 @@ pub(crate) fn search_bundle(
     pairs: &[(String, String)],
     strict: bool,
 ) -> Result<Value, FhirError> {
-    check_type(ty)?;
-    let r = parse_request(ty, pairs, strict)?;
-    let hits = matching(app, ty, &r)?;
+    scoped_bundle(app, &Scope::Type(ty.to_owned()), pairs, strict)
+}
+
+/// The types `_type` names (comma-separated, repeatable), checked; `None`
+/// when it is absent.
+fn named_types(pairs: &[(String, String)]) -> Result<Option<Vec<String>>, FhirError> {
+    let mut out: Option<Vec<String>> = None;
+    for (_, v) in pairs.iter().filter(|(k, _)| k == "_type") {
+        for t in v.split(',') {
+            if !crate::types::is_resource_type(t) {
+                return Err(FhirError::invalid(format!(
+                    "_type names {t:?}, which is not an R4 resource type"
+                )));
+            }
+            let list = out.get_or_insert_with(Vec::new);
+            if !list.iter().any(|x| x == t) {
+                list.push(t.to_owned());
+            }
+            if list.len() > TYPES_MAX {
+                return Err(FhirError::invalid(format!(
+                    "_type names more than {TYPES_MAX} types"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The types a scope searches, in name order.
+fn types_of(scope: &Scope, pairs: &[(String, String)]) -> Result<Vec<String>, FhirError> {
+    let named = named_types(pairs)?;
+    let mut types: Vec<String> = match scope {
+        Scope::Type(ty) => {
+            check_type(ty)?;
+            if named.is_some() {
+                return Err(FhirError::invalid(
+                    "_type is for searches of several types: [base]?_type=… or a compartment's *",
+                ));
+            }
+            vec![ty.clone()]
+        }
+        Scope::System => match named {
+            Some(t) => t,
+            None => crate::types::R4_RESOURCE_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+        },
+        Scope::Compartment { owner, id, ty } => {
+            check_type(owner)?;
+            if !crate::types::is_valid_id(id) {
+                return Err(FhirError::invalid(format!("{id:?} is not a valid id")));
+            }
+            let c = compartment::compartment(owner).ok_or_else(|| {
+                FhirError::invalid(format!(
+                    "the {owner} compartment is not supported (the Patient compartment is)"
+                ))
+            })?;
+            match ty {
+                Some(t) => {
+                    check_type(t)?;
+                    if c.params_of(t).is_empty() {
+                        return Err(FhirError::invalid(format!(
+                            "{t} is not in the {owner} compartment"
+                        )));
+                    }
+                    if named.is_some() {
+                        return Err(FhirError::invalid(
+                            "_type is for a compartment's *, not one of its types",
+                        ));
+                    }
+                    vec![t.clone()]
+                }
+                None => c
+                    .types()
+                    .filter(|t| named.as_ref().is_none_or(|n| n.iter().any(|x| x == t)))
+                    .map(str::to_owned)
+                    .collect(),
+            }
+        }
+    };
+    types.sort();
+    Ok(types)
+}
+
+/// The matches of a search over one or several types, in its sort order.
+fn hits_of(
+    app: &App,
+    scope: &Scope,
+    types: &[String],
+    pairs: &[(String, String)],
+    strict: bool,
+) -> Result<(Vec<Hit>, Request), FhirError> {
+    let own: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "_type")
+        .cloned()
+        .collect();
+    let mut hits = Vec::new();
+    let mut first: Option<Request> = None;
+    let mut refused: Option<FhirError> = None;
+    for ty in types {
+        // Over several types, a parameter one type does not have excludes
+        // that type (none of its resources can match); over one type, or
+        // when every type refuses, the refusal stands.
+        let parsed = match types.len() {
+            1 => parse_request(ty, &own, strict),
+            _ => parse_request(ty, &own, true),
+        };
+        let mut r = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                refused.get_or_insert(e);
+                continue;
+            }
+        };
+        if let Scope::Compartment { owner, id, .. } = scope {
+            r.within(ty, owner, id)?;
+        }
+        hits.extend(matching(app, ty, &r)?);
+        first.get_or_insert(r);
+    }
+    let r = match (first, refused) {
+        (Some(r), _) => r,
+        (None, Some(e)) if strict || types.len() == 1 => return Err(e),
+        (None, _) => {
+            // Lenient over several types: run as one type would, warning.
+            let mut any = None;
+            for ty in types {
+                let r = parse_request(ty, &own, false)?;
+                hits.extend(matching(app, ty, &r)?);
+                any.get_or_insert(r);
+            }
+            any.unwrap_or_else(|| parse_request("Resource", &own, false).unwrap_or_default())
+        }
+    };
+    sort_hits(&mut hits, r.sort);
+    Ok((hits, r))
+}
+
+/// Runs a search over `scope`: the searchset Bundle.
+pub(crate) fn scoped_bundle(
+    app: &App,
+    scope: &Scope,
+    pairs: &[(String, String)],
+    strict: bool,
+) -> Result<Value, FhirError> {
+    let types = types_of(scope, pairs)?;
+    let (hits, r) = hits_of(app, scope, &types, pairs, strict)?;
     let total = hits.len();
     // Keyset paging: a page starts after (or ends before) a hit's position,
     // so writes between requests neither repeat nor skip an unchanged match.
     let pos = |tok: &str| -> Result<(char, usize), FhirError> {
         let bad = || FhirError::invalid(format!("_page={tok:?} is not a page of this search"));
-        let mut parts = tok.splitn(3, '~');
+        let mut parts = tok.splitn(4, '~');
         let dir = parts
             .next()
             .and_then(|d| d.chars().next())
             .ok_or_else(bad)?;
         let ts: u64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let ty = parts.next().ok_or_else(bad)?;
         let id = parts.next().ok_or_else(bad)?;
         let probe = Hit {
+            ty: ty.to_owned(),
             id: id.to_owned(),
             ts,
         };
-        let cmp = |h: &Hit| match r.sort {
-            Sort::Id => h.id.as_str().cmp(probe.id.as_str()),
-            Sort::LastUpdatedAsc => (h.ts, &h.id).cmp(&(probe.ts, &probe.id)),
-            Sort::LastUpdatedDesc => (probe.ts, &probe.id).cmp(&(h.ts, &h.id)),
-        };
-        Ok((dir, hits.partition_point(|h| cmp(h).is_le())))
+        Ok((
+            dir,
+            hits.partition_point(|h| order(r.sort, h, &probe).is_le()),
+        ))
     };
     let (start, end) = match r.page.as_deref() {
         None => (0, r.count.min(total)),
@@ -111,7 +283,13 @@ pub(crate) fn search_bundle(
         },
     };
     let page = &hits[start.min(total)..end.min(total)];
-    let path = format!("{}/{ty}", app.base);
+    let path = match scope {
+        Scope::Type(ty) => format!("{}/{ty}", app.base),
+        Scope::System => app.base.clone(),
+        Scope::Compartment { owner, id, ty } => {
+            format!("{}/{owner}/{id}/{}", app.base, ty.as_deref().unwrap_or("*"))
+        }
+    };
     let base_q: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k != "_page")
@@ -144,9 +322,9 @@ pub(crate) fn search_bundle(
     let mut entries = Vec::with_capacity(page.len() + 1);
     for h in page {
         // Bodies only for the page; a match deleted since is skipped.
-        if let Current::Live(v) = app.store()?.get(ty, &h.id)? {
+        if let Current::Live(v) = app.store()?.get(&h.ty, &h.id)? {
             entries.push(json!({
-                "fullUrl": format!("{}/{ty}/{}", app.base, h.id),
+                "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),
                 "resource": Value::Object(render_map(&v.body, v.version, v.last_updated_us)?),
                 "search": {"mode": "match"},
             }));
@@ -172,6 +350,22 @@ pub(crate) fn search_bundle(
     }))
 }
 
+/// The form body of a `POST …/_search`, with any parameters in the URL.
+fn form_pairs(
+    app: &App,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Vec<(String, String)>, FhirError> {
+    require_content_type(headers, "application/x-www-form-urlencoded", "POST _search")?;
+    let body = crate::http::body(bytes, app.config.max_body_bytes)?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| FhirError::invalid("the form body is not UTF-8"))?;
+    let mut pairs = pairs_of(uri.query().unwrap_or(""))?;
+    pairs.extend(pairs_of(text.trim())?);
+    Ok(pairs)
+}
+
 /// `GET [type]?…`.
 pub async fn search_get(
     State(app): State<Arc<App>>,
@@ -180,7 +374,7 @@ pub async fn search_get(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     let pairs = pairs_of(uri.query().unwrap_or(""))?;
-    search(&app, &ty, pairs, &headers)
+    search(&app, &Scope::Type(ty), pairs, &headers)
 }
 
 /// `POST [type]/_search` with form-encoded parameters (and any in the URL).
@@ -191,15 +385,80 @@ pub async fn search_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    require_content_type(
+    let pairs = form_pairs(&app, &uri, &headers, bytes)?;
+    search(&app, &Scope::Type(ty), pairs, &headers)
+}
+
+/// `GET [base]?…`: every type, or those `_type` names.
+pub async fn system_get(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let pairs = pairs_of(uri.query().unwrap_or(""))?;
+    search(&app, &Scope::System, pairs, &headers)
+}
+
+/// `POST [base]/_search`.
+pub async fn system_post(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    let pairs = form_pairs(&app, &uri, &headers, bytes)?;
+    search(&app, &Scope::System, pairs, &headers)
+}
+
+fn compartment_scope(owner: String, id: String, ty: Option<String>) -> Scope {
+    Scope::Compartment {
+        owner,
+        id,
+        ty: ty.filter(|t| t != "*"),
+    }
+}
+
+/// `GET [owner]/[id]/[type]?…` and `GET [owner]/[id]/*?…`.
+pub async fn compartment_get(
+    State(app): State<Arc<App>>,
+    Path((owner, id, ty)): Path<(String, String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    let pairs = pairs_of(uri.query().unwrap_or(""))?;
+    search(
+        &app,
+        &compartment_scope(owner, id, Some(ty)),
+        pairs,
         &headers,
-        "application/x-www-form-urlencoded",
-        "POST _search",
-    )?;
-    let body = crate::http::body(bytes, app.config.max_body_bytes)?;
-    let text =
-        std::str::from_utf8(&body).map_err(|_| FhirError::invalid("the form body is not UTF-8"))?;
-    let mut pairs = pairs_of(uri.query().unwrap_or(""))?;
-    pairs.extend(pairs_of(text.trim())?);
-    search(&app, &ty, pairs, &headers)
+    )
+}
+
+/// `POST [owner]/[id]/[type]/_search`.
+pub async fn compartment_type_post(
+    State(app): State<Arc<App>>,
+    Path((owner, id, ty)): Path<(String, String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    let pairs = form_pairs(&app, &uri, &headers, bytes)?;
+    search(
+        &app,
+        &compartment_scope(owner, id, Some(ty)),
+        pairs,
+        &headers,
+    )
+}
+
+/// `POST [owner]/[id]/_search`: every type of the compartment.
+pub async fn compartment_post(
+    State(app): State<Arc<App>>,
+    Path((owner, id)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, FhirError> {
+    let pairs = form_pairs(&app, &uri, &headers, bytes)?;
+    search(&app, &compartment_scope(owner, id, None), pairs, &headers)
 }

@@ -5,17 +5,26 @@
 use std::collections::BTreeSet;
 
 use axum::http::{StatusCode, Uri};
+use serde_json::Value;
 
-use super::keys::{all_key, key, normalise, pair_key, reference_target, unsortable};
-use super::params::{Kind, Param, find, params_of};
+use super::keys::{
+    STRING_KEY_BYTES_MAX, all_key, cut, identifier_param, key, normalise, pair_key,
+    reference_target, unsortable, unsortable_f64,
+};
+use super::registry::{Kind, SearchParam, Source, TypeParams, registry};
 use crate::app::App;
+use crate::fhirpath::Item;
 use crate::http::outcome::FhirError;
 use crate::instant::parse_interval;
 
 /// Most index entries one search may scan.
 pub const SCAN_ENTRIES_MAX: usize = 2_000_000;
 
-/// A comparison prefix of a date or `_lastUpdated` value.
+/// Most resources one search may read to check a value the keys cannot
+/// settle alone (`:exact`, `:of-type`, strings longer than the key).
+pub const VERIFY_RESOURCES_MAX: usize = 10_000;
+
+/// A comparison prefix of a date, number or quantity value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Prefix {
     Eq,
@@ -24,29 +33,31 @@ pub(super) enum Prefix {
     Ge,
     Lt,
     Le,
+    Sa,
+    Eb,
+    Ap,
 }
 
-fn split_prefix(v: &str) -> Result<(Prefix, &str), FhirError> {
+fn split_prefix(v: &str) -> (Prefix, &str) {
     let (p, rest) = v.split_at_checked(2).unwrap_or(("", v));
-    Ok(match p {
+    match p {
         "eq" => (Prefix::Eq, rest),
         "ne" => (Prefix::Ne, rest),
         "gt" => (Prefix::Gt, rest),
         "ge" => (Prefix::Ge, rest),
         "lt" => (Prefix::Lt, rest),
         "le" => (Prefix::Le, rest),
-        "sa" | "eb" | "ap" => {
-            return Err(FhirError::invalid(format!(
-                "the prefix {p} is not supported (eq ne gt ge lt le are)"
-            )));
-        }
+        "sa" => (Prefix::Sa, rest),
+        "eb" => (Prefix::Eb, rest),
+        "ap" => (Prefix::Ap, rest),
         _ => (Prefix::Eq, v),
-    })
+    }
 }
 
 /// Whether the target interval `t` matches the search interval `s` (R4
-/// semantics for date ranges).
-fn date_matches(prefix: Prefix, t: (i64, i64), s: (i64, i64)) -> bool {
+/// semantics for date ranges). `ap` allows 10% of the distance from `now`
+/// (R4's suggestion), at least the search value's own range.
+fn date_matches(prefix: Prefix, t: (i64, i64), s: (i64, i64), now: i64) -> bool {
     match prefix {
         Prefix::Eq => t.0 >= s.0 && t.1 <= s.1,
         Prefix::Ne => !(t.0 >= s.0 && t.1 <= s.1),
@@ -54,17 +65,108 @@ fn date_matches(prefix: Prefix, t: (i64, i64), s: (i64, i64)) -> bool {
         Prefix::Ge => t.1 > s.0,
         Prefix::Lt => t.0 < s.0,
         Prefix::Le => t.0 < s.1,
+        Prefix::Sa => t.0 >= s.1,
+        Prefix::Eb => t.1 <= s.0,
+        Prefix::Ap => {
+            let mid = s.0 / 2 + s.1 / 2;
+            let tol = (now.saturating_sub(mid).unsigned_abs() / 10).min(i64::MAX as u64) as i64;
+            t.0 < s.1.saturating_add(tol) && t.1 > s.0.saturating_sub(tol)
+        }
     }
 }
 
 fn date_value(v: &str) -> Result<(Prefix, (i64, i64)), FhirError> {
-    let (prefix, text) = split_prefix(v)?;
+    let (prefix, text) = split_prefix(v);
     let interval = parse_interval(text)
         .ok_or_else(|| FhirError::invalid(format!("{text:?} is not a FHIR date")))?;
     Ok((prefix, interval))
 }
 
-/// Ids of `ty` matching one value of one parameter.
+/// A number as searched: its value and half the unit of its last digit
+/// (`100` is `[99.5, 100.5)`, `1.50` is `[1.495, 1.505)`).
+#[derive(Debug, Clone, Copy)]
+struct Number {
+    prefix: Prefix,
+    value: f64,
+    half: f64,
+}
+
+fn number_value(v: &str) -> Result<Number, FhirError> {
+    let (prefix, text) = split_prefix(v);
+    let bad = || FhirError::invalid(format!("{text:?} is not a number"));
+    let value: f64 = text.parse().map_err(|_| bad())?;
+    if !value.is_finite() || text.starts_with(['+', '.']) || text.contains(['i', 'n', 'I', 'N']) {
+        return Err(bad());
+    }
+    let (mantissa, exp) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().map_err(|_| bad())?),
+        None => (text, 0),
+    };
+    let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+    let half = 0.5 * 10f64.powi(exp - decimals);
+    Ok(Number {
+        prefix,
+        value,
+        half,
+    })
+}
+
+/// Whether a target number matches (R4: the search value's precision
+/// makes `eq` a range; the other prefixes compare with the value).
+fn number_matches(n: Number, t: f64) -> bool {
+    let lo = n.value - n.half;
+    let hi = n.value + n.half;
+    match n.prefix {
+        Prefix::Eq => t >= lo && t < hi,
+        Prefix::Ne => !(t >= lo && t < hi),
+        Prefix::Gt | Prefix::Sa => t > n.value,
+        Prefix::Ge => t >= lo,
+        Prefix::Lt | Prefix::Eb => t < n.value,
+        Prefix::Le => t < hi,
+        // 10% of the value, with room for the rounding of binary floats.
+        Prefix::Ap => (t - n.value).abs() <= (n.value.abs() * 0.1).max(n.half) * (1.0 + 1e-9),
+    }
+}
+
+/// A search modifier (`name:modifier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Modifier {
+    Missing,
+    Exact,
+    Contains,
+    Not,
+    OfType,
+    Identifier,
+    Below,
+    Above,
+    /// A reference's target type: `subject:Patient`.
+    Type(String),
+}
+
+fn modifier_of(kind: Kind, m: &str) -> Option<Modifier> {
+    Some(match (kind, m) {
+        (_, "missing") => Modifier::Missing,
+        (Kind::String, "exact") => Modifier::Exact,
+        (Kind::String, "contains") => Modifier::Contains,
+        (Kind::Token, "not") => Modifier::Not,
+        (Kind::Token, "of-type") => Modifier::OfType,
+        (Kind::Reference, "identifier") => Modifier::Identifier,
+        (Kind::Uri, "below") => Modifier::Below,
+        (Kind::Uri, "above") => Modifier::Above,
+        (Kind::Reference, t) if crate::types::is_resource_type(t) => Modifier::Type(t.to_owned()),
+        _ => return None,
+    })
+}
+
+/// One parameter of a request: the definition, its modifier, and the
+/// values any of which may match (`a,b`).
+#[derive(Debug)]
+pub(super) struct Criterion {
+    pub(super) param: &'static SearchParam,
+    pub(super) modifier: Option<Modifier>,
+    pub(super) values: Vec<String>,
+}
+
 /// The `lo..hi` bounds of exactly the key `k`.
 fn exact(k: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     let mut hi = k.clone();
@@ -73,94 +175,345 @@ fn exact(k: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The `lo..hi` bounds of every key that starts with `p`. What follows a
-/// prefix here is UTF-8 text or a sortable date, neither of which starts
-/// with a 0xff byte.
+/// prefix here is UTF-8 text or a sortable number, which a 0xff byte
+/// bounds (8-byte numbers are bounded by their own range instead).
 fn prefixed(p: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     let mut hi = p.clone();
     hi.push(0xff);
     (p, hi)
 }
 
-/// The ids of `ty` whose `param` matches `value`: from the parameter's
-/// own keys and from those of the parameters that hold some of its paths
-/// (`params::holder`).
-fn ids_for_value(
+/// Every key of one parameter: `tag\0Type\0code\0`, up to the next code.
+fn all_of(tag: u8, ty: &str, code: &str) -> (Vec<u8>, Vec<u8>) {
+    let lo = key(tag, ty, code, b"");
+    let mut hi = lo.clone();
+    // The byte after the separator: every value, whatever its first byte.
+    if let Some(last) = hi.last_mut() {
+        *last = 1;
+    }
+    (lo, hi)
+}
+
+/// Where a parameter's keys are: its own code, or the one it aliases, and
+/// the reference target type they are restricted to.
+fn keys_home(p: &'static SearchParam) -> (&'static str, Option<&'static str>) {
+    match &p.source {
+        Source::Alias { of, target } => (of.as_str(), target.as_deref()),
+        _ => (p.code.as_str(), None),
+    }
+}
+
+/// The ids of `ty` whose parameter matches one of the criterion's values.
+fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirError> {
+    let p = c.param;
+    if c.modifier == Some(Modifier::Missing) {
+        let present = present_ids(app, ty, p)?;
+        return match c.values.first().map(String::as_str) {
+            Some("true") => Ok(all_ids(app, ty)?.difference(&present).cloned().collect()),
+            Some("false") => Ok(present),
+            _ => Err(FhirError::invalid(format!(
+                "{}:missing takes true or false",
+                p.code
+            ))),
+        };
+    }
+    if c.modifier == Some(Modifier::Not) {
+        let mut hit = BTreeSet::new();
+        for v in &c.values {
+            hit.extend(ids_for_value(app, ty, p, None, v)?);
+        }
+        return Ok(all_ids(app, ty)?.difference(&hit).cloned().collect());
+    }
+    let mut any = BTreeSet::new();
+    for v in &c.values {
+        any.extend(ids_for_value(app, ty, p, c.modifier.as_ref(), v)?);
+    }
+    Ok(any)
+}
+
+/// Every live id of `ty`.
+fn all_ids(app: &App, ty: &str) -> Result<BTreeSet<String>, FhirError> {
+    let (lo, hi) = exact(all_key(ty));
+    scan(app, ty, &lo, &hi, |_| true)
+}
+
+/// The ids with at least one value of `p`.
+fn present_ids(
     app: &App,
     ty: &str,
-    param: &Param,
-    value: &str,
+    p: &'static SearchParam,
 ) -> Result<BTreeSet<String>, FhirError> {
-    let params = params_of(ty);
-    let holders: Vec<Option<Param>> = param
-        .paths
-        .iter()
-        .map(|path| super::params::holder(&params, param, path))
-        .collect();
-    // A parameter whose every path another one holds has no keys of its
-    // own (`patient`: `subject`'s); otherwise scan its own first.
-    let mut ids = match holders.iter().all(Option::is_some) {
-        true => BTreeSet::new(),
-        false => ids_in_keys_of(app, ty, param, value)?,
-    };
-    let mut held_by: Vec<Param> = holders.into_iter().flatten().collect();
-    held_by.dedup_by_key(|h| h.name);
-    for h in held_by {
-        let value = match param.name {
-            // `patient` is `subject` restricted to Patient targets.
-            "patient" => match reference_target(value) {
-                Some((rty, _)) if rty != "Patient" => continue,
-                Some((_, rid)) => format!("Patient/{rid}"),
-                None => format!("Patient/{value}"),
-            },
-            _ => value.to_owned(),
-        };
-        ids.extend(ids_in_keys_of(app, ty, &h, &value)?);
+    let tag = p.kind.tag().ok_or_else(|| not_indexed(ty, p))?;
+    let (code, target) = keys_home(p);
+    let (lo, hi) = all_of(tag, ty, code);
+    let mut ids = scan(app, ty, &lo, &hi, |k| {
+        target.is_none_or(|t| k.ends_with(&[b"\0", t.as_bytes()].concat()))
+    })?;
+    // A logical reference (by identifier only) is a value too.
+    if p.kind == Kind::Reference && target.is_none() {
+        let (lo, hi) = all_of(b'k', ty, &identifier_param(code));
+        ids.extend(scan(app, ty, &lo, &hi, |_| true)?);
     }
     Ok(ids)
 }
 
-fn ids_in_keys_of(
+fn not_indexed(ty: &str, p: &SearchParam) -> FhirError {
+    FhirError::invalid(format!(
+        "the search parameter {} of {ty} ({} type) is not supported yet",
+        p.code,
+        p.kind.name()
+    ))
+}
+
+/// The ids of `ty` whose `p` matches `value` under `modifier`.
+fn ids_for_value(
     app: &App,
     ty: &str,
-    param: &Param,
+    p: &'static SearchParam,
+    modifier: Option<&Modifier>,
     value: &str,
 ) -> Result<BTreeSet<String>, FhirError> {
-    let (lo, hi) = match param.kind {
-        Kind::Token => match value.split_once('|') {
-            Some((system, "")) => {
-                // Any code of one system: the parameter's keys, filtered.
-                let (lo, hi) = prefixed(key(b'k', ty, param.name, b""));
-                let want = [b"\0", system.as_bytes()].concat();
-                let skip = lo.len();
-                return scan(app, ty, &lo, &hi, |k| {
-                    k[skip..]
-                        .iter()
-                        .position(|b| *b == 0)
-                        .is_some_and(|at| k[skip + at..] == want[..])
-                });
+    let (code, target) = keys_home(p);
+    match p.kind {
+        Kind::Token => match modifier {
+            Some(Modifier::OfType) => {
+                let mut parts = value.splitn(3, '|');
+                let (Some(system), Some(ty_code), Some(v)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(FhirError::invalid(format!(
+                        "{}:of-type takes system|code|value, not {value:?}",
+                        p.code
+                    )));
+                };
+                let candidates = token_ids(app, ty, code, v)?;
+                verify(app, ty, p, candidates, |item| {
+                    let Some(Value::Object(o)) = item.node() else {
+                        return false;
+                    };
+                    o.get("value").and_then(Value::as_str) == Some(v)
+                        && o.get("type")
+                            .and_then(|t| t.get("coding"))
+                            .and_then(Value::as_array)
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| {
+                                    c.get("code").and_then(Value::as_str) == Some(ty_code)
+                                        && (system.is_empty()
+                                            || c.get("system").and_then(Value::as_str)
+                                                == Some(system))
+                                })
+                            })
+                })
             }
-            Some((system, code)) => exact(pair_key(b'k', ty, param.name, code, system)),
-            None => prefixed(pair_key(b'k', ty, param.name, value, "")),
+            _ => token_ids(app, ty, code, value),
         },
-        Kind::String => prefixed(key(b's', ty, param.name, normalise(value).as_bytes())),
-        Kind::Reference => match reference_target(value) {
-            Some((rty, rid)) => exact(pair_key(b'r', ty, param.name, &rid, &rty)),
-            None => prefixed(pair_key(b'r', ty, param.name, value, "")),
-        },
+        Kind::String => {
+            let norm = normalise(value);
+            let head = cut(&norm, STRING_KEY_BYTES_MAX);
+            let long = norm.len() > head.len();
+            match modifier {
+                Some(Modifier::Contains) => {
+                    let (lo, hi) = all_of(b's', ty, code);
+                    let skip = lo.len();
+                    let ids = scan(app, ty, &lo, &hi, |k| {
+                        std::str::from_utf8(&k[skip..]).is_ok_and(|s| long || s.contains(head))
+                    })?;
+                    match long {
+                        false => Ok(ids),
+                        true => verify_strings(app, ty, p, ids, |s| normalise(s).contains(&norm)),
+                    }
+                }
+                Some(Modifier::Exact) => {
+                    let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
+                    let ids = scan(app, ty, &lo, &hi, |_| true)?;
+                    verify_strings(app, ty, p, ids, |s| s == value)
+                }
+                _ => {
+                    let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
+                    let ids = scan(app, ty, &lo, &hi, |_| true)?;
+                    match long {
+                        false => Ok(ids),
+                        true => {
+                            verify_strings(app, ty, p, ids, |s| normalise(s).starts_with(&norm))
+                        }
+                    }
+                }
+            }
+        }
+        Kind::Reference => {
+            if modifier == Some(&Modifier::Identifier) {
+                return token_ids(app, ty, &identifier_param(code), value);
+            }
+            let value = match modifier {
+                Some(Modifier::Type(t)) if !value.contains('/') => format!("{t}/{value}"),
+                _ => value.to_owned(),
+            };
+            let want_type = match (modifier, target) {
+                (Some(Modifier::Type(t)), _) => Some(t.as_str()),
+                (_, t) => t,
+            };
+            match reference_target(&value) {
+                Some((rty, rid)) => {
+                    if want_type.is_some_and(|t| t != rty) {
+                        return Ok(BTreeSet::new());
+                    }
+                    let (lo, hi) = exact(pair_key(b'r', ty, code, &rid, &rty));
+                    scan(app, ty, &lo, &hi, |_| true)
+                }
+                None => match want_type {
+                    Some(t) => {
+                        let (lo, hi) = exact(pair_key(b'r', ty, code, &value, t));
+                        scan(app, ty, &lo, &hi, |_| true)
+                    }
+                    // A bare id (any type) or a literal reference.
+                    None => {
+                        let (lo, hi) = prefixed(pair_key(b'r', ty, code, &value, ""));
+                        scan(app, ty, &lo, &hi, |_| true)
+                    }
+                },
+            }
+        }
         Kind::Date => {
             let (prefix, s) = date_value(value)?;
-            let (base, hi) = prefixed(key(b'd', ty, param.name, b""));
-            let skip = base.len();
-            return scan(app, ty, &base, &hi, |k| {
+            let now = crate::instant::now_us();
+            let (lo, hi) = all_of(b'd', ty, code);
+            let skip = lo.len();
+            scan(app, ty, &lo, &hi, |k| {
                 let t = (
                     unsortable(&k[skip..]).unwrap_or(i64::MIN),
                     unsortable(&k[skip + 8..]).unwrap_or(i64::MAX),
                 );
-                date_matches(prefix, t, s)
+                date_matches(prefix, t, s, now)
+            })
+        }
+        Kind::Number => {
+            let n = number_value(value)?;
+            let (lo, hi) = all_of(b'n', ty, code);
+            let skip = lo.len();
+            scan(app, ty, &lo, &hi, |k| {
+                unsortable_f64(&k[skip..]).is_some_and(|t| number_matches(n, t))
+            })
+        }
+        Kind::Quantity => {
+            let mut parts = value.splitn(3, '|');
+            let n = number_value(parts.next().unwrap_or(""))?;
+            let system = parts.next().unwrap_or("");
+            let unit = parts.next().unwrap_or("");
+            let (lo, hi) = all_of(b'q', ty, code);
+            let skip = lo.len();
+            scan(app, ty, &lo, &hi, |k| {
+                let Some(t) = unsortable_f64(&k[skip..]) else {
+                    return false;
+                };
+                let rest = k.get(skip + 8..).unwrap_or(b"");
+                let mut it = rest.splitn(2, |b| *b == 0);
+                let (kcode, ksystem) = (it.next().unwrap_or(b""), it.next().unwrap_or(b""));
+                number_matches(n, t)
+                    && (unit.is_empty() || kcode == unit.as_bytes())
+                    && (system.is_empty() || ksystem == system.as_bytes())
+            })
+        }
+        Kind::Uri => match modifier {
+            Some(Modifier::Below) => {
+                let (lo, hi) = prefixed(key(b'u', ty, code, value.as_bytes()));
+                scan(app, ty, &lo, &hi, |_| true)
+            }
+            Some(Modifier::Above) => {
+                // Every URI the value starts with, at a path boundary.
+                let mut ids = BTreeSet::new();
+                let cuts = value
+                    .char_indices()
+                    .filter(|(_, c)| *c == '/')
+                    .map(|(i, _)| i)
+                    .chain([value.len()]);
+                for end in cuts {
+                    let (lo, hi) = exact(key(b'u', ty, code, &value.as_bytes()[..end]));
+                    ids.extend(scan(app, ty, &lo, &hi, |_| true)?);
+                }
+                Ok(ids)
+            }
+            _ => {
+                let (lo, hi) = exact(key(b'u', ty, code, value.as_bytes()));
+                scan(app, ty, &lo, &hi, |_| true)
+            }
+        },
+        Kind::Composite | Kind::Special => Err(not_indexed(ty, p)),
+    }
+}
+
+/// Ids whose token keys of `code` match `value`: `code`, `system|code`,
+/// `|code` (no system) or `system|` (any code of the system).
+fn token_ids(app: &App, ty: &str, code: &str, value: &str) -> Result<BTreeSet<String>, FhirError> {
+    let (lo, hi) = match value.split_once('|') {
+        Some((system, "")) => {
+            let (lo, hi) = all_of(b'k', ty, code);
+            let want = [b"\0", system.as_bytes()].concat();
+            let skip = lo.len();
+            return scan(app, ty, &lo, &hi, |k| {
+                k[skip..]
+                    .iter()
+                    .position(|b| *b == 0)
+                    .is_some_and(|at| k[skip + at..] == want[..])
             });
         }
+        Some((system, c)) => exact(pair_key(b'k', ty, code, c, system)),
+        None => prefixed(pair_key(b'k', ty, code, value, "")),
     };
     scan(app, ty, &lo, &hi, |_| true)
+}
+
+/// The candidates whose current version has an item of `p` for which
+/// `keep` holds (read from the resources: bounded by
+/// [`VERIFY_RESOURCES_MAX`]).
+fn verify(
+    app: &App,
+    ty: &str,
+    p: &SearchParam,
+    candidates: BTreeSet<String>,
+    keep: impl Fn(&Item<'_>) -> bool,
+) -> Result<BTreeSet<String>, FhirError> {
+    if candidates.len() > VERIFY_RESOURCES_MAX {
+        return Err(FhirError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-costly",
+            format!(
+                "{} would need {} resources read (at most {VERIFY_RESOURCES_MAX}); narrow the search",
+                p.code,
+                candidates.len()
+            ),
+        ));
+    }
+    let Some(expr) = &p.expr else {
+        return Ok(BTreeSet::new());
+    };
+    let store = app.store()?;
+    let mut out = BTreeSet::new();
+    for id in candidates {
+        if let vigil_engine::Current::Live(v) = store.get(ty, &id)?
+            && let Ok(body) = serde_json::from_slice::<Value>(&v.body)
+            && expr
+                .evaluate(&body)
+                .is_ok_and(|items| items.iter().any(&keep))
+        {
+            out.insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// [`verify`] on the text values of a string parameter.
+fn verify_strings(
+    app: &App,
+    ty: &str,
+    p: &SearchParam,
+    candidates: BTreeSet<String>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<BTreeSet<String>, FhirError> {
+    verify(app, ty, p, candidates, |item| {
+        let mut texts = Vec::new();
+        super::keys::strings(item, &mut texts);
+        texts.iter().any(|s| keep(s))
+    })
 }
 
 fn scan(
@@ -190,7 +543,9 @@ fn scan(
 /// A parsed search request.
 #[derive(Debug, Default)]
 pub(super) struct Request {
-    pub(super) criteria: Vec<(Param, Vec<String>)>,
+    pub(super) criteria: Vec<Criterion>,
+    /// A compartment's links: a match must satisfy one of them.
+    pub(super) within: Option<Vec<Criterion>>,
     pub(super) ids: Option<BTreeSet<String>>,
     pub(super) last_updated: Vec<(Prefix, (i64, i64))>,
     pub(super) count: usize,
@@ -253,43 +608,128 @@ pub(super) fn parse_request(
                 });
             }
             "_lastUpdated" => r.last_updated.push(date_value(value)?),
-            _ => match find(ty, name) {
-                Some(param) => r
-                    .criteria
-                    .push((param, value.split(',').map(str::to_owned).collect())),
-                None if strict => {
-                    return Err(FhirError::invalid(format!(
-                        "unknown search parameter {name:?} for {ty}"
-                    )));
-                }
-                None => r.warnings.push(format!(
-                    "the search parameter {name:?} is not supported for {ty} and was ignored"
-                )),
+            _ => match criterion(registry().of(ty), ty, name, value) {
+                Ok(c) => r.criteria.push(c),
+                Err(why) if strict => return Err(FhirError::invalid(why)),
+                Err(why) => r.warnings.push(format!("{why}; it was ignored")),
             },
         }
     }
     Ok(r)
 }
 
-/// One match: its id and, when the sort or a filter needs it, its time.
+/// Reads `name=value` as a criterion on `ty`'s parameters; the error
+/// says why it cannot be one (unknown parameter or modifier, a parameter
+/// not indexed, a chain).
+fn criterion(
+    tp: &'static TypeParams,
+    ty: &str,
+    name: &str,
+    value: &str,
+) -> Result<Criterion, String> {
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    if code.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
+        return Err(format!("chained parameters ({name}) are not supported yet"));
+    }
+    let param = tp
+        .find(code)
+        .ok_or_else(|| format!("unknown search parameter {code:?} for {ty}"))?;
+    if !param.is_searchable() {
+        return Err(format!(
+            "the search parameter {code} of {ty} ({} type) is not supported yet",
+            param.kind.name()
+        ));
+    }
+    let modifier = match modifier {
+        None => None,
+        Some(m) => Some(modifier_of(param.kind, m).ok_or_else(|| {
+            format!(
+                "the modifier :{m} is not supported on {code} ({} type)",
+                param.kind.name()
+            )
+        })?),
+    };
+    let values: Vec<String> = value.split(',').map(str::to_owned).collect();
+    if values.iter().any(String::is_empty) {
+        return Err(format!("{name} has an empty value"));
+    }
+    Ok(Criterion {
+        param,
+        modifier,
+        values,
+    })
+}
+
+impl Request {
+    /// Restricts the request to `[owner]/[id]`'s compartment: a resource
+    /// of `ty` matches only if one of the compartment's parameters for
+    /// `ty` refers to the owner.
+    pub(super) fn within(&mut self, ty: &str, owner: &str, id: &str) -> Result<(), FhirError> {
+        let c = super::compartment::compartment(owner).ok_or_else(|| {
+            FhirError::invalid(format!("the {owner} compartment is not supported"))
+        })?;
+        let tp = registry().of(ty);
+        let links = c
+            .params_of(ty)
+            .iter()
+            .filter_map(|code| tp.find(code))
+            .filter(|p| p.is_searchable())
+            .map(|param| Criterion {
+                param,
+                modifier: None,
+                values: vec![format!("{owner}/{id}")],
+            })
+            .collect();
+        self.within = Some(links);
+        Ok(())
+    }
+}
+
+/// One match: its type, id and, when the sort or a filter needs it, its
+/// time.
 pub(super) struct Hit {
+    pub(super) ty: String,
     pub(super) id: String,
     pub(super) ts: u64,
 }
 
+/// How two hits compare in a sort order (ties broken by type, then id).
+pub(super) fn order(sort: Sort, a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    match sort {
+        Sort::Id => (&a.ty, &a.id).cmp(&(&b.ty, &b.id)),
+        Sort::LastUpdatedAsc => (a.ts, &a.ty, &a.id).cmp(&(b.ts, &b.ty, &b.id)),
+        Sort::LastUpdatedDesc => (b.ts, &b.ty, &b.id).cmp(&(a.ts, &a.ty, &a.id)),
+    }
+}
+
+/// Puts hits in the sort order.
+pub(super) fn sort_hits(hits: &mut [Hit], sort: Sort) {
+    hits.sort_by(|a, b| order(sort, a, b));
+}
+
 pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
     let mut set: Option<BTreeSet<String>> = r.ids.clone();
-    for (param, values) in &r.criteria {
+    if let Some(links) = &r.within {
         let mut any = BTreeSet::new();
-        for v in values {
-            any.extend(ids_for_value(app, ty, param, v)?);
+        for c in links {
+            any.extend(ids_for(app, ty, c)?);
         }
         set = Some(match set {
             Some(s) => s.intersection(&any).cloned().collect(),
             None => any,
         });
     }
-    let keyed = set.is_none() || !r.criteria.is_empty();
+    for c in &r.criteria {
+        let any = ids_for(app, ty, c)?;
+        set = Some(match set {
+            Some(s) => s.intersection(&any).cloned().collect(),
+            None => any,
+        });
+    }
+    let keyed = set.is_none() || !r.criteria.is_empty() || r.within.is_some();
     let ids = match set {
         Some(s) => s,
         None => {
@@ -301,25 +741,35 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
     // alone must still be checked. Times are read (without bodies) only
     // when a filter or the sort needs them.
     let need_ts = !r.last_updated.is_empty() || r.sort != Sort::Id;
+    let now = crate::instant::now_us();
     let mut hits = Vec::with_capacity(ids.len());
     for id in ids {
         if !need_ts && keyed {
-            hits.push(Hit { id, ts: 0 });
+            hits.push(Hit {
+                ty: ty.to_owned(),
+                id,
+                ts: 0,
+            });
             continue;
         }
         if let Some((_, ts, op)) = app.store()?.head(ty, &id)?
             && op != vigil_engine::OpKind::Delete
         {
             let t = (ts as i64, ts as i64 + 1);
-            if r.last_updated.iter().all(|(p, s)| date_matches(*p, t, *s)) {
-                hits.push(Hit { id, ts });
+            if r.last_updated
+                .iter()
+                .all(|(p, s)| date_matches(*p, t, *s, now))
+            {
+                hits.push(Hit {
+                    ty: ty.to_owned(),
+                    id,
+                    ts,
+                });
             }
         }
     }
-    match r.sort {
-        Sort::Id => {}
-        Sort::LastUpdatedAsc => hits.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id))),
-        Sort::LastUpdatedDesc => hits.sort_by(|a, b| (b.ts, &b.id).cmp(&(a.ts, &a.id))),
+    if r.sort != Sort::Id {
+        sort_hits(&mut hits, r.sort);
     }
     Ok(hits)
 }
@@ -346,24 +796,61 @@ mod tests {
     use super::*;
     use crate::instant::parse_interval;
 
+    fn d(s: &str) -> (i64, i64) {
+        parse_interval(s).expect("a date")
+    }
+
     #[test]
     fn date_prefixes_follow_r4_range_semantics() {
-        let day = parse_interval("2024-03-05").expect("date");
-        let hour = parse_interval("2024-03-05T10:00:00Z").expect("time");
-        assert!(date_matches(Prefix::Eq, hour, day));
-        assert!(!date_matches(Prefix::Eq, day, hour));
-        assert!(date_matches(
-            Prefix::Gt,
-            parse_interval("2024-03-06").expect("d"),
-            day
-        ));
-        assert!(date_matches(
-            Prefix::Lt,
-            parse_interval("2024-03-04").expect("d"),
-            day
-        ));
-        assert!(date_matches(Prefix::Ge, day, day) && date_matches(Prefix::Le, day, day));
-        assert!(!date_matches(Prefix::Ne, hour, day));
-        assert!(split_prefix("sa2024").is_err());
+        let now = d("2026-01-01").0;
+        let m = |p, t, s| date_matches(p, t, s, now);
+        let day = d("2024-03-05");
+        let hour = d("2024-03-05T10:00:00Z");
+        assert!(m(Prefix::Eq, hour, day));
+        assert!(!m(Prefix::Eq, day, hour));
+        assert!(m(Prefix::Gt, d("2024-03-06"), day));
+        assert!(m(Prefix::Lt, d("2024-03-04"), day));
+        assert!(m(Prefix::Ge, day, day) && m(Prefix::Le, day, day));
+        assert!(!m(Prefix::Ne, hour, day));
+        // Starts after the search range ends; ends before it starts.
+        assert!(m(Prefix::Sa, d("2024-03-06"), day) && !m(Prefix::Sa, hour, day));
+        assert!(m(Prefix::Eb, d("2024-03-04"), day) && !m(Prefix::Eb, hour, day));
+        // Approximately: within 10% of the distance to now (about 65 days).
+        assert!(m(Prefix::Ap, d("2024-04-20"), day));
+        assert!(!m(Prefix::Ap, d("2024-09-01"), day));
+        assert_eq!(split_prefix("sa2024"), (Prefix::Sa, "2024"));
+        assert_eq!(split_prefix("2024"), (Prefix::Eq, "2024"));
+    }
+
+    #[test]
+    fn numbers_match_within_the_precision_they_are_written_with() {
+        let n = |s: &str| number_value(s).expect("a number");
+        assert!(number_matches(n("100"), 99.5) && number_matches(n("100"), 100.4));
+        assert!(!number_matches(n("100"), 100.5) && !number_matches(n("100.0"), 100.2));
+        assert!(number_matches(n("1e2"), 140.0) && !number_matches(n("1e2"), 160.0));
+        assert!(number_matches(n("gt100"), 100.1) && !number_matches(n("gt100"), 100.0));
+        assert!(number_matches(n("le100"), 100.4) && !number_matches(n("lt100"), 100.0));
+        assert!(number_matches(n("ap100"), 109.0) && !number_matches(n("ap100"), 111.0));
+        assert!(number_matches(n("ne100"), 101.0) && !number_matches(n("ne100"), 100.0));
+        for bad in ["", "abc", "1e", "NaN", "inf", "1.2.3", "+1", "eq"] {
+            assert!(number_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_modifiers_are_checked_against_the_definitions() {
+        let r = registry();
+        let c = |ty: &str, name: &str, v: &str| criterion(r.of(ty), ty, name, v);
+        assert!(c("Patient", "name:exact", "Ada").is_ok());
+        assert!(c("Observation", "subject:Patient", "1").is_ok());
+        assert!(c("Observation", "code:not", "x").is_ok());
+        assert!(c("Observation", "code:missing", "true").is_ok());
+        let err = |ty, name, v| c(ty, name, v).expect_err("refused");
+        assert!(err("Patient", "name:below", "x").contains(":below"));
+        assert!(err("Patient", "nope", "x").contains("unknown"));
+        assert!(err("Observation", "subject.name", "x").contains("chained"));
+        assert!(err("Observation", "subject:Nope", "x").contains(":Nope"));
+        assert!(err("Patient", "name", "a,,b").contains("empty"));
+        assert!(err("Observation", "code-value-quantity", "x").contains("composite"));
     }
 }

@@ -1,0 +1,507 @@
+//! The search parameters, as data: the official R4 SearchParameter
+//! definitions (`fhir/data/search-parameters-r4.json`, built into the
+//! binary), each with its FHIRPath `expression` cut down to the branches
+//! that apply to one resource type and parsed once per process.
+//!
+//! What this module decides, per resource type:
+//! - which parameters exist and of which [`Kind`] (what the
+//!   CapabilityStatement lists and what a request may name);
+//! - which of them write keys, and which read another parameter's keys
+//!   instead ([`Source::Alias`]): `Observation.patient` is
+//!   `Observation.subject.where(resolve() is Patient)`, so it reads
+//!   `subject`'s keys restricted to Patient targets rather than repeating
+//!   each of them;
+//! - which top-level fields of a body the keys can come from, so a
+//!   replica parses only those ([`TypeParams::fields`]).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::fhirpath::{Expr, Node};
+use crate::types::R4_RESOURCE_TYPES;
+
+/// The definitions built into the binary.
+const DEFINITIONS: &str = include_str!("../../data/search-parameters-r4.json");
+
+/// How a parameter's values are matched (R4 search, "search parameter
+/// types").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Decimal numbers, with prefixes and the value's implicit precision.
+    Number,
+    /// Dates, dateTimes, instants, Periods and Timings, with prefixes.
+    Date,
+    /// Text: starts-with, case- and accent-insensitive.
+    String,
+    /// Codes, Codings, CodeableConcepts, Identifiers, ContactPoints,
+    /// booleans: `system|code`.
+    Token,
+    /// References to other resources (and canonical URLs).
+    Reference,
+    /// Two or more components matched together (not indexed yet).
+    Composite,
+    /// Quantities: `[prefix]number|system|code`.
+    Quantity,
+    /// URIs: exact, `:below`, `:above`.
+    Uri,
+    /// Parameters with their own rules (`near`; not indexed).
+    Special,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "number" => Kind::Number,
+            "date" => Kind::Date,
+            "string" => Kind::String,
+            "token" => Kind::Token,
+            "reference" => Kind::Reference,
+            "composite" => Kind::Composite,
+            "quantity" => Kind::Quantity,
+            "uri" => Kind::Uri,
+            "special" => Kind::Special,
+            _ => return None,
+        })
+    }
+
+    /// The name R4 gives the type (`SearchParameter.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Number => "number",
+            Kind::Date => "date",
+            Kind::String => "string",
+            Kind::Token => "token",
+            Kind::Reference => "reference",
+            Kind::Composite => "composite",
+            Kind::Quantity => "quantity",
+            Kind::Uri => "uri",
+            Kind::Special => "special",
+        }
+    }
+
+    /// The byte that starts every key of a parameter of this kind; `None`
+    /// for kinds that write no keys.
+    pub fn tag(self) -> Option<u8> {
+        Some(match self {
+            Kind::Number => b'n',
+            Kind::Date => b'd',
+            Kind::String => b's',
+            Kind::Token => b'k',
+            Kind::Reference => b'r',
+            Kind::Quantity => b'q',
+            Kind::Uri => b'u',
+            Kind::Composite | Kind::Special => return None,
+        })
+    }
+}
+
+/// Where a parameter's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Its own expression: it writes keys under its own code.
+    Own,
+    /// Another parameter's keys (same kind, listed earlier), restricted to
+    /// references to `target` when set.
+    Alias {
+        /// The parameter whose keys hold this one's values.
+        of: String,
+        /// Only references to this type count.
+        target: Option<String>,
+    },
+    /// None: it has no expression this server can evaluate for the type
+    /// (`_text`, `_content`, composites, `near`), or it is answered
+    /// without keys (`_id`, `_lastUpdated`).
+    NotIndexed,
+}
+
+/// One search parameter of one resource type.
+#[derive(Debug)]
+pub struct SearchParam {
+    /// The name used in URLs.
+    pub code: String,
+    /// How it matches.
+    pub kind: Kind,
+    /// Its canonical URL.
+    pub url: String,
+    /// The branches of the official expression that apply to this type
+    /// (`None` when no branch does, or the parameter has none).
+    pub expr: Option<Expr>,
+    /// Where its keys come from.
+    pub source: Source,
+    /// The resource types a reference parameter may point to.
+    pub targets: Vec<String>,
+}
+
+impl SearchParam {
+    /// Whether a search on it can be answered from the keys.
+    pub fn is_searchable(&self) -> bool {
+        !matches!(self.source, Source::NotIndexed)
+            || matches!(self.code.as_str(), "_id" | "_lastUpdated")
+    }
+}
+
+/// The parameters of one resource type.
+#[derive(Debug, Default)]
+pub struct TypeParams {
+    /// In the official bundle's order.
+    pub params: Vec<SearchParam>,
+    /// The top-level fields every key of the type comes from (besides
+    /// `resourceType`), or `None` when an expression may read anything.
+    pub fields: Option<Vec<String>>,
+}
+
+impl TypeParams {
+    /// The parameter named `code`.
+    pub fn find(&self, code: &str) -> Option<&SearchParam> {
+        self.params.iter().find(|p| p.code == code)
+    }
+}
+
+/// Every resource type's parameters.
+#[derive(Debug)]
+pub struct Registry {
+    types: BTreeMap<&'static str, TypeParams>,
+    empty: TypeParams,
+}
+
+/// One definition as the data file holds it.
+#[derive(Deserialize)]
+struct Definition {
+    url: String,
+    code: String,
+    base: Vec<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    expression: Option<String>,
+    #[serde(default)]
+    target: Vec<String>,
+}
+
+/// The built-in registry, parsed on first use.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| Registry::from_definitions(DEFINITIONS))
+}
+
+impl Registry {
+    /// Builds the registry from definitions (a JSON array). A definition
+    /// that does not parse, or whose expression does not, is left out; the
+    /// built-in file has none such (a unit test checks).
+    fn from_definitions(text: &str) -> Registry {
+        let defs: Vec<Definition> = serde_json::from_str(text).unwrap_or_default();
+        let mut types: BTreeMap<&'static str, TypeParams> = BTreeMap::new();
+        for ty in R4_RESOURCE_TYPES {
+            let mut params: Vec<SearchParam> = Vec::new();
+            for d in &defs {
+                let applies = d
+                    .base
+                    .iter()
+                    .any(|b| b == ty || b == "Resource" || (b == "DomainResource" && !is_bare(ty)));
+                let Some(kind) = Kind::parse(&d.kind) else {
+                    continue;
+                };
+                if !applies || params.iter().any(|p| p.code == d.code) {
+                    continue;
+                }
+                let expr = d
+                    .expression
+                    .as_deref()
+                    .and_then(|e| Expr::parse(e).ok())
+                    .and_then(|e| branches_for(e.node(), ty))
+                    .map(Expr::from_node);
+                params.push(SearchParam {
+                    code: d.code.clone(),
+                    kind,
+                    url: d.url.clone(),
+                    expr,
+                    source: Source::NotIndexed,
+                    targets: d.target.clone(),
+                });
+            }
+            for i in 0..params.len() {
+                let source = source_of(&params, i);
+                params[i].source = source;
+            }
+            // A restriction may name a later parameter that turned out to
+            // read a third one's keys: point it at the owner.
+            for i in 0..params.len() {
+                if let Source::Alias { of, target } = &params[i].source
+                    && let Some(Source::Alias {
+                        of: owner,
+                        target: None,
+                    }) = params.iter().find(|q| &q.code == of).map(|q| &q.source)
+                {
+                    params[i].source = Source::Alias {
+                        of: owner.clone(),
+                        target: target.clone(),
+                    };
+                }
+            }
+            let fields = fields_of(&params);
+            types.insert(ty, TypeParams { params, fields });
+        }
+        Registry {
+            types,
+            empty: TypeParams::default(),
+        }
+    }
+
+    /// The parameters of `ty` (none for a type R4 does not define).
+    pub fn of(&self, ty: &str) -> &TypeParams {
+        self.types.get(ty).unwrap_or(&self.empty)
+    }
+}
+
+/// Types that are resources but not domain resources.
+fn is_bare(ty: &str) -> bool {
+    matches!(ty, "Binary" | "Bundle" | "Parameters")
+}
+
+/// The union's branches that apply to `ty`: those whose path starts at
+/// `ty` itself, at `Resource` or `DomainResource`, or at no type name.
+fn branches_for(root: &Node, ty: &str) -> Option<Node> {
+    let mut all = Vec::new();
+    flatten_union(root, &mut all);
+    let kept: Vec<&Node> = all
+        .into_iter()
+        .filter(|b| match chain_root(b) {
+            Some(name) if crate::types::is_resource_type(name) => name == ty,
+            _ => true,
+        })
+        .collect();
+    let mut it = kept.into_iter().cloned();
+    let first = it.next()?;
+    Some(it.fold(first, |acc, b| {
+        Node::Binary("|", Box::new(acc), Box::new(b))
+    }))
+}
+
+fn flatten_union<'a>(n: &'a Node, out: &mut Vec<&'a Node>) {
+    match n {
+        Node::Binary("|", a, b) => {
+            flatten_union(a, out);
+            flatten_union(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// The identifier a path starts from (`Observation` in
+/// `(Observation.value as Quantity).unit`).
+fn chain_root(n: &Node) -> Option<&str> {
+    match n {
+        Node::Ident(name) => Some(name),
+        Node::Member(t, _)
+        | Node::Call(Some(t), _, _)
+        | Node::Index(t, _)
+        | Node::TypeOp(t, _, _)
+        | Node::Negate(t, _) => chain_root(t),
+        Node::Binary(_, a, _) => chain_root(a),
+        _ => None,
+    }
+}
+
+/// Whether parameter `i` writes keys, reads another one's, or none. Runs
+/// over the parameters in order, so those before `i` are settled.
+fn source_of(params: &[SearchParam], i: usize) -> Source {
+    let p = &params[i];
+    if p.kind.tag().is_none() || matches!(p.code.as_str(), "_id" | "_lastUpdated") {
+        return Source::NotIndexed;
+    }
+    let Some(expr) = &p.expr else {
+        return Source::NotIndexed;
+    };
+    let same_kind = |q: &&SearchParam| q.kind == p.kind && q.code != p.code;
+    // The same expression as an earlier parameter: the same keys.
+    if let Some(q) = params[..i]
+        .iter()
+        .filter(same_kind)
+        .find(|q| q.source == Source::Own && q.expr.as_ref().map(Expr::node) == Some(expr.node()))
+    {
+        return Source::Alias {
+            of: q.code.clone(),
+            target: None,
+        };
+    }
+    // `X.where(resolve() is T)` where another parameter is `X` (and is
+    // not itself a restriction, so the keys are written exactly once).
+    if p.kind == Kind::Reference
+        && let Node::Call(Some(inner), f, args) = expr.node()
+        && f == "where"
+        && let [Node::TypeOp(call, true, t)] = args.as_slice()
+        && matches!(call.as_ref(), Node::Call(None, r, a) if r == "resolve" && a.is_empty())
+        && let Some(q) = params
+            .iter()
+            .filter(same_kind)
+            .find(|q| q.expr.as_ref().map(Expr::node) == Some(inner.as_ref()))
+    {
+        let of = match params.iter().position(|x| x.code == q.code) {
+            // An earlier one is settled: follow it to the owner of the keys.
+            Some(j) if j < i => match &params[j].source {
+                Source::Alias { of, target: None } => of.clone(),
+                _ => q.code.clone(),
+            },
+            _ => q.code.clone(),
+        };
+        return Source::Alias {
+            of,
+            target: Some(t.name.clone()),
+        };
+    }
+    Source::Own
+}
+
+/// The top-level fields the type's own-key parameters read.
+fn fields_of(params: &[SearchParam]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for p in params.iter().filter(|p| p.source == Source::Own) {
+        if !root_fields(p.expr.as_ref()?.node(), &mut out) {
+            return None;
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// Adds to `out` the top-level fields `n` reads from the resource; `false`
+/// when it may read more than named fields (`%resource`, a function of the
+/// resource itself, the resource as a whole).
+fn root_fields(n: &Node, out: &mut Vec<String>) -> bool {
+    let is_type = |name: &str| {
+        name == "Resource" || name == "DomainResource" || crate::types::is_resource_type(name)
+    };
+    match n {
+        Node::Literal(_) | Node::Empty => true,
+        Node::Ident(name) if is_type(name) => false,
+        Node::Ident(name) => {
+            out.push(name.clone());
+            true
+        }
+        Node::Member(t, name) => match t.as_ref() {
+            Node::Ident(root) if is_type(root) => {
+                out.push(name.clone());
+                true
+            }
+            _ => root_fields(t, out),
+        },
+        // Arguments are evaluated on the target's items, not the resource,
+        // unless they name it.
+        Node::Call(Some(t), _, args) => root_fields(t, out) && args.iter().all(no_env),
+        Node::Call(None, _, _) | Node::Var(_) | Node::Env(_) => false,
+        Node::Index(t, i) => root_fields(t, out) && root_fields(i, out),
+        Node::Negate(t, _) | Node::TypeOp(t, _, _) => root_fields(t, out),
+        Node::Binary(_, a, b) => root_fields(a, out) && root_fields(b, out),
+    }
+}
+
+/// Whether `n` never names `%resource` (or any environment variable).
+fn no_env(n: &Node) -> bool {
+    match n {
+        Node::Env(_) => false,
+        Node::Literal(_) | Node::Empty | Node::Ident(_) | Node::Var(_) => true,
+        Node::Member(t, _) | Node::Negate(t, _) | Node::TypeOp(t, _, _) => no_env(t),
+        Node::Call(t, _, args) => t.as_deref().is_none_or(no_env) && args.iter().all(no_env),
+        Node::Index(a, b) | Node::Binary(_, a, b) => no_env(a) && no_env(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_official_definition_is_read_and_every_expression_parses() {
+        let defs: Vec<Definition> = serde_json::from_str(DEFINITIONS).expect("the data file");
+        assert_eq!(defs.len(), 1375);
+        for d in &defs {
+            assert!(Kind::parse(&d.kind).is_some(), "{}", d.url);
+            if let Some(e) = &d.expression {
+                assert!(Expr::parse(e).is_ok(), "{}: {e}", d.url);
+            }
+        }
+        // The (type, code) pairs the README of the official bundle counts,
+        // over the resource types (Resource and DomainResource parameters
+        // apply to every type and are counted once per type here).
+        let r = registry();
+        let own: usize = R4_RESOURCE_TYPES
+            .iter()
+            .map(|t| {
+                r.of(t)
+                    .params
+                    .iter()
+                    .filter(|p| !p.code.starts_with('_'))
+                    .count()
+            })
+            .sum();
+        assert!(own >= 1_600, "{own} type-specific pairs");
+    }
+
+    #[test]
+    fn branches_of_shared_expressions_are_cut_to_the_type() {
+        let r = registry();
+        let code = r.of("Condition").find("code").expect("Condition.code");
+        let text = format!("{:?}", code.expr.as_ref().expect("an expression").node());
+        assert!(
+            text.contains("Condition") && !text.contains("Observation"),
+            "{text}"
+        );
+        assert_eq!(code.source, Source::Own);
+        // `patient` reads `subject`'s keys, restricted to Patient.
+        let patient = r.of("Observation").find("patient").expect("patient");
+        assert_eq!(
+            patient.source,
+            Source::Alias {
+                of: "subject".into(),
+                target: Some("Patient".into())
+            }
+        );
+        // Resource-level parameters apply to every type.
+        assert!(r.of("Binary").find("_tag").is_some());
+        assert!(
+            r.of("Binary").find("_text").is_none(),
+            "Binary is no DomainResource"
+        );
+        assert_eq!(
+            r.of("Patient").find("_id").map(|p| p.kind),
+            Some(Kind::Token)
+        );
+        assert!(r.of("NoSuchType").params.is_empty());
+        // Every alias reads keys some parameter writes.
+        for ty in R4_RESOURCE_TYPES {
+            let tp = r.of(ty);
+            for p in &tp.params {
+                if let Source::Alias { of, .. } = &p.source {
+                    let owner = tp.find(of).expect("the aliased parameter");
+                    assert_eq!(owner.source, Source::Own, "{ty}.{} -> {of}", p.code);
+                    assert_eq!(owner.kind, p.kind, "{ty}.{}", p.code);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fields_read_are_named_for_each_type() {
+        let r = registry();
+        let fields = r
+            .of("Patient")
+            .fields
+            .as_ref()
+            .expect("Patient reads named fields");
+        for f in [
+            "name",
+            "birthDate",
+            "gender",
+            "identifier",
+            "meta",
+            "address",
+            "deceased",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} in {fields:?}");
+        }
+        assert!(!fields.iter().any(|x| x == "text"), "{fields:?}");
+    }
+}

@@ -1,0 +1,218 @@
+//! Guards search beyond one type: system search (`GET [base]?`,
+//! `POST [base]/_search`, `_type`) and compartment search
+//! (`Patient/[id]/[type]`, `Patient/[id]/*`, by GET and POST) from the
+//! official Patient CompartmentDefinition, with paging across types.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::TestServer;
+use serde_json::{Value, json};
+
+fn refs(bundle: &Value) -> Vec<String> {
+    let mut out: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == "match")
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap_or(""),
+                        x["resource"]["id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+async fn put(s: &TestServer, body: Value) {
+    let path = format!(
+        "/{}/{}",
+        body["resourceType"].as_str().expect("type"),
+        body["id"].as_str().expect("id")
+    );
+    let r = s.put(&path, &body).await;
+    assert!(r.status.is_success(), "{path}: {:?}", r.body);
+}
+
+async fn seed(s: &TestServer) {
+    let tag = json!({"tag": [{"system": "urn:t", "code": "drill"}]});
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Lemke"}], "meta": tag}),
+    )
+    .await;
+    put(
+        s,
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Walsh"}]}),
+    )
+    .await;
+    put(
+        s,
+        json!({"resourceType": "Organization", "id": "o1", "name": "Lemke Clinic", "meta": tag}),
+    )
+    .await;
+    put(s, json!({"resourceType": "Observation", "id": "a", "status": "final",
+        "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": "Patient/p1"}, "meta": tag})).await;
+    // In p1's compartment as its performer, not its subject.
+    put(s, json!({"resourceType": "Observation", "id": "b", "status": "final",
+        "code": {"coding": [{"system": "urn:c", "code": "y"}]}, "subject": {"reference": "Patient/p2"},
+        "performer": [{"reference": "Patient/p1"}]})).await;
+    put(s, json!({"resourceType": "Observation", "id": "c", "status": "final",
+        "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": "Patient/p2"}})).await;
+    put(
+        s,
+        json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+        "class": {"code": "AMB"}, "subject": {"reference": "Patient/p1"}}),
+    )
+    .await;
+    // Its `link` puts a Patient in another patient's compartment.
+    put(s, json!({"resourceType": "Patient", "id": "p3", "link": [{"other": {"reference": "Patient/p1"}, "type": "seealso"}]})).await;
+}
+
+async fn found(s: &TestServer, q: &str) -> Vec<String> {
+    let r = s.get(q).await;
+    assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
+    assert_eq!(
+        r.body["total"].as_u64(),
+        Some(refs(&r.body).len() as u64),
+        "{q}: one page"
+    );
+    refs(&r.body)
+}
+
+async fn form(s: &TestServer, path: &str, body: &str) -> Vec<String> {
+    let r = s
+        .call(
+            Method::POST,
+            path,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+    refs(&r.body)
+}
+
+#[tokio::test]
+async fn system_search_spans_types_and_takes_type() {
+    let s = TestServer::new();
+    seed(&s).await;
+    assert_eq!(
+        found(&s, "/?_tag=drill").await,
+        ["Observation/a", "Organization/o1", "Patient/p1"]
+    );
+    assert_eq!(
+        found(&s, "/?_tag=drill&_type=Patient,Organization").await,
+        ["Organization/o1", "Patient/p1"]
+    );
+    assert_eq!(found(&s, "/?_type=Encounter").await, ["Encounter/e1"]);
+    // `_type` repeated; `_id` across types.
+    assert_eq!(
+        found(&s, "/?_type=Patient&_type=Encounter&_id=p2,e1").await,
+        ["Encounter/e1", "Patient/p2"]
+    );
+    // A parameter only some of the types have: the others cannot match.
+    assert_eq!(
+        found(&s, "/?_type=Patient,Organization&name=lemke").await,
+        ["Organization/o1", "Patient/p1"]
+    );
+    assert_eq!(
+        found(&s, "/?_type=Patient,Observation&family=walsh").await,
+        ["Patient/p2"]
+    );
+    assert_eq!(
+        form(&s, "/_search", "_tag=drill&_type=Observation").await,
+        ["Observation/a"]
+    );
+    // Without `_type`, every type; `_count` pages across types.
+    let all = found(&s, "/?_count=100").await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    let mut paged = Vec::new();
+    let mut next = Some("/?_count=3".to_owned());
+    while let Some(url) = next.take() {
+        let r = s.get(url.trim_start_matches("http://localhost")).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}");
+        assert_eq!(r.body["total"], 8);
+        paged.extend(refs(&r.body));
+        next = r.body["link"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["relation"] == "next"))
+            .and_then(|x| x["url"].as_str())
+            .map(|u| {
+                u.split_once("/?")
+                    .map_or(u.to_owned(), |(_, q)| format!("/?{q}"))
+            });
+    }
+    paged.sort();
+    assert_eq!(paged, all);
+}
+
+#[tokio::test]
+async fn compartment_search_follows_the_compartment_definition() {
+    let s = TestServer::new();
+    seed(&s).await;
+    assert_eq!(
+        found(&s, "/Patient/p1/Observation").await,
+        ["Observation/a", "Observation/b"]
+    );
+    assert_eq!(
+        found(&s, "/Patient/p1/Observation?code=x").await,
+        ["Observation/a"]
+    );
+    assert_eq!(
+        found(&s, "/Patient/p2/Observation").await,
+        ["Observation/b", "Observation/c"]
+    );
+    assert_eq!(
+        found(&s, "/Patient/p1/*").await,
+        [
+            "Encounter/e1",
+            "Observation/a",
+            "Observation/b",
+            "Patient/p3"
+        ]
+    );
+    assert_eq!(
+        found(&s, "/Patient/p1/*?_type=Encounter,Organization").await,
+        ["Encounter/e1"]
+    );
+    assert_eq!(
+        form(&s, "/Patient/p1/_search", "_type=Observation&code=y").await,
+        ["Observation/b"]
+    );
+    assert_eq!(
+        form(&s, "/Patient/p1/Observation/_search", "status=final").await,
+        ["Observation/a", "Observation/b"]
+    );
+    assert!(found(&s, "/Patient/nobody/*").await.is_empty());
+    for (q, says) in [
+        ("/Patient/p1/Organization", "not in the Patient compartment"),
+        ("/Encounter/e1/*", "compartment is not supported"),
+        ("/Patient/p1/Observation?_type=Patient", "_type"),
+        ("/?_type=Nope", "Nope"),
+    ] {
+        let r = s.get(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(r.diagnostics().contains(says), "{q}: {}", r.diagnostics());
+    }
+    // A type the server does not know, in the path: not found.
+    assert_eq!(
+        s.get("/Patient/p1/Nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Strict: a parameter no searched type has is refused.
+    let r = s
+        .call(
+            Method::GET,
+            "/?_type=Patient,Encounter&colour=red",
+            &[("prefer", "handling=strict")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
