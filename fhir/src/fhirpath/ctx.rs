@@ -73,10 +73,17 @@ impl<'a, 'e> Env<'a, 'e> {
     }
 }
 
-pub(super) fn resource_type(v: &Value) -> Option<String> {
-    v.get("resourceType")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+pub(super) fn resource_type(v: &Value) -> Option<&str> {
+    match v {
+        Value::Object(o) => field(o, "resourceType").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// A member of an object, by a linear scan: FHIR objects have few
+/// members, and comparing their names costs less than hashing one.
+pub(super) fn field<'v>(o: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v Value> {
+    o.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
 }
 
 /// The FHIR primitive type names, as a choice element's suffix writes
@@ -106,23 +113,43 @@ pub(super) const PRIMITIVES: [&str; 20] = [
 
 /// The FHIR type a choice element's suffix names (`DateTime` ->
 /// `dateTime`, `Quantity` stays).
-pub(super) fn choice_type(suffix: &str) -> String {
-    if PRIMITIVES.contains(&suffix) {
-        let mut c = suffix.chars();
-        c.next()
-            .map(|f| f.to_ascii_lowercase().to_string() + c.as_str())
-            .unwrap_or_default()
-    } else {
-        suffix.to_owned()
+pub(super) fn choice_type(suffix: &str) -> &str {
+    match PRIMITIVES.iter().position(|p| *p == suffix) {
+        Some(i) => PRIMITIVE_NAMES[i],
+        None => suffix,
     }
 }
 
+/// [`PRIMITIVES`] as FHIR names them.
+const PRIMITIVE_NAMES: [&str; 20] = [
+    "boolean",
+    "integer",
+    "decimal",
+    "string",
+    "uri",
+    "url",
+    "canonical",
+    "code",
+    "id",
+    "markdown",
+    "base64Binary",
+    "instant",
+    "date",
+    "dateTime",
+    "time",
+    "oid",
+    "uuid",
+    "positiveInt",
+    "unsignedInt",
+    "integer64",
+];
+
 /// Pushes `v` (flattening an array) as nodes of type `ty`.
-pub(super) fn push_node<'a>(out: &mut Vec<Item<'a>>, v: &'a Value, ty: Option<String>) {
+pub(super) fn push_node<'a>(out: &mut Vec<Item<'a>>, v: &'a Value, ty: Option<&'a str>) {
     match v {
         Value::Array(items) => {
             for i in items {
-                let t = resource_type(i).or_else(|| ty.clone());
+                let t = resource_type(i).or(ty);
                 out.push(Item::Node(i, t));
             }
         }
@@ -139,15 +166,28 @@ pub(super) fn members<'a>(focus: &[Item<'a>], name: &str) -> Vec<Item<'a>> {
         let Some(Value::Object(o)) = it.node() else {
             continue;
         };
-        if let Some(v) = o.get(name) {
-            push_node(&mut out, v, None);
-            continue;
-        }
+        // One pass: the member itself, or else its choices (`valueQuantity`
+        // for `value`).
+        let mut choices: Vec<(&'a Value, &'a str)> = Vec::new();
+        let mut exact = None;
         for (k, v) in o {
-            if let Some(suffix) = k.strip_prefix(name)
-                && suffix.starts_with(|c: char| c.is_ascii_uppercase())
-            {
-                push_node(&mut out, v, Some(choice_type(suffix)));
+            match k.strip_prefix(name) {
+                Some("") => {
+                    exact = Some(v);
+                    break;
+                }
+                Some(suffix) if suffix.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                    choices.push((v, suffix));
+                }
+                _ => {}
+            }
+        }
+        match exact {
+            Some(v) => push_node(&mut out, v, None),
+            None => {
+                for (v, suffix) in choices {
+                    push_node(&mut out, v, Some(choice_type(suffix)));
+                }
             }
         }
     }
@@ -207,7 +247,7 @@ pub(super) fn is_type(item: &Item, ty: &TypeName) -> bool {
                 return false;
             }
             if let Some(t) = t {
-                if t == name {
+                if *t == name {
                     return true;
                 }
                 // Profiles of primitives: code, id, uri… are strings.

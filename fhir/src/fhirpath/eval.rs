@@ -44,7 +44,7 @@ pub(super) fn eval<'a>(n: &Node, focus: &[Item<'a>], env: &Env<'a, '_>) -> Out<'
             for it in focus {
                 if let Item::Node(v, _) = it
                     && let Some(t) = resource_type(v)
-                    && (t == *name || name == "Resource" || name == "DomainResource")
+                    && (t == name.as_str() || name == "Resource" || name == "DomainResource")
                 {
                     out.push(it.clone());
                     matched_type = true;

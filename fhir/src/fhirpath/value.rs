@@ -16,7 +16,7 @@ pub enum Item<'a> {
     /// A node of the input: the JSON and, when known, its FHIR type (from
     /// `resourceType`, or a choice element's suffix, such as `Quantity`
     /// for `valueQuantity`).
-    Node(&'a Value, Option<String>),
+    Node(&'a Value, Option<&'a str>),
     /// A resource reached through `resolve()`: only its type is known.
     Resolved(String),
     /// System.Boolean.
@@ -243,7 +243,7 @@ impl<'a> Item<'a> {
             Item::Node(v, ty) => match v {
                 Value::Bool(b) => Some(Item::Boolean(*b)),
                 Value::String(s) => {
-                    let t = ty.as_deref().unwrap_or("");
+                    let t = ty.unwrap_or("");
                     if matches!(t, "date" | "dateTime" | "instant") {
                         Temporal::parse(s, false).map(Item::Temporal)
                     } else if t == "time" {

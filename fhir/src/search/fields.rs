@@ -48,12 +48,18 @@ struct Wanted<'w>(&'w [&'w str]);
 /// Whether a field is wanted: named, or a choice element of a named one
 /// (`valueQuantity` for `value`: the name, then an upper-case letter).
 pub fn wanted(names: &[&str], field: &str) -> bool {
-    names.iter().any(|w| {
-        field == *w
-            || field
-                .strip_prefix(w)
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
-    })
+    names.iter().any(|w| names_field(w, field))
+}
+
+/// [`wanted`] for owned names.
+pub fn wanted_name(names: &[String], field: &str) -> bool {
+    names.iter().any(|w| names_field(w, field))
+}
+
+fn names_field(name: &str, field: &str) -> bool {
+    field
+        .strip_prefix(name)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
 impl<'de> DeserializeSeed<'de> for Wanted<'_> {

@@ -30,7 +30,7 @@ use unicode_normalization::UnicodeNormalization;
 use vigil_engine::KeyExtractor;
 
 use super::fields::{Fields, parse_fields};
-use super::registry::{Kind, Source, registry};
+use super::registry::{Kind, SearchParam, Source, registry};
 use crate::fhirpath::Item;
 use crate::instant::parse_interval;
 
@@ -86,6 +86,9 @@ pub(super) fn identifier_param(param: &str) -> String {
 /// Lowercase with accents removed (canonical decomposition, combining
 /// marks dropped), for case- and accent-insensitive matching.
 pub(super) fn normalise(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     s.nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -190,26 +193,30 @@ fn node_tokens(v: &Value, out: &mut Vec<(String, String)>) {
 }
 
 /// The text values of a string parameter's item: a string, or the parts
-/// of a HumanName or Address (or any other element's text).
-pub(super) fn strings(item: &Item<'_>, out: &mut Vec<String>) {
+/// of a HumanName or Address (or any other element's text), but for the
+/// members `skip` names (those another parameter indexes).
+pub(super) fn strings(item: &Item<'_>, skip: &[(String, String)], out: &mut Vec<String>) {
     match item {
-        Item::Node(v, _) => node_strings(v, out, 0),
+        Item::Node(v, _) => node_strings(v, skip, out, 0),
         Item::String(s) => out.push(s.clone()),
         _ => {}
     }
 }
 
-fn node_strings(v: &Value, out: &mut Vec<String>, depth: usize) {
+fn node_strings(v: &Value, skip: &[(String, String)], out: &mut Vec<String>, depth: usize) {
     const SKIPPED: [&str; 6] = ["extension", "id", "use", "period", "system", "url"];
     match v {
         Value::String(s) => out.push(s.clone()),
         Value::Array(items) if depth < 4 => {
-            items.iter().for_each(|i| node_strings(i, out, depth + 1));
+            items
+                .iter()
+                .for_each(|i| node_strings(i, &[], out, depth + 1));
         }
         Value::Object(o) if depth < 4 => {
             for (k, x) in o {
-                if !SKIPPED.contains(&k.as_str()) {
-                    node_strings(x, out, depth + 1);
+                let covered = skip.iter().any(|(m, _)| m == k);
+                if !covered && !SKIPPED.contains(&k.as_str()) {
+                    node_strings(x, &[], out, depth + 1);
                 }
             }
         }
@@ -359,11 +366,19 @@ pub fn keys_of_map(ty: &str, map: &mut Map<String, Value>, out: &mut Vec<Vec<u8>
 /// own-key parameter's values.
 pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     out.push(all_key(ty));
+    let top = resource.as_object();
     for p in &registry().of(ty).params {
         if p.source != Source::Own {
             continue;
         }
         let Some(expr) = &p.expr else { continue };
+        // A parameter whose fields the resource lacks has no values: skip
+        // evaluating it (most of a type's parameters, for most resources).
+        if let (Some(fields), Some(top)) = (&p.fields, top)
+            && !top.keys().any(|k| super::fields::wanted_name(fields, k))
+        {
+            continue;
+        }
         // An expression that fails on this resource (more than one item
         // where one is required) indexes nothing for the parameter.
         let Ok(items) = expr.evaluate(resource) else {
@@ -371,7 +386,7 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
         };
         let before = out.len();
         for item in &items {
-            item_keys(ty, &p.code, p.kind, item, out);
+            item_keys(ty, p, item, out);
         }
         // One key per distinct value.
         if out.len() - before > 1 {
@@ -383,8 +398,9 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-fn item_keys(ty: &str, param: &str, kind: Kind, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
-    match kind {
+fn item_keys(ty: &str, p: &SearchParam, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+    let param = p.code.as_str();
+    match p.kind {
         Kind::Token => {
             let mut pairs = Vec::new();
             tokens(item, &mut pairs);
@@ -396,7 +412,7 @@ fn item_keys(ty: &str, param: &str, kind: Kind, item: &Item<'_>, out: &mut Vec<V
         }
         Kind::String => {
             let mut texts = Vec::new();
-            strings(item, &mut texts);
+            strings(item, &p.covers, &mut texts);
             for s in texts {
                 let n = normalise(&s);
                 let n = cut(&n, STRING_KEY_BYTES_MAX);
@@ -535,7 +551,12 @@ mod tests {
             &key(b's', "Patient", "family", "łopez-muller".as_bytes())
         ));
         assert!(has(&k, &key(b's', "Patient", "given", b"zoe")));
-        assert!(has(&k, &key(b's', "Patient", "name", b"b")));
+        assert!(has(&k, &key(b's', "Patient", "given", b"b")));
+        // `name` leaves `family` and `given` to their own parameters.
+        assert!(
+            !k.iter()
+                .any(|x| x.starts_with(&key(b's', "Patient", "name", b"")))
+        );
         assert!(has(&k, &key(b'k', "Patient", "deceased", b"false\0")));
     }
 

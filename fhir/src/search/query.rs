@@ -195,12 +195,24 @@ fn all_of(tag: u8, ty: &str, code: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// Where a parameter's keys are: its own code, or the one it aliases, and
-/// the reference target type they are restricted to.
+/// the second part of the keys it is restricted to (a reference's target
+/// type, a token's system).
 fn keys_home(p: &'static SearchParam) -> (&'static str, Option<&'static str>) {
     match &p.source {
         Source::Alias { of, target } => (of.as_str(), target.as_deref()),
         _ => (p.code.as_str(), None),
     }
+}
+
+/// The parameters whose keys also hold a string parameter's values: those
+/// covering members of its values (`family` and `given` for `name`).
+fn covered_homes(ty: &str, p: &'static SearchParam) -> Vec<&'static str> {
+    let (code, _) = keys_home(p);
+    registry()
+        .of(ty)
+        .find(code)
+        .map(|owner| owner.covers.iter().map(|(_, q)| q.as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The ids of `ty` whose parameter matches one of the criterion's values.
@@ -249,6 +261,10 @@ fn present_ids(
     let mut ids = scan(app, ty, &lo, &hi, |k| {
         target.is_none_or(|t| k.ends_with(&[b"\0", t.as_bytes()].concat()))
     })?;
+    for q in covered_homes(ty, p) {
+        let (lo, hi) = all_of(tag, ty, q);
+        ids.extend(scan(app, ty, &lo, &hi, |_| true)?);
+    }
     // A logical reference (by identifier only) is a value too.
     if p.kind == Kind::Reference && target.is_none() {
         let (lo, hi) = all_of(b'k', ty, &identifier_param(code));
@@ -286,7 +302,7 @@ fn ids_for_value(
                         p.code
                     )));
                 };
-                let candidates = token_ids(app, ty, code, v)?;
+                let candidates = token_ids(app, ty, code, target, v)?;
                 verify(app, ty, p, candidates, |item| {
                     let Some(Value::Object(o)) = item.node() else {
                         return false;
@@ -305,73 +321,20 @@ fn ids_for_value(
                             })
                 })
             }
-            _ => token_ids(app, ty, code, value),
+            _ => token_ids(app, ty, code, target, value),
         },
         Kind::String => {
-            let norm = normalise(value);
-            let head = cut(&norm, STRING_KEY_BYTES_MAX);
-            let long = norm.len() > head.len();
-            match modifier {
-                Some(Modifier::Contains) => {
-                    let (lo, hi) = all_of(b's', ty, code);
-                    let skip = lo.len();
-                    let ids = scan(app, ty, &lo, &hi, |k| {
-                        std::str::from_utf8(&k[skip..]).is_ok_and(|s| long || s.contains(head))
-                    })?;
-                    match long {
-                        false => Ok(ids),
-                        true => verify_strings(app, ty, p, ids, |s| normalise(s).contains(&norm)),
-                    }
-                }
-                Some(Modifier::Exact) => {
-                    let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
-                    let ids = scan(app, ty, &lo, &hi, |_| true)?;
-                    verify_strings(app, ty, p, ids, |s| s == value)
-                }
-                _ => {
-                    let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
-                    let ids = scan(app, ty, &lo, &hi, |_| true)?;
-                    match long {
-                        false => Ok(ids),
-                        true => {
-                            verify_strings(app, ty, p, ids, |s| normalise(s).starts_with(&norm))
-                        }
-                    }
-                }
+            let mut ids = string_ids(app, ty, p, code, modifier, value)?;
+            for q in covered_homes(ty, p) {
+                ids.extend(string_ids(app, ty, p, q, modifier, value)?);
             }
+            Ok(ids)
         }
         Kind::Reference => {
             if modifier == Some(&Modifier::Identifier) {
-                return token_ids(app, ty, &identifier_param(code), value);
+                return token_ids(app, ty, &identifier_param(code), None, value);
             }
-            let value = match modifier {
-                Some(Modifier::Type(t)) if !value.contains('/') => format!("{t}/{value}"),
-                _ => value.to_owned(),
-            };
-            let want_type = match (modifier, target) {
-                (Some(Modifier::Type(t)), _) => Some(t.as_str()),
-                (_, t) => t,
-            };
-            match reference_target(&value) {
-                Some((rty, rid)) => {
-                    if want_type.is_some_and(|t| t != rty) {
-                        return Ok(BTreeSet::new());
-                    }
-                    let (lo, hi) = exact(pair_key(b'r', ty, code, &rid, &rty));
-                    scan(app, ty, &lo, &hi, |_| true)
-                }
-                None => match want_type {
-                    Some(t) => {
-                        let (lo, hi) = exact(pair_key(b'r', ty, code, &value, t));
-                        scan(app, ty, &lo, &hi, |_| true)
-                    }
-                    // A bare id (any type) or a literal reference.
-                    None => {
-                        let (lo, hi) = prefixed(pair_key(b'r', ty, code, &value, ""));
-                        scan(app, ty, &lo, &hi, |_| true)
-                    }
-                },
-            }
+            reference_ids(app, ty, code, target, modifier, value)
         }
         Kind::Date => {
             let (prefix, s) = date_value(value)?;
@@ -441,9 +404,105 @@ fn ids_for_value(
     }
 }
 
+/// Ids whose string keys under `code` match `value` (checked on the
+/// resources for `:exact` and for values longer than a key).
+fn string_ids(
+    app: &App,
+    ty: &str,
+    p: &SearchParam,
+    code: &str,
+    modifier: Option<&Modifier>,
+    value: &str,
+) -> Result<BTreeSet<String>, FhirError> {
+    let norm = normalise(value);
+    let head = cut(&norm, STRING_KEY_BYTES_MAX);
+    let long = norm.len() > head.len();
+    match modifier {
+        Some(Modifier::Contains) => {
+            let (lo, hi) = all_of(b's', ty, code);
+            let skip = lo.len();
+            let ids = scan(app, ty, &lo, &hi, |k| {
+                std::str::from_utf8(&k[skip..]).is_ok_and(|s| long || s.contains(head))
+            })?;
+            match long {
+                false => Ok(ids),
+                true => verify_strings(app, ty, p, ids, |s| normalise(s).contains(&norm)),
+            }
+        }
+        Some(Modifier::Exact) => {
+            let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
+            let ids = scan(app, ty, &lo, &hi, |_| true)?;
+            verify_strings(app, ty, p, ids, |s| s == value)
+        }
+        _ => {
+            let (lo, hi) = prefixed(key(b's', ty, code, head.as_bytes()));
+            let ids = scan(app, ty, &lo, &hi, |_| true)?;
+            match long {
+                false => Ok(ids),
+                true => verify_strings(app, ty, p, ids, |s| normalise(s).starts_with(&norm)),
+            }
+        }
+    }
+}
+
+/// Ids whose reference keys under `code` (restricted to `target` types)
+/// match `value`: `Type/id`, an absolute URL, a bare id, or a literal.
+fn reference_ids(
+    app: &App,
+    ty: &str,
+    code: &str,
+    target: Option<&str>,
+    modifier: Option<&Modifier>,
+    value: &str,
+) -> Result<BTreeSet<String>, FhirError> {
+    let value = match modifier {
+        Some(Modifier::Type(t)) if !value.contains('/') => format!("{t}/{value}"),
+        _ => value.to_owned(),
+    };
+    let want_type = match (modifier, target) {
+        (Some(Modifier::Type(t)), _) => Some(t.as_str()),
+        (_, t) => t,
+    };
+    match reference_target(&value) {
+        Some((rty, rid)) => {
+            if want_type.is_some_and(|t| t != rty) {
+                return Ok(BTreeSet::new());
+            }
+            let (lo, hi) = exact(pair_key(b'r', ty, code, &rid, &rty));
+            scan(app, ty, &lo, &hi, |_| true)
+        }
+        None => match want_type {
+            Some(t) => {
+                let (lo, hi) = exact(pair_key(b'r', ty, code, &value, t));
+                scan(app, ty, &lo, &hi, |_| true)
+            }
+            // A bare id (any type) or a literal reference.
+            None => {
+                let (lo, hi) = prefixed(pair_key(b'r', ty, code, &value, ""));
+                scan(app, ty, &lo, &hi, |_| true)
+            }
+        },
+    }
+}
+
 /// Ids whose token keys of `code` match `value`: `code`, `system|code`,
-/// `|code` (no system) or `system|` (any code of the system).
-fn token_ids(app: &App, ty: &str, code: &str, value: &str) -> Result<BTreeSet<String>, FhirError> {
+/// `|code` (no system) or `system|` (any code of the system); only keys
+/// of the system `only` count when set (`phone` is `telecom`'s keys of
+/// system phone).
+fn token_ids(
+    app: &App,
+    ty: &str,
+    code: &str,
+    only: Option<&str>,
+    value: &str,
+) -> Result<BTreeSet<String>, FhirError> {
+    let value = match (only, value.split_once('|')) {
+        (None, _) => value.to_owned(),
+        (Some(sys), None) => format!("{sys}|{value}"),
+        (Some(sys), Some((s, _))) if s == sys => value.to_owned(),
+        (Some(_), Some(_)) => return Ok(BTreeSet::new()),
+    };
+    let value = value.as_str();
     let (lo, hi) = match value.split_once('|') {
         Some((system, "")) => {
             let (lo, hi) = all_of(b'k', ty, code);
@@ -511,7 +570,7 @@ fn verify_strings(
 ) -> Result<BTreeSet<String>, FhirError> {
     verify(app, ty, p, candidates, |item| {
         let mut texts = Vec::new();
-        super::keys::strings(item, &mut texts);
+        super::keys::strings(item, &[], &mut texts);
         texts.iter().any(|s| keep(s))
     })
 }

@@ -102,12 +102,14 @@ impl Kind {
 pub enum Source {
     /// Its own expression: it writes keys under its own code.
     Own,
-    /// Another parameter's keys (same kind, listed earlier), restricted to
-    /// references to `target` when set.
+    /// Another parameter's keys (same kind), restricted to those whose
+    /// second part is `target` when set: a reference's target type
+    /// (`patient` is `subject` to a Patient), a token's system (`phone`
+    /// is `telecom` with system `phone`).
     Alias {
         /// The parameter whose keys hold this one's values.
         of: String,
-        /// Only references to this type count.
+        /// The second part of the keys that count.
         target: Option<String>,
     },
     /// None: it has no expression this server can evaluate for the type
@@ -130,6 +132,13 @@ pub struct SearchParam {
     pub expr: Option<Expr>,
     /// Where its keys come from.
     pub source: Source,
+    /// The top-level fields its expression reads (`None`: it may read
+    /// any); a resource with none of them has no values for it.
+    pub fields: Option<Vec<String>>,
+    /// Members of its values whose text another string parameter indexes
+    /// (`name` of a Patient: `family` and `given`), as (member, that
+    /// parameter): it writes no keys for them, and a search reads theirs.
+    pub covers: Vec<(String, String)>,
     /// The resource types a reference parameter may point to.
     pub targets: Vec<String>,
 }
@@ -212,11 +221,21 @@ impl Registry {
                     .and_then(|e| Expr::parse(e).ok())
                     .and_then(|e| branches_for(e.node(), ty))
                     .map(Expr::from_node);
+                let fields = expr.as_ref().and_then(|e| {
+                    let mut f = Vec::new();
+                    root_fields(e.node(), &mut f).then(|| {
+                        f.sort_unstable();
+                        f.dedup();
+                        f
+                    })
+                });
                 params.push(SearchParam {
                     code: d.code.clone(),
                     kind,
                     url: d.url.clone(),
                     expr,
+                    fields,
+                    covers: Vec::new(),
                     source: Source::NotIndexed,
                     targets: d.target.clone(),
                 });
@@ -239,6 +258,10 @@ impl Registry {
                         target: target.clone(),
                     };
                 }
+            }
+            for i in 0..params.len() {
+                let covers = covers_of(&params, i);
+                params[i].covers = covers;
             }
             let fields = fields_of(&params);
             types.insert(ty, TypeParams { params, fields });
@@ -326,6 +349,25 @@ fn source_of(params: &[SearchParam], i: usize) -> Source {
             target: None,
         };
     }
+    // `X.where(system = 'S')` where another token parameter is `X`:
+    // its keys with system S.
+    if p.kind == Kind::Token
+        && let Node::Call(Some(inner), f, args) = expr.node()
+        && f == "where"
+        && let [Node::Binary("=", lhs, rhs)] = args.as_slice()
+        && matches!(lhs.as_ref(), Node::Ident(n) if n == "system")
+        && let Node::Literal(crate::fhirpath::Literal::String(system)) = rhs.as_ref()
+        && let Some(q) = params
+            .iter()
+            .filter(same_kind)
+            .find(|q| q.expr.as_ref().map(Expr::node) == Some(inner.as_ref()))
+    {
+        // A later `X` is pointed at its keys' owner by the pass after this.
+        return Source::Alias {
+            of: q.code.clone(),
+            target: Some(system.clone()),
+        };
+    }
     // `X.where(resolve() is T)` where another parameter is `X` (and is
     // not itself a restriction, so the keys are written exactly once).
     if p.kind == Kind::Reference
@@ -352,6 +394,25 @@ fn source_of(params: &[SearchParam], i: usize) -> Source {
         };
     }
     Source::Own
+}
+
+/// The members of string parameter `i`'s values that another string
+/// parameter of the type indexes on its own (`X.member` where `i` is `X`).
+fn covers_of(params: &[SearchParam], i: usize) -> Vec<(String, String)> {
+    let p = &params[i];
+    let (Kind::String, Source::Own, Some(expr)) = (p.kind, &p.source, &p.expr) else {
+        return Vec::new();
+    };
+    params
+        .iter()
+        .filter(|q| q.kind == Kind::String && q.source == Source::Own && q.code != p.code)
+        .filter_map(|q| match q.expr.as_ref().map(Expr::node) {
+            Some(Node::Member(base, member)) if base.as_ref() == expr.node() => {
+                Some((member.clone(), q.code.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The top-level fields the type's own-key parameters read.
@@ -459,6 +520,22 @@ mod tests {
                 target: Some("Patient".into())
             }
         );
+        // `phone` reads `telecom`'s keys with system phone; `name` leaves
+        // `family` and `given` to their own parameters.
+        let phone = r.of("Patient").find("phone").expect("phone");
+        assert_eq!(
+            phone.source,
+            Source::Alias {
+                of: "telecom".into(),
+                target: Some("phone".into())
+            }
+        );
+        let name = r.of("Patient").find("name").expect("name");
+        let mut covered: Vec<&str> = name.covers.iter().map(|(m, _)| m.as_str()).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, ["family", "given"]);
+        let address = r.of("Patient").find("address").expect("address");
+        assert_eq!(address.covers.len(), 4, "{:?}", address.covers);
         // Resource-level parameters apply to every type.
         assert!(r.of("Binary").find("_tag").is_some());
         assert!(
