@@ -38,7 +38,8 @@ pub fn request(
     request_with(addr, method, path, body, &[])
 }
 
-/// Like [`request`], with extra headers.
+/// Like [`request`], with extra headers; an `Accept` or `Content-Type`
+/// among them replaces the default (`application/fhir+json`).
 pub fn request_with(
     addr: SocketAddr,
     method: &str,
@@ -53,9 +54,16 @@ pub fn request_with(
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
+    let given = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let mut defaults = String::new();
+    for name in ["Accept", "Content-Type"] {
+        if !given(name) {
+            defaults.push_str(&format!("{name}: application/fhir+json\r\n"));
+        }
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/fhir+json\r\nContent-Type: application/fhir+json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{defaults}{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut r = BufReader::new(s);
