@@ -83,14 +83,13 @@ pub fn router(app: Arc<App>) -> Router {
         None => router,
     };
     // Outermost: every response, errors and refusals included, carries
-    // the request id.
-    // CORS outside authorisation: a preflight carries no credentials.
+    // the request id; CORS outside authorisation (a preflight carries no
+    // credentials).
     router
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::http::cors::layer,
+            crate::http::context::layer,
         ))
-        .layer(axum::middleware::from_fn(crate::http::context::layer))
         .with_state(app)
 }
 

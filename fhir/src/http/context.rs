@@ -6,12 +6,16 @@
 //! labelled `application/json` for a client that accepts only that (R4
 //! allows both media types).
 
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
+
+use crate::app::App;
 
 /// The request-id header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -49,9 +53,12 @@ fn wants_plain_json(req: &Request) -> bool {
     accept.contains(&"application/json") && !accept.contains(&"application/fhir+json")
 }
 
-/// The middleware: request id in, out and on the logs; `Preference-Applied`;
-/// `_pretty`; the `application/json` label.
-pub async fn layer(mut req: Request, next: Next) -> Response {
+/// The outermost middleware: request id in, out and on the logs; CORS
+/// (`http::cors`); `Preference-Applied`; `_pretty`; the
+/// `application/json` label. One layer for all of them: each
+/// `axum::middleware::from_fn` layer costs every request a clone of the
+/// router's service and a boxed future (docs/BENCHMARKS.md, reads).
+pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID)
@@ -68,7 +75,9 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
     let pretty = wants_pretty(&req);
     let plain = wants_plain_json(&req);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = next.run(req).instrument(span).await;
+    let mut resp = crate::http::cors::around(&app, req, next)
+        .instrument(span)
+        .await;
     resp.headers_mut().insert(REQUEST_ID, value);
     let is_json = resp
         .headers()

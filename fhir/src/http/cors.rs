@@ -7,9 +7,7 @@
 //! default, when a preflight gets 403 with an OperationOutcome and other
 //! responses carry no CORS headers (the browser then blocks them).
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,8 +22,10 @@ const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, If-Match, If-N
 /// Response headers a browser may read.
 const EXPOSE_HEADERS: &str = "Location, Content-Location, ETag, Last-Modified, Preference-Applied, Retry-After, X-Request-Id, X-Vigil-Lag-Ms";
 
-/// The middleware.
-pub async fn layer(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// CORS around the rest of the request's handling (called by the one
+/// outermost middleware, `http::context::layer`: every `from_fn` layer
+/// clones the router's service and boxes a future per request).
+pub async fn around(app: &App, req: Request, next: Next) -> Response {
     let Some(origin) = req
         .headers()
         .get(header::ORIGIN)
