@@ -86,10 +86,7 @@ pub fn router(app: Arc<App>) -> Router {
     // the request id; CORS outside authorisation (a preflight carries no
     // credentials).
     router
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            crate::http::context::layer,
-        ))
+        .layer(crate::http::context::EdgeLayer::new(app.clone()))
         .with_state(app)
 }
 

@@ -6,16 +6,22 @@
 //! labelled `application/json` for a client that accepts only that (R4
 //! allows both media types).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower_layer::Layer;
+use tower_service::Service;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::http::cors::Cors;
 
 /// The request-id header.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -53,54 +59,113 @@ fn wants_plain_json(req: &Request) -> bool {
     accept.contains(&"application/json") && !accept.contains(&"application/fhir+json")
 }
 
-/// The outermost middleware: request id in, out and on the logs; CORS
-/// (`http::cors`); `Preference-Applied`; `_pretty`; the
-/// `application/json` label. One layer for all of them: each
-/// `axum::middleware::from_fn` layer costs every request a clone of the
-/// router's service and a boxed future (docs/BENCHMARKS.md, reads).
-pub async fn layer(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(usable)
-        .unwrap_or_else(crate::ids::new_id);
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    req.headers_mut().insert(REQUEST_ID, value.clone());
-    let applied = match *req.method() {
-        Method::POST | Method::PUT | Method::PATCH => {
-            crate::http::prefer_return_asked(req.headers()).map(crate::http::Return::preference)
+/// The outermost middleware as a tower layer: request id in, out and on
+/// the logs; CORS (`http::cors`); `Preference-Applied`; `_pretty`; the
+/// `application/json` label. A hand-written service rather than
+/// `axum::middleware::from_fn`, which clones the router's service and
+/// boxes a future for every request: this one calls the inner service
+/// directly (the router is always ready) and boxes one future
+/// (docs/BENCHMARKS.md, reads).
+#[derive(Clone)]
+pub struct EdgeLayer {
+    app: Arc<App>,
+}
+
+impl EdgeLayer {
+    /// The layer for `app`'s router.
+    pub fn new(app: Arc<App>) -> Self {
+        EdgeLayer { app }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            app: self.app.clone(),
         }
-        _ => None,
-    };
-    let pretty = wants_pretty(&req);
-    let plain = wants_plain_json(&req);
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = crate::http::cors::around(&app, req, next)
-        .instrument(span)
-        .await;
-    resp.headers_mut().insert(REQUEST_ID, value);
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with(crate::http::outcome::FHIR_JSON_TYPE));
-    if is_json && plain {
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
     }
-    if is_json && pretty {
-        resp = indent(resp).await;
+}
+
+/// The service [`EdgeLayer`] wraps a router's routes in.
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    app: Arc<App>,
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    if let Some(p) = applied
-        && resp.status().is_success()
-        && !resp.headers().contains_key("preference-applied")
-    {
-        resp.headers_mut()
-            .insert("preference-applied", HeaderValue::from_static(p));
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(usable)
+            .unwrap_or_else(crate::ids::new_id);
+        let value =
+            HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        req.headers_mut().insert(REQUEST_ID, value.clone());
+        let applied = match *req.method() {
+            Method::POST | Method::PUT | Method::PATCH => {
+                crate::http::prefer_return_asked(req.headers()).map(crate::http::Return::preference)
+            }
+            _ => None,
+        };
+        let pretty = wants_pretty(&req);
+        let plain = wants_plain_json(&req);
+        let origin = match crate::http::cors::check(&self.app, &req) {
+            Cors::Answer(mut resp) => {
+                resp.headers_mut().insert(REQUEST_ID, value);
+                return Box::pin(std::future::ready(Ok(resp)));
+            }
+            Cors::Allowed(origin) => Some(origin),
+            Cors::None => None,
+        };
+        let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+        let fut = self.inner.call(req).instrument(span);
+        Box::pin(async move {
+            let Ok(mut resp) = fut.await;
+            if let Some(origin) = origin {
+                crate::http::cors::decorate(&origin, &mut resp);
+            }
+            resp.headers_mut().insert(REQUEST_ID, value);
+            let is_json = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with(crate::http::outcome::FHIR_JSON_TYPE));
+            if is_json && plain {
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+            }
+            if is_json && pretty {
+                resp = indent(resp).await;
+            }
+            if let Some(p) = applied
+                && resp.status().is_success()
+                && !resp.headers().contains_key("preference-applied")
+            {
+                resp.headers_mut()
+                    .insert("preference-applied", HeaderValue::from_static(p));
+            }
+            Ok(resp)
+        })
     }
-    resp
 }
 
 /// The response's JSON body, indented; unchanged if it is not JSON. The

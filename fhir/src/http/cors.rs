@@ -9,7 +9,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
@@ -22,62 +21,77 @@ const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, If-Match, If-N
 /// Response headers a browser may read.
 const EXPOSE_HEADERS: &str = "Location, Content-Location, ETag, Last-Modified, Preference-Applied, Retry-After, X-Request-Id, X-Vigil-Lag-Ms";
 
-/// CORS around the rest of the request's handling (called by the one
-/// outermost middleware, `http::context::layer`: every `from_fn` layer
-/// clones the router's service and boxes a future per request).
-pub async fn around(app: &App, req: Request, next: Next) -> Response {
+/// What CORS makes of a request: nothing (no `Origin`), a preflight's
+/// whole answer, or the origin whose response gets the CORS headers.
+pub enum Cors {
+    /// No `Origin` header, or one not allowed: the response is untouched.
+    None,
+    /// A preflight: answered here, the handler never runs.
+    Answer(Response),
+    /// An allowed origin: [`decorate`] its response.
+    Allowed(String),
+}
+
+/// CORS for a request, before it runs (the outermost middleware,
+/// `http::context`, calls it).
+pub fn check(app: &App, req: &Request) -> Cors {
     let Some(origin) = req
         .headers()
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
     else {
-        return next.run(req).await;
+        return Cors::None;
     };
     let cors = &app.config.cors;
-    let allowed = cors.allows(&origin);
+    let allowed = cors.allows(origin);
     let preflight = req.method() == Method::OPTIONS
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        if !allowed {
-            return FhirError::new(
+    if !preflight {
+        return match allowed {
+            true => Cors::Allowed(origin.to_owned()),
+            false => Cors::None,
+        };
+    }
+    if !allowed {
+        return Cors::Answer(
+            FhirError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!(
                     "cross-origin requests from {origin} are not allowed ([cors] allowed_origins)"
                 ),
             )
-            .into_response();
-        }
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        let h = resp.headers_mut();
-        allow_origin(h, &origin);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(METHODS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOW_HEADERS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from(cors.max_age_s),
-        );
-        return resp;
-    }
-    let mut resp = next.run(req).await;
-    if allowed {
-        let h = resp.headers_mut();
-        allow_origin(h, &origin);
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSE_HEADERS),
+            .into_response(),
         );
     }
-    resp
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    allow_origin(h, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(METHODS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(cors.max_age_s),
+    );
+    Cors::Answer(resp)
+}
+
+/// The CORS headers of an allowed origin's response.
+pub fn decorate(origin: &str, resp: &mut Response) {
+    let h = resp.headers_mut();
+    allow_origin(h, origin);
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
 }
 
 /// `Access-Control-Allow-Origin: <origin>` (the origin itself, never `*`,
