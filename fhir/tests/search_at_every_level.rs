@@ -1,77 +1,49 @@
 //! Guards search beyond one type: system search (`GET [base]?`,
 //! `POST [base]/_search`, `_type`) and compartment search
 //! (`Patient/[id]/[type]`, `Patient/[id]/*`, by GET and POST) from the
-//! official Patient CompartmentDefinition, with paging across types.
+//! official Patient CompartmentDefinition, with paging across types;
+//! chains, `_has` (nested too), `_include` and `_revinclude` (`*`,
+//! `:iterate`).
 
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::TestServer;
+use common::{TestServer, match_refs};
 use serde_json::{Value, json};
 
 fn refs(bundle: &Value) -> Vec<String> {
-    let mut out: Vec<String> = bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["search"]["mode"] == "match")
-                .map(|x| {
-                    format!(
-                        "{}/{}",
-                        x["resource"]["resourceType"].as_str().unwrap_or(""),
-                        x["resource"]["id"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out = match_refs(bundle);
     out.sort();
     out
 }
 
-async fn put(s: &TestServer, body: Value) {
-    let path = format!(
-        "/{}/{}",
-        body["resourceType"].as_str().expect("type"),
-        body["id"].as_str().expect("id")
-    );
-    let r = s.put(&path, &body).await;
-    assert!(r.status.is_success(), "{path}: {:?}", r.body);
-}
-
 async fn seed(s: &TestServer) {
     let tag = json!({"tag": [{"system": "urn:t", "code": "drill"}]});
-    put(
-        s,
+    s.put_resource(
         json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Lemke"}], "meta": tag}),
     )
     .await;
-    put(
-        s,
-        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Walsh"}]}),
-    )
-    .await;
-    put(
-        s,
+    s.put_resource(json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Walsh"}]}))
+        .await;
+    s.put_resource(
         json!({"resourceType": "Organization", "id": "o1", "name": "Lemke Clinic", "meta": tag}),
     )
     .await;
-    put(s, json!({"resourceType": "Observation", "id": "a", "status": "final",
+    s.put_resource(json!({"resourceType": "Observation", "id": "a", "status": "final",
         "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": "Patient/p1"}, "meta": tag})).await;
     // In p1's compartment as its performer, not its subject.
-    put(s, json!({"resourceType": "Observation", "id": "b", "status": "final",
+    s.put_resource(json!({"resourceType": "Observation", "id": "b", "status": "final",
         "code": {"coding": [{"system": "urn:c", "code": "y"}]}, "subject": {"reference": "Patient/p2"},
         "performer": [{"reference": "Patient/p1"}]})).await;
-    put(s, json!({"resourceType": "Observation", "id": "c", "status": "final",
+    s.put_resource(json!({"resourceType": "Observation", "id": "c", "status": "final",
         "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": "Patient/p2"}})).await;
-    put(
-        s,
+    s.put_resource(
         json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
         "class": {"code": "AMB"}, "subject": {"reference": "Patient/p1"}}),
     )
     .await;
     // Its `link` puts a Patient in another patient's compartment.
-    put(s, json!({"resourceType": "Patient", "id": "p3", "link": [{"other": {"reference": "Patient/p1"}, "type": "seealso"}]})).await;
+    s.put_resource(json!({"resourceType": "Patient", "id": "p3", "link": [{"other": {"reference": "Patient/p1"}, "type": "seealso"}]})).await;
 }
 
 async fn found(s: &TestServer, q: &str) -> Vec<String> {
@@ -215,4 +187,144 @@ async fn compartment_search_follows_the_compartment_definition() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+/// Adds a patient managed by o1 and an Observation about it (code x).
+async fn seed_more(s: &TestServer) {
+    s.put_resource(
+        json!({"resourceType": "Patient", "id": "p4", "name": [{"family": "Kuphal"}],
+        "managingOrganization": {"reference": "Organization/o1"}}),
+    )
+    .await;
+    s.put_resource(json!({"resourceType": "Observation", "id": "d", "status": "final",
+        "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": "Patient/p4"}})).await;
+}
+
+#[tokio::test]
+async fn chains_and_has_follow_references_through_the_index() {
+    let s = TestServer::new();
+    seed(&s).await;
+    seed_more(&s).await;
+    assert_eq!(
+        found(&s, "/Observation?subject:Patient.name=walsh").await,
+        ["Observation/b", "Observation/c"]
+    );
+    // Without a type: every target type that has the parameter.
+    assert_eq!(
+        found(&s, "/Observation?subject.name=lemke").await,
+        ["Observation/a"]
+    );
+    // Two hops.
+    assert_eq!(
+        found(&s, "/Observation?patient.organization.name=lemke").await,
+        ["Observation/d"]
+    );
+    assert_eq!(
+        found(&s, "/Patient?_has:Observation:subject:code=y").await,
+        ["Patient/p2"]
+    );
+    assert_eq!(
+        found(&s, "/Patient?_has:Observation:performer:code=y").await,
+        ["Patient/p1"]
+    );
+    // Nested: organizations managing a patient with an Observation of code x.
+    assert_eq!(
+        found(
+            &s,
+            "/Organization?_has:Patient:organization:_has:Observation:subject:code=x"
+        )
+        .await,
+        ["Organization/o1"]
+    );
+    let strict = [("prefer", "handling=strict")];
+    for (q, says) in [
+        ("/Observation?status.name=x", "only references chain"),
+        ("/Observation?subject:Nope.name=x", ":Nope"),
+        (
+            "/Patient?_has:Observation:code:code=x",
+            "no reference parameter",
+        ),
+        ("/Patient?_has:Nope:subject:code=x", "Nope"),
+        (
+            "/Observation?subject.organization.partof.partof.partof.name=x",
+            "more than 4",
+        ),
+    ] {
+        let r = s.call(Method::GET, q, &strict, Vec::new()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(r.diagnostics().contains(says), "{q}: {}", r.diagnostics());
+    }
+}
+
+/// The `Type/id` of the included entries, sorted.
+fn included(bundle: &Value) -> Vec<String> {
+    let mut out: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == "include")
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap_or(""),
+                        x["resource"]["id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn includes_add_what_matches_refer_to_and_what_refers_to_them() {
+    let s = TestServer::new();
+    seed(&s).await;
+    seed_more(&s).await;
+    let get = |q: &'static str| {
+        let s = &s;
+        async move {
+            let r = s.get(q).await;
+            assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
+            r.body
+        }
+    };
+    let b = get("/Observation?_id=a&_include=Observation:subject").await;
+    assert_eq!(
+        (refs(&b), included(&b)),
+        (
+            vec!["Observation/a".to_owned()],
+            vec!["Patient/p1".to_owned()]
+        )
+    );
+    assert_eq!(b["total"], 1, "includes are not counted");
+    let b = get("/Patient?_id=p1&_revinclude=Observation:subject").await;
+    assert_eq!(included(&b), ["Observation/a"]);
+    let b = get("/Patient?_id=p1&_revinclude=Observation:*").await;
+    assert_eq!(included(&b), ["Observation/a", "Observation/b"]);
+    let b = get("/Observation?_id=b&_include=Observation:*").await;
+    assert_eq!(included(&b), ["Patient/p1", "Patient/p2"]);
+    let b = get("/Observation?_id=b&_include=Observation:performer:Patient").await;
+    assert_eq!(included(&b), ["Patient/p1"]);
+    // Without :iterate the organization of the included patient is not
+    // added; with it, it is.
+    let b =
+        get("/Observation?_id=d&_include=Observation:subject&_include=Patient:organization").await;
+    assert_eq!(included(&b), ["Patient/p4"]);
+    let b = get(
+        "/Observation?_id=d&_include=Observation:subject&_include:iterate=Patient:organization",
+    )
+    .await;
+    assert_eq!(included(&b), ["Organization/o1", "Patient/p4"]);
+    for q in [
+        "/Observation?_include=Nope:subject",
+        "/Observation?_include=Observation:status",
+        "/Observation?_include=Observation",
+    ] {
+        let r = s
+            .call(Method::GET, q, &[("prefer", "handling=strict")], Vec::new())
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+    }
 }

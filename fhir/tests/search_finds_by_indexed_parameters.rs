@@ -6,19 +6,15 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::TestServer;
+use common::{TestServer, match_refs};
 use serde_json::{Value, json};
 
+/// The ids of a searchset's matches, in the Bundle's order.
 fn ids(bundle: &Value) -> Vec<String> {
-    bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["search"]["mode"] == "match")
-                .map(|x| x["resource"]["id"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    match_refs(bundle)
+        .into_iter()
+        .map(|r| r.rsplit('/').next().unwrap_or("").to_owned())
+        .collect()
 }
 
 async fn seed(s: &TestServer) {

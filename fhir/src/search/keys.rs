@@ -227,7 +227,7 @@ fn node_strings(v: &Value, skip: &[(String, String)], out: &mut Vec<String>, dep
 /// What a reference item points to: `Reference.reference`, or a
 /// canonical or URI as written; and the identifiers of a logical
 /// reference.
-fn references<'a>(item: &Item<'a>, refs: &mut Vec<String>, ids: &mut Vec<(String, String)>) {
+pub(super) fn references(item: &Item<'_>, refs: &mut Vec<String>, ids: &mut Vec<(String, String)>) {
     match item {
         Item::Node(Value::String(s), _) => refs.push(s.clone()),
         Item::Node(Value::Object(o), _) => {

@@ -11,8 +11,10 @@
 //! - `query` — a request read from its parameters and run on the keys.
 //! - this module — the HTTP handlers and the Bundle they answer with.
 
+mod chain;
 pub mod compartment;
 pub mod fields;
+mod include;
 pub mod keys;
 mod query;
 pub mod registry;
@@ -320,14 +322,30 @@ pub(crate) fn scoped_bundle(
         links.push(json!({"relation": "previous", "url": url(Some(format!("_page={}", token('p', first))))}));
     }
     let mut entries = Vec::with_capacity(page.len() + 1);
+    let mut matched: Vec<include::Found> = Vec::new();
     for h in page {
         // Bodies only for the page; a match deleted since is skipped.
         if let Current::Live(v) = app.store()?.get(&h.ty, &h.id)? {
+            let resource = Value::Object(render_map(&v.body, v.version, v.last_updated_us)?);
             entries.push(json!({
                 "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),
-                "resource": Value::Object(render_map(&v.body, v.version, v.last_updated_us)?),
+                "resource": resource.clone(),
                 "search": {"mode": "match"},
             }));
+            if !r.includes.is_empty() {
+                matched.push((h.ty.clone(), h.id.clone(), resource));
+            }
+        }
+    }
+    let mut r = r;
+    if !r.includes.is_empty() {
+        let (more, cut) = include::included(app, &r.includes, &matched)?;
+        entries.extend(more);
+        if cut {
+            r.warnings.push(format!(
+                "_include and _revinclude added {} resources, the most one page takes; the rest were left out",
+                include::INCLUDED_MAX
+            ));
         }
     }
     if !r.warnings.is_empty() {

@@ -165,6 +165,19 @@ pub(super) struct Criterion {
     pub(super) param: &'static SearchParam,
     pub(super) modifier: Option<Modifier>,
     pub(super) values: Vec<String>,
+    /// A chain or `_has` through `param`.
+    pub(super) hop: Option<Hop>,
+}
+
+/// A link to other resources a criterion goes through.
+#[derive(Debug)]
+pub(super) enum Hop {
+    /// `param[:Type].rest`: a reference whose target (of one of `types`)
+    /// matches `rest`.
+    Forward { types: Vec<String>, rest: String },
+    /// `_has:ty:param:rest`: resources of `ty` matching `rest` whose
+    /// `param` (the criterion's) refers here.
+    Reverse { ty: String, rest: String },
 }
 
 /// The `lo..hi` bounds of exactly the key `k`.
@@ -218,6 +231,9 @@ fn covered_homes(ty: &str, p: &'static SearchParam) -> Vec<&'static str> {
 /// The ids of `ty` whose parameter matches one of the criterion's values.
 fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirError> {
     let p = c.param;
+    if let Some(hop) = &c.hop {
+        return super::chain::ids_through(app, ty, p, hop, &c.values);
+    }
     if c.modifier == Some(Modifier::Missing) {
         let present = present_ids(app, ty, p)?;
         return match c.values.first().map(String::as_str) {
@@ -447,7 +463,7 @@ fn string_ids(
 
 /// Ids whose reference keys under `code` (restricted to `target` types)
 /// match `value`: `Type/id`, an absolute URL, a bare id, or a literal.
-fn reference_ids(
+pub(super) fn reference_ids(
     app: &App,
     ty: &str,
     code: &str,
@@ -605,6 +621,8 @@ pub(super) struct Request {
     pub(super) criteria: Vec<Criterion>,
     /// A compartment's links: a match must satisfy one of them.
     pub(super) within: Option<Vec<Criterion>>,
+    /// `_include` and `_revinclude`.
+    pub(super) includes: Vec<super::include::Include>,
     pub(super) ids: Option<BTreeSet<String>>,
     pub(super) last_updated: Vec<(Prefix, (i64, i64))>,
     pub(super) count: usize,
@@ -647,6 +665,13 @@ pub(super) fn parse_request(
             }
             "_summary" if value == "count" => r.count = 0,
             "_page" => r.page = Some(value.clone()),
+            n if n.starts_with("_include") || n.starts_with("_revinclude") => {
+                match super::include::parse(n, value) {
+                    Ok(i) => r.includes.push(i),
+                    Err(why) if strict => return Err(FhirError::invalid(why)),
+                    Err(why) => r.warnings.push(format!("{why}; it was ignored")),
+                }
+            }
             "_sort" => {
                 r.sort = match value.as_str() {
                     "_lastUpdated" => Sort::LastUpdatedAsc,
@@ -686,13 +711,46 @@ fn criterion(
     name: &str,
     value: &str,
 ) -> Result<Criterion, String> {
+    if super::chain::hops_in(name) > super::chain::HOPS_MAX {
+        return Err(format!(
+            "{name} chains more than {} hops",
+            super::chain::HOPS_MAX
+        ));
+    }
+    let values: Vec<String> = value.split(',').map(str::to_owned).collect();
+    if values.iter().any(String::is_empty) {
+        return Err(format!("{name} has an empty value"));
+    }
+    if let Some(after) = name.strip_prefix("_has:") {
+        let (param, hop) = super::chain::reverse(after)?;
+        return Ok(Criterion {
+            param,
+            modifier: None,
+            values,
+            hop: Some(hop),
+        });
+    }
+    if let Some((head, rest)) = name.split_once('.') {
+        let (code, ty_modifier) = match head.split_once(':') {
+            Some((c, t)) if crate::types::is_resource_type(t) => (c, Some(t)),
+            Some((_, m)) => return Err(format!("a chain takes a type (:[Type]), not :{m}")),
+            None => (head, None),
+        };
+        let param = tp
+            .find(code)
+            .ok_or_else(|| format!("unknown search parameter {code:?} for {ty}"))?;
+        let hop = super::chain::forward(param, ty_modifier, rest)?;
+        return Ok(Criterion {
+            param,
+            modifier: None,
+            values,
+            hop: Some(hop),
+        });
+    }
     let (code, modifier) = match name.split_once(':') {
         Some((c, m)) => (c, Some(m)),
         None => (name, None),
     };
-    if code.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
-        return Err(format!("chained parameters ({name}) are not supported yet"));
-    }
     let param = tp
         .find(code)
         .ok_or_else(|| format!("unknown search parameter {code:?} for {ty}"))?;
@@ -711,14 +769,11 @@ fn criterion(
             )
         })?),
     };
-    let values: Vec<String> = value.split(',').map(str::to_owned).collect();
-    if values.iter().any(String::is_empty) {
-        return Err(format!("{name} has an empty value"));
-    }
     Ok(Criterion {
         param,
         modifier,
         values,
+        hop: None,
     })
 }
 
@@ -740,6 +795,7 @@ impl Request {
                 param,
                 modifier: None,
                 values: vec![format!("{owner}/{id}")],
+                hop: None,
             })
             .collect();
         self.within = Some(links);
@@ -907,7 +963,8 @@ mod tests {
         let err = |ty, name, v| c(ty, name, v).expect_err("refused");
         assert!(err("Patient", "name:below", "x").contains(":below"));
         assert!(err("Patient", "nope", "x").contains("unknown"));
-        assert!(err("Observation", "subject.name", "x").contains("chained"));
+        assert!(c("Observation", "subject.name", "x").is_ok());
+        assert!(err("Observation", "status.name", "x").contains("only references chain"));
         assert!(err("Observation", "subject:Nope", "x").contains(":Nope"));
         assert!(err("Patient", "name", "a,,b").contains("empty"));
         assert!(err("Observation", "code-value-quantity", "x").contains("composite"));

@@ -139,8 +139,40 @@ impl TestServer {
         .await
     }
 
+    /// PUT of a resource at `[type]/[id]` taken from the resource itself;
+    /// panics unless it succeeds.
+    pub async fn put_resource(&self, body: Value) {
+        let path = format!(
+            "/{}/{}",
+            body["resourceType"].as_str().expect("a resourceType"),
+            body["id"].as_str().expect("an id")
+        );
+        let r = self.put(&path, &body).await;
+        assert!(r.status.is_success(), "{path}: {:?}", r.body);
+    }
+
     /// DELETE.
     pub async fn delete(&self, uri: &str) -> Resp {
         self.call(Method::DELETE, uri, &[], Vec::new()).await
     }
+}
+
+/// The `Type/id` of a searchset's matches (not its outcome entries), in
+/// the Bundle's order.
+pub fn match_refs(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|x| x["search"]["mode"] == "match")
+                .map(|x| {
+                    format!(
+                        "{}/{}",
+                        x["resource"]["resourceType"].as_str().unwrap_or(""),
+                        x["resource"]["id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
