@@ -121,6 +121,43 @@ pub fn history_entry(base: &str, v: &Version) -> Result<Value, FhirError> {
 }
 
 fn history_bundle(app: &App, path: &str, q: &HistoryQuery) -> Result<Response, FhirError> {
+    let bundle = history_value(app, path, q)?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    ))
+}
+
+/// The history Bundle of the system (`ty` and `id` empty), a type, or an
+/// instance, for query parameters `q` (`_since`, `_count`, `_page`): what
+/// `GET …/_history` answers, and what a batch entry's GET of it holds.
+pub(crate) fn history_of(
+    app: &App,
+    ty: &str,
+    id: &str,
+    q: &HashMap<String, String>,
+) -> Result<Value, FhirError> {
+    let (scope, path) = match (ty, id) {
+        ("", _) => (HistoryScope::System, "_history".to_owned()),
+        (t, "") => {
+            check_type(t)?;
+            (HistoryScope::Type(t.to_owned()), format!("{t}/_history"))
+        }
+        (t, i) => {
+            check_type(t)?;
+            if app.store()?.head(t, i)?.is_none() {
+                return Err(FhirError::not_found(format!("{t}/{i} does not exist")));
+            }
+            (
+                HistoryScope::Instance(t.to_owned(), i.to_owned()),
+                format!("{t}/{i}/_history"),
+            )
+        }
+    };
+    history_value(app, &path, &query_of(q, scope)?)
+}
+
+fn history_value(app: &App, path: &str, q: &HistoryQuery) -> Result<Value, FhirError> {
     let page = app.store()?.history(q)?;
     let mut links =
         vec![json!({"relation": "self", "url": link(&app.base, path, q, q.cursor.as_ref())})];
@@ -135,16 +172,12 @@ fn history_bundle(app: &App, path: &str, q: &HistoryQuery) -> Result<Response, F
         .iter()
         .map(|v| history_entry(&app.base, v))
         .collect::<Result<Vec<_>, _>>()?;
-    let bundle = json!({
+    Ok(json!({
         "resourceType": "Bundle",
         "type": "history",
         "link": links,
         "entry": entries,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    ))
+    }))
 }
 
 /// `GET /_history`.

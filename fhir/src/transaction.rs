@@ -47,6 +47,12 @@ enum Read {
     Version(u64),
     /// `[type]` or `[type]?criteria`: a search.
     Search(String),
+    /// `?criteria` (`_type`), or `[owner]/[id]/[type|*]?criteria`: a
+    /// search of several types or of a compartment.
+    Scoped(crate::search::Scope, String),
+    /// `_history`, `[type]/_history` or `[type]/[id]/_history`, with
+    /// `_since`, `_count`, `_page`.
+    History(String),
 }
 
 /// One entry, checked and resolved to a type and id.
@@ -335,6 +341,47 @@ fn read_of(
 ) -> Result<Entry, FhirError> {
     let path = local_path(app, url);
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let q = query.unwrap_or("").to_owned();
+    let scoped = |ty: &str, id: &str, read: Read| Entry {
+        index: i,
+        method,
+        ty: ty.to_owned(),
+        id: id.to_owned(),
+        resource: None,
+        if_match: None,
+        existing: None,
+        expect: None,
+        read: Some(read),
+    };
+    // Reads that name no one type: the system's search and history.
+    match parts.as_slice() {
+        [] | ["_search"] => {
+            return Ok(scoped(
+                "",
+                "",
+                Read::Scoped(crate::search::Scope::System, q),
+            ));
+        }
+        ["_history"] => return Ok(scoped("", "", Read::History(q))),
+        [ty, "_history"] => {
+            check_type(ty).map_err(|e| entry_error(i, e.diagnostics))?;
+            return Ok(scoped(ty, "", Read::History(q)));
+        }
+        [ty, id, "_history"] => {
+            check_type(ty).map_err(|e| entry_error(i, e.diagnostics))?;
+            check_id(id).map_err(|e| entry_error(i, e.diagnostics))?;
+            return Ok(scoped(ty, id, Read::History(q)));
+        }
+        [owner, id, comp] if *comp == "*" || crate::types::is_resource_type(comp) => {
+            let scope = crate::search::Scope::Compartment {
+                owner: (*owner).to_owned(),
+                id: (*id).to_owned(),
+                ty: (*comp != "*").then(|| (*comp).to_owned()),
+            };
+            return Ok(scoped(owner, id, Read::Scoped(scope, q)));
+        }
+        _ => {}
+    }
     let ty = parts.first().copied().unwrap_or("").to_owned();
     check_type(&ty).map_err(|e| entry_error(i, e.diagnostics))?;
     let (id, read) = match (parts.as_slice(), query) {
@@ -350,7 +397,7 @@ fn read_of(
             return Err(entry_error(
                 i,
                 format!(
-                    "a {} entry reads [type]/[id], [type]/[id]/_history/[vid] or searches [type]?criteria, not {url:?}",
+                    "a {} entry reads [type]/[id], [type]/[id]/_history/[vid], a history or a search, not {url:?}",
                     if method == Method::Get { "GET" } else { "HEAD" }
                 ),
             ));
@@ -455,6 +502,24 @@ fn read_any(app: &App, e: &Entry) -> Value {
         Some(Read::Search(q)) => {
             let run = crate::search::pairs_of(q)
                 .and_then(|pairs| crate::search::search_bundle(app, &e.ty, &pairs, false));
+            match run {
+                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Err(err) => error_entry(&err),
+            }
+        }
+        Some(Read::Scoped(scope, q)) => {
+            let run = crate::search::pairs_of(q)
+                .and_then(|pairs| crate::search::scoped_bundle(app, scope, &pairs, false));
+            match run {
+                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Err(err) => error_entry(&err),
+            }
+        }
+        Some(Read::History(q)) => {
+            let run = crate::search::pairs_of(q).and_then(|pairs| {
+                let map = pairs.into_iter().collect();
+                crate::history::history_of(app, &e.ty, &e.id, &map)
+            });
             match run {
                 Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
                 Err(err) => error_entry(&err),

@@ -328,3 +328,52 @@ async fn includes_add_what_matches_refer_to_and_what_refers_to_them() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
     }
 }
+
+/// A batch's GET entries search at every level and read history.
+#[tokio::test]
+async fn batch_entries_search_every_level_and_read_history() {
+    let s = TestServer::new();
+    seed(&s).await;
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "?_type=Patient,Organization&_tag=drill"}},
+        {"request": {"method": "GET", "url": "Patient/p1/*"}},
+        {"request": {"method": "GET", "url": "Patient/p1/Observation?code=x"}},
+        {"request": {"method": "GET", "url": "Patient/p1/_history"}},
+        {"request": {"method": "GET", "url": "Observation/_history?_count=2"}},
+        {"request": {"method": "HEAD", "url": "_history"}},
+        {"request": {"method": "GET", "url": "Patient/nobody/_history"}},
+        {"request": {"method": "GET", "url": "Encounter/e1/*"}}]});
+    let r = s.post("/", &batch).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let e = |i: usize| r.body["entry"][i].clone();
+    assert_eq!(refs(&e(0)["resource"]), ["Organization/o1", "Patient/p1"]);
+    assert_eq!(
+        refs(&e(1)["resource"]),
+        [
+            "Encounter/e1",
+            "Observation/a",
+            "Observation/b",
+            "Patient/p3"
+        ]
+    );
+    assert_eq!(refs(&e(2)["resource"]), ["Observation/a"]);
+    assert_eq!(e(3)["resource"]["type"], "history");
+    assert_eq!(e(3)["resource"]["entry"].as_array().map(Vec::len), Some(1));
+    assert_eq!(e(4)["resource"]["entry"].as_array().map(Vec::len), Some(2));
+    assert!(
+        e(5)["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("200"))
+    );
+    assert!(e(5).get("resource").is_none(), "HEAD: no resource");
+    assert!(
+        e(6)["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("404"))
+    );
+    assert!(
+        e(7)["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("400"))
+    );
+}
