@@ -11,10 +11,27 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::keys::{reference_target, references};
-use super::query::{Hop, matching, parse_request, reference_ids};
+use super::lookup::reference_ids;
 use super::registry::{Kind, SearchParam, Source, registry};
 use crate::app::App;
 use crate::http::outcome::FhirError;
+
+/// A link to other resources a criterion goes through.
+#[derive(Debug)]
+pub(super) enum Hop {
+    /// `param[:Type].rest`: a reference whose target (of one of `types`)
+    /// matches `rest`.
+    Forward { types: Vec<String>, rest: String },
+    /// `_has:ty:param:rest`: resources of `ty` matching `rest` whose
+    /// `param` (the criterion's) refers here.
+    Reverse { ty: String, rest: String },
+}
+
+/// An inner search, run by the caller (the query module, which calls
+/// this one): the ids of `ty` matching `name=value`; `Ok(Err(_))` when
+/// the criteria do not apply to `ty`.
+pub(super) type Inner<'a> =
+    dyn Fn(&str, &str, &str) -> Result<Result<Vec<String>, FhirError>, FhirError> + 'a;
 
 /// Most hops (chain links and `_has`) one parameter name may hold.
 pub const HOPS_MAX: usize = 4;
@@ -108,6 +125,7 @@ pub(super) fn ids_through(
     param: &'static SearchParam,
     hop: &Hop,
     values: &[String],
+    inner: &Inner<'_>,
 ) -> Result<BTreeSet<String>, FhirError> {
     let joined = values.join(",");
     match hop {
@@ -116,15 +134,14 @@ pub(super) fn ids_through(
             let mut refused = None;
             let mut ran = false;
             for t in types {
-                let inner = match parse_request(t, &[(rest.clone(), joined.clone())], true) {
-                    Ok(r) => r,
+                let hits = match inner(t, rest, &joined)? {
+                    Ok(ids) => ids,
                     Err(e) => {
                         refused.get_or_insert(e);
                         continue;
                     }
                 };
                 ran = true;
-                let hits = matching(app, t, &inner)?;
                 if hits.len() > HOP_MATCHES_MAX {
                     return Err(too_costly(&format!("{t}?{rest}={joined}"), hits.len()));
                 }
@@ -132,8 +149,8 @@ pub(super) fn ids_through(
                     Source::Alias { of, target } => (of.as_str(), target.as_deref()),
                     _ => (param.code.as_str(), None),
                 };
-                for h in hits {
-                    let r = format!("{t}/{}", h.id);
+                for id in hits {
+                    let r = format!("{t}/{id}");
                     out.extend(reference_ids(app, ty, code, target, None, &r)?);
                 }
             }
@@ -143,8 +160,7 @@ pub(super) fn ids_through(
             }
         }
         Hop::Reverse { ty: src, rest } => {
-            let inner = parse_request(src, &[(rest.clone(), joined.clone())], true)?;
-            let hits = matching(app, src, &inner)?;
+            let hits = inner(src, rest, &joined)??;
             if hits.len() > HOP_MATCHES_MAX {
                 return Err(too_costly(&format!("{src}?{rest}={joined}"), hits.len()));
             }
@@ -153,8 +169,8 @@ pub(super) fn ids_through(
             };
             let store = app.store()?;
             let mut out = BTreeSet::new();
-            for h in hits {
-                let vigil_engine::Current::Live(v) = store.get(src, &h.id)? else {
+            for id in hits {
+                let vigil_engine::Current::Live(v) = store.get(src, &id)? else {
                     continue;
                 };
                 let Ok(body) = serde_json::from_slice::<Value>(&v.body) else {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::keys::{reference_target, references};
-use super::query::reference_ids;
+use super::lookup::reference_ids;
 use super::registry::{Kind, SearchParam, Source, registry};
 use crate::app::App;
 use crate::http::outcome::FhirError;

@@ -16,6 +16,7 @@ pub mod compartment;
 pub mod fields;
 mod include;
 pub mod keys;
+mod lookup;
 mod query;
 pub mod registry;
 

@@ -8,17 +8,15 @@ use axum::http::{StatusCode, Uri};
 use serde_json::Value;
 
 use super::keys::{
-    STRING_KEY_BYTES_MAX, all_key, cut, identifier_param, key, normalise, pair_key,
-    reference_target, unsortable, unsortable_f64,
+    STRING_KEY_BYTES_MAX, all_key, cut, identifier_param, key, normalise, pair_key, unsortable,
+    unsortable_f64,
 };
+use super::lookup::{all_of, exact, prefixed, reference_ids, scan};
 use super::registry::{Kind, SearchParam, Source, TypeParams, registry};
 use crate::app::App;
 use crate::fhirpath::Item;
 use crate::http::outcome::FhirError;
 use crate::instant::parse_interval;
-
-/// Most index entries one search may scan.
-pub const SCAN_ENTRIES_MAX: usize = 2_000_000;
 
 /// Most resources one search may read to check a value the keys cannot
 /// settle alone (`:exact`, `:of-type`, strings longer than the key).
@@ -166,45 +164,7 @@ pub(super) struct Criterion {
     pub(super) modifier: Option<Modifier>,
     pub(super) values: Vec<String>,
     /// A chain or `_has` through `param`.
-    pub(super) hop: Option<Hop>,
-}
-
-/// A link to other resources a criterion goes through.
-#[derive(Debug)]
-pub(super) enum Hop {
-    /// `param[:Type].rest`: a reference whose target (of one of `types`)
-    /// matches `rest`.
-    Forward { types: Vec<String>, rest: String },
-    /// `_has:ty:param:rest`: resources of `ty` matching `rest` whose
-    /// `param` (the criterion's) refers here.
-    Reverse { ty: String, rest: String },
-}
-
-/// The `lo..hi` bounds of exactly the key `k`.
-fn exact(k: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-    let mut hi = k.clone();
-    hi.push(0);
-    (k, hi)
-}
-
-/// The `lo..hi` bounds of every key that starts with `p`. What follows a
-/// prefix here is UTF-8 text or a sortable number, which a 0xff byte
-/// bounds (8-byte numbers are bounded by their own range instead).
-fn prefixed(p: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-    let mut hi = p.clone();
-    hi.push(0xff);
-    (p, hi)
-}
-
-/// Every key of one parameter: `tag\0Type\0code\0`, up to the next code.
-fn all_of(tag: u8, ty: &str, code: &str) -> (Vec<u8>, Vec<u8>) {
-    let lo = key(tag, ty, code, b"");
-    let mut hi = lo.clone();
-    // The byte after the separator: every value, whatever its first byte.
-    if let Some(last) = hi.last_mut() {
-        *last = 1;
-    }
-    (lo, hi)
+    pub(super) hop: Option<super::chain::Hop>,
 }
 
 /// Where a parameter's keys are: its own code, or the one it aliases, and
@@ -232,7 +192,20 @@ fn covered_homes(ty: &str, p: &'static SearchParam) -> Vec<&'static str> {
 fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirError> {
     let p = c.param;
     if let Some(hop) = &c.hop {
-        return super::chain::ids_through(app, ty, p, hop, &c.values);
+        // The inner search of a hop, run here so that `chain` needs
+        // nothing of this module: `Ok(Err(_))` when its criteria do not
+        // apply to the type.
+        let inner = |t: &str, name: &str, value: &str| {
+            let r = match parse_request(t, &[(name.to_owned(), value.to_owned())], true) {
+                Ok(r) => r,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            Ok(Ok(matching(app, t, &r)?
+                .into_iter()
+                .map(|h| h.id)
+                .collect()))
+        };
+        return super::chain::ids_through(app, ty, p, hop, &c.values, &inner);
     }
     if c.modifier == Some(Modifier::Missing) {
         let present = present_ids(app, ty, p)?;
@@ -350,7 +323,11 @@ fn ids_for_value(
             if modifier == Some(&Modifier::Identifier) {
                 return token_ids(app, ty, &identifier_param(code), None, value);
             }
-            reference_ids(app, ty, code, target, modifier, value)
+            let type_modifier = match modifier {
+                Some(Modifier::Type(t)) => Some(t.as_str()),
+                _ => None,
+            };
+            reference_ids(app, ty, code, target, type_modifier, value)
         }
         Kind::Date => {
             let (prefix, s) = date_value(value)?;
@@ -461,46 +438,6 @@ fn string_ids(
     }
 }
 
-/// Ids whose reference keys under `code` (restricted to `target` types)
-/// match `value`: `Type/id`, an absolute URL, a bare id, or a literal.
-pub(super) fn reference_ids(
-    app: &App,
-    ty: &str,
-    code: &str,
-    target: Option<&str>,
-    modifier: Option<&Modifier>,
-    value: &str,
-) -> Result<BTreeSet<String>, FhirError> {
-    let value = match modifier {
-        Some(Modifier::Type(t)) if !value.contains('/') => format!("{t}/{value}"),
-        _ => value.to_owned(),
-    };
-    let want_type = match (modifier, target) {
-        (Some(Modifier::Type(t)), _) => Some(t.as_str()),
-        (_, t) => t,
-    };
-    match reference_target(&value) {
-        Some((rty, rid)) => {
-            if want_type.is_some_and(|t| t != rty) {
-                return Ok(BTreeSet::new());
-            }
-            let (lo, hi) = exact(pair_key(b'r', ty, code, &rid, &rty));
-            scan(app, ty, &lo, &hi, |_| true)
-        }
-        None => match want_type {
-            Some(t) => {
-                let (lo, hi) = exact(pair_key(b'r', ty, code, &value, t));
-                scan(app, ty, &lo, &hi, |_| true)
-            }
-            // A bare id (any type) or a literal reference.
-            None => {
-                let (lo, hi) = prefixed(pair_key(b'r', ty, code, &value, ""));
-                scan(app, ty, &lo, &hi, |_| true)
-            }
-        },
-    }
-}
-
 /// Ids whose token keys of `code` match `value`: `code`, `system|code`,
 /// `|code` (no system) or `system|` (any code of the system); only keys
 /// of the system `only` count when set (`phone` is `telecom`'s keys of
@@ -589,30 +526,6 @@ fn verify_strings(
         super::keys::strings(item, &[], &mut texts);
         texts.iter().any(|s| keep(s))
     })
-}
-
-fn scan(
-    app: &App,
-    ty: &str,
-    lo: &[u8],
-    hi: &[u8],
-    keep: impl Fn(&[u8]) -> bool,
-) -> Result<BTreeSet<String>, FhirError> {
-    let rows = app
-        .store()?
-        .lookup_range(lo, hi, Some(ty), SCAN_ENTRIES_MAX + 1)?;
-    if rows.len() > SCAN_ENTRIES_MAX {
-        return Err(FhirError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too-costly",
-            format!("the search would scan more than {SCAN_ENTRIES_MAX} index entries; narrow it"),
-        ));
-    }
-    Ok(rows
-        .into_iter()
-        .filter(|(k, _, _)| keep(k))
-        .map(|(_, _, id)| id)
-        .collect())
 }
 
 /// A parsed search request.
