@@ -320,6 +320,22 @@ fn the_rest_api_behaves_alike_on_a_standalone_server_and_a_follower() {
     follower.leader_name = Some("a".into());
     let follower =
         NodeProcess::start(BIN, &write_config(dir.path(), "b", Some(follower))).expect("follower");
+    // A follower forwards writes once it has reached its leader (before,
+    // it answers 503 with Retry-After).
+    until(
+        "the follower reached its leader",
+        Duration::from_secs(30),
+        || {
+            // A write goes through once it has.
+            request(
+                follower.http,
+                "POST",
+                "/Patient",
+                Some(r#"{"resourceType":"Patient"}"#),
+            )
+            .is_ok_and(|r| r.status == 201)
+        },
+    );
     check_rest_api(follower.http, "follower");
     // What the follower forwarded is the leader's.
     let on_leader = json_of(
