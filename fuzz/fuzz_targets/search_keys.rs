@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vigil_engine::KeyExtractor;
-use vigil_fhir::search::{SearchKeys, keys_of_map};
+use vigil_fhir::search::{SearchKeys, keys_of_value};
 use vigil_fhir::types::R4_RESOURCE_TYPES;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     SearchKeys.keys(ty, body, &mut fast);
     let mut whole = Vec::new();
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(map)) => keys_of_map(ty, &map, &mut whole),
+        Ok(v @ serde_json::Value::Object(_)) => keys_of_value(ty, &v, &mut whole),
         Ok(_) => whole.push(b"t\0".iter().chain(ty.as_bytes()).copied().collect()),
         Err(_) => {}
     }
