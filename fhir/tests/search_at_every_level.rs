@@ -8,7 +8,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{TestServer, match_refs};
+use common::{TestServer, match_refs, refs_of_mode};
 use serde_json::{Value, json};
 
 fn refs(bundle: &Value) -> Vec<String> {
@@ -258,21 +258,7 @@ async fn chains_and_has_follow_references_through_the_index() {
 
 /// The `Type/id` of the included entries, sorted.
 fn included(bundle: &Value) -> Vec<String> {
-    let mut out: Vec<String> = bundle["entry"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter(|x| x["search"]["mode"] == "include")
-                .map(|x| {
-                    format!(
-                        "{}/{}",
-                        x["resource"]["resourceType"].as_str().unwrap_or(""),
-                        x["resource"]["id"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out = refs_of_mode(bundle, "include");
     out.sort();
     out
 }

@@ -328,14 +328,15 @@ pub(crate) fn scoped_bundle(
         // Bodies only for the page; a match deleted since is skipped.
         if let Current::Live(v) = app.store()?.get(&h.ty, &h.id)? {
             let resource = Value::Object(render_map(&v.body, v.version, v.last_updated_us)?);
+            // The includes read the matches: a copy only when there are any.
+            if !r.includes.is_empty() {
+                matched.push((h.ty.clone(), h.id.clone(), resource.clone()));
+            }
             entries.push(json!({
                 "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),
-                "resource": resource.clone(),
+                "resource": resource,
                 "search": {"mode": "match"},
             }));
-            if !r.includes.is_empty() {
-                matched.push((h.ty.clone(), h.id.clone(), resource));
-            }
         }
     }
     let mut r = r;

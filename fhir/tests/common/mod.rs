@@ -160,11 +160,17 @@ impl TestServer {
 /// The `Type/id` of a searchset's matches (not its outcome entries), in
 /// the Bundle's order.
 pub fn match_refs(bundle: &Value) -> Vec<String> {
+    refs_of_mode(bundle, "match")
+}
+
+/// The `Type/id` of a searchset's entries of one search mode (`match`,
+/// `include`), in the Bundle's order.
+pub fn refs_of_mode(bundle: &Value, mode: &str) -> Vec<String> {
     bundle["entry"]
         .as_array()
         .map(|e| {
             e.iter()
-                .filter(|x| x["search"]["mode"] == "match")
+                .filter(|x| x["search"]["mode"] == mode)
                 .map(|x| {
                     format!(
                         "{}/{}",
