@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::http::json_response;
 use crate::http::outcome::FhirError;
-use crate::search::registry::registry;
+use crate::search::registry::{Kind, registry};
 use crate::types::R4_RESOURCE_TYPES;
 
 /// The type-level interactions every resource type supports.
@@ -44,7 +44,17 @@ pub fn statement(base: &str) -> Value {
                 .collect();
             let interactions: Vec<Value> =
                 INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
-            json!({
+            let includes: Vec<String> = std::iter::once("*".to_owned())
+                .chain(
+                    registry()
+                        .of(ty)
+                        .params
+                        .iter()
+                        .filter(|p| p.kind == Kind::Reference && p.expr.is_some())
+                        .map(|p| format!("{ty}:{}", p.code)),
+                )
+                .collect();
+            let mut resource = json!({
                 "type": ty,
                 "interaction": interactions,
                 "versioning": "versioned-update",
@@ -54,8 +64,18 @@ pub fn statement(base: &str) -> Value {
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
+                "searchInclude": includes,
                 "searchParam": params,
-            })
+            });
+            if *ty == "Patient"
+                && let Some(r) = resource.as_object_mut()
+            {
+                r.insert(
+                    "operation".to_owned(),
+                    json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}]),
+                );
+            }
+            resource
         })
         .collect();
     json!({
@@ -71,7 +91,7 @@ pub fn statement(base: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
             // Bulk Data Access: [base]/$export, Patient/$export, Group/[id]/$export.
             "operation": [
                 {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},

@@ -44,6 +44,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/{type}/$export", get(crate::export::by_type))
         .route("/{type}/{id}/$export", get(crate::export::by_type))
         .route(
+            "/{type}/$everything",
+            get(search::everything::type_get).post(search::everything::type_post),
+        )
+        .route(
+            "/{type}/{id}/$everything",
+            get(search::everything::instance_get).post(search::everything::instance_post),
+        )
+        .route(
             "/$export-status/{id}",
             get(crate::export::status).delete(crate::export::cancel),
         )

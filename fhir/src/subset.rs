@@ -1,4 +1,5 @@
-//! `_summary` and `_elements` on read and vread: the resource cut to
+//! `_summary` and `_elements` on read, vread and a search's matches
+//! (included resources stay whole): the resource cut to
 //! what the client asked for, tagged `SUBSETTED` in `meta.tag` (R4
 //! search.html#summary and #elements).
 //!
@@ -19,9 +20,10 @@ use crate::http::outcome::FhirError;
 pub const ELEMENTS_MAX: usize = 100;
 
 /// What part of a resource a read returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Subset {
     /// All of it.
+    #[default]
     Full,
     /// These top-level elements.
     Elements(Vec<String>),

@@ -261,10 +261,16 @@ async fn last_updated_sort_paging_and_unknown_parameters() {
         .await;
     assert_eq!(strict.status, StatusCode::BAD_REQUEST);
     assert!(strict.diagnostics().contains("colour"));
-    assert_eq!(
-        s.get("/Basic?_sort=colour").await.status,
-        StatusCode::BAD_REQUEST
-    );
+    let strict_sort = s
+        .call(
+            Method::GET,
+            "/Basic?_sort=colour",
+            &[("prefer", "handling=strict")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(strict_sort.status, StatusCode::BAD_REQUEST);
+    assert!(strict_sort.diagnostics().contains("colour"));
     assert_eq!(
         s.get("/Basic?_lastUpdated=sa20x0").await.status,
         StatusCode::BAD_REQUEST

@@ -58,6 +58,8 @@ const PATHS: &[&str] = &[
     "/",
     "/Patient/p1/*",
     "/Patient/p1/Observation",
+    "/Patient/p1/$everything",
+    "/Patient/$everything",
 ];
 
 fuzz_target!(|data: &[u8]| {

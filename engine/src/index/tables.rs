@@ -947,6 +947,13 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// `(live resources, versions)` of one type; zeros for a type never
+    /// written.
+    pub(crate) fn type_stat(&self, ty: &str) -> Result<(u64, u64)> {
+        let t = self.tx.open_table(TYPE_STATS)?;
+        Ok(t.get(ty)?.map_or((0, 0), |v| v.value()))
+    }
+
     /// The frame holding `lsn`: (frame first LSN, segment, offset).
     pub(crate) fn frame_holding(&self, lsn: u64) -> Result<Option<(u64, u64, u64)>> {
         let t = self.tx.open_table(FRAMES)?;

@@ -826,6 +826,12 @@ impl Store {
         self.snapshot()?.lookup_range(lo, hi, resource_type, limit)
     }
 
+    /// How many live resources of `resource_type` the index holds (0 for a
+    /// type never written): one row read, cheap enough for a query plan.
+    pub fn live_count(&self, resource_type: &str) -> Result<u64> {
+        Ok(self.snapshot()?.type_stat(resource_type)?.0)
+    }
+
     /// Counts per type, versions, sizes.
     pub fn stats(&self) -> Result<StoreStats> {
         let snap = self.snapshot()?;

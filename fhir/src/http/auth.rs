@@ -133,6 +133,10 @@ fn allows(scopes: &str, method: &Method, path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     let (ty, write) = match (method, first) {
         (_, "" | "_history") => ("*", method != Method::GET),
+        // Every type of the compartment, and what it refers to.
+        (&Method::GET | &Method::HEAD | &Method::POST, _) if path.ends_with("/$everything") => {
+            ("*", false)
+        }
         (&Method::POST, _) if path.ends_with("/_search") => (first, false),
         (&Method::GET | &Method::HEAD, t) => (t, false),
         (_, t) => (t, true),
@@ -196,6 +200,17 @@ mod tests {
             "a transaction needs a * scope"
         );
         assert!(allows("system/*.*", &Method::POST, "/"));
+        // $everything reads every type of the compartment.
+        assert!(!allows(
+            "user/Patient.read",
+            &Method::GET,
+            "/Patient/1/$everything"
+        ));
+        assert!(allows(
+            "user/*.read",
+            &Method::POST,
+            "/Patient/1/$everything"
+        ));
         assert!(!allows("garbage", &Method::GET, "/Patient"));
     }
 }

@@ -67,7 +67,8 @@ pub async fn sync_reads_layer(State(app): State<Arc<App>>, req: Request, next: N
 
 fn is_read(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || (*method == Method::POST && path.ends_with("/_search"))
+        || (*method == Method::POST
+            && (path.ends_with("/_search") || path.ends_with("/$everything")))
 }
 
 /// On a follower: serves reads locally with the lag headers, and forwards

@@ -78,6 +78,8 @@ pub(super) fn reference_ids(
     }
 }
 
+/// The ids of `ty` whose keys in `lo..hi` satisfy `keep`; 422 when the
+/// range holds more than [`SCAN_ENTRIES_MAX`] entries.
 pub(super) fn scan(
     app: &App,
     ty: &str,
@@ -85,6 +87,21 @@ pub(super) fn scan(
     hi: &[u8],
     keep: impl Fn(&[u8]) -> bool,
 ) -> Result<BTreeSet<String>, FhirError> {
+    Ok(scan_keys(app, ty, lo, hi)?
+        .into_iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(_, id)| id)
+        .collect())
+}
+
+/// The `(key, id)` rows of `ty` in `lo..hi`, in key order; 422 when the
+/// range holds more than [`SCAN_ENTRIES_MAX`] entries.
+pub(super) fn scan_keys(
+    app: &App,
+    ty: &str,
+    lo: &[u8],
+    hi: &[u8],
+) -> Result<Vec<(Vec<u8>, String)>, FhirError> {
     let rows = app
         .store()?
         .lookup_range(lo, hi, Some(ty), SCAN_ENTRIES_MAX + 1)?;
@@ -95,9 +112,5 @@ pub(super) fn scan(
             format!("the search would scan more than {SCAN_ENTRIES_MAX} index entries; narrow it"),
         ));
     }
-    Ok(rows
-        .into_iter()
-        .filter(|(k, _, _)| keep(k))
-        .map(|(_, _, id)| id)
-        .collect())
+    Ok(rows.into_iter().map(|(k, _, id)| (k, id)).collect())
 }

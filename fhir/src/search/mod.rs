@@ -9,16 +9,22 @@
 //! - [`compartment`] — the Patient compartment, as data.
 //! - [`fields`] — the top-level fields a parameter reads, parsed alone.
 //! - `query` — a request read from its parameters and run on the keys.
+//! - `sort` — `_sort`'s keys, each match's values for them, the order.
+//! - `page` — keyset `_page` tokens.
+//! - [`everything`] — `Patient/$everything`.
 //! - this module — the HTTP handlers and the Bundle they answer with.
 
 mod chain;
 pub mod compartment;
+pub mod everything;
 pub mod fields;
 mod include;
 pub mod keys;
 mod lookup;
+mod page;
 mod query;
 pub mod registry;
+mod sort;
 
 use std::sync::Arc;
 
@@ -33,7 +39,8 @@ use vigil_engine::Current;
 pub use keys::{EXTRACTOR_NAME, SearchKeys, keys_of_map, keys_of_value};
 pub use query::matching_ids;
 pub(crate) use query::pairs_of;
-use query::{Hit, Request, matching, order, parse_request, sort_hits};
+use query::{Request, matching, parse_request};
+use sort::{Hit, sort_hits};
 
 use crate::app::App;
 use crate::http::negotiate::{check_accept, require_content_type};
@@ -59,15 +66,17 @@ pub(crate) enum Scope {
         /// One type, or all of the compartment's.
         ty: Option<String>,
     },
+    /// `Patient/[id]/$everything` (one patient) and `Patient/$everything`
+    /// (every patient): the patients, the resources in their
+    /// compartments, and what those refer to (as included entries).
+    Everything {
+        /// The patient; `None`: all of them.
+        id: Option<String>,
+    },
 }
 
 /// Most resource types one search may name in `_type` (R4 has 145).
 const TYPES_MAX: usize = 200;
-
-/// The position of a hit in the sort order, as a `_page` token.
-fn token(dir: char, h: &Hit) -> String {
-    format!("{dir}~{}~{}~{}", h.ts, h.ty, h.id)
-}
 
 fn search(
     app: &App,
@@ -177,6 +186,17 @@ fn types_of(scope: &Scope, pairs: &[(String, String)]) -> Result<Vec<String>, Fh
                     .collect(),
             }
         }
+        Scope::Everything { id } => {
+            if id.as_ref().is_some_and(|id| !crate::types::is_valid_id(id)) {
+                return Err(FhirError::invalid(
+                    "$everything: the patient's id is not a valid id",
+                ));
+            }
+            everything::types()
+                .filter(|t| named.as_ref().is_none_or(|n| n.iter().any(|x| x == t)))
+                .map(str::to_owned)
+                .collect()
+        }
     };
     types.sort();
     Ok(types)
@@ -190,11 +210,14 @@ fn hits_of(
     pairs: &[(String, String)],
     strict: bool,
 ) -> Result<(Vec<Hit>, Request), FhirError> {
-    let own: Vec<(String, String)> = pairs
-        .iter()
-        .filter(|(k, _)| k != "_type")
-        .cloned()
-        .collect();
+    let own: Vec<(String, String)> = match scope {
+        Scope::Everything { .. } => everything::pairs(pairs)?,
+        _ => pairs
+            .iter()
+            .filter(|(k, _)| k != "_type")
+            .cloned()
+            .collect(),
+    };
     let mut hits = Vec::new();
     let mut first: Option<Request> = None;
     let mut refused: Option<FhirError> = None;
@@ -202,8 +225,11 @@ fn hits_of(
         // Over several types, a parameter one type does not have excludes
         // that type (none of its resources can match); over one type, or
         // when every type refuses, the refusal stands.
-        let parsed = match types.len() {
-            1 => parse_request(ty, &own, strict),
+        let parsed = match scope {
+            Scope::Everything { .. } => {
+                parse_request(ty, &everything::pairs_of_type(ty, &own), true)
+            }
+            _ if types.len() == 1 => parse_request(ty, &own, strict),
             _ => parse_request(ty, &own, true),
         };
         let mut r = match parsed {
@@ -213,8 +239,16 @@ fn hits_of(
                 continue;
             }
         };
-        if let Scope::Compartment { owner, id, .. } = scope {
-            r.within(ty, owner, id)?;
+        match scope {
+            Scope::Compartment { owner, id, .. } => r.within(ty, owner, id)?,
+            Scope::Everything { id: Some(id) } => {
+                r.within(ty, "Patient", id)?;
+                if ty == "Patient" {
+                    r.also.insert(id.clone());
+                }
+            }
+            Scope::Everything { id: None } => r.within_any(ty, "Patient")?,
+            Scope::Type(_) | Scope::System => {}
         }
         hits.extend(matching(app, ty, &r)?);
         first.get_or_insert(r);
@@ -233,7 +267,7 @@ fn hits_of(
             any.unwrap_or_else(|| parse_request("Resource", &own, false).unwrap_or_default())
         }
     };
-    sort_hits(&mut hits, r.sort);
+    sort_hits(&mut hits, &r.sort);
     Ok((hits, r))
 }
 
@@ -245,46 +279,12 @@ pub(crate) fn scoped_bundle(
     strict: bool,
 ) -> Result<Value, FhirError> {
     let types = types_of(scope, pairs)?;
-    let (hits, r) = hits_of(app, scope, &types, pairs, strict)?;
+    let (hits, mut r) = hits_of(app, scope, &types, pairs, strict)?;
+    if let Scope::Everything { .. } = scope {
+        r.includes = everything::includes();
+    }
     let total = hits.len();
-    // Keyset paging: a page starts after (or ends before) a hit's position,
-    // so writes between requests neither repeat nor skip an unchanged match.
-    let pos = |tok: &str| -> Result<(char, usize), FhirError> {
-        let bad = || FhirError::invalid(format!("_page={tok:?} is not a page of this search"));
-        let mut parts = tok.splitn(4, '~');
-        let dir = parts
-            .next()
-            .and_then(|d| d.chars().next())
-            .ok_or_else(bad)?;
-        let ts: u64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-        let ty = parts.next().ok_or_else(bad)?;
-        let id = parts.next().ok_or_else(bad)?;
-        let probe = Hit {
-            ty: ty.to_owned(),
-            id: id.to_owned(),
-            ts,
-        };
-        Ok((
-            dir,
-            hits.partition_point(|h| order(r.sort, h, &probe).is_le()),
-        ))
-    };
-    let (start, end) = match r.page.as_deref() {
-        None => (0, r.count.min(total)),
-        Some(tok) => match pos(tok)? {
-            ('n', after) => (after, (after + r.count).min(total)),
-            ('p', upto) => {
-                // `upto` counts hits <= the token's hit; the page ends before it.
-                let end = upto.saturating_sub(1);
-                (end.saturating_sub(r.count), end)
-            }
-            _ => {
-                return Err(FhirError::invalid(format!(
-                    "_page={tok:?} is not a page of this search"
-                )));
-            }
-        },
-    };
+    let (start, end) = page::bounds(&hits, &r.sort, r.page.as_deref(), r.count)?;
     let page = &hits[start.min(total)..end.min(total)];
     let path = match scope {
         Scope::Type(ty) => format!("{}/{ty}", app.base),
@@ -292,6 +292,8 @@ pub(crate) fn scoped_bundle(
         Scope::Compartment { owner, id, ty } => {
             format!("{}/{owner}/{id}/{}", app.base, ty.as_deref().unwrap_or("*"))
         }
+        Scope::Everything { id: Some(id) } => format!("{}/Patient/{id}/$everything", app.base),
+        Scope::Everything { id: None } => format!("{}/Patient/$everything", app.base),
     };
     let base_q: Vec<String> = pairs
         .iter()
@@ -314,24 +316,27 @@ pub(crate) fn scoped_bundle(
         && let Some(last) = page.last()
     {
         links.push(
-            json!({"relation": "next", "url": url(Some(format!("_page={}", token('n', last))))}),
+            json!({"relation": "next", "url": url(Some(format!("_page={}", page::token('n', last))))}),
         );
     }
     if start > 0
         && let Some(first) = page.first()
     {
-        links.push(json!({"relation": "previous", "url": url(Some(format!("_page={}", token('p', first))))}));
+        links.push(json!({"relation": "previous", "url": url(Some(format!("_page={}", page::token('p', first))))}));
     }
     let mut entries = Vec::with_capacity(page.len() + 1);
     let mut matched: Vec<include::Found> = Vec::new();
     for h in page {
         // Bodies only for the page; a match deleted since is skipped.
         if let Current::Live(v) = app.store()?.get(&h.ty, &h.id)? {
-            let resource = Value::Object(render_map(&v.body, v.version, v.last_updated_us)?);
-            // The includes read the matches: a copy only when there are any.
+            let mut map = render_map(&v.body, v.version, v.last_updated_us)?;
+            // The includes read the whole matches: a copy only when there
+            // are any, before `_summary`/`_elements` cut them.
             if !r.includes.is_empty() {
-                matched.push((h.ty.clone(), h.id.clone(), resource.clone()));
+                matched.push((h.ty.clone(), h.id.clone(), Value::Object(map.clone())));
             }
+            crate::subset::apply(&mut map, &r.subset);
+            let resource = Value::Object(map);
             entries.push(json!({
                 "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),
                 "resource": resource,
@@ -339,7 +344,6 @@ pub(crate) fn scoped_bundle(
             }));
         }
     }
-    let mut r = r;
     if !r.includes.is_empty() {
         let (more, cut) = include::included(app, &r.includes, &matched)?;
         entries.extend(more);
@@ -361,13 +365,19 @@ pub(crate) fn scoped_bundle(
         }
         entries.push(json!({"resource": outcome, "search": {"mode": "outcome"}}));
     }
-    Ok(json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
         "link": links,
         "entry": entries,
-    }))
+    });
+    if r.no_total
+        && let Some(b) = bundle.as_object_mut()
+    {
+        b.remove("total");
+    }
+    Ok(bundle)
 }
 
 /// The form body of a `POST …/_search`, with any parameters in the URL.

@@ -13,10 +13,12 @@ use super::keys::{
 };
 use super::lookup::{all_of, exact, prefixed, reference_ids, scan};
 use super::registry::{Kind, SearchParam, Source, TypeParams, registry};
+use super::sort::{Hit, SORT_KEYS_MAX, SortBy, SortKey, parse_sort, sort_hits, sort_values};
 use crate::app::App;
 use crate::fhirpath::Item;
 use crate::http::outcome::FhirError;
 use crate::instant::parse_interval;
+use crate::subset::Subset;
 
 /// Most resources one search may read to check a value the keys cannot
 /// settle alone (`:exact`, `:of-type`, strings longer than the key).
@@ -139,6 +141,10 @@ pub(super) enum Modifier {
     Above,
     /// A reference's target type: `subject:Patient`.
     Type(String),
+    /// Any reference to a resource of this type (no URL names it: it
+    /// puts a resource in any compartment of the type, for
+    /// `Patient/$everything`).
+    RefersTo(String),
 }
 
 fn modifier_of(kind: Kind, m: &str) -> Option<Modifier> {
@@ -217,6 +223,15 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
                 p.code
             ))),
         };
+    }
+    if let Some(Modifier::RefersTo(owner)) = &c.modifier {
+        let (code, target) = keys_home(p);
+        if p.kind != Kind::Reference || target.is_some_and(|t| t != owner) {
+            return Ok(BTreeSet::new());
+        }
+        let (lo, hi) = all_of(b'r', ty, code);
+        let want = [b"\0", owner.as_bytes()].concat();
+        return scan(app, ty, &lo, &hi, |k| k.ends_with(&want));
     }
     if c.modifier == Some(Modifier::Not) {
         let mut hit = BTreeSet::new();
@@ -532,24 +547,26 @@ fn verify_strings(
 #[derive(Debug, Default)]
 pub(super) struct Request {
     pub(super) criteria: Vec<Criterion>,
-    /// A compartment's links: a match must satisfy one of them.
+    /// A compartment's links: a match must satisfy one of them (or be
+    /// one of `also`).
     pub(super) within: Option<Vec<Criterion>>,
+    /// Ids that are in the compartment without a link: its owner.
+    pub(super) also: BTreeSet<String>,
     /// `_include` and `_revinclude`.
     pub(super) includes: Vec<super::include::Include>,
     pub(super) ids: Option<BTreeSet<String>>,
     pub(super) last_updated: Vec<(Prefix, (i64, i64))>,
     pub(super) count: usize,
-    pub(super) sort: Sort,
+    /// `_sort`'s keys; none: by type and id.
+    pub(super) sort: Vec<SortKey>,
     pub(super) page: Option<String>,
+    /// `_total=none`: the Bundle leaves `total` out.
+    pub(super) no_total: bool,
+    /// `_summary` (but `count`) or `_elements`, applied to the matches.
+    pub(super) subset: Subset,
+    /// `_list`: the id of a List whose entries bound the matches.
+    pub(super) list: Option<String>,
     pub(super) warnings: Vec<String>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Sort {
-    #[default]
-    Id,
-    LastUpdatedAsc,
-    LastUpdatedDesc,
 }
 
 pub(super) fn parse_request(
@@ -561,6 +578,7 @@ pub(super) fn parse_request(
         count: crate::history::PAGE_DEFAULT,
         ..Request::default()
     };
+    let (mut summary, mut elements) = (None, None);
     for (name, value) in pairs {
         match name.as_str() {
             // Response formatting, applied by the HTTP layer.
@@ -577,6 +595,28 @@ pub(super) fn parse_request(
                 }
             }
             "_summary" if value == "count" => r.count = 0,
+            "_summary" => summary = Some(value.as_str()),
+            "_elements" => elements = Some(value.as_str()),
+            "_total" => {
+                r.no_total = match value.as_str() {
+                    "none" => true,
+                    // Every search counts its matches exactly.
+                    "estimate" | "accurate" => false,
+                    other => {
+                        return Err(FhirError::invalid(format!(
+                            "_total={other} is not one of none, estimate, accurate"
+                        )));
+                    }
+                }
+            }
+            "_list" => {
+                if !crate::types::is_valid_id(value) {
+                    return Err(FhirError::invalid(format!(
+                        "_list={value}: a List's id is expected (functional lists such as $current-problems are not supported)"
+                    )));
+                }
+                r.list = Some(value.clone());
+            }
             "_page" => r.page = Some(value.clone()),
             n if n.starts_with("_include") || n.starts_with("_revinclude") => {
                 match super::include::parse(n, value) {
@@ -585,18 +625,18 @@ pub(super) fn parse_request(
                     Err(why) => r.warnings.push(format!("{why}; it was ignored")),
                 }
             }
-            "_sort" => {
-                r.sort = match value.as_str() {
-                    "_lastUpdated" => Sort::LastUpdatedAsc,
-                    "-_lastUpdated" => Sort::LastUpdatedDesc,
-                    "_id" => Sort::Id,
-                    other => {
+            "_sort" => match parse_sort(registry().of(ty), ty, value) {
+                Ok(keys) => {
+                    r.sort.extend(keys);
+                    if r.sort.len() > SORT_KEYS_MAX {
                         return Err(FhirError::invalid(format!(
-                            "_sort={other} is not supported (_lastUpdated, -_lastUpdated, _id are)"
+                            "_sort lists more than {SORT_KEYS_MAX} keys"
                         )));
                     }
                 }
-            }
+                Err(why) if strict => return Err(FhirError::invalid(why)),
+                Err(why) => r.warnings.push(format!("{why}; it was ignored")),
+            },
             "_id" => {
                 let set: BTreeSet<String> = value.split(',').map(str::to_owned).collect();
                 r.ids = Some(match r.ids.take() {
@@ -612,6 +652,7 @@ pub(super) fn parse_request(
             },
         }
     }
+    r.subset = crate::subset::parse(summary, elements)?;
     Ok(r)
 }
 
@@ -714,34 +755,46 @@ impl Request {
         self.within = Some(links);
         Ok(())
     }
-}
 
-/// One match: its type, id and, when the sort or a filter needs it, its
-/// time.
-pub(super) struct Hit {
-    pub(super) ty: String,
-    pub(super) id: String,
-    pub(super) ts: u64,
-}
-
-/// How two hits compare in a sort order (ties broken by type, then id).
-pub(super) fn order(sort: Sort, a: &Hit, b: &Hit) -> std::cmp::Ordering {
-    match sort {
-        Sort::Id => (&a.ty, &a.id).cmp(&(&b.ty, &b.id)),
-        Sort::LastUpdatedAsc => (a.ts, &a.ty, &a.id).cmp(&(b.ts, &b.ty, &b.id)),
-        Sort::LastUpdatedDesc => (b.ts, &b.ty, &b.id).cmp(&(a.ts, &a.ty, &a.id)),
+    /// Restricts the request to resources of `ty` in any compartment of
+    /// type `owner`: those with a value for one of its links (for
+    /// `Patient/$everything`). The owner type itself is not restricted.
+    pub(super) fn within_any(&mut self, ty: &str, owner: &str) -> Result<(), FhirError> {
+        if ty == owner {
+            return Ok(());
+        }
+        let c = super::compartment::compartment(owner).ok_or_else(|| {
+            FhirError::invalid(format!("the {owner} compartment is not supported"))
+        })?;
+        let tp = registry().of(ty);
+        let links = c
+            .params_of(ty)
+            .iter()
+            .filter_map(|code| tp.find(code))
+            .filter(|p| p.is_searchable())
+            .map(|param| Criterion {
+                param,
+                modifier: Some(Modifier::RefersTo(owner.to_owned())),
+                values: Vec::new(),
+                hop: None,
+            })
+            .collect();
+        self.within = Some(links);
+        Ok(())
     }
-}
-
-/// Puts hits in the sort order.
-pub(super) fn sort_hits(hits: &mut [Hit], sort: Sort) {
-    hits.sort_by(|a, b| order(sort, a, b));
 }
 
 pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
     let mut set: Option<BTreeSet<String>> = r.ids.clone();
+    if let Some(list) = &r.list {
+        let members = list_members(app, list, ty)?;
+        set = Some(match set {
+            Some(s) => s.intersection(&members).cloned().collect(),
+            None => members,
+        });
+    }
     if let Some(links) = &r.within {
-        let mut any = BTreeSet::new();
+        let mut any = r.also.clone();
         for c in links {
             any.extend(ids_for(app, ty, c)?);
         }
@@ -768,16 +821,13 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
     // Index keys exist only for current live versions; ids from `_id`
     // alone must still be checked. Times are read (without bodies) only
     // when a filter or the sort needs them.
-    let need_ts = !r.last_updated.is_empty() || r.sort != Sort::Id;
+    let need_ts =
+        !r.last_updated.is_empty() || r.sort.iter().any(|k| matches!(k.by, SortBy::LastUpdated));
     let now = crate::instant::now_us();
-    let mut hits = Vec::with_capacity(ids.len());
+    let mut found: Vec<(String, u64)> = Vec::with_capacity(ids.len());
     for id in ids {
         if !need_ts && keyed {
-            hits.push(Hit {
-                ty: ty.to_owned(),
-                id,
-                ts: 0,
-            });
+            found.push((id, 0));
             continue;
         }
         if let Some((_, ts, op)) = app.store()?.head(ty, &id)?
@@ -788,18 +838,68 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
                 .iter()
                 .all(|(p, s)| date_matches(*p, t, *s, now))
             {
-                hits.push(Hit {
-                    ty: ty.to_owned(),
-                    id,
-                    ts,
-                });
+                found.push((id, ts));
             }
         }
     }
-    if r.sort != Sort::Id {
-        sort_hits(&mut hits, r.sort);
+    let mut columns = Vec::with_capacity(r.sort.len());
+    for k in &r.sort {
+        columns.push(match k.by {
+            SortBy::Param(p) => {
+                let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+                Some(sort_values(app, ty, p, k.desc, &ids)?)
+            }
+            SortBy::Id | SortBy::LastUpdated => None,
+        });
+    }
+    let mut hits: Vec<Hit> = found
+        .into_iter()
+        .map(|(id, ts)| {
+            let keys = r
+                .sort
+                .iter()
+                .zip(&columns)
+                .map(|(k, column)| match k.by {
+                    SortBy::Id => Some(id.as_bytes().to_vec()),
+                    SortBy::LastUpdated => Some(ts.to_be_bytes().to_vec()),
+                    SortBy::Param(_) => column.as_ref().and_then(|c| c.get(&id).cloned()),
+                })
+                .collect();
+            Hit {
+                ty: ty.to_owned(),
+                id,
+                keys,
+            }
+        })
+        .collect();
+    if !r.sort.is_empty() {
+        sort_hits(&mut hits, &r.sort);
     }
     Ok(hits)
+}
+
+/// The ids of `ty` a List's entries refer to (`_list`), leaving out
+/// entries marked deleted; 404 when the List does not exist.
+fn list_members(app: &App, list: &str, ty: &str) -> Result<BTreeSet<String>, FhirError> {
+    let vigil_engine::Current::Live(v) = app.store()?.get("List", list)? else {
+        return Err(FhirError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("_list={list}: there is no List/{list}"),
+        ));
+    };
+    let body: Value = serde_json::from_slice(&v.body)
+        .map_err(|_| FhirError::internal(format!("List/{list} is not stored as JSON")))?;
+    let entries = body.get("entry").and_then(Value::as_array);
+    Ok(entries
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("deleted").and_then(Value::as_bool) != Some(true))
+        .filter_map(|e| e.pointer("/item/reference").and_then(Value::as_str))
+        .filter_map(super::keys::reference_target)
+        .filter(|(rty, _)| rty == ty)
+        .map(|(_, id)| id)
+        .collect())
 }
 
 /// Ids of `ty` matching a query string such as `identifier=sys|1` (for

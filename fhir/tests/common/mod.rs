@@ -182,3 +182,27 @@ pub fn refs_of_mode(bundle: &Value, mode: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+impl TestServer {
+    /// Every page of a search, following `next` links from `uri` (at most
+    /// 100 pages).
+    pub async fn pages(&self, uri: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut url = uri.to_owned();
+        loop {
+            let r = self.get(&url).await;
+            assert_eq!(r.status, StatusCode::OK, "{url}: {:?}", r.body);
+            let next = r.body["link"]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["relation"] == "next"))
+                .and_then(|n| n["url"].as_str())
+                .map(|u| u.trim_start_matches("http://vigil.test").to_owned());
+            out.push(r.body);
+            match next {
+                Some(n) => url = n,
+                None => return out,
+            }
+            assert!(out.len() < 100, "more than 100 pages from {uri}");
+        }
+    }
+}
