@@ -1,5 +1,6 @@
 //! Guards search by the official R4 definitions: every parameter type
-//! (string, token, reference, date, number, quantity, uri), their
+//! (string, token, reference, date, number, quantity, uri; composites in
+//! `search_matches_composites.rs`), their
 //! modifiers and prefixes, on two official examples
 //! (`fixtures/fhirpath/input/{patient,observation}-example.json`, FHIR R4,
 //! CC0) and small resources written here. Every expected id list is
@@ -324,6 +325,7 @@ async fn bad_values_unknown_modifiers_and_unsupported_kinds_are_told() {
         ("/Observation?value-quantity=abc||kg", "not a number"),
         ("/Observation?code:missing=maybe", "true or false"),
         ("/Patient?identifier:of-type=MR|12345", "system|code|value"),
+        ("/Observation?code-value-quantity=x", "joined by $"),
     ] {
         let r = s.get(q).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
@@ -332,7 +334,7 @@ async fn bad_values_unknown_modifiers_and_unsupported_kinds_are_told() {
     for (q, says) in [
         ("/Patient?family:below=x", ":below"),
         ("/Observation?status.name=x", "only references chain"),
-        ("/Observation?code-value-quantity=x", "composite"),
+        ("/Location?near=1|2|3|km", "special"),
         ("/Patient?nonsense=1", "unknown"),
     ] {
         let r = s.call(Method::GET, q, &strict, Vec::new()).await;

@@ -31,6 +31,22 @@ pub(crate) fn evaluate<'a>(root: &Node, resource: &'a Value) -> Out<'a> {
     eval(root, &focus, &env)
 }
 
+/// Evaluates `root` with `focus` as the input and `$this`, and `resource`
+/// as `%resource` (a composite search parameter's components, evaluated
+/// on each item of the parameter's own expression).
+pub(crate) fn evaluate_on<'a>(root: &Node, resource: &'a Value, focus: &Item<'a>) -> Out<'a> {
+    let steps = Cell::new(0);
+    let env = Env {
+        resource,
+        this: Some(focus),
+        index: None,
+        total: None,
+        steps: &steps,
+        eval,
+    };
+    eval(root, std::slice::from_ref(focus), &env)
+}
+
 pub(super) fn eval<'a>(n: &Node, focus: &[Item<'a>], env: &Env<'a, '_>) -> Out<'a> {
     env.step(focus.len())?;
     Ok(match n {

@@ -142,6 +142,16 @@ impl Expr {
     pub fn evaluate<'a>(&self, resource: &'a Value) -> Result<Vec<Item<'a>>, FhirPathError> {
         eval::evaluate(&self.root, resource)
     }
+
+    /// Evaluates on `focus` (the input and `$this`), an item taken from
+    /// `resource` (which is `%resource`).
+    pub fn evaluate_on<'a>(
+        &self,
+        resource: &'a Value,
+        focus: &Item<'a>,
+    ) -> Result<Vec<Item<'a>>, FhirPathError> {
+        eval::evaluate_on(&self.root, resource, focus)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! | `n` | number    | the value as a sortable 8-byte float               |
 //! | `q` | quantity  | sortable 8-byte value, `code \0 system`           |
 //! | `u` | uri       | the URI as written                                 |
+//! | `c` | composite | each component's value as above, joined by `\x01` |
 //!
 //! A reference's identifier (`Reference.identifier`) is a token key of
 //! the parameter `param:identifier`. A token or reference is one key, its
@@ -24,6 +25,15 @@
 //! `system|code` one exact key. FHIR strings hold no NUL, so `\0`
 //! separates unambiguously; a text value that holds one anyway is not
 //! indexed, nor one longer than [`VALUE_BYTES_MAX`].
+//!
+//! A composite (`code-value-quantity`) has one key per item of its own
+//! expression and combination of its components' values on that item (at
+//! most [`COMPOSITE_KEYS_MAX`]), so its components match on the same
+//! element. Components are read in order: dates (16 bytes) and numbers
+//! (8) by width, a quantity's 8 bytes then text, other values as text up
+//! to the `\x01` separator, which a text value in a composite may not
+//! hold (it is not indexed then). The first component is text in every
+//! R4 composite: `code|system$…` is a prefix scan.
 
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
@@ -36,7 +46,7 @@ use crate::instant::parse_interval;
 
 /// The name the engine records for this extractor; change it whenever the
 /// keys change, and stores rebuild their index on open.
-pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v4";
+pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v5";
 
 /// Longest string key value in bytes: longer strings are indexed by their
 /// first 256 bytes, and a search for a longer value is checked on the
@@ -386,7 +396,7 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
         };
         let before = out.len();
         for item in &items {
-            item_keys(ty, p, item, out);
+            item_keys(ty, p, resource, item, out);
         }
         // One key per distinct value.
         if out.len() - before > 1 {
@@ -398,50 +408,72 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-fn item_keys(ty: &str, p: &SearchParam, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+fn item_keys(ty: &str, p: &SearchParam, resource: &Value, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+    let Some(tag) = p.kind.tag() else {
+        return;
+    };
     let param = p.code.as_str();
+    let mut values = Vec::new();
+    let mut ids = Vec::new();
     match p.kind {
+        Kind::Composite => composite_values(p, resource, item, &mut values),
+        Kind::Reference => {
+            let mut refs = Vec::new();
+            references(item, &mut refs, &mut ids);
+            reference_values(&refs, &mut values);
+        }
+        kind => item_values(kind, &p.covers, item, &mut values),
+    }
+    for v in values {
+        out.push(key(tag, ty, param, &v));
+    }
+    // A logical reference's identifier is a token of `param:identifier`.
+    for (value, system) in ids {
+        if usable(&value) && (system.is_empty() || usable(&system)) {
+            out.push(pair_key(
+                b'k',
+                ty,
+                &identifier_param(param),
+                &value,
+                &system,
+            ));
+        }
+    }
+}
+
+/// The value part of the keys `item` gives a parameter of `kind` (what
+/// follows `tag\0Type\0code\0`): `code\0system` for tokens, normalised
+/// text for strings (less the members `covers` names), `id\0Type` or the
+/// literal for references, sortable start and end for dates, a sortable
+/// float for numbers (and `code\0system` after it for quantities), the
+/// text of a URI.
+fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+    let pair = |first: &str, second: &str| [first.as_bytes(), b"\0", second.as_bytes()].concat();
+    match kind {
         Kind::Token => {
             let mut pairs = Vec::new();
             tokens(item, &mut pairs);
             for (code, system) in pairs {
                 if usable(&code) && (system.is_empty() || usable(&system)) {
-                    out.push(pair_key(b'k', ty, param, &code, &system));
+                    out.push(pair(&code, &system));
                 }
             }
         }
         Kind::String => {
             let mut texts = Vec::new();
-            strings(item, &p.covers, &mut texts);
+            strings(item, covers, &mut texts);
             for s in texts {
                 let n = normalise(&s);
                 let n = cut(&n, STRING_KEY_BYTES_MAX);
                 if !n.is_empty() && !n.contains('\0') {
-                    out.push(key(b's', ty, param, n.as_bytes()));
+                    out.push(n.as_bytes().to_vec());
                 }
             }
         }
         Kind::Reference => {
             let (mut refs, mut ids) = (Vec::new(), Vec::new());
             references(item, &mut refs, &mut ids);
-            for r in refs {
-                match reference_target(&r) {
-                    Some((rty, rid)) => out.push(pair_key(b'r', ty, param, &rid, &rty)),
-                    None if usable(&r) => out.push(pair_key(b'r', ty, param, &r, "")),
-                    None => {}
-                }
-            }
-            for (value, system) in ids {
-                if usable(&value) && (system.is_empty() || usable(&system)) {
-                    out.push(pair_key(
-                        b'k',
-                        ty,
-                        &identifier_param(param),
-                        &value,
-                        &system,
-                    ));
-                }
-            }
+            reference_values(&refs, out);
         }
         Kind::Date => {
             let mut spans = Vec::new();
@@ -449,12 +481,12 @@ fn item_keys(ty: &str, p: &SearchParam, item: &Item<'_>, out: &mut Vec<Vec<u8>>)
             for (start, end) in spans {
                 let mut b = sortable(start).to_vec();
                 b.extend_from_slice(&sortable(end));
-                out.push(key(b'd', ty, param, &b));
+                out.push(b);
             }
         }
         Kind::Number => {
             if let Some(b) = number_of(item).and_then(sortable_f64) {
-                out.push(key(b'n', ty, param, &b));
+                out.push(b.to_vec());
             }
         }
         Kind::Quantity => {
@@ -468,7 +500,7 @@ fn item_keys(ty: &str, p: &SearchParam, item: &Item<'_>, out: &mut Vec<Vec<u8>>)
                 value.extend_from_slice(code.as_bytes());
                 value.push(0);
                 value.extend_from_slice(system.as_bytes());
-                out.push(key(b'q', ty, param, &value));
+                out.push(value);
             }
         }
         Kind::Uri => {
@@ -479,11 +511,78 @@ fn item_keys(ty: &str, p: &SearchParam, item: &Item<'_>, out: &mut Vec<Vec<u8>>)
                 .or_else(|| item.as_str())
                 && usable(&s)
             {
-                out.push(key(b'u', ty, param, s.as_bytes()));
+                out.push(s.into_bytes());
             }
         }
         Kind::Composite | Kind::Special => {}
     }
+}
+
+/// `id\0Type` of each reference to a resource, the literal of others.
+fn reference_values(refs: &[String], out: &mut Vec<Vec<u8>>) {
+    for r in refs {
+        match reference_target(r) {
+            Some((rty, rid)) => out.push([rid.as_bytes(), b"\0", rty.as_bytes()].concat()),
+            None if usable(r) => out.push([r.as_bytes(), b"\0"].concat()),
+            None => {}
+        }
+    }
+}
+
+/// Most keys one item of a composite parameter gives (the product of its
+/// components' values is cut there).
+pub const COMPOSITE_KEYS_MAX: usize = 64;
+
+/// The byte between a composite key's components. No component value
+/// holds it where a reader looks for it: text values with it are not
+/// indexed in composites, and fixed-width values (dates, numbers) are
+/// read by width.
+pub(super) const COMPONENT_SEPARATOR: u8 = 1;
+
+/// The values of a composite parameter on one item of its expression:
+/// every combination of its components' values (each evaluated on the
+/// item), joined by [`COMPONENT_SEPARATOR`].
+fn composite_values(p: &SearchParam, resource: &Value, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+    let mut combos: Vec<Vec<u8>> = vec![Vec::new()];
+    for (i, c) in p.components.iter().enumerate() {
+        let Ok(items) = c.expr.evaluate_on(resource, item) else {
+            return;
+        };
+        let mut values = Vec::new();
+        for it in &items {
+            item_values(c.kind, &[], it, &mut values);
+        }
+        // Text must not hold the separator; fixed widths are not looked in.
+        values.retain(|v| {
+            let text = match c.kind {
+                Kind::Date | Kind::Number => &[][..],
+                Kind::Quantity => v.get(8..).unwrap_or_default(),
+                _ => v.as_slice(),
+            };
+            !text.contains(&COMPONENT_SEPARATOR)
+        });
+        values.sort_unstable();
+        values.dedup();
+        let mut next = Vec::new();
+        for prefix in &combos {
+            for v in &values {
+                if next.len() >= COMPOSITE_KEYS_MAX {
+                    break;
+                }
+                let mut k = prefix.clone();
+                if i > 0 {
+                    k.push(COMPONENT_SEPARATOR);
+                }
+                k.extend_from_slice(v);
+                next.push(k);
+            }
+        }
+        combos = next;
+        if combos.is_empty() {
+            return;
+        }
+    }
+    out.extend(combos);
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! - [`compartment`] — the Patient compartment, as data.
 //! - [`fields`] — the top-level fields a parameter reads, parsed alone.
 //! - `query` — a request read from its parameters and run on the keys.
+//! - `prefix` — comparison prefixes; dates and numbers matched with them.
+//! - `composite` — composite parameters' values matched on their keys.
 //! - `sort` — `_sort`'s keys, each match's values for them, the order.
 //! - `page` — keyset `_page` tokens.
 //! - [`everything`] — `Patient/$everything`.
@@ -16,12 +18,14 @@
 
 mod chain;
 pub mod compartment;
+mod composite;
 pub mod everything;
 pub mod fields;
 mod include;
 pub mod keys;
 mod lookup;
 mod page;
+mod prefix;
 mod query;
 pub mod registry;
 mod sort;

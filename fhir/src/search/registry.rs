@@ -40,7 +40,8 @@ pub enum Kind {
     Token,
     /// References to other resources (and canonical URLs).
     Reference,
-    /// Two or more components matched together (not indexed yet).
+    /// Two or more components matched together on one element
+    /// (`code-value-quantity=loinc|8480-6$gt100`).
     Composite,
     /// Quantities: `[prefix]number|system|code`.
     Quantity,
@@ -92,7 +93,8 @@ impl Kind {
             Kind::Reference => b'r',
             Kind::Quantity => b'q',
             Kind::Uri => b'u',
-            Kind::Composite | Kind::Special => return None,
+            Kind::Composite => b'c',
+            Kind::Special => return None,
         })
     }
 }
@@ -141,6 +143,20 @@ pub struct SearchParam {
     pub covers: Vec<(String, String)>,
     /// The resource types a reference parameter may point to.
     pub targets: Vec<String>,
+    /// A composite's components, in order (empty for other kinds, and for
+    /// a composite whose components this server cannot evaluate).
+    pub components: Vec<Component>,
+}
+
+/// One component of a composite parameter: how it matches (the kind of
+/// the parameter its definition names) and the expression that gives its
+/// values, evaluated on each item of the composite's own expression.
+#[derive(Debug)]
+pub struct Component {
+    /// The component's kind.
+    pub kind: Kind,
+    /// Its expression, relative to the composite's items.
+    pub expr: Expr,
 }
 
 impl SearchParam {
@@ -187,6 +203,15 @@ struct Definition {
     expression: Option<String>,
     #[serde(default)]
     target: Vec<String>,
+    #[serde(default)]
+    component: Vec<ComponentDefinition>,
+}
+
+/// One component as the data file holds it.
+#[derive(Deserialize)]
+struct ComponentDefinition {
+    definition: String,
+    expression: String,
 }
 
 /// The built-in registry, parsed on first use.
@@ -201,6 +226,10 @@ impl Registry {
     /// built-in file has none such (a unit test checks).
     fn from_definitions(text: &str) -> Registry {
         let defs: Vec<Definition> = serde_json::from_str(text).unwrap_or_default();
+        let kinds: BTreeMap<&str, Kind> = defs
+            .iter()
+            .filter_map(|d| Some((d.url.as_str(), Kind::parse(&d.kind)?)))
+            .collect();
         let mut types: BTreeMap<&'static str, TypeParams> = BTreeMap::new();
         for ty in R4_RESOURCE_TYPES {
             let mut params: Vec<SearchParam> = Vec::new();
@@ -221,9 +250,14 @@ impl Registry {
                     .and_then(|e| Expr::parse(e).ok())
                     .and_then(|e| branches_for(e.node(), ty))
                     .map(Expr::from_node);
+                let components = components_of(d, &kinds);
                 let fields = expr.as_ref().and_then(|e| {
                     let mut f = Vec::new();
-                    root_fields(e.node(), &mut f).then(|| {
+                    let known = match kind {
+                        Kind::Composite => composite_fields(e.node(), &components, &mut f),
+                        _ => root_fields(e.node(), &mut f),
+                    };
+                    known.then(|| {
                         f.sort_unstable();
                         f.dedup();
                         f
@@ -238,6 +272,7 @@ impl Registry {
                     covers: Vec::new(),
                     source: Source::NotIndexed,
                     targets: d.target.clone(),
+                    components,
                 });
             }
             for i in 0..params.len() {
@@ -337,6 +372,13 @@ fn source_of(params: &[SearchParam], i: usize) -> Source {
     let Some(expr) = &p.expr else {
         return Source::NotIndexed;
     };
+    // A composite is its expression and its components: never another's.
+    if p.kind == Kind::Composite {
+        return match p.components.is_empty() {
+            true => Source::NotIndexed,
+            false => Source::Own,
+        };
+    }
     let same_kind = |q: &&SearchParam| q.kind == p.kind && q.code != p.code;
     // The same expression as an earlier parameter: the same keys.
     if let Some(q) = params[..i]
@@ -419,8 +461,10 @@ fn covers_of(params: &[SearchParam], i: usize) -> Vec<(String, String)> {
 fn fields_of(params: &[SearchParam]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for p in params.iter().filter(|p| p.source == Source::Own) {
-        if !root_fields(p.expr.as_ref()?.node(), &mut out) {
-            return None;
+        match p.kind {
+            Kind::Composite => out.extend(p.fields.clone()?),
+            _ if !root_fields(p.expr.as_ref()?.node(), &mut out) => return None,
+            _ => {}
         }
     }
     out.sort_unstable();
@@ -457,6 +501,39 @@ fn root_fields(n: &Node, out: &mut Vec<String>) -> bool {
         Node::Negate(t, _) | Node::TypeOp(t, _, _) => root_fields(t, out),
         Node::Binary(_, a, b) => root_fields(a, out) && root_fields(b, out),
     }
+}
+
+/// A composite's components, when every one names a known definition
+/// and parses (none otherwise: the composite is then not indexed).
+fn components_of(d: &Definition, kinds: &BTreeMap<&str, Kind>) -> Vec<Component> {
+    d.component
+        .iter()
+        .map(|c| {
+            let kind = *kinds.get(c.definition.as_str())?;
+            // An erratum of the R4 definitions: `code-value-date` reads
+            // `value.as(DateTime)`, the System type, which no FHIR element
+            // is (R4B reads `value.as(dateTime)`).
+            let text = c.expression.replace("as(DateTime)", "as(dateTime)");
+            let expr = Expr::parse(&text).ok()?;
+            (kind.tag().is_some() && kind != Kind::Composite).then_some(Component { kind, expr })
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// [`root_fields`] of a composite: a branch that is the resource itself
+/// (`Observation`) reads what its components read; another branch
+/// (`Observation.component`) reads its own root field.
+fn composite_fields(n: &Node, components: &[Component], out: &mut Vec<String>) -> bool {
+    let mut branches = Vec::new();
+    flatten_union(n, &mut branches);
+    branches.into_iter().all(|b| match b {
+        Node::Ident(name) if crate::types::is_resource_type(name) => {
+            components.iter().all(|c| root_fields(c.expr.node(), out))
+        }
+        // Components that name `%resource` may read any field.
+        other => root_fields(other, out) && components.iter().all(|c| no_env(c.expr.node())),
+    })
 }
 
 /// Whether `n` never names `%resource` (or any environment variable).
@@ -499,6 +576,32 @@ mod tests {
             })
             .sum();
         assert!(own >= 1_600, "{own} type-specific pairs");
+    }
+
+    #[test]
+    fn every_composite_of_every_type_is_indexed_with_its_components() {
+        let r = registry();
+        let mut pairs = 0;
+        for ty in R4_RESOURCE_TYPES {
+            for p in r.of(ty).params.iter().filter(|p| p.kind == Kind::Composite) {
+                pairs += 1;
+                assert_eq!(p.source, Source::Own, "{ty}.{}", p.code);
+                assert!(p.components.len() >= 2, "{ty}.{}", p.code);
+            }
+        }
+        // The official bundle's composites: 46 definitions, 72 (type, code)
+        // pairs once each base type counts.
+        assert_eq!(pairs, 72);
+        let cvq = r
+            .of("Observation")
+            .find("code-value-quantity")
+            .expect("defined");
+        let kinds: Vec<Kind> = cvq.components.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [Kind::Token, Kind::Quantity]);
+        assert_eq!(
+            cvq.fields.as_deref(),
+            Some(&["code".to_owned(), "value".to_owned()][..])
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use vigil_engine::Current;
 
 use super::keys::{key, keys_of_value};
 use super::lookup::{all_of, scan_keys};
-use super::registry::{SearchParam, Source, TypeParams, registry};
+use super::registry::{Kind, SearchParam, Source, TypeParams, registry};
 use crate::app::App;
 use crate::http::outcome::FhirError;
 
@@ -88,7 +88,10 @@ pub(super) fn parse_sort(
                     let p = tp.find(code).ok_or_else(|| {
                         format!("_sort: unknown search parameter {code:?} for {ty}")
                     })?;
-                    if p.source == Source::NotIndexed || p.kind.tag().is_none() {
+                    if p.source == Source::NotIndexed
+                        || p.kind.tag().is_none()
+                        || p.kind == Kind::Composite
+                    {
                         return Err(format!(
                             "_sort: {code} of {ty} ({} type) has no values to sort by",
                             p.kind.name()
