@@ -174,6 +174,42 @@ async fn tokens_match_codes_systems_and_identifier_types_with_not_and_missing() 
     assert_eq!(found(&s, "/Patient?gender=female").await, ["zoe"]);
 }
 
+/// `:text` matches a token's text as a string (starts with, case- and
+/// accent-insensitive): CodeableConcept.text, Coding.display, an
+/// Identifier's type text.
+#[tokio::test]
+async fn tokens_match_by_their_text() {
+    let s = TestServer::new();
+    seed(&s).await;
+    s.put_resource(
+        json!({"resourceType": "Observation", "id": "hb", "status": "final",
+        "code": {"text": "Hémoglobine totale"}}),
+    )
+    .await;
+    s.put_resource(json!({"resourceType": "Patient", "id": "typed",
+        "identifier": [{"type": {"text": "Driver licence"}, "value": "D-1"}]}))
+        .await;
+    // The example's displays: "Body Weight", "Body weight Measured".
+    assert_eq!(
+        found(&s, "/Observation?code:text=body%20we").await,
+        ["example"]
+    );
+    assert_eq!(
+        found(&s, "/Observation?code:text=HEMOGLOBINE").await,
+        ["hb"]
+    );
+    assert!(found(&s, "/Observation?code:text=weight").await.is_empty());
+    assert_eq!(
+        found(&s, "/Patient?identifier:text=driver").await,
+        ["typed"]
+    );
+    // `group` has a code of text "no coding" and no display.
+    assert_eq!(
+        found(&s, "/Observation?code:text=no%20cod").await,
+        ["group"]
+    );
+}
+
 #[tokio::test]
 async fn references_match_by_id_type_url_identifier_and_target() {
     let s = TestServer::new();

@@ -20,7 +20,9 @@
 //! | `c` | composite | each component's value as above, joined by `\x01` |
 //!
 //! A reference's identifier (`Reference.identifier`) is a token key of
-//! the parameter `param:identifier`. A token or reference is one key, its
+//! the parameter `param:identifier`; a token's texts (a CodeableConcept's
+//! text and displays, an Identifier's type text) are string keys of
+//! `param:text`, for the `:text` modifier. A token or reference is one key, its
 //! code (id) first: `code` alone is a prefix scan of `code\0`,
 //! `system|code` one exact key. FHIR strings hold no NUL, so `\0`
 //! separates unambiguously; a text value that holds one anyway is not
@@ -200,6 +202,36 @@ fn node_tokens(v: &Value, out: &mut Vec<(String, String)>) {
         }
         Value::Null => {}
     }
+}
+
+/// The texts `:text` searches on a token's item: a CodeableConcept's
+/// `text` and its codings' `display`, a Coding's `display`, an
+/// Identifier's `type.text`.
+pub(super) fn token_texts(item: &Item<'_>, out: &mut Vec<String>) {
+    if let Item::Node(v, _) = item {
+        node_token_texts(v, out);
+    }
+}
+
+fn node_token_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| node_token_texts(i, out)),
+        Value::Object(o) => {
+            let text = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_owned);
+            out.extend(text(o.get("text")));
+            out.extend(text(o.get("display")));
+            if let Some(Value::Array(codings)) = o.get("coding") {
+                out.extend(codings.iter().filter_map(|c| text(c.get("display"))));
+            }
+            out.extend(text(o.get("type").and_then(|t| t.get("text"))));
+        }
+        _ => {}
+    }
+}
+
+/// The parameter a token's texts (`:text`) are string keys of.
+pub(super) fn text_param(param: &str) -> String {
+    format!("{param}:text")
 }
 
 /// The text values of a string parameter's item: a string, or the parts
@@ -426,6 +458,18 @@ fn item_keys(ty: &str, p: &SearchParam, resource: &Value, item: &Item<'_>, out: 
     }
     for v in values {
         out.push(key(tag, ty, param, &v));
+    }
+    // A token's texts are string keys of `param:text`.
+    if p.kind == Kind::Token {
+        let mut texts = Vec::new();
+        token_texts(item, &mut texts);
+        for t in texts {
+            let n = normalise(&t);
+            let n = cut(&n, STRING_KEY_BYTES_MAX);
+            if !n.is_empty() && !n.contains('\0') {
+                out.push(key(b's', ty, &text_param(param), n.as_bytes()));
+            }
+        }
     }
     // A logical reference's identifier is a token of `param:identifier`.
     for (value, system) in ids {

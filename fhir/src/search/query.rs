@@ -8,8 +8,8 @@ use axum::http::{StatusCode, Uri};
 use serde_json::Value;
 
 use super::keys::{
-    STRING_KEY_BYTES_MAX, all_key, cut, identifier_param, key, normalise, pair_key, unsortable,
-    unsortable_f64,
+    STRING_KEY_BYTES_MAX, all_key, cut, identifier_param, key, normalise, pair_key, text_param,
+    unsortable, unsortable_f64,
 };
 use super::lookup::{all_of, exact, prefixed, reference_ids, scan};
 use super::prefix::{Prefix, date_matches, date_value, number_matches, number_value};
@@ -32,6 +32,9 @@ pub(super) enum Modifier {
     Contains,
     Not,
     OfType,
+    /// A token's text (`CodeableConcept.text`, `Coding.display`),
+    /// matched as a string.
+    Text,
     Identifier,
     Below,
     Above,
@@ -50,6 +53,7 @@ fn modifier_of(kind: Kind, m: &str) -> Option<Modifier> {
         (Kind::String, "contains") => Modifier::Contains,
         (Kind::Token, "not") => Modifier::Not,
         (Kind::Token, "of-type") => Modifier::OfType,
+        (Kind::Token, "text") => Modifier::Text,
         (Kind::Reference, "identifier") => Modifier::Identifier,
         (Kind::Uri, "below") => Modifier::Below,
         (Kind::Uri, "above") => Modifier::Above,
@@ -220,6 +224,12 @@ fn ids_for_value(
                                 })
                             })
                 })
+            }
+            Some(Modifier::Text) => {
+                let norm = normalise(value);
+                let head = cut(&norm, STRING_KEY_BYTES_MAX);
+                let (lo, hi) = prefixed(key(b's', ty, &text_param(code), head.as_bytes()));
+                scan(app, ty, &lo, &hi, |_| true)
             }
             _ => token_ids(app, ty, code, target, value),
         },
