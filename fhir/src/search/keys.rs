@@ -42,8 +42,8 @@ use unicode_normalization::UnicodeNormalization;
 use vigil_engine::KeyExtractor;
 
 use super::fields::{Fields, parse_fields};
-use super::registry::{Kind, SearchParam, Source, registry};
-use crate::fhirpath::Item;
+use super::registry::{Component, Kind, SearchParam, Source, registry};
+use crate::fhirpath::{Expr, Item};
 use crate::instant::parse_interval;
 
 /// The name the engine records for this extractor; change it whenever the
@@ -408,6 +408,7 @@ pub fn keys_of_map(ty: &str, map: &mut Map<String, Value>, out: &mut Vec<Vec<u8>
 /// own-key parameter's values.
 pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     out.push(all_key(ty));
+    let mut cache = ComponentCache::default();
     let top = resource.as_object();
     for p in &registry().of(ty).params {
         if p.source != Source::Own {
@@ -428,7 +429,7 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
         };
         let before = out.len();
         for item in &items {
-            item_keys(ty, p, resource, item, out);
+            item_keys(ty, p, resource, item, &mut cache, out);
         }
         // One key per distinct value.
         if out.len() - before > 1 {
@@ -440,7 +441,14 @@ pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-fn item_keys(ty: &str, p: &SearchParam, resource: &Value, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
+fn item_keys(
+    ty: &str,
+    p: &'static SearchParam,
+    resource: &Value,
+    item: &Item<'_>,
+    cache: &mut ComponentCache,
+    out: &mut Vec<Vec<u8>>,
+) {
     let Some(tag) = p.kind.tag() else {
         return;
     };
@@ -448,7 +456,7 @@ fn item_keys(ty: &str, p: &SearchParam, resource: &Value, item: &Item<'_>, out: 
     let mut values = Vec::new();
     let mut ids = Vec::new();
     match p.kind {
-        Kind::Composite => composite_values(p, resource, item, &mut values),
+        Kind::Composite => composite_values(p, resource, item, cache, &mut values),
         Kind::Reference => {
             let mut refs = Vec::new();
             references(item, &mut refs, &mut ids);
@@ -586,30 +594,32 @@ pub(super) const COMPONENT_SEPARATOR: u8 = 1;
 /// The values of a composite parameter on one item of its expression:
 /// every combination of its components' values (each evaluated on the
 /// item), joined by [`COMPONENT_SEPARATOR`].
-fn composite_values(p: &SearchParam, resource: &Value, item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
-    let mut combos: Vec<Vec<u8>> = vec![Vec::new()];
-    for (i, c) in p.components.iter().enumerate() {
-        let Ok(items) = c.expr.evaluate_on(resource, item) else {
+fn composite_values(
+    p: &'static SearchParam,
+    resource: &Value,
+    item: &Item<'_>,
+    cache: &mut ComponentCache,
+    out: &mut Vec<Vec<u8>>,
+) {
+    // A component without values leaves the item without keys: find out
+    // before combining.
+    let mut columns: Vec<&[Vec<u8>]> = Vec::with_capacity(p.components.len());
+    let mut at = Vec::with_capacity(p.components.len());
+    for c in &p.components {
+        let i = cache.values(c, resource, item);
+        if cache.0[i].3.is_empty() {
             return;
-        };
-        let mut values = Vec::new();
-        for it in &items {
-            item_values(c.kind, &[], it, &mut values);
         }
-        // Text must not hold the separator; fixed widths are not looked in.
-        values.retain(|v| {
-            let text = match c.kind {
-                Kind::Date | Kind::Number => &[][..],
-                Kind::Quantity => v.get(8..).unwrap_or_default(),
-                _ => v.as_slice(),
-            };
-            !text.contains(&COMPONENT_SEPARATOR)
-        });
-        values.sort_unstable();
-        values.dedup();
+        at.push(i);
+    }
+    for i in at {
+        columns.push(&cache.0[i].3);
+    }
+    let mut combos: Vec<Vec<u8>> = vec![Vec::new()];
+    for (i, values) in columns.into_iter().enumerate() {
         let mut next = Vec::new();
         for prefix in &combos {
-            for v in &values {
+            for v in values {
                 if next.len() >= COMPOSITE_KEYS_MAX {
                     break;
                 }
@@ -622,11 +632,54 @@ fn composite_values(p: &SearchParam, resource: &Value, item: &Item<'_>, out: &mu
             }
         }
         combos = next;
-        if combos.is_empty() {
-            return;
-        }
     }
     out.extend(combos);
+}
+
+/// The values of composite components already evaluated on one
+/// resource, by (item, kind, expression): the composites of a type share
+/// components (`code` is the first of eight of Observation's), so each is
+/// evaluated once per item.
+#[derive(Default)]
+pub(super) struct ComponentCache(Vec<(usize, Kind, &'static Expr, Vec<Vec<u8>>)>);
+
+impl ComponentCache {
+    /// The index of `c`'s values on `item`, evaluated if not yet.
+    fn values(&mut self, c: &'static Component, resource: &Value, item: &Item<'_>) -> usize {
+        let at = match item {
+            Item::Node(v, _) => Some(std::ptr::from_ref::<Value>(v) as usize),
+            _ => None,
+        };
+        if let Some(addr) = at
+            && let Some(i) = self
+                .0
+                .iter()
+                .position(|(a, k, e, _)| *a == addr && *k == c.kind && e.node() == c.expr.node())
+        {
+            return i;
+        }
+        let mut values = Vec::new();
+        if let Ok(items) = c.expr.evaluate_on(resource, item) {
+            for it in &items {
+                item_values(c.kind, &[], it, &mut values);
+            }
+        }
+        // Text must not hold the separator; fixed widths are not looked in.
+        values.retain(|v| {
+            let text = match c.kind {
+                Kind::Date | Kind::Number => &[][..],
+                Kind::Quantity => v.get(8..).unwrap_or_default(),
+                _ => v.as_slice(),
+            };
+            !text.contains(&COMPONENT_SEPARATOR)
+        });
+        values.sort_unstable();
+        values.dedup();
+        // An item that is not a node is not kept (no address names it).
+        self.0
+            .push((at.unwrap_or(usize::MAX), c.kind, &c.expr, values));
+        self.0.len() - 1
+    }
 }
 
 #[cfg(test)]
