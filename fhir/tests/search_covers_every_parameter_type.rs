@@ -210,6 +210,66 @@ async fn tokens_match_by_their_text() {
     );
 }
 
+/// `:in` and `:not-in` against ValueSets stored on the server: by
+/// canonical URL (with `|version`) or `ValueSet/[id]`, from an expansion
+/// or from the concepts compose lists; what needs a terminology service
+/// is refused.
+#[tokio::test]
+async fn tokens_match_codes_of_stored_value_sets() {
+    let s = TestServer::new();
+    seed(&s).await;
+    s.put_resource(json!({"resourceType": "ValueSet", "id": "weights", "status": "active",
+        "url": "http://acme.org/vs/weights", "version": "1",
+        "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "29463-7"}, {"code": "3141-9"}]}],
+            "exclude": [{"system": "http://loinc.org", "concept": [{"code": "3141-9"}]}]}}))
+        .await;
+    s.put_resource(
+        json!({"resourceType": "ValueSet", "id": "snomed", "status": "active",
+        "url": "http://acme.org/vs/snomed", "version": "1",
+        "expansion": {"timestamp": "2024-01-01", "contains": [
+            {"system": "http://snomed.info/sct", "code": "27113001"}]}}),
+    )
+    .await;
+    s.put_resource(json!({"resourceType": "ValueSet", "id": "filtered", "status": "active",
+        "url": "http://acme.org/vs/filtered",
+        "compose": {"include": [{"system": "http://snomed.info/sct", "filter": [{"property": "concept", "op": "is-a", "value": "1"}]}]}}))
+        .await;
+    assert_eq!(
+        found(&s, "/Observation?code:in=http://acme.org/vs/weights").await,
+        ["example", "kg"]
+    );
+    assert_eq!(
+        found(&s, "/Observation?code:in=http://acme.org/vs/weights|1").await,
+        ["example", "kg"]
+    );
+    assert_eq!(
+        found(&s, "/Observation?code:in=ValueSet/snomed").await,
+        ["example"]
+    );
+    assert_eq!(
+        found(&s, "/Observation?code:not-in=http://acme.org/vs/weights").await,
+        ["group"]
+    );
+    for (q, says) in [
+        (
+            "/Observation?code:in=http://acme.org/vs/filtered",
+            "terminology service",
+        ),
+        (
+            "/Observation?code:in=http://acme.org/vs/none",
+            "no ValueSet",
+        ),
+        (
+            "/Observation?code:in=http://acme.org/vs/weights|2",
+            "no ValueSet",
+        ),
+    ] {
+        let r = s.get(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(r.diagnostics().contains(says), "{q}: {}", r.diagnostics());
+    }
+}
+
 #[tokio::test]
 async fn references_match_by_id_type_url_identifier_and_target() {
     let s = TestServer::new();

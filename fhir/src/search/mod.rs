@@ -11,6 +11,7 @@
 //! - `query` — a request read from its parameters and run on the keys.
 //! - `prefix` — comparison prefixes; dates and numbers matched with them.
 //! - `composite` — composite parameters' values matched on their keys.
+//! - `valueset` — a stored ValueSet's codes, for `:in` and `:not-in`.
 //! - `sort` — `_sort`'s keys, each match's values for them, the order.
 //! - `page` — keyset `_page` tokens.
 //! - [`everything`] — `Patient/$everything`.
@@ -29,6 +30,7 @@ mod prefix;
 mod query;
 pub mod registry;
 mod sort;
+mod valueset;
 
 use std::sync::Arc;
 

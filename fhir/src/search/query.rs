@@ -35,6 +35,10 @@ pub(super) enum Modifier {
     /// A token's text (`CodeableConcept.text`, `Coding.display`),
     /// matched as a string.
     Text,
+    /// A code of a ValueSet stored on this server.
+    In,
+    /// No code of such a ValueSet.
+    NotIn,
     Identifier,
     Below,
     Above,
@@ -54,6 +58,8 @@ fn modifier_of(kind: Kind, m: &str) -> Option<Modifier> {
         (Kind::Token, "not") => Modifier::Not,
         (Kind::Token, "of-type") => Modifier::OfType,
         (Kind::Token, "text") => Modifier::Text,
+        (Kind::Token, "in") => Modifier::In,
+        (Kind::Token, "not-in") => Modifier::NotIn,
         (Kind::Reference, "identifier") => Modifier::Identifier,
         (Kind::Uri, "below") => Modifier::Below,
         (Kind::Uri, "above") => Modifier::Above,
@@ -137,6 +143,13 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         let mut hit = BTreeSet::new();
         for v in &c.values {
             hit.extend(ids_for_value(app, ty, p, None, v)?);
+        }
+        return Ok(all_ids(app, ty)?.difference(&hit).cloned().collect());
+    }
+    if c.modifier == Some(Modifier::NotIn) {
+        let mut hit = BTreeSet::new();
+        for v in &c.values {
+            hit.extend(ids_for_value(app, ty, p, Some(&Modifier::In), v)?);
         }
         return Ok(all_ids(app, ty)?.difference(&hit).cloned().collect());
     }
@@ -224,6 +237,17 @@ fn ids_for_value(
                                 })
                             })
                 })
+            }
+            Some(Modifier::In) => {
+                let mut ids = BTreeSet::new();
+                for (system, code_of) in super::valueset::members(app, value)? {
+                    let token = match system.is_empty() {
+                        true => code_of,
+                        false => format!("{system}|{code_of}"),
+                    };
+                    ids.extend(token_ids(app, ty, code, target, &token)?);
+                }
+                Ok(ids)
             }
             Some(Modifier::Text) => {
                 let norm = normalise(value);
