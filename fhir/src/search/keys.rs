@@ -453,19 +453,20 @@ fn item_keys(
         return;
     };
     let param = p.code.as_str();
-    let mut values = Vec::new();
+    let prefix = key(tag, ty, param, b"");
     let mut ids = Vec::new();
     match p.kind {
-        Kind::Composite => composite_values(p, resource, item, cache, &mut values),
+        Kind::Composite => {
+            let mut values = Vec::new();
+            composite_values(p, resource, item, cache, &mut values);
+            out.extend(values.iter().map(|v| [prefix.as_slice(), v].concat()));
+        }
         Kind::Reference => {
             let mut refs = Vec::new();
             references(item, &mut refs, &mut ids);
-            reference_values(&refs, &mut values);
+            reference_values(&refs, &prefix, out);
         }
-        kind => item_values(kind, &p.covers, item, &mut values),
-    }
-    for v in values {
-        out.push(key(tag, ty, param, &v));
+        kind => item_values(kind, &p.covers, item, &prefix, out),
     }
     // A token's texts are string keys of `param:text`.
     if p.kind == Kind::Token {
@@ -493,14 +494,21 @@ fn item_keys(
     }
 }
 
-/// The value part of the keys `item` gives a parameter of `kind` (what
-/// follows `tag\0Type\0code\0`): `code\0system` for tokens, normalised
+/// The keys `item` gives a parameter of `kind`, each `prefix` (its
+/// `tag\0Type\0code\0`, or nothing for a composite's component) and: `code\0system` for tokens, normalised
 /// text for strings (less the members `covers` names), `id\0Type` or the
 /// literal for references, sortable start and end for dates, a sortable
 /// float for numbers (and `code\0system` after it for quantities), the
 /// text of a URI.
-fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &mut Vec<Vec<u8>>) {
-    let pair = |first: &str, second: &str| [first.as_bytes(), b"\0", second.as_bytes()].concat();
+fn item_values(
+    kind: Kind,
+    covers: &[(String, String)],
+    item: &Item<'_>,
+    prefix: &[u8],
+    out: &mut Vec<Vec<u8>>,
+) {
+    let pair =
+        |first: &str, second: &str| [prefix, first.as_bytes(), b"\0", second.as_bytes()].concat();
     match kind {
         Kind::Token => {
             let mut pairs = Vec::new();
@@ -518,27 +526,25 @@ fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &m
                 let n = normalise(&s);
                 let n = cut(&n, STRING_KEY_BYTES_MAX);
                 if !n.is_empty() && !n.contains('\0') {
-                    out.push(n.as_bytes().to_vec());
+                    out.push([prefix, n.as_bytes()].concat());
                 }
             }
         }
         Kind::Reference => {
             let (mut refs, mut ids) = (Vec::new(), Vec::new());
             references(item, &mut refs, &mut ids);
-            reference_values(&refs, out);
+            reference_values(&refs, prefix, out);
         }
         Kind::Date => {
             let mut spans = Vec::new();
             date_intervals(item, &mut spans);
             for (start, end) in spans {
-                let mut b = sortable(start).to_vec();
-                b.extend_from_slice(&sortable(end));
-                out.push(b);
+                out.push([prefix, &sortable(start), &sortable(end)].concat());
             }
         }
         Kind::Number => {
             if let Some(b) = number_of(item).and_then(sortable_f64) {
-                out.push(b.to_vec());
+                out.push([prefix, &b].concat());
             }
         }
         Kind::Quantity => {
@@ -548,7 +554,7 @@ fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &m
                 && code.len() <= VALUE_BYTES_MAX
                 && (system.is_empty() || usable(&system))
             {
-                let mut value = b.to_vec();
+                let mut value = [prefix, &b].concat();
                 value.extend_from_slice(code.as_bytes());
                 value.push(0);
                 value.extend_from_slice(system.as_bytes());
@@ -563,7 +569,7 @@ fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &m
                 .or_else(|| item.as_str())
                 && usable(&s)
             {
-                out.push(s.into_bytes());
+                out.push([prefix, s.as_bytes()].concat());
             }
         }
         Kind::Composite | Kind::Special => {}
@@ -571,11 +577,11 @@ fn item_values(kind: Kind, covers: &[(String, String)], item: &Item<'_>, out: &m
 }
 
 /// `id\0Type` of each reference to a resource, the literal of others.
-fn reference_values(refs: &[String], out: &mut Vec<Vec<u8>>) {
+fn reference_values(refs: &[String], prefix: &[u8], out: &mut Vec<Vec<u8>>) {
     for r in refs {
         match reference_target(r) {
-            Some((rty, rid)) => out.push([rid.as_bytes(), b"\0", rty.as_bytes()].concat()),
-            None if usable(r) => out.push([r.as_bytes(), b"\0"].concat()),
+            Some((rty, rid)) => out.push([prefix, rid.as_bytes(), b"\0", rty.as_bytes()].concat()),
+            None if usable(r) => out.push([prefix, r.as_bytes(), b"\0"].concat()),
             None => {}
         }
     }
@@ -661,7 +667,7 @@ impl ComponentCache {
         let mut values = Vec::new();
         if let Ok(items) = c.expr.evaluate_on(resource, item) {
             for it in &items {
-                item_values(c.kind, &[], it, &mut values);
+                item_values(c.kind, &[], it, &[], &mut values);
             }
         }
         // Text must not hold the separator; fixed widths are not looked in.
