@@ -181,6 +181,42 @@ async fn components_match_within_one_component_not_across() {
         found(&s, "/Observation?combo-code-value-quantity=29463-7$gt100").await,
         ["example"]
     );
+    // R4 writes `Observation.component.value as Quantity`: read as a
+    // filter over the components (strict `as` fails on two items).
+    assert_eq!(
+        found(&s, "/Observation?component-value-quantity=gt140").await,
+        ["bp2"]
+    );
+    // combo-code: the Observation's code or a component's; :not, :missing.
+    assert_eq!(
+        found(&s, "/Observation?combo-code=8480-6").await,
+        ["bp1", "bp2"]
+    );
+    assert_eq!(
+        found(&s, "/Observation?combo-code=85354-9,883-9").await,
+        ["abo", "bp1", "bp2"]
+    );
+    assert_eq!(
+        found(
+            &s,
+            "/Observation?combo-code:not=8480-6&combo-code:missing=false"
+        )
+        .await,
+        ["abo", "example", "kg", "note", "onset"]
+    );
+    assert!(
+        found(&s, "/Observation?combo-code:missing=true")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(
+            &s,
+            "/Observation?combo-value-quantity=gt140&_sort=combo-value-quantity"
+        )
+        .await,
+        ["bp2", "example"]
+    );
     // :missing on a composite.
     assert_eq!(
         found(

@@ -119,6 +119,9 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         };
         return super::chain::ids_through(app, ty, p, hop, &c.values, &inner);
     }
+    if let Source::Union(members) = &p.source {
+        return union_ids(app, ty, c, members);
+    }
     if c.modifier == Some(Modifier::Missing) {
         let present = present_ids(app, ty, p)?;
         return match c.values.first().map(String::as_str) {
@@ -158,6 +161,44 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         any.extend(ids_for_value(app, ty, p, c.modifier.as_ref(), v)?);
     }
     Ok(any)
+}
+
+/// The ids matching `c` on a parameter whose keys are its `members'`:
+/// those matching on any member, or (for `:not`, `:not-in`,
+/// `:missing=true`) those matching on none.
+fn union_ids(
+    app: &App,
+    ty: &str,
+    c: &Criterion,
+    members: &[String],
+) -> Result<BTreeSet<String>, FhirError> {
+    let (modifier, values, negate) = match &c.modifier {
+        Some(Modifier::Not) => (None, c.values.clone(), true),
+        Some(Modifier::NotIn) => (Some(Modifier::In), c.values.clone(), true),
+        Some(Modifier::Missing) => match c.values.first().map(String::as_str) {
+            Some("true") => (Some(Modifier::Missing), vec!["false".to_owned()], true),
+            _ => (c.modifier.clone(), c.values.clone(), false),
+        },
+        other => (other.clone(), c.values.clone(), false),
+    };
+    let tp = registry().of(ty);
+    let mut any = BTreeSet::new();
+    for m in members {
+        let param = tp.find(m).ok_or_else(|| {
+            FhirError::internal(format!("{} of {ty} names no parameter {m}", c.param.code))
+        })?;
+        let one = Criterion {
+            param,
+            modifier: modifier.clone(),
+            values: values.clone(),
+            hop: None,
+        };
+        any.extend(ids_for(app, ty, &one)?);
+    }
+    match negate {
+        true => Ok(all_ids(app, ty)?.difference(&any).cloned().collect()),
+        false => Ok(any),
+    }
 }
 
 /// Every live id of `ty`.

@@ -114,6 +114,10 @@ pub enum Source {
         /// The second part of the keys that count.
         target: Option<String>,
     },
+    /// The union of other parameters' keys: its expression's branches are
+    /// exactly theirs (`combo-code` is `code | component-code`), so it
+    /// writes none of its own. Tokens, quantities and composites only.
+    Union(Vec<String>),
     /// None: it has no expression this server can evaluate for the type
     /// (`_text`, `_content`, composites, `near`), or it is answered
     /// without keys (`_id`, `_lastUpdated`).
@@ -249,7 +253,7 @@ impl Registry {
                     .as_deref()
                     .and_then(|e| Expr::parse(e).ok())
                     .and_then(|e| branches_for(e.node(), ty))
-                    .map(Expr::from_node);
+                    .map(|n| Expr::from_node(lenient_as(n)));
                 let components = components_of(d, &kinds);
                 let fields = expr.as_ref().and_then(|e| {
                     let mut f = Vec::new();
@@ -294,6 +298,19 @@ impl Registry {
                     };
                 }
             }
+            let unions: Vec<(usize, Vec<String>)> = (0..params.len())
+                .filter_map(|i| union_of(&params, i).map(|m| (i, m)))
+                .collect();
+            // A member must write its keys: it is not made a union itself.
+            let members: Vec<&String> = unions.iter().flat_map(|(_, m)| m).collect();
+            let unions: Vec<(usize, Vec<String>)> = unions
+                .iter()
+                .filter(|(i, _)| !members.contains(&&params[*i].code))
+                .cloned()
+                .collect();
+            for (i, m) in unions {
+                params[i].source = Source::Union(m);
+            }
             for i in 0..params.len() {
                 let covers = covers_of(&params, i);
                 params[i].covers = covers;
@@ -310,6 +327,41 @@ impl Registry {
     /// The parameters of `ty` (none for a type R4 does not define).
     pub fn of(&self, ty: &str) -> &TypeParams {
         self.types.get(ty).unwrap_or(&self.empty)
+    }
+}
+
+/// `x as T` and `x.as(T)` read as `x.ofType(T)`: R4's expressions apply
+/// `as` to collections (`Observation.component.value as Quantity`), where
+/// strict FHIRPath would fail on more than one item and index nothing;
+/// servers read them as a filter, and so does this one.
+fn lenient_as(n: Node) -> Node {
+    let boxed = |b: Box<Node>| Box::new(lenient_as(*b));
+    match n {
+        Node::TypeOp(t, false, ty) => {
+            let arg = match ty.namespace {
+                Some(ns) => Node::Member(Box::new(Node::Ident(ns)), ty.name),
+                None => Node::Ident(ty.name),
+            };
+            Node::Call(Some(boxed(t)), "ofType".to_owned(), vec![arg])
+        }
+        Node::TypeOp(t, true, ty) => Node::TypeOp(boxed(t), true, ty),
+        Node::Call(t, name, args) => {
+            let name = if name == "as" {
+                "ofType".to_owned()
+            } else {
+                name
+            };
+            Node::Call(
+                t.map(boxed),
+                name,
+                args.into_iter().map(lenient_as).collect(),
+            )
+        }
+        Node::Member(t, name) => Node::Member(boxed(t), name),
+        Node::Index(a, b) => Node::Index(boxed(a), boxed(b)),
+        Node::Negate(t, plus) => Node::Negate(boxed(t), plus),
+        Node::Binary(op, a, b) => Node::Binary(op, boxed(a), boxed(b)),
+        other => other,
     }
 }
 
@@ -438,6 +490,55 @@ fn source_of(params: &[SearchParam], i: usize) -> Source {
     Source::Own
 }
 
+/// The parameters whose keys together are exactly parameter `i`'s, when
+/// its expression is a union of theirs (every branch of it is a branch of
+/// one of them, and each of theirs is one of its branches).
+fn union_of(params: &[SearchParam], i: usize) -> Option<Vec<String>> {
+    let p = &params[i];
+    if !matches!(p.kind, Kind::Token | Kind::Quantity | Kind::Composite) || p.source != Source::Own
+    {
+        return None;
+    }
+    fn branches(q: &SearchParam) -> Vec<&Node> {
+        let mut out = Vec::new();
+        if let Some(e) = &q.expr {
+            flatten_union(e.node(), &mut out);
+        }
+        out
+    }
+    let same_components = |q: &SearchParam| {
+        q.components.len() == p.components.len()
+            && q.components
+                .iter()
+                .zip(&p.components)
+                .all(|(a, b)| a.kind == b.kind && a.expr.node() == b.expr.node())
+    };
+    let mine = branches(p);
+    if mine.len() < 2 {
+        return None;
+    }
+    let mut covered = vec![false; mine.len()];
+    let mut members = Vec::new();
+    for q in params.iter().filter(|q| {
+        q.code != p.code && q.kind == p.kind && q.source == Source::Own && same_components(q)
+    }) {
+        let theirs = branches(q);
+        let at: Option<Vec<usize>> = theirs
+            .iter()
+            .map(|b| mine.iter().position(|m| m == b))
+            .collect();
+        let Some(at) = at else { continue };
+        if at.is_empty() || at.len() >= mine.len() || at.iter().any(|k| covered[*k]) {
+            continue;
+        }
+        for k in at {
+            covered[k] = true;
+        }
+        members.push(q.code.clone());
+    }
+    covered.iter().all(|c| *c).then_some(members)
+}
+
 /// The members of string parameter `i`'s values that another string
 /// parameter of the type indexes on its own (`X.member` where `i` is `X`).
 fn covers_of(params: &[SearchParam], i: usize) -> Vec<(String, String)> {
@@ -514,7 +615,7 @@ fn components_of(d: &Definition, kinds: &BTreeMap<&str, Kind>) -> Vec<Component>
             // `value.as(DateTime)`, the System type, which no FHIR element
             // is (R4B reads `value.as(dateTime)`).
             let text = c.expression.replace("as(DateTime)", "as(dateTime)");
-            let expr = Expr::parse(&text).ok()?;
+            let expr = Expr::from_node(lenient_as(Expr::parse(&text).ok()?.node().clone()));
             (kind.tag().is_some() && kind != Kind::Composite).then_some(Component { kind, expr })
         })
         .collect::<Option<Vec<_>>>()
@@ -585,7 +686,11 @@ mod tests {
         for ty in R4_RESOURCE_TYPES {
             for p in r.of(ty).params.iter().filter(|p| p.kind == Kind::Composite) {
                 pairs += 1;
-                assert_eq!(p.source, Source::Own, "{ty}.{}", p.code);
+                assert!(
+                    matches!(p.source, Source::Own | Source::Union(_)),
+                    "{ty}.{}",
+                    p.code
+                );
                 assert!(p.components.len() >= 2, "{ty}.{}", p.code);
             }
         }
@@ -602,6 +707,22 @@ mod tests {
             cvq.fields.as_deref(),
             Some(&["code".to_owned(), "value".to_owned()][..])
         );
+        // The combo- parameters read their parts' keys.
+        let obs = r.of("Observation");
+        let union = |code: &str| match &obs.find(code).expect("defined").source {
+            Source::Union(m) => m.clone(),
+            other => panic!("{code}: {other:?}"),
+        };
+        assert_eq!(union("combo-code"), ["code", "component-code"]);
+        assert_eq!(
+            union("combo-value-quantity"),
+            ["component-value-quantity", "value-quantity"]
+        );
+        assert_eq!(
+            union("combo-code-value-quantity"),
+            ["code-value-quantity", "component-code-value-quantity"]
+        );
+        assert_eq!(obs.find("code").map(|p| &p.source), Some(&Source::Own));
     }
 
     #[test]

@@ -163,6 +163,13 @@ fn homes(ty: &str, p: &'static SearchParam) -> Vec<Home> {
     let Some(tag) = p.kind.tag() else {
         return Vec::new();
     };
+    // A union's values are its members' (the first member first).
+    if let Source::Union(members) = &p.source {
+        return members
+            .iter()
+            .map(|m| Home::new(tag, ty, m, None))
+            .collect();
+    }
     let (code, target) = match &p.source {
         Source::Alias { of, target } => (of.as_str(), target.as_deref()),
         _ => (p.code.as_str(), None),
