@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use vigil_fhir::synth::{Rng, patient, transaction_bundle};
 
@@ -39,7 +39,31 @@ pub enum Workload {
     Search,
     /// POST a Synthea-like transaction Bundle per request.
     Transaction,
+    /// GET Observation?subject:Patient.identifier=… (a one-hop chain) per
+    /// request, over data already loaded (`transaction` loads it).
+    Chain,
+    /// GET Patient?_has:Observation:subject:encounter=… (a reverse chain)
+    /// per request, over data already loaded.
+    Has,
+    /// GET Patient?_id=…&_revinclude=Observation:subject per request,
+    /// over data already loaded.
+    Revinclude,
 }
+
+/// Matches sampled from loaded data for the chain, `_has` and
+/// `_revinclude` workloads: Patients with their record number, and the
+/// encounters their Observations name.
+#[derive(Debug, Default)]
+struct Sample {
+    patients: Vec<(String, String)>,
+    encounters: Vec<String>,
+}
+
+/// Most matches sampled of each kind.
+const SAMPLE_MAX: usize = 1000;
+
+/// The system of the record numbers the generator writes.
+const MRN_SYSTEM: &str = "http://hospital.smarthealthit.org";
 
 /// How long to run.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +143,72 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A GET whose JSON body is returned.
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.url))
+            .header("accept", "application/fhir+json");
+        let req = match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        };
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != 200 {
+            return Err(format!("GET {path} answered {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// Patients and encounters of the loaded data, for the search
+    /// workloads that need real values.
+    async fn sample(&self) -> Result<Sample, String> {
+        let mut out = Sample::default();
+        let pats = self
+            .get_json(&format!(
+                "/Patient?_count={SAMPLE_MAX}&_elements=identifier"
+            ))
+            .await?;
+        for e in pats["entry"].as_array().map_or(&[][..], Vec::as_slice) {
+            let r = &e["resource"];
+            let mrn = r["identifier"].as_array().and_then(|ids| {
+                ids.iter()
+                    .find(|i| i["system"] == MRN_SYSTEM)
+                    .and_then(|i| i["value"].as_str())
+            });
+            if let (Some(id), Some(mrn)) = (r["id"].as_str(), mrn) {
+                out.patients.push((id.to_owned(), mrn.to_owned()));
+            }
+        }
+        let obs = self
+            .get_json(&format!(
+                "/Observation?_count={SAMPLE_MAX}&_elements=encounter"
+            ))
+            .await?;
+        for e in obs["entry"].as_array().map_or(&[][..], Vec::as_slice) {
+            if let Some(r) = e["resource"]["encounter"]["reference"].as_str() {
+                out.encounters.push(r.to_owned());
+            }
+        }
+        if out.patients.is_empty() || out.encounters.is_empty() {
+            return Err(
+                "no generated patients with observations: load data first (--workload transaction)"
+                    .into(),
+            );
+        }
+        Ok(out)
+    }
+
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<u16, String> {
         let mut req = Request::builder()
             .method(method)
@@ -206,6 +296,14 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
         }
     }
 
+    let sample = Arc::new(match s.workload {
+        Workload::Chain | Workload::Has | Workload::Revinclude => {
+            eprintln!("sampling loaded patients and encounters…");
+            ctx.sample().await.map_err(BenchError::Setup)?
+        }
+        _ => Sample::default(),
+    });
+
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -217,8 +315,13 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
     let s_clients = s.clients;
     let mut tasks = Vec::with_capacity(s.clients);
     for c in 0..s.clients {
-        let (ctx, done, errors, stop_flag) =
-            (ctx.clone(), done.clone(), errors.clone(), stop_flag.clone());
+        let (ctx, done, errors, stop_flag, sample) = (
+            ctx.clone(),
+            done.clone(),
+            errors.clone(),
+            stop_flag.clone(),
+            sample.clone(),
+        );
         let (workload, bundle_size) = (s.workload, s.bundle_size);
         // Paced clients share the rate evenly, offset from each other.
         let interval = s
@@ -267,6 +370,30 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
                             Method::POST,
                             "/".to_owned(),
                             Some(serde_json::to_vec(&b).unwrap_or_default()),
+                        )
+                    }
+                    Workload::Chain => {
+                        let (_, mrn) = &sample.patients[rng.below(sample.patients.len() as u64) as usize];
+                        (
+                            Method::GET,
+                            format!("/Observation?subject:Patient.identifier={MRN_SYSTEM}|{mrn}&_count=10"),
+                            None,
+                        )
+                    }
+                    Workload::Has => {
+                        let e = &sample.encounters[rng.below(sample.encounters.len() as u64) as usize];
+                        (
+                            Method::GET,
+                            format!("/Patient?_has:Observation:subject:encounter={e}"),
+                            None,
+                        )
+                    }
+                    Workload::Revinclude => {
+                        let (pid, _) = &sample.patients[rng.below(sample.patients.len() as u64) as usize];
+                        (
+                            Method::GET,
+                            format!("/Patient?_id={pid}&_revinclude=Observation:subject"),
+                            None,
                         )
                     }
                 };
