@@ -10,7 +10,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{TestServer, match_refs};
+use common::{TestServer, found};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
@@ -19,16 +19,6 @@ fn fixture(name: &str) -> Value {
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("fixture JSON")
-}
-
-/// The ids of a searchset's matches, sorted.
-fn ids(bundle: &Value) -> Vec<String> {
-    let mut out: Vec<String> = match_refs(bundle)
-        .into_iter()
-        .map(|r| r.rsplit('/').next().unwrap_or("").to_owned())
-        .collect();
-    out.sort();
-    out
 }
 
 async fn seed(s: &TestServer) {
@@ -66,12 +56,6 @@ async fn seed(s: &TestServer) {
         )
         .await;
     }
-}
-
-async fn found(s: &TestServer, q: &str) -> Vec<String> {
-    let r = s.get(q).await;
-    assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
-    ids(&r.body)
 }
 
 #[tokio::test]

@@ -9,17 +9,8 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{TestServer, match_refs};
+use common::{TestServer, found};
 use serde_json::{Value, json};
-
-fn ids(bundle: &Value) -> Vec<String> {
-    let mut out: Vec<String> = match_refs(bundle)
-        .into_iter()
-        .map(|r| r.rsplit('/').next().unwrap_or("").to_owned())
-        .collect();
-    out.sort();
-    out
-}
 
 fn bp(id: &str, systolic: f64, diastolic: f64) -> Value {
     let part = |code: &str, v: f64| {
@@ -69,12 +60,6 @@ async fn seed(s: &TestServer) {
              "valueQuantity": {"value": 18, "system": "http://unitsofmeasure.org", "code": "a"}}
         ]}))
         .await;
-}
-
-async fn found(s: &TestServer, q: &str) -> Vec<String> {
-    let r = s.get(q).await;
-    assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
-    ids(&r.body)
 }
 
 #[tokio::test]

@@ -11,6 +11,31 @@ use vigil_testkit::ChildGuard;
 
 pub mod dr;
 
+/// The replication settings of a fresh two-node cluster `t` — leader `a`
+/// listening on a free loopback UDP port, follower `b` pointed at it —
+/// with their certificates made under `dir/certs`: (leader's,
+/// follower's).
+pub fn leader_follower_configs(
+    dir: &std::path::Path,
+) -> std::io::Result<(
+    vigil_fhir::config::replication::ReplicationConfig,
+    vigil_fhir::config::replication::ReplicationConfig,
+)> {
+    use vigil_fhir::config::replication::{ReplicationConfig, ReplicationRole};
+    let certs = dir.join("certs");
+    let specs = ["a", "b"]
+        .map(|n| vigil_net::runtime::tls::NodeSpec::parse(n).map_err(std::io::Error::other));
+    let [a, b] = specs;
+    vigil_net::runtime::tls::make_cluster(&certs, "t", &[a?, b?]).map_err(std::io::Error::other)?;
+    let repl = SocketAddr::from(([127, 0, 0, 1], vigil_testkit::free_udp_port()?));
+    let mut leader = ReplicationConfig::new("t", "a", certs.clone(), ReplicationRole::Leader);
+    leader.listen = Some(repl);
+    let mut follower = ReplicationConfig::new("t", "b", certs, ReplicationRole::Follower);
+    follower.leader = Some(repl);
+    follower.leader_name = Some("a".into());
+    Ok((leader, follower))
+}
+
 /// The body the crash child writes for op `n` of batch `batch` of `size` ops.
 pub fn crash_body(n: u64, batch: u64, size: u64) -> Vec<u8> {
     format!(

@@ -13,9 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use vigil_fhir::config::replication::{ReplicationConfig, ReplicationRole};
+use vigil_fhir::config::replication::ReplicationConfig;
 use vigil_fhir::config::{Config, CorsConfig};
-use vigil_testkit::free_udp_port;
 use vigil_testkit::http::{Reply, request, request_with};
 use vigil_testkit::until;
 use vigil_tests::NodeProcess;
@@ -307,17 +306,10 @@ fn the_rest_api_behaves_alike_on_a_standalone_server_and_a_follower() {
         NodeProcess::start(BIN, &write_config(dir.path(), "s", None)).expect("standalone");
     check_rest_api(standalone.http, "s");
 
-    let certs = dir.path().join("certs");
-    let specs = ["a", "b"].map(|n| vigil_net::runtime::tls::NodeSpec::parse(n).expect("spec"));
-    vigil_net::runtime::tls::make_cluster(&certs, "t", &specs).expect("certs");
-    let repl = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("port")));
-    let mut leader = ReplicationConfig::new("t", "a", certs.clone(), ReplicationRole::Leader);
-    leader.listen = Some(repl);
+    let (leader, follower) =
+        vigil_tests::leader_follower_configs(dir.path()).expect("cluster settings");
     let leader =
         NodeProcess::start(BIN, &write_config(dir.path(), "a", Some(leader))).expect("leader");
-    let mut follower = ReplicationConfig::new("t", "b", certs, ReplicationRole::Follower);
-    follower.leader = Some(repl);
-    follower.leader_name = Some("a".into());
     let follower =
         NodeProcess::start(BIN, &write_config(dir.path(), "b", Some(follower))).expect("follower");
     // A follower forwards writes once it has reached its leader (before,

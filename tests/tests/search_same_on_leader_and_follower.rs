@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil_fhir::config::Config;
-use vigil_fhir::config::replication::{ReplicationConfig, ReplicationRole};
-use vigil_testkit::free_udp_port;
+use vigil_fhir::config::replication::ReplicationConfig;
 use vigil_testkit::http::request;
 use vigil_testkit::until;
 use vigil_tests::NodeProcess;
@@ -67,17 +66,10 @@ fn shape(b: &Value) -> Value {
 #[test]
 fn every_search_gives_the_same_answer_on_leader_and_follower() {
     let dir = tempfile::tempdir().expect("dir");
-    let certs = dir.path().join("certs");
-    let specs = ["a", "b"].map(|n| vigil_net::runtime::tls::NodeSpec::parse(n).expect("spec"));
-    vigil_net::runtime::tls::make_cluster(&certs, "t", &specs).expect("certs");
-    let repl = SocketAddr::from(([127, 0, 0, 1], free_udp_port().expect("port")));
-    let mut leader = ReplicationConfig::new("t", "a", certs.clone(), ReplicationRole::Leader);
-    leader.listen = Some(repl);
+    let (leader, follower) =
+        vigil_tests::leader_follower_configs(dir.path()).expect("cluster settings");
     let leader =
         NodeProcess::start(BIN, &write_config(dir.path(), "a", Some(leader))).expect("leader");
-    let mut follower = ReplicationConfig::new("t", "b", certs, ReplicationRole::Follower);
-    follower.leader = Some(repl);
-    follower.leader_name = Some("a".into());
     let follower =
         NodeProcess::start(BIN, &write_config(dir.path(), "b", Some(follower))).expect("follower");
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::Value;
 use vigil_engine::Current;
@@ -157,6 +157,27 @@ fn body_pairs(
         .collect()
 }
 
+/// What every handler runs: Patient only, the patient existing (for one
+/// patient), the parameters of the query and of the body, the search.
+fn everything(
+    app: &App,
+    ty: &str,
+    id: Option<String>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    bytes: Option<Result<Bytes, BytesRejection>>,
+) -> Result<Response, FhirError> {
+    patient_only(ty)?;
+    let mut pairs = pairs_of(uri.query().unwrap_or(""))?;
+    if let Some(b) = bytes {
+        pairs.extend(body_pairs(app, b)?);
+    }
+    if let Some(id) = &id {
+        patient_exists(app, id)?;
+    }
+    search(app, &Scope::Everything { id }, pairs, headers)
+}
+
 /// `GET Patient/[id]/$everything`.
 pub async fn instance_get(
     State(app): State<Arc<App>>,
@@ -164,10 +185,7 @@ pub async fn instance_get(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    patient_only(&ty)?;
-    patient_exists(&app, &id)?;
-    let pairs = pairs_of(uri.query().unwrap_or(""))?;
-    search(&app, &Scope::Everything { id: Some(id) }, pairs, &headers)
+    everything(&app, &ty, Some(id), &uri, &headers, None)
 }
 
 /// `POST Patient/[id]/$everything` with a `Parameters` body (or none).
@@ -178,11 +196,7 @@ pub async fn instance_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    patient_only(&ty)?;
-    let mut pairs = pairs_of(uri.query().unwrap_or(""))?;
-    pairs.extend(body_pairs(&app, bytes)?);
-    patient_exists(&app, &id)?;
-    search(&app, &Scope::Everything { id: Some(id) }, pairs, &headers)
+    everything(&app, &ty, Some(id), &uri, &headers, Some(bytes))
 }
 
 /// `GET Patient/$everything`.
@@ -192,9 +206,7 @@ pub async fn type_get(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
-    patient_only(&ty)?;
-    let pairs = pairs_of(uri.query().unwrap_or(""))?;
-    search(&app, &Scope::Everything { id: None }, pairs, &headers)
+    everything(&app, &ty, None, &uri, &headers, None)
 }
 
 /// `POST Patient/$everything` with a `Parameters` body (or none).
@@ -205,8 +217,5 @@ pub async fn type_post(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
-    patient_only(&ty)?;
-    let mut pairs = pairs_of(uri.query().unwrap_or(""))?;
-    pairs.extend(body_pairs(&app, bytes)?);
-    search(&app, &Scope::Everything { id: None }, pairs, &headers)
+    everything(&app, &ty, None, &uri, &headers, Some(bytes))
 }

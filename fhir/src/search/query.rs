@@ -708,33 +708,30 @@ impl Request {
     /// of `ty` matches only if one of the compartment's parameters for
     /// `ty` refers to the owner.
     pub(super) fn within(&mut self, ty: &str, owner: &str, id: &str) -> Result<(), FhirError> {
-        let c = super::compartment::compartment(owner).ok_or_else(|| {
-            FhirError::invalid(format!("the {owner} compartment is not supported"))
-        })?;
-        let tp = registry().of(ty);
-        let links = c
-            .params_of(ty)
-            .iter()
-            .filter_map(|code| tp.find(code))
-            .filter(|p| p.is_searchable())
-            .map(|param| Criterion {
-                param,
-                modifier: None,
-                values: vec![format!("{owner}/{id}")],
-                hop: None,
-            })
-            .collect();
-        self.within = Some(links);
-        Ok(())
+        self.within_links(ty, owner, None, vec![format!("{owner}/{id}")])
     }
 
     /// Restricts the request to resources of `ty` in any compartment of
-    /// type `owner`: those with a value for one of its links (for
-    /// `Patient/$everything`). The owner type itself is not restricted.
+    /// type `owner`: those with a reference to one through one of its
+    /// links (for `Patient/$everything`). The owner type itself is not
+    /// restricted.
     pub(super) fn within_any(&mut self, ty: &str, owner: &str) -> Result<(), FhirError> {
         if ty == owner {
             return Ok(());
         }
+        let refers = Modifier::RefersTo(owner.to_owned());
+        self.within_links(ty, owner, Some(refers), Vec::new())
+    }
+
+    /// Sets `within` to one criterion (`modifier`, `values`) per parameter
+    /// that links `ty` to an `owner` compartment.
+    fn within_links(
+        &mut self,
+        ty: &str,
+        owner: &str,
+        modifier: Option<Modifier>,
+        values: Vec<String>,
+    ) -> Result<(), FhirError> {
         let c = super::compartment::compartment(owner).ok_or_else(|| {
             FhirError::invalid(format!("the {owner} compartment is not supported"))
         })?;
@@ -746,8 +743,8 @@ impl Request {
             .filter(|p| p.is_searchable())
             .map(|param| Criterion {
                 param,
-                modifier: Some(Modifier::RefersTo(owner.to_owned())),
-                values: Vec::new(),
+                modifier: modifier.clone(),
+                values: values.clone(),
                 hop: None,
             })
             .collect();

@@ -206,3 +206,20 @@ impl TestServer {
         }
     }
 }
+
+/// The ids of a searchset's matches, sorted.
+pub fn sorted_ids(bundle: &Value) -> Vec<String> {
+    let mut out: Vec<String> = match_refs(bundle)
+        .into_iter()
+        .map(|r| r.rsplit('/').next().unwrap_or("").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The sorted ids a search finds; panics unless it answers 200.
+pub async fn found(s: &TestServer, q: &str) -> Vec<String> {
+    let r = s.get(q).await;
+    assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
+    sorted_ids(&r.body)
+}
