@@ -134,6 +134,44 @@ async fn sort_keys_that_cannot_sort_are_refused_when_strict_and_warned_otherwise
     assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
 }
 
+/// Over several types, a sort parameter one type lacks sorts that type's
+/// matches last; over that type alone it is an unknown parameter.
+#[tokio::test]
+async fn a_sort_key_some_types_lack_sorts_them_last() {
+    let s = TestServer::new();
+    seed(&s).await;
+    s.put_resource(
+        json!({"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}}),
+    )
+    .await;
+    let r = s.get("/?_type=Patient,Observation&_sort=-birthdate").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        match_refs(&r.body),
+        [
+            "Patient/d",
+            "Patient/a",
+            "Patient/b",
+            "Patient/e",
+            "Observation/o",
+            "Patient/c"
+        ]
+    );
+    let strict = s
+        .call(
+            Method::GET,
+            "/Observation?_sort=birthdate",
+            &[("prefer", "handling=strict")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(strict.status, StatusCode::BAD_REQUEST);
+    assert!(strict.diagnostics().contains("birthdate"));
+    let lax = s.get("/Observation?_sort=birthdate").await;
+    assert_eq!(lax.status, StatusCode::OK);
+    assert_eq!(refs_of_mode(&lax.body, "outcome").len(), 1);
+}
+
 #[tokio::test]
 async fn total_none_leaves_the_total_out() {
     let s = TestServer::new();

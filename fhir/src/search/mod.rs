@@ -259,7 +259,7 @@ fn hits_of(
         hits.extend(matching(app, ty, &r)?);
         first.get_or_insert(r);
     }
-    let r = match (first, refused) {
+    let mut r = match (first, refused) {
         (Some(r), _) => r,
         (None, Some(e)) if strict || types.len() == 1 => return Err(e),
         (None, _) => {
@@ -273,6 +273,20 @@ fn hits_of(
             any.unwrap_or_else(|| parse_request("Resource", &own, false).unwrap_or_default())
         }
     };
+    // Over one type, a sort key it lacks is unknown there; over several,
+    // the types that lack it sort last.
+    if types.len() == 1
+        && let Some(code) = r.sort.iter().find_map(|k| match k.by {
+            sort::SortBy::Absent(code) => Some(code),
+            _ => None,
+        })
+    {
+        let why = format!("_sort: unknown search parameter {code:?} for {}", types[0]);
+        match strict {
+            true => return Err(FhirError::invalid(why)),
+            false => r.warnings.push(format!("{why}; it was ignored")),
+        }
+    }
     sort_hits(&mut hits, &r.sort);
     Ok((hits, r))
 }

@@ -818,7 +818,7 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
                 let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
                 Some(sort_values(app, ty, p, k.desc, &ids)?)
             }
-            SortBy::Id | SortBy::LastUpdated => None,
+            SortBy::Id | SortBy::LastUpdated | SortBy::Absent(_) => None,
         });
     }
     let mut hits: Vec<Hit> = found
@@ -832,6 +832,7 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
                     SortBy::Id => Some(id.as_bytes().to_vec()),
                     SortBy::LastUpdated => Some(ts.to_be_bytes().to_vec()),
                     SortBy::Param(_) => column.as_ref().and_then(|c| c.get(&id).cloned()),
+                    SortBy::Absent(_) => None,
                 })
                 .collect();
             Hit {

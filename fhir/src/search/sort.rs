@@ -43,6 +43,9 @@ pub(super) enum SortBy {
     LastUpdated,
     /// A search parameter's values.
     Param(&'static SearchParam),
+    /// A parameter of other types, which this one lacks: no match of this
+    /// type has a value (over several types, they sort last).
+    Absent(&'static str),
 }
 
 /// One key of `_sort`: what, and which way.
@@ -85,9 +88,17 @@ pub(super) fn parse_sort(
                     );
                 }
                 code => {
-                    let p = tp.find(code).ok_or_else(|| {
-                        format!("_sort: unknown search parameter {code:?} for {ty}")
-                    })?;
+                    let Some(p) = tp.find(code) else {
+                        return match elsewhere(code) {
+                            Some(known) => Ok(SortKey {
+                                by: SortBy::Absent(known),
+                                desc,
+                            }),
+                            None => {
+                                Err(format!("_sort: unknown search parameter {code:?} for {ty}"))
+                            }
+                        };
+                    };
                     if p.source == Source::NotIndexed
                         || p.kind.tag().is_none()
                         || p.kind == Kind::Composite
@@ -103,6 +114,22 @@ pub(super) fn parse_sort(
             Ok(SortKey { by, desc })
         })
         .collect()
+}
+
+/// The code, when some resource type has a sortable parameter of that
+/// name.
+fn elsewhere(code: &str) -> Option<&'static str> {
+    crate::types::R4_RESOURCE_TYPES.iter().find_map(|t| {
+        registry()
+            .of(t)
+            .find(code)
+            .filter(|p| {
+                p.source != Source::NotIndexed
+                    && p.kind.tag().is_some()
+                    && p.kind != Kind::Composite
+            })
+            .map(|p| p.code.as_str())
+    })
 }
 
 /// How two matches compare under `sort`: key by key, a value before none,
