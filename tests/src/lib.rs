@@ -11,6 +11,28 @@ use vigil_testkit::ChildGuard;
 
 pub mod dr;
 
+/// Writes `dir/[node].toml` for a node on loopback (HTTP on a free port,
+/// data in `dir/[node]`, warnings only) with `replication`, after
+/// `adjust` has set what a test needs besides; returns its path.
+pub fn write_node_config(
+    dir: &std::path::Path,
+    node: &str,
+    replication: Option<vigil_fhir::config::replication::ReplicationConfig>,
+    adjust: impl FnOnce(&mut vigil_fhir::config::Config),
+) -> std::io::Result<std::path::PathBuf> {
+    let mut c = vigil_fhir::config::Config {
+        data: dir.join(node),
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        log_level: "warn".into(),
+        replication,
+        ..vigil_fhir::config::Config::default()
+    };
+    adjust(&mut c);
+    let path = dir.join(format!("{node}.toml"));
+    std::fs::write(&path, c.to_toml().map_err(std::io::Error::other)?)?;
+    Ok(path)
+}
+
 /// The replication settings of a fresh two-node cluster `t` — leader `a`
 /// listening on a free loopback UDP port, follower `b` pointed at it —
 /// with their certificates made under `dir/certs`: (leader's,

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use vigil_fhir::config::CorsConfig;
 use vigil_fhir::config::replication::ReplicationConfig;
-use vigil_fhir::config::{Config, CorsConfig};
 use vigil_testkit::http::{Reply, request, request_with};
 use vigil_testkit::until;
 use vigil_tests::NodeProcess;
@@ -27,20 +27,13 @@ fn write_config(
     node: &str,
     replication: Option<ReplicationConfig>,
 ) -> PathBuf {
-    let c = Config {
-        data: dir.join(node),
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        log_level: "warn".into(),
-        replication,
-        cors: CorsConfig {
+    vigil_tests::write_node_config(dir, node, replication, |c| {
+        c.cors = CorsConfig {
             allowed_origins: vec![APP.into()],
             ..CorsConfig::default()
-        },
-        ..Config::default()
-    };
-    let path = dir.join(format!("{node}.toml"));
-    std::fs::write(&path, c.to_toml().expect("toml")).expect("write config");
-    path
+        };
+    })
+    .expect("write config")
 }
 
 fn json_of(r: &Reply) -> Value {

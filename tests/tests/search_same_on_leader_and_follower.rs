@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil_fhir::config::Config;
 use vigil_fhir::config::replication::ReplicationConfig;
 use vigil_testkit::http::request;
 use vigil_testkit::until;
@@ -24,17 +23,10 @@ fn write_config(
     node: &str,
     replication: Option<ReplicationConfig>,
 ) -> PathBuf {
-    let c = Config {
-        data: dir.join(node),
-        http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        log_level: "warn".into(),
-        replication,
-        base_url: Some("http://vigil.test".into()),
-        ..Config::default()
-    };
-    let path = dir.join(format!("{node}.toml"));
-    std::fs::write(&path, c.to_toml().expect("toml")).expect("write config");
-    path
+    vigil_tests::write_node_config(dir, node, replication, |c| {
+        c.base_url = Some("http://vigil.test".into());
+    })
+    .expect("write config")
 }
 
 fn get(addr: SocketAddr, path: &str) -> Value {

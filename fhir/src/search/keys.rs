@@ -409,35 +409,56 @@ pub fn keys_of_map(ty: &str, map: &mut Map<String, Value>, out: &mut Vec<Vec<u8>
 pub fn keys_of_value(ty: &str, resource: &Value, out: &mut Vec<Vec<u8>>) {
     out.push(all_key(ty));
     let mut cache = ComponentCache::default();
-    let top = resource.as_object();
     for p in &registry().of(ty).params {
-        if p.source != Source::Own {
-            continue;
-        }
-        let Some(expr) = &p.expr else { continue };
-        // A parameter whose fields the resource lacks has no values: skip
-        // evaluating it (most of a type's parameters, for most resources).
-        if let (Some(fields), Some(top)) = (&p.fields, top)
-            && !top.keys().any(|k| super::fields::wanted_name(fields, k))
-        {
-            continue;
-        }
-        // An expression that fails on this resource (more than one item
-        // where one is required) indexes nothing for the parameter.
-        let Ok(items) = expr.evaluate(resource) else {
-            continue;
-        };
-        let before = out.len();
-        for item in &items {
-            item_keys(ty, p, resource, item, &mut cache, out);
-        }
-        // One key per distinct value.
-        if out.len() - before > 1 {
-            out[before..].sort_unstable();
-            let mut tail = out.split_off(before);
-            tail.dedup();
-            out.extend(tail);
-        }
+        own_param_keys(ty, p, resource, &mut cache, out);
+    }
+}
+
+/// The keys one parameter of `ty` writes for `resource`, as
+/// [`keys_of_value`] adds them (none unless the parameter writes keys of
+/// its own).
+pub(super) fn param_keys(
+    ty: &str,
+    p: &'static SearchParam,
+    resource: &Value,
+    out: &mut Vec<Vec<u8>>,
+) {
+    own_param_keys(ty, p, resource, &mut ComponentCache::default(), out);
+}
+
+fn own_param_keys(
+    ty: &str,
+    p: &'static SearchParam,
+    resource: &Value,
+    cache: &mut ComponentCache,
+    out: &mut Vec<Vec<u8>>,
+) {
+    if p.source != Source::Own {
+        return;
+    }
+    let Some(expr) = &p.expr else { return };
+    // A parameter whose fields the resource lacks has no values: skip
+    // evaluating it (most of a type's parameters, for most resources).
+    if let (Some(fields), Some(top)) = (&p.fields, resource.as_object())
+        && !top.keys().any(|k| super::fields::wanted_name(fields, k))
+    {
+        return;
+    }
+    // An expression that fails on this resource (more than one item
+    // where one is required) indexes nothing for the parameter.
+    let Ok(items) = expr.evaluate(resource) else {
+        return;
+    };
+    let before = out.len();
+    for item in &items {
+        item_keys(ty, p, resource, item, cache, out);
+    }
+    // One key per distinct value.
+    if out.len() - before > 1 {
+        out[before..].sort_unstable();
+        let mut tail = out.split_off(before);
+        tail.dedup();
+        out.extend(tail);
     }
 }
 

@@ -142,17 +142,10 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         let want = [b"\0", owner.as_bytes()].concat();
         return scan(app, ty, &lo, &hi, |k| k.ends_with(&want));
     }
-    if c.modifier == Some(Modifier::Not) {
+    if let Some(positive) = negated(c.modifier.as_ref()) {
         let mut hit = BTreeSet::new();
         for v in &c.values {
-            hit.extend(ids_for_value(app, ty, p, None, v)?);
-        }
-        return Ok(all_ids(app, ty)?.difference(&hit).cloned().collect());
-    }
-    if c.modifier == Some(Modifier::NotIn) {
-        let mut hit = BTreeSet::new();
-        for v in &c.values {
-            hit.extend(ids_for_value(app, ty, p, Some(&Modifier::In), v)?);
+            hit.extend(ids_for_value(app, ty, p, positive.as_ref(), v)?);
         }
         return Ok(all_ids(app, ty)?.difference(&hit).cloned().collect());
     }
@@ -161,6 +154,24 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         any.extend(ids_for_value(app, ty, p, c.modifier.as_ref(), v)?);
     }
     Ok(any)
+}
+
+/// For a modifier that matches what its positive form does not (`:not`,
+/// `:not-in`), that positive form (none, `:in`).
+fn negated(m: Option<&Modifier>) -> Option<Option<Modifier>> {
+    match m {
+        Some(Modifier::Not) => Some(None),
+        Some(Modifier::NotIn) => Some(Some(Modifier::In)),
+        _ => None,
+    }
+}
+
+/// Narrows the ids matched so far (`None`: no criterion yet) to `with`.
+fn narrow(set: &mut Option<BTreeSet<String>>, with: BTreeSet<String>) {
+    *set = Some(match set.take() {
+        Some(s) => s.intersection(&with).cloned().collect(),
+        None => with,
+    });
 }
 
 /// The ids matching `c` on a parameter whose keys are its `members'`:
@@ -172,14 +183,12 @@ fn union_ids(
     c: &Criterion,
     members: &[String],
 ) -> Result<BTreeSet<String>, FhirError> {
-    let (modifier, values, negate) = match &c.modifier {
-        Some(Modifier::Not) => (None, c.values.clone(), true),
-        Some(Modifier::NotIn) => (Some(Modifier::In), c.values.clone(), true),
-        Some(Modifier::Missing) => match c.values.first().map(String::as_str) {
-            Some("true") => (Some(Modifier::Missing), vec!["false".to_owned()], true),
-            _ => (c.modifier.clone(), c.values.clone(), false),
-        },
-        other => (other.clone(), c.values.clone(), false),
+    let (modifier, values, negate) = match (negated(c.modifier.as_ref()), &c.modifier) {
+        (Some(positive), _) => (positive, c.values.clone(), true),
+        (None, Some(Modifier::Missing)) if c.values.first().is_some_and(|v| v == "true") => {
+            (Some(Modifier::Missing), vec!["false".to_owned()], true)
+        }
+        (None, other) => (other.clone(), c.values.clone(), false),
     };
     let tp = registry().of(ty);
     let mut any = BTreeSet::new();
@@ -756,28 +765,17 @@ impl Request {
 pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, FhirError> {
     let mut set: Option<BTreeSet<String>> = r.ids.clone();
     if let Some(list) = &r.list {
-        let members = list_members(app, list, ty)?;
-        set = Some(match set {
-            Some(s) => s.intersection(&members).cloned().collect(),
-            None => members,
-        });
+        narrow(&mut set, list_members(app, list, ty)?);
     }
     if let Some(links) = &r.within {
         let mut any = r.also.clone();
         for c in links {
             any.extend(ids_for(app, ty, c)?);
         }
-        set = Some(match set {
-            Some(s) => s.intersection(&any).cloned().collect(),
-            None => any,
-        });
+        narrow(&mut set, any);
     }
     for c in &r.criteria {
-        let any = ids_for(app, ty, c)?;
-        set = Some(match set {
-            Some(s) => s.intersection(&any).cloned().collect(),
-            None => any,
-        });
+        narrow(&mut set, ids_for(app, ty, c)?);
     }
     let keyed = set.is_none() || !r.criteria.is_empty() || r.within.is_some();
     let ids = match set {
@@ -812,12 +810,10 @@ pub(super) fn matching(app: &App, ty: &str, r: &Request) -> Result<Vec<Hit>, Fhi
         }
     }
     let mut columns = Vec::with_capacity(r.sort.len());
+    let found_ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
     for k in &r.sort {
         columns.push(match k.by {
-            SortBy::Param(p) => {
-                let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
-                Some(sort_values(app, ty, p, k.desc, &ids)?)
-            }
+            SortBy::Param(p) => Some(sort_values(app, ty, p, k.desc, &found_ids)?),
             SortBy::Id | SortBy::LastUpdated | SortBy::Absent(_) => None,
         });
     }

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use vigil_engine::Current;
 
-use super::keys::{key, keys_of_value};
+use super::keys::{key, param_keys};
 use super::lookup::{all_of, scan_keys};
 use super::registry::{Kind, SearchParam, Source, TypeParams, registry};
 use crate::app::App;
@@ -161,6 +161,8 @@ pub(super) fn sort_hits(hits: &mut [Hit], sort: &[SortKey]) {
 /// Where one parameter's sort values are kept: the keys under a prefix,
 /// those ending in `\0target` when set.
 struct Home {
+    /// The parameter whose keys these are.
+    param: Option<&'static SearchParam>,
     prefix: Vec<u8>,
     bounds: (Vec<u8>, Vec<u8>),
     target: Option<Vec<u8>>,
@@ -169,6 +171,7 @@ struct Home {
 impl Home {
     fn new(tag: u8, ty: &str, code: &str, target: Option<&str>) -> Self {
         Self {
+            param: registry().of(ty).find(code),
             prefix: key(tag, ty, code, b""),
             bounds: all_of(tag, ty, code),
             target: target.map(|t| [b"\0", t.as_bytes()].concat()),
@@ -258,10 +261,12 @@ pub(super) fn sort_values(
             let Ok(body) = serde_json::from_slice::<serde_json::Value>(&v.body) else {
                 continue;
             };
-            keys.clear();
-            keys_of_value(ty, &body, &mut keys);
-            for k in &keys {
-                for (rank, home) in homes.iter().enumerate() {
+            // Only the keys of the parameters that hold the values.
+            for (rank, home) in homes.iter().enumerate() {
+                let Some(param) = home.param else { continue };
+                keys.clear();
+                param_keys(ty, param, &body, &mut keys);
+                for k in &keys {
                     if let Some(v) = home.value_of(k) {
                         offer(rank, id, v);
                     }

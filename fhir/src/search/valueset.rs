@@ -124,43 +124,36 @@ fn include(name: &str, inc: &Value, out: &mut BTreeSet<Member>) -> Result<(), Fh
 /// The ValueSet resource `name` names; 400 when there is none or several.
 fn find(app: &App, name: &str) -> Result<Value, FhirError> {
     let store = app.store()?;
-    let ids: Vec<String> = match name.strip_prefix("ValueSet/") {
-        Some(id) => vec![id.to_owned()],
+    let (ids, version) = match name.strip_prefix("ValueSet/") {
+        Some(id) => (vec![id.to_owned()], None),
         None => {
             let (url, version) = match name.split_once('|') {
                 Some((u, v)) => (u, Some(v)),
                 None => (name, None),
             };
             let (lo, hi) = exact(key(b'u', "ValueSet", "url", url.as_bytes()));
-            let mut ids: Vec<String> = scan(app, "ValueSet", &lo, &hi, |_| true)?
-                .into_iter()
-                .collect();
-            if let Some(v) = version {
-                let mut kept = Vec::new();
-                for id in ids {
-                    if let Current::Live(r) = store.get("ValueSet", &id)?
-                        && serde_json::from_slice::<Value>(&r.body)
-                            .is_ok_and(|b| b.get("version").and_then(Value::as_str) == Some(v))
-                    {
-                        kept.push(id);
-                    }
-                }
-                ids = kept;
-            }
-            ids
+            let ids = scan(app, "ValueSet", &lo, &hi, |_| true)?;
+            (ids.into_iter().collect(), version)
         }
     };
-    let [id] = ids.as_slice() else {
-        return Err(FhirError::invalid(match ids.len() {
-            0 => format!("no ValueSet {name} on this server"),
-            n => format!("{n} ValueSets are {name}; name a version (url|version)"),
-        }));
-    };
-    match store.get("ValueSet", id)? {
-        Current::Live(v) => serde_json::from_slice(&v.body)
-            .map_err(|_| FhirError::internal(format!("ValueSet/{id} is not stored as JSON"))),
-        _ => Err(FhirError::invalid(format!(
+    // Each candidate read once: live, and of the version asked for.
+    let mut found = Vec::new();
+    for id in ids {
+        if let Current::Live(r) = store.get("ValueSet", &id)? {
+            let body: Value = serde_json::from_slice(&r.body)
+                .map_err(|_| FhirError::internal(format!("ValueSet/{id} is not stored as JSON")))?;
+            if version.is_none_or(|v| body.get("version").and_then(Value::as_str) == Some(v)) {
+                found.push(body);
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(FhirError::invalid(format!(
             "no ValueSet {name} on this server"
+        ))),
+        n => Err(FhirError::invalid(format!(
+            "{n} ValueSets are {name}; name a version (url|version)"
         ))),
     }
 }
