@@ -91,19 +91,30 @@ fn a_frame_with_every_record_kind_is_pinned() {
             bytes: b"dictionary bytes",
         },
     ];
-    let mut payload = Vec::new();
-    for r in &records {
-        vigil_engine::log::record::encode(&mut payload, r);
+    // v1: the kinds before rekey records; v2 adds a rekey (kind 5).
+    let mut with_rekey = records.to_vec();
+    with_rekey.push(RecordRef::Rekey {
+        resource_type: "Patient",
+        id: "p1",
+    });
+    for (name, records) in [
+        ("frame_all_kinds_v1.bin", records.to_vec()),
+        ("frame_all_kinds_v2.bin", with_rekey),
+    ] {
+        let mut payload = Vec::new();
+        for r in &records {
+            vigil_engine::log::record::encode(&mut payload, r);
+        }
+        let frame = encode_frame(1, records.len() as u32, 1, 1_700_000_000_000_000, &payload);
+        pin(name, &frame);
+        let pinned = std::fs::read(golden(name)).expect("read");
+        let h = check_frame(&pinned).expect("pinned frame checks");
+        let back = decode_records(&h, &pinned[FRAME_HEADER_BYTES..]).expect("decodes");
+        assert_eq!(
+            back.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>(),
+            records
+        );
     }
-    let frame = encode_frame(1, records.len() as u32, 1, 1_700_000_000_000_000, &payload);
-    pin("frame_all_kinds_v1.bin", &frame);
-    let pinned = std::fs::read(golden("frame_all_kinds_v1.bin")).expect("read");
-    let h = check_frame(&pinned).expect("pinned frame checks");
-    let back = decode_records(&h, &pinned[FRAME_HEADER_BYTES..]).expect("decodes");
-    assert_eq!(
-        back.iter().map(|(_, r, _)| r.clone()).collect::<Vec<_>>(),
-        records.to_vec()
-    );
 }
 
 fn crc32fast_hash(b: &[u8]) -> u32 {

@@ -465,16 +465,27 @@ pub(crate) fn apply_frame(
                         }
                     }
                 }
+                if (parts.tables || parts.keys)
+                    && extractor.defining_type() == Some(r.resource_type)
+                {
+                    let body = match r.op {
+                        OpKind::Delete => None,
+                        _ => Some(decode_record_body(r, *lsn, dicts)?),
+                    };
+                    extractor.define(*lsn, r.id, body.as_deref());
+                }
                 if parts.keys {
                     let previous = previous.filter(|e| e.is_live());
                     let old = KeyVersion::Stored(previous.as_ref(), log);
-                    let new = match frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref()) {
-                        Some(keys) => KeyVersion::Given(keys),
-                        None => KeyVersion::Record(r, *lsn),
-                    };
-                    let new = entry.is_live().then_some(new);
-                    apply_keys(t, r, old, new, extractor, dicts)?;
+                    let given = frame.keys.and_then(|k| k.get(i)).and_then(|k| k.as_ref());
+                    let new = entry
+                        .is_live()
+                        .then_some(KeyVersion::Record(r, *lsn, given));
+                    apply_keys(t, r.resource_type, r.id, old, new, extractor, dicts)?;
                 }
+            }
+            RecordRef::Rekey { resource_type, id } if parts.keys => {
+                rekey(t, *lsn, resource_type, id, extractor, log, dicts)?;
             }
             RecordRef::EpochStart { epoch } if parts.tables => {
                 t.epochs.insert(*epoch, *lsn)?;
@@ -485,6 +496,7 @@ pub(crate) fn apply_frame(
             }
             RecordRef::EpochStart { .. }
             | RecordRef::Dictionary { .. }
+            | RecordRef::Rekey { .. }
             | RecordRef::Checkpoint { .. } => {}
         }
     }
@@ -502,17 +514,19 @@ pub(crate) fn apply_frame(
 
 /// Where a version's keys come from.
 enum KeyVersion<'a> {
-    /// Extracted by the committer that wrote it.
-    Given(&'a Vec<Vec<u8>>),
-    /// Extracted from the body of this record.
-    Record(&'a ResourceRef<'a>, u64),
+    /// The record being applied at this LSN, with the keys its committer
+    /// extracted, if it did (the extractor's fixed keys only).
+    Record(&'a ResourceRef<'a>, u64, Option<&'a Vec<Vec<u8>>>),
     /// Extracted from the body the index entry points to in the log (no
     /// entry: the version had no keys).
     Stored(Option<&'a VersionEntry>, &'a Segments),
 }
 
 impl KeyVersion<'_> {
-    /// The version's keys, normalised as they were stored.
+    /// The version's keys, normalised as they were stored: a new record's
+    /// fixed keys and those the definitions at its LSN give it; for a
+    /// stored version (about to be removed), its fixed keys and every key
+    /// any definition could have given it.
     fn keys(
         &self,
         ty: &str,
@@ -523,22 +537,88 @@ impl KeyVersion<'_> {
     ) -> Result<()> {
         out.clear();
         match self {
-            KeyVersion::Given(keys) => out.extend(keys.iter().cloned()),
-            KeyVersion::Record(r, lsn) => {
-                let body = dicts
-                    .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
-                    .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))?;
-                extractor.keys(ty, &body, out);
+            KeyVersion::Record(r, lsn, given) => {
+                let defined = extractor.has_defined_keys(*lsn, ty);
+                let body = match (given, defined) {
+                    (Some(_), false) => None,
+                    _ => Some(decode_record_body(r, *lsn, dicts)?),
+                };
+                match (given, &body) {
+                    (Some(keys), _) => out.extend(keys.iter().cloned()),
+                    (None, Some(body)) => extractor.keys(ty, body, out),
+                    (None, None) => {}
+                }
+                if let (true, Some(body)) = (defined, &body) {
+                    extractor.defined_keys(*lsn, ty, body, out);
+                }
             }
             KeyVersion::Stored(None, _) => return Ok(()),
             KeyVersion::Stored(Some(e), log) => {
                 let body = read_body(log, dicts, e)?;
                 extractor.keys(ty, &body, out);
+                if extractor.ever_defines(ty) {
+                    extractor.defined_keys_ever(ty, &body, out);
+                }
             }
         }
         normalise_keys(out, ty, id);
         Ok(())
     }
+}
+
+/// The decoded body of a record being applied.
+fn decode_record_body(r: &ResourceRef<'_>, lsn: u64, dicts: &Dictionaries) -> Result<Vec<u8>> {
+    dicts
+        .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+        .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))
+}
+
+/// A rekey record at `lsn`: the current live version of the resource
+/// loses every key a definition could have given it and gains those the
+/// definitions at `lsn` give it; its fixed keys stay. A deleted or
+/// unknown resource has nothing to rekey.
+fn rekey(
+    t: &mut Tables<'_>,
+    lsn: u64,
+    ty: &str,
+    id: &str,
+    extractor: &dyn KeyExtractor,
+    log: &Segments,
+    dicts: &Dictionaries,
+) -> Result<()> {
+    if !extractor.ever_defines(ty) {
+        return Ok(());
+    }
+    let head = t
+        .versions
+        .range((ty, id, 0)..=(ty, id, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(_, v)| VersionEntry::decode(v.value()))
+        .transpose()?;
+    let Some(head) = head.filter(VersionEntry::is_live) else {
+        return Ok(());
+    };
+    let body = read_body(log, dicts, &head)?;
+    let mut keys = std::mem::take(&mut t.scratch_keys);
+    keys.clear();
+    extractor.defined_keys_ever(ty, &body, &mut keys);
+    normalise_keys(&mut keys, ty, id);
+    for k in &keys {
+        key_row(k, ty, id, &mut t.scratch_row);
+        t.key_changes.insert(t.scratch_row.clone(), false);
+    }
+    keys.clear();
+    if extractor.has_defined_keys(lsn, ty) {
+        extractor.defined_keys(lsn, ty, &body, &mut keys);
+        normalise_keys(&mut keys, ty, id);
+    }
+    for k in &keys {
+        key_row(k, ty, id, &mut t.scratch_row);
+        t.key_changes.insert(t.scratch_row.clone(), true);
+    }
+    t.scratch_keys = keys;
+    Ok(())
 }
 
 /// The body an index entry points to, read from the log and checked.
@@ -561,22 +641,23 @@ pub(crate) fn read_body(log: &Segments, dicts: &Dictionaries, e: &VersionEntry) 
 /// version (a create has none); `new` is `None` for a delete.
 fn apply_keys(
     t: &mut Tables<'_>,
-    r: &ResourceRef<'_>,
+    ty: &str,
+    id: &str,
     old: KeyVersion<'_>,
     new: Option<KeyVersion<'_>>,
     extractor: &dyn KeyExtractor,
     dicts: &Dictionaries,
 ) -> Result<()> {
     let mut keys = std::mem::take(&mut t.scratch_keys);
-    old.keys(r.resource_type, r.id, extractor, dicts, &mut keys)?;
+    old.keys(ty, id, extractor, dicts, &mut keys)?;
     for k in &keys {
-        key_row(k, r.resource_type, r.id, &mut t.scratch_row);
+        key_row(k, ty, id, &mut t.scratch_row);
         t.key_changes.insert(t.scratch_row.clone(), false);
     }
     if let Some(new) = new {
-        new.keys(r.resource_type, r.id, extractor, dicts, &mut keys)?;
+        new.keys(ty, id, extractor, dicts, &mut keys)?;
         for k in &keys {
-            key_row(k, r.resource_type, r.id, &mut t.scratch_row);
+            key_row(k, ty, id, &mut t.scratch_row);
             t.key_changes.insert(t.scratch_row.clone(), true);
         }
     }
@@ -793,6 +874,43 @@ impl Snapshot {
             .transpose()?;
         last.map(|(_, v)| VersionEntry::decode(v.value()))
             .transpose()
+    }
+
+    /// Ids of live resources of `resource_type` after `after`, in id
+    /// order, at most `limit` (a deleted resource's rows are skipped).
+    pub(crate) fn live_ids(
+        &self,
+        resource_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let t = self.tx.open_table(VERSIONS)?;
+        let mut out: Vec<String> = Vec::new();
+        let mut from = after.map(|a| format!("{a}\u{1}"));
+        while out.len() < limit {
+            // One row per id: the head is the last row of its id.
+            let start = from.as_deref().unwrap_or("");
+            let Some(row) = t.range((resource_type, start, 0)..)?.next().transpose()? else {
+                break;
+            };
+            let (k, _) = row;
+            let (ty, id, _) = k.value();
+            if ty != resource_type {
+                break;
+            }
+            let id = id.to_owned();
+            let head = t
+                .range((resource_type, id.as_str(), 0)..=(resource_type, id.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(_, v)| VersionEntry::decode(v.value()))
+                .transpose()?;
+            if head.is_some_and(|e| e.is_live()) {
+                out.push(id.clone());
+            }
+            from = Some(format!("{id}\u{1}"));
+        }
+        Ok(out)
     }
 
     pub(crate) fn version(

@@ -16,6 +16,7 @@ const KIND_RESOURCE: u8 = 1;
 const KIND_EPOCH_START: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
 const KIND_DICTIONARY: u8 = 4;
+const KIND_REKEY: u8 = 5;
 
 /// What a resource version did to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,6 +118,16 @@ pub enum RecordRef<'a> {
         /// The dictionary's bytes.
         bytes: &'a [u8],
     },
+    /// Re-derive the search keys of a resource's current version with the
+    /// key definitions in force at this record (see
+    /// [`crate::KeyExtractor::defining_type`]); no version is written. A
+    /// resource that is deleted or unknown here has no keys to re-derive.
+    Rekey {
+        /// The resource type.
+        resource_type: &'a str,
+        /// The resource id.
+        id: &'a str,
+    },
 }
 
 /// Encodes a resource record. The caller has validated names and sizes.
@@ -180,6 +191,15 @@ pub(crate) fn put_record(out: &mut Vec<u8>, record: &RecordRef<'_>) {
             out.put_u32(*id);
             out.put_u32(bytes.len() as u32);
             out.extend_from_slice(bytes);
+        }
+        RecordRef::Rekey { resource_type, id } => {
+            debug_assert!(resource_type.len() <= TYPE_BYTES_MAX && !resource_type.is_empty());
+            debug_assert!(id.len() <= ID_BYTES_MAX && !id.is_empty());
+            out.put_u8(KIND_REKEY);
+            out.put_u8(resource_type.len() as u8);
+            out.put_u8(id.len() as u8);
+            out.extend_from_slice(resource_type.as_bytes());
+            out.extend_from_slice(id.as_bytes());
         }
     }
 }
@@ -278,6 +298,18 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<(RecordRef<'a>, usiz
             let bytes = r.take(len as usize, "dictionary")?;
             Ok((RecordRef::Dictionary { id, bytes }, 0))
         }
+        KIND_REKEY => {
+            let type_len = r.u8("type length")? as usize;
+            let id_len = r.u8("id length")? as usize;
+            if type_len == 0 || type_len > TYPE_BYTES_MAX || id_len == 0 || id_len > ID_BYTES_MAX {
+                return Err(DecodeError(format!(
+                    "rekey name lengths out of range (type {type_len}, id {id_len})"
+                )));
+            }
+            let resource_type = r.str(type_len, "resource type")?;
+            let id = r.str(id_len, "resource id")?;
+            Ok((RecordRef::Rekey { resource_type, id }, 0))
+        }
         other => Err(DecodeError(format!("unknown record kind {other}"))),
     }
 }
@@ -319,6 +351,10 @@ mod tests {
         roundtrip(RecordRef::Dictionary {
             id: 1,
             bytes: b"dict",
+        });
+        roundtrip(RecordRef::Rekey {
+            resource_type: "Patient",
+            id: "p-1",
         });
     }
 

@@ -99,12 +99,7 @@ impl Store {
             let Some(last_change) = batch.last() else {
                 break;
             };
-            cursor = match last_change {
-                Change::Resource { version, .. } => version.lsn,
-                Change::EpochStart { lsn, .. }
-                | Change::Checkpoint { lsn, .. }
-                | Change::Dictionary { lsn, .. } => *lsn,
-            };
+            cursor = last_change.lsn();
             for c in &batch {
                 let Change::Resource { epoch, version: v } = c else {
                     continue;

@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::KeyExtractor;
 use crate::error::{Error, Result};
 use crate::index::INDEX_FORMAT_VERSION;
 use crate::index::rebuild::{ReplayFrom, apply_log, rebuild_into};
@@ -378,6 +379,7 @@ impl Store {
         let use_dict = self.inner.opts.dictionary != DictionaryPolicy::Off;
         let mut ops = Vec::with_capacity(batch.ops.len());
         for op in batch.ops {
+            let rekey = op.action == Action::Rekey;
             let put = match op.action {
                 Action::Put(raw) => {
                     let enc: Encoded = self.inner.log.dicts.encode(&raw, use_dict)?;
@@ -421,9 +423,10 @@ impl Store {
                         keys,
                     })
                 }
-                Action::Delete => None,
+                Action::Delete | Action::Rekey => None,
             };
             ops.push(PreparedOp {
+                rekey,
                 resource_type: op.resource_type,
                 id: op.id,
                 expect: op.expect,
@@ -797,6 +800,11 @@ impl Store {
                 watermarks,
             },
             RecordRef::Dictionary { id, .. } => Change::Dictionary { lsn, id },
+            RecordRef::Rekey { resource_type, id } => Change::Rekey {
+                lsn,
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+            },
         })
     }
 
@@ -824,6 +832,23 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, String, String)>> {
         self.snapshot()?.lookup_range(lo, hi, resource_type, limit)
+    }
+
+    /// The key extractor this store was opened with.
+    pub fn extractor(&self) -> &Arc<dyn KeyExtractor> {
+        &self.inner.opts.extractor
+    }
+
+    /// Ids of live resources of `resource_type` after `after` (all from
+    /// the first with `None`), in id order, at most `limit`: a walk over a
+    /// type in pages, as a rekey of every resource needs.
+    pub fn live_ids(
+        &self,
+        resource_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.snapshot()?.live_ids(resource_type, after, limit)
     }
 
     /// How many live resources of `resource_type` the index holds (0 for a
@@ -964,6 +989,8 @@ fn open_index(
     report: &mut OpenReport,
 ) -> Result<Index> {
     let extractor = opts.extractor.as_ref();
+    // The definitions are told again: from this index, or by a rebuild.
+    extractor.forget_definitions();
     let why_rebuild = match Index::open(path, opts.key_buffer_entries) {
         Err(e) => Some(format!("cannot open: {e}")),
         Ok(ix) => {
@@ -1004,6 +1031,7 @@ fn open_index(
                     for (id, bytes) in ix.dictionaries()? {
                         dicts.install(id, &bytes)?;
                     }
+                    tell_definitions(&ix, segments, dicts, extractor, st.applied_lsn)?;
                     // The key files must be of this format and end on a frame
                     // of this log, at or below the index; else its keys are
                     // rebuilt.
@@ -1054,6 +1082,29 @@ fn open_index(
         opts.key_buffer_entries,
     )?;
     Ok(ix)
+}
+
+/// Tells the extractor every version of its defining type the index
+/// holds (through `applied`), in LSN order, before the log is replayed.
+fn tell_definitions(
+    ix: &Index,
+    segments: &Segments,
+    dicts: &Dictionaries,
+    extractor: &dyn KeyExtractor,
+    applied: u64,
+) -> Result<()> {
+    let Some(ty) = extractor.defining_type() else {
+        return Ok(());
+    };
+    let snap = Snapshot::tables_only(ix)?;
+    for l in snap.type_history(ty, 0, applied, usize::MAX, true)? {
+        let body = match l.entry.is_live() {
+            true => Some(crate::index::tables::read_body(segments, dicts, &l.entry)?),
+            false => None,
+        };
+        extractor.define(l.entry.lsn, &l.id, body.as_deref());
+    }
+    Ok(())
 }
 
 fn applied_frame_matches(ix: &Index, segments: &Segments, applied: u64, crc: u64) -> Result<bool> {

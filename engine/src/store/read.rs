@@ -145,6 +145,15 @@ pub enum Change {
         /// The dictionary id.
         id: u32,
     },
+    /// A resource's search keys were re-derived (no version written).
+    Rekey {
+        /// Its LSN.
+        lsn: u64,
+        /// The resource type.
+        resource_type: String,
+        /// The resource id.
+        id: String,
+    },
 }
 
 impl Change {
@@ -154,7 +163,8 @@ impl Change {
             Change::Resource { version, .. } => version.lsn,
             Change::EpochStart { lsn, .. }
             | Change::Checkpoint { lsn, .. }
-            | Change::Dictionary { lsn, .. } => *lsn,
+            | Change::Dictionary { lsn, .. }
+            | Change::Rekey { lsn, .. } => *lsn,
         }
     }
 }

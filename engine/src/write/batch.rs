@@ -15,6 +15,11 @@ pub enum Action {
     /// Writes a tombstone version. Deleting a deleted or unknown resource
     /// writes nothing.
     Delete,
+    /// Writes a rekey record: the resource's current live version gets
+    /// the keys the extractor's definitions give it as of this record (see
+    /// [`crate::KeyExtractor::defining_type`]). No version is written;
+    /// takes no precondition.
+    Rekey,
 }
 
 /// One operation of a batch.
@@ -56,6 +61,17 @@ impl Op {
         }
     }
 
+    /// A rekey of a resource's search keys ([`Action::Rekey`]).
+    pub fn rekey(resource_type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            action: Action::Rekey,
+            expect: Precondition::None,
+            keys: None,
+        }
+    }
+
     /// Gives a put's search keys, extracted by the caller from a form of
     /// the body it has parsed already, so the store does not parse the
     /// body again. They must be exactly what the store's
@@ -76,7 +92,7 @@ impl Op {
     fn body_len(&self) -> u64 {
         match &self.action {
             Action::Put(b) => b.len() as u64,
-            Action::Delete => 0,
+            Action::Delete | Action::Rekey => 0,
         }
     }
 }
@@ -121,6 +137,13 @@ impl Batch {
         for op in &self.ops {
             validate_name("resource type", &op.resource_type, TYPE_BYTES_MAX)?;
             validate_name("resource id", &op.id, ID_BYTES_MAX)?;
+            if op.action == Action::Rekey && op.expect != Precondition::None {
+                return Err(Error::Invalid {
+                    what: "rekey",
+                    value: format!("{}/{}", op.resource_type, op.id),
+                    reason: "a rekey takes no precondition".into(),
+                });
+            }
             let len = op.body_len();
             if len > resource_bytes_max {
                 return Err(Error::ResourceTooLarge {
@@ -193,6 +216,11 @@ pub enum OpOutcome {
     },
     /// A delete of a resource that never existed: nothing written.
     NotFound,
+    /// A rekey record was written at `lsn`.
+    Rekeyed {
+        /// Its LSN.
+        lsn: u64,
+    },
 }
 
 /// The result of a committed batch, one outcome per operation, in order.

@@ -58,6 +58,8 @@ pub(crate) struct PreparedBody {
 }
 
 pub(crate) struct PreparedOp {
+    /// A rekey record ([`crate::Action::Rekey`]): no version, no body.
+    pub rekey: bool,
     pub resource_type: String,
     pub id: String,
     pub expect: Precondition,
@@ -212,8 +214,21 @@ pub(crate) struct WriterState {
 struct Planned {
     batch: usize,
     op: usize,
-    kind: OpKind,
-    version: u64,
+    /// What the record is: a resource version of this kind, or a rekey.
+    record: PlannedRecord,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlannedRecord {
+    Version(OpKind, u64),
+    Rekey,
+}
+
+impl Planned {
+    /// Whether the record carries the op's body (a create or update).
+    fn has_body(&self) -> bool {
+        matches!(self.record, PlannedRecord::Version(k, _) if k != OpKind::Delete)
+    }
 }
 
 impl WriterState {
@@ -522,7 +537,7 @@ impl WriterState {
                 batches[p.batch][p.op]
                     .put
                     .as_mut()
-                    .filter(|_| p.kind != OpKind::Delete)
+                    .filter(|_| p.has_body())
                     .map(|b| std::mem::take(&mut b.keys))
             })
             .collect();
@@ -544,7 +559,7 @@ impl WriterState {
             let op = &batches[p.batch][p.op];
             let (codec, dict_id, raw_len, raw_crc, stored): (BodyCodec, u32, u32, u32, &[u8]) =
                 match &op.put {
-                    Some(body) if p.kind != OpKind::Delete => (
+                    Some(body) if p.has_body() => (
                         body.enc.codec,
                         body.enc.dict_id,
                         body.raw.len() as u32,
@@ -553,20 +568,29 @@ impl WriterState {
                     ),
                     _ => (BodyCodec::Raw, 0, 0, 0, &[]),
                 };
-            put_resource(
-                &mut payload,
-                &ResourceRef {
-                    op: p.kind,
-                    codec,
-                    resource_type: &op.resource_type,
-                    id: &op.id,
-                    version: p.version,
-                    dict_id,
-                    raw_len,
-                    raw_crc,
-                    stored,
-                },
-            );
+            match p.record {
+                PlannedRecord::Version(kind, version) => put_resource(
+                    &mut payload,
+                    &ResourceRef {
+                        op: kind,
+                        codec,
+                        resource_type: &op.resource_type,
+                        id: &op.id,
+                        version,
+                        dict_id,
+                        raw_len,
+                        raw_crc,
+                        stored,
+                    },
+                ),
+                PlannedRecord::Rekey => put_record(
+                    &mut payload,
+                    &RecordRef::Rekey {
+                        resource_type: &op.resource_type,
+                        id: &op.id,
+                    },
+                ),
+            }
 
             lsn_of.insert((p.batch, p.op), self.log.next_lsn + i as u64);
         }
@@ -598,7 +622,7 @@ impl WriterState {
             }
             for p in &planned {
                 if let Some(body) = &batches[p.batch][p.op].put
-                    && p.kind != OpKind::Delete
+                    && p.has_body()
                 {
                     self.sample(&body.raw);
                 }
@@ -610,7 +634,7 @@ impl WriterState {
             };
             let mut last = None;
             for (j, o) in outs.iter_mut().enumerate() {
-                if let OpOutcome::Written { lsn, .. } = o {
+                if let OpOutcome::Written { lsn, .. } | OpOutcome::Rekeyed { lsn } = o {
                     *lsn = lsn_of[&(b, j)];
                     last = Some(*lsn);
                 }
@@ -647,6 +671,15 @@ impl WriterState {
         let mut outs = Vec::with_capacity(ops.len());
         let mut plan = Vec::new();
         for (j, op) in ops.iter().enumerate() {
+            if op.rekey {
+                outs.push(OpOutcome::Rekeyed { lsn: 0 });
+                plan.push(Planned {
+                    batch: b,
+                    op: j,
+                    record: PlannedRecord::Rekey,
+                });
+                continue;
+            }
             let key = (op.resource_type.as_str(), op.id.as_str());
             let head = match local.get(&key).or_else(|| overlay.get(&key)) {
                 Some(h) => Some(*h),
@@ -745,8 +778,7 @@ impl WriterState {
                 plan.push(Planned {
                     batch: b,
                     op: j,
-                    kind,
-                    version: next_version,
+                    record: PlannedRecord::Version(kind, next_version),
                 });
                 local.insert(key, new_head);
             }

@@ -30,6 +30,9 @@ impl KeyExtractor for Family {
             }
         }
     }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Opens a store with default options.

@@ -32,6 +32,48 @@ pub trait KeyExtractor: Send + Sync + 'static {
     /// [`crate::limits::INDEX_KEYS_PER_VERSION_MAX`] per version are dropped
     /// and logged.
     fn keys(&self, resource_type: &str, body: &[u8], out: &mut Vec<Vec<u8>>);
+
+    /// The resource type whose versions define further keys (FHIR:
+    /// `SearchParameter`), if any. Those keys are a function of the log:
+    /// the engine tells the extractor every version of this type in LSN
+    /// order ([`KeyExtractor::define`]), and asks for a version's defined
+    /// keys as of the LSN that wrote or rekeyed it.
+    fn defining_type(&self) -> Option<&str> {
+        None
+    }
+
+    /// Forgets every definition: the engine then tells again, from the
+    /// start or from its index, what the log holds.
+    fn forget_definitions(&self) {}
+
+    /// A version of the defining type at `lsn` (`None`: a delete). Called
+    /// in LSN order; a call at or below an LSN already told is ignored.
+    fn define(&self, _lsn: u64, _id: &str, _body: Option<&[u8]>) {}
+
+    /// Whether a live version of `resource_type` at `lsn` has defined keys
+    /// (if not, the engine skips decoding its body for them).
+    fn has_defined_keys(&self, _lsn: u64, _resource_type: &str) -> bool {
+        false
+    }
+
+    /// Appends the keys the definitions in force at `lsn` (those told
+    /// before it) give `body`. Deterministic in (definitions, `lsn`, body).
+    fn defined_keys(&self, _lsn: u64, _resource_type: &str, _body: &[u8], _out: &mut Vec<Vec<u8>>) {
+    }
+
+    /// Appends every key any definition told so far could have given
+    /// `body`: a superset, removed when a version is superseded or
+    /// rekeyed (removing a key a resource lacks changes nothing).
+    fn defined_keys_ever(&self, _resource_type: &str, _body: &[u8], _out: &mut Vec<Vec<u8>>) {}
+
+    /// Whether any definition told so far gives keys to `resource_type`.
+    fn ever_defines(&self, _resource_type: &str) -> bool {
+        false
+    }
+
+    /// The extractor as `Any`, for a caller that needs its own type back
+    /// from a store ([`crate::Store::extractor`]).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The extractor used when none is configured: no secondary keys.
@@ -43,6 +85,9 @@ impl KeyExtractor for NoKeys {
         "none"
     }
     fn keys(&self, _resource_type: &str, _body: &[u8], _out: &mut Vec<Vec<u8>>) {}
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Whether an extractor derives any keys (so bodies must be decoded for it).
