@@ -32,6 +32,8 @@ pub struct App {
     pub export_polls: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Wakes the export worker at once when a job is accepted.
     pub export_wake: tokio::sync::Notify,
+    /// Wakes the reindex worker: a job was recorded.
+    pub reindex_wake: tokio::sync::Notify,
     /// Free-space samples of the data directory (growth rate, warnings).
     pub disk: crate::disk::DiskWatch,
 }
@@ -56,6 +58,7 @@ impl App {
             commit_latency: Default::default(),
             export_polls: Default::default(),
             export_wake: tokio::sync::Notify::new(),
+            reindex_wake: tokio::sync::Notify::new(),
             disk: Default::default(),
         })
     }
@@ -80,7 +83,7 @@ impl App {
             resource_bytes_max: config.max_resource_bytes,
             key_buffer_entries: config.search_key_buffer_entries,
             disk_reserve_bytes: config.disk_reserve_bytes,
-            extractor: Arc::new(crate::search::keys::SearchKeys),
+            extractor: Arc::new(crate::search::keys::SearchKeys::default()),
             replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
         }
@@ -176,13 +179,17 @@ const STORE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Commits a client's write: through replication's one face
 /// ([`Replicated::commit`]: admission, the local commit, the synchronous
 /// wait or `max_lag` record, the lease check), on the store of the moment.
-pub async fn commit(app: &App, batch: Batch) -> Result<Committed, FhirError> {
+pub async fn commit(app: &App, mut batch: Batch) -> Result<Committed, FhirError> {
     let started = std::time::Instant::now();
     let store = app.store()?;
-    let committed = match &app.replication {
+    // A SearchParameter write is checked, and brings its reindex job.
+    let asked = batch.ops.len();
+    crate::reindex::plan(app, &store, &mut batch)?;
+    let mut committed = match &app.replication {
         Some(r) => r.replicated.commit(store, batch).await,
         None => Replicated::standalone().commit(store, batch).await,
     }?;
+    committed.outcomes.truncate(asked);
     app.commit_latency.observe(started.elapsed());
     Ok(committed)
 }

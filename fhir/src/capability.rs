@@ -30,8 +30,8 @@ const INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
-/// The CapabilityStatement as JSON.
-pub fn statement(base: &str) -> Value {
+/// The CapabilityStatement as JSON, with the custom parameters in force.
+pub fn statement(base: &str, custom: &crate::search::custom::Active) -> Value {
     let resources: Vec<Value> = R4_RESOURCE_TYPES
         .iter()
         .map(|ty| {
@@ -40,6 +40,7 @@ pub fn statement(base: &str) -> Value {
                 .params
                 .iter()
                 .filter(|p| p.is_searchable())
+                .chain(custom.of(ty))
                 .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind.name()}))
                 .collect();
             let interactions: Vec<Value> =
@@ -130,7 +131,7 @@ pub async fn metadata(
             .into_response();
         }
     }
-    let st = statement(&app.base);
+    let st = statement(&app.base, &crate::search::custom::active(&app));
     let body = serde_json::to_vec(&st).unwrap_or_default();
     let mut h = std::hash::DefaultHasher::new();
     body.hash(&mut h);

@@ -56,6 +56,9 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::export::status).delete(crate::export::cancel),
         )
         .route("/$export-file/{id}/{file}", get(crate::export::file))
+        .route("/$reindex", post(crate::reindex::start_system))
+        .route("/$reindex/{id}", get(crate::reindex::show))
+        .route("/{type}/$reindex", post(crate::reindex::start_type))
         .route("/_history", get(history::system))
         .route("/{type}", collection.clone())
         // A trailing slash names the same collection or resource.
@@ -238,6 +241,7 @@ pub async fn run(
     }
     let app = Arc::new(app);
     let exports = tokio::spawn(crate::export::worker(app.clone()));
+    let reindex = tokio::spawn(crate::reindex::worker(app.clone()));
     let disk = tokio::spawn(watch_disk(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
@@ -246,6 +250,8 @@ pub async fn run(
         .await?;
     exports.abort();
     let _ = exports.await;
+    reindex.abort();
+    let _ = reindex.await;
     disk.abort();
     let _ = disk.await;
     if let Some(r) = &app.replication {

@@ -656,7 +656,7 @@ fn written_entry(
         OpOutcome::Written { version, .. } => {
             json!({"response": {"status": status_text(204), "etag": etag(version)}})
         }
-        OpOutcome::AlreadyDeleted { .. } | OpOutcome::NotFound => {
+        OpOutcome::AlreadyDeleted { .. } | OpOutcome::NotFound | OpOutcome::Rekeyed { .. } => {
             json!({"response": {"status": status_text(204)}})
         }
     }

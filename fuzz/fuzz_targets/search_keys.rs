@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let ty = R4_RESOURCE_TYPES[usize::from(pick) % R4_RESOURCE_TYPES.len()];
     let mut fast = Vec::new();
-    SearchKeys.keys(ty, body, &mut fast);
+    SearchKeys::default().keys(ty, body, &mut fast);
     let mut whole = Vec::new();
     match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v @ serde_json::Value::Object(_)) => keys_of_value(ty, &v, &mut whole),

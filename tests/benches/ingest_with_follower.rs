@@ -61,7 +61,7 @@ fn open(dir: &std::path::Path, replica: bool) -> Arc<Store> {
             dir,
             Options {
                 replica,
-                extractor: Arc::new(SearchKeys),
+                extractor: Arc::new(SearchKeys::default()),
                 ..Options::default()
             },
         )

@@ -48,7 +48,7 @@ fn bench(c: &mut Criterion) {
             k = (k + 1) % record.len();
             let (ty, _, body) = &record[k];
             let mut out = Vec::with_capacity(64);
-            SearchKeys.keys(ty, body, &mut out);
+            SearchKeys::default().keys(ty, body, &mut out);
             out
         })
     });

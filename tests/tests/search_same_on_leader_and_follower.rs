@@ -132,3 +132,84 @@ fn every_search_gives_the_same_answer_on_leader_and_follower() {
         }
     }
 }
+
+/// The reindex jobs `/status` lists on a node, once all have completed.
+fn completed_jobs(addr: SocketAddr) -> Option<Vec<Value>> {
+    let st = request(addr, "GET", "/status", None).ok()?;
+    let st: Value = serde_json::from_str(&st.body).ok()?;
+    let jobs = st["reindex"].as_array()?.clone();
+    (!jobs.is_empty() && jobs.iter().all(|j| j["status"] == "completed")).then_some(jobs)
+}
+
+#[test]
+fn a_custom_parameter_written_through_the_follower_is_reindexed_on_both_nodes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (leader, follower) =
+        vigil_tests::leader_follower_configs(dir.path()).expect("cluster settings");
+    let leader =
+        NodeProcess::start(BIN, &write_config(dir.path(), "a", Some(leader))).expect("leader");
+    let follower =
+        NodeProcess::start(BIN, &write_config(dir.path(), "b", Some(follower))).expect("follower");
+    let bundle = std::fs::read_to_string(format!(
+        "{}/../fhir/tests/fixtures/synthea-r4/Dwain_McGlynn_7515d14b-843b-4210-8b6b-a33ab253d560.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let r = request(leader.http, "POST", "/", Some(&bundle)).expect("transaction");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let strict = |addr| {
+        vigil_testkit::http::request_with(
+            addr,
+            "GET",
+            "/Observation?code-display=body",
+            None,
+            &[("prefer", "handling=strict")],
+        )
+        .expect("request")
+        .status
+    };
+    assert_eq!(strict(follower.http), 400, "not a parameter yet");
+
+    // Written to the follower, which forwards it; the leader's worker
+    // rekeys every Observation, and the follower applies the same records.
+    let sp = serde_json::json!({
+        "resourceType": "SearchParameter", "id": "code-display",
+        "url": "http://example.org/fhir/SearchParameter/code-display",
+        "name": "code-display", "status": "active", "description": "A code's display",
+        "code": "code-display", "base": ["Observation"], "type": "string",
+        "expression": "Observation.code.coding.display",
+    });
+    let r = request(
+        follower.http,
+        "PUT",
+        "/SearchParameter/code-display",
+        Some(&sp.to_string()),
+    )
+    .expect("forwarded write");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut on_leader = Vec::new();
+    until(
+        "the leader's reindex completed",
+        Duration::from_secs(60),
+        || completed_jobs(leader.http).map(|j| on_leader = j).is_some(),
+    );
+    until(
+        "the follower shows it completed",
+        Duration::from_secs(60),
+        || completed_jobs(follower.http).is_some_and(|j| j == on_leader),
+    );
+    let observations = get(leader.http, "/Observation?_count=0")["total"].clone();
+    assert_eq!(on_leader[0]["done"], observations, "{on_leader:?}");
+    assert_eq!(strict(follower.http), 200);
+
+    let q = "/Observation?code-display=body&_sort=_id&_count=5";
+    let a = get(leader.http, q);
+    assert!(a["total"].as_u64().is_some_and(|n| n > 0), "{a}");
+    assert_eq!(shape(&a), shape(&get(follower.http, q)), "{q}");
+    let q = "/Observation?code-display:missing=true&_count=0";
+    assert_eq!(
+        shape(&get(leader.http, q)),
+        shape(&get(follower.http, q)),
+        "{q}"
+    );
+}

@@ -48,7 +48,14 @@ pub enum Workload {
     /// GET Patient?_id=…&_revinclude=Observation:subject per request,
     /// over data already loaded.
     Revinclude,
+    /// PUT a custom SearchParameter on Observation (its display texts) and
+    /// follow the reindex job it starts over the Observations already
+    /// loaded, to its end: the rate is versions rekeyed per second.
+    Reindex,
 }
+
+/// The custom SearchParameter the reindex workload writes.
+const REINDEX_PARAMETER: &str = "bench-code-display";
 
 /// Matches sampled from loaded data for the chain, `_has` and
 /// `_revinclude` workloads: Patients with their record number, and the
@@ -271,6 +278,9 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
         url: s.url.trim_end_matches('/').to_owned(),
         token: s.token.clone(),
     });
+    if s.workload == Workload::Reindex {
+        return reindex(&ctx).await;
+    }
 
     if matches!(
         s.workload,
@@ -396,6 +406,7 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
                             None,
                         )
                     }
+                    Workload::Reindex => break,
                 };
                 let t = Instant::now();
                 match ctx.send(method, &path, body).await {
@@ -466,6 +477,69 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
         p999_ms: pct(0.999),
         max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
     })
+}
+
+/// The reindex workload: one SearchParameter write, then the job it
+/// starts, followed on `/status` with a progress line every second.
+async fn reindex(ctx: &Ctx) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let sp = json!({
+        "resourceType": "SearchParameter",
+        "id": REINDEX_PARAMETER,
+        "url": format!("http://example.org/fhir/SearchParameter/{REINDEX_PARAMETER}"),
+        "name": REINDEX_PARAMETER,
+        "status": "active",
+        "description": "The display texts of an Observation's code (vigil bench)",
+        "code": REINDEX_PARAMETER,
+        "base": ["Observation"],
+        "type": "string",
+        "expression": "Observation.code.coding.display",
+    });
+    let path = format!("/SearchParameter/{REINDEX_PARAMETER}");
+    let status = ctx
+        .send(Method::PUT, &path, serde_json::to_vec(&sp).ok())
+        .await
+        .map_err(BenchError::Setup)?;
+    if !(200..300).contains(&status) {
+        return Err(BenchError::Setup(format!("PUT {path} answered {status}")));
+    }
+    let deadline = started + Duration::from_secs(3600);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let st = ctx.get_json("/status").await.map_err(BenchError::Setup)?;
+        let job = st["reindex"][0].clone();
+        let done = job["done"].as_u64().unwrap_or(0);
+        eprintln!(
+            "reindex {}: {done} of {} ({:.1}%), {:.0} versions/s",
+            job["status"].as_str().unwrap_or("?"),
+            job["total"],
+            job["percent"].as_f64().unwrap_or(0.0),
+            job["rate_per_s"].as_f64().unwrap_or(0.0)
+        );
+        if job["status"] == "completed" {
+            let seconds = job["seconds"].as_f64().unwrap_or(0.0).max(1e-6);
+            let ms = seconds * 1000.0;
+            return Ok(Report {
+                workload: Workload::Reindex,
+                clients: 1,
+                requests: 1,
+                errors: 0,
+                resources: done,
+                seconds,
+                requests_per_second: 1.0 / seconds,
+                resources_per_second: done as f64 / seconds,
+                p50_ms: ms,
+                p99_ms: ms,
+                p999_ms: ms,
+                max_ms: ms,
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Setup(
+                "the reindex did not finish in an hour".into(),
+            ));
+        }
+    }
 }
 
 impl std::fmt::Display for Report {

@@ -184,6 +184,9 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
         if let (Some(obj), Some(d)) = (b.as_object_mut(), app.disk_report()) {
             obj.insert("disk".into(), serde_json::to_value(d)?);
         }
+        if let Some(obj) = b.as_object_mut() {
+            obj.insert("reindex".into(), crate::reindex::status(&app));
+        }
         Ok(b)
     });
     match body.and_then(|b| serde_json::to_vec_pretty(&b)) {

@@ -37,10 +37,13 @@
 //! hold (it is not indexed then). The first component is text in every
 //! R4 composite: `code|system$…` is a prefix scan.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 use vigil_engine::KeyExtractor;
 
+use super::custom::{Custom, DEFINING_TYPE};
 use super::fields::{Fields, parse_fields};
 use super::registry::{Component, Kind, SearchParam, Source, registry};
 use crate::fhirpath::{Expr, Item};
@@ -59,9 +62,37 @@ pub const STRING_KEY_BYTES_MAX: usize = 256;
 /// engine keeps keys up to 1,024 bytes); longer values are not indexed.
 pub const VALUE_BYTES_MAX: usize = 900;
 
-/// The FHIR search-key extractor.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SearchKeys;
+/// The FHIR search-key extractor: the built-in parameters' keys, and
+/// those of the custom parameters the store's SearchParameters define.
+#[derive(Debug, Default, Clone)]
+pub struct SearchKeys {
+    custom: Arc<Custom>,
+}
+
+impl SearchKeys {
+    /// The custom parameters of the store this extractor serves.
+    pub fn custom(&self) -> &Arc<Custom> {
+        &self.custom
+    }
+
+    fn custom_keys(
+        ty: &str,
+        params: impl Iterator<Item = &'static SearchParam>,
+        body: &[u8],
+        out: &mut Vec<Vec<u8>>,
+    ) {
+        let mut params = params.peekable();
+        if params.peek().is_none() {
+            return;
+        }
+        let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        for p in params {
+            param_keys(ty, p, &v, out);
+        }
+    }
+}
 
 pub(super) fn key(tag: u8, ty: &str, param: &str, value: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + ty.len() + param.len() + value.len());
@@ -391,6 +422,42 @@ impl KeyExtractor for SearchKeys {
             None => {}
         }
     }
+
+    fn defining_type(&self) -> Option<&str> {
+        Some(DEFINING_TYPE)
+    }
+
+    fn forget_definitions(&self) {
+        self.custom.forget();
+    }
+
+    fn define(&self, lsn: u64, id: &str, body: Option<&[u8]>) {
+        self.custom.define(lsn, id, body);
+    }
+
+    fn has_defined_keys(&self, lsn: u64, ty: &str) -> bool {
+        self.custom
+            .at(lsn)
+            .is_some_and(|a| a.of(ty).next().is_some())
+    }
+
+    fn defined_keys(&self, lsn: u64, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
+        if let Some(a) = self.custom.at(lsn) {
+            Self::custom_keys(ty, a.of(ty), body, out);
+        }
+    }
+
+    fn defined_keys_ever(&self, ty: &str, body: &[u8], out: &mut Vec<Vec<u8>>) {
+        Self::custom_keys(ty, self.custom.ever(ty).into_iter(), body, out);
+    }
+
+    fn ever_defines(&self, ty: &str) -> bool {
+        !self.custom.ever(ty).is_empty()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// The keys [`SearchKeys`] gives a body, from the body already parsed (as
@@ -715,7 +782,7 @@ mod tests {
 
     fn keys(ty: &str, body: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        SearchKeys.keys(ty, body.as_bytes(), &mut out);
+        SearchKeys::default().keys(ty, body.as_bytes(), &mut out);
         out
     }
 
@@ -834,17 +901,17 @@ mod tests {
                 let mut whole = Vec::new();
                 keys_of_value(&ty, &v, &mut whole);
                 let mut fast = Vec::new();
-                SearchKeys.keys(&ty, &body, &mut fast);
+                SearchKeys::default().keys(&ty, &body, &mut fast);
                 assert_eq!(fast, whole, "{ty}");
                 assert!(whole.len() > 1, "{ty} has keys beyond its type");
             }
         }
         // Bodies that are not objects, or not JSON, as before.
         let mut k = Vec::new();
-        SearchKeys.keys("Patient", b"[1]", &mut k);
+        SearchKeys::default().keys("Patient", b"[1]", &mut k);
         assert_eq!(k, vec![all_key("Patient")]);
         k.clear();
-        SearchKeys.keys("Patient", b"{\"gender\":", &mut k);
+        SearchKeys::default().keys("Patient", b"{\"gender\":", &mut k);
         assert!(k.is_empty());
     }
 }

@@ -20,6 +20,7 @@
 mod chain;
 pub mod compartment;
 mod composite;
+pub mod custom;
 pub mod everything;
 pub mod fields;
 mod include;
@@ -233,10 +234,10 @@ fn hits_of(
         // when every type refuses, the refusal stands.
         let parsed = match scope {
             Scope::Everything { .. } => {
-                parse_request(ty, &everything::pairs_of_type(ty, &own), true)
+                parse_request(app, ty, &everything::pairs_of_type(ty, &own), true)
             }
-            _ if types.len() == 1 => parse_request(ty, &own, strict),
-            _ => parse_request(ty, &own, true),
+            _ if types.len() == 1 => parse_request(app, ty, &own, strict),
+            _ => parse_request(app, ty, &own, true),
         };
         let mut r = match parsed {
             Ok(r) => r,
@@ -266,11 +267,11 @@ fn hits_of(
             // Lenient over several types: run as one type would, warning.
             let mut any = None;
             for ty in types {
-                let r = parse_request(ty, &own, false)?;
+                let r = parse_request(app, ty, &own, false)?;
                 hits.extend(matching(app, ty, &r)?);
                 any.get_or_insert(r);
             }
-            any.unwrap_or_else(|| parse_request("Resource", &own, false).unwrap_or_default())
+            any.unwrap_or_else(|| parse_request(app, "Resource", &own, false).unwrap_or_default())
         }
     };
     // Over one type, a sort key it lacks is unknown there; over several,

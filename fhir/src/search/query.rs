@@ -108,7 +108,7 @@ fn ids_for(app: &App, ty: &str, c: &Criterion) -> Result<BTreeSet<String>, FhirE
         // nothing of this module: `Ok(Err(_))` when its criteria do not
         // apply to the type.
         let inner = |t: &str, name: &str, value: &str| {
-            let r = match parse_request(t, &[(name.to_owned(), value.to_owned())], true) {
+            let r = match parse_request(app, t, &[(name.to_owned(), value.to_owned())], true) {
                 Ok(r) => r,
                 Err(refused) => return Ok(Err(refused)),
             };
@@ -551,10 +551,12 @@ pub(super) struct Request {
 }
 
 pub(super) fn parse_request(
+    app: &App,
     ty: &str,
     pairs: &[(String, String)],
     strict: bool,
 ) -> Result<Request, FhirError> {
+    let custom = super::custom::active(app);
     let mut r = Request {
         count: crate::history::PAGE_DEFAULT,
         ..Request::default()
@@ -626,7 +628,7 @@ pub(super) fn parse_request(
                 });
             }
             "_lastUpdated" => r.last_updated.push(date_value(value)?),
-            _ => match criterion(registry().of(ty), ty, name, value) {
+            _ => match criterion(registry().of(ty), &custom, ty, name, value) {
                 Ok(c) => r.criteria.push(c),
                 Err(why) if strict => return Err(FhirError::invalid(why)),
                 Err(why) => r.warnings.push(format!("{why}; it was ignored")),
@@ -642,6 +644,7 @@ pub(super) fn parse_request(
 /// not indexed, a chain).
 fn criterion(
     tp: &'static TypeParams,
+    custom: &super::custom::Active,
     ty: &str,
     name: &str,
     value: &str,
@@ -673,6 +676,7 @@ fn criterion(
         };
         let param = tp
             .find(code)
+            .or_else(|| custom.find(ty, code))
             .ok_or_else(|| format!("unknown search parameter {code:?} for {ty}"))?;
         let hop = super::chain::forward(param, ty_modifier, rest)?;
         return Ok(Criterion {
@@ -688,6 +692,7 @@ fn criterion(
     };
     let param = tp
         .find(code)
+        .or_else(|| custom.find(ty, code))
         .ok_or_else(|| format!("unknown search parameter {code:?} for {ty}"))?;
     if !param.is_searchable() {
         return Err(format!(
@@ -872,7 +877,7 @@ fn list_members(app: &App, list: &str, ty: &str) -> Result<BTreeSet<String>, Fhi
 /// conditional create).
 pub fn matching_ids(app: &App, ty: &str, query: &str) -> Result<Vec<String>, FhirError> {
     let pairs = pairs_of(query.trim_start_matches('?'))?;
-    let r = parse_request(ty, &pairs, true)?;
+    let r = parse_request(app, ty, &pairs, true)?;
     Ok(matching(app, ty, &r)?.into_iter().map(|h| h.id).collect())
 }
 
@@ -892,7 +897,8 @@ mod tests {
     #[test]
     fn names_and_modifiers_are_checked_against_the_definitions() {
         let r = registry();
-        let c = |ty: &str, name: &str, v: &str| criterion(r.of(ty), ty, name, v);
+        let c =
+            |ty: &str, name: &str, v: &str| criterion(r.of(ty), &Default::default(), ty, name, v);
         assert!(c("Patient", "name:exact", "Ada").is_ok());
         assert!(c("Observation", "subject:Patient", "1").is_ok());
         assert!(c("Observation", "code:not", "x").is_ok());

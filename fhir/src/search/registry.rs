@@ -330,6 +330,48 @@ impl Registry {
     }
 }
 
+/// A parameter of `ty` from a definition that is not built in (a
+/// SearchParameter resource, `custom`): `Err` says why it cannot be one.
+/// Composite and special parameters are not taken.
+pub(super) fn custom_param(
+    ty: &str,
+    code: &str,
+    kind: &str,
+    url: &str,
+    expression: &str,
+    targets: &[String],
+) -> Result<SearchParam, String> {
+    let kind = match Kind::parse(kind) {
+        Some(Kind::Composite | Kind::Special) | None => {
+            return Err(format!(
+                "type {kind:?} is not supported for a custom parameter (number, date, string, token, reference, quantity, uri are)"
+            ));
+        }
+        Some(k) => k,
+    };
+    let parsed = Expr::parse(expression).map_err(|e| format!("expression: {e}"))?;
+    let node = branches_for(parsed.node(), ty)
+        .ok_or_else(|| format!("the expression has no path on {ty}"))?;
+    let expr = Expr::from_node(lenient_as(node));
+    let mut f = Vec::new();
+    let fields = root_fields(expr.node(), &mut f).then(|| {
+        f.sort_unstable();
+        f.dedup();
+        f
+    });
+    Ok(SearchParam {
+        code: code.to_owned(),
+        kind,
+        url: url.to_owned(),
+        expr: Some(expr),
+        source: Source::Own,
+        fields,
+        covers: Vec::new(),
+        targets: targets.to_vec(),
+        components: Vec::new(),
+    })
+}
+
 /// `x as T` and `x.as(T)` read as `x.ofType(T)`: R4's expressions apply
 /// `as` to collections (`Observation.component.value as Quantity`), where
 /// strict FHIRPath would fail on more than one item and index nothing;

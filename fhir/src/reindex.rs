@@ -1,0 +1,362 @@
+//! Reindex jobs: giving the resources already stored the keys of custom
+//! search parameters ([`crate::search::custom`]).
+//!
+//! A write that changes what a SearchParameter puts in force records a job
+//! (a resource of the internal type [`JOB_TYPE`]) in the same batch, for
+//! the types it applies to; so does `POST [base]/$reindex`. The leader's
+//! worker walks each type's live resources in id order and commits, per
+//! chunk of [`CHUNK`], a rekey record for each ([`vigil_engine::Op::rekey`])
+//! together with the job's new position, so the position is exactly what
+//! the log holds: after a crash or a failover the leader of the moment
+//! goes on from it, and a follower, which applies the same records, shows
+//! the same progress. `/status` (`reindex`) and `GET /$reindex/[id]` show
+//! it on every node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use vigil_engine::{Action, Batch, Current, Op, Precondition, Store};
+
+use crate::app::App;
+use crate::http::outcome::{FHIR_JSON_TYPE, FhirError};
+use crate::search::custom::{self, DEFINING_TYPE};
+
+/// The internal resource type holding reindex jobs.
+pub const JOB_TYPE: &str = "VigilReindexJob";
+/// Resources rekeyed per commit.
+pub const CHUNK: usize = 2_000;
+/// Most jobs listed by `/status` (the newest).
+pub const STATUS_JOBS_MAX: usize = 10;
+/// Most jobs read when looking for work.
+const JOBS_SCAN_MAX: usize = 1_000;
+/// How often the worker looks for work when not told of any.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often a running job's progress is logged.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A reindex job, as recorded in the log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Job {
+    /// Always [`JOB_TYPE`].
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    /// The job id.
+    pub id: String,
+    /// `in-progress` or `completed`.
+    pub status: String,
+    /// What started it: `SearchParameter/[id]` or `$reindex`.
+    pub reason: String,
+    /// The types to rekey, in order.
+    pub types: Vec<String>,
+    /// The type being rekeyed (an index into `types`; `types.len()` when done).
+    pub at: usize,
+    /// The last id rekeyed in that type.
+    pub after: Option<String>,
+    /// Resources rekeyed so far.
+    pub done: u64,
+    /// Live resources of its types when it started (the goal; writes
+    /// meanwhile change it a little).
+    pub total: u64,
+    /// When it started and when it last moved (microseconds since the epoch).
+    pub started_us: u64,
+    /// When it last moved.
+    pub updated_us: u64,
+}
+
+impl Job {
+    fn new(store: &Store, reason: String, types: Vec<String>) -> Result<Job, FhirError> {
+        let mut total = 0;
+        for t in &types {
+            total += store.live_count(t)?;
+        }
+        let now = now_us();
+        Ok(Job {
+            resource_type: JOB_TYPE.into(),
+            id: crate::ids::new_id(),
+            status: "in-progress".into(),
+            reason,
+            types,
+            at: 0,
+            after: None,
+            done: 0,
+            total,
+            started_us: now,
+            updated_us: now,
+        })
+    }
+
+    fn op(&self) -> Result<Op, FhirError> {
+        let body = serde_json::to_vec(self).map_err(|e| FhirError::internal(e.to_string()))?;
+        Ok(Op::put(JOB_TYPE, self.id.clone(), body))
+    }
+
+    /// What `/status` and `GET /$reindex/[id]` show.
+    pub fn view(&self) -> Value {
+        let elapsed_s = (self.updated_us.saturating_sub(self.started_us)) as f64 / 1e6;
+        json!({
+            "id": self.id,
+            "status": self.status,
+            "reason": self.reason,
+            "types": self.types,
+            "type": self.types.get(self.at),
+            "done": self.done,
+            "total": self.total,
+            "percent": match self.total {
+                0 => 100.0,
+                t => (self.done as f64 * 100.0 / t as f64).min(100.0),
+            },
+            "seconds": elapsed_s,
+            "rate_per_s": match elapsed_s > 0.0 {
+                true => (self.done as f64 / elapsed_s).round(),
+                false => 0.0,
+            },
+        })
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Checks the SearchParameter writes of a client's batch and appends the
+/// reindex job they need, if any: a definition that cannot be in force
+/// is a 400, nothing written. Called by [`crate::app::commit`] for every
+/// client write.
+pub(crate) fn plan(app: &App, store: &Store, batch: &mut Batch) -> Result<(), FhirError> {
+    if !batch.ops.iter().any(|o| o.resource_type == DEFINING_TYPE) {
+        return Ok(());
+    }
+    let active = custom::active(app);
+    let mut types: Vec<String> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for op in batch
+        .ops
+        .iter()
+        .filter(|o| o.resource_type == DEFINING_TYPE)
+    {
+        let mut touched = active.bases_of(&op.id);
+        if let Action::Put(body) = &op.action {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| FhirError::invalid(format!("SearchParameter/{}: {e}", op.id)))?;
+            let new = custom::check_write(&active, &op.id, &v)
+                .map_err(|why| FhirError::invalid(format!("SearchParameter/{}: {why}", op.id)))?;
+            touched.extend(new);
+        }
+        if !touched.is_empty() {
+            reasons.push(format!("SearchParameter/{}", op.id));
+        }
+        types.extend(touched);
+    }
+    types.sort();
+    types.dedup();
+    if types.is_empty() {
+        return Ok(());
+    }
+    let job = Job::new(store, reasons.join(", "), types)?;
+    batch.push(job.op()?.expect(Precondition::Absent));
+    app.reindex_wake.notify_one();
+    Ok(())
+}
+
+/// The jobs in the store, newest first, at most `limit`.
+pub fn jobs(store: &Store, limit: usize) -> Result<Vec<(Job, u64)>, FhirError> {
+    let mut out = Vec::new();
+    for id in store.live_ids(JOB_TYPE, None, JOBS_SCAN_MAX)? {
+        if let Some(j) = read_job(store, &id)? {
+            out.push(j);
+        }
+    }
+    out.sort_by(|a, b| {
+        b.0.started_us
+            .cmp(&a.0.started_us)
+            .then(b.0.id.cmp(&a.0.id))
+    });
+    out.truncate(limit);
+    Ok(out)
+}
+
+fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
+    match store.get(JOB_TYPE, id)? {
+        Current::Live(v) => {
+            let job: Job = serde_json::from_slice(&v.body)
+                .map_err(|e| FhirError::internal(format!("reindex job {id} unreadable: {e}")))?;
+            Ok(Some((job, v.version)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What `/status` shows: the newest jobs.
+pub fn status(app: &App) -> Value {
+    let views = app
+        .store()
+        .ok()
+        .and_then(|s| jobs(&s, STATUS_JOBS_MAX).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(j, _)| j.view())
+        .collect::<Vec<_>>();
+    Value::Array(views)
+}
+
+fn leads(app: &App) -> bool {
+    match &app.replication {
+        Some(r) => r.is_leader() && r.cluster().is_none_or(|c| c.still_leading().is_ok()),
+        None => true,
+    }
+}
+
+/// The leader's reindex worker: runs the oldest unfinished job to its end,
+/// one chunk per commit. Runs until the server stops.
+pub async fn worker(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(IDLE_POLL) => {}
+            () = app.reindex_wake.notified() => {}
+        }
+        if let Err(e) = work_once(&app).await {
+            tracing::warn!("reindex worker: {e}");
+        }
+    }
+}
+
+async fn work_once(app: &App) -> Result<(), FhirError> {
+    if !leads(app) {
+        return Ok(());
+    }
+    let store = app.store()?;
+    let Some((mut job, mut version)) = jobs(&store, JOBS_SCAN_MAX)?
+        .into_iter()
+        .filter(|(j, _)| j.status == "in-progress")
+        .min_by(|a, b| a.0.started_us.cmp(&b.0.started_us))
+    else {
+        return Ok(());
+    };
+    drop(store);
+    tracing::info!(job = %job.id, types = ?job.types, total = job.total, "reindex running");
+    let mut logged = Instant::now();
+    while job.status == "in-progress" && leads(app) {
+        let store = app.store()?;
+        let mut batch = Batch::new();
+        let ids = match job.types.get(job.at) {
+            Some(ty) => store.live_ids(ty, job.after.as_deref(), CHUNK)?,
+            None => Vec::new(),
+        };
+        drop(store);
+        if let Some(ty) = job.types.get(job.at) {
+            for id in &ids {
+                batch.push(Op::rekey(ty.clone(), id.clone()));
+            }
+        }
+        job.done += ids.len() as u64;
+        match (ids.len() < CHUNK, ids.last()) {
+            (false, Some(last)) => job.after = Some(last.clone()),
+            _ => {
+                job.at += 1;
+                job.after = None;
+            }
+        }
+        if job.at >= job.types.len() {
+            job.status = "completed".into();
+        }
+        job.updated_us = now_us();
+        batch.push(job.op()?.expect(Precondition::Version(version)));
+        let committed = crate::app::commit(app, batch).await?;
+        version = match committed.outcomes.last() {
+            Some(vigil_engine::OpOutcome::Written { version, .. }) => *version,
+            _ => return Err(FhirError::internal("the reindex job was not written")),
+        };
+        if logged.elapsed() >= LOG_EVERY || job.status != "in-progress" {
+            logged = Instant::now();
+            tracing::info!(job = %job.id, done = job.done, total = job.total, status = %job.status, "reindex progress");
+        }
+    }
+    Ok(())
+}
+
+/// `POST [base]/$reindex`: records a job that rekeys every resource of
+/// every type a custom parameter is or was in force on. 202 with the job.
+pub async fn start_system(State(app): State<Arc<App>>) -> Result<Response, FhirError> {
+    start(app, None).await
+}
+
+/// `POST [base]/[type]/$reindex`: records a job that rekeys every
+/// resource of the type. 202 with the job.
+pub async fn start_type(
+    State(app): State<Arc<App>>,
+    Path(ty): Path<String>,
+) -> Result<Response, FhirError> {
+    start(app, Some(ty)).await
+}
+
+async fn start(app: Arc<App>, ty: Option<String>) -> Result<Response, FhirError> {
+    let store = app.store()?;
+    let types: Vec<String> = match ty {
+        Some(t) => {
+            if !crate::types::is_resource_type(&t) {
+                return Err(FhirError::not_found(format!("unknown resource type {t}")));
+            }
+            vec![t]
+        }
+        None => {
+            let ex = store.extractor().clone();
+            crate::types::R4_RESOURCE_TYPES
+                .iter()
+                .filter(|t| ex.ever_defines(t))
+                .map(|t| (*t).to_owned())
+                .collect()
+        }
+    };
+    let job = Job::new(&store, "$reindex".into(), types)?;
+    drop(store);
+    crate::app::commit(&app, Batch::one(job.op()?.expect(Precondition::Absent))).await?;
+    app.reindex_wake.notify_one();
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = format!("{}/$reindex/{}", app.base, job.id).parse() {
+        headers.insert(axum::http::header::CONTENT_LOCATION, v);
+    }
+    if let Ok(v) = FHIR_JSON_TYPE.parse() {
+        headers.insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    Ok((StatusCode::ACCEPTED, headers, parameters(&job).to_string()).into_response())
+}
+
+/// `GET [base]/$reindex/[id]`: a job's progress, on any node.
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    let store = app.store()?;
+    let (job, _) = read_job(&store, &id)?
+        .ok_or_else(|| FhirError::not_found(format!("no reindex job {id}")))?;
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, FHIR_JSON_TYPE)],
+        parameters(&job).to_string(),
+    )
+        .into_response())
+}
+
+/// A job as a FHIR Parameters resource.
+fn parameters(job: &Job) -> Value {
+    let v = job.view();
+    let mut params = vec![
+        json!({"name": "job", "valueString": job.id}),
+        json!({"name": "status", "valueCode": job.status}),
+        json!({"name": "reason", "valueString": job.reason}),
+        json!({"name": "done", "valueInteger": job.done.min(i32::MAX as u64)}),
+        json!({"name": "total", "valueInteger": job.total.min(i32::MAX as u64)}),
+        json!({"name": "percent", "valueDecimal": v["percent"]}),
+    ];
+    for t in &job.types {
+        params.push(json!({"name": "type", "valueCode": t}));
+    }
+    json!({"resourceType": "Parameters", "parameter": params})
+}
