@@ -252,3 +252,96 @@ async fn reindex_runs_in_chunks_and_shows_its_progress() {
     let r = s.post("/NotAType/$reindex", &json!({})).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+const PHARMACY: &str = "http://example.org/fhir/StructureDefinition/preferred-pharmacy";
+const VISIT: &str = "http://example.org/fhir/StructureDefinition/last-visit";
+
+fn extension_parameter(id: &str, kind: &str, url: &str) -> Value {
+    let mut sp = search_parameter(id, id, "active");
+    sp["type"] = json!(kind);
+    sp["expression"] = json!(format!("Patient.extension.where(url='{url}').value"));
+    if kind == "reference" {
+        sp["target"] = json!(["Organization"]);
+    }
+    sp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_parameters_sort_chain_include_and_reverse_chain() {
+    let s = TestServer::new();
+    tokio::spawn(vigil_fhir::reindex::worker(s.app.clone()));
+    for (id, name) in [("o1", "Acme Pharmacy"), ("o2", "Corner Drugs")] {
+        s.put_resource(json!({"resourceType": "Organization", "id": id, "name": name}))
+            .await;
+    }
+    // (patient, pharmacy, last visit)
+    let rows = [
+        ("a", Some("o1"), Some("2021-05-01")),
+        ("b", Some("o2"), Some("2019-01-20")),
+        ("c", Some("o1"), Some("2023-11-02")),
+        ("d", None, Some("2020-07-07")),
+        ("e", Some("o2"), None),
+    ];
+    for (id, org, visit) in rows {
+        let mut ext = Vec::new();
+        if let Some(o) = org {
+            ext.push(json!({"url": PHARMACY, "valueReference": {"reference": format!("Organization/{o}")}}));
+        }
+        if let Some(v) = visit {
+            ext.push(json!({"url": VISIT, "valueDate": v}));
+        }
+        s.put_resource(json!({"resourceType": "Patient", "id": id, "extension": ext}))
+            .await;
+    }
+    for (id, kind, url) in [
+        ("pharmacy", "reference", PHARMACY),
+        ("last-visit", "date", VISIT),
+    ] {
+        let r = s
+            .put(
+                &format!("/SearchParameter/{id}"),
+                &extension_parameter(id, kind, url),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    reindexed(&s).await;
+
+    let ids = |b: &Value| -> Vec<String> {
+        common::match_refs(b)
+            .into_iter()
+            .map(|r| r.rsplit('/').next().unwrap_or("").to_owned())
+            .collect()
+    };
+    let r = s.get("/Patient?_sort=-last-visit").await;
+    assert_eq!(
+        ids(&r.body),
+        ["c", "a", "d", "b", "e"],
+        "no value sorts last"
+    );
+    let r = s.get("/Patient?last-visit=ge2020&_sort=last-visit").await;
+    assert_eq!(ids(&r.body), ["d", "a", "c"]);
+    assert_eq!(
+        found(&s, "/Patient?pharmacy=Organization/o1").await,
+        ["a", "c"]
+    );
+    assert_eq!(
+        found(&s, "/Patient?pharmacy:Organization.name=corner").await,
+        ["b", "e"]
+    );
+    let r = s.get("/Patient?_id=a&_include=Patient:pharmacy").await;
+    assert_eq!(
+        common::refs_of_mode(&r.body, "include"),
+        ["Organization/o1"]
+    );
+    let r = s
+        .get("/Organization?_id=o2&_revinclude=Patient:pharmacy")
+        .await;
+    let mut rev = common::refs_of_mode(&r.body, "include");
+    rev.sort();
+    assert_eq!(rev, ["Patient/b", "Patient/e"]);
+    assert_eq!(
+        found(&s, "/Organization?_has:Patient:pharmacy:last-visit=ge2021").await,
+        ["o1"]
+    );
+}

@@ -600,24 +600,16 @@ fn rekey(
         return Ok(());
     };
     let body = read_body(log, dicts, &head)?;
-    let mut keys = std::mem::take(&mut t.scratch_keys);
-    keys.clear();
-    extractor.defined_keys_ever(ty, &body, &mut keys);
-    normalise_keys(&mut keys, ty, id);
-    for k in &keys {
-        key_row(k, ty, id, &mut t.scratch_row);
-        t.key_changes.insert(t.scratch_row.clone(), false);
+    let (mut remove, mut insert) = (Vec::new(), Vec::new());
+    extractor.rekey_keys(lsn, ty, &body, &mut remove, &mut insert);
+    normalise_keys(&mut remove, ty, id);
+    normalise_keys(&mut insert, ty, id);
+    for (keys, present) in [(remove, false), (insert, true)] {
+        for k in &keys {
+            key_row(k, ty, id, &mut t.scratch_row);
+            t.key_changes.insert(t.scratch_row.clone(), present);
+        }
     }
-    keys.clear();
-    if extractor.has_defined_keys(lsn, ty) {
-        extractor.defined_keys(lsn, ty, &body, &mut keys);
-        normalise_keys(&mut keys, ty, id);
-    }
-    for k in &keys {
-        key_row(k, ty, id, &mut t.scratch_row);
-        t.key_changes.insert(t.scratch_row.clone(), true);
-    }
-    t.scratch_keys = keys;
     Ok(())
 }
 

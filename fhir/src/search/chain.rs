@@ -46,7 +46,10 @@ pub(super) fn hops_in(name: &str) -> usize {
 }
 
 /// Reads `_has:Type:param:rest` (the name without `_has:`).
-pub(super) fn reverse(after: &str) -> Result<(&'static SearchParam, Hop), String> {
+pub(super) fn reverse(
+    custom: &super::custom::Active,
+    after: &str,
+) -> Result<(&'static SearchParam, Hop), String> {
     let mut parts = after.splitn(3, ':');
     let (Some(src), Some(code), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!(
@@ -61,6 +64,7 @@ pub(super) fn reverse(after: &str) -> Result<(&'static SearchParam, Hop), String
     let param = registry()
         .of(src)
         .find(code)
+        .or_else(|| custom.find(src, code))
         .filter(|p| p.kind == Kind::Reference && p.expr.is_some())
         .ok_or_else(|| format!("_has: {src} has no reference parameter {code:?}"))?;
     if rest.is_empty() {

@@ -81,7 +81,7 @@ pub(super) fn pairs_of_type(ty: &str, pairs: &[(String, String)]) -> Vec<(String
 /// The includes that add what the returned resources refer to.
 pub(super) fn includes() -> Vec<Include> {
     types()
-        .filter_map(|t| parse("_include", &format!("{t}:*")).ok())
+        .filter_map(|t| parse(&Default::default(), "_include", &format!("{t}:*")).ok())
         .collect()
 }
 

@@ -38,7 +38,11 @@ pub(super) struct Include {
 
 /// Reads `_include[:iterate]` / `_revinclude[:iterate]` = `Type:param[:target]`
 /// or `Type:*`.
-pub(super) fn parse(name: &str, value: &str) -> Result<Include, String> {
+pub(super) fn parse(
+    custom: &super::custom::Active,
+    name: &str,
+    value: &str,
+) -> Result<Include, String> {
     let (reverse, iterate) = match name {
         "_include" => (false, false),
         "_include:iterate" | "_include:recurse" => (false, true),
@@ -66,10 +70,12 @@ pub(super) fn parse(name: &str, value: &str) -> Result<Include, String> {
         "*" => tp
             .params
             .iter()
+            .chain(custom.of(source))
             .filter(|p| p.kind == Kind::Reference && p.expr.is_some())
             .collect(),
         c => vec![
             tp.find(c)
+                .or_else(|| custom.find(source, c))
                 .filter(|p| p.kind == Kind::Reference && p.expr.is_some())
                 .ok_or_else(|| format!("{name}: {source} has no reference parameter {c:?}"))?,
         ],

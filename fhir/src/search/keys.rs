@@ -451,6 +451,35 @@ impl KeyExtractor for SearchKeys {
         Self::custom_keys(ty, self.custom.ever(ty).into_iter(), body, out);
     }
 
+    /// One parse of the body; each parameter ever in force evaluated once.
+    fn rekey_keys(
+        &self,
+        lsn: u64,
+        ty: &str,
+        body: &[u8],
+        remove: &mut Vec<Vec<u8>>,
+        insert: &mut Vec<Vec<u8>>,
+    ) {
+        let ever = self.custom.ever(ty);
+        if ever.is_empty() {
+            return;
+        }
+        let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(body) else {
+            return;
+        };
+        let now = self.custom.at(lsn);
+        for p in ever {
+            let from = remove.len();
+            param_keys(ty, p, &v, remove);
+            if now
+                .as_ref()
+                .is_some_and(|a| a.of(ty).any(|q| std::ptr::eq(p, q)))
+            {
+                insert.extend_from_slice(&remove[from..]);
+            }
+        }
+    }
+
     fn ever_defines(&self, ty: &str) -> bool {
         !self.custom.ever(ty).is_empty()
     }

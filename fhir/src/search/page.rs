@@ -117,8 +117,13 @@ mod tests {
 
     #[test]
     fn tokens_name_a_position_that_survives_a_round_trip() {
-        let sort =
-            parse_sort(registry().of("Patient"), "Patient", "-birthdate,family").expect("sortable");
+        let sort = parse_sort(
+            registry().of("Patient"),
+            &Default::default(),
+            "Patient",
+            "-birthdate,family",
+        )
+        .expect("sortable");
         let hits: Vec<Hit> = (0..5u8)
             .map(|i| Hit {
                 ty: "Patient".into(),
@@ -135,7 +140,13 @@ mod tests {
 
     #[test]
     fn tokens_of_another_search_are_refused() {
-        let sort = parse_sort(registry().of("Patient"), "Patient", "birthdate").expect("sortable");
+        let sort = parse_sort(
+            registry().of("Patient"),
+            &Default::default(),
+            "Patient",
+            "birthdate",
+        )
+        .expect("sortable");
         for bad in [
             "",
             "x~~Patient~1",

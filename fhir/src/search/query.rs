@@ -602,13 +602,13 @@ pub(super) fn parse_request(
             }
             "_page" => r.page = Some(value.clone()),
             n if n.starts_with("_include") || n.starts_with("_revinclude") => {
-                match super::include::parse(n, value) {
+                match super::include::parse(&custom, n, value) {
                     Ok(i) => r.includes.push(i),
                     Err(why) if strict => return Err(FhirError::invalid(why)),
                     Err(why) => r.warnings.push(format!("{why}; it was ignored")),
                 }
             }
-            "_sort" => match parse_sort(registry().of(ty), ty, value) {
+            "_sort" => match parse_sort(registry().of(ty), &custom, ty, value) {
                 Ok(keys) => {
                     r.sort.extend(keys);
                     if r.sort.len() > SORT_KEYS_MAX {
@@ -660,7 +660,7 @@ fn criterion(
         return Err(format!("{name} has an empty value"));
     }
     if let Some(after) = name.strip_prefix("_has:") {
-        let (param, hop) = super::chain::reverse(after)?;
+        let (param, hop) = super::chain::reverse(custom, after)?;
         return Ok(Criterion {
             param,
             modifier: None,

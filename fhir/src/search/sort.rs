@@ -68,6 +68,7 @@ pub(super) struct Hit {
 /// says why a key cannot sort.
 pub(super) fn parse_sort(
     tp: &'static TypeParams,
+    custom: &super::custom::Active,
     ty: &str,
     value: &str,
 ) -> Result<Vec<SortKey>, String> {
@@ -88,7 +89,7 @@ pub(super) fn parse_sort(
                     );
                 }
                 code => {
-                    let Some(p) = tp.find(code) else {
+                    let Some(p) = tp.find(code).or_else(|| custom.find(ty, code)) else {
                         return match elsewhere(code) {
                             Some(known) => Ok(SortKey {
                                 by: SortBy::Absent(known),
@@ -215,7 +216,10 @@ fn homes(ty: &str, p: &'static SearchParam) -> Vec<Home> {
                 .collect()
         })
         .unwrap_or_default();
-    out.push(Home::new(tag, ty, code, target));
+    let mut own = Home::new(tag, ty, code, target);
+    // A custom parameter is not in the registry: it is its own home.
+    own.param = own.param.or(Some(p).filter(|p| p.source == Source::Own));
+    out.push(own);
     out
 }
 
@@ -303,8 +307,8 @@ mod tests {
     #[test]
     fn values_sort_both_ways_and_matches_without_one_come_last() {
         let tp = registry().of("Patient");
-        let asc = parse_sort(tp, "Patient", "birthdate").expect("sortable");
-        let desc = parse_sort(tp, "Patient", "-birthdate").expect("sortable");
+        let asc = parse_sort(tp, &Default::default(), "Patient", "birthdate").expect("sortable");
+        let desc = parse_sort(tp, &Default::default(), "Patient", "-birthdate").expect("sortable");
         let mut hits = vec![
             hit("a", vec![None]),
             hit("b", vec![Some(b"2")]),
@@ -321,7 +325,8 @@ mod tests {
     #[test]
     fn later_keys_break_ties_and_ids_break_the_rest() {
         let tp = registry().of("Patient");
-        let sort = parse_sort(tp, "Patient", "family,-birthdate").expect("sortable");
+        let sort =
+            parse_sort(tp, &Default::default(), "Patient", "family,-birthdate").expect("sortable");
         let mut hits = vec![
             hit("z", vec![Some(b"x"), Some(b"1")]),
             hit("y", vec![Some(b"x"), Some(b"2")]),
@@ -336,15 +341,21 @@ mod tests {
     #[test]
     fn keys_that_cannot_sort_are_refused_with_the_reason() {
         let tp = registry().of("Observation");
-        let err = |v: &str| parse_sort(tp, "Observation", v).expect_err("refused");
+        let err =
+            |v: &str| parse_sort(tp, &Default::default(), "Observation", v).expect_err("refused");
         assert!(err("nope").contains("unknown"));
         assert!(err("_score").contains("relevance"));
         assert!(err("code-value-quantity").contains("composite"));
         assert!(err("date,,code").contains("empty"));
         assert_eq!(
-            parse_sort(tp, "Observation", "-date,_id,-_lastUpdated")
-                .expect("sortable")
-                .len(),
+            parse_sort(
+                tp,
+                &Default::default(),
+                "Observation",
+                "-date,_id,-_lastUpdated"
+            )
+            .expect("sortable")
+            .len(),
             3
         );
     }

@@ -66,6 +66,24 @@ pub trait KeyExtractor: Send + Sync + 'static {
     /// rekeyed (removing a key a resource lacks changes nothing).
     fn defined_keys_ever(&self, _resource_type: &str, _body: &[u8], _out: &mut Vec<Vec<u8>>) {}
 
+    /// A rekey at `lsn`: appends to `remove` what
+    /// [`KeyExtractor::defined_keys_ever`] gives `body` and to `insert`
+    /// what [`KeyExtractor::defined_keys`] gives it at `lsn` (an extractor
+    /// may do both from one parse of the body).
+    fn rekey_keys(
+        &self,
+        lsn: u64,
+        resource_type: &str,
+        body: &[u8],
+        remove: &mut Vec<Vec<u8>>,
+        insert: &mut Vec<Vec<u8>>,
+    ) {
+        self.defined_keys_ever(resource_type, body, remove);
+        if self.has_defined_keys(lsn, resource_type) {
+            self.defined_keys(lsn, resource_type, body, insert);
+        }
+    }
+
     /// Whether any definition told so far gives keys to `resource_type`.
     fn ever_defines(&self, _resource_type: &str) -> bool {
         false
