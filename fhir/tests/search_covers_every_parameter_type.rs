@@ -352,7 +352,8 @@ async fn dates_numbers_and_quantities_take_every_prefix() {
             "/Observation?value-quantity=185|http://unitsofmeasure.org|[lb_av]"
         )
         .await,
-        ["example"]
+        // 84.1 kg is 185.4 [lb_av]: within 185's precision, in UCUM terms.
+        ["example", "kg"]
     );
     assert!(
         found(&s, "/Observation?value-quantity=185||kg")
@@ -365,6 +366,61 @@ async fn dates_numbers_and_quantities_take_every_prefix() {
     );
     assert_eq!(found(&s, "/Observation?value-quantity=lt100").await, ["kg"]);
     assert_eq!(found(&s, "/Observation?value-quantity=84.1").await, ["kg"]);
+}
+
+#[tokio::test]
+async fn ucum_quantities_compare_in_canonical_units() {
+    let s = TestServer::new();
+    seed(&s).await;
+    let ucum = "http://unitsofmeasure.org";
+    // The official example weighs 185 [lb_av] = 83.91 kg; "kg" 84.1 kg.
+    let q = |v: &str| format!("/Observation?value-quantity={v}");
+    assert_eq!(found(&s, &q(&format!("83.9|{ucum}|kg"))).await, ["example"]);
+    assert_eq!(found(&s, &q(&format!("gt84|{ucum}|kg"))).await, ["kg"]);
+    assert_eq!(
+        found(&s, &q(&format!("ge185|{ucum}|[lb_av]"))).await,
+        ["example", "kg"]
+    );
+    assert_eq!(found(&s, &q(&format!("84100|{ucum}|g"))).await, ["kg"]);
+    assert!(
+        found(&s, &q(&format!("84.1|{ucum}|m"))).await.is_empty(),
+        "a length is not a mass"
+    );
+    // Amounts per volume, temperatures, and units without a canonical form.
+    let obs = |id: &str, v: f64, code: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "x"},
+               "valueQuantity": {"value": v, "system": ucum, "code": code}})
+    };
+    for (id, v, code) in [
+        ("mgdl", 5.4, "mg/dL"),
+        ("gl", 0.054, "g/L"),
+        ("high", 60.0, "mg/dL"),
+        ("cel", 37.0, "Cel"),
+        ("degf", 98.6, "[degF]"),
+        ("iu", 5.4, "[IU]/L"),
+    ] {
+        s.put_resource(obs(id, v, code)).await;
+    }
+    assert_eq!(
+        found(&s, &q(&format!("5.4|{ucum}|mg/dL"))).await,
+        ["gl", "mgdl"]
+    );
+    assert_eq!(found(&s, &q(&format!("gt50|{ucum}|mg/dL"))).await, ["high"]);
+    assert_eq!(
+        found(&s, &q(&format!("lt0.1|{ucum}|g/L"))).await,
+        ["gl", "mgdl"]
+    );
+    assert_eq!(
+        found(&s, &q(&format!("37|{ucum}|Cel"))).await,
+        ["cel", "degf"]
+    );
+    assert_eq!(
+        found(&s, &q(&format!("ge310|{ucum}|K"))).await,
+        ["cel", "degf"]
+    );
+    // No canonical form: the code as written; no system: the code as written.
+    assert_eq!(found(&s, &q(&format!("5.4|{ucum}|[IU]/L"))).await, ["iu"]);
+    assert_eq!(found(&s, &q("5.4||mg/dL")).await, ["mgdl"]);
 }
 
 #[tokio::test]

@@ -16,6 +16,8 @@
 //! | `d` | date      | `start end`: sortable big-endian microseconds      |
 //! | `n` | number    | the value as a sortable 8-byte float               |
 //! | `q` | quantity  | sortable 8-byte value, `code \0 system`           |
+//! |     |           | (UCUM: also under `param:ucum`, in base units, the |
+//! |     |           | dimension as code; see [`super::ucum`])            |
 //! | `u` | uri       | the URI as written                                 |
 //! | `c` | composite | each component's value as above, joined by `\x01` |
 //!
@@ -51,7 +53,7 @@ use crate::instant::parse_interval;
 
 /// The name the engine records for this extractor; change it whenever the
 /// keys change, and stores rebuild their index on open.
-pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v5";
+pub const EXTRACTOR_NAME: &str = "vigil-fhir-search-v6";
 
 /// Longest string key value in bytes: longer strings are indexed by their
 /// first 256 bytes, and a search for a longer value is checked on the
@@ -584,6 +586,18 @@ fn item_keys(
             reference_values(&refs, &prefix, out);
         }
         kind => item_values(kind, &p.covers, item, &prefix, out),
+    }
+    // A UCUM quantity is also its magnitude in base units, `param:ucum`.
+    if p.kind == Kind::Quantity
+        && let Some((v, code)) = super::ucum::quantity(item)
+        && let Some(s) = super::ucum::scale(code)
+        && let Some(b) = sortable_f64(s.canonical(v))
+    {
+        let mut value = b.to_vec();
+        value.extend_from_slice(s.unit.as_bytes());
+        value.push(0);
+        value.extend_from_slice(super::ucum::UCUM_SYSTEM.as_bytes());
+        out.push(key(b'q', ty, &super::ucum::param(param), &value));
     }
     // A token's texts are string keys of `param:text`.
     if p.kind == Kind::Token {

@@ -31,6 +31,7 @@ mod prefix;
 mod query;
 pub mod registry;
 mod sort;
+mod ucum;
 mod valueset;
 
 use std::sync::Arc;

@@ -73,6 +73,18 @@ pub(super) struct Number {
     half: f64,
 }
 
+impl Number {
+    /// The same search in other units: its value and its precision's
+    /// half-width converted.
+    pub(super) fn converted(self, value: impl Fn(f64) -> f64, half: impl Fn(f64) -> f64) -> Number {
+        Number {
+            prefix: self.prefix,
+            value: value(self.value),
+            half: half(self.half),
+        }
+    }
+}
+
 pub(super) fn number_value(v: &str) -> Result<Number, FhirError> {
     let (prefix, text) = split_prefix(v);
     let bad = || FhirError::invalid(format!("{text:?} is not a number"));

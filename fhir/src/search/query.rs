@@ -350,6 +350,19 @@ fn ids_for_value(
             let n = number_value(parts.next().unwrap_or(""))?;
             let system = parts.next().unwrap_or("");
             let unit = parts.next().unwrap_or("");
+            // A UCUM unit with a canonical form: compared in base units.
+            if system == super::ucum::UCUM_SYSTEM
+                && let Some(s) = super::ucum::scale(unit)
+            {
+                let n = n.converted(|v| s.canonical(v), |h| s.width(h));
+                let (lo, hi) = all_of(b'q', ty, &super::ucum::param(code));
+                let skip = lo.len();
+                return scan(app, ty, &lo, &hi, |k| {
+                    let rest = k.get(skip + 8..).unwrap_or(b"");
+                    unsortable_f64(&k[skip..]).is_some_and(|t| number_matches(n, t))
+                        && rest.split(|b| *b == 0).next() == Some(s.unit.as_bytes())
+                });
+            }
             let (lo, hi) = all_of(b'q', ty, code);
             let skip = lo.len();
             scan(app, ty, &lo, &hi, |k| {
