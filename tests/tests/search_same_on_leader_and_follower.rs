@@ -94,6 +94,8 @@ fn every_search_gives_the_same_answer_on_leader_and_follower() {
         "/Observation?date=ge2015-01-01&date=lt2018&_sort=date,_id&_count=7".to_owned(),
         "/Observation?value-quantity=gt100&_sort=-value-quantity&_count=5".to_owned(),
         "/Observation?code:text=body&_count=4".to_owned(),
+        "/Observation?value-quantity=gt50000|http://unitsofmeasure.org|g&_sort=_id&_count=3"
+            .to_owned(),
         "/Observation?subject:Patient.name=dwain&_count=2".to_owned(),
         "/Patient?_has:Observation:subject:code=8302-2".to_owned(),
         "/Patient?_revinclude=Observation:subject&_count=1&_elements=id".to_owned(),
