@@ -199,6 +199,64 @@ async fn tokens_match_by_their_text() {
 /// or from the concepts compose lists; what needs a terminology service
 /// is refused.
 #[tokio::test]
+async fn tokens_match_below_and_above_in_a_stored_code_system() {
+    let s = TestServer::new();
+    let cs = "http://acme.org/cs/conditions";
+    // metabolic > diabetes > {type-1, type-2}; gestational under diabetes
+    // by a parent property; asthma apart.
+    s.put_resource(
+        json!({"resourceType": "CodeSystem", "id": "conditions", "status": "active",
+        "url": cs, "content": "complete", "hierarchyMeaning": "is-a",
+        "concept": [
+            {"code": "metabolic", "concept": [
+                {"code": "diabetes", "concept": [{"code": "type-1"}, {"code": "type-2"}]}]},
+            {"code": "gestational", "property": [{"code": "parent", "valueCode": "diabetes"}]},
+            {"code": "asthma"}]}),
+    )
+    .await;
+    for code in [
+        "metabolic",
+        "diabetes",
+        "type-1",
+        "type-2",
+        "gestational",
+        "asthma",
+    ] {
+        s.put_resource(json!({"resourceType": "Condition", "id": code,
+            "subject": {"reference": "Patient/p"},
+            "code": {"coding": [{"system": cs, "code": code}]}}))
+            .await;
+    }
+    let q = |m: &str, c: &str| format!("/Condition?code:{m}={cs}|{c}");
+    assert_eq!(
+        found(&s, &q("below", "diabetes")).await,
+        ["diabetes", "gestational", "type-1", "type-2"]
+    );
+    assert_eq!(
+        found(&s, &q("above", "type-2")).await,
+        ["diabetes", "metabolic", "type-2"]
+    );
+    assert_eq!(
+        found(&s, &q("above", "gestational")).await,
+        ["diabetes", "gestational", "metabolic"]
+    );
+    assert_eq!(found(&s, &q("below", "asthma")).await, ["asthma"]);
+    // A code the CodeSystem lacks stands for itself.
+    assert!(found(&s, &q("below", "nothing")).await.is_empty());
+    for (bad, why) in [
+        ("/Condition?code:below=diabetes", "system|code"),
+        (
+            "/Condition?code:below=http://acme.org/none|x",
+            "no CodeSystem",
+        ),
+    ] {
+        let r = s.get(bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.diagnostics().contains(why), "{bad}: {}", r.diagnostics());
+    }
+}
+
+#[tokio::test]
 async fn tokens_match_codes_of_stored_value_sets() {
     let s = TestServer::new();
     seed(&s).await;

@@ -18,6 +18,7 @@
 //! - this module — the HTTP handlers and the Bundle they answer with.
 
 mod chain;
+mod codesystem;
 pub mod compartment;
 mod composite;
 pub mod custom;

@@ -61,8 +61,8 @@ fn modifier_of(kind: Kind, m: &str) -> Option<Modifier> {
         (Kind::Token, "in") => Modifier::In,
         (Kind::Token, "not-in") => Modifier::NotIn,
         (Kind::Reference, "identifier") => Modifier::Identifier,
-        (Kind::Uri, "below") => Modifier::Below,
-        (Kind::Uri, "above") => Modifier::Above,
+        (Kind::Uri | Kind::Token, "below") => Modifier::Below,
+        (Kind::Uri | Kind::Token, "above") => Modifier::Above,
         (Kind::Reference, t) if crate::types::is_resource_type(t) => Modifier::Type(t.to_owned()),
         _ => return None,
     })
@@ -296,6 +296,19 @@ fn ids_for_value(
                         false => format!("{system}|{code_of}"),
                     };
                     ids.extend(token_ids(app, ty, code, target, &token)?);
+                }
+                Ok(ids)
+            }
+            Some(m @ (Modifier::Below | Modifier::Above)) => {
+                use super::codesystem::{Direction, codes};
+                let dir = match m {
+                    Modifier::Below => Direction::Below,
+                    _ => Direction::Above,
+                };
+                let (system, codes) = codes(app, value, dir)?;
+                let mut ids = BTreeSet::new();
+                for c in codes {
+                    ids.extend(token_ids(app, ty, code, target, &format!("{system}|{c}"))?);
                 }
                 Ok(ids)
             }
