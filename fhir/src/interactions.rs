@@ -234,7 +234,8 @@ fn read_response(
         return Ok(resp);
     }
     let rendered = render(&v.body, v.version, v.last_updated_us)?;
-    let rendered = crate::subset::apply_to_bytes(rendered, subset)?;
+    let subset = crate::subset::for_type(app, ty, subset)?;
+    let rendered = crate::subset::apply_to_bytes(rendered, &subset)?;
     Ok(resource_response(
         status, &app.base, &meta, rendered, ret, false,
     ))
@@ -288,6 +289,7 @@ pub async fn vread(
         last_updated_us: v.last_updated_us,
     };
     let rendered = render(&v.body, version, v.last_updated_us)?;
+    let subset = crate::subset::for_type(&app, &ty, &subset)?;
     let rendered = crate::subset::apply_to_bytes(rendered, &subset)?;
     Ok(resource_response(
         StatusCode::OK,

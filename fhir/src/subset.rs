@@ -7,13 +7,21 @@
 //! base name: `value` keeps `valueQuantity`), with `resourceType`, `id`
 //! and `meta`. `_summary=text` keeps `text`, `id` and `meta`;
 //! `_summary=data` drops `text`; `_summary=false` is the whole resource.
-//! `_summary=true` needs each element's summary flag from the R4 type
-//! model, which this server does not hold yet: it is refused with a 400
-//! that says so and offers `_elements`, never answered with the wrong
-//! elements.
+//! `_summary=true` keeps the top-level elements marked `isSummary` in the
+//! snapshot of the type's base StructureDefinition
+//! (`http://hl7.org/fhir/StructureDefinition/[type]`) stored on this
+//! server, as R4's ValueSets and CodeSystems are for `:in` and `:below`
+//! (load the R4 definitions, `profiles-resources.json`); without it the
+//! request is refused with a 400 that says so and offers `_elements`,
+//! never answered with guessed elements.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value, json};
+use vigil_engine::Current;
 
+use crate::app::App;
 use crate::http::outcome::FhirError;
 
 /// Most names `_elements` may list.
@@ -31,6 +39,9 @@ pub enum Subset {
     Text,
     /// All but `text`.
     Data,
+    /// The summary elements of the resource's type (`_summary=true`),
+    /// made [`Subset::Elements`] by [`for_type`] before it is applied.
+    Summary,
 }
 
 /// The subset a query asks for; 400 for a value that is not one.
@@ -42,9 +53,7 @@ pub fn parse(summary: Option<&str>, elements: Option<&str>) -> Result<Subset, Fh
         (Some("false") | None, None) => Ok(Subset::Full),
         (Some("text"), None) => Ok(Subset::Text),
         (Some("data"), None) => Ok(Subset::Data),
-        (Some("true"), None) => Err(FhirError::invalid(
-            "_summary=true needs the R4 elements' summary flags, which this server does not have yet; ask for the elements you need with _elements",
-        )),
+        (Some("true"), None) => Ok(Subset::Summary),
         (Some("count"), None) => Err(FhirError::invalid(
             "_summary=count applies to searches, not to a read",
         )),
@@ -83,6 +92,8 @@ pub fn apply(resource: &mut Map<String, Value>, subset: &Subset) {
             Subset::Full => true,
             Subset::Text => matches!(k, "resourceType" | "id" | "meta" | "text"),
             Subset::Data => k != "text",
+            // Not resolved to a type's elements: only what every type keeps.
+            Subset::Summary => matches!(k, "resourceType" | "id" | "meta"),
             Subset::Elements(names) => {
                 matches!(k, "resourceType" | "id" | "meta")
                     || names.iter().any(|n| {
@@ -111,6 +122,80 @@ pub fn apply(resource: &mut Map<String, Value>, subset: &Subset) {
             }));
         }
     }
+}
+
+/// Most top-level elements a summary keeps.
+const SUMMARY_ELEMENTS_MAX: usize = 200;
+
+/// `subset` for a resource of `ty`: [`Subset::Summary`] becomes the
+/// type's summary elements; 400 when the base StructureDefinition is not
+/// stored here.
+pub fn for_type(app: &App, ty: &str, subset: &Subset) -> Result<Subset, FhirError> {
+    match subset {
+        Subset::Summary => Ok(Subset::Elements(summary_elements(app, ty)?.to_vec())),
+        other => Ok(other.clone()),
+    }
+}
+
+/// The summary elements of `ty`, read from its stored base
+/// StructureDefinition (remembered per version of it).
+fn summary_elements(app: &App, ty: &str) -> Result<Arc<Vec<String>>, FhirError> {
+    type Known = Mutex<HashMap<(String, String, u64), Arc<Vec<String>>>>;
+    static KNOWN: OnceLock<Known> = OnceLock::new();
+    let url = format!("http://hl7.org/fhir/StructureDefinition/{ty}");
+    let missing = || {
+        FhirError::invalid(format!(
+            "_summary=true needs the base StructureDefinition {url} with its snapshot stored on this server (load the R4 definitions, profiles-resources.json); or ask for the elements you need with _elements"
+        ))
+    };
+    let store = app.store()?;
+    let ids = crate::search::matching_ids(app, "StructureDefinition", &format!("url={url}"))?;
+    let id = match ids.as_slice() {
+        [id] => id.clone(),
+        [] => return Err(missing()),
+        _ => {
+            return Err(FhirError::invalid(format!(
+                "{} StructureDefinitions are {url}; _summary=true needs exactly one",
+                ids.len()
+            )));
+        }
+    };
+    let Current::Live(sd) = store.get("StructureDefinition", &id)? else {
+        return Err(missing());
+    };
+    let known = KNOWN.get_or_init(Default::default);
+    let cache_key = (store.dir().display().to_string(), id.clone(), sd.version);
+    if let Some(e) = known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&cache_key)
+    {
+        return Ok(e.clone());
+    }
+    let sd: Value = serde_json::from_slice(&sd.body)
+        .map_err(|_| FhirError::internal(format!("StructureDefinition/{id} is not JSON")))?;
+    let elements = sd
+        .pointer("/snapshot/element")
+        .and_then(Value::as_array)
+        .ok_or_else(missing)?;
+    let mut names: Vec<String> = elements
+        .iter()
+        .filter(|e| e.get("isSummary").and_then(Value::as_bool) == Some(true))
+        .filter_map(|e| e.get("path").and_then(Value::as_str))
+        .filter_map(|p| p.strip_prefix(ty)?.strip_prefix('.'))
+        .filter(|rest| !rest.contains('.'))
+        .map(|name| name.trim_end_matches("[x]").to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names.truncate(SUMMARY_ELEMENTS_MAX);
+    let names = Arc::new(names);
+    let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+    if known.len() >= 4 * crate::types::R4_RESOURCE_TYPES.len() {
+        known.clear();
+    }
+    known.insert(cache_key, names.clone());
+    Ok(names)
 }
 
 /// The rendered JSON of a resource, cut to `subset` (unchanged for `Full`).

@@ -435,8 +435,8 @@ async fn pretty_and_plain_json_are_honoured() {
 }
 
 /// `_elements` and `_summary` on read and vread cut the resource and tag
-/// it SUBSETTED; values that are not one (and `_summary=true`, which needs
-/// the R4 model's summary flags) are a 400 OperationOutcome.
+/// it SUBSETTED; values that are not one (and `_summary=true` while the
+/// type's base StructureDefinition is not stored) are a 400 OperationOutcome.
 #[tokio::test]
 async fn summary_and_elements_subset_reads() {
     let s = TestServer::new();
@@ -494,6 +494,74 @@ async fn summary_and_elements_subset_reads() {
     // What is stored is untouched.
     let whole = s.get("/Observation/o1").await;
     assert!(whole.body.get("text").is_some() && !subsetted(&whole.body));
+}
+
+/// `_summary=true` keeps the elements the stored base StructureDefinition
+/// marks `isSummary` (top level; a choice by its base name), on reads and
+/// on a search's matches. The definition here is a hand-written excerpt of
+/// R4's Observation (its summary flags as the R4 specification gives them).
+#[tokio::test]
+async fn summary_true_keeps_the_summary_elements_of_the_stored_definition() {
+    let s = TestServer::new();
+    let o = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">72 kg</div>"},
+        "code": {"text": "weight"}, "valueQuantity": {"value": 72, "unit": "kg"},
+        "note": [{"text": "after lunch"}], "subject": {"reference": "Patient/p1"}});
+    assert_eq!(
+        s.put("/Observation/o1", &o).await.status,
+        StatusCode::CREATED
+    );
+    let r = s.get("/Observation/o1?_summary=true").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.diagnostics().contains("StructureDefinition/Observation"),
+        "{}",
+        r.diagnostics()
+    );
+
+    let el = |path: &str, summary: bool| json!({"id": path, "path": path, "isSummary": summary});
+    let sd = json!({"resourceType": "StructureDefinition", "id": "Observation",
+        "url": "http://hl7.org/fhir/StructureDefinition/Observation", "name": "Observation",
+        "status": "active", "kind": "resource", "abstract": false, "type": "Observation",
+        "snapshot": {"element": [
+            el("Observation", false), el("Observation.id", true), el("Observation.meta", true),
+            el("Observation.text", false), el("Observation.status", true),
+            el("Observation.code", true), el("Observation.subject", true),
+            el("Observation.value[x]", true), el("Observation.note", false),
+            el("Observation.component.code", true)]}});
+    assert_eq!(
+        s.put("/StructureDefinition/Observation", &sd).await.status,
+        StatusCode::CREATED
+    );
+    for uri in [
+        "/Observation/o1?_summary=true",
+        "/Observation/o1/_history/1?_summary=true",
+    ] {
+        let r = s.get(uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        let mut keys = keys_of(&r.body);
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "code",
+                "id",
+                "meta",
+                "resourceType",
+                "status",
+                "subject",
+                "valueQuantity"
+            ],
+            "{uri}"
+        );
+        assert!(r.body["meta"]["tag"][0]["code"] == "SUBSETTED", "{uri}");
+    }
+    let r = s.get("/Observation?_summary=true").await;
+    let m = &r.body["entry"][0]["resource"];
+    assert!(
+        m.get("note").is_none() && m.get("text").is_none() && m.get("code").is_some(),
+        "{m}"
+    );
 }
 
 /// The top-level member names of a JSON object, in order.

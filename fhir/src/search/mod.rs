@@ -358,7 +358,7 @@ pub(crate) fn scoped_bundle(
             if !r.includes.is_empty() {
                 matched.push((h.ty.clone(), h.id.clone(), Value::Object(map.clone())));
             }
-            crate::subset::apply(&mut map, &r.subset);
+            crate::subset::apply(&mut map, &crate::subset::for_type(app, &h.ty, &r.subset)?);
             let resource = Value::Object(map);
             entries.push(json!({
                 "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),
