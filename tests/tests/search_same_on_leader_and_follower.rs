@@ -35,6 +35,17 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_str(&r.body).expect("JSON")
 }
 
+/// Writes the Synthea patient of fhir/tests/fixtures (one transaction).
+fn load_patient(addr: SocketAddr) {
+    let bundle = std::fs::read_to_string(format!(
+        "{}/../fhir/tests/fixtures/synthea-r4/Dwain_McGlynn_7515d14b-843b-4210-8b6b-a33ab253d560.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let r = request(addr, "POST", "/", Some(&bundle)).expect("transaction");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// What a searchset says, less what may differ between nodes (ids of
 /// the Bundle itself, times): total, entries (fullUrl and mode), links.
 fn shape(b: &Value) -> Value {
@@ -65,13 +76,7 @@ fn every_search_gives_the_same_answer_on_leader_and_follower() {
     let follower =
         NodeProcess::start(BIN, &write_config(dir.path(), "b", Some(follower))).expect("follower");
 
-    let bundle = std::fs::read_to_string(format!(
-        "{}/../fhir/tests/fixtures/synthea-r4/Dwain_McGlynn_7515d14b-843b-4210-8b6b-a33ab253d560.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    let r = request(leader.http, "POST", "/", Some(&bundle)).expect("transaction");
-    assert_eq!(r.status, 200, "{}", r.body);
+    load_patient(leader.http);
     let patient = get(leader.http, "/Patient?name=dwain");
     let pid = patient["entry"][0]["resource"]["id"]
         .as_str()
@@ -155,13 +160,7 @@ fn a_custom_parameter_written_through_the_follower_is_reindexed_on_both_nodes() 
     };
     let leader = NodeProcess::start(BIN, &config("a", leader)).expect("leader");
     let follower = NodeProcess::start(BIN, &config("b", follower)).expect("follower");
-    let bundle = std::fs::read_to_string(format!(
-        "{}/../fhir/tests/fixtures/synthea-r4/Dwain_McGlynn_7515d14b-843b-4210-8b6b-a33ab253d560.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    let r = request(leader.http, "POST", "/", Some(&bundle)).expect("transaction");
-    assert_eq!(r.status, 200, "{}", r.body);
+    load_patient(leader.http);
     let strict = |addr| {
         vigil_testkit::http::request_with(
             addr,

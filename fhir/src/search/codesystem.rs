@@ -13,10 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use vigil_engine::Current;
 
-use super::keys::key;
-use super::lookup::{exact, scan};
+use super::lookup::live_by_url;
 use crate::app::App;
 use crate::http::outcome::FhirError;
 
@@ -150,19 +148,9 @@ fn walk(
 
 /// The CodeSystem whose url is `system`; 400 when there is none or several.
 fn find(app: &App, system: &str) -> Result<Value, FhirError> {
-    let store = app.store()?;
-    let (lo, hi) = exact(key(b'u', "CodeSystem", "url", system.as_bytes()));
-    let mut found = Vec::new();
-    for id in scan(app, "CodeSystem", &lo, &hi, |_| true)? {
-        if let Current::Live(r) = store.get("CodeSystem", &id)? {
-            let body: Value = serde_json::from_slice(&r.body).map_err(|_| {
-                FhirError::internal(format!("CodeSystem/{id} is not stored as JSON"))
-            })?;
-            found.push(body);
-        }
-    }
+    let mut found = live_by_url(app, "CodeSystem", system)?;
     match found.len() {
-        1 => Ok(found.remove(0)),
+        1 => Ok(found.remove(0).1),
         0 => Err(FhirError::invalid(format!(
             "no CodeSystem {system} on this server: :below and :above need one (this server has no terminology service)"
         ))),

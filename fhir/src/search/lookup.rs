@@ -114,3 +114,23 @@ pub(super) fn scan_keys(
     }
     Ok(rows.into_iter().map(|(k, _, id)| (k, id)).collect())
 }
+
+/// The live resources of `ty` whose `url` is `url` (a canonical
+/// resource: ValueSet, CodeSystem, StructureDefinition…), as (id, JSON).
+pub(super) fn live_by_url(
+    app: &App,
+    ty: &str,
+    url: &str,
+) -> Result<Vec<(String, serde_json::Value)>, FhirError> {
+    let store = app.store()?;
+    let (lo, hi) = exact(super::keys::key(b'u', ty, "url", url.as_bytes()));
+    let mut out = Vec::new();
+    for id in scan(app, ty, &lo, &hi, |_| true)? {
+        if let vigil_engine::Current::Live(r) = store.get(ty, &id)? {
+            let body = serde_json::from_slice(&r.body)
+                .map_err(|_| FhirError::internal(format!("{ty}/{id} is not stored as JSON")))?;
+            out.push((id, body));
+        }
+    }
+    Ok(out)
+}

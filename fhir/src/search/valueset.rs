@@ -15,8 +15,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use vigil_engine::Current;
 
-use super::keys::key;
-use super::lookup::{exact, scan};
+use super::lookup::live_by_url;
 use crate::app::App;
 use crate::http::outcome::FhirError;
 
@@ -123,30 +122,27 @@ fn include(name: &str, inc: &Value, out: &mut BTreeSet<Member>) -> Result<(), Fh
 
 /// The ValueSet resource `name` names; 400 when there is none or several.
 fn find(app: &App, name: &str) -> Result<Value, FhirError> {
-    let store = app.store()?;
-    let (ids, version) = match name.strip_prefix("ValueSet/") {
-        Some(id) => (vec![id.to_owned()], None),
+    let mut found: Vec<Value> = match name.strip_prefix("ValueSet/") {
+        Some(id) => match app.store()?.get("ValueSet", id)? {
+            Current::Live(r) => vec![serde_json::from_slice(&r.body).map_err(|_| {
+                FhirError::internal(format!("ValueSet/{id} is not stored as JSON"))
+            })?],
+            _ => Vec::new(),
+        },
         None => {
             let (url, version) = match name.split_once('|') {
                 Some((u, v)) => (u, Some(v)),
                 None => (name, None),
             };
-            let (lo, hi) = exact(key(b'u', "ValueSet", "url", url.as_bytes()));
-            let ids = scan(app, "ValueSet", &lo, &hi, |_| true)?;
-            (ids.into_iter().collect(), version)
+            live_by_url(app, "ValueSet", url)?
+                .into_iter()
+                .map(|(_, body)| body)
+                .filter(|b| {
+                    version.is_none_or(|v| b.get("version").and_then(Value::as_str) == Some(v))
+                })
+                .collect()
         }
     };
-    // Each candidate read once: live, and of the version asked for.
-    let mut found = Vec::new();
-    for id in ids {
-        if let Current::Live(r) = store.get("ValueSet", &id)? {
-            let body: Value = serde_json::from_slice(&r.body)
-                .map_err(|_| FhirError::internal(format!("ValueSet/{id} is not stored as JSON")))?;
-            if version.is_none_or(|v| body.get("version").and_then(Value::as_str) == Some(v)) {
-                found.push(body);
-            }
-        }
-    }
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(FhirError::invalid(format!(
