@@ -345,3 +345,62 @@ async fn custom_parameters_sort_chain_include_and_reverse_chain() {
         ["o1"]
     );
 }
+
+/// A leader that rekeyed one chunk and was lost: the job's position is in
+/// the log with that chunk, and a worker started afterwards (the new
+/// leader's) goes on from it, rekeying each resource once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reindex_goes_on_from_the_position_the_log_holds() {
+    use vigil_engine::{Batch, Op, Precondition};
+    use vigil_fhir::reindex::{CHUNK, JOB_TYPE, jobs};
+    let s = TestServer::new();
+    let n = 2 * CHUNK + 10;
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"resource": patient(&format!("r{i:05}"), Some("blue")),
+                   "request": {"method": "PUT", "url": format!("Patient/r{i:05}")}})
+        })
+        .collect();
+    let r = s
+        .post(
+            "/",
+            &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .put(
+            "/SearchParameter/eyes",
+            &search_parameter("eyes", "eye-colour", "active"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // The first chunk, committed with the position as the worker does.
+    let store = s.app.store().expect("store");
+    let (mut job, version) = jobs(&store, 10).expect("jobs").remove(0);
+    let first = store.live_ids("Patient", None, CHUNK).expect("ids");
+    let mut batch = Batch::new();
+    for id in &first {
+        batch.push(Op::rekey("Patient", id.clone()));
+    }
+    job.after = first.last().cloned();
+    job.done = first.len() as u64;
+    let body = serde_json::to_vec(&job).expect("json");
+    batch.push(Op::put(JOB_TYPE, job.id.clone(), body).expect(Precondition::Version(version)));
+    vigil_fhir::app::commit(&s.app, batch)
+        .await
+        .expect("commit");
+    drop(store);
+    let r = s.get("/Patient?eye-colour=blue&_summary=count").await;
+    assert_eq!(r.body["total"], CHUNK as u64, "the first chunk alone");
+
+    tokio::spawn(vigil_fhir::reindex::worker(s.app.clone()));
+    let done = reindexed(&s).await;
+    assert_eq!(
+        done[0]["done"], n as u64,
+        "each resource counted once: {done:?}"
+    );
+    let r = s.get("/Patient?eye-colour=blue&_summary=count").await;
+    assert_eq!(r.body["total"], n as u64);
+}
