@@ -38,6 +38,8 @@ const JOBS_SCAN_MAX: usize = 1_000;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How often a running job's progress is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait for the index to apply the chunk before last.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// A reindex job, as recorded in the log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -242,8 +244,23 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
     drop(store);
     tracing::info!(job = %job.id, types = ?job.types, total = job.total, "reindex running");
     let mut logged = Instant::now();
+    // The LSN of the chunk before last: rekeys are small in bytes but
+    // each reads a body, so the worker stays at most two chunks ahead of
+    // the index; reads, which wait until what was acknowledged is indexed,
+    // then never wait for more than that.
+    let mut before_last: Option<u64> = None;
+    let mut last: Option<u64> = None;
     while job.status == "in-progress" && leads(app) {
         let store = app.store()?;
+        if let Some(lsn) = before_last {
+            let s = store.clone();
+            let seen = tokio::task::spawn_blocking(move || s.wait_for_lsn(lsn - 1, APPLY_WAIT))
+                .await
+                .map_err(|e| FhirError::internal(e.to_string()))?;
+            if seen < lsn {
+                continue;
+            }
+        }
         let mut batch = Batch::new();
         let ids = match job.types.get(job.at) {
             Some(ty) => store.live_ids(ty, job.after.as_deref(), CHUNK)?,
@@ -269,6 +286,8 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
         job.updated_us = now_us();
         batch.push(job.op()?.expect(Precondition::Version(version)));
         let committed = crate::app::commit(app, batch).await?;
+        before_last = last;
+        last = committed.last_lsn;
         version = match committed.outcomes.last() {
             Some(vigil_engine::OpOutcome::Written { version, .. }) => *version,
             _ => return Err(FhirError::internal("the reindex job was not written")),
