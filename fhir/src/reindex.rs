@@ -9,7 +9,8 @@
 //! together with the job's new position, so the position is exactly what
 //! the log holds: after a crash or a failover the leader of the moment
 //! goes on from it, and a follower, which applies the same records, shows
-//! the same progress. `/status` (`reindex`) and `GET /$reindex/[id]` show
+//! the same progress. It stays at most two chunks ahead of the index, so
+//! a search meanwhile waits for no more than that to be applied. `/status` (`reindex`) and `GET /$reindex/[id]` show
 //! it on every node.
 
 use std::sync::Arc;
