@@ -184,7 +184,9 @@ pub async fn commit(app: &App, mut batch: Batch) -> Result<Committed, FhirError>
     let store = app.store()?;
     // A SearchParameter write is checked, and brings its reindex job.
     let asked = batch.ops.len();
-    crate::reindex::plan(app, &store, &mut batch)?;
+    if crate::reindex::job::plan(&store, &mut batch)? {
+        app.reindex_wake.notify_one();
+    }
     let mut committed = match &app.replication {
         Some(r) => r.replicated.commit(store, batch).await,
         None => Replicated::standalone().commit(store, batch).await,

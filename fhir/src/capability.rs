@@ -131,7 +131,11 @@ pub async fn metadata(
             .into_response();
         }
     }
-    let st = statement(&app.base, &crate::search::custom::active(&app));
+    let custom = app
+        .store()
+        .map(|s| crate::search::keys::custom_of(&s))
+        .unwrap_or_default();
+    let st = statement(&app.base, &custom);
     let body = serde_json::to_vec(&st).unwrap_or_default();
     let mut h = std::hash::DefaultHasher::new();
     body.hash(&mut h);

@@ -149,7 +149,14 @@ fn summary_elements(app: &App, ty: &str) -> Result<Arc<Vec<String>>, FhirError> 
         ))
     };
     let store = app.store()?;
-    let ids = crate::search::matching_ids(app, "StructureDefinition", &format!("url={url}"))?;
+    let ids: Vec<String> = store
+        .lookup(
+            &crate::search::keys::uri_key("StructureDefinition", "url", &url),
+            16,
+        )?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     let id = match ids.as_slice() {
         [id] => id.clone(),
         [] => return Err(missing()),

@@ -213,20 +213,6 @@ fn summary(a: &Active) -> Vec<(&str, &str, &str, usize)> {
         .collect()
 }
 
-/// The custom parameters in force on the store of the moment (none while
-/// there is none).
-pub fn active(app: &crate::app::App) -> Arc<Active> {
-    app.store()
-        .ok()
-        .and_then(|s| {
-            s.extractor()
-                .as_any()
-                .downcast_ref::<super::keys::SearchKeys>()
-                .map(|k| k.custom().current())
-        })
-        .unwrap_or_default()
-}
-
 /// The parameters a SearchParameter resource puts in force, one per base
 /// (none when it is not active, or its url is a built-in parameter's);
 /// `Err` says why it cannot be in force.

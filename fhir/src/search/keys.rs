@@ -64,6 +64,23 @@ pub const STRING_KEY_BYTES_MAX: usize = 256;
 /// engine keeps keys up to 1,024 bytes); longer values are not indexed.
 pub const VALUE_BYTES_MAX: usize = 900;
 
+/// The custom parameters in force on `store` (none unless it was opened
+/// with [`SearchKeys`]).
+pub fn custom_of(store: &vigil_engine::Store) -> Arc<super::custom::Active> {
+    store
+        .extractor()
+        .as_any()
+        .downcast_ref::<SearchKeys>()
+        .map(|k| k.custom().current())
+        .unwrap_or_default()
+}
+
+/// The key of a uri parameter's value: `url` of a canonical resource
+/// (a StructureDefinition, a ValueSet) is looked up by it.
+pub fn uri_key(ty: &str, param: &str, uri: &str) -> Vec<u8> {
+    key(b'u', ty, param, uri.as_bytes())
+}
+
 /// The FHIR search-key extractor: the built-in parameters' keys, and
 /// those of the custom parameters the store's SearchParameters define.
 #[derive(Debug, Default, Clone)]

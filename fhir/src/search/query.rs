@@ -582,7 +582,10 @@ pub(super) fn parse_request(
     pairs: &[(String, String)],
     strict: bool,
 ) -> Result<Request, FhirError> {
-    let custom = super::custom::active(app);
+    let custom = app
+        .store()
+        .map(|s| super::keys::custom_of(&s))
+        .unwrap_or_default();
     let mut r = Request {
         count: crate::history::PAGE_DEFAULT,
         ..Request::default()
