@@ -53,6 +53,31 @@ async fn reindexed(s: &TestServer) -> Vec<Value> {
     }
 }
 
+/// `n` Patients `q00000…` in one batch, each with the eye colour `eyes`
+/// gives it, then the SearchParameter `eye-colour` (which records a job).
+async fn patients_then_parameter(s: &TestServer, n: usize, eyes: impl Fn(usize) -> &'static str) {
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"resource": patient(&format!("q{i:05}"), Some(eyes(i))),
+                   "request": {"method": "PUT", "url": format!("Patient/q{i:05}")}})
+        })
+        .collect();
+    let r = s
+        .post(
+            "/",
+            &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s
+        .put(
+            "/SearchParameter/eyes",
+            &search_parameter("eyes", "eye-colour", "active"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
 async fn strict(s: &TestServer, uri: &str) -> common::Resp {
     s.get_with(uri, &[("prefer", "handling=strict")]).await
 }
@@ -202,28 +227,8 @@ async fn definitions_that_cannot_be_in_force_are_refused_and_nothing_is_written(
 async fn reindex_runs_in_chunks_and_shows_its_progress() {
     let s = TestServer::new();
     let n = vigil_fhir::reindex::CHUNK + 150;
-    let mut bundle = Vec::new();
-    for i in 0..n {
-        bundle.push(json!({
-            "resource": patient(&format!("q{i}"), Some(if i % 2 == 0 { "blue" } else { "grey" })),
-            "request": {"method": "PUT", "url": format!("Patient/q{i}")},
-        }));
-    }
-    let r = s
-        .post(
-            "/",
-            &json!({"resourceType": "Bundle", "type": "batch", "entry": bundle}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    patients_then_parameter(&s, n, |i| if i % 2 == 0 { "blue" } else { "grey" }).await;
     // Recorded with the definition, run once a worker is there.
-    let r = s
-        .put(
-            "/SearchParameter/eyes",
-            &search_parameter("eyes", "eye-colour", "active"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
     let r = s
         .post("/Patient/$reindex", &json!({"resourceType": "Parameters"}))
         .await;
@@ -355,26 +360,7 @@ async fn a_reindex_goes_on_from_the_position_the_log_holds() {
     use vigil_fhir::reindex::{CHUNK, JOB_TYPE, jobs};
     let s = TestServer::new();
     let n = 2 * CHUNK + 10;
-    let entries: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"resource": patient(&format!("r{i:05}"), Some("blue")),
-                   "request": {"method": "PUT", "url": format!("Patient/r{i:05}")}})
-        })
-        .collect();
-    let r = s
-        .post(
-            "/",
-            &json!({"resourceType": "Bundle", "type": "batch", "entry": entries}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    let r = s
-        .put(
-            "/SearchParameter/eyes",
-            &search_parameter("eyes", "eye-colour", "active"),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
+    patients_then_parameter(&s, n, |_| "blue").await;
 
     // The first chunk, committed with the position as the worker does.
     let store = s.app.store().expect("store");
