@@ -216,3 +216,26 @@ fn definitions_rekeys_and_updates_give_every_copy_the_same_keys() {
     assert!(leader.open_report().index_rebuilt);
     assert_final(&leader, "leader rebuilt on open");
 }
+
+#[test]
+fn live_ids_walk_a_type_in_id_order_without_deleted_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts(false)).expect("open");
+    for id in ["a", "b", "b1", "c", "d"] {
+        put(&store, "Person", id, r#"{"v":1}"#);
+    }
+    put(&store, "Person", "c", r#"{"v":2}"#);
+    put(&store, "Other", "a0", r#"{"v":1}"#);
+    store
+        .commit(Batch::one(Op::delete("Person", "b1")))
+        .expect("delete");
+    store
+        .commit(Batch::one(Op::delete("Person", "d")))
+        .expect("delete");
+    let page = |after: Option<&str>, n| store.live_ids("Person", after, n).expect("ids");
+    assert_eq!(page(None, 10), ["a", "b", "c"]);
+    assert_eq!(page(None, 2), ["a", "b"]);
+    assert_eq!(page(Some("b"), 10), ["c"], "b1 is deleted");
+    assert_eq!(page(Some("c"), 10), Vec::<String>::new());
+    assert_eq!(store.live_ids("Other", None, 10).expect("ids"), ["a0"]);
+}

@@ -566,6 +566,29 @@ impl KeyVersion<'_> {
     }
 }
 
+/// The newest version of a resource in the `versions` table (of a read
+/// or a write transaction), live or deleted.
+fn head_in(
+    t: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
+    ty: &str,
+    id: &str,
+) -> Result<Option<VersionEntry>> {
+    t.range((ty, id, 0)..=(ty, id, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(_, v)| VersionEntry::decode(v.value()))
+        .transpose()
+}
+
+/// Stages `keys` of resource `ty`/`id` as present or removed in this
+/// transaction's key changes (the last staging of a row wins).
+fn stage_keys(t: &mut Tables<'_>, ty: &str, id: &str, keys: &[Vec<u8>], present: bool) {
+    for k in keys {
+        key_row(k, ty, id, &mut t.scratch_row);
+        t.key_changes.insert(t.scratch_row.clone(), present);
+    }
+}
+
 /// The decoded body of a record being applied.
 fn decode_record_body(r: &ResourceRef<'_>, lsn: u64, dicts: &Dictionaries) -> Result<Vec<u8>> {
     dicts
@@ -589,14 +612,7 @@ fn rekey(
     if !extractor.ever_defines(ty) {
         return Ok(());
     }
-    let head = t
-        .versions
-        .range((ty, id, 0)..=(ty, id, u64::MAX))?
-        .next_back()
-        .transpose()?
-        .map(|(_, v)| VersionEntry::decode(v.value()))
-        .transpose()?;
-    let Some(head) = head.filter(VersionEntry::is_live) else {
+    let Some(head) = head_in(&t.versions, ty, id)?.filter(VersionEntry::is_live) else {
         return Ok(());
     };
     let body = read_body(log, dicts, &head)?;
@@ -604,12 +620,8 @@ fn rekey(
     extractor.rekey_keys(lsn, ty, &body, &mut remove, &mut insert);
     normalise_keys(&mut remove, ty, id);
     normalise_keys(&mut insert, ty, id);
-    for (keys, present) in [(remove, false), (insert, true)] {
-        for k in &keys {
-            key_row(k, ty, id, &mut t.scratch_row);
-            t.key_changes.insert(t.scratch_row.clone(), present);
-        }
-    }
+    stage_keys(t, ty, id, &remove, false);
+    stage_keys(t, ty, id, &insert, true);
     Ok(())
 }
 
@@ -642,16 +654,10 @@ fn apply_keys(
 ) -> Result<()> {
     let mut keys = std::mem::take(&mut t.scratch_keys);
     old.keys(ty, id, extractor, dicts, &mut keys)?;
-    for k in &keys {
-        key_row(k, ty, id, &mut t.scratch_row);
-        t.key_changes.insert(t.scratch_row.clone(), false);
-    }
+    stage_keys(t, ty, id, &keys, false);
     if let Some(new) = new {
         new.keys(ty, id, extractor, dicts, &mut keys)?;
-        for k in &keys {
-            key_row(k, ty, id, &mut t.scratch_row);
-            t.key_changes.insert(t.scratch_row.clone(), true);
-        }
+        stage_keys(t, ty, id, &keys, true);
     }
     t.scratch_keys = keys;
     Ok(())
@@ -859,17 +865,12 @@ impl Snapshot {
 
     /// The newest version of a resource, live or deleted.
     pub(crate) fn head(&self, resource_type: &str, id: &str) -> Result<Option<VersionEntry>> {
-        let t = self.tx.open_table(VERSIONS)?;
-        let last = t
-            .range((resource_type, id, 0)..=(resource_type, id, u64::MAX))?
-            .next_back()
-            .transpose()?;
-        last.map(|(_, v)| VersionEntry::decode(v.value()))
-            .transpose()
+        head_in(&self.tx.open_table(VERSIONS)?, resource_type, id)
     }
 
     /// Ids of live resources of `resource_type` after `after`, in id
-    /// order, at most `limit` (a deleted resource's rows are skipped).
+    /// order, at most `limit` (a deleted resource's rows are skipped):
+    /// one scan of its `versions` rows, whose last per id is the head.
     pub(crate) fn live_ids(
         &self,
         resource_type: &str,
@@ -877,30 +878,36 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Vec<String>> {
         let t = self.tx.open_table(VERSIONS)?;
+        // Every id sorts at or after `after\u{1}` once past `after` (ids
+        // are printable ASCII).
+        let from = after.map(|a| format!("{a}\u{1}")).unwrap_or_default();
         let mut out: Vec<String> = Vec::new();
-        let mut from = after.map(|a| format!("{a}\u{1}"));
-        while out.len() < limit {
-            // One row per id: the head is the last row of its id.
-            let start = from.as_deref().unwrap_or("");
-            let Some(row) = t.range((resource_type, start, 0)..)?.next().transpose()? else {
-                break;
-            };
-            let (k, _) = row;
+        // The id whose rows are being read, and whether its last was live.
+        let mut current: Option<(String, bool)> = None;
+        for row in t.range((resource_type, from.as_str(), 0)..)? {
+            let (k, v) = row?;
             let (ty, id, _) = k.value();
             if ty != resource_type {
                 break;
             }
-            let id = id.to_owned();
-            let head = t
-                .range((resource_type, id.as_str(), 0)..=(resource_type, id.as_str(), u64::MAX))?
-                .next_back()
-                .transpose()?
-                .map(|(_, v)| VersionEntry::decode(v.value()))
-                .transpose()?;
-            if head.is_some_and(|e| e.is_live()) {
-                out.push(id.clone());
+            if let Some((done, live)) = current.take_if(|(c, _)| c != id) {
+                if live {
+                    out.push(done);
+                }
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
-            from = Some(format!("{id}\u{1}"));
+            let live = VersionEntry::decode(v.value())?.is_live();
+            match &mut current {
+                Some((_, l)) => *l = live,
+                None => current = Some((id.to_owned(), live)),
+            }
+        }
+        if let Some((id, true)) = current
+            && out.len() < limit
+        {
+            out.push(id);
         }
         Ok(out)
     }
