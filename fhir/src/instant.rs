@@ -24,6 +24,11 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// [`now_us`] unsigned, as the jobs record their times.
+pub fn now_us_u64() -> u64 {
+    u64::try_from(now_us()).unwrap_or(0)
+}
+
 /// The interval `[start, end)` in microseconds that a FHIR date, dateTime
 /// or instant denotes: `2024` is the whole year, `2024-03-05T10:00Z` one
 /// minute, and so on. A time without a zone is taken as UTC. `None` if the

@@ -224,6 +224,24 @@ pub fn render_map(
     Ok(map)
 }
 
+/// The current live version of the internal record `ty`/`id` (an export
+/// or reindex job), read as `T`, with its version; `None` when there is
+/// none. A body that does not read as `T` is an internal error.
+pub fn read_record<T: serde::de::DeserializeOwned>(
+    store: &vigil_engine::Store,
+    ty: &str,
+    id: &str,
+) -> Result<Option<(T, u64)>, FhirError> {
+    match store.get(ty, id)? {
+        vigil_engine::Current::Live(v) => {
+            let record: T = serde_json::from_slice(&v.body)
+                .map_err(|e| FhirError::internal(format!("{ty}/{id} unreadable: {e}")))?;
+            Ok(Some((record, v.version)))
+        }
+        _ => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,10 +130,17 @@ const SUMMARY_ELEMENTS_MAX: usize = 200;
 /// `subset` for a resource of `ty`: [`Subset::Summary`] becomes the
 /// type's summary elements; 400 when the base StructureDefinition is not
 /// stored here.
-pub fn for_type(app: &App, ty: &str, subset: &Subset) -> Result<Subset, FhirError> {
+pub fn for_type<'s>(
+    app: &App,
+    ty: &str,
+    subset: &'s Subset,
+) -> Result<std::borrow::Cow<'s, Subset>, FhirError> {
+    use std::borrow::Cow;
     match subset {
-        Subset::Summary => Ok(Subset::Elements(summary_elements(app, ty)?.to_vec())),
-        other => Ok(other.clone()),
+        Subset::Summary => Ok(Cow::Owned(Subset::Elements(
+            summary_elements(app, ty)?.to_vec(),
+        ))),
+        other => Ok(Cow::Borrowed(other)),
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use vigil_engine::{Batch, Current, Op, Precondition, Store};
+use vigil_engine::{Batch, Op, Precondition, Store};
 
 use crate::app::App;
 use crate::http::outcome::FhirError;
@@ -109,21 +109,10 @@ pub struct Job {
     pub error: Option<String>,
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
+use crate::instant::now_us_u64 as now_us;
 
 fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
-    match store.get(JOB_TYPE, id)? {
-        Current::Live(v) => {
-            let job: Job = serde_json::from_slice(&v.body)
-                .map_err(|e| FhirError::internal(format!("export job {id} unreadable: {e}")))?;
-            Ok(Some((job, v.version)))
-        }
-        _ => Ok(None),
-    }
+    crate::resource::read_record(store, JOB_TYPE, id)
 }
 
 /// Writes `job` if it is still at `version`; returns its new version, or

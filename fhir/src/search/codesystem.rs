@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::lookup::live_by_url;
+use super::valueset::{Member, array};
 use crate::app::App;
 use crate::http::outcome::FhirError;
 
@@ -34,12 +35,9 @@ pub(super) enum Direction {
     Above,
 }
 
-/// The codes `system|code` stands for under `dir`, the code first.
-pub(super) fn codes(
-    app: &App,
-    value: &str,
-    dir: Direction,
-) -> Result<(String, BTreeSet<String>), FhirError> {
+/// The codes `system|code` stands for under `dir` (the code among them),
+/// as members of the system.
+pub(super) fn codes(app: &App, value: &str, dir: Direction) -> Result<BTreeSet<Member>, FhirError> {
     let (system, code) = value
         .split_once('|')
         .filter(|(s, c)| !s.is_empty() && !c.is_empty())
@@ -82,11 +80,7 @@ pub(super) fn codes(
             }
         }
     }
-    Ok((system.to_owned(), out))
-}
-
-fn array(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    Ok(out.into_iter().map(|c| (system.to_owned(), c)).collect())
 }
 
 fn walk(

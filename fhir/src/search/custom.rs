@@ -190,6 +190,12 @@ impl Custom {
         }
     }
 
+    /// Whether any parameter was ever in force for `ty` (asked for every
+    /// superseded version the index applies: nothing is copied).
+    pub fn ever_defines(&self, ty: &str) -> bool {
+        self.read().ever.get(ty).is_some_and(|v| !v.is_empty())
+    }
+
     /// Every parameter ever in force for `ty`.
     pub fn ever(&self, ty: &str) -> Vec<&'static SearchParam> {
         self.read().ever.get(ty).cloned().unwrap_or_default()

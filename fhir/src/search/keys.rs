@@ -500,7 +500,7 @@ impl KeyExtractor for SearchKeys {
     }
 
     fn ever_defines(&self, ty: &str) -> bool {
-        !self.custom.ever(ty).is_empty()
+        self.custom.ever_defines(ty)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

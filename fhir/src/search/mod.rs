@@ -358,7 +358,8 @@ pub(crate) fn scoped_bundle(
             if !r.includes.is_empty() {
                 matched.push((h.ty.clone(), h.id.clone(), Value::Object(map.clone())));
             }
-            crate::subset::apply(&mut map, &crate::subset::for_type(app, &h.ty, &r.subset)?);
+            let subset = crate::subset::for_type(app, &h.ty, &r.subset)?;
+            crate::subset::apply(&mut map, &subset);
             let resource = Value::Object(map);
             entries.push(json!({
                 "fullUrl": format!("{}/{}/{}", app.base, h.ty, h.id),

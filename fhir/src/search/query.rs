@@ -288,27 +288,22 @@ fn ids_for_value(
                             })
                 })
             }
-            Some(Modifier::In) => {
+            // The codes of a stored ValueSet, or under or above a code in
+            // a stored CodeSystem: any of them.
+            Some(m @ (Modifier::In | Modifier::Below | Modifier::Above)) => {
+                use super::codesystem::{Direction, codes};
+                let members = match m {
+                    Modifier::In => super::valueset::members(app, value)?,
+                    Modifier::Below => codes(app, value, Direction::Below)?,
+                    _ => codes(app, value, Direction::Above)?,
+                };
                 let mut ids = BTreeSet::new();
-                for (system, code_of) in super::valueset::members(app, value)? {
+                for (system, code_of) in members {
                     let token = match system.is_empty() {
                         true => code_of,
                         false => format!("{system}|{code_of}"),
                     };
                     ids.extend(token_ids(app, ty, code, target, &token)?);
-                }
-                Ok(ids)
-            }
-            Some(m @ (Modifier::Below | Modifier::Above)) => {
-                use super::codesystem::{Direction, codes};
-                let dir = match m {
-                    Modifier::Below => Direction::Below,
-                    _ => Direction::Above,
-                };
-                let (system, codes) = codes(app, value, dir)?;
-                let mut ids = BTreeSet::new();
-                for c in codes {
-                    ids.extend(token_ids(app, ty, code, target, &format!("{system}|{c}"))?);
                 }
                 Ok(ids)
             }

@@ -252,19 +252,12 @@ impl Registry {
                     .expression
                     .as_deref()
                     .and_then(|e| Expr::parse(e).ok())
-                    .and_then(|e| branches_for(e.node(), ty))
-                    .map(|n| Expr::from_node(lenient_as(n)));
+                    .and_then(|e| on_type(&e, ty));
                 let components = components_of(d, &kinds);
                 let fields = expr.as_ref().and_then(|e| {
-                    let mut f = Vec::new();
-                    let known = match kind {
-                        Kind::Composite => composite_fields(e.node(), &components, &mut f),
-                        _ => root_fields(e.node(), &mut f),
-                    };
-                    known.then(|| {
-                        f.sort_unstable();
-                        f.dedup();
-                        f
+                    sorted_fields(|f| match kind {
+                        Kind::Composite => composite_fields(e.node(), &components, f),
+                        _ => root_fields(e.node(), f),
                     })
                 });
                 params.push(SearchParam {
@@ -350,15 +343,8 @@ pub(super) fn custom_param(
         Some(k) => k,
     };
     let parsed = Expr::parse(expression).map_err(|e| format!("expression: {e}"))?;
-    let node = branches_for(parsed.node(), ty)
-        .ok_or_else(|| format!("the expression has no path on {ty}"))?;
-    let expr = Expr::from_node(lenient_as(node));
-    let mut f = Vec::new();
-    let fields = root_fields(expr.node(), &mut f).then(|| {
-        f.sort_unstable();
-        f.dedup();
-        f
-    });
+    let expr = on_type(&parsed, ty).ok_or_else(|| format!("the expression has no path on {ty}"))?;
+    let fields = sorted_fields(|f| root_fields(expr.node(), f));
     Ok(SearchParam {
         code: code.to_owned(),
         kind,
@@ -369,6 +355,23 @@ pub(super) fn custom_param(
         covers: Vec::new(),
         targets: targets.to_vec(),
         components: Vec::new(),
+    })
+}
+
+/// The branches of an expression that apply to `ty`, with `as` read as
+/// `ofType` (`None` when no branch does).
+fn on_type(parsed: &Expr, ty: &str) -> Option<Expr> {
+    branches_for(parsed.node(), ty).map(|n| Expr::from_node(lenient_as(n)))
+}
+
+/// The top-level fields `collect` finds, sorted and without repeats;
+/// `None` when it cannot tell (an expression that may read anything).
+fn sorted_fields(collect: impl FnOnce(&mut Vec<String>) -> bool) -> Option<Vec<String>> {
+    let mut f = Vec::new();
+    collect(&mut f).then(|| {
+        f.sort_unstable();
+        f.dedup();
+        f
     })
 }
 

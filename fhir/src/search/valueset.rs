@@ -58,7 +58,8 @@ pub(super) fn members(app: &App, name: &str) -> Result<BTreeSet<Member>, FhirErr
     Ok(out)
 }
 
-fn array(v: Option<&Value>) -> &[Value] {
+/// The items of a JSON array member (none when it is absent or not one).
+pub(super) fn array(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
