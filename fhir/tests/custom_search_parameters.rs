@@ -390,3 +390,24 @@ async fn a_reindex_goes_on_from_the_position_the_log_holds() {
     let r = s.get("/Patient?eye-colour=blue&_summary=count").await;
     assert_eq!(r.body["total"], n as u64);
 }
+
+/// Finished jobs beyond the newest kept are deleted as each job ends, so
+/// the jobs a worker reads stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_reindex_jobs_beyond_the_kept_are_deleted() {
+    use vigil_fhir::reindex::{JOBS_KEPT, jobs};
+    let s = TestServer::new();
+    s.put_resource(patient("p", Some("blue"))).await;
+    tokio::spawn(vigil_fhir::reindex::worker(s.app.clone()));
+    for n in 0..JOBS_KEPT + 5 {
+        let mut sp = search_parameter("eyes", "eye-colour", "active");
+        sp["description"] = json!(format!("Eye colour, take {n}"));
+        let r = s.put("/SearchParameter/eyes", &sp).await;
+        assert!(r.status.is_success(), "{}", r.body);
+    }
+    reindexed(&s).await;
+    let kept = jobs(&s.app.store().expect("store"), 10 * JOBS_KEPT).expect("jobs");
+    assert!(kept.len() <= JOBS_KEPT, "{} jobs kept", kept.len());
+    assert!(kept.iter().all(|(j, _)| j.status == "completed"));
+    assert_eq!(found(&s, "/Patient?eye-colour=blue").await, ["p"]);
+}

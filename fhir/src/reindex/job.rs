@@ -47,7 +47,7 @@ impl Job {
         for t in &types {
             total += store.live_count(t)?;
         }
-        let now = now_us();
+        let now = crate::instant::now_us_u64();
         Ok(Job {
             resource_type: JOB_TYPE.into(),
             id: crate::ids::new_id(),
@@ -90,12 +90,6 @@ impl Job {
             },
         })
     }
-}
-
-pub(super) fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Checks the SearchParameter writes of a client's batch and appends the

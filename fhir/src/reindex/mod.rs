@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use vigil_engine::{Batch, Current, Op, Precondition, Store};
+use vigil_engine::{Batch, Op, Precondition, Store};
 
 use crate::app::App;
 use crate::http::outcome::{FHIR_JSON_TYPE, FhirError};
@@ -32,8 +32,12 @@ pub use job::{JOB_TYPE, Job};
 pub const CHUNK: usize = 2_000;
 /// Most jobs listed by `/status` (the newest).
 pub const STATUS_JOBS_MAX: usize = 10;
-/// Most jobs read when looking for work.
+/// Most jobs read when looking for work (the oldest first, as ids are
+/// time-ordered): finished ones beyond [`JOBS_KEPT`] are deleted, so only
+/// as many jobs running at once could reach it.
 const JOBS_SCAN_MAX: usize = 1_000;
+/// Finished jobs kept (the newest); older ones are deleted when a job ends.
+pub const JOBS_KEPT: usize = 100;
 /// How often the worker looks for work when not told of any.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How often a running job's progress is logged.
@@ -59,14 +63,7 @@ pub fn jobs(store: &Store, limit: usize) -> Result<Vec<(Job, u64)>, FhirError> {
 }
 
 fn read_job(store: &Store, id: &str) -> Result<Option<(Job, u64)>, FhirError> {
-    match store.get(JOB_TYPE, id)? {
-        Current::Live(v) => {
-            let job: Job = serde_json::from_slice(&v.body)
-                .map_err(|e| FhirError::internal(format!("reindex job {id} unreadable: {e}")))?;
-            Ok(Some((job, v.version)))
-        }
-        _ => Ok(None),
-    }
+    crate::resource::read_record(store, JOB_TYPE, id)
 }
 
 /// What `/status` shows: the newest jobs.
@@ -97,15 +94,25 @@ pub async fn worker(app: Arc<App>) {
             () = tokio::time::sleep(IDLE_POLL) => {}
             () = app.reindex_wake.notified() => {}
         }
-        if let Err(e) = work_once(&app).await {
-            tracing::warn!("reindex worker: {e}");
+        // One job after another while there are any.
+        loop {
+            match work_once(&app).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!("reindex worker: {e}");
+                    break;
+                }
+            }
         }
     }
 }
 
-async fn work_once(app: &App) -> Result<(), FhirError> {
+/// Runs the oldest unfinished job, if any and this node leads: whether
+/// there was one.
+async fn work_once(app: &App) -> Result<bool, FhirError> {
     if !leads(app) {
-        return Ok(());
+        return Ok(false);
     }
     let store = app.store()?;
     let Some((mut job, mut version)) = jobs(&store, JOBS_SCAN_MAX)?
@@ -113,7 +120,7 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
         .filter(|(j, _)| j.status == "in-progress")
         .min_by(|a, b| a.0.started_us.cmp(&b.0.started_us))
     else {
-        return Ok(());
+        return Ok(false);
     };
     drop(store);
     tracing::info!(job = %job.id, types = ?job.types, total = job.total, "reindex running");
@@ -156,8 +163,16 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
         }
         if job.at >= job.types.len() {
             job.status = "completed".into();
+            // With this one's end, finished jobs beyond the newest kept go.
+            let store = app.store()?;
+            let finished = jobs(&store, JOBS_SCAN_MAX)?
+                .into_iter()
+                .filter(|(j, _)| j.status == "completed" && j.id != job.id);
+            for (old, _) in finished.skip(JOBS_KEPT - 1) {
+                batch.push(Op::delete(JOB_TYPE, old.id));
+            }
         }
-        job.updated_us = job::now_us();
+        job.updated_us = crate::instant::now_us_u64();
         batch.push(job.op()?.expect(Precondition::Version(version)));
         let committed = crate::app::commit(app, batch).await?;
         before_last = last;
@@ -171,7 +186,7 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
             tracing::info!(job = %job.id, done = job.done, total = job.total, status = %job.status, "reindex progress");
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `POST [base]/$reindex`: records a job that rekeys every resource of
