@@ -10,7 +10,9 @@
 //! the log holds: after a crash or a failover the leader of the moment
 //! goes on from it, and a follower, which applies the same records, shows
 //! the same progress. It stays at most two chunks ahead of the index, so
-//! a search meanwhile waits for no more than that to be applied. `/status` (`reindex`) and `GET /$reindex/[id]` show
+//! a search meanwhile waits for no more than that to be applied.
+//! Jobs run one after another; as one ends, finished jobs beyond the
+//! newest [`JOBS_KEPT`] are deleted. `/status` (`reindex`) and `GET /$reindex/[id]` show
 //! it on every node.
 
 use std::sync::Arc;
