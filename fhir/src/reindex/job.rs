@@ -1,5 +1,5 @@
 //! A reindex job as the log records it, and the one a client's
-//! SearchParameter write brings ([`plan`]). Below the application: it
+//! SearchParameter write brings (`plan`). Below the application: it
 //! reads the store and the custom parameters in force, nothing else.
 
 use serde::{Deserialize, Serialize};

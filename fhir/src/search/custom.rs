@@ -7,7 +7,7 @@
 //! [`Custom`] keeps the parameters in force from each of those LSNs on.
 //! A resource's keys for them are those in force at the LSN that wrote
 //! it, or that rekeyed it: a write of a SearchParameter starts a reindex
-//! job ([`super::reindex`]) that writes a rekey record for every resource
+//! job (`crate::reindex`) that writes a rekey record for every resource
 //! of its base types, so every node, every replay and every rebuild gives
 //! the same keys.
 //!
