@@ -17,7 +17,7 @@
 //! | `n` | number    | the value as a sortable 8-byte float               |
 //! | `q` | quantity  | sortable 8-byte value, `code \0 system`           |
 //! |     |           | (UCUM: also under `param:ucum`, in base units, the |
-//! |     |           | dimension as code; see [`super::ucum`])            |
+//! |     |           | dimension as code; see `search::ucum`)            |
 //! | `u` | uri       | the URI as written                                 |
 //! | `c` | composite | each component's value as above, joined by `\x01` |
 //!
