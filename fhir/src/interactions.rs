@@ -103,7 +103,8 @@ pub(crate) fn keys_of(
     keys
 }
 
-/// Reads and checks a resource body for `ty`.
+/// Reads and checks a resource body for `ty`, with its conditional
+/// references resolved (see [`crate::references`]).
 pub(crate) fn body_for(
     app: &App,
     ty: &str,
@@ -119,6 +120,8 @@ pub(crate) fn body_for(
             type_of(&map)
         )));
     }
+    let mut map = map;
+    crate::references::resolve_in(app, &mut map)?;
     Ok(map)
 }
 

@@ -20,6 +20,7 @@ pub mod instant;
 pub mod interactions;
 pub mod patch;
 pub mod quarantine;
+pub mod references;
 pub mod reindex;
 pub mod replication;
 pub mod resource;

@@ -90,7 +90,8 @@ pub async fn patch(
                 current.version
             )));
         }
-        let patched = apply(&ty, &id, &current.body, &ops)?;
+        let mut patched = apply(&ty, &id, &current.body, &ops)?;
+        crate::references::resolve_in(&app, &mut patched)?;
         let stored = to_stored(patched, &id);
         let op = Op::put(ty.clone(), id.clone(), stored.clone())
             .expect(Precondition::Version(current.version));

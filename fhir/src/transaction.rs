@@ -4,7 +4,8 @@
 //! a `batch` runs its entries independently and reports each. `PUT` and
 //! `DELETE` entries may name their target by search criteria
 //! (`[type]?criteria`), resolved against the store as it was before the
-//! Bundle.
+//! Bundle; conditional references (`Type?criteria`) in the entries'
+//! resources are resolved after those, by [`crate::references`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::http::negotiate::{check_accept, check_content_type};
 use crate::http::outcome::FhirError;
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
+use crate::references::Resolver;
 use crate::resource::{check_id, id_of, render_map, to_stored_in, type_of};
 use crate::types::check_type;
 
@@ -69,6 +71,9 @@ struct Entry {
     expect: Option<Precondition>,
     /// For a GET or HEAD: what it reads.
     read: Option<Read>,
+    /// For a conditional create or update: its criteria, which a
+    /// conditional reference elsewhere in the Bundle may repeat.
+    criteria: Option<String>,
 }
 
 /// Names entry `i` in an error, keeping its status.
@@ -84,6 +89,14 @@ fn in_entry(i: usize) -> impl Fn(FhirError) -> FhirError + Copy {
 fn local_path<'u>(app: &App, url: &'u str) -> &'u str {
     url.trim_start_matches(format!("{}/", app.base).as_str())
         .trim_start_matches('/')
+}
+
+/// Names the resource of entry `i` in an error, keeping its status.
+fn in_resource(i: usize) -> impl Fn(FhirError) -> FhirError + Copy {
+    move |mut e| {
+        e.diagnostics = format!("Bundle.entry[{i}].resource: {}", e.diagnostics);
+        e
+    }
 }
 
 fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
@@ -210,6 +223,12 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         },
         _ => None,
     };
+    let criteria = match method {
+        Method::Post => req.get("ifNoneExist").and_then(Value::as_str),
+        Method::Put => cond,
+        _ => None,
+    }
+    .map(str::to_owned);
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
     Ok((
         Entry {
@@ -222,6 +241,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             existing,
             expect,
             read: None,
+            criteria,
         },
         full_url,
     ))
@@ -352,6 +372,7 @@ fn read_of(
         existing: None,
         expect: None,
         read: Some(read),
+        criteria: None,
     };
     // Reads that name no one type: the system's search and history.
     match parts.as_slice() {
@@ -416,6 +437,7 @@ fn read_of(
         existing: None,
         expect: None,
         read: Some(read),
+        criteria: None,
     })
 }
 
@@ -493,6 +515,7 @@ fn patch_of(
         existing: None,
         expect: None,
         read: None,
+        criteria: None,
     })
 }
 
@@ -735,11 +758,24 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
         }
         entries.push(entry);
     }
-    // Rewrite references to other entries, then process in the spec's order.
+    // Settle what conditional references may name: the Bundle's own
+    // conditional creates and updates, and not what it deletes.
+    let mut resolver = Resolver::new(app);
+    for e in &entries {
+        let id = e.existing.as_deref().unwrap_or(&e.id);
+        match (e.method, &e.criteria) {
+            (Method::Delete, _) => resolver.deletes(&e.ty, id),
+            (_, Some(c)) => resolver.settled(&e.ty, c, id),
+            _ => {}
+        }
+    }
+    // Rewrite references to other entries and conditional references,
+    // then process in the spec's order.
     for e in &mut entries {
         if let Some(r) = e.resource.as_mut() {
             let mut v = Value::Object(std::mem::take(r));
             rewrite(&mut v, &refs);
+            resolver.rewrite(&mut v).map_err(in_resource(e.index))?;
             if let Value::Object(m) = v {
                 *r = m;
             }
@@ -809,6 +845,12 @@ async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
         }
         if entry.read.is_some() {
             out.push(read_any(app, &entry));
+            continue;
+        }
+        if let Some(r) = entry.resource.as_mut()
+            && let Err(err) = Resolver::new(app).rewrite_map(r)
+        {
+            out.push(error_entry(&in_resource(i)(err)));
             continue;
         }
         let (stored, keys) = stored_and_keys(&mut entry);

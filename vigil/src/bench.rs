@@ -52,6 +52,13 @@ pub enum Workload {
     /// follow the reindex job it starts over the Observations already
     /// loaded, to its end: the rate is versions rekeyed per second.
     Reindex,
+    /// POST the Bundles (`.json` or `.json.zst`) of the directory `--from`
+    /// names, in name order: those whose name starts with `0-` (Synthea's
+    /// organizations and practitioners) one after another first, then the
+    /// rest over `--clients` clients; each once. The rate is entries per
+    /// second over the whole load, and an entry that fails counts as an
+    /// error.
+    Bundles,
 }
 
 /// The custom SearchParameter the reindex workload writes.
@@ -99,6 +106,8 @@ pub struct Settings {
     /// Requests per second across all clients (paced), or as fast as
     /// possible when `None`.
     pub rate: Option<f64>,
+    /// The directory of Bundles the `bundles` workload posts.
+    pub from: Option<std::path::PathBuf>,
 }
 
 /// What a run measured.
@@ -216,6 +225,68 @@ impl Ctx {
         Ok(out)
     }
 
+    /// POSTs a Bundle to `/`: how many of its entries succeeded and how
+    /// many failed (all of them when the Bundle as a whole failed; the
+    /// first failure is printed).
+    async fn post_bundle(&self, name: &str, body: Vec<u8>) -> (u64, u64) {
+        let entries = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| b["entry"].as_array().map(|e| e.len() as u64))
+            .unwrap_or(0);
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/", self.url))
+            .header("accept", "application/fhir+json")
+            .header("content-type", "application/fhir+json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
+            return (0, entries);
+        };
+        let answer = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, v))
+        };
+        match tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), answer).await {
+            Ok(Ok((200, v))) => {
+                let results = v["entry"].as_array().cloned().unwrap_or_default();
+                let bad: Vec<&Value> = results
+                    .iter()
+                    .filter(|e| {
+                        !e["response"]["status"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with('2'))
+                    })
+                    .collect();
+                if let Some(first) = bad.first() {
+                    eprintln!("{name}: {} entries failed, the first: {first}", bad.len());
+                }
+                (results.len() as u64 - bad.len() as u64, bad.len() as u64)
+            }
+            Ok(Ok((status, v))) => {
+                eprintln!("{name}: {status} {}", v["issue"][0]["diagnostics"]);
+                (0, entries)
+            }
+            Ok(Err(e)) => {
+                eprintln!("{name}: {e}");
+                (0, entries)
+            }
+            Err(_) => {
+                eprintln!("{name}: no answer in {REQUEST_TIMEOUT_MS} ms");
+                (0, entries)
+            }
+        }
+    }
+
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<u16, String> {
         let mut req = Request::builder()
             .method(method)
@@ -280,6 +351,13 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
     });
     if s.workload == Workload::Reindex {
         return reindex(&ctx).await;
+    }
+    if s.workload == Workload::Bundles {
+        let dir = s
+            .from
+            .as_deref()
+            .ok_or_else(|| BenchError::Setup("the bundles workload needs --from DIR".into()))?;
+        return bundles(ctx, dir, s.clients).await;
     }
 
     if matches!(
@@ -406,7 +484,7 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
                             None,
                         )
                     }
-                    Workload::Reindex => break,
+                    Workload::Reindex | Workload::Bundles => break,
                 };
                 let t = Instant::now();
                 match ctx.send(method, &path, body).await {
@@ -549,6 +627,134 @@ async fn reindex(ctx: &Ctx) -> Result<Report, BenchError> {
             ));
         }
     }
+}
+
+/// Most Bundle files the bundles workload reads.
+const BUNDLE_FILES_MAX: usize = 100_000;
+
+/// Reads the Bundles of `dir` (`.json`, or `.json.zst` decompressed):
+/// their names and bytes, in name order.
+fn read_bundles(dir: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, BenchError> {
+    let setup = |what: String| BenchError::Setup(what);
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| setup(format!("cannot list {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.to_string_lossy();
+            n.ends_with(".json") || n.ends_with(".json.zst")
+        })
+        .take(BUNDLE_FILES_MAX + 1)
+        .collect();
+    if names.len() > BUNDLE_FILES_MAX {
+        return Err(setup(format!(
+            "{} holds more than {BUNDLE_FILES_MAX} Bundles",
+            dir.display()
+        )));
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for p in names {
+        let raw = std::fs::read(&p).map_err(|e| setup(format!("{}: {e}", p.display())))?;
+        let bytes = if p.to_string_lossy().ends_with(".zst") {
+            zstd::decode_all(raw.as_slice())
+                .map_err(|e| setup(format!("{}: not zstd: {e}", p.display())))?
+        } else {
+            raw
+        };
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, bytes));
+    }
+    if out.is_empty() {
+        return Err(setup(format!(
+            "{} holds no .json or .json.zst",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The bundles workload (see [`Workload::Bundles`]).
+async fn bundles(
+    ctx: Arc<Ctx>,
+    dir: &std::path::Path,
+    clients: usize,
+) -> Result<Report, BenchError> {
+    let files = read_bundles(dir)?;
+    let (first, rest): (Vec<_>, Vec<_>) = files.into_iter().partition(|(n, _)| n.starts_with("0-"));
+    let (first_len, total) = (first.len(), first.len() + rest.len());
+    eprintln!(
+        "posting {total} Bundles from {}: {} first, then {} over {clients} clients",
+        dir.display(),
+        first.len(),
+        rest.len()
+    );
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    let (mut entries, mut failed) = (0u64, 0u64);
+    for (name, body) in first {
+        let t = Instant::now();
+        let (ok, bad) = ctx.post_bundle(&name, body).await;
+        lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+        entries += ok;
+        failed += bad;
+    }
+    let queue = Arc::new(std::sync::Mutex::new(rest));
+    let posted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let (ctx, queue, posted) = (ctx.clone(), queue.clone(), posted.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut ok, mut bad) = (Vec::new(), 0u64, 0u64);
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some((name, body)) = next else { break };
+                let t = Instant::now();
+                let (o, b) = ctx.post_bundle(&name, body).await;
+                lat.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+                ok += o;
+                bad += b;
+                posted.fetch_add(1, Ordering::Relaxed);
+            }
+            (lat, ok, bad)
+        }));
+    }
+    while !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        eprintln!(
+            "  {:>5.1}s  {} of {total} Bundles",
+            started.elapsed().as_secs_f64(),
+            first_len + posted.load(Ordering::Relaxed) as usize
+        );
+    }
+    for t in tasks {
+        let (l, o, b) = t.await.unwrap_or_default();
+        lat.extend(l);
+        entries += o;
+        failed += b;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
+    Ok(Report {
+        workload: Workload::Bundles,
+        clients,
+        requests: lat.len() as u64,
+        errors: failed,
+        resources: entries,
+        seconds,
+        requests_per_second: lat.len() as f64 / seconds,
+        resources_per_second: entries as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+    })
 }
 
 impl std::fmt::Display for Report {

@@ -197,6 +197,9 @@ enum Command {
         /// Pace requests to this many per second in total (default: as fast as possible).
         #[arg(long)]
         rate: Option<f64>,
+        /// The directory of Bundles (`.json`, `.json.zst`) the bundles workload posts.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
 }
 
@@ -496,6 +499,7 @@ fn main() -> anyhow::Result<()> {
             token,
             json,
             rate,
+            from,
         } => {
             if !(duration > 0.0 && duration <= 86_400.0) {
                 anyhow::bail!("--duration must be between 0 and 86400 seconds");
@@ -512,6 +516,7 @@ fn main() -> anyhow::Result<()> {
                 bundle_size,
                 token,
                 rate,
+                from,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
