@@ -89,6 +89,20 @@ impl App {
         }
     }
 
+    /// The stored body of a live version, if it can be read now.
+    pub fn stored_version(&self, ty: &str, id: &str, version: u64) -> Option<Vec<u8>> {
+        match self.store().ok()?.get_version(ty, id, version).ok()? {
+            vigil_engine::VersionRead::Live(v) => Some(v.body),
+            _ => None,
+        }
+    }
+
+    /// A Bundle's bytes, its resources' numbers spelled as stored (see
+    /// [`crate::numbers::bundle_bytes`]).
+    pub fn bundle_bytes(&self, bundle: &serde_json::Value) -> Vec<u8> {
+        crate::numbers::bundle_bytes(bundle, |t, i, v| self.stored_version(t, i, v))
+    }
+
     /// The store now. Under automatic failover it is briefly absent while a
     /// rejoin cuts the log: 503 with Retry-After then.
     pub fn store(&self) -> Result<Arc<Store>, FhirError> {

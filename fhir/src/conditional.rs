@@ -20,7 +20,7 @@ use crate::app::{App, commit};
 use crate::http::negotiate::check_accept;
 use crate::http::outcome::FhirError;
 use crate::interactions::{body_for, conflict_to_412, deleted_response, written_response};
-use crate::resource::{id_of, to_stored};
+use crate::resource::{id_of, to_stored_exact};
 use crate::types::check_type;
 
 /// The search criteria of a conditional URL, without `_format`; refuses an
@@ -122,7 +122,7 @@ pub async fn conditional_update(
     let (cond, format) = criteria(&uri, "update")?;
     check_accept(&headers, format.as_deref())?;
     check_type(&ty)?;
-    let map = body_for(&app, &ty, &headers, bytes)?;
+    let (mut map, numbers) = body_for(&app, &ty, &headers, bytes)?;
     let body_id = id_of(&map).map(str::to_owned);
     let (id, expect, created) = match resolve(&app, &ty, &cond, body_id.as_deref())? {
         // Update as create, only if that id is not taken.
@@ -137,7 +137,7 @@ pub async fn conditional_update(
         }
     };
     crate::resource::check_id(&id)?;
-    let stored = to_stored(map, &id);
+    let stored = to_stored_exact(&mut map, &id, &numbers);
     let c = commit(
         &app,
         Batch::one(Op::put(ty.clone(), id.clone(), stored.clone()).expect(expect)),

@@ -122,10 +122,7 @@ pub fn history_entry(base: &str, v: &Version) -> Result<Value, FhirError> {
 
 fn history_bundle(app: &App, path: &str, q: &HistoryQuery) -> Result<Response, FhirError> {
     let bundle = history_value(app, path, q)?;
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    ))
+    Ok(json_response(StatusCode::OK, app.bundle_bytes(&bundle)))
 }
 
 /// The history Bundle of the system (`ty` and `id` empty), a type, or an

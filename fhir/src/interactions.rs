@@ -15,7 +15,7 @@ use crate::app::{App, commit};
 use crate::http::negotiate::{check_accept, check_content_type};
 use crate::http::outcome::{FhirError, outcome_json};
 use crate::http::{self, Return, VersionMeta, if_match, prefer_return, resource_response};
-use crate::resource::{check_id, id_of, parse, render, to_stored_in, type_of};
+use crate::resource::{check_id, id_of, parse, render, to_stored_exact, type_of};
 use crate::types::check_type;
 
 /// Query parameters every interaction understands.
@@ -104,13 +104,14 @@ pub(crate) fn keys_of(
 }
 
 /// Reads and checks a resource body for `ty`, with its conditional
-/// references resolved (see [`crate::references`]).
+/// references resolved (see [`crate::references`]); and its numbers that
+/// have an exponent, as written (for [`crate::resource::to_stored_exact`]).
 pub(crate) fn body_for(
     app: &App,
     ty: &str,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<serde_json::Map<String, serde_json::Value>, FhirError> {
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>), FhirError> {
     check_content_type(headers)?;
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
     let map = parse(&bytes)?;
@@ -122,7 +123,7 @@ pub(crate) fn body_for(
     }
     let mut map = map;
     crate::references::resolve_in(app, &mut map)?;
-    Ok(map)
+    Ok((map, crate::numbers::exponents(&bytes)))
 }
 
 /// `POST [type]`: the server assigns the id.
@@ -135,7 +136,7 @@ pub async fn create(
 ) -> Result<Response, FhirError> {
     check_accept(&headers, q.get("_format").map(String::as_str))?;
     check_type(&ty)?;
-    let mut map = body_for(&app, &ty, &headers, bytes)?;
+    let (mut map, numbers) = body_for(&app, &ty, &headers, bytes)?;
     if let Some(cond) = headers.get("if-none-exist") {
         let cond = cond
             .to_str()
@@ -166,7 +167,7 @@ pub async fn create(
     // precondition makes sure, and a collision just draws again.
     for _ in 0..3 {
         let id = crate::ids::new_id();
-        let stored = to_stored_in(&mut map, &id);
+        let stored = to_stored_exact(&mut map, &id, &numbers);
         let batch = Batch::one(
             Op::put(ty.clone(), id.clone(), stored.clone())
                 .with_keys(keys_of(&ty, &mut map))
@@ -229,7 +230,19 @@ fn read_response(
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
         .and_then(http::parse_etag);
-    if none_match == Some(v.version) {
+    // If-None-Match decides when sent (RFC 9110 13.2.2); otherwise
+    // If-Modified-Since, at the second precision of Last-Modified (an
+    // unreadable date is ignored, as the RFC says).
+    let unmodified = match none_match {
+        Some(tag) => tag == v.version,
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|since| v.last_updated_us / 1_000_000 <= since.as_secs()),
+    };
+    if unmodified {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(e) = http::etag(v.version).parse() {
             resp.headers_mut().insert(header::ETAG, e);
@@ -313,7 +326,7 @@ pub async fn update(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
-    let map = body_for(&app, &ty, &headers, bytes)?;
+    let (map, numbers) = body_for(&app, &ty, &headers, bytes)?;
     match id_of(&map) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -329,7 +342,7 @@ pub async fn update(
     }
     let expect = if_match(&headers)?.map_or(Precondition::None, Precondition::Version);
     let mut map = map;
-    let stored = to_stored_in(&mut map, &id);
+    let stored = to_stored_exact(&mut map, &id, &numbers);
     let c = commit(
         &app,
         Batch::one(

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ids;
 pub mod instant;
 pub mod interactions;
+pub mod numbers;
 pub mod patch;
 pub mod quarantine;
 pub mod references;

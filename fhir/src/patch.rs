@@ -15,7 +15,8 @@ use crate::http::negotiate::require_content_type;
 use crate::http::outcome::FhirError;
 use crate::http::{self, if_match};
 use crate::interactions::{Params, check_instance, live_version, written_response};
-use crate::resource::{id_of, parse, to_stored, type_of};
+use crate::numbers::exponents;
+use crate::resource::{id_of, parse, to_stored_exact, type_of};
 
 /// Attempts when a concurrent write moves the version under a patch
 /// without `If-Match`.
@@ -92,7 +93,7 @@ pub async fn patch(
         }
         let mut patched = apply(&ty, &id, &current.body, &ops)?;
         crate::references::resolve_in(&app, &mut patched)?;
-        let stored = to_stored(patched, &id);
+        let stored = to_stored_exact(&mut patched, &id, &exponents(&current.body));
         let op = Op::put(ty.clone(), id.clone(), stored.clone())
             .expect(Precondition::Version(current.version));
         match commit(&app, Batch::one(op)).await {

@@ -89,6 +89,13 @@ pub fn to_stored_in(map: &mut Map<String, Value>, id: &str) -> Vec<u8> {
     serde_json::to_vec(&*map).unwrap_or_default()
 }
 
+/// Like [`to_stored_in`], with the numbers that had an exponent in the
+/// client's text (`originals`, from [`crate::numbers::exponents`]) spelled
+/// as the client wrote them.
+pub fn to_stored_exact(map: &mut Map<String, Value>, id: &str, originals: &[String]) -> Vec<u8> {
+    crate::numbers::restore(to_stored_in(map, id), originals)
+}
+
 /// The JSON a client gets for a stored version: `meta.versionId` and
 /// `meta.lastUpdated` first in `meta`, `meta` right after `id` — the same
 /// bytes as serializing [`render_map`]. Only the top level and `meta` are

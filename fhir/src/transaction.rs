@@ -20,11 +20,11 @@ use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 
 use crate::app::{App, commit};
 use crate::http::negotiate::{check_accept, check_content_type};
-use crate::http::outcome::FhirError;
+use crate::http::outcome::{FhirError, outcome_json};
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
 use crate::references::Resolver;
-use crate::resource::{check_id, id_of, render_map, to_stored_in, type_of};
+use crate::resource::{check_id, id_of, render_map, to_stored_exact, type_of};
 use crate::types::check_type;
 
 /// Most entries in one Bundle.
@@ -74,6 +74,8 @@ struct Entry {
     /// For a conditional create or update: its criteria, which a
     /// conditional reference elsewhere in the Bundle may repeat.
     criteria: Option<String>,
+    /// The resource's numbers with an exponent, as written.
+    numbers: Vec<String>,
 }
 
 /// Names entry `i` in an error, keeping its status.
@@ -242,6 +244,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             expect,
             read: None,
             criteria,
+            numbers: Vec::new(),
         },
         full_url,
     ))
@@ -373,6 +376,7 @@ fn read_of(
         expect: None,
         read: Some(read),
         criteria: None,
+        numbers: Vec::new(),
     };
     // Reads that name no one type: the system's search and history.
     match parts.as_slice() {
@@ -438,6 +442,7 @@ fn read_of(
         expect: None,
         read: Some(read),
         criteria: None,
+        numbers: Vec::new(),
     })
 }
 
@@ -516,6 +521,7 @@ fn patch_of(
         expect: None,
         read: None,
         criteria: None,
+        numbers: crate::numbers::exponents(&current.body),
     })
 }
 
@@ -601,7 +607,7 @@ fn error_entry(e: &FhirError) -> Value {
 fn stored_and_keys(e: &mut Entry) -> (Option<Vec<u8>>, Option<Vec<Vec<u8>>>) {
     match e.resource.take() {
         Some(mut r) => {
-            let stored = to_stored_in(&mut r, &e.id);
+            let stored = to_stored_exact(&mut r, &e.id, &e.numbers);
             (
                 Some(stored),
                 Some(crate::interactions::keys_of(&e.ty, &mut r)),
@@ -629,8 +635,37 @@ fn op_of(e: &Entry, stored: Option<Vec<u8>>, keys: Option<Vec<Vec<u8>>>) -> Op {
     }
 }
 
-/// The response entry for a committed op.
+/// The response entry for a committed op, shaped by `Prefer: return=`
+/// as a single write's response is: the resource (representation),
+/// nothing more (minimal), or an OperationOutcome in `response.outcome`.
 fn written_entry(
+    app: &App,
+    e: &Entry,
+    outcome: OpOutcome,
+    stored: Option<&[u8]>,
+    ret: Return,
+) -> Value {
+    let mut entry = written_entry_of(app, e, outcome, stored, ret);
+    if ret == Return::Outcome {
+        let said = match outcome {
+            OpOutcome::Written {
+                kind: OpKind::Delete,
+                version,
+                ..
+            } => {
+                format!("{}/{} was deleted (version {version})", e.ty, e.id)
+            }
+            OpOutcome::Written { version, .. } | OpOutcome::Unchanged { version, .. } => {
+                format!("{}/{} is at version {version}", e.ty, e.id)
+            }
+            _ => format!("{}/{} did not exist; nothing was deleted", e.ty, e.id),
+        };
+        entry["response"]["outcome"] = outcome_json("information", "informational", &said);
+    }
+    entry
+}
+
+fn written_entry_of(
     app: &App,
     e: &Entry,
     outcome: OpOutcome,
@@ -695,7 +730,7 @@ pub async fn bundle(
     check_accept(&headers, q.get("_format").map(String::as_str))?;
     check_content_type(&headers)?;
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
-    let map = crate::resource::parse(&bytes)?;
+    let mut map = crate::resource::parse(&bytes)?;
     if type_of(&map) != "Bundle" {
         return Err(FhirError::invalid(format!(
             "POST / takes a Bundle, not a {}",
@@ -707,11 +742,12 @@ pub async fn bundle(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let entries = match map.get("entry") {
+    let entries = match map.remove("entry") {
         None => Vec::new(),
-        Some(Value::Array(e)) => e.clone(),
+        Some(Value::Array(e)) => e,
         Some(_) => return Err(FhirError::invalid("Bundle.entry is not an array")),
     };
+    let numbers = entry_numbers(&bytes);
     if entries.len() > BUNDLE_ENTRIES_MAX {
         return Err(FhirError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -724,8 +760,8 @@ pub async fn bundle(
     }
     let ret = prefer_return(&headers);
     let out = match kind.as_str() {
-        "transaction" => transaction(&app, &entries, ret).await?,
-        "batch" => batch(&app, &entries, ret).await,
+        "transaction" => transaction(&app, &entries, &numbers, ret).await?,
+        "batch" => batch(&app, &entries, &numbers, ret).await,
         other => {
             return Err(FhirError::invalid(format!(
                 "Bundle.type {other:?} cannot be processed; send transaction or batch"
@@ -734,17 +770,65 @@ pub async fn bundle(
     };
     let bundle =
         json!({"resourceType": "Bundle", "type": format!("{kind}-response"), "entry": out});
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    ))
+    Ok(json_response(StatusCode::OK, app.bundle_bytes(&bundle)))
 }
 
-async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>, FhirError> {
+/// The numbers with an exponent of each entry's resource, as written (see
+/// [`crate::numbers`]); empty when the Bundle has none, as most have.
+fn entry_numbers(bytes: &[u8]) -> Vec<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        entry: Vec<RawEntry<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RawEntry<'a> {
+        #[serde(borrow, default)]
+        resource: Option<&'a serde_json::value::RawValue>,
+    }
+    if crate::numbers::exponents(bytes).is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<Raw<'_>>(bytes)
+        .map(|r| {
+            r.entry
+                .iter()
+                .map(|e| {
+                    e.resource
+                        .map(|r| crate::numbers::exponents(r.get().as_bytes()))
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses entry `i`, with its resource's numbers as written.
+fn parse_entry_of(
+    app: &App,
+    i: usize,
+    e: &Value,
+    numbers: &[Vec<String>],
+) -> Result<(Entry, Option<String>), FhirError> {
+    let (mut entry, full_url) = parse_entry(app, i, e)?;
+    if entry.method != Method::Patch
+        && let Some(n) = numbers.get(i)
+    {
+        entry.numbers = n.clone();
+    }
+    Ok((entry, full_url))
+}
+
+async fn transaction(
+    app: &App,
+    raw: &[Value],
+    numbers: &[Vec<String>],
+    ret: Return,
+) -> Result<Vec<Value>, FhirError> {
     let mut entries = Vec::with_capacity(raw.len());
     let mut refs = HashMap::new();
     for (i, e) in raw.iter().enumerate() {
-        let (entry, full_url) = parse_entry(app, i, e)?;
+        let (entry, full_url) = parse_entry_of(app, i, e, numbers)?;
         let target = format!(
             "{}/{}",
             entry.ty,
@@ -829,10 +913,10 @@ async fn transaction(app: &App, raw: &[Value], ret: Return) -> Result<Vec<Value>
         .collect())
 }
 
-async fn batch(app: &App, raw: &[Value], ret: Return) -> Vec<Value> {
+async fn batch(app: &App, raw: &[Value], numbers: &[Vec<String>], ret: Return) -> Vec<Value> {
     let mut out = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let mut entry = match parse_entry(app, i, e) {
+        let mut entry = match parse_entry_of(app, i, e, numbers) {
             Ok((entry, _)) => entry,
             Err(err) => {
                 out.push(error_entry(&err));

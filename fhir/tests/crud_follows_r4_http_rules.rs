@@ -47,6 +47,48 @@ async fn create_read_update_delete_follow_the_spec() {
         .get_with(&format!("/Patient/{id}"), &[("if-none-match", "W/\"1\"")])
         .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+    // If-Modified-Since: not modified since its Last-Modified; modified
+    // since an hour before; an unreadable date is ignored; If-None-Match
+    // decides when both are sent.
+    let last_modified = created.header("last-modified").expect("last-modified");
+    let since = |h: &'static str, v: String| (h, v);
+    let hour_before = httpdate::fmt_http_date(
+        httpdate::parse_http_date(last_modified).expect("an HTTP date")
+            - std::time::Duration::from_secs(3600),
+    );
+    let hour_after = httpdate::fmt_http_date(
+        httpdate::parse_http_date(last_modified).expect("an HTTP date")
+            + std::time::Duration::from_secs(3600),
+    );
+    for (headers, want) in [
+        (
+            vec![since("if-modified-since", last_modified.to_owned())],
+            StatusCode::NOT_MODIFIED,
+        ),
+        (
+            vec![since("if-modified-since", hour_after.clone())],
+            StatusCode::NOT_MODIFIED,
+        ),
+        (
+            vec![since("if-modified-since", hour_before)],
+            StatusCode::OK,
+        ),
+        (
+            vec![since("if-modified-since", "yesterday".into())],
+            StatusCode::OK,
+        ),
+        (
+            vec![
+                since("if-modified-since", hour_after),
+                since("if-none-match", "W/\"7\"".into()),
+            ],
+            StatusCode::OK,
+        ),
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = s.get_with(&format!("/Patient/{id}"), &h).await;
+        assert_eq!(r.status, want, "{headers:?}");
+    }
 
     // Update: 200, new version; identical content: no new version.
     let mut body = read.body.clone();
@@ -569,4 +611,67 @@ fn keys_of(v: &serde_json::Value) -> Vec<&str> {
     v.as_object()
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn numbers_come_back_exactly_as_written_with_their_exponents() {
+    let s = TestServer::new();
+    let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"tiny"},"valueQuantity":{"value":1E-22,"unit":"mol"},"component":[{"code":{"text":"a"},"valueQuantity":{"value":6.0221E+23}},{"code":{"text":"b"},"valueQuantity":{"value":1e5}},{"code":{"text":"c"},"valueQuantity":{"value":2.50}}]}"#;
+    let spelled = ["1E-22", "6.0221E+23", "1e5", "2.50"];
+    let keeps = |what: &str, raw: &[u8]| {
+        let raw = String::from_utf8_lossy(raw);
+        for n in spelled {
+            assert!(
+                raw.contains(&format!(":{n}")),
+                "{what}: {n} is not in {raw}"
+            );
+        }
+    };
+    let created = s
+        .call(
+            Method::POST,
+            "/Observation",
+            &[("content-type", "application/fhir+json")],
+            text.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    keeps("create", &created.raw);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    keeps("read", &s.get(&format!("/Observation/{id}")).await.raw);
+    keeps(
+        "vread",
+        &s.get(&format!("/Observation/{id}/_history/1")).await.raw,
+    );
+    keeps(
+        "history",
+        &s.get(&format!("/Observation/{id}/_history")).await.raw,
+    );
+    keeps(
+        "search",
+        &s.get("/Observation?value-quantity=lt1e-21").await.raw,
+    );
+    keeps("system search", &s.get("/?_type=Observation").await.raw);
+    // In a transaction: stored as written, and answered so.
+    let bundle = format!(
+        r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"resource":{text},"request":{{"method":"POST","url":"Observation"}}}}]}}"#
+    );
+    let r = s
+        .call(
+            Method::POST,
+            "/",
+            &[("content-type", "application/fhir+json")],
+            bundle.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    keeps("transaction response", &r.raw);
+    let loc = r.body["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location");
+    let tid = loc.split('/').nth(1).expect("id");
+    keeps(
+        "read of a transaction's write",
+        &s.get(&format!("/Observation/{tid}")).await.raw,
+    );
 }

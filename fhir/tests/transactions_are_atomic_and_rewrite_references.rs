@@ -397,3 +397,57 @@ fn status_of(entry: &Value) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn prefer_return_shapes_each_entry_as_it_shapes_a_single_write() {
+    let s = TestServer::new();
+    let bundle = |kind: &str| {
+        json!({"resourceType": "Bundle", "type": kind, "entry": [
+            {"resource": {"resourceType": "Patient", "gender": "female"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "id": "pref", "gender": "male"},
+             "request": {"method": "PUT", "url": "Patient/pref"}},
+        ]})
+    };
+    for kind in ["transaction", "batch"] {
+        for (prefer, resource, outcome) in [
+            (None, true, false),
+            (Some("return=representation"), true, false),
+            (Some("return=minimal"), false, false),
+            (Some("return=OperationOutcome"), false, true),
+        ] {
+            let mut headers = vec![("content-type", "application/fhir+json")];
+            if let Some(p) = prefer {
+                headers.push(("prefer", p));
+            }
+            let r = s
+                .call(
+                    axum::http::Method::POST,
+                    "/",
+                    &headers,
+                    serde_json::to_vec(&bundle(kind)).expect("json"),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            for e in r.body["entry"].as_array().expect("entries") {
+                assert!(
+                    e["response"]["location"].is_string(),
+                    "{kind} {prefer:?}: {e}"
+                );
+                assert_eq!(
+                    e["resource"].is_object(),
+                    resource,
+                    "{kind} {prefer:?}: {e}"
+                );
+                assert_eq!(
+                    e["response"]["outcome"]["resourceType"] == "OperationOutcome",
+                    outcome,
+                    "{kind} {prefer:?}: {e}"
+                );
+                if resource {
+                    assert_eq!(e["resource"]["resourceType"], "Patient");
+                }
+            }
+        }
+    }
+}

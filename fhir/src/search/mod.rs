@@ -101,10 +101,7 @@ fn search(
             .map(|(_, v)| v.as_str()),
     )?;
     let bundle = scoped_bundle(app, scope, &pairs, prefer_strict(headers))?;
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&bundle).unwrap_or_default(),
-    ))
+    Ok(json_response(StatusCode::OK, app.bundle_bytes(&bundle)))
 }
 
 /// Runs a type-level search given as query pairs: the searchset Bundle
