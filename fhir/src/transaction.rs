@@ -15,6 +15,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use vigil_engine::{Batch, Op, OpKind, OpOutcome, Precondition};
 
@@ -24,7 +25,7 @@ use crate::http::outcome::{FhirError, outcome_json};
 use crate::http::{self, Return, VersionMeta, etag, json_response, prefer_return};
 use crate::instant::format_instant;
 use crate::references::Resolver;
-use crate::resource::{check_id, id_of, render_map, to_stored_exact, type_of};
+use crate::resource::{check_id, id_of, render, to_stored_exact, type_of};
 use crate::types::check_type;
 
 /// Most entries in one Bundle.
@@ -105,7 +106,10 @@ fn entry_error(i: usize, msg: impl std::fmt::Display) -> FhirError {
     FhirError::invalid(format!("Bundle.entry[{i}]: {msg}"))
 }
 
-fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>), FhirError> {
+/// Parses entry `i`, taking its resource out of `e` (no copy).
+fn parse_entry(app: &App, i: usize, e: &mut Value) -> Result<(Entry, Option<String>), FhirError> {
+    let taken = e.as_object_mut().and_then(|o| o.shift_remove("resource"));
+    let e = &*e;
     let req = e
         .get("request")
         .ok_or_else(|| entry_error(i, "has no request"))?;
@@ -136,7 +140,7 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
         return read_of(app, i, method, url, cond).map(|e| (e, None));
     }
     if method == Method::Patch {
-        return patch_of(app, i, url, cond, req, e).map(|e| (e, None));
+        return patch_of(app, i, url, cond, req, taken.as_ref()).map(|e| (e, None));
     }
     if cond.is_some() && !matches!(method, Method::Put | Method::Delete) {
         return Err(entry_error(
@@ -155,8 +159,8 @@ fn parse_entry(app: &App, i: usize, e: &Value) -> Result<(Entry, Option<String>)
             format!("request.url {url:?} is not [type] or [type]/[id]"),
         ));
     }
-    let resource = match e.get("resource") {
-        Some(Value::Object(m)) => Some(m.clone()),
+    let resource = match taken {
+        Some(Value::Object(m)) => Some(m),
         Some(_) => return Err(entry_error(i, "resource is not an object")),
         None => None,
     };
@@ -284,23 +288,52 @@ fn resolve_conditional(
     }
 }
 
-/// Replaces every string equal to a key of `map` (references to other
-/// entries' fullUrls) with its value, everywhere in `v`; and in narrative
-/// (`div`), every `href` or `src` attribute whose value is such a key, as
-/// R4's transaction rules require.
-fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
+/// The fullUrls of a Bundle's entries and the `Type/id` each became,
+/// with the first bytes those fullUrls start with (most strings of a
+/// resource start otherwise and are not looked up at all).
+struct FullUrls {
+    map: HashMap<String, String>,
+    first: [bool; 256],
+}
+
+impl FullUrls {
+    fn new(map: HashMap<String, String>) -> Self {
+        let mut first = [false; 256];
+        for k in map.keys() {
+            if let Some(b) = k.as_bytes().first() {
+                first[usize::from(*b)] = true;
+            }
+        }
+        Self { map, first }
+    }
+
+    fn get(&self, s: &str) -> Option<&String> {
+        let b = *s.as_bytes().first()?;
+        if self.first[usize::from(b)] {
+            self.map.get(s)
+        } else {
+            None
+        }
+    }
+}
+
+/// Replaces every string equal to a fullUrl of `urls` (references to
+/// other entries) with its `Type/id`, everywhere in `v`; and in narrative
+/// (`div`), every `href` or `src` attribute whose value is such a fullUrl,
+/// as R4's transaction rules require.
+fn rewrite(v: &mut Value, urls: &FullUrls) {
     match v {
         Value::String(s) => {
-            if let Some(to) = map.get(s.as_str()) {
+            if let Some(to) = urls.get(s) {
                 *s = to.clone();
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|x| rewrite(x, map)),
+        Value::Array(items) => items.iter_mut().for_each(|x| rewrite(x, urls)),
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
                 match x {
-                    Value::String(div) if k == "div" => rewrite_narrative(div, map),
-                    _ => rewrite(x, map),
+                    Value::String(div) if k == "div" => rewrite_narrative(div, urls),
+                    _ => rewrite(x, urls),
                 }
             }
         }
@@ -308,20 +341,40 @@ fn rewrite(v: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-/// Rewrites `href="KEY"` and `src="KEY"` (either quote) in XHTML.
-fn rewrite_narrative(div: &mut String, map: &HashMap<String, String>) {
-    for (from, to) in map {
-        if !div.contains(from.as_str()) {
+/// Rewrites the value of each `href="…"` and `src="…"` attribute (either
+/// quote) of XHTML that is a fullUrl of `urls`; one pass over the text.
+fn rewrite_narrative(div: &mut String, urls: &FullUrls) {
+    if !div.contains("href=") && !div.contains("src=") {
+        return;
+    }
+    let mut out = String::with_capacity(div.len());
+    let mut rest = div.as_str();
+    let mut changed = false;
+    while let Some(at) = rest.find('=') {
+        let (head, tail) = rest.split_at(at + 1);
+        out.push_str(head);
+        rest = tail;
+        if !(head.ends_with("href=") || head.ends_with("src=")) {
             continue;
         }
-        for attr in ["href", "src"] {
-            for q in ['"', '\''] {
-                let old = format!("{attr}={q}{from}{q}");
-                if div.contains(&old) {
-                    *div = div.replace(&old, &format!("{attr}={q}{to}{q}"));
-                }
-            }
+        let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let Some(len) = rest[1..].find(q) else {
+            continue;
+        };
+        let value = &rest[1..1 + len];
+        if let Some(to) = urls.get(value) {
+            out.push(q);
+            out.push_str(to);
+            out.push(q);
+            rest = &rest[len + 2..];
+            changed = true;
         }
+    }
+    if changed {
+        out.push_str(rest);
+        *div = out;
     }
 }
 
@@ -339,18 +392,58 @@ fn response_entry(
     status: u16,
     m: &VersionMeta<'_>,
     location: bool,
-    body: Option<Map<String, Value>>,
-) -> Value {
+    body: Option<Box<RawValue>>,
+) -> Answer {
     let (ty, id) = (m.resource_type, m.id);
     let mut resp = json!({"status": status_text(status), "etag": etag(m.version), "lastModified": format_instant(m.last_updated_us)});
     if location {
         resp["location"] = Value::String(format!("{ty}/{id}/_history/{}", m.version));
     }
-    let mut entry = json!({"fullUrl": format!("{}/{ty}/{id}", app.base), "response": resp});
-    if let Some(b) = body {
-        entry["resource"] = Value::Object(b);
+    Answer {
+        full_url: Some(format!("{}/{ty}/{id}", app.base)),
+        resource: body,
+        response: resp,
     }
-    entry
+}
+
+/// One entry of a transaction or batch response. Its resource is held as
+/// the bytes served (a stored version rendered without parsing it, or a
+/// Bundle serialized by [`App::bundle_bytes`]), so numbers keep their
+/// spelling and nothing is parsed twice.
+#[derive(serde::Serialize)]
+struct Answer {
+    #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
+    full_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<Box<RawValue>>,
+    response: Value,
+}
+
+/// The transaction-response or batch-response Bundle.
+#[derive(serde::Serialize)]
+struct Answers {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    kind: String,
+    entry: Vec<Answer>,
+}
+
+/// JSON text as a raw value (`None` if it is not UTF-8, which what
+/// `serde_json` writes always is).
+fn raw(json: Vec<u8>) -> Option<Box<RawValue>> {
+    String::from_utf8(json)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
+}
+
+/// A 200 answer holding a Bundle (a search or a history).
+fn bundle_answer(app: &App, bundle: &Value) -> Answer {
+    Answer {
+        full_url: None,
+        resource: raw(app.bundle_bytes(bundle)),
+        response: json!({"status": status_text(200)}),
+    }
 }
 
 /// A GET or HEAD entry: `[type]/[id]`, `[type]/[id]/_history/[vid]`,
@@ -457,7 +550,7 @@ fn patch_of(
     url: &str,
     query: Option<&str>,
     req: &Value,
-    e: &Value,
+    resource: Option<&Value>,
 ) -> Result<Entry, FhirError> {
     let in_entry = in_entry(i);
     if query.is_some() {
@@ -478,8 +571,7 @@ fn patch_of(
     };
     check_type(&ty).map_err(in_entry)?;
     check_id(&id).map_err(in_entry)?;
-    let binary = e
-        .get("resource")
+    let binary = resource
         .and_then(Value::as_object)
         .ok_or_else(|| entry_error(i, "a PATCH needs a Binary resource holding the patch"))?;
     let content_type = binary
@@ -526,13 +618,13 @@ fn patch_of(
 }
 
 /// The response entry of a GET or HEAD entry (HEAD: without the resource).
-fn read_any(app: &App, e: &Entry) -> Value {
+fn read_any(app: &App, e: &Entry) -> Answer {
     let mut out = match &e.read {
         Some(Read::Search(q)) => {
             let run = crate::search::pairs_of(q)
                 .and_then(|pairs| crate::search::search_bundle(app, &e.ty, &pairs, false));
             match run {
-                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Ok(bundle) => bundle_answer(app, &bundle),
                 Err(err) => error_entry(&err),
             }
         }
@@ -540,7 +632,7 @@ fn read_any(app: &App, e: &Entry) -> Value {
             let run = crate::search::pairs_of(q)
                 .and_then(|pairs| crate::search::scoped_bundle(app, scope, &pairs, false));
             match run {
-                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Ok(bundle) => bundle_answer(app, &bundle),
                 Err(err) => error_entry(&err),
             }
         }
@@ -550,23 +642,21 @@ fn read_any(app: &App, e: &Entry) -> Value {
                 crate::history::history_of(app, &e.ty, &e.id, &map)
             });
             match run {
-                Ok(bundle) => json!({"resource": bundle, "response": {"status": status_text(200)}}),
+                Ok(bundle) => bundle_answer(app, &bundle),
                 Err(err) => error_entry(&err),
             }
         }
         Some(Read::Version(v)) => version_entry(app, &e.ty, &e.id, *v),
         _ => read_entry(app, &e.ty, &e.id),
     };
-    if e.method == Method::Head
-        && let Some(o) = out.as_object_mut()
-    {
-        o.remove("resource");
+    if e.method == Method::Head {
+        out.resource = None;
     }
     out
 }
 
 /// A vread as a response entry.
-fn version_entry(app: &App, ty: &str, id: &str, version: u64) -> Value {
+fn version_entry(app: &App, ty: &str, id: &str, version: u64) -> Answer {
     version_response(
         app,
         ty,
@@ -575,7 +665,7 @@ fn version_entry(app: &App, ty: &str, id: &str, version: u64) -> Value {
     )
 }
 
-fn read_entry(app: &App, ty: &str, id: &str) -> Value {
+fn read_entry(app: &App, ty: &str, id: &str) -> Answer {
     version_response(app, ty, id, crate::interactions::live_version(app, ty, id))
 }
 
@@ -585,22 +675,26 @@ fn version_response(
     ty: &str,
     id: &str,
     read: Result<vigil_engine::Version, FhirError>,
-) -> Value {
+) -> Answer {
     let entry = read.and_then(|v| {
-        let body = render_map(&v.body, v.version, v.last_updated_us)?;
+        let body = raw(render(&v.body, v.version, v.last_updated_us)?);
         let m = VersionMeta {
             resource_type: ty,
             id,
             version: v.version,
             last_updated_us: v.last_updated_us,
         };
-        Ok(response_entry(app, 200, &m, false, Some(body)))
+        Ok(response_entry(app, 200, &m, false, body))
     });
     entry.unwrap_or_else(|e| error_entry(&e))
 }
 
-fn error_entry(e: &FhirError) -> Value {
-    json!({"response": {"status": status_text(e.status.as_u16()), "outcome": e.outcome()}})
+fn error_entry(e: &FhirError) -> Answer {
+    Answer {
+        full_url: None,
+        resource: None,
+        response: json!({"status": status_text(e.status.as_u16()), "outcome": e.outcome()}),
+    }
 }
 
 /// An entry's stored body and its search keys, taking its parsed resource.
@@ -644,7 +738,7 @@ fn written_entry(
     outcome: OpOutcome,
     stored: Option<&[u8]>,
     ret: Return,
-) -> Value {
+) -> Answer {
     let mut entry = written_entry_of(app, e, outcome, stored, ret);
     if ret == Return::Outcome {
         let said = match outcome {
@@ -660,7 +754,7 @@ fn written_entry(
             }
             _ => format!("{}/{} did not exist; nothing was deleted", e.ty, e.id),
         };
-        entry["response"]["outcome"] = outcome_json("information", "informational", &said);
+        entry.response["outcome"] = outcome_json("information", "informational", &said);
     }
     entry
 }
@@ -671,7 +765,12 @@ fn written_entry_of(
     outcome: OpOutcome,
     stored: Option<&[u8]>,
     ret: Return,
-) -> Value {
+) -> Answer {
+    let answer = |response: Value| Answer {
+        full_url: None,
+        resource: None,
+        response,
+    };
     match outcome {
         OpOutcome::Written {
             kind,
@@ -681,8 +780,9 @@ fn written_entry_of(
         } if kind != OpKind::Delete => {
             let status = if kind == OpKind::Create { 201 } else { 200 };
             let body = (ret == Return::Representation)
-                .then(|| stored.and_then(|s| render_map(s, version, last_updated_us).ok()))
-                .flatten();
+                .then(|| stored.and_then(|s| render(s, version, last_updated_us).ok()))
+                .flatten()
+                .and_then(raw);
             let m = VersionMeta {
                 resource_type: &e.ty,
                 id: &e.id,
@@ -696,8 +796,9 @@ fn written_entry_of(
             last_updated_us,
         } => {
             let body = (ret == Return::Representation)
-                .then(|| stored.and_then(|s| render_map(s, version, last_updated_us).ok()))
-                .flatten();
+                .then(|| stored.and_then(|s| render(s, version, last_updated_us).ok()))
+                .flatten()
+                .and_then(raw);
             response_entry(
                 app,
                 200,
@@ -712,10 +813,10 @@ fn written_entry_of(
             )
         }
         OpOutcome::Written { version, .. } => {
-            json!({"response": {"status": status_text(204), "etag": etag(version)}})
+            answer(json!({"status": status_text(204), "etag": etag(version)}))
         }
         OpOutcome::AlreadyDeleted { .. } | OpOutcome::NotFound | OpOutcome::Rekeyed { .. } => {
-            json!({"response": {"status": status_text(204)}})
+            answer(json!({"status": status_text(204)}))
         }
     }
 }
@@ -760,17 +861,23 @@ pub async fn bundle(
     }
     let ret = prefer_return(&headers);
     let out = match kind.as_str() {
-        "transaction" => transaction(&app, &entries, &numbers, ret).await?,
-        "batch" => batch(&app, &entries, &numbers, ret).await,
+        "transaction" => transaction(&app, entries, &numbers, ret).await?,
+        "batch" => batch(&app, entries, &numbers, ret).await,
         other => {
             return Err(FhirError::invalid(format!(
                 "Bundle.type {other:?} cannot be processed; send transaction or batch"
             )));
         }
     };
-    let bundle =
-        json!({"resourceType": "Bundle", "type": format!("{kind}-response"), "entry": out});
-    Ok(json_response(StatusCode::OK, app.bundle_bytes(&bundle)))
+    let bundle = Answers {
+        resource_type: "Bundle",
+        kind: format!("{kind}-response"),
+        entry: out,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&bundle).unwrap_or_default(),
+    ))
 }
 
 /// The numbers with an exponent of each entry's resource, as written (see
@@ -807,7 +914,7 @@ fn entry_numbers(bytes: &[u8]) -> Vec<Vec<String>> {
 fn parse_entry_of(
     app: &App,
     i: usize,
-    e: &Value,
+    e: &mut Value,
     numbers: &[Vec<String>],
 ) -> Result<(Entry, Option<String>), FhirError> {
     let (mut entry, full_url) = parse_entry(app, i, e)?;
@@ -821,14 +928,14 @@ fn parse_entry_of(
 
 async fn transaction(
     app: &App,
-    raw: &[Value],
+    raw: Vec<Value>,
     numbers: &[Vec<String>],
     ret: Return,
-) -> Result<Vec<Value>, FhirError> {
+) -> Result<Vec<Answer>, FhirError> {
     let mut entries = Vec::with_capacity(raw.len());
     let mut refs = HashMap::new();
-    for (i, e) in raw.iter().enumerate() {
-        let (entry, full_url) = parse_entry_of(app, i, e, numbers)?;
+    for (i, mut e) in raw.into_iter().enumerate() {
+        let (entry, full_url) = parse_entry_of(app, i, &mut e, numbers)?;
         let target = format!(
             "{}/{}",
             entry.ty,
@@ -855,6 +962,7 @@ async fn transaction(
     }
     // Rewrite references to other entries and conditional references,
     // then process in the spec's order.
+    let refs = FullUrls::new(refs);
     for e in &mut entries {
         if let Some(r) = e.resource.as_mut() {
             let mut v = Value::Object(std::mem::take(r));
@@ -879,7 +987,7 @@ async fn transaction(
         batch.push(op_of(e, stored.clone(), keys));
         planned.push((k, stored));
     }
-    let mut results: Vec<Option<Value>> = vec![None; entries.len()];
+    let mut results: Vec<Option<Answer>> = (0..entries.len()).map(|_| None).collect();
     if !batch.ops.is_empty() {
         let c = commit(app, batch).await.map_err(|e| {
             if e.status == StatusCode::CONFLICT {
@@ -909,48 +1017,115 @@ async fn transaction(
     debug_assert!(entries.iter().all(|e| results[e.index].is_some()));
     Ok(results
         .into_iter()
-        .map(|r| r.unwrap_or(Value::Null))
+        .map(|r| r.unwrap_or_else(|| error_entry(&FhirError::internal("an entry had no answer"))))
         .collect())
 }
 
-async fn batch(app: &App, raw: &[Value], numbers: &[Vec<String>], ret: Return) -> Vec<Value> {
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, e) in raw.iter().enumerate() {
-        let mut entry = match parse_entry_of(app, i, e, numbers) {
+/// Most batch entries committed at once (each its own engine batch, so
+/// the group commit writes them in few frames and fsyncs).
+const BATCH_WRITES_IN_FLIGHT: usize = 256;
+
+/// A batch: every entry parsed and checked on its own (its conditional
+/// parts resolved against the store as it was before the batch), then the
+/// writes committed together in the spec's order, each its own engine
+/// batch (so one failing fails only itself), then the reads. R4 forbids
+/// interdependent entries in a batch, so they are not committed one after
+/// another; only entries that write the same resource are, in their
+/// order.
+async fn batch(app: &App, raw: Vec<Value>, numbers: &[Vec<String>], ret: Return) -> Vec<Answer> {
+    let mut out: Vec<Option<Answer>> = (0..raw.len()).map(|_| None).collect();
+    let mut writes = Vec::new();
+    let mut reads = Vec::new();
+    for (i, mut e) in raw.into_iter().enumerate() {
+        let mut entry = match parse_entry_of(app, i, &mut e, numbers) {
             Ok((entry, _)) => entry,
             Err(err) => {
-                out.push(error_entry(&err));
+                out[i] = Some(error_entry(&err));
                 continue;
             }
         };
-        if let Some(id) = &entry.existing {
-            out.push(read_entry(app, &entry.ty, id));
-            continue;
-        }
-        if entry.read.is_some() {
-            out.push(read_any(app, &entry));
+        if entry.existing.is_some() || entry.read.is_some() {
+            reads.push(entry);
             continue;
         }
         if let Some(r) = entry.resource.as_mut()
             && let Err(err) = Resolver::new(app).rewrite_map(r)
         {
-            out.push(error_entry(&in_resource(i)(err)));
+            out[i] = Some(error_entry(&in_resource(i)(err)));
             continue;
         }
         let (stored, keys) = stored_and_keys(&mut entry);
-        match commit(app, Batch::one(op_of(&entry, stored.clone(), keys))).await {
-            Ok(c) => out.push(written_entry(
-                app,
-                &entry,
-                c.outcomes[0],
-                stored.as_deref(),
-                ret,
-            )),
-            Err(err) if err.status == StatusCode::CONFLICT => {
-                out.push(error_entry(&FhirError::precondition(err.diagnostics)))
+        writes.push((entry, stored, keys));
+    }
+    writes.sort_by_key(|(e, _, _)| (e.method, e.index));
+    for wave in waves(writes) {
+        for chunk in wave.chunks(BATCH_WRITES_IN_FLIGHT) {
+            let commits = chunk.iter().map(|(entry, stored, keys)| {
+                commit(app, Batch::one(op_of(entry, stored.clone(), keys.clone())))
+            });
+            let done = futures_util::future::join_all(commits).await;
+            for ((entry, stored, _), result) in chunk.iter().zip(done) {
+                out[entry.index] = Some(match result {
+                    Ok(c) => written_entry(app, entry, c.outcomes[0], stored.as_deref(), ret),
+                    Err(err) if err.status == StatusCode::CONFLICT => {
+                        error_entry(&FhirError::precondition(err.diagnostics))
+                    }
+                    Err(err) => error_entry(&err),
+                });
             }
-            Err(err) => out.push(error_entry(&err)),
         }
     }
+    reads.sort_by_key(|e| (e.method, e.index));
+    for entry in reads {
+        out[entry.index] = Some(match &entry.existing {
+            Some(id) => read_entry(app, &entry.ty, id),
+            None => read_any(app, &entry),
+        });
+    }
+    out.into_iter()
+        .map(|a| a.unwrap_or_else(|| error_entry(&FhirError::internal("an entry had no answer"))))
+        .collect()
+}
+
+/// A planned write: the entry, its stored body and its search keys.
+type Write = (Entry, Option<Vec<u8>>, Option<Vec<Vec<u8>>>);
+
+/// `writes` (in order) split into waves that each write a resource at
+/// most once, an entry in the wave after the previous write of its
+/// resource.
+fn waves(writes: Vec<Write>) -> Vec<Vec<Write>> {
+    let mut last: HashMap<(String, String), usize> = HashMap::new();
+    let mut out: Vec<Vec<Write>> = Vec::new();
+    for w in writes {
+        let key = (w.0.ty.clone(), w.0.id.clone());
+        let wave = last.get(&key).map_or(0, |k| k + 1);
+        last.insert(key, wave);
+        if out.len() <= wave {
+            out.push(Vec::new());
+        }
+        out[wave].push(w);
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrative_links_to_entries_are_rewritten_and_nothing_else() {
+        let urls = FullUrls::new(HashMap::from([
+            ("urn:uuid:a".to_owned(), "Patient/1".to_owned()),
+            ("http://x/Obs/2".to_owned(), "Observation/9".to_owned()),
+        ]));
+        let mut div = r#"<div><a href="urn:uuid:a">p</a> <img src='http://x/Obs/2'/> <a title="urn:uuid:a" href="urn:uuid:b">q</a> a=b href=</div>"#.to_owned();
+        rewrite_narrative(&mut div, &urls);
+        assert_eq!(
+            div,
+            r#"<div><a href="Patient/1">p</a> <img src='Observation/9'/> <a title="urn:uuid:a" href="urn:uuid:b">q</a> a=b href=</div>"#
+        );
+        let mut plain = "<div>no links</div>".to_owned();
+        rewrite_narrative(&mut plain, &urls);
+        assert_eq!(plain, "<div>no links</div>");
+    }
 }
