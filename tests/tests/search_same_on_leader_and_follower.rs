@@ -223,4 +223,43 @@ fn a_custom_parameter_written_through_the_follower_is_reindexed_on_both_nodes() 
         assert!(a["total"].as_u64().is_some_and(|n| n > 0), "{q}: {a}");
         assert_eq!(ids(&a), ids(&get(follower.http, q)), "{q}");
     }
+
+    // A transaction with a conditional reference, sent to the follower:
+    // the leader resolves it as it does its own; one that matches nothing
+    // fails with 400 and writes nothing.
+    let org = serde_json::json!({"resourceType": "Organization",
+        "identifier": [{"system": "http://example.org/org", "value": "fwd"}]});
+    let r = request(
+        follower.http,
+        "POST",
+        "/Organization",
+        Some(&org.to_string()),
+    )
+    .expect("forwarded create");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let org_id = serde_json::from_str::<Value>(&r.body).expect("json")["id"].clone();
+    let bundle = |value: &str| {
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "managingOrganization":
+                {"reference": format!("Organization?identifier=http://example.org/org|{value}")}},
+             "request": {"method": "POST", "url": "Patient"}}]})
+        .to_string()
+    };
+    let r = request(follower.http, "POST", "/", Some(&bundle("fwd"))).expect("forwarded");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer: Value = serde_json::from_str(&r.body).expect("json");
+    let location = answer["entry"][0]["response"]["location"]
+        .as_str()
+        .expect("location");
+    let patient = location.split("/_history").next().expect("Patient/id");
+    let stored = get(leader.http, &format!("/{patient}"));
+    assert_eq!(
+        stored["managingOrganization"]["reference"],
+        format!("Organization/{}", org_id.as_str().expect("id"))
+    );
+    let before = get(leader.http, "/Patient?_count=0")["total"].clone();
+    let r = request(follower.http, "POST", "/", Some(&bundle("none"))).expect("forwarded");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("matches no Organization"), "{}", r.body);
+    assert_eq!(get(leader.http, "/Patient?_count=0")["total"], before);
 }
