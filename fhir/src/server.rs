@@ -20,7 +20,8 @@ pub fn router(app: Arc<App>) -> Router {
     let collection = get(search::search_get)
         .post(interactions::create)
         .put(crate::conditional::conditional_update)
-        .delete(crate::conditional::conditional_delete);
+        .delete(crate::conditional::conditional_delete)
+        .patch(crate::patch::conditional_patch);
     let instance = get(interactions::read)
         .put(interactions::update)
         .delete(interactions::delete)

@@ -539,9 +539,10 @@ fn read_of(
     })
 }
 
-/// A PATCH entry: `[type]/[id]` with a JSON Patch as a `Binary` whose
-/// `contentType` is `application/json-patch+json` and whose `data` is the
-/// patch, base64. The patch is applied to the current version here, and
+/// A PATCH entry: `[type]/[id]` or `[type]?criteria` (one match) with a
+/// FHIRPath Patch (a `Parameters` resource) or a JSON Patch as a `Binary`
+/// whose `contentType` is `application/json-patch+json` and whose `data`
+/// is the patch, base64. The patch is applied to the current version here, and
 /// the entry then writes like a PUT that expects that version (so a write
 /// in between fails it, and in a transaction fails the transaction).
 fn patch_of(
@@ -553,44 +554,59 @@ fn patch_of(
     resource: Option<&Value>,
 ) -> Result<Entry, FhirError> {
     let in_entry = in_entry(i);
-    if query.is_some() {
-        return Err(entry_error(
-            i,
-            "a conditional PATCH is not supported here; patch [type]/[id]",
-        ));
-    }
     let path = local_path(app, url);
-    let (ty, id) = match path.split('/').collect::<Vec<_>>().as_slice() {
-        [ty, id] => ((*ty).to_owned(), (*id).to_owned()),
+    let (ty, id) = match (path.split('/').collect::<Vec<_>>().as_slice(), query) {
+        ([ty, id], None) => ((*ty).to_owned(), (*id).to_owned()),
+        // A conditional patch: the one resource the criteria match.
+        ([ty], Some(q)) => {
+            check_type(ty).map_err(in_entry)?;
+            match crate::conditional::resolve(app, ty, q, None).map_err(in_entry)? {
+                crate::conditional::Target::One { id, .. } => ((*ty).to_owned(), id),
+                crate::conditional::Target::Nothing => {
+                    return Err(in_entry(FhirError::not_found(format!(
+                        "no {ty} matches {q:?}; nothing to patch"
+                    ))));
+                }
+            }
+        }
         _ => {
             return Err(entry_error(
                 i,
-                format!("a PATCH URL is [type]/[id], not {url:?}"),
+                format!("a PATCH URL is [type]/[id] or [type]?criteria, not {url:?}"),
             ));
         }
     };
     check_type(&ty).map_err(in_entry)?;
     check_id(&id).map_err(in_entry)?;
-    let binary = resource
-        .and_then(Value::as_object)
-        .ok_or_else(|| entry_error(i, "a PATCH needs a Binary resource holding the patch"))?;
-    let content_type = binary
-        .get("contentType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if type_of(binary) != "Binary" || content_type != "application/json-patch+json" {
-        return Err(entry_error(
+    let patch = resource.and_then(Value::as_object).ok_or_else(|| {
+        entry_error(
             i,
-            format!(
-                "a PATCH entry's resource is a Binary with contentType application/json-patch+json (FHIRPath Patch is not supported yet), not a {} of {content_type:?}",
-                type_of(binary)
-            ),
-        ));
+            "a PATCH needs a resource: a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch",
+        )
+    })?;
+    let ops = match type_of(patch) {
+        "Parameters" => crate::patch::read_fhirpath(&Value::Object(patch.clone())),
+        "Binary" => {
+            let content_type = patch.get("contentType").and_then(Value::as_str).unwrap_or("");
+            if content_type != "application/json-patch+json" {
+                return Err(entry_error(
+                    i,
+                    format!("a Binary patch has contentType application/json-patch+json, not {content_type:?}"),
+                ));
+            }
+            let data = patch.get("data").and_then(Value::as_str).unwrap_or("");
+            let text = crate::fhirpath::decode_base64(data)
+                .ok_or_else(|| entry_error(i, "the Binary's data is not base64 of UTF-8 text"))?;
+            crate::patch::read_ops(text.as_bytes())
+        }
+        other => {
+            return Err(entry_error(
+                i,
+                format!("a PATCH entry's resource is a Parameters (FHIRPath Patch) or a Binary (JSON Patch), not a {other}"),
+            ));
+        }
     }
-    let data = binary.get("data").and_then(Value::as_str).unwrap_or("");
-    let text = crate::fhirpath::decode_base64(data)
-        .ok_or_else(|| entry_error(i, "the Binary's data is not base64 of UTF-8 text"))?;
-    let ops = crate::patch::read_ops(text.as_bytes()).map_err(in_entry)?;
+    .map_err(in_entry)?;
     let current = crate::interactions::live_version(app, &ty, &id).map_err(in_entry)?;
     if let Some(v) = req.get("ifMatch").and_then(Value::as_str) {
         let want = http::if_match_value(v).map_err(in_entry)?;

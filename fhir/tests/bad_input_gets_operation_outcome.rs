@@ -110,10 +110,19 @@ async fn each_mistake_has_its_status_and_message() {
             StatusCode::NOT_FOUND,
             "no FHIR interaction",
         ),
+        // FHIR JSON as a patch is a FHIRPath Patch: a Parameters resource.
         (
             Method::PATCH,
             "/Patient/a",
             ct.to_vec(),
+            b"[]".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "a FHIRPath Patch is a Parameters resource",
+        ),
+        (
+            Method::PATCH,
+            "/Patient/a",
+            vec![("content-type", "text/plain")],
             b"[]".to_vec(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "json-patch+json",

@@ -1,0 +1,126 @@
+//! The R4 element definitions, from the official R4 JSON Schema built in
+//! (`data/fhir.schema.json.zst`): for each resource and datatype, its
+//! elements, each one's type and whether it repeats (a JSON array).
+//! FHIRPath Patch reads them to know whether `add` appends to a list and
+//! how to build an anonymous (backbone) value from parts.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const SCHEMA: &[u8] = include_bytes!("../data/fhir.schema.json.zst");
+
+/// One element of a type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// Its type: a datatype, resource or backbone definition
+    /// (`HumanName`, `Patient_Contact`), or a primitive (`date`,
+    /// `boolean`).
+    pub ty: String,
+    /// Whether it repeats (its JSON is an array).
+    pub array: bool,
+}
+
+/// Every type's elements.
+#[derive(Debug, Default)]
+pub struct Definitions {
+    types: HashMap<String, HashMap<String, Element>>,
+}
+
+impl Definitions {
+    /// The element `name` of type `ty` (`Patient`, `contact`).
+    pub fn element(&self, ty: &str, name: &str) -> Option<&Element> {
+        self.types.get(ty)?.get(name)
+    }
+
+    /// The type at a path of element names from a resource type
+    /// (`Patient`, `[contact, name]` → `HumanName`); `None` when a step
+    /// is not an element there.
+    pub fn type_at<'s>(&'s self, ty: &'s str, path: &[&str]) -> Option<&'s str> {
+        let mut at = ty;
+        for name in path {
+            at = self.element(at, name)?.ty.as_str();
+        }
+        Some(at)
+    }
+
+    fn from_schema(schema: &Value) -> Self {
+        let mut types = HashMap::new();
+        let Some(defs) = schema.get("definitions").and_then(Value::as_object) else {
+            return Self { types };
+        };
+        for (name, def) in defs {
+            let Some(props) = def.get("properties").and_then(Value::as_object) else {
+                continue;
+            };
+            let mut elements = HashMap::with_capacity(props.len());
+            for (p, spec) in props {
+                let array = spec.get("type").and_then(Value::as_str) == Some("array");
+                let item = if array {
+                    spec.get("items").unwrap_or(spec)
+                } else {
+                    spec
+                };
+                let ty = match item.get("$ref").and_then(Value::as_str) {
+                    Some(r) => r.rsplit('/').next().unwrap_or(r).to_owned(),
+                    None => match item.get("type").and_then(Value::as_str) {
+                        Some("boolean") => "boolean".to_owned(),
+                        Some("number") => "decimal".to_owned(),
+                        _ => "string".to_owned(),
+                    },
+                };
+                elements.insert(p.clone(), Element { ty, array });
+            }
+            types.insert(name.clone(), elements);
+        }
+        Self { types }
+    }
+}
+
+/// The R4 definitions, read from the built-in schema on first use.
+pub fn r4() -> &'static Definitions {
+    static R4: OnceLock<Definitions> = OnceLock::new();
+    R4.get_or_init(|| {
+        let schema = zstd::decode_all(SCHEMA)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+        debug_assert!(schema.is_some(), "the built-in R4 schema reads");
+        schema
+            .map(|s| Definitions::from_schema(&s))
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_know_their_type_and_whether_they_repeat() {
+        let d = r4();
+        let el = |ty, name| d.element(ty, name).cloned().expect("an element");
+        assert_eq!(
+            el("Patient", "contact"),
+            Element {
+                ty: "Patient_Contact".into(),
+                array: true
+            }
+        );
+        assert_eq!(
+            el("Patient", "birthDate"),
+            Element {
+                ty: "date".into(),
+                array: false
+            }
+        );
+        assert_eq!(el("Patient_Contact", "name").ty, "HumanName");
+        assert!(el("HumanName", "given").array);
+        assert_eq!(el("Patient", "deceasedBoolean").ty, "boolean");
+        assert_eq!(
+            d.type_at("Patient", &["contact", "name"]),
+            Some("HumanName")
+        );
+        assert_eq!(d.type_at("Patient", &["nope"]), None);
+    }
+}
