@@ -122,7 +122,11 @@ pub async fn conditional_update(
     let (cond, format) = criteria(&uri, "update")?;
     check_accept(&headers, format.as_deref())?;
     check_type(&ty)?;
-    let (mut map, numbers) = body_for(&app, &ty, &headers, bytes)?;
+    let crate::interactions::Body {
+        mut map,
+        numbers,
+        warnings,
+    } = body_for(&app, &ty, &headers, bytes)?;
     let body_id = id_of(&map).map(str::to_owned);
     let (id, expect, created) = match resolve(&app, &ty, &cond, body_id.as_deref())? {
         // Update as create, only if that id is not taken.
@@ -151,7 +155,8 @@ pub async fn conditional_update(
         ),
         _ => conflict_to_412(e),
     })?;
-    written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)
+    let resp = written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)?;
+    Ok(crate::validate::with_warnings(resp, &warnings))
 }
 
 /// `DELETE [type]?criteria`: no match is not an error (200, nothing

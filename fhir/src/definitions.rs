@@ -64,11 +64,25 @@ impl Definitions {
                 };
                 let ty = match item.get("$ref").and_then(Value::as_str) {
                     Some(r) => r.rsplit('/').next().unwrap_or(r).to_owned(),
-                    None => match item.get("type").and_then(Value::as_str) {
-                        Some("boolean") => "boolean".to_owned(),
-                        Some("number") => "decimal".to_owned(),
-                        _ => "string".to_owned(),
-                    },
+                    // A choice element's primitive form is written inline:
+                    // its name's suffix says which primitive it is.
+                    None => [
+                        ("Integer", "integer"),
+                        ("PositiveInt", "positiveInt"),
+                        ("UnsignedInt", "unsignedInt"),
+                        ("Decimal", "decimal"),
+                        ("Boolean", "boolean"),
+                    ]
+                    .iter()
+                    .find(|(suffix, _)| p.ends_with(suffix))
+                    .map(|(_, t)| (*t).to_owned())
+                    .unwrap_or_else(|| {
+                        match item.get("type").and_then(Value::as_str) {
+                            Some("boolean") => "boolean".to_owned(),
+                            Some("number") => "decimal".to_owned(),
+                            _ => "string".to_owned(),
+                        }
+                    }),
                 };
                 elements.insert(p.clone(), Element { ty, array });
             }
@@ -78,18 +92,23 @@ impl Definitions {
     }
 }
 
+/// The official R4 JSON Schema, read on first use (`None` only if the
+/// built-in copy were damaged, which a test rules out).
+pub fn schema() -> Option<&'static Value> {
+    static SCHEMA_JSON: OnceLock<Option<Value>> = OnceLock::new();
+    SCHEMA_JSON
+        .get_or_init(|| {
+            zstd::decode_all(SCHEMA)
+                .ok()
+                .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        })
+        .as_ref()
+}
+
 /// The R4 definitions, read from the built-in schema on first use.
 pub fn r4() -> &'static Definitions {
     static R4: OnceLock<Definitions> = OnceLock::new();
-    R4.get_or_init(|| {
-        let schema = zstd::decode_all(SCHEMA)
-            .ok()
-            .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
-        debug_assert!(schema.is_some(), "the built-in R4 schema reads");
-        schema
-            .map(|s| Definitions::from_schema(&s))
-            .unwrap_or_default()
-    })
+    R4.get_or_init(|| schema().map(Definitions::from_schema).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -98,6 +117,7 @@ mod tests {
 
     #[test]
     fn elements_know_their_type_and_whether_they_repeat() {
+        assert!(schema().is_some(), "the built-in schema reads");
         let d = r4();
         let el = |ty, name| d.element(ty, name).cloned().expect("an element");
         assert_eq!(

@@ -103,15 +103,26 @@ pub(crate) fn keys_of(
     keys
 }
 
-/// Reads and checks a resource body for `ty`, with its conditional
-/// references resolved (see [`crate::references`]); and its numbers that
-/// have an exponent, as written (for [`crate::resource::to_stored_exact`]).
+/// A resource body read for a write.
+pub(crate) struct Body {
+    /// The resource.
+    pub map: serde_json::Map<String, serde_json::Value>,
+    /// Its numbers that have an exponent, as written (for
+    /// [`crate::resource::to_stored_exact`]).
+    pub numbers: Vec<String>,
+    /// Its validation problems under `validation = "lenient"`.
+    pub warnings: Vec<crate::validate::Problem>,
+}
+
+/// Reads and checks a resource body for `ty`: its conditional references
+/// resolved (see [`crate::references`]), then validated as the
+/// `validation` setting says (strict: 400 with every problem).
 pub(crate) fn body_for(
     app: &App,
     ty: &str,
     headers: &HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
-) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>), FhirError> {
+) -> Result<Body, FhirError> {
     check_content_type(headers)?;
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
     let map = parse(&bytes)?;
@@ -123,7 +134,12 @@ pub(crate) fn body_for(
     }
     let mut map = map;
     crate::references::resolve_in(app, &mut map)?;
-    Ok((map, crate::numbers::exponents(&bytes)))
+    let warnings = crate::validate::check_map(app.config.validation, &mut map)?;
+    Ok(Body {
+        map,
+        numbers: crate::numbers::exponents(&bytes),
+        warnings,
+    })
 }
 
 /// `POST [type]`: the server assigns the id.
@@ -136,7 +152,11 @@ pub async fn create(
 ) -> Result<Response, FhirError> {
     check_accept(&headers, q.get("_format").map(String::as_str))?;
     check_type(&ty)?;
-    let (mut map, numbers) = body_for(&app, &ty, &headers, bytes)?;
+    let Body {
+        mut map,
+        numbers,
+        warnings,
+    } = body_for(&app, &ty, &headers, bytes)?;
     if let Some(cond) = headers.get("if-none-exist") {
         let cond = cond
             .to_str()
@@ -174,7 +194,10 @@ pub async fn create(
                 .expect(Precondition::Absent),
         );
         match commit(&app, batch).await {
-            Ok(c) => return written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers),
+            Ok(c) => {
+                let resp = written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)?;
+                return Ok(crate::validate::with_warnings(resp, &warnings));
+            }
             Err(e) if e.status == StatusCode::CONFLICT => continue,
             Err(e) => return Err(e),
         }
@@ -326,7 +349,11 @@ pub async fn update(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     check_instance(&headers, &q, &ty, &id)?;
-    let (map, numbers) = body_for(&app, &ty, &headers, bytes)?;
+    let Body {
+        map,
+        numbers,
+        warnings,
+    } = body_for(&app, &ty, &headers, bytes)?;
     match id_of(&map) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -353,7 +380,8 @@ pub async fn update(
     )
     .await
     .map_err(conflict_to_412)?;
-    written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)
+    let resp = written_response(&app, (&ty, &id), &stored, c.outcomes[0], &headers)?;
+    Ok(crate::validate::with_warnings(resp, &warnings))
 }
 
 /// `DELETE [type]/[id]`: 200 with an OperationOutcome, also when there was

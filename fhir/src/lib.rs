@@ -33,3 +33,4 @@ pub mod subset;
 pub mod synth;
 pub mod transaction;
 pub mod types;
+pub mod validate;

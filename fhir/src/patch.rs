@@ -185,10 +185,14 @@ async fn patch_one(
         }
         let mut patched = apply(ty, id, &current.body, ops)?;
         crate::references::resolve_in(app, &mut patched)?;
+        let warnings = crate::validate::check_map(app.config.validation, &mut patched)?;
         let stored = to_stored_exact(&mut patched, id, &exponents(&current.body));
         let op = Op::put(ty, id, stored.clone()).expect(Precondition::Version(current.version));
         match commit(app, Batch::one(op)).await {
-            Ok(c) => return written_response(app, (ty, id), &stored, c.outcomes[0], headers),
+            Ok(c) => {
+                let resp = written_response(app, (ty, id), &stored, c.outcomes[0], headers)?;
+                return Ok(crate::validate::with_warnings(resp, &warnings));
+            }
             Err(e) if e.status == StatusCode::CONFLICT && required.is_none() => continue,
             Err(e) if e.status == StatusCode::CONFLICT => {
                 return Err(FhirError::precondition(e.diagnostics));

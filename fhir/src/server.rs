@@ -45,6 +45,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/{type}/$export", get(crate::export::by_type))
         .route("/{type}/{id}/$export", get(crate::export::by_type))
         .route(
+            "/{type}/$validate",
+            post(crate::validate::operation::type_level),
+        )
+        .route(
+            "/{type}/{id}/$validate",
+            post(crate::validate::operation::instance_level),
+        )
+        .route(
             "/{type}/$everything",
             get(search::everything::type_get).post(search::everything::type_post),
         )

@@ -77,6 +77,8 @@ struct Entry {
     criteria: Option<String>,
     /// The resource's numbers with an exponent, as written.
     numbers: Vec<String>,
+    /// Its validation problems under `validation = "lenient"`.
+    warnings: Vec<crate::validate::Problem>,
 }
 
 /// Names entry `i` in an error, keeping its status.
@@ -92,6 +94,18 @@ fn in_entry(i: usize) -> impl Fn(FhirError) -> FhirError + Copy {
 fn local_path<'u>(app: &App, url: &'u str) -> &'u str {
     url.trim_start_matches(format!("{}/", app.base).as_str())
         .trim_start_matches('/')
+}
+
+/// A validation refusal of entry `i`'s resource: its diagnostics and its
+/// issues' expressions name the entry.
+fn in_bundle(i: usize, e: FhirError) -> FhirError {
+    in_resource(i)(e).within(&format!("Bundle.entry[{i}].resource"))
+}
+
+/// Entry `i`'s resource validated as the `validation` setting says: its
+/// warnings (lenient), or the refusal (strict).
+fn checked(app: &App, i: usize, v: &Value) -> Result<Vec<crate::validate::Problem>, FhirError> {
+    crate::validate::check_resource(app.config.validation, v).map_err(|e| in_bundle(i, e))
 }
 
 /// Names the resource of entry `i` in an error, keeping its status.
@@ -249,6 +263,7 @@ fn parse_entry(app: &App, i: usize, e: &mut Value) -> Result<(Entry, Option<Stri
             read: None,
             criteria,
             numbers: Vec::new(),
+            warnings: Vec::new(),
         },
         full_url,
     ))
@@ -470,6 +485,7 @@ fn read_of(
         read: Some(read),
         criteria: None,
         numbers: Vec::new(),
+        warnings: Vec::new(),
     };
     // Reads that name no one type: the system's search and history.
     match parts.as_slice() {
@@ -536,6 +552,7 @@ fn read_of(
         read: Some(read),
         criteria: None,
         numbers: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 
@@ -630,6 +647,7 @@ fn patch_of(
         read: None,
         criteria: None,
         numbers: crate::numbers::exponents(&current.body),
+        warnings: Vec::new(),
     })
 }
 
@@ -756,6 +774,14 @@ fn written_entry(
     ret: Return,
 ) -> Answer {
     let mut entry = written_entry_of(app, e, outcome, stored, ret);
+    if !e.warnings.is_empty() {
+        let issues = crate::validate::issues("warning", &e.warnings);
+        entry.response["outcome"] = json!({
+            "resourceType": "OperationOutcome",
+            "issue": issues.iter().map(crate::http::outcome::Issue::to_json).collect::<Vec<_>>(),
+        });
+        return entry;
+    }
     if ret == Return::Outcome {
         let said = match outcome {
             OpOutcome::Written {
@@ -984,6 +1010,7 @@ async fn transaction(
             let mut v = Value::Object(std::mem::take(r));
             rewrite(&mut v, &refs);
             resolver.rewrite(&mut v).map_err(in_resource(e.index))?;
+            e.warnings = checked(app, e.index, &v)?;
             if let Value::Object(m) = v {
                 *r = m;
             }
@@ -1064,11 +1091,21 @@ async fn batch(app: &App, raw: Vec<Value>, numbers: &[Vec<String>], ret: Return)
             reads.push(entry);
             continue;
         }
-        if let Some(r) = entry.resource.as_mut()
-            && let Err(err) = Resolver::new(app).rewrite_map(r)
-        {
-            out[i] = Some(error_entry(&in_resource(i)(err)));
-            continue;
+        if let Some(r) = entry.resource.as_mut() {
+            let checked = Resolver::new(app)
+                .rewrite_map(r)
+                .map_err(in_resource(i))
+                .and_then(|()| {
+                    crate::validate::check_map(app.config.validation, r)
+                        .map_err(|e| in_bundle(i, e))
+                });
+            match checked {
+                Ok(w) => entry.warnings = w,
+                Err(err) => {
+                    out[i] = Some(error_entry(&err));
+                    continue;
+                }
+            }
         }
         let (stored, keys) = stored_and_keys(&mut entry);
         writes.push((entry, stored, keys));

@@ -17,7 +17,7 @@ async fn create_read_update_delete_follow_the_spec() {
             Method::POST,
             "/Patient",
             &[("content-type", "application/fhir+json")],
-            br#"{"resourceType":"Patient","id":"ignored","name":[{"family":"Lemke"}],"weight":1.50,"big":12345678901234567890.000}"#.to_vec(),
+            br#"{"resourceType":"Patient","id":"ignored","name":[{"family":"Lemke"}],"extension":[{"url":"http://example.org/weight","valueDecimal":1.50},{"url":"http://example.org/big","valueDecimal":12345678901234567890.000}]}"#.to_vec(),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
@@ -32,11 +32,11 @@ async fn create_read_update_delete_follow_the_spec() {
     assert_eq!(created.body["meta"]["versionId"], "1");
     let text = String::from_utf8_lossy(&created.raw).into_owned();
     assert!(
-        text.contains("\"weight\":1.50"),
+        text.contains("\"valueDecimal\":1.50"),
         "decimals keep their precision: {text}"
     );
     assert!(
-        text.contains("\"big\":12345678901234567890.000"),
+        text.contains("\"valueDecimal\":12345678901234567890.000"),
         "and their size: {text}"
     );
 
@@ -215,7 +215,7 @@ async fn update_as_create_and_prefer() {
     let r = s
         .put(
             "/Observation/obs-1",
-            &json!({"resourceType": "Observation", "id": "obs-1", "status": "final"}),
+            &json!({"resourceType": "Observation", "id": "obs-1", "status": "final", "code": {"text": "weight"}}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "a client-chosen id creates");
@@ -228,7 +228,7 @@ async fn update_as_create_and_prefer() {
                 ("content-type", "application/fhir+json"),
                 ("prefer", "return=minimal"),
             ],
-            br#"{"resourceType":"Observation","status":"final"}"#.to_vec(),
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"t"}}"#.to_vec(),
         )
         .await;
     assert_eq!(minimal.status, StatusCode::CREATED);
@@ -242,7 +242,7 @@ async fn update_as_create_and_prefer() {
                 ("content-type", "application/fhir+json"),
                 ("prefer", "return=OperationOutcome"),
             ],
-            br#"{"resourceType":"Observation","status":"final"}"#.to_vec(),
+            br#"{"resourceType":"Observation","status":"final","code":{"text":"t"}}"#.to_vec(),
         )
         .await;
     assert_eq!(oo.body["resourceType"], "OperationOutcome");

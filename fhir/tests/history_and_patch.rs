@@ -29,14 +29,14 @@ async fn history_lists_versions_newest_first_and_pages_both_ways() {
     for i in 0..5 {
         s.put(
             "/Patient/a",
-            &json!({"resourceType": "Patient", "id": "a", "n": i}),
+            &json!({"resourceType": "Patient", "id": "a", "birthDate": format!("19{i:02}")}),
         )
         .await;
     }
     s.delete("/Patient/a").await;
     s.put(
         "/Observation/o",
-        &json!({"resourceType": "Observation", "id": "o", "status": "final"}),
+        &json!({"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "t"}}),
     )
     .await;
 

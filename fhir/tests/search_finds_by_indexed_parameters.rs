@@ -170,7 +170,7 @@ async fn last_updated_sort_paging_and_unknown_parameters() {
     for i in 0..7 {
         s.put(
             &format!("/Basic/b{i}"),
-            &json!({"resourceType": "Basic", "id": format!("b{i}")}),
+            &json!({"resourceType": "Basic", "id": format!("b{i}"), "code": {"text": "b"}}),
         )
         .await;
     }

@@ -138,7 +138,7 @@ async fn a_failing_entry_fails_the_whole_transaction() {
     )
     .await;
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Observation", "status": "final", "subject": {"reference": "urn:uuid:b"}}, "request": {"method": "POST", "url": "Observation"}},
+        {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"}, "subject": {"reference": "urn:uuid:b"}}, "request": {"method": "POST", "url": "Observation"}},
         {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
         {"resource": {"resourceType": "Patient", "id": "p1", "active": true}, "request": {"method": "PUT", "url": "Patient/p1", "ifMatch": "W/\"7\""}},
     ]});
@@ -241,7 +241,7 @@ async fn narrative_references_are_rewritten_and_bad_if_match_is_412() {
         "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"{pat}\">the patient</a> <img src='{pat}'/> id {pat}</div>"
     );
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:obs-1", "resource": {"resourceType": "Observation", "status": "final",
+        {"fullUrl": "urn:uuid:obs-1", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"},
             "text": {"status": "generated", "div": div}, "subject": {"reference": pat}},
          "request": {"method": "POST", "url": "Observation"}},
         {"fullUrl": pat, "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},

@@ -73,7 +73,7 @@ fn check_rest_api(addr: SocketAddr, tag: &str) {
         {"fullUrl": pat, "resource": {"resourceType": "Patient", "name": [{"family": format!("Rest{tag}")}],
             "identifier": [{"system": "urn:rest", "value": tag}]},
          "request": {"method": "POST", "url": "Patient"}},
-        {"fullUrl": "urn:uuid:0b5c1d2e-0000-4000-8000-00000000000a", "resource": {"resourceType": "Observation", "status": "final",
+        {"fullUrl": "urn:uuid:0b5c1d2e-0000-4000-8000-00000000000a", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "t"},
             "code": {"coding": [{"system": "urn:c", "code": "x"}]}, "subject": {"reference": pat},
             "text": {"status": "generated", "div": div}},
          "request": {"method": "POST", "url": "Observation"}}]});

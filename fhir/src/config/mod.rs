@@ -23,6 +23,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest resource in bytes (engine limit).
     pub max_resource_bytes: u32,
+    /// What a write does with a resource that is not valid R4 (against the
+    /// official R4 JSON Schema and the checks in `validate`): `strict`
+    /// (refused, 400), `lenient` (stored, its problems reported back) or
+    /// `off`.
+    pub validation: crate::validate::Mode,
     /// Search-key changes held in memory before they are written to the
     /// key file in one sorted pass (about 140 bytes each, at most twice
     /// this many held); also bounds the key replay after a crash.
@@ -139,6 +144,7 @@ impl Default for Config {
             base_url: None,
             max_body_bytes: MAX_BODY_BYTES_DEFAULT,
             max_resource_bytes: vigil_engine::limits::RESOURCE_BYTES_DEFAULT,
+            validation: crate::validate::Mode::default(),
             search_key_buffer_entries: vigil_engine::limits::KEY_BUFFER_ENTRIES_DEFAULT,
             log_format: "text".into(),
             log_level: "info".into(),

@@ -9,8 +9,33 @@ pub const FHIR_JSON_TYPE: &str = "application/fhir+json";
 /// The media type of every FHIR JSON response.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
+/// One OperationOutcome issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// `fatal`, `error`, `warning` or `information`.
+    pub severity: &'static str,
+    /// The issue type (`invalid`, `required`, …).
+    pub code: &'static str,
+    /// What is wrong, for a person.
+    pub diagnostics: String,
+    /// The FHIRPath of the element it is about.
+    pub expression: Option<String>,
+}
+
+impl Issue {
+    /// The issue as OperationOutcome JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v =
+            json!({"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics});
+        if let Some(e) = &self.expression {
+            v["expression"] = json!([e]);
+        }
+        v
+    }
+}
+
 /// An error a request ends with: an HTTP status and one OperationOutcome
-/// issue (severity `error` unless said otherwise).
+/// issue (severity `error` unless said otherwise), or several.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {diagnostics}")]
 pub struct FhirError {
@@ -22,6 +47,9 @@ pub struct FhirError {
     pub diagnostics: String,
     /// Seconds for a `Retry-After` header, when the client should retry.
     pub retry_after: Option<u32>,
+    /// The issues, when there are several (each problem of an invalid
+    /// resource); empty: the one issue `code` and `diagnostics` make.
+    pub issues: Vec<Issue>,
 }
 
 impl FhirError {
@@ -32,7 +60,26 @@ impl FhirError {
             code,
             diagnostics: diagnostics.into(),
             retry_after: None,
+            issues: Vec::new(),
         }
+    }
+
+    /// The same error reported as these issues.
+    pub fn with_issues(mut self, issues: Vec<Issue>) -> Self {
+        self.issues = issues;
+        self
+    }
+
+    /// Each issue's expression with its first step (the resource type)
+    /// replaced by `prefix` (`Bundle.entry[3].resource`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        for i in &mut self.issues {
+            if let Some(e) = &mut i.expression {
+                let rest = e.find(['.', '[']).map_or("", |at| &e[at..]);
+                *e = format!("{prefix}{rest}");
+            }
+        }
+        self
     }
 
     /// The same error with a `Retry-After` of `secs` seconds.
@@ -75,7 +122,13 @@ impl FhirError {
 
     /// The OperationOutcome body.
     pub fn outcome(&self) -> serde_json::Value {
-        outcome_json("error", self.code, &self.diagnostics)
+        if self.issues.is_empty() {
+            return outcome_json("error", self.code, &self.diagnostics);
+        }
+        json!({
+            "resourceType": "OperationOutcome",
+            "issue": self.issues.iter().map(Issue::to_json).collect::<Vec<_>>(),
+        })
     }
 }
 
