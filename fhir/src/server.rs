@@ -227,6 +227,10 @@ pub async fn run(
     let mut config = config;
     config.http = bound;
     let mut app = App::open(config)?;
+    if app.config.validation != crate::validate::Mode::Off {
+        // The R4 schema is read and compiled once; not on the first write.
+        std::thread::spawn(crate::validate::warm);
+    }
     if let Some(rc) = app.config.replication.clone()
         && let Some(cc) =
             rc.cluster_config(&app.base, &app.config.data, App::store_options(&app.config))

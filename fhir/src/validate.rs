@@ -14,6 +14,7 @@
 //! Every problem has a FHIRPath `expression` (`Patient.name[0].given`).
 //! At most [`PROBLEMS_MAX`] are reported.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -75,15 +76,38 @@ fn validator(ty: &str) -> Option<Arc<jsonschema::Validator>> {
     Some(compiled)
 }
 
-/// A step into a JSON document.
+/// One validator for every type: the whole R4 schema (its `oneOf` over
+/// the resource types), compiled once. Valid resources, the common case,
+/// pass it alone; the per-type validators, whose errors name the
+/// problems, are compiled only for types that had an invalid write.
+fn whole() -> Option<&'static jsonschema::Validator> {
+    static WHOLE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+    WHOLE
+        .get_or_init(|| {
+            jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft6)
+                .build(definitions::schema()?)
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Reads the schema and compiles [`whole`] now (a server calls it on a
+/// thread of its own at start, so the first write does not wait).
+pub fn warm() {
+    let _ = whole();
+}
+
+/// A step into a JSON document (a key borrowed from it while walking,
+/// owned when read from a pointer).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Key(String),
+enum Step<'a> {
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
 /// The steps of a JSON Pointer.
-fn pointer_steps(pointer: &str) -> Vec<Step> {
+fn pointer_steps(pointer: &str) -> Vec<Step<'static>> {
     pointer
         .split('/')
         .skip(1)
@@ -91,14 +115,14 @@ fn pointer_steps(pointer: &str) -> Vec<Step> {
             let s = s.replace("~1", "/").replace("~0", "~");
             match s.parse::<usize>() {
                 Ok(i) => Step::Index(i),
-                Err(_) => Step::Key(s),
+                Err(_) => Step::Key(Cow::Owned(s)),
             }
         })
         .collect()
 }
 
 /// `Type.a[0].b` for the steps from a resource of type `ty`.
-fn expression(ty: &str, steps: &[Step]) -> String {
+fn expression(ty: &str, steps: &[Step<'_>]) -> String {
     let mut out = ty.to_owned();
     for s in steps {
         match s {
@@ -112,9 +136,9 @@ fn expression(ty: &str, steps: &[Step]) -> String {
     out
 }
 
-fn at<'v>(root: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+fn at<'v>(root: &'v Value, steps: &[Step<'_>]) -> Option<&'v Value> {
     steps.iter().try_fold(root, |v, s| match s {
-        Step::Key(k) => v.get(k.as_str()),
+        Step::Key(k) => v.get(k.as_ref()),
         Step::Index(i) => v.get(*i),
     })
 }
@@ -129,7 +153,7 @@ fn short(v: &Value) -> String {
 }
 
 /// The FHIR type of the element at `steps` (for messages).
-fn type_of_element(root: &Value, steps: &[Step]) -> Option<String> {
+fn type_of_element(root: &Value, steps: &[Step<'_>]) -> Option<String> {
     let mut ty = root.get("resourceType")?.as_str()?.to_owned();
     let mut node = root;
     for s in steps {
@@ -137,7 +161,7 @@ fn type_of_element(root: &Value, steps: &[Step]) -> Option<String> {
             Step::Key(k) => {
                 let name = k.strip_prefix('_').unwrap_or(k);
                 ty = definitions::r4().element(&ty, name)?.ty.clone();
-                node = node.get(k.as_str())?;
+                node = node.get(k.as_ref())?;
             }
             Step::Index(i) => node = node.get(*i)?,
         }
@@ -173,7 +197,7 @@ fn check(root: &Value, prefix: &str, depth: usize, out: &mut Vec<Problem>) {
         });
         return;
     }
-    let name = |steps: &[Step]| {
+    let name = |steps: &[Step<'_>]| {
         if prefix.is_empty() {
             expression(ty, steps)
         } else {
@@ -181,8 +205,10 @@ fn check(root: &Value, prefix: &str, depth: usize, out: &mut Vec<Problem>) {
             format!("{prefix}{}", &e[ty.len()..])
         }
     };
-    if let Some(v) = validator(ty) {
-        let mut nested_seen: Vec<Vec<Step>> = Vec::new();
+    // The fast path: most writes are valid, and `is_valid` stops early.
+    let valid = whole().is_some_and(|w| w.is_valid(root));
+    if let Some(v) = (!valid).then(|| validator(ty)).flatten() {
+        let mut nested_seen: Vec<Vec<Step<'static>>> = Vec::new();
         for e in v.iter_errors(root) {
             if out.len() >= PROBLEMS_MAX {
                 return;
@@ -192,7 +218,7 @@ fn check(root: &Value, prefix: &str, depth: usize, out: &mut Vec<Problem>) {
             if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
                 && let Some(p) = property.as_str()
             {
-                steps.push(Step::Key(p.to_owned()));
+                steps.push(Step::Key(Cow::Owned(p.to_owned())));
             }
             // A resource inside this one: checked on its own below.
             if let Some(nested) = nested_prefix(root, &steps) {
@@ -230,7 +256,7 @@ fn check(root: &Value, prefix: &str, depth: usize, out: &mut Vec<Problem>) {
 /// Whether a schema complaint is about a `null` that FHIR JSON allows: a
 /// value of a primitive array whose `_k` entry carries its extensions, or
 /// an entry of `_k` for a value that has none.
-fn null_with_extension(root: &Value, steps: &[Step], instance: &Value) -> bool {
+fn null_with_extension(root: &Value, steps: &[Step<'_>], instance: &Value) -> bool {
     let (Some(Step::Index(i)), Some(Step::Key(k))) = (
         steps.last(),
         steps.len().checked_sub(2).and_then(|n| steps.get(n)),
@@ -255,7 +281,7 @@ fn null_with_extension(root: &Value, steps: &[Step], instance: &Value) -> bool {
 /// The steps to the outermost resource nested in `root` on the way to
 /// `steps` (not `root` itself), if any: it is checked whole on its own,
 /// the resources inside it included.
-fn nested_prefix(root: &Value, steps: &[Step]) -> Option<Vec<Step>> {
+fn nested_prefix(root: &Value, steps: &[Step<'static>]) -> Option<Vec<Step<'static>>> {
     (1..=steps.len())
         .find(|&n| {
             at(root, &steps[..n])
@@ -265,7 +291,7 @@ fn nested_prefix(root: &Value, steps: &[Step]) -> Option<Vec<Step>> {
         .map(|n| steps[..n].to_vec())
 }
 
-fn describe(root: &Value, steps: &[Step], e: &jsonschema::ValidationError<'_>) -> String {
+fn describe(root: &Value, steps: &[Step<'_>], e: &jsonschema::ValidationError<'_>) -> String {
     use jsonschema::error::ValidationErrorKind as K;
     let value = e.instance();
     match e.kind() {
@@ -312,11 +338,11 @@ fn problem(out: &mut Vec<Problem>, expression: String, message: impl Into<String
 }
 
 /// What the schema does not check, walking the resource with its types.
-fn beyond_schema(
-    node: &Value,
+fn beyond_schema<'v>(
+    node: &'v Value,
     ty: &str,
-    steps: &mut Vec<Step>,
-    name: &dyn Fn(&[Step]) -> String,
+    steps: &mut Vec<Step<'v>>,
+    name: &dyn Fn(&[Step<'_>]) -> String,
     out: &mut Vec<Problem>,
 ) {
     match node {
@@ -411,7 +437,7 @@ fn beyond_schema(
                         }
                     })
                     .unwrap_or("");
-                steps.push(Step::Key(k.clone()));
+                steps.push(Step::Key(Cow::Borrowed(k)));
                 beyond_schema(v, child, steps, name, out);
                 steps.pop();
             }
@@ -477,6 +503,9 @@ const CHOICE_TYPES: &[&str] = &[
 /// The choice element a member of type `ty` is a form of (`deceased` for
 /// `deceasedBoolean`), when it is one.
 fn choice_of<'k>(ty: &str, key: &'k str) -> Option<&'k str> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     CHOICE_TYPES.iter().find_map(|t| {
         let base = key.strip_suffix(t)?;
         (!base.is_empty() && definitions::r4().element(ty, key).is_some()).then_some(base)
@@ -484,20 +513,20 @@ fn choice_of<'k>(ty: &str, key: &'k str) -> Option<&'k str> {
 }
 
 /// `_k` beside `k`: as an array, one entry (or null) per value.
-fn primitive_extension(
+fn primitive_extension<'v>(
     o: &serde_json::Map<String, Value>,
-    k: &str,
+    k: &'v str,
     base: &str,
     v: &Value,
-    steps: &mut Vec<Step>,
-    name: &dyn Fn(&[Step]) -> String,
+    steps: &mut Vec<Step<'v>>,
+    name: &dyn Fn(&[Step<'_>]) -> String,
     out: &mut Vec<Problem>,
 ) {
     match (v, o.get(base)) {
         // Trailing entries without extensions may be left out (official
         // examples do); more entries than values may not.
         (Value::Array(ext), Some(Value::Array(values))) if ext.len() > values.len() => {
-            steps.push(Step::Key(k.to_owned()));
+            steps.push(Step::Key(Cow::Borrowed(k)));
             problem(
                 out,
                 name(steps),
@@ -510,7 +539,7 @@ fn primitive_extension(
             steps.pop();
         }
         (Value::Array(_), Some(other)) if !other.is_array() => {
-            steps.push(Step::Key(k.to_owned()));
+            steps.push(Step::Key(Cow::Borrowed(k)));
             problem(
                 out,
                 name(steps),
@@ -519,7 +548,7 @@ fn primitive_extension(
             steps.pop();
         }
         (Value::Object(_), Some(Value::Array(_))) => {
-            steps.push(Step::Key(k.to_owned()));
+            steps.push(Step::Key(Cow::Borrowed(k)));
             problem(
                 out,
                 name(steps),
@@ -534,8 +563,8 @@ fn primitive_extension(
 /// Contained resources: each has an id and no contained of its own.
 fn contained(
     v: &Value,
-    steps: &mut Vec<Step>,
-    name: &dyn Fn(&[Step]) -> String,
+    steps: &mut Vec<Step<'_>>,
+    name: &dyn Fn(&[Step<'_>]) -> String,
     out: &mut Vec<Problem>,
 ) {
     let Value::Array(items) = v else {
