@@ -161,29 +161,50 @@ struct Ctx {
 impl Ctx {
     /// A GET whose JSON body is returned.
     async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{}{path}", self.url))
-            .header("accept", "application/fhir+json");
-        let req = match &self.token {
-            Some(t) => req.header("authorization", format!("Bearer {t}")),
-            None => req,
-        };
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let (status, body) = self.exchange(Method::GET, path, None).await?;
         if status != 200 {
             return Err(format!("GET {path} answered {status}"));
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// One request (FHIR JSON, with the token if any) and its status and
+    /// whole body, within [`REQUEST_TIMEOUT_MS`]. Every request of the
+    /// benchmark goes through it, and the body is always read to its end
+    /// so the connection is reused.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("accept", "application/fhir+json");
+        if body.is_some() {
+            req = req.header("content-type", "application/fhir+json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), fut)
+            .await
+            .map_err(|_| format!("no answer in {REQUEST_TIMEOUT_MS} ms"))?
     }
 
     /// Patients and encounters of the loaded data, for the search
@@ -233,31 +254,13 @@ impl Ctx {
             .ok()
             .and_then(|b| b["entry"].as_array().map(|e| e.len() as u64))
             .unwrap_or(0);
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}/", self.url))
-            .header("accept", "application/fhir+json")
-            .header("content-type", "application/fhir+json");
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let Ok(req) = req.body(Full::new(Bytes::from(body))) else {
-            return (0, entries);
-        };
         let answer = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let (status, bytes) = self.exchange(Method::POST, "/", Some(body)).await?;
             let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
             Ok::<_, String>((status, v))
         };
-        match tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), answer).await {
-            Ok(Ok((200, v))) => {
+        match answer.await {
+            Ok((200, v)) => {
                 let results = v["entry"].as_array().cloned().unwrap_or_default();
                 let bad: Vec<&Value> = results
                     .iter()
@@ -272,48 +275,21 @@ impl Ctx {
                 }
                 (results.len() as u64 - bad.len() as u64, bad.len() as u64)
             }
-            Ok(Ok((status, v))) => {
+            Ok((status, v)) => {
                 eprintln!("{name}: {status} {}", v["issue"][0]["diagnostics"]);
                 (0, entries)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 eprintln!("{name}: {e}");
-                (0, entries)
-            }
-            Err(_) => {
-                eprintln!("{name}: no answer in {REQUEST_TIMEOUT_MS} ms");
                 (0, entries)
             }
         }
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<u16, String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url))
-            .header("accept", "application/fhir+json");
-        if body.is_some() {
-            req = req.header("content-type", "application/fhir+json");
-        }
-        if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let fut = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            // Drain the body so the connection is reused.
-            resp.into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(status)
-        };
-        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), fut)
+        self.exchange(method, path, body)
             .await
-            .map_err(|_| "timed out".to_owned())?
+            .map(|(status, _)| status)
     }
 }
 
