@@ -25,7 +25,10 @@ use crate::types::check_type;
 
 /// The search criteria of a conditional URL, without `_format`; refuses an
 /// empty one (it would match every resource of the type).
-fn criteria(uri: &axum::http::Uri, what: &str) -> Result<(String, Option<String>), FhirError> {
+pub(crate) fn criteria(
+    uri: &axum::http::Uri,
+    what: &str,
+) -> Result<(String, Option<String>), FhirError> {
     let query = uri.query().unwrap_or("");
     let mut format = None;
     let kept: Vec<&str> = query

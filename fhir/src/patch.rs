@@ -141,15 +141,8 @@ pub async fn conditional_patch(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     crate::types::check_type(&ty)?;
-    let criteria = uri.query().unwrap_or("");
-    if criteria
-        .split('&')
-        .all(|p| p.is_empty() || p.starts_with("_format="))
-    {
-        return Err(FhirError::invalid(
-            "a conditional patch needs search criteria, e.g. ?identifier=system|value",
-        ));
-    }
+    let (criteria, _) = crate::conditional::criteria(&uri, "patch")?;
+    let criteria = criteria.as_str();
     let bytes = http::body(bytes, app.config.max_body_bytes)?;
     let ops = read_request(&headers, &bytes)?;
     let id = match crate::conditional::resolve(&app, &ty, criteria, None)? {
