@@ -30,8 +30,17 @@ const INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
-/// The CapabilityStatement as JSON, with the custom parameters in force.
-pub fn statement(base: &str, custom: &crate::search::custom::Active) -> Value {
+/// The Bulk Data server CapabilityStatement this server instantiates.
+pub const BULK_DATA_CAPABILITY: &str =
+    "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data";
+
+/// The CapabilityStatement as JSON, with the custom parameters in force;
+/// with a token endpoint, the SMART `security` that names it.
+pub fn statement(
+    base: &str,
+    custom: &crate::search::custom::Active,
+    token_endpoint: Option<&str>,
+) -> Value {
     let resources: Vec<Value> = R4_RESOURCE_TYPES
         .iter()
         .map(|ty| {
@@ -79,9 +88,33 @@ pub fn statement(base: &str, custom: &crate::search::custom::Active) -> Value {
             resource
         })
         .collect();
+    let mut rest = json!({
+        "mode": "server",
+        "resource": resources,
+        "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
+        // Bulk Data Access: [base]/$export, Patient/$export, Group/[id]/$export.
+        "operation": [
+            {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+            {"name": "patient-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
+            {"name": "group-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
+        ],
+    });
+    if let Some(token) = token_endpoint {
+        rest["security"] = json!({
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+            }]}],
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token}],
+            }],
+        });
+    }
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
+        "instantiates": [BULK_DATA_CAPABILITY],
         "date": "2026-11-26",
         "kind": "instance",
         "software": {"name": "Vigil", "version": env!("CARGO_PKG_VERSION")},
@@ -89,17 +122,7 @@ pub fn statement(base: &str, custom: &crate::search::custom::Active) -> Value {
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
-            // Bulk Data Access: [base]/$export, Patient/$export, Group/[id]/$export.
-            "operation": [
-                {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
-                {"name": "patient-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
-                {"name": "group-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
-            ],
-        }],
+        "rest": [rest],
     })
 }
 
@@ -135,7 +158,8 @@ pub async fn metadata(
         .store()
         .map(|s| crate::search::keys::custom_of(&s))
         .unwrap_or_default();
-    let st = statement(&app.base, &custom);
+    let token = crate::http::smart::token_endpoint(&app);
+    let st = statement(&app.base, &custom, token.as_deref());
     let body = serde_json::to_vec(&st).unwrap_or_default();
     let mut h = std::hash::DefaultHasher::new();
     body.hash(&mut h);

@@ -53,6 +53,10 @@ pub struct Config {
     pub export_lease_ms: u64,
     /// Resources per export output file.
     pub export_chunk_resources: usize,
+    /// How long a finished export's files are kept (seconds after it
+    /// completed; the status answer's `Expires`); then the job and its
+    /// files are deleted.
+    pub export_expire_s: u64,
     /// Free bytes kept on the data directory's file system for internal
     /// work (index commits, search-key merges, a rejoin's cut, a clean
     /// shutdown): client writes get 507 below it. 0 turns it off.
@@ -155,6 +159,7 @@ impl Default for Config {
             export_dir: None,
             export_lease_ms: LEASE_MS_DEFAULT,
             export_chunk_resources: CHUNK_RESOURCES_DEFAULT,
+            export_expire_s: EXPORT_EXPIRE_S_DEFAULT,
             disk_reserve_bytes: vigil_engine::limits::DISK_RESERVE_BYTES_DEFAULT,
             disk_warn_bytes: 0,
         }
@@ -257,6 +262,8 @@ impl Config {
     }
 }
 
+/// How long a finished export is kept, by default: a day.
+pub const EXPORT_EXPIRE_S_DEFAULT: u64 = 86_400;
 /// Resources per `$export` output chunk, by default.
 pub const CHUNK_RESOURCES_DEFAULT: usize = 1_000;
 /// How long an `$export` worker's claim on a job lasts without renewal,
@@ -277,6 +284,41 @@ pub struct AuthConfig {
     pub jwt_issuer: Option<String>,
     /// The `aud` a JWT must carry, if set.
     pub jwt_audience: Option<String>,
+    /// The JWKS of an external authorization server (`https://…` or, on
+    /// loopback, `http://…`): its tokens are checked with the key their
+    /// `kid` names, fetched and cached, fetched again for a `kid` not seen
+    /// (key rotation).
+    pub jwks_url: Option<String>,
+    /// A PEM file of CA certificates trusted for `jwks_url` and clients'
+    /// `jwks_url`s, besides the built-in web roots.
+    pub jwks_ca: Option<PathBuf>,
+    /// The external authorization server's token endpoint, published in
+    /// `/.well-known/smart-configuration` when this server issues none.
+    pub token_endpoint: Option<String>,
+    /// The built-in token endpoint's signing key: a PEM (PKCS#8) EC P-384
+    /// private key (`vigil certs` writes one). Cluster configuration: give
+    /// every node the same file, so a token one node issued is valid on
+    /// the others.
+    pub token_signing_key: Option<PathBuf>,
+    /// Seconds an issued access token is valid (default 300).
+    pub token_lifetime_s: Option<u64>,
+    /// Clients the built-in token endpoint knows.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// A client registered with the built-in token endpoint (SMART Backend
+/// Services): it authenticates with a JWT signed by one of its keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client id (`iss` and `sub` of its assertions).
+    pub id: String,
+    /// Its public keys, a JWKS as JSON text.
+    pub jwks: Option<String>,
+    /// Or where its JWKS is published.
+    pub jwks_url: Option<String>,
+    /// The scopes it may be granted (space-separated, SMART v1 or v2).
+    pub scopes: String,
 }
 
 impl AuthConfig {
@@ -285,6 +327,8 @@ impl AuthConfig {
         !self.tokens.is_empty()
             || self.jwt_hs256_secret.is_some()
             || self.jwt_rs256_public_key.is_some()
+            || self.jwks_url.is_some()
+            || self.token_signing_key.is_some()
     }
 }
 

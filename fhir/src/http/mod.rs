@@ -7,8 +7,12 @@
 pub mod auth;
 pub mod context;
 pub mod cors;
+pub mod jwks;
 pub mod negotiate;
 pub mod outcome;
+pub mod scopes;
+pub mod smart;
+pub mod tokens;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

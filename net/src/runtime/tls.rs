@@ -3,7 +3,8 @@
 //!
 //! `make_cluster` writes, under one directory: `ca.pem` and `ca.key` (keep
 //! the key offline once every node has its certificate), and per node
-//! `NODE.pem` and `NODE.key`. Every certificate carries the cluster's name
+//! `NODE.pem` and `NODE.key`; and `token-signing.key`, the key the FHIR
+//! server's token endpoint signs access tokens with. Every certificate carries the cluster's name
 //! (subject O) and the node's name (subject CN and a DNS SAN). A peer is
 //! accepted only if its certificate chains to this cluster's CA: a node of
 //! another cluster, or one with a self-made certificate, fails the
@@ -132,8 +133,14 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Makes a cluster CA (or reuses the one already in `out`) and a
-/// certificate and key for each node. Returns the files written.
+/// The file [`make_cluster`] writes the cluster's token-signing key to.
+pub const TOKEN_SIGNING_KEY: &str = "token-signing.key";
+
+/// Makes a cluster CA (or reuses the one already in `out`), a certificate
+/// and key for each node, and (unless one is there) the cluster's
+/// token-signing key: an EC P-384 private key (PKCS#8 PEM) for the FHIR
+/// server's built-in SMART token endpoint, the same on every node.
+/// Returns the files written.
 pub fn make_cluster(
     out: &Path,
     cluster: &str,
@@ -197,6 +204,12 @@ pub fn make_cluster(
         write(&cp, &cert.pem(), false)?;
         write(&kp, &key.serialize_pem(), true)?;
         written.extend([cp, kp]);
+    }
+    let token_key = out.join(TOKEN_SIGNING_KEY);
+    if !token_key.exists() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        write(&token_key, &key.serialize_pem(), true)?;
+        written.push(token_key);
     }
     Ok(written)
 }
