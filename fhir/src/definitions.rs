@@ -26,12 +26,33 @@ pub struct Element {
 #[derive(Debug, Default)]
 pub struct Definitions {
     types: HashMap<String, HashMap<String, Element>>,
+    /// Per type, the elements the schema marks required (complex ones:
+    /// the schema cannot require a primitive, whose value may stand in
+    /// its `_element`).
+    required: HashMap<String, Vec<String>>,
 }
 
 impl Definitions {
     /// The element `name` of type `ty` (`Patient`, `contact`).
     pub fn element(&self, ty: &str, name: &str) -> Option<&Element> {
         self.types.get(ty)?.get(name)
+    }
+
+    /// Whether `name` is the base name of a choice element of `ty`
+    /// (`value` of Observation: `valueQuantity`, `valueString`, …).
+    pub fn has_choice(&self, ty: &str, name: &str) -> bool {
+        self.types.get(ty).is_some_and(|els| {
+            els.keys().any(|k| {
+                k.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+            })
+        })
+    }
+
+    /// The elements of `ty` the schema marks required, `resourceType`
+    /// left out.
+    pub fn required(&self, ty: &str) -> &[String] {
+        self.required.get(ty).map_or(&[], Vec::as_slice)
     }
 
     /// The type at a path of element names from a resource type
@@ -47,10 +68,23 @@ impl Definitions {
 
     fn from_schema(schema: &Value) -> Self {
         let mut types = HashMap::new();
+        let mut required = HashMap::new();
         let Some(defs) = schema.get("definitions").and_then(Value::as_object) else {
-            return Self { types };
+            return Self { types, required };
         };
         for (name, def) in defs {
+            let names: Vec<String> = def
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|n| *n != "resourceType")
+                .map(str::to_owned)
+                .collect();
+            if !names.is_empty() {
+                required.insert(name.clone(), names);
+            }
             let Some(props) = def.get("properties").and_then(Value::as_object) else {
                 continue;
             };
@@ -88,7 +122,7 @@ impl Definitions {
             }
             types.insert(name.clone(), elements);
         }
-        Self { types }
+        Self { types, required }
     }
 }
 

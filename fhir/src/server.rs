@@ -41,9 +41,26 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/", get(search::system_get).post(transaction::bundle))
         .route("/_search", post(search::system_post))
-        .route("/$export", get(crate::export::system))
-        .route("/{type}/$export", get(crate::export::by_type))
-        .route("/{type}/{id}/$export", get(crate::export::by_type))
+        .route(
+            "/$export",
+            get(crate::export::system).post(crate::export::system_post),
+        )
+        .route(
+            "/{type}/$export",
+            get(crate::export::by_type).post(crate::export::by_type_post),
+        )
+        .route(
+            "/{type}/{id}/$export",
+            get(crate::export::by_type).post(crate::export::by_type_post),
+        )
+        .route(
+            "/.well-known/smart-configuration",
+            get(crate::http::smart::well_known),
+        )
+        .route(
+            crate::http::tokens::TOKEN_PATH,
+            post(crate::http::smart::token),
+        )
         .route(
             "/{type}/$validate",
             post(crate::validate::operation::type_level),

@@ -14,9 +14,10 @@ use common::TestServer;
 use serde_json::{Value, json};
 
 const ASYNC: (&str, &str) = ("prefer", "respond-async");
+const ACCEPT: (&str, &str) = ("accept", "application/fhir+json");
 
 async fn kick_off(s: &TestServer, uri: &str) -> String {
-    let r = s.call(Method::GET, uri, &[ASYNC], Vec::new()).await;
+    let r = s.call(Method::GET, uri, &[ASYNC, ACCEPT], Vec::new()).await;
     assert_eq!(
         r.status,
         StatusCode::ACCEPTED,

@@ -2,40 +2,44 @@
 
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use vigil_engine::{Batch, Current, Op};
+use vigil_engine::Current;
 
+use super::kickoff::{self, Level};
 use super::{
     JOB_TYPE, JOBS_MAX, Job, OutputFile, POLL_INTERVAL_MIN, job_dir, now_us, read_job, write_job,
 };
 use crate::app::App;
+use crate::http::auth::Granted;
 use crate::http::outcome::FhirError;
-
-/// Query of a kick-off.
-#[derive(Debug, Deserialize, Default)]
-pub struct KickOff {
-    /// Comma-separated types.
-    #[serde(rename = "_type")]
-    pub types: Option<String>,
-    /// Only resources changed after this instant.
-    #[serde(rename = "_since")]
-    pub since: Option<String>,
-    /// `application/fhir+ndjson`, `application/ndjson` or `ndjson`.
-    #[serde(rename = "_outputFormat")]
-    pub output_format: Option<String>,
-}
+use crate::http::scopes::Access;
 
 /// `GET [base]/$export`.
 pub async fn system(
     State(app): State<Arc<App>>,
     OriginalUri(uri): OriginalUri,
+    granted: Option<Extension<Granted>>,
     headers: HeaderMap,
-    Query(q): Query<KickOff>,
 ) -> Response {
-    kick_off(&app, &uri.to_string(), &headers, q, "system", None).await
+    let pairs = query_pairs(&uri);
+    kick_off(&app, &uri, &headers, pairs, Level::System, None, granted).await
+}
+
+/// `POST [base]/$export` with a `Parameters` body.
+pub async fn system_post(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    granted: Option<Extension<Granted>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let pairs = post_pairs(&app, &uri, &headers, body);
+    kick_off(&app, &uri, &headers, pairs, Level::System, None, granted).await
 }
 
 /// `GET [base]/Patient/$export` and `[base]/Group/[id]/$export`.
@@ -43,77 +47,105 @@ pub async fn by_type(
     State(app): State<Arc<App>>,
     OriginalUri(uri): OriginalUri,
     UrlPath(params): UrlPath<Vec<(String, String)>>,
+    granted: Option<Extension<Granted>>,
     headers: HeaderMap,
-    Query(q): Query<KickOff>,
+) -> Response {
+    let pairs = query_pairs(&uri);
+    at_type(&app, &uri, &params, &headers, pairs, granted).await
+}
+
+/// `POST [base]/Patient/$export` and `[base]/Group/[id]/$export` with a
+/// `Parameters` body.
+pub async fn by_type_post(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    UrlPath(params): UrlPath<Vec<(String, String)>>,
+    granted: Option<Extension<Granted>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let pairs = post_pairs(&app, &uri, &headers, body);
+    at_type(&app, &uri, &params, &headers, pairs, granted).await
+}
+
+async fn at_type(
+    app: &App,
+    uri: &Uri,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    pairs: Result<Vec<(String, String)>, FhirError>,
+    granted: Option<Extension<Granted>>,
 ) -> Response {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     match (get("type").as_deref(), get("id")) {
         (Some("Patient"), None) => {
-            kick_off(&app, &uri.to_string(), &headers, q, "patient", None).await
+            kick_off(app, uri, headers, pairs, Level::Patient, None, granted).await
         }
         (Some("Group"), Some(id)) => {
-            kick_off(&app, &uri.to_string(), &headers, q, "group", Some(id)).await
+            kick_off(app, uri, headers, pairs, Level::Group, Some(id), granted).await
         }
         _ => FhirError::not_found("$export is at [base], [base]/Patient and [base]/Group/[id]")
             .into_response(),
     }
 }
 
+/// The query's (name, value) pairs, repeated names kept.
+fn query_pairs(uri: &Uri) -> Result<Vec<(String, String)>, FhirError> {
+    crate::search::pairs_of(uri.query().unwrap_or(""))
+}
+
+/// A POST kick-off's parameters: the query's, then the body's.
+fn post_pairs(
+    app: &App,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<(String, String)>, FhirError> {
+    crate::http::negotiate::check_content_type(headers)?;
+    let body = crate::http::body(body, app.config.max_body_bytes)?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| FhirError::invalid(format!("the body is not JSON: {e}")))?;
+    let mut pairs = query_pairs(uri)?;
+    pairs.extend(kickoff::pairs_of_parameters(&json)?);
+    Ok(pairs)
+}
+
 async fn kick_off(
     app: &App,
-    uri: &str,
+    uri: &Uri,
     headers: &HeaderMap,
-    q: KickOff,
-    level: &str,
+    pairs: Result<Vec<(String, String)>, FhirError>,
+    level: Level,
     group: Option<String>,
+    granted: Option<Extension<Granted>>,
 ) -> Response {
     let result: Result<Response, FhirError> = async {
         let prefer = headers
-            .get("prefer")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !prefer.contains("respond-async") {
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim() == "respond-async"));
+        if !prefer {
             return Err(FhirError::invalid(
                 "a bulk export needs the header Prefer: respond-async",
             ));
         }
-        if let Some(f) = q.output_format.as_deref()
-            && !matches!(
-                f,
-                "application/fhir+ndjson" | "application/ndjson" | "ndjson"
-            )
-        {
-            return Err(FhirError::invalid(format!(
-                "_outputFormat {f:?} is not supported; use application/fhir+ndjson"
-            )));
+        if headers.get(header::ACCEPT).is_none() {
+            return Err(FhirError::invalid(
+                "a bulk export needs the header Accept: application/fhir+json (the format of its OperationOutcomes)",
+            ));
         }
-        let types: Vec<String> = q
-            .types
-            .as_deref()
-            .map(|t| {
-                t.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for t in &types {
-            if !crate::types::is_resource_type(t) {
-                return Err(FhirError::invalid(format!(
-                    "_type {t:?} is not an R4 resource type"
-                )));
-            }
+        crate::http::negotiate::check_accept(headers, None)?;
+        let strict = crate::http::prefer_strict(headers);
+        let mut request = kickoff::read(&pairs?, level, strict, now_us(), |ty, query| {
+            crate::search::check_query(app, ty, query)
+        })?;
+        let granted = granted.map(|Extension(g)| g);
+        if let Some(g) = &granted {
+            restrict_to_scopes(&mut request, g)?;
         }
-        let since_us = match q.since.as_deref() {
-            None => None,
-            Some(s) => Some(
-                crate::instant::parse_interval(s)
-                    .map(|(a, _)| u64::try_from(a).unwrap_or(0))
-                    .ok_or_else(|| FhirError::invalid(format!("_since {s:?} is not an instant")))?,
-            ),
-        };
         let store = app.store()?;
-        if let (Some(g), "group") = (group.as_deref(), level)
+        if let (Some(g), Level::Group) = (group.as_deref(), level)
             && !matches!(store.get("Group", g)?, Current::Live(_))
         {
             return Err(FhirError::not_found(format!("Group/{g} does not exist")));
@@ -142,10 +174,10 @@ async fn kick_off(
             id: id.clone(),
             status: "in-progress".into(),
             request: format!("{}{uri}", app.base),
-            level: level.into(),
+            level: level.name().into(),
             group,
-            types,
-            since_us,
+            types: request.types,
+            since_us: request.since_us,
             snapshot_lsn,
             transaction_time_us,
             position: 0,
@@ -156,11 +188,23 @@ async fn kick_off(
             owner_epoch: 0,
             lease_until_us: 0,
             error: None,
+            elements: request.elements,
+            patients: request.patients,
+            type_filters: request.type_filters,
+            latest_provenance: request.latest_provenance,
+            warnings: request.warnings,
+            errors: Vec::new(),
+            requires_access_token: app.auth.is_some(),
+            client: granted.and_then(|g| g.client),
+            selected: false,
+            finished_us: None,
         };
         write_job(app, &job, None).await?;
         app.export_wake.notify_one();
-        tracing::info!(job = %id, level, snapshot_lsn, "export accepted");
-        let mut r = (StatusCode::ACCEPTED, "").into_response();
+        tracing::info!(job = %id, level = level.name(), snapshot_lsn, "export accepted");
+        let mut r = accepted(&format!(
+            "export {id} accepted; poll its status at the Content-Location"
+        ));
         if let Ok(v) = HeaderValue::from_str(&format!("{}/$export-status/{id}", app.base)) {
             r.headers_mut().insert(header::CONTENT_LOCATION, v);
         }
@@ -170,13 +214,86 @@ async fn kick_off(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Narrows the export to the types the token may read: a `_type` it may
+/// not read is a 403; without `_type`, the export holds the types it may
+/// read (every type for a `*` scope), and the error file says so.
+fn restrict_to_scopes(request: &mut kickoff::Request, g: &Granted) -> Result<(), FhirError> {
+    let Some(scopes) = &g.scopes else {
+        return Ok(());
+    };
+    let may =
+        |ty: &str| scopes.allows_type(ty, Access::Read) && scopes.allows_type(ty, Access::Search);
+    if request.types.is_empty() {
+        if may("*") {
+            return Ok(());
+        }
+        request.types = crate::types::R4_RESOURCE_TYPES
+            .iter()
+            .filter(|t| may(t))
+            .map(|t| (*t).to_owned())
+            .collect();
+        if request.types.is_empty() {
+            return Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token's scopes allow reading no resource type, so there is nothing to export",
+            ));
+        }
+        request.warnings.push(format!(
+            "the export holds only the types the token's scopes allow reading: {}",
+            request.types.join(",")
+        ));
+        return Ok(());
+    }
+    if let Some(t) = request.types.iter().find(|t| !may(t)) {
+        return Err(FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the token's scopes do not allow reading and searching {t}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A 202 whose body is an informational OperationOutcome (FHIR JSON, as
+/// every answer of these endpoints is).
+fn accepted(what: &str) -> Response {
+    let body = crate::http::outcome::outcome_json("information", "informational", what);
+    crate::http::json_response(StatusCode::ACCEPTED, body.to_string().into_bytes())
+}
+
+/// The job `id` as the caller may see it: 404 when there is none, 403
+/// when a token of another client started it.
+fn job_for(
+    store: &vigil_engine::Store,
+    id: &str,
+    granted: Option<&Granted>,
+) -> Result<(Job, u64), FhirError> {
+    let (job, version) =
+        read_job(store, id)?.ok_or_else(|| FhirError::not_found(format!("no export job {id}")))?;
+    if let (Some(owner), Some(g)) = (&job.client, granted)
+        && g.client.as_ref().is_some_and(|c| c != owner)
+    {
+        return Err(FhirError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("export job {id} was started by another client"),
+        ));
+    }
+    Ok((job, version))
+}
+
 /// `GET [base]/$export-status/[id]`: 202 with progress, 200 with the
-/// manifest, 429 when polled too often.
-pub async fn status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+/// manifest (and `Expires`, when its files will be deleted), 429 when
+/// polled too often.
+pub async fn status(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    granted: Option<Extension<Granted>>,
+) -> Response {
     let r: Result<Response, FhirError> = (|| {
         let store = app.store()?;
-        let (job, _) = read_job(&store, &id)?
-            .ok_or_else(|| FhirError::not_found(format!("no export job {id}")))?;
+        let (job, _) = job_for(&store, &id, granted.as_ref().map(|e| &e.0))?;
         {
             let mut polls = app.export_polls.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
@@ -198,11 +315,11 @@ pub async fn status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
         }
         match job.status.as_str() {
             "in-progress" => {
-                let mut r = (StatusCode::ACCEPTED, "").into_response();
                 let progress = match job.total {
                     Some(t) => format!("{} of {t} resources", job.position),
                     None => "collecting the snapshot".into(),
                 };
+                let mut r = accepted(&format!("in progress: {progress}"));
                 if let Ok(v) = HeaderValue::from_str(&progress) {
                     r.headers_mut().insert("x-progress", v);
                 }
@@ -221,17 +338,23 @@ pub async fn status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
                 let mut m = serde_json::json!({
                     "transactionTime": crate::instant::format_instant(job.transaction_time_us),
                     "request": job.request,
-                    "requiresAccessToken": app.auth.is_some(),
+                    "requiresAccessToken": job.requires_access_token,
                     "output": job.output.iter().map(file).collect::<Vec<_>>(),
-                    "error": [],
+                    "error": job.errors.iter().map(file).collect::<Vec<_>>(),
                 });
                 if job.since_us.is_some() {
                     m["deleted"] = job.deleted.iter().map(file).collect();
                 }
-                Ok(crate::http::json_response(
+                let mut r = crate::http::json_response(
                     StatusCode::OK,
                     serde_json::to_vec_pretty(&m).unwrap_or_default(),
-                ))
+                );
+                if let Some(at) = expires_us(&app, &job)
+                    && let Ok(v) = HeaderValue::from_str(&crate::http::http_date(at))
+                {
+                    r.headers_mut().insert(header::EXPIRES, v);
+                }
+                Ok(r)
             }
             "cancelled" => Err(FhirError::not_found(format!("export job {id} was deleted"))),
             _ => Err(FhirError::internal(format!(
@@ -243,12 +366,21 @@ pub async fn status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// When a finished job and its files are deleted (µs).
+pub(super) fn expires_us(app: &App, job: &Job) -> Option<u64> {
+    job.finished_us
+        .map(|f| f.saturating_add(app.config.export_expire_s.saturating_mul(1_000_000)))
+}
+
 /// `DELETE [base]/$export-status/[id]`: 202, files removed; then 404.
-pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    granted: Option<Extension<Granted>>,
+) -> Response {
     let r: Result<Response, FhirError> = async {
         let store = app.store()?;
-        let (mut job, version) = read_job(&store, &id)?
-            .ok_or_else(|| FhirError::not_found(format!("no export job {id}")))?;
+        let (mut job, version) = job_for(&store, &id, granted.as_ref().map(|e| &e.0))?;
         job.status = "cancelled".into();
         if write_job(&app, &job, Some(version)).await?.is_none() {
             return Err(FhirError::new(
@@ -257,33 +389,50 @@ pub async fn cancel(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
                 "the job changed; retry",
             ));
         }
-        let _ = std::fs::remove_dir_all(job_dir(&app.config.export_dir(), &id));
-        crate::app::commit(&app, Batch::one(Op::delete(JOB_TYPE, id.clone()))).await?;
-        Ok((StatusCode::ACCEPTED, "").into_response())
+        super::delete_job(&app, &id).await?;
+        Ok(accepted(&format!("export {id} deleted with its files")))
     }
     .await;
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET [base]/$export-file/[job]/[file]`: an output file.
+/// `GET [base]/$export-file/[job]/[file]`: an output file, to a caller
+/// the job's `requiresAccessToken` admits.
 pub async fn file(
     State(app): State<Arc<App>>,
     UrlPath((id, name)): UrlPath<(String, String)>,
+    granted: Option<Extension<Granted>>,
 ) -> Response {
-    if !name.ends_with(".ndjson") || name.contains('/') || name.contains("..") || id.contains("..")
-    {
-        return FhirError::not_found("no such export file").into_response();
-    }
-    let path = job_dir(&app.config.export_dir(), &id).join(&name);
-    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-        Ok(Ok(bytes)) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/fhir+ndjson"),
-            );
-            r
+    let r: Result<Response, FhirError> = async {
+        if !name.ends_with(".ndjson")
+            || name.contains('/')
+            || name.contains("..")
+            || id.contains("..")
+        {
+            return Err(FhirError::not_found("no such export file"));
         }
-        _ => FhirError::not_found(format!("no export file {id}/{name}")).into_response(),
+        let store = app.store()?;
+        let (job, _) = job_for(&store, &id, granted.as_ref().map(|e| &e.0))?;
+        if job.requires_access_token && app.auth.is_none() {
+            return Err(FhirError::new(
+                StatusCode::FORBIDDEN,
+                "security",
+                "this export requires an access token, and this node has no authorization configured to check one",
+            ));
+        }
+        let path = job_dir(&app.config.export_dir(), &id).join(&name);
+        match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+            Ok(Ok(bytes)) => {
+                let mut r = (StatusCode::OK, bytes).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/fhir+ndjson"),
+                );
+                Ok(r)
+            }
+            _ => Err(FhirError::not_found(format!("no export file {id}/{name}"))),
+        }
     }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
 }

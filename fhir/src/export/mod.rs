@@ -15,13 +15,18 @@
 //! duplicate and no gap. The output directory must be reachable from both
 //! data nodes (as the reference service's storage account is).
 //!
+//! - `kickoff` — the kick-off's parameters (GET query or POST
+//!   `Parameters`), checked;
 //! - `handlers` — kick-off, status polling, cancel and file download;
-//! - `worker` — the leader's worker: claims, snapshots, writes chunks.
+//! - `worker` — the leader's worker: claims, selects (patients,
+//!   `_typeFilter`), snapshots, writes chunks and the error file, deletes
+//!   expired jobs.
 
 mod handlers;
+pub mod kickoff;
 mod worker;
 
-pub use handlers::{KickOff, by_type, cancel, file, status, system};
+pub use handlers::{by_type, by_type_post, cancel, file, status, system, system_post};
 pub use worker::worker;
 
 use std::path::{Path, PathBuf};
@@ -43,17 +48,6 @@ const JOBS_MAX: usize = 100;
 const CHANGES_PER_CALL: usize = 1_000;
 /// A client polling the same job more often than this gets 429.
 const POLL_INTERVAL_MIN: Duration = Duration::from_millis(500);
-/// Types in the Patient compartment that this server indexes.
-const PATIENT_TYPES: [&str; 8] = [
-    "Patient",
-    "Observation",
-    "Condition",
-    "Encounter",
-    "Procedure",
-    "DiagnosticReport",
-    "MedicationRequest",
-    "Immunization",
-];
 
 /// One output file of a job.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,6 +101,39 @@ pub struct Job {
     pub lease_until_us: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// `_elements`: `Type.element` or `element`.
+    #[serde(default)]
+    pub elements: Vec<String>,
+    /// `patient`: the Patient ids the export is limited to.
+    #[serde(default)]
+    pub patients: Vec<String>,
+    /// `_typeFilter`s, `Type?query`.
+    #[serde(default)]
+    pub type_filters: Vec<String>,
+    /// `includeAssociatedData=LatestProvenanceResources`.
+    #[serde(default)]
+    pub latest_provenance: bool,
+    /// What lenient handling left out of the request (the error file).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Error files (OperationOutcomes) written so far.
+    #[serde(default)]
+    pub errors: Vec<OutputFile>,
+    /// Whether the files need a token (auth was on at kick-off): a node
+    /// without auth does not serve them.
+    #[serde(default)]
+    pub requires_access_token: bool,
+    /// The client whose token started it; only it may poll, fetch, delete.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Whether the selection (patients, `_typeFilter`) was evaluated and
+    /// written beside the output (`selection.json`), with `snapshot_lsn`
+    /// moved to the LSN it was evaluated at.
+    #[serde(default)]
+    pub selected: bool,
+    /// When it completed, µs: it expires `export_expire_s` later.
+    #[serde(default)]
+    pub finished_us: Option<u64>,
 }
 
 use crate::instant::now_us_u64 as now_us;
@@ -142,4 +169,12 @@ async fn write_job(app: &App, job: &Job, version: Option<u64>) -> Result<Option<
 /// Where a job's output files are.
 fn job_dir(export_dir: &Path, id: &str) -> PathBuf {
     export_dir.join(id)
+}
+
+/// Deletes job `id` and its files.
+async fn delete_job(app: &App, id: &str) -> Result<(), FhirError> {
+    let dir = job_dir(&app.config.export_dir(), id);
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    crate::app::commit(app, Batch::one(Op::delete(JOB_TYPE, id.to_owned()))).await?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! the snapshot at its pinned LSN and writes it in chunks, recording the
 //! position after each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +10,7 @@ use std::time::Duration;
 use vigil_engine::{Change, OpKind, Store};
 
 use super::{
-    CHANGES_PER_CALL, JOB_TYPE, JOBS_MAX, Job, OutputFile, PATIENT_TYPES, job_dir, now_us,
-    read_job, write_job,
+    CHANGES_PER_CALL, JOB_TYPE, JOBS_MAX, Job, OutputFile, job_dir, now_us, read_job, write_job,
 };
 use crate::app::App;
 use crate::http::outcome::FhirError;
@@ -37,7 +36,7 @@ fn leads(app: &App) -> bool {
     }
 }
 
-async fn work_once(app: &App) -> Result<(), FhirError> {
+async fn work_once(app: &Arc<App>) -> Result<(), FhirError> {
     if !leads(app) {
         return Ok(());
     }
@@ -51,6 +50,8 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
     let mut seen = std::collections::HashSet::new();
     let me = app.node_name();
     let epoch = store.epoch();
+    let now = now_us();
+    let mut todo = None;
     for v in page.entries {
         if !seen.insert(v.id.clone()) {
             continue;
@@ -58,17 +59,36 @@ async fn work_once(app: &App) -> Result<(), FhirError> {
         let Some((job, version)) = read_job(&store, &v.id)? else {
             continue;
         };
-        let mine = job.owner.as_deref() == Some(me.as_str()) && job.owner_epoch == epoch;
-        if job.status != "in-progress" || (!mine && job.lease_until_us > now_us()) {
+        let expired = super::handlers::expires_us(app, &job).is_some_and(|at| at <= now);
+        // A cancelled job still recorded: its deletion was cut short.
+        if expired || job.status == "cancelled" {
+            tracing::info!(job = %job.id, status = %job.status, "export: deleting (expired or cancelled)");
+            super::delete_job(app, &job.id).await?;
             continue;
         }
-        drop(store);
-        return run_job(app, job, version).await;
+        let mine = job.owner.as_deref() == Some(me.as_str()) && job.owner_epoch == epoch;
+        if job.status != "in-progress" || (!mine && job.lease_until_us > now) {
+            continue;
+        }
+        if todo.is_none() {
+            todo = Some((job, version));
+        }
     }
-    Ok(())
+    drop(store);
+    match todo {
+        Some((job, version)) => run_job(app, job, version).await,
+        None => Ok(()),
+    }
 }
 
-async fn run_job(app: &App, mut job: Job, mut version: u64) -> Result<(), FhirError> {
+/// Per type, the ids a job is limited to (by its patients or Group, and
+/// its `_typeFilter`s); a type not named is not limited.
+type Selection = BTreeMap<String, BTreeSet<String>>;
+
+/// The file beside a job's output that holds its [`Selection`].
+const SELECTION_FILE: &str = "selection.json";
+
+async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), FhirError> {
     let lease = Duration::from_millis(app.config.export_lease_ms);
     let claim = |job: &mut Job, app: &App| -> Result<(), FhirError> {
         job.owner = Some(app.node_name());
@@ -82,17 +102,45 @@ async fn run_job(app: &App, mut job: Job, mut version: u64) -> Result<(), FhirEr
     };
     version = v;
     tracing::info!(job = %job.id, position = job.position, "export: working (claimed)");
+    let dir = job_dir(&app.config.export_dir(), &job.id);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| FhirError::internal(format!("export directory {}: {e}", dir.display())))?;
+    let selection = if job.selected {
+        read_selection(&dir.join(SELECTION_FILE)).await?
+    } else if needs_selection(&job) {
+        // Evaluated once, on the index as of `lsn` (or a little later:
+        // searches see at least what was acknowledged when they began),
+        // and kept beside the output, so a worker that resumes the job
+        // after a failover exports the same resources.
+        let store = app.store()?;
+        let lsn = store.last_lsn();
+        let (a, j) = (app.clone(), job.clone());
+        let selection = tokio::task::spawn_blocking(move || select(&a, &j, lsn))
+            .await
+            .map_err(|e| FhirError::internal(e.to_string()))??;
+        let bytes =
+            serde_json::to_vec(&selection).map_err(|e| FhirError::internal(e.to_string()))?;
+        write_file(&dir.join(SELECTION_FILE), &bytes).await?;
+        job.snapshot_lsn = lsn;
+        job.transaction_time_us = store.frame_at(lsn)?.map_or_else(now_us, |h| h.timestamp_us);
+        job.selected = true;
+        claim(&mut job, app)?;
+        let Some(v) = write_job(app, &job, Some(version)).await? else {
+            return Ok(());
+        };
+        version = v;
+        Some(selection)
+    } else {
+        None
+    };
     let store = app.store()?;
     let (live, deleted) = {
         let (s, j) = (store.clone(), job.clone());
-        tokio::task::spawn_blocking(move || snapshot(&s, &j))
+        tokio::task::spawn_blocking(move || snapshot(&s, &j, selection.as_ref()))
             .await
             .map_err(|e| FhirError::internal(e.to_string()))??
     };
     job.total = Some(live.len());
-    let dir = job_dir(&app.config.export_dir(), &job.id);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| FhirError::internal(format!("export directory {}: {e}", dir.display())))?;
     let chunk = app.config.export_chunk_resources.max(1);
     while job.position < live.len() {
         if !leads(app) {
@@ -102,26 +150,52 @@ async fn run_job(app: &App, mut job: Job, mut version: u64) -> Result<(), FhirEr
         let index = job.position / chunk;
         let mut files: BTreeMap<String, (Vec<u8>, usize)> = BTreeMap::new();
         for (ty, id, v, ts) in &live[job.position..end] {
-            if let vigil_engine::VersionRead::Live(ver) = store.get_version(ty, id, *v)? {
-                let body = crate::resource::render(&ver.body, *v, *ts)?;
-                let e = files.entry(ty.clone()).or_default();
-                e.0.extend_from_slice(&body);
-                e.0.push(b'\n');
-                e.1 += 1;
-            }
+            let line = match store.get_version(ty, id, *v)? {
+                vigil_engine::VersionRead::Live(ver) => {
+                    rendered(&ver.body, *v, *ts, ty, &job.elements)
+                }
+                _ => continue,
+            };
+            let (file_ty, bytes) = match line {
+                Ok(body) => (ty.clone(), body),
+                Err(e) => (
+                    "OperationOutcome".to_owned(),
+                    outcome_line(
+                        "error",
+                        "exception",
+                        &format!(
+                            "{ty}/{id} version {v} could not be exported: {}",
+                            e.diagnostics
+                        ),
+                    ),
+                ),
+            };
+            let e = files.entry(file_ty).or_default();
+            e.0.extend_from_slice(&bytes);
+            e.0.push(b'\n');
+            e.1 += 1;
         }
         let mut out = Vec::new();
+        let mut errors = Vec::new();
         for (ty, (bytes, count)) in files {
             let name = format!("{index:06}-{ty}.ndjson");
             write_file(&dir.join(&name), &bytes).await?;
-            out.push(OutputFile {
+            let f = OutputFile {
                 resource_type: ty,
                 file: name,
                 count,
-            });
+            };
+            if f.resource_type == "OperationOutcome" {
+                errors.push(f);
+            } else {
+                out.push(f);
+            }
         }
         job.output.retain(|f| !out.iter().any(|o| o.file == f.file));
         job.output.extend(out);
+        job.errors
+            .retain(|f| !errors.iter().any(|o| o.file == f.file));
+        job.errors.extend(errors);
         job.position = end;
         claim(&mut job, app)?;
         let Some(v) = write_job(app, &job, Some(version)).await? else {
@@ -147,13 +221,30 @@ async fn run_job(app: &App, mut job: Job, mut version: u64) -> Result<(), FhirEr
             count: deleted.len(),
         }];
     }
+    if !job.warnings.is_empty() {
+        let mut bytes = Vec::new();
+        for w in &job.warnings {
+            bytes.extend_from_slice(&outcome_line("warning", "not-supported", w));
+            bytes.push(b'\n');
+        }
+        let name = "request-OperationOutcome.ndjson".to_owned();
+        write_file(&dir.join(&name), &bytes).await?;
+        job.errors.retain(|f| f.file != name);
+        job.errors.push(OutputFile {
+            resource_type: "OperationOutcome".into(),
+            file: name,
+            count: job.warnings.len(),
+        });
+    }
     job.status = "completed".into();
     job.lease_until_us = 0;
+    job.finished_us = Some(now_us());
     write_job(app, &job, Some(version)).await?;
     tracing::info!(job = %job.id, resources = live.len(), "export completed");
     Ok(())
 }
 
+/// Writes a file whole: a temporary file, then a rename.
 async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FhirError> {
     let (path, bytes) = (path.to_owned(), bytes.to_vec());
     tokio::task::spawn_blocking(move || {
@@ -166,24 +257,131 @@ async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FhirError> {
     .map_err(|e| FhirError::internal(e.to_string()))?
 }
 
+/// One exported line: the stored version rendered, cut to `_elements`
+/// when a name applies to its type.
+fn rendered(
+    body: &[u8],
+    version: u64,
+    ts: u64,
+    ty: &str,
+    elements: &[String],
+) -> Result<Vec<u8>, FhirError> {
+    let body = crate::resource::render(body, version, ts)?;
+    match super::kickoff::elements_for(elements, ty) {
+        None => Ok(body),
+        Some(names) => crate::subset::apply_to_bytes(body, &crate::subset::Subset::Elements(names)),
+    }
+}
+
+/// An OperationOutcome with one issue, as one NDJSON line.
+fn outcome_line(severity: &str, code: &str, diagnostics: &str) -> Vec<u8> {
+    crate::http::outcome::outcome_json(severity, code, diagnostics)
+        .to_string()
+        .into_bytes()
+}
+
+fn needs_selection(job: &Job) -> bool {
+    !job.patients.is_empty() || job.group.is_some() || !job.type_filters.is_empty()
+}
+
+async fn read_selection(path: &Path) -> Result<Option<Selection>, FhirError> {
+    let p = path.to_owned();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+        .await
+        .map_err(|e| FhirError::internal(e.to_string()))?
+        .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))
+}
+
+/// Patients per search when a compartment is searched for.
+const PATIENTS_PER_SEARCH: usize = 100;
+
+/// Evaluates a job's patients (its `patient` list, its Group's members
+/// as of `lsn`, or both: those in both) and its `_typeFilter`s with the
+/// server's search.
+fn select(app: &App, job: &Job, lsn: u64) -> Result<Selection, FhirError> {
+    let store = app.store()?;
+    let mut patients: Option<BTreeSet<String>> = None;
+    if let Some(g) = &job.group {
+        patients = Some(group_members(&store, g, lsn)?.into_iter().collect());
+    }
+    if !job.patients.is_empty() {
+        let listed: BTreeSet<String> = job.patients.iter().cloned().collect();
+        patients = Some(match patients {
+            Some(p) => p.intersection(&listed).cloned().collect(),
+            None => listed,
+        });
+    }
+    let mut selection = Selection::new();
+    let compartment = crate::search::compartment::compartment("Patient")
+        .ok_or_else(|| FhirError::internal("the Patient compartment is not built in"))?;
+    if let Some(patients) = &patients {
+        let refs: Vec<String> = patients.iter().map(|p| format!("Patient/{p}")).collect();
+        for ty in compartment.types() {
+            if !job.types.is_empty() && !job.types.iter().any(|t| t == ty) {
+                continue;
+            }
+            let mut ids: BTreeSet<String> = if ty == "Patient" {
+                patients.clone()
+            } else {
+                BTreeSet::new()
+            };
+            for param in compartment.params_of(ty) {
+                for chunk in refs.chunks(PATIENTS_PER_SEARCH) {
+                    let query = format!("{param}={}", chunk.join(","));
+                    ids.extend(crate::search::matching_ids(app, ty, &query)?);
+                }
+            }
+            selection.insert(ty.to_owned(), ids);
+        }
+    }
+    let mut filtered: Selection = Selection::new();
+    for f in &job.type_filters {
+        let (ty, query) = f.split_once('?').unwrap_or((f, ""));
+        filtered
+            .entry(ty.to_owned())
+            .or_default()
+            .extend(crate::search::matching_ids(app, ty, query)?);
+    }
+    for (ty, ids) in filtered {
+        match selection.get_mut(&ty) {
+            Some(by_patient) => by_patient.retain(|id| ids.contains(id)),
+            None => {
+                selection.insert(ty, ids);
+            }
+        }
+    }
+    Ok(selection)
+}
+
 /// Live resource (type, id, version, lastUpdated) and deleted (type, id)
 /// matching the job, as of its pinned LSN, in a deterministic order.
 #[expect(clippy::type_complexity, reason = "two lists returned to one caller")]
 fn snapshot(
     store: &Store,
     job: &Job,
+    selection: Option<&Selection>,
 ) -> Result<(Vec<(String, String, u64, u64)>, Vec<(String, String)>), FhirError> {
+    let compartment = crate::search::compartment::compartment("Patient");
     let wanted = |ty: &str| -> bool {
-        if ty == JOB_TYPE {
-            return false;
+        if !crate::types::is_resource_type(ty) {
+            return false; // the server's own records (jobs)
         }
         let by_level = match job.level.as_str() {
             "system" => true,
-            _ => PATIENT_TYPES.contains(&ty),
+            _ => compartment.is_some_and(|c| !c.params_of(ty).is_empty()),
         };
         by_level && (job.types.is_empty() || job.types.iter().any(|t| t == ty))
     };
+    let selected = |ty: &str, id: &str| -> bool {
+        selection
+            .and_then(|s| s.get(ty))
+            .is_none_or(|ids| ids.contains(id))
+    };
     let mut latest: BTreeMap<(String, String), (u64, u64, OpKind)> = BTreeMap::new();
+    let mut provenance: BTreeMap<String, (u64, u64, OpKind)> = BTreeMap::new();
     let mut after = 0;
     'scan: loop {
         let changes = store.changes(after, CHANGES_PER_CALL)?;
@@ -195,29 +393,24 @@ fn snapshot(
                 break 'scan;
             }
             after = c.lsn();
-            if let Change::Resource { version: v, .. } = c
-                && wanted(&v.resource_type)
-            {
+            let Change::Resource { version: v, .. } = c else {
+                continue;
+            };
+            if wanted(&v.resource_type) {
                 latest.insert(
                     (v.resource_type.clone(), v.id.clone()),
                     (v.version, v.last_updated_us, v.op),
                 );
             }
+            if job.latest_provenance && v.resource_type == "Provenance" {
+                provenance.insert(v.id.clone(), (v.version, v.last_updated_us, v.op));
+            }
         }
     }
-    let members = match (&job.level[..], &job.group) {
-        ("group", Some(g)) => Some(group_members(store, g, job.snapshot_lsn)?),
-        _ => None,
-    };
     let mut live = Vec::new();
     let mut deleted = Vec::new();
     for ((ty, id), (v, ts, op)) in latest {
-        if job.since_us.is_some_and(|s| ts <= s) {
-            continue;
-        }
-        if let Some(m) = &members
-            && !in_group(store, m, &ty, &id, v)?
-        {
+        if job.since_us.is_some_and(|s| ts <= s) || !selected(&ty, &id) {
             continue;
         }
         if op == OpKind::Delete {
@@ -226,7 +419,62 @@ fn snapshot(
             live.push((ty, id, v, ts));
         }
     }
+    if job.latest_provenance {
+        add_latest_provenance(store, &mut live, &provenance)?;
+    }
     Ok((live, deleted))
+}
+
+/// Adds, for each exported resource, the newest live Provenance whose
+/// `target` names it (by `Type/id`, with or without a version), once
+/// each, keeping the list in (type, id) order.
+fn add_latest_provenance(
+    store: &Store,
+    live: &mut Vec<(String, String, u64, u64)>,
+    provenance: &BTreeMap<String, (u64, u64, OpKind)>,
+) -> Result<(), FhirError> {
+    let exported: BTreeSet<(String, String)> = live
+        .iter()
+        .map(|(t, i, _, _)| (t.clone(), i.clone()))
+        .collect();
+    // target -> (lastUpdated, provenance id, version)
+    let mut newest: BTreeMap<(String, String), (u64, String, u64)> = BTreeMap::new();
+    for (id, (v, ts, op)) in provenance {
+        if *op == OpKind::Delete {
+            continue;
+        }
+        let vigil_engine::VersionRead::Live(ver) = store.get_version("Provenance", id, *v)? else {
+            continue;
+        };
+        let Ok(p) = serde_json::from_slice::<serde_json::Value>(&ver.body) else {
+            continue;
+        };
+        for t in p["target"].as_array().into_iter().flatten() {
+            let Some((ty, tid)) = t["reference"]
+                .as_str()
+                .and_then(crate::search::keys::reference_target)
+            else {
+                continue;
+            };
+            let key = (ty, tid);
+            if !exported.contains(&key) {
+                continue;
+            }
+            let candidate = (*ts, id.clone(), *v);
+            if newest.get(&key).is_none_or(|n| candidate > *n) {
+                newest.insert(key, candidate);
+            }
+        }
+    }
+    let mut all: BTreeMap<(String, String), (u64, u64)> = live
+        .drain(..)
+        .map(|(t, i, v, ts)| ((t, i), (v, ts)))
+        .collect();
+    for (ts, id, v) in newest.into_values() {
+        all.entry(("Provenance".to_owned(), id)).or_insert((v, ts));
+    }
+    live.extend(all.into_iter().map(|((t, i), (v, ts))| (t, i, v, ts)));
+    Ok(())
 }
 
 /// The Patient ids a Group lists as members, as of `lsn`.
@@ -258,26 +506,4 @@ fn group_members(
         .filter_map(|r| r.strip_prefix("Patient/"))
         .map(String::from)
         .collect())
-}
-
-fn in_group(
-    store: &Store,
-    members: &std::collections::HashSet<String>,
-    ty: &str,
-    id: &str,
-    version: u64,
-) -> Result<bool, FhirError> {
-    if ty == "Patient" {
-        return Ok(members.contains(id));
-    }
-    let vigil_engine::VersionRead::Live(v) = store.get_version(ty, id, version)? else {
-        return Ok(false);
-    };
-    let r: serde_json::Value = serde_json::from_slice(&v.body).unwrap_or_default();
-    Ok(["subject", "patient"].iter().any(|k| {
-        r[*k]["reference"]
-            .as_str()
-            .and_then(|s| s.strip_prefix("Patient/"))
-            .is_some_and(|p| members.contains(p))
-    }))
 }

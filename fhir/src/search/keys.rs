@@ -168,7 +168,7 @@ pub(super) fn cut(s: &str, max: usize) -> &str {
 
 /// `Type/id` of a reference (also from an absolute URL, and without a
 /// `_history/N` suffix or a canonical's `|version`), if it has one.
-pub(super) fn reference_target(r: &str) -> Option<(String, String)> {
+pub fn reference_target(r: &str) -> Option<(String, String)> {
     let r = r.split('|').next().unwrap_or(r).trim_end_matches('/');
     let r = match r.rsplit_once("/_history/") {
         Some((head, _)) => head,

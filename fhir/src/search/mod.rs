@@ -46,9 +46,9 @@ use serde_json::{Value, json};
 use vigil_engine::Current;
 
 pub use keys::{EXTRACTOR_NAME, SearchKeys, keys_of_map, keys_of_value};
-pub use query::matching_ids;
 pub(crate) use query::pairs_of;
 use query::{Request, matching, parse_request};
+pub use query::{check_query, matching_ids};
 use sort::{Hit, sort_hits};
 
 use crate::app::App;

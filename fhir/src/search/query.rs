@@ -905,6 +905,13 @@ pub fn matching_ids(app: &App, ty: &str, query: &str) -> Result<Vec<String>, Fhi
     Ok(matching(app, ty, &r)?.into_iter().map(|h| h.id).collect())
 }
 
+/// Checks a query string as a search of `ty` (strict handling), without
+/// running it: 400 naming what is wrong (for `_typeFilter`).
+pub fn check_query(app: &App, ty: &str, query: &str) -> Result<(), FhirError> {
+    let pairs = pairs_of(query.trim_start_matches('?'))?;
+    parse_request(app, ty, &pairs, true).map(|_| ())
+}
+
 pub(crate) fn pairs_of(query: &str) -> Result<Vec<(String, String)>, FhirError> {
     let uri: Uri = format!("/?{query}")
         .parse()
