@@ -574,3 +574,55 @@ async fn an_external_issuers_keys_are_fetched_cached_and_rotated() {
     let r = s.get("/.well-known/smart-configuration").await;
     assert_eq!(r.body["token_endpoint"], "https://idp.test/token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_needs_a_token_keeps_needing_it_on_another_node() {
+    let c = cluster();
+    let shared = tempfile::tempdir().expect("dir");
+    let place = |cfg: &mut vigil_fhir::config::Config| {
+        cfg.data = shared.path().join("data");
+        cfg.export_dir = Some(shared.path().join("exports"));
+    };
+    let a = TestServer::with(|cfg| {
+        place(cfg);
+        cfg.auth = c.config.clone();
+    });
+    let worker = tokio::spawn(vigil_fhir::export::worker(a.app.clone()));
+    load(&a).await;
+    let r = with_token(&a, Method::GET, "/$export?_type=Patient", ADMIN).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let status = r
+        .header("content-location")
+        .and_then(|l| l.strip_prefix("http://vigil.test"))
+        .expect("status URL")
+        .to_owned();
+    let mut manifest = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        let r = with_token(&a, Method::GET, &status, ADMIN).await;
+        if r.status == StatusCode::OK {
+            manifest = r.body;
+            break;
+        }
+    }
+    assert_eq!(manifest["requiresAccessToken"], true, "{manifest}");
+    worker.abort();
+    let _ = worker.await;
+    drop(a);
+    // The same store and exports served by a node without authorization
+    // (a misconfigured new leader): the files stay closed.
+    let b = TestServer::with(place);
+    let file = manifest["output"][0]["url"]
+        .as_str()
+        .and_then(|u| u.strip_prefix("http://vigil.test"))
+        .expect("file")
+        .to_owned();
+    let r = b.get(&file).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert!(r.diagnostics().contains("requires an access token"));
+    let r = b.get(&status).await;
+    assert_eq!(
+        r.body["requiresAccessToken"], true,
+        "the manifest still says so"
+    );
+}

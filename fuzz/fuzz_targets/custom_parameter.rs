@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
         _ => Vec::new(),
     };
     for ty in &types {
-        assert!(now.of(ty).next().is_some(), "{ty} has the parameter in force");
+        assert!(
+            now.of(ty).next().is_some(),
+            "{ty} has the parameter in force"
+        );
     }
     for ty in types.iter().map(String::as_str).chain(["Patient"]) {
         let mut defined = Vec::new();

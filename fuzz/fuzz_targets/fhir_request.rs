@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::http::Request;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
-use vigil_fhir::config::Config;
 use vigil_fhir::app::App;
+use vigil_fhir::config::Config;
 use vigil_fhir::server::router;
 
 struct World {
@@ -24,9 +24,16 @@ fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config { data: dir.path().join("data"), max_body_bytes: 1 << 20, ..Config::default() };
+        let config = Config {
+            data: dir.path().join("data"),
+            max_body_bytes: 1 << 20,
+            ..Config::default()
+        };
         let app = Arc::new(App::open(config).expect("store"));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         World { rt, app, _dir: dir }
     })
 }
@@ -36,11 +43,17 @@ const TARGETS: &[(&str, &str, &str)] = &[
     ("POST", "/Patient", "application/fhir+json"),
     ("PUT", "/Patient/fuzz", "application/fhir+json"),
     ("PATCH", "/Patient/fuzz", "application/json-patch+json"),
-    ("POST", "/Observation/_search", "application/x-www-form-urlencoded"),
+    (
+        "POST",
+        "/Observation/_search",
+        "application/x-www-form-urlencoded",
+    ),
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let (method, uri, ct) = TARGETS[pick as usize % TARGETS.len()];
     let w = world();
     let req = Request::builder()
@@ -49,6 +62,9 @@ fuzz_target!(|data: &[u8]| {
         .header("content-type", ct)
         .body(Body::from(body.to_vec()))
         .expect("request");
-    let status = w.rt.block_on(router(w.app.clone()).oneshot(req)).expect("infallible").status();
+    let status =
+        w.rt.block_on(router(w.app.clone()).oneshot(req))
+            .expect("infallible")
+            .status();
     assert!(status.as_u16() < 500, "{method} {uri} answered {status}");
 });

@@ -10,7 +10,13 @@ fuzz_target!(|data: &[u8]| {
     // Half the inputs get a valid header so the fuzzer reaches the frames.
     let mut bytes = Vec::with_capacity(data.len() + SEGMENT_HEADER_BYTES);
     if data.first().is_some_and(|b| b & 1 == 1) {
-        bytes.extend_from_slice(&SegmentHeader { first_lsn: 1, prev_tail_crc: 0 }.encode());
+        bytes.extend_from_slice(
+            &SegmentHeader {
+                first_lsn: 1,
+                prev_tail_crc: 0,
+            }
+            .encode(),
+        );
         bytes.extend_from_slice(&data[1..]);
     } else {
         bytes.extend_from_slice(data);

@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::create_dir_all(&wal).is_err() {
         return;
     }
-    let mut bytes = SegmentHeader { first_lsn: 1, prev_tail_crc: 0 }.encode().to_vec();
+    let mut bytes = SegmentHeader {
+        first_lsn: 1,
+        prev_tail_crc: 0,
+    }
+    .encode()
+    .to_vec();
     bytes.extend_from_slice(data);
     debug_assert!(bytes.len() >= SEGMENT_HEADER_BYTES);
     if std::fs::write(wal.join("00000000000000000001.seg"), &bytes).is_err() {

@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let found = problems(&resource);
     assert!(found.len() <= PROBLEMS_MAX);
-    if let Some(ty) = resource.get("resourceType").and_then(serde_json::Value::as_str)
+    if let Some(ty) = resource
+        .get("resourceType")
+        .and_then(serde_json::Value::as_str)
         && vigil_fhir::types::is_resource_type(ty)
     {
         for p in &found {

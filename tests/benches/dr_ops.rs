@@ -119,7 +119,10 @@ fn main() {
         "GET",
         "/$export",
         None,
-        &[("Prefer", "respond-async")],
+        &[
+            ("Prefer", "respond-async"),
+            ("Accept", "application/fhir+json"),
+        ],
     )
     .expect("kick-off");
     assert_eq!(r.status, 202, "{}", r.body);

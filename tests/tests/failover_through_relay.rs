@@ -392,7 +392,10 @@ fn an_export_survives_the_leader_being_killed_mid_way() {
         let resp: serde_json::Value = serde_json::from_str(&r.body).expect("json");
         total += resp["entry"].as_array().map_or(0, Vec::len);
     }
-    let async_ = [("Prefer", "respond-async")];
+    let async_ = [
+        ("Prefer", "respond-async"),
+        ("Accept", "application/fhir+json"),
+    ];
     let r = vigil_testkit::http::request_with(a.http, "GET", "/$export", None, &async_)
         .expect("kick-off");
     assert_eq!(r.status, 202, "{}", r.body);
