@@ -59,6 +59,14 @@ pub enum Workload {
     /// second over the whole load, and an entry that fails counts as an
     /// error.
     Bundles,
+    /// Kick off one bulk `$export` (`GET /$export?` + `--query`) and poll
+    /// its status until the manifest: the rate is resources exported per
+    /// second, kick-off to manifest.
+    Export,
+    /// Page through one search (`--query`, `Type?params`) with
+    /// `_count=1000`, following `next` to the end: the rate is matches
+    /// returned per second (to set beside an export's `_typeFilter`).
+    Pages,
 }
 
 /// The custom SearchParameter the reindex workload writes.
@@ -108,6 +116,9 @@ pub struct Settings {
     pub rate: Option<f64>,
     /// The directory of Bundles the `bundles` workload posts.
     pub from: Option<std::path::PathBuf>,
+    /// The export workload's kick-off query, or the pages workload's
+    /// search.
+    pub query: Option<String>,
 }
 
 /// What a run measured.
@@ -178,10 +189,27 @@ impl Ctx {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), String> {
+        self.exchange_with(method, path, body, &[])
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`Ctx::exchange`] with more request headers, answering the
+    /// response's headers too.
+    async fn exchange_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
             .header("accept", "application/fhir+json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if body.is_some() {
             req = req.header("content-type", "application/fhir+json");
         }
@@ -194,13 +222,14 @@ impl Ctx {
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
-            Ok((status, bytes))
+            Ok((status, headers, bytes))
         };
         tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), fut)
             .await
@@ -327,6 +356,15 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
     });
     if s.workload == Workload::Reindex {
         return reindex(&ctx).await;
+    }
+    if s.workload == Workload::Export {
+        return export(&ctx, s.query.as_deref().unwrap_or("")).await;
+    }
+    if s.workload == Workload::Pages {
+        let q = s.query.as_deref().ok_or_else(|| {
+            BenchError::Setup("the pages workload needs --query Type?params".into())
+        })?;
+        return pages(&ctx, q).await;
     }
     if s.workload == Workload::Bundles {
         let dir = s
@@ -460,7 +498,7 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
                             None,
                         )
                     }
-                    Workload::Reindex | Workload::Bundles => break,
+                    Workload::Reindex | Workload::Bundles | Workload::Export | Workload::Pages => break,
                 };
                 let t = Instant::now();
                 match ctx.send(method, &path, body).await {
@@ -581,21 +619,7 @@ async fn reindex(ctx: &Ctx) -> Result<Report, BenchError> {
             let q = format!("/Observation?{REINDEX_PARAMETER}:missing=false&_count=0");
             ctx.get_json(&q).await.map_err(BenchError::Setup)?;
             let seconds = started.elapsed().as_secs_f64();
-            let ms = seconds * 1000.0;
-            return Ok(Report {
-                workload: Workload::Reindex,
-                clients: 1,
-                requests: 1,
-                errors: 0,
-                resources: done,
-                seconds,
-                requests_per_second: 1.0 / seconds,
-                resources_per_second: done as f64 / seconds,
-                p50_ms: ms,
-                p99_ms: ms,
-                p999_ms: ms,
-                max_ms: ms,
-            });
+            return Ok(one(Workload::Reindex, done, seconds));
         }
         if Instant::now() > deadline {
             return Err(BenchError::Setup(
@@ -603,6 +627,134 @@ async fn reindex(ctx: &Ctx) -> Result<Report, BenchError> {
             ));
         }
     }
+}
+
+/// How often the export workload polls (the server answers 429 to
+/// polls closer than 0.5 s).
+const EXPORT_POLL: Duration = Duration::from_millis(500);
+
+/// A report of one timed operation over `resources`.
+fn one(workload: Workload, resources: u64, seconds: f64) -> Report {
+    let ms = seconds * 1000.0;
+    Report {
+        workload,
+        clients: 1,
+        requests: 1,
+        errors: 0,
+        resources,
+        seconds,
+        requests_per_second: 1.0 / seconds,
+        resources_per_second: resources as f64 / seconds,
+        p50_ms: ms,
+        p99_ms: ms,
+        p999_ms: ms,
+        max_ms: ms,
+    }
+}
+
+/// One bulk export, kick-off to manifest.
+async fn export(ctx: &Ctx, query: &str) -> Result<Report, BenchError> {
+    let setup = BenchError::Setup;
+    let started = Instant::now();
+    let path = if query.is_empty() {
+        "/$export".to_owned()
+    } else {
+        format!("/$export?{}", query.trim_start_matches('?'))
+    };
+    let (status, headers, body) = ctx
+        .exchange_with(Method::GET, &path, None, &[("prefer", "respond-async")])
+        .await
+        .map_err(setup)?;
+    if status != 202 {
+        return Err(setup(format!(
+            "GET {path} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    let poll = headers
+        .get("content-location")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.split_once("/$export-status/"))
+        .map(|(_, id)| format!("/$export-status/{id}"))
+        .ok_or_else(|| setup("the kick-off named no status URL".into()))?;
+    let deadline = started + Duration::from_secs(3600);
+    loop {
+        tokio::time::sleep(EXPORT_POLL).await;
+        let (status, headers, body) = ctx
+            .exchange_with(Method::GET, &poll, None, &[])
+            .await
+            .map_err(setup)?;
+        match status {
+            200 => {
+                let seconds = started.elapsed().as_secs_f64();
+                let m: Value = serde_json::from_slice(&body)
+                    .map_err(|e| setup(format!("the manifest: {e}")))?;
+                let resources: u64 = m["output"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o["count"].as_u64())
+                    .sum();
+                // Leave no files behind.
+                let _ = ctx.send(Method::DELETE, &poll, None).await;
+                return Ok(one(Workload::Export, resources, seconds));
+            }
+            202 | 429 => {
+                if let Some(p) = headers.get("x-progress").and_then(|v| v.to_str().ok()) {
+                    eprintln!("export: {p}");
+                }
+            }
+            other => {
+                return Err(setup(format!(
+                    "GET {poll} answered {other}: {}",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(setup("the export did not finish in an hour".into()));
+        }
+    }
+}
+
+/// Most pages the pages workload follows.
+const PAGES_MAX: usize = 100_000;
+
+/// One search paged through to its end.
+async fn pages(ctx: &Ctx, query: &str) -> Result<Report, BenchError> {
+    let setup = BenchError::Setup;
+    let started = Instant::now();
+    let sep = if query.contains('?') { '&' } else { '?' };
+    let mut path = format!("/{}{sep}_count=1000", query.trim_start_matches('/'));
+    let mut matches = 0u64;
+    for _ in 0..PAGES_MAX {
+        let page = ctx.get_json(&path).await.map_err(setup)?;
+        matches += page["entry"].as_array().map_or(0, |e| {
+            e.iter().filter(|e| e["search"]["mode"] == "match").count()
+        }) as u64;
+        let next = page["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str());
+        match next {
+            Some(url) => {
+                path = match url.strip_prefix(&ctx.url) {
+                    Some(p) => p.to_owned(),
+                    None => url
+                        .find("://")
+                        .and_then(|i| url[i + 3..].find('/').map(|j| url[i + 3 + j..].to_owned()))
+                        .ok_or_else(|| setup(format!("a next link {url} has no path")))?,
+                };
+            }
+            None => {
+                let seconds = started.elapsed().as_secs_f64();
+                return Ok(one(Workload::Pages, matches, seconds));
+            }
+        }
+    }
+    Err(setup(format!("more than {PAGES_MAX} pages")))
 }
 
 /// Most Bundle files the bundles workload reads.

@@ -200,6 +200,10 @@ enum Command {
         /// The directory of Bundles (`.json`, `.json.zst`) the bundles workload posts.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// The query of the export workload's kick-off (`_type=Observation&_typeFilter=…`),
+        /// or the search the pages workload pages through (`Observation?code=…`).
+        #[arg(long)]
+        query: Option<String>,
     },
 }
 
@@ -500,6 +504,7 @@ fn main() -> anyhow::Result<()> {
             json,
             rate,
             from,
+            query,
         } => {
             if !(duration > 0.0 && duration <= 86_400.0) {
                 anyhow::bail!("--duration must be between 0 and 86400 seconds");
@@ -517,6 +522,7 @@ fn main() -> anyhow::Result<()> {
                 token,
                 rate,
                 from,
+                query,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

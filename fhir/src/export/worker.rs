@@ -115,9 +115,16 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
         let store = app.store()?;
         let lsn = store.last_lsn();
         let (a, j) = (app.clone(), job.clone());
+        let started = std::time::Instant::now();
         let selection = tokio::task::spawn_blocking(move || select(&a, &j, lsn))
             .await
             .map_err(|e| FhirError::internal(e.to_string()))??;
+        tracing::info!(
+            job = %job.id,
+            ids = selection.values().map(BTreeSet::len).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "export: selection evaluated"
+        );
         let bytes =
             serde_json::to_vec(&selection).map_err(|e| FhirError::internal(e.to_string()))?;
         write_file(&dir.join(SELECTION_FILE), &bytes).await?;
