@@ -488,6 +488,38 @@ async fn an_expired_export_is_deleted_with_its_files() {
     assert_eq!(left, 0, "no files left in {}", dir.display());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_that_cannot_be_exported_goes_to_the_error_file() {
+    let s = TestServer::new();
+    tokio::spawn(vigil_fhir::export::worker(s.app.clone()));
+    load(&s).await;
+    // A stored body that is no JSON object (written under the FHIR layer,
+    // as a damaged store might hold it).
+    s.app
+        .store()
+        .expect("store")
+        .commit(vigil_engine::Batch::one(vigil_engine::Op::put(
+            "Patient",
+            "damaged",
+            b"[1,2,3]".to_vec(),
+        )))
+        .expect("commit");
+    let (manifest, out) = exported(&s, Method::GET, "/$export?_type=Patient", None).await;
+    assert_eq!(
+        refs(&out),
+        ["Patient/p1", "Patient/p2", "Patient/p3"]
+            .map(String::from)
+            .into(),
+        "the job finished without it"
+    );
+    let errors = lines(&s, &manifest, "error").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["resourceType"], "OperationOutcome");
+    assert_eq!(errors[0]["issue"][0]["severity"], "error");
+    let d = errors[0]["issue"][0]["diagnostics"].as_str().unwrap_or("");
+    assert!(d.contains("Patient/damaged"), "{d}");
+}
+
 #[tokio::test]
 async fn the_capability_statement_instantiates_bulk_data() {
     let s = TestServer::new();
