@@ -242,36 +242,26 @@ async fn a_client_gets_a_token_and_uses_it_within_its_scopes() {
     let token = r.body["access_token"].as_str().expect("token").to_owned();
 
     // Enforced per type and interaction.
-    assert_eq!(
-        with_token(&s, Method::GET, "/Patient/p1", &token)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        with_token(&s, Method::GET, "/Observation?subject=Patient/p1", &token)
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        with_token(&s, Method::PUT, "/Patient/x", &token)
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        with_token(&s, Method::GET, "/Condition/c1", &token)
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        with_token(&s, Method::GET, "/Patient/p1", "not-a-token")
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
+    for (method, uri, bearer, expected) in [
+        (Method::GET, "/Patient/p1", token.as_str(), StatusCode::OK),
+        (
+            Method::GET,
+            "/Observation?subject=Patient/p1",
+            &token,
+            StatusCode::OK,
+        ),
+        (Method::PUT, "/Patient/x", &token, StatusCode::FORBIDDEN),
+        (Method::GET, "/Condition/c1", &token, StatusCode::FORBIDDEN),
+        (
+            Method::GET,
+            "/Patient/p1",
+            "not-a-token",
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let r = with_token(&s, method.clone(), uri, bearer).await;
+        assert_eq!(r.status, expected, "{method} {uri}: {:?}", r.body);
+    }
 
     // $export: a type the token may not read is refused; without _type the
     // export holds what it may read, and says so in its error file.
@@ -434,30 +424,27 @@ async fn bad_token_requests_get_oauth_errors() {
         (r.status, oauth(&r).as_str()),
         (StatusCode::BAD_REQUEST, "invalid_scope")
     );
-    let r = s
-        .call(
-            Method::POST,
-            "/auth/token",
-            &[("content-type", "application/x-www-form-urlencoded")],
+    for (content_type, body, error) in [
+        (
+            "application/x-www-form-urlencoded",
             form(&[("grant_type", "password"), ("scope", scope)]),
-        )
-        .await;
-    assert_eq!(
-        (r.status, oauth(&r).as_str()),
-        (StatusCode::BAD_REQUEST, "unsupported_grant_type")
-    );
-    let r = s
-        .call(
-            Method::POST,
-            "/auth/token",
-            &[("content-type", "application/json")],
-            "{}",
-        )
-        .await;
-    assert_eq!(
-        (r.status, oauth(&r).as_str()),
-        (StatusCode::BAD_REQUEST, "invalid_request")
-    );
+            "unsupported_grant_type",
+        ),
+        ("application/json", b"{}".to_vec(), "invalid_request"),
+    ] {
+        let r = s
+            .call(
+                Method::POST,
+                "/auth/token",
+                &[("content-type", content_type)],
+                body,
+            )
+            .await;
+        assert_eq!(
+            (r.status, oauth(&r).as_str()),
+            (StatusCode::BAD_REQUEST, error)
+        );
+    }
     // A token issued elsewhere (another signing key) is not accepted.
     let other_cluster = cluster();
     let s3 = TestServer::with(|cfg| cfg.auth = other_cluster.config.clone());
