@@ -121,6 +121,27 @@ async fn with_token(s: &TestServer, method: Method, uri: &str, token: &str) -> R
     .await
 }
 
+/// Kicks off `uri` with `token` and polls to the manifest; answers the
+/// status URL's path and the manifest.
+async fn export_with(s: &TestServer, uri: &str, token: &str) -> (String, Value) {
+    let r = with_token(s, Method::GET, uri, token).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let status = r
+        .header("content-location")
+        .and_then(|l| l.strip_prefix("http://vigil.test"))
+        .expect("status URL")
+        .to_owned();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        let r = with_token(s, Method::GET, &status, token).await;
+        if r.status == StatusCode::OK {
+            return (status, r.body);
+        }
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    panic!("the export did not finish");
+}
+
 struct Cluster {
     _keys: tempfile::TempDir,
     config: AuthConfig,
@@ -267,23 +288,7 @@ async fn a_client_gets_a_token_and_uses_it_within_its_scopes() {
     // export holds what it may read, and says so in its error file.
     let r = with_token(&s, Method::GET, "/$export?_type=Condition", &token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
-    let r = with_token(&s, Method::GET, "/$export", &token).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let status = r
-        .header("content-location")
-        .and_then(|l| l.strip_prefix("http://vigil.test"))
-        .expect("status URL")
-        .to_owned();
-    let mut manifest = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(550)).await;
-        let r = with_token(&s, Method::GET, &status, &token).await;
-        if r.status == StatusCode::OK {
-            manifest = r.body;
-            break;
-        }
-        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    }
+    let (status, manifest) = export_with(&s, "/$export", &token).await;
     assert_eq!(manifest["requiresAccessToken"], true, "{manifest}");
     let types: BTreeSet<&str> = manifest["output"]
         .as_array()
@@ -576,22 +581,7 @@ async fn an_export_that_needs_a_token_keeps_needing_it_on_another_node() {
     });
     let worker = tokio::spawn(vigil_fhir::export::worker(a.app.clone()));
     load(&a).await;
-    let r = with_token(&a, Method::GET, "/$export?_type=Patient", ADMIN).await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
-    let status = r
-        .header("content-location")
-        .and_then(|l| l.strip_prefix("http://vigil.test"))
-        .expect("status URL")
-        .to_owned();
-    let mut manifest = Value::Null;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(550)).await;
-        let r = with_token(&a, Method::GET, &status, ADMIN).await;
-        if r.status == StatusCode::OK {
-            manifest = r.body;
-            break;
-        }
-    }
+    let (status, manifest) = export_with(&a, "/$export?_type=Patient", ADMIN).await;
     assert_eq!(manifest["requiresAccessToken"], true, "{manifest}");
     worker.abort();
     let _ = worker.await;
