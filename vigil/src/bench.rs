@@ -55,7 +55,7 @@ pub enum Workload {
     /// POST the Bundles (`.json` or `.json.zst`) of the directory `--from`
     /// names, in name order: those whose name starts with `0-` (Synthea's
     /// organizations and practitioners) one after another first, then the
-    /// rest over `--clients` clients; each once. The rate is entries per
+    /// rest over `--clients` clients, largest first; each once. The rate is entries per
     /// second over the whole load, and an entry that fails counts as an
     /// error.
     Bundles,
@@ -119,6 +119,8 @@ pub struct Settings {
     /// The export workload's kick-off query, or the pages workload's
     /// search.
     pub query: Option<String>,
+    /// A `Prefer` header the bundles workload sends (`return=minimal`).
+    pub prefer: Option<String>,
 }
 
 /// What a run measured.
@@ -167,6 +169,8 @@ struct Ctx {
     client: HttpClient,
     url: String,
     token: Option<String>,
+    /// A `Prefer` header for the bundles workload's posts.
+    prefer: Option<String>,
 }
 
 impl Ctx {
@@ -279,38 +283,60 @@ impl Ctx {
     /// many failed (all of them when the Bundle as a whole failed; the
     /// first failure is printed).
     async fn post_bundle(&self, name: &str, body: Vec<u8>) -> (u64, u64) {
-        let entries = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|b| b["entry"].as_array().map(|e| e.len() as u64))
-            .unwrap_or(0);
-        let answer = async {
-            let (status, bytes) = self.exchange(Method::POST, "/", Some(body)).await?;
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            Ok::<_, String>((status, v))
+        /// What the answer is read for: each entry's status, nothing else
+        /// (the client shares the machine with the server it measures).
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            entry: Vec<AnswerEntry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct AnswerEntry {
+            #[serde(default)]
+            response: Option<AnswerResponse>,
+        }
+        #[derive(serde::Deserialize)]
+        struct AnswerResponse {
+            #[serde(default)]
+            status: String,
+        }
+        let entries_of = |body: &[u8]| -> u64 {
+            serde_json::from_slice::<Answer>(body).map_or(0, |b| b.entry.len() as u64)
         };
-        match answer.await {
-            Ok((200, v)) => {
-                let results = v["entry"].as_array().cloned().unwrap_or_default();
-                let bad: Vec<&Value> = results
+        let headers: Vec<(&str, &str)> =
+            self.prefer.iter().map(|p| ("prefer", p.as_str())).collect();
+        let sent = body.clone();
+        match self
+            .exchange_with(Method::POST, "/", Some(body), &headers)
+            .await
+        {
+            Ok((200, _, bytes)) => {
+                let Ok(answer) = serde_json::from_slice::<Answer>(&bytes) else {
+                    eprintln!("{name}: the answer is not a Bundle");
+                    return (0, entries_of(&sent));
+                };
+                let bad = answer
+                    .entry
                     .iter()
                     .filter(|e| {
-                        !e["response"]["status"]
-                            .as_str()
-                            .is_some_and(|s| s.starts_with('2'))
+                        !e.response
+                            .as_ref()
+                            .is_some_and(|r| r.status.starts_with('2'))
                     })
-                    .collect();
-                if let Some(first) = bad.first() {
-                    eprintln!("{name}: {} entries failed, the first: {first}", bad.len());
+                    .count() as u64;
+                if bad > 0 {
+                    eprintln!("{name}: {bad} entries failed");
                 }
-                (results.len() as u64 - bad.len() as u64, bad.len() as u64)
+                (answer.entry.len() as u64 - bad, bad)
             }
-            Ok((status, v)) => {
+            Ok((status, _, bytes)) => {
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 eprintln!("{name}: {status} {}", v["issue"][0]["diagnostics"]);
-                (0, entries)
+                (0, entries_of(&sent))
             }
             Err(e) => {
                 eprintln!("{name}: {e}");
-                (0, entries)
+                (0, entries_of(&sent))
             }
         }
     }
@@ -353,6 +379,7 @@ pub async fn run(s: Settings) -> Result<Report, BenchError> {
         client,
         url: s.url.trim_end_matches('/').to_owned(),
         token: s.token.clone(),
+        prefer: s.prefer.clone(),
     });
     if s.workload == Workload::Reindex {
         return reindex(&ctx).await;
@@ -829,6 +856,11 @@ async fn bundles(
         entries += ok;
         failed += bad;
     }
+    // Largest last in the queue, which is taken from its end: the largest
+    // go first, so the clients finish together instead of one client
+    // posting a large Bundle alone at the end.
+    let mut rest = rest;
+    rest.sort_by_key(|(name, body)| (body.len(), name.clone()));
     let queue = Arc::new(std::sync::Mutex::new(rest));
     let posted = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -849,14 +881,20 @@ async fn bundles(
             (lat, ok, bad)
         }));
     }
-    while !tasks.iter().all(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        eprintln!(
-            "  {:>5.1}s  {} of {total} Bundles",
-            started.elapsed().as_secs_f64(),
-            first_len + posted.load(Ordering::Relaxed) as usize
-        );
-    }
+    // Progress on its own task: the time ends when the last client does.
+    let progress = {
+        let posted = posted.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                eprintln!(
+                    "  {:>5.1}s  {} of {total} Bundles",
+                    started.elapsed().as_secs_f64(),
+                    first_len + posted.load(Ordering::Relaxed) as usize
+                );
+            }
+        })
+    };
     for t in tasks {
         let (l, o, b) = t.await.unwrap_or_default();
         lat.extend(l);
@@ -864,6 +902,7 @@ async fn bundles(
         failed += b;
     }
     let seconds = started.elapsed().as_secs_f64();
+    progress.abort();
     lat.sort_unstable();
     let pct = |p: f64| -> f64 {
         lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)

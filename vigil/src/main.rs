@@ -204,6 +204,10 @@ enum Command {
         /// or the search the pages workload pages through (`Observation?code=…`).
         #[arg(long)]
         query: Option<String>,
+        /// A `Prefer` header the bundles workload sends with each Bundle
+        /// (`return=minimal`: the answer carries no resources).
+        #[arg(long)]
+        prefer: Option<String>,
     },
 }
 
@@ -505,6 +509,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             from,
             query,
+            prefer,
         } => {
             if !(duration > 0.0 && duration <= 86_400.0) {
                 anyhow::bail!("--duration must be between 0 and 86400 seconds");
@@ -523,6 +528,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 from,
                 query,
+                prefer,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
