@@ -126,6 +126,39 @@ impl Definitions {
     }
 }
 
+/// One step of a walk into a resource's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk<'a> {
+    /// Into an element (`_name`, a primitive's extension side, counts as
+    /// `name`).
+    Key(&'a str),
+    /// Into an array's item.
+    Index(usize),
+}
+
+/// The FHIR type of the node `steps` lead to in the resource `root`: from
+/// its `resourceType` along the element names (a contained or nested
+/// resource starts over at its own type); `None` when a step is not an
+/// element of the type it is taken from, or not in the document.
+pub fn type_of_node<'a>(root: &Value, steps: impl IntoIterator<Item = Walk<'a>>) -> Option<String> {
+    let mut ty = root.get("resourceType")?.as_str()?.to_owned();
+    let mut node = root;
+    for s in steps {
+        match s {
+            Walk::Key(k) => {
+                let name = k.strip_prefix('_').unwrap_or(k);
+                ty = r4().element(&ty, name)?.ty.clone();
+                node = node.get(k)?;
+            }
+            Walk::Index(i) => node = node.get(i)?,
+        }
+        if let Some(rt) = node.get("resourceType").and_then(Value::as_str) {
+            ty = rt.to_owned();
+        }
+    }
+    Some(ty)
+}
+
 /// The official R4 JSON Schema, read on first use (`None` only if the
 /// built-in copy were damaged, which a test rules out).
 pub fn schema() -> Option<&'static Value> {

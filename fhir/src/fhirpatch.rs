@@ -307,24 +307,16 @@ fn at_mut<'v>(root: &'v mut Value, steps: &[Step]) -> Option<&'v mut Value> {
     })
 }
 
-/// The FHIR type of the node at `steps`: from the resource type along
-/// the element names (a contained resource starts over at its own type).
+/// The FHIR type of the node at `steps` ([`crate::definitions::type_of_node`]).
 fn type_at(root: &Value, steps: &[Step]) -> Option<String> {
-    let mut ty = root.get("resourceType")?.as_str()?.to_owned();
-    let mut node = root;
-    for s in steps {
-        match s {
-            Step::Key(k) => {
-                ty = crate::definitions::r4().element(&ty, k)?.ty.clone();
-                node = node.get(k.as_str())?;
-            }
-            Step::Index(i) => node = node.get(*i)?,
-        }
-        if let Some(rt) = node.get("resourceType").and_then(Value::as_str) {
-            ty = rt.to_owned();
-        }
-    }
-    Some(ty)
+    use crate::definitions::{Walk, type_of_node};
+    type_of_node(
+        root,
+        steps.iter().map(|s| match s {
+            Step::Key(k) => Walk::Key(k),
+            Step::Index(i) => Walk::Index(*i),
+        }),
+    )
 }
 
 /// A value's JSON, an anonymous one built as type `ty` (its repeating

@@ -154,22 +154,13 @@ fn short(v: &Value) -> String {
 
 /// The FHIR type of the element at `steps` (for messages).
 fn type_of_element(root: &Value, steps: &[Step<'_>]) -> Option<String> {
-    let mut ty = root.get("resourceType")?.as_str()?.to_owned();
-    let mut node = root;
-    for s in steps {
-        match s {
-            Step::Key(k) => {
-                let name = k.strip_prefix('_').unwrap_or(k);
-                ty = definitions::r4().element(&ty, name)?.ty.clone();
-                node = node.get(k.as_ref())?;
-            }
-            Step::Index(i) => node = node.get(*i)?,
-        }
-        if let Some(rt) = node.get("resourceType").and_then(Value::as_str) {
-            ty = rt.to_owned();
-        }
-    }
-    Some(ty)
+    definitions::type_of_node(
+        root,
+        steps.iter().map(|s| match s {
+            Step::Key(k) => definitions::Walk::Key(k),
+            Step::Index(i) => definitions::Walk::Index(*i),
+        }),
+    )
 }
 
 /// Every problem of `resource` (a JSON object with a `resourceType`).
