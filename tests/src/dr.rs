@@ -92,6 +92,11 @@ impl Dr {
         }
     }
 
+    /// The cluster's certificates directory (also its token-signing key).
+    pub fn certs(&self) -> &std::path::Path {
+        &self.certs
+    }
+
     /// Keeps node `node`'s data in `dir` (say, on a small file system).
     pub fn place_data(&mut self, node: &'static str, dir: PathBuf) {
         self.data_at.insert(node, dir);
