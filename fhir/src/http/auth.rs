@@ -10,7 +10,8 @@
 //! resource type and interaction ([`super::scopes`]); a JWT without a
 //! `scope` claim, and a static token, may do anything. What was granted
 //! goes with the request ([`Granted`]) for handlers that narrow further
-//! (`$export` keeps to the types the token may read). `/metadata`, the
+//! (`$export` keeps to the types the token may read). The operator's
+//! endpoints (`/admin/…`) take only a token without scopes. `/metadata`, the
 //! health endpoints, `/.well-known/smart-configuration` and the token
 //! endpoint stay open.
 

@@ -120,6 +120,7 @@ impl Scopes {
     pub fn allows(&self, method: &Method, path: &str) -> bool {
         match needed(method, path) {
             Need::Any => !self.grants.is_empty(),
+            Need::Admin => false,
             Need::Type(ty, accesses) => accesses.iter().all(|a| self.allows_type(&ty, *a)),
         }
     }
@@ -181,8 +182,13 @@ fn v2_letters(letters: &str) -> Option<u8> {
 
 /// What a request needs.
 enum Need {
-    /// Any resource scope (the handler narrows: `$export`, its status).
+    /// Any resource scope (the handler narrows: `$export`, its status;
+    /// the node's `/status` and `/metrics`).
     Any,
+    /// A token without scopes (static, or a JWT with no `scope`): the
+    /// operator's endpoints (`/admin/…`: switchover, promotion, drills),
+    /// which no SMART scope grants.
+    Admin,
     /// These accesses on this type (`*`: every type).
     Type(String, Vec<Access>),
 }
@@ -196,7 +202,8 @@ fn needed(method: &Method, path: &str) -> Need {
         // Bulk export: the kick-off keeps to the types the token may read;
         // status and files are checked against the job's client.
         [op] | [_, op] | [_, _, op] if *op == "$export" => Need::Any,
-        ["$export-status", ..] => Need::Any,
+        ["$export-status", ..] | ["status"] | ["metrics"] => Need::Any,
+        ["admin", ..] => Need::Admin,
         // An output file holds one type, named in the file's name; the
         // error and deleted files need only a token of the job's client.
         ["$export-file", _, file] => match file.trim_end_matches(".ndjson").split_once('-') {
@@ -281,6 +288,15 @@ mod tests {
         assert_eq!(got.text(), "system/*.rs system/Group.rs");
         let got = Scopes::within(&Scopes::parse("user/Patient.read"), &allowed);
         assert!(got.grants_nothing(), "another context is not allowed");
+    }
+
+    #[test]
+    fn operators_endpoints_need_a_token_without_scopes() {
+        let all = Scopes::parse("system/*.cruds system/*.*");
+        assert!(!all.allows(&Method::POST, "/admin/switchover"));
+        assert!(!all.allows(&Method::POST, "/admin/promote"));
+        assert!(all.allows(&Method::GET, "/status"));
+        assert!(Scopes::parse("system/Patient.rs").allows(&Method::GET, "/metrics"));
     }
 
     #[test]
