@@ -42,6 +42,22 @@ fn es384(kid: &str) -> (String, Jwk) {
     (pem, jwk)
 }
 
+/// The RSA test key (fixtures/test-rs256-private.pem) as a client's key.
+fn rsa_key() -> EncodingKey {
+    let pem = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/test-rs256-private.pem"),
+    )
+    .expect("fixture");
+    EncodingKey::from_rsa_pem(&pem).expect("RSA key")
+}
+
+fn rsa_jwk() -> Jwk {
+    let mut jwk = Jwk::from_encoding_key(&rsa_key(), Algorithm::RS384).expect("jwk");
+    jwk.common.key_id = Some("r1".into());
+    jwk
+}
+
 fn sign(pem: &str, kid: &str, claims: &Value) -> String {
     let mut h = Header::new(Algorithm::ES384);
     h.kid = Some(kid.to_owned());
@@ -166,6 +182,12 @@ fn cluster() -> Cluster {
                 id: "bulk".into(),
                 jwks: Some(json!({"keys": [client_jwk]}).to_string()),
                 scopes: "system/Patient.rs system/Observation.read".into(),
+                ..ClientConfig::default()
+            },
+            ClientConfig {
+                id: "rsa".into(),
+                jwks: Some(json!({"keys": [rsa_jwk()]}).to_string()),
+                scopes: "system/Patient.read".into(),
                 ..ClientConfig::default()
             },
             ClientConfig {
@@ -366,6 +388,19 @@ async fn bad_token_requests_get_oauth_errors() {
             .unwrap_or("")
             .contains("used before")
     );
+    // An RS384 assertion from a client with an RSA key: accepted, and
+    // narrowed to that client's v1 scope (read = r and s).
+    let mut h = Header::new(Algorithm::RS384);
+    h.kid = Some("r1".into());
+    let rs = jsonwebtoken::encode(
+        &h,
+        &json!({"iss": "rsa", "sub": "rsa", "aud": TOKEN_URL, "exp": now() + 60, "jti": "r-1"}),
+        &rsa_key(),
+    )
+    .expect("sign");
+    let r = token_request(&s, "system/Patient.rs system/Patient.c", &rs).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["scope"], "system/Patient.rs");
     // Expired; living too long; no jti.
     for (exp_in, jti, words) in [(-300, "e1", "xpired"), (3_600, "e2", "at most")] {
         let r = token_request(
