@@ -503,29 +503,78 @@ async fn bad_token_requests_get_oauth_errors() {
     );
 }
 
-/// A JWKS served on loopback, whose keys the test can change and whose
-/// fetches it counts.
+/// A JWKS served on loopback at `/jwks`, whose keys the test can change
+/// and whose fetches it counts, and the issuer's metadata naming it at
+/// `/.well-known/openid-configuration`. Answers the JWKS URL.
 async fn jwks_server(keys: Arc<Mutex<Vec<Jwk>>>, fetches: Arc<AtomicUsize>) -> String {
-    let app = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || {
-            let keys = keys.clone();
-            let fetches = fetches.clone();
-            async move {
-                fetches.fetch_add(1, Ordering::SeqCst);
-                let k = keys.lock().expect("lock").clone();
-                json!({"keys": k}).to_string()
-            }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let metadata =
+        json!({"issuer": format!("http://{addr}"), "jwks_uri": format!("http://{addr}/jwks")});
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            axum::routing::get(move || {
+                let keys = keys.clone();
+                let fetches = fetches.clone();
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    let k = keys.lock().expect("lock").clone();
+                    json!({"keys": k}).to_string()
+                }
+            }),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let m = metadata.to_string();
+                async move { m }
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{addr}/jwks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuers_keys_are_found_from_its_metadata() {
+    let (pem, jwk) = es384("k1");
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let url = jwks_server(Arc::new(Mutex::new(vec![jwk])), fetches.clone()).await;
+    let issuer = url.trim_end_matches("/jwks").to_owned();
+    let s = TestServer::with(|cfg| {
+        cfg.auth = AuthConfig {
+            jwt_issuer: Some(issuer.clone()),
+            jwks_discovery: true,
+            ..AuthConfig::default()
+        }
+    });
+    let token = sign(
+        &pem,
+        "k1",
+        &json!({"iss": issuer, "exp": now() + 300, "scope": "system/Patient.rs"}),
+    );
+    let r = with_token(&s, Method::GET, "/Patient", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // An issuer that publishes no metadata: a 401 that says why.
+    let lost = TestServer::with(|cfg| {
+        cfg.auth = AuthConfig {
+            jwt_issuer: Some("http://127.0.0.1:9".into()),
+            jwks_discovery: true,
+            ..AuthConfig::default()
+        }
+    });
+    let r = with_token(&lost, Method::GET, "/Patient", &token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.diagnostics().contains("openid-configuration"),
+        "{}",
+        r.diagnostics()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,6 +289,10 @@ pub struct AuthConfig {
     /// `kid` names, fetched and cached, fetched again for a `kid` not seen
     /// (key rotation).
     pub jwks_url: Option<String>,
+    /// Without `jwks_url`: find the issuer's keys from `jwt_issuer` alone,
+    /// reading its `jwks_uri` from `{jwt_issuer}/.well-known/openid-configuration`
+    /// (else `/.well-known/smart-configuration`).
+    pub jwks_discovery: bool,
     /// A PEM file of CA certificates trusted for `jwks_url` and clients'
     /// `jwks_url`s, besides the built-in web roots.
     pub jwks_ca: Option<PathBuf>,
@@ -328,6 +332,7 @@ impl AuthConfig {
             || self.jwt_hs256_secret.is_some()
             || self.jwt_rs256_public_key.is_some()
             || self.jwks_url.is_some()
+            || self.jwks_discovery
             || self.token_signing_key.is_some()
     }
 }

@@ -118,13 +118,18 @@ impl Authenticator {
         });
         let http =
             super::jwks::https_client(c.jwks_ca.as_deref()).map_err(AuthSetupError::Smart)?;
-        let jwks = c.jwks_url.as_ref().map(|url| {
-            (
-                RemoteJwks::new(url.clone(), http.clone()),
-                c.jwt_issuer.clone(),
-                c.jwt_audience.clone(),
-            )
-        });
+        let remote = match (&c.jwks_url, c.jwks_discovery, &c.jwt_issuer) {
+            (Some(url), _, _) => Some(RemoteJwks::new(url.clone(), http.clone())),
+            (None, true, Some(issuer)) => Some(RemoteJwks::discover(issuer.clone(), http.clone())),
+            (None, true, None) => {
+                return Err(AuthSetupError::Smart(
+                    "jwks_discovery needs jwt_issuer (the issuer whose metadata names its keys)"
+                        .into(),
+                ));
+            }
+            (None, false, _) => None,
+        };
+        let jwks = remote.map(|r| (r, c.jwt_issuer.clone(), c.jwt_audience.clone()));
         let issuer = Issuer::from_config(c, &http).map_err(AuthSetupError::Smart)?;
         Ok(Some(Self {
             tokens: c.tokens.iter().cloned().collect(),

@@ -1,5 +1,7 @@
 //! A JSON Web Key Set fetched from a URL and cached: an authorization
-//! server's keys (SMART), or a registered client's.
+//! server's keys (SMART), or a registered client's. An issuer's keys may
+//! also be found from the issuer alone: its metadata document names its
+//! `jwks_uri`.
 //!
 //! Keys are fetched on first use and kept for [`KEYS_TTL`]; a `kid` not
 //! among them makes one new fetch (the issuer rotated its keys), at most
@@ -71,9 +73,19 @@ struct Cached {
     keys: Vec<Jwk>,
     fetched: Option<Instant>,
     tried: Option<Instant>,
+    /// The JWKS URL, once known (given, or read from the issuer's
+    /// metadata).
+    jwks_url: Option<String>,
 }
 
-/// One URL's keys, cached.
+/// The metadata documents an issuer's `jwks_uri` is read from, in order.
+pub const METADATA_PATHS: [&str; 2] = [
+    "/.well-known/openid-configuration",
+    "/.well-known/smart-configuration",
+];
+
+/// One key set, cached: at a URL, or at the `jwks_uri` an issuer
+/// publishes.
 pub struct RemoteJwks {
     url: String,
     client: HttpsClient,
@@ -83,6 +95,17 @@ pub struct RemoteJwks {
 impl RemoteJwks {
     /// Keys of `url`, fetched on first use.
     pub fn new(url: String, client: HttpsClient) -> Self {
+        Self::with(url.clone(), Some(url), client)
+    }
+
+    /// Keys of the issuer `issuer`: its `jwks_uri` read from its metadata
+    /// ([`METADATA_PATHS`]) on first use (and again when a fetch of the
+    /// keys fails, in case it moved).
+    pub fn discover(issuer: String, client: HttpsClient) -> Self {
+        Self::with(issuer, None, client)
+    }
+
+    fn with(url: String, jwks_url: Option<String>, client: HttpsClient) -> Self {
         Self {
             url,
             client,
@@ -90,11 +113,12 @@ impl RemoteJwks {
                 keys: Vec::new(),
                 fetched: None,
                 tried: None,
+                jwks_url,
             }),
         }
     }
 
-    /// The URL.
+    /// The URL (or the issuer) the keys come from.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -108,7 +132,20 @@ impl RemoteJwks {
         let may_fetch = c.tried.is_none_or(|t| t.elapsed() >= REFETCH_MIN);
         if (stale || missing) && may_fetch {
             c.tried = Some(Instant::now());
-            match self.fetch().await {
+            let fetched = match c.jwks_url.clone() {
+                Some(url) => self.fetch(&url).await,
+                None => match self.jwks_uri().await {
+                    Ok(url) => {
+                        let keys = self.fetch(&url).await;
+                        if keys.is_ok() {
+                            c.jwks_url = Some(url);
+                        }
+                        keys
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match fetched {
                 Ok(keys) => {
                     c.keys = keys;
                     c.fetched = Some(Instant::now());
@@ -116,7 +153,7 @@ impl RemoteJwks {
                 Err(e) => {
                     tracing::warn!(url = %self.url, "JWKS fetch failed: {e}");
                     if c.keys.is_empty() {
-                        return Err(format!("the keys at {} cannot be fetched: {e}", self.url));
+                        return Err(format!("the keys of {} cannot be fetched: {e}", self.url));
                     }
                 }
             }
@@ -130,8 +167,35 @@ impl RemoteJwks {
         })
     }
 
-    async fn fetch(&self) -> Result<Vec<Jwk>, String> {
-        let uri: hyper::Uri = self.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    /// The issuer's `jwks_uri`, from the first of its metadata documents
+    /// that names one.
+    async fn jwks_uri(&self) -> Result<String, String> {
+        let base = self.url.trim_end_matches('/');
+        let mut why = Vec::new();
+        for path in METADATA_PATHS {
+            let url = format!("{base}{path}");
+            match self.get(&url).await {
+                Ok(body) => {
+                    let doc: serde_json::Value = serde_json::from_slice(&body)
+                        .map_err(|e| format!("{url}: not JSON: {e}"))?;
+                    match doc.get("jwks_uri").and_then(serde_json::Value::as_str) {
+                        Some(u) => return Ok(u.to_owned()),
+                        None => why.push(format!("{url} names no jwks_uri")),
+                    }
+                }
+                Err(e) => why.push(format!("{url}: {e}")),
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<Jwk>, String> {
+        parse(&self.get(url).await?)
+    }
+
+    /// One bounded GET.
+    async fn get(&self, url: &str) -> Result<Bytes, String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let work = async {
             let resp = self
                 .client
@@ -148,10 +212,9 @@ impl RemoteJwks {
                 .to_bytes();
             Ok(body)
         };
-        let body = tokio::time::timeout(FETCH_TIMEOUT, work)
+        tokio::time::timeout(FETCH_TIMEOUT, work)
             .await
-            .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))??;
-        parse(&body)
+            .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))?
     }
 }
 
