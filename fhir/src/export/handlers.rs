@@ -120,12 +120,7 @@ async fn kick_off(
     granted: Option<Extension<Granted>>,
 ) -> Response {
     let result: Result<Response, FhirError> = async {
-        let prefer = headers
-            .get_all("prefer")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|p| p.trim() == "respond-async"));
-        if !prefer {
+        if !crate::http::prefers(headers, "respond-async") {
             return Err(FhirError::invalid(
                 "a bulk export needs the header Prefer: respond-async",
             ));

@@ -97,13 +97,7 @@ pub fn prefer_return(headers: &HeaderMap) -> Return {
 /// The `return=` preference sent, when it is one this server knows (the
 /// first `return=` counts).
 pub fn prefer_return_asked(headers: &HeaderMap) -> Option<Return> {
-    let prefer = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("return="));
+    let prefer = preferences(headers).find_map(|p| p.strip_prefix("return="));
     match prefer? {
         "minimal" => Some(Return::Minimal),
         "OperationOutcome" => Some(Return::Outcome),
@@ -123,14 +117,25 @@ impl Return {
     }
 }
 
-/// Whether `Prefer: handling=strict` was sent.
-pub fn prefer_strict(headers: &HeaderMap) -> bool {
+/// Every preference of every `Prefer` header, trimmed (`return=minimal`,
+/// `handling=strict`, `respond-async`).
+fn preferences(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == "handling=strict")
+        .map(str::trim)
+}
+
+/// Whether the preference `token` (`respond-async`) was sent.
+pub fn prefers(headers: &HeaderMap, token: &str) -> bool {
+    preferences(headers).any(|p| p == token)
+}
+
+/// Whether `Prefer: handling=strict` was sent.
+pub fn prefer_strict(headers: &HeaderMap) -> bool {
+    prefers(headers, "handling=strict")
 }
 
 /// The request body, or 413 when it exceeds the configured limit.
