@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::TestServer;
+use common::{TestServer, type_ids as refs};
 use serde_json::{Value, json};
 
 const ASYNC: (&str, &str) = ("prefer", "respond-async");
@@ -91,19 +91,6 @@ async fn lines(s: &TestServer, manifest: &Value, key: &str) -> Vec<Value> {
         }
     }
     out
-}
-
-fn refs(resources: &[Value]) -> BTreeSet<String> {
-    resources
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap_or(""),
-                r["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 async fn exported(

@@ -97,16 +97,7 @@ async fn synthea_conditional_bundles_load_and_every_reference_resolves() {
     );
     let stored = everything(&s).await;
     assert_eq!(stored.len(), written);
-    let ids: BTreeSet<String> = stored
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap_or(""),
-                r["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let ids: BTreeSet<String> = common::type_ids(&stored);
     let mut literal = 0;
     for res in &stored {
         let mut refs = Vec::new();

@@ -223,3 +223,17 @@ pub async fn found(s: &TestServer, q: &str) -> Vec<String> {
     assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
     sorted_ids(&r.body)
 }
+
+/// `Type/id` of each resource, as a set.
+pub fn type_ids(resources: &[Value]) -> std::collections::BTreeSet<String> {
+    resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
