@@ -8,6 +8,7 @@
 //! - [`free_ports`], [`free_udp_port`] — loopback ports free right now.
 //! - [`frames`], [`frames_in`] — a store's whole log as bytes;
 //!   [`small_store`] — options for a test store with small segments.
+//! - [`etcd`] — a real etcd cluster of real `etcd` processes on loopback.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
 //! - [`ChildGuard`] — a child process killed and reaped on drop.
 //! - [`source::rust_files`] — the project's source files, for checks that
@@ -17,6 +18,7 @@
 //!   crashed and paused nodes. The replication, lease and failover
 //!   simulators all run on it.
 
+pub mod etcd;
 pub mod http;
 mod ports;
 mod process;

@@ -39,6 +39,9 @@ pub struct Dr {
     /// changes to a node's configuration.
     data_at: BTreeMap<&'static str, PathBuf>,
     extra: BTreeMap<&'static str, fn(&mut Config)>,
+    /// etcd as the coordinator instead of the witness: the endpoints a
+    /// and b are given.
+    etcd: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// The executables a cluster runs (a test passes its `CARGO_BIN_EXE_*`).
@@ -89,12 +92,20 @@ impl Dr {
             bins,
             data_at: BTreeMap::new(),
             extra: BTreeMap::new(),
+            etcd: None,
         }
     }
 
     /// The cluster's certificates directory (also its token-signing key).
     pub fn certs(&self) -> &std::path::Path {
         &self.certs
+    }
+
+    /// Coordinates through etcd instead of the witness: a reaches the
+    /// members at `a`, b those at `b` (the same list, or different ones so
+    /// that pausing a member cuts one node off from etcd).
+    pub fn use_etcd(&mut self, a: Vec<String>, b: Vec<String>) {
+        self.etcd = Some((a, b));
     }
 
     /// Keeps node `node`'s data in `dir` (say, on a small file system).
@@ -121,6 +132,10 @@ impl Dr {
         r.peer_addr = Some(peer_relay.addr());
         r.witness = Some("w".into());
         r.witness_addr = Some(witness_relay.addr());
+        if let Some((ea, eb)) = &self.etcd {
+            r.coordinator = vigil_fhir::config::replication::CoordinatorKind::Etcd;
+            r.etcd_endpoints = if me == "a" { ea.clone() } else { eb.clone() };
+        }
         r.preferred = Some("a".into());
         r.lease_ms = self.lease_ms;
         r.max_lag_ms = Some(self.max_lag_ms);
@@ -161,6 +176,23 @@ impl Dr {
     /// Starts data node `node` ("a" or "b").
     pub fn start(&self, node: &str) -> NodeProcess {
         NodeProcess::start(self.bins.node, &self.config(node)).expect("node starts")
+    }
+
+    /// Starts a and b (with etcd as the coordinator, already running), and
+    /// waits until a (preferred) leads and b follows with everything.
+    pub fn start_nodes(&self) -> (NodeProcess, NodeProcess) {
+        assert!(
+            self.etcd.is_some(),
+            "the witness cluster starts with start_all"
+        );
+        let a = self.start("a");
+        let b = self.start("b");
+        until("a leads a new cluster", Duration::from_secs(60), || {
+            leads(a.http)
+        });
+        caught_up(b.http);
+        assert!(!leads(b.http), "one leader");
+        (a, b)
     }
 
     /// Starts the witness, a and b, and waits until a (preferred) leads and
@@ -350,4 +382,32 @@ pub fn all_present(node: SocketAddr, acked: &[Acked]) {
             w.id
         );
     }
+}
+
+/// Asks `via` for a switchover and checks that `to` leads afterwards, that
+/// writes flow again, and that the client saw no write acknowledged for
+/// less than a second.
+pub fn switch_over(via: SocketAddr, to: &str, writer: &Writer) {
+    let asked = Instant::now();
+    let r = request(via, "POST", "/admin/switchover", None).expect("switchover");
+    let answered = Instant::now();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rep: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(rep["new_leader"], to, "{rep}");
+    eprintln!(
+        "switchover to {to}: handed over after {} ms",
+        rep["handover_ms"]
+    );
+    let mid = writer.acked_count();
+    until("writes flow again", Duration::from_secs(20), || {
+        writer.acked_count() > mid + 30
+    });
+    let gap = writer.longest_gap(asked, answered);
+    eprintln!(
+        "switchover to {to}: longest time without an acknowledged write {gap:?} (client side)"
+    );
+    assert!(
+        gap < Duration::from_secs(1),
+        "the switchover paused writes {gap:?}"
+    );
 }

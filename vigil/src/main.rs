@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         log_format: Option<String>,
         #[command(flatten)]
-        repl: ReplFlags,
+        repl: Box<ReplFlags>,
     },
     /// Make a cluster CA and a certificate per node for replication (mutual TLS).
     Certs {
@@ -270,6 +270,27 @@ struct ReplFlags {
     /// The RPO promise in milliseconds; 0 is synchronous replication.
     #[arg(long)]
     max_lag_ms: Option<u64>,
+    /// Auto: who coordinates leadership, witness or etcd.
+    #[arg(long)]
+    coordinator: Option<vigil_fhir::config::replication::CoordinatorKind>,
+    /// Etcd: the members' client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Etcd: the prefix of this cluster's keys (default /vigil/CLUSTER).
+    #[arg(long)]
+    etcd_prefix: Option<String>,
+    /// Etcd: the CA that signed the members' certificates.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// Etcd: this node's client certificate (with --etcd-key).
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// Etcd: the client certificate's key.
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// Etcd: a user (its password from VIGIL_ETCD_PASSWORD).
+    #[arg(long)]
+    etcd_user: Option<String>,
 }
 
 impl ReplFlags {
@@ -280,7 +301,14 @@ impl ReplFlags {
             || self.node.is_some()
             || self.cluster.is_some()
             || self.certs.is_some()
-            || self.max_lag_ms.is_some();
+            || self.max_lag_ms.is_some()
+            || self.coordinator.is_some()
+            || !self.etcd_endpoints.is_empty()
+            || self.etcd_prefix.is_some()
+            || self.etcd_ca.is_some()
+            || self.etcd_cert.is_some()
+            || self.etcd_key.is_some()
+            || self.etcd_user.is_some();
         if !any {
             return Ok(());
         }
@@ -321,6 +349,29 @@ impl ReplFlags {
         }
         if let Some(v) = self.max_lag_ms {
             r.max_lag_ms = Some(v);
+        }
+        if let Some(v) = self.coordinator {
+            r.coordinator = v;
+        }
+        if !self.etcd_endpoints.is_empty() {
+            r.etcd_endpoints = self.etcd_endpoints;
+        }
+        for (flag, setting) in [
+            (self.etcd_prefix, &mut r.etcd_prefix),
+            (self.etcd_user, &mut r.etcd_user),
+        ] {
+            if flag.is_some() {
+                *setting = flag;
+            }
+        }
+        for (flag, setting) in [
+            (self.etcd_ca, &mut r.etcd_ca),
+            (self.etcd_cert, &mut r.etcd_cert),
+            (self.etcd_key, &mut r.etcd_key),
+        ] {
+            if flag.is_some() {
+                *setting = flag;
+            }
         }
         cfg.replication = Some(r);
         Ok(())

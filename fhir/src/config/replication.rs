@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use vigil_net::runtime::cluster::Coordinator;
+use vigil_net::runtime::etcd::EtcdConfig;
 use vigil_net::runtime::node::{NodeConfig, Role};
 pub use vigil_net::runtime::replicated::OnLag;
 use vigil_net::runtime::replicated::WriteRules;
@@ -56,6 +58,34 @@ impl std::str::FromStr for ReplicationRole {
     }
 }
 
+/// `coordinator`: who holds the third vote, allocates epochs and keeps
+/// eligibility under `role = "auto"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoordinatorKind {
+    /// Vigil's witness process (`witness`, `witness_addr`).
+    #[default]
+    Witness,
+    /// An etcd cluster (`etcd_endpoints`, …).
+    Etcd,
+}
+
+impl std::str::FromStr for CoordinatorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "witness" => Ok(Self::Witness),
+            "etcd" => Ok(Self::Etcd),
+            other => Err(format!(
+                "coordinator must be witness or etcd, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// Longest wait for one etcd member before the next is tried.
+pub const ETCD_REQUEST_TIMEOUT_MS: u64 = 300;
+
 /// How long a synchronous write waits for the follower unless configured.
 pub const SYNC_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 
@@ -84,6 +114,30 @@ pub struct ReplicationConfig {
     /// Auto: the witness's address.
     #[serde(default)]
     pub witness_addr: Option<SocketAddr>,
+    /// Auto: `witness` (default) or `etcd`.
+    #[serde(default)]
+    pub coordinator: CoordinatorKind,
+    /// Etcd: the members' client URLs (`https://host:2379`, …).
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// Etcd: the prefix of this cluster's keys (default `/vigil/<cluster>`).
+    #[serde(default)]
+    pub etcd_prefix: Option<String>,
+    /// Etcd: the CA that signed the members' certificates (https).
+    #[serde(default)]
+    pub etcd_ca: Option<PathBuf>,
+    /// Etcd: this node's client certificate (with `etcd_key`).
+    #[serde(default)]
+    pub etcd_cert: Option<PathBuf>,
+    /// Etcd: the client certificate's key.
+    #[serde(default)]
+    pub etcd_key: Option<PathBuf>,
+    /// Etcd: a user, when etcd has authentication on.
+    #[serde(default)]
+    pub etcd_user: Option<String>,
+    /// Etcd: the user's password (or the `VIGIL_ETCD_PASSWORD` variable).
+    #[serde(default, skip_serializing)]
+    pub etcd_password: Option<String>,
     /// Auto: the node that takes the first lease of a new cluster
     /// (default: this node).
     #[serde(default)]
@@ -166,6 +220,14 @@ impl ReplicationConfig {
             peer_addr: None,
             witness: None,
             witness_addr: None,
+            coordinator: CoordinatorKind::default(),
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+            etcd_user: None,
+            etcd_password: None,
             preferred: None,
             lease_ms: default_lease_ms(),
             listen: None,
@@ -190,19 +252,36 @@ impl ReplicationConfig {
                 bad("a follower needs leader = \"IP:PORT\"".into())
             }
             ReplicationRole::Auto
-                if self.listen.is_none()
-                    || self.peer.is_none()
-                    || self.peer_addr.is_none()
-                    || self.witness.is_none()
-                    || self.witness_addr.is_none() =>
+                if self.listen.is_none() || self.peer.is_none() || self.peer_addr.is_none() =>
+            {
+                bad("role = \"auto\" needs listen, peer and peer_addr".into())
+            }
+            ReplicationRole::Auto
+                if self.coordinator == CoordinatorKind::Witness
+                    && (self.witness.is_none() || self.witness_addr.is_none()) =>
+            {
+                bad("coordinator = \"witness\" needs witness and witness_addr".into())
+            }
+            ReplicationRole::Auto
+                if self.coordinator == CoordinatorKind::Etcd && self.etcd_endpoints.is_empty() =>
             {
                 bad(
-                    "role = \"auto\" needs listen, peer, peer_addr, witness and witness_addr"
+                    "coordinator = \"etcd\" needs etcd_endpoints = [\"https://host:2379\", …]"
                         .into(),
                 )
             }
             _ => Ok(()),
         }?;
+        if self.coordinator == CoordinatorKind::Etcd {
+            // The client checks URLs, certificates and limits the same way
+            // at start; here the mistakes are named before anything runs.
+            if let Err(e) = vigil_net::runtime::etcd::EtcdClient::new(self.etcd_config()) {
+                return bad(e.to_string());
+            }
+            if self.etcd_password.is_some() && self.etcd_user.is_none() {
+                return bad("etcd_password needs etcd_user".into());
+            }
+        }
         if !(600..=600_000).contains(&self.lease_ms) {
             return bad("lease_ms must be 600..=600000".into());
         }
@@ -238,14 +317,17 @@ impl ReplicationConfig {
         data: &std::path::Path,
         store: vigil_engine::Options,
     ) -> Option<vigil_net::runtime::cluster::ClusterConfig> {
-        let (Some(listen), Some(peer), Some(peer_addr), Some(witness), Some(witness_addr)) = (
-            self.listen,
-            self.peer.clone(),
-            self.peer_addr,
-            self.witness.clone(),
-            self.witness_addr,
-        ) else {
+        let (Some(listen), Some(peer), Some(peer_addr)) =
+            (self.listen, self.peer.clone(), self.peer_addr)
+        else {
             return None;
+        };
+        let coordinator = match (self.coordinator, self.witness.clone(), self.witness_addr) {
+            (CoordinatorKind::Etcd, _, _) => Coordinator::Etcd(self.etcd_config()),
+            (CoordinatorKind::Witness, Some(name), Some(addr)) => {
+                Coordinator::Witness(vigil_net::runtime::cluster::Member { name, addr })
+            }
+            (CoordinatorKind::Witness, _, _) => return None,
         };
         Some(vigil_net::runtime::cluster::ClusterConfig {
             node: self.node_config(http_url),
@@ -254,15 +336,32 @@ impl ReplicationConfig {
                 name: peer,
                 addr: peer_addr,
             },
-            witness: vigil_net::runtime::cluster::Member {
-                name: witness,
-                addr: witness_addr,
-            },
+            coordinator,
             lease: vigil_net::proto::lease::LeaseConfig::with_duration_ms(self.lease_ms),
             preferred: self.preferred.clone().unwrap_or_else(|| self.node.clone()),
             data: data.to_owned(),
             store,
         })
+    }
+
+    /// How this node reaches etcd (`coordinator = "etcd"`).
+    pub fn etcd_config(&self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self
+                .etcd_prefix
+                .clone()
+                .unwrap_or_else(|| format!("/vigil/{}", self.cluster)),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password: self
+                .etcd_password
+                .clone()
+                .or_else(|| std::env::var("VIGIL_ETCD_PASSWORD").ok()),
+            request_timeout: Duration::from_millis(ETCD_REQUEST_TIMEOUT_MS),
+        }
     }
 
     /// The rules this node's writes follow.

@@ -126,6 +126,25 @@ impl Voter {
         }
     }
 
+    /// A voter whose promise lives in a coordination store (etcd): it
+    /// knows `epoch` and, if `holder` is named, has promised it for as long
+    /// as the store keeps the promise (the store's lease, not this value's
+    /// clock, ends it). No quiet period: the store's promise survives the
+    /// store's restarts.
+    pub fn held(name: &str, cfg: LeaseConfig, epoch: u64, holder: Option<&str>) -> Self {
+        cfg.check();
+        Self {
+            name: name.into(),
+            cfg,
+            epoch,
+            promise: holder.map(|h| Promise {
+                holder: h.into(),
+                until_us: u64::MAX,
+            }),
+            quiet_until_us: 0,
+        }
+    }
+
     /// The voter's name.
     pub fn name(&self) -> &str {
         &self.name

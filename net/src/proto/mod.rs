@@ -10,11 +10,14 @@
 //!   of its leader (rejoin, reseed, stand for promotion again).
 //! - [`witness`] — the witness's whole logic (`decide`) and its durable
 //!   state.
+//! - [`coordination`] — the same decisions kept in etcd: what to write
+//!   for one request, and whether a write whose answer was lost was made.
 //!
 //! **Boundary:** no tokio and no quinn here (std files are allowed: a
 //! decision that must survive a crash is made durable before it is
 //! answered). Time comes in as an argument.
 
+pub mod coordination;
 pub mod eligibility;
 pub mod enforce;
 pub mod follower;

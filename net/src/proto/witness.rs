@@ -64,14 +64,20 @@ impl WitnessState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e),
         };
+        Self::parse(&text).map_err(|line| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} {line}", path.display()),
+            )
+        })
+    }
+
+    /// Reads the state from its text (the file's, or etcd's state key);
+    /// `Err` names the first line that does not parse.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let mut st = Self::default();
         for (i, line) in text.lines().enumerate() {
-            let bad = || {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} line {}: {line:?}", path.display(), i + 1),
-                )
-            };
+            let bad = || format!("line {}: {line:?}", i + 1);
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
                 ["epoch", n] => st.epoch = n.parse().map_err(|_| bad())?,
@@ -84,6 +90,9 @@ impl WitnessState {
                         _ => return Err(bad()),
                     };
                     let durable_lsn = lsn.parse().map_err(|_| bad())?;
+                    if !st.followers.contains_key(*name) && st.followers.len() >= FOLLOWERS_MAX {
+                        return Err(bad());
+                    }
                     st.followers.insert(
                         (*name).to_owned(),
                         FollowerRecord {
@@ -98,8 +107,8 @@ impl WitnessState {
         Ok(st)
     }
 
-    /// Writes the state to `dir` durably.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+    /// The state as text, as [`WitnessState::parse`] reads it.
+    pub fn to_text(&self) -> String {
         let mut text = format!("epoch {}\n", self.epoch);
         if !self.leader.is_empty() {
             text.push_str(&format!("leader {}\n", self.leader));
@@ -111,7 +120,12 @@ impl WitnessState {
             let state = if r.eligible { "eligible" } else { "ineligible" };
             text.push_str(&format!("follower {n} {state} {}\n", r.durable_lsn));
         }
-        crate::proto::eligibility::replace_durably(&dir.join(STATE_FILE), text.as_bytes())
+        text
+    }
+
+    /// Writes the state to `dir` durably.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        crate::proto::eligibility::replace_durably(&dir.join(STATE_FILE), self.to_text().as_bytes())
     }
 }
 

@@ -9,12 +9,15 @@
 //! - [`durable_wait`] — callers parked until a follower holds their LSN.
 //! - [`cluster`] — automatic failover on a data node.
 //! - [`witness`] — the witness's server and a data node's client of it.
+//! - [`etcd`] — etcd as the coordinator instead: the witness's requests
+//!   answered from etcd keys, and a small client of etcd's JSON gateway.
 //! - [`tls`] — the cluster's certificates and the QUIC configurations.
 //! - [`error`] — `NetError`, why the runtime could not start or run.
 
 pub mod cluster;
 pub mod durable_wait;
 pub mod error;
+pub mod etcd;
 pub mod node;
 pub mod replicated;
 pub mod tls;

@@ -108,7 +108,7 @@ pub(super) async fn act(inner: &Arc<Inner>, a: ElectorAction, tx: &mpsc::Sender<
             };
             let (inner, tx) = (inner.clone(), tx.clone());
             tokio::spawn(async move {
-                let answer = if to == inner.cfg.witness.name {
+                let answer = if to == inner.cfg.coordinator.name() {
                     let r = inner.ask_witness(msg).await;
                     let _ = tx.send(Event::WitnessReachable(r.is_ok())).await;
                     r

@@ -34,11 +34,13 @@ use drive::run;
 use links::{answer_leader, witness_link};
 use roles::{promote, start_follower, step_down, take_node};
 
+use crate::proto::coordination::ETCD_VOTER;
 use crate::proto::lease::{
     Elector, ElectorAction, LeaseConfig, LeaseReply, LeaseRequest, Role as LeaseRole,
 };
 use crate::proto::wire::Message;
 use crate::runtime::error::NetError;
+use crate::runtime::etcd::{self, EtcdClient, EtcdConfig};
 use crate::runtime::node::{Node, NodeConfig, Role};
 use crate::runtime::tls::Identity;
 use crate::runtime::witness::WitnessClient;
@@ -47,6 +49,9 @@ use crate::runtime::witness::WitnessClient;
 const TICK: Duration = Duration::from_millis(50);
 /// Longest wait for one answer from the witness.
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest etcd's answer to one request may take (inside
+/// [`WITNESS_TIMEOUT`], after which the request is given up anyway).
+const ETCD_BUDGET: Duration = Duration::from_millis(900);
 /// Requests queued for the witness before new ones are dropped (a lease
 /// round is simply retried).
 const WITNESS_QUEUE_MAX: usize = 64;
@@ -66,6 +71,33 @@ pub struct Member {
     pub addr: SocketAddr,
 }
 
+/// The third voter, which also allocates epochs and keeps eligibility.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Coordinator {
+    /// Vigil's own witness process.
+    Witness(Member),
+    /// An etcd cluster (its keys under the configured prefix).
+    Etcd(EtcdConfig),
+}
+
+impl Coordinator {
+    /// Its name as a voter.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Witness(m) => &m.name,
+            Self::Etcd(_) => ETCD_VOTER,
+        }
+    }
+
+    /// `witness` or `etcd`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Witness(_) => "witness",
+            Self::Etcd(_) => "etcd",
+        }
+    }
+}
+
 /// Everything one data node needs for automatic failover.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -75,8 +107,8 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The other data node.
     pub peer: Member,
-    /// The witness.
-    pub witness: Member,
+    /// Who holds the third vote and allocates epochs.
+    pub coordinator: Coordinator,
     /// Lease timing.
     pub lease: LeaseConfig,
     /// The node that takes the first lease of a brand-new cluster (the
@@ -121,8 +153,10 @@ pub struct LeadershipStatus {
     pub may_write: bool,
     /// Milliseconds left on its lease (leader only).
     pub lease_left_ms: u64,
-    /// The witness's name and whether it answered lately.
+    /// The coordinator's name (the witness's, or `etcd`).
     pub witness: String,
+    /// `witness` or `etcd`.
+    pub coordinator: String,
     /// Whether the witness answered the last request.
     pub witness_reachable: bool,
     /// The other data node.
@@ -146,7 +180,7 @@ enum Event {
 }
 
 /// A request to the witness and where its answer goes.
-type WitnessJob = (Message, oneshot::Sender<Result<Message, NetError>>);
+type WitnessJob = etcd::Job;
 
 struct Inner {
     cfg: ClusterConfig,
@@ -288,7 +322,7 @@ impl Cluster {
     /// Opens the store (read-only until promoted), starts following the
     /// peer, and starts the leadership loop.
     pub async fn start(cfg: ClusterConfig) -> Result<Arc<Cluster>, NetError> {
-        if cfg.peer.name == cfg.node.name || cfg.witness.name == cfg.node.name {
+        if cfg.peer.name == cfg.node.name || cfg.coordinator.name() == cfg.node.name {
             return Err(NetError::Config(
                 "the peer and the witness must be other nodes than this one".into(),
             ));
@@ -306,7 +340,7 @@ impl Cluster {
         let mut elector = Elector::start(
             &cfg.node.name,
             &cfg.peer.name,
-            &cfg.witness.name,
+            cfg.coordinator.name(),
             cfg.lease,
             store.epoch(),
             0,
@@ -319,7 +353,8 @@ impl Cluster {
         let inner = Arc::new(Inner {
             status: Mutex::new(LeadershipStatus {
                 role: "follower".into(),
-                witness: cfg.witness.name.clone(),
+                witness: cfg.coordinator.name().to_owned(),
+                coordinator: cfg.coordinator.kind().to_owned(),
                 peer: cfg.peer.name.clone(),
                 ..LeadershipStatus::default()
             }),
@@ -336,17 +371,22 @@ impl Cluster {
         });
         start_follower(&inner).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let w = tokio::spawn(witness_link(
-            id,
-            inner.cfg.witness.clone(),
-            witness_rx,
-            stop_rx.clone(),
-        ));
+        let w = match &inner.cfg.coordinator {
+            Coordinator::Witness(m) => {
+                tokio::spawn(witness_link(id, m.clone(), witness_rx, stop_rx.clone()))
+            }
+            Coordinator::Etcd(e) => {
+                let client =
+                    EtcdClient::new(e.clone()).map_err(|err| NetError::Config(err.to_string()))?;
+                let c = etcd::Coordinator::new(client, inner.cfg.lease);
+                tokio::spawn(etcd::serve(c, witness_rx, stop_rx.clone(), ETCD_BUDGET))
+            }
+        };
         let l = tokio::spawn(run(inner.clone(), stop_rx));
         tracing::info!(
             node = %inner.cfg.node.name,
             peer = %inner.cfg.peer.name,
-            witness = %inner.cfg.witness.name,
+            coordinator = %inner.cfg.coordinator.kind(),
             "automatic failover on: following until this node holds a lease"
         );
         Ok(Arc::new(Cluster {
