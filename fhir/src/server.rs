@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -134,12 +134,31 @@ async fn live() -> Response {
 /// `GET /health/ready`: 200 when this node serves reads and takes writes
 /// (a follower: forwards them); 503 when the store is not open, or when
 /// its disk is below the reserve, so a load balancer stops sending writes
-/// there (reads still work: `"reads": true`).
-async fn ready(State(app): State<Arc<App>>) -> Response {
+/// there (reads still work: `"reads": true`). With `?max_lag_ms=N`, a
+/// follower is ready only while it hears its leader and is at most N ms of
+/// commit time behind it (a load balancer's check for routing reads).
+async fn ready(
+    State(app): State<Arc<App>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     let store = match app.store() {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    if let Some(limit) = q.get("max_lag_ms") {
+        let Ok(limit) = limit.parse::<u64>() else {
+            return FhirError::invalid(format!(
+                "max_lag_ms must be a whole number of milliseconds, not {limit:?}"
+            ))
+            .into_response();
+        };
+        if let Some(lagging) = lag_beyond(&app, limit) {
+            return crate::http::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::to_vec(&lagging).unwrap_or_default(),
+            );
+        }
+    }
     if let Some(why) = store.stopped() {
         let body = serde_json::json!({
             "status": "stopped",
@@ -172,6 +191,35 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
         }
         _ => crate::http::json_response(StatusCode::OK, br#"{"status":"ready"}"#.to_vec()),
     }
+}
+
+/// Why this node is not within `limit_ms` of its leader, if it is not: a
+/// follower that does not hear its leader, or lags more. A leader or a
+/// standalone server is never behind.
+fn lag_beyond(app: &App, limit_ms: u64) -> Option<serde_json::Value> {
+    let r = app.replication.as_ref()?;
+    if r.is_leader() {
+        return None;
+    }
+    let view = r.node().and_then(|n| n.leader_view());
+    let (connected, lag_s) = view
+        .as_ref()
+        .map_or((false, f64::INFINITY), |v| (v.connected, v.lag_seconds));
+    let lag_ms = lag_s * 1000.0;
+    if connected && lag_ms <= limit_ms as f64 {
+        return None;
+    }
+    Some(serde_json::json!({
+        "status": "lagging",
+        "reads": true,
+        "connected": connected,
+        "lag_ms": if lag_ms.is_finite() { serde_json::json!(lag_ms.round() as u64) } else { serde_json::Value::Null },
+        "reason": if connected {
+            format!("{:.0} ms behind the leader, more than max_lag_ms={limit_ms}", lag_ms)
+        } else {
+            "not connected to the leader: how far behind it is cannot be known".to_owned()
+        },
+    }))
 }
 
 /// `GET /health/leader`: 200 only on the node that takes writes (a

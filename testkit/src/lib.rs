@@ -9,6 +9,7 @@
 //! - [`frames`], [`frames_in`] — a store's whole log as bytes;
 //!   [`small_store`] — options for a test store with small segments.
 //! - [`etcd`] — a real etcd cluster of real `etcd` processes on loopback.
+//! - [`haproxy`] — a real HAProxy on loopback.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
 //! - [`ChildGuard`] — a child process killed and reaped on drop.
 //! - [`source::rust_files`] — the project's source files, for checks that
@@ -19,6 +20,7 @@
 //!   simulators all run on it.
 
 pub mod etcd;
+pub mod haproxy;
 pub mod http;
 mod ports;
 mod process;
