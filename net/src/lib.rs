@@ -2,7 +2,7 @@
 //!
 //! Replication of Vigil's log to a follower in another region: frames
 //! shipped byte for byte over QUIC with mutual TLS, acknowledged as
-//! received, durable and applied; leadership by leases at a witness.
+//! received, durable and applied; leadership by leases at a witness or in etcd.
 //!
 //! - [`proto`] decides everything: sans-I/O state machines
 //!   (`(state, event, now) -> actions`, no sockets, clocks or tasks; no
@@ -13,9 +13,10 @@
 //!   replication node, the witness server, automatic failover on a data
 //!   node, the cluster's certificates.
 //! - [`status`] is what `/status` shows; [`relay`] the UDP relay for fault
-//!   injection.
+//!   injection, [`tcp_relay`] its TCP counterpart (links to etcd).
 
 pub mod proto;
 pub mod relay;
 pub mod runtime;
 pub mod status;
+pub mod tcp_relay;

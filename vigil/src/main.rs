@@ -93,6 +93,10 @@ enum Command {
         /// Sample patients (20 resources each) loaded into a new cluster.
         #[arg(long, default_value_t = 50)]
         patients: usize,
+        /// Coordinate through three local etcd members (the installed
+        /// `etcd`) instead of the witness.
+        #[arg(long)]
+        etcd: bool,
     },
     /// A DR drill: steady writes, a disaster, and a report of RTO, RPO,
     /// latency and throughput (Markdown, JSON, SVG); exits non-zero when
@@ -460,6 +464,7 @@ fn main() -> anyhow::Result<()> {
             http_port,
             repl_port,
             patients,
+            etcd,
         } => {
             let exe = std::env::current_exe().context("cannot find this program's path")?;
             let rt = current_thread()?;
@@ -471,6 +476,7 @@ fn main() -> anyhow::Result<()> {
                     patients,
                     exe,
                     relays: false,
+                    etcd,
                 },
                 |_| {},
             ))?;

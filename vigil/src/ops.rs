@@ -50,6 +50,10 @@ pub struct DrillArgs {
     /// --local: node a's replication port (b, witness: the next two).
     #[arg(long, default_value_t = 7480)]
     pub repl_port: u16,
+    /// --local: coordinate through three local etcd members instead of the
+    /// witness.
+    #[arg(long)]
+    pub etcd: bool,
 }
 
 /// A progress printer: one line a second at most, and the last one.
@@ -87,6 +91,7 @@ pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
         dir,
         http_port,
         repl_port,
+        etcd,
     } = args;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let opts = vigil::drill::DrillOptions {
@@ -102,6 +107,7 @@ pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
             patients: 0,
             exe,
             relays: true,
+            etcd,
         }),
         urls,
         token,

@@ -1,5 +1,6 @@
 //! `vigil up`: a whole local DR cluster in one command. Two data nodes and
-//! a witness on loopback, each its own process of this same binary, with
+//! a witness (or, with `--etcd`, three etcd members) on loopback, each its
+//! own process (the data nodes and the witness of this same binary), with
 //! its own data directory and certificate; sample patients from the
 //! project's own generator; the endpoints and next commands printed; a
 //! data node that exits is started again (it rejoins as a follower), and
@@ -37,6 +38,21 @@ pub struct UpOptions {
     /// Route every link between the nodes (and to the witness) through a
     /// UDP relay in this process, so that a drill can cut one.
     pub relays: bool,
+    /// Coordinate through three local etcd members (the installed `etcd`)
+    /// instead of the witness; their client ports are a's replication
+    /// port + 10, + 12, + 14.
+    pub etcd: bool,
+}
+
+/// etcd members `vigil up --etcd` starts.
+pub const ETCD_MEMBERS: usize = 3;
+/// Names of the etcd members' processes.
+const ETCD_NAMES: [&str; ETCD_MEMBERS] = ["e0", "e1", "e2"];
+
+/// Member `i`'s client and peer ports.
+fn etcd_ports(o: &UpOptions, i: usize) -> (u16, u16) {
+    let base = o.repl_port + 10 + 2 * i as u16;
+    (base, base + 1)
 }
 
 /// Why the cluster could not come up.
@@ -80,6 +96,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpError {
 
 struct Proc {
     name: &'static str,
+    exe: PathBuf,
     args: Vec<String>,
     child: Child,
     log: PathBuf,
@@ -112,6 +129,7 @@ impl Proc {
             .map_err(io(format!("start {name}")))?;
         Ok(Self {
             name,
+            exe: exe.to_owned(),
             args,
             child,
             log,
@@ -154,8 +172,13 @@ fn node_config(o: &UpOptions, me: &str, links: &Links) -> Result<String, UpError
     r.listen = Some(at(o.repl_port + i));
     r.peer = Some(peer.into());
     r.peer_addr = Some(peer_addr);
-    r.witness = Some("w".into());
-    r.witness_addr = Some(witness_addr);
+    if o.etcd {
+        r.coordinator = vigil_fhir::config::replication::CoordinatorKind::Etcd;
+        r.etcd_endpoints = links.etcd_of(me, o);
+    } else {
+        r.witness = Some("w".into());
+        r.witness_addr = Some(witness_addr);
+    }
     r.preferred = Some("a".into());
     r.max_lag_ms = Some(0);
     let config = Config {
@@ -176,6 +199,8 @@ fn node_config(o: &UpOptions, me: &str, links: &Links) -> Result<String, UpError
 #[derive(Default)]
 struct Links {
     relays: Option<[vigil_net::relay::Relay; 4]>,
+    /// With etcd: each data node's way to each member (TCP).
+    etcd: Option<[Vec<vigil_net::tcp_relay::TcpRelay>; 2]>,
 }
 
 impl Links {
@@ -187,6 +212,17 @@ impl Links {
         let r = |port, seed| {
             vigil_net::relay::Relay::start(at(port), seed).map_err(io("start a relay"))
         };
+        let etcd = if o.etcd {
+            let ways = || {
+                (0..ETCD_MEMBERS)
+                    .map(|i| vigil_net::tcp_relay::TcpRelay::start(at(etcd_ports(o, i).0)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(io("start a TCP relay"))
+            };
+            Some([ways()?, ways()?])
+        } else {
+            None
+        };
         Ok(Self {
             relays: Some([
                 r(o.repl_port, 1)?,
@@ -194,7 +230,44 @@ impl Links {
                 r(o.repl_port + 2, 3)?,
                 r(o.repl_port + 2, 4)?,
             ]),
+            etcd,
         })
+    }
+
+    /// The etcd client URLs node `me` is given.
+    fn etcd_of(&self, me: &str, o: &UpOptions) -> Vec<String> {
+        let side = usize::from(me != "a");
+        match &self.etcd {
+            Some(ways) => ways[side]
+                .iter()
+                .map(|r| format!("http://{}", r.addr()))
+                .collect(),
+            None => (0..ETCD_MEMBERS)
+                .map(|i| format!("http://127.0.0.1:{}", etcd_ports(o, i).0))
+                .collect(),
+        }
+    }
+
+    /// Cuts (or heals) only `node`'s links to the coordinator (the
+    /// witness, or every etcd member), not to the other data node.
+    fn cut_coordinator(&self, node: &str, cut: bool) {
+        let f = if cut {
+            vigil_net::relay::Faults {
+                cut_to_server: true,
+                cut_to_client: true,
+                ..Default::default()
+            }
+        } else {
+            vigil_net::relay::Faults::default()
+        };
+        if let Some([_, _, a_w, b_w]) = &self.relays {
+            if node == "a" { a_w.set(f) } else { b_w.set(f) }
+        }
+        if let Some(ways) = &self.etcd {
+            for r in &ways[usize::from(node != "a")] {
+                r.set_cut(cut);
+            }
+        }
     }
 
     /// (peer address, witness address) as node `me` reaches them.
@@ -225,7 +298,16 @@ impl Links {
         };
         to_a.set(f);
         to_b.set(f);
-        if node == "a" { a_w.set(f) } else { b_w.set(f) }
+        if node == "a" {
+            a_w.set(f)
+        } else {
+            b_w.set(f)
+        }
+        if let Some(ways) = &self.etcd {
+            for r in &ways[usize::from(node != "a")] {
+                r.set_cut(cut);
+            }
+        }
     }
 }
 
@@ -287,22 +369,26 @@ impl LocalCluster {
                 .map_err(io(format!("write {}", path.display())))?;
         }
         let witness_addr = SocketAddr::from(([127, 0, 0, 1], o.repl_port + 2));
-        let mut procs = vec![Proc::spawn(
-            &o.exe,
-            "w",
-            vec![
-                "witness".into(),
-                "--data".into(),
-                dir.join("w").display().to_string(),
-                "--listen".into(),
-                witness_addr.to_string(),
-                "--certs".into(),
-                certs.display().to_string(),
-                "--node".into(),
-                "w".into(),
-            ],
-            &logs,
-        )?];
+        let mut procs = if o.etcd {
+            start_etcd(&o, &logs).await?
+        } else {
+            vec![Proc::spawn(
+                &o.exe,
+                "w",
+                vec![
+                    "witness".into(),
+                    "--data".into(),
+                    dir.join("w").display().to_string(),
+                    "--listen".into(),
+                    witness_addr.to_string(),
+                    "--certs".into(),
+                    certs.display().to_string(),
+                    "--node".into(),
+                    "w".into(),
+                ],
+                &logs,
+            )?]
+        };
         for n in ["a", "b"] {
             let config = dir.join(format!("{n}.toml")).display().to_string();
             procs.push(Proc::spawn(
@@ -313,7 +399,12 @@ impl LocalCluster {
             )?);
         }
         say!(
-            "starting: witness w, data nodes a and b (logs in {})",
+            "starting: {}, data nodes a and b (logs in {})",
+            if o.etcd {
+                "etcd members e0, e1, e2"
+            } else {
+                "witness w"
+            },
             logs.display()
         );
         let mut c = LocalCluster {
@@ -387,6 +478,14 @@ impl LocalCluster {
             .map_or(0, |p| p.child.id())
     }
 
+    /// Sends `sig` to process `name` (SIGSTOP and SIGCONT pause and
+    /// resume it).
+    pub fn signal(&self, name: &str, sig: rustix::process::Signal) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid(name) as i32) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    }
+
     /// Kills `name` with SIGKILL, as a crash would.
     pub fn kill(&mut self, name: &str) {
         if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
@@ -401,13 +500,29 @@ impl LocalCluster {
         self.links.isolate(node, cut);
     }
 
+    /// Cuts (or heals) only data node `node`'s links to the coordinator;
+    /// only for a cluster started with `relays`.
+    pub fn cut_coordinator(&self, node: &str, cut: bool) {
+        self.links.cut_coordinator(node, cut);
+    }
+
+    /// The names of the coordinator's processes: `["w"]`, or the etcd
+    /// members'.
+    pub fn coordinator_procs(&self) -> Vec<&'static str> {
+        if self.opts.etcd {
+            ETCD_NAMES.to_vec()
+        } else {
+            vec!["w"]
+        }
+    }
+
     /// Starts every process that has exited again; returns their names.
     pub fn restart_exited(&mut self) -> Vec<&'static str> {
         let logs = self.opts.dir.join("logs");
         let mut started = Vec::new();
         for p in self.procs.iter_mut() {
             if let Ok(Some(_)) = p.child.try_wait() {
-                match Proc::spawn(&self.opts.exe, p.name, p.args.clone(), &logs) {
+                match Proc::spawn(&p.exe.clone(), p.name, p.args.clone(), &logs) {
                     // The old one has exited: dropping it only reaps it.
                     Ok(new) => {
                         drop(std::mem::replace(p, new));
@@ -437,6 +552,83 @@ impl LocalCluster {
             p.stop();
         }
     }
+}
+
+/// Starts the three etcd members (their data under DIR/etcd) and waits
+/// until they answer.
+async fn start_etcd(o: &UpOptions, logs: &Path) -> Result<Vec<Proc>, UpError> {
+    let etcd = Path::new("etcd");
+    if Command::new(etcd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return Err(UpError::NotReady(
+            "--etcd needs etcd installed (on Debian: apt-get install etcd-server)".into(),
+        ));
+    }
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let initial = (0..ETCD_MEMBERS)
+        .map(|i| format!("{}={}", ETCD_NAMES[i], url(etcd_ports(o, i).1)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Vec::new();
+    for (i, name) in ETCD_NAMES.iter().enumerate() {
+        let (client, peer) = etcd_ports(o, i);
+        let args = [
+            "--name",
+            name,
+            "--data-dir",
+            &o.dir.join("etcd").join(name).display().to_string(),
+            "--listen-client-urls",
+            &url(client),
+            "--advertise-client-urls",
+            &url(client),
+            "--listen-peer-urls",
+            &url(peer),
+            "--initial-advertise-peer-urls",
+            &url(peer),
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            "vigil-local",
+            // Loopback: elections in half a second.
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ]
+        .map(String::from)
+        .to_vec();
+        procs.push(Proc::spawn(etcd, name, args, logs)?);
+    }
+    let t0 = Instant::now();
+    for i in 0..ETCD_MEMBERS {
+        let base = url(etcd_ports(o, i).0);
+        loop {
+            if let Ok((200, text, _)) = call_with("GET", &base, "/health", None, &[], None).await
+                && text.contains("true")
+            {
+                break;
+            }
+            if t0.elapsed() > READY_TIMEOUT {
+                return Err(UpError::NotReady(format!(
+                    "etcd member {} did not become healthy; see {}",
+                    ETCD_NAMES[i],
+                    logs.join(format!("{}.log", ETCD_NAMES[i])).display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(procs)
 }
 
 /// Starts the cluster, loads samples into a new one, and runs until
@@ -502,7 +694,7 @@ fn print_banner(o: &UpOptions, lead: &str, leader_pid: u32) {
         "\nVigil DR cluster up in {dir}
   node a   {a}   {ra}
   node b   {b}   {rb}
-  witness  127.0.0.1:{w} (UDP)
+  {coordinator}
 Both endpoints take reads and writes (a follower forwards writes to the leader).
 
 Try:
@@ -517,7 +709,14 @@ Ctrl-C stops everything.",
         dir = o.dir.display(),
         ra = if lead == "a" { "leader" } else { "follower" },
         rb = if lead == "b" { "leader" } else { "follower" },
-        w = o.repl_port + 2,
+        coordinator = if o.etcd {
+            let urls: Vec<String> = (0..ETCD_MEMBERS)
+                .map(|i| format!("http://127.0.0.1:{}", etcd_ports(o, i).0))
+                .collect();
+            format!("etcd     {}", urls.join(" "))
+        } else {
+            format!("witness  127.0.0.1:{} (UDP)", o.repl_port + 2)
+        },
     );
 }
 

@@ -354,11 +354,23 @@ mod tests {
         assert!(!st.followers["a"].eligible, "a must catch up with b first");
         assert_eq!(
             p.leader,
+            LeaderChange::Unchanged,
+            "the CAS writes the state only"
+        );
+        // The holder's next renewal in the new epoch writes it into the
+        // promise too (once).
+        let after = View {
+            state: st.clone(),
+            state_revision: 5,
+            leader: held_by("b", 3),
+        };
+        let p = plan(&after, cfg(), ask("b", 4)).expect("taken");
+        assert_eq!(
+            p.leader,
             LeaderChange::Renew {
                 lease: 42,
                 value: Some("b 4".into())
-            },
-            "the promise carries the new epoch"
+            }
         );
     }
 

@@ -30,6 +30,22 @@ pub enum Scenario {
     PartitionLeader,
     /// The witness is killed: nothing may change, writes go on.
     WitnessLoss,
+    /// One coordinator member is killed (an etcd member; with the witness,
+    /// the witness): nothing may change, writes go on.
+    CoordinatorMemberLoss,
+    /// The coordinator loses its quorum (two of three etcd members killed;
+    /// the witness killed): nothing may change while the two data nodes
+    /// hear each other — the leader keeps its majority with its
+    /// follower's vote.
+    CoordinatorQuorumLoss,
+    /// The leader is cut off from the coordinator but not from its
+    /// follower: nothing may change (the follower's vote keeps its lease).
+    LeaderCutFromCoordinator,
+    /// The leader's process is paused (SIGSTOP) for 10 s, past its lease,
+    /// then resumed: the follower takes over, and the old leader must
+    /// acknowledge nothing after its lease ended (no acknowledged write
+    /// lost) and rejoin.
+    PauseLeader,
     /// A planned switchover: zero loss, a short pause.
     Switchover,
 }
@@ -74,6 +90,23 @@ pub enum DrillError {
         source: std::io::Error,
     },
 }
+
+impl Scenario {
+    /// Whether the cluster must go on as it was: no promotion, no outage.
+    pub fn nothing_changes(self) -> bool {
+        matches!(
+            self,
+            Self::WitnessLoss
+                | Self::CoordinatorMemberLoss
+                | Self::CoordinatorQuorumLoss
+                | Self::LeaderCutFromCoordinator
+        )
+    }
+}
+
+/// How long `pause-leader` keeps the leader stopped (past any default
+/// lease).
+const PAUSE: Duration = Duration::from_secs(10);
 
 /// Most writes in flight at once.
 const IN_FLIGHT_MAX: usize = 512;
@@ -167,9 +200,20 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A node that does not answer a probe this fast is taken as down (a
+/// paused process holds its connections open and answers nothing).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn probe(url: &str, path: &str) -> Option<(u16, String)> {
+    match tokio::time::timeout(PROBE_TIMEOUT, call_with("GET", url, path, None, &[], None)).await {
+        Ok(Ok((status, text, _))) => Some((status, text)),
+        _ => None,
+    }
+}
+
 async fn leader_of(urls: &[String]) -> Option<String> {
     for u in urls {
-        if let Ok((200, _, _)) = call_with("GET", u, "/health/leader", None, &[], None).await {
+        if let Some((200, _)) = probe(u, "/health/leader").await {
             return Some(u.clone());
         }
     }
@@ -177,8 +221,8 @@ async fn leader_of(urls: &[String]) -> Option<String> {
 }
 
 async fn status_of(url: &str) -> serde_json::Value {
-    match call_with("GET", url, "/status", None, &[], None).await {
-        Ok((200, t, _)) => serde_json::from_str(&t).unwrap_or_default(),
+    match probe(url, "/status").await {
+        Some((200, t)) => serde_json::from_str(&t).unwrap_or_default(),
         _ => serde_json::Value::Null,
     }
 }
@@ -302,6 +346,53 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
                 ));
             }
         },
+        Scenario::CoordinatorMemberLoss | Scenario::CoordinatorQuorumLoss => {
+            let Some(c) = local.as_mut() else {
+                return Err(DrillError::Cluster(
+                    "the coordinator scenarios need --local (the drill must own the coordinator)"
+                        .into(),
+                ));
+            };
+            let procs = c.coordinator_procs();
+            let kill = match o.scenario {
+                // Of three etcd members, two are a quorum's loss; the
+                // witness is its own quorum.
+                Scenario::CoordinatorQuorumLoss => procs.len().div_ceil(2).max(1),
+                _ => 1,
+            };
+            for p in &procs[..kill.min(procs.len())] {
+                say(&format!("DISASTER: kill -9 coordinator member {p}"));
+                c.kill(p);
+            }
+        }
+        Scenario::LeaderCutFromCoordinator => match local.as_ref() {
+            Some(c) => {
+                say(&format!(
+                    "DISASTER: cut the leader (node {old_leader_node}) off from the coordinator, not from its follower"
+                ));
+                c.cut_coordinator(old_leader_node, true);
+            }
+            None => {
+                return Err(DrillError::Cluster(
+                    "leader-cut-from-coordinator needs --local (the drill must own the links)"
+                        .into(),
+                ));
+            }
+        },
+        Scenario::PauseLeader => match local.as_ref() {
+            Some(c) => {
+                say(&format!(
+                    "DISASTER: pause the leader (node {old_leader_node}) with SIGSTOP for {} s",
+                    PAUSE.as_secs()
+                ));
+                c.signal(old_leader_node, rustix::process::Signal::STOP);
+            }
+            None => {
+                return Err(DrillError::Cluster(
+                    "pause-leader needs --local (the drill must own the processes)".into(),
+                ));
+            }
+        },
         Scenario::Switchover => {
             say("switchover requested");
             if let Err(e) =
@@ -316,6 +407,7 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
     let mut rejoined_at = None;
     let mut restarted = false;
     let mut healed = false;
+    let mut resumed = false;
     let deadline = Instant::now() + SETTLE_TIMEOUT.max(o.after);
     let after_until = t0.elapsed() + o.after;
     loop {
@@ -340,6 +432,15 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
             ));
             restarted = true;
         }
+        if o.scenario == Scenario::PauseLeader
+            && !resumed
+            && now.as_secs_f64() > failure_at + PAUSE.as_secs_f64()
+            && let Some(c) = local.as_ref()
+        {
+            c.signal(old_leader_node, rustix::process::Signal::CONT);
+            resumed = true;
+            say("resumed the old leader (SIGCONT): it must learn the new epoch and rejoin");
+        }
         if o.scenario == Scenario::PartitionLeader
             && !healed
             && promoted_at.is_some_and(|p| now.as_secs_f64() > p + 2.0)
@@ -349,7 +450,7 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
             healed = true;
             say("healed: the old leader must learn the new epoch and rejoin");
         }
-        if o.scenario != Scenario::WitnessLoss && rejoined_at.is_none() && promoted_at.is_some() {
+        if !o.scenario.nothing_changes() && rejoined_at.is_none() && promoted_at.is_some() {
             let up = &status_of(&leader_before).await["upstream"];
             if up["connected"] == true && up["lag_lsns"] == 0 {
                 rejoined_at = Some(t0.elapsed().as_secs_f64());
@@ -359,10 +460,7 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
                 ));
             }
         }
-        let settled = match o.scenario {
-            Scenario::WitnessLoss => true,
-            _ => rejoined_at.is_some(),
-        };
+        let settled = o.scenario.nothing_changes() || rejoined_at.is_some();
         if (now >= after_until && settled) || Instant::now() > deadline {
             break;
         }
