@@ -610,7 +610,7 @@ async fn start_etcd(o: &UpOptions, logs: &Path) -> Result<Vec<Proc>, UpError> {
         procs.push(Proc::spawn(etcd, name, args, logs)?);
     }
     let t0 = Instant::now();
-    for i in 0..ETCD_MEMBERS {
+    for (i, name) in ETCD_NAMES.iter().enumerate() {
         let base = url(etcd_ports(o, i).0);
         loop {
             if let Ok((200, text, _)) = call_with("GET", &base, "/health", None, &[], None).await
@@ -620,9 +620,8 @@ async fn start_etcd(o: &UpOptions, logs: &Path) -> Result<Vec<Proc>, UpError> {
             }
             if t0.elapsed() > READY_TIMEOUT {
                 return Err(UpError::NotReady(format!(
-                    "etcd member {} did not become healthy; see {}",
-                    ETCD_NAMES[i],
-                    logs.join(format!("{}.log", ETCD_NAMES[i])).display()
+                    "etcd member {name} did not become healthy; see {}",
+                    logs.join(format!("{name}.log")).display()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
