@@ -27,12 +27,25 @@ struct Member {
     child: Option<ChildGuard>,
 }
 
+/// The files of a member that serves clients over TLS and asks them for a
+/// certificate (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA clients' certificates must chain to.
+    pub ca: PathBuf,
+    /// The member's certificate (for 127.0.0.1).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
 /// A running etcd cluster.
 #[derive(Debug)]
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial: String,
+    tls: Option<EtcdTls>,
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -42,6 +55,15 @@ fn base64(bytes: &[u8]) -> String {
 impl Etcd {
     /// Starts `members` members and waits until the cluster answers.
     pub fn start(members: usize) -> Self {
+        Self::start_with(members, None)
+    }
+
+    /// Starts one member that serves clients only over mutual TLS.
+    pub fn start_tls(tls: EtcdTls) -> Self {
+        Self::start_with(1, Some(tls))
+    }
+
+    fn start_with(members: usize, tls: Option<EtcdTls>) -> Self {
         assert!((1..=MEMBERS_MAX).contains(&members));
         let dir = tempfile::tempdir().expect("etcd dir");
         let (base, _) = free_ports(2 * members as u16, 0);
@@ -62,6 +84,7 @@ impl Etcd {
             dir,
             members,
             initial,
+            tls,
         };
         for i in 0..etcd.members.len() {
             etcd.restart(i);
@@ -77,7 +100,8 @@ impl Etcd {
 
     /// Member `i`'s client URL.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client)
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
@@ -95,7 +119,7 @@ impl Etcd {
     pub fn restart(&mut self, i: usize) {
         let m = &self.members[i];
         let log = std::fs::File::create(self.log(i)).expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = self.endpoint(i);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let mut cmd = Command::new("etcd");
         cmd.arg("--name")
@@ -111,8 +135,17 @@ impl Etcd {
             .args(["--initial-cluster-token", "vigil-test"])
             // Loopback: elections in half a second, not a second.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
+            .args(["--logger", "zap", "--log-level", "warn"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         let child = match cmd.spawn() {
@@ -154,10 +187,21 @@ impl Etcd {
         assert!(ok, "kill -{sig} {pid}");
     }
 
-    /// Waits until every running member says it is healthy.
+    /// Waits until every running member says it is healthy (a TLS member:
+    /// until it accepts connections; the tests' own client speaks no TLS).
     pub fn wait_healthy(&self) {
         for i in 0..self.members.len() {
             if self.members[i].child.is_none() {
+                continue;
+            }
+            if self.tls.is_some() {
+                let addr = self.addr(i);
+                until("etcd listens", Duration::from_secs(30), || {
+                    std::net::TcpStream::connect(addr).is_ok()
+                });
+                // Its health endpoint is behind TLS: give the raft
+                // election of a single member its moment.
+                std::thread::sleep(Duration::from_millis(1_500));
                 continue;
             }
             let addr = self.addr(i);
@@ -197,6 +241,34 @@ impl Etcd {
             return Some(String::from_utf8(bytes).expect("utf-8"));
         }
         panic!("no etcd member answered a read of {key}")
+    }
+
+    /// Turns authentication on with a `root` user of password `password`
+    /// (through member 0, before any client needs it).
+    pub fn enable_auth(&self, password: &str) {
+        let calls = [
+            (
+                "/v3/auth/user/add",
+                format!(r#"{{"name":"root","password":"{password}"}}"#),
+            ),
+            ("/v3/auth/role/add", r#"{"name":"root"}"#.to_owned()),
+            (
+                "/v3/auth/user/grant",
+                r#"{"user":"root","role":"root"}"#.to_owned(),
+            ),
+            ("/v3/auth/enable", "{}".to_owned()),
+        ];
+        for (path, body) in calls {
+            let r = request_with(
+                self.addr(0),
+                "POST",
+                path,
+                Some(&body),
+                &[("Content-Type", "application/json")],
+            )
+            .expect("etcd auth call");
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+        }
     }
 
     /// Writes `key` (through member 0).

@@ -188,7 +188,7 @@ pub fn render(json: &str) -> Result<String, StatusError> {
     if let Some(l) = v.get("leadership").filter(|l| !l.is_null()) {
         let _ = writeln!(
             out,
-            "leadership: {} in epoch {}, {}; witness {} {}; {} lease renewals, {} lapses, {} elections won",
+            "leadership: {} in epoch {}, {}; {} {}; {} lease renewals, {} lapses, {} elections won",
             s(l, "role"),
             s(l, "epoch"),
             if l["may_write"] == true {
@@ -196,7 +196,10 @@ pub fn render(json: &str) -> Result<String, StatusError> {
             } else {
                 "takes no writes".into()
             },
-            s(l, "witness"),
+            match l["coordinator"].as_str() {
+                Some("etcd") => "etcd".to_owned(),
+                _ => format!("witness {}", s(l, "witness")),
+            },
             if l["witness_reachable"] == true {
                 "reachable"
             } else {
