@@ -9,7 +9,7 @@ use std::time::Duration;
 use vigil_net::proto::coordination::ETCD_VOTER;
 use vigil_net::proto::lease::LeaseConfig;
 use vigil_net::proto::wire::Message;
-use vigil_net::runtime::etcd::{Coordinator, EtcdClient, EtcdConfig};
+use vigil_net::runtime::etcd::{EtcdClient, EtcdConfig, EtcdWitness};
 use vigil_testkit::etcd::{Etcd, EtcdTls};
 
 fn config(endpoints: Vec<String>) -> EtcdConfig {
@@ -25,8 +25,8 @@ fn config(endpoints: Vec<String>) -> EtcdConfig {
     }
 }
 
-fn coordinator(cfg: EtcdConfig) -> Coordinator {
-    Coordinator::new(
+fn coordinator(cfg: EtcdConfig) -> EtcdWitness {
+    EtcdWitness::new(
         EtcdClient::new(cfg).expect("client"),
         LeaseConfig::with_duration_ms(2_000),
     )

@@ -272,6 +272,12 @@ impl ReplicationConfig {
             }
             _ => Ok(()),
         }?;
+        if self.coordinator == CoordinatorKind::Etcd && !self.is_auto() {
+            return bad(
+                "coordinator = \"etcd\" needs role = \"auto\" (a static role has no coordinator)"
+                    .into(),
+            );
+        }
         if self.coordinator == CoordinatorKind::Etcd {
             // The client checks URLs, certificates and limits the same way
             // at start; here the mistakes are named before anything runs.
@@ -397,5 +403,82 @@ impl ReplicationConfig {
         c.window_bytes = self.window_bytes;
         c.max_lag = self.max_lag_ms.map(Duration::from_millis);
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auto_etcd() -> ReplicationConfig {
+        let mut r = ReplicationConfig::new("demo", "a", "/certs".into(), ReplicationRole::Auto);
+        r.listen = Some(SocketAddr::from(([127, 0, 0, 1], 7400)));
+        r.peer = Some("b".into());
+        r.peer_addr = Some(SocketAddr::from(([127, 0, 0, 1], 7401)));
+        r.coordinator = CoordinatorKind::Etcd;
+        r.etcd_endpoints = vec!["http://127.0.0.1:2379".into()];
+        r
+    }
+
+    fn refusal(r: &ReplicationConfig) -> String {
+        r.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn etcd_settings_become_the_cluster_coordinator_with_the_default_prefix() {
+        let r = auto_etcd();
+        r.validate().expect("valid");
+        let c = r
+            .cluster_config(
+                "http://127.0.0.1:8080",
+                std::path::Path::new("/d"),
+                Default::default(),
+            )
+            .expect("auto");
+        match c.coordinator {
+            Coordinator::Etcd(e) => {
+                assert_eq!(e.prefix, "/vigil/demo");
+                assert_eq!(e.endpoints, ["http://127.0.0.1:2379"]);
+            }
+            other => panic!("not etcd: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn etcd_mistakes_are_named_before_anything_runs() {
+        let mut r = auto_etcd();
+        r.etcd_endpoints.clear();
+        assert!(refusal(&r).contains("etcd_endpoints"), "{}", refusal(&r));
+        let mut r = auto_etcd();
+        r.etcd_endpoints = vec!["ftp://x:1".into()];
+        assert!(refusal(&r).contains("http://HOST:PORT"), "{}", refusal(&r));
+        let mut r = auto_etcd();
+        r.etcd_endpoints = vec!["https://x:2379".into()];
+        assert!(refusal(&r).contains("etcd_ca"), "{}", refusal(&r));
+        let mut r = auto_etcd();
+        r.etcd_cert = Some("/c.pem".into());
+        assert!(refusal(&r).contains("both"), "{}", refusal(&r));
+        let mut r = auto_etcd();
+        r.etcd_password = Some("p".into());
+        assert!(refusal(&r).contains("etcd_user"), "{}", refusal(&r));
+        let mut r = auto_etcd();
+        r.role = ReplicationRole::Leader;
+        assert!(refusal(&r).contains("role = \"auto\""), "{}", refusal(&r));
+        // The witness still needs its own settings.
+        let mut r = auto_etcd();
+        r.coordinator = CoordinatorKind::Witness;
+        assert!(refusal(&r).contains("witness_addr"), "{}", refusal(&r));
+    }
+
+    #[test]
+    fn the_password_is_never_written_out() {
+        let mut r = auto_etcd();
+        r.etcd_user = Some("vigil".into());
+        r.etcd_password = Some("s3cret".into());
+        let text = toml::to_string(&r).expect("toml");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("etcd_user"), "{text}");
+        let debug = format!("{:?}", r.etcd_config());
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 }

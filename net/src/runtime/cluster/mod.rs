@@ -378,7 +378,7 @@ impl Cluster {
             Coordinator::Etcd(e) => {
                 let client =
                     EtcdClient::new(e.clone()).map_err(|err| NetError::Config(err.to_string()))?;
-                let c = etcd::Coordinator::new(client, inner.cfg.lease);
+                let c = etcd::EtcdWitness::new(client, inner.cfg.lease);
                 tokio::spawn(etcd::serve(c, witness_rx, stop_rx.clone(), ETCD_BUDGET))
             }
         };

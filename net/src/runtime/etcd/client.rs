@@ -30,8 +30,8 @@ const ANSWER_MAX: usize = 1 << 20;
 /// Most endpoints configured.
 pub const ENDPOINTS_MAX: usize = 16;
 
-/// How to reach etcd.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach etcd. Its `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// Client URLs of the members, `http://` or `https://`.
     pub endpoints: Vec<String>,
@@ -49,6 +49,21 @@ pub struct EtcdConfig {
     pub password: Option<String>,
     /// Longest wait for one member's answer before the next is tried.
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// Why an etcd call failed.

@@ -34,9 +34,9 @@ pub type Job = (Message, oneshot::Sender<Result<Message, NetError>>);
 /// per follower).
 const STATE_MAX: usize = 64 * 1024;
 
-/// The coordinator's side of etcd for one data node.
+/// The witness's part, played from etcd for one data node.
 #[derive(Debug)]
-pub struct Coordinator {
+pub struct EtcdWitness {
     client: EtcdClient,
     lease: LeaseConfig,
 }
@@ -45,7 +45,7 @@ fn unreachable(e: EtcdError) -> NetError {
     NetError::Connection(format!("etcd: {e}"))
 }
 
-impl Coordinator {
+impl EtcdWitness {
     /// A coordinator on `client` for leases of `lease`.
     pub fn new(client: EtcdClient, lease: LeaseConfig) -> Self {
         Self { client, lease }
@@ -245,7 +245,7 @@ fn refused(answer: Message) -> Message {
 /// until `stop`; each gets at most `budget` (the caller gives up after
 /// that anyway).
 pub async fn serve(
-    mut coordinator: Coordinator,
+    mut coordinator: EtcdWitness,
     mut rx: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
     budget: Duration,
