@@ -185,6 +185,10 @@ impl Dr {
             self.etcd.is_some(),
             "the witness cluster starts with start_all"
         );
+        self.start_both()
+    }
+
+    fn start_both(&self) -> (NodeProcess, NodeProcess) {
         let a = self.start("a");
         let b = self.start("b");
         until("a leads a new cluster", Duration::from_secs(60), || {
@@ -199,13 +203,7 @@ impl Dr {
     /// b follows with everything.
     pub fn start_all(&self) -> (ChildGuard, NodeProcess, NodeProcess) {
         let w = self.witness();
-        let a = self.start("a");
-        let b = self.start("b");
-        until("a leads a new cluster", Duration::from_secs(60), || {
-            leads(a.http)
-        });
-        caught_up(b.http);
-        assert!(!leads(b.http), "one leader");
+        let (a, b) = self.start_both();
         (w, a, b)
     }
 
@@ -338,6 +336,15 @@ impl Writer {
             .unwrap_or(Duration::MAX)
     }
 
+    /// Waits until a write is acknowledged after `at` (writes resumed).
+    pub fn resumed_after(&self, at: Instant) {
+        until(
+            "a write is acknowledged again",
+            Duration::from_secs(30),
+            || self.acked().iter().any(|w| w.at > at),
+        );
+    }
+
     /// Requests that were refused (503) or failed to connect.
     pub fn refused(&self) -> usize {
         self.failures.lock().expect("log").len()
@@ -410,4 +417,16 @@ pub fn switch_over(via: SocketAddr, to: &str, writer: &Writer) {
         gap < Duration::from_secs(1),
         "the switchover paused writes {gap:?}"
     );
+}
+
+/// From `at` to the first of `acked` after it (the RTO of a disaster at
+/// `at`, as the client saw it).
+pub fn first_ack_after(acked: &[Acked], at: Instant) -> Duration {
+    acked
+        .iter()
+        .map(|w| w.at)
+        .filter(|t| *t > at)
+        .min()
+        .map(|t| t - at)
+        .expect("a write acknowledged after the disaster")
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use vigil_net::relay::Faults;
 use vigil_testkit::http::request;
 use vigil_testkit::{http::status, until};
-use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads, switch_over};
+use vigil_tests::dr::{
+    Bins, CUT, Dr, Writer, all_present, caught_up, first_ack_after, leads, switch_over,
+};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),
@@ -41,20 +43,10 @@ fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
     until("the follower promotes", Duration::from_secs(20), || {
         leads(b.http)
     });
-    until(
-        "a write succeeds through the surviving node",
-        Duration::from_secs(20),
-        || writer.acked().iter().any(|w| w.at > killed),
-    );
+    writer.resumed_after(killed);
     let writer_refused = writer.refused();
     let acked = writer.finish();
-    let rto = acked
-        .iter()
-        .map(|w| w.at)
-        .filter(|t| *t > killed)
-        .min()
-        .map(|t| t - killed)
-        .expect("a write after the kill");
+    let rto = first_ack_after(&acked, killed);
     assert!(acked.len() > before, "writes resumed after the failover");
     eprintln!(
         "RTO (kill -9 to first acknowledged write through the survivor): {:?}; {} requests refused meanwhile",

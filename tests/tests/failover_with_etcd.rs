@@ -12,7 +12,9 @@ use vigil_net::relay::Faults;
 use vigil_testkit::etcd::Etcd;
 use vigil_testkit::http::{request, status};
 use vigil_testkit::until;
-use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads, switch_over};
+use vigil_tests::dr::{
+    Bins, CUT, Dr, Writer, all_present, caught_up, first_ack_after, leads, switch_over,
+};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),
@@ -62,19 +64,9 @@ fn killing_the_leader_promotes_the_follower_through_etcd_and_the_old_leader_rejo
     until("the follower promotes", Duration::from_secs(20), || {
         leads(b.http)
     });
-    until(
-        "a write succeeds through the survivor",
-        Duration::from_secs(20),
-        || writer.acked().iter().any(|w| w.at > killed),
-    );
+    writer.resumed_after(killed);
     let acked = writer.finish();
-    let rto = acked
-        .iter()
-        .map(|w| w.at)
-        .filter(|t| *t > killed)
-        .min()
-        .map(|t| t - killed)
-        .expect("a write after the kill");
+    let rto = first_ack_after(&acked, killed);
     eprintln!("RTO with etcd (kill -9 to the first acknowledged write): {rto:?}");
     all_present(b.http, &acked);
     let (holder, epoch) = leader_key(&etcd).expect("b holds the leader key");

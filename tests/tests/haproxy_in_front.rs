@@ -12,7 +12,7 @@ use vigil_testkit::haproxy::HaProxy;
 use vigil_testkit::http::request;
 use vigil_testkit::{free_ports, until};
 use vigil_tests::NodeProcess;
-use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, leads};
+use vigil_tests::dr::{Bins, CUT, Dr, Writer, all_present, caught_up, first_ack_after, leads};
 
 const BINS: Bins = Bins {
     node: env!("CARGO_BIN_EXE_vigil_node"),
@@ -46,19 +46,9 @@ fn writes_through_one_url_follow_the_leader_across_a_kill_and_none_is_lost() {
     );
     let killed = Instant::now();
     let _ = a.child.kill9();
-    until(
-        "writes resume through the same URL",
-        Duration::from_secs(30),
-        || writer.acked().iter().any(|w| w.at > killed),
-    );
+    writer.resumed_after(killed);
     let acked = writer.finish();
-    let resumed = acked
-        .iter()
-        .map(|w| w.at)
-        .filter(|t| *t > killed)
-        .min()
-        .map(|t| t - killed)
-        .expect("a write after the kill");
+    let resumed = first_ack_after(&acked, killed);
     eprintln!("through HAProxy: kill -9 of the leader to the next acknowledged write {resumed:?}");
     assert!(leads(b.http));
     all_present(b.http, &acked);

@@ -251,15 +251,7 @@ impl Links {
     /// Cuts (or heals) only `node`'s links to the coordinator (the
     /// witness, or every etcd member), not to the other data node.
     fn cut_coordinator(&self, node: &str, cut: bool) {
-        let f = if cut {
-            vigil_net::relay::Faults {
-                cut_to_server: true,
-                cut_to_client: true,
-                ..Default::default()
-            }
-        } else {
-            vigil_net::relay::Faults::default()
-        };
+        let f = cut_or_heal(cut);
         if let Some([_, _, a_w, b_w]) = &self.relays {
             if node == "a" { a_w.set(f) } else { b_w.set(f) }
         }
@@ -287,15 +279,7 @@ impl Links {
         let Some([to_a, to_b, a_w, b_w]) = &self.relays else {
             return;
         };
-        let f = if cut {
-            vigil_net::relay::Faults {
-                cut_to_server: true,
-                cut_to_client: true,
-                ..Default::default()
-            }
-        } else {
-            vigil_net::relay::Faults::default()
-        };
+        let f = cut_or_heal(cut);
         to_a.set(f);
         to_b.set(f);
         if node == "a" {
@@ -308,6 +292,19 @@ impl Links {
                 r.set_cut(cut);
             }
         }
+    }
+}
+
+/// A relay's faults: every datagram dropped both ways, or none.
+fn cut_or_heal(cut: bool) -> vigil_net::relay::Faults {
+    if cut {
+        vigil_net::relay::Faults {
+            cut_to_server: true,
+            cut_to_client: true,
+            ..Default::default()
+        }
+    } else {
+        vigil_net::relay::Faults::default()
     }
 }
 
