@@ -25,6 +25,7 @@
 //! `docs/format.md` in the repository draws every byte.
 
 mod backup;
+pub mod crypt;
 mod disk;
 mod error;
 #[cfg(feature = "failpoints")]

@@ -179,3 +179,33 @@ fn a_whole_store_log_is_pinned_and_still_opens() {
     }
     store.verify().expect("verify");
 }
+
+#[test]
+fn a_wrapped_data_key_is_pinned() {
+    use vigil_engine::crypt::WrappedKey;
+    let w = WrappedKey {
+        kek: "region-eu".into(),
+        version: 3,
+        sealed: (0u8..60).collect(),
+    };
+    pin("wrapped_key_v1.bin", &w.encode());
+    let pinned = std::fs::read(golden("wrapped_key_v1.bin")).expect("golden");
+    assert_eq!(WrappedKey::decode(&pinned), Ok(w));
+}
+
+#[test]
+fn a_value_sealed_in_the_pinned_format_still_opens() {
+    use vigil_engine::crypt::DataKey;
+    let key = DataKey::from_bytes(std::array::from_fn(|i| i as u8));
+    let (aad, plain) = (b"segment 1", br#"{"resourceType":"Patient","id":"p1"}"#);
+    // Sealing draws a fresh nonce: only a blessing writes a new value;
+    // the pinned one (format byte, nonce, AES-256-GCM ciphertext and tag)
+    // must open to the same plaintext.
+    let path = golden("sealed_v1.bin");
+    if std::env::var_os("VIGIL_BLESS").is_some() {
+        std::fs::write(&path, key.seal(aad, plain).expect("seal")).expect("bless");
+    }
+    let pinned = std::fs::read(&path).expect("golden");
+    assert_eq!(pinned[0], 1, "format byte");
+    assert_eq!(key.open(aad, &pinned, "pinned").expect("opens"), plain);
+}

@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, default_value_t = vigil_net::proto::lease::LEASE_MS_DEFAULT)]
         lease_ms: u64,
     },
+    /// Key-encryption key files for encryption at rest (made, rotated,
+    /// shown).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Start a whole local DR cluster (two data nodes and a witness on
     /// loopback) with sample patients; Ctrl-C stops it. Reuses DIR.
     Up {
@@ -247,6 +253,33 @@ enum BackupAction {
     Verify {
         /// The backup directory.
         dir: PathBuf,
+    },
+}
+
+/// `vigil keys`: key-encryption key files.
+#[derive(clap::Subcommand)]
+enum KeysAction {
+    /// Write a new key file (one random 256-bit key, version 1, mode 0600).
+    New {
+        /// The file to write (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name, stored with every data key it wraps.
+        #[arg(long, default_value = "vigil")]
+        name: String,
+    },
+    /// Add a new version to a key file: new data keys are wrapped under it;
+    /// the older versions stay to unwrap what they wrapped.
+    Rotate {
+        /// The key file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Show a key file's name and versions (never the keys).
+    Status {
+        /// The key file.
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -483,6 +516,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Drill(args) => ops::drill(args),
+        Command::Keys { action } => keys(action),
         Command::Backup {
             action: Some(BackupAction::Verify { dir }),
             ..
@@ -600,4 +634,40 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `vigil keys`.
+fn keys(action: KeysAction) -> anyhow::Result<()> {
+    use vigil_engine::crypt::Kek;
+    use vigil_engine::crypt::keyfile::KeyFile;
+    match action {
+        KeysAction::New { out, name } => {
+            let kf = KeyFile::create(&out, &name)?;
+            println!(
+                "wrote {} (key {:?}, version {}, mode 0600); keep a copy where the data is not",
+                out.display(),
+                kf.name(),
+                kf.current_version()
+            );
+        }
+        KeysAction::Rotate { file } => {
+            let mut kf = KeyFile::load(&file)?;
+            let v = kf.rotate()?;
+            println!(
+                "{}: version {v} added; new data keys are wrapped under it",
+                file.display()
+            );
+        }
+        KeysAction::Status { file } => {
+            let kf = KeyFile::load(&file)?;
+            println!(
+                "{}: key {:?}, versions {:?}, current {}",
+                file.display(),
+                kf.name(),
+                kf.versions(),
+                kf.current_version()
+            );
+        }
+    }
+    Ok(())
 }
