@@ -256,30 +256,45 @@ enum BackupAction {
     },
 }
 
-/// `vigil keys`: key-encryption key files.
+/// `vigil keys`: key-encryption keys (KEKs) for encryption at rest. A
+/// KEK is a key file's path (`file:PATH` or a plain path) or a key on a
+/// PKCS#11 token (`pkcs11:module=PATH;token=LABEL;key=NAME`, the user PIN
+/// in `VIGIL_PKCS11_PIN`).
 #[derive(clap::Subcommand)]
 enum KeysAction {
-    /// Write a new key file (one random 256-bit key, version 1, mode 0600).
+    /// Make a KEK: a new key file (one random 256-bit key, version 1, mode
+    /// 0600, never overwriting), or version 1 of a key on a PKCS#11 token
+    /// (made there, sensitive, not extractable).
     New {
-        /// The file to write (it must not exist).
+        /// The key file to write.
+        #[arg(long, conflicts_with = "kek", required_unless_present = "kek")]
+        out: Option<PathBuf>,
+        /// A PKCS#11 key: pkcs11:module=PATH;token=LABEL;key=NAME.
         #[arg(long)]
-        out: PathBuf,
-        /// The key's name, stored with every data key it wraps.
+        kek: Option<String>,
+        /// A key file's name, stored with every data key it wraps.
         #[arg(long, default_value = "vigil")]
         name: String,
     },
-    /// Add a new version to a key file: new data keys are wrapped under it;
-    /// the older versions stay to unwrap what they wrapped.
+    /// Add a version: new data keys are wrapped under it; the older
+    /// versions stay to unwrap what they wrapped.
     Rotate {
-        /// The key file.
+        /// The KEK.
         #[arg(long)]
-        file: PathBuf,
+        kek: String,
     },
-    /// Show a key file's name and versions (never the keys).
+    /// Show a KEK's name and versions (never a key).
     Status {
-        /// The key file.
+        /// The KEK.
         #[arg(long)]
-        file: PathBuf,
+        kek: String,
+    },
+    /// Wrap a fresh data key under the KEK and unwrap it again: says whether
+    /// the KEK works now (reachable, not revoked).
+    Check {
+        /// The KEK.
+        #[arg(long)]
+        kek: String,
     },
 }
 
@@ -638,34 +653,77 @@ fn main() -> anyhow::Result<()> {
 
 /// `vigil keys`.
 fn keys(action: KeysAction) -> anyhow::Result<()> {
-    use vigil_engine::crypt::Kek;
     use vigil_engine::crypt::keyfile::KeyFile;
+    use vigil_engine::crypt::pkcs11::Pkcs11Kek;
+    use vigil_engine::crypt::{DataKey, Kek, KekLocator};
+    let pin = std::env::var("VIGIL_PKCS11_PIN").ok();
+    let pkcs11 = |loc: &str| -> anyhow::Result<Pkcs11Kek> {
+        match KekLocator::parse(loc)? {
+            KekLocator::Pkcs11(at) => {
+                let pin = pin
+                    .as_deref()
+                    .context("a PKCS#11 token needs its user PIN in VIGIL_PKCS11_PIN")?;
+                Ok(Pkcs11Kek::open(&at, pin)?)
+            }
+            KekLocator::File(_) => anyhow::bail!("{loc} is not a pkcs11: locator"),
+        }
+    };
+    let open = |loc: &str| -> anyhow::Result<Box<dyn Kek>> {
+        match KekLocator::parse(loc)? {
+            KekLocator::File(path) => Ok(Box::new(KeyFile::load(&path)?)),
+            KekLocator::Pkcs11(_) => Ok(Box::new(pkcs11(loc)?)),
+        }
+    };
     match action {
-        KeysAction::New { out, name } => {
-            let kf = KeyFile::create(&out, &name)?;
+        KeysAction::New { out, kek, name } => match (out, kek) {
+            (Some(out), _) => {
+                let kf = KeyFile::create(&out, &name)?;
+                println!(
+                    "wrote {} (key {:?}, version {}, mode 0600); keep a copy where the data is not",
+                    out.display(),
+                    kf.name(),
+                    kf.current_version()
+                );
+            }
+            (None, Some(loc)) => {
+                let mut k = pkcs11(&loc)?;
+                if !k.versions().is_empty() {
+                    anyhow::bail!(
+                        "key {:?} already has versions {:?} on the token; `vigil keys rotate` adds one",
+                        k.name(),
+                        k.versions()
+                    );
+                }
+                let v = k.add_version()?;
+                println!("made key {:?} version {v} on the token", k.name());
+            }
+            (None, None) => anyhow::bail!("--out FILE or --kek pkcs11:…"),
+        },
+        KeysAction::Rotate { kek } => {
+            let v = match KekLocator::parse(&kek)? {
+                KekLocator::File(path) => KeyFile::load(&path)?.rotate()?,
+                KekLocator::Pkcs11(_) => pkcs11(&kek)?.add_version()?,
+            };
+            println!("{kek}: version {v} added; new data keys are wrapped under it");
+        }
+        KeysAction::Status { kek } => {
+            let k = open(&kek)?;
             println!(
-                "wrote {} (key {:?}, version {}, mode 0600); keep a copy where the data is not",
-                out.display(),
-                kf.name(),
-                kf.current_version()
+                "{kek}: key {:?}, versions {:?}, current {}",
+                k.name(),
+                k.versions(),
+                k.current_version()
             );
         }
-        KeysAction::Rotate { file } => {
-            let mut kf = KeyFile::load(&file)?;
-            let v = kf.rotate()?;
+        KeysAction::Check { kek } => {
+            let k = open(&kek)?;
+            let dek = DataKey::random()?;
+            let wrapped = k.wrap(&dek)?;
+            anyhow::ensure!(k.unwrap(&wrapped)? == dek, "the unwrapped key differs");
             println!(
-                "{}: version {v} added; new data keys are wrapped under it",
-                file.display()
-            );
-        }
-        KeysAction::Status { file } => {
-            let kf = KeyFile::load(&file)?;
-            println!(
-                "{}: key {:?}, versions {:?}, current {}",
-                file.display(),
-                kf.name(),
-                kf.versions(),
-                kf.current_version()
+                "{kek}: ok — a data key wrapped under {:?} version {} and unwrapped",
+                k.name(),
+                wrapped.version
             );
         }
     }

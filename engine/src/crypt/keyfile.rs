@@ -55,7 +55,7 @@ fn unhex(s: &str) -> Option<[u8; DATA_KEY_BYTES]> {
     Some(out)
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || name.len() > KEK_NAME_MAX
         || !name
@@ -221,11 +221,6 @@ impl KeyFile {
         Ok(())
     }
 
-    /// The versions held, oldest first.
-    pub fn versions(&self) -> Vec<u32> {
-        self.keys.iter().map(|k| k.0).collect()
-    }
-
     fn aad(&self, version: u32) -> Vec<u8> {
         format!("vigil data key under {} v{version}", self.name).into_bytes()
     }
@@ -247,6 +242,10 @@ impl Kek for KeyFile {
             version: *version,
             sealed: kek.seal(&self.aad(*version), key.bytes())?,
         })
+    }
+
+    fn versions(&self) -> Vec<u32> {
+        self.keys.iter().map(|k| k.0).collect()
     }
 
     fn unwrap(&self, w: &WrappedKey) -> Result<DataKey, CryptError> {

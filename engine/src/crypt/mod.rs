@@ -17,6 +17,7 @@
 //! 2^-48), and the caller takes a new data key before that.
 
 pub mod keyfile;
+pub mod pkcs11;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -69,6 +70,15 @@ pub enum CryptError {
         /// What is wrong.
         detail: String,
     },
+    /// A key module (PKCS#11) refused or could not be reached: the key is
+    /// revoked, the PIN wrong, the token or the module missing.
+    #[error("key {key}: {detail}")]
+    Module {
+        /// Which key, on which token of which module.
+        key: String,
+        /// What was being done, and the module's answer.
+        detail: String,
+    },
     /// The system's random generator failed.
     #[error("the system's random generator failed")]
     Random,
@@ -84,7 +94,7 @@ impl std::fmt::Debug for DataKey {
     }
 }
 
-fn random<const N: usize>() -> Result<[u8; N], CryptError> {
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], CryptError> {
     let mut b = [0u8; N];
     SystemRandom::new()
         .fill(&mut b)
@@ -245,6 +255,48 @@ impl WrappedKey {
     }
 }
 
+/// Where a KEK lives, as a setting or a flag gives it:
+/// `pkcs11:module=PATH;token=LABEL;key=NAME`, or a key file
+/// (`file:PATH`, or a plain path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekLocator {
+    /// A local key file.
+    File(std::path::PathBuf),
+    /// A key on a PKCS#11 token.
+    Pkcs11(pkcs11::Pkcs11Locator),
+}
+
+impl KekLocator {
+    /// Reads a locator.
+    pub fn parse(s: &str) -> Result<Self, CryptError> {
+        if let Some(rest) = s.strip_prefix("pkcs11:") {
+            return Ok(Self::Pkcs11(pkcs11::Pkcs11Locator::parse(rest)?));
+        }
+        let path = s.strip_prefix("file:").unwrap_or(s);
+        if path.is_empty() {
+            return Err(CryptError::Format {
+                what: "key locator",
+                detail: "empty: a key file's path, or pkcs11:module=…;token=…;key=…".into(),
+            });
+        }
+        Ok(Self::File(path.into()))
+    }
+
+    /// Opens the KEK (a PKCS#11 token needs its user `pin`).
+    pub fn open(&self, pin: Option<&str>) -> Result<Box<dyn Kek>, CryptError> {
+        match self {
+            Self::File(p) => Ok(Box::new(keyfile::KeyFile::load(p)?)),
+            Self::Pkcs11(at) => {
+                let pin = pin.ok_or_else(|| CryptError::Module {
+                    key: at.key.clone(),
+                    detail: "a PKCS#11 token needs its user PIN".into(),
+                })?;
+                Ok(Box::new(pkcs11::Pkcs11Kek::open(at, pin)?))
+            }
+        }
+    }
+}
+
 /// A key-encryption key: wraps data keys under its newest version and
 /// unwraps those wrapped under any version it still holds. Implementations
 /// fail with a typed error, never panic, when the key is wrong, revoked or
@@ -258,6 +310,8 @@ pub trait Kek: Send + Sync {
     fn wrap(&self, key: &DataKey) -> Result<WrappedKey, CryptError>;
     /// Unwraps a key this KEK wrapped (any version it holds).
     fn unwrap(&self, wrapped: &WrappedKey) -> Result<DataKey, CryptError>;
+    /// The versions it holds, oldest first.
+    fn versions(&self) -> Vec<u32>;
 }
 
 #[cfg(test)]
