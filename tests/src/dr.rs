@@ -430,3 +430,39 @@ pub fn first_ack_after(acked: &[Acked], at: Instant) -> Duration {
         .map(|t| t - at)
         .expect("a write acknowledged after the disaster")
 }
+
+/// Writes through both nodes, kills both at once mid-stream, starts both
+/// again, and checks that exactly one leads (after two more leases) with
+/// every acknowledged write, and that the other follows with all of them;
+/// returns the leader's name.
+pub fn both_crash_and_restart(
+    dr: &Dr,
+    a: NodeProcess,
+    b: NodeProcess,
+    lease_ms: u64,
+) -> &'static str {
+    let writer = Writer::start(vec![a.http, b.http], "r");
+    until("writes flow", Duration::from_secs(20), || {
+        writer.acked_count() > 50
+    });
+    let _ = a.child.kill9();
+    let _ = b.child.kill9();
+    let acked = writer.finish();
+    let a = dr.start("a");
+    let b = dr.start("b");
+    until("one node leads again", Duration::from_secs(30), || {
+        leads(a.http) || leads(b.http)
+    });
+    std::thread::sleep(Duration::from_millis(2 * lease_ms));
+    let leaders: Vec<_> = [("a", a.http), ("b", b.http)]
+        .into_iter()
+        .filter(|(_, n)| leads(*n))
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader");
+    let (name, leader) = leaders[0];
+    let follower = if name == "a" { b.http } else { a.http };
+    all_present(leader, &acked);
+    caught_up(follower);
+    all_present(follower, &acked);
+    name
+}

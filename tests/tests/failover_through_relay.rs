@@ -12,7 +12,8 @@ use vigil_net::relay::Faults;
 use vigil_testkit::http::request;
 use vigil_testkit::{http::status, until};
 use vigil_tests::dr::{
-    Bins, CUT, Dr, Writer, all_present, caught_up, first_ack_after, leads, switch_over,
+    Bins, CUT, Dr, Writer, all_present, both_crash_and_restart, caught_up, first_ack_after, leads,
+    switch_over,
 };
 
 const BINS: Bins = Bins {
@@ -314,30 +315,7 @@ fn without_witness_or_follower_nobody_promotes_and_the_leader_serves() {
 fn both_data_nodes_restarted_at_once_lose_nothing_and_elect_one_leader() {
     let dr = Dr::new(BINS, 0, LEASE_MS);
     let (_w, a, b) = dr.start_all();
-    let writer = Writer::start(vec![a.http, b.http], "r");
-    until("writes flow", Duration::from_secs(20), || {
-        writer.acked_count() > 50
-    });
-    // Both crash together, mid-stream.
-    let _ = a.child.kill9();
-    let _ = b.child.kill9();
-    let acked = writer.finish();
-    let a = dr.start("a");
-    let b = dr.start("b");
-    until("one node leads again", Duration::from_secs(30), || {
-        leads(a.http) || leads(b.http)
-    });
-    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
-    let leaders = [a.http, b.http].into_iter().filter(|n| leads(*n)).count();
-    assert_eq!(leaders, 1, "exactly one leader");
-    let (leader, follower) = if leads(a.http) {
-        (a.http, b.http)
-    } else {
-        (b.http, a.http)
-    };
-    all_present(leader, &acked);
-    caught_up(follower);
-    all_present(follower, &acked);
+    both_crash_and_restart(&dr, a, b, LEASE_MS);
 }
 
 #[test]

@@ -13,7 +13,8 @@ use vigil_testkit::etcd::Etcd;
 use vigil_testkit::http::{request, status};
 use vigil_testkit::until;
 use vigil_tests::dr::{
-    Bins, CUT, Dr, Writer, all_present, caught_up, first_ack_after, leads, switch_over,
+    Bins, CUT, Dr, Writer, all_present, both_crash_and_restart, caught_up, first_ack_after, leads,
+    switch_over,
 };
 
 const BINS: Bins = Bins {
@@ -120,33 +121,8 @@ fn both_data_nodes_restarted_at_once_elect_one_leader_through_etcd() {
     let etcd = Etcd::start(1);
     let dr = cluster(&etcd, &[0], &[0]);
     let (a, b) = dr.start_nodes();
-    let writer = Writer::start(vec![a.http, b.http], "r");
-    until("writes flow", Duration::from_secs(20), || {
-        writer.acked_count() > 50
-    });
-    let _ = a.child.kill9();
-    let _ = b.child.kill9();
-    let acked = writer.finish();
-    let a = dr.start("a");
-    let b = dr.start("b");
-    until("one node leads again", Duration::from_secs(30), || {
-        leads(a.http) || leads(b.http)
-    });
-    std::thread::sleep(Duration::from_millis(2 * LEASE_MS));
-    let leaders: Vec<_> = [("a", a.http), ("b", b.http)]
-        .into_iter()
-        .filter(|(_, n)| leads(*n))
-        .collect();
-    assert_eq!(leaders.len(), 1, "exactly one leader");
-    assert_eq!(leader_key(&etcd).map(|l| l.0), Some(leaders[0].0.into()));
-    let (leader, follower) = if leads(a.http) {
-        (a.http, b.http)
-    } else {
-        (b.http, a.http)
-    };
-    all_present(leader, &acked);
-    caught_up(follower);
-    all_present(follower, &acked);
+    let leader = both_crash_and_restart(&dr, a, b, LEASE_MS);
+    assert_eq!(leader_key(&etcd).map(|l| l.0), Some(leader.into()));
 }
 
 #[test]

@@ -262,12 +262,7 @@ impl Kek for KeyFile {
             .find(|(v, _)| *v == w.version)
             .ok_or_else(other)?;
         let plain = kek.open(&self.aad(w.version), &w.sealed, "a wrapped data key")?;
-        let bytes: [u8; DATA_KEY_BYTES] =
-            plain.try_into().map_err(|p: Vec<u8>| CryptError::Format {
-                what: "data key",
-                detail: format!("{} bytes, not {DATA_KEY_BYTES}", p.len()),
-            })?;
-        Ok(DataKey::from_bytes(bytes))
+        DataKey::from_unwrapped(plain)
     }
 }
 

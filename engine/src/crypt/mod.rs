@@ -113,6 +113,16 @@ impl DataKey {
         Self(b)
     }
 
+    /// A data key from what a KEK unwrapped (exactly 32 bytes).
+    pub fn from_unwrapped(plain: Vec<u8>) -> Result<Self, CryptError> {
+        let bytes: [u8; DATA_KEY_BYTES] =
+            plain.try_into().map_err(|p: Vec<u8>| CryptError::Format {
+                what: "data key",
+                detail: format!("{} bytes, not {DATA_KEY_BYTES}", p.len()),
+            })?;
+        Ok(Self(bytes))
+    }
+
     /// The key's bytes (for a KEK to wrap).
     pub fn bytes(&self) -> &[u8; DATA_KEY_BYTES] {
         &self.0

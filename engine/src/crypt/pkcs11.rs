@@ -270,11 +270,6 @@ impl Kek for Pkcs11Kek {
             .map_err(|_| CryptError::Rejected {
                 what: "a wrapped data key".into(),
             })?;
-        let bytes: [u8; DATA_KEY_BYTES] =
-            plain.try_into().map_err(|p: Vec<u8>| CryptError::Format {
-                what: "data key",
-                detail: format!("{} bytes, not {DATA_KEY_BYTES}", p.len()),
-            })?;
-        Ok(DataKey::from_bytes(bytes))
+        DataKey::from_unwrapped(plain)
     }
 }
