@@ -31,6 +31,19 @@ pub struct Faults {
     pub cut_to_client: bool,
 }
 
+impl Faults {
+    /// Every datagram dropped, both ways (a partition).
+    pub const CUT: Faults = Faults {
+        delay: Duration::ZERO,
+        jitter: Duration::ZERO,
+        loss: 0.0,
+        duplicate: 0.0,
+        corrupt: 0.0,
+        cut_to_server: true,
+        cut_to_client: true,
+    };
+}
+
 /// Counters of what the relay did.
 #[derive(Debug, Default)]
 pub struct RelayCounters {

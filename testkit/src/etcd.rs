@@ -188,7 +188,8 @@ impl Etcd {
     }
 
     /// Waits until every running member says it is healthy (a TLS member:
-    /// until it accepts connections; the tests' own client speaks no TLS).
+    /// until it accepts connections, the tests' own client speaks no TLS;
+    /// a request may then still wait for its election).
     pub fn wait_healthy(&self) {
         for i in 0..self.members.len() {
             if self.members[i].child.is_none() {
@@ -199,9 +200,6 @@ impl Etcd {
                 until("etcd listens", Duration::from_secs(30), || {
                     std::net::TcpStream::connect(addr).is_ok()
                 });
-                // Its health endpoint is behind TLS: give the raft
-                // election of a single member its moment.
-                std::thread::sleep(Duration::from_millis(1_500));
                 continue;
             }
             let addr = self.addr(i);

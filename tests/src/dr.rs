@@ -54,15 +54,7 @@ pub struct Bins {
 }
 
 /// Every datagram dropped, both ways.
-pub const CUT: Faults = Faults {
-    delay: Duration::ZERO,
-    jitter: Duration::ZERO,
-    loss: 0.0,
-    duplicate: 0.0,
-    corrupt: 0.0,
-    cut_to_server: true,
-    cut_to_client: true,
-};
+pub const CUT: Faults = Faults::CUT;
 
 impl Dr {
     /// A new cluster's certificates, ports and relays (nothing runs yet):

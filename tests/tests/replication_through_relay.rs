@@ -390,11 +390,7 @@ fn asynchronous_replication_marks_a_lagging_follower_before_the_bound_breaks() {
     let writers = Writers::start(leader.http, 2, "A");
     std::thread::sleep(Duration::from_millis(300));
     // Partition the follower while writes go on well past max_lag.
-    relay.set(Faults {
-        cut_to_server: true,
-        cut_to_client: true,
-        ..Faults::default()
-    });
+    relay.set(Faults::CUT);
     std::thread::sleep(Duration::from_millis(3 * MAX_LAG_MS));
     let mut leader = leader;
     leader.child.0.kill().expect("kill -9");
@@ -527,11 +523,7 @@ fn synchronous_mode_with_stall_shows_nothing_the_follower_does_not_hold() {
     assert_eq!(r.status, 201, "{}", r.body);
     // Partition the follower: a write is durable on the leader but never
     // acknowledged, and nobody can read it there either.
-    relay.set(Faults {
-        cut_to_server: true,
-        cut_to_client: true,
-        ..Faults::default()
-    });
+    relay.set(Faults::CUT);
     let r = request(leader.http, "PUT", "/Patient/during", Some(&body("during"))).expect("put");
     assert_eq!(
         r.status, 503,

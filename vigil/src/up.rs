@@ -276,33 +276,19 @@ impl Links {
     /// Cuts (or heals) every link of `node`: to and from the other data
     /// node and the witness.
     fn isolate(&self, node: &str, cut: bool) {
-        let Some([to_a, to_b, a_w, b_w]) = &self.relays else {
-            return;
-        };
-        let f = cut_or_heal(cut);
-        to_a.set(f);
-        to_b.set(f);
-        if node == "a" {
-            a_w.set(f)
-        } else {
-            b_w.set(f)
+        if let Some([to_a, to_b, _, _]) = &self.relays {
+            let f = cut_or_heal(cut);
+            to_a.set(f);
+            to_b.set(f);
         }
-        if let Some(ways) = &self.etcd {
-            for r in &ways[usize::from(node != "a")] {
-                r.set_cut(cut);
-            }
-        }
+        self.cut_coordinator(node, cut);
     }
 }
 
 /// A relay's faults: every datagram dropped both ways, or none.
 fn cut_or_heal(cut: bool) -> vigil_net::relay::Faults {
     if cut {
-        vigil_net::relay::Faults {
-            cut_to_server: true,
-            cut_to_client: true,
-            ..Default::default()
-        }
+        vigil_net::relay::Faults::CUT
     } else {
         vigil_net::relay::Faults::default()
     }

@@ -236,7 +236,10 @@ impl Kek for KeyFile {
     }
 
     fn wrap(&self, key: &DataKey) -> Result<WrappedKey, CryptError> {
-        let (version, kek) = self.keys.last().ok_or(CryptError::Random)?;
+        let (version, kek) = self
+            .keys
+            .last()
+            .ok_or_else(|| Self::err(&self.path, "holds no key"))?;
         Ok(WrappedKey {
             kek: self.name.clone(),
             version: *version,

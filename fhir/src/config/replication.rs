@@ -272,13 +272,13 @@ impl ReplicationConfig {
             }
             _ => Ok(()),
         }?;
-        if self.coordinator == CoordinatorKind::Etcd && !self.is_auto() {
-            return bad(
-                "coordinator = \"etcd\" needs role = \"auto\" (a static role has no coordinator)"
-                    .into(),
-            );
-        }
         if self.coordinator == CoordinatorKind::Etcd {
+            if !self.is_auto() {
+                return bad(
+                    "coordinator = \"etcd\" needs role = \"auto\" (a static role has no coordinator)"
+                        .into(),
+                );
+            }
             // The client checks URLs, certificates and limits the same way
             // at start; here the mistakes are named before anything runs.
             if let Err(e) = vigil_net::runtime::etcd::EtcdClient::new(self.etcd_config()) {

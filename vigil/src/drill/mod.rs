@@ -92,6 +92,20 @@ pub enum DrillError {
 }
 
 impl Scenario {
+    /// For a scenario that runs only on a cluster the drill started
+    /// (`--local`): its name and what the drill must own of the cluster.
+    pub fn local_only(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::KillLeader | Self::Switchover => None,
+            Self::PartitionLeader => Some(("partition-leader", "the links")),
+            Self::WitnessLoss => Some(("witness-loss", "the witness")),
+            Self::CoordinatorMemberLoss => Some(("coordinator-member-loss", "the coordinator")),
+            Self::CoordinatorQuorumLoss => Some(("coordinator-quorum-loss", "the coordinator")),
+            Self::LeaderCutFromCoordinator => Some(("leader-cut-from-coordinator", "the links")),
+            Self::PauseLeader => Some(("pause-leader", "the processes")),
+        }
+    }
+
     /// Whether the cluster must go on as it was: no promotion, no outage.
     pub fn nothing_changes(self) -> bool {
         matches!(
@@ -240,6 +254,11 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
             "--rate must be in (0, {RATE_MAX}]"
         )));
     }
+    if let (None, Some((name, owns))) = (&o.local, o.scenario.local_only()) {
+        return Err(DrillError::Cluster(format!(
+            "{name} needs --local (the drill must own {owns})"
+        )));
+    }
     let mut local = None;
     let urls = match &o.local {
         Some(up) => {
@@ -322,77 +341,54 @@ pub async fn run(o: DrillOptions) -> Result<Report, DrillError> {
                 }
             }
         },
-        Scenario::PartitionLeader => match local.as_ref() {
-            Some(c) => {
+        // The scenarios below run only on a local cluster (checked before
+        // it started: `Scenario::local_only`).
+        Scenario::PartitionLeader => {
+            if let Some(c) = local.as_ref() {
                 say(&format!(
                     "DISASTER: cut the leader (node {old_leader_node}) off from its peer and the witness"
                 ));
                 c.isolate(old_leader_node, true);
             }
-            None => {
-                return Err(DrillError::Cluster(
-                    "partition-leader needs --local (the drill must own the links)".into(),
-                ));
-            }
-        },
-        Scenario::WitnessLoss => match local.as_mut() {
-            Some(c) => {
+        }
+        Scenario::WitnessLoss => {
+            if let Some(c) = local.as_mut() {
                 say("DISASTER: kill -9 the witness");
                 c.kill("w");
             }
-            None => {
-                return Err(DrillError::Cluster(
-                    "witness-loss needs --local (the drill must own the witness)".into(),
-                ));
-            }
-        },
+        }
         Scenario::CoordinatorMemberLoss | Scenario::CoordinatorQuorumLoss => {
-            let Some(c) = local.as_mut() else {
-                return Err(DrillError::Cluster(
-                    "the coordinator scenarios need --local (the drill must own the coordinator)"
-                        .into(),
-                ));
-            };
-            let procs = c.coordinator_procs();
-            let kill = match o.scenario {
-                // Of three etcd members, two are a quorum's loss; the
-                // witness is its own quorum.
-                Scenario::CoordinatorQuorumLoss => procs.len().div_ceil(2).max(1),
-                _ => 1,
-            };
-            for p in &procs[..kill.min(procs.len())] {
-                say(&format!("DISASTER: kill -9 coordinator member {p}"));
-                c.kill(p);
+            if let Some(c) = local.as_mut() {
+                let procs = c.coordinator_procs();
+                let kill = match o.scenario {
+                    // Of three etcd members, two are a quorum's loss; the
+                    // witness is its own quorum.
+                    Scenario::CoordinatorQuorumLoss => procs.len().div_ceil(2),
+                    _ => 1,
+                };
+                for p in &procs[..kill] {
+                    say(&format!("DISASTER: kill -9 coordinator member {p}"));
+                    c.kill(p);
+                }
             }
         }
-        Scenario::LeaderCutFromCoordinator => match local.as_ref() {
-            Some(c) => {
+        Scenario::LeaderCutFromCoordinator => {
+            if let Some(c) = local.as_ref() {
                 say(&format!(
                     "DISASTER: cut the leader (node {old_leader_node}) off from the coordinator, not from its follower"
                 ));
                 c.cut_coordinator(old_leader_node, true);
             }
-            None => {
-                return Err(DrillError::Cluster(
-                    "leader-cut-from-coordinator needs --local (the drill must own the links)"
-                        .into(),
-                ));
-            }
-        },
-        Scenario::PauseLeader => match local.as_ref() {
-            Some(c) => {
+        }
+        Scenario::PauseLeader => {
+            if let Some(c) = local.as_ref() {
                 say(&format!(
                     "DISASTER: pause the leader (node {old_leader_node}) with SIGSTOP for {} s",
                     PAUSE.as_secs()
                 ));
                 c.signal(old_leader_node, rustix::process::Signal::STOP);
             }
-            None => {
-                return Err(DrillError::Cluster(
-                    "pause-leader needs --local (the drill must own the processes)".into(),
-                ));
-            }
-        },
+        }
         Scenario::Switchover => {
             say("switchover requested");
             if let Err(e) =

@@ -1,5 +1,6 @@
 //! The node's voting links: answers to its leader's messages on the
-//! replication connection, and the connection to the witness.
+//! replication connection, and the link to the coordinator (the witness's
+//! connection, or etcd).
 
 use tokio::sync::{mpsc, watch};
 
@@ -73,6 +74,23 @@ pub(super) fn answer_leader(inner: &Inner, m: Message) -> Option<Message> {
     }
 }
 
+/// The next request to the coordinator whose asker still waits; `None`
+/// at `stop` or when the node's side is gone.
+async fn next_job(
+    rx: &mut mpsc::Receiver<WitnessJob>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<WitnessJob> {
+    loop {
+        let job = tokio::select! {
+            j = rx.recv() => j?,
+            _ = stop.changed() => return None,
+        };
+        if !job.1.is_closed() {
+            return Some(job);
+        }
+    }
+}
+
 /// The connection to the witness: one request at a time, reconnecting
 /// when it fails.
 pub(super) async fn witness_link(
@@ -82,14 +100,7 @@ pub(super) async fn witness_link(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut client: Option<WitnessClient> = None;
-    loop {
-        let (m, reply) = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => break },
-            _ = stop.changed() => break,
-        };
-        if reply.is_closed() {
-            continue;
-        }
+    while let Some((m, reply)) = next_job(&mut rx, &mut stop).await {
         if client.is_none() {
             match tokio::time::timeout(
                 WITNESS_TIMEOUT,
@@ -126,5 +137,25 @@ pub(super) async fn witness_link(
     }
     if let Some(c) = client {
         c.close();
+    }
+}
+
+/// The node's requests to its coordinator answered from etcd, one at a
+/// time; each gets at most [`ETCD_BUDGET`] (the asker gives up after
+/// [`WITNESS_TIMEOUT`] anyway).
+pub(super) async fn etcd_link(
+    mut etcd: EtcdWitness,
+    mut rx: mpsc::Receiver<WitnessJob>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some((m, reply)) = next_job(&mut rx, &mut stop).await {
+        let r = match tokio::time::timeout(ETCD_BUDGET, etcd.answer(m)).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::Connection(format!(
+                "etcd did not answer within {} ms",
+                ETCD_BUDGET.as_millis()
+            ))),
+        };
+        let _ = reply.send(r);
     }
 }

@@ -31,7 +31,7 @@ mod links;
 mod roles;
 
 use drive::run;
-use links::{answer_leader, witness_link};
+use links::{answer_leader, etcd_link, witness_link};
 use roles::{promote, start_follower, step_down, take_node};
 
 use crate::proto::coordination::ETCD_VOTER;
@@ -40,7 +40,7 @@ use crate::proto::lease::{
 };
 use crate::proto::wire::Message;
 use crate::runtime::error::NetError;
-use crate::runtime::etcd::{self, EtcdClient, EtcdConfig};
+use crate::runtime::etcd::{EtcdClient, EtcdConfig, EtcdWitness};
 use crate::runtime::node::{Node, NodeConfig, Role};
 use crate::runtime::tls::Identity;
 use crate::runtime::witness::WitnessClient;
@@ -180,7 +180,7 @@ enum Event {
 }
 
 /// A request to the witness and where its answer goes.
-type WitnessJob = etcd::Job;
+type WitnessJob = (Message, oneshot::Sender<Result<Message, NetError>>);
 
 struct Inner {
     cfg: ClusterConfig,
@@ -378,8 +378,8 @@ impl Cluster {
             Coordinator::Etcd(e) => {
                 let client =
                     EtcdClient::new(e.clone()).map_err(|err| NetError::Config(err.to_string()))?;
-                let c = etcd::EtcdWitness::new(client, inner.cfg.lease);
-                tokio::spawn(etcd::serve(c, witness_rx, stop_rx.clone(), ETCD_BUDGET))
+                let c = EtcdWitness::new(client, inner.cfg.lease);
+                tokio::spawn(etcd_link(c, witness_rx, stop_rx.clone()))
             }
         };
         let l = tokio::spawn(run(inner.clone(), stop_rx));

@@ -412,10 +412,9 @@ impl EtcdClient {
             .await?;
         let id = num(&v["ID"]);
         if id == 0 {
-            return Err(EtcdError::Refused(format!(
-                "lease grant without an id: {}",
-                v.get("error").and_then(Value::as_str).unwrap_or("")
-            )));
+            return Err(EtcdError::Refused(
+                "a lease grant answered without a lease id".into(),
+            ));
         }
         Ok((id, num(&v["TTL"]).max(0) as u64))
     }

@@ -3,7 +3,8 @@
 //! release) answered from etcd instead, with the decisions of
 //! [`crate::proto::coordination`].
 //!
-//! One request at a time: read both keys in one transaction, decide, then
+//! One request at a time (the link in `cluster::links` feeds them): read
+//! both keys in one transaction, decide, then
 //! keep a lease alive or write one transaction guarded by the revisions
 //! read. An answer that does not come back from a write is never resolved
 //! by sending the write again (a repeated compare-and-set could succeed
@@ -11,10 +12,6 @@
 //! the request is answered as granted only if they show the write made.
 
 pub mod client;
-
-use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot, watch};
 
 use client::{Call, Compare, Kv, Op};
 pub use client::{EtcdClient, EtcdConfig, EtcdError};
@@ -27,9 +24,6 @@ use crate::proto::wire::Message;
 use crate::proto::witness::WitnessState;
 use crate::runtime::error::NetError;
 
-/// A request and where its answer goes.
-pub type Job = (Message, oneshot::Sender<Result<Message, NetError>>);
-
 /// Longest value of the state key read (a witness's state is a few lines
 /// per follower).
 const STATE_MAX: usize = 64 * 1024;
@@ -41,7 +35,7 @@ pub struct EtcdWitness {
     lease: LeaseConfig,
 }
 
-fn unreachable(e: EtcdError) -> NetError {
+fn etcd_failed(e: EtcdError) -> NetError {
     NetError::Connection(format!("etcd: {e}"))
 }
 
@@ -69,7 +63,7 @@ impl EtcdWitness {
                 Call::Repeatable,
             )
             .await
-            .map_err(unreachable)?;
+            .map_err(etcd_failed)?;
         let mut reads = reads.into_iter();
         let (state, leader) = (reads.next().flatten(), reads.next().flatten());
         let (state, state_revision) = match state {
@@ -129,7 +123,7 @@ impl EtcdWitness {
         if let LeaderChange::Renew { lease, value: None } = plan.leader {
             // A renewal writes nothing: the read showed the promise held,
             // and etcd counts it again from the keepalive's arrival.
-            let ttl = self.client.keepalive(lease).await.map_err(unreachable)?;
+            let ttl = self.client.keepalive(lease).await.map_err(etcd_failed)?;
             return Ok(if ttl > 0 {
                 plan.answer
             } else {
@@ -156,7 +150,7 @@ impl EtcdWitness {
                     .client
                     .lease_grant(self.ttl_s())
                     .await
-                    .map_err(unreachable)?;
+                    .map_err(etcd_failed)?;
                 new_lease = Some(id);
                 ops.push(Op::Put(leader_key.clone(), value.clone(), id));
             }
@@ -189,7 +183,7 @@ impl EtcdWitness {
             }
             Err(e) => {
                 self.drop_lease(new_lease).await;
-                return Err(unreachable(e));
+                return Err(etcd_failed(e));
             }
         };
         if !made {
@@ -200,7 +194,7 @@ impl EtcdWitness {
             ));
         }
         if let LeaderChange::Renew { lease, .. } = plan.leader {
-            let ttl = self.client.keepalive(lease).await.map_err(unreachable)?;
+            let ttl = self.client.keepalive(lease).await.map_err(etcd_failed)?;
             if ttl == 0 {
                 return Ok(refused(plan.answer));
             }
@@ -238,33 +232,5 @@ fn refused(answer: Message) -> Message {
             holder,
         },
         other => other,
-    }
-}
-
-/// Answers a data node's coordinator requests from etcd, one at a time,
-/// until `stop`; each gets at most `budget` (the caller gives up after
-/// that anyway).
-pub async fn serve(
-    mut coordinator: EtcdWitness,
-    mut rx: mpsc::Receiver<Job>,
-    mut stop: watch::Receiver<bool>,
-    budget: Duration,
-) {
-    loop {
-        let (m, reply) = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => break },
-            _ = stop.changed() => break,
-        };
-        if reply.is_closed() {
-            continue;
-        }
-        let r = match tokio::time::timeout(budget, coordinator.answer(m)).await {
-            Ok(r) => r,
-            Err(_) => Err(NetError::Connection(format!(
-                "etcd did not answer within {} ms",
-                budget.as_millis()
-            ))),
-        };
-        let _ = reply.send(r);
     }
 }
