@@ -13,10 +13,18 @@
 //! A restore copies the segments up to a chosen LSN or commit time, cutting
 //! the segment that holds it at a frame boundary; the index is derived and
 //! built when the restored store is first opened.
+//!
+//! An encrypted store's `data-keys` file (its data keys, wrapped under its
+//! key-encryption key: nothing readable without that key) is copied after
+//! the segments, so the copy holds the key of every sealed byte copied (a
+//! key is durable before anything is sealed under it). The backup of an
+//! encrypted store is as encrypted as the store, and its restore opens
+//! with the same key-encryption key.
 
 use std::io::Write;
 use std::path::Path;
 
+use crate::crypt::datakeys::{DATA_KEYS_FILE, decode_file};
 use crate::error::{Error, Result};
 use crate::log::recovery::read_segment;
 use crate::log::segment::{list_segments, scan_segment, segment_file_name};
@@ -65,6 +73,8 @@ pub struct BackupVerify {
     pub first_timestamp_us: u64,
     /// Commit time of the last frame, µs.
     pub last_timestamp_us: u64,
+    /// Data keys in its `data-keys` file (0: the store was not encrypted).
+    pub data_keys: usize,
 }
 
 /// Which state a restore produces.
@@ -238,6 +248,7 @@ pub fn backup(
     }
     let (lsn, crc, ts) = last.ok_or_else(|| Error::Corrupt("the store holds no frame".into()))?;
     crate::log::files::sync_dir(&dst_wal)?;
+    copy_data_keys(store_dir, to)?;
     write_durably(
         &to.join(MANIFEST),
         format!("vigil backup 1\nlast_lsn {lsn}\nlast_crc {crc}\nlast_timestamp_us {ts}\n")
@@ -308,6 +319,18 @@ pub fn verify_backup(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<B
             "the backup ends at lsn {} but its manifest says {}",
             v.last_lsn, manifest.0
         )));
+    }
+    let keys = dir.join(DATA_KEYS_FILE);
+    match std::fs::read(&keys) {
+        Ok(bytes) => {
+            let file = decode_file(&bytes).map_err(|source| Error::Crypt {
+                context: format!("reading {}", keys.display()),
+                source,
+            })?;
+            v.data_keys = file.entries.len();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("read data keys", &keys, e)),
     }
     Ok(v)
 }
@@ -388,5 +411,23 @@ pub fn restore(
         ));
     }
     crate::log::files::sync_dir(&dst_wal)?;
+    copy_data_keys(from, to)?;
     Ok(report)
+}
+
+/// Copies the whole entries of `from`'s data-keys file (if it has one) to
+/// `to`, durably; a damaged file is an error, nothing copied.
+fn copy_data_keys(from: &Path, to: &Path) -> Result<()> {
+    let src = from.join(DATA_KEYS_FILE);
+    let bytes = match std::fs::read(&src) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read data keys", &src, e)),
+    };
+    let file = decode_file(&bytes).map_err(|source| Error::Crypt {
+        context: format!("reading {}", src.display()),
+        source,
+    })?;
+    write_durably(&to.join(DATA_KEYS_FILE), &bytes[..file.valid_len as usize])?;
+    crate::log::files::sync_dir(to)
 }

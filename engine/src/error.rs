@@ -50,6 +50,26 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The store's data keys cannot be used: its key-encryption key is
+    /// wrong, revoked or unreachable, or its `data-keys` file is damaged.
+    /// Nothing was written or changed.
+    #[error("encryption: {context}: {source}")]
+    Crypt {
+        /// What was being done, naming the key.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: crate::crypt::CryptError,
+    },
+    /// The store holds encrypted data and was opened without its
+    /// key-encryption key. Nothing was changed.
+    #[error(
+        "the store at {dir} is encrypted: open it with its key-encryption key ([encryption] kek)"
+    )]
+    KeyNeeded {
+        /// The store directory.
+        dir: PathBuf,
+    },
     /// An earlier fatal error stopped the store; reopen it to recover.
     #[error("the store stopped after a fatal error: {0}")]
     Poisoned(String),

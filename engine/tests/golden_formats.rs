@@ -66,6 +66,7 @@ fn a_frame_with_every_record_kind_is_pinned() {
             dict_id: 0,
             raw_len: body.len() as u32,
             raw_crc: crc32fast_hash(body),
+            sealed: false,
             stored: body,
         }),
         RecordRef::Resource(ResourceRef {
@@ -77,6 +78,7 @@ fn a_frame_with_every_record_kind_is_pinned() {
             dict_id: 0,
             raw_len: 0,
             raw_crc: 0,
+            sealed: false,
             stored: b"",
         }),
         RecordRef::Checkpoint {
@@ -88,18 +90,41 @@ fn a_frame_with_every_record_kind_is_pinned() {
         },
         RecordRef::Dictionary {
             id: 1,
+            sealed: false,
             bytes: b"dictionary bytes",
         },
     ];
-    // v1: the kinds before rekey records; v2 adds a rekey (kind 5).
+    // v1: the kinds before rekey records; v2 adds a rekey (kind 5); v3
+    // a sealed body (codec byte's high bit) and a sealed dictionary (kind 6).
     let mut with_rekey = records.to_vec();
     with_rekey.push(RecordRef::Rekey {
         resource_type: "Patient",
         id: "p1",
     });
+    let sealed_body: Vec<u8> = (0u8..80).collect();
+    let sealed_dict: Vec<u8> = (0u8..45).rev().collect();
+    let mut with_sealed = with_rekey.clone();
+    with_sealed.push(RecordRef::Resource(ResourceRef {
+        op: OpKind::Update,
+        codec: BodyCodec::ZstdDict,
+        resource_type: "Patient",
+        id: "p1",
+        version: 3,
+        dict_id: 2,
+        raw_len: 400,
+        raw_crc: 0xdead_beef,
+        sealed: true,
+        stored: &sealed_body,
+    }));
+    with_sealed.push(RecordRef::Dictionary {
+        id: 2,
+        sealed: true,
+        bytes: &sealed_dict,
+    });
     for (name, records) in [
         ("frame_all_kinds_v1.bin", records.to_vec()),
         ("frame_all_kinds_v2.bin", with_rekey),
+        ("frame_all_kinds_v3.bin", with_sealed),
     ] {
         let mut payload = Vec::new();
         for r in &records {
@@ -208,4 +233,68 @@ fn a_value_sealed_in_the_pinned_format_still_opens() {
     let pinned = std::fs::read(&path).expect("golden");
     assert_eq!(pinned[0], 1, "format byte");
     assert_eq!(key.open(aad, &pinned, "pinned").expect("opens"), plain);
+}
+
+/// The key-encryption key the pinned encrypted store was made under: a
+/// key file with a fixed key (mode 0600, as key files must be).
+fn pinned_kek(dir: &std::path::Path) -> Arc<dyn vigil_engine::crypt::Kek> {
+    let path = dir.join("pinned.key");
+    let hex: String = (0u8..32).map(|i| format!("{:02x}", i * 3)).collect();
+    std::fs::write(&path, format!("vigil-kek 1\nname pinned\nkey 1 {hex}\n")).expect("write");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    Arc::new(vigil_engine::crypt::keyfile::KeyFile::load(&path).expect("the pinned key file loads"))
+}
+
+#[test]
+fn an_encrypted_store_in_the_pinned_formats_still_opens() {
+    use vigil_engine::crypt::datakeys::{decode_file, encode_file};
+    // Sealing draws fresh nonces and keys: only a blessing writes a new
+    // store; the pinned one (its data-keys file and its log) must decode,
+    // re-encode byte for byte (the data-keys file) and open to the same
+    // bodies under the pinned KEK.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kek = pinned_kek(keys.path());
+    let opts = Options {
+        clock: Arc::new(Frozen),
+        dictionary: DictionaryPolicy::Off,
+        kek: Some(kek.clone()),
+        ..Options::default()
+    };
+    if std::env::var_os("VIGIL_BLESS").is_some() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_with(dir.path(), opts.clone()).expect("open");
+        common::put(&store, "Patient", "p1", common::patient("p1", 1));
+        common::put(&store, "Basic", "b1", b"{}".to_vec());
+        let data_len = store.stats().expect("stats").log_bytes as usize;
+        store.close().expect("close");
+        let seg = std::fs::read(dir.path().join("wal/00000000000000000001.seg")).expect("seg");
+        std::fs::write(golden("store_sealed_v1.seg"), &seg[..data_len]).expect("bless");
+        std::fs::copy(dir.path().join("data-keys"), golden("data_keys_v1.bin")).expect("bless");
+    }
+    let pinned = std::fs::read(golden("data_keys_v1.bin")).expect("golden");
+    let file = decode_file(&pinned).expect("the pinned data-keys file decodes");
+    assert_eq!(file.valid_len, pinned.len() as u64);
+    assert_eq!(
+        encode_file(&file.entries),
+        pinned,
+        "re-encodes byte for byte"
+    );
+    assert!(file.entries.iter().all(|e| e.wrapped.kek == "pinned"));
+
+    let fresh = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(fresh.path().join("wal")).expect("mkdir");
+    std::fs::copy(golden("data_keys_v1.bin"), fresh.path().join("data-keys")).expect("copy");
+    std::fs::copy(
+        golden("store_sealed_v1.seg"),
+        fresh.path().join("wal/00000000000000000001.seg"),
+    )
+    .expect("copy");
+    let store = Store::open_with(fresh.path(), opts).expect("pinned encrypted store opens");
+    assert_eq!(
+        common::body_of(&store, "Patient", "p1"),
+        Some(common::patient("p1", 1))
+    );
+    assert_eq!(common::body_of(&store, "Basic", "b1"), Some(b"{}".to_vec()));
+    store.verify().expect("verify");
 }

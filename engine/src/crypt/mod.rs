@@ -4,9 +4,11 @@
 //! unwrap them behind a small trait ([`Kek`]). The local key file
 //! ([`keyfile::KeyFile`]) is the first KEK; PKCS#11 modules come next.
 //!
-//! Not yet used by the log, the index or any file the store writes: this
-//! is the layer they will seal with (issue 22). The formats here are
-//! versioned and pinned by `engine/tests/golden/wrapped_key_v1.bin` and `sealed_v1.bin`.
+//! [`datakeys::DataKeys`] holds a store's data keys (wrapped in its
+//! `data-keys` file) and seals what the log stores of resources: bodies
+//! and compression dictionaries. The formats here are versioned and pinned
+//! by `engine/tests/golden/wrapped_key_v1.bin`, `sealed_v1.bin` and
+//! `data_keys_v1.bin`.
 //!
 //! **Nonces**: every seal draws a fresh 96-bit nonce from the operating
 //! system's generator and stores it beside the ciphertext. Nothing about
@@ -16,6 +18,7 @@
 //! values (a collision among random nonces then has probability below
 //! 2^-48), and the caller takes a new data key before that.
 
+pub mod datakeys;
 pub mod keyfile;
 pub mod pkcs11;
 
@@ -128,7 +131,7 @@ impl DataKey {
         &self.0
     }
 
-    fn aead(&self) -> LessSafeKey {
+    pub(crate) fn aead(&self) -> LessSafeKey {
         // 32 bytes is AES-256-GCM's key length, so this cannot fail.
         let key = UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte AES-256 key");
         LessSafeKey::new(key)
@@ -138,59 +141,81 @@ impl DataKey {
     /// belongs: opening it under another `aad` fails): format byte, a
     /// fresh random nonce, ciphertext and tag.
     pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, CryptError> {
-        let nonce: [u8; NONCE_LEN] = random()?;
         let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
-        out.push(SEALED_FORMAT);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = self
-            .aead()
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut out[1 + NONCE_LEN..],
-            )
-            .map_err(|_| CryptError::Format {
-                what: "sealable value",
-                detail: "too long for one seal".into(),
-            })?;
-        out.extend_from_slice(tag.as_ref());
+        seal_into(&self.aead(), aad, plain, &mut out)?;
         Ok(out)
     }
 
     /// Opens what [`DataKey::seal`] made under the same `aad`; `what`
     /// names it in the error.
     pub fn open(&self, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>, CryptError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptError::Format {
-                what: "sealed value",
-                detail: format!(
-                    "{} bytes, fewer than the {SEAL_OVERHEAD} a seal adds",
-                    sealed.len()
-                ),
-            });
-        }
-        if sealed[0] != SEALED_FORMAT {
-            return Err(CryptError::Format {
-                what: "sealed value",
-                detail: format!("format {} (this build reads {SEALED_FORMAT})", sealed[0]),
-            });
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
-        let mut body = sealed[1 + NONCE_LEN..].to_vec();
-        let plain_len = self
-            .aead()
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
-            .map_err(|_| CryptError::Rejected { what: what.into() })?
-            .len();
-        body.truncate(plain_len);
-        Ok(body)
+        open_with(&self.aead(), aad, sealed, what)
     }
+}
+
+/// Appends the sealed form of `plain` to `out` (see [`DataKey::seal`]),
+/// with a prepared key.
+pub(crate) fn seal_into(
+    aead: &LessSafeKey,
+    aad: &[u8],
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CryptError> {
+    let nonce: [u8; NONCE_LEN] = random()?;
+    out.reserve(plain.len() + SEAL_OVERHEAD);
+    out.push(SEALED_FORMAT);
+    out.extend_from_slice(&nonce);
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = aead
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[start..],
+        )
+        .map_err(|_| CryptError::Format {
+            what: "sealable value",
+            detail: "too long for one seal".into(),
+        })?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(())
+}
+
+/// Opens a sealed value with a prepared key (see [`DataKey::open`]).
+pub(crate) fn open_with(
+    aead: &LessSafeKey,
+    aad: &[u8],
+    sealed: &[u8],
+    what: &str,
+) -> Result<Vec<u8>, CryptError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptError::Format {
+            what: "sealed value",
+            detail: format!(
+                "{} bytes, fewer than the {SEAL_OVERHEAD} a seal adds",
+                sealed.len()
+            ),
+        });
+    }
+    if sealed[0] != SEALED_FORMAT {
+        return Err(CryptError::Format {
+            what: "sealed value",
+            detail: format!("format {} (this build reads {SEALED_FORMAT})", sealed[0]),
+        });
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
+    let mut body = sealed[1 + NONCE_LEN..].to_vec();
+    let plain_len = aead
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .map_err(|_| CryptError::Rejected { what: what.into() })?
+        .len();
+    body.truncate(plain_len);
+    Ok(body)
 }
 
 /// A data key wrapped under a KEK: which KEK and version, and the sealed

@@ -169,7 +169,7 @@ fn check_bodies(
             && r.op != OpKind::Delete
         {
             dicts
-                .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                .decode(r.codec, r.dict_id, r.sealed, r.stored, r.raw_len, r.raw_crc)
                 .map_err(|detail| Error::ChecksumMismatch {
                     segment: path.to_owned(),
                     offset,

@@ -75,6 +75,9 @@ pub(crate) struct VersionEntry {
     pub timestamp_us: u64,
     pub op: OpKind,
     pub codec: BodyCodec,
+    /// The stored body is sealed under a data key (kept in the codec
+    /// byte's high bit, as in the log's record).
+    pub sealed: bool,
     pub dict_id: u32,
     pub raw_len: u32,
     pub raw_crc: u32,
@@ -84,6 +87,10 @@ pub(crate) struct VersionEntry {
 }
 
 const VERSION_ENTRY_BYTES: usize = 58;
+const CODEC_SEALED_BIT: u8 = 0x80;
+/// A sealed dictionary's key in the `dicts` table: its id with this bit
+/// set (ids stay below it, `crate::log::record::DICTIONARY_ID_LIMIT`).
+const SEALED_DICTIONARY_BIT: u32 = crate::log::record::DICTIONARY_ID_LIMIT;
 
 impl VersionEntry {
     fn encode(&self) -> [u8; VERSION_ENTRY_BYTES] {
@@ -92,7 +99,7 @@ impl VersionEntry {
         v.put_u64(self.lsn);
         v.put_u64(self.timestamp_us);
         v.put_u8(self.op as u8);
-        v.put_u8(self.codec as u8);
+        v.put_u8(self.codec as u8 | if self.sealed { CODEC_SEALED_BIT } else { 0 });
         v.put_u32(self.dict_id);
         v.put_u32(self.raw_len);
         v.put_u32(self.raw_crc);
@@ -116,13 +123,15 @@ impl VersionEntry {
             3 => OpKind::Delete,
             o => return Err(Error::Corrupt(format!("index entry: op {o}"))),
         };
-        let codec = BodyCodec::from_u8(r.u8("codec").map_err(bad)?).map_err(bad)?;
+        let codec_byte = r.u8("codec").map_err(bad)?;
+        let codec = BodyCodec::from_u8(codec_byte & !CODEC_SEALED_BIT).map_err(bad)?;
         Ok(Self {
             version,
             lsn,
             timestamp_us,
             op,
             codec,
+            sealed: codec_byte & CODEC_SEALED_BIT != 0,
             dict_id: r.u32("dict").map_err(bad)?,
             raw_len: r.u32("raw len").map_err(bad)?,
             raw_crc: r.u32("raw crc").map_err(bad)?,
@@ -260,13 +269,19 @@ impl Index {
         Ok(self.db.begin_read()?)
     }
 
-    pub(crate) fn dictionaries(&self) -> Result<Vec<(u32, Vec<u8>)>> {
+    /// Every dictionary the index holds: id, whether sealed, bytes as stored.
+    pub(crate) fn dictionaries(&self) -> Result<Vec<(u32, bool, Vec<u8>)>> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(DICTS)?;
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            out.push((k.value(), v.value().to_vec()));
+            let key = k.value();
+            out.push((
+                key & !SEALED_DICTIONARY_BIT,
+                key & SEALED_DICTIONARY_BIT != 0,
+                v.value().to_vec(),
+            ));
         }
         Ok(out)
     }
@@ -490,9 +505,14 @@ pub(crate) fn apply_frame(
             RecordRef::EpochStart { epoch } if parts.tables => {
                 t.epochs.insert(*epoch, *lsn)?;
             }
-            RecordRef::Dictionary { id, bytes } if parts.tables => {
-                t.dicts.insert(*id, *bytes)?;
-                dicts.install(*id, bytes)?;
+            RecordRef::Dictionary { id, sealed, bytes } if parts.tables => {
+                let key = if *sealed {
+                    id | SEALED_DICTIONARY_BIT
+                } else {
+                    *id
+                };
+                t.dicts.insert(key, *bytes)?;
+                dicts.install_stored(*id, *sealed, bytes)?;
             }
             RecordRef::EpochStart { .. }
             | RecordRef::Dictionary { .. }
@@ -592,7 +612,7 @@ fn stage_keys(t: &mut Tables<'_>, ty: &str, id: &str, keys: &[Vec<u8>], present:
 /// The decoded body of a record being applied.
 fn decode_record_body(r: &ResourceRef<'_>, lsn: u64, dicts: &Dictionaries) -> Result<Vec<u8>> {
     dicts
-        .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+        .decode(r.codec, r.dict_id, r.sealed, r.stored, r.raw_len, r.raw_crc)
         .map_err(|e| Error::Corrupt(format!("record at lsn {lsn}: {e}")))
 }
 
@@ -632,7 +652,7 @@ pub(crate) fn read_body(log: &Segments, dicts: &Dictionaries, e: &VersionEntry) 
     }
     let stored = log.read_at(e.segment, e.offset, e.stored_len as usize)?;
     dicts
-        .decode(e.codec, e.dict_id, &stored, e.raw_len, e.raw_crc)
+        .decode(e.codec, e.dict_id, e.sealed, &stored, e.raw_len, e.raw_crc)
         .map_err(|detail| Error::ChecksumMismatch {
             segment: log.path_of(e.segment),
             offset: e.offset,
@@ -680,6 +700,7 @@ pub(crate) fn entry_of(
         timestamp_us: h.timestamp_us,
         op: r.op,
         codec: r.codec,
+        sealed: r.sealed,
         dict_id: r.dict_id,
         raw_len: r.raw_len,
         raw_crc: r.raw_crc,
@@ -1154,6 +1175,7 @@ mod tests {
             timestamp_us: 5,
             op: OpKind::Update,
             codec: BodyCodec::ZstdDict,
+            sealed: false,
             dict_id: 2,
             raw_len: 10,
             raw_crc: 11,
@@ -1162,5 +1184,10 @@ mod tests {
             stored_len: 7,
         };
         assert_eq!(VersionEntry::decode(&e.encode()).expect("decodes"), e);
+        let sealed = VersionEntry { sealed: true, ..e };
+        assert_eq!(
+            VersionEntry::decode(&sealed.encode()).expect("decodes"),
+            sealed
+        );
     }
 }

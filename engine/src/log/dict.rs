@@ -6,6 +6,11 @@
 //! the log as a record before any frame that uses it, and is named by id in
 //! every record compressed with it, so the log alone is enough to read it
 //! back. Compression and decompression contexts are kept per thread.
+//!
+//! On an encrypted store (one with [`DataKeys`]) every body and every
+//! dictionary is sealed after compression and opened before
+//! decompression here, so nothing else in the engine handles a sealed
+//! byte: the log stores ciphertext, the rest sees plaintext in memory.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use zstd::zstd_safe::{self, CCtx, CDict, DCtx, DDict};
 
+use crate::crypt::datakeys::DataKeys;
 use crate::error::{Error, Result};
 use crate::limits::{DICTIONARIES_MAX, DICTIONARY_BYTES_MAX};
 use crate::log::record::BodyCodec;
@@ -51,6 +57,8 @@ impl Dictionary {
 pub(crate) struct Dictionaries {
     level: i32,
     inner: RwLock<DictSet>,
+    /// The store's data keys, when it is encrypted.
+    keys: Option<Arc<DataKeys>>,
 }
 
 #[derive(Default)]
@@ -63,6 +71,8 @@ struct DictSet {
 pub(crate) struct Encoded {
     pub(crate) codec: BodyCodec,
     pub(crate) dict_id: u32,
+    /// `stored` is sealed under a data key (after compression).
+    pub(crate) sealed: bool,
     pub(crate) stored: Vec<u8>,
 }
 
@@ -72,11 +82,44 @@ thread_local! {
 }
 
 impl Dictionaries {
-    pub(crate) fn new(level: i32) -> Self {
+    pub(crate) fn new(level: i32, keys: Option<Arc<DataKeys>>) -> Self {
         Self {
             level,
             inner: RwLock::new(DictSet::default()),
+            keys,
         }
+    }
+
+    /// The store's data keys, when it is encrypted.
+    pub(crate) fn keys(&self) -> Option<&Arc<DataKeys>> {
+        self.keys.as_ref()
+    }
+
+    /// A dictionary as its record stores it: `(sealed, bytes)`.
+    pub(crate) fn to_record(&self, id: u32, bytes: &[u8]) -> Result<(bool, Vec<u8>)> {
+        match &self.keys {
+            Some(k) => Ok((true, k.seal_dictionary(id, bytes)?)),
+            None => Ok((false, bytes.to_vec())),
+        }
+    }
+
+    /// Installs a dictionary as a record (or the index) stores it.
+    pub(crate) fn install_stored(&self, id: u32, sealed: bool, stored: &[u8]) -> Result<()> {
+        if !sealed {
+            return self.install(id, stored);
+        }
+        if self.read().by_id.contains_key(&id) {
+            return Ok(());
+        }
+        let keys = self.keys.as_ref().ok_or_else(|| {
+            Error::Corrupt(format!(
+                "dictionary {id} is sealed and the store was opened without a key-encryption key"
+            ))
+        })?;
+        let bytes = keys
+            .open_dictionary(id, stored)
+            .map_err(|e| Error::Corrupt(format!("dictionary {id}: {e}")))?;
+        self.install(id, &bytes)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, DictSet> {
@@ -120,8 +163,24 @@ impl Dictionaries {
     }
 
     /// Compresses a body with the current dictionary, or stores it raw when
-    /// compression does not make it smaller.
-    pub(crate) fn encode(&self, body: &[u8], use_dictionary: bool) -> Result<Encoded> {
+    /// compression does not make it smaller; then seals it on an encrypted
+    /// store (bound to `raw_crc`, the CRC of `body`).
+    pub(crate) fn encode(
+        &self,
+        body: &[u8],
+        raw_crc: u32,
+        use_dictionary: bool,
+    ) -> Result<Encoded> {
+        debug_assert_eq!(crc32fast::hash(body), raw_crc);
+        let mut enc = self.compress(body, use_dictionary)?;
+        if let Some(keys) = &self.keys {
+            enc.stored = keys.seal_body(body.len() as u32, raw_crc, &enc.stored)?;
+            enc.sealed = true;
+        }
+        Ok(enc)
+    }
+
+    fn compress(&self, body: &[u8], use_dictionary: bool) -> Result<Encoded> {
         if body.len() < COMPRESS_MIN_BYTES {
             return Ok(raw(body));
         }
@@ -153,25 +212,43 @@ impl Dictionaries {
             Some(d) => Encoded {
                 codec: BodyCodec::ZstdDict,
                 dict_id: d.id,
+                sealed: false,
                 stored: out,
             },
             None => Encoded {
                 codec: BodyCodec::Zstd,
                 dict_id: 0,
+                sealed: false,
                 stored: out,
             },
         })
     }
 
-    /// Decodes a stored body and checks its length and CRC.
+    /// Decodes a stored body (opening it first when `sealed`) and checks
+    /// its length and CRC.
     pub(crate) fn decode(
         &self,
         codec: BodyCodec,
         dict_id: u32,
+        sealed: bool,
         stored: &[u8],
         raw_len: u32,
         raw_crc: u32,
     ) -> std::result::Result<Vec<u8>, String> {
+        let opened;
+        let stored = match (sealed, &self.keys) {
+            (false, _) => stored,
+            (true, Some(keys)) => {
+                opened = keys.open_body(raw_len, raw_crc, stored)?;
+                &opened[..]
+            }
+            (true, None) => {
+                return Err(
+                    "the body is sealed and the store was opened without a key-encryption key"
+                        .into(),
+                );
+            }
+        };
         let body = match codec {
             BodyCodec::Raw => stored.to_vec(),
             BodyCodec::Zstd | BodyCodec::ZstdDict => {
@@ -224,6 +301,7 @@ fn raw(body: &[u8]) -> Encoded {
     Encoded {
         codec: BodyCodec::Raw,
         dict_id: 0,
+        sealed: false,
         stored: body.to_vec(),
     }
 }
@@ -249,14 +327,14 @@ mod tests {
 
     #[test]
     fn bodies_roundtrip_with_and_without_a_dictionary() {
-        let d = Dictionaries::new(3);
+        let d = Dictionaries::new(3, None);
         let b = body(1);
-        let plain = d.encode(&b, true).expect("encodes");
+        let plain = d.encode(&b, crc32fast::hash(&b), true).expect("encodes");
         assert_eq!(plain.codec, BodyCodec::Zstd);
         let samples: Vec<_> = (0..2000).map(body).collect();
         let trained = train(&samples, 8 * 1024).expect("trains");
         d.install(1, &trained).expect("installs");
-        let with = d.encode(&b, true).expect("encodes");
+        let with = d.encode(&b, crc32fast::hash(&b), true).expect("encodes");
         assert_eq!(with.codec, BodyCodec::ZstdDict);
         assert!(with.stored.len() < plain.stored.len());
         for e in [plain, with] {
@@ -264,6 +342,7 @@ mod tests {
                 .decode(
                     e.codec,
                     e.dict_id,
+                    false,
                     &e.stored,
                     b.len() as u32,
                     crc32fast::hash(&b),
@@ -275,13 +354,21 @@ mod tests {
 
     #[test]
     fn a_wrong_crc_or_unknown_dictionary_is_reported() {
-        let d = Dictionaries::new(3);
+        let d = Dictionaries::new(3, None);
         let b = body(2);
-        let e = d.encode(&b, true).expect("encodes");
-        assert!(d.decode(e.codec, 0, &e.stored, b.len() as u32, 1).is_err());
+        let e = d.encode(&b, crc32fast::hash(&b), true).expect("encodes");
         assert!(
-            d.decode(BodyCodec::ZstdDict, 9, &e.stored, b.len() as u32, 0)
+            d.decode(e.codec, 0, false, &e.stored, b.len() as u32, 1)
                 .is_err()
+        );
+        assert!(
+            d.decode(BodyCodec::ZstdDict, 9, false, &e.stored, b.len() as u32, 0)
+                .is_err()
+        );
+        assert!(
+            d.decode(e.codec, 0, true, &e.stored, b.len() as u32, 0)
+                .is_err(),
+            "a sealed body without keys"
         );
     }
 }

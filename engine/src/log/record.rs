@@ -12,11 +12,22 @@ use crate::limits::{
 };
 use crate::log::codec::{DecodeError, Put, Reader};
 
+/// Bytes sealing adds to a dictionary: the key id and the seal's own.
+const SEALED_DICTIONARY_OVERHEAD: usize =
+    crate::crypt::datakeys::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
+
 const KIND_RESOURCE: u8 = 1;
 const KIND_EPOCH_START: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
 const KIND_DICTIONARY: u8 = 4;
 const KIND_REKEY: u8 = 5;
+const KIND_SEALED_DICTIONARY: u8 = 6;
+/// The bit of a resource record's codec byte that says its body is sealed
+/// under a data key (`crate::crypt::datakeys`).
+const CODEC_SEALED: u8 = 0x80;
+/// Dictionary ids stay below this (the index keeps a sealed dictionary
+/// under its id with this bit set).
+pub(crate) const DICTIONARY_ID_LIMIT: u32 = 1 << 31;
 
 /// What a resource version did to its resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +92,9 @@ pub struct ResourceRef<'a> {
     pub raw_len: u32,
     /// CRC32 of the decoded body: checked on every read.
     pub raw_crc: u32,
+    /// `stored` is sealed under a data key (the store is encrypted): its
+    /// first 8 bytes name the key, the rest is the sealed compressed body.
+    pub sealed: bool,
     /// The body as stored (empty for a delete).
     pub stored: &'a [u8],
 }
@@ -113,9 +127,11 @@ pub enum RecordRef<'a> {
     },
     /// A zstd dictionary that later records refer to by id.
     Dictionary {
-        /// The dictionary's id, unique in the store, never 0.
+        /// The dictionary's id, unique in the store, 1..2^31.
         id: u32,
-        /// The dictionary's bytes.
+        /// `bytes` are sealed under a data key (the store is encrypted).
+        sealed: bool,
+        /// The dictionary's bytes as stored.
         bytes: &'a [u8],
     },
     /// Re-derive the search keys of a resource's current version with the
@@ -137,7 +153,7 @@ pub(crate) fn put_resource(out: &mut Vec<u8>, r: &ResourceRef<'_>) {
     let stored_len = u32::try_from(r.stored.len()).unwrap_or(u32::MAX);
     out.put_u8(KIND_RESOURCE);
     out.put_u8(r.op as u8);
-    out.put_u8(r.codec as u8);
+    out.put_u8(r.codec as u8 | if r.sealed { CODEC_SEALED } else { 0 });
     out.put_u8(r.resource_type.len() as u8);
     out.put_u8(r.id.len() as u8);
     out.put_u64(r.version);
@@ -185,9 +201,13 @@ pub(crate) fn put_record(out: &mut Vec<u8>, record: &RecordRef<'_>) {
                 out.put_u64(w.durable_lsn);
             }
         }
-        RecordRef::Dictionary { id, bytes } => {
-            assert!(bytes.len() <= DICTIONARY_BYTES_MAX as usize);
-            out.put_u8(KIND_DICTIONARY);
+        RecordRef::Dictionary { id, sealed, bytes } => {
+            assert!(bytes.len() <= DICTIONARY_BYTES_MAX as usize + SEALED_DICTIONARY_OVERHEAD);
+            assert!(*id != 0 && *id < DICTIONARY_ID_LIMIT);
+            out.put_u8(match sealed {
+                true => KIND_SEALED_DICTIONARY,
+                false => KIND_DICTIONARY,
+            });
             out.put_u32(*id);
             out.put_u32(bytes.len() as u32);
             out.extend_from_slice(bytes);
@@ -213,7 +233,9 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<(RecordRef<'a>, usiz
     match kind {
         KIND_RESOURCE => {
             let op = OpKind::from_u8(r.u8("op")?)?;
-            let codec = BodyCodec::from_u8(r.u8("codec")?)?;
+            let codec_byte = r.u8("codec")?;
+            let sealed = codec_byte & CODEC_SEALED != 0;
+            let codec = BodyCodec::from_u8(codec_byte & !CODEC_SEALED)?;
             let type_len = r.u8("type length")? as usize;
             let id_len = r.u8("id length")? as usize;
             let version = r.u64("version")?;
@@ -241,8 +263,11 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<(RecordRef<'a>, usiz
             let id = r.str(id_len, "resource id")?;
             let body_offset = r.position();
             let stored = r.take(stored_len, "resource body")?;
-            if codec == BodyCodec::Raw && stored.len() != raw_len as usize {
+            if codec == BodyCodec::Raw && !sealed && stored.len() != raw_len as usize {
                 return Err(DecodeError("raw body length mismatch".into()));
+            }
+            if sealed && op == OpKind::Delete {
+                return Err(DecodeError("a sealed delete".into()));
             }
             Ok((
                 RecordRef::Resource(ResourceRef {
@@ -254,6 +279,7 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<(RecordRef<'a>, usiz
                     dict_id,
                     raw_len,
                     raw_crc,
+                    sealed,
                     stored,
                 }),
                 body_offset,
@@ -289,14 +315,21 @@ pub(crate) fn read_record<'a>(r: &mut Reader<'a>) -> Result<(RecordRef<'a>, usiz
                 0,
             ))
         }
-        KIND_DICTIONARY => {
+        KIND_DICTIONARY | KIND_SEALED_DICTIONARY => {
+            let sealed = kind == KIND_SEALED_DICTIONARY;
             let id = r.u32("dictionary id")?;
             let len = r.u32("dictionary length")?;
-            if id == 0 || len > DICTIONARY_BYTES_MAX {
+            let len_max = DICTIONARY_BYTES_MAX
+                + if sealed {
+                    SEALED_DICTIONARY_OVERHEAD as u32
+                } else {
+                    0
+                };
+            if id == 0 || id >= DICTIONARY_ID_LIMIT || len > len_max {
                 return Err(DecodeError(format!("dictionary {id} of {len} bytes")));
             }
             let bytes = r.take(len as usize, "dictionary")?;
-            Ok((RecordRef::Dictionary { id, bytes }, 0))
+            Ok((RecordRef::Dictionary { id, sealed, bytes }, 0))
         }
         KIND_REKEY => {
             let type_len = r.u8("type length")? as usize;
@@ -338,7 +371,20 @@ mod tests {
             dict_id: 0,
             raw_len: 2,
             raw_crc: crc32fast::hash(b"{}"),
+            sealed: false,
             stored: b"{}",
+        }));
+        roundtrip(RecordRef::Resource(ResourceRef {
+            op: OpKind::Create,
+            codec: BodyCodec::Zstd,
+            resource_type: "Patient",
+            id: "p-2",
+            version: 1,
+            dict_id: 0,
+            raw_len: 400,
+            raw_crc: 7,
+            sealed: true,
+            stored: &[9; 80],
         }));
         roundtrip(RecordRef::EpochStart { epoch: 3 });
         roundtrip(RecordRef::Checkpoint {
@@ -350,7 +396,13 @@ mod tests {
         });
         roundtrip(RecordRef::Dictionary {
             id: 1,
+            sealed: false,
             bytes: b"dict",
+        });
+        roundtrip(RecordRef::Dictionary {
+            id: 2,
+            sealed: true,
+            bytes: &[3; 70],
         });
         roundtrip(RecordRef::Rekey {
             resource_type: "Patient",

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::KeyExtractor;
+use crate::crypt::datakeys::{DataKeyStatus, DataKeys};
 use crate::error::{Error, Result};
 use crate::index::INDEX_FORMAT_VERSION;
 use crate::index::rebuild::{ReplayFrom, apply_log, rebuild_into};
@@ -135,6 +136,13 @@ impl Store {
                 return Err(Error::io("lock store", &lock_path, e));
             }
         }
+        // The keys first: a KEK that cannot unwrap stops the open before
+        // recovery changes anything.
+        let data_keys = match &opts.kek {
+            Some(kek) => Some(Arc::new(DataKeys::open(&dir, kek.clone())?)),
+            None if DataKeys::present(&dir) => return Err(Error::KeyNeeded { dir }),
+            None => None,
+        };
         let log_dir = dir.join(LOG_DIR);
         let fresh_dir = !log_dir.exists();
         std::fs::create_dir_all(&log_dir)
@@ -156,7 +164,7 @@ impl Store {
         for s in &rec.segments {
             segments.add(*s)?;
         }
-        let dicts = Arc::new(Dictionaries::new(opts.zstd_level));
+        let dicts = Arc::new(Dictionaries::new(opts.zstd_level, data_keys));
         let mut report = OpenReport {
             torn_bytes_cut: rec.torn_bytes_cut,
             frames_checked: rec.frames_checked,
@@ -237,6 +245,26 @@ impl Store {
     /// What opening found and did.
     pub fn open_report(&self) -> &OpenReport {
         &self.report
+    }
+
+    /// The data keys of an encrypted store: each one's id, creation, and
+    /// the KEK version it is wrapped under (`None`: not encrypted).
+    pub fn data_keys(&self) -> Option<Vec<DataKeyStatus>> {
+        self.inner.log.dicts.keys().map(|k| k.status())
+    }
+
+    /// Re-wraps the data keys under `kek`'s current version (or under
+    /// another KEK), rewriting only the store's `data-keys` file, beside
+    /// running writes. Returns how many were re-wrapped; a store that is
+    /// not encrypted is [`Error::Invalid`].
+    pub fn rewrap_data_keys(&self, kek: Arc<dyn crate::crypt::Kek>) -> Result<usize> {
+        self.inner.check_alive()?;
+        let keys = self.inner.log.dicts.keys().ok_or_else(|| Error::Invalid {
+            what: "encryption",
+            value: self.inner.dir.display().to_string(),
+            reason: "the store is not encrypted: it has no data keys to re-wrap".into(),
+        })?;
+        keys.rewrap(kek)
     }
 
     /// The store's directory.
@@ -382,7 +410,8 @@ impl Store {
             let rekey = op.action == Action::Rekey;
             let put = match op.action {
                 Action::Put(raw) => {
-                    let enc: Encoded = self.inner.log.dicts.encode(&raw, use_dict)?;
+                    let raw_crc = crc32fast::hash(&raw);
+                    let enc: Encoded = self.inner.log.dicts.encode(&raw, raw_crc, use_dict)?;
                     let extractor = self.inner.opts.extractor.as_ref();
                     let mut keys = match op.keys {
                         Some(given) => {
@@ -417,7 +446,7 @@ impl Store {
                     };
                     crate::index::tables::normalise_keys(&mut keys, &op.resource_type, &op.id);
                     Some(PreparedBody {
-                        raw_crc: crc32fast::hash(&raw),
+                        raw_crc,
                         raw,
                         enc,
                         keys,
@@ -774,7 +803,7 @@ impl Store {
                     self.inner
                         .log
                         .dicts
-                        .decode(r.codec, r.dict_id, r.stored, r.raw_len, r.raw_crc)
+                        .decode(r.codec, r.dict_id, r.sealed, r.stored, r.raw_len, r.raw_crc)
                         .map_err(|d| self.frame_error(seg, off, d))?
                 };
                 Change::Resource {
@@ -903,7 +932,10 @@ impl Store {
         let index_lsn = live.applied_lsn()?;
         let tmp = tempdir_in(&self.inner.dir)?;
         let fresh_path = tmp.join(INDEX_FILE);
-        let dicts = Dictionaries::new(self.inner.opts.zstd_level);
+        let dicts = Dictionaries::new(
+            self.inner.opts.zstd_level,
+            self.inner.log.dicts.keys().cloned(),
+        );
         let stats = rebuild_into(
             &fresh_path,
             &self.inner.log.segments,
@@ -1028,8 +1060,8 @@ fn open_index(
             match why {
                 Some(w) => Some(w),
                 None => {
-                    for (id, bytes) in ix.dictionaries()? {
-                        dicts.install(id, &bytes)?;
+                    for (id, sealed, bytes) in ix.dictionaries()? {
+                        dicts.install_stored(id, sealed, &bytes)?;
                     }
                     tell_definitions(&ix, segments, dicts, extractor, st.applied_lsn)?;
                     // The key files must be of this format and end on a frame

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::crypt::Kek;
 use crate::index::keys::{KeyExtractor, NoKeys};
 use crate::limits::{KEY_BUFFER_ENTRIES_DEFAULT, RESOURCE_BYTES_DEFAULT, SEGMENT_BYTES_TARGET};
 #[allow(unused_imports, reason = "named by the documentation")]
@@ -71,6 +72,13 @@ pub struct Options {
     /// free on the store's file system; 0 turns the check off. See
     /// [`crate::limits::DISK_RESERVE_BYTES_DEFAULT`].
     pub disk_reserve_bytes: u64,
+    /// The key-encryption key that wraps the store's data keys: with one,
+    /// every body and dictionary written is sealed (encryption at rest,
+    /// `crate::crypt`); an encrypted store refuses to open without it
+    /// ([`crate::Error::KeyNeeded`]) or when it cannot unwrap
+    /// ([`crate::Error::Crypt`]). A store written without one opens
+    /// either way; given one, what it writes from then on is sealed.
+    pub kek: Option<Arc<dyn Kek>>,
 }
 
 impl Default for Options {
@@ -87,6 +95,7 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             key_buffer_entries: KEY_BUFFER_ENTRIES_DEFAULT,
             disk_reserve_bytes: crate::limits::DISK_RESERVE_BYTES_DEFAULT,
+            kek: None,
         }
     }
 }
@@ -103,6 +112,7 @@ impl std::fmt::Debug for Options {
             .field("key_buffer_entries", &self.key_buffer_entries)
             .field("disk_reserve_bytes", &self.disk_reserve_bytes)
             .field("extractor", &self.extractor.name())
+            .field("kek", &self.kek.as_ref().map(|k| k.name().to_owned()))
             .finish()
     }
 }

@@ -357,6 +357,8 @@ impl WriterState {
                     self.log.epoch = previous;
                 } else {
                     self.inner.log.epoch.store(epoch, Ordering::Release);
+                    // A promoted follower's newest key is its leader's.
+                    self.new_data_key("a new epoch");
                 }
                 res
             }
@@ -448,7 +450,19 @@ impl WriterState {
                 let id = self.inner.log.dicts.next_id();
                 // Durable before any record can use it: install happens when
                 // the index applies this frame.
-                if let Err(e) = self.write_records(&[RecordRef::Dictionary { id, bytes: &bytes }]) {
+                let written =
+                    self.inner
+                        .log
+                        .dicts
+                        .to_record(id, &bytes)
+                        .and_then(|(sealed, stored)| {
+                            self.write_records(&[RecordRef::Dictionary {
+                                id,
+                                sealed,
+                                bytes: &stored,
+                            }])
+                        });
+                if let Err(e) = written {
                     tracing::error!("writing the trained dictionary failed: {e}");
                 } else {
                     tracing::info!(
@@ -557,17 +571,24 @@ impl WriterState {
         let mut lsn_of = HashMap::with_capacity(planned.len());
         for (i, p) in planned.iter().enumerate() {
             let op = &batches[p.batch][p.op];
-            let (codec, dict_id, raw_len, raw_crc, stored): (BodyCodec, u32, u32, u32, &[u8]) =
-                match &op.put {
-                    Some(body) if p.has_body() => (
-                        body.enc.codec,
-                        body.enc.dict_id,
-                        body.raw.len() as u32,
-                        body.raw_crc,
-                        &body.enc.stored,
-                    ),
-                    _ => (BodyCodec::Raw, 0, 0, 0, &[]),
-                };
+            let (codec, dict_id, raw_len, raw_crc, sealed, stored): (
+                BodyCodec,
+                u32,
+                u32,
+                u32,
+                bool,
+                &[u8],
+            ) = match &op.put {
+                Some(body) if p.has_body() => (
+                    body.enc.codec,
+                    body.enc.dict_id,
+                    body.raw.len() as u32,
+                    body.raw_crc,
+                    body.enc.sealed,
+                    &body.enc.stored,
+                ),
+                _ => (BodyCodec::Raw, 0, 0, 0, false, &[]),
+            };
             match p.record {
                 PlannedRecord::Version(kind, version) => put_resource(
                     &mut payload,
@@ -580,6 +601,7 @@ impl WriterState {
                         dict_id,
                         raw_len,
                         raw_crc,
+                        sealed,
                         stored,
                     },
                 ),
@@ -825,6 +847,7 @@ impl WriterState {
         let frame = encode_frame(first_lsn, count, self.log.epoch, ts, payload);
         let header = parse_header(&frame)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
+        let segment_before = self.log.appender.segment();
         let (segment, offset) = self.log.appender.write(&header, &frame)?;
         self.log.last_ts = ts;
         self.log.next_lsn = header.end_lsn();
@@ -854,7 +877,24 @@ impl WriterState {
             .index
             .acked_lsn
             .store(header.end_lsn() - 1, Ordering::Release);
+        if segment != segment_before {
+            self.new_data_key("a new segment");
+        }
         Ok(())
+    }
+
+    /// An encrypted store takes a new data key with each new segment and
+    /// each new epoch, so one key seals about a segment's worth of bodies,
+    /// and only one node's. A failure leaves the current key in use (it
+    /// takes a new one when it has sealed its most, failing those writes
+    /// if it still cannot).
+    fn new_data_key(&self, why: &str) {
+        if let Some(keys) = self.inner.log.dicts.keys() {
+            match keys.rotate() {
+                Ok(id) => tracing::debug!("data key {id:016x} for {why}"),
+                Err(e) => tracing::warn!("no new data key for {why}: {e}"),
+            }
+        }
     }
 
     /// Records the newest version of every resource the frame writes, as

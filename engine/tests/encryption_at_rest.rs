@@ -1,0 +1,399 @@
+//! Encryption at rest in the log: with a key-encryption key, nothing of a
+//! written resource is readable in the store's files; the store opens only
+//! with its key (and changes nothing when it cannot); a torn tail is cut
+//! as on a plain store; the index rebuilds from the sealed log; data keys
+//! follow segments and re-wrap under a new KEK version without touching
+//! the data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use vigil_engine::crypt::Kek;
+use vigil_engine::crypt::keyfile::KeyFile;
+use vigil_engine::{DictionaryPolicy, Error, Options, Store};
+
+/// The strings planted in every resource, none of which may appear in an
+/// encrypted store's files.
+const NEEDLES: [&str; 3] = ["Qwzxfamily", "MRN-SECRET", "\"resourceType\""];
+/// The zstd frame magic: every compressed body starts with it unsealed.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+fn body(i: u32) -> Vec<u8> {
+    format!(
+        r#"{{"resourceType":"Patient","id":"p{i}","identifier":[{{"system":"urn:mrn","value":"MRN-SECRET-{i}"}}],"name":[{{"family":"Qwzxfamily{i}","given":["G{}"]}}],"birthDate":"19{:02}-02-03"}}"#,
+        i * 7,
+        i % 100
+    )
+    .into_bytes()
+}
+
+/// Shorter than the 64 bytes below which bodies are stored uncompressed.
+fn small(i: u32) -> Vec<u8> {
+    format!(r#"{{"resourceType":"Basic","id":"b{i}","n":"MRN-SECRET-{i}"}}"#).into_bytes()
+}
+
+fn kek_at(dir: &Path, name: &str) -> Arc<dyn Kek> {
+    let path = dir.join(format!("{name}.key"));
+    if !path.exists() {
+        KeyFile::create(&path, name).expect("key file");
+    }
+    Arc::new(KeyFile::load(&path).expect("load key file"))
+}
+
+fn opts(kek: Option<Arc<dyn Kek>>) -> Options {
+    Options {
+        kek,
+        dictionary: DictionaryPolicy::Auto {
+            train_after_bytes: 32 * 1024,
+            dictionary_bytes: 4 * 1024,
+        },
+        ..Options::default()
+    }
+}
+
+/// Writes `n` Patients and small Basics, waiting for a trained dictionary
+/// half way so bodies of all three codecs are stored.
+fn fill(store: &Store, n: u32) {
+    for i in 0..n {
+        put(store, "Patient", &format!("p{i}"), body(i));
+        put(store, "Basic", &format!("b{i}"), small(i));
+        if i == n / 2 {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let mut k = 0;
+            while store.stats().expect("stats").dictionaries == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no dictionary trained"
+                );
+                k += 1;
+                put(store, "Patient", &format!("filler{k}"), body(n + k));
+                if k > 400 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+fn check(store: &Store, n: u32) {
+    for i in 0..n {
+        assert_eq!(body_of(store, "Patient", &format!("p{i}")), Some(body(i)));
+        assert_eq!(body_of(store, "Basic", &format!("b{i}")), Some(small(i)));
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every (file, needle) where the needle's bytes appear.
+fn plaintext_in(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    for f in files_under(dir) {
+        let bytes = std::fs::read(&f).expect("read");
+        for n in NEEDLES {
+            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                found.push((f.clone(), n.to_owned()));
+            }
+        }
+        let is_segment = f.extension().is_some_and(|x| x == "seg");
+        if is_segment && bytes.windows(4).any(|w| w == ZSTD_MAGIC) {
+            found.push((f.clone(), "a zstd frame".to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn nothing_written_is_readable_in_an_encrypted_stores_files() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let plain = tempfile::tempdir().expect("tempdir");
+    let sealed = tempfile::tempdir().expect("tempdir");
+    for (dir, kek) in [
+        (plain.path(), None),
+        (sealed.path(), Some(kek_at(keys.path(), "eu"))),
+    ] {
+        let store = Store::open_with(dir, opts(kek)).expect("open");
+        fill(&store, 300);
+        assert!(store.stats().expect("stats").dictionaries >= 1);
+        check(&store, 300);
+        store.close().expect("close");
+    }
+    // The check finds plaintext where there is some.
+    let seen = plaintext_in(plain.path());
+    for what in ["MRN-SECRET", "a zstd frame"] {
+        assert!(
+            seen.iter().any(|(_, n)| n == what),
+            "the unencrypted store shows {what}: {seen:?}"
+        );
+    }
+    let leaks = plaintext_in(sealed.path());
+    assert!(
+        leaks.is_empty(),
+        "plaintext in an encrypted store: {leaks:?}"
+    );
+    assert!(sealed.path().join("data-keys").exists());
+
+    let store =
+        Store::open_with(sealed.path(), opts(Some(kek_at(keys.path(), "eu")))).expect("reopen");
+    check(&store, 300);
+    let report = store.verify().expect("verify");
+    assert!(report.bodies >= 600, "{report:?}");
+}
+
+#[test]
+fn an_encrypted_store_opens_only_with_its_key_and_a_refusal_changes_nothing() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts(Some(kek_at(keys.path(), "eu")))).expect("open");
+    fill(&store, 40);
+    store.close().expect("close");
+    let before: Vec<(PathBuf, Vec<u8>)> = files_under(dir.path())
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).expect("read");
+            (p, b)
+        })
+        .collect();
+
+    match Store::open_with(dir.path(), opts(None)) {
+        Err(Error::KeyNeeded { dir: d }) => assert_eq!(d, dir.path()),
+        other => panic!("opened without its key: {:?}", other.map(|_| ())),
+    }
+    // Another key file of the same name: it cannot unwrap.
+    let other = tempfile::tempdir().expect("tempdir");
+    match Store::open_with(dir.path(), opts(Some(kek_at(other.path(), "eu")))) {
+        Err(e @ Error::Crypt { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("key-encryption key eu"), "{msg}");
+        }
+        other => panic!("opened with another key: {:?}", other.map(|_| ())),
+    }
+    // A KEK of another name.
+    match Store::open_with(dir.path(), opts(Some(kek_at(other.path(), "us")))) {
+        Err(e @ Error::Crypt { .. }) => assert!(e.to_string().contains("us"), "{e}"),
+        other => panic!("opened with another KEK: {:?}", other.map(|_| ())),
+    }
+    for (p, b) in &before {
+        assert_eq!(
+            &std::fs::read(p).expect("read"),
+            b,
+            "{} changed",
+            p.display()
+        );
+    }
+    let store =
+        Store::open_with(dir.path(), opts(Some(kek_at(keys.path(), "eu")))).expect("reopen");
+    check(&store, 40);
+}
+
+#[test]
+fn the_index_rebuilds_from_a_sealed_log() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = kek_at(keys.path(), "eu");
+    let store = Store::open_with(dir.path(), opts(Some(kek.clone()))).expect("open");
+    fill(&store, 120);
+    store.close().expect("close");
+    std::fs::remove_file(dir.path().join("index.redb")).expect("remove index");
+    let store = Store::open_with(dir.path(), opts(Some(kek))).expect("reopen");
+    assert!(store.open_report().index_rebuilt);
+    check(&store, 120);
+}
+
+#[test]
+fn a_plain_store_given_a_key_seals_what_it_writes_from_then_on() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_with(dir.path(), opts(None)).expect("open");
+    put(&store, "Basic", "old", small(1));
+    store.close().expect("close");
+    let kek = kek_at(keys.path(), "eu");
+    let store = Store::open_with(dir.path(), opts(Some(kek.clone()))).expect("open with a key");
+    put(&store, "Basic", "new", small(2));
+    assert_eq!(body_of(&store, "Basic", "old"), Some(small(1)));
+    assert_eq!(body_of(&store, "Basic", "new"), Some(small(2)));
+    store.close().expect("close");
+    let wal: Vec<u8> = segments(dir.path())
+        .iter()
+        .flat_map(|p| std::fs::read(p).expect("read"))
+        .collect();
+    let has = |n: &[u8]| wal.windows(n.len()).any(|w| w == n);
+    assert!(has(b"MRN-SECRET-1"), "the old body stays as written");
+    assert!(!has(b"MRN-SECRET-2"), "the new one is sealed");
+    // From now on the store needs its key.
+    assert!(matches!(
+        Store::open_with(dir.path(), opts(None)),
+        Err(Error::KeyNeeded { .. })
+    ));
+}
+
+#[test]
+fn a_torn_tail_of_an_encrypted_store_is_cut_at_every_offset() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let base = tempfile::tempdir().expect("tempdir");
+    let kek = kek_at(keys.path(), "eu");
+    let store = Store::open_with(base.path(), opts(Some(kek.clone()))).expect("open");
+    for i in 0..20u32 {
+        put(&store, "Patient", &format!("p{i}"), body(i));
+    }
+    let before = store.stats().expect("stats").log_bytes;
+    put(&store, "Patient", "last", body(99));
+    let after = store.stats().expect("stats").log_bytes;
+    store.close().expect("close");
+    assert_eq!(segments(base.path()).len(), 1);
+    for cut in before..after {
+        let work = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(work.path().join("wal")).expect("mkdir");
+        for f in files_under(base.path()) {
+            let rel = f.strip_prefix(base.path()).expect("under base");
+            if rel.starts_with("index.redb.keys.d") {
+                continue;
+            }
+            std::fs::copy(&f, work.path().join(rel)).expect("copy");
+        }
+        let seg = segments(work.path()).pop().expect("segment");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .and_then(|f| f.set_len(cut))
+            .expect("truncate");
+        let store = Store::open_with(work.path(), opts(Some(kek.clone())))
+            .unwrap_or_else(|e| panic!("open after cut at {cut}: {e}"));
+        assert_eq!(
+            store.open_report().torn_bytes_cut == 0,
+            cut == before,
+            "cut at {cut}"
+        );
+        assert_eq!(body_of(&store, "Patient", "last"), None, "cut at {cut}");
+        for i in 0..20u32 {
+            assert_eq!(body_of(&store, "Patient", &format!("p{i}")), Some(body(i)));
+        }
+        put(&store, "Patient", "after", body(5));
+        assert_eq!(body_of(&store, "Patient", "after"), Some(body(5)));
+    }
+}
+
+#[test]
+fn data_keys_follow_segments_and_rewrap_under_a_new_kek_version_with_writes_running() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("eu.key");
+    KeyFile::create(&key_path, "eu").expect("key file");
+    let kek: Arc<dyn Kek> = Arc::new(KeyFile::load(&key_path).expect("load"));
+    let store = Arc::new(
+        Store::open_with(
+            dir.path(),
+            Options {
+                segment_bytes: vigil_engine::limits::SEGMENT_BYTES_MIN,
+                ..opts(Some(kek))
+            },
+        )
+        .expect("open"),
+    );
+    fill(&store, 200);
+    let segs = segments(dir.path()).len();
+    let status = store.data_keys().expect("encrypted");
+    assert!(segs >= 3, "{segs} segments");
+    assert!(
+        status.len() >= segs,
+        "{} keys for {segs} segments (one at open, one per new segment)",
+        status.len()
+    );
+    assert_eq!(status.iter().filter(|k| k.current).count(), 1);
+    assert!(status.iter().all(|k| k.kek == "eu" && k.kek_version == 1));
+
+    // A new version of the KEK; the keys move to it while a writer runs.
+    let mut file = KeyFile::load(&key_path).expect("load");
+    assert_eq!(file.rotate().expect("rotate"), 2);
+    let rotated: Arc<dyn Kek> = Arc::new(KeyFile::load(&key_path).expect("load"));
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 1000..1200u32 {
+                put(&store, "Patient", &format!("p{i}"), body(i));
+            }
+        })
+    };
+    let n = store.rewrap_data_keys(rotated.clone()).expect("rewrap");
+    writer.join().expect("writer");
+    assert!(n >= segs, "{n} re-wrapped");
+    let status = store.data_keys().expect("encrypted");
+    assert!(
+        status.iter().all(|k| k.kek_version == 2),
+        "every key under version 2: {status:?}"
+    );
+    assert_eq!(store.rewrap_data_keys(rotated).expect("again"), 0);
+    drop(Arc::into_inner(store).expect("one owner").close());
+
+    // Version 1 is still in the file, so either loads; a KEK holding only
+    // version 1 (the file as it was) cannot open the re-wrapped keys.
+    let v1_only = keys.path().join("v1.key");
+    let text = std::fs::read_to_string(&key_path).expect("read");
+    let first_version: Vec<&str> = text.lines().filter(|l| !l.starts_with("key 2 ")).collect();
+    std::fs::write(&v1_only, first_version.join("\n") + "\n").expect("write");
+    std::fs::set_permissions(
+        &v1_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let old = KeyFile::load(&v1_only).expect("a key file with version 1 only");
+    assert!(matches!(
+        Store::open_with(dir.path(), opts(Some(Arc::new(old)))),
+        Err(Error::Crypt { .. })
+    ));
+    let store = Store::open_with(
+        dir.path(),
+        opts(Some(Arc::new(KeyFile::load(&key_path).expect("load")))),
+    )
+    .expect("reopen");
+    check(&store, 200);
+    for i in 1000..1200u32 {
+        assert_eq!(body_of(&store, "Patient", &format!("p{i}")), Some(body(i)));
+    }
+}
+
+#[test]
+fn a_backup_of_an_encrypted_store_is_encrypted_and_restores_with_its_key() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = kek_at(keys.path(), "eu");
+    let store = Store::open_with(dir.path(), opts(Some(kek.clone()))).expect("open");
+    fill(&store, 100);
+    let backup = tempfile::tempdir().expect("tempdir");
+    // Taken while the store runs.
+    vigil_engine::backup(dir.path(), backup.path(), &mut |_| {}).expect("backup");
+    let verified = vigil_engine::verify_backup(backup.path(), &mut |_| {}).expect("verify");
+    assert!(verified.data_keys >= 1, "{verified:?}");
+    let leaks = plaintext_in(backup.path());
+    assert!(leaks.is_empty(), "plaintext in the backup: {leaks:?}");
+    store.close().expect("close");
+
+    let restored = tempfile::tempdir().expect("tempdir");
+    let to = restored.path().join("store");
+    vigil_engine::restore(
+        backup.path(),
+        &to,
+        vigil_engine::RestoreTarget::Latest,
+        &mut |_| {},
+    )
+    .expect("restore");
+    assert!(matches!(
+        Store::open_with(&to, opts(None)),
+        Err(Error::KeyNeeded { .. })
+    ));
+    let store = Store::open_with(&to, opts(Some(kek))).expect("open the restored store");
+    check(&store, 100);
+}
