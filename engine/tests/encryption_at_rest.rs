@@ -397,3 +397,81 @@ fn a_backup_of_an_encrypted_store_is_encrypted_and_restores_with_its_key() {
     let store = Store::open_with(&to, opts(Some(kek))).expect("open the restored store");
     check(&store, 100);
 }
+
+#[test]
+fn a_replica_holds_the_leaders_sealed_log_byte_for_byte_under_its_own_kek() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (ldir, rdir, plain) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let leader = Store::open_with(
+        ldir.path(),
+        Options {
+            segment_bytes: vigil_engine::limits::SEGMENT_BYTES_MIN,
+            ..opts(Some(kek_at(keys.path(), "eu")))
+        },
+    )
+    .expect("leader");
+    fill(&leader, 150);
+    let replica = Store::open_with(
+        rdir.path(),
+        Options {
+            replica: true,
+            ..opts(Some(kek_at(keys.path(), "us")))
+        },
+    )
+    .expect("replica");
+    let unencrypted = Store::open_with(
+        plain.path(),
+        Options {
+            replica: true,
+            ..opts(None)
+        },
+    )
+    .expect("plain replica");
+    let mut shipped_keys = 0;
+    while let Some(c) = leader
+        .read_log(replica.log_end().lsn + 1, 256 * 1024)
+        .expect("read log")
+    {
+        if !c.data_keys.is_empty() {
+            assert!(matches!(
+                unencrypted.import_data_keys(&c.data_keys),
+                Err(Error::KeyNeeded { .. })
+            ));
+        }
+        shipped_keys += c.data_keys.len();
+        replica.import_data_keys(&c.data_keys).expect("import");
+        replica.append_log(c.bytes).expect("append");
+    }
+    settle(&replica);
+    assert!(shipped_keys >= 2, "{shipped_keys} keys shipped");
+    check(&replica, 150);
+    assert_eq!(
+        vigil_testkit::frames(&leader),
+        vigil_testkit::frames(&replica),
+        "the follower's log is the leader's, byte for byte"
+    );
+    let status = replica.data_keys().expect("encrypted");
+    assert!(status.iter().all(|k| k.kek == "us"), "{status:?}");
+    let leaks = plaintext_in(rdir.path());
+    assert!(leaks.is_empty(), "plaintext on the replica: {leaks:?}");
+
+    // Promoted, it seals under a key of its own.
+    replica.set_read_only(false);
+    replica.begin_epoch(2).expect("epoch 2");
+    put(&replica, "Patient", "after", body(7));
+    let mine = replica.data_keys().expect("encrypted");
+    let current = mine.iter().find(|k| k.current).expect("a current key");
+    assert!(
+        leader
+            .data_keys()
+            .expect("encrypted")
+            .iter()
+            .all(|k| k.id != current.id),
+        "a promoted follower does not seal under its old leader's key"
+    );
+    assert_eq!(body_of(&replica, "Patient", "after"), Some(body(7)));
+}

@@ -1,7 +1,8 @@
 //! Operator endpoints under automatic failover: `POST /admin/switchover`
 //! (on the leader; a follower forwards it there) and
 //! `POST /admin/promote?force=true` (on a follower, when the witness is
-//! gone). Both sit behind the server's authorisation like every route.
+//! gone), `GET /admin/keys` and `POST /admin/keys/rewrap` (encryption at
+//! rest). All sit behind the server's authorisation like every route.
 
 use std::sync::Arc;
 
@@ -110,5 +111,102 @@ pub async fn promote(State(app): State<Arc<App>>, Query(q): Query<PromoteQuery>)
     match c.force_promote().await {
         Ok(est) => json(&est),
         Err(e) => FhirError::new(StatusCode::CONFLICT, "conflict", e.to_string()).into_response(),
+    }
+}
+
+/// What `GET /admin/keys` and `POST /admin/keys/rewrap` answer.
+#[derive(Debug, serde::Serialize)]
+struct KeysReport {
+    /// The key-encryption key named in `[encryption]`.
+    kek: String,
+    /// Data keys re-wrapped by this request (rewrap only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rewrapped: Option<usize>,
+    /// Every data key of the store: id, creation, the KEK version.
+    data_keys: Vec<DataKeyView>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DataKeyView {
+    id: String,
+    created: String,
+    kek: String,
+    kek_version: u32,
+    current: bool,
+}
+
+fn keys_report(app: &App, rewrapped: Option<usize>) -> Result<KeysReport, FhirError> {
+    let store = app.store()?;
+    let keys = store.data_keys().ok_or_else(not_encrypted)?;
+    Ok(KeysReport {
+        kek: app.config.encryption.kek.clone().unwrap_or_default(),
+        rewrapped,
+        data_keys: keys
+            .into_iter()
+            .map(|k| DataKeyView {
+                id: format!("{:016x}", k.id),
+                created: crate::instant::format_instant(k.created_us),
+                kek: k.kek,
+                kek_version: k.kek_version,
+                current: k.current,
+            })
+            .collect(),
+    })
+}
+
+fn not_encrypted() -> FhirError {
+    FhirError::new(
+        StatusCode::CONFLICT,
+        "not-supported",
+        "the store is not encrypted ([encryption] kek is not set)",
+    )
+}
+
+/// `GET /admin/keys`: the store's data keys and the KEK version each is
+/// wrapped under (never a key).
+pub async fn keys(State(app): State<Arc<App>>) -> Response {
+    match keys_report(&app, None) {
+        Ok(r) => json(&r),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /admin/keys/rewrap`: opens the `[encryption]` key-encryption key
+/// again (so a version added by `vigil keys rotate` is seen) and re-wraps
+/// every data key not under its current version, rewriting only the
+/// store's `data-keys` file while writes go on. A KEK that cannot be
+/// opened or cannot wrap: 503, nothing changed.
+pub async fn keys_rewrap(State(app): State<Arc<App>>) -> Response {
+    let store = match app.store() {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if store.data_keys().is_none() {
+        return not_encrypted().into_response();
+    }
+    let encryption = app.config.encryption.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let kek = encryption
+            .open_kek()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "[encryption] kek is not set".to_owned())?;
+        store.rewrap_data_keys(kek).map_err(|e| e.to_string())
+    })
+    .await;
+    let unavailable = |why: String| {
+        FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            format!("the data keys were not re-wrapped (nothing changed): {why}"),
+        )
+        .into_response()
+    };
+    match done {
+        Ok(Ok(n)) => match keys_report(&app, Some(n)) {
+            Ok(r) => json(&r),
+            Err(e) => e.into_response(),
+        },
+        Ok(Err(why)) => unavailable(why),
+        Err(e) => unavailable(e.to_string()),
     }
 }

@@ -43,7 +43,7 @@ impl App {
     /// the failover loop opens it: see [`crate::server::run`]).
     pub fn open(config: Config) -> Result<Self, ServeError> {
         let auth = crate::http::auth::Authenticator::from_config(&config.auth)?;
-        let opts = Self::store_options(&config);
+        let opts = Self::store_options(&config)?;
         let store = if config.replication.as_ref().is_some_and(|r| r.is_auto()) {
             None
         } else {
@@ -77,16 +77,25 @@ impl App {
             .map_or_else(|| "standalone".into(), |r| r.config.node.clone())
     }
 
-    /// How the configuration says to open the store.
-    pub fn store_options(config: &Config) -> Options {
-        Options {
+    /// How the configuration says to open the store, its key-encryption
+    /// key opened (a key file read, a PKCS#11 token logged into).
+    pub fn store_options(config: &Config) -> Result<Options, ServeError> {
+        let kek = config
+            .encryption
+            .open_kek()
+            .map_err(|source| ServeError::Kek {
+                kek: config.encryption.kek.clone().unwrap_or_default(),
+                source,
+            })?;
+        Ok(Options {
+            kek,
             resource_bytes_max: config.max_resource_bytes,
             key_buffer_entries: config.search_key_buffer_entries,
             disk_reserve_bytes: config.disk_reserve_bytes,
             extractor: Arc::new(crate::search::keys::SearchKeys::default()),
             replica: config.replication.as_ref().is_some_and(|r| r.is_follower()),
             ..Options::default()
-        }
+        })
     }
 
     /// The stored body of a live version, if it can be read now.
@@ -168,8 +177,13 @@ impl App {
                 }
             }
         }
-        let (data, opts) = (self.config.data.clone(), Self::store_options(&self.config));
-        match tokio::task::spawn_blocking(move || Store::open_with(&data, opts)).await {
+        let data = self.config.data.clone();
+        let config = self.config.clone();
+        let open = move || {
+            let opts = Self::store_options(&config).map_err(|e| e.to_string())?;
+            Store::open_with(&data, opts).map_err(|e| e.to_string())
+        };
+        match tokio::task::spawn_blocking(open).await {
             Ok(Ok(store)) => {
                 *self.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
                 tracing::warn!("the store is open again: writes resume");
@@ -234,4 +248,12 @@ pub enum ServeError {
     /// Replication could not start.
     #[error("replication: {0}")]
     Replication(#[from] vigil_net::runtime::error::NetError),
+    /// The key-encryption key of `[encryption]` cannot be used.
+    #[error("encryption: key-encryption key {kek}: {source}")]
+    Kek {
+        /// Where the key was to be found.
+        kek: String,
+        /// Why it cannot be used.
+        source: vigil_engine::crypt::CryptError,
+    },
 }

@@ -35,6 +35,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(crate::replication::http::metrics))
         .route("/admin/switchover", post(crate::admin::switchover))
         .route("/admin/drill/crash", post(crate::admin::drill_crash))
+        .route("/admin/keys", get(crate::admin::keys))
+        .route("/admin/keys/rewrap", post(crate::admin::keys_rewrap))
         .route(
             "/admin/promote",
             get(crate::admin::loss_estimate).post(crate::admin::promote),
@@ -297,8 +299,11 @@ pub async fn run(
         std::thread::spawn(crate::validate::warm);
     }
     if let Some(rc) = app.config.replication.clone()
-        && let Some(cc) =
-            rc.cluster_config(&app.base, &app.config.data, App::store_options(&app.config))
+        && let Some(cc) = rc.cluster_config(
+            &app.base,
+            &app.config.data,
+            App::store_options(&app.config)?,
+        )
     {
         let cluster = vigil_net::runtime::cluster::Cluster::start(cc).await?;
         app.replication = Some(crate::replication::Replication::with_cluster(cluster, rc));

@@ -90,6 +90,15 @@ fn all_kinds() -> Vec<Message> {
             epoch: 3,
             last_lsn: 1_000_500,
         },
+        Message::DataKeys {
+            keys: vec![
+                (
+                    0x0123_4567_89ab_cdef,
+                    vigil_engine::crypt::DataKey::from_bytes(std::array::from_fn(|i| i as u8)),
+                ),
+                (7, vigil_engine::crypt::DataKey::from_bytes([0xee; 32])),
+            ],
+        },
     ]
 }
 

@@ -240,6 +240,11 @@ impl Sim {
                     let store = self.follower_store.as_ref().expect("store");
                     store.confirm_log(lsn).expect("confirm");
                 }
+                FollowerAction::ImportKeys(keys) => {
+                    // As the runtime does, before any later append.
+                    let store = self.follower_store.as_ref().expect("store");
+                    store.import_data_keys(&keys).expect("import data keys");
+                }
                 FollowerAction::Disconnect(_) => self.cut_quietly(),
                 FollowerAction::CutUnconfirmed { after } => self.cut_unconfirmed(after),
                 FollowerAction::Stop(why) => match self.follower.refusal() {

@@ -42,6 +42,12 @@ enum Command {
         /// Log format: text or json.
         #[arg(long)]
         log_format: Option<String>,
+        /// Encrypt at rest under this key-encryption key: a key file
+        /// (`vigil keys new --out FILE`) or
+        /// `pkcs11:module=PATH;token=LABEL;key=NAME` (PIN in
+        /// VIGIL_PKCS11_PIN). Sets `[encryption] kek`.
+        #[arg(long)]
+        kek: Option<String>,
         #[command(flatten)]
         repl: Box<ReplFlags>,
     },
@@ -136,6 +142,10 @@ enum Command {
         /// The state at this time (FHIR instant, e.g. 2026-11-26T18:00:00Z).
         #[arg(long)]
         time: Option<String>,
+        /// The key-encryption key of an encrypted backup's store (needed
+        /// to build the restored store's index).
+        #[arg(long)]
+        kek: Option<String>,
     },
     /// Move leadership to the follower with zero loss (planned failover or
     /// failback): writes pause, the follower catches up, it takes over.
@@ -283,11 +293,27 @@ enum KeysAction {
         #[arg(long)]
         kek: String,
     },
-    /// Show a KEK's name and versions (never a key).
+    /// Show a KEK's name and versions (never a key); with --data, also
+    /// the store's data keys per KEK version (read from its data-keys
+    /// file, the store may be running).
     Status {
         /// The KEK.
         #[arg(long)]
         kek: String,
+        /// A store's data directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Re-wrap a running node's data keys under its KEK's newest version
+    /// (after `vigil keys rotate`): only the data-keys file is rewritten,
+    /// writes go on.
+    Rewrap {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token for servers that need one.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Wrap a fresh data key under the KEK and unwrap it again: says whether
     /// the KEK works now (reachable, not revoked).
@@ -460,6 +486,7 @@ fn main() -> anyhow::Result<()> {
             data,
             http,
             log_format,
+            kek,
             repl,
         } => {
             let mut cfg = match &config {
@@ -474,6 +501,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(f) = log_format {
                 cfg.log_format = f;
+            }
+            if kek.is_some() {
+                cfg.encryption.kek = kek;
             }
             repl.apply(&mut cfg)?;
             cfg.validate()?;
@@ -546,7 +576,8 @@ fn main() -> anyhow::Result<()> {
             to,
             lsn,
             time,
-        } => ops::restore(from, to, lsn, time),
+            kek,
+        } => ops::restore(from, to, lsn, time, kek),
         Command::Switchover { url, token } => ops::switchover(url, token),
         Command::Promote { url, force, token } => ops::promote(url, force, token),
         Command::Quarantine {
@@ -706,7 +737,7 @@ fn keys(action: KeysAction) -> anyhow::Result<()> {
             };
             println!("{kek}: version {v} added; new data keys are wrapped under it");
         }
-        KeysAction::Status { kek } => {
+        KeysAction::Status { kek, data } => {
             let k = open(&kek)?;
             println!(
                 "{kek}: key {:?}, versions {:?}, current {}",
@@ -714,7 +745,11 @@ fn keys(action: KeysAction) -> anyhow::Result<()> {
                 k.versions(),
                 k.current_version()
             );
+            if let Some(dir) = data {
+                ops::data_keys_status(&dir)?;
+            }
         }
+        KeysAction::Rewrap { url, token } => ops::keys_rewrap(url, token)?,
         KeysAction::Check { kek } => {
             let k = open(&kek)?;
             let dek = DataKey::random()?;

@@ -183,6 +183,7 @@ pub fn restore(
     to: PathBuf,
     lsn: Option<u64>,
     time: Option<String>,
+    kek: Option<String>,
 ) -> anyhow::Result<()> {
     let target = match (lsn, time) {
         (Some(n), _) => vigil_engine::RestoreTarget::Lsn(n),
@@ -202,9 +203,10 @@ pub fn restore(
     );
     let cfg = Config {
         data: to.clone(),
+        encryption: vigil_fhir::config::EncryptionConfig { kek },
         ..Config::default()
     };
-    let store = vigil_engine::Store::open_with(&to, vigil_fhir::app::App::store_options(&cfg))?;
+    let store = vigil_engine::Store::open_with(&to, vigil_fhir::app::App::store_options(&cfg)?)?;
     let stats = store.stats()?;
     store.close()?;
     println!(
@@ -329,5 +331,55 @@ pub fn quarantine_reapply(data: PathBuf, url: String, token: Option<String>) -> 
     if failed > 0 {
         anyhow::bail!("{failed} versions could not be submitted; run it again");
     }
+    Ok(())
+}
+
+/// `vigil keys status --data DIR`: the store's data keys per KEK version,
+/// from its data-keys file (no lock taken: the store may be running).
+pub fn data_keys_status(dir: &std::path::Path) -> anyhow::Result<()> {
+    use vigil_engine::crypt::datakeys::{DATA_KEYS_FILE, decode_file};
+    let path = dir.join(DATA_KEYS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "{}: not encrypted (no {DATA_KEYS_FILE} file)",
+                dir.display()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let file = decode_file(&bytes).with_context(|| format!("reading {}", path.display()))?;
+    let mut per: std::collections::BTreeMap<(String, u32), usize> = Default::default();
+    for e in &file.entries {
+        *per.entry((e.wrapped.kek.clone(), e.wrapped.version))
+            .or_default() += 1;
+    }
+    println!("{}: {} data keys", dir.display(), file.entries.len());
+    for ((kek, version), n) in per {
+        println!("  {n} wrapped under {kek:?} version {version}");
+    }
+    Ok(())
+}
+
+/// `vigil keys rewrap`: asks a running node to re-wrap its data keys under
+/// its KEK's newest version.
+pub fn keys_rewrap(url: String, token: Option<String>) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    let text = rt.block_on(vigil::status::call(
+        "POST",
+        &url,
+        "/admin/keys/rewrap",
+        None,
+        token.as_deref(),
+    ))?;
+    let r: serde_json::Value = serde_json::from_str(&text)?;
+    let keys = r["data_keys"].as_array().map_or(0, Vec::len);
+    println!(
+        "{url}: {} of {keys} data keys re-wrapped under {}",
+        r["rewrapped"],
+        r["kek"].as_str().unwrap_or("?")
+    );
     Ok(())
 }

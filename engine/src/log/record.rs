@@ -146,6 +146,25 @@ pub enum RecordRef<'a> {
     },
 }
 
+impl RecordRef<'_> {
+    /// The id of the data key a sealed record (a body or a dictionary) is
+    /// sealed under: its stored bytes' first 8 (a record too short to hold
+    /// one names none; opening it fails).
+    pub(crate) fn sealed_under(&self) -> Option<u64> {
+        let stored = match self {
+            RecordRef::Resource(r) if r.sealed => r.stored,
+            RecordRef::Dictionary {
+                sealed: true,
+                bytes,
+                ..
+            } => bytes,
+            _ => return None,
+        };
+        let id = stored.get(..crate::crypt::datakeys::KEY_ID_BYTES)?;
+        Some(u64::from_le_bytes(id.try_into().ok()?))
+    }
+}
+
 /// Encodes a resource record. The caller has validated names and sizes.
 pub(crate) fn put_resource(out: &mut Vec<u8>, r: &ResourceRef<'_>) {
     debug_assert!(r.resource_type.len() <= TYPE_BYTES_MAX && !r.resource_type.is_empty());

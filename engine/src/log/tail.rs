@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::limits::TAIL_BYTES_MAX;
-use crate::log::chunk::LogChunk;
+use crate::log::chunk::{FrameFacts, LogChunk};
 use crate::log::frame::FrameHeader;
 
 /// One frame, as written.
@@ -30,8 +30,8 @@ struct Held {
     header: FrameHeader,
     segment: u64,
     bytes: Vec<u8>,
-    /// Bytes of the resource bodies in the frame before compression.
-    raw_bytes: u64,
+    /// Its body bytes before compression, and the data keys it uses.
+    facts: FrameFacts,
 }
 
 /// The newest frames (see the module doc).
@@ -49,7 +49,7 @@ struct State {
 impl Tail {
     /// Adds a frame the writer just wrote in `segment`. Call it before the
     /// log's written end moves past the frame.
-    pub(crate) fn push(&self, header: FrameHeader, segment: u64, frame: &[u8], raw_bytes: u64) {
+    pub(crate) fn push(&self, header: FrameHeader, segment: u64, frame: &[u8], facts: FrameFacts) {
         debug_assert_eq!(frame.len() as u64, header.frame_len());
         let mut s = self.lock();
         if s.frames
@@ -76,7 +76,7 @@ impl Tail {
             header,
             segment,
             bytes: frame.to_vec(),
-            raw_bytes,
+            facts,
         });
     }
 
@@ -90,8 +90,15 @@ impl Tail {
     /// The frames from the one starting at `from_lsn`, as
     /// [`Store::read_log`](crate::Store::read_log) would read them: whole
     /// frames of one segment, at most `max_bytes` (but always one frame),
-    /// none past `end_lsn`. `None` when the first of them is not here.
-    pub(crate) fn read(&self, from_lsn: u64, max_bytes: usize, end_lsn: u64) -> Option<LogChunk> {
+    /// none past `end_lsn`, with the ids of the data keys they seal under
+    /// (the chunk's `data_keys` is left for the store to fill). `None` when
+    /// the first of them is not here.
+    pub(crate) fn read(
+        &self,
+        from_lsn: u64,
+        max_bytes: usize,
+        end_lsn: u64,
+    ) -> Option<(LogChunk, Vec<u64>)> {
         let s = self.lock();
         let first = s.frames.front()?.header.first_lsn;
         if from_lsn < first {
@@ -110,7 +117,9 @@ impl Tail {
             frames: 0,
             bytes: Vec::new(),
             raw_bytes: 0,
+            data_keys: Vec::new(),
         };
+        let mut facts = FrameFacts::default();
         for f in s.frames.range(i..) {
             let fits = chunk.frames == 0 || chunk.bytes.len() + f.bytes.len() <= max_bytes;
             if f.segment != start.segment || f.header.end_lsn() - 1 > end_lsn || !fits {
@@ -123,9 +132,10 @@ impl Tail {
             chunk.bytes.extend_from_slice(&f.bytes);
             chunk.end_lsn = f.header.end_lsn();
             chunk.frames += 1;
-            chunk.raw_bytes += f.raw_bytes;
+            facts.merge(&f.facts);
         }
-        Some(chunk)
+        chunk.raw_bytes = facts.raw_bytes;
+        Some((chunk, facts.key_ids))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,16 +159,25 @@ mod tests {
         let mut lsn = 1;
         for (seg, n) in [(1, 2u32), (1, 3), (1, 1), (2, 2), (2, 1)] {
             let (h, f) = frame(lsn, n, 100);
-            t.push(h, seg, &f, 10 * u64::from(n));
+            t.push(
+                h,
+                seg,
+                &f,
+                FrameFacts {
+                    raw_bytes: 10 * u64::from(n),
+                    key_ids: vec![seg],
+                },
+            );
             lsn = h.end_lsn();
         }
         // LSNs: [1,2] [3,4,5] [6] in segment 1, [7,8] [9] in segment 2.
-        let c = t.read(3, usize::MAX, 100).expect("held");
+        let (c, keys) = t.read(3, usize::MAX, 100).expect("held");
         assert_eq!(
             (c.first_lsn, c.end_lsn, c.frames, c.raw_bytes),
             (3, 7, 2, 40)
         );
-        let c = t.read(7, usize::MAX, 8).expect("held");
+        assert_eq!(keys, [1], "each key once");
+        let (c, _) = t.read(7, usize::MAX, 8).expect("held");
         assert_eq!(
             (c.first_lsn, c.end_lsn, c.frames),
             (7, 9, 1),
@@ -168,7 +187,7 @@ mod tests {
             t.read(9, usize::MAX, 8).is_none(),
             "frame 9 is past the end given"
         );
-        let one = t.read(1, 1, 100).expect("held");
+        let (one, _) = t.read(1, 1, 100).expect("held");
         assert_eq!(one.frames, 1, "always one whole frame");
         assert!(t.read(2, usize::MAX, 100).is_none(), "not a frame boundary");
         assert!(t.read(10, usize::MAX, 100).is_none(), "not written yet");
@@ -178,15 +197,15 @@ mod tests {
     fn a_frame_that_does_not_continue_the_tail_empties_it() {
         let t = Tail::default();
         let (h1, f1) = frame(1, 5, 50);
-        t.push(h1, 1, &f1, 0);
+        t.push(h1, 1, &f1, FrameFacts::default());
         // The log was truncated to LSN 2 and written again from 3.
         let (h2, f2) = frame(3, 1, 50);
-        t.push(h2, 1, &f2, 0);
+        t.push(h2, 1, &f2, FrameFacts::default());
         assert!(
             t.read(1, usize::MAX, 100).is_none(),
             "the old frame is gone"
         );
-        let c = t.read(3, usize::MAX, 100).expect("held");
+        let (c, _) = t.read(3, usize::MAX, 100).expect("held");
         assert_eq!(c.bytes, f2);
     }
 
@@ -197,7 +216,7 @@ mod tests {
         let per = 64 * 1024;
         for _ in 0..(2 * TAIL_BYTES_MAX / per) {
             let (h, f) = frame(lsn, 1, per);
-            t.push(h, 1, &f, 0);
+            t.push(h, 1, &f, FrameFacts::default());
             lsn = h.end_lsn();
         }
         assert!(t.lock().bytes <= TAIL_BYTES_MAX);
@@ -210,7 +229,7 @@ mod tests {
             "the newest is held"
         );
         let (h, f) = frame(lsn, 1, TAIL_BYTES_MAX + 1);
-        t.push(h, 1, &f, 0);
+        t.push(h, 1, &f, FrameFacts::default());
         assert!(
             t.lock().frames.is_empty(),
             "a frame larger than the cap is not held"

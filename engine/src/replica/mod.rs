@@ -11,14 +11,14 @@ pub(crate) mod rejoin;
 
 use std::sync::Arc;
 
+use crate::crypt::DataKey;
 use crate::error::{Error, Result};
 use crate::index::tables::Snapshot;
-use crate::log::chunk::LogChunk;
+use crate::log::chunk::{FrameFacts, LogChunk};
 use crate::log::ends::{LogEnd, LogEndListener, LogTip};
 use crate::log::frame::{
     FRAME_HEADER_BYTES, FrameHeader, check_frame, decode_records, parse_header,
 };
-use crate::log::record::RecordRef;
 use crate::store::Store;
 use crate::store::state::Inner;
 use crate::write::writer::{Control, Reply, Request};
@@ -141,7 +141,7 @@ impl Store {
             .segments
             .read_at(seg, off, (end_off - off) as usize)?;
         let mut pos = 0usize;
-        let mut raw_bytes = 0u64;
+        let mut facts = FrameFacts::default();
         while pos < bytes.len() {
             let bad = |detail: String| Error::ChecksumMismatch {
                 segment: self.inner.log.segments.path_of(seg),
@@ -151,9 +151,7 @@ impl Store {
             let h = check_frame(&bytes[pos..]).map_err(|e| bad(e.to_string()))?;
             let payload = &bytes[pos + FRAME_HEADER_BYTES..pos + h.frame_len() as usize];
             for (_, rec, _) in decode_records(&h, payload).map_err(|e| bad(e.to_string()))? {
-                if let RecordRef::Resource(r) = rec {
-                    raw_bytes += u64::from(r.raw_len);
-                }
+                facts.note(&rec);
             }
             pos += h.frame_len() as usize;
         }
@@ -162,7 +160,8 @@ impl Store {
             end_lsn,
             frames: count,
             bytes,
-            raw_bytes,
+            raw_bytes: facts.raw_bytes,
+            data_keys: self.data_keys_for(&facts.key_ids)?,
         }))
     }
 
@@ -191,7 +190,56 @@ impl Store {
         if from_lsn == 0 || from_lsn > end {
             return None;
         }
-        self.inner.log.tail.read(from_lsn, max_bytes, end)
+        let (mut chunk, key_ids) = self.inner.log.tail.read(from_lsn, max_bytes, end)?;
+        // Keys are durable here before anything sealed under them is
+        // written, so every id a frame names is held.
+        chunk.data_keys = self.data_keys_for(&key_ids).ok()?;
+        Some(chunk)
+    }
+
+    /// The data keys with these ids, unwrapped, for a follower.
+    fn data_keys_for(&self, ids: &[u64]) -> Result<Vec<(u64, DataKey)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self
+            .inner
+            .log
+            .dicts
+            .keys()
+            .ok_or_else(|| Error::KeyNeeded {
+                dir: self.inner.dir.clone(),
+            })?;
+        ids.iter()
+            .map(|id| {
+                keys.export(*id).map(|k| (*id, k)).ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "the log names data key {id:016x}, which is not held"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Takes data keys a leader sent with its log (each wrapped under this
+    /// store's own key-encryption key and made durable before this
+    /// returns), so that the frames sealed under them can be appended.
+    /// A store that is not encrypted cannot hold an encrypted log:
+    /// [`Error::KeyNeeded`].
+    pub fn import_data_keys(&self, keys: &[(u64, DataKey)]) -> Result<()> {
+        self.inner.check_alive()?;
+        let mine = self
+            .inner
+            .log
+            .dicts
+            .keys()
+            .ok_or_else(|| Error::KeyNeeded {
+                dir: self.inner.dir.clone(),
+            })?;
+        for (id, key) in keys {
+            mine.import(*id, key.clone())?;
+        }
+        Ok(())
     }
 
     /// Every durable frame of the log from the first, in order, each as

@@ -30,6 +30,7 @@ use crate::limits::{
     APPLY_QUEUE_BYTES_MAX, EPOCH_VERSIONS, FRAME_PAYLOAD_BYTES_TARGET, INDEX_SYNC_INTERVAL_MS,
 };
 use crate::log::active::ActiveLog;
+use crate::log::chunk::FrameFacts;
 use crate::log::dict::{Encoded, SAMPLE_BYTES_MAX, train};
 use crate::log::files::{Appender, sync_data, sync_dir};
 use crate::log::frame::{
@@ -851,12 +852,12 @@ impl WriterState {
         let (segment, offset) = self.log.appender.write(&header, &frame)?;
         self.log.last_ts = ts;
         self.log.next_lsn = header.end_lsn();
-        let raw_bytes = self.note_unapplied(&header, segment, offset, &frame)?;
+        let facts = self.note_unapplied(&header, segment, offset, &frame)?;
         // Written: replication's in-memory tail gets the frame and the
         // written end moves, so a follower receives and fsyncs it while
         // this fsync runs (it shows the frame only once this leader says
         // it is durable). A failed fsync below stops the store.
-        self.inner.log.tail.push(header, segment, &frame, raw_bytes);
+        self.inner.log.tail.push(header, segment, &frame, facts);
         self.inner.log.ends.set_written(header.end_lsn() - 1);
         let (file, path) = self.log.appender.file();
         sync_data(&file, &path)?;
@@ -898,27 +899,27 @@ impl WriterState {
     }
 
     /// Records the newest version of every resource the frame writes, as
-    /// the index will hold it once applied. Returns the bytes of those
-    /// bodies before compression.
+    /// the index will hold it once applied. Returns what replication
+    /// needs to know of the frame.
     fn note_unapplied(
         &mut self,
         header: &FrameHeader,
         segment: u64,
         offset: u64,
         frame: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<FrameFacts> {
         let payload = &frame[FRAME_HEADER_BYTES..header.frame_len() as usize];
         let records = decode_records(header, payload)
             .map_err(|e| Error::Corrupt(format!("writer built a bad frame: {e}")))?;
-        let mut raw_bytes = 0;
+        let mut facts = FrameFacts::default();
         for (lsn, rec, body_offset) in &records {
+            facts.note(rec);
             if let RecordRef::Resource(r) = rec {
-                raw_bytes += u64::from(r.raw_len);
                 let e = entry_of(header, segment, offset, *lsn, r, *body_offset);
                 self.unapplied.insert(r.resource_type, r.id, e);
             }
         }
-        Ok(raw_bytes)
+        Ok(facts)
     }
 }
 

@@ -64,6 +64,39 @@ pub struct Config {
     /// Below this many free bytes (above the reserve) the server logs a
     /// warning, once per crossing; 0: four times the reserve.
     pub disk_warn_bytes: u64,
+    /// Encryption at rest (`[encryption]`); off unless a key is named.
+    pub encryption: EncryptionConfig,
+}
+
+/// The `[encryption]` table: the key-encryption key that wraps the
+/// store's data keys. With one, everything the log stores of resources is
+/// sealed (AES-256-GCM under data keys wrapped by this key); an encrypted
+/// store does not open without it. Each node of a cluster names its own
+/// (one per region); the leader's data keys reach the follower over the
+/// mutual-TLS replication link and are wrapped there under the follower's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// A key file (`vigil keys new --out FILE`; a path, or `file:PATH`) or
+    /// a key on a PKCS#11 token (`pkcs11:module=PATH;token=LABEL;key=NAME`,
+    /// the user PIN in the `VIGIL_PKCS11_PIN` environment variable).
+    pub kek: Option<String>,
+}
+
+impl EncryptionConfig {
+    /// Opens the key-encryption key, if one is named: reads the key file,
+    /// or logs into the token (which must hold the key).
+    pub fn open_kek(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn vigil_engine::crypt::Kek>>, vigil_engine::crypt::CryptError>
+    {
+        let Some(locator) = &self.kek else {
+            return Ok(None);
+        };
+        let at = vigil_engine::crypt::KekLocator::parse(locator)?;
+        let pin = std::env::var("VIGIL_PKCS11_PIN").ok();
+        Ok(Some(std::sync::Arc::from(at.open(pin.as_deref())?)))
+    }
 }
 
 /// The `[drills]` table: whether `vigil drill` may tell this node to crash.
@@ -162,6 +195,7 @@ impl Default for Config {
             export_expire_s: EXPORT_EXPIRE_S_DEFAULT,
             disk_reserve_bytes: vigil_engine::limits::DISK_RESERVE_BYTES_DEFAULT,
             disk_warn_bytes: 0,
+            encryption: EncryptionConfig::default(),
         }
     }
 }
@@ -249,6 +283,10 @@ impl Config {
         }
         if let Some(r) = &self.replication {
             r.validate()?;
+        }
+        if let Some(kek) = &self.encryption.kek {
+            vigil_engine::crypt::KekLocator::parse(kek)
+                .map_err(|e| ConfigError::Invalid(format!("[encryption] kek: {e}")))?;
         }
         Ok(())
     }

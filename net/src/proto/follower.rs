@@ -74,6 +74,16 @@ pub enum FollowerEvent {
     /// The [`FollowerAction::CutUnconfirmed`] asked for was refused (a
     /// frame to cut was shown, or lies in a sealed segment), with why.
     CutRefused(String),
+    /// The [`FollowerAction::ImportKeys`] asked for failed. `fatal`: this
+    /// node cannot hold an encrypted log at all (no key-encryption key
+    /// configured) and stops; otherwise (its key module unreachable) it
+    /// reconnects after backoff.
+    KeysFailed {
+        /// What failed.
+        error: String,
+        /// Whether an operator must act.
+        fatal: bool,
+    },
     /// The last append failed. `checksum`: the bytes were bad (refetch
     /// them); otherwise the local disk failed (retry after backoff).
     AppendFailed {
@@ -102,6 +112,10 @@ pub enum FollowerAction {
     },
     /// The leader's durable end moved: show appended frames through it.
     Confirm(u64),
+    /// Take the leader's data keys (wrap them under this node's own
+    /// key-encryption key, durably) before any later `Append`; answer
+    /// `KeysFailed` only on failure.
+    ImportKeys(Vec<(u64, vigil_engine::crypt::DataKey)>),
     /// Close the connection, with why.
     Disconnect(String),
     /// The leader refused this log as diverged after `after`: cut the
@@ -349,6 +363,20 @@ impl Follower {
                     self.backoff_us = self.cfg.backoff_min_us;
                 }
             }
+            FollowerEvent::KeysFailed { error, fatal } => {
+                if fatal {
+                    self.stop(
+                        format!("this node cannot hold the leader's encrypted log: {error}"),
+                        &mut out,
+                    );
+                } else if self.phase != Phase::Stopped {
+                    tracing::error!("cannot take the leader's data keys: {error}");
+                    out.push(FollowerAction::Disconnect(format!(
+                        "data keys not taken: {error}"
+                    )));
+                    self.drop_connection(now_us);
+                }
+            }
             FollowerEvent::AppendFailed { error, checksum } => {
                 assert!(self.appending, "an append fails only when one was asked");
                 self.appending = false;
@@ -496,6 +524,11 @@ impl Follower {
                 self.received = end_lsn - 1;
                 self.leader.last_lsn = self.leader.last_lsn.max(leader_lsn);
                 self.queue.extend_from_slice(&bytes);
+            }
+            (Phase::Streaming, Message::DataKeys { keys }) => {
+                // Frames queued before these keys do not need them; those
+                // after are appended after the import.
+                out.push(FollowerAction::ImportKeys(keys));
             }
             (
                 Phase::Streaming,
@@ -670,6 +703,57 @@ mod tests {
             f.handle(FollowerEvent::Tick, 10_000_000_000).is_empty(),
             "never reconnects"
         );
+    }
+
+    #[test]
+    fn data_keys_are_taken_before_the_frames_after_them_and_a_node_without_a_kek_stops() {
+        use vigil_engine::crypt::DataKey;
+        let end = LogEnd {
+            epoch: 1,
+            lsn: 10,
+            crc: 7,
+            timestamp_us: 0,
+        };
+        let mut f = Follower::new(FollowerConfig::new("c", "b"), end);
+        f.handle(FollowerEvent::Tick, 0);
+        f.handle(FollowerEvent::Connected, 1);
+        f.handle(
+            FollowerEvent::Message(Message::Welcome {
+                leader: "a".into(),
+                epoch: 1,
+                last_lsn: 20,
+                start_lsn: 11,
+                http_url: "http://a".into(),
+            }),
+            2,
+        );
+        let keys = vec![(9, DataKey::from_bytes([9; 32]))];
+        let out = f.handle(
+            FollowerEvent::Message(Message::DataKeys { keys: keys.clone() }),
+            3,
+        );
+        assert_eq!(out, vec![FollowerAction::ImportKeys(keys)]);
+        let out = f.handle(
+            FollowerEvent::Message(Message::Frames {
+                first_lsn: 11,
+                end_lsn: 21,
+                leader_lsn: 20,
+                bytes: vec![1; 10],
+            }),
+            4,
+        );
+        assert!(out.contains(&FollowerAction::Append {
+            frames: vec![1; 10],
+            confirmed: 20
+        }));
+        let out = f.handle(
+            FollowerEvent::KeysFailed {
+                error: "not encrypted".into(),
+                fatal: true,
+            },
+            5,
+        );
+        assert!(matches!(&out[..], [FollowerAction::Stop(why)] if why.contains("encrypted")));
     }
 
     #[test]

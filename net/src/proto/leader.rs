@@ -7,11 +7,13 @@
 //! follower's log ends; at most `unacked_bytes_max` are unacknowledged at a time;
 //! the follower's watermarks, as this session reports them, never go back.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use vigil_engine::{LogChunk, LogPosition};
 
-use crate::proto::wire::{CHUNK_BYTES_MAX, Message, PROTOCOL_VERSION, RefuseCode};
+use crate::proto::wire::{
+    CHUNK_BYTES_MAX, DATA_KEYS_PER_MESSAGE_MAX, Message, PROTOCOL_VERSION, RefuseCode,
+};
 
 /// Settings of a leader session.
 #[derive(Debug, Clone)]
@@ -170,6 +172,8 @@ pub struct LeaderSession {
     last_heard_us: u64,
     last_sent_us: u64,
     counters: SessionCounters,
+    /// Data keys already sent in this session (an encrypted leader).
+    keys_sent: HashSet<u64>,
 }
 
 impl LeaderSession {
@@ -195,6 +199,7 @@ impl LeaderSession {
             last_heard_us: now_us,
             last_sent_us: now_us,
             counters: SessionCounters::default(),
+            keys_sent: HashSet::new(),
         }
     }
 
@@ -262,6 +267,18 @@ impl LeaderSession {
                         self.leader_lsn = self.leader_lsn.max(c.end_lsn - 1);
                     }
                     self.told_lsn = self.leader_lsn;
+                    // The keys first: the follower must hold them before
+                    // it appends what they seal.
+                    let new: Vec<_> = c
+                        .data_keys
+                        .into_iter()
+                        .filter(|(id, _)| self.keys_sent.insert(*id))
+                        .collect();
+                    for keys in new.chunks(DATA_KEYS_PER_MESSAGE_MAX) {
+                        out.push(LeaderAction::Send(Message::DataKeys {
+                            keys: keys.to_vec(),
+                        }));
+                    }
                     out.push(LeaderAction::Send(Message::Frames {
                         first_lsn: c.first_lsn,
                         end_lsn: c.end_lsn,
@@ -526,6 +543,60 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_chunks_data_keys_go_first_and_once_a_session() {
+        use vigil_engine::crypt::DataKey;
+        let mut s = LeaderSession::new(LeaderConfig::new("c", "a", "http://a"), 0);
+        s.handle(
+            LeaderEvent::LogAdvanced {
+                written_lsn: 50,
+                last_lsn: 50,
+                last_commit_us: 1,
+                epoch: 1,
+            },
+            0,
+        );
+        s.handle(hello(PROTOCOL_VERSION, "c"), 1);
+        s.handle(
+            LeaderEvent::Position(LogPosition::Prefix { next_lsn: 1 }),
+            2,
+        );
+        let (k1, k2) = (DataKey::from_bytes([1; 32]), DataKey::from_bytes([2; 32]));
+        let chunk = |first: u64, end: u64, keys: Vec<(u64, DataKey)>| {
+            LeaderEvent::Chunk(Some(LogChunk {
+                first_lsn: first,
+                end_lsn: end,
+                frames: 1,
+                bytes: vec![0; 100],
+                raw_bytes: 300,
+                data_keys: keys,
+            }))
+        };
+        let out = s.handle(chunk(1, 11, vec![(5, k1.clone())]), 3);
+        assert_eq!(
+            out[0],
+            LeaderAction::Send(Message::DataKeys {
+                keys: vec![(5, k1.clone())]
+            })
+        );
+        assert!(matches!(
+            out[1],
+            LeaderAction::Send(Message::Frames { first_lsn: 1, .. })
+        ));
+        let out = s.handle(chunk(11, 21, vec![(5, k1), (6, k2.clone())]), 4);
+        assert_eq!(
+            out[0],
+            LeaderAction::Send(Message::DataKeys {
+                keys: vec![(6, k2)]
+            }),
+            "only the key not sent yet"
+        );
+        assert!(matches!(
+            out[1],
+            LeaderAction::Send(Message::Frames { first_lsn: 11, .. })
+        ));
+    }
+
+    #[test]
     fn frames_flow_in_order_within_the_window_and_acks_free_it() {
         let mut cfg = LeaderConfig::new("c", "a", "http://a");
         cfg.chunk_bytes = 100;
@@ -568,6 +639,7 @@ mod tests {
                 frames: 1,
                 bytes: vec![0; 100],
                 raw_bytes: 300,
+                data_keys: Vec::new(),
             }))
         };
         let out = s.handle(chunk(1, 11), 3);
@@ -653,6 +725,7 @@ mod tests {
                 frames: 1,
                 bytes: vec![0; 10],
                 raw_bytes: 30,
+                data_keys: Vec::new(),
             })),
             4,
         );

@@ -18,8 +18,12 @@ pub const ALPN: &[u8] = b"vigil-repl";
 /// [`Message::Eligibility`] names its sender, which the witness checks
 /// against the sender's certificate and the leader it allocated the epoch
 /// to, and carries a number so that a record given up on cannot land after
-/// a later one ([`RefuseCode::Stale`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// a later one ([`RefuseCode::Stale`]). Version 4: [`Message::DataKeys`]
+/// carries an encrypted leader's data keys ahead of the frames sealed
+/// under them.
+pub const PROTOCOL_VERSION: u16 = 4;
+/// Most data keys in one [`Message::DataKeys`] (a chunk uses one or two).
+pub const DATA_KEYS_PER_MESSAGE_MAX: usize = 64;
 /// Largest message body accepted (a frames chunk plus its fields).
 pub const MESSAGE_BYTES_MAX: usize = CHUNK_BYTES_MAX + 1024;
 /// Largest chunk of log frames in one [`Message::Frames`].
@@ -115,6 +119,14 @@ pub enum Message {
         leader_lsn: u64,
         /// The frames.
         bytes: Vec<u8>,
+    },
+    /// Leader -> follower, before the first [`Message::Frames`] that seals
+    /// under them (an encrypted leader): data keys, unwrapped. The link is
+    /// mutual TLS; the follower wraps each under its own key-encryption
+    /// key and makes it durable before it appends those frames.
+    DataKeys {
+        /// Each key's id and bytes (1..=[`DATA_KEYS_PER_MESSAGE_MAX`]).
+        keys: Vec<(u64, vigil_engine::crypt::DataKey)>,
     },
     /// Leader -> follower, when idle (and at once when its durable end
     /// passes frames the follower holds unconfirmed): the leader is alive
@@ -248,6 +260,7 @@ const KIND_ELIGIBILITY_RECORDED: u8 = 13;
 const KIND_LEASE_RELEASE: u8 = 14;
 const KIND_RELEASED: u8 = 15;
 const KIND_HAND_OVER: u8 = 16;
+const KIND_DATA_KEYS: u8 = 17;
 
 impl Message {
     /// Encodes the message with its length prefix, ready to write.
@@ -303,6 +316,18 @@ impl Message {
                 b.extend_from_slice(&leader_lsn.to_le_bytes());
                 b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 b.extend_from_slice(bytes);
+            }
+            Message::DataKeys { keys } => {
+                assert!(
+                    (1..=DATA_KEYS_PER_MESSAGE_MAX).contains(&keys.len()),
+                    "senders split keys into messages"
+                );
+                b.push(KIND_DATA_KEYS);
+                b.extend_from_slice(&(keys.len() as u16).to_le_bytes());
+                for (id, key) in keys {
+                    b.extend_from_slice(&id.to_le_bytes());
+                    b.extend_from_slice(key.bytes());
+                }
             }
             Message::Heartbeat {
                 epoch,
@@ -535,6 +560,24 @@ impl Message {
                 epoch: r.u64("epoch")?,
                 last_lsn: r.u64("last lsn")?,
             },
+            KIND_DATA_KEYS => {
+                let n = usize::from(r.u16("key count")?);
+                if !(1..=DATA_KEYS_PER_MESSAGE_MAX).contains(&n) {
+                    return Err(WireError(format!("{n} data keys in one message")));
+                }
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = r.u64("key id")?;
+                    let bytes = r.take(vigil_engine::crypt::DATA_KEY_BYTES, "data key")?;
+                    let mut key = [0u8; vigil_engine::crypt::DATA_KEY_BYTES];
+                    key.copy_from_slice(bytes);
+                    if id == 0 {
+                        return Err(WireError("data key id 0".into()));
+                    }
+                    keys.push((id, vigil_engine::crypt::DataKey::from_bytes(key)));
+                }
+                Message::DataKeys { keys }
+            }
             other => return Err(WireError(format!("unknown message kind {other}"))),
         };
         if r.pos != body.len() {
@@ -578,6 +621,7 @@ impl Message {
             Message::Welcome { .. } => "welcome",
             Message::Refused { .. } => "refused",
             Message::Frames { .. } => "frames",
+            Message::DataKeys { .. } => "data-keys",
             Message::Heartbeat { .. } => "heartbeat",
             Message::Ack { .. } => "ack",
             Message::Refetch { .. } => "refetch",

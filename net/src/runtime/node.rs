@@ -1208,6 +1208,13 @@ async fn follow(
                         // the cut is about to cure.
                         pending.push_back(cut_unconfirmed(&store, after).await);
                     }
+                    FollowerAction::ImportKeys(keys) => {
+                        // Awaited here, so no later append runs before the
+                        // keys it needs are durable.
+                        if let Some(ev) = import_keys(&store, keys).await {
+                            pending.push_back(ev);
+                        }
+                    }
                 }
             }
         }
@@ -1292,6 +1299,22 @@ async fn cut_unconfirmed(store: &Arc<Store>, after: u64) -> FollowerEvent {
         Ok(Ok(end)) => FollowerEvent::Cut(end),
         Ok(Err(e)) => FollowerEvent::CutRefused(e.to_string()),
         Err(e) => FollowerEvent::CutRefused(format!("the cut's task failed: {e}")),
+    }
+}
+
+/// Takes a leader's data keys on a blocking thread (a key module call
+/// and an fsync); the machine's event when that failed.
+async fn import_keys(
+    store: &Arc<Store>,
+    keys: Vec<(u64, vigil_engine::crypt::DataKey)>,
+) -> Option<FollowerEvent> {
+    let s = store.clone();
+    let failed = |error: String, fatal: bool| Some(FollowerEvent::KeysFailed { error, fatal });
+    match tokio::task::spawn_blocking(move || s.import_data_keys(&keys)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e @ StoreError::KeyNeeded { .. })) => failed(e.to_string(), true),
+        Ok(Err(e)) => failed(e.to_string(), false),
+        Err(e) => failed(format!("the import's task failed: {e}"), false),
     }
 }
 
