@@ -20,7 +20,7 @@ pub fn key_run(dir: &Path, bytes: &[u8]) {
     if std::fs::write(&path, bytes).is_err() {
         return;
     }
-    let Ok(file) = crate::index::keys::runfile::RunFile::open(&path, 1) else {
+    let Ok(file) = crate::index::keys::runfile::RunFile::open(&path, 1, None) else {
         return;
     };
     let mut last: Option<Vec<u8>> = None;

@@ -475,3 +475,134 @@ fn a_replica_holds_the_leaders_sealed_log_byte_for_byte_under_its_own_kek() {
     );
     assert_eq!(body_of(&replica, "Patient", "after"), Some(body(7)));
 }
+
+#[test]
+fn search_keys_of_an_encrypted_store_are_sealed_on_disk_and_still_found() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kek = kek_at(keys.path(), "eu");
+    let with_keys = || Options {
+        extractor: Arc::new(Family),
+        // Small runs: key files are written and merged many times.
+        key_buffer_entries: 16,
+        ..opts(Some(kek.clone()))
+    };
+    let store = Store::open_with(dir.path(), with_keys()).expect("open");
+    fill(&store, 300);
+    let lookup = |store: &Store, i: u32| {
+        store
+            .lookup(format!("family=Qwzxfamily{i}").as_bytes(), 10)
+            .expect("lookup")
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lookup(&store, 17), ["p17"]);
+    store.close().expect("close");
+    let key_files = files_under(&dir.path().join("index.redb.keys.d"));
+    assert!(
+        key_files
+            .iter()
+            .any(|f| f.extension().is_some_and(|x| x == "run")),
+        "search keys were written to run files: {key_files:?}"
+    );
+    let leaks = plaintext_in(dir.path());
+    assert!(
+        leaks.is_empty(),
+        "plaintext in an encrypted store: {leaks:?}"
+    );
+
+    let store = Store::open_with(dir.path(), with_keys()).expect("reopen");
+    for i in [0, 17, 299] {
+        assert_eq!(lookup(&store, i), [format!("p{i}")]);
+    }
+    let all = store
+        .lookup_range(b"family=", b"family>", Some("Patient"), 10_000)
+        .expect("range");
+    assert!(all.len() >= 300, "{} keys in range", all.len());
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "in key order");
+    store.close().expect("close");
+    // Without keys the sealed run files are not read (the store is refused first).
+    assert!(matches!(
+        Store::open_with(
+            dir.path(),
+            Options {
+                extractor: Arc::new(Family),
+                ..opts(None)
+            }
+        ),
+        Err(Error::KeyNeeded { .. })
+    ));
+}
+
+#[test]
+fn what_a_rejoin_cuts_stays_sealed_in_quarantine_and_opens_with_the_key() {
+    use vigil_engine::crypt::datakeys::{DataKeys, QUARANTINE_DOMAIN};
+    use vigil_engine::{LogPosition, limits::SEGMENT_BYTES_MIN};
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (ad, bd) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (ka, kb) = (kek_at(keys.path(), "eu"), kek_at(keys.path(), "us"));
+    let node = |kek: &Arc<dyn Kek>, replica: bool| Options {
+        segment_bytes: SEGMENT_BYTES_MIN,
+        replica,
+        ..opts(Some(kek.clone()))
+    };
+    let a = Store::open_with(ad.path(), node(&ka, false)).expect("a");
+    let b = Store::open_with(bd.path(), node(&kb, true)).expect("b");
+    for i in 0..20 {
+        put(&a, "Patient", &format!("p{i}"), body(i));
+    }
+    while let Some(c) = a.read_log(b.log_end().lsn + 1, 1 << 20).expect("read") {
+        b.import_data_keys(&c.data_keys).expect("keys");
+        b.append_log(c.bytes).expect("append");
+    }
+    settle(&b);
+    // a writes on alone; b takes over.
+    for i in 100..105 {
+        put(&a, "Patient", &format!("lost{i}"), body(i));
+    }
+    b.set_read_only(false);
+    b.begin_epoch(2).expect("epoch 2");
+    put(&b, "Patient", "b1", body(200));
+    let end = a.log_end();
+    let LogPosition::Diverged { agree_until } = b
+        .position_of(end.epoch, end.lsn, end.crc)
+        .expect("position")
+    else {
+        panic!("diverged");
+    };
+    a.close().expect("close a");
+    let cut = Store::cut_log(ad.path(), node(&ka, false), agree_until)
+        .expect("cut")
+        .expect("something was cut");
+    assert_eq!(cut.versions, 5);
+    assert!(!cut.quarantine.join("versions.ndjson").exists());
+    let sealed = std::fs::read(cut.quarantine.join("versions.ndjson.sealed")).expect("sealed");
+    let leaks = plaintext_in(ad.path());
+    assert!(leaks.is_empty(), "plaintext after the cut: {leaks:?}");
+    // Read beside the (re)opened store, with its key, changing nothing.
+    let a = Store::open_with(ad.path(), node(&ka, true)).expect("reopen a");
+    let before = std::fs::read(ad.path().join("data-keys")).expect("data-keys");
+    let ro = DataKeys::open_read_only(ad.path(), ka.clone()).expect("read-only keys");
+    let text = ro
+        .open_value(QUARANTINE_DOMAIN, cut.first_lsn, &sealed)
+        .expect("opens");
+    assert_eq!(
+        std::fs::read(ad.path().join("data-keys")).expect("data-keys"),
+        before
+    );
+    let text = String::from_utf8(text).expect("utf-8");
+    assert_eq!(text.lines().count(), 5);
+    assert!(
+        text.contains("MRN-SECRET-100"),
+        "the lost body, readable with the key"
+    );
+    assert!(
+        DataKeys::open_read_only(ad.path(), kb.clone()).is_err(),
+        "another region's key opens nothing"
+    );
+    drop(a);
+}

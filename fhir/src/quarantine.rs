@@ -1,7 +1,10 @@
 //! What failover cut from this node's log, for `/status` and `vigil
 //! quarantine list`: each `quarantine/*/MANIFEST` the engine wrote, and the
 //! lost versions in `versions.ndjson` beside it (which `vigil quarantine
-//! reapply` submits to the current leader as new versions).
+//! reapply` submits to the current leader as new versions). An encrypted
+//! store writes them sealed, as `versions.ndjson.sealed` (opened with the
+//! store's key-encryption key); their count is then read from the
+//! manifest.
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +52,7 @@ pub fn list(data: &Path) -> std::io::Result<Vec<Folder>> {
         let kind = name.split('-').next().unwrap_or("").to_owned();
         let versions = match std::fs::read_to_string(path.join("versions.ndjson")) {
             Ok(t) => t.lines().filter(|l| !l.trim().is_empty()).count(),
-            Err(_) => 0,
+            Err(_) => versions_in_manifest(&path),
         };
         out.push(Folder {
             reapplied: path.join(REAPPLIED_FILE).exists(),
@@ -60,6 +63,28 @@ pub fn list(data: &Path) -> std::io::Result<Vec<Folder>> {
     }
     out.sort_by_key(|f| lsn_of(&f.path));
     Ok(out)
+}
+
+/// The sealed versions file of a folder of an encrypted store.
+pub const SEALED_VERSIONS_FILE: &str = "versions.ndjson.sealed";
+
+/// The count of versions the folder's manifest states (a sealed folder's
+/// versions cannot be counted without its key); 0 when it states none.
+fn versions_in_manifest(folder: &Path) -> usize {
+    std::fs::read_to_string(folder.join("MANIFEST.txt"))
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("resource versions: "))
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The first LSN a folder holds (its name ends `-lsn-N`).
+pub fn first_lsn(folder: &Path) -> u64 {
+    lsn_of(folder)
 }
 
 fn lsn_of(p: &Path) -> u64 {

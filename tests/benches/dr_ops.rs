@@ -43,7 +43,8 @@ fn main() {
     };
     let (mut raw, mut resources) = (0u64, 0u64);
     {
-        let store = Store::open_with(&data, App::store_options(&cfg).expect("options")).expect("open");
+        let store =
+            Store::open_with(&data, App::store_options(&cfg).expect("options")).expect("open");
         let mut rng = Rng::new(11);
         while raw < mb * 1_000_000 {
             let mut b = Batch::new();
@@ -95,7 +96,8 @@ fn main() {
         copied / s
     );
     let t = Instant::now();
-    let st = Store::open_with(&restored, App::store_options(&cfg).expect("options")).expect("open restored");
+    let st = Store::open_with(&restored, App::store_options(&cfg).expect("options"))
+        .expect("open restored");
     let n = st.stats().expect("stats").versions;
     st.close().expect("close");
     println!(

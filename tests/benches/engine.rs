@@ -7,7 +7,10 @@
 //! the Synthea sample in ../shared/data/synthea-r4 is measured too when
 //! present. Set `VIGIL_BENCH_DIR` to put stores on another disk.
 //! `VIGIL_BENCH_ONLY=disk` runs only what a nearly full disk costs a
-//! commit (the reserve check, segments without preallocation).
+//! commit (the reserve check, segments without preallocation);
+//! `VIGIL_BENCH_ONLY=encryption` only what encryption at rest costs
+//! (interleaved pairs, a key file as the KEK): 64 committers, bulk ingest,
+//! and the open of an encrypted 1 GB store.
 
 use std::fs::OpenOptions;
 use std::sync::Arc;
@@ -344,6 +347,10 @@ fn main() {
         disk_costs(&Arc::new(pool(50_000, 1)));
         return;
     }
+    if std::env::var("VIGIL_BENCH_ONLY").is_ok_and(|v| v == "encryption") {
+        encryption_costs(&Arc::new(pool(50_000, 1)));
+        return;
+    }
     let probe = bench_dir();
     println!("# Vigil engine benchmark (scale {})", scale());
     println!(
@@ -484,4 +491,79 @@ fn main() {
         "open, index deleted (rebuild): {rebuild:.2} s = {:.0} MB/s of log",
         log as f64 / 1e6 / rebuild
     );
+}
+
+/// Encryption at rest on and off, in interleaved pairs within one run:
+/// 64 committers, bulk ingest (2 threads, batches of 100), then the open
+/// of an encrypted store of about 1 GB of log (scaled).
+fn encryption_costs(resources: &Arc<Vec<(String, String, Vec<u8>)>>) {
+    use vigil_engine::crypt::Kek;
+    use vigil_engine::crypt::keyfile::KeyFile;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let path = keys.path().join("bench.key");
+    KeyFile::create(&path, "bench").expect("key file");
+    let kek: Arc<dyn Kek> = Arc::new(KeyFile::load(&path).expect("key file"));
+    let with = |on: bool| Options {
+        kek: on.then(|| kek.clone()),
+        ..Options::default()
+    };
+    let secs = (5.0 * scale().min(1.0)).max(0.5);
+    println!("# encryption at rest: interleaved pairs (off, on)");
+    for round in 1..=3 {
+        for on in [false, true] {
+            let (rate, p50, p99) = commits_with(64, secs, resources, with(on));
+            println!(
+                "encryption {}, round {round}, 64 committers: {rate:>8.0}/s  p50 {p50:>6.0} us  p99 {p99:>6.0} us",
+                if on { "on " } else { "off" }
+            );
+        }
+    }
+    let n = scaled(300_000);
+    for round in 1..=3 {
+        for on in [false, true] {
+            let dir = bench_dir();
+            let store = Arc::new(Store::open_with(dir.path(), with(on)).expect("open"));
+            let (rate, _) = ingest(&store, n, 2, resources, 0);
+            println!(
+                "encryption {}, round {round}, bulk ingest of {n}: {rate:>8.0} resources/s",
+                if on { "on " } else { "off" }
+            );
+        }
+    }
+    let target = scaled(1_000_000_000);
+    let dir = bench_dir();
+    {
+        let store = Arc::new(Store::open_with(dir.path(), with(true)).expect("open"));
+        let mut base = 0;
+        while store.stats().expect("stats").log_bytes < target {
+            ingest(&store, 200_000.min(scaled(200_000)), 2, resources, base);
+            base += 200_000;
+        }
+        Arc::try_unwrap(store)
+            .expect("sole owner")
+            .close()
+            .expect("close");
+    }
+    for (name, verify_on_open) in [
+        ("checking every frame", true),
+        ("checking the newest segments", false),
+    ] {
+        let t = Instant::now();
+        let store = Store::open_with(
+            dir.path(),
+            Options {
+                verify_on_open,
+                ..with(true)
+            },
+        )
+        .expect("open");
+        let took = t.elapsed().as_secs_f64();
+        let st = store.stats().expect("stats");
+        let keys = store.data_keys().map_or(0, |k| k.len());
+        store.close().expect("close");
+        println!(
+            "open of an encrypted store, {:.2} GB log, {keys} data keys, {name}: {took:.3} s",
+            st.log_bytes as f64 / 1e9
+        );
+    }
 }

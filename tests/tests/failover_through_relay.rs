@@ -160,7 +160,7 @@ fn a_partitioned_leader_fences_itself_and_rejoins_with_its_lost_writes_in_quaran
     let url = format!("http://{}", b.http);
     for f in q.iter().filter(|f| f.versions > 0) {
         let report = rt
-            .block_on(vigil::quarantine::reapply(&f.path, &url, None))
+            .block_on(vigil::quarantine::reapply(&f.path, &url, None, None))
             .expect("reapply");
         assert_eq!(report.len(), f.versions);
         for r in &report {

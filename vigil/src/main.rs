@@ -254,6 +254,10 @@ enum QuarantineAction {
         /// A bearer token for servers that need one.
         #[arg(long)]
         token: Option<String>,
+        /// An encrypted store's key-encryption key (its quarantine is
+        /// sealed); the store's data keys are read, never changed.
+        #[arg(long)]
+        kek: Option<String>,
     },
 }
 
@@ -584,8 +588,14 @@ fn main() -> anyhow::Result<()> {
             action: QuarantineAction::List { data, json },
         } => ops::quarantine_list(data, json),
         Command::Quarantine {
-            action: QuarantineAction::Reapply { data, url, token },
-        } => ops::quarantine_reapply(data, url, token),
+            action:
+                QuarantineAction::Reapply {
+                    data,
+                    url,
+                    token,
+                    kek,
+                },
+        } => ops::quarantine_reapply(data, url, token, kek),
         Command::Witness {
             data,
             listen,

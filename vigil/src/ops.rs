@@ -297,9 +297,25 @@ pub fn quarantine_list(data: PathBuf, json: bool) -> anyhow::Result<()> {
 }
 
 /// `vigil quarantine reapply`.
-pub fn quarantine_reapply(data: PathBuf, url: String, token: Option<String>) -> anyhow::Result<()> {
+pub fn quarantine_reapply(
+    data: PathBuf,
+    url: String,
+    token: Option<String>,
+    kek: Option<String>,
+) -> anyhow::Result<()> {
     let folders = vigil_fhir::quarantine::list(&data)
         .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
+    let keys = match kek {
+        Some(kek) => {
+            let kek = vigil_fhir::config::EncryptionConfig { kek: Some(kek) }
+                .open_kek()?
+                .context("a key-encryption key")?;
+            Some(vigil_engine::crypt::datakeys::DataKeys::open_read_only(
+                &data, kek,
+            )?)
+        }
+        None => None,
+    };
     let rt = current_thread()?;
     let (mut applied, mut conflicts, mut failed) = (0, 0, 0);
     for f in folders.iter().filter(|f| !f.reapplied && f.versions > 0) {
@@ -308,7 +324,12 @@ pub fn quarantine_reapply(data: PathBuf, url: String, token: Option<String>) -> 
             f.path.display(),
             f.versions
         );
-        let report = rt.block_on(vigil::quarantine::reapply(&f.path, &url, token.as_deref()))?;
+        let report = rt.block_on(vigil::quarantine::reapply(
+            &f.path,
+            &url,
+            token.as_deref(),
+            keys.as_ref(),
+        ))?;
         for r in report {
             match r.outcome.as_str() {
                 "applied" => applied += 1,

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vigil_fhir::quarantine::{REAPPLIED_FILE, VERSIONS_BYTES_MAX};
+use vigil_engine::crypt::datakeys::{DataKeys, QUARANTINE_DOMAIN};
+use vigil_fhir::quarantine::{REAPPLIED_FILE, SEALED_VERSIONS_FILE, VERSIONS_BYTES_MAX, first_lsn};
 
 /// What happened to one lost version on a reapply.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -68,12 +69,20 @@ struct Line {
 /// or it does not exist for a lost create); it is sent with `If-Match` on
 /// the leader's version, so a concurrent change is a conflict, never an
 /// overwrite. Every conflict is reported, with both versions named.
+///
+/// An encrypted store's folder holds them sealed: `keys` (the store's data
+/// keys, opened read-only with its key-encryption key) opens them.
 pub async fn reapply(
     folder: &Path,
     url: &str,
     token: Option<&str>,
+    keys: Option<&DataKeys>,
 ) -> Result<Vec<Reapplied>, ReapplyError> {
-    let path = folder.join("versions.ndjson");
+    let sealed = folder.join(SEALED_VERSIONS_FILE);
+    let path = match sealed.exists() {
+        true => sealed,
+        false => folder.join("versions.ndjson"),
+    };
     let meta = std::fs::metadata(&path).map_err(|source| ReapplyError::Io {
         path: path.clone(),
         source,
@@ -85,9 +94,32 @@ pub async fn reapply(
             why: format!("larger than {VERSIONS_BYTES_MAX} bytes"),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| ReapplyError::Io {
+    let bytes = std::fs::read(&path).map_err(|source| ReapplyError::Io {
         path: path.clone(),
         source,
+    })?;
+    let bytes = match (path.ends_with(SEALED_VERSIONS_FILE), keys) {
+        (false, _) => bytes,
+        (true, Some(k)) => k
+            .open_value(QUARANTINE_DOMAIN, first_lsn(folder), &bytes)
+            .map_err(|why| ReapplyError::Parse {
+                path: path.clone(),
+                line: 0,
+                why,
+            })?,
+        (true, None) => {
+            return Err(ReapplyError::Parse {
+                path,
+                line: 0,
+                why: "sealed (an encrypted store's): give the store's key-encryption key (--kek)"
+                    .into(),
+            });
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|e| ReapplyError::Parse {
+        path: path.clone(),
+        line: 0,
+        why: format!("not UTF-8: {e}"),
     })?;
     let mut out = Vec::new();
     // Resources this run already wrote: their version on the leader now.

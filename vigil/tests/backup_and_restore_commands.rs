@@ -68,7 +68,8 @@ fn backup_verify_and_restore_to_an_lsn() {
     ]);
     assert!(out.contains(&format!("up to lsn {mid}")), "{out}");
     assert!(out.contains("ready"), "{out}");
-    let r = Store::open_with(&restored, App::store_options(&cfg).expect("options")).expect("open restored");
+    let r = Store::open_with(&restored, App::store_options(&cfg).expect("options"))
+        .expect("open restored");
     match r.get("Patient", "p1").expect("read") {
         Current::Live(v) => assert_eq!(v.body, body("Before")),
         other => panic!("{other:?}"),

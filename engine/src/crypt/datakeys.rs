@@ -40,6 +40,9 @@ pub const DATA_KEYS_VERSION: u16 = 1;
 pub const DATA_KEYS_MAX: usize = 100_000;
 /// Bytes a sealed value's key id takes before the sealed bytes.
 pub const KEY_ID_BYTES: usize = 8;
+/// What a quarantine's sealed `versions.ndjson.sealed` is bound to (with
+/// the first LSN it holds): see [`DataKeys::seal_value`].
+pub const QUARANTINE_DOMAIN: &[u8] = b"vigil quarantine";
 const MAGIC: [u8; 8] = *b"VGDATKEY";
 const HEADER_BYTES: usize = 16;
 /// Longest entry (a wrapped key is about 200 bytes).
@@ -273,6 +276,18 @@ fn dictionary_aad(key_id: u64, dict_id: u32) -> [u8; 28] {
     aad
 }
 
+/// The associated data of a value of the store's derived files: `domain`
+/// (what it is, zero-padded to 16 bytes), the key id, and `at` (where it
+/// belongs).
+fn value_aad(domain: &[u8], key_id: u64, at: u64) -> [u8; 32] {
+    assert!(domain.len() <= 16, "a domain fits 16 bytes");
+    let mut aad = [0u8; 32];
+    aad[..domain.len()].copy_from_slice(domain);
+    aad[16..24].copy_from_slice(&key_id.to_le_bytes());
+    aad[24..].copy_from_slice(&at.to_le_bytes());
+    aad
+}
+
 /// Splits a sealed value into its key id and the sealed bytes.
 fn split(stored: &[u8]) -> std::result::Result<(u64, &[u8]), String> {
     if stored.len() < KEY_ID_BYTES {
@@ -357,6 +372,35 @@ impl DataKeys {
         // with the process that used it.
         keys.rotate()?;
         Ok(keys)
+    }
+
+    /// Opens the data keys of the store in `dir` for reading only (a tool
+    /// beside a running store, e.g. reading its quarantine): every key
+    /// unwrapped under `kek`, nothing written, nothing sealed.
+    pub fn open_read_only(dir: &Path, kek: Arc<dyn Kek>) -> Result<Self> {
+        let path = dir.join(DATA_KEYS_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("read data keys", &path, e))?;
+        let file = decode_file(&bytes).map_err(crypt(format!("reading {}", path.display())))?;
+        let mut by_id = HashMap::with_capacity(file.entries.len());
+        for e in &file.entries {
+            let key = kek.unwrap(&e.wrapped).map_err(crypt(format!(
+                "unwrapping data key {:016x} with key-encryption key {}",
+                e.id,
+                kek.name()
+            )))?;
+            by_id.insert(e.id, prepare(e.id, key));
+        }
+        Ok(Self {
+            path,
+            state: RwLock::new(State {
+                by_id,
+                entries: file.entries,
+                current: None,
+            }),
+            file: Mutex::new(None),
+            rotating: Mutex::new(()),
+            kek: RwLock::new(kek),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -501,6 +545,36 @@ impl DataKeys {
         let k = self.key(id)?;
         open_with(&k.aead, &dictionary_aad(id, dict_id), rest, "a dictionary")
             .map_err(|e| e.to_string())
+    }
+
+    /// Seals a value of the store's own derived files (a search-key run
+    /// file's block or index), bound to `domain` (what it is, at most 16
+    /// bytes) and `at` (where it lies): key id, then the sealed bytes.
+    pub fn seal_value(&self, domain: &[u8], at: u64, plain: &[u8]) -> Result<Vec<u8>> {
+        let k = self.current()?;
+        let mut out = Vec::with_capacity(KEY_ID_BYTES + plain.len() + crate::crypt::SEAL_OVERHEAD);
+        out.extend_from_slice(&k.id.to_le_bytes());
+        seal_into(&k.aead, &value_aad(domain, k.id, at), plain, &mut out)
+            .map_err(crypt("sealing a search-key block"))?;
+        Ok(out)
+    }
+
+    /// Opens what [`DataKeys::seal_value`] made with the same `domain` and `at`.
+    pub fn open_value(
+        &self,
+        domain: &[u8],
+        at: u64,
+        sealed: &[u8],
+    ) -> std::result::Result<Vec<u8>, String> {
+        let (id, rest) = split(sealed)?;
+        let k = self.key(id)?;
+        open_with(
+            &k.aead,
+            &value_aad(domain, id, at),
+            rest,
+            "a search-key block",
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The key with this id, unwrapped (for a follower to receive over

@@ -193,7 +193,7 @@ pub(crate) fn rebuild_into(
     key_entries: usize,
 ) -> Result<(Index, ApplyStats)> {
     remove_index_files(path)?;
-    let ix = Index::open(path, key_entries)?;
+    let ix = Index::open(path, key_entries, dicts.keys().cloned())?;
     ix.initialise(extractor.name())?;
     ix.start()?;
     let stats = apply_log(

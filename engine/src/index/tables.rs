@@ -186,11 +186,15 @@ impl Index {
     /// Opens (or creates) the index file and its key store, holding up to
     /// `key_entries` key changes in memory before writing them to the
     /// key files. Readers see nothing until [`Index::start`].
-    pub(crate) fn open(path: &Path, key_entries: usize) -> Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        key_entries: usize,
+        keys: Option<Arc<crate::crypt::datakeys::DataKeys>>,
+    ) -> Result<Self> {
         let db = Database::builder()
             .set_cache_size(256 * 1024 * 1024)
             .create(path)?;
-        let keys = Arc::new(KeyStore::open(&keys_path(path), key_entries)?);
+        let keys = Arc::new(KeyStore::open(&keys_path(path), key_entries, keys)?);
         // Built first, so that if a thread fails to start, dropping it
         // stops the one that did.
         let mut index = Self {

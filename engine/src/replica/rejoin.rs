@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::crypt::datakeys::QUARANTINE_DOMAIN;
 use crate::error::{Error, Result};
 use crate::index::tables::Snapshot;
 use crate::log::record::OpKind;
@@ -133,6 +134,15 @@ impl Store {
                 break;
             }
         }
+        // An encrypted store's lost versions stay sealed (under its own
+        // data keys; `vigil quarantine reapply --kek` opens them).
+        let (versions_file, versions_bytes) = match store.inner.log.dicts.keys() {
+            Some(k) => (
+                "versions.ndjson.sealed",
+                k.seal_value(QUARANTINE_DOMAIN, first_lost, lines.as_bytes())?,
+            ),
+            None => ("versions.ndjson", lines.into_bytes()),
+        };
         let seg_path = store.inner.log.segments.path_of(segment);
         let log_dir = store.inner.log.segments.dir().to_owned();
         store.close()?;
@@ -143,14 +153,14 @@ impl Store {
             .collect();
         let root = dir.join("quarantine");
         let qdir = quarantine_as(&root, "rejoin", first_lost, &seg_path, offset, &later)?;
-        let ndjson = qdir.join("versions.ndjson");
-        write_synced(&ndjson, lines.as_bytes())?;
+        let ndjson = qdir.join(versions_file);
+        write_synced(&ndjson, &versions_bytes)?;
         let manifest = qdir.join("MANIFEST.txt");
         let mut m = std::fs::read_to_string(&manifest)
             .map_err(|e| Error::io("read manifest", &manifest, e))?;
         let _ = write!(
             m,
-            "lost lsns: {first_lost}..={last}\nresource versions: {versions} (versions.ndjson)\n"
+            "lost lsns: {first_lost}..={last}\nresource versions: {versions} ({versions_file})\n"
         );
         write_synced(&manifest, m.as_bytes())?;
         truncate(&seg_path, offset)?;

@@ -1023,7 +1023,7 @@ fn open_index(
     let extractor = opts.extractor.as_ref();
     // The definitions are told again: from this index, or by a rebuild.
     extractor.forget_definitions();
-    let why_rebuild = match Index::open(path, opts.key_buffer_entries) {
+    let why_rebuild = match Index::open(path, opts.key_buffer_entries, dicts.keys().cloned()) {
         Err(e) => Some(format!("cannot open: {e}")),
         Ok(ix) => {
             let st = ix.state()?;

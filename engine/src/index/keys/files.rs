@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::crypt::datakeys::DataKeys;
 use crate::error::{Error, Result};
 use crate::index::keys::runfile::{RunFile, RunWriter};
 use crate::index::keys::runs::{Merged, Source};
@@ -165,7 +166,11 @@ pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
 /// files it names, oldest first, after removing files it does not name.
 /// A manifest or file that does not check, or a named file that is
 /// missing, is `Error::Corrupt` naming it.
-pub(crate) fn load(dir: &Path, index_format: u64) -> Result<(Manifest, Vec<Arc<RunFile>>)> {
+pub(crate) fn load(
+    dir: &Path,
+    index_format: u64,
+    keys: Option<&Arc<DataKeys>>,
+) -> Result<(Manifest, Vec<Arc<RunFile>>)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create search key directory", dir, e))?;
     let path = dir.join(MANIFEST);
     let manifest = match std::fs::read(&path) {
@@ -184,15 +189,17 @@ pub(crate) fn load(dir: &Path, index_format: u64) -> Result<(Manifest, Vec<Arc<R
         .iter()
         .map(|&n| {
             let path = run_path(dir, n);
-            RunFile::open(&path, n).map(Arc::new).map_err(|e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                    Error::Corrupt(format!(
-                        "{}: named by the manifest, missing",
-                        path.display()
-                    ))
-                }
-                e => e,
-            })
+            RunFile::open(&path, n, keys.cloned())
+                .map(Arc::new)
+                .map_err(|e| match e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Error::Corrupt(format!(
+                            "{}: named by the manifest, missing",
+                            path.display()
+                        ))
+                    }
+                    e => e,
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((manifest, files))
@@ -256,8 +263,9 @@ pub(crate) fn write_merged<K: Ord + AsRef<[u8]>>(
     sources: Vec<Source<'_, Error, K>>,
     drop_removed: bool,
     stopping: &dyn Fn() -> bool,
+    keys: Option<&Arc<DataKeys>>,
 ) -> Result<Option<RunFile>> {
-    let mut out = MergeOut::create(dir, number, drop_removed, stopping)?;
+    let mut out = MergeOut::create(dir, number, drop_removed, stopping, keys)?;
     for row in Merged::new(sources) {
         let (key, present) = row?;
         if !out.push(key.as_ref(), present)? {
@@ -277,8 +285,9 @@ pub(crate) fn merge_files(
     newer: &RunFile,
     drop_removed: bool,
     stopping: &dyn Fn() -> bool,
+    keys: Option<&Arc<DataKeys>>,
 ) -> Result<Option<RunFile>> {
-    let mut out = MergeOut::create(dir, number, drop_removed, stopping)?;
+    let mut out = MergeOut::create(dir, number, drop_removed, stopping, keys)?;
     let (mut a, mut b) = (older.seek(&[])?, newer.seek(&[])?);
     loop {
         // Which cursors the next key comes from; on equal keys the newer
@@ -328,10 +337,11 @@ impl<'a> MergeOut<'a> {
         number: u64,
         drop_removed: bool,
         stopping: &'a dyn Fn() -> bool,
+        keys: Option<&Arc<DataKeys>>,
     ) -> Result<Self> {
         let path = run_path(dir, number);
         Ok(Self {
-            w: RunWriter::create(&path)?,
+            w: RunWriter::create(&path, keys.cloned())?,
             path,
             number,
             drop_removed,
@@ -366,7 +376,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn file_of(dir: &Path, n: u64, rows: &BTreeMap<Vec<u8>, bool>) -> RunFile {
-        let mut w = RunWriter::create(&run_path(dir, n)).expect("create");
+        let mut w = RunWriter::create(&run_path(dir, n), None).expect("create");
         for (k, p) in rows {
             w.push(k, *p).expect("push");
         }
@@ -386,7 +396,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().expect("tempdir");
             let (a, b) = (file_of(dir.path(), 1, &older), file_of(dir.path(), 2, &newer));
-            let m = merge_files(dir.path(), 3, &a, &b, drop_removed, &|| false)
+            let m = merge_files(dir.path(), 3, &a, &b, drop_removed, &|| false, None)
                 .expect("merge")
                 .expect("not stopped");
             let mut want = older.clone();
@@ -397,7 +407,7 @@ mod tests {
             prop_assert_eq!(&got, &want);
             let sources: Vec<Source<'_, Error>> =
                 vec![Box::new(a.range(&[], None)), Box::new(b.range(&[], None))];
-            let s = write_merged(dir.path(), 4, sources, drop_removed, &|| false)
+            let s = write_merged(dir.path(), 4, sources, drop_removed, &|| false, None)
                 .expect("merge")
                 .expect("not stopped");
             let same: BTreeMap<Vec<u8>, bool> =
@@ -413,13 +423,13 @@ mod tests {
             .map(|i| (i.to_be_bytes().to_vec(), true))
             .collect();
         let (a, b) = (file_of(dir.path(), 1, &rows), file_of(dir.path(), 2, &rows));
-        let merged = merge_files(dir.path(), 3, &a, &b, false, &|| true).expect("merge");
+        let merged = merge_files(dir.path(), 3, &a, &b, false, &|| true, None).expect("merge");
         assert!(merged.is_none(), "the merge was given up");
         assert!(
             !run_path(dir.path(), 3).exists(),
             "its partial file is gone"
         );
-        let whole = merge_files(dir.path(), 4, &a, &b, false, &|| false).expect("merge");
+        let whole = merge_files(dir.path(), 4, &a, &b, false, &|| false, None).expect("merge");
         assert_eq!(whole.map(|f| f.entries()), Some(rows.len() as u64));
     }
 

@@ -19,18 +19,37 @@
 //!
 //! Every block is checked against its CRC when read; a file whose footer
 //! or index does not check is refused when opened.
+//!
+//! Format 2, written by an encrypted store (one with data keys): the same
+//! layout, but each block's entries and the block index are sealed under
+//! a data key of the store (`DataKeys::seal_value`: key id, then the
+//! sealed bytes; bound to what it is and its offset in the file), the
+//! CRCs and lengths covering the sealed bytes. The index is opened once,
+//! when the file is opened (its first keys then live in memory only); a
+//! block is opened when it is read. Search values never reach the disk in
+//! clear.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use crate::crypt::datakeys::DataKeys;
 use crate::error::{Error, Result};
 use crate::index::keys::runs::Row;
 use crate::log::codec::{Put, Reader};
 
-/// The format this build writes and reads.
+/// The format this build writes and reads (unencrypted).
 pub(crate) const RUN_FORMAT_VERSION: u32 = 1;
+/// The format of a run file whose blocks and index are sealed.
+pub(crate) const RUN_FORMAT_SEALED: u32 = 2;
+/// What a sealed block and a sealed index are bound to.
+const BLOCK_DOMAIN: &[u8] = b"vigil keyrun blk";
+const INDEX_DOMAIN: &[u8] = b"vigil keyrun idx";
+/// Bytes sealing adds to a block or the index.
+const SEAL_BYTES: usize = crate::crypt::datakeys::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
 const MAGIC: &[u8; 8] = b"VGKEYRUN";
 const FOOTER_MAGIC: &[u8; 4] = b"VGKR";
 const HEADER_BYTES: u64 = 16;
@@ -44,8 +63,8 @@ const KEY_BYTES_MAX: usize = 16 * 1024;
 /// takes a large file as a stream of small writes beside the log's
 /// fsyncs, not as one burst at the end that they would queue behind.
 const SYNC_EVERY_BYTES: u64 = 2 * 1024 * 1024;
-/// Largest block read back: one entry past `BLOCK_BYTES` at most.
-const BLOCK_READ_MAX: u64 = (BLOCK_BYTES + KEY_BYTES_MAX + 16) as u64;
+/// Largest block read back: one entry past `BLOCK_BYTES` at most, sealed.
+const BLOCK_READ_MAX: u64 = (BLOCK_BYTES + KEY_BYTES_MAX + 16 + SEAL_BYTES) as u64;
 /// Largest block index read back (a file of billions of entries).
 const INDEX_READ_MAX: u64 = 1 << 30;
 
@@ -62,11 +81,14 @@ pub(crate) struct RunWriter {
     index: Vec<u8>,
     blocks: u32,
     entries: u64,
+    /// Seals blocks and the index (format 2) when the store is encrypted.
+    keys: Option<Arc<DataKeys>>,
 }
 
 impl RunWriter {
-    /// Creates the file at `path`, which must not exist.
-    pub(crate) fn create(path: &Path) -> Result<Self> {
+    /// Creates the file at `path`, which must not exist; with `keys`, its
+    /// blocks and index are sealed (format 2).
+    pub(crate) fn create(path: &Path, keys: Option<Arc<DataKeys>>) -> Result<Self> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -83,10 +105,14 @@ impl RunWriter {
             index: Vec::new(),
             blocks: 0,
             entries: 0,
+            keys,
         };
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
-        header.put_u32(RUN_FORMAT_VERSION);
+        header.put_u32(match w.keys {
+            Some(_) => RUN_FORMAT_SEALED,
+            None => RUN_FORMAT_VERSION,
+        });
         header.put_u32(0);
         w.write(&header)?;
         Ok(w)
@@ -134,13 +160,18 @@ impl RunWriter {
         if self.block.is_empty() {
             return Ok(());
         }
+        let sealed = match &self.keys {
+            Some(k) => Some(k.seal_value(BLOCK_DOMAIN, self.offset, &self.block)?),
+            None => None,
+        };
+        let block = std::mem::take(&mut self.block);
+        let stored = sealed.as_deref().unwrap_or(&block);
         self.index.put_varint(self.block_first.len() as u64);
         self.index.extend_from_slice(&self.block_first);
         self.index.put_u64(self.offset);
-        self.index.put_u32(self.block.len() as u32);
-        let crc = crc32fast::hash(&self.block);
-        let block = std::mem::take(&mut self.block);
-        self.write(&block)?;
+        self.index.put_u32(stored.len() as u32);
+        let crc = crc32fast::hash(stored);
+        self.write(stored)?;
         self.write(&crc.to_le_bytes())?;
         self.block = block;
         self.block.clear();
@@ -171,7 +202,10 @@ impl RunWriter {
     pub(crate) fn finish(mut self, number: u64) -> Result<RunFile> {
         self.close_block()?;
         let index_offset = self.offset;
-        let index = std::mem::take(&mut self.index);
+        let mut index = std::mem::take(&mut self.index);
+        if let Some(k) = &self.keys {
+            index = k.seal_value(INDEX_DOMAIN, index_offset, &index)?;
+        }
         self.write(&index)?;
         self.write(&crc32fast::hash(&index).to_le_bytes())?;
         let mut footer = Vec::with_capacity(FOOTER_BYTES as usize);
@@ -191,7 +225,7 @@ impl RunWriter {
             source,
         })?;
         drop(file);
-        RunFile::open(&self.path, number)
+        RunFile::open(&self.path, number, self.keys.clone())
     }
 }
 
@@ -211,11 +245,14 @@ pub(crate) struct RunFile {
     number: u64,
     blocks: Vec<BlockRef>,
     entries: u64,
+    /// Opens its blocks when the file is sealed (format 2).
+    sealed: Option<Arc<DataKeys>>,
 }
 
 impl RunFile {
-    /// Opens the file and checks its header, footer and block index.
-    pub(crate) fn open(path: &Path, number: u64) -> Result<Self> {
+    /// Opens the file and checks its header, footer and block index; a
+    /// sealed file (format 2) needs the store's data `keys`.
+    pub(crate) fn open(path: &Path, number: u64, keys: Option<Arc<DataKeys>>) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io("open key run file", path, e))?;
         let bytes = file
             .metadata()
@@ -239,12 +276,22 @@ impl RunFile {
         if magic != MAGIC || r.u32("reserved").map_err(decode)? != 0 {
             return Err(bad("not a key run file".into()));
         }
-        if version != RUN_FORMAT_VERSION {
-            return Err(Error::UnsupportedFormatVersion {
-                what: "key run file",
-                version: version.min(u32::from(u16::MAX)) as u16,
-            });
-        }
+        let sealed = match (version, keys) {
+            (RUN_FORMAT_VERSION, _) => None,
+            (RUN_FORMAT_SEALED, Some(k)) => Some(k),
+            (RUN_FORMAT_SEALED, None) => {
+                return Err(bad(
+                    "sealed (an encrypted store's) and the store was opened without a key-encryption key"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(Error::UnsupportedFormatVersion {
+                    what: "key run file",
+                    version: version.min(u32::from(u16::MAX)) as u16,
+                });
+            }
+        };
         let footer = read(bytes - FOOTER_BYTES, FOOTER_BYTES)?;
         let mut r = Reader::new(&footer);
         let index_offset = r.u64("index offset").map_err(decode)?;
@@ -274,6 +321,16 @@ impl RunFile {
         if Reader::new(crc).u32("index crc").map_err(decode)? != crc32fast::hash(index) {
             return Err(bad("block index checksum mismatch".into()));
         }
+        let opened;
+        let index = match &sealed {
+            Some(k) => {
+                opened = k
+                    .open_value(INDEX_DOMAIN, index_offset, index)
+                    .map_err(|e| bad(format!("block index: {e}")))?;
+                &opened[..]
+            }
+            None => index,
+        };
         let mut blocks = Vec::with_capacity(block_count.min(1 << 20) as usize);
         let mut r = Reader::new(index);
         let mut end_of_last = HEADER_BYTES;
@@ -310,6 +367,7 @@ impl RunFile {
             number,
             blocks,
             entries,
+            sealed,
         })
     }
 
@@ -342,6 +400,16 @@ impl RunFile {
         if Reader::new(crc).u32("block crc").map_err(decode)? != crc32fast::hash(payload) {
             return Err(bad("checksum mismatch"));
         }
+        let opened;
+        let payload = match &self.sealed {
+            Some(k) => {
+                opened = k
+                    .open_value(BLOCK_DOMAIN, b.offset, payload)
+                    .map_err(|e| bad(&e))?;
+                &opened[..]
+            }
+            None => payload,
+        };
         into.keys.clear();
         into.ends.clear();
         let mut r = Reader::new(payload);
@@ -524,7 +592,7 @@ mod tests {
     fn write(dir: &Path, rows: &BTreeMap<Vec<u8>, bool>) -> RunFile {
         let path = dir.join("1.run");
         let _ = std::fs::remove_file(&path);
-        let mut w = RunWriter::create(&path).expect("create");
+        let mut w = RunWriter::create(&path, None).expect("create");
         for (k, p) in rows {
             w.push(k, *p).expect("push");
         }
@@ -570,7 +638,7 @@ mod tests {
             let mut b = bytes.clone();
             b[at] ^= 0x10;
             std::fs::write(&bad, &b).expect("write");
-            let caught = match RunFile::open(&bad, 2) {
+            let caught = match RunFile::open(&bad, 2, None) {
                 Err(_) => true,
                 Ok(f) => f.range(&[], None).any(|r| r.is_err()),
             };
@@ -648,7 +716,7 @@ mod tests {
         bytes.extend_from_slice(&footer);
         let path = dir.path().join("1.run");
         std::fs::write(&path, &bytes).expect("write");
-        let f = RunFile::open(&path, 1).expect("header, index and footer check");
+        let f = RunFile::open(&path, 1, None).expect("header, index and footer check");
         let rows: Vec<Result<Row>> = f.range(&[], None).collect();
         assert!(
             matches!(rows.last(), Some(Err(Error::Corrupt(m))) if m.contains("does not follow")),
@@ -660,11 +728,56 @@ mod tests {
     fn an_unfinished_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("1.run");
-        let mut w = RunWriter::create(&path).expect("create");
+        let mut w = RunWriter::create(&path, None).expect("create");
         for i in 0..3000u32 {
             w.push(format!("{i:08}").as_bytes(), true).expect("push");
         }
         drop(w);
-        assert!(RunFile::open(&path, 1).is_err());
+        assert!(RunFile::open(&path, 1, None).is_err());
+    }
+
+    #[test]
+    fn a_sealed_file_reads_back_shows_no_key_and_refuses_tampering() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kek = crate::crypt::keyfile::KeyFile::create(&dir.path().join("k"), "k").expect("kek");
+        let keys = Arc::new(DataKeys::open(dir.path(), Arc::new(kek)).expect("data keys"));
+        let path = dir.path().join("1.run");
+        let mut w = RunWriter::create(&path, Some(keys.clone())).expect("create");
+        let key = |i: u32| format!("family=Secretname{i:06}").into_bytes();
+        for i in 0..20_000u32 {
+            w.push(&key(i), i % 3 != 0).expect("push");
+        }
+        let f = w.finish(1).expect("finish");
+        assert!(f.blocks.len() > 3, "several blocks");
+        let rows: Vec<Row> = f
+            .range(&key(2500), Some(&key(2510)))
+            .map(|r| r.expect("read"))
+            .collect();
+        assert_eq!(rows.len(), 10);
+        assert_eq!(rows[0].0, key(2500));
+        let bytes = std::fs::read(&path).expect("read");
+        assert!(
+            !bytes.windows(10).any(|w| w == b"Secretname"),
+            "no key in clear"
+        );
+        assert!(
+            RunFile::open(&path, 1, None).is_err(),
+            "a sealed file needs the keys"
+        );
+        // A block altered and its CRC made to match again: opening it fails.
+        let b = &f.blocks[1];
+        let (at, len) = (b.offset as usize, b.len as usize);
+        let mut bad = bytes.clone();
+        bad[at + len / 2] ^= 0x40;
+        let crc = crc32fast::hash(&bad[at..at + len]);
+        bad[at + len..at + len + 4].copy_from_slice(&crc.to_le_bytes());
+        let tampered = dir.path().join("2.run");
+        std::fs::write(&tampered, &bad).expect("write");
+        let f = RunFile::open(&tampered, 2, Some(keys)).expect("index still opens");
+        let rows: Vec<Result<Row>> = f.range(&[], None).collect();
+        assert!(
+            rows.iter().any(|r| r.is_err()),
+            "the altered block is refused"
+        );
     }
 }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use crate::crypt::datakeys::DataKeys;
 use crate::error::{Error, Result};
 use crate::index::keys::files::{
     Manifest, load, merge_files, pick_merge, remove_strays, run_path, write_manifest, write_merged,
@@ -110,6 +111,8 @@ struct Disk {
 /// readers, the flusher thread and the merger thread.
 pub(crate) struct KeyStore {
     entries_max: usize,
+    /// The store's data keys when it is encrypted: files are then sealed.
+    keys: Option<Arc<DataKeys>>,
     state: Mutex<State>,
     disk: Mutex<Disk>,
     /// Held (shared) by a flush or merge while it writes in the directory,
@@ -138,10 +141,15 @@ impl KeyStore {
     /// and the keys start empty (they are replayed from the log). Readers
     /// see nothing until [`KeyStore::start_at`]; before that the caller
     /// checks the files against the index ([`KeyStore::at`]).
-    pub(crate) fn open(dir: &Path, entries_max: usize) -> Result<Self> {
+    /// With `keys` (an encrypted store) the files it writes are sealed.
+    pub(crate) fn open(
+        dir: &Path,
+        entries_max: usize,
+        keys: Option<Arc<DataKeys>>,
+    ) -> Result<Self> {
         assert!(entries_max > 0, "the key buffer holds at least one entry");
         let format = crate::index::INDEX_FORMAT_VERSION;
-        let (manifest, files) = match load(dir, format) {
+        let (manifest, files) = match load(dir, format, keys.as_ref()) {
             Ok(loaded) => loaded,
             Err(e @ (Error::Corrupt(_) | Error::UnsupportedFormatVersion { .. })) => {
                 tracing::warn!(dir = %dir.display(), "search key files are unreadable ({e}); their keys are rebuilt from the log");
@@ -160,6 +168,7 @@ impl KeyStore {
         });
         Ok(Self {
             entries_max,
+            keys,
             state: Mutex::new(State {
                 runs: Vec::new(),
                 base_lsn: files.lsn,
@@ -461,8 +470,15 @@ impl KeyStore {
                 // removals can go.
                 let no_files = self.files().files.is_empty();
                 let sources = runs.iter().map(|r| shared_source(&r.entries)).collect();
-                let written = write_merged(&dir, number, sources, no_files, &|| false)?
-                    .expect("a flush is never abandoned");
+                let written = write_merged(
+                    &dir,
+                    number,
+                    sources,
+                    no_files,
+                    &|| false,
+                    self.keys.as_ref(),
+                )?
+                .expect("a flush is never abandoned");
                 Some(Arc::new(written))
             }
         };
@@ -586,7 +602,16 @@ impl KeyStore {
             (disk.dir.clone(), disk.next_file - 1)
         };
         let stopping = || self.stopping.load(Ordering::Acquire);
-        let Some(merged) = merge_files(&dir, number, &older, &newer, i == 0, &stopping)? else {
+        let Some(merged) = merge_files(
+            &dir,
+            number,
+            &older,
+            &newer,
+            i == 0,
+            &stopping,
+            self.keys.as_ref(),
+        )?
+        else {
             return Ok(());
         };
         let entries = merged.entries();
@@ -690,7 +715,7 @@ mod tests {
     #[test]
     fn readers_see_each_lsns_keys_through_flushes_and_merges() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keys = Arc::new(KeyStore::open(dir.path(), 3).expect("open"));
+        let keys = Arc::new(KeyStore::open(dir.path(), 3, None).expect("open"));
         let threads: Vec<_> = [KeyStore::run_flusher, KeyStore::run_merger]
             .into_iter()
             .map(|work: fn(&KeyStore)| {
@@ -736,7 +761,7 @@ mod tests {
         );
         drop((keys, files));
 
-        let keys = KeyStore::open(dir.path(), 3).expect("reopen");
+        let keys = KeyStore::open(dir.path(), 3, None).expect("reopen");
         let at = keys.at().expect("at");
         let files = keys.files();
         assert_eq!(at.crc, at.lsn, "the manifest names a published frame");
@@ -758,7 +783,7 @@ mod tests {
     #[test]
     fn a_flush_without_key_changes_writes_only_the_manifest() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keys = Arc::new(KeyStore::open(dir.path(), 3).expect("open"));
+        let keys = Arc::new(KeyStore::open(dir.path(), 3, None).expect("open"));
         let k = keys.clone();
         let flusher = std::thread::spawn(move || k.run_flusher());
         keys.start_at(0);
