@@ -36,6 +36,8 @@ pub struct App {
     pub reindex_wake: tokio::sync::Notify,
     /// Free-space samples of the data directory (growth rate, warnings).
     pub disk: crate::disk::DiskWatch,
+    /// Whether the key-encryption key answers (see [`crate::keywatch`]).
+    pub key_gate: crate::keywatch::KeyGate,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
             export_wake: tokio::sync::Notify::new(),
             reindex_wake: tokio::sync::Notify::new(),
             disk: Default::default(),
+            key_gate: Default::default(),
         })
     }
 

@@ -20,6 +20,7 @@ pub mod http;
 pub mod ids;
 pub mod instant;
 pub mod interactions;
+pub mod keywatch;
 pub mod numbers;
 pub mod patch;
 pub mod quarantine;

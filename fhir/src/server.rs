@@ -113,6 +113,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::replication::http::follower_layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::keywatch::layer,
         ));
     let router = match app.auth.clone() {
         Some(auth) => router.layer(axum::middleware::from_fn_with_state(
@@ -160,6 +164,21 @@ async fn ready(
                 serde_json::to_vec(&lagging).unwrap_or_default(),
             );
         }
+    }
+    if let Some(why) = app.key_gate.withdrawn() {
+        let body = serde_json::json!({
+            "status": "key-withdrawn",
+            "reads": false,
+            "reason": crate::keywatch::refusal(
+                app.config.encryption.kek.as_deref().unwrap_or(""),
+                &why
+            )
+            .to_string(),
+        });
+        return crate::http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::to_vec(&body).unwrap_or_default(),
+        );
     }
     if let Some(why) = store.stopped() {
         let body = serde_json::json!({
@@ -326,6 +345,7 @@ pub async fn run(
     let exports = tokio::spawn(crate::export::worker(app.clone()));
     let reindex = tokio::spawn(crate::reindex::worker(app.clone()));
     let disk = tokio::spawn(watch_disk(app.clone()));
+    let keys = tokio::spawn(crate::keywatch::watch(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
@@ -337,6 +357,8 @@ pub async fn run(
     let _ = reindex.await;
     disk.abort();
     let _ = disk.await;
+    keys.abort();
+    let _ = keys.await;
     if let Some(r) = &app.replication {
         r.shutdown().await;
     }

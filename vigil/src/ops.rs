@@ -203,7 +203,10 @@ pub fn restore(
     );
     let cfg = Config {
         data: to.clone(),
-        encryption: vigil_fhir::config::EncryptionConfig { kek },
+        encryption: vigil_fhir::config::EncryptionConfig {
+            kek,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let store = vigil_engine::Store::open_with(&to, vigil_fhir::app::App::store_options(&cfg)?)?;
@@ -307,9 +310,12 @@ pub fn quarantine_reapply(
         .with_context(|| format!("cannot list {}", data.join("quarantine").display()))?;
     let keys = match kek {
         Some(kek) => {
-            let kek = vigil_fhir::config::EncryptionConfig { kek: Some(kek) }
-                .open_kek()?
-                .context("a key-encryption key")?;
+            let kek = vigil_fhir::config::EncryptionConfig {
+                kek: Some(kek),
+                ..Default::default()
+            }
+            .open_kek()?
+            .context("a key-encryption key")?;
             Some(vigil_engine::crypt::datakeys::DataKeys::open_read_only(
                 &data, kek,
             )?)

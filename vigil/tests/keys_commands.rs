@@ -136,3 +136,139 @@ fn a_key_on_a_pkcs11_token_works_and_its_loss_is_named_until_it_returns() {
     std::fs::rename(&away, &tokens).expect("bring it back");
     assert!(ok(&vigil(&["keys", "check", "--kek", &loc], &env)).contains("ok"));
 }
+
+/// A `vigil serve` on an encrypted store whose key is on a SoftHSM2
+/// token: it stops serving (503 naming the key, /health/ready 503) when
+/// the token goes away, serves everything again when it returns; its data
+/// keys are listed per KEK version and re-wrapped under a new version
+/// while it runs; nothing written is readable in its log.
+#[test]
+fn an_encrypted_server_stops_serving_while_its_token_is_gone_and_resumes_when_it_returns() {
+    use std::io::BufRead;
+    use std::time::Duration;
+    use vigil_testkit::http::request;
+    use vigil_testkit::{ChildGuard, until};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = softhsm(dir.path());
+    let loc = format!("pkcs11:module={SOFTHSM_MODULE};token=vigil;key=eu");
+    let env = [
+        ("SOFTHSM2_CONF", conf.as_str()),
+        ("VIGIL_PKCS11_PIN", "5678"),
+    ];
+    ok(&vigil(&["keys", "new", "--kek", &loc], &env));
+    let data = dir.path().join("data");
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data = {data:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[encryption]\nkek = {loc:?}\ncheck_interval_ms = 200\n"
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    cmd.arg("serve").arg("--config").arg(&config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut server = ChildGuard::spawn(cmd).expect("serve");
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("vigil listening on http://")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .expect("address");
+    let body = r#"{"resourceType":"Patient","id":"s1","name":[{"family":"Qwzxrevoked"}],"identifier":[{"value":"MRN-SECRET-77"}]}"#;
+    let put = request(addr, "PUT", "/Patient/s1", Some(body)).expect("put");
+    assert_eq!(put.status, 201, "{}", put.body);
+    let status = |path: &str| request(addr, "GET", path, None).expect("request").status;
+    let ready = request(addr, "GET", "/health/ready", None).expect("ready");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    let tokens = dir.path().join("tokens");
+    let away = dir.path().join("tokens-away");
+    std::fs::rename(&tokens, &away).expect("take the token away");
+    std::fs::create_dir_all(&tokens).expect("empty");
+    until("the node stops serving", Duration::from_secs(20), || {
+        status("/health/ready") == 503
+    });
+    let r = request(addr, "GET", "/Patient/s1", None).expect("read");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("key-encryption key") && r.body.contains("key=eu"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("Qwzxrevoked"));
+    let s2 = body.replace("\"s1\"", "\"s2\"");
+    let w = request(addr, "PUT", "/Patient/s2", Some(&s2)).expect("write");
+    assert_eq!(w.status, 503, "no write while the key is gone");
+    assert_eq!(status("/metadata"), 200, "the server itself answers");
+
+    std::fs::remove_dir(&tokens).expect("rm");
+    std::fs::rename(&away, &tokens).expect("bring it back");
+    let mut last = String::new();
+    let waited = std::time::Instant::now();
+    while status("/health/ready") != 200 {
+        last = request(addr, "GET", "/health/ready", None)
+            .expect("ready")
+            .body;
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the node never served again: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(last);
+    assert_eq!(
+        request(addr, "GET", "/Patient/s2", None)
+            .expect("read")
+            .status,
+        404,
+        "the write refused while the key was gone was not made"
+    );
+    let r = request(addr, "GET", "/Patient/s1", None).expect("read");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Qwzxrevoked"), "nothing lost: {}", r.body);
+
+    // A new KEK version; the running node re-wraps its data keys under it.
+    let d = data.to_str().expect("utf-8");
+    let before = ok(&vigil(
+        &["keys", "status", "--kek", &loc, "--data", d],
+        &env,
+    ));
+    assert!(
+        before.contains("wrapped under \"eu\" version 1"),
+        "{before}"
+    );
+    ok(&vigil(&["keys", "rotate", "--kek", &loc], &env));
+    let url = format!("http://{addr}");
+    let rewrapped = ok(&vigil(&["keys", "rewrap", "--url", &url], &env));
+    assert!(rewrapped.contains("re-wrapped"), "{rewrapped}");
+    let after = ok(&vigil(
+        &["keys", "status", "--kek", &loc, "--data", d],
+        &env,
+    ));
+    assert!(
+        after.contains("version 2") && !after.contains("version 1"),
+        "{after}"
+    );
+    let s3 = body.replace("\"s1\"", "\"s3\"");
+    let put = request(addr, "PUT", "/Patient/s3", Some(&s3)).expect("put");
+    assert_eq!(
+        put.status, 201,
+        "writes go on after the re-wrap: {}",
+        put.body
+    );
+    drop(server);
+    for e in std::fs::read_dir(data.join("wal")).expect("wal") {
+        let bytes = std::fs::read(e.expect("entry").path()).expect("read");
+        for needle in [&b"Qwzxrevoked"[..], b"MRN-SECRET-77"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+}

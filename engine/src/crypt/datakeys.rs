@@ -601,6 +601,34 @@ impl DataKeys {
         self.add(id, key, now_us(), false)
     }
 
+    /// Whether `kek` still unwraps this store's newest data key to the key
+    /// held in memory: the check that a key-encryption key has not been
+    /// revoked (or its module lost) while the store runs. Changes nothing.
+    pub fn check(&self, kek: &dyn Kek) -> Result<()> {
+        let (entry, held) = {
+            let st = self.read();
+            let Some(e) = st.entries.last().cloned() else {
+                return Ok(());
+            };
+            let held = st.by_id.get(&e.id).map(|k| k.key.clone());
+            (e, held)
+        };
+        let key = kek.unwrap(&entry.wrapped).map_err(crypt(format!(
+            "unwrapping data key {:016x} with key-encryption key {}",
+            entry.id,
+            kek.name()
+        )))?;
+        if Some(key) != held {
+            return Err(Error::Crypt {
+                context: format!("key-encryption key {}", kek.name()),
+                source: CryptError::Rejected {
+                    what: format!("data key {:016x} (it unwraps to another key)", entry.id),
+                },
+            });
+        }
+        Ok(())
+    }
+
     /// Whether a key with this id is held.
     pub fn holds(&self, id: u64) -> bool {
         self.read().by_id.contains_key(&id)

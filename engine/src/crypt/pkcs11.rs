@@ -10,8 +10,9 @@
 //! (the `VIGIL_PKCS11_PIN` variable at the command line), never from a
 //! file of ours.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -69,11 +70,57 @@ impl Pkcs11Locator {
     }
 }
 
+/// Modules loaded and initialised in this process, by path. A module is
+/// initialised once per process (a second `C_Initialize` is refused) and
+/// kept for the process's life, so every KEK opened on it — the store's,
+/// a key check's, a re-wrap's — shares it, and none finalises it under
+/// another's sessions.
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Pkcs11>>>> = OnceLock::new();
+
+fn module(at: &Pkcs11Locator) -> Result<Arc<Pkcs11>, CryptError> {
+    let mut loaded = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = loaded.get(&at.module) {
+        return Ok(m.clone());
+    }
+    let ctx = Pkcs11::new(&at.module).map_err(|e| err(at, "loading the module", e))?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| err(at, "initialising the module", e))?;
+    let ctx = Arc::new(ctx);
+    loaded.insert(at.module.clone(), ctx.clone());
+    Ok(ctx)
+}
+
+/// Finalises and initialises again the module `at` names (if this process
+/// loaded it), so that it looks for its tokens anew: a module finds its
+/// tokens when initialised, so a token that went away and came back is
+/// seen again only after this. Every session on the module ends: KEKs
+/// opened before it must be opened again.
+pub fn reinitialize(at: &Pkcs11Locator) -> Result<(), CryptError> {
+    let loaded = {
+        let map = MODULES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(&at.module).cloned()
+    };
+    let Some(ctx) = loaded else {
+        return Ok(());
+    };
+    // Finalising a module whose token is gone may itself fail; the
+    // initialisation below is what counts.
+    let _ = Pkcs11::clone(&ctx).finalize();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| err(at, "initialising the module again", e))
+}
+
 /// A KEK held by a PKCS#11 token.
 pub struct Pkcs11Kek {
     at: Pkcs11Locator,
     // Kept for as long as the session lives.
-    _ctx: Pkcs11,
+    _ctx: Arc<Pkcs11>,
     session: Mutex<Session>,
     /// (version, key object), versions increasing.
     keys: Vec<(u32, ObjectHandle)>,
@@ -105,9 +152,7 @@ impl Pkcs11Kek {
     /// `pin`, and finds the KEK's versions (none yet is not an error:
     /// [`Pkcs11Kek::add_version`] makes the first).
     pub fn open(at: &Pkcs11Locator, pin: &str) -> Result<Self, CryptError> {
-        let ctx = Pkcs11::new(&at.module).map_err(|e| err(at, "loading the module", e))?;
-        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| err(at, "initialising the module", e))?;
+        let ctx = module(at)?;
         let slots = ctx
             .get_slots_with_token()
             .map_err(|e| err(at, "listing its tokens", e))?;
@@ -121,9 +166,16 @@ impl Pkcs11Kek {
         let session = ctx
             .open_rw_session(slot)
             .map_err(|e| err(at, "opening a session", e))?;
-        session
-            .login(UserType::User, Some(&AuthPin::new(pin.into())))
-            .map_err(|e| err(at, "logging in", e))?;
+        // Login is per token for the whole process: another KEK opened on
+        // the same token (a key check beside the store's) finds it done.
+        match session.login(UserType::User, Some(&AuthPin::new(pin.into()))) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(e) => return Err(err(at, "logging in", e)),
+        }
         let mut kek = Self {
             at: at.clone(),
             _ctx: ctx,

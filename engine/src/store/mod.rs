@@ -253,6 +253,18 @@ impl Store {
         self.inner.log.dicts.keys().map(|k| k.status())
     }
 
+    /// Whether `kek` still unwraps this encrypted store's data keys (see
+    /// [`DataKeys::check`]); a store that is not encrypted is
+    /// [`Error::Invalid`]. Changes nothing.
+    pub fn check_kek(&self, kek: &dyn crate::crypt::Kek) -> Result<()> {
+        let keys = self.inner.log.dicts.keys().ok_or_else(|| Error::Invalid {
+            what: "encryption",
+            value: self.inner.dir.display().to_string(),
+            reason: "the store is not encrypted".into(),
+        })?;
+        keys.check(kek)
+    }
+
     /// Re-wraps the data keys under `kek`'s current version (or under
     /// another KEK), rewriting only the store's `data-keys` file, beside
     /// running writes. Returns how many were re-wrapped; a store that is

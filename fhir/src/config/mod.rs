@@ -74,13 +74,28 @@ pub struct Config {
 /// store does not open without it. Each node of a cluster names its own
 /// (one per region); the leader's data keys reach the follower over the
 /// mutual-TLS replication link and are wrapped there under the follower's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EncryptionConfig {
     /// A key file (`vigil keys new --out FILE`; a path, or `file:PATH`) or
     /// a key on a PKCS#11 token (`pkcs11:module=PATH;token=LABEL;key=NAME`,
     /// the user PIN in the `VIGIL_PKCS11_PIN` environment variable).
     pub kek: Option<String>,
+    /// How often the key is opened again and checked while the server
+    /// runs (revocation: see `keywatch`), milliseconds, 100..=3,600,000.
+    pub check_interval_ms: u64,
+}
+
+/// How often the key-encryption key is checked, by default: 5 s.
+pub const KEY_CHECK_INTERVAL_MS_DEFAULT: u64 = 5_000;
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            kek: None,
+            check_interval_ms: KEY_CHECK_INTERVAL_MS_DEFAULT,
+        }
+    }
 }
 
 impl EncryptionConfig {
@@ -96,6 +111,15 @@ impl EncryptionConfig {
         let at = vigil_engine::crypt::KekLocator::parse(locator)?;
         let pin = std::env::var("VIGIL_PKCS11_PIN").ok();
         Ok(Some(std::sync::Arc::from(at.open(pin.as_deref())?)))
+    }
+
+    /// After the key failed: the next [`EncryptionConfig::open_kek`] looks
+    /// for it anew (see `KekLocator::reconnect`).
+    pub fn reconnect_kek(&self) -> Result<(), vigil_engine::crypt::CryptError> {
+        match &self.kek {
+            Some(locator) => vigil_engine::crypt::KekLocator::parse(locator)?.reconnect(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -287,6 +311,11 @@ impl Config {
         if let Some(kek) = &self.encryption.kek {
             vigil_engine::crypt::KekLocator::parse(kek)
                 .map_err(|e| ConfigError::Invalid(format!("[encryption] kek: {e}")))?;
+        }
+        if !(100..=3_600_000).contains(&self.encryption.check_interval_ms) {
+            return Err(ConfigError::Invalid(
+                "[encryption] check_interval_ms must be 100..=3600000".into(),
+            ));
         }
         Ok(())
     }
