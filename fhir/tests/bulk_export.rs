@@ -191,3 +191,71 @@ async fn export_is_a_snapshot_with_each_resource_once() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// Every file under `dir` that shows `needle`.
+fn files_showing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            found.extend(files_showing(&p, needle));
+        } else if std::fs::read(&p)
+            .expect("read")
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+        {
+            found.push(p);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_stores_export_files_are_sealed_on_disk_and_served_in_clear() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let kek = keys.path().join("eu.key");
+    vigil_engine::crypt::keyfile::KeyFile::create(&kek, "eu").expect("key file");
+    let exports = tempfile::tempdir().expect("tempdir");
+    let (kek_s, exports_dir) = (kek.display().to_string(), exports.path().to_owned());
+    let s = TestServer::with(move |c| {
+        c.encryption.kek = Some(kek_s);
+        c.export_dir = Some(exports_dir);
+        c.export_chunk_resources = 4;
+    });
+    tokio::spawn(vigil_fhir::export::worker(s.app.clone()));
+    for i in 0..10 {
+        let r = s
+            .put(
+                &format!("/Patient/p{i}"),
+                &json!({"resourceType": "Patient", "id": format!("p{i}"),
+                        "name": [{"family": format!("Qwzxexported{i}")}],
+                        "identifier": [{"value": format!("MRN-SECRET-{i}")}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let status = kick_off(&s, "/Patient/$export").await;
+    let manifest = finish(&s, &status).await;
+    let seen = exported(&s, &manifest).await;
+    assert_eq!(seen.len(), 10, "every Patient exported once: {seen:?}");
+    let first = manifest["output"][0]["url"].as_str().expect("url");
+    let r = s
+        .get(first.strip_prefix("http://vigil.test").expect("base"))
+        .await;
+    assert!(
+        String::from_utf8_lossy(&r.raw).contains("Qwzxexported"),
+        "the client gets the resources in clear"
+    );
+    for needle in ["Qwzxexported", "MRN-SECRET"] {
+        let leaks = files_showing(exports.path(), needle);
+        assert!(leaks.is_empty(), "{needle} in export files: {leaks:?}");
+        let leaks = files_showing(&s.app.config.data, needle);
+        assert!(
+            leaks.is_empty(),
+            "{needle} in the data directory: {leaks:?}"
+        );
+    }
+}

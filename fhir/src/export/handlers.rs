@@ -193,6 +193,7 @@ async fn kick_off(
             client: granted.and_then(|g| g.client),
             selected: false,
             finished_us: None,
+            file_key: super::new_file_key(&store)?,
         };
         write_job(app, &job, None).await?;
         app.export_wake.notify_one();
@@ -417,7 +418,8 @@ pub async fn file(
         }
         let path = job_dir(&app.config.export_dir(), &id).join(&name);
         match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-            Ok(Ok(bytes)) => {
+            Ok(Ok(stored)) => {
+                let bytes = job.open_file(&name, stored)?;
                 let mut r = (StatusCode::OK, bytes).into_response();
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -134,6 +134,65 @@ pub struct Job {
     /// When it completed, µs: it expires `export_expire_s` later.
     #[serde(default)]
     pub finished_us: Option<u64>,
+    /// On an encrypted store: the key (64 hex digits) its files are sealed
+    /// under. It lives only in this record, which the log stores sealed
+    /// and ships to the follower, so a new leader after a failover opens
+    /// the files the old one wrote (with no key of its own region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_key: Option<String>,
+}
+
+impl Job {
+    /// The key its files are sealed under, if the store is encrypted.
+    fn file_key(&self) -> Result<Option<vigil_engine::crypt::DataKey>, FhirError> {
+        let Some(hex) = &self.file_key else {
+            return Ok(None);
+        };
+        let bad = || FhirError::internal(format!("export job {}: a malformed file key", self.id));
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let mut key = [0u8; vigil_engine::crypt::DATA_KEY_BYTES];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Some(vigil_engine::crypt::DataKey::from_bytes(key)))
+    }
+
+    /// What a file of this job is bound to when sealed.
+    fn file_context(&self, name: &str) -> Vec<u8> {
+        format!("vigil export file {}/{name}", self.id).into_bytes()
+    }
+
+    /// `bytes` as the file `name` stores them: sealed on an encrypted store.
+    pub(crate) fn seal_file(&self, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, FhirError> {
+        match self.file_key()? {
+            Some(k) => k
+                .seal(&self.file_context(name), &bytes)
+                .map_err(|e| FhirError::internal(format!("sealing export file {name}: {e}"))),
+            None => Ok(bytes),
+        }
+    }
+
+    /// The file `name`'s bytes as written, opened when sealed.
+    pub(crate) fn open_file(&self, name: &str, stored: Vec<u8>) -> Result<Vec<u8>, FhirError> {
+        match self.file_key()? {
+            Some(k) => k
+                .open(&self.file_context(name), &stored, "an export file")
+                .map_err(|e| FhirError::internal(format!("export file {name}: {e}"))),
+            None => Ok(stored),
+        }
+    }
+}
+
+/// A new job's file key when `store` is encrypted (64 hex digits).
+pub(crate) fn new_file_key(store: &Store) -> Result<Option<String>, FhirError> {
+    if store.data_keys().is_none() {
+        return Ok(None);
+    }
+    let k = vigil_engine::crypt::DataKey::random()
+        .map_err(|e| FhirError::internal(format!("a file key for the export: {e}")))?;
+    Ok(Some(k.bytes().iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 use crate::instant::now_us_u64 as now_us;

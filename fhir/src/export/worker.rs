@@ -106,7 +106,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
     std::fs::create_dir_all(&dir)
         .map_err(|e| FhirError::internal(format!("export directory {}: {e}", dir.display())))?;
     let selection = if job.selected {
-        read_selection(&dir.join(SELECTION_FILE)).await?
+        read_selection(&job, &dir.join(SELECTION_FILE)).await?
     } else if needs_selection(&job) {
         // Evaluated once, on the index as of `lsn` (or a little later:
         // searches see at least what was acknowledged when they began),
@@ -127,7 +127,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
         );
         let bytes =
             serde_json::to_vec(&selection).map_err(|e| FhirError::internal(e.to_string()))?;
-        write_file(&dir.join(SELECTION_FILE), &bytes).await?;
+        write_file(&job, &dir.join(SELECTION_FILE), bytes).await?;
         job.snapshot_lsn = lsn;
         job.transaction_time_us = store.frame_at(lsn)?.map_or_else(now_us, |h| h.timestamp_us);
         job.selected = true;
@@ -186,7 +186,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
         let mut errors = Vec::new();
         for (ty, (bytes, count)) in files {
             let name = format!("{index:06}-{ty}.ndjson");
-            write_file(&dir.join(&name), &bytes).await?;
+            write_file(&job, &dir.join(&name), bytes).await?;
             let f = OutputFile {
                 resource_type: ty,
                 file: name,
@@ -221,7 +221,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
             bytes.push(b'\n');
         }
         let name = "deleted.ndjson".to_owned();
-        write_file(&dir.join(&name), &bytes).await?;
+        write_file(&job, &dir.join(&name), bytes).await?;
         job.deleted = vec![OutputFile {
             resource_type: "Bundle".into(),
             file: name,
@@ -235,7 +235,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
             bytes.push(b'\n');
         }
         let name = "request-OperationOutcome.ndjson".to_owned();
-        write_file(&dir.join(&name), &bytes).await?;
+        write_file(&job, &dir.join(&name), bytes).await?;
         job.errors.retain(|f| f.file != name);
         job.errors.push(OutputFile {
             resource_type: "OperationOutcome".into(),
@@ -251,9 +251,15 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
     Ok(())
 }
 
-/// Writes a file whole: a temporary file, then a rename.
-async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), FhirError> {
-    let (path, bytes) = (path.to_owned(), bytes.to_vec());
+/// Writes a file of `job` whole (sealed on an encrypted store): a
+/// temporary file, then a rename.
+async fn write_file(job: &Job, path: &Path, bytes: Vec<u8>) -> Result<(), FhirError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bytes = job.seal_file(&name, bytes)?;
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let tmp = path.with_extension("tmp");
         let io = |e: std::io::Error| FhirError::internal(format!("{}: {e}", path.display()));
@@ -291,12 +297,13 @@ fn needs_selection(job: &Job) -> bool {
     !job.patients.is_empty() || job.group.is_some() || !job.type_filters.is_empty()
 }
 
-async fn read_selection(path: &Path) -> Result<Option<Selection>, FhirError> {
+async fn read_selection(job: &Job, path: &Path) -> Result<Option<Selection>, FhirError> {
     let p = path.to_owned();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+    let stored = tokio::task::spawn_blocking(move || std::fs::read(&p))
         .await
         .map_err(|e| FhirError::internal(e.to_string()))?
         .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))?;
+    let bytes = job.open_file(SELECTION_FILE, stored)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))
