@@ -7,6 +7,9 @@
 //!
 //! `cargo bench -p vigil-tests --bench replication`. `VIGIL_BENCH_MB`
 //! sets the store size (default 256 MB of raw JSON).
+//! `VIGIL_BENCH_ONLY=encryption`: catch-up on loopback from an unencrypted
+//! leader to an unencrypted follower and from an encrypted one to an
+//! encrypted one (each node its own key file), in interleaved pairs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +25,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
+    if std::env::var("VIGIL_BENCH_ONLY").is_ok_and(|v| v == "encryption") {
+        encryption_pairs(mb);
+        return;
+    }
     let dir = tempfile::tempdir().expect("dir");
     let certs = dir.path().join("certs");
     let specs = ["a", "b"].map(|n| NodeSpec::parse(n).expect("spec"));
@@ -125,4 +132,119 @@ fn bytes_sent(leader: &Node) -> u64 {
         .map(|f| f.bytes_sent)
         .max()
         .unwrap_or(0)
+}
+
+/// A leader store holding about `mb` MB of raw JSON, with `kek` or not.
+fn filled_leader(
+    dir: &std::path::Path,
+    mb: u64,
+    kek: Option<Arc<dyn vigil_engine::crypt::Kek>>,
+) -> (Arc<Store>, u64) {
+    let leader = Arc::new(
+        Store::open_with(
+            dir,
+            Options {
+                kek,
+                ..Options::default()
+            },
+        )
+        .expect("leader"),
+    );
+    let (mut raw, mut rng) = (0u64, Rng::new(7));
+    while raw < mb * 1_000_000 {
+        let mut b = Batch::new();
+        for _ in 0..10 {
+            for (ty, id, body) in patient_record(&mut rng, 60) {
+                raw += body.len() as u64;
+                b.push(Op::put(ty, id, body));
+            }
+        }
+        leader.commit(b).expect("commit");
+    }
+    (leader, raw)
+}
+
+fn key_file(dir: &std::path::Path, name: &str) -> Arc<dyn vigil_engine::crypt::Kek> {
+    use vigil_engine::crypt::keyfile::KeyFile;
+    let path = dir.join(format!("{name}.key"));
+    KeyFile::create(&path, name).expect("key file");
+    Arc::new(KeyFile::load(&path).expect("key file"))
+}
+
+/// Catch-up on loopback, encryption off and on, in three interleaved pairs.
+fn encryption_pairs(mb: u64) {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = dir.path().join("certs");
+    let specs = ["a", "b"].map(|n| NodeSpec::parse(n).expect("spec"));
+    make_cluster(&certs, "bench", &specs).expect("certs");
+    let (ka, kb) = (
+        key_file(dir.path(), "region-a"),
+        key_file(dir.path(), "region-b"),
+    );
+    let (plain, raw) = filled_leader(&dir.path().join("plain"), mb, None);
+    let (sealed, _) = filled_leader(&dir.path().join("sealed"), mb, Some(ka));
+    println!(
+        "# encryption at rest, replication catch-up on loopback: leaders of {:.1} MB raw JSON; log {:.1} MB plain, {:.1} MB sealed",
+        raw as f64 / 1e6,
+        plain.stats().expect("stats").log_bytes as f64 / 1e6,
+        sealed.stats().expect("stats").log_bytes as f64 / 1e6
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for round in 1..=3 {
+            for (name, leader, kek) in [
+                ("off", &plain, None),
+                ("on ", &sealed, Some(kb.clone())),
+            ] {
+                let ln = Node::start(
+                    leader.clone(),
+                    NodeConfig::new("bench", "a", certs.clone(), "http://a", Role::Leader {
+                        listen: "127.0.0.1:0".parse().expect("addr"),
+                    }),
+                )
+                .await
+                .expect("leader node");
+                let addr = ln.local_addr().expect("addr");
+                let fdir = tempfile::tempdir().expect("dir");
+                let replica = Arc::new(
+                    Store::open_with(fdir.path(), Options {
+                        replica: true,
+                        kek,
+                        ..Options::default()
+                    })
+                    .expect("replica"),
+                );
+                let started = Instant::now();
+                let fnode = Node::start(
+                    replica.clone(),
+                    NodeConfig::new("bench", "b", certs.clone(), "http://b", Role::Follower {
+                        leader: addr,
+                        leader_name: "a".into(),
+                    }),
+                )
+                .await
+                .expect("follower node");
+                while replica.log_end().lsn < leader.last_lsn() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                while replica.last_lsn() < leader.last_lsn() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let visible = started.elapsed().as_secs_f64();
+                let log = leader.stats().expect("stats").log_bytes;
+                println!(
+                    "encryption {name}, round {round}: durable in {secs:.2} s ({:.1} MB/s of log), indexed in {visible:.2} s ({:.1} MB raw JSON/s)",
+                    log as f64 / 1e6 / secs,
+                    raw as f64 / 1e6 / visible
+                );
+                fnode.shutdown().await;
+                ln.shutdown().await;
+            }
+        }
+    });
 }

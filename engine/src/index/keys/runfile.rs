@@ -675,6 +675,60 @@ mod tests {
         assert_eq!(got, rows);
     }
 
+    /// The sealed format (2): sealing draws fresh keys and nonces, so only
+    /// a blessing writes a new file; the pinned one, with the data-keys
+    /// file it was sealed under (a key file with a fixed key), must open
+    /// and read back the same rows.
+    #[test]
+    fn the_sealed_run_file_format_is_pinned() {
+        use crate::crypt::keyfile::KeyFile;
+        let rows: BTreeMap<Vec<u8>, bool> = [
+            (&b"family\x00lemke\x00Patient\x00a"[..], true),
+            (b"family\x00lemke\x00Patient\x00b", false),
+            (b"gender\x00female\x00Patient\x00a", true),
+        ]
+        .into_iter()
+        .map(|(k, p)| (k.to_vec(), p))
+        .collect();
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("pinned.key");
+        let hex: String = (0u8..32).map(|i| format!("{:02x}", i * 5)).collect();
+        std::fs::write(&key, format!("vigil-kek 1\nname pinned\nkey 1 {hex}\n")).expect("key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        let kek = Arc::new(KeyFile::load(&key).expect("pinned key file"));
+        if std::env::var_os("VIGIL_BLESS").is_some() {
+            let store = tempfile::tempdir().expect("tempdir");
+            let keys = Arc::new(DataKeys::open(store.path(), kek.clone()).expect("data keys"));
+            let path = store.path().join("1.run");
+            let mut w = RunWriter::create(&path, Some(keys)).expect("create");
+            for (k, p) in &rows {
+                w.push(k, *p).expect("push");
+            }
+            w.finish(1).expect("finish");
+            std::fs::copy(&path, golden.join("key_run_sealed_v2.bin")).expect("bless");
+            std::fs::copy(
+                store.path().join("data-keys"),
+                golden.join("key_run_sealed_v2.data-keys"),
+            )
+            .expect("bless");
+        }
+        std::fs::copy(
+            golden.join("key_run_sealed_v2.data-keys"),
+            dir.path().join("data-keys"),
+        )
+        .expect("golden data keys");
+        let keys = Arc::new(DataKeys::open_read_only(dir.path(), kek).expect("pinned data keys"));
+        let f = RunFile::open(&golden.join("key_run_sealed_v2.bin"), 1, Some(keys))
+            .expect("the pinned sealed file opens");
+        let got: BTreeMap<Vec<u8>, bool> = f.range(&[], None).map(|r| r.expect("read")).collect();
+        assert_eq!(got, rows);
+        let bytes = std::fs::read(golden.join("key_run_sealed_v2.bin")).expect("golden");
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes(), "format 2");
+        assert!(!bytes.windows(5).any(|w| w == b"lemke"), "no key in clear");
+    }
+
     /// Blocks whose keys overlap (each checks, the index is in order) are
     /// reported when read, not passed on out of order.
     #[test]
