@@ -1,17 +1,32 @@
 //! Commits batches in a loop and prints `ACK <batch> <n> <id> <version>` for
 //! every operation of every acknowledged batch, flushing after each batch.
-//! The crash test kills it with SIGKILL at random moments.
+//! The crash test kills it with SIGKILL at random moments. With a third
+//! argument, a key file, the store is encrypted at rest under it.
 
 use std::io::Write;
+use std::sync::Arc;
 
-use vigil_engine::{Batch, Op, OpOutcome, Store};
+use vigil_engine::crypt::Kek;
+use vigil_engine::crypt::keyfile::KeyFile;
+use vigil_engine::{Batch, Op, OpOutcome, Options, Store};
 use vigil_tests::crash_body;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().ok_or("usage: crash_child DIR ROUND")?;
-    let round: u64 = args.next().ok_or("usage: crash_child DIR ROUND")?.parse()?;
-    let store = Store::open(&dir)?;
+    let usage = "usage: crash_child DIR ROUND [KEK_FILE]";
+    let dir = args.next().ok_or(usage)?;
+    let round: u64 = args.next().ok_or(usage)?.parse()?;
+    let kek: Option<Arc<dyn Kek>> = match args.next() {
+        Some(path) => Some(Arc::new(KeyFile::load(std::path::Path::new(&path))?)),
+        None => None,
+    };
+    let store = Store::open_with(
+        &dir,
+        Options {
+            kek,
+            ..Options::default()
+        },
+    )?;
     let stdout = std::io::stdout();
     let mut n = round * 1_000_000;
     for b in 0.. {
