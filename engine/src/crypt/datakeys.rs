@@ -555,7 +555,7 @@ impl DataKeys {
         let mut out = Vec::with_capacity(KEY_ID_BYTES + plain.len() + crate::crypt::SEAL_OVERHEAD);
         out.extend_from_slice(&k.id.to_le_bytes());
         seal_into(&k.aead, &value_aad(domain, k.id, at), plain, &mut out)
-            .map_err(crypt("sealing a search-key block"))?;
+            .map_err(crypt("sealing a block of a file (search keys, quarantine)"))?;
         Ok(out)
     }
 
@@ -572,7 +572,7 @@ impl DataKeys {
             &k.aead,
             &value_aad(domain, id, at),
             rest,
-            "a search-key block",
+            "a sealed block of a file",
         )
         .map_err(|e| e.to_string())
     }
