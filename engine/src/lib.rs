@@ -24,6 +24,7 @@
 //! backwards in LSN order; the index always equals a rebuild from the log.
 //! `docs/format.md` in the repository draws every byte.
 
+pub mod archive;
 mod backup;
 pub mod crypt;
 mod disk;

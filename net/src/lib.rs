@@ -12,9 +12,12 @@
 //! - [`runtime`] carries the decisions out: the framed QUIC transport, the
 //!   replication node, the witness server, automatic failover on a data
 //!   node, the cluster's certificates.
+//! - [`archive`] is the continuous log archive on object storage (S3,
+//!   Azure Blob, Google Cloud Storage, a directory) and the restore from it.
 //! - [`status`] is what `/status` shows; [`relay`] the UDP relay for fault
 //!   injection, [`tcp_relay`] its TCP counterpart (links to etcd).
 
+pub mod archive;
 pub mod proto;
 pub mod relay;
 pub mod runtime;

@@ -10,6 +10,7 @@
 //!   [`small_store`] — options for a test store with small segments.
 //! - [`etcd`] — a real etcd cluster of real `etcd` processes on loopback.
 //! - [`haproxy`] — a real HAProxy on loopback.
+//! - [`s3`] — a real S3 server (SeaweedFS) on loopback.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
 //! - [`ChildGuard`] — a child process killed and reaped on drop.
 //! - [`source::rust_files`] — the project's source files, for checks that
@@ -25,6 +26,7 @@ pub mod http;
 mod ports;
 mod process;
 mod rng;
+pub mod s3;
 pub mod sim;
 pub mod source;
 mod store;

@@ -16,8 +16,11 @@ pub fn free_ports(tcp: u16, udp: u16) -> (u16, u16) {
     assert!(tcp <= 100 && udp <= 100, "at most 100 ports of each kind");
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     for i in 0..TRIES {
+        // Below Linux's ephemeral range (32768..61000 by default): a port
+        // picked here is never taken meanwhile by the outgoing connection
+        // of some other process (a server's own clients, as SeaweedFS's).
         let base = 20_000
-            + ((std::process::id().wrapping_mul(13) + call * 7_919 + i * 337) % 30_000) as u16;
+            + ((std::process::id().wrapping_mul(13) + call * 7_919 + i * 337) % 12_000) as u16;
         let tcp_free = (0..tcp).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok());
         let udp_free = (0..udp).all(|k| UdpSocket::bind(("127.0.0.1", base + 100 + k)).is_ok());
         if tcp_free && udp_free {

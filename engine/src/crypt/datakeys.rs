@@ -583,6 +583,16 @@ impl DataKeys {
         self.read().by_id.get(&id).map(|k| k.key.clone())
     }
 
+    /// The key `id` as this store's `data-keys` file holds it, wrapped
+    /// under its KEK (what an archive piece carries).
+    pub fn wrapped(&self, id: u64) -> Option<WrappedKey> {
+        self.read()
+            .entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.wrapped.clone())
+    }
+
     /// Adds a key another node made (a leader's, received by its
     /// follower), wrapped under this store's own KEK. Adding a key already
     /// held is nothing; a different key under a held id is refused.

@@ -1,0 +1,765 @@
+//! The continuous log archive's objects ("pieces") and the restore that
+//! reads them back. No I/O to object storage here: `net::archive` uploads
+//! and lists; this module says what a piece holds, which pieces make one
+//! history, and turns them into a store.
+//!
+//! A **piece** is a run of whole durable frames, byte for byte as the log
+//! holds them, with a header naming its LSN range, epochs, commit times,
+//! the CRC of the frame before it and of its last frame (so pieces chain
+//! as segments do), and, on an encrypted store, the data keys its frames
+//! seal under, wrapped under the uploading node's key-encryption key. Its
+//! object name carries the same facts (docs/format.md, "Archive"), so a
+//! restore plans from a listing alone.
+//!
+//! **Histories.** Pieces are immutable and created only if absent, so a
+//! deposed leader cannot overwrite what its successor wrote; but it may
+//! have uploaded frames the cluster then lost (a rejoin's quarantine). A
+//! new leader continues after the newest piece its own log agrees with, so
+//! pieces form a tree rooted at LSN 1; [`plan_restore`] follows the branch
+//! that reaches the highest epoch (the cluster's history: epochs are
+//! fenced), then the furthest LSN.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::crypt::{Kek, WrappedKey};
+use crate::error::{Error, Result};
+use crate::log::codec::{Put, Reader};
+use crate::log::frame::{FrameHeader, check_frame};
+use crate::{Options, RestoreTarget, Store};
+
+/// The piece format this build writes and reads.
+pub const PIECE_FORMAT: u16 = 1;
+/// Most log bytes in one piece (a piece is uploaded in one request).
+pub const PIECE_BYTES_MAX: usize = 64 << 20;
+/// Where pieces live under an archive's prefix.
+pub const PIECE_PREFIX: &str = "log/";
+/// Most data keys one piece names (a key is taken per segment and open).
+const PIECE_KEYS_MAX: usize = 4096;
+const MAGIC: &[u8; 8] = b"VGARCHIV";
+const SUFFIX: &str = ".vgar";
+/// Frames handed to the replica appender at once when restoring.
+const APPEND_BYTES: usize = 8 << 20;
+
+/// What a piece's object name says: enough to plan a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PieceName {
+    /// LSN of its first record.
+    pub first_lsn: u64,
+    /// LSN of its last record.
+    pub last_lsn: u64,
+    /// Epoch of its last frame.
+    pub last_epoch: u64,
+    /// CRC of the frame just before it (0 when it starts the log).
+    pub prev_crc: u32,
+    /// CRC of its last frame.
+    pub last_crc: u32,
+}
+
+impl PieceName {
+    /// Its object name under the archive's prefix:
+    /// `log/<first:020>-<last:020>-e<epoch:020>-<prev crc:08x>-<last crc:08x>.vgar`
+    /// (zero-padded, so names sort by LSN).
+    pub fn object_name(&self) -> String {
+        format!(
+            "{PIECE_PREFIX}{:020}-{:020}-e{:020}-{:08x}-{:08x}{SUFFIX}",
+            self.first_lsn, self.last_lsn, self.last_epoch, self.prev_crc, self.last_crc
+        )
+    }
+
+    /// Reads an object name made by [`PieceName::object_name`]; anything
+    /// else (another tool's object, a temporary upload) is `None`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(PIECE_PREFIX)?.strip_suffix(SUFFIX)?;
+        let mut it = rest.split('-');
+        let first_lsn = it.next()?.parse().ok()?;
+        let last_lsn = it.next()?.parse().ok()?;
+        let last_epoch = it.next()?.strip_prefix('e')?.parse().ok()?;
+        let prev_crc = u32::from_str_radix(it.next()?, 16).ok()?;
+        let last_crc = u32::from_str_radix(it.next()?, 16).ok()?;
+        if it.next().is_some() || first_lsn == 0 || last_lsn < first_lsn {
+            return None;
+        }
+        Some(Self {
+            first_lsn,
+            last_lsn,
+            last_epoch,
+            prev_crc,
+            last_crc,
+        })
+    }
+}
+
+/// One piece: whole frames and what they need to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// What its name says.
+    pub name: PieceName,
+    /// Epoch of its first frame.
+    pub first_epoch: u64,
+    /// Commit time of its first frame, µs since the Unix epoch.
+    pub first_time_us: u64,
+    /// Commit time of its last frame.
+    pub last_time_us: u64,
+    /// Number of frames.
+    pub frames: u32,
+    /// The data keys its frames seal under, wrapped under the uploading
+    /// node's KEK (empty for an unencrypted store).
+    pub keys: Vec<(u64, WrappedKey)>,
+    /// The frames, as the log holds them.
+    pub log: Vec<u8>,
+}
+
+/// Walks whole checked frames of `log`: (offset, header).
+fn frames_of(log: &[u8]) -> Result<Vec<(usize, FrameHeader)>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < log.len() {
+        let h = check_frame(&log[at..])
+            .map_err(|e| Error::Corrupt(format!("archive piece: frame at byte {at}: {e}")))?;
+        if let Some((_, p)) = out.last() {
+            let p: &FrameHeader = p;
+            if h.first_lsn != p.end_lsn() || h.epoch < p.epoch || h.timestamp_us < p.timestamp_us {
+                return Err(Error::Corrupt(format!(
+                    "archive piece: frame at byte {at} does not follow the one before (lsn {} after {}, epoch {} after {})",
+                    h.first_lsn,
+                    p.end_lsn(),
+                    h.epoch,
+                    p.epoch
+                )));
+            }
+        }
+        out.push((at, h));
+        at += h.frame_len() as usize;
+    }
+    Ok(out)
+}
+
+impl Piece {
+    /// Builds a piece from whole frames (`prev_crc`: the CRC of the frame
+    /// before them), checking each.
+    pub fn from_frames(log: Vec<u8>, prev_crc: u32, keys: Vec<(u64, WrappedKey)>) -> Result<Self> {
+        let frames = frames_of(&log)?;
+        let (Some((_, first)), Some((_, last))) = (frames.first(), frames.last()) else {
+            return Err(Error::Corrupt("archive piece: no frames".into()));
+        };
+        if keys.len() > PIECE_KEYS_MAX {
+            return Err(Error::Corrupt(format!(
+                "archive piece: {} data keys, at most {PIECE_KEYS_MAX}",
+                keys.len()
+            )));
+        }
+        Ok(Self {
+            name: PieceName {
+                first_lsn: first.first_lsn,
+                last_lsn: last.end_lsn() - 1,
+                last_epoch: last.epoch,
+                prev_crc,
+                last_crc: last.crc,
+            },
+            first_epoch: first.epoch,
+            first_time_us: first.timestamp_us,
+            last_time_us: last.timestamp_us,
+            frames: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+            keys,
+            log,
+        })
+    }
+
+    /// Its bytes as stored (docs/format.md, "Archive"): a header whose
+    /// CRC covers it, then the frames.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut head = Vec::with_capacity(128);
+        head.extend_from_slice(MAGIC);
+        head.put_u16(PIECE_FORMAT);
+        head.put_u16(0);
+        head.put_u64(self.name.first_lsn);
+        head.put_u64(self.name.last_lsn);
+        head.put_u64(self.first_epoch);
+        head.put_u64(self.name.last_epoch);
+        head.put_u64(self.first_time_us);
+        head.put_u64(self.last_time_us);
+        head.put_u32(self.frames);
+        head.put_u32(self.name.prev_crc);
+        head.put_u32(self.name.last_crc);
+        head.put_u32(self.keys.len() as u32);
+        for (id, w) in &self.keys {
+            let bytes = w.encode();
+            head.put_u64(*id);
+            head.put_u32(bytes.len() as u32);
+            head.extend_from_slice(&bytes);
+        }
+        head.put_u64(self.log.len() as u64);
+        let crc = crc32fast::hash(&head);
+        head.put_u32(crc);
+        head.extend_from_slice(&self.log);
+        head
+    }
+
+    /// Reads a piece, checking its header's CRC, every frame's CRC, that
+    /// the frames are dense and agree with the header.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = |d: String| Error::Corrupt(format!("archive piece: {d}"));
+        let dec = |e: crate::DecodeError| bad(e.to_string());
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(bad("not a Vigil archive piece (magic)".into()));
+        }
+        let mut r = Reader::new(&bytes[MAGIC.len()..]);
+        let format = r.u16("format").map_err(dec)?;
+        if format != PIECE_FORMAT {
+            return Err(bad(format!(
+                "format {format}; this build reads {PIECE_FORMAT}"
+            )));
+        }
+        if r.u16("flags").map_err(dec)? != 0 {
+            return Err(bad("unknown flags".into()));
+        }
+        let first_lsn = r.u64("first_lsn").map_err(dec)?;
+        let last_lsn = r.u64("last_lsn").map_err(dec)?;
+        let first_epoch = r.u64("first_epoch").map_err(dec)?;
+        let last_epoch = r.u64("last_epoch").map_err(dec)?;
+        let first_time_us = r.u64("first_time").map_err(dec)?;
+        let last_time_us = r.u64("last_time").map_err(dec)?;
+        let frames = r.u32("frames").map_err(dec)?;
+        let prev_crc = r.u32("prev_crc").map_err(dec)?;
+        let last_crc = r.u32("last_crc").map_err(dec)?;
+        let n_keys = r.u32("keys").map_err(dec)? as usize;
+        if n_keys > PIECE_KEYS_MAX {
+            return Err(bad(format!("{n_keys} data keys, at most {PIECE_KEYS_MAX}")));
+        }
+        let mut keys = Vec::with_capacity(n_keys);
+        for _ in 0..n_keys {
+            let id = r.u64("key id").map_err(dec)?;
+            let len = r.u32("key length").map_err(dec)? as usize;
+            let w = WrappedKey::decode(r.take(len, "wrapped key").map_err(dec)?)
+                .map_err(|e| bad(format!("data key {id:016x}: {e}")))?;
+            keys.push((id, w));
+        }
+        let log_len = r.u64("log length").map_err(dec)?;
+        let head_len = bytes.len() - r.remaining();
+        let crc = r.u32("header crc").map_err(dec)?;
+        if crc32fast::hash(&bytes[..head_len]) != crc {
+            return Err(bad("header CRC does not match".into()));
+        }
+        if log_len > PIECE_BYTES_MAX as u64 + (1 << 20) || log_len != r.remaining() as u64 {
+            return Err(bad(format!(
+                "{log_len} bytes of log announced, {} present",
+                r.remaining()
+            )));
+        }
+        let log = bytes[bytes.len() - r.remaining()..].to_vec();
+        let piece = Self::from_frames(log, prev_crc, keys)?;
+        let header = Self {
+            name: PieceName {
+                first_lsn,
+                last_lsn,
+                last_epoch,
+                prev_crc,
+                last_crc,
+            },
+            first_epoch,
+            first_time_us,
+            last_time_us,
+            frames,
+            keys: Vec::new(),
+            log: Vec::new(),
+        };
+        if (
+            piece.name,
+            piece.first_epoch,
+            piece.first_time_us,
+            piece.last_time_us,
+            piece.frames,
+        ) != (
+            header.name,
+            header.first_epoch,
+            header.first_time_us,
+            header.last_time_us,
+            header.frames,
+        ) {
+            return Err(bad("the header does not describe its frames".into()));
+        }
+        Ok(piece)
+    }
+
+    /// The piece cut to the frames at or before `target` (`None`: none).
+    pub fn cut_to(self, target: RestoreTarget) -> Result<Option<Self>> {
+        let keep = |h: &FrameHeader| match target {
+            RestoreTarget::Latest => true,
+            RestoreTarget::Lsn(n) => h.end_lsn() - 1 <= n,
+            RestoreTarget::Time(t) => h.timestamp_us <= t,
+        };
+        let frames = frames_of(&self.log)?;
+        let kept = frames.iter().take_while(|(_, h)| keep(h)).count();
+        if kept == frames.len() {
+            return Ok(Some(self));
+        }
+        if kept == 0 {
+            return Ok(None);
+        }
+        let (at, h) = frames[kept - 1];
+        let end = at + h.frame_len() as usize;
+        let mut log = self.log;
+        log.truncate(end);
+        Self::from_frames(log, self.name.prev_crc, self.keys).map(Some)
+    }
+}
+
+impl Store {
+    /// The next piece of this store's archive: its durable frames from
+    /// `from_lsn` (a frame start), at most `max_bytes` of them (at least
+    /// one frame), with the data keys they seal under wrapped under this
+    /// store's KEK. `None` when the log holds nothing durable there yet.
+    pub fn archive_piece(&self, from_lsn: u64, max_bytes: usize) -> Result<Option<Piece>> {
+        let prev_crc = if from_lsn <= 1 {
+            0
+        } else {
+            match self.frame_ending_at(from_lsn - 1)? {
+                Some(h) => h.crc,
+                None => {
+                    return Err(Error::NotAFrameStart {
+                        lsn: from_lsn,
+                        why: "no frame of this log ends just before it".into(),
+                    });
+                }
+            }
+        };
+        let mut log = Vec::new();
+        let mut key_ids: Vec<u64> = Vec::new();
+        let mut next = from_lsn;
+        while log.len() < max_bytes {
+            let Some(chunk) = self.read_log(next, max_bytes - log.len())? else {
+                break;
+            };
+            if !log.is_empty() && log.len() + chunk.bytes.len() > max_bytes {
+                break;
+            }
+            next = chunk.end_lsn;
+            log.extend_from_slice(&chunk.bytes);
+            for (id, _) in &chunk.data_keys {
+                if !key_ids.contains(id) {
+                    key_ids.push(*id);
+                }
+            }
+        }
+        if log.is_empty() {
+            return Ok(None);
+        }
+        let keys = match self.inner.log.dicts.keys() {
+            Some(k) => key_ids
+                .into_iter()
+                .map(|id| {
+                    k.wrapped(id).map(|w| (id, w)).ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "data key {id:016x} of the log is not in the data-keys file"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        Piece::from_frames(log, prev_crc, keys).map(Some)
+    }
+
+    /// Whether this log holds the piece `name`'s last frame as it is
+    /// (same LSN, epoch and CRC): the archive can continue after it.
+    pub fn agrees_with_piece(&self, name: &PieceName) -> Result<bool> {
+        Ok(self
+            .frame_ending_at(name.last_lsn)?
+            .is_some_and(|h| h.crc == name.last_crc && h.epoch == name.last_epoch))
+    }
+}
+
+/// Where an archive continues for a leader whose log is `store`: after
+/// the newest piece (by LSN) whose last frame this log holds as it is, or
+/// at LSN 1. Pieces past it that the log does not hold are a deposed
+/// leader's lost frames; the new pieces branch off before them.
+pub fn archive_resume_lsn(store: &Store, names: &[PieceName]) -> Result<u64> {
+    let mut sorted: Vec<&PieceName> = names.iter().collect();
+    sorted.sort_by_key(|n| std::cmp::Reverse(n.last_lsn));
+    for n in sorted {
+        if n.last_lsn <= store.log_end().lsn && store.agrees_with_piece(n)? {
+            return Ok(n.last_lsn + 1);
+        }
+    }
+    Ok(1)
+}
+
+/// The pieces of the cluster's history, in order: from LSN 1, following
+/// chained pieces (first LSN and previous CRC matching the last piece's
+/// end), choosing at each fork the branch that reaches the highest epoch,
+/// then the furthest LSN. Empty when no piece starts the log.
+pub fn plan_restore(names: &[PieceName]) -> Vec<PieceName> {
+    // Nodes are (next lsn, crc of the frame before it); a piece is an edge.
+    let mut out_of: HashMap<(u64, u32), Vec<PieceName>> = HashMap::new();
+    for n in names {
+        out_of
+            .entry((n.first_lsn, n.prev_crc))
+            .or_default()
+            .push(*n);
+    }
+    // Best (epoch reached, lsn reached, path) from each node, computed
+    // from the furthest nodes back (edges always move forward).
+    let mut sorted: Vec<PieceName> = names.to_vec();
+    sorted.sort_by_key(|n| std::cmp::Reverse(n.first_lsn));
+    let mut best: HashMap<(u64, u32), (u64, u64, PieceName)> = HashMap::new();
+    for n in &sorted {
+        let node = (n.first_lsn, n.prev_crc);
+        let after = best.get(&(n.last_lsn + 1, n.last_crc));
+        let score = after.map_or((n.last_epoch, n.last_lsn), |(e, l, _)| {
+            ((*e).max(n.last_epoch), *l)
+        });
+        let better = best.get(&node).is_none_or(|(e, l, _)| score > (*e, *l));
+        if better {
+            best.insert(node, (score.0, score.1, *n));
+        }
+    }
+    let mut path = Vec::new();
+    let mut at = (1u64, 0u32);
+    while let Some((_, _, n)) = best.get(&at) {
+        path.push(*n);
+        at = (n.last_lsn + 1, n.last_crc);
+        assert!(
+            path.len() <= names.len(),
+            "a restore plan visits each piece once"
+        );
+    }
+    path
+}
+
+/// A store being restored from archive pieces, applied in plan order.
+pub struct ArchiveRestore {
+    store: Store,
+    kek: Option<Arc<dyn Kek>>,
+    target: RestoreTarget,
+    next_lsn: u64,
+    prev_crc: u32,
+    last_time_us: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for ArchiveRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveRestore")
+            .field("next_lsn", &self.next_lsn)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveRestore {
+    /// Starts a restore into `dir`, which must not hold a store. `kek`
+    /// unwraps the pieces' data keys and wraps them for the new store;
+    /// it is required when they hold any.
+    pub fn create(dir: &Path, kek: Option<Arc<dyn Kek>>, target: RestoreTarget) -> Result<Self> {
+        if dir.join("wal").exists() {
+            return Err(Error::Restore(format!(
+                "{} already holds a store; restore into a new directory",
+                dir.display()
+            )));
+        }
+        let store = Store::open_with(
+            dir,
+            Options {
+                replica: true,
+                kek: kek.clone(),
+                ..Options::default()
+            },
+        )?;
+        Ok(Self {
+            store,
+            kek,
+            target,
+            next_lsn: 1,
+            prev_crc: 0,
+            last_time_us: 0,
+            done: false,
+        })
+    }
+
+    /// The LSN the next piece must start at.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Whether the target is reached (later pieces are not needed).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Appends the piece's frames up to the target. The piece must follow
+    /// the last one applied (its first LSN and previous CRC).
+    pub fn apply(&mut self, piece: Piece) -> Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        if piece.name.first_lsn != self.next_lsn || piece.name.prev_crc != self.prev_crc {
+            return Err(Error::Restore(format!(
+                "archive piece {} does not follow lsn {} (crc {:08x})",
+                piece.name.object_name(),
+                self.next_lsn - 1,
+                self.prev_crc
+            )));
+        }
+        let whole = piece.name;
+        let Some(piece) = piece.cut_to(self.target)? else {
+            self.done = true;
+            return Ok(());
+        };
+        if piece.name != whole {
+            self.done = true;
+        }
+        if !piece.keys.is_empty() {
+            let Some(kek) = &self.kek else {
+                return Err(Error::KeyNeeded {
+                    dir: self.store.dir().to_owned(),
+                });
+            };
+            let mut keys = Vec::with_capacity(piece.keys.len());
+            for (id, w) in &piece.keys {
+                let key = kek.unwrap(w).map_err(|source| Error::Crypt {
+                    context: format!(
+                        "unwrapping data key {id:016x} of archive piece {} (wrapped under {} v{})",
+                        piece.name.object_name(),
+                        w.kek,
+                        w.version
+                    ),
+                    source,
+                })?;
+                keys.push((*id, key));
+            }
+            self.store.import_data_keys(&keys)?;
+        }
+        let frames = frames_of(&piece.log)?;
+        let mut start = 0usize;
+        for (i, (at, h)) in frames.iter().enumerate() {
+            let end = at + h.frame_len() as usize;
+            let last = i + 1 == frames.len();
+            if end - start >= APPEND_BYTES || last {
+                self.store.append_log(piece.log[start..end].to_vec())?;
+                start = end;
+            }
+        }
+        self.next_lsn = piece.name.last_lsn + 1;
+        self.prev_crc = piece.name.last_crc;
+        self.last_time_us = piece.last_time_us;
+        if matches!(self.target, RestoreTarget::Lsn(n) if n <= piece.name.last_lsn) {
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the restored store durable and closes it: what it holds.
+    pub fn finish(self) -> Result<crate::RestoreReport> {
+        if self.next_lsn == 1 {
+            return Err(Error::Restore(
+                "nothing in the archive is at or before the point asked".into(),
+            ));
+        }
+        let report = crate::RestoreReport {
+            last_lsn: self.next_lsn - 1,
+            last_timestamp_us: self.last_time_us,
+            segments: 0,
+        };
+        self.store.close()?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, Op};
+
+    fn name(first: u64, last: u64, epoch: u64, prev: u32, crc: u32) -> PieceName {
+        PieceName {
+            first_lsn: first,
+            last_lsn: last,
+            last_epoch: epoch,
+            prev_crc: prev,
+            last_crc: crc,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_sort_by_lsn() {
+        let n = name(11, 20, 3, 0xdead_beef, 7);
+        assert_eq!(PieceName::parse(&n.object_name()), Some(n));
+        let a = name(9, 10, 1, 1, 2).object_name();
+        let b = n.object_name();
+        assert!(a < b, "zero-padded names sort by LSN");
+        for bad in [
+            "log/x.vgar",
+            "log/00000000000000000011-00000000000000000020-e3-deadbeef-00000007",
+            "other/00000000000000000011-00000000000000000020-e00000000000000000003-deadbeef-00000007.vgar",
+            "log/00000000000000000020-00000000000000000011-e00000000000000000003-deadbeef-00000007.vgar",
+            "log/00000000000000000000-00000000000000000011-e00000000000000000003-deadbeef-00000007.vgar",
+        ] {
+            assert_eq!(PieceName::parse(bad), None, "{bad}");
+        }
+    }
+
+    /// A fork: a deposed leader (epoch 3) archived 21..=30, which the
+    /// cluster lost; its successor (epoch 4) archived 21..=25 (agreed
+    /// frames and its own) and 26..=40. The plan follows epoch 4.
+    #[test]
+    fn the_plan_follows_the_branch_of_the_highest_epoch() {
+        let root = [name(1, 10, 1, 0, 10), name(11, 20, 3, 10, 20)];
+        let deposed = name(21, 30, 3, 20, 30);
+        let new = [name(21, 25, 3, 20, 25), name(26, 40, 4, 25, 40)];
+        let mut all = vec![root[0], root[1], deposed, new[0], new[1]];
+        all.reverse();
+        assert_eq!(plan_restore(&all), vec![root[0], root[1], new[0], new[1]]);
+        // Before the successor uploaded past the fork, the deposed branch
+        // is the furthest there is (ties on epoch go to the longer).
+        assert_eq!(
+            plan_restore(&[root[0], root[1], deposed, new[0]]),
+            vec![root[0], root[1], deposed]
+        );
+        // Nothing starts the log: no plan. A gap ends it.
+        assert!(plan_restore(&[root[1]]).is_empty());
+        assert_eq!(
+            plan_restore(&[root[0], name(12, 20, 1, 10, 20)]),
+            vec![root[0]]
+        );
+        // A piece that does not chain (another CRC before it) is not taken.
+        assert_eq!(
+            plan_restore(&[root[0], name(11, 20, 9, 99, 20)]),
+            vec![root[0]]
+        );
+    }
+
+    fn store_with_log(dir: &Path) -> Store {
+        let store = Store::open(dir).expect("open");
+        for i in 0..20u64 {
+            let mut b = Batch::new();
+            b.push(Op::put(
+                "Patient",
+                format!("p{}", i % 4),
+                format!(r#"{{"resourceType":"Patient","n":{i}}}"#).into_bytes(),
+            ));
+            store.commit(b).expect("commit");
+        }
+        store
+    }
+
+    #[test]
+    fn a_piece_round_trips_and_damage_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_with_log(dir.path());
+        let piece = store
+            .archive_piece(1, PIECE_BYTES_MAX)
+            .expect("piece")
+            .expect("frames");
+        assert_eq!(piece.name.first_lsn, 1);
+        assert_eq!(piece.name.last_lsn, store.last_lsn());
+        assert_eq!(piece.name.prev_crc, 0);
+        let bytes = piece.encode();
+        assert_eq!(Piece::decode(&bytes).expect("decode"), piece);
+        // Every single-byte change and every truncation is refused.
+        for at in (0..bytes.len()).step_by(7) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(Piece::decode(&bad).is_err(), "flip at {at}");
+        }
+        for len in (0..bytes.len()).step_by(13) {
+            assert!(Piece::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        // A later piece chains to the one before.
+        let half = store.archive_piece(1, 200).expect("piece").expect("frames");
+        let rest = store
+            .archive_piece(half.name.last_lsn + 1, PIECE_BYTES_MAX)
+            .expect("piece")
+            .expect("frames");
+        assert_eq!(rest.name.prev_crc, half.name.last_crc);
+        assert!(store.agrees_with_piece(&half.name).expect("agree"));
+        assert!(
+            !store
+                .agrees_with_piece(&PieceName {
+                    last_crc: half.name.last_crc ^ 1,
+                    ..half.name
+                })
+                .expect("agree")
+        );
+        assert_eq!(
+            archive_resume_lsn(&store, &[half.name]).expect("resume"),
+            half.name.last_lsn + 1
+        );
+        assert_eq!(
+            store
+                .archive_piece(store.last_lsn() + 1, 1 << 20)
+                .expect("none"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_restore_cuts_at_the_target_and_refuses_a_piece_out_of_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_with_log(dir.path());
+        let a = store.archive_piece(1, 300).expect("piece").expect("frames");
+        let b = store
+            .archive_piece(a.name.last_lsn + 1, PIECE_BYTES_MAX)
+            .expect("piece")
+            .expect("frames");
+        let to = tempfile::tempdir().expect("dir");
+        let mut r =
+            ArchiveRestore::create(to.path(), None, RestoreTarget::Lsn(a.name.last_lsn + 2))
+                .expect("create");
+        let e = r.apply(b.clone()).expect_err("out of order");
+        assert!(e.to_string().contains("does not follow"), "{e}");
+        r.apply(a.clone()).expect("a");
+        assert!(!r.is_done());
+        r.apply(b).expect("b");
+        assert!(r.is_done());
+        let report = r.finish().expect("finish");
+        assert_eq!(report.last_lsn, a.name.last_lsn + 2);
+        let restored = Store::open(to.path()).expect("open");
+        assert_eq!(restored.last_lsn(), a.name.last_lsn + 2);
+    }
+
+    struct Frozen;
+    impl crate::Clock for Frozen {
+        fn now_us(&self) -> u64 {
+            1_700_000_000_000_000
+        }
+    }
+
+    /// The piece format, pinned: a change needs a new format version and
+    /// a note in docs/format.md. `VIGIL_BLESS=1` writes the file anew.
+    #[test]
+    fn the_piece_format_is_pinned() {
+        let golden =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/archive_piece_v1.bin");
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_with(
+            dir.path(),
+            Options {
+                clock: Arc::new(Frozen),
+                ..Options::default()
+            },
+        )
+        .expect("open");
+        let mut b = Batch::new();
+        b.push(Op::put(
+            "Patient",
+            "a",
+            br#"{"resourceType":"Patient","id":"a"}"#.to_vec(),
+        ));
+        store.commit(b).expect("commit");
+        let piece = store
+            .archive_piece(1, PIECE_BYTES_MAX)
+            .expect("piece")
+            .expect("frames");
+        if std::env::var_os("VIGIL_BLESS").is_some() {
+            std::fs::write(&golden, piece.encode()).expect("bless");
+        }
+        let pinned = std::fs::read(&golden).expect("golden piece");
+        let decoded = Piece::decode(&pinned).expect("the pinned piece decodes");
+        assert_eq!(decoded.name.first_lsn, 1);
+        assert_eq!(&pinned[..8], b"VGARCHIV");
+        assert_eq!(&pinned[8..10], &PIECE_FORMAT.to_le_bytes());
+        assert_eq!(decoded.encode(), pinned, "encoding is stable");
+    }
+}

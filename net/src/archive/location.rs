@@ -1,0 +1,272 @@
+//! Where archives, backups and exports live: a URL naming an object store
+//! (`s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`)
+//! or a local directory (`file:///path`, or a plain path), opened through
+//! the `object_store` crate. Credentials come from each cloud's standard
+//! environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`; `AZURE_STORAGE_*`;
+//! `GOOGLE_*`) and are never shown: a location displays as its URL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::ArchiveError;
+
+/// Longest object read back whole (a piece is at most 64 MiB of log plus
+/// its header).
+pub const OBJECT_BYTES_MAX: u64 = 80 << 20;
+/// Most objects one listing returns before it is refused (an archive of
+/// 64 MiB pieces holds 64 TiB at this count).
+pub const LIST_MAX: usize = 1 << 20;
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An object store and the prefix under which Vigil's objects live.
+#[derive(Clone)]
+pub struct Location {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &self.url).finish()
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Whether a create-only upload wrote the object or found it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// It was written now.
+    Written,
+    /// An object of that name already existed (and was left as it was).
+    Existed,
+}
+
+fn bad_url(url: &str, reason: impl Into<String>) -> ArchiveError {
+    ArchiveError::Url {
+        url: url.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl Location {
+    /// Opens the location a URL names, with credentials from the
+    /// environment. No request is made: a wrong bucket or credential shows
+    /// at the first upload or listing.
+    pub fn parse(url: &str) -> Result<Self, ArchiveError> {
+        Self::parse_with(url, &[])
+    }
+
+    /// Like [`Location::parse`], with settings that take precedence over
+    /// the environment's (`object_store` config keys such as
+    /// `aws_access_key_id`, `aws_endpoint`, `aws_allow_http`).
+    pub fn parse_with(url: &str, settings: &[(&str, &str)]) -> Result<Self, ArchiveError> {
+        // object_store's HTTP client takes rustls's process-wide provider;
+        // Vigil's TLS is ring throughout. Installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Settings replace the environment's; the request timeout goes
+        // first so that a user's own replaces it.
+        let timeout = format!("{}s", REQUEST_TIMEOUT.as_secs());
+        let settings: Vec<(&str, &str)> = std::iter::once(("timeout", timeout.as_str()))
+            .chain(settings.iter().copied())
+            .collect();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("file".to_owned(), url),
+        };
+        let cloud_prefix = |rest: &str| -> Result<ObjectPath, ArchiveError> {
+            let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad_url(url, "no bucket or container named"));
+            }
+            ObjectPath::parse(path.trim_matches('/')).map_err(|e| bad_url(url, e.to_string()))
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match scheme.as_str() {
+            "s3" | "s3a" => (
+                Arc::new(
+                    settings
+                        .iter()
+                        .try_fold(
+                            object_store::aws::AmazonS3Builder::from_env(),
+                            |b, (k, v)| {
+                                k.parse::<object_store::aws::AmazonS3ConfigKey>()
+                                    .map(|key| b.with_config(key, *v))
+                                    .map_err(|e| bad_url(url, e.to_string()))
+                            },
+                        )?
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| bad_url(url, e.to_string()))?,
+                ),
+                cloud_prefix(rest)?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => (
+                Arc::new(
+                    settings
+                        .iter()
+                        .try_fold(
+                            object_store::azure::MicrosoftAzureBuilder::from_env(),
+                            |b, (k, v)| {
+                                k.parse::<object_store::azure::AzureConfigKey>()
+                                    .map(|key| b.with_config(key, *v))
+                                    .map_err(|e| bad_url(url, e.to_string()))
+                            },
+                        )?
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| bad_url(url, e.to_string()))?,
+                ),
+                cloud_prefix(rest)?,
+            ),
+            "gs" => (
+                Arc::new(
+                    settings
+                        .iter()
+                        .try_fold(
+                            object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                            |b, (k, v)| {
+                                k.parse::<object_store::gcp::GoogleConfigKey>()
+                                    .map(|key| b.with_config(key, *v))
+                                    .map_err(|e| bad_url(url, e.to_string()))
+                            },
+                        )?
+                        .with_url(url)
+                        .build()
+                        .map_err(|e| bad_url(url, e.to_string()))?,
+                ),
+                cloud_prefix(rest)?,
+            ),
+            "file" => {
+                if rest.is_empty() {
+                    return Err(bad_url(url, "no directory named"));
+                }
+                let dir = std::path::Path::new(rest);
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| bad_url(url, format!("cannot create the directory: {e}")))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| bad_url(url, e.to_string()))?;
+                (Arc::new(store), ObjectPath::default())
+            }
+            other => {
+                return Err(bad_url(
+                    url,
+                    format!(
+                        "unknown scheme {other}: use s3://, az://, gs://, file:// or a plain path"
+                    ),
+                ));
+            }
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            store,
+            prefix,
+        })
+    }
+
+    fn path(&self, name: &str) -> Result<ObjectPath, ArchiveError> {
+        let mut p = self.prefix.clone();
+        for part in name.split('/').filter(|s| !s.is_empty()) {
+            p = p
+                .clone()
+                .join(object_store::path::PathPart::parse(part).map_err(|e| {
+                    ArchiveError::Name {
+                        name: name.to_owned(),
+                        reason: e.to_string(),
+                    }
+                })?);
+        }
+        Ok(p)
+    }
+
+    fn fail(&self, what: &str, name: &str, source: object_store::Error) -> ArchiveError {
+        ArchiveError::Store {
+            what: format!("{what} {name} at {}", self.url),
+            source: Box::new(source),
+        }
+    }
+
+    /// Uploads `bytes` as `name` only if no object of that name exists
+    /// (a create-only put: a deposed leader cannot replace what another
+    /// node wrote).
+    pub async fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<Created, ArchiveError> {
+        let path = self.path(name)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(Created::Written),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Existed),
+            Err(e) => Err(self.fail("uploading", name, e)),
+        }
+    }
+
+    /// The object `name`, whole (at most [`OBJECT_BYTES_MAX`]).
+    pub async fn get(&self, name: &str) -> Result<Vec<u8>, ArchiveError> {
+        let path = self.path(name)?;
+        let got = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| self.fail("reading", name, e))?;
+        if got.meta.size > OBJECT_BYTES_MAX {
+            return Err(ArchiveError::Name {
+                name: name.to_owned(),
+                reason: format!(
+                    "{} bytes, more than the {OBJECT_BYTES_MAX} an archive object may hold",
+                    got.meta.size
+                ),
+            });
+        }
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.fail("reading", name, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Names (relative to the location) and sizes of the objects under
+    /// `under` (a folder such as `log/`), in name order.
+    pub async fn list(&self, under: &str) -> Result<Vec<(String, u64)>, ArchiveError> {
+        use futures_util::TryStreamExt;
+        let dir = self.path(under)?;
+        let mut stream = self.store.list(Some(&dir));
+        let mut out = Vec::new();
+        let skip = self.prefix.parts().count();
+        while let Some(meta) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.fail("listing", under, e))?
+        {
+            if out.len() >= LIST_MAX {
+                return Err(ArchiveError::Name {
+                    name: under.to_owned(),
+                    reason: format!("more than {LIST_MAX} objects"),
+                });
+            }
+            let name: Vec<String> = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_owned())
+                .collect();
+            out.push((name.join("/"), meta.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
