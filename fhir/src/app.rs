@@ -38,6 +38,9 @@ pub struct App {
     pub disk: crate::disk::DiskWatch,
     /// Whether the key-encryption key answers (see [`crate::keywatch`]).
     pub key_gate: crate::keywatch::KeyGate,
+    /// The log archive's progress while this node archives (see
+    /// [`crate::archiving`]).
+    pub archive: crate::archiving::ArchiveView,
 }
 
 impl App {
@@ -63,6 +66,7 @@ impl App {
             reindex_wake: tokio::sync::Notify::new(),
             disk: Default::default(),
             key_gate: Default::default(),
+            archive: Default::default(),
         })
     }
 

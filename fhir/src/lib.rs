@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod archiving;
 pub mod capability;
 pub mod conditional;
 pub mod config;

@@ -346,6 +346,7 @@ pub async fn run(
     let reindex = tokio::spawn(crate::reindex::worker(app.clone()));
     let disk = tokio::spawn(watch_disk(app.clone()));
     let keys = tokio::spawn(crate::keywatch::watch(app.clone()));
+    let archive = tokio::spawn(crate::archiving::watch(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
@@ -359,6 +360,9 @@ pub async fn run(
     let _ = disk.await;
     keys.abort();
     let _ = keys.await;
+    archive.abort();
+    let _ = archive.await;
+    app.archive.finish().await;
     if let Some(r) = &app.replication {
         r.shutdown().await;
     }

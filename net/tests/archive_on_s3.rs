@@ -343,4 +343,8 @@ async fn a_directory_is_a_location_too() {
     assert_eq!(frames(&restored), frames(&store));
     let e = Location::parse("ftp://x/y").expect_err("unknown scheme");
     assert!(e.to_string().contains("unknown scheme ftp"), "{e}");
+    let e = Location::parse("s3://dr/y").expect_err("too short a bucket");
+    assert!(e.to_string().contains("3-63 characters"), "{e}");
+    let e = Location::parse("s3://Has_Caps/y").expect_err("not a bucket name");
+    assert!(e.to_string().contains("lower-case"), "{e}");
 }

@@ -130,9 +130,11 @@ enum Command {
     },
     /// Restore a store from a backup, as it was at an LSN or a time.
     Restore {
-        /// The backup directory.
+        /// A backup directory, or the URL of a continuous log archive
+        /// (`s3://bucket/prefix`, `az://…`, `gs://…`, `file:///path`:
+        /// the `[archive] url` of the cluster's leader).
         #[arg(long)]
-        from: PathBuf,
+        from: String,
         /// The new store's data directory (must not hold a store).
         #[arg(long)]
         to: PathBuf,

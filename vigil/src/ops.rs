@@ -179,7 +179,7 @@ pub fn backup(data: PathBuf, to: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// `vigil restore`: the log to a point, then the index built.
 pub fn restore(
-    from: PathBuf,
+    from: String,
     to: PathBuf,
     lsn: Option<u64>,
     time: Option<String>,
@@ -194,13 +194,6 @@ pub fn restore(
         }
         (None, None) => vigil_engine::RestoreTarget::Latest,
     };
-    let r = vigil_engine::restore(&from, &to, target, &mut progress("restored"))?;
-    println!(
-        "restored {} up to lsn {} ({}); building its index",
-        to.display(),
-        r.last_lsn,
-        vigil_fhir::instant::format_instant(r.last_timestamp_us)
-    );
     let cfg = Config {
         data: to.clone(),
         encryption: vigil_fhir::config::EncryptionConfig {
@@ -209,11 +202,46 @@ pub fn restore(
         },
         ..Config::default()
     };
+    let started = std::time::Instant::now();
+    if from.contains("://") {
+        let location = vigil_net::archive::Location::parse(&from)?;
+        let kek = cfg.encryption.open_kek()?;
+        let rt = current_thread()?;
+        let mut shown = progress("restored");
+        let r = rt.block_on(vigil_net::archive::restore_from_archive(
+            &location,
+            &to,
+            kek,
+            target,
+            &mut |p| shown(p),
+        ))?;
+        println!(
+            "restored {} from the archive at {from} up to lsn {} ({}), indexed, in {:.1} s",
+            to.display(),
+            r.last_lsn,
+            vigil_fhir::instant::format_instant(r.last_timestamp_us),
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        let r = vigil_engine::restore(
+            std::path::Path::new(&from),
+            &to,
+            target,
+            &mut progress("restored"),
+        )?;
+        println!(
+            "restored {} up to lsn {} ({}); building its index",
+            to.display(),
+            r.last_lsn,
+            vigil_fhir::instant::format_instant(r.last_timestamp_us)
+        );
+    }
     let store = vigil_engine::Store::open_with(&to, vigil_fhir::app::App::store_options(&cfg)?)?;
     let stats = store.stats()?;
     store.close()?;
     println!(
-        "ready: {} resource versions; start it with `vigil serve --data {}` (a new leader) or use it to seed a follower",
+        "ready after {:.1} s: {} resource versions; start it with `vigil serve --data {}` (a new leader) or use it to seed a follower",
+        started.elapsed().as_secs_f64(),
         stats.versions,
         to.display()
     );

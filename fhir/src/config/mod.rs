@@ -66,6 +66,35 @@ pub struct Config {
     pub disk_warn_bytes: u64,
     /// Encryption at rest (`[encryption]`); off unless a key is named.
     pub encryption: EncryptionConfig,
+    /// The continuous log archive (`[archive]`); off unless a URL is named.
+    pub archive: ArchiveTable,
+}
+
+/// The `[archive]` table: while this node leads, its durable log is
+/// uploaded to `url` every `interval_ms` as immutable pieces, from which
+/// `vigil restore --from URL` rebuilds a store to any LSN or time.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveTable {
+    /// `s3://bucket/prefix`, `az://container/prefix`, `gs://bucket/prefix`,
+    /// `file:///path` or a path; credentials from the cloud's standard
+    /// environment variables (`AWS_ACCESS_KEY_ID`, …), never from here.
+    pub url: Option<String>,
+    /// Most time between a write becoming durable and its upload starting:
+    /// the archive's RPO, milliseconds, 100..=86,400,000 (default 60,000).
+    pub interval_ms: u64,
+}
+
+/// The archive's interval by default: 60 s.
+pub const ARCHIVE_INTERVAL_MS_DEFAULT: u64 = 60_000;
+
+impl Default for ArchiveTable {
+    fn default() -> Self {
+        Self {
+            url: None,
+            interval_ms: ARCHIVE_INTERVAL_MS_DEFAULT,
+        }
+    }
 }
 
 /// The `[encryption]` table: the key-encryption key that wraps the
@@ -220,6 +249,7 @@ impl Default for Config {
             disk_reserve_bytes: vigil_engine::limits::DISK_RESERVE_BYTES_DEFAULT,
             disk_warn_bytes: 0,
             encryption: EncryptionConfig::default(),
+            archive: ArchiveTable::default(),
         }
     }
 }
@@ -311,6 +341,16 @@ impl Config {
         if let Some(kek) = &self.encryption.kek {
             vigil_engine::crypt::KekLocator::parse(kek)
                 .map_err(|e| ConfigError::Invalid(format!("[encryption] kek: {e}")))?;
+        }
+        if !(100..=86_400_000).contains(&self.archive.interval_ms) {
+            return Err(ConfigError::Invalid(
+                "[archive] interval_ms must be 100..=86400000".into(),
+            ));
+        }
+        if let Some(url) = &self.archive.url
+            && url.trim().is_empty()
+        {
+            return Err(ConfigError::Invalid("[archive] url is empty".into()));
         }
         if !(100..=3_600_000).contains(&self.encryption.check_interval_ms) {
             return Err(ConfigError::Invalid(

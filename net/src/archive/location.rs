@@ -59,6 +59,17 @@ fn bad_url(url: &str, reason: impl Into<String>) -> ArchiveError {
     }
 }
 
+/// S3's rule for bucket names (some S3-compatible servers take a write to
+/// an invalid one and store nothing: refused here first).
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with(['.', '-'])
+}
+
 impl Location {
     /// Opens the location a URL names, with credentials from the
     /// environment. No request is made: a wrong bucket or credential shows
@@ -92,6 +103,12 @@ impl Location {
             ObjectPath::parse(path.trim_matches('/')).map_err(|e| bad_url(url, e.to_string()))
         };
         let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match scheme.as_str() {
+            "s3" | "s3a" if !valid_bucket(rest.split('/').next().unwrap_or("")) => {
+                return Err(bad_url(
+                    url,
+                    "an S3 bucket name is 3-63 characters: lower-case letters, digits, dots and hyphens",
+                ));
+            }
             "s3" | "s3a" => (
                 Arc::new(
                     settings

@@ -199,6 +199,7 @@ async fn run(
 ) {
     let mut next: Option<u64> = None;
     let mut retry = RETRY_FIRST;
+    let mut logged: Option<tokio::time::Instant> = None;
     loop {
         let round = async {
             let from = match next {
@@ -225,10 +226,20 @@ async fn run(
                 config.interval
             }
             Err(e) => {
-                tracing::warn!("archive to {location}: {e}");
+                let text = e.to_string();
                 let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
+                // The first failure of a kind, then one line per interval
+                // at most: an outage must not flood the log.
+                if st.last_error.as_deref() != Some(text.as_str())
+                    || logged.is_none_or(|t: tokio::time::Instant| {
+                        t.elapsed() >= config.interval.max(Duration::from_secs(60))
+                    })
+                {
+                    tracing::warn!("archive to {location}: {text}");
+                    logged = Some(tokio::time::Instant::now());
+                }
                 st.errors += 1;
-                st.last_error = Some(e.to_string());
+                st.last_error = Some(text);
                 let w = retry.min(config.interval);
                 retry = (retry * 2).min(config.interval);
                 w

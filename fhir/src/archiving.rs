@@ -1,0 +1,110 @@
+//! The continuous log archive of a serving node (`[archive] url`): while
+//! this node leads (a standalone server always does), `vigil_net`'s
+//! archiver uploads its durable log every `interval_ms`; when it stops
+//! leading the archiver stops, and the node that leads next continues the
+//! same archive. Its progress is in `/status` (`archive`) and `/metrics`
+//! (`vigil_archive_*`). A shutdown uploads what is durable first.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vigil_engine::Store;
+use vigil_net::archive::{ArchiveConfig, ArchiveStatus, Archiver, Location};
+
+use crate::app::App;
+
+/// How often leadership and the store are looked at.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Most time a shutdown waits for the last upload.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
+
+/// The archive as the node sees it: the running archiver, if any, and
+/// the last status (kept after it stops, or the reason it cannot start).
+#[derive(Debug, Default)]
+pub struct ArchiveView {
+    running: tokio::sync::Mutex<Option<(Archiver, Arc<Store>)>>,
+    status: Mutex<Option<Arc<Mutex<ArchiveStatus>>>>,
+}
+
+impl ArchiveView {
+    /// The archive's status, when one is configured.
+    pub fn status(&self) -> Option<ArchiveStatus> {
+        let handle = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let s = handle.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(s)
+    }
+
+    fn show(&self, handle: Arc<Mutex<ArchiveStatus>>) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Uploads what is durable and stops (a shutdown).
+    pub async fn finish(&self) {
+        if let Some((a, _)) = self.running.lock().await.take() {
+            a.flush(SHUTDOWN_FLUSH).await;
+            a.stop().await;
+        }
+    }
+}
+
+fn leads(app: &App) -> bool {
+    match &app.replication {
+        Some(r) => r.is_leader() && r.cluster().is_none_or(|c| c.still_leading().is_ok()),
+        None => true,
+    }
+}
+
+/// Runs the archive while the node leads; returns at once when no
+/// archive is configured.
+pub async fn watch(app: Arc<App>) {
+    let Some(url) = app.config.archive.url.clone() else {
+        return;
+    };
+    let location = match Location::parse(&url) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("the archive is off: {e}");
+            app.archive.show(Arc::new(Mutex::new(ArchiveStatus {
+                url,
+                last_error: Some(e.to_string()),
+                errors: 1,
+                ..ArchiveStatus::default()
+            })));
+            return;
+        }
+    };
+    let config = ArchiveConfig {
+        interval: Duration::from_millis(app.config.archive.interval_ms),
+        ..ArchiveConfig::default()
+    };
+    loop {
+        let store = if leads(&app) { app.store().ok() } else { None };
+        let mut running = app.archive.running.lock().await;
+        let same = match (&*running, &store) {
+            (Some((_, a)), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            if let Some((a, _)) = running.take() {
+                a.stop().await;
+                tracing::info!("archive to {location}: stopped (this node no longer leads)");
+            }
+            if let Some(store) = store {
+                let a = Archiver::start(store.clone(), location.clone(), config.clone());
+                app.archive.show(a.status_handle());
+                tracing::info!(
+                    "archive to {location}: every {} ms",
+                    config.interval.as_millis()
+                );
+                *running = Some((a, store));
+            }
+        }
+        drop(running);
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}
