@@ -1,0 +1,100 @@
+//! The log archive against a real S3 server on loopback (SeaweedFS, as
+//! the tests run it): how fast a leader's log is uploaded (MB of log per
+//! second, from a standing start with the whole log behind) and how fast a
+//! store is restored from it, indexed and ready to serve reads.
+//!
+//! `cargo bench -p vigil-tests --bench archive` (SeaweedFS from
+//! `scripts/test`'s install, or `VIGIL_WEED`). `VIGIL_BENCH_MB` sets the
+//! store's size (default 256 MB of raw JSON); three rounds, each into its
+//! own prefix.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vigil_engine::{Batch, Op, RestoreTarget, Store};
+use vigil_fhir::synth::{Rng, patient_record};
+use vigil_net::archive::{ArchiveConfig, Archiver, Location, restore_from_archive};
+use vigil_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+
+fn main() {
+    let mb: u64 = std::env::var("VIGIL_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(Store::open(dir.path().join("leader")).expect("store"));
+    let (mut raw, mut rng) = (0u64, Rng::new(7));
+    while raw < mb * 1_000_000 {
+        let mut b = Batch::new();
+        for _ in 0..10 {
+            for (ty, id, body) in patient_record(&mut rng, 60) {
+                raw += body.len() as u64;
+                b.push(Op::put(ty, id, body));
+            }
+        }
+        store.commit(b).expect("commit");
+    }
+    let log = store.stats().expect("stats").log_bytes;
+    let versions = store.stats().expect("stats").versions;
+    let s3 = S3Server::start();
+    s3.create_bucket("vigil-bench");
+    let endpoint = s3.endpoint();
+    let settings = [
+        ("aws_access_key_id", ACCESS_KEY),
+        ("aws_secret_access_key", SECRET_KEY),
+        ("aws_region", "us-east-1"),
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+    ];
+    println!(
+        "# archive to SeaweedFS on loopback: {:.1} MB raw JSON, {versions} versions, log {:.1} MB",
+        raw as f64 / 1e6,
+        log as f64 / 1e6
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for round in 1..=3 {
+            let loc = Location::parse_with(&format!("s3://vigil-bench/round-{round}"), &settings)
+                .expect("location");
+            let started = Instant::now();
+            let a = Archiver::start(store.clone(), loc.clone(), ArchiveConfig {
+                interval: Duration::from_millis(100),
+                ..ArchiveConfig::default()
+            });
+            while a.status().archived_lsn < store.last_lsn() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(600),
+                    "archive stalled: {:?}",
+                    a.status()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let up = started.elapsed().as_secs_f64();
+            let pieces = a.status().pieces;
+            a.stop().await;
+            let to = dir.path().join(format!("restored-{round}"));
+            let started = Instant::now();
+            restore_from_archive(&loc, &to, None, RestoreTarget::Latest, &mut |_| {})
+                .await
+                .expect("restore");
+            let restored = started.elapsed().as_secs_f64();
+            let opened = Instant::now();
+            let r = Store::open(&to).expect("open restored");
+            assert_eq!(r.last_lsn(), store.last_lsn());
+            let first_read = r.get("Patient", "p-1").map(|_| ()).is_ok();
+            let open_s = opened.elapsed().as_secs_f64();
+            drop(r);
+            println!(
+                "round {round}: archived {pieces} pieces in {up:.2} s ({:.1} MB/s of log); restored, indexed, in {restored:.2} s ({:.1} MB/s of log, {:.0} versions/s); reopened and read in {open_s:.2} s ({first_read})",
+                log as f64 / 1e6 / up,
+                log as f64 / 1e6 / restored,
+                versions as f64 / restored
+            );
+            std::fs::remove_dir_all(&to).expect("clean");
+        }
+    });
+}
