@@ -81,6 +81,19 @@ fn open(dir: &Path, kek: Option<Arc<dyn Kek>>) -> Arc<Store> {
     )
 }
 
+/// Archives every 100 ms in small pieces: many objects, and pieces that
+/// end mid-segment.
+fn start(store: &Arc<Store>, loc: &Location) -> Archiver {
+    Archiver::start(
+        store.clone(),
+        loc.clone(),
+        ArchiveConfig {
+            interval: Duration::from_millis(100),
+            piece_bytes: 16 * 1024,
+        },
+    )
+}
+
 async fn archived(archiver: &Archiver, lsn: u64) {
     let t0 = std::time::Instant::now();
     while archiver.status().archived_lsn < lsn {
@@ -115,15 +128,7 @@ async fn an_archive_on_s3_restores_every_point_it_covers() {
     let store = open(dir.path(), None);
     let mut points = write(&store, 0, 150, "lemke");
     let loc = location(&s3, "s3://vigil/region-a");
-    let archiver = Archiver::start(
-        store.clone(),
-        loc.clone(),
-        ArchiveConfig {
-            interval: Duration::from_millis(100),
-            // Small pieces: many objects, and pieces that end mid-segment.
-            piece_bytes: 16 * 1024,
-        },
-    );
+    let archiver = start(&store, &loc);
     archived(&archiver, store.last_lsn()).await;
     // Writes while archiving: the next rounds take them.
     points.extend(write(&store, 150, 150, "pagac"));
@@ -230,14 +235,7 @@ async fn storage_failures_are_clear_and_the_archive_catches_up() {
     let store = open(dir.path(), None);
     write(&store, 0, 40, "lemke");
     let loc = location(&s3, "s3://vigil/region-a");
-    let archiver = Archiver::start(
-        store.clone(),
-        loc.clone(),
-        ArchiveConfig {
-            interval: Duration::from_millis(100),
-            piece_bytes: 16 * 1024,
-        },
-    );
+    let archiver = start(&store, &loc);
     archived(&archiver, store.last_lsn()).await;
     s3.kill();
     write(&store, 40, 60, "pagac");
@@ -273,14 +271,7 @@ async fn an_encrypted_stores_archive_holds_no_plaintext_and_restores_under_its_k
     let store = open(dir.path(), Some(kek.clone()));
     write(&store, 0, 80, "lemke");
     let loc = location(&s3, "s3://vigil/sealed");
-    let archiver = Archiver::start(
-        store.clone(),
-        loc.clone(),
-        ArchiveConfig {
-            interval: Duration::from_millis(100),
-            piece_bytes: 16 * 1024,
-        },
-    );
+    let archiver = start(&store, &loc);
     archived(&archiver, store.last_lsn()).await;
     archiver.stop().await;
     for (name, _) in loc.list("log/").await.expect("list") {
@@ -327,14 +318,7 @@ async fn a_directory_is_a_location_too() {
     let dir = tempfile::tempdir().expect("dir");
     let store = open(dir.path(), None);
     write(&store, 0, 30, "lemke");
-    let archiver = Archiver::start(
-        store.clone(),
-        loc.clone(),
-        ArchiveConfig {
-            interval: Duration::from_millis(100),
-            piece_bytes: 16 * 1024,
-        },
-    );
+    let archiver = start(&store, &loc);
     archived(&archiver, store.last_lsn()).await;
     archiver.stop().await;
     let (d, r) = restore(&loc, RestoreTarget::Latest, None).await;

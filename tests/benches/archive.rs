@@ -11,8 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::{Batch, Op, RestoreTarget, Store};
-use vigil_fhir::synth::{Rng, patient_record};
+use vigil_engine::{RestoreTarget, Store};
 use vigil_net::archive::{ArchiveConfig, Archiver, Location, restore_from_archive};
 use vigil_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
@@ -23,17 +22,7 @@ fn main() {
         .unwrap_or(256);
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(Store::open(dir.path().join("leader")).expect("store"));
-    let (mut raw, mut rng) = (0u64, Rng::new(7));
-    while raw < mb * 1_000_000 {
-        let mut b = Batch::new();
-        for _ in 0..10 {
-            for (ty, id, body) in patient_record(&mut rng, 60) {
-                raw += body.len() as u64;
-                b.push(Op::put(ty, id, body));
-            }
-        }
-        store.commit(b).expect("commit");
-    }
+    let raw = vigil_tests::fill_with_patients(&store, mb);
     let log = store.stats().expect("stats").log_bytes;
     let versions = store.stats().expect("stats").versions;
     let s3 = S3Server::start();

@@ -14,8 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::{Batch, Op, Options, Store};
-use vigil_fhir::synth::{Rng, patient_record};
+use vigil_engine::{Options, Store};
 use vigil_net::relay::{Faults, Relay};
 use vigil_net::runtime::node::{Node, NodeConfig, Role};
 use vigil_net::runtime::tls::{NodeSpec, make_cluster};
@@ -34,19 +33,8 @@ fn main() {
     let specs = ["a", "b"].map(|n| NodeSpec::parse(n).expect("spec"));
     make_cluster(&certs, "bench", &specs).expect("certs");
     let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
-    let (mut raw, mut versions) = (0u64, 0u64);
-    let mut rng = Rng::new(7);
-    while raw < mb * 1_000_000 {
-        let mut b = Batch::new();
-        for _ in 0..10 {
-            for (ty, id, body) in patient_record(&mut rng, 60) {
-                raw += body.len() as u64;
-                versions += 1;
-                b.push(Op::put(ty, id, body));
-            }
-        }
-        leader.commit(b).expect("commit");
-    }
+    let raw = vigil_tests::fill_with_patients(&leader, mb);
+    let versions = leader.stats().expect("stats").versions;
     let log = leader.stats().expect("stats").log_bytes;
     println!(
         "leader: {versions} versions, {:.1} MB raw JSON, {:.1} MB of log",
@@ -150,17 +138,7 @@ fn filled_leader(
         )
         .expect("leader"),
     );
-    let (mut raw, mut rng) = (0u64, Rng::new(7));
-    while raw < mb * 1_000_000 {
-        let mut b = Batch::new();
-        for _ in 0..10 {
-            for (ty, id, body) in patient_record(&mut rng, 60) {
-                raw += body.len() as u64;
-                b.push(Op::put(ty, id, body));
-            }
-        }
-        leader.commit(b).expect("commit");
-    }
+    let raw = vigil_tests::fill_with_patients(&leader, mb);
     (leader, raw)
 }
 

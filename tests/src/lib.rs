@@ -192,3 +192,21 @@ pub fn bulky_patient(id: &str, bytes: usize) -> String {
         r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Bulky","given":["{id}"]}}],"text":{{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">{text}</div>"}}}}"#
     )
 }
+
+/// Fills `store` with Synthea-like patient records (ten patients per
+/// commit) until `mb` MB of raw JSON are in it; returns the bytes of JSON
+/// written. The benchmarks' common starting point.
+pub fn fill_with_patients(store: &vigil_engine::Store, mb: u64) -> u64 {
+    let (mut raw, mut rng) = (0u64, vigil_fhir::synth::Rng::new(7));
+    while raw < mb * 1_000_000 {
+        let mut b = vigil_engine::Batch::new();
+        for _ in 0..10 {
+            for (ty, id, body) in vigil_fhir::synth::patient_record(&mut rng, 60) {
+                raw += body.len() as u64;
+                b.push(vigil_engine::Op::put(ty, id, body));
+            }
+        }
+        store.commit(b).expect("commit");
+    }
+    raw
+}

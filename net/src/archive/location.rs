@@ -59,6 +59,25 @@ fn bad_url(url: &str, reason: impl Into<String>) -> ArchiveError {
     }
 }
 
+/// A cloud's builder with `settings` applied in order (each a config key
+/// of that cloud, such as `aws_endpoint`).
+fn configured<B, K>(
+    url: &str,
+    builder: B,
+    settings: &[(&str, &str)],
+    set: impl Fn(B, K, &str) -> B,
+) -> Result<B, ArchiveError>
+where
+    K: std::str::FromStr,
+    K::Err: std::fmt::Display,
+{
+    settings.iter().try_fold(builder, |b, (k, v)| {
+        k.parse::<K>()
+            .map(|key| set(b, key, v))
+            .map_err(|e| bad_url(url, format!("setting {k}: {e}")))
+    })
+}
+
 /// S3's rule for bucket names (some S3-compatible servers take a write to
 /// an invalid one and store nothing: refused here first).
 fn valid_bucket(name: &str) -> bool {
@@ -111,55 +130,43 @@ impl Location {
             }
             "s3" | "s3a" => (
                 Arc::new(
-                    settings
-                        .iter()
-                        .try_fold(
-                            object_store::aws::AmazonS3Builder::from_env(),
-                            |b, (k, v)| {
-                                k.parse::<object_store::aws::AmazonS3ConfigKey>()
-                                    .map(|key| b.with_config(key, *v))
-                                    .map_err(|e| bad_url(url, e.to_string()))
-                            },
-                        )?
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| bad_url(url, e.to_string()))?,
+                    configured(
+                        url,
+                        object_store::aws::AmazonS3Builder::from_env(),
+                        &settings,
+                        |b, k: object_store::aws::AmazonS3ConfigKey, v| b.with_config(k, v),
+                    )?
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad_url(url, e.to_string()))?,
                 ),
                 cloud_prefix(rest)?,
             ),
             "az" | "azure" | "abfs" | "abfss" => (
                 Arc::new(
-                    settings
-                        .iter()
-                        .try_fold(
-                            object_store::azure::MicrosoftAzureBuilder::from_env(),
-                            |b, (k, v)| {
-                                k.parse::<object_store::azure::AzureConfigKey>()
-                                    .map(|key| b.with_config(key, *v))
-                                    .map_err(|e| bad_url(url, e.to_string()))
-                            },
-                        )?
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| bad_url(url, e.to_string()))?,
+                    configured(
+                        url,
+                        object_store::azure::MicrosoftAzureBuilder::from_env(),
+                        &settings,
+                        |b, k: object_store::azure::AzureConfigKey, v| b.with_config(k, v),
+                    )?
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad_url(url, e.to_string()))?,
                 ),
                 cloud_prefix(rest)?,
             ),
             "gs" => (
                 Arc::new(
-                    settings
-                        .iter()
-                        .try_fold(
-                            object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-                            |b, (k, v)| {
-                                k.parse::<object_store::gcp::GoogleConfigKey>()
-                                    .map(|key| b.with_config(key, *v))
-                                    .map_err(|e| bad_url(url, e.to_string()))
-                            },
-                        )?
-                        .with_url(url)
-                        .build()
-                        .map_err(|e| bad_url(url, e.to_string()))?,
+                    configured(
+                        url,
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                        &settings,
+                        |b, k: object_store::gcp::GoogleConfigKey, v| b.with_config(k, v),
+                    )?
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad_url(url, e.to_string()))?,
                 ),
                 cloud_prefix(rest)?,
             ),
