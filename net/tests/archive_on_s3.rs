@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use vigil_engine::archive::PieceName;
 use vigil_engine::crypt::Kek;
 use vigil_engine::crypt::keyfile::KeyFile;
 use vigil_engine::{Batch, Current, Op, Options, RestoreTarget, Store};
@@ -331,4 +332,82 @@ async fn a_directory_is_a_location_too() {
     assert!(e.to_string().contains("3-63 characters"), "{e}");
     let e = Location::parse("s3://Has_Caps/y").expect_err("not a bucket name");
     assert!(e.to_string().contains("lower-case"), "{e}");
+}
+
+/// A failover under the archive: the follower, promoted, continues the
+/// archive after the last piece its own log holds; the deposed leader's
+/// frames the cluster lost (its asynchronous window), archived before and
+/// after the promotion, stay on a branch that no restore follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_follower_continues_the_archive_and_a_deposed_leaders_frames_stay_off_it() {
+    let s3 = S3Server::start();
+    s3.create_bucket("vigil");
+    let loc = location(&s3, "s3://vigil/cluster");
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = open(da.path(), None);
+    let b = Arc::new(Store::open_with(db.path(), small_store(256 * 1024, true)).expect("replica"));
+    write(&a, 0, 60, "lemke");
+    for f in frames(&a) {
+        b.append_log(f).expect("replicate");
+    }
+    let agreed = a.last_lsn();
+    let archiver = start(&a, &loc);
+    archived(&archiver, agreed).await;
+    archiver.stop().await;
+
+    // A's last writes never reach B; A archives them (its archiver had
+    // not been stopped yet when the region went).
+    write(&a, 60, 20, "lost");
+    let archiver = start(&a, &loc);
+    archived(&archiver, a.last_lsn()).await;
+    archiver.stop().await;
+
+    // B is promoted and writes; its archiver continues after `agreed`.
+    b.set_read_only(false);
+    b.begin_epoch(2).expect("epoch 2");
+    write(&b, 100, 40, "pagac");
+    let archiver = start(&b, &loc);
+    archived(&archiver, b.last_lsn()).await;
+    archiver.stop().await;
+
+    // The deposed leader, not yet told, archives even more of its own.
+    write(&a, 80, 10, "lost");
+    let archiver = start(&a, &loc);
+    archived(&archiver, a.last_lsn()).await;
+    archiver.stop().await;
+
+    let names: Vec<PieceName> = loc
+        .list("log/")
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|(n, _)| PieceName::parse(n))
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.first_lsn == agreed + 1 && n.last_epoch == 1),
+        "the deposed leader's branch is in the archive: {names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.first_lsn == agreed + 1 && n.last_epoch == 2),
+        "the new leader's branch starts at the fork: {names:?}"
+    );
+    let (d, r) = restore(&loc, RestoreTarget::Latest, None).await;
+    assert_eq!(r.expect("restore").last_lsn, b.last_lsn());
+    let restored = Store::open(d.path().join("restored")).expect("open");
+    assert_eq!(
+        frames(&restored),
+        frames(&b),
+        "the restore is the cluster's history"
+    );
+    assert_eq!(restored.epoch(), 2);
+    drop(restored);
+    let (_, r) = restore(&loc, RestoreTarget::Lsn(agreed), None).await;
+    assert_eq!(r.expect("restore to the fork").last_lsn, agreed);
 }
