@@ -85,5 +85,64 @@ fn main() {
             );
             std::fs::remove_dir_all(&to).expect("clean");
         }
+        lag_under_load(dir.path(), &settings).await;
     });
+}
+
+/// Archive lag while a writer commits as fast as it can for 20 s, with a
+/// 1 s interval: the age of the oldest durable write not yet archived,
+/// sampled every 100 ms (target: at most the interval plus 5 s).
+async fn lag_under_load(dir: &std::path::Path, settings: &[(&str, &str)]) {
+    let interval = Duration::from_secs(1);
+    let store = Arc::new(Store::open(dir.join("loaded")).expect("store"));
+    let loc = Location::parse_with("s3://vigil-bench/under-load", settings).expect("location");
+    let a = Archiver::start(
+        store.clone(),
+        loc,
+        ArchiveConfig {
+            interval,
+            ..ArchiveConfig::default()
+        },
+    );
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut raw = 0u64;
+            while t0.elapsed() < Duration::from_secs(20) {
+                raw += vigil_tests::fill_with_patients(&store, 1);
+            }
+            raw
+        })
+    };
+    let (mut worst, mut sum, mut samples) = (0f64, 0f64, 0u64);
+    while !writer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let archived = a.status().archived_lsn;
+        let oldest = store
+            .frame_at(archived + 1)
+            .expect("frame")
+            .map(|h| h.timestamp_us);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64;
+        let age = oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1e6);
+        worst = worst.max(age);
+        sum += age;
+        samples += 1;
+    }
+    let raw = writer.join().expect("writer");
+    let log = store.stats().expect("stats").log_bytes;
+    let status = a.status();
+    a.stop().await;
+    println!(
+        "under load (interval {} s): ingested {:.1} MB raw JSON ({:.1} MB of log) in 20 s; archive lag (age of the oldest unarchived write) mean {:.2} s, max {worst:.2} s over {samples} samples; {} pieces, {} errors",
+        interval.as_secs(),
+        raw as f64 / 1e6,
+        log as f64 / 1e6,
+        sum / samples.max(1) as f64,
+        status.pieces,
+        status.errors
+    );
 }
