@@ -22,7 +22,7 @@ fn main() {
         .unwrap_or(256);
     let dir = tempfile::tempdir().expect("dir");
     let store = Arc::new(Store::open(dir.path().join("leader")).expect("store"));
-    let raw = vigil_tests::fill_with_patients(&store, mb);
+    let raw = vigil_tests::fill_with_patients(&store, mb, 7);
     let log = store.stats().expect("stats").log_bytes;
     let versions = store.stats().expect("stats").versions;
     let s3 = S3Server::start();
@@ -108,9 +108,12 @@ async fn lag_under_load(dir: &std::path::Path, settings: &[(&str, &str)]) {
         let store = store.clone();
         std::thread::spawn(move || {
             let t0 = Instant::now();
-            let mut raw = 0u64;
+            let (mut raw, mut seed) = (0u64, 100u64);
             while t0.elapsed() < Duration::from_secs(20) {
-                raw += vigil_tests::fill_with_patients(&store, 1);
+                // A new seed each time: new patients, not repeats of the
+                // same bodies (which the store does not write again).
+                raw += vigil_tests::fill_with_patients(&store, 1, seed);
+                seed += 1;
             }
             raw
         })

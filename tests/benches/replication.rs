@@ -33,7 +33,7 @@ fn main() {
     let specs = ["a", "b"].map(|n| NodeSpec::parse(n).expect("spec"));
     make_cluster(&certs, "bench", &specs).expect("certs");
     let leader = Arc::new(Store::open(dir.path().join("a")).expect("leader"));
-    let raw = vigil_tests::fill_with_patients(&leader, mb);
+    let raw = vigil_tests::fill_with_patients(&leader, mb, 7);
     let versions = leader.stats().expect("stats").versions;
     let log = leader.stats().expect("stats").log_bytes;
     println!(
@@ -138,7 +138,7 @@ fn filled_leader(
         )
         .expect("leader"),
     );
-    let raw = vigil_tests::fill_with_patients(&leader, mb);
+    let raw = vigil_tests::fill_with_patients(&leader, mb, 7);
     (leader, raw)
 }
 

@@ -194,10 +194,11 @@ pub fn bulky_patient(id: &str, bytes: usize) -> String {
 }
 
 /// Fills `store` with Synthea-like patient records (ten patients per
-/// commit) until `mb` MB of raw JSON are in it; returns the bytes of JSON
-/// written. The benchmarks' common starting point.
-pub fn fill_with_patients(store: &vigil_engine::Store, mb: u64) -> u64 {
-    let (mut raw, mut rng) = (0u64, vigil_fhir::synth::Rng::new(7));
+/// commit, drawn from `seed`: the same seed writes the same records) until
+/// `mb` MB of raw JSON are written; returns the bytes of JSON written. The
+/// benchmarks' common starting point.
+pub fn fill_with_patients(store: &vigil_engine::Store, mb: u64, seed: u64) -> u64 {
+    let (mut raw, mut rng) = (0u64, vigil_fhir::synth::Rng::new(seed));
     while raw < mb * 1_000_000 {
         let mut b = vigil_engine::Batch::new();
         for _ in 0..10 {

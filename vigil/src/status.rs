@@ -264,6 +264,28 @@ pub fn render(json: &str) -> Result<String, StatusError> {
             }
         );
     }
+    if let Some(a) = v.get("archive").filter(|a| a.is_object()) {
+        let state = if a["active"] == true {
+            format!(
+                "lag {} lsns / {:.1} s",
+                a["lag_lsns"].as_u64().unwrap_or(0),
+                a["lag_seconds"].as_f64().unwrap_or(0.0)
+            )
+        } else {
+            "not archiving (this node does not lead)".into()
+        };
+        let _ = writeln!(
+            out,
+            "archive: {} up to lsn {}, {state}; {} pieces uploaded here{}",
+            s(a, "url"),
+            a["archived_lsn"].as_u64().unwrap_or(0),
+            a["pieces"].as_u64().unwrap_or(0),
+            match a["last_error"].as_str() {
+                Some(e) => format!("; FAILING ({} errors): {e}", a["errors"]),
+                None => String::new(),
+            }
+        );
+    }
     for q in v["quarantine"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -308,6 +330,16 @@ mod tests {
             "{disk}"
         );
         assert!(text.contains("RPO promise (max_lag): 0.5 s"), "{text}");
+        let archiving = r#"{"role":"standalone","archive":{"url":"s3://b/p","active":true,
+            "archived_lsn":40,"archived_time_us":1,"last_success_us":2,"pieces":3,"bytes":9,
+            "errors":4,"last_error":"listing log/ at s3://b/p: refused","lag_lsns":2,"lag_seconds":1.25}}"#;
+        let shown = render(archiving).expect("renders");
+        assert!(
+            shown.contains(
+                "archive: s3://b/p up to lsn 40, lag 2 lsns / 1.2 s; 3 pieces uploaded here; FAILING (4 errors): listing log/ at s3://b/p: refused"
+            ),
+            "{shown}"
+        );
         assert!(
             text.contains("durable 40 applied 39, lag 2 lsns / 0.250 s, INELIGIBLE"),
             "{text}"
