@@ -37,10 +37,10 @@ pub struct App {
     /// Free-space samples of the data directory (growth rate, warnings).
     pub disk: crate::disk::DiskWatch,
     /// Whether the key-encryption key answers (see [`crate::keywatch`]).
-    pub key_gate: crate::keywatch::KeyGate,
+    pub key_gate: crate::keywatch::gate::KeyGate,
     /// The log archive's progress while this node archives (see
     /// [`crate::archiving`]).
-    pub archive: crate::archiving::ArchiveView,
+    pub archive: crate::archiving::view::ArchiveView,
 }
 
 impl App {

@@ -38,8 +38,7 @@ pub const DATA_KEYS_FILE: &str = "data-keys";
 pub const DATA_KEYS_VERSION: u16 = 1;
 /// Most data keys one store holds (a new key per 64 MiB segment: 6 PiB).
 pub const DATA_KEYS_MAX: usize = 100_000;
-/// Bytes a sealed value's key id takes before the sealed bytes.
-pub const KEY_ID_BYTES: usize = 8;
+pub use super::KEY_ID_BYTES;
 /// What a quarantine's sealed `versions.ndjson.sealed` is bound to (with
 /// the first LSN it holds): see [`DataKeys::seal_value`].
 pub const QUARANTINE_DOMAIN: &[u8] = b"vigil quarantine";

@@ -36,6 +36,9 @@ pub const SEALED_FORMAT: u8 = 1;
 pub const WRAPPED_FORMAT: u8 = 1;
 /// Bytes a seal adds to its plaintext: format, nonce, tag.
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + 16;
+/// Bytes a sealed value's data-key id takes before the sealed bytes (in
+/// the log's records and the key files; see `datakeys`).
+pub const KEY_ID_BYTES: usize = 8;
 /// Longest KEK name.
 pub const KEK_NAME_MAX: usize = 128;
 

@@ -13,8 +13,7 @@ use crate::limits::{
 use crate::log::codec::{DecodeError, Put, Reader};
 
 /// Bytes sealing adds to a dictionary: the key id and the seal's own.
-const SEALED_DICTIONARY_OVERHEAD: usize =
-    crate::crypt::datakeys::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
+const SEALED_DICTIONARY_OVERHEAD: usize = crate::crypt::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
 
 const KIND_RESOURCE: u8 = 1;
 const KIND_EPOCH_START: u8 = 2;
@@ -160,7 +159,7 @@ impl RecordRef<'_> {
             } => bytes,
             _ => return None,
         };
-        let id = stored.get(..crate::crypt::datakeys::KEY_ID_BYTES)?;
+        let id = stored.get(..crate::crypt::KEY_ID_BYTES)?;
         Some(u64::from_le_bytes(id.try_into().ok()?))
     }
 }

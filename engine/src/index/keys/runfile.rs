@@ -49,7 +49,7 @@ pub(crate) const RUN_FORMAT_SEALED: u32 = 2;
 const BLOCK_DOMAIN: &[u8] = b"vigil keyrun blk";
 const INDEX_DOMAIN: &[u8] = b"vigil keyrun idx";
 /// Bytes sealing adds to a block or the index.
-const SEAL_BYTES: usize = crate::crypt::datakeys::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
+const SEAL_BYTES: usize = crate::crypt::KEY_ID_BYTES + crate::crypt::SEAL_OVERHEAD;
 const MAGIC: &[u8; 8] = b"VGKEYRUN";
 const FOOTER_MAGIC: &[u8; 4] = b"VGKR";
 const HEADER_BYTES: u64 = 16;

@@ -22,25 +22,9 @@ use crate::http::outcome::FhirError;
 /// How often a leader whose key is withdrawn tries to hand over again.
 const SWITCHOVER_RETRY: Duration = Duration::from_secs(30);
 
-/// Whether the node's key-encryption key answers, as last checked.
-#[derive(Debug, Default)]
-pub struct KeyGate {
-    withdrawn: std::sync::RwLock<Option<String>>,
-}
+pub mod gate;
 
-impl KeyGate {
-    /// Why the key cannot be used now, if it cannot.
-    pub fn withdrawn(&self) -> Option<String> {
-        self.withdrawn
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set(&self, why: Option<String>) {
-        *self.withdrawn.write().unwrap_or_else(|p| p.into_inner()) = why;
-    }
-}
+pub use gate::KeyGate;
 
 /// The 503 every FHIR request gets while the key is withdrawn.
 pub fn refusal(kek: &str, why: &str) -> FhirError {
