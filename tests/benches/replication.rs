@@ -72,32 +72,8 @@ fn main() {
             let target = relay.as_ref().map_or(addr, |r| r.addr());
             // The link keeps its counters across sessions: count this run's.
             let sent_before = bytes_sent(&ln);
-            let fdir = tempfile::tempdir().expect("dir");
-            let replica = Arc::new(
-                Store::open_with(fdir.path(), Options {
-                    replica: true,
-                    ..Options::default()
-                })
-                .expect("replica"),
-            );
-            let started = Instant::now();
-            let fnode = Node::start(
-                replica.clone(),
-                NodeConfig::new("bench", "b", certs.clone(), "http://b", Role::Follower {
-                    leader: target,
-                    leader_name: "a".into(),
-                }),
-            )
-            .await
-            .expect("follower node");
-            while replica.log_end().lsn < leader.last_lsn() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let secs = started.elapsed().as_secs_f64();
-            while replica.last_lsn() < leader.last_lsn() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let visible = started.elapsed().as_secs_f64();
+            let (fnode, _fdir, secs, visible) =
+                follow_to_the_end(&leader, target, &certs, None).await;
             let sent = bytes_sent(&ln) - sent_before;
             println!(
                 "catch-up, {name}: durable in {secs:.2} s ({:.1} MB/s of log, {:.0} resources/s), indexed in {visible:.2} s; wire {:.1}% of raw JSON",
@@ -187,33 +163,8 @@ fn encryption_pairs(mb: u64) {
                 .await
                 .expect("leader node");
                 let addr = ln.local_addr().expect("addr");
-                let fdir = tempfile::tempdir().expect("dir");
-                let replica = Arc::new(
-                    Store::open_with(fdir.path(), Options {
-                        replica: true,
-                        kek,
-                        ..Options::default()
-                    })
-                    .expect("replica"),
-                );
-                let started = Instant::now();
-                let fnode = Node::start(
-                    replica.clone(),
-                    NodeConfig::new("bench", "b", certs.clone(), "http://b", Role::Follower {
-                        leader: addr,
-                        leader_name: "a".into(),
-                    }),
-                )
-                .await
-                .expect("follower node");
-                while replica.log_end().lsn < leader.last_lsn() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let secs = started.elapsed().as_secs_f64();
-                while replica.last_lsn() < leader.last_lsn() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let visible = started.elapsed().as_secs_f64();
+                let (fnode, _fdir, secs, visible) =
+                    follow_to_the_end(leader, addr, &certs, kek).await;
                 let log = leader.stats().expect("stats").log_bytes;
                 println!(
                     "encryption {name}, round {round}: durable in {secs:.2} s ({:.1} MB/s of log), indexed in {visible:.2} s ({:.1} MB raw JSON/s)",
@@ -225,4 +176,52 @@ fn encryption_pairs(mb: u64) {
             }
         }
     });
+}
+
+/// A new follower (a fresh replica store, under `kek` if given) of the
+/// leader at `target`, started and waited on until it holds the leader's
+/// whole log durably and then visibly: its node (to shut down), its
+/// directory (to keep while it runs), and the seconds to each.
+async fn follow_to_the_end(
+    leader: &Store,
+    target: std::net::SocketAddr,
+    certs: &std::path::Path,
+    kek: Option<Arc<dyn vigil_engine::crypt::Kek>>,
+) -> (Node, tempfile::TempDir, f64, f64) {
+    let fdir = tempfile::tempdir().expect("dir");
+    let replica = Arc::new(
+        Store::open_with(
+            fdir.path(),
+            Options {
+                replica: true,
+                kek,
+                ..Options::default()
+            },
+        )
+        .expect("replica"),
+    );
+    let started = Instant::now();
+    let fnode = Node::start(
+        replica.clone(),
+        NodeConfig::new(
+            "bench",
+            "b",
+            certs.to_owned(),
+            "http://b",
+            Role::Follower {
+                leader: target,
+                leader_name: "a".into(),
+            },
+        ),
+    )
+    .await
+    .expect("follower node");
+    while replica.log_end().lsn < leader.last_lsn() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let durable = started.elapsed().as_secs_f64();
+    while replica.last_lsn() < leader.last_lsn() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (fnode, fdir, durable, started.elapsed().as_secs_f64())
 }
