@@ -109,6 +109,9 @@ pub struct Piece {
     pub keys: Vec<(u64, WrappedKey)>,
     /// The frames, as the log holds them.
     pub log: Vec<u8>,
+    /// Where each frame starts in `log`, and its header: found (and every
+    /// frame checked) once, when the piece is made or read.
+    headers: Vec<(usize, FrameHeader)>,
 }
 
 /// Walks whole checked frames of `log`: (offset, header).
@@ -140,8 +143,18 @@ impl Piece {
     /// Builds a piece from whole frames (`prev_crc`: the CRC of the frame
     /// before them), checking each.
     pub fn from_frames(log: Vec<u8>, prev_crc: u32, keys: Vec<(u64, WrappedKey)>) -> Result<Self> {
-        let frames = frames_of(&log)?;
-        let (Some((_, first)), Some((_, last))) = (frames.first(), frames.last()) else {
+        let headers = frames_of(&log)?;
+        Self::from_checked(log, headers, prev_crc, keys)
+    }
+
+    /// A piece of frames already checked: `headers` are theirs.
+    fn from_checked(
+        log: Vec<u8>,
+        headers: Vec<(usize, FrameHeader)>,
+        prev_crc: u32,
+        keys: Vec<(u64, WrappedKey)>,
+    ) -> Result<Self> {
+        let (Some((_, first)), Some((_, last))) = (headers.first(), headers.last()) else {
             return Err(Error::Corrupt("archive piece: no frames".into()));
         };
         if keys.len() > PIECE_KEYS_MAX {
@@ -161,9 +174,10 @@ impl Piece {
             first_epoch: first.epoch,
             first_time_us: first.timestamp_us,
             last_time_us: last.timestamp_us,
-            frames: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+            frames: u32::try_from(headers.len()).unwrap_or(u32::MAX),
             keys,
             log,
+            headers,
         })
     }
 
@@ -264,6 +278,7 @@ impl Piece {
             frames,
             keys: Vec::new(),
             log: Vec::new(),
+            headers: Vec::new(),
         };
         if (
             piece.name,
@@ -290,19 +305,18 @@ impl Piece {
             RestoreTarget::Lsn(n) => h.end_lsn() - 1 <= n,
             RestoreTarget::Time(t) => h.timestamp_us <= t,
         };
-        let frames = frames_of(&self.log)?;
-        let kept = frames.iter().take_while(|(_, h)| keep(h)).count();
-        if kept == frames.len() {
+        let kept = self.headers.iter().take_while(|(_, h)| keep(h)).count();
+        if kept == self.headers.len() {
             return Ok(Some(self));
         }
         if kept == 0 {
             return Ok(None);
         }
-        let (at, h) = frames[kept - 1];
-        let end = at + h.frame_len() as usize;
-        let mut log = self.log;
-        log.truncate(end);
-        Self::from_frames(log, self.name.prev_crc, self.keys).map(Some)
+        let (at, h) = self.headers[kept - 1];
+        let (mut log, mut headers) = (self.log, self.headers);
+        log.truncate(at + h.frame_len() as usize);
+        headers.truncate(kept);
+        Self::from_checked(log, headers, self.name.prev_crc, self.keys).map(Some)
     }
 }
 
@@ -531,11 +545,10 @@ impl ArchiveRestore {
             }
             self.store.import_data_keys(&keys)?;
         }
-        let frames = frames_of(&piece.log)?;
         let mut start = 0usize;
-        for (i, (at, h)) in frames.iter().enumerate() {
+        for (i, (at, h)) in piece.headers.iter().enumerate() {
             let end = at + h.frame_len() as usize;
-            let last = i + 1 == frames.len();
+            let last = i + 1 == piece.headers.len();
             if end - start >= APPEND_BYTES || last {
                 self.store.append_log(piece.log[start..end].to_vec())?;
                 start = end;
