@@ -182,6 +182,21 @@ pub(crate) struct IndexState {
     pub extractor: String,
 }
 
+/// Copies every row of `def` as `from` sees it into `to`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<()> {
+    let src = from.open_table(def)?;
+    let mut dst = to.open_table(def)?;
+    for row in src.iter()? {
+        let (k, v) = row?;
+        dst.insert(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
 impl Index {
     /// Opens (or creates) the index file and its key store, holding up to
     /// `key_entries` key changes in memory before writing them to the
@@ -244,6 +259,54 @@ impl Index {
                 .map(|v| v.value().to_owned())
                 .unwrap_or_default(),
         })
+    }
+
+    /// Writes a copy of this index into the directory `dest` (new; on the
+    /// store's filesystem, so key files are hard-linked): `index.redb`
+    /// holding every table as one read transaction sees it, and its key
+    /// store as a reader in that transaction sees it (its files, and its
+    /// runs in memory written as one more), both at the same frame: the
+    /// store that opens the copy replays nothing for them. Returns the
+    /// tables' applied LSN and the CRC of the frame ending there.
+    pub(crate) fn snapshot_to(&self, dest: &Path) -> Result<(u64, u32)> {
+        std::fs::create_dir(dest).map_err(|e| Error::io("create index snapshot", dest, e))?;
+        let path = dest.join(crate::store::state::INDEX_FILE);
+        let applied_crc = |rtx: &ReadTransaction| -> Result<u32> {
+            let crc = rtx
+                .open_table(META)?
+                .get(META_APPLIED_CRC)?
+                .map_or(0, |v| v.value());
+            u32::try_from(crc).map_err(|_| {
+                Error::Corrupt(format!("index applied-frame crc {crc} is not 32 bits"))
+            })
+        };
+        let (rtx, lsn) = self.keys.snapshot_to(
+            &keys_path(&path),
+            || {
+                let tx = self.db.begin_read()?;
+                let lsn = tx
+                    .open_table(META)?
+                    .get(META_APPLIED_LSN)?
+                    .map_or(0, |v| v.value());
+                Ok((tx, lsn))
+            },
+            applied_crc,
+        )?;
+        let copy = Database::builder().create(&path)?;
+        let mut wtx = copy.begin_write()?;
+        wtx.set_durability(Durability::Immediate)?;
+        copy_table(&rtx, &wtx, META)?;
+        copy_table(&rtx, &wtx, META_TEXT)?;
+        copy_table(&rtx, &wtx, VERSIONS)?;
+        copy_table(&rtx, &wtx, TYPE_LSNS)?;
+        copy_table(&rtx, &wtx, TIMES)?;
+        copy_table(&rtx, &wtx, FRAMES)?;
+        copy_table(&rtx, &wtx, TYPE_STATS)?;
+        copy_table(&rtx, &wtx, DICTS)?;
+        copy_table(&rtx, &wtx, EPOCHS)?;
+        wtx.commit()?;
+        let crc = applied_crc(&rtx)?;
+        Ok((lsn, crc))
     }
 
     /// Stamps a fresh index with its format and extractor.

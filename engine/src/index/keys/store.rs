@@ -256,6 +256,67 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Writes into `dest` (a new directory) the key store as a reader at
+    /// one main-index snapshot sees it: `main` opens that snapshot and
+    /// says its LSN; `crc` gives the CRC of the frame ending there. The
+    /// files are hard-linked (copied where the filesystem cannot link),
+    /// the runs in memory at that LSN written as one more file, and a
+    /// manifest names them all at that frame; so the copy needs no replay
+    /// beside a copy of the main index taken in the same snapshot. Holds
+    /// `disk` meanwhile, so no flush or merge changes the files.
+    pub(crate) fn snapshot_to<T>(
+        &self,
+        dest: &Path,
+        main: impl Fn() -> Result<(T, u64)>,
+        crc: impl Fn(&T) -> Result<u32>,
+    ) -> Result<(T, u64)> {
+        std::fs::create_dir(dest).map_err(|e| Error::io("create key snapshot", dest, e))?;
+        let disk = self.lock_disk();
+        let ((t, lsn), runs, files) = self.snapshot(|| {
+            let (t, lsn) = main()?;
+            Ok(((t, lsn), lsn))
+        })?;
+        let mut names = Vec::with_capacity(files.files.len() + 1);
+        for f in &files.files {
+            let from = run_path(&disk.dir, f.number());
+            let to = run_path(dest, f.number());
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).map_err(|e| Error::io("copy key run", &from, e))?;
+            }
+            names.push(f.number());
+        }
+        let mut next_file = disk.next_file;
+        if !runs.runs.is_empty() {
+            let sources = runs
+                .runs
+                .iter()
+                .map(|r| shared_source(&r.entries))
+                .collect();
+            write_merged(
+                dest,
+                next_file,
+                sources,
+                files.files.is_empty(),
+                &|| false,
+                self.keys.as_ref(),
+            )?
+            .expect("a snapshot is never abandoned");
+            names.push(next_file);
+            next_file += 1;
+        }
+        write_manifest(
+            dest,
+            &Manifest {
+                lsn,
+                crc: if lsn == 0 { 0 } else { crc(&t)? },
+                index_format: crate::index::INDEX_FORMAT_VERSION,
+                next_file,
+                files: names,
+            },
+        )?;
+        Ok((t, lsn))
+    }
+
     /// This key store's directory is about to belong to another: nothing
     /// more is written to it (a flush or merge under way is abandoned).
     /// Reads go on from the open files.

@@ -20,14 +20,19 @@
 //! fenced), then the furthest LSN.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 
-use crate::crypt::{Kek, WrappedKey};
+use crate::crypt::WrappedKey;
 use crate::error::{Error, Result};
 use crate::log::codec::{Put, Reader};
 use crate::log::frame::{FrameHeader, check_frame};
-use crate::{Options, RestoreTarget, Store};
+use crate::{RestoreTarget, Store};
+
+mod base;
+mod rawlog;
+mod restore;
+
+pub use base::{BACKUP_FORMAT, BACKUP_PREFIX, BackupFile, BaseBackup, crc_of_file};
+pub use restore::ArchiveRestore;
 
 /// The piece format this build writes and reads.
 pub const PIECE_FORMAT: u16 = 1;
@@ -40,7 +45,7 @@ const PIECE_KEYS_MAX: usize = 4096;
 const MAGIC: &[u8; 8] = b"VGARCHIV";
 const SUFFIX: &str = ".vgar";
 /// Frames handed to the replica appender at once when restoring.
-const APPEND_BYTES: usize = 8 << 20;
+pub(crate) const APPEND_BYTES: usize = 8 << 20;
 
 /// What a piece's object name says: enough to plan a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -111,7 +116,7 @@ pub struct Piece {
     pub log: Vec<u8>,
     /// Where each frame starts in `log`, and its header: found (and every
     /// frame checked) once, when the piece is made or read.
-    headers: Vec<(usize, FrameHeader)>,
+    pub(crate) headers: Vec<(usize, FrameHeader)>,
 }
 
 /// Walks whole checked frames of `log`: (offset, header).
@@ -298,6 +303,13 @@ impl Piece {
         Ok(piece)
     }
 
+    /// Each frame's last LSN, CRC and commit time, in order.
+    pub fn frame_ends(&self) -> impl Iterator<Item = (u64, u32, u64)> + '_ {
+        self.headers
+            .iter()
+            .map(|(_, h)| (h.end_lsn() - 1, h.crc, h.timestamp_us))
+    }
+
     /// The piece cut to the frames at or before `target` (`None`: none).
     pub fn cut_to(self, target: RestoreTarget) -> Result<Option<Self>> {
         let keep = |h: &FrameHeader| match target {
@@ -442,148 +454,12 @@ pub fn plan_restore(names: &[PieceName]) -> Vec<PieceName> {
     path
 }
 
-/// A store being restored from archive pieces, applied in plan order.
-pub struct ArchiveRestore {
-    store: Store,
-    kek: Option<Arc<dyn Kek>>,
-    target: RestoreTarget,
-    next_lsn: u64,
-    prev_crc: u32,
-    last_time_us: u64,
-    done: bool,
-}
-
-impl std::fmt::Debug for ArchiveRestore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArchiveRestore")
-            .field("next_lsn", &self.next_lsn)
-            .field("target", &self.target)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ArchiveRestore {
-    /// Starts a restore into `dir`, which must not hold a store. `kek`
-    /// unwraps the pieces' data keys and wraps them for the new store;
-    /// it is required when they hold any.
-    pub fn create(dir: &Path, kek: Option<Arc<dyn Kek>>, target: RestoreTarget) -> Result<Self> {
-        if dir.join("wal").exists() {
-            return Err(Error::Restore(format!(
-                "{} already holds a store; restore into a new directory",
-                dir.display()
-            )));
-        }
-        let store = Store::open_with(
-            dir,
-            Options {
-                replica: true,
-                kek: kek.clone(),
-                ..Options::default()
-            },
-        )?;
-        Ok(Self {
-            store,
-            kek,
-            target,
-            next_lsn: 1,
-            prev_crc: 0,
-            last_time_us: 0,
-            done: false,
-        })
-    }
-
-    /// The LSN the next piece must start at.
-    pub fn next_lsn(&self) -> u64 {
-        self.next_lsn
-    }
-
-    /// Whether the target is reached (later pieces are not needed).
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Appends the piece's frames up to the target. The piece must follow
-    /// the last one applied (its first LSN and previous CRC).
-    pub fn apply(&mut self, piece: Piece) -> Result<()> {
-        if self.done {
-            return Ok(());
-        }
-        if piece.name.first_lsn != self.next_lsn || piece.name.prev_crc != self.prev_crc {
-            return Err(Error::Restore(format!(
-                "archive piece {} does not follow lsn {} (crc {:08x})",
-                piece.name.object_name(),
-                self.next_lsn - 1,
-                self.prev_crc
-            )));
-        }
-        let whole = piece.name;
-        let Some(piece) = piece.cut_to(self.target)? else {
-            self.done = true;
-            return Ok(());
-        };
-        if piece.name != whole {
-            self.done = true;
-        }
-        if !piece.keys.is_empty() {
-            let Some(kek) = &self.kek else {
-                return Err(Error::KeyNeeded {
-                    dir: self.store.dir().to_owned(),
-                });
-            };
-            let mut keys = Vec::with_capacity(piece.keys.len());
-            for (id, w) in &piece.keys {
-                let key = kek.unwrap(w).map_err(|source| Error::Crypt {
-                    context: format!(
-                        "unwrapping data key {id:016x} of archive piece {} (wrapped under {} v{})",
-                        piece.name.object_name(),
-                        w.kek,
-                        w.version
-                    ),
-                    source,
-                })?;
-                keys.push((*id, key));
-            }
-            self.store.import_data_keys(&keys)?;
-        }
-        let mut start = 0usize;
-        for (i, (at, h)) in piece.headers.iter().enumerate() {
-            let end = at + h.frame_len() as usize;
-            let last = i + 1 == piece.headers.len();
-            if end - start >= APPEND_BYTES || last {
-                self.store.append_log(piece.log[start..end].to_vec())?;
-                start = end;
-            }
-        }
-        self.next_lsn = piece.name.last_lsn + 1;
-        self.prev_crc = piece.name.last_crc;
-        self.last_time_us = piece.last_time_us;
-        if matches!(self.target, RestoreTarget::Lsn(n) if n <= piece.name.last_lsn) {
-            self.done = true;
-        }
-        Ok(())
-    }
-
-    /// Makes the restored store durable and closes it: what it holds.
-    pub fn finish(self) -> Result<crate::RestoreReport> {
-        if self.next_lsn == 1 {
-            return Err(Error::Restore(
-                "nothing in the archive is at or before the point asked".into(),
-            ));
-        }
-        let report = crate::RestoreReport {
-            last_lsn: self.next_lsn - 1,
-            last_timestamp_us: self.last_time_us,
-            segments: 0,
-        };
-        self.store.close()?;
-        Ok(report)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Batch, Op};
+    use crate::{Batch, Op, Options};
+    use std::path::Path;
+    use std::sync::Arc;
 
     fn name(first: u64, last: u64, epoch: u64, prev: u32, crc: u32) -> PieceName {
         PieceName {
@@ -705,31 +581,6 @@ mod tests {
                 .expect("none"),
             None
         );
-    }
-
-    #[test]
-    fn a_restore_cuts_at_the_target_and_refuses_a_piece_out_of_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = store_with_log(dir.path());
-        let a = store.archive_piece(1, 300).expect("piece").expect("frames");
-        let b = store
-            .archive_piece(a.name.last_lsn + 1, PIECE_BYTES_MAX)
-            .expect("piece")
-            .expect("frames");
-        let to = tempfile::tempdir().expect("dir");
-        let mut r =
-            ArchiveRestore::create(to.path(), None, RestoreTarget::Lsn(a.name.last_lsn + 2))
-                .expect("create");
-        let e = r.apply(b.clone()).expect_err("out of order");
-        assert!(e.to_string().contains("does not follow"), "{e}");
-        r.apply(a.clone()).expect("a");
-        assert!(!r.is_done());
-        r.apply(b).expect("b");
-        assert!(r.is_done());
-        let report = r.finish().expect("finish");
-        assert_eq!(report.last_lsn, a.name.last_lsn + 2);
-        let restored = Store::open(to.path()).expect("open");
-        assert_eq!(restored.last_lsn(), a.name.last_lsn + 2);
     }
 
     struct Frozen;
