@@ -2,7 +2,7 @@
 //! (on the leader; a follower forwards it there) and
 //! `POST /admin/promote?force=true` (on a follower, when the witness is
 //! gone), `GET /admin/keys` and `POST /admin/keys/rewrap` (encryption at
-//! rest). All sit behind the server's authorisation like every route.
+//! rest), `POST /admin/backup` (a base backup to object storage). All sit behind the server's authorisation like every route.
 
 use std::sync::Arc;
 
@@ -208,5 +208,59 @@ pub async fn keys_rewrap(State(app): State<Arc<App>>) -> Response {
         },
         Ok(Err(why)) => unavailable(why),
         Err(e) => unavailable(e.to_string()),
+    }
+}
+
+/// `POST /admin/backup`'s query.
+#[derive(Debug, Deserialize)]
+pub struct BackupQuery {
+    /// Where to (default: `[archive] url`).
+    to: Option<String>,
+}
+
+/// `POST /admin/backup[?to=URL]`: takes a base backup of this node's
+/// store now into `to` (default the `[archive] url`): the log pieces the
+/// location lacks, then a copy of the index; then applies the
+/// `[archive]` retention there. Answers with what it did. No location:
+/// 400; a backup already under way here: 409; storage failing: 503.
+pub async fn backup(State(app): State<Arc<App>>, Query(q): Query<BackupQuery>) -> Response {
+    let Some(url) = q.to.or_else(|| app.config.archive.url.clone()) else {
+        return FhirError::new(
+            StatusCode::BAD_REQUEST,
+            "required",
+            "no backup location: give ?to=URL (s3://bucket/prefix, az://…, gs://…, file:///path) or set [archive] url",
+        )
+        .into_response();
+    };
+    let location = match vigil_net::archive::Location::parse(&url) {
+        Ok(l) => l,
+        Err(e) => {
+            return FhirError::new(StatusCode::BAD_REQUEST, "value", e.to_string()).into_response();
+        }
+    };
+    use crate::archiving::backups::{BackupError, take};
+    match take(&app, &location).await {
+        Ok(r) => json(&serde_json::json!({
+            "name": r.name,
+            "url": url,
+            "lsn": r.lsn,
+            "timestamp_us": r.timestamp_us,
+            "pieces_uploaded": r.pieces,
+            "log_bytes_uploaded": r.log_bytes,
+            "index_files": r.files,
+            "index_bytes": r.index_bytes,
+        })),
+        Err(BackupError::Busy) => FhirError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            BackupError::Busy.to_string(),
+        )
+        .into_response(),
+        Err(e) => FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            format!("the base backup was not taken: {e}"),
+        )
+        .into_response(),
     }
 }

@@ -37,6 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/drill/crash", post(crate::admin::drill_crash))
         .route("/admin/keys", get(crate::admin::keys))
         .route("/admin/keys/rewrap", post(crate::admin::keys_rewrap))
+        .route("/admin/backup", post(crate::admin::backup))
         .route(
             "/admin/promote",
             get(crate::admin::loss_estimate).post(crate::admin::promote),
@@ -347,6 +348,7 @@ pub async fn run(
     let disk = tokio::spawn(watch_disk(app.clone()));
     let keys = tokio::spawn(crate::keywatch::watch(app.clone()));
     let archive = tokio::spawn(crate::archiving::watch(app.clone()));
+    let backups = tokio::spawn(crate::archiving::backups::schedule(app.clone()));
     tracing::info!(addr = %bound, data = %app.config.data.display(), "vigil serving FHIR R4");
     on_ready(bound);
     axum::serve(listener, router(app.clone()))
@@ -361,6 +363,7 @@ pub async fn run(
     keys.abort();
     let _ = keys.await;
     archive.abort();
+    backups.abort();
     let _ = archive.await;
     app.archive.finish().await;
     if let Some(r) = &app.replication {

@@ -117,7 +117,13 @@ async fn restore(
 ) {
     let dir = tempfile::tempdir().expect("dir");
     let to = dir.path().join("restored");
-    let r = restore_from_archive(loc, &to, kek, target, &mut |_| {}).await;
+    let opts = Options {
+        kek,
+        ..Options::default()
+    };
+    let r = restore_from_archive(loc, &to, opts, target, &mut |_| {})
+        .await
+        .map(|r| r.restore);
     (dir, r)
 }
 

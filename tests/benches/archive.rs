@@ -1,7 +1,10 @@
 //! The log archive against a real S3 server on loopback (SeaweedFS, as
 //! the tests run it): how fast a leader's log is uploaded (MB of log per
 //! second, from a standing start with the whole log behind) and how fast a
-//! store is restored from it, indexed and ready to serve reads.
+//! store is restored from it until it serves reads, with the server's
+//! search keys: from the archive alone (indexed as appended), then, in
+//! the same round, beside a base backup taken after the upload (its index
+//! laid beside the log, the catch-up replayed on open).
 //!
 //! `cargo bench -p vigil-tests --bench archive` (SeaweedFS from
 //! `scripts/test`'s install, or `VIGIL_WEED`). `VIGIL_BENCH_MB` sets the
@@ -11,8 +14,38 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::{RestoreTarget, Store};
-use vigil_net::archive::{ArchiveConfig, Archiver, Location, restore_from_archive};
+use vigil_engine::{Options, RestoreTarget, Store};
+use vigil_net::archive::{
+    ArchiveConfig, Archiver, Location, backup_to_location, restore_from_archive,
+};
+
+/// The options a server opens its store with: its search keys.
+fn options() -> Options {
+    Options {
+        extractor: Arc::new(vigil_fhir::search::keys::SearchKeys::default()),
+        ..Options::default()
+    }
+}
+
+/// Restores `loc` into `to` and opens it with the server's options:
+/// seconds until the first read is served, and whether a base backup's
+/// index was used.
+async fn restore_until_served(loc: &Location, to: &std::path::Path, last: u64) -> (f64, bool) {
+    let started = Instant::now();
+    let r = restore_from_archive(loc, to, options(), RestoreTarget::Latest, &mut |_| {})
+        .await
+        .expect("restore");
+    let dir = to.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let s = Store::open_with(&dir, options()).expect("open restored");
+        assert_eq!(s.last_lsn(), last);
+        assert!(!s.open_report().index_rebuilt, "no rebuild on open");
+        s.get("Patient", "p-1").expect("first read");
+    })
+    .await
+    .expect("open");
+    (started.elapsed().as_secs_f64(), r.base_backup.is_some())
+}
 use vigil_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 fn main() {
@@ -21,7 +54,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let dir = tempfile::tempdir().expect("dir");
-    let store = Arc::new(Store::open(dir.path().join("leader")).expect("store"));
+    let store = Arc::new(Store::open_with(dir.path().join("leader"), options()).expect("store"));
     let raw = vigil_tests::fill_with_patients(&store, mb, 7);
     let log = store.stats().expect("stats").log_bytes;
     let versions = store.stats().expect("stats").versions;
@@ -65,25 +98,27 @@ fn main() {
             let up = started.elapsed().as_secs_f64();
             let pieces = a.status().pieces;
             a.stop().await;
+            let last = store.last_lsn();
             let to = dir.path().join(format!("restored-{round}"));
-            let started = Instant::now();
-            restore_from_archive(&loc, &to, None, RestoreTarget::Latest, &mut |_| {})
-                .await
-                .expect("restore");
-            let restored = started.elapsed().as_secs_f64();
-            let opened = Instant::now();
-            let r = Store::open(&to).expect("open restored");
-            assert_eq!(r.last_lsn(), store.last_lsn());
-            let first_read = r.get("Patient", "p-1").map(|_| ()).is_ok();
-            let open_s = opened.elapsed().as_secs_f64();
-            drop(r);
-            println!(
-                "round {round}: archived {pieces} pieces in {up:.2} s ({:.1} MB/s of log); restored, indexed, in {restored:.2} s ({:.1} MB/s of log, {:.0} versions/s); reopened and read in {open_s:.2} s ({first_read})",
-                log as f64 / 1e6 / up,
-                log as f64 / 1e6 / restored,
-                versions as f64 / restored
-            );
+            let (plain, used) = restore_until_served(&loc, &to, last).await;
+            assert!(!used);
             std::fs::remove_dir_all(&to).expect("clean");
+            let started = Instant::now();
+            let b = backup_to_location(store.clone(), &loc, &mut |_| {})
+                .await
+                .expect("base backup");
+            let backup_s = started.elapsed().as_secs_f64();
+            let (based, used) = restore_until_served(&loc, &to, last).await;
+            assert!(used, "the base backup is used");
+            std::fs::remove_dir_all(&to).expect("clean");
+            println!(
+                "round {round}: archived {pieces} pieces in {up:.2} s ({:.1} MB/s of log); served after a restore from the archive alone in {plain:.2} s ({:.1} MB/s of log, {:.0} versions/s); base backup ({:.1} MB of index) in {backup_s:.2} s; served after a restore beside it in {based:.2} s ({:.1} MB/s of log)",
+                log as f64 / 1e6 / up,
+                log as f64 / 1e6 / plain,
+                versions as f64 / plain,
+                b.index_bytes as f64 / 1e6,
+                log as f64 / 1e6 / based,
+            );
         }
         lag_under_load(dir.path(), &settings).await;
     });

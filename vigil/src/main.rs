@@ -114,9 +114,14 @@ enum Command {
     /// latency and throughput (Markdown, JSON, SVG); exits non-zero when
     /// the cluster broke its promises.
     Drill(ops::DrillArgs),
-    /// Back up a store (online: no pause, consistent at an LSN); into an
-    /// existing backup only what is new is copied. `backup verify DIR`
-    /// checks every frame of a backup.
+    /// Back up a store (online: no pause, consistent at an LSN). Into a
+    /// directory: its segments, only what is new copied into an existing
+    /// backup. Into object storage (`s3://bucket/prefix`, `az://…`,
+    /// `gs://…`, `file:///path`, the same place as the `[archive] url`):
+    /// the log it lacks as archive pieces, then a copy of the index, so a
+    /// restore from there serves without indexing the whole log. A running
+    /// server's store is backed up by the server: `POST /admin/backup`.
+    /// `backup verify` checks a backup; `backup prune` applies retention.
     #[command(args_conflicts_with_subcommands = true)]
     Backup {
         #[command(subcommand)]
@@ -124,15 +129,19 @@ enum Command {
         /// The store's data directory.
         #[arg(long, default_value = "./vigil-data")]
         data: PathBuf,
-        /// The backup directory.
+        /// The backup directory or object storage URL.
         #[arg(long)]
-        to: Option<PathBuf>,
+        to: Option<String>,
+        /// The store's key-encryption key (an encrypted store, backed up
+        /// to object storage: the index copy is read through it).
+        #[arg(long)]
+        kek: Option<String>,
     },
     /// Restore a store from a backup, as it was at an LSN or a time.
     Restore {
-        /// A backup directory, or the URL of a continuous log archive
-        /// (`s3://bucket/prefix`, `az://…`, `gs://…`, `file:///path`:
-        /// the `[archive] url` of the cluster's leader).
+        /// A backup directory, or the URL of a continuous log archive and
+        /// its base backups (`s3://bucket/prefix`, `az://…`, `gs://…`,
+        /// `file:///path`: the `[archive] url` of the cluster's leader).
         #[arg(long)]
         from: String,
         /// The new store's data directory (must not hold a store).
@@ -265,10 +274,26 @@ enum QuarantineAction {
 
 #[derive(Subcommand)]
 enum BackupAction {
-    /// Check every frame of a backup (CRCs, dense LSNs, the segment chain).
+    /// Check every frame of a backup (CRCs, dense LSNs, the segment chain);
+    /// at a URL, every piece of the archive's history and every base
+    /// backup's files, and that each backup is on that history.
     Verify {
-        /// The backup directory.
-        dir: PathBuf,
+        /// The backup directory or object storage URL.
+        dir: String,
+    },
+    /// Delete the base backups at a URL that retention does not keep:
+    /// those older than `--keep-days` and not among the `--keep-backups`
+    /// newest (the newest is always kept). Log pieces are never deleted:
+    /// every restore needs the whole log.
+    Prune {
+        /// The object storage URL.
+        url: String,
+        /// Keep every backup taken within this many days.
+        #[arg(long, default_value_t = 7)]
+        keep_days: u32,
+        /// Keep at least this many of the newest backups.
+        #[arg(long, default_value_t = 2)]
+        keep_backups: u32,
     },
 }
 
@@ -573,10 +598,20 @@ fn main() -> anyhow::Result<()> {
             ..
         } => ops::backup_verify(dir),
         Command::Backup {
+            action:
+                Some(BackupAction::Prune {
+                    url,
+                    keep_days,
+                    keep_backups,
+                }),
+            ..
+        } => ops::backup_prune(url, keep_days, keep_backups),
+        Command::Backup {
             action: None,
             data,
             to,
-        } => ops::backup(data, to),
+            kek,
+        } => ops::backup(data, to, kek),
         Command::Restore {
             from,
             to,

@@ -140,7 +140,49 @@ pub fn drill(args: DrillArgs) -> anyhow::Result<()> {
 }
 
 /// `vigil backup verify DIR`.
-pub fn backup_verify(dir: PathBuf) -> anyhow::Result<()> {
+pub fn backup_verify(dir: String) -> anyhow::Result<()> {
+    if dir.contains("://") {
+        let location = vigil_net::archive::Location::parse(&dir)?;
+        let rt = current_thread()?;
+        let mut shown = progress("verified");
+        let v = rt.block_on(vigil_net::archive::verify_location(&location, &mut |p| {
+            shown(p)
+        }))?;
+        println!(
+            "archive at {dir} is whole: {} pieces, {} frames, {:.1} MB of log, lsn 1..={}, {} .. {}{}",
+            v.pieces,
+            v.frames,
+            v.log_bytes as f64 / 1e6,
+            v.last_lsn,
+            vigil_fhir::instant::format_instant(v.first_time_us),
+            vigil_fhir::instant::format_instant(v.last_time_us),
+            if v.side_pieces > 0 {
+                format!(
+                    "; {} pieces off the history (a deposed leader's lost frames)",
+                    v.side_pieces
+                )
+            } else {
+                String::new()
+            }
+        );
+        for b in &v.backups {
+            println!(
+                "  base backup {}: index at lsn {} ({}), {:.1} MB, taken {}{}",
+                b.name,
+                b.lsn,
+                vigil_fhir::instant::format_instant(b.timestamp_us),
+                b.bytes as f64 / 1e6,
+                vigil_fhir::instant::format_instant(b.taken_us),
+                if b.on_history {
+                    ""
+                } else {
+                    " — NOT on the history: a restore cannot use it"
+                }
+            );
+        }
+        return Ok(());
+    }
+    let dir = PathBuf::from(dir);
     let v = vigil_engine::verify_backup(&dir, &mut progress("verified"))?;
     println!(
         "backup {} is whole: {} segments, {} frames, lsn {}..={}, {} .. {}",
@@ -155,11 +197,52 @@ pub fn backup_verify(dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `vigil backup --data DIR --to DIR`.
-pub fn backup(data: PathBuf, to: Option<PathBuf>) -> anyhow::Result<()> {
+/// `vigil backup prune URL`.
+pub fn backup_prune(url: String, keep_days: u32, keep_backups: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        keep_days <= vigil_net::archive::backup::KEEP_DAYS_MAX,
+        "--keep-days {keep_days}: at most {}",
+        vigil_net::archive::backup::KEEP_DAYS_MAX
+    );
+    anyhow::ensure!(
+        keep_backups <= vigil_net::archive::backup::KEEP_BACKUPS_MAX,
+        "--keep-backups {keep_backups}: at most {}",
+        vigil_net::archive::backup::KEEP_BACKUPS_MAX
+    );
+    let location = vigil_net::archive::Location::parse(&url)?;
+    let rt = current_thread()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let r = rt.block_on(vigil_net::archive::prune_backups(
+        &location,
+        vigil_net::archive::Retention {
+            keep_days,
+            keep_backups,
+        },
+        now,
+    ))?;
+    for name in &r.deleted {
+        println!("  deleted base backup {name}");
+    }
+    println!(
+        "pruned {url}: {} base backups deleted, {} kept, {} objects of backups cut short removed; log pieces are never deleted",
+        r.deleted.len(),
+        r.kept.len(),
+        r.orphans
+    );
+    Ok(())
+}
+
+/// `vigil backup --data DIR --to DIR|URL`.
+pub fn backup(data: PathBuf, to: Option<String>, kek: Option<String>) -> anyhow::Result<()> {
     let Some(to) = to else {
-        anyhow::bail!("give --to DIR (or `vigil backup verify DIR`)");
+        anyhow::bail!("give --to DIR or --to URL (or `vigil backup verify DIR|URL`)");
     };
+    if to.contains("://") {
+        return backup_to_url(data, &to, kek);
+    }
+    let to = PathBuf::from(to);
     let r = vigil_engine::backup(&data, &to, &mut progress("backed up"))?;
     println!(
         "backup {} consistent at lsn {} ({}); {} bytes copied into {} segments{}",
@@ -173,6 +256,51 @@ pub fn backup(data: PathBuf, to: Option<PathBuf>) -> anyhow::Result<()> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+/// `vigil backup --to URL` of a store no server holds.
+fn backup_to_url(data: PathBuf, url: &str, kek: Option<String>) -> anyhow::Result<()> {
+    let location = vigil_net::archive::Location::parse(url)?;
+    let cfg = Config {
+        data: data.clone(),
+        encryption: vigil_fhir::config::EncryptionConfig {
+            kek,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let store = match vigil_engine::Store::open_with(
+        &data,
+        vigil_fhir::app::App::store_options(&cfg)?,
+    ) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(vigil_engine::Error::Locked { .. }) => anyhow::bail!(
+            "the store in {} is held by a running server: ask it for the backup with `curl -X POST 'http://HOST:PORT/admin/backup?to={url}'` (or configure [backup] to take them on a schedule)",
+            data.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let rt = current_thread()?;
+    let mut shown = progress("index uploaded");
+    let started = std::time::Instant::now();
+    let r = rt.block_on(vigil_net::archive::backup_to_location(
+        store.clone(),
+        &location,
+        &mut |p| shown(p),
+    ))?;
+    drop(store);
+    println!(
+        "base backup {} at {url}: index at lsn {} ({}), {} files, {:.1} MB; {} pieces ({:.1} MB) of log uploaded; {:.1} s",
+        r.name,
+        r.lsn,
+        vigil_fhir::instant::format_instant(r.timestamp_us),
+        r.files,
+        r.index_bytes as f64 / 1e6,
+        r.pieces,
+        r.log_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -205,23 +333,34 @@ pub fn restore(
     let started = std::time::Instant::now();
     if from.contains("://") {
         let location = vigil_net::archive::Location::parse(&from)?;
-        let kek = cfg.encryption.open_kek()?;
+        let opts = vigil_fhir::app::App::store_options(&cfg)?;
         let rt = current_thread()?;
         let mut shown = progress("restored");
         let r = rt.block_on(vigil_net::archive::restore_from_archive(
             &location,
             &to,
-            kek,
+            opts,
             target,
             &mut |p| shown(p),
         ))?;
         println!(
-            "restored {} from the archive at {from} up to lsn {} ({}), indexed, in {:.1} s",
+            "restored {} from {from} up to lsn {} ({}): {:.1} MB of log{} in {:.1} s",
             to.display(),
-            r.last_lsn,
-            vigil_fhir::instant::format_instant(r.last_timestamp_us),
+            r.restore.last_lsn,
+            vigil_fhir::instant::format_instant(r.restore.last_timestamp_us),
+            r.log_bytes as f64 / 1e6,
+            match &r.base_backup {
+                Some(b) => format!(
+                    " and the index of base backup {b} ({:.1} MB)",
+                    r.index_bytes as f64 / 1e6
+                ),
+                None => ", indexed as appended".into(),
+            },
             started.elapsed().as_secs_f64()
         );
+        if let Some(note) = &r.index_note {
+            println!("  note: {note}");
+        }
     } else {
         let r = vigil_engine::restore(
             std::path::Path::new(&from),

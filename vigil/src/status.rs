@@ -286,6 +286,32 @@ pub fn render(json: &str) -> Result<String, StatusError> {
             }
         );
     }
+    if let Some(b) = v.get("backups").filter(|b| b.is_object()) {
+        let every = match b["interval_ms"].as_u64().unwrap_or(0) {
+            0 => "none scheduled".to_owned(),
+            ms => format!("every {:.1} h", ms as f64 / 3.6e6),
+        };
+        let last = match b["last_name"].as_str() {
+            Some(n) => format!(
+                "newest {n} (index at lsn {})",
+                b["last_lsn"].as_u64().unwrap_or(0)
+            ),
+            None => "none yet".into(),
+        };
+        let _ = writeln!(
+            out,
+            "base backups: {every}; {last}{}{}",
+            if b["running"] == true {
+                "; one is being taken"
+            } else {
+                ""
+            },
+            match b["last_error"].as_str() {
+                Some(e) => format!("; FAILING ({} errors): {e}", b["errors"]),
+                None => String::new(),
+            }
+        );
+    }
     for q in v["quarantine"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -337,6 +363,17 @@ mod tests {
         assert!(
             shown.contains(
                 "archive: s3://b/p up to lsn 40, lag 2 lsns / 1.2 s; 3 pieces uploaded here; FAILING (4 errors): listing log/ at s3://b/p: refused"
+            ),
+            "{shown}"
+        );
+        let backups = r#"{"role":"standalone","backups":{"interval_ms":86400000,"running":false,
+            "last_name":"00000000000000000040-00000000000000000009","last_lsn":40,
+            "last_taken_us":9,"last_seconds":1.5,"taken":1,"pruned":0,"errors":1,
+            "last_error":"uploading x: refused"}}"#;
+        let shown = render(backups).expect("renders");
+        assert!(
+            shown.contains(
+                "base backups: every 24.0 h; newest 00000000000000000040-00000000000000000009 (index at lsn 40); FAILING (1 errors): uploading x: refused"
             ),
             "{shown}"
         );

@@ -5,6 +5,10 @@
 //! uploads; every archived object still reads whole, and `vigil restore
 //! --from s3://… --time T` gives exactly the acknowledged versions
 //! committed at or before T (checked against the client's own log).
+//! The server takes base backups there (on its schedule and on
+//! `POST /admin/backup`); `vigil backup verify` checks them, `vigil
+//! restore` lays the newest beside the log, and the restored server
+//! answers searches at once; `vigil backup prune` applies retention.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -168,7 +172,7 @@ fn a_killed_servers_archive_restores_exactly_what_was_acknowledged_by_a_time() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("from the archive at s3://vigil-dr/region-a"),
+        text.contains("from s3://vigil-dr/region-a up to lsn"),
         "{text}"
     );
     assert!(text.contains("ready after"), "{text}");
@@ -198,4 +202,133 @@ fn a_killed_servers_archive_restores_exactly_what_was_acknowledged_by_a_time() {
             );
         }
     }
+}
+
+fn vigil(args: &[&str], env: &[(&'static str, String)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("vigil runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "vigil {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_servers_base_backups_restore_a_server_that_searches_at_once() {
+    let s3 = S3Server::start();
+    s3.create_bucket("vigil-dr");
+    let env = s3.env();
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data = {data:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n[archive]\nurl = \"s3://vigil-dr/a\"\ninterval_ms = 200\nbackup_interval_ms = 60000\nkeep_days = 0\nkeep_backups = 5\n"
+        ),
+    )
+    .expect("config");
+    let (server, addr) = serve(&config, &env);
+    let put = |i: usize| {
+        let body = format!(
+            r#"{{"resourceType":"Patient","id":"p{i}","name":[{{"family":"Fam{i:05}"}}]}}"#
+        );
+        let r = request(addr, "PUT", &format!("/Patient/p{i}"), Some(&body)).expect("put");
+        assert!(r.status == 201, "{}", r.body);
+    };
+    for i in 0..200 {
+        put(i);
+    }
+    // No backup at the location yet: the schedule takes one.
+    until("a scheduled base backup", Duration::from_secs(60), || {
+        status(addr)["backups"]["last_name"].is_string()
+    });
+    let first = status(addr)["backups"]["last_name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    for i in 200..300 {
+        put(i);
+    }
+    let r = request(addr, "POST", "/admin/backup", None).expect("backup");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let taken: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    let second = taken["name"].as_str().expect("name").to_owned();
+    assert_ne!(first, second);
+    assert!(taken["index_bytes"].as_u64() > Some(0), "{taken}");
+    let bad = request(addr, "POST", "/admin/backup?to=ftp://nowhere", None).expect("bad");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("OperationOutcome"), "{}", bad.body);
+    let s = status(addr);
+    assert_eq!(s["backups"]["last_name"], second.as_str());
+    assert_eq!(s["backups"]["last_error"], serde_json::Value::Null);
+    let metrics = request(addr, "GET", "/metrics", None)
+        .expect("metrics")
+        .body;
+    assert!(metrics.contains("vigil_backup_lsn "), "{metrics}");
+    drop(server);
+
+    let text = vigil(&["backup", "verify", "s3://vigil-dr/a"], &env);
+    assert!(
+        text.contains("archive at s3://vigil-dr/a is whole"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("base backup {first}"))
+            && text.contains(&format!("base backup {second}")),
+        "{text}"
+    );
+    assert!(!text.contains("NOT on the history"), "{text}");
+
+    let restored = dir.path().join("restored");
+    let r = restored.to_str().expect("utf8");
+    let text = vigil(&["restore", "--from", "s3://vigil-dr/a", "--to", r], &env);
+    assert!(
+        text.contains(&format!("and the index of base backup {second}")),
+        "{text}"
+    );
+    assert!(text.contains("ready after"), "{text}");
+    // The restored server answers a search from the backup's index.
+    let config2 = dir.path().join("restored.toml");
+    std::fs::write(
+        &config2,
+        format!("data = {restored:?}\nhttp = \"127.0.0.1:0\"\nlog_level = \"warn\"\n"),
+    )
+    .expect("config");
+    let (server, addr) = serve(&config2, &[]);
+    let found = request(addr, "GET", "/Patient?family=Fam00299", None).expect("search");
+    assert_eq!(found.status, 200, "{}", found.body);
+    let bundle: serde_json::Value = serde_json::from_str(&found.body).expect("json");
+    assert_eq!(bundle["total"], 1, "{bundle}");
+    drop(server);
+
+    // A stopped store backs up from the command line.
+    let text = vigil(&["backup", "--data", r, "--to", "s3://vigil-dr/b"], &env);
+    assert!(
+        text.contains("base backup") && text.contains("at s3://vigil-dr/b"),
+        "{text}"
+    );
+    let text = vigil(
+        &[
+            "backup",
+            "prune",
+            "s3://vigil-dr/a",
+            "--keep-days",
+            "0",
+            "--keep-backups",
+            "1",
+        ],
+        &env,
+    );
+    assert!(
+        text.contains(&format!("deleted base backup {first}")),
+        "{text}"
+    );
+    assert!(text.contains("1 base backups deleted, 1 kept"), "{text}");
 }

@@ -3,7 +3,8 @@
 //! archiver uploads its durable log every `interval_ms`; when it stops
 //! leading the archiver stops, and the node that leads next continues the
 //! same archive. Its progress is in `/status` (`archive`) and `/metrics`
-//! (`vigil_archive_*`). A shutdown uploads what is durable first.
+//! (`vigil_archive_*`). A shutdown uploads what is durable first. Base
+//! backups beside it: [`backups`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,11 +16,12 @@ use crate::app::App;
 /// How often leadership and the store are looked at.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
+pub mod backups;
 pub mod view;
 
 pub use view::ArchiveView;
 
-fn leads(app: &App) -> bool {
+pub(crate) fn leads(app: &App) -> bool {
     match &app.replication {
         Some(r) => r.is_leader() && r.cluster().is_none_or(|c| c.still_leading().is_ok()),
         None => true,

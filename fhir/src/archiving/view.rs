@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vigil_engine::Store;
-use vigil_net::archive::{ArchiveStatus, Archiver};
+use vigil_net::archive::{ArchiveStatus, Archiver, BaseBackupStatus};
 
 /// Most time a shutdown waits for the last upload.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
@@ -16,6 +16,10 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 pub struct ArchiveView {
     pub(crate) running: tokio::sync::Mutex<Option<(Archiver, Arc<Store>)>>,
     status: Mutex<Option<Arc<Mutex<ArchiveStatus>>>>,
+    /// Base backups: what the last ones did (`None`: no archive URL).
+    backups: Mutex<Option<BaseBackupStatus>>,
+    /// Held while a base backup is taken: one at a time per node.
+    pub(crate) backup_running: tokio::sync::Mutex<()>,
 }
 
 impl ArchiveView {
@@ -28,6 +32,20 @@ impl ArchiveView {
             .clone()?;
         let s = handle.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Some(s)
+    }
+
+    /// The base backups' status, when an archive URL is configured.
+    pub fn backup_status(&self) -> Option<BaseBackupStatus> {
+        self.backups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the base backups' status (starting it at the default).
+    pub(crate) fn update_backups(&self, f: impl FnOnce(&mut BaseBackupStatus)) {
+        let mut g = self.backups.lock().unwrap_or_else(|p| p.into_inner());
+        f(g.get_or_insert_with(BaseBackupStatus::default));
     }
 
     pub(crate) fn show(&self, handle: Arc<Mutex<ArchiveStatus>>) {

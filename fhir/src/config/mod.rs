@@ -72,7 +72,10 @@ pub struct Config {
 
 /// The `[archive]` table: while this node leads, its durable log is
 /// uploaded to `url` every `interval_ms` as immutable pieces, from which
-/// `vigil restore --from URL` rebuilds a store to any LSN or time.
+/// `vigil restore --from URL` rebuilds a store to any LSN or time; every
+/// `backup_interval_ms` it also takes a base backup there (a copy of the
+/// index, so a restore need not index the whole log) and applies the
+/// retention `keep_days` / `keep_backups` to base backups.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiveTable {
@@ -83,16 +86,31 @@ pub struct ArchiveTable {
     /// Most time between a write becoming durable and its upload starting:
     /// the archive's RPO, milliseconds, 100..=86,400,000 (default 60,000).
     pub interval_ms: u64,
+    /// Time between base backups taken by the leader, milliseconds:
+    /// 0 (none) or 60,000..=2,592,000,000 (30 days); default a day.
+    pub backup_interval_ms: u64,
+    /// Keep every base backup taken within this many days (0..=36,500;
+    /// default 7).
+    pub keep_days: u32,
+    /// Keep at least this many of the newest base backups (1..=10,000;
+    /// default 2). Log pieces are never deleted: every restore needs the
+    /// whole log.
+    pub keep_backups: u32,
 }
 
 /// The archive's interval by default: 60 s.
 pub const ARCHIVE_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// Base backups by default: daily.
+pub const BACKUP_INTERVAL_MS_DEFAULT: u64 = 86_400_000;
 
 impl Default for ArchiveTable {
     fn default() -> Self {
         Self {
             url: None,
             interval_ms: ARCHIVE_INTERVAL_MS_DEFAULT,
+            backup_interval_ms: BACKUP_INTERVAL_MS_DEFAULT,
+            keep_days: 7,
+            keep_backups: 2,
         }
     }
 }
@@ -345,6 +363,23 @@ impl Config {
         if !(100..=86_400_000).contains(&self.archive.interval_ms) {
             return Err(ConfigError::Invalid(
                 "[archive] interval_ms must be 100..=86400000".into(),
+            ));
+        }
+        let b = self.archive.backup_interval_ms;
+        if b != 0 && !(60_000..=2_592_000_000).contains(&b) {
+            return Err(ConfigError::Invalid(
+                "[archive] backup_interval_ms must be 0 (no base backups) or 60000..=2592000000"
+                    .into(),
+            ));
+        }
+        if self.archive.keep_days > 36_500 {
+            return Err(ConfigError::Invalid(
+                "[archive] keep_days must be 0..=36500".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.archive.keep_backups) {
+            return Err(ConfigError::Invalid(
+                "[archive] keep_backups must be 1..=10000".into(),
             ));
         }
         if let Some(url) = &self.archive.url

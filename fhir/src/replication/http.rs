@@ -195,6 +195,9 @@ pub async fn status(State(app): State<Arc<App>>) -> Response {
                 }
                 obj.insert("archive".into(), v);
             }
+            if let Some(b) = app.archive.backup_status() {
+                obj.insert("backups".into(), serde_json::to_value(&b)?);
+            }
         }
         Ok(b)
     });
@@ -258,6 +261,30 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             "1 while this node archives its log.",
             "",
             f64::from(u8::from(a.active)),
+        );
+    }
+    if let Some(b) = app.archive.backup_status() {
+        gauge(
+            "vigil_backup_lsn",
+            "LSN the newest base backup's index ends at, as this node knows it.",
+            "",
+            b.last_lsn as f64,
+        );
+        let age = match b.last_taken_us {
+            0 => -1.0,
+            t => crate::archiving::backups::age_seconds(t),
+        };
+        gauge(
+            "vigil_backup_age_seconds",
+            "Age of the newest base backup; -1 when there is none.",
+            "",
+            age,
+        );
+        gauge(
+            "vigil_backup_errors",
+            "Failed base backups or prunes since the node started.",
+            "",
+            b.errors as f64,
         );
     }
     if let Some(d) = app.disk_report() {

@@ -15,6 +15,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use super::ArchiveError;
 
 /// Longest object read back whole (a piece is at most 64 MiB of log plus
+/// Part size of a streamed upload (S3 takes 5 MiB..5 GiB parts).
+pub const PART_BYTES: usize = 16 << 20;
+/// Parts of one streamed upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 /// its header).
 pub const OBJECT_BYTES_MAX: u64 = 80 << 20;
 /// Most objects one listing returns before it is refused (an archive of
@@ -261,6 +265,176 @@ impl Location {
             .await
             .map_err(|e| self.fail("reading", name, e))?;
         Ok(bytes.to_vec())
+    }
+
+    /// Uploads the file at `path` as `name`, streaming it in parts of
+    /// [`PART_BYTES`] (a few in flight), so memory stays bounded whatever
+    /// its size. Replaces an object of that name: used for the files of
+    /// a base backup, which exists only once its manifest is written
+    /// create-only after them.
+    pub async fn put_file(&self, name: &str, path: &std::path::Path) -> Result<u64, ArchiveError> {
+        use tokio::io::AsyncReadExt;
+        let object = self.path(name)?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ArchiveError::Task(format!("open {}: {e}", path.display())))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| ArchiveError::Task(format!("stat {}: {e}", path.display())))?
+            .len();
+        if size <= PART_BYTES as u64 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes)
+                .await
+                .map_err(|e| ArchiveError::Task(format!("read {}: {e}", path.display())))?;
+            self.store
+                .put(&object, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.fail("uploading", name, e))?;
+            return Ok(size);
+        }
+        let upload = self
+            .store
+            .put_multipart(&object)
+            .await
+            .map_err(|e| self.fail("starting the upload of", name, e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
+        let result = loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => break Err(ArchiveError::Task(format!("read {}: {e}", path.display()))),
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                break Err(self.fail("uploading", name, e));
+            }
+            w.write(&buf[..n]);
+            sent += n as u64;
+        };
+        match result {
+            Ok(()) => {
+                w.finish()
+                    .await
+                    .map_err(|e| self.fail("finishing the upload of", name, e))?;
+                Ok(sent)
+            }
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Downloads `name` into a new file at `path`, streaming, and returns
+    /// its size and CRC-32 (the caller checks them against what it
+    /// expects). At most `max_bytes`.
+    pub async fn get_to_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        max_bytes: u64,
+    ) -> Result<(u64, u32), ArchiveError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let object = self.path(name)?;
+        let got = self
+            .store
+            .get(&object)
+            .await
+            .map_err(|e| self.fail("reading", name, e))?;
+        if got.meta.size > max_bytes {
+            return Err(ArchiveError::Name {
+                name: name.to_owned(),
+                reason: format!(
+                    "{} bytes, more than the {max_bytes} expected",
+                    got.meta.size
+                ),
+            });
+        }
+        let local =
+            |e: std::io::Error| ArchiveError::Task(format!("write {}: {e}", path.display()));
+        let mut file = tokio::fs::File::create_new(path).await.map_err(local)?;
+        let mut stream = got.into_stream();
+        let mut crc = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
+            size += chunk.len() as u64;
+            if size > max_bytes {
+                return Err(ArchiveError::Name {
+                    name: name.to_owned(),
+                    reason: format!("more than the {max_bytes} bytes expected"),
+                });
+            }
+            crc.update(&chunk);
+            file.write_all(&chunk).await.map_err(local)?;
+        }
+        file.sync_all().await.map_err(local)?;
+        Ok((size, crc.finalize()))
+    }
+
+    /// Size and CRC-32 of what the object `name` (one zstd frame)
+    /// decompresses to, read as a stream; more than `max_bytes` is an
+    /// error.
+    pub async fn raw_crc_of_zstd(
+        &self,
+        name: &str,
+        max_bytes: u64,
+    ) -> Result<(u64, u32), ArchiveError> {
+        use futures_util::StreamExt;
+        use std::io::Write;
+        /// Hashes what the decoder writes.
+        struct Sink(crc32fast::Hasher, u64);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.update(b);
+                self.1 += b.len() as u64;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let object = self.path(name)?;
+        let got = self
+            .store
+            .get(&object)
+            .await
+            .map_err(|e| self.fail("reading", name, e))?;
+        let mut stream = got.into_stream();
+        let bad = |e: std::io::Error| ArchiveError::Name {
+            name: name.to_owned(),
+            reason: format!("not one zstd frame: {e}"),
+        };
+        let mut dec =
+            zstd::stream::write::Decoder::new(Sink(crc32fast::Hasher::new(), 0)).map_err(bad)?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
+            dec.write_all(&chunk).map_err(bad)?;
+            if dec.get_ref().1 > max_bytes {
+                return Err(ArchiveError::Name {
+                    name: name.to_owned(),
+                    reason: format!("decompresses to more than the {max_bytes} bytes expected"),
+                });
+            }
+        }
+        dec.flush().map_err(bad)?;
+        let sink = dec.into_inner();
+        Ok((sink.1, sink.0.finalize()))
+    }
+
+    /// Deletes `name` (nothing if it is already gone).
+    pub async fn delete(&self, name: &str) -> Result<(), ArchiveError> {
+        let object = self.path(name)?;
+        match self.store.delete(&object).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail("deleting", name, e)),
+        }
     }
 
     /// Names (relative to the location) and sizes of the objects under

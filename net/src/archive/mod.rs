@@ -7,14 +7,22 @@
 //!
 //! - [`location`]: a URL opened as an object store, create-only uploads.
 //! - [`uploader`]: the leader's task, its lag and errors for `/status`.
-//! - [`restore`]: a store rebuilt from an archive.
+//! - [`backup`]: base backups (an index copy) beside the archive, their
+//!   verification and retention.
+//! - [`restore`]: a store rebuilt from an archive and its newest fitting
+//!   base backup.
 
+pub mod backup;
 pub mod location;
 pub mod restore;
 pub mod uploader;
 
+pub use backup::{
+    BaseBackupStatus, LocationBackupReport, LocationVerify, PruneReport, Retention,
+    backup_to_location, newest_backup, prune_backups, verify_location,
+};
 pub use location::{Created, Location};
-pub use restore::restore_from_archive;
+pub use restore::{ArchiveRestoreReport, restore_from_archive};
 pub use uploader::{ArchiveConfig, ArchiveStatus, Archiver};
 
 /// Why an archive operation failed.
@@ -50,7 +58,28 @@ pub enum ArchiveError {
     /// The local store failed, or a piece did not check.
     #[error(transparent)]
     Engine(#[from] vigil_engine::Error),
+    /// A local file could not be read or written.
+    #[error("{what} {}: {source}", path.display())]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A blocking task was lost (the runtime is shutting down).
     #[error("archive task: {0}")]
     Task(String),
+}
+
+/// Runs `f` on the blocking pool (the engine's calls block on disk).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, vigil_engine::Error> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ArchiveError::Task(e.to_string()))?
+        .map_err(ArchiveError::from)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_engine::Store;
 use vigil_engine::archive::{PIECE_BYTES_MAX, PIECE_PREFIX, PieceName, archive_resume_lsn};
 
-use super::{ArchiveError, Created, Location};
+use super::{ArchiveError, Created, Location, blocking};
 
 /// Shortest interval (the archive's RPO) accepted.
 pub const INTERVAL_MIN: Duration = Duration::from_millis(100);
@@ -136,17 +136,11 @@ impl Archiver {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, vigil_engine::Error> + Send + 'static,
-) -> Result<T, ArchiveError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ArchiveError::Task(e.to_string()))?
-        .map_err(ArchiveError::from)
-}
-
 /// Where to continue: after the newest piece this log agrees with.
-async fn resume(store: &Arc<Store>, location: &Location) -> Result<(u64, u64), ArchiveError> {
+pub(super) async fn resume(
+    store: &Arc<Store>,
+    location: &Location,
+) -> Result<(u64, u64), ArchiveError> {
     let names: Vec<PieceName> = location
         .list(PIECE_PREFIX)
         .await?
@@ -161,7 +155,7 @@ async fn resume(store: &Arc<Store>, location: &Location) -> Result<(u64, u64), A
 }
 
 /// Uploads every durable frame from `next` on; returns the next LSN.
-async fn upload_round(
+pub(super) async fn upload_round(
     store: &Arc<Store>,
     location: &Location,
     config: &ArchiveConfig,
