@@ -69,6 +69,18 @@ impl S3Server {
         ]
     }
 
+    /// The same credentials and endpoint as `object_store` settings, for
+    /// `Location::parse_with` in a test process.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_access_key_id", ACCESS_KEY.into()),
+            ("aws_secret_access_key", SECRET_KEY.into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_endpoint", self.endpoint()),
+            ("aws_allow_http", "true".into()),
+        ]
+    }
+
     /// Creates bucket `name` (a folder under the filer's `/buckets`, as
     /// SeaweedFS keeps them); buckets are never made by an upload here.
     pub fn create_bucket(&self, name: &str) {

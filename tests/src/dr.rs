@@ -42,6 +42,8 @@ pub struct Dr {
     /// etcd as the coordinator instead of the witness: the endpoints a
     /// and b are given.
     etcd: Option<(Vec<String>, Vec<String>)>,
+    /// Environment variables the data nodes get.
+    env: Vec<(&'static str, String)>,
 }
 
 /// The executables a cluster runs (a test passes its `CARGO_BIN_EXE_*`).
@@ -85,6 +87,7 @@ impl Dr {
             data_at: BTreeMap::new(),
             extra: BTreeMap::new(),
             etcd: None,
+            env: Vec::new(),
         }
     }
 
@@ -109,6 +112,12 @@ impl Dr {
     /// setting below is made).
     pub fn configure(&mut self, node: &'static str, adjust: fn(&mut Config)) {
         self.extra.insert(node, adjust);
+    }
+
+    /// Gives the data nodes these environment variables (object storage
+    /// credentials) when they start.
+    pub fn node_env(&mut self, env: Vec<(&'static str, String)>) {
+        self.env = env;
     }
 
     /// Writes node `me`'s config file and returns its path.
@@ -167,7 +176,7 @@ impl Dr {
 
     /// Starts data node `node` ("a" or "b").
     pub fn start(&self, node: &str) -> NodeProcess {
-        NodeProcess::start(self.bins.node, &self.config(node)).expect("node starts")
+        NodeProcess::start_with(self.bins.node, &self.config(node), &self.env).expect("node starts")
     }
 
     /// Starts a and b (with etcd as the coordinator, already running), and

@@ -83,8 +83,19 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts `vigil_node CONFIG` and waits for its "listening" line.
     pub fn start(bin: &str, config: &std::path::Path) -> std::io::Result<Self> {
+        Self::start_with(bin, config, &[])
+    }
+
+    /// Like [`NodeProcess::start`], with these environment variables
+    /// (credentials for object storage, which never go in a config file).
+    pub fn start_with(
+        bin: &str,
+        config: &std::path::Path,
+        env: &[(&'static str, String)],
+    ) -> std::io::Result<Self> {
         let mut cmd = Command::new(bin);
         cmd.arg(config);
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let mut child = ChildGuard::spawn(cmd)?;
         let out = child
             .0

@@ -46,8 +46,14 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Where `$export` writes its files (default `<data>/exports`); with
     /// failover, a directory both data nodes reach, so the new leader can
-    /// finish a job the old one began.
+    /// finish a job the old one began. `export_url` replaces it.
     pub export_dir: Option<PathBuf>,
+    /// Where `$export` writes its files as objects: `s3://bucket/prefix`,
+    /// `az://…`, `gs://…`, `file:///path` (credentials from the cloud's
+    /// standard environment). Both data nodes reach it with no shared
+    /// directory; clients fetch the files through this server's
+    /// `$export-file` route, under the same authorization as `$export`.
+    pub export_url: Option<String>,
     /// An export job's lease: how long after its worker was last heard a
     /// job is taken over (ms; the reference service waits 10 minutes).
     pub export_lease_ms: u64,
@@ -261,6 +267,7 @@ impl Default for Config {
             drills: DrillsConfig::default(),
             cors: CorsConfig::default(),
             export_dir: None,
+            export_url: None,
             export_lease_ms: LEASE_MS_DEFAULT,
             export_chunk_resources: CHUNK_RESOURCES_DEFAULT,
             export_expire_s: EXPORT_EXPIRE_S_DEFAULT,
@@ -288,11 +295,20 @@ impl Config {
         }
     }
 
-    /// Where `$export` writes its files.
+    /// Where `$export` writes its files, when they go to a directory.
     pub fn export_dir(&self) -> PathBuf {
         self.export_dir
             .clone()
             .unwrap_or_else(|| self.data.join("exports"))
+    }
+
+    /// Where `$export` writes its files: `export_url`, else the
+    /// `export_dir` directory.
+    pub fn export_location(&self) -> String {
+        match &self.export_url {
+            Some(u) => u.clone(),
+            None => self.export_dir().display().to_string(),
+        }
     }
 }
 
@@ -381,6 +397,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "[archive] keep_backups must be 1..=10000".into(),
             ));
+        }
+        if self
+            .export_url
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid("export_url is empty".into()));
         }
         if let Some(url) = &self.archive.url
             && url.trim().is_empty()

@@ -12,7 +12,8 @@ use vigil_engine::Current;
 
 use super::kickoff::{self, Level};
 use super::{
-    JOB_TYPE, JOBS_MAX, Job, OutputFile, POLL_INTERVAL_MIN, job_dir, now_us, read_job, write_job,
+    JOB_TYPE, JOBS_MAX, Job, OutputFile, POLL_INTERVAL_MIN, job_file, location, now_us, read_job,
+    storage_error, write_job,
 };
 use crate::app::App;
 use crate::http::auth::Granted;
@@ -416,9 +417,12 @@ pub async fn file(
                 "this export requires an access token, and this node has no authorization configured to check one",
             ));
         }
-        let path = job_dir(&app.config.export_dir(), &id).join(&name);
-        match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-            Ok(Ok(stored)) => {
+        let got = location(&app)?
+            .get_opt(&job_file(&id, &name))
+            .await
+            .map_err(|e| storage_error(&format!("reading {id}/{name}"), e))?;
+        match got {
+            Some(stored) => {
                 let bytes = job.open_file(&name, stored)?;
                 let mut r = (StatusCode::OK, bytes).into_response();
                 r.headers_mut().insert(
@@ -427,7 +431,7 @@ pub async fn file(
                 );
                 Ok(r)
             }
-            _ => Err(FhirError::not_found(format!("no export file {id}/{name}"))),
+            None => Err(FhirError::not_found(format!("no export file {id}/{name}"))),
         }
     }
     .await;

@@ -12,8 +12,12 @@
 //! until the lease has run out, and goes on from the recorded position:
 //! the order is deterministic at the pinned LSN and a chunk rewritten after
 //! a crash has the same name and content, so the finished output has no
-//! duplicate and no gap. The output directory must be reachable from both
-//! data nodes (as the reference service's storage account is).
+//! duplicate and no gap. The output goes to the export location: object
+//! storage (`export_url`: S3, Azure Blob, Google Cloud Storage, as the
+//! reference service's storage account) that both data nodes reach with
+//! nothing shared between their machines, or a directory (`export_dir`)
+//! that both reach. Clients fetch the files through this server's
+//! `$export-file` route, under the same authorization as the job.
 //!
 //! - `kickoff` — the kick-off's parameters (GET query or POST
 //!   `Parameters`), checked;
@@ -29,7 +33,6 @@ mod worker;
 pub use handlers::{by_type, by_type_post, cancel, file, status, system, system_post};
 pub use worker::worker;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -225,15 +228,38 @@ async fn write_job(app: &App, job: &Job, version: Option<u64>) -> Result<Option<
     }
 }
 
-/// Where a job's output files are.
-fn job_dir(export_dir: &Path, id: &str) -> PathBuf {
-    export_dir.join(id)
+/// Where the export files go (`export_url`, else `export_dir`), opened.
+fn location(app: &App) -> Result<vigil_net::archive::Location, FhirError> {
+    let url = app.config.export_location();
+    vigil_net::archive::Location::parse(&url)
+        .map_err(|e| FhirError::internal(format!("export location {url}: {e}")))
+}
+
+/// The object name of job `id`'s file `name` at the export location.
+fn job_file(id: &str, name: &str) -> String {
+    format!("{id}/{name}")
+}
+
+/// Why the export location failed, as an OperationOutcome (503: storage
+/// that does not answer is transient).
+fn storage_error(what: &str, e: vigil_net::archive::ArchiveError) -> FhirError {
+    FhirError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        format!("export storage: {what}: {e}"),
+    )
 }
 
 /// Deletes job `id` and its files.
 async fn delete_job(app: &App, id: &str) -> Result<(), FhirError> {
-    let dir = job_dir(&app.config.export_dir(), id);
-    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    match location(app) {
+        Ok(loc) => {
+            if let Err(e) = loc.delete_under(&format!("{id}/")).await {
+                tracing::warn!(job = %id, "export: deleting the files failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(job = %id, "export: {e:?}"),
+    }
     crate::app::commit(app, Batch::one(Op::delete(JOB_TYPE, id.to_owned()))).await?;
     Ok(())
 }

@@ -3,14 +3,14 @@
 //! position after each.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_engine::{Change, OpKind, Store};
 
 use super::{
-    CHANGES_PER_CALL, JOB_TYPE, JOBS_MAX, Job, OutputFile, job_dir, now_us, read_job, write_job,
+    CHANGES_PER_CALL, JOB_TYPE, JOBS_MAX, Job, OutputFile, job_file, location, now_us, read_job,
+    storage_error, write_job,
 };
 use crate::app::App;
 use crate::http::outcome::FhirError;
@@ -102,11 +102,9 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
     };
     version = v;
     tracing::info!(job = %job.id, position = job.position, "export: working (claimed)");
-    let dir = job_dir(&app.config.export_dir(), &job.id);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| FhirError::internal(format!("export directory {}: {e}", dir.display())))?;
+    let dir = location(app)?;
     let selection = if job.selected {
-        read_selection(&job, &dir.join(SELECTION_FILE)).await?
+        read_selection(&job, &dir).await?
     } else if needs_selection(&job) {
         // Evaluated once, on the index as of `lsn` (or a little later:
         // searches see at least what was acknowledged when they began),
@@ -127,7 +125,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
         );
         let bytes =
             serde_json::to_vec(&selection).map_err(|e| FhirError::internal(e.to_string()))?;
-        write_file(&job, &dir.join(SELECTION_FILE), bytes).await?;
+        write_file(&job, &dir, SELECTION_FILE, bytes).await?;
         job.snapshot_lsn = lsn;
         job.transaction_time_us = store.frame_at(lsn)?.map_or_else(now_us, |h| h.timestamp_us);
         job.selected = true;
@@ -186,7 +184,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
         let mut errors = Vec::new();
         for (ty, (bytes, count)) in files {
             let name = format!("{index:06}-{ty}.ndjson");
-            write_file(&job, &dir.join(&name), bytes).await?;
+            write_file(&job, &dir, &name, bytes).await?;
             let f = OutputFile {
                 resource_type: ty,
                 file: name,
@@ -221,7 +219,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
             bytes.push(b'\n');
         }
         let name = "deleted.ndjson".to_owned();
-        write_file(&job, &dir.join(&name), bytes).await?;
+        write_file(&job, &dir, &name, bytes).await?;
         job.deleted = vec![OutputFile {
             resource_type: "Bundle".into(),
             file: name,
@@ -235,7 +233,7 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
             bytes.push(b'\n');
         }
         let name = "request-OperationOutcome.ndjson".to_owned();
-        write_file(&job, &dir.join(&name), bytes).await?;
+        write_file(&job, &dir, &name, bytes).await?;
         job.errors.retain(|f| f.file != name);
         job.errors.push(OutputFile {
             resource_type: "OperationOutcome".into(),
@@ -251,23 +249,18 @@ async fn run_job(app: &Arc<App>, mut job: Job, mut version: u64) -> Result<(), F
     Ok(())
 }
 
-/// Writes a file of `job` whole (sealed on an encrypted store): a
-/// temporary file, then a rename.
-async fn write_file(job: &Job, path: &Path, bytes: Vec<u8>) -> Result<(), FhirError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let bytes = job.seal_file(&name, bytes)?;
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| FhirError::internal(format!("{}: {e}", path.display()));
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
-    })
-    .await
-    .map_err(|e| FhirError::internal(e.to_string()))?
+/// Writes the file `name` of `job` whole (sealed on an encrypted store)
+/// at the export location: an object replaced whole, never seen partial.
+async fn write_file(
+    job: &Job,
+    dir: &vigil_net::archive::Location,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<(), FhirError> {
+    let bytes = job.seal_file(name, bytes)?;
+    dir.put(&job_file(&job.id, name), bytes)
+        .await
+        .map_err(|e| storage_error(&format!("writing {}/{name}", job.id), e))
 }
 
 /// One exported line: the stored version rendered, cut to `_elements`
@@ -297,16 +290,24 @@ fn needs_selection(job: &Job) -> bool {
     !job.patients.is_empty() || job.group.is_some() || !job.type_filters.is_empty()
 }
 
-async fn read_selection(job: &Job, path: &Path) -> Result<Option<Selection>, FhirError> {
-    let p = path.to_owned();
-    let stored = tokio::task::spawn_blocking(move || std::fs::read(&p))
+async fn read_selection(
+    job: &Job,
+    dir: &vigil_net::archive::Location,
+) -> Result<Option<Selection>, FhirError> {
+    let object = job_file(&job.id, SELECTION_FILE);
+    let stored = dir
+        .get_opt(&object)
         .await
-        .map_err(|e| FhirError::internal(e.to_string()))?
-        .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))?;
+        .map_err(|e| storage_error(&format!("reading {object}"), e))?
+        .ok_or_else(|| {
+            FhirError::internal(format!(
+                "{object} is missing at the export location: the job's selection is lost"
+            ))
+        })?;
     let bytes = job.open_file(SELECTION_FILE, stored)?;
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| FhirError::internal(format!("{}: {e}", path.display())))
+        .map_err(|e| FhirError::internal(format!("{object}: {e}")))
 }
 
 /// Patients per search when a compartment is searched for.

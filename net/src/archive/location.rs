@@ -33,6 +33,9 @@ pub struct Location {
     url: String,
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// The directory, when the location is one (folders emptied by a
+    /// delete are removed there; object stores have none).
+    local: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Location {
@@ -125,6 +128,7 @@ impl Location {
             }
             ObjectPath::parse(path.trim_matches('/')).map_err(|e| bad_url(url, e.to_string()))
         };
+        let mut local = None;
         let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match scheme.as_str() {
             "s3" | "s3a" if !valid_bucket(rest.split('/').next().unwrap_or("")) => {
                 return Err(bad_url(
@@ -183,6 +187,7 @@ impl Location {
                     .map_err(|e| bad_url(url, format!("cannot create the directory: {e}")))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| bad_url(url, e.to_string()))?;
+                local = Some(dir.to_owned());
                 (Arc::new(store), ObjectPath::default())
             }
             other => {
@@ -198,6 +203,7 @@ impl Location {
             url: url.to_owned(),
             store,
             prefix,
+            local,
         })
     }
 
@@ -426,6 +432,50 @@ impl Location {
         dec.flush().map_err(bad)?;
         let sink = dec.into_inner();
         Ok((sink.1, sink.0.finalize()))
+    }
+
+    /// Uploads `bytes` as `name`, replacing an object of that name (for
+    /// files whose content a rewrite reproduces, such as an export's
+    /// chunks). Whole or not at all: S3 and the others never show a
+    /// partial object; a directory takes a temporary file and a rename.
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
+        let path = self.path(name)?;
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.fail("uploading", name, e))?;
+        Ok(())
+    }
+
+    /// The object `name` whole (at most [`OBJECT_BYTES_MAX`]), or `None`
+    /// when there is none.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        match self.get(name).await {
+            Ok(b) => Ok(Some(b)),
+            Err(ArchiveError::Store { source, .. })
+                if matches!(*source, object_store::Error::NotFound { .. }) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes every object under `under` (a folder such as `<job>/`).
+    pub async fn delete_under(&self, under: &str) -> Result<usize, ArchiveError> {
+        let names = self.list(under).await?;
+        for (name, _) in &names {
+            self.delete(name).await?;
+        }
+        if let Some(dir) = &self.local {
+            let folder = under
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .fold(dir.clone(), |d, p| d.join(p));
+            // Only when empty: something written meanwhile stays.
+            let _ = std::fs::remove_dir(folder);
+        }
+        Ok(names.len())
     }
 
     /// Deletes `name` (nothing if it is already gone).
