@@ -20,6 +20,7 @@
 //!   crashed and paused nodes. The replication, lease and failover
 //!   simulators all run on it.
 
+pub mod azurite;
 pub mod etcd;
 pub mod haproxy;
 pub mod http;

@@ -332,3 +332,45 @@ fn a_servers_base_backups_restore_a_server_that_searches_at_once() {
     );
     assert!(text.contains("1 base backups deleted, 1 kept"), "{text}");
 }
+
+/// The commands on Azure Blob Storage (Azurite), credentials from the
+/// standard `AZURE_STORAGE_*` environment: a stopped store backed up to
+/// `az://`, verified, and restored with its index.
+#[test]
+fn the_commands_take_azure_blob_urls_with_credentials_from_the_environment() {
+    let az = vigil_testkit::azurite::Azurite::start();
+    az.create_container("vigil");
+    let env = az.env();
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    {
+        let store = Store::open(&data).expect("store");
+        for i in 0..50u32 {
+            let body = format!(r#"{{"resourceType":"Patient","id":"p{i}"}}"#);
+            store
+                .commit(vigil_engine::Batch::one(vigil_engine::Op::put(
+                    "Patient",
+                    format!("p{i}"),
+                    body.into_bytes(),
+                )))
+                .expect("commit");
+        }
+    }
+    let d = data.to_str().expect("utf8");
+    let text = vigil(&["backup", "--data", d, "--to", "az://vigil/cli"], &env);
+    assert!(
+        text.contains("base backup") && text.contains("at az://vigil/cli"),
+        "{text}"
+    );
+    let text = vigil(&["backup", "verify", "az://vigil/cli"], &env);
+    assert!(text.contains("is whole"), "{text}");
+    let restored = dir.path().join("restored");
+    let r = restored.to_str().expect("utf8");
+    let text = vigil(&["restore", "--from", "az://vigil/cli", "--to", r], &env);
+    assert!(text.contains("and the index of base backup"), "{text}");
+    let store = Store::open(&restored).expect("open restored");
+    assert!(matches!(
+        store.get("Patient", "p49").expect("read"),
+        vigil_engine::Current::Live(_)
+    ));
+}
