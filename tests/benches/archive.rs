@@ -30,7 +30,11 @@ fn options() -> Options {
 /// Restores `loc` into `to` and opens it with the server's options:
 /// seconds until the first read is served, and whether a base backup's
 /// index was used.
-async fn restore_until_served(loc: &Location, to: &std::path::Path, last: u64) -> (f64, bool) {
+async fn restore_until_served(
+    loc: &Location,
+    to: &std::path::Path,
+    last: u64,
+) -> (f64, bool, String) {
     let started = Instant::now();
     let r = restore_from_archive(loc, to, options(), RestoreTarget::Latest, &mut |_| {})
         .await
@@ -44,7 +48,15 @@ async fn restore_until_served(loc: &Location, to: &std::path::Path, last: u64) -
     })
     .await
     .expect("open");
-    (started.elapsed().as_secs_f64(), r.base_backup.is_some())
+    let parts = format!(
+        "log written at {:.2} s, index at {:.2} s",
+        r.log_seconds, r.index_seconds
+    );
+    (
+        started.elapsed().as_secs_f64(),
+        r.base_backup.is_some(),
+        parts,
+    )
 }
 use vigil_testkit::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 
@@ -100,7 +112,7 @@ fn main() {
             a.stop().await;
             let last = store.last_lsn();
             let to = dir.path().join(format!("restored-{round}"));
-            let (plain, used) = restore_until_served(&loc, &to, last).await;
+            let (plain, used, _) = restore_until_served(&loc, &to, last).await;
             assert!(!used);
             std::fs::remove_dir_all(&to).expect("clean");
             let started = Instant::now();
@@ -108,11 +120,11 @@ fn main() {
                 .await
                 .expect("base backup");
             let backup_s = started.elapsed().as_secs_f64();
-            let (based, used) = restore_until_served(&loc, &to, last).await;
+            let (based, used, parts) = restore_until_served(&loc, &to, last).await;
             assert!(used, "the base backup is used");
             std::fs::remove_dir_all(&to).expect("clean");
             println!(
-                "round {round}: archived {pieces} pieces in {up:.2} s ({:.1} MB/s of log); served after a restore from the archive alone in {plain:.2} s ({:.1} MB/s of log, {:.0} versions/s); base backup ({:.1} MB of index) in {backup_s:.2} s; served after a restore beside it in {based:.2} s ({:.1} MB/s of log)",
+                "round {round}: archived {pieces} pieces in {up:.2} s ({:.1} MB/s of log); served after a restore from the archive alone in {plain:.2} s ({:.1} MB/s of log, {:.0} versions/s); base backup ({:.1} MB of index) in {backup_s:.2} s; served after a restore beside it in {based:.2} s ({:.1} MB/s of log; {parts})",
                 log as f64 / 1e6 / up,
                 log as f64 / 1e6 / plain,
                 versions as f64 / plain,

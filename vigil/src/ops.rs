@@ -358,6 +358,12 @@ pub fn restore(
             },
             started.elapsed().as_secs_f64()
         );
+        if r.base_backup.is_some() {
+            println!(
+                "  log written after {:.1} s; the index downloaded beside it after {:.1} s",
+                r.log_seconds, r.index_seconds
+            );
+        }
         if let Some(note) = &r.index_note {
             println!("  note: {note}");
         }

@@ -42,6 +42,11 @@ pub struct ArchiveRestoreReport {
     pub index_bytes: u64,
     /// Why no base backup's index was used, when one was considered.
     pub index_note: Option<String>,
+    /// Seconds until the log was written (downloads included).
+    pub log_seconds: f64,
+    /// Seconds until the base backup's index was downloaded and checked
+    /// (beside the log, so overlapping it).
+    pub index_seconds: f64,
 }
 
 /// Restores the history archived at `location` into `to` (a new
@@ -57,6 +62,7 @@ pub async fn restore_from_archive(
     target: RestoreTarget,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<ArchiveRestoreReport, ArchiveError> {
+    let started = std::time::Instant::now();
     let listed = location.list(PIECE_PREFIX).await?;
     let sizes: std::collections::HashMap<PieceName, u64> = listed
         .iter()
@@ -125,7 +131,8 @@ pub async fn restore_from_archive(
         let loc = location.clone();
         let staging = staging.clone();
         AbortOnDrop(tokio::spawn(async move {
-            fetch_index(&loc, &b, &staging).await
+            let r = fetch_index(&loc, &b, &staging).await;
+            r.map(|bytes| (bytes, started.elapsed().as_secs_f64()))
         }))
     });
     let mut downloads = futures_util::stream::iter(plan.iter().copied())
@@ -155,10 +162,14 @@ pub async fn restore_from_archive(
     drop(downloads);
     let fits = restore.index_fits();
     report.restore = blocking(move || restore.finish()).await?;
+    report.log_seconds = started.elapsed().as_secs_f64();
     if let (Some(b), Some(mut download)) = (base, index_download) {
         if fits {
             let laid = match (&mut download.0).await {
-                Ok(Ok(bytes)) => lay_index(&b, &staging, to).map(|()| bytes),
+                Ok(Ok((bytes, seconds))) => {
+                    report.index_seconds = seconds;
+                    lay_index(&b, &staging, to).map(|()| bytes)
+                }
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(ArchiveError::Task(e.to_string())),
             };
