@@ -32,15 +32,11 @@ pub struct Azurite {
 
 /// Where the test command put Azurite, or `azurite-blob` on the PATH.
 fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_AZURITE") {
-        return PathBuf::from(p);
-    }
-    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/tools/azurite/node_modules/.bin/azurite-blob");
-    if tools.exists() {
-        return tools;
-    }
-    PathBuf::from("azurite-blob")
+    crate::installed_tool(
+        "VIGIL_AZURITE",
+        "azurite/node_modules/.bin/azurite-blob",
+        "azurite-blob",
+    )
 }
 
 impl Azurite {

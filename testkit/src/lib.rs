@@ -38,3 +38,19 @@ pub use process::ChildGuard;
 pub use rng::Rng;
 pub use store::{frames, frames_in, small_store};
 pub use wait::{until, until_async};
+
+/// A server the test command installs under `target/tools`: the path in
+/// the environment variable `var` if set, else `target/tools/<under>` if
+/// it is there, else `name` on the PATH.
+pub fn installed_tool(var: &str, under: &str, name: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return p.into();
+    }
+    let tools = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools")
+        .join(under);
+    if tools.exists() {
+        return tools;
+    }
+    name.into()
+}

@@ -28,15 +28,7 @@ pub struct S3Server {
 
 /// Where the test command put `weed`, or `weed` on the PATH.
 fn weed_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_WEED") {
-        return PathBuf::from(p);
-    }
-    let tools =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/seaweedfs/bin/weed");
-    if tools.exists() {
-        return tools;
-    }
-    PathBuf::from("weed")
+    crate::installed_tool("VIGIL_WEED", "seaweedfs/bin/weed", "weed")
 }
 
 impl S3Server {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::Store;
 use crate::crypt::WrappedKey;
 use crate::error::{Error, Result};
-use crate::log::codec::{Put, Reader};
+use crate::log::codec::Put;
 use crate::store::state::INDEX_FILE;
 
 /// The base backup manifest format this build writes and reads.
@@ -107,9 +107,7 @@ impl BaseBackup {
     /// The manifest's bytes (docs/format.md, "Base backup").
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(256 + self.files.len() * 48);
-        v.extend_from_slice(MAGIC);
-        v.put_u16(BACKUP_FORMAT);
-        v.put_u16(0);
+        super::codec::put_opening(&mut v, MAGIC, BACKUP_FORMAT);
         v.put_u64(self.lsn);
         v.put_u32(self.crc);
         v.put_u64(self.epoch);
@@ -127,13 +125,7 @@ impl BaseBackup {
         for lsn in &self.segments {
             v.put_u64(*lsn);
         }
-        v.put_u32(self.keys.len() as u32);
-        for (id, w) in &self.keys {
-            let bytes = w.encode();
-            v.put_u64(*id);
-            v.put_u32(bytes.len() as u32);
-            v.extend_from_slice(&bytes);
-        }
+        super::codec::put_keys(&mut v, &self.keys);
         let crc = crc32fast::hash(&v);
         v.put_u32(crc);
         v
@@ -143,22 +135,13 @@ impl BaseBackup {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |d: String| Error::Corrupt(format!("base backup manifest: {d}"));
         let dec = |e: crate::DecodeError| bad(e.to_string());
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(bad("not a Vigil base backup manifest (magic)".into()));
+        if bytes.len() < MAGIC.len() + 4 {
+            return Err(bad("not a Vigil base backup manifest (too short)".into()));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let mut r = super::codec::read_opening(body, MAGIC, BACKUP_FORMAT, "base backup manifest")?;
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(bad("CRC does not match".into()));
-        }
-        let mut r = Reader::new(&body[MAGIC.len()..]);
-        let format = r.u16("format").map_err(dec)?;
-        if format != BACKUP_FORMAT {
-            return Err(bad(format!(
-                "format {format}; this build reads {BACKUP_FORMAT}"
-            )));
-        }
-        if r.u16("flags").map_err(dec)? != 0 {
-            return Err(bad("unknown flags".into()));
         }
         let lsn = r.u64("lsn").map_err(dec)?;
         let crc = r.u32("crc").map_err(dec)?;
@@ -203,18 +186,7 @@ impl BaseBackup {
         if segments.first() != Some(&1) {
             return Err(bad("the segments do not start at lsn 1".into()));
         }
-        let n_keys = r.u32("keys").map_err(dec)? as usize;
-        if n_keys > KEYS_MAX {
-            return Err(bad(format!("{n_keys} data keys, at most {KEYS_MAX}")));
-        }
-        let mut keys = Vec::with_capacity(n_keys);
-        for _ in 0..n_keys {
-            let id = r.u64("key id").map_err(dec)?;
-            let len = r.u32("key length").map_err(dec)? as usize;
-            let w = WrappedKey::decode(r.take(len, "wrapped key").map_err(dec)?)
-                .map_err(|e| bad(format!("data key {id:016x}: {e}")))?;
-            keys.push((id, w));
-        }
+        let keys = super::codec::read_keys(&mut r, KEYS_MAX, "base backup manifest")?;
         if r.remaining() != 0 {
             return Err(bad(format!("{} bytes after the keys", r.remaining())));
         }

@@ -23,11 +23,12 @@ use std::collections::HashMap;
 
 use crate::crypt::WrappedKey;
 use crate::error::{Error, Result};
-use crate::log::codec::{Put, Reader};
+use crate::log::codec::Put;
 use crate::log::frame::{FrameHeader, check_frame};
 use crate::{RestoreTarget, Store};
 
 mod base;
+mod codec;
 mod rawlog;
 mod restore;
 
@@ -190,9 +191,7 @@ impl Piece {
     /// CRC covers it, then the frames.
     pub fn encode(&self) -> Vec<u8> {
         let mut head = Vec::with_capacity(128);
-        head.extend_from_slice(MAGIC);
-        head.put_u16(PIECE_FORMAT);
-        head.put_u16(0);
+        codec::put_opening(&mut head, MAGIC, PIECE_FORMAT);
         head.put_u64(self.name.first_lsn);
         head.put_u64(self.name.last_lsn);
         head.put_u64(self.first_epoch);
@@ -202,13 +201,7 @@ impl Piece {
         head.put_u32(self.frames);
         head.put_u32(self.name.prev_crc);
         head.put_u32(self.name.last_crc);
-        head.put_u32(self.keys.len() as u32);
-        for (id, w) in &self.keys {
-            let bytes = w.encode();
-            head.put_u64(*id);
-            head.put_u32(bytes.len() as u32);
-            head.extend_from_slice(&bytes);
-        }
+        codec::put_keys(&mut head, &self.keys);
         head.put_u64(self.log.len() as u64);
         let crc = crc32fast::hash(&head);
         head.put_u32(crc);
@@ -221,19 +214,7 @@ impl Piece {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |d: String| Error::Corrupt(format!("archive piece: {d}"));
         let dec = |e: crate::DecodeError| bad(e.to_string());
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(bad("not a Vigil archive piece (magic)".into()));
-        }
-        let mut r = Reader::new(&bytes[MAGIC.len()..]);
-        let format = r.u16("format").map_err(dec)?;
-        if format != PIECE_FORMAT {
-            return Err(bad(format!(
-                "format {format}; this build reads {PIECE_FORMAT}"
-            )));
-        }
-        if r.u16("flags").map_err(dec)? != 0 {
-            return Err(bad("unknown flags".into()));
-        }
+        let mut r = codec::read_opening(bytes, MAGIC, PIECE_FORMAT, "archive piece")?;
         let first_lsn = r.u64("first_lsn").map_err(dec)?;
         let last_lsn = r.u64("last_lsn").map_err(dec)?;
         let first_epoch = r.u64("first_epoch").map_err(dec)?;
@@ -243,18 +224,7 @@ impl Piece {
         let frames = r.u32("frames").map_err(dec)?;
         let prev_crc = r.u32("prev_crc").map_err(dec)?;
         let last_crc = r.u32("last_crc").map_err(dec)?;
-        let n_keys = r.u32("keys").map_err(dec)? as usize;
-        if n_keys > PIECE_KEYS_MAX {
-            return Err(bad(format!("{n_keys} data keys, at most {PIECE_KEYS_MAX}")));
-        }
-        let mut keys = Vec::with_capacity(n_keys);
-        for _ in 0..n_keys {
-            let id = r.u64("key id").map_err(dec)?;
-            let len = r.u32("key length").map_err(dec)? as usize;
-            let w = WrappedKey::decode(r.take(len, "wrapped key").map_err(dec)?)
-                .map_err(|e| bad(format!("data key {id:016x}: {e}")))?;
-            keys.push((id, w));
-        }
+        let keys = codec::read_keys(&mut r, PIECE_KEYS_MAX, "archive piece")?;
         let log_len = r.u64("log length").map_err(dec)?;
         let head_len = bytes.len() - r.remaining();
         let crc = r.u32("header crc").map_err(dec)?;
@@ -519,7 +489,7 @@ mod tests {
         );
     }
 
-    fn store_with_log(dir: &Path) -> Store {
+    pub(super) fn store_with_log(dir: &Path) -> Store {
         let store = Store::open(dir).expect("open");
         for i in 0..20u64 {
             let mut b = Batch::new();

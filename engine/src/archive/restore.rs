@@ -254,21 +254,7 @@ impl ArchiveRestore {
 mod tests {
     use super::*;
     use crate::archive::PIECE_BYTES_MAX;
-    use crate::{Batch, Op};
-
-    fn store_with_log(dir: &Path) -> Store {
-        let store = Store::open(dir).expect("open");
-        for i in 0..20u64 {
-            let mut b = Batch::new();
-            b.push(Op::put(
-                "Patient",
-                format!("p{}", i % 4),
-                format!(r#"{{"resourceType":"Patient","n":{i}}}"#).into_bytes(),
-            ));
-            store.commit(b).expect("commit");
-        }
-        store
-    }
+    use crate::archive::tests::store_with_log;
 
     #[test]
     fn a_restore_cuts_at_the_target_and_refuses_a_piece_out_of_order() {

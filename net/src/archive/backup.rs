@@ -172,19 +172,17 @@ pub async fn backup_to_location(
     })
 }
 
+/// Maps an I/O error on the local file `p` while doing `what`.
+fn io(what: &'static str, p: &std::path::Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let path = p.to_owned();
+    move |source| ArchiveError::Local { what, path, source }
+}
+
 /// Compresses `src` into `dst` as one zstd frame: the bytes written.
 pub(crate) fn compress_file(
     src: &std::path::Path,
     dst: &std::path::Path,
 ) -> Result<u64, ArchiveError> {
-    let io = |what: &'static str, p: &std::path::Path| {
-        let p = p.to_owned();
-        move |source| ArchiveError::Local {
-            what,
-            path: p,
-            source,
-        }
-    };
     let input = std::fs::File::open(src).map_err(io("open", src))?;
     let output = std::fs::File::create(dst).map_err(io("create", dst))?;
     let mut enc = zstd::stream::write::Encoder::new(output, COMPRESSION_LEVEL)
@@ -205,14 +203,6 @@ pub(crate) fn decompress_file(
     dst: &std::path::Path,
 ) -> Result<(u64, u32), ArchiveError> {
     use std::io::{Read, Write};
-    let io = |what: &'static str, p: &std::path::Path| {
-        let p = p.to_owned();
-        move |source| ArchiveError::Local {
-            what,
-            path: p,
-            source,
-        }
-    };
     let input = std::fs::File::open(src).map_err(io("open", src))?;
     let mut dec = zstd::stream::read::Decoder::new(input).map_err(io("decompress", src))?;
     let mut out = std::fs::File::create_new(dst).map_err(io("create", dst))?;

@@ -222,6 +222,15 @@ impl Location {
         Ok(p)
     }
 
+    /// Starts reading the object `name`.
+    async fn fetch(&self, name: &str) -> Result<object_store::GetResult, ArchiveError> {
+        let path = self.path(name)?;
+        self.store
+            .get(&path)
+            .await
+            .map_err(|e| self.fail("reading", name, e))
+    }
+
     fn fail(&self, what: &str, name: &str, source: object_store::Error) -> ArchiveError {
         ArchiveError::Store {
             what: format!("{what} {name} at {}", self.url),
@@ -251,12 +260,7 @@ impl Location {
 
     /// The object `name`, whole (at most [`OBJECT_BYTES_MAX`]).
     pub async fn get(&self, name: &str) -> Result<Vec<u8>, ArchiveError> {
-        let path = self.path(name)?;
-        let got = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| self.fail("reading", name, e))?;
+        let got = self.fetch(name).await?;
         if got.meta.size > OBJECT_BYTES_MAX {
             return Err(ArchiveError::Name {
                 name: name.to_owned(),
@@ -347,12 +351,7 @@ impl Location {
     ) -> Result<(u64, u32), ArchiveError> {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
-        let object = self.path(name)?;
-        let got = self
-            .store
-            .get(&object)
-            .await
-            .map_err(|e| self.fail("reading", name, e))?;
+        let got = self.fetch(name).await?;
         if got.meta.size > max_bytes {
             return Err(ArchiveError::Name {
                 name: name.to_owned(),
@@ -406,12 +405,7 @@ impl Location {
                 Ok(())
             }
         }
-        let object = self.path(name)?;
-        let got = self
-            .store
-            .get(&object)
-            .await
-            .map_err(|e| self.fail("reading", name, e))?;
+        let got = self.fetch(name).await?;
         let mut stream = got.into_stream();
         let bad = |e: std::io::Error| ArchiveError::Name {
             name: name.to_owned(),
