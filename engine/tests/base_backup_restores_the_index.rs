@@ -177,3 +177,49 @@ fn damaged_manifests_are_refused() {
         Some((backup.lsn, 1))
     );
 }
+
+#[test]
+fn a_snapshot_taken_while_writes_run_is_one_consistent_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(Store::open_with(dir.path().join("store"), options()).expect("open"));
+    write(&store, 0, 100);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 100;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                write(&store, n, n + 1);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut backups = Vec::new();
+    for i in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let snap = dir.path().join("store").join(format!("snap-{i}.tmp"));
+        backups.push((store.snapshot_index(&snap, i).expect("snapshot"), snap));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().expect("writer");
+    assert!(written > 100, "writes ran beside the snapshots");
+    let all = pieces(&store);
+    for (i, (backup, snap)) in backups.iter().enumerate() {
+        let to = dir.path().join(format!("restored-{i}"));
+        let mut r =
+            ArchiveRestore::create_log_only(&to, None, RestoreTarget::Latest, backup, 16 << 10)
+                .expect("create");
+        for p in all.clone() {
+            r.apply(p).expect("apply");
+        }
+        assert!(r.index_fits(), "backup {i} at lsn {}", backup.lsn);
+        r.finish().expect("finish");
+        lay_index(backup, snap, &to);
+        let restored = Store::open_with(&to, options()).expect("open restored");
+        assert!(!restored.open_report().index_rebuilt, "backup {i} used");
+        restored
+            .verify()
+            .unwrap_or_else(|e| panic!("backup {i} at lsn {}: {e}", backup.lsn));
+    }
+}

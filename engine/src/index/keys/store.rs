@@ -263,7 +263,8 @@ impl KeyStore {
     /// the runs in memory at that LSN written as one more file, and a
     /// manifest names them all at that frame; so the copy needs no replay
     /// beside a copy of the main index taken in the same snapshot. Holds
-    /// `disk` meanwhile, so no flush or merge changes the files.
+    /// `disk` while it takes the snapshot and links the files, so no
+    /// flush or merge changes them meanwhile.
     pub(crate) fn snapshot_to<T>(
         &self,
         dest: &Path,
@@ -286,6 +287,9 @@ impl KeyStore {
             names.push(f.number());
         }
         let mut next_file = disk.next_file;
+        // The files are linked: flushes and merges may go on while the
+        // runs (an immutable snapshot) are written.
+        drop(disk);
         if !runs.runs.is_empty() {
             let sources = runs
                 .runs
