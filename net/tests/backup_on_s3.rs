@@ -95,9 +95,15 @@ async fn a_restore_uses_the_newest_base_backup_at_or_before_its_target() {
     let loc = location(&s3, "s3://vigil/dr");
     let (early, _) = write(&store, 0, 60);
     write(&store, 60, 60);
-    let b1 = backup_to_location(store.clone(), &loc, &mut |_| {})
+    let mut seen = Vec::new();
+    let b1 = backup_to_location(store.clone(), &loc, &mut |p| seen.push(p))
         .await
         .expect("first backup");
+    // Progress: the log, then the index; never backwards, done at the end.
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done));
+    let last = seen.last().expect("progress");
+    assert_eq!(last.bytes_done, last.bytes_total, "{seen:?}");
     assert_eq!(b1.lsn, store.last_lsn());
     assert!(b1.pieces >= 1 && b1.files >= 1, "{b1:?}");
     let (mid, _) = write(&store, 120, 40);

@@ -96,8 +96,9 @@ impl Drop for TempDir {
 
 /// Takes a base backup of `store` (running or not) into `location`: the
 /// log the location lacks, up to the store's durable end, as archive
-/// pieces, then a copy of the index. `progress` is told the index bytes
-/// uploaded of those to upload.
+/// pieces, then a copy of the index. `progress` is told the bytes
+/// uploaded (log, then index files before compression) of those to upload
+/// (the log's share estimated from its LSNs until it is done).
 pub async fn backup_to_location(
     store: Arc<Store>,
     location: &Location,
@@ -110,8 +111,32 @@ pub async fn backup_to_location(
     let dest = snap.0.clone();
     let b = blocking(move || s.snapshot_index(&dest, taken)).await?;
     let (next, _) = resume(&store, location).await?;
+    let index_total: u64 = b.files.iter().map(|f| f.bytes).sum();
+    let log_total = {
+        let (s, last) = (store.clone(), store.last_lsn().max(1));
+        let on_disk = blocking(move || Ok(s.stats()?.log_bytes)).await?;
+        on_disk.saturating_mul(last.saturating_sub(next) + 1) / last
+    };
+    let mut prog = Progress {
+        bytes_done: 0,
+        bytes_total: log_total + index_total,
+    };
     let status = Mutex::new(ArchiveStatus::default());
-    let end = upload_round(&store, location, &ArchiveConfig::default(), next, &status).await?;
+    let end = upload_round(
+        &store,
+        location,
+        &ArchiveConfig::default(),
+        next,
+        &status,
+        &mut |bytes| {
+            prog.bytes_done += bytes;
+            prog.bytes_total = prog.bytes_total.max(prog.bytes_done + index_total);
+            progress(prog);
+        },
+    )
+    .await?;
+    // The log is up: the rest is the index.
+    prog.bytes_total = prog.bytes_done + index_total;
     if end <= b.lsn {
         return Err(ArchiveError::Engine(vigil_engine::Error::Backup(format!(
             "the log was archived up to lsn {}, short of the index's {}",
@@ -121,10 +146,6 @@ pub async fn backup_to_location(
     }
     let uploaded = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut b = b;
-    let mut prog = Progress {
-        bytes_done: 0,
-        bytes_total: b.files.iter().map(|f| f.bytes).sum(),
-    };
     // Each file compressed beside itself, then uploaded, a few at once.
     let jobs: Vec<(usize, PathBuf, String)> = b
         .files

@@ -155,12 +155,14 @@ pub(super) async fn resume(
 }
 
 /// Uploads every durable frame from `next` on; returns the next LSN.
+/// `uploaded` is told each piece's log bytes once it is stored.
 pub(super) async fn upload_round(
     store: &Arc<Store>,
     location: &Location,
     config: &ArchiveConfig,
     mut next: u64,
     status: &Mutex<ArchiveStatus>,
+    uploaded: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ArchiveError> {
     loop {
         let s = store.clone();
@@ -172,6 +174,7 @@ pub(super) async fn upload_round(
         let encoded = piece.encode();
         let created = location.put_new(&name, encoded).await?;
         next = piece.name.last_lsn + 1;
+        uploaded(piece.log.len() as u64);
         let mut st = status.lock().unwrap_or_else(|p| p.into_inner());
         st.archived_lsn = piece.name.last_lsn;
         st.archived_time_us = piece.last_time_us;
@@ -207,7 +210,7 @@ async fn run(
                 }
             };
             next = Some(from);
-            let n = upload_round(&store, &location, &config, from, &status).await?;
+            let n = upload_round(&store, &location, &config, from, &status, &mut |_| {}).await?;
             next = Some(n);
             Ok::<(), ArchiveError>(())
         };
