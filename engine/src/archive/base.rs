@@ -244,7 +244,7 @@ impl Store {
     pub fn snapshot_index(&self, dest: &Path, taken_us: u64) -> Result<BaseBackup> {
         self.inner.check_alive()?;
         let index = self.inner.index.current();
-        let (lsn, crc) = index.snapshot_to(dest)?;
+        let (lsn, crc) = index.snapshot_to(&dest.join(INDEX_FILE))?;
         drop(index);
         if lsn == 0 {
             return Err(Error::Backup(

@@ -261,16 +261,19 @@ impl Index {
         })
     }
 
-    /// Writes a copy of this index into the directory `dest` (new; on the
-    /// store's filesystem, so key files are hard-linked): `index.redb`
+    /// Writes a copy of this index at `path`, in a new directory on the
+    /// store's filesystem (so key files are hard-linked): the index file
     /// holding every table as one read transaction sees it, and its key
     /// store as a reader in that transaction sees it (its files, and its
     /// runs in memory written as one more), both at the same frame: the
     /// store that opens the copy replays nothing for them. Returns the
     /// tables' applied LSN and the CRC of the frame ending there.
-    pub(crate) fn snapshot_to(&self, dest: &Path) -> Result<(u64, u32)> {
+    pub(crate) fn snapshot_to(&self, path: &Path) -> Result<(u64, u32)> {
+        let dest = path
+            .parent()
+            .ok_or_else(|| Error::Corrupt(format!("{} has no directory", path.display())))?;
         std::fs::create_dir(dest).map_err(|e| Error::io("create index snapshot", dest, e))?;
-        let path = dest.join(crate::store::state::INDEX_FILE);
+        let path = path.to_owned();
         let applied_crc = |rtx: &ReadTransaction| -> Result<u32> {
             let crc = rtx
                 .open_table(META)?
