@@ -182,32 +182,6 @@ async fn verify_names_a_damaged_object_and_a_restore_builds_the_index_instead() 
     assert_eq!(v.backups.len(), 1);
     assert!(v.backups[0].on_history && v.backups[0].lsn == b.lsn);
 
-    // A large object comes back whole through ranged reads, into memory
-    // and into a file.
-    let big: Vec<u8> = (0..(20u64 << 20) + 12_345)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let src = dir.path().join("big.bin");
-    std::fs::write(&src, &big).expect("write");
-    loc.put_file("misc/big.bin", &src).await.expect("put");
-    assert!(big.len() as u64 > 2 * vigil_net::archive::location::RANGE_BYTES);
-    let got = loc
-        .get_sized("misc/big.bin", big.len() as u64)
-        .await
-        .expect("get in ranges");
-    assert!(got == big, "the same bytes in memory");
-    let copy = dir.path().join("big.copy");
-    let (n, crc) = loc
-        .get_to_file("misc/big.bin", &copy, big.len() as u64)
-        .await
-        .expect("get to a file in ranges");
-    assert_eq!((n, crc), (big.len() as u64, crc32fast::hash(&big)));
-    assert!(
-        std::fs::read(&copy).expect("read") == big,
-        "the same bytes in the file"
-    );
-    loc.delete("misc/big.bin").await.expect("delete");
-
     // One byte of the index changed in storage.
     let object = format!("backups/{}/index.redb.zst", b.name);
     let tmp = dir.path().join("index.copy");

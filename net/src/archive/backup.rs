@@ -369,9 +369,8 @@ pub async fn verify_location(
     let mut downloads = futures_util::stream::iter(plan.iter().copied())
         .map(|name| {
             let loc = location.clone();
-            let size = sizes[&name];
             tokio::spawn(async move {
-                let bytes = loc.get_sized(&name.object_name(), size).await?;
+                let bytes = loc.get(&name.object_name()).await?;
                 let piece = Piece::decode(&bytes).map_err(|e| ArchiveError::Name {
                     name: name.object_name(),
                     reason: e.to_string(),

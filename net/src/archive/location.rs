@@ -19,11 +19,6 @@ use super::ArchiveError;
 pub const PART_BYTES: usize = 16 << 20;
 /// Parts of one streamed upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
-/// A download of an object whose size is known goes in ranges of this
-/// many bytes, a few at once: one stream alone does not fill the link.
-pub const RANGE_BYTES: u64 = 8 << 20;
-/// Ranges of one download in flight at once.
-const RANGES_IN_FLIGHT: usize = 4;
 /// its header).
 pub const OBJECT_BYTES_MAX: u64 = 80 << 20;
 /// Most objects one listing returns before it is refused (an archive of
@@ -282,66 +277,6 @@ impl Location {
         Ok(bytes.to_vec())
     }
 
-    /// The object `name` of `size` bytes (as listed), whole, fetched in
-    /// ranges of [`RANGE_BYTES`] a few at once (one request when small).
-    /// At most [`OBJECT_BYTES_MAX`].
-    pub async fn get_sized(&self, name: &str, size: u64) -> Result<Vec<u8>, ArchiveError> {
-        if size > OBJECT_BYTES_MAX {
-            return Err(ArchiveError::Name {
-                name: name.to_owned(),
-                reason: format!(
-                    "{size} bytes, more than the {OBJECT_BYTES_MAX} an archive object may hold"
-                ),
-            });
-        }
-        if size <= 2 * RANGE_BYTES {
-            return self.get(name).await;
-        }
-        use futures_util::StreamExt;
-        let mut out = Vec::with_capacity(size as usize);
-        let mut parts = self.ranges(name, size)?;
-        while let Some(part) = parts.next().await {
-            out.extend_from_slice(&part?);
-        }
-        Ok(out)
-    }
-
-    /// The ranges of an object of `size` bytes, in order, fetched a few
-    /// at once; a range that comes back short is an error.
-    fn ranges(
-        &self,
-        name: &str,
-        size: u64,
-    ) -> Result<
-        impl futures_util::Stream<Item = Result<bytes::Bytes, ArchiveError>> + use<>,
-        ArchiveError,
-    > {
-        use futures_util::StreamExt;
-        let path = self.path(name)?;
-        let (store, me, name) = (self.store.clone(), self.clone(), name.to_owned());
-        let starts = (0..size).step_by(RANGE_BYTES as usize);
-        Ok(futures_util::stream::iter(starts)
-            .map(move |at| {
-                let (store, path, me, name) =
-                    (store.clone(), path.clone(), me.clone(), name.clone());
-                let end = (at + RANGE_BYTES).min(size);
-                async move {
-                    let b = store
-                        .get_range(&path, at..end)
-                        .await
-                        .map_err(|e| me.fail("reading", &name, e))?;
-                    if b.len() as u64 != end - at {
-                        return Err(ArchiveError::Name {
-                            name,
-                            reason: format!("range {at}..{end} came back with {} bytes", b.len()),
-                        });
-                    }
-                    Ok(b)
-                }
-            })
-            .buffered(RANGES_IN_FLIGHT))
-    }
-
     /// Uploads the file at `path` as `name`, streaming it in parts of
     /// [`PART_BYTES`] (a few in flight), so memory stays bounded whatever
     /// its size. Replaces an object of that name: used for the files of
@@ -417,34 +352,23 @@ impl Location {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
         let got = self.fetch(name).await?;
-        let object_size = got.meta.size;
-        if object_size > max_bytes {
+        if got.meta.size > max_bytes {
             return Err(ArchiveError::Name {
                 name: name.to_owned(),
-                reason: format!("{object_size} bytes, more than the {max_bytes} expected"),
+                reason: format!(
+                    "{} bytes, more than the {max_bytes} expected",
+                    got.meta.size
+                ),
             });
         }
         let local =
             |e: std::io::Error| ArchiveError::Task(format!("write {}: {e}", path.display()));
         let mut file = tokio::fs::File::create_new(path).await.map_err(local)?;
-        // A large object in ranges, a few at once; a small one as it comes.
-        let mut stream: futures_util::stream::BoxStream<
-            'static,
-            Result<bytes::Bytes, ArchiveError>,
-        > = if object_size > 2 * RANGE_BYTES {
-            drop(got);
-            Box::pin(self.ranges(name, object_size)?)
-        } else {
-            let (me, n) = (self.clone(), name.to_owned());
-            Box::pin(
-                got.into_stream()
-                    .map(move |c| c.map_err(|e| me.fail("reading", &n, e))),
-            )
-        };
+        let mut stream = got.into_stream();
         let mut crc = crc32fast::Hasher::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
             size += chunk.len() as u64;
             if size > max_bytes {
                 return Err(ArchiveError::Name {

@@ -138,9 +138,8 @@ pub async fn restore_from_archive(
     let mut downloads = futures_util::stream::iter(plan.iter().copied())
         .map(|name| {
             let loc = location.clone();
-            let size = sizes.get(&name).copied().unwrap_or(0);
             // Spawned, so downloads go on while a piece is applied.
-            tokio::spawn(async move { loc.get_sized(&name.object_name(), size).await })
+            tokio::spawn(async move { loc.get(&name.object_name()).await })
         })
         .buffered(PIECES_AHEAD);
     while let Some(bytes) = downloads.next().await {
