@@ -80,7 +80,13 @@ impl BaseBackup {
     /// The backup's name: its LSN and when it was taken, fixed width, so
     /// names sort by LSN.
     pub fn name(&self) -> String {
-        format!("{:020}-{:020}", self.lsn, self.taken_us)
+        Self::name_of(self.lsn, self.taken_us)
+    }
+
+    /// The name of the backup at `lsn` taken at `taken_us` (what
+    /// [`Self::parse_manifest_object`] reads back).
+    pub fn name_of(lsn: u64, taken_us: u64) -> String {
+        format!("{lsn:020}-{taken_us:020}")
     }
 
     /// The manifest's object name.

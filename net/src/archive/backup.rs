@@ -278,7 +278,7 @@ pub async fn newest_backup(
         .into_iter()
         .filter_map(|(name, _)| BaseBackup::parse_manifest_object(&name))
         .max_by_key(|(_, taken)| *taken)
-        .map(|(lsn, taken)| (format!("{lsn:020}-{taken:020}"), lsn, taken)))
+        .map(|(lsn, taken)| (BaseBackup::name_of(lsn, taken), lsn, taken)))
 }
 
 /// One base backup as a verify or a listing sees it.
@@ -473,11 +473,15 @@ pub async fn prune_backups(
     manifests.sort_by(|a, b| b.cmp(a));
     let horizon = now_us.saturating_sub(u64::from(keep.keep_days) * 24 * 3600 * 1_000_000);
     let mut report = PruneReport::default();
-    let mut live: HashSet<String> = HashSet::new();
+    // Every backup listed with its manifest (kept or deleted now): what
+    // is left of the others was cut short.
+    let with_manifest: HashSet<String> = manifests
+        .iter()
+        .map(|(taken, lsn, _)| BaseBackup::name_of(*lsn, *taken))
+        .collect();
     for (i, (taken, lsn, object)) in manifests.iter().enumerate() {
-        let name = format!("{lsn:020}-{taken:020}");
+        let name = BaseBackup::name_of(*lsn, *taken);
         if i < keep.keep_backups.max(1) as usize || *taken >= horizon {
-            live.insert(name.clone());
             report.kept.push(name);
             continue;
         }
@@ -497,12 +501,8 @@ pub async fn prune_backups(
         let Some((dir, _)) = rest.split_once('/') else {
             continue;
         };
-        let has_manifest = manifests
-            .iter()
-            .any(|(t, l, _)| format!("{l:020}-{t:020}") == dir);
         let taken = dir.split_once('-').and_then(|(_, t)| t.parse::<u64>().ok());
-        if !has_manifest
-            && !live.contains(dir)
+        if !with_manifest.contains(dir)
             && taken.is_some_and(|t| t.saturating_add(ORPHAN_AGE_US) < now_us)
         {
             location.delete(file).await?;
