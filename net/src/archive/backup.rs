@@ -24,7 +24,7 @@ use vigil_engine::archive::{
 };
 
 use super::uploader::{ArchiveConfig, ArchiveStatus, resume, upload_round};
-use super::{ArchiveError, Created, Location, blocking};
+use super::{ArchiveError, Created, Location, blocking, local_io as io};
 
 /// Pieces verified at once (downloads in flight).
 const VERIFY_AHEAD: usize = 3;
@@ -191,12 +191,6 @@ pub async fn backup_to_location(
         files: b.files.len(),
         index_bytes: b.files.iter().map(|f| f.stored).sum(),
     })
-}
-
-/// Maps an I/O error on the local file `p` while doing `what`.
-fn io(what: &'static str, p: &std::path::Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
-    let path = p.to_owned();
-    move |source| ArchiveError::Local { what, path, source }
 }
 
 /// Compresses `src` into `dst` as one zstd frame: the bytes written.

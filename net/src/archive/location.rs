@@ -287,17 +287,17 @@ impl Location {
         let object = self.path(name)?;
         let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| ArchiveError::Task(format!("open {}: {e}", path.display())))?;
+            .map_err(super::local_io("open", path))?;
         let size = file
             .metadata()
             .await
-            .map_err(|e| ArchiveError::Task(format!("stat {}: {e}", path.display())))?
+            .map_err(super::local_io("stat", path))?
             .len();
         if size <= PART_BYTES as u64 {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes)
                 .await
-                .map_err(|e| ArchiveError::Task(format!("read {}: {e}", path.display())))?;
+                .map_err(super::local_io("read", path))?;
             self.store
                 .put(&object, PutPayload::from(bytes))
                 .await
@@ -315,7 +315,7 @@ impl Location {
         let result = loop {
             let n = match file.read(&mut buf).await {
                 Ok(n) => n,
-                Err(e) => break Err(ArchiveError::Task(format!("read {}: {e}", path.display()))),
+                Err(e) => break Err(super::local_io("read", path)(e)),
             };
             if n == 0 {
                 break Ok(());
@@ -361,8 +361,7 @@ impl Location {
                 ),
             });
         }
-        let local =
-            |e: std::io::Error| ArchiveError::Task(format!("write {}: {e}", path.display()));
+        let local = |e: std::io::Error| super::local_io("write", path)(e);
         let mut file = tokio::fs::File::create_new(path).await.map_err(local)?;
         let mut stream = got.into_stream();
         let mut crc = crc32fast::Hasher::new();

@@ -83,3 +83,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ArchiveError::Task(e.to_string()))?
         .map_err(ArchiveError::from)
 }
+
+/// Maps an I/O error on the local file `p` while doing `what`.
+pub(crate) fn local_io(
+    what: &'static str,
+    p: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> ArchiveError + use<> {
+    let path = p.to_owned();
+    move |source| ArchiveError::Local { what, path, source }
+}
