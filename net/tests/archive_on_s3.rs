@@ -417,3 +417,69 @@ async fn a_promoted_follower_continues_the_archive_and_a_deposed_leaders_frames_
     let (_, r) = restore(&loc, RestoreTarget::Lsn(agreed), None).await;
     assert_eq!(r.expect("restore to the fork").last_lsn, agreed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_download_is_unpacked_and_checked_as_it_streams() {
+    let s3 = S3Server::start();
+    s3.create_bucket("vigil");
+    let loc = location(&s3, "s3://vigil/zst");
+    let dir = tempfile::tempdir().expect("dir");
+    // Several MiB, so the body arrives in many chunks.
+    let raw: Vec<u8> = (0..3_000_000u32)
+        .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes())
+        .collect();
+    let packed = zstd::bulk::compress(&raw, 1).expect("compress");
+    let stored = packed.len() as u64;
+    loc.put_new("a.zst", packed).await.expect("put");
+    loc.put_new("plain", raw.clone()).await.expect("put");
+
+    let out = dir.path().join("a");
+    let u = loc
+        .get_zstd("a.zst", Some(&out), stored, raw.len() as u64)
+        .await
+        .expect("unpacked");
+    assert_eq!(u.stored, stored);
+    assert_eq!(u.raw_bytes, raw.len() as u64);
+    assert_eq!(u.raw_crc, crc32fast::hash(&raw));
+    assert_eq!(std::fs::read(&out).expect("read"), raw);
+    // Without a file: only counted and hashed.
+    let again = loc
+        .get_zstd("a.zst", None, stored, raw.len() as u64)
+        .await
+        .expect("hashed");
+    assert_eq!(again, u);
+
+    // What the caller did not expect is refused, naming the object.
+    let e = loc
+        .get_zstd("a.zst", None, stored, raw.len() as u64 - 1)
+        .await
+        .expect_err("bigger than expected");
+    assert!(
+        matches!(&e, ArchiveError::Name { name, reason } if name == "a.zst" && reason.contains("more than")),
+        "{e}"
+    );
+    let e = loc
+        .get_zstd("a.zst", None, stored - 1, raw.len() as u64)
+        .await
+        .expect_err("stored bigger than expected");
+    assert!(e.to_string().contains("more than"), "{e}");
+    let e = loc
+        .get_zstd("plain", None, 1 << 30, 1 << 30)
+        .await
+        .expect_err("not zstd");
+    assert!(
+        matches!(&e, ArchiveError::Name { name, reason } if name == "plain" && reason.contains("not one zstd frame")),
+        "{e}"
+    );
+    // The file is new: one already there is never overwritten.
+    let e = loc
+        .get_zstd("a.zst", Some(&out), stored, raw.len() as u64)
+        .await
+        .expect_err("file exists");
+    assert!(matches!(e, ArchiveError::Local { .. }), "{e}");
+    let e = loc
+        .get_zstd("missing.zst", None, stored, raw.len() as u64)
+        .await
+        .expect_err("missing object");
+    assert!(e.to_string().contains("missing.zst"), "{e}");
+}

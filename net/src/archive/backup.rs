@@ -212,31 +212,6 @@ pub(crate) fn compress_file(
     Ok(out.metadata().map_err(io("stat", dst))?.len())
 }
 
-/// Decompresses `src` (one zstd frame) into `dst`: its size and CRC-32.
-pub(crate) fn decompress_file(
-    src: &std::path::Path,
-    dst: &std::path::Path,
-) -> Result<(u64, u32), ArchiveError> {
-    use std::io::{Read, Write};
-    let input = std::fs::File::open(src).map_err(io("open", src))?;
-    let mut dec = zstd::stream::read::Decoder::new(input).map_err(io("decompress", src))?;
-    let mut out = std::fs::File::create_new(dst).map_err(io("create", dst))?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = dec.read(&mut buf).map_err(io("decompress", src))?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io("write", dst))?;
-        size += n as u64;
-    }
-    out.sync_all().map_err(io("fsync", dst))?;
-    Ok((size, crc.finalize()))
-}
-
 /// What `/status` shows of a node's base backups.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct BaseBackupStatus {
@@ -401,7 +376,10 @@ pub async fn verify_location(
         let mut bytes = 0;
         for f in &b.files {
             let object = b.file_object(f);
-            let got = location.raw_crc_of_zstd(&object, f.bytes).await?;
+            let u = location
+                .get_zstd(&object, None, f.stored.max(1), f.bytes)
+                .await?;
+            let got = (u.raw_bytes, u.raw_crc);
             if got != (f.bytes, f.crc) {
                 return Err(ArchiveError::Name {
                     name: object,

@@ -14,13 +14,16 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use super::ArchiveError;
 
-/// Longest object read back whole (a piece is at most 64 MiB of log plus
 /// Part size of a streamed upload (S3 takes 5 MiB..5 GiB parts).
 pub const PART_BYTES: usize = 16 << 20;
 /// Parts of one streamed upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Longest object read back whole (a piece is at most 64 MiB of log plus
 /// its header).
 pub const OBJECT_BYTES_MAX: u64 = 80 << 20;
+/// Chunks of a streamed download queued for its decompressing thread
+/// (a chunk is what one read of the response gives, tens of KiB).
+const CHUNKS_AHEAD: usize = 64;
 /// Most objects one listing returns before it is refused (an archive of
 /// 64 MiB pieces holds 64 TiB at this count).
 pub const LIST_MAX: usize = 1 << 20;
@@ -340,91 +343,80 @@ impl Location {
         }
     }
 
-    /// Downloads `name` into a new file at `path`, streaming, and returns
-    /// its size and CRC-32 (the caller checks them against what it
-    /// expects). At most `max_bytes`.
-    pub async fn get_to_file(
+    /// Downloads `name` (one zstd frame) and decompresses it as it
+    /// arrives, on a thread of its own, into a new file at `path` (made
+    /// durable) or, without one, nowhere: returns its stored size and the
+    /// size and CRC-32 of what it decompresses to (the caller checks them
+    /// against what it expects). More than `max_stored` bytes stored or
+    /// `max_raw` decompressed is an error.
+    pub async fn get_zstd(
         &self,
         name: &str,
-        path: &std::path::Path,
-        max_bytes: u64,
-    ) -> Result<(u64, u32), ArchiveError> {
+        path: Option<&std::path::Path>,
+        max_stored: u64,
+        max_raw: u64,
+    ) -> Result<Unpacked, ArchiveError> {
         use futures_util::StreamExt;
-        use tokio::io::AsyncWriteExt;
         let got = self.fetch(name).await?;
-        if got.meta.size > max_bytes {
-            return Err(ArchiveError::Name {
-                name: name.to_owned(),
-                reason: format!(
-                    "{} bytes, more than the {max_bytes} expected",
-                    got.meta.size
-                ),
-            });
-        }
-        let local = |e: std::io::Error| super::local_io("write", path)(e);
-        let mut file = tokio::fs::File::create_new(path).await.map_err(local)?;
-        let mut stream = got.into_stream();
-        let mut crc = crc32fast::Hasher::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
-            size += chunk.len() as u64;
-            if size > max_bytes {
-                return Err(ArchiveError::Name {
-                    name: name.to_owned(),
-                    reason: format!("more than the {max_bytes} bytes expected"),
-                });
-            }
-            crc.update(&chunk);
-            file.write_all(&chunk).await.map_err(local)?;
-        }
-        file.sync_all().await.map_err(local)?;
-        Ok((size, crc.finalize()))
-    }
-
-    /// Size and CRC-32 of what the object `name` (one zstd frame)
-    /// decompresses to, read as a stream; more than `max_bytes` is an
-    /// error.
-    pub async fn raw_crc_of_zstd(
-        &self,
-        name: &str,
-        max_bytes: u64,
-    ) -> Result<(u64, u32), ArchiveError> {
-        use futures_util::StreamExt;
-        use std::io::Write;
-        /// Hashes what the decoder writes.
-        struct Sink(crc32fast::Hasher, u64);
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.update(b);
-                self.1 += b.len() as u64;
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let got = self.fetch(name).await?;
-        let mut stream = got.into_stream();
-        let bad = |e: std::io::Error| ArchiveError::Name {
+        let too_big = |what: String| ArchiveError::Name {
             name: name.to_owned(),
-            reason: format!("not one zstd frame: {e}"),
+            reason: what,
         };
-        let mut dec =
-            zstd::stream::write::Decoder::new(Sink(crc32fast::Hasher::new(), 0)).map_err(bad)?;
+        if got.meta.size > max_stored {
+            return Err(too_big(format!(
+                "{} bytes, more than the {max_stored} expected",
+                got.meta.size
+            )));
+        }
+        let file = match path {
+            Some(p) => Some((
+                std::fs::File::create_new(p).map_err(super::local_io("create", p))?,
+                p.to_owned(),
+            )),
+            None => None,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let unpack = tokio::task::spawn_blocking(move || unpack_zstd(rx, file, max_raw));
+        let mut stream = got.into_stream();
+        let mut stored = 0u64;
+        let mut fed = Ok(());
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
-            dec.write_all(&chunk).map_err(bad)?;
-            if dec.get_ref().1 > max_bytes {
-                return Err(ArchiveError::Name {
-                    name: name.to_owned(),
-                    reason: format!("decompresses to more than the {max_bytes} bytes expected"),
-                });
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    fed = Err(self.fail("reading", name, e));
+                    break;
+                }
+            };
+            stored += chunk.len() as u64;
+            if stored > max_stored {
+                fed = Err(too_big(format!(
+                    "more than the {max_stored} bytes expected"
+                )));
+                break;
+            }
+            if tx.send(chunk).await.is_err() {
+                // The decompressing side stopped: its error says why.
+                break;
             }
         }
-        dec.flush().map_err(bad)?;
-        let sink = dec.into_inner();
-        Ok((sink.1, sink.0.finalize()))
+        drop(tx);
+        let unpacked = unpack
+            .await
+            .map_err(|e| ArchiveError::Task(e.to_string()))?;
+        fed?;
+        let (raw_bytes, raw_crc) = unpacked.map_err(|e| match e {
+            UnpackError::Local(e) => e,
+            UnpackError::Data(reason) => ArchiveError::Name {
+                name: name.to_owned(),
+                reason,
+            },
+        })?;
+        Ok(Unpacked {
+            stored,
+            raw_bytes,
+            raw_crc,
+        })
     }
 
     /// Uploads `bytes` as `name`, replacing an object of that name (for
@@ -510,4 +502,103 @@ impl Location {
         out.sort();
         Ok(out)
     }
+}
+
+/// What [`Location::get_zstd`] read and what it decompressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Bytes stored (compressed).
+    pub stored: u64,
+    /// Bytes decompressed.
+    pub raw_bytes: u64,
+    /// CRC-32 of the bytes decompressed.
+    pub raw_crc: u32,
+}
+
+/// Why the decompressing side of [`Location::get_zstd`] stopped.
+enum UnpackError {
+    /// The local file could not be written.
+    Local(ArchiveError),
+    /// The object is not what was expected.
+    Data(String),
+}
+
+/// Decompresses the chunks `rx` brings (one zstd frame) into `file`, if
+/// any, and hashes them: the size and CRC-32 decompressed.
+fn unpack_zstd<B: AsRef<[u8]>>(
+    mut rx: tokio::sync::mpsc::Receiver<B>,
+    file: Option<(std::fs::File, std::path::PathBuf)>,
+    max_raw: u64,
+) -> Result<(u64, u32), UnpackError> {
+    use std::io::Write;
+    /// Hashes, counts and writes what the decoder gives.
+    struct Sink {
+        crc: crc32fast::Hasher,
+        bytes: u64,
+        max: u64,
+        file: Option<std::fs::File>,
+        /// The file's write error (the decoder reports any error of its
+        /// writer as its own).
+        failed: Option<std::io::Error>,
+    }
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.bytes += b.len() as u64;
+            if self.bytes > self.max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("decompresses to more than the {} bytes expected", self.max),
+                ));
+            }
+            self.crc.update(b);
+            if let Some(f) = &mut self.file
+                && let Err(e) = f.write_all(b)
+            {
+                let again = std::io::Error::new(e.kind(), e.to_string());
+                self.failed = Some(e);
+                return Err(again);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (file, path) = match file {
+        Some((f, p)) => (Some(f), Some(p)),
+        None => (None, None),
+    };
+    let local = |e: std::io::Error, what: &'static str| match &path {
+        Some(p) => UnpackError::Local(super::local_io(what, p)(e)),
+        None => UnpackError::Data(e.to_string()),
+    };
+    let sink = Sink {
+        crc: crc32fast::Hasher::new(),
+        bytes: 0,
+        max: max_raw,
+        file,
+        failed: None,
+    };
+    let mut dec = zstd::stream::write::Decoder::new(sink).map_err(|e| local(e, "decompress"))?;
+    let fail = |dec: &mut zstd::stream::write::Decoder<'_, Sink>, e: std::io::Error| match dec
+        .get_mut()
+        .failed
+        .take()
+    {
+        Some(io) => local(io, "write"),
+        None => UnpackError::Data(format!("not one zstd frame: {e}")),
+    };
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = dec.write_all(chunk.as_ref()) {
+            return Err(fail(&mut dec, e));
+        }
+    }
+    if let Err(e) = dec.flush() {
+        return Err(fail(&mut dec, e));
+    }
+    let sink = dec.into_inner();
+    if let Some(f) = &sink.file {
+        f.sync_all().map_err(|e| local(e, "fsync"))?;
+    }
+    Ok((sink.bytes, sink.crc.finalize()))
 }

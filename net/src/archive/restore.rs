@@ -18,7 +18,7 @@ use vigil_engine::archive::{
 };
 use vigil_engine::{Options, Progress, RestoreReport, RestoreTarget};
 
-use super::backup::{FILES_AT_ONCE, decompress_file};
+use super::backup::FILES_AT_ONCE;
 use super::{ArchiveError, Location, blocking};
 
 /// Pieces downloaded ahead of the one being applied.
@@ -270,13 +270,10 @@ async fn fetch_index(
                         }
                     })?;
                 }
-                let packed = path.with_extension("zst-download");
-                loc.get_to_file(&object, &packed, stored.max(1)).await?;
-                let (src, dst) = (packed.clone(), path.clone());
-                let got = tokio::task::spawn_blocking(move || decompress_file(&src, &dst))
-                    .await
-                    .map_err(|e| ArchiveError::Task(e.to_string()))??;
-                let _ = std::fs::remove_file(&packed);
+                let u = loc
+                    .get_zstd(&object, Some(&path), stored.max(1), want.0)
+                    .await?;
+                let got = (u.raw_bytes, u.raw_crc);
                 if got != want {
                     return Err(ArchiveError::Name {
                         name: object,
