@@ -23,7 +23,7 @@ pub use backup::{
 };
 pub use location::{Created, Location};
 pub use restore::{ArchiveRestoreReport, restore_from_archive};
-pub use uploader::{ArchiveConfig, ArchiveStatus, Archiver};
+pub use uploader::{ArchiveConfig, ArchiveStatus, Archiver, PIECE_BYTES};
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,13 +22,20 @@ pub const INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Wait after a failure before trying again (doubling up to the interval).
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
+/// Log bytes a leader puts in one piece by default. Smaller than the
+/// most a piece may hold so that a restore downloads the next piece
+/// while it writes one (a 64 MiB piece is fetched whole before any of it
+/// is written: docs/BENCHMARKS.md, issue 21).
+pub const PIECE_BYTES: usize = 16 << 20;
+
 /// How a leader archives.
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
     /// Most time between a frame becoming durable and its upload starting
     /// (the archive's RPO). Default 60 s.
     pub interval: Duration,
-    /// Most log bytes per piece (default and most: 64 MiB).
+    /// Most log bytes per piece (default [`PIECE_BYTES`], at most
+    /// `PIECE_BYTES_MAX`).
     pub piece_bytes: usize,
 }
 
@@ -36,7 +43,7 @@ impl Default for ArchiveConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(60),
-            piece_bytes: PIECE_BYTES_MAX,
+            piece_bytes: PIECE_BYTES,
         }
     }
 }
@@ -164,14 +171,29 @@ pub(super) async fn upload_round(
     status: &Mutex<ArchiveStatus>,
     uploaded: &mut (dyn FnMut(u64) + Send),
 ) -> Result<u64, ArchiveError> {
-    loop {
+    // The next piece is read and encoded while this one uploads; pieces
+    // are still stored one after the other, in LSN order.
+    let read = |from: u64| {
         let s = store.clone();
         let bytes = config.piece_bytes;
-        let Some(piece) = blocking(move || s.archive_piece(next, bytes)).await? else {
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, vigil_engine::Error>(s.archive_piece(from, bytes)?.map(|p| {
+                let encoded = p.encode();
+                (p, encoded)
+            }))
+        })
+    };
+    let mut ahead = read(next);
+    loop {
+        let Some((piece, encoded)) = ahead
+            .await
+            .map_err(|e| ArchiveError::Task(e.to_string()))??
+        else {
             return Ok(next);
         };
+        assert_eq!(piece.name.first_lsn, next, "pieces follow each other");
+        ahead = read(piece.name.last_lsn + 1);
         let name = piece.name.object_name();
-        let encoded = piece.encode();
         let created = location.put_new(&name, encoded).await?;
         next = piece.name.last_lsn + 1;
         uploaded(piece.log.len() as u64);
