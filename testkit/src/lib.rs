@@ -12,7 +12,9 @@
 //! - [`haproxy`] — a real HAProxy on loopback.
 //! - [`s3`] — a real S3 server (SeaweedFS) on loopback.
 //! - [`http`] — a blocking HTTP/1.1 client, and [`http::status`].
-//! - [`ChildGuard`] — a child process killed and reaped on drop.
+//! - [`ChildGuard`] — a child process killed and reaped on drop (a server's
+//!   listening address read as it starts); [`output_of`] — a command run to
+//!   its end, its failure a panic that shows what it printed.
 //! - [`source::rust_files`] — the project's source files, for checks that
 //!   read code as text.
 //! - [`sim`] — the one simulation harness: simulated time, a clock per
@@ -34,7 +36,7 @@ mod store;
 mod wait;
 
 pub use ports::{free_ports, free_udp_port};
-pub use process::ChildGuard;
+pub use process::{ChildGuard, output_of};
 pub use rng::Rng;
 pub use store::{frames, frames_in, small_store};
 pub use wait::{until, until_async};

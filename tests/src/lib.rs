@@ -3,7 +3,6 @@
 //! witness and relays ([`dr`]), a tmpfs that fills up, and the bodies the
 //! crash tests write. What every test shares is `vigil-testkit`'s.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -96,20 +95,7 @@ impl NodeProcess {
         let mut cmd = Command::new(bin);
         cmd.arg(config);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut child = ChildGuard::spawn(cmd)?;
-        let out = child
-            .0
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout"))?;
-        let mut lines = std::io::BufReader::new(out);
-        let mut line = String::new();
-        lines.read_line(&mut line)?;
-        let http = line
-            .trim()
-            .strip_prefix("vigil listening on http://")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("node did not start: {line:?}")))?;
+        let (child, http) = ChildGuard::spawn_server(cmd)?;
         Ok(Self { child, http })
     }
 }

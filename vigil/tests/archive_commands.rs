@@ -10,7 +10,6 @@
 //! restore` lays the newest beside the log, and the restored server
 //! answers searches at once; `vigil backup prune` applies retention.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use vigil_engine::{Store, VersionRead};
 use vigil_net::archive::Location;
 use vigil_testkit::http::request;
 use vigil_testkit::s3::S3Server;
-use vigil_testkit::{ChildGuard, until};
+use vigil_testkit::{ChildGuard, output_of, until};
 
 struct Acked {
     id: String,
@@ -32,21 +31,8 @@ struct Acked {
 fn serve(config: &std::path::Path, env: &[(&'static str, String)]) -> (ChildGuard, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
     cmd.arg("serve").arg("--config").arg(config);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut server = ChildGuard::spawn(cmd).expect("serve");
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("vigil listening on http://")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .expect("address");
-    (server, addr)
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    ChildGuard::spawn_server(cmd).expect("serve")
 }
 
 fn status(addr: SocketAddr) -> serde_json::Value {
@@ -205,18 +191,11 @@ fn a_killed_servers_archive_restores_exactly_what_was_acknowledged_by_a_time() {
 }
 
 fn vigil(args: &[&str], env: &[(&'static str, String)]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("vigil runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "vigil {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    output_of(
+        Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    )
 }
 
 #[test]

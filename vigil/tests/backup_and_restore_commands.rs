@@ -9,17 +9,7 @@ use vigil_fhir::app::App;
 use vigil_fhir::config::Config;
 
 fn vigil(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .output()
-        .expect("vigil runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "vigil {args:?}: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    vigil_testkit::output_of(Command::new(env!("CARGO_BIN_EXE_vigil")).args(args))
 }
 
 #[test]

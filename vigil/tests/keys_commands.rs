@@ -144,7 +144,6 @@ fn a_key_on_a_pkcs11_token_works_and_its_loss_is_named_until_it_returns() {
 /// while it runs; nothing written is readable in its log.
 #[test]
 fn an_encrypted_server_stops_serving_while_its_token_is_gone_and_resumes_when_it_returns() {
-    use std::io::BufRead;
     use std::time::Duration;
     use vigil_testkit::http::request;
     use vigil_testkit::{ChildGuard, until};
@@ -171,17 +170,7 @@ fn an_encrypted_server_stops_serving_while_its_token_is_gone_and_resumes_when_it
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut server = ChildGuard::spawn(cmd).expect("serve");
-    let mut line = String::new();
-    std::io::BufReader::new(server.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .strip_prefix("vigil listening on http://")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .expect("address");
+    let (server, addr) = ChildGuard::spawn_server(cmd).expect("serve");
     let body = r#"{"resourceType":"Patient","id":"s1","name":[{"family":"Qwzxrevoked"}],"identifier":[{"value":"MRN-SECRET-77"}]}"#;
     let put = request(addr, "PUT", "/Patient/s1", Some(body)).expect("put");
     assert_eq!(put.status, 201, "{}", put.body);
