@@ -84,13 +84,18 @@ pub async fn restore_from_archive(
             last.last_lsn
         )));
     }
+    // A time target is checked against the last piece's last commit time
+    // (not in its name); that piece is then not downloaded again.
+    let mut last_piece: Option<(PieceName, Vec<u8>)> = None;
     if let RestoreTarget::Time(t) = target {
-        let end = last_time(location, last).await?;
+        let bytes = location.get(&last.object_name()).await?;
+        let end = Piece::decode(&bytes)?.last_time_us;
         if t > end {
             return Err(restore_error(format!(
                 "the archive at {location} ends at commit time {end} µs, before the time asked ({t} µs)"
             )));
         }
+        last_piece = Some((*last, bytes));
     }
     let base = choose_base_backup(location, target, last.last_lsn).await?;
     let mut report = ArchiveRestoreReport::default();
@@ -138,8 +143,17 @@ pub async fn restore_from_archive(
     let mut downloads = futures_util::stream::iter(plan.iter().copied())
         .map(|name| {
             let loc = location.clone();
+            let have = match &mut last_piece {
+                Some((n, bytes)) if *n == name => Some(std::mem::take(bytes)),
+                _ => None,
+            };
             // Spawned, so downloads go on while a piece is applied.
-            tokio::spawn(async move { loc.get(&name.object_name()).await })
+            tokio::spawn(async move {
+                match have {
+                    Some(bytes) => Ok(bytes),
+                    None => loc.get(&name.object_name()).await,
+                }
+            })
         })
         .buffered(PIECES_AHEAD);
     while let Some(bytes) = downloads.next().await {
@@ -337,10 +351,4 @@ fn remove_index(to: &Path, b: &BaseBackup) {
 
 fn restore_error(detail: String) -> ArchiveError {
     ArchiveError::Engine(vigil_engine::Error::Restore(detail))
-}
-
-/// Commit time of the last frame of the piece `name`.
-async fn last_time(location: &Location, name: &PieceName) -> Result<u64, ArchiveError> {
-    let bytes = location.get(&name.object_name()).await?;
-    Ok(Piece::decode(&bytes)?.last_time_us)
 }
