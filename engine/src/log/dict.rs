@@ -27,6 +27,9 @@ use crate::log::record::BodyCodec;
 const COMPRESS_MIN_BYTES: usize = 64;
 /// Samples longer than this are cut before training (zstd trains on prefixes well).
 pub(crate) const SAMPLE_BYTES_MAX: usize = 16 * 1024;
+/// One body in this many is kept as a training sample (the training
+/// still waits for `train_after_bytes` of bodies).
+pub(crate) const SAMPLE_STRIDE: u64 = 2;
 
 /// One dictionary, prepared for both directions.
 pub(crate) struct Dictionary {
