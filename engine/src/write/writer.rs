@@ -496,7 +496,7 @@ impl WriterState {
         // keeping them all, for about half the training time
         // (docs/BENCHMARKS.md, issue 19).
         let take = raw.len().min(SAMPLE_BYTES_MAX);
-        if self.bodies_seen % SAMPLE_STRIDE == 0 {
+        if self.bodies_seen.is_multiple_of(SAMPLE_STRIDE) {
             self.samples.push(raw[..take].to_vec());
         }
         self.bodies_seen += 1;
