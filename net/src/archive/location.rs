@@ -376,7 +376,8 @@ impl Location {
             None => None,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let unpack = tokio::task::spawn_blocking(move || unpack_zstd(rx, file, max_raw));
+        let object = name.to_owned();
+        let unpack = tokio::task::spawn_blocking(move || unpack_zstd(rx, &object, file, max_raw));
         let mut stream = got.into_stream();
         let mut stored = 0u64;
         let mut fed = Ok(());
@@ -405,13 +406,7 @@ impl Location {
             .await
             .map_err(|e| ArchiveError::Task(e.to_string()))?;
         fed?;
-        let (raw_bytes, raw_crc) = unpacked.map_err(|e| match e {
-            UnpackError::Local(e) => e,
-            UnpackError::Data(reason) => ArchiveError::Name {
-                name: name.to_owned(),
-                reason,
-            },
-        })?;
+        let (raw_bytes, raw_crc) = unpacked?;
         Ok(Unpacked {
             stored,
             raw_bytes,
@@ -515,48 +510,43 @@ pub struct Unpacked {
     pub raw_crc: u32,
 }
 
-/// Why the decompressing side of [`Location::get_zstd`] stopped.
-enum UnpackError {
-    /// The local file could not be written.
-    Local(ArchiveError),
-    /// The object is not what was expected.
-    Data(String),
-}
-
-/// Decompresses the chunks `rx` brings (one zstd frame) into `file`, if
-/// any, and hashes them: the size and CRC-32 decompressed.
+/// Decompresses the chunks `rx` brings of the object `name` (one zstd
+/// frame) into `file`, if any, and hashes them: the size and CRC-32
+/// decompressed.
 fn unpack_zstd<B: AsRef<[u8]>>(
     mut rx: tokio::sync::mpsc::Receiver<B>,
+    name: &str,
     file: Option<(std::fs::File, std::path::PathBuf)>,
     max_raw: u64,
-) -> Result<(u64, u32), UnpackError> {
+) -> Result<(u64, u32), ArchiveError> {
     use std::io::Write;
+    /// Why the sink refused a write (the decoder reports any error of its
+    /// writer as its own, so the sink keeps the real one).
+    enum Refused {
+        TooBig,
+        Write(std::io::Error),
+    }
     /// Hashes, counts and writes what the decoder gives.
     struct Sink {
         crc: crc32fast::Hasher,
         bytes: u64,
         max: u64,
-        file: Option<std::fs::File>,
-        /// The file's write error (the decoder reports any error of its
-        /// writer as its own).
-        failed: Option<std::io::Error>,
+        file: Option<(std::fs::File, std::path::PathBuf)>,
+        refused: Option<Refused>,
     }
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.bytes += b.len() as u64;
             if self.bytes > self.max {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("decompresses to more than the {} bytes expected", self.max),
-                ));
+                self.refused = Some(Refused::TooBig);
+                return Err(std::io::Error::other("refused"));
             }
             self.crc.update(b);
-            if let Some(f) = &mut self.file
+            if let Some((f, _)) = &mut self.file
                 && let Err(e) = f.write_all(b)
             {
-                let again = std::io::Error::new(e.kind(), e.to_string());
-                self.failed = Some(e);
-                return Err(again);
+                self.refused = Some(Refused::Write(e));
+                return Err(std::io::Error::other("refused"));
             }
             Ok(b.len())
         }
@@ -564,41 +554,41 @@ fn unpack_zstd<B: AsRef<[u8]>>(
             Ok(())
         }
     }
-    let (file, path) = match file {
-        Some((f, p)) => (Some(f), Some(p)),
-        None => (None, None),
-    };
-    let local = |e: std::io::Error, what: &'static str| match &path {
-        Some(p) => UnpackError::Local(super::local_io(what, p)(e)),
-        None => UnpackError::Data(e.to_string()),
+    let data = |reason: String| ArchiveError::Name {
+        name: name.to_owned(),
+        reason,
     };
     let sink = Sink {
         crc: crc32fast::Hasher::new(),
         bytes: 0,
         max: max_raw,
         file,
-        failed: None,
+        refused: None,
     };
-    let mut dec = zstd::stream::write::Decoder::new(sink).map_err(|e| local(e, "decompress"))?;
-    let fail = |dec: &mut zstd::stream::write::Decoder<'_, Sink>, e: std::io::Error| match dec
-        .get_mut()
-        .failed
-        .take()
-    {
-        Some(io) => local(io, "write"),
-        None => UnpackError::Data(format!("not one zstd frame: {e}")),
+    let mut dec = zstd::stream::write::Decoder::new(sink)
+        .map_err(|e| data(format!("no zstd decoder: {e}")))?;
+    let why = |dec: &mut zstd::stream::write::Decoder<'_, Sink>, e: std::io::Error| {
+        let sink = dec.get_mut();
+        match (sink.refused.take(), &sink.file) {
+            (Some(Refused::Write(io)), Some((_, path))) => super::local_io("write", path)(io),
+            (Some(Refused::TooBig), _) => data(format!(
+                "decompresses to more than the {} bytes expected",
+                sink.max
+            )),
+            _ => data(format!("not one zstd frame: {e}")),
+        }
     };
     while let Some(chunk) = rx.blocking_recv() {
         if let Err(e) = dec.write_all(chunk.as_ref()) {
-            return Err(fail(&mut dec, e));
+            return Err(why(&mut dec, e));
         }
     }
     if let Err(e) = dec.flush() {
-        return Err(fail(&mut dec, e));
+        return Err(why(&mut dec, e));
     }
     let sink = dec.into_inner();
-    if let Some(f) = &sink.file {
-        f.sync_all().map_err(|e| local(e, "fsync"))?;
+    if let Some((f, path)) = &sink.file {
+        f.sync_all().map_err(super::local_io("fsync", path))?;
     }
     Ok((sink.bytes, sink.crc.finalize()))
 }
