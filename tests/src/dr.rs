@@ -254,6 +254,8 @@ pub struct Acked {
     pub id: String,
     /// The versionId the server gave.
     pub version: String,
+    /// When the request was sent.
+    pub sent: Instant,
     /// When the acknowledgement arrived.
     pub at: Instant,
 }
@@ -283,6 +285,7 @@ impl Writer {
                     r#"{{"resourceType":"Patient","id":"{id}","active":true,"name":[{{"family":"Drill","given":["{n}"]}}]}}"#
                 );
                 let to = endpoints[n as usize % endpoints.len()];
+                let sent = Instant::now();
                 match request(to, "PUT", &format!("/Patient/{id}"), Some(&body)) {
                     Ok(r) if r.status == 201 => {
                         let v: serde_json::Value = serde_json::from_str(&r.body).expect("json");
@@ -290,6 +293,7 @@ impl Writer {
                         a.lock().expect("log").push(Acked {
                             id,
                             version,
+                            sent,
                             at: Instant::now(),
                         });
                     }
@@ -337,12 +341,15 @@ impl Writer {
             .unwrap_or(Duration::MAX)
     }
 
-    /// Waits until a write is acknowledged after `at` (writes resumed).
+    /// Waits until a write sent after `at` is acknowledged (writes
+    /// resumed). Pass the moment a killed node was seen dead: a write
+    /// sent before it may still have been acknowledged by that node, its
+    /// answer read only afterwards.
     pub fn resumed_after(&self, at: Instant) {
         until(
             "a write is acknowledged again",
             Duration::from_secs(30),
-            || self.acked().iter().any(|w| w.at > at),
+            || self.acked().iter().any(|w| w.sent > at),
         );
     }
 
@@ -420,13 +427,14 @@ pub fn switch_over(via: SocketAddr, to: &str, writer: &Writer) {
     );
 }
 
-/// From `at` to the first of `acked` after it (the RTO of a disaster at
-/// `at`, as the client saw it).
+/// From `at` to the first acknowledgement of a write sent after it (the
+/// RTO of a disaster at `at`, as the client saw it; see
+/// [`Writer::resumed_after`] for which moment to pass).
 pub fn first_ack_after(acked: &[Acked], at: Instant) -> Duration {
     acked
         .iter()
+        .filter(|w| w.sent > at)
         .map(|w| w.at)
-        .filter(|t| *t > at)
         .min()
         .map(|t| t - at)
         .expect("a write acknowledged after the disaster")

@@ -85,8 +85,9 @@ fn a_key_per_region_survives_failover_and_rejoin_and_the_logs_stay_sealed() {
     until("writes flow", Duration::from_secs(20), || {
         writer.acked_count() > 50
     });
-    let killed = Instant::now();
     let _ = a.child.kill9();
+    // From here a is dead: what is acknowledged later was sent to b.
+    let killed = Instant::now();
     until("the follower promotes", Duration::from_secs(20), || {
         leads(b.http)
     });

@@ -39,8 +39,9 @@ fn killing_the_leader_promotes_the_follower_and_the_old_leader_rejoins() {
         writer.acked_count() > 50
     });
     let before = writer.acked_count();
-    let killed = Instant::now();
     let _ = a.child.kill9();
+    // From here a is dead: what is acknowledged later was sent to b.
+    let killed = Instant::now();
     until("the follower promotes", Duration::from_secs(20), || {
         leads(b.http)
     });

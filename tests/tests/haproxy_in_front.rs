@@ -44,8 +44,9 @@ fn writes_through_one_url_follow_the_leader_across_a_kill_and_none_is_lost() {
         Duration::from_secs(20),
         || writer.acked_count() > 50,
     );
-    let killed = Instant::now();
     let _ = a.child.kill9();
+    // From here a is dead: what is acknowledged later was sent to b.
+    let killed = Instant::now();
     writer.resumed_after(killed);
     let acked = writer.finish();
     let resumed = first_ack_after(&acked, killed);
