@@ -41,3 +41,40 @@ pub fn key_run(dir: &Path, bytes: &[u8]) {
         );
     }
 }
+
+/// Scans `bytes` as a segment both ways, streamed through a reader that
+/// hands out at most `step` bytes a read (as a file may) and whole: a
+/// streamed scan that finishes is the whole scan (frames, end, stop).
+pub fn streamed_segment_scan(bytes: &[u8], step: usize) {
+    /// A reader of `bytes` in reads of at most `step`.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut r = Trickle(bytes, step.max(1));
+    let Ok(Some(s)) = crate::log::scanner::scan_segment_stream(&mut r, bytes.len() as u64) else {
+        return;
+    };
+    let whole = crate::log::segment::scan_segment(bytes)
+        .expect("the whole scan reads what the streamed one did");
+    assert_eq!(s.header, whole.header);
+    assert_eq!(s.valid_len, whole.valid_len);
+    let frames = |x: &crate::log::segment::SegmentScan| -> Vec<(u64, u64)> {
+        x.frames
+            .iter()
+            .map(|f| (f.offset, f.header.end_lsn()))
+            .collect()
+    };
+    assert_eq!(frames(&s), frames(&whole));
+    assert_eq!(
+        s.stop.map(|x| (x.offset, x.zero_tail, x.error.to_string())),
+        whole
+            .stop
+            .map(|x| (x.offset, x.zero_tail, x.error.to_string()))
+    );
+}

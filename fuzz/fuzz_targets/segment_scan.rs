@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a segment file: the recovery scan must never panic,
-//! and every frame it accepts must check and decode.
+//! every frame it accepts must check and decode, and the streamed scan
+//! (reads of a size the input picks) agrees with it whenever it finishes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -27,4 +28,6 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(scan.valid_len as usize <= bytes.len());
     }
+    let step = usize::from(data.get(1).copied().unwrap_or(0)) * 61 + 1;
+    vigil_engine::fuzzing::streamed_segment_scan(&bytes, step);
 });

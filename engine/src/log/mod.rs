@@ -29,5 +29,6 @@ pub(crate) mod files;
 pub mod frame;
 pub mod record;
 pub(crate) mod recovery;
+pub(crate) mod scanner;
 pub mod segment;
 pub(crate) mod tail;

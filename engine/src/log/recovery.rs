@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::limits::{FRAME_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_TARGET};
 use crate::log::files::sync_dir;
 use crate::log::frame::{FrameError, FrameHeader};
+use crate::log::scanner::scan_segment_stream;
 use crate::log::segment::{
     SEGMENT_HEADER_BYTES, SegmentHeader, SegmentScan, list_segments, scan_segment,
 };
@@ -63,7 +64,29 @@ pub(crate) struct RecoverOptions<'a> {
 }
 
 pub(crate) fn read_segment(path: &Path) -> Result<Vec<u8>> {
-    let mut f = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
+    let (mut f, len) = open_segment(path)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut buf)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    Ok(buf)
+}
+
+/// Whether the start of `f` is in the page cache (a read that may not
+/// wait for the disk finds it there). When that cannot be asked, it is
+/// taken to be.
+fn in_page_cache(f: &File) -> bool {
+    let mut probe = [0u8; 4096];
+    let mut bufs = [std::io::IoSliceMut::new(&mut probe)];
+    !matches!(
+        rustix::io::preadv2(f, &mut bufs, 0, rustix::io::ReadWriteFlags::NOWAIT),
+        Err(rustix::io::Errno::AGAIN)
+    )
+}
+
+/// A segment opened for reading, and its length (refused when larger
+/// than a segment can be).
+fn open_segment(path: &Path) -> Result<(File, u64)> {
+    let f = File::open(path).map_err(|e| Error::io("open segment", path, e))?;
     let len = f
         .metadata()
         .map_err(|e| Error::io("stat segment", path, e))?
@@ -75,10 +98,30 @@ pub(crate) fn read_segment(path: &Path) -> Result<Vec<u8>> {
             detail: format!("segment of {len} bytes exceeds {SEGMENT_FILE_BYTES_MAX}"),
         });
     }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut buf)
-        .map_err(|e| Error::io("read segment", path, e))?;
-    Ok(buf)
+    Ok((f, len))
+}
+
+/// Scans a whole segment: streamed when it holds only frames (and the
+/// zeros of its preallocated end), else read whole, whose bytes are then
+/// returned too (what follows damage is looked at).
+///
+/// A segment not in the page cache (a restore wrote it past the cache, or
+/// the machine restarted) is read with `O_DIRECT`: through the cache, each
+/// page of it would first be allocated and filled, to be read once. A read
+/// that fails either way is left to the whole-file read, which reports it.
+fn scan_file(path: &Path) -> Result<(Option<Vec<u8>>, SegmentScan)> {
+    let (mut f, len) = open_segment(path)?;
+    if !in_page_cache(&f) {
+        // A file system without O_DIRECT keeps the file as it was.
+        let _ = rustix::fs::fcntl_getfl(&f)
+            .and_then(|fl| rustix::fs::fcntl_setfl(&f, fl | rustix::fs::OFlags::DIRECT));
+    }
+    if let Ok(Some(scan)) = scan_segment_stream(&mut f, len) {
+        return Ok((None, scan));
+    }
+    let bytes = read_segment(path)?;
+    let scan = scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))?;
+    Ok((Some(bytes), scan))
 }
 
 fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> Error {
@@ -127,11 +170,7 @@ pub(crate) fn recover(dir: &Path, opts: &RecoverOptions<'_>) -> Result<Recovered
         }
         let (bytes, scan) = match prescanned[i].take() {
             Some(scan) => (None, scan?),
-            None => {
-                let bytes = read_segment(path)?;
-                let scan = scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))?;
-                (Some(bytes), scan)
-            }
+            None => scan_file(path)?,
         };
         check_chain(path, *name_lsn, &scan.header, prev)?;
         out.frames_checked += scan.frames.len() as u64;
@@ -226,11 +265,7 @@ fn prescan(
         .map_or(1, |n| n.get())
         .clamp(1, SCAN_THREADS_MAX)
         .min(picked.len().max(1));
-    let scan_one = |i: usize| -> Result<SegmentScan> {
-        let path = &segs[i].1;
-        let bytes = read_segment(path)?;
-        scan_segment(&bytes).map_err(|e| corrupt(path, 0, e.0))
-    };
+    let scan_one = |i: usize| -> Result<SegmentScan> { scan_file(&segs[i].1).map(|(_, s)| s) };
     let results: Vec<(usize, Result<SegmentScan>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {

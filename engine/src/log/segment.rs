@@ -163,28 +163,7 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, DecodeError> {
     let mut last_ts = 0u64;
     let mut stop = None;
     while pos < bytes.len() {
-        let here = &bytes[pos..];
-        let checked = check_frame(here).and_then(|h| {
-            if h.first_lsn != next_lsn {
-                Err(FrameError::BadHeader(format!(
-                    "first lsn {} where {next_lsn} was expected",
-                    h.first_lsn
-                )))
-            } else if h.epoch < last_epoch {
-                Err(FrameError::BadHeader(format!(
-                    "epoch {} after epoch {last_epoch}",
-                    h.epoch
-                )))
-            } else if h.timestamp_us < last_ts {
-                Err(FrameError::BadHeader(format!(
-                    "timestamp {} after {last_ts}",
-                    h.timestamp_us
-                )))
-            } else {
-                Ok(h)
-            }
-        });
-        match checked {
+        match check_next_frame(&bytes[pos..], next_lsn, last_epoch, last_ts) {
             Ok(h) => {
                 frames.push(ScannedFrame {
                     offset: pos as u64,
@@ -213,6 +192,36 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, DecodeError> {
         valid_len: pos as u64,
         stop,
     })
+}
+
+/// Checks the frame at the start of `here` and that it follows the one
+/// before: its first LSN is `next_lsn`, its epoch and commit time are not
+/// older than `last_epoch` and `last_ts`.
+pub(crate) fn check_next_frame(
+    here: &[u8],
+    next_lsn: u64,
+    last_epoch: u64,
+    last_ts: u64,
+) -> Result<FrameHeader, FrameError> {
+    let h = check_frame(here)?;
+    if h.first_lsn != next_lsn {
+        Err(FrameError::BadHeader(format!(
+            "first lsn {} where {next_lsn} was expected",
+            h.first_lsn
+        )))
+    } else if h.epoch < last_epoch {
+        Err(FrameError::BadHeader(format!(
+            "epoch {} after epoch {last_epoch}",
+            h.epoch
+        )))
+    } else if h.timestamp_us < last_ts {
+        Err(FrameError::BadHeader(format!(
+            "timestamp {} after {last_ts}",
+            h.timestamp_us
+        )))
+    } else {
+        Ok(h)
+    }
 }
 
 /// Whether any offset at or after `from` starts a frame whose CRC checks.
