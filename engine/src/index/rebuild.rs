@@ -62,7 +62,9 @@ pub(crate) fn apply_log(
         if list.get(i + 1).is_some_and(|next| *next <= after_lsn + 1) {
             continue;
         }
-        if upto.is_some_and(|u| *first > u) {
+        // Past the LSN asked for (or, from an index already there, at
+        // it): no segment is read.
+        if upto.is_some_and(|u| *first > u || after_lsn >= u) {
             break;
         }
         let path = segments.path_of(*first);

@@ -1101,7 +1101,10 @@ fn open_index(
                         },
                     };
                     ix.start()?;
-                    let stats = apply_log(&ix, segments, extractor, dicts, from, None, true)?;
+                    // The log ends at `end_lsn`: an index already there
+                    // reads no segment.
+                    let stats =
+                        apply_log(&ix, segments, extractor, dicts, from, Some(end_lsn), true)?;
                     report.frames_replayed = stats.frames;
                     // A missing index was created empty and replayed whole.
                     report.index_rebuilt = fresh && end_lsn > 0;
