@@ -29,10 +29,12 @@ use crate::{RestoreTarget, Store};
 
 mod base;
 mod codec;
+mod direct;
 mod rawlog;
 mod restore;
 
 pub use base::{BACKUP_FORMAT, BACKUP_PREFIX, BackupFile, BaseBackup, crc_of_file};
+pub use direct::{DIRECT_ALIGN, DirectFile};
 pub use restore::ArchiveRestore;
 
 /// The piece format this build writes and reads.
@@ -212,6 +214,22 @@ impl Piece {
     /// Reads a piece, checking its header's CRC, every frame's CRC, that
     /// the frames are dense and agree with the header.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (header, head_len) = Self::decode_head(bytes)?;
+        header.with_frames(bytes[head_len..].to_vec())
+    }
+
+    /// [`Piece::decode`] of bytes it may keep: the frames stay where they
+    /// were read into, not copied (a piece is up to 64 MiB).
+    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Self> {
+        let (header, head_len) = Self::decode_head(&bytes)?;
+        bytes.drain(..head_len);
+        header.with_frames(bytes)
+    }
+
+    /// The piece its header describes (its keys, no log or frame headers) and
+    /// the header's length; its CRC checked and the log's length equal to
+    /// the bytes after it.
+    fn decode_head(bytes: &[u8]) -> Result<(Self, usize)> {
         let bad = |d: String| Error::Corrupt(format!("archive piece: {d}"));
         let dec = |e: crate::DecodeError| bad(e.to_string());
         let mut r = codec::read_opening(bytes, MAGIC, PIECE_FORMAT, "archive piece")?;
@@ -237,8 +255,6 @@ impl Piece {
                 r.remaining()
             )));
         }
-        let log = bytes[bytes.len() - r.remaining()..].to_vec();
-        let piece = Self::from_frames(log, prev_crc, keys)?;
         let header = Self {
             name: PieceName {
                 first_lsn,
@@ -251,10 +267,20 @@ impl Piece {
             first_time_us,
             last_time_us,
             frames,
-            keys: Vec::new(),
+            keys,
             log: Vec::new(),
             headers: Vec::new(),
         };
+        Ok((header, bytes.len() - r.remaining()))
+    }
+
+    /// Checks `log` (the bytes after the header) against what the header
+    /// says, and takes it as the piece's frames.
+    fn with_frames(self, log: Vec<u8>) -> Result<Self> {
+        let bad = |d: String| Error::Corrupt(format!("archive piece: {d}"));
+        let mut header = self;
+        let keys = std::mem::take(&mut header.keys);
+        let piece = Self::from_frames(log, header.name.prev_crc, keys)?;
         if (
             piece.name,
             piece.first_epoch,
@@ -516,14 +542,24 @@ mod tests {
         assert_eq!(piece.name.prev_crc, 0);
         let bytes = piece.encode();
         assert_eq!(Piece::decode(&bytes).expect("decode"), piece);
-        // Every single-byte change and every truncation is refused.
+        assert_eq!(
+            Piece::decode_owned(bytes.clone()).expect("decode owned"),
+            piece
+        );
+        // Every single-byte change and every truncation is refused, by
+        // both.
         for at in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
             bad[at] ^= 0x40;
             assert!(Piece::decode(&bad).is_err(), "flip at {at}");
+            assert!(Piece::decode_owned(bad).is_err(), "flip at {at}");
         }
         for len in (0..bytes.len()).step_by(13) {
             assert!(Piece::decode(&bytes[..len]).is_err(), "cut at {len}");
+            assert!(
+                Piece::decode_owned(bytes[..len].to_vec()).is_err(),
+                "cut at {len}"
+            );
         }
         // A later piece chains to the one before.
         let half = store.archive_piece(1, 200).expect("piece").expect("frames");

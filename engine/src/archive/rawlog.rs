@@ -1,11 +1,12 @@
 //! Archived frames written straight into segment files: the log of a
 //! store restored beside a base backup's index, which then only replays
-//! what follows the backup. Nothing is indexed here.
+//! what follows the backup. Nothing is indexed here; the files are
+//! written past the page cache where the file system allows
+//! ([`DirectFile`]).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::direct::DirectFile;
 use crate::error::{Error, Result};
 use crate::log::frame::FrameHeader;
 use crate::log::segment::{SegmentHeader, segment_file_name};
@@ -14,7 +15,7 @@ use crate::log::segment::{SegmentHeader, segment_file_name};
 pub(crate) struct RawLog {
     wal: PathBuf,
     segment_bytes: u64,
-    current: Option<(File, PathBuf, u64)>,
+    current: Option<(DirectFile, PathBuf, u64)>,
     segments: usize,
     /// Up to `layout_to`, segments start exactly at `layout` (a base
     /// backup's): the index it brings names bodies by segment and offset.
@@ -104,7 +105,7 @@ impl RawLog {
     fn start_segment(&mut self, first_lsn: u64, prev_tail_crc: u32) -> Result<()> {
         self.close_segment()?;
         let path = self.wal.join(segment_file_name(first_lsn));
-        let mut file = File::create_new(&path).map_err(|e| Error::io("create", &path, e))?;
+        let mut file = DirectFile::create_new(&path).map_err(|e| Error::io("create", &path, e))?;
         let header = SegmentHeader {
             first_lsn,
             prev_tail_crc,
@@ -119,8 +120,8 @@ impl RawLog {
 
     fn close_segment(&mut self) -> Result<()> {
         if let Some((file, path, _)) = self.current.take() {
-            file.sync_all()
-                .map_err(|source| Error::Fsync { path, source })?;
+            file.finish()
+                .map_err(|e| Error::io("write and sync restored segment", &path, e))?;
         }
         Ok(())
     }

@@ -36,7 +36,7 @@ enum Sink {
     /// A replica store, indexing as it appends.
     Indexed(Store),
     /// Segment files; the data keys once the first arrive.
-    Raw(RawLog, Option<DataKeys>),
+    Raw(Box<RawLog>, Option<DataKeys>),
 }
 
 impl std::fmt::Debug for ArchiveRestore {
@@ -89,7 +89,7 @@ impl ArchiveRestore {
         let raw = RawLog::create(dir, segment_bytes, &base.segments, base.lsn)?;
         Ok(Self::new(
             dir,
-            Sink::Raw(raw, None),
+            Sink::Raw(Box::new(raw), None),
             kek,
             target,
             Some((base.lsn, base.crc)),

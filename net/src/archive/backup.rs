@@ -340,7 +340,8 @@ pub async fn verify_location(
             let loc = location.clone();
             tokio::spawn(async move {
                 let bytes = loc.get(&name.object_name()).await?;
-                let piece = Piece::decode(&bytes).map_err(|e| ArchiveError::Name {
+                let stored = bytes.len() as u64;
+                let piece = Piece::decode_owned(bytes).map_err(|e| ArchiveError::Name {
                     name: name.object_name(),
                     reason: e.to_string(),
                 })?;
@@ -350,7 +351,7 @@ pub async fn verify_location(
                         reason: format!("holds {}", piece.name.object_name()),
                     });
                 }
-                Ok::<_, ArchiveError>((bytes.len() as u64, piece))
+                Ok::<_, ArchiveError>((stored, piece))
             })
         })
         .buffered(VERIFY_AHEAD);

@@ -12,6 +12,8 @@ use std::time::Duration;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use vigil_engine::archive::DirectFile;
+
 use super::ArchiveError;
 
 /// Part size of a streamed upload (S3 takes 5 MiB..5 GiB parts).
@@ -273,11 +275,23 @@ impl Location {
                 ),
             });
         }
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| self.fail("reading", name, e))?;
-        Ok(bytes.to_vec())
+        use futures_util::StreamExt;
+        // Each chunk copied once, into a buffer of the announced size
+        // (a piece is up to 64 MiB: no second copy of it).
+        let announced = got.meta.size;
+        let mut bytes = Vec::with_capacity(announced as usize);
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.fail("reading", name, e))?;
+            if bytes.len() + chunk.len() > announced as usize {
+                return Err(ArchiveError::Name {
+                    name: name.to_owned(),
+                    reason: format!("more than the {announced} bytes its listing announced"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     /// Uploads the file at `path` as `name`, streaming it in parts of
@@ -344,8 +358,9 @@ impl Location {
     }
 
     /// Downloads `name` (one zstd frame) and decompresses it as it
-    /// arrives, on a thread of its own, into a new file at `path` (made
-    /// durable) or, without one, nowhere: returns its stored size and the
+    /// arrives, on a thread of its own, into a new file at `path` (written
+    /// past the page cache where possible, made durable) or, without one,
+    /// nowhere: returns its stored size and the
     /// size and CRC-32 of what it decompresses to (the caller checks them
     /// against what it expects). More than `max_stored` bytes stored or
     /// `max_raw` decompressed is an error.
@@ -370,7 +385,7 @@ impl Location {
         }
         let file = match path {
             Some(p) => Some((
-                std::fs::File::create_new(p).map_err(super::local_io("create", p))?,
+                DirectFile::create_new(p).map_err(super::local_io("create", p))?,
                 p.to_owned(),
             )),
             None => None,
@@ -516,7 +531,7 @@ pub struct Unpacked {
 fn unpack_zstd<B: AsRef<[u8]>>(
     mut rx: tokio::sync::mpsc::Receiver<B>,
     name: &str,
-    file: Option<(std::fs::File, std::path::PathBuf)>,
+    file: Option<(DirectFile, std::path::PathBuf)>,
     max_raw: u64,
 ) -> Result<(u64, u32), ArchiveError> {
     use std::io::Write;
@@ -531,7 +546,7 @@ fn unpack_zstd<B: AsRef<[u8]>>(
         crc: crc32fast::Hasher,
         bytes: u64,
         max: u64,
-        file: Option<(std::fs::File, std::path::PathBuf)>,
+        file: Option<(DirectFile, std::path::PathBuf)>,
         refused: Option<Refused>,
     }
     impl Write for Sink {
@@ -587,8 +602,9 @@ fn unpack_zstd<B: AsRef<[u8]>>(
         return Err(why(&mut dec, e));
     }
     let sink = dec.into_inner();
-    if let Some((f, path)) = &sink.file {
-        f.sync_all().map_err(super::local_io("fsync", path))?;
+    if let Some((f, path)) = sink.file {
+        f.finish()
+            .map_err(super::local_io("write and sync", &path))?;
     }
     Ok((sink.bytes, sink.crc.finalize()))
 }

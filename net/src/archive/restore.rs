@@ -161,7 +161,7 @@ pub async fn restore_from_archive(
         prog.bytes_done += bytes.len() as u64;
         report.log_bytes += bytes.len() as u64;
         let (r, done) = blocking(move || {
-            let piece = Piece::decode(&bytes)?;
+            let piece = Piece::decode_owned(bytes)?;
             restore.apply(piece)?;
             let done = restore.is_done();
             Ok((restore, done))
