@@ -37,7 +37,7 @@
 //! invariants above: the new leader, healthy and with the witness
 //! reachable, never loses its lease after the heal.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use vigil_net::proto::enforce::{Enforcer, Record, Records};
 use vigil_net::proto::lease::{
@@ -167,7 +167,8 @@ struct Sim {
     witness: Option<Voter>,
     wstate: WitnessState,
     leaders_of_epoch: BTreeMap<u64, &'static str>,
-    acked: BTreeSet<u64>,
+    /// Acknowledged writes' wids, sorted, each once (walked every step).
+    acked: Vec<u64>,
     /// When each acknowledged write was written.
     acked_at: BTreeMap<u64, u64>,
     next_wid: u64,
@@ -181,6 +182,8 @@ struct Sim {
     lapses: Vec<(u64, &'static str)>,
     /// Records refused by the witness as not from the epoch's leader.
     refused_records: u64,
+    /// The check's buffer for the writer's durable wids.
+    held_scratch: Vec<u64>,
 }
 
 impl Sim {
@@ -204,7 +207,7 @@ impl Sim {
             witness: None,
             wstate: WitnessState::default(),
             leaders_of_epoch: BTreeMap::new(),
-            acked: BTreeSet::new(),
+            acked: Vec::new(),
             acked_at: BTreeMap::new(),
             next_wid: 1,
             writable_steps: 0,
@@ -212,6 +215,7 @@ impl Sim {
             lossless: false,
             lapses: Vec::new(),
             refused_records: 0,
+            held_scratch: Vec::new(),
         };
         s.witness = Some(Voter::start(W, cfg, 0, s.now(W)));
         for n in NODES {
@@ -624,7 +628,9 @@ impl Sim {
             for idx in to_ack {
                 let Entry { wid, at, .. } = self.nodes[n].log[idx];
                 if wid != 0 {
-                    self.acked.insert(wid);
+                    if let Err(pos) = self.acked.binary_search(&wid) {
+                        self.acked.insert(pos, wid);
+                    }
                     self.acked_at.insert(wid, at);
                 }
             }
@@ -782,7 +788,7 @@ impl Sim {
         for n in NODES.iter().filter(|_| synchronous) {
             for q in &self.nodes[n].quarantine {
                 assert!(
-                    !self.acked.contains(&q.wid),
+                    self.acked.binary_search(&q.wid).is_err(),
                     "seed {seed}: acknowledged write {} cut into {n}'s quarantine",
                     q.wid
                 );
@@ -802,11 +808,26 @@ impl Sim {
         }
         if let [w] = writers[..] {
             self.writable_steps += 1;
-            let held: BTreeSet<u64> = self.nodes[w].log[..self.nodes[w].durable]
-                .iter()
-                .map(|e| e.wid)
-                .collect();
-            let mut lost = self.acked.iter().filter(|x| !held.contains(x));
+            // The writer's durable wids (an epoch's start has none), sorted
+            // (a log holds them in order, so the sort is one pass), walked
+            // beside the acknowledged ones: this runs every step of every
+            // seed.
+            let mut held = std::mem::take(&mut self.held_scratch);
+            held.clear();
+            held.extend(
+                self.nodes[w].log[..self.nodes[w].durable]
+                    .iter()
+                    .map(|e| e.wid)
+                    .filter(|&wid| wid != 0),
+            );
+            held.sort_unstable();
+            let mut i = 0;
+            let mut lost = self.acked.iter().filter(|&&x| {
+                while held.get(i).is_some_and(|&h| h < x) {
+                    i += 1;
+                }
+                held.get(i) != Some(&x)
+            });
             if synchronous {
                 if let Some(lost) = lost.next() {
                     panic!(
@@ -825,6 +846,7 @@ impl Sim {
                     );
                 }
             }
+            self.held_scratch = held;
         }
     }
 }
