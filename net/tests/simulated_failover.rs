@@ -167,10 +167,9 @@ struct Sim {
     witness: Option<Voter>,
     wstate: WitnessState,
     leaders_of_epoch: BTreeMap<u64, &'static str>,
-    /// Acknowledged writes' wids, sorted, each once (walked every step).
-    acked: Vec<u64>,
-    /// When each acknowledged write was written.
-    acked_at: BTreeMap<u64, u64>,
+    /// Acknowledged writes: (wid, when it was written), sorted by wid,
+    /// each once (walked every step).
+    acked: Vec<(u64, u64)>,
     next_wid: u64,
     writable_steps: u64,
     /// `Some(0)`: synchronous (with the give-up timeout); `Some(m)`:
@@ -208,7 +207,6 @@ impl Sim {
             wstate: WitnessState::default(),
             leaders_of_epoch: BTreeMap::new(),
             acked: Vec::new(),
-            acked_at: BTreeMap::new(),
             next_wid: 1,
             writable_steps: 0,
             max_lag_us,
@@ -627,11 +625,11 @@ impl Sim {
         if still {
             for idx in to_ack {
                 let Entry { wid, at, .. } = self.nodes[n].log[idx];
-                if wid != 0 {
-                    if let Err(pos) = self.acked.binary_search(&wid) {
-                        self.acked.insert(pos, wid);
-                    }
-                    self.acked_at.insert(wid, at);
+                if wid == 0 {
+                    continue; // an epoch's start: not a client's write
+                }
+                if let Err(pos) = self.acked.binary_search_by_key(&wid, |&(w, _)| w) {
+                    self.acked.insert(pos, (wid, at));
                 }
             }
         } else if let Some(l) = self.nodes.get_mut(n).and_then(|x| x.lead.as_mut()) {
@@ -788,7 +786,9 @@ impl Sim {
         for n in NODES.iter().filter(|_| synchronous) {
             for q in &self.nodes[n].quarantine {
                 assert!(
-                    self.acked.binary_search(&q.wid).is_err(),
+                    self.acked
+                        .binary_search_by_key(&q.wid, |&(w, _)| w)
+                        .is_err(),
                     "seed {seed}: acknowledged write {} cut into {n}'s quarantine",
                     q.wid
                 );
@@ -822,21 +822,21 @@ impl Sim {
             );
             held.sort_unstable();
             let mut i = 0;
-            let mut lost = self.acked.iter().filter(|&&x| {
+            let mut lost = self.acked.iter().filter(|&&(x, _)| {
                 while held.get(i).is_some_and(|&h| h < x) {
                     i += 1;
                 }
                 held.get(i) != Some(&x)
             });
             if synchronous {
-                if let Some(lost) = lost.next() {
+                if let Some((lost, _)) = lost.next() {
                     panic!(
                         "seed {seed}: {w} leads without acknowledged write {lost} at {}",
                         self.net.real()
                     );
                 }
             } else {
-                let times: Vec<u64> = lost.map(|x| self.acked_at[x]).collect();
+                let times: Vec<u64> = lost.map(|&(_, at)| at).collect();
                 if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
                     assert!(
                         last - first < self.max_lag_us,
