@@ -404,6 +404,9 @@ fn export_survives_a_kill(dr: Dr, s3: Option<&vigil_testkit::s3::S3Server>) {
             r.status == 200
         },
     );
+    // Timed to the manifest: reading the files back below is the
+    // client's part, not the takeover's.
+    let took = killed.elapsed();
     let mut seen = std::collections::BTreeMap::new();
     for o in manifest["output"].as_array().expect("output") {
         let url = o["url"].as_str().expect("url");
@@ -424,7 +427,6 @@ fn export_survives_a_kill(dr: Dr, s3: Option<&vigil_testkit::s3::S3Server>) {
                 .or_insert(0) += 1;
         }
     }
-    let took = killed.elapsed();
     eprintln!("killed at progress {progress}; resumed and finished on b {took:?} after the kill");
     // Takeover within the export lease (2 s) + 5 s, after the promotion.
     assert!(
